@@ -10,7 +10,13 @@ export interface ProbBatch {
 }
 
 /** What a defense may ask the caller to compute before it runs. */
-export type ContextNeed = 'surrogate' | 'misinformation' | 'inputKey';
+/**
+ * - surrogate: the surrogate's softmax per row (last-layer MAD)
+ * - surrogateGram: per-row K×K Gram matrices of the surrogate's gradients (full-Jacobian MAD)
+ * - misinformation: the misinformation model's softmax per row
+ * - inputKey: a stable string per row identifying the input (deterministic noise)
+ */
+export type ContextNeed = 'surrogate' | 'surrogateGram' | 'misinformation' | 'inputKey';
 
 /**
  * Per-batch side information. Each field is filled only when a defense in the pipeline declares
