@@ -1,7 +1,8 @@
 /**
  * Reverse sigmoid (Lee et al., 2019): ỹ = normalise(clip(y − β(σ(γ·σ⁻¹(y)) − ½), 0, 1)).
- * A row whose every entry clips to zero has no direction left to normalise: it becomes uniform
- * (no information, never NaN).
+ * For a valid probability row some entry always survives the clip (entries ≤ ½ are only ever
+ * raised), yet published implementations return NaN when a row sums to zero after clipping; here
+ * such a row would become uniform (no information), never NaN.
  */
 import { defineDefense } from './definition.js';
 
