@@ -1,0 +1,448 @@
+/**
+ * What an evaluation runs: the victim, the attacker's world, the defense settings, the query
+ * policies and budgets, and the training settings. Built from a preset (`quick`, `paper`) or a
+ * JSON config file; every mistake is reported with the field that holds it and what is allowed.
+ */
+import { readFile } from 'node:fs/promises';
+import { DefenseError, parseDefense, type Defense } from '../defenses/index.js';
+
+export type VictimDataset = 'mnist' | 'fashion-mnist';
+export type AttackerWorld = 'open' | 'closed';
+export type PolicyName = 'random' | 'adaptive';
+/** soft: trains on the (poisoned) probabilities; argmax: trains on their top-1 labels only. */
+export type AttackerLabels = 'soft' | 'argmax';
+export type Architecture = 'mlp' | 'cnn';
+
+export const VICTIM_DATASETS: readonly VictimDataset[] = ['mnist', 'fashion-mnist'];
+export const WORLDS: readonly AttackerWorld[] = ['open', 'closed'];
+export const POLICIES: readonly PolicyName[] = ['random', 'adaptive'];
+export const ATTACKER_LABELS: readonly AttackerLabels[] = ['soft', 'argmax'];
+export const ARCHITECTURES: readonly Architecture[] = ['mlp', 'cnn'];
+
+export interface TrainingSettings {
+  arch: Architecture;
+  epochs: number;
+  batchSize: number;
+  learningRate: number;
+}
+
+export interface AdaptiveSettings {
+  /** Retrain the policy's knockoff after this many new queries (the loss reward needs it). */
+  retrainEvery: number;
+  /** Epochs of each interim retraining. */
+  retrainEpochs: number;
+  /** Step size of the bandit's preference update. */
+  learningRate: number;
+  /** Weights of the normalised certainty, diversity and loss rewards. */
+  rewardWeights: { certainty: number; diversity: number; loss: number };
+  /** How many recent answers the diversity reward compares with. */
+  diversityWindow: number;
+  /** Images sampled (and queried) per bandit step; one reward per image, one update per image. */
+  stepSize: number;
+}
+
+/** Caps on the data used, for smoke tests and tiny runs (undefined: everything). */
+export interface DataLimits {
+  victimTrain?: number;
+  victimTest?: number;
+  attackerPool?: number;
+}
+
+/** One defense setting of the grid. */
+export interface DefenseSetting {
+  /** Curve the setting belongs to in the plots, e.g. "mad-argmax". */
+  family: string;
+  /** Canonical spec string (what the run key and the report use). */
+  spec: string;
+  /** The parameters, as written in the report ("eps=0.5,norm=l1,…"). */
+  params: string;
+  /** A ready defense instead of the spec (programmatic use, tests). */
+  defense?: Defense;
+}
+
+export interface EvalConfig {
+  /** Preset or config-file name; the default results folder is results/<name>. */
+  name: string;
+  victim: VictimDataset;
+  world: AttackerWorld;
+  seed: number;
+  defenses: DefenseSetting[];
+  policies: PolicyName[];
+  budgets: number[];
+  attackerLabels: AttackerLabels[];
+  victimTraining: TrainingSettings;
+  knockoffTraining: TrainingSettings;
+  /** Architecture of MAD's surrogate (the paper's best: randomly initialised, victim's architecture). */
+  surrogateArch: Architecture;
+  /** Training of the misinformation model (only when a misinformation defense is in the grid). */
+  misinformationTraining: TrainingSettings;
+  adaptive: AdaptiveSettings;
+  /** Rows per HTTP request to the defended endpoint. */
+  requestRows: number;
+  /** Closed world: images of the victim's training split held out for the attacker. */
+  closedWorldPool: number;
+  limits: DataLimits;
+}
+
+export class EvalConfigError extends Error {
+  override name = 'EvalConfigError';
+}
+
+const DEFAULT_ADAPTIVE: AdaptiveSettings = {
+  retrainEvery: 1000,
+  retrainEpochs: 2,
+  learningRate: 0.1,
+  rewardWeights: { certainty: 1, diversity: 1, loss: 1 },
+  diversityWindow: 256,
+  stepSize: 32,
+};
+
+const DEFAULT_BASE: Omit<EvalConfig, 'name' | 'defenses' | 'policies' | 'budgets'> = {
+  victim: 'mnist',
+  world: 'open',
+  seed: 1,
+  attackerLabels: ['soft', 'argmax'],
+  victimTraining: { arch: 'mlp', epochs: 5, batchSize: 128, learningRate: 0.001 },
+  knockoffTraining: { arch: 'mlp', epochs: 5, batchSize: 128, learningRate: 0.001 },
+  surrogateArch: 'mlp',
+  misinformationTraining: { arch: 'mlp', epochs: 2, batchSize: 128, learningRate: 0.001 },
+  adaptive: DEFAULT_ADAPTIVE,
+  requestRows: 256,
+  closedWorldPool: 20000,
+  limits: {},
+};
+
+/** Grid entries as a config file writes them: a spec string, or a name with (lists of) parameters. */
+export type DefenseEntry = string | { name: string; family?: string; params?: Record<string, unknown>; [param: string]: unknown };
+
+const PRESET_DEFENSES: Record<'quick' | 'paper', DefenseEntry[]> = {
+  quick: [
+    'none',
+    'argmax',
+    'topk:k=1',
+    'rounding:decimals=1',
+    'noise:scale=1',
+    'reverse-sigmoid:beta=0.5,gamma=0.2',
+    'mad:eps=0.5',
+    'mad-argmax:eps=1',
+    'misinformation:tau=0.9',
+  ],
+  paper: [
+    'none',
+    'argmax',
+    { name: 'topk', k: [1, 2, 3] },
+    { name: 'rounding', decimals: [0, 1, 2] },
+    { name: 'noise', scale: [0.5, 1, 2, 4, 8] },
+    { name: 'reverse-sigmoid', gamma: 0.2, beta: [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1] },
+    { name: 'mad', eps: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 1.5] },
+    { name: 'mad-argmax', eps: [0.1, 0.25, 0.5, 1, 1.5, 1.9] },
+    { name: 'misinformation', tau: [0.5, 0.7, 0.8, 0.9, 0.95, 0.99] },
+  ],
+};
+
+export const PRESET_NAMES = ['quick', 'paper'] as const;
+export type PresetName = (typeof PRESET_NAMES)[number];
+
+/** Fields a config file may set; anything else is a typo and is reported. */
+const CONFIG_FIELDS = [
+  'name',
+  'preset',
+  'victim',
+  'world',
+  'seed',
+  'defenses',
+  'policies',
+  'budgets',
+  'attackerLabels',
+  'victimTraining',
+  'knockoffTraining',
+  'surrogateArch',
+  'misinformationTraining',
+  'adaptive',
+  'requestRows',
+  'closedWorldPool',
+  'limits',
+] as const;
+
+export function presetConfig(name: PresetName): EvalConfig {
+  if (name === 'quick') {
+    return validateConfig({
+      name: 'quick',
+      defenses: PRESET_DEFENSES.quick,
+      policies: ['random'],
+      budgets: [10000],
+      knockoffTraining: { arch: 'mlp', epochs: 5, batchSize: 128, learningRate: 0.001 },
+    });
+  }
+  if (name === 'paper') {
+    return validateConfig({
+      name: 'paper',
+      defenses: PRESET_DEFENSES.paper,
+      policies: ['random', 'adaptive'],
+      budgets: [1000, 5000, 10000, 20000, 50000],
+      victimTraining: { arch: 'mlp', epochs: 10, batchSize: 128, learningRate: 0.001 },
+      knockoffTraining: { arch: 'mlp', epochs: 20, batchSize: 128, learningRate: 0.001 },
+    });
+  }
+  throw new EvalConfigError(`unknown preset "${String(name)}"; allowed: ${PRESET_NAMES.join(', ')}`);
+}
+
+/** Reads a JSON config file: a full grid, or `"preset": "quick"` plus the fields to change. */
+export async function loadConfigFile(file: string): Promise<EvalConfig> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    throw new EvalConfigError(`cannot read config file ${file}: ${(error as Error).message}`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (error) {
+    throw new EvalConfigError(`config file ${file} is not valid JSON: ${(error as Error).message}`);
+  }
+  if (!isObject(raw)) throw new EvalConfigError(`config file ${file} must hold a JSON object`);
+  const fallbackName = file.replace(/^.*[\\/]/, '').replace(/\.json$/i, '');
+  return validateConfig({ name: fallbackName, ...raw });
+}
+
+/**
+ * Checks a raw config (from JSON or code) and fills the defaults. With `preset`, the preset's
+ * values are the defaults and the raw fields replace them.
+ */
+export function validateConfig(raw: Record<string, unknown>): EvalConfig {
+  for (const key of Object.keys(raw)) {
+    if (!(CONFIG_FIELDS as readonly string[]).includes(key)) {
+      throw new EvalConfigError(`unknown config field "${key}"; allowed: ${CONFIG_FIELDS.join(', ')}`);
+    }
+  }
+  let base: Omit<EvalConfig, 'name' | 'defenses' | 'policies' | 'budgets'> & Partial<EvalConfig> = DEFAULT_BASE;
+  if (raw.preset !== undefined) {
+    const preset = oneOf('preset', raw.preset, PRESET_NAMES);
+    base = presetConfig(preset);
+  }
+  const name = raw.name === undefined ? (base.name ?? 'custom') : nonEmptyString('name', raw.name);
+  if (!/^[\w.-]+$/.test(name)) throw new EvalConfigError(`name must hold only letters, digits, ".", "_" and "-" (it names the results folder), got ${JSON.stringify(name)}`);
+
+  const world = raw.world === undefined ? base.world : oneOf('world', raw.world, WORLDS);
+  const closedWorldPool = raw.closedWorldPool === undefined ? base.closedWorldPool : positiveInteger('closedWorldPool', raw.closedWorldPool);
+  const budgets = raw.budgets === undefined ? requireBase('budgets', base.budgets) : list('budgets', raw.budgets, (v, f) => positiveInteger(f, v));
+  const config: EvalConfig = {
+    name,
+    victim: raw.victim === undefined ? base.victim : oneOf('victim', raw.victim, VICTIM_DATASETS),
+    world,
+    seed: raw.seed === undefined ? base.seed : integer('seed', raw.seed),
+    defenses: raw.defenses === undefined ? requireBase('defenses', base.defenses) : expandDefenses(raw.defenses),
+    policies: raw.policies === undefined ? requireBase('policies', base.policies) : unique('policies', list('policies', raw.policies, (v, f) => oneOf(f, v, POLICIES))),
+    budgets: [...new Set(budgets)].sort((a, b) => a - b),
+    attackerLabels: raw.attackerLabels === undefined ? base.attackerLabels : unique('attackerLabels', list('attackerLabels', raw.attackerLabels, (v, f) => oneOf(f, v, ATTACKER_LABELS))),
+    victimTraining: training('victimTraining', raw.victimTraining, base.victimTraining),
+    knockoffTraining: training('knockoffTraining', raw.knockoffTraining, base.knockoffTraining),
+    surrogateArch: raw.surrogateArch === undefined ? base.surrogateArch : oneOf('surrogateArch', raw.surrogateArch, ARCHITECTURES),
+    misinformationTraining: training('misinformationTraining', raw.misinformationTraining, base.misinformationTraining),
+    adaptive: adaptive(raw.adaptive, base.adaptive),
+    requestRows: raw.requestRows === undefined ? base.requestRows : positiveInteger('requestRows', raw.requestRows),
+    closedWorldPool,
+    limits: limits(raw.limits, base.limits),
+  };
+  checkBudgetsFit(config);
+  return config;
+}
+
+/** Replaces the world (CLI override); budgets that no longer fit the attacker's pool are an error. */
+export function withWorld(config: EvalConfig, world: AttackerWorld): EvalConfig {
+  const next = { ...config, world };
+  checkBudgetsFit(next);
+  return next;
+}
+
+/** How many images the attacker may draw from, before data limits. */
+export function attackerPoolCapacity(config: EvalConfig): number | undefined {
+  const pool = config.world === 'closed' ? config.closedWorldPool : undefined;
+  const limit = config.limits.attackerPool;
+  if (pool === undefined) return limit;
+  return limit === undefined ? pool : Math.min(pool, limit);
+}
+
+function checkBudgetsFit(config: EvalConfig): void {
+  const capacity = attackerPoolCapacity(config);
+  const largest = config.budgets[config.budgets.length - 1];
+  if (capacity !== undefined && largest > capacity) {
+    const where = config.world === 'closed' && capacity === config.closedWorldPool ? `the closed-world pool (closedWorldPool = ${capacity})` : `limits.attackerPool (${capacity})`;
+    throw new EvalConfigError(`budget ${largest} exceeds ${where}: the random policy draws without replacement; lower the budgets or raise the pool`);
+  }
+}
+
+/** Expands the grid: array-valued parameters give one setting per value (cartesian product). */
+export function expandDefenses(raw: unknown): DefenseSetting[] {
+  const entries = list('defenses', raw, (v) => v as DefenseEntry);
+  const settings: DefenseSetting[] = [];
+  entries.forEach((entry, index) => {
+    const field = `defenses[${index}]`;
+    if (typeof entry === 'string') {
+      settings.push(settingFromSpec(field, entry));
+      return;
+    }
+    if (!isObject(entry) || typeof entry.name !== 'string') {
+      throw new EvalConfigError(`${field} must be a spec string such as "mad:eps=0.5" or an object {"name": "mad", "eps": [0.1, 0.5]}`);
+    }
+    const { name, family, params, ...flat } = entry;
+    if (params !== undefined && !isObject(params)) throw new EvalConfigError(`${field}.params must be an object`);
+    if (family !== undefined && (typeof family !== 'string' || !family)) throw new EvalConfigError(`${field}.family must be a non-empty string`);
+    const all = { ...flat, ...(params ?? {}) } as Record<string, unknown>;
+    const keys = Object.keys(all);
+    const values = keys.map((k) => {
+      const v = all[k];
+      if (Array.isArray(v)) {
+        if (v.length === 0) throw new EvalConfigError(`${field}.${k} is an empty list`);
+        return v;
+      }
+      return [v];
+    });
+    for (const combination of cartesian(values)) {
+      const params = Object.fromEntries(keys.map((k, i) => [k, combination[i]]));
+      settings.push(settingFromSpec(field, { name, params }, family as string | undefined));
+    }
+  });
+  if (settings.length === 0) throw new EvalConfigError('defenses is empty; list at least one setting, e.g. ["none", "mad:eps=0.5"]');
+  const seen = new Set<string>();
+  for (const s of settings) {
+    if (seen.has(s.spec)) throw new EvalConfigError(`defense setting "${s.spec}" appears twice in the grid`);
+    seen.add(s.spec);
+  }
+  return settings;
+}
+
+function settingFromSpec(field: string, spec: string | { name: string; params: Record<string, unknown> }, family?: string): DefenseSetting {
+  let defense: Defense;
+  try {
+    defense = parseDefense(spec);
+  } catch (error) {
+    if (error instanceof DefenseError) throw new EvalConfigError(`${field}: ${error.message}`);
+    throw error;
+  }
+  return describeDefense(defense, family);
+}
+
+/** The setting that describes a ready defense: its family (the plot's curve) and its parameters. */
+export function describeDefense(defense: Defense, family?: string): DefenseSetting {
+  const stages = defense.spec.split('|');
+  const params = stages.map((stage) => (stage.includes(':') ? stage.slice(stage.indexOf(':') + 1) : '')).filter(Boolean).join('|');
+  const inferred = stages
+    .map((stage) => {
+      const name = stage.split(':')[0];
+      return name === 'mad' && /(^|[:,])oracle=argmax(,|$)/.test(stage) ? 'mad-argmax' : name;
+    })
+    .join('|');
+  return { family: family ?? inferred, spec: defense.spec, params };
+}
+
+function cartesian(values: unknown[][]): unknown[][] {
+  return values.reduce<unknown[][]>((acc, options) => acc.flatMap((prefix) => options.map((o) => [...prefix, o])), [[]]);
+}
+
+function training(field: string, raw: unknown, base: TrainingSettings): TrainingSettings {
+  if (raw === undefined) return base;
+  const object = fields(field, raw, ['arch', 'epochs', 'batchSize', 'learningRate']);
+  return {
+    arch: object.arch === undefined ? base.arch : oneOf(`${field}.arch`, object.arch, ARCHITECTURES),
+    epochs: object.epochs === undefined ? base.epochs : positiveInteger(`${field}.epochs`, object.epochs),
+    batchSize: object.batchSize === undefined ? base.batchSize : positiveInteger(`${field}.batchSize`, object.batchSize),
+    learningRate: object.learningRate === undefined ? base.learningRate : positiveNumber(`${field}.learningRate`, object.learningRate),
+  };
+}
+
+function adaptive(raw: unknown, base: AdaptiveSettings): AdaptiveSettings {
+  if (raw === undefined) return base;
+  const object = fields('adaptive', raw, ['retrainEvery', 'retrainEpochs', 'learningRate', 'rewardWeights', 'diversityWindow', 'stepSize']);
+  let rewardWeights = base.rewardWeights;
+  if (object.rewardWeights !== undefined) {
+    const w = fields('adaptive.rewardWeights', object.rewardWeights, ['certainty', 'diversity', 'loss']);
+    rewardWeights = {
+      certainty: w.certainty === undefined ? base.rewardWeights.certainty : nonNegativeNumber('adaptive.rewardWeights.certainty', w.certainty),
+      diversity: w.diversity === undefined ? base.rewardWeights.diversity : nonNegativeNumber('adaptive.rewardWeights.diversity', w.diversity),
+      loss: w.loss === undefined ? base.rewardWeights.loss : nonNegativeNumber('adaptive.rewardWeights.loss', w.loss),
+    };
+    if (rewardWeights.certainty + rewardWeights.diversity + rewardWeights.loss === 0) {
+      throw new EvalConfigError('adaptive.rewardWeights are all 0; give at least one reward a positive weight');
+    }
+  }
+  return {
+    retrainEvery: object.retrainEvery === undefined ? base.retrainEvery : positiveInteger('adaptive.retrainEvery', object.retrainEvery),
+    retrainEpochs: object.retrainEpochs === undefined ? base.retrainEpochs : positiveInteger('adaptive.retrainEpochs', object.retrainEpochs),
+    learningRate: object.learningRate === undefined ? base.learningRate : positiveNumber('adaptive.learningRate', object.learningRate),
+    rewardWeights,
+    diversityWindow: object.diversityWindow === undefined ? base.diversityWindow : positiveInteger('adaptive.diversityWindow', object.diversityWindow),
+    stepSize: object.stepSize === undefined ? base.stepSize : positiveInteger('adaptive.stepSize', object.stepSize),
+  };
+}
+
+function limits(raw: unknown, base: DataLimits): DataLimits {
+  if (raw === undefined) return base;
+  const object = fields('limits', raw, ['victimTrain', 'victimTest', 'attackerPool']);
+  const out: DataLimits = { ...base };
+  for (const key of ['victimTrain', 'victimTest', 'attackerPool'] as const) {
+    if (object[key] !== undefined) out[key] = positiveInteger(`limits.${key}`, object[key]);
+  }
+  return out;
+}
+
+function fields(field: string, raw: unknown, allowed: readonly string[]): Record<string, unknown> {
+  if (!isObject(raw)) throw new EvalConfigError(`${field} must be an object with the fields ${allowed.join(', ')}`);
+  for (const key of Object.keys(raw)) {
+    if (!allowed.includes(key)) throw new EvalConfigError(`unknown field "${field}.${key}"; allowed: ${allowed.join(', ')}`);
+  }
+  return raw;
+}
+
+function requireBase<T>(field: string, value: T | undefined): T {
+  if (value === undefined) throw new EvalConfigError(`"${field}" is required (or set "preset": "quick" to start from a preset)`);
+  return value;
+}
+
+function list<T>(field: string, raw: unknown, item: (value: unknown, field: string) => T): T[] {
+  if (!Array.isArray(raw) || raw.length === 0) throw new EvalConfigError(`${field} must be a non-empty list, got ${JSON.stringify(raw)}`);
+  return raw.map((v, i) => item(v, `${field}[${i}]`));
+}
+
+function unique<T>(field: string, values: T[]): T[] {
+  if (new Set(values).size !== values.length) throw new EvalConfigError(`${field} lists a value twice: ${JSON.stringify(values)}`);
+  return values;
+}
+
+function oneOf<T extends string>(field: string, raw: unknown, allowed: readonly T[]): T {
+  if (typeof raw !== 'string' || !allowed.includes(raw as T)) {
+    throw new EvalConfigError(`${field} must be one of ${allowed.map((a) => `"${a}"`).join(', ')}, got ${JSON.stringify(raw)}`);
+  }
+  return raw as T;
+}
+
+function nonEmptyString(field: string, raw: unknown): string {
+  if (typeof raw !== 'string' || !raw.trim()) throw new EvalConfigError(`${field} must be a non-empty string, got ${JSON.stringify(raw)}`);
+  return raw.trim();
+}
+
+function integer(field: string, raw: unknown): number {
+  if (typeof raw !== 'number' || !Number.isSafeInteger(raw)) throw new EvalConfigError(`${field} must be an integer, got ${JSON.stringify(raw)}`);
+  return raw;
+}
+
+function positiveInteger(field: string, raw: unknown): number {
+  const value = integer(field, raw);
+  if (value < 1) throw new EvalConfigError(`${field} must be a positive integer, got ${value}`);
+  return value;
+}
+
+function positiveNumber(field: string, raw: unknown): number {
+  if (typeof raw !== 'number' || !Number.isFinite(raw) || raw <= 0) throw new EvalConfigError(`${field} must be a number > 0, got ${JSON.stringify(raw)}`);
+  return raw;
+}
+
+function nonNegativeNumber(field: string, raw: unknown): number {
+  if (typeof raw !== 'number' || !Number.isFinite(raw) || raw < 0) throw new EvalConfigError(`${field} must be a number >= 0, got ${JSON.stringify(raw)}`);
+  return raw;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}

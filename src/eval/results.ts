@@ -1,0 +1,64 @@
+/** What one finished run measured: the defender's side, the attacker's side, and its cost. */
+import type { AttackerLabels, AttackerWorld, PolicyName, VictimDataset } from './config.js';
+
+/** The defended answers on the victim's test set, against the undefended ones. */
+export interface DefenderOutcome {
+  /** Top-1 accuracy of the defended answers. */
+  accuracy: number;
+  /** Undefended accuracy minus defended accuracy (points of accuracy as a fraction, 0.01 = 1 point). */
+  accuracyLoss: number;
+  l1Mean: number;
+  l1Median: number;
+  /** Fraction of answers whose top-1 class the defense changed. */
+  top1ChangeRate: number;
+}
+
+export interface AttackerOutcome {
+  labels: AttackerLabels;
+  /** The knockoff's top-1 accuracy on the victim's test set. */
+  accuracy: number;
+  /** Fraction of test images where the knockoff's top-1 equals the undefended victim's. */
+  agreement: number;
+}
+
+export interface RunRecord {
+  key: string;
+  victim: VictimDataset;
+  world: AttackerWorld;
+  seed: number;
+  /** The defense family (a plot curve), its parameters and the full spec. */
+  defense: string;
+  params: string;
+  spec: string;
+  policy: PolicyName;
+  budget: number;
+  /** Undefended victim accuracy on its test set. */
+  victimAccuracy: number;
+  defender: DefenderOutcome;
+  attackers: AttackerOutcome[];
+  /** Rows the attacker sent to the defended endpoint, and in how many HTTP requests. */
+  queries: number;
+  requests: number;
+  /** Wall time of the run (queries, training, testing). */
+  seconds: number;
+  finishedAt: string;
+}
+
+/** Checks the shape of a record read back from disk (a hand-edited or foreign line is skipped). */
+export function isRunRecord(value: unknown): value is RunRecord {
+  if (!value || typeof value !== 'object') return false;
+  const r = value as Partial<RunRecord>;
+  return (
+    typeof r.key === 'string' &&
+    typeof r.defense === 'string' &&
+    typeof r.spec === 'string' &&
+    typeof r.policy === 'string' &&
+    typeof r.budget === 'number' &&
+    typeof r.victimAccuracy === 'number' &&
+    !!r.defender &&
+    typeof r.defender.accuracy === 'number' &&
+    Array.isArray(r.attackers) &&
+    r.attackers.every((a) => a && typeof a.accuracy === 'number' && typeof a.agreement === 'number' && typeof a.labels === 'string') &&
+    typeof r.seconds === 'number'
+  );
+}

@@ -1,0 +1,57 @@
+/**
+ * One run of the grid (a defense setting, a policy, a budget) and the key that identifies it.
+ * The key covers everything that changes the run's outcome, so a store never confuses a finished
+ * run with one under other settings, and a changed setting reruns instead of being skipped.
+ */
+import { createHash } from 'node:crypto';
+import type { AttackerLabels, DefenseSetting, EvalConfig, PolicyName } from './config.js';
+
+export interface RunSpec {
+  defense: DefenseSetting;
+  policy: PolicyName;
+  budget: number;
+}
+
+/** The runs of a config in the order they execute: defense by defense, then policy, then budget. */
+export function planRuns(config: EvalConfig): RunSpec[] {
+  return config.defenses.flatMap((defense) => config.policies.flatMap((policy) => config.budgets.map((budget) => ({ defense, policy, budget }))));
+}
+
+/** The settings that decide a run's outcome, in a fixed field order. */
+export function runIdentity(config: EvalConfig, run: RunSpec): Record<string, unknown> {
+  return {
+    victim: config.victim,
+    world: config.world,
+    seed: config.seed,
+    defense: run.defense.spec,
+    policy: run.policy,
+    budget: run.budget,
+    attackerLabels: [...config.attackerLabels].sort() as AttackerLabels[],
+    victimTraining: config.victimTraining,
+    knockoffTraining: config.knockoffTraining,
+    surrogateArch: config.surrogateArch,
+    misinformationTraining: run.defense.spec.includes('misinformation') ? config.misinformationTraining : undefined,
+    adaptive: run.policy === 'adaptive' ? config.adaptive : undefined,
+    closedWorldPool: config.world === 'closed' ? config.closedWorldPool : undefined,
+    limits: config.limits,
+  };
+}
+
+/** Stable JSON: object keys sorted at every level, undefined fields left out. */
+export function stableJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(stableJson).join(',')}]`;
+  if (value && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${stableJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** A short readable prefix plus a hash of the full identity, e.g. "mad-random-10000-3f9a…". */
+export function runKey(config: EvalConfig, run: RunSpec): string {
+  const hash = createHash('sha256').update(stableJson(runIdentity(config, run))).digest('hex').slice(0, 16);
+  const family = run.defense.family.replace(/[^\w-]+/g, '_');
+  return `${family}-${run.policy}-${run.budget}-${hash}`;
+}

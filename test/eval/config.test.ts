@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { EvalConfigError, expandDefenses, loadConfigFile, presetConfig, validateConfig, withWorld } from '../../src/eval/config.js';
+
+describe('eval config', () => {
+  it('quick preset: one budget, random policy, the headline defenses', () => {
+    const quick = presetConfig('quick');
+    assert.deepEqual(quick.policies, ['random']);
+    assert.equal(quick.budgets.length, 1);
+    const families = quick.defenses.map((d) => d.family);
+    for (const family of ['none', 'argmax', 'rounding', 'reverse-sigmoid', 'mad', 'mad-argmax']) assert.ok(families.includes(family), family);
+    assert.equal(quick.world, 'open');
+  });
+
+  it('paper preset: sweeps per family, all budgets, both policies', () => {
+    const paper = presetConfig('paper');
+    assert.deepEqual(paper.policies, ['random', 'adaptive']);
+    assert.deepEqual(paper.budgets, [1000, 5000, 10000, 20000, 50000]);
+    const madArgmax = paper.defenses.filter((d) => d.family === 'mad-argmax');
+    assert.ok(madArgmax.length >= 4);
+    assert.ok(madArgmax.every((d) => d.spec.includes('oracle=argmax')));
+    assert.ok(paper.defenses.filter((d) => d.family === 'reverse-sigmoid').length >= 5);
+  });
+
+  it('expands list-valued parameters into one setting per value, with canonical specs', () => {
+    const settings = expandDefenses([{ name: 'mad', eps: [0.1, 0.5], norm: 'l1' }, 'mad-argmax:eps=1', 'rounding:decimals=2|argmax']);
+    assert.deepEqual(
+      settings.map((s) => s.spec),
+      ['mad:eps=0.1,norm=l1,oracle=extreme,jacobian=last-layer', 'mad:eps=0.5,norm=l1,oracle=extreme,jacobian=last-layer', 'mad:eps=1,norm=l1,oracle=argmax,jacobian=last-layer', 'rounding:decimals=2|argmax'],
+    );
+    assert.deepEqual(
+      settings.map((s) => s.family),
+      ['mad', 'mad', 'mad-argmax', 'rounding|argmax'],
+    );
+    assert.equal(settings[0].params, 'eps=0.1,norm=l1,oracle=extreme,jacobian=last-layer');
+  });
+
+  it('names the bad field in its errors', () => {
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [{ preset: 'quick', victim: 'cifar' }, /victim must be one of "mnist", "fashion-mnist"/],
+      [{ preset: 'quick', budgets: [100, -5] }, /budgets\[1\] must be a positive integer/],
+      [{ preset: 'quick', defenses: ['mad:eps=9'] }, /defenses\[0\]: mad: eps=9 exceeds/],
+      [{ preset: 'quick', defenses: [{ name: 'mad', eps: [] }] }, /defenses\[0\]\.eps is an empty list/],
+      [{ preset: 'quick', defenses: ['bogus'] }, /defenses\[0\]: unknown defense "bogus"/],
+      [{ preset: 'quick', defenses: ['none', 'none'] }, /appears twice/],
+      [{ preset: 'quick', polices: ['random'] }, /unknown config field "polices"/],
+      [{ preset: 'quick', knockoffTraining: { epochs: 0 } }, /knockoffTraining\.epochs must be a positive integer/],
+      [{ preset: 'quick', knockoffTraining: { epoch: 3 } }, /unknown field "knockoffTraining\.epoch"/],
+      [{ preset: 'quick', policies: ['greedy'] }, /policies\[0\] must be one of "random", "adaptive"/],
+      [{ preset: 'nope' }, /preset must be one of "quick", "paper"/],
+      [{ defenses: ['none'], budgets: [10] }, /"policies" is required/],
+      [{ preset: 'quick', world: 'closed', closedWorldPool: 500 }, /budget 10000 exceeds the closed-world pool/],
+      [{ preset: 'quick', adaptive: { rewardWeights: { certainty: 0, diversity: 0, loss: 0 } } }, /all 0/],
+      [{ preset: 'quick', name: '../x' }, /name must hold only/],
+    ];
+    for (const [raw, pattern] of cases) {
+      assert.throws(() => validateConfig(raw), (error: unknown) => error instanceof EvalConfigError && pattern.test(error.message), JSON.stringify(raw));
+    }
+  });
+
+  it('a config file starts from a preset and replaces the fields it sets', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'msd-config-'));
+    const file = join(dir, 'my-grid.json');
+    await writeFile(file, JSON.stringify({ preset: 'quick', budgets: [5000, 1000], defenses: ['none', { name: 'noise', scale: [1, 2] }] }));
+    const config = await loadConfigFile(file);
+    assert.equal(config.name, 'my-grid');
+    assert.deepEqual(config.budgets, [1000, 5000]);
+    assert.equal(config.defenses.length, 3);
+    assert.deepEqual(config.policies, ['random']);
+    await writeFile(file, '{ not json');
+    await assert.rejects(loadConfigFile(file), /not valid JSON/);
+    await assert.rejects(loadConfigFile(join(dir, 'missing.json')), /cannot read config file/);
+  });
+
+  it('switching to the closed world checks the budgets against the held-out pool', () => {
+    const quick = presetConfig('quick');
+    assert.equal(withWorld(quick, 'closed').world, 'closed');
+    assert.throws(() => withWorld({ ...quick, closedWorldPool: 100 }, 'closed'), /exceeds the closed-world pool/);
+  });
+});
