@@ -1,0 +1,124 @@
+/**
+ * The report's plots, as in the Prediction Poisoning paper: attacker accuracy against the
+ * defender's accuracy loss and against the mean L1 perturbation (one curve per defense family,
+ * at the largest budget), and attacker accuracy against the query budget.
+ */
+import type { AttackerLabels, PolicyName } from '../config.js';
+import type { RunRecord } from '../results.js';
+import { attackerOutcome, bestWithinUtility, byFamily, labelsOf, largestBudget, policiesOf } from './selection.js';
+import { lineChart, type ChartSeries } from './svg-chart.js';
+import { shortParams } from './table.js';
+
+export interface Plot {
+  /** File name in the results folder. */
+  file: string;
+  title: string;
+  svg: string;
+}
+
+const percent = (v: number) => `${Number((v * 100).toPrecision(3))}%`;
+const points = (v: number) => `${Number((v * 100).toPrecision(3))}`;
+
+export const ATTACKER_NAMES: Record<AttackerLabels, string> = {
+  soft: 'Knockoff (soft labels)',
+  argmax: 'Knockoff on argmax labels',
+};
+
+function undefendedReference(records: readonly RunRecord[], labels: AttackerLabels): { y: number; label: string } | undefined {
+  const none = records.find((r) => r.defense === 'none');
+  const outcome = none && attackerOutcome(none, labels);
+  return outcome ? { y: outcome.accuracy, label: `undefended ${percent(outcome.accuracy)}` } : undefined;
+}
+
+function tradeoffSeries(records: readonly RunRecord[], labels: AttackerLabels, x: (r: RunRecord) => number): ChartSeries[] {
+  return [...byFamily(records)]
+    .filter(([family]) => family !== 'none')
+    .map(([family, runs]) => ({
+      name: family,
+      points: runs
+        .map((r) => ({ x: x(r), y: attackerOutcome(r, labels)!.accuracy, label: `${r.spec}: defender loss ${points(r.defender.accuracyLoss)} pt, L1 ${r.defender.l1Mean.toFixed(3)}, attacker ${percent(attackerOutcome(r, labels)!.accuracy)}` }))
+        .sort((a, b) => a.x - b.x || a.y - b.y),
+    }));
+}
+
+function suffix(policy: PolicyName, labels: AttackerLabels): string {
+  return `${policy}${labels === 'soft' ? '' : '-argmax-attacker'}`;
+}
+
+export function buildPlots(records: readonly RunRecord[]): Plot[] {
+  if (records.length === 0) return [];
+  const plots: Plot[] = [];
+  const budget = largestBudget(records);
+  const policies = policiesOf(records);
+  for (const labels of labelsOf(records)) {
+    for (const policy of policies) {
+      const runs = records.filter((r) => r.policy === policy && r.budget === budget && attackerOutcome(r, labels));
+      if (runs.length === 0) continue;
+      const reference = undefendedReference(runs, labels);
+      const context = `${ATTACKER_NAMES[labels]}, ${policy} policy, ${budget} queries`;
+      const lossTitle = `Attacker accuracy vs defender accuracy loss (${context})`;
+      plots.push({
+        file: `tradeoff-accuracy-loss-${suffix(policy, labels)}.svg`,
+        title: lossTitle,
+        svg: lineChart({
+          title: lossTitle,
+          xLabel: 'defender accuracy loss (points)',
+          yLabel: 'attacker accuracy on the victim’s test set',
+          series: tradeoffSeries(runs, labels, (r) => r.defender.accuracyLoss),
+          reference,
+          xFormat: points,
+          yFormat: percent,
+          width: 820,
+        }),
+      });
+      const l1Title = `Attacker accuracy vs mean L1 perturbation (${context})`;
+      plots.push({
+        file: `tradeoff-l1-${suffix(policy, labels)}.svg`,
+        title: l1Title,
+        svg: lineChart({
+          title: l1Title,
+          xLabel: 'mean L1 distance between true and defended answers',
+          yLabel: 'attacker accuracy on the victim’s test set',
+          series: tradeoffSeries(runs, labels, (r) => r.defender.l1Mean),
+          reference,
+          xDomain: [0, 2],
+          yFormat: percent,
+          width: 820,
+        }),
+      });
+    }
+    const budgetTitle = `Attacker accuracy vs query budget (${ATTACKER_NAMES[labels]}; per defense, its strongest setting within 1 point of defender accuracy)`;
+    plots.push({
+      file: `budget${labels === 'soft' ? '' : '-argmax-attacker'}.svg`,
+      title: budgetTitle,
+      svg: lineChart({
+        title: budgetTitle,
+        xLabel: 'queries',
+        yLabel: 'attacker accuracy',
+        series: budgetSeries(records, labels, budget),
+        xLog: largestBudget(records) / Math.max(1, Math.min(...records.map((r) => r.budget))) >= 10,
+        yFormat: percent,
+        width: 820,
+      }),
+    });
+  }
+  return plots;
+}
+
+/** One curve per chosen setting and policy: the setting chosen at the largest budget, followed over all budgets. */
+function budgetSeries(records: readonly RunRecord[], labels: AttackerLabels, budget: number): ChartSeries[] {
+  const series: ChartSeries[] = [];
+  for (const policy of policiesOf(records)) {
+    for (const choice of bestWithinUtility(records, policy, budget, labels)) {
+      if (!choice.best) continue;
+      const spec = choice.best.spec;
+      const runs = records.filter((r) => r.spec === spec && r.policy === policy && attackerOutcome(r, labels)).sort((a, b) => a.budget - b.budget);
+      const params = shortParams(choice.best.params);
+      series.push({
+        name: `${choice.family}${params ? ` ${params}` : ''}${policiesOf(records).length > 1 ? ` (${policy})` : ''}`,
+        points: runs.map((r) => ({ x: r.budget, y: attackerOutcome(r, labels)!.accuracy, label: `${r.spec}, ${policy}, ${r.budget} queries: ${percent(attackerOutcome(r, labels)!.accuracy)}` })),
+      });
+    }
+  }
+  return series;
+}

@@ -1,0 +1,54 @@
+/** The terminal summary printed at the end of an evaluation: the runs, then the equal-utility view. */
+import type { RunRecord } from '../results.js';
+import { ATTACKER_NAMES } from './plots.js';
+import { shortParams } from './table.js';
+import { attackerOutcome, bestWithinUtility, labelsOf, largestBudget, policiesOf } from './selection.js';
+
+function table(headers: string[], rows: string[][]): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  return [line(headers), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+const pct = (v: number | undefined) => (v === undefined ? '-' : `${(v * 100).toFixed(1)}%`);
+
+export function summaryText(records: readonly RunRecord[]): string {
+  if (records.length === 0) return 'no finished runs';
+  const labels = labelsOf(records);
+  const runs = table(
+    ['defense', 'params', 'policy', 'budget', 'def acc', 'loss pt', 'L1 mean', 'top1 chg', ...labels.map((l) => (l === 'soft' ? 'knockoff' : 'argmax-ko')), 'agree', 'sec'],
+    records.map((r) => [
+      r.defense,
+      shortParams(r.params) || '-',
+      r.policy,
+      String(r.budget),
+      pct(r.defender.accuracy),
+      (r.defender.accuracyLoss * 100).toFixed(2),
+      r.defender.l1Mean.toFixed(3),
+      pct(r.defender.top1ChangeRate),
+      ...labels.map((l) => pct(attackerOutcome(r, l)?.accuracy)),
+      pct(r.attackers[0]?.agreement),
+      r.seconds.toFixed(0),
+    ]),
+  );
+  const budget = largestBudget(records);
+  const sections = [`victim accuracy ${pct(records[0].victimAccuracy)} (${records[0].victim}, ${records[0].world} world)`, runs];
+  for (const policy of policiesOf(records)) {
+    for (const l of labels) {
+      const none = records.find((r) => r.defense === 'none' && r.policy === policy && r.budget === budget);
+      const undefended = none ? attackerOutcome(none, l)?.accuracy : undefined;
+      const rows = bestWithinUtility(records, policy, budget, l)
+        .filter((c) => c.family !== 'none')
+        .map((c) => {
+          if (!c.best) return [c.family, 'none within 1 pt', '-', '-', '-', '-'];
+          const acc = attackerOutcome(c.best, l)!.accuracy;
+          return [c.family, shortParams(c.best.params) || '-', (c.best.defender.accuracyLoss * 100).toFixed(2), c.best.defender.l1Mean.toFixed(3), pct(acc), undefended === undefined ? '-' : `${((undefended - acc) * 100).toFixed(1)} pt`];
+        });
+      sections.push(
+        `${ATTACKER_NAMES[l]}, ${policy} policy, ${budget} queries: strongest setting per defense within 1 point of defender accuracy (undefended attacker ${pct(undefended)})\n` +
+          table(['defense', 'setting', 'loss pt', 'L1 mean', 'attacker', 'cut'], rows),
+      );
+    }
+  }
+  return sections.join('\n\n');
+}

@@ -1,0 +1,132 @@
+/**
+ * The flat table of the report: one row per run and attacker (soft-label and argmax-label
+ * attackers share the run's queries), with every column the CSV and the HTML page show.
+ */
+import type { RunRecord } from '../results.js';
+
+export interface ReportRow {
+  defense: string;
+  params: string;
+  spec: string;
+  policy: string;
+  budget: number;
+  world: string;
+  victim: string;
+  attacker_labels: string;
+  victim_accuracy: number;
+  defender_accuracy: number;
+  defender_accuracy_loss: number;
+  l1_mean: number;
+  l1_median: number;
+  top1_change_rate: number;
+  attacker_accuracy: number;
+  attacker_agreement: number;
+  queries: number;
+  requests: number;
+  seconds: number;
+  seed: number;
+  key: string;
+}
+
+export const REPORT_COLUMNS: readonly (keyof ReportRow)[] = [
+  'defense',
+  'params',
+  'spec',
+  'policy',
+  'budget',
+  'world',
+  'victim',
+  'attacker_labels',
+  'victim_accuracy',
+  'defender_accuracy',
+  'defender_accuracy_loss',
+  'l1_mean',
+  'l1_median',
+  'top1_change_rate',
+  'attacker_accuracy',
+  'attacker_agreement',
+  'queries',
+  'requests',
+  'seconds',
+  'seed',
+  'key',
+];
+
+export function reportRows(records: readonly RunRecord[]): ReportRow[] {
+  return records.flatMap((record) =>
+    record.attackers.map((attacker) => ({
+      defense: record.defense,
+      params: record.params,
+      spec: record.spec,
+      policy: record.policy,
+      budget: record.budget,
+      world: record.world,
+      victim: record.victim,
+      attacker_labels: attacker.labels,
+      victim_accuracy: record.victimAccuracy,
+      defender_accuracy: record.defender.accuracy,
+      defender_accuracy_loss: record.defender.accuracyLoss,
+      l1_mean: record.defender.l1Mean,
+      l1_median: record.defender.l1Median,
+      top1_change_rate: record.defender.top1ChangeRate,
+      attacker_accuracy: attacker.accuracy,
+      attacker_agreement: attacker.agreement,
+      queries: record.queries,
+      requests: record.requests,
+      seconds: record.seconds,
+      seed: record.seed,
+      key: record.key,
+    })),
+  );
+}
+
+function csvCell(value: unknown): string {
+  const text = typeof value === 'number' ? (Number.isInteger(value) ? String(value) : Number(value.toPrecision(6)).toString()) : String(value ?? '');
+  return /[",\n\r]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+}
+
+export function toCsv(rows: readonly ReportRow[]): string {
+  const lines = [REPORT_COLUMNS.join(',')];
+  for (const row of rows) lines.push(REPORT_COLUMNS.map((column) => csvCell(row[column])).join(','));
+  return `${lines.join('\n')}\n`;
+}
+
+/** Parses the CSV this module writes (quoted cells with doubled quotes), for tests and tools. */
+export function parseCsv(text: string): string[][] {
+  const rows: string[][] = [];
+  let row: string[] = [];
+  let cell = '';
+  let quoted = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i];
+    if (quoted) {
+      if (ch === '"' && text[i + 1] === '"') {
+        cell += '"';
+        i++;
+      } else if (ch === '"') quoted = false;
+      else cell += ch;
+    } else if (ch === '"') quoted = true;
+    else if (ch === ',') {
+      row.push(cell);
+      cell = '';
+    } else if (ch === '\n') {
+      row.push(cell);
+      rows.push(row);
+      row = [];
+      cell = '';
+    } else if (ch !== '\r') cell += ch;
+  }
+  if (cell || row.length) {
+    row.push(cell);
+    rows.push(row);
+  }
+  return rows;
+}
+
+/** The parameters without those at their usual values, so tables and legends stay narrow. */
+export function shortParams(params: string): string {
+  return params
+    .split(',')
+    .filter((p) => p && !/^(norm=l1|jacobian=last-layer|oracle=(extreme|argmax)|dist=gaussian|renormalize=false|nu=1000)$/.test(p))
+    .join(',');
+}

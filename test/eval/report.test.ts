@@ -1,0 +1,108 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import type { RunRecord } from '../../src/eval/results.js';
+import { bestWithinUtility } from '../../src/eval/report/selection.js';
+import { summaryText } from '../../src/eval/report/summary.js';
+import { lineChart, niceTicks } from '../../src/eval/report/svg-chart.js';
+import { parseCsv, REPORT_COLUMNS, toCsv, reportRows } from '../../src/eval/report/table.js';
+import { writeReport } from '../../src/eval/report/write.js';
+import { sampleRecord } from './helpers/sample-record.js';
+
+function record(defense: string, params: string, policy: 'random' | 'adaptive', budget: number, loss: number, l1: number, soft: number, argmax: number): RunRecord {
+  return sampleRecord(`${defense}-${params}-${policy}-${budget}`, {
+    defense,
+    params,
+    spec: params ? `${defense}:${params}` : defense,
+    policy,
+    budget,
+    defender: { accuracy: 0.97 - loss, accuracyLoss: loss, l1Mean: l1, l1Median: l1, top1ChangeRate: loss },
+    attackers: [
+      { labels: 'soft', accuracy: soft, agreement: soft + 0.01 },
+      { labels: 'argmax', accuracy: argmax, agreement: argmax + 0.01 },
+    ],
+  });
+}
+
+const grid: RunRecord[] = [];
+for (const policy of ['random', 'adaptive'] as const) {
+  for (const budget of [1000, 10000]) {
+    const scale = budget === 1000 ? 0.8 : 1;
+    grid.push(record('none', '', policy, budget, 0, 0, 0.7 * scale, 0.6 * scale));
+    grid.push(record('mad', 'eps=0.1', policy, budget, 0.001, 0.1, 0.6 * scale, 0.58 * scale));
+    grid.push(record('mad', 'eps=0.5', policy, budget, 0.008, 0.5, 0.5 * scale, 0.55 * scale));
+    grid.push(record('mad', 'eps=1', policy, budget, 0.5, 1, 0.2 * scale, 0.1 * scale));
+    grid.push(record('argmax', '', policy, budget, 0, 0.3, 0.56 * scale, 0.56 * scale));
+    grid.push(record('rounding', 'decimals=0', policy, budget, 0.03, 0.6, 0.4 * scale, 0.5 * scale));
+  }
+}
+
+describe('report', () => {
+  it('picks, per family, the setting that hurts the attacker most within 1 point of defender accuracy', () => {
+    const choices = bestWithinUtility(grid, 'random', 10000, 'soft');
+    const mad = choices.find((c) => c.family === 'mad')!;
+    assert.equal(mad.best?.params, 'eps=0.5');
+    assert.equal(mad.withinBudget, 2);
+    assert.equal(choices.find((c) => c.family === 'rounding')!.best, undefined);
+    assert.equal(bestWithinUtility(grid, 'random', 10000, 'argmax').find((c) => c.family === 'mad')!.best?.params, 'eps=0.5');
+  });
+
+  it('writes results.json, results.csv with every column, SVG plots and a self-contained HTML page', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'msd-report-'));
+    const files = await writeReport(dir, grid, { name: 'unit', victim: 'mnist', world: 'open', seed: 1, generatedAt: 'now' });
+    for (const file of [files.json, files.csv, files.html, ...files.plots]) assert.ok((await stat(file)).size > 0, file);
+    const csv = parseCsv(await readFile(files.csv, 'utf8'));
+    assert.deepEqual(csv[0], [...REPORT_COLUMNS]);
+    assert.equal(csv.length, 1 + grid.length * 2);
+    for (const column of ['defense', 'params', 'policy', 'budget', 'world', 'defender_accuracy', 'l1_mean', 'l1_median', 'top1_change_rate', 'attacker_accuracy', 'attacker_agreement', 'queries', 'seconds']) {
+      assert.ok(csv[0].includes(column), column);
+    }
+    const json = JSON.parse(await readFile(files.json, 'utf8'));
+    assert.equal(json.runs.length, grid.length);
+    // Trade-off plots for both policies and attackers, and a budget plot per attacker.
+    const names = files.plots.map((p) => p.replace(/^.*[\\/]/, '')).sort();
+    assert.deepEqual(names, [
+      'budget-argmax-attacker.svg',
+      'budget.svg',
+      'tradeoff-accuracy-loss-adaptive-argmax-attacker.svg',
+      'tradeoff-accuracy-loss-adaptive.svg',
+      'tradeoff-accuracy-loss-random-argmax-attacker.svg',
+      'tradeoff-accuracy-loss-random.svg',
+      'tradeoff-l1-adaptive-argmax-attacker.svg',
+      'tradeoff-l1-adaptive.svg',
+      'tradeoff-l1-random-argmax-attacker.svg',
+      'tradeoff-l1-random.svg',
+    ]);
+    const tradeoff = await readFile(join(dir, 'tradeoff-accuracy-loss-random.svg'), 'utf8');
+    // One curve per defended family (mad has three settings: a polyline), the undefended reference dashed.
+    assert.equal((tradeoff.match(/<polyline/g) ?? []).length, 1);
+    assert.match(tradeoff, /undefended 70%/);
+    for (const family of ['mad', 'argmax', 'rounding']) assert.match(tradeoff, new RegExp(`>${family}</text>`));
+    const html = await readFile(files.html, 'utf8');
+    assert.equal((html.match(/<svg /g) ?? []).length, files.plots.length);
+    assert.doesNotMatch(html, /<(script|link|img)[^>]+(src|href)=/);
+    assert.match(html, /strongest setting ≤ 1 pt loss/);
+  });
+
+  it('escapes text in the plots and the CSV', () => {
+    const svg = lineChart({ title: 'a <b> & "c"', xLabel: 'x', yLabel: 'y', series: [{ name: '<s>', points: [{ x: 0, y: 0 }, { x: 1, y: 1 }] }] });
+    assert.match(svg, /a &lt;b&gt; &amp; &quot;c&quot;/);
+    assert.doesNotMatch(svg, /<s>/);
+    const csv = toCsv(reportRows([sampleRecord('k', { params: 'a=1,b="2"' })]));
+    assert.deepEqual(parseCsv(csv)[1].slice(0, 2), ['mad', 'a=1,b="2"']);
+  });
+
+  it('ticks are round and cover the range', () => {
+    assert.deepEqual(niceTicks(0, 1), [0, 0.2, 0.4, 0.6, 0.8, 1]);
+    assert.deepEqual(niceTicks(0.13, 0.71, 3), [0.2, 0.4, 0.6]);
+  });
+
+  it('the terminal summary lists every run and the equal-utility comparison', () => {
+    const text = summaryText(grid);
+    assert.equal(text.split('\n').filter((l) => /^mad /.test(l)).length, 12 + 4);
+    assert.match(text, /strongest setting per defense within 1 point/);
+    assert.match(text, /rounding\s+none within 1 pt/);
+  });
+});
