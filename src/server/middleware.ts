@@ -1,0 +1,152 @@
+/**
+ * Mount mode: `poisonPredictions(options)` returns Express (5 or 4) middleware that defends the
+ * JSON a route sends, without the route changing a line. It wraps res.json, res.send and, for
+ * routes that write raw bytes, res.write/res.end, so no path leaves the original probabilities out.
+ *
+ * Error answers (status >= 400) pass unchanged unless the codec can read probabilities in them.
+ */
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { ServingError } from './errors.js';
+import { setDefenseRecord, type DefenseRecord } from './logger.js';
+import { metricsHandler, type ServingMetrics } from './metrics.js';
+import { resolveServingOptions, type ServingOptions } from './options.js';
+import { createPerturber, SKIPPED_LABEL, type Outcome } from './perturber.js';
+import type { Defense } from '../defenses/index.js';
+
+export interface PoisonPredictionsMiddleware extends RequestHandler {
+  readonly metrics: ServingMetrics;
+  /** Serves this instance's registry in the Prometheus format: app.get('/metrics', mw.metricsHandler). */
+  readonly metricsHandler: RequestHandler;
+  /** The default defense, as built from the options. */
+  readonly defense: Defense;
+}
+
+const NO_BODY_STATUS = new Set([204, 304]);
+
+export function poisonPredictions(options: ServingOptions<Request>): PoisonPredictionsMiddleware {
+  const resolved = resolveServingOptions(options);
+  const perturber = createPerturber({
+    codec: resolved.codec,
+    metrics: resolved.metrics,
+    onFailure: resolved.onFailure,
+    inputFormat: resolved.inputFormat,
+    context: resolved.context,
+    answerErrorStatus: 500,
+  });
+  const { logger } = resolved;
+
+  const chooseDefense = (req: Request): Defense | null => {
+    if (!resolved.chooseDefense) return resolved.defense;
+    const choice = resolved.chooseDefense(req);
+    if (choice === undefined) return resolved.defense;
+    if (choice === null) return null;
+    const tier = resolved.tiers.get(choice);
+    if (!tier) throw new ServingError(`chooseDefense returned "${choice}", which is not a configured tier (${[...resolved.tiers.keys()].join(', ') || 'none configured'})`, 500, 'defense_failed');
+    return tier;
+  };
+
+  const middleware = function poisonPredictionsMiddleware(req: Request, res: Response, next: NextFunction): void {
+    const originalJson = res.json;
+    const originalSend = res.send;
+    const originalWrite = res.write;
+    const originalEnd = res.end;
+    // Once set, every call goes straight to Express: our own output, or an answer already handled.
+    let handled = false;
+    const buffered: Buffer[] = [];
+
+    const emit = (outcome: Outcome): void => {
+      setDefenseRecord(res, outcome.record);
+      logRecord(outcome.record);
+      if (res.headersSent) {
+        // The route already flushed headers (e.g. a Content-Length for the original body): the defended
+        // body cannot be sent in their frame, so the connection is cut rather than leak the original.
+        res.destroy();
+        return;
+      }
+      res.status(outcome.status);
+      originalJson.call(res, outcome.body);
+    };
+
+    const logRecord = (record: DefenseRecord): void => {
+      if (!logger) return;
+      const level = record.outcome === 'perturbed' || record.outcome === 'skipped' || record.outcome === 'passed_error' || record.outcome === 'fallback_argmax' ? 'info' : 'warn';
+      logger[level]({ ...record, method: req.method, url: req.originalUrl }, 'model answer');
+    };
+
+    /** Defends one answer body (a parsed object, or text that must be JSON). */
+    const handle = (body: unknown, isText: boolean): void => {
+      handled = true;
+      let defense: Defense | null;
+      try {
+        defense = chooseDefense(req);
+      } catch (error) {
+        emit(perturber.failure(resolved.defense.spec, error));
+        return;
+      }
+      if (NO_BODY_STATUS.has(res.statusCode) || req.method === 'HEAD') {
+        (originalEnd as () => Response).call(res);
+        return;
+      }
+      let parsed = body;
+      if (isText) {
+        try {
+          parsed = JSON.parse(body as string);
+        } catch {
+          parsed = undefined;
+        }
+      }
+      const label = defense ? defense.spec : SKIPPED_LABEL;
+      if (res.statusCode >= 400) {
+        if (parsed === undefined) {
+          // A non-JSON error page: no codec could find probabilities in it.
+          originalSend.call(res, body);
+          return;
+        }
+        emit(perturber.screenErrorAnswer(label, res.statusCode, parsed));
+        return;
+      }
+      const result = perturber.perturb(defense, req.body, parsed);
+      if (result instanceof Promise) result.then(emit, (error: unknown) => emit(perturber.failure(label, error)));
+      else emit(result);
+    };
+
+    res.json = function json(body?: unknown): Response {
+      if (handled) return originalJson.call(res, body);
+      handle(body, false);
+      return res;
+    };
+    res.send = function send(body?: unknown): Response {
+      if (handled) return originalSend.call(res, body);
+      if (Buffer.isBuffer(body)) handle(body.toString('utf8'), true);
+      else if (typeof body === 'string') handle(body, true);
+      else handle(body, false);
+      return res;
+    };
+    res.write = function write(chunk: unknown, ...rest: unknown[]): boolean {
+      if (handled) return (originalWrite as (...args: unknown[]) => boolean).call(res, chunk, ...rest);
+      if (chunk !== undefined && chunk !== null) buffered.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string, typeof rest[0] === 'string' ? (rest[0] as BufferEncoding) : 'utf8'));
+      return true;
+    } as Response['write'];
+    res.end = function end(chunk?: unknown, ...rest: unknown[]): Response {
+      if (handled) return (originalEnd as (...args: unknown[]) => Response).call(res, chunk, ...rest);
+      if (chunk !== undefined && chunk !== null && typeof chunk !== 'function') {
+        buffered.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string, typeof rest[0] === 'string' ? (rest[0] as BufferEncoding) : 'utf8'));
+      }
+      if (buffered.length === 0 && (NO_BODY_STATUS.has(res.statusCode) || req.method === 'HEAD')) {
+        handled = true;
+        return (originalEnd as (...args: unknown[]) => Response).call(res);
+      }
+      handle(Buffer.concat(buffered).toString('utf8'), true);
+      return res;
+    } as Response['end'];
+    next();
+  } as PoisonPredictionsMiddleware;
+
+  const serveMetrics = metricsHandler(resolved.metrics.registry);
+  Object.defineProperties(middleware, {
+    metrics: { value: resolved.metrics, enumerable: true },
+    metricsHandler: { value: ((req: Request, res: Response) => serveMetrics(req, res)) as RequestHandler, enumerable: true },
+    defense: { value: resolved.defense, enumerable: true },
+  });
+  return middleware;
+}

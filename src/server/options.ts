@@ -1,0 +1,98 @@
+/**
+ * Options of the serving layer, checked once when a middleware or a proxy is built. A bad option
+ * throws ServingOptionError with what to write instead.
+ */
+import type { Registry } from 'prom-client';
+import type { Logger } from 'pino';
+import { DefenseError, parseDefense, type Defense, type DefenseConfig, type InputFormat } from '../defenses/index.js';
+import { ServingOptionError } from './errors.js';
+import { createServingMetrics, type ServingMetrics } from './metrics.js';
+import type { ContextProvider, FailureMode } from './perturber.js';
+import { resolveCodec, type Codec, type ProtocolConfig, type ProtocolName } from './protocols/index.js';
+
+/** A spec string ("mad:eps=0.5,oracle=argmax"), a config object or array, or a ready Defense. */
+export type DefenseOption = DefenseConfig | Defense;
+
+export interface ServingOptions<Req = unknown> {
+  /** The defense applied to every answer unless chooseDefense says otherwise. */
+  defense: DefenseOption;
+  /** Wire format: "kserve-v2" (default), "tf-serving", "json-path" with its paths, or a custom codec. */
+  protocol?: ProtocolName | ProtocolConfig | Codec;
+  /** What the model answers (applies to spec strings and configs). Default "probs". */
+  inputFormat?: InputFormat;
+  /** Secret keying deterministic noise (applies to spec strings and configs). */
+  noiseSecret?: string;
+  /** Computes what surrogate-based defenses need from the request's inputs (see surrogateContext). */
+  context?: ContextProvider;
+  /** Other defenses by name (e.g. per API-key tier), built and checked now. */
+  tiers?: Readonly<Record<string, DefenseOption>>;
+  /**
+   * Per request: a tier name, null to skip the defense (the original answer goes out), or
+   * undefined for the default defense. An unknown tier name fails closed (500).
+   */
+  chooseDefense?: (req: Req) => string | null | undefined;
+  /** On a failure after the answer was read: "error" (default) or "argmax" (the top-1 label only). */
+  onFailure?: FailureMode;
+  /** prom-client registry (default: a new one per instance). */
+  registry?: Registry;
+  /** Metric name prefix, default "msd_". */
+  metricsPrefix?: string;
+  /** pino logger; the middleware writes one line per defended answer when given. */
+  logger?: Logger;
+}
+
+export interface ResolvedServing<Req> {
+  codec: Codec;
+  defense: Defense;
+  tiers: ReadonlyMap<string, Defense>;
+  chooseDefense?: (req: Req) => string | null | undefined;
+  onFailure: FailureMode;
+  inputFormat: InputFormat;
+  context?: ContextProvider;
+  metrics: ServingMetrics;
+  logger?: Logger;
+}
+
+const KNOWN = ['defense', 'protocol', 'inputFormat', 'noiseSecret', 'context', 'tiers', 'chooseDefense', 'onFailure', 'registry', 'metricsPrefix', 'logger'];
+
+export function isDefense(value: unknown): value is Defense {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) && typeof (value as Defense).apply === 'function' && Array.isArray((value as Defense).needs);
+}
+
+function buildDefense(option: DefenseOption | undefined, where: string, inputFormat: InputFormat, noiseSecret: string | undefined): Defense {
+  if (option === undefined) throw new ServingOptionError(`${where} is required, e.g. defense: "mad:eps=0.5,oracle=argmax" or "rounding:decimals=2"`);
+  if (isDefense(option)) return option;
+  try {
+    return parseDefense(option, { inputFormat, noiseSecret });
+  } catch (error) {
+    if (error instanceof DefenseError) throw new ServingOptionError(`${where}: ${error.message}`);
+    throw error;
+  }
+}
+
+export function resolveServingOptions<Req>(options: ServingOptions<Req>): ResolvedServing<Req> {
+  if (!options || typeof options !== 'object') throw new ServingOptionError('options are required, e.g. { defense: "mad:eps=0.5,oracle=argmax", context: surrogateContext(surrogate) }');
+  const unknown = Object.keys(options).filter((key) => !KNOWN.includes(key));
+  if (unknown.length) throw new ServingOptionError(`unknown option(s) ${unknown.join(', ')}; allowed: ${KNOWN.join(', ')}`);
+  const inputFormat = options.inputFormat ?? 'probs';
+  if (inputFormat !== 'probs' && inputFormat !== 'logits') throw new ServingOptionError(`inputFormat must be "probs" or "logits", got ${JSON.stringify(inputFormat)}`);
+  if (options.inputFormat !== undefined && isDefense(options.defense)) {
+    throw new ServingOptionError('inputFormat applies to spec strings; for a ready Defense build it with parseDefense(spec, { inputFormat }) instead');
+  }
+  const onFailure = options.onFailure ?? 'error';
+  if (onFailure !== 'error' && onFailure !== 'argmax') throw new ServingOptionError(`onFailure must be "error" or "argmax", got ${JSON.stringify(onFailure)}`);
+  if (options.chooseDefense !== undefined && typeof options.chooseDefense !== 'function') throw new ServingOptionError('chooseDefense must be a function (req) => tier name | null | undefined');
+  if (options.context !== undefined && typeof options.context !== 'function') throw new ServingOptionError('context must be a function (needs, inputs) => DefenseContext, e.g. surrogateContext(surrogate)');
+
+  const defense = buildDefense(options.defense, 'defense', inputFormat, options.noiseSecret);
+  const tiers = new Map<string, Defense>();
+  for (const [name, spec] of Object.entries(options.tiers ?? {})) tiers.set(name, buildDefense(spec, `tiers.${name}`, inputFormat, options.noiseSecret));
+  for (const [where, candidate] of [['defense', defense] as const, ...[...tiers].map(([name, d]) => [`tiers.${name}`, d] as const)]) {
+    if (candidate.needs.length > 0 && !options.context) {
+      throw new ServingOptionError(`${where} (${candidate.spec}) needs ${candidate.needs.join(', ')}; pass context: surrogateContext(await loadSurrogate(dir)), or choose a defense without a surrogate such as "rounding:decimals=2"`);
+    }
+  }
+  const codec = resolveCodec(options.protocol);
+  const metrics = createServingMetrics({ registry: options.registry, prefix: options.metricsPrefix });
+  return { codec, defense, tiers, chooseDefense: options.chooseDefense, onFailure, inputFormat, context: options.context, metrics, logger: options.logger };
+}

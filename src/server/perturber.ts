@@ -1,0 +1,175 @@
+/**
+ * The path of one answer, shared by the middleware and the proxy:
+ * codec.readAnswer → (context from the request's inputs) → defense.apply → view.write,
+ * with metrics and a log record on the side. Fails closed: whatever throws, the result is an
+ * error body or (onFailure "argmax") the top-1 label only, never the model's original numbers.
+ */
+import { performance } from 'node:perf_hooks';
+import {
+  argmaxRows,
+  DefenseError,
+  InvalidBatchError,
+  toProbabilities,
+  utilityCost,
+  type ContextNeed,
+  type Defense,
+  type DefenseContext,
+  type InputFormat,
+  type ProbBatch,
+} from '../defenses/index.js';
+import { AnswerFormatError, ServingError } from './errors.js';
+import type { DefenseRecord } from './logger.js';
+import type { RequestOutcome, ServingMetrics } from './metrics.js';
+import type { AnswerView, Codec, InputRows } from './protocols/index.js';
+
+/** Computes what a defense needs (surrogate probabilities, Gram matrices, input keys) from the request's inputs. */
+export type ContextProvider = (needs: readonly ContextNeed[], inputs: InputRows) => DefenseContext | Promise<DefenseContext>;
+
+export type FailureMode = 'error' | 'argmax';
+
+export interface PerturberConfig {
+  codec: Codec;
+  metrics: ServingMetrics;
+  onFailure: FailureMode;
+  /** What the model answers; used to measure the perturbation in probability space. */
+  inputFormat: InputFormat;
+  context?: ContextProvider;
+  /** Status for an answer the codec or the defense cannot read: 502 behind a proxy, 500 in a mounted route. */
+  answerErrorStatus: number;
+}
+
+export interface Outcome {
+  status: number;
+  body: unknown;
+  record: DefenseRecord;
+}
+
+export const SKIPPED_LABEL = 'none';
+
+export interface Perturber {
+  /** Defends one answer; `defense` null means the caller chose to skip the defense for this request. */
+  perturb(defense: Defense | null, requestBody: unknown, answerBody: unknown): Outcome | Promise<Outcome>;
+  /** An error answer (status >= 400) passes unchanged unless it holds probabilities the codec can read. */
+  screenErrorAnswer(label: string, status: number, answerBody: unknown): Outcome;
+  /** The error outcome for a failure outside the defense (bad request, upstream fault), counted under `label`. */
+  failure(label: string, error: unknown): Outcome;
+}
+
+function oneHot(batch: ProbBatch): ProbBatch {
+  const top = argmaxRows(batch);
+  const data = new Float32Array(batch.rows * batch.cols);
+  for (let r = 0; r < batch.rows; r++) data[r * batch.cols + top[r]] = 1;
+  return { rows: batch.rows, cols: batch.cols, data };
+}
+
+export function createPerturber(config: PerturberConfig): Perturber {
+  const { codec, metrics } = config;
+
+  const count = (label: string, outcome: RequestOutcome): void => metrics.requests.inc({ defense: label, outcome });
+
+  /** Maps an error to a client status and message that repeat none of the answer's numbers. */
+  const classify = (error: unknown): { status: number; outcome: RequestOutcome; message: string } => {
+    if (error instanceof AnswerFormatError) return { status: config.answerErrorStatus, outcome: 'bad_answer', message: error.message };
+    if (error instanceof ServingError) return { status: error.status, outcome: error.outcome, message: error.message };
+    // Defense-layer messages may quote an entry of the answer, so the client gets a generic one.
+    if (error instanceof InvalidBatchError) return { status: config.answerErrorStatus, outcome: 'bad_answer', message: 'model answer: not a valid batch of probability rows for the defense' };
+    return { status: 500, outcome: 'defense_failed', message: 'the defense failed, so the answer was withheld' };
+  };
+
+  const failure = (label: string, error: unknown): Outcome => {
+    const { status, outcome, message } = classify(error);
+    count(label, outcome);
+    const detail = error instanceof Error ? error.message : String(error);
+    return { status, body: codec.errorBody(message), record: { defense: label, outcome, rows: 0, error: detail } };
+  };
+
+  /** After the rows were read, a failure may still answer with the label only, if so configured. */
+  const failAfterRead = (label: string, view: AnswerView, error: unknown): Outcome => {
+    if (config.onFailure !== 'argmax') return failure(label, error);
+    try {
+      const body = view.write(oneHot(view.batch));
+      count(label, 'fallback_argmax');
+      const detail = error instanceof Error ? error.message : String(error);
+      return { status: 200, body, record: { defense: label, outcome: 'fallback_argmax', rows: view.batch.rows, error: detail } };
+    } catch (writeError) {
+      return failure(label, writeError);
+    }
+  };
+
+  const finish = (label: string, defense: Defense, view: AnswerView, context: DefenseContext, started: number): Outcome => {
+    let defended: ProbBatch;
+    let body: unknown;
+    try {
+      defended = defense.apply(view.batch, context);
+      body = view.write(defended);
+    } catch (error) {
+      return failAfterRead(label, view, error);
+    }
+    const seconds = (performance.now() - started) / 1000;
+    const rows = view.batch.rows;
+    let sumL1 = 0;
+    let changed = 0;
+    try {
+      const cost = utilityCost(toProbabilities(view.batch, config.inputFormat), defended);
+      for (let r = 0; r < rows; r++) {
+        metrics.l1.observe({ defense: label }, cost.l1[r]);
+        sumL1 += cost.l1[r];
+        changed += cost.top1Changed[r];
+      }
+    } catch {
+      // The defense accepted the rows, so measuring them cannot fail; if it does, the answer still goes out.
+    }
+    count(label, 'perturbed');
+    metrics.rows.inc({ defense: label }, rows);
+    if (changed) metrics.top1Changes.inc({ defense: label }, changed);
+    metrics.latency.observe({ defense: label }, seconds);
+    return { status: 200, body, record: { defense: label, outcome: 'perturbed', rows, meanL1: sumL1 / rows, top1Changed: changed, defenseMs: seconds * 1000 } };
+  };
+
+  const perturb = (defense: Defense | null, requestBody: unknown, answerBody: unknown): Outcome | Promise<Outcome> => {
+    if (!defense) {
+      count(SKIPPED_LABEL, 'skipped');
+      return { status: 200, body: answerBody, record: { defense: SKIPPED_LABEL, outcome: 'skipped', rows: 0 } };
+    }
+    const label = defense.spec;
+    let view: AnswerView;
+    try {
+      view = codec.readAnswer(answerBody);
+    } catch (error) {
+      return failure(label, error);
+    }
+    const started = performance.now();
+    if (defense.needs.length === 0) return finish(label, defense, view, {}, started);
+    let inputs: InputRows;
+    try {
+      if (!config.context) throw new DefenseError(`defense ${defense.spec} needs ${defense.needs.join(', ')} but no context provider (surrogate) was configured`);
+      inputs = codec.readInputs(requestBody);
+      if (inputs.rows !== view.batch.rows) throw new AnswerFormatError(`model answer: ${view.batch.rows} rows for ${inputs.rows} input rows`);
+    } catch (error) {
+      // A request the codec cannot read is the client's problem, and answered as such even with the argmax fallback.
+      if (error instanceof ServingError && error.outcome === 'bad_request') return failure(label, error);
+      return failAfterRead(label, view, error);
+    }
+    return Promise.resolve()
+      .then(() => config.context!(defense.needs, inputs))
+      .then(
+        (context) => finish(label, defense, view, context, started),
+        (error: unknown) => failAfterRead(label, view, error),
+      );
+  };
+
+  const screenErrorAnswer = (label: string, status: number, answerBody: unknown): Outcome => {
+    let readable = false;
+    try {
+      codec.readAnswer(answerBody);
+      readable = true;
+    } catch {
+      // Unreadable as an answer: an ordinary error body, safe to pass.
+    }
+    if (readable) return failure(label, new AnswerFormatError(`model answer: an error status ${status} that carries probabilities was withheld`));
+    count(label, 'passed_error');
+    return { status, body: answerBody, record: { defense: label, outcome: 'passed_error', rows: 0 } };
+  };
+
+  return { perturb, screenErrorAnswer, failure };
+}

@@ -1,0 +1,31 @@
+/**
+ * What a wire-format codec does: find the probability rows in a model answer (and write defended
+ * rows back in the same place and form), and find the model inputs in a request, one flattened row
+ * per answer row. A body it cannot read is an error, never a pass-through.
+ */
+import type { ProbBatch } from '../../defenses/index.js';
+
+/** Model inputs, one flattened row per example: rows × cols, row-major. */
+export interface InputRows {
+  readonly rows: number;
+  readonly cols: number;
+  readonly data: Float32Array;
+}
+
+/** The probability rows of one answer, and how to put defended rows back. */
+export interface AnswerView {
+  readonly batch: ProbBatch;
+  /** A new body with `batch` in place of the original rows; the original body is not mutated. */
+  write(batch: ProbBatch): unknown;
+}
+
+export interface Codec {
+  /** Protocol name, e.g. "kserve-v2". */
+  readonly name: string;
+  /** Throws AnswerFormatError when the body holds no readable probability rows. */
+  readAnswer(body: unknown): AnswerView;
+  /** Throws RequestFormatError when the request holds no readable inputs. */
+  readInputs(body: unknown): InputRows;
+  /** An error body in the protocol's style. */
+  errorBody(message: string): unknown;
+}

@@ -1,0 +1,109 @@
+/**
+ * Open Inference Protocol (KServe V2) codec.
+ * Answer: {"model_name", "outputs": [{"name", "shape": [B, K], "datatype": "FP32"|"FP64"|"FP16", "data": [...]}]},
+ * data flat (row-major) or nested; written back in the form it came in.
+ * Request: {"inputs": [{"name", "shape": [B, ...], "datatype", "data": [...]}]}.
+ * Outputs other than the defended one are dropped unless listed in keepOutputs (a second output such
+ * as raw logits would otherwise leak what the defense hides); unknown top-level fields are dropped too.
+ */
+import type { ProbBatch } from '../../defenses/index.js';
+import { AnswerFormatError, RequestFormatError, ServingOptionError } from '../errors.js';
+import type { AnswerView, Codec, InputRows } from './codec.js';
+import { batchFlat, batchRows, flattenNumbers, isRecord } from './numbers.js';
+
+export interface KServeV2Options {
+  /** Name of the output holding the probabilities; required when the model answers several outputs. */
+  outputName?: string;
+  /** Name of the input tensor a surrogate reads; required when the request holds several inputs. */
+  inputName?: string;
+  /** Other outputs to keep in the answer (e.g. a label); all others are dropped. */
+  keepOutputs?: readonly string[];
+}
+
+const FLOAT_TYPES = new Set(['FP32', 'FP64', 'FP16', 'BF16']);
+const NUMERIC_TYPES = new Set([...FLOAT_TYPES, 'INT8', 'INT16', 'INT32', 'INT64', 'UINT8', 'UINT16', 'UINT32', 'UINT64']);
+const RESPONSE_FIELDS = ['model_name', 'model_version', 'id', 'parameters'];
+
+interface Tensor {
+  name: string;
+  shape: number[];
+  datatype: string;
+  data: unknown[];
+}
+
+function pickTensor(list: unknown, wanted: string | undefined, kind: 'output' | 'input', fail: (m: string) => Error): Tensor {
+  const field = `${kind}s`;
+  if (!Array.isArray(list) || list.length === 0) throw fail(`expected a KServe V2 ${kind === 'output' ? 'inference response' : 'inference request'} with a non-empty "${field}" array`);
+  const names = list.map((t) => (isRecord(t) ? String(t.name) : '?'));
+  let chosen: unknown;
+  if (wanted !== undefined) {
+    chosen = list.find((t) => isRecord(t) && t.name === wanted);
+    if (!chosen) throw fail(`no ${kind} named "${wanted}" (${field}: ${names.join(', ')})`);
+  } else if (list.length === 1) {
+    chosen = list[0];
+  } else {
+    throw fail(`the ${kind}s are ${names.join(', ')}; configure which one holds the ${kind === 'output' ? 'probabilities (outputName)' : 'model input (inputName)'}`);
+  }
+  if (!isRecord(chosen)) throw fail(`${kind} is not an object`);
+  const { shape, datatype, data } = chosen;
+  const label = `${kind} "${String(chosen.name)}"`;
+  if (!Array.isArray(shape) || shape.length === 0 || !shape.every((d) => Number.isInteger(d) && d >= 0)) throw fail(`${label} needs "shape", an array of non-negative integers`);
+  if (typeof datatype !== 'string') throw fail(`${label} needs a "datatype"`);
+  if (!Array.isArray(data)) throw fail(`${label} needs a "data" array`);
+  return { name: String(chosen.name), shape: shape as number[], datatype, data };
+}
+
+function tensorValues(tensor: Tensor, expected: number, label: string, fail: (m: string) => Error): { values: number[]; nested: boolean } {
+  const values: number[] = [];
+  if (!flattenNumbers(tensor.data, values)) throw fail(`${label} "data" holds something other than numbers`);
+  if (values.length !== expected) throw fail(`${label} has ${values.length} values but shape [${tensor.shape.join(', ')}] needs ${expected}`);
+  return { values, nested: tensor.data.length > 0 && Array.isArray(tensor.data[0]) };
+}
+
+export function kserveV2Codec(options: KServeV2Options = {}): Codec {
+  const keep = new Set(options.keepOutputs ?? []);
+  if (options.outputName !== undefined && keep.has(options.outputName)) {
+    throw new ServingOptionError(`keepOutputs lists "${options.outputName}", the defended output itself; keepOutputs is for other outputs only`);
+  }
+  const answerError = (m: string) => new AnswerFormatError(`model answer: ${m}`);
+  const requestError = (m: string) => new RequestFormatError(`request: ${m}`);
+
+  return {
+    name: 'kserve-v2',
+    readAnswer(body: unknown): AnswerView {
+      if (!isRecord(body)) throw answerError('expected a JSON object with an "outputs" array');
+      const output = pickTensor(body.outputs, options.outputName, 'output', answerError);
+      const label = `output "${output.name}"`;
+      if (!FLOAT_TYPES.has(output.datatype)) throw answerError(`${label} has datatype ${output.datatype}; probabilities must be FP32, FP64, FP16 or BF16`);
+      if (output.shape.length !== 2) throw answerError(`${label} has shape [${output.shape.join(', ')}]; expected [batch, classes]`);
+      const [rows, cols] = output.shape;
+      if (rows < 1 || cols < 2) throw answerError(`${label} has shape [${rows}, ${cols}]; expected at least one row of at least 2 classes`);
+      const { values, nested } = tensorValues(output, rows * cols, label, answerError);
+      const batch: ProbBatch = { rows, cols, data: Float32Array.from(values) };
+      const original = body;
+      return {
+        batch,
+        write(defended: ProbBatch) {
+          const replaced = { ...(original.outputs as Record<string, unknown>[]).find((t) => t.name === output.name), data: nested ? batchRows(defended) : batchFlat(defended) };
+          const outputs = (original.outputs as Record<string, unknown>[]).flatMap((t) => (t.name === output.name ? [replaced] : isRecord(t) && keep.has(String(t.name)) ? [t] : []));
+          const out: Record<string, unknown> = {};
+          for (const field of RESPONSE_FIELDS) if (original[field] !== undefined) out[field] = original[field];
+          out.outputs = outputs;
+          return out;
+        },
+      };
+    },
+    readInputs(body: unknown): InputRows {
+      if (!isRecord(body)) throw requestError('expected a JSON object with an "inputs" array');
+      const input = pickTensor(body.inputs, options.inputName, 'input', requestError);
+      const label = `input "${input.name}"`;
+      if (!NUMERIC_TYPES.has(input.datatype)) throw requestError(`${label} has datatype ${input.datatype}; a numeric tensor is needed`);
+      const rows = input.shape[0];
+      const cols = input.shape.slice(1).reduce((a, b) => a * b, 1);
+      if (rows < 1 || cols < 1) throw requestError(`${label} has shape [${input.shape.join(', ')}]; expected [batch, features...] with at least one row`);
+      const { values } = tensorValues(input, rows * cols, label, requestError);
+      return { rows, cols, data: Float32Array.from(values) };
+    },
+    errorBody: (message: string) => ({ error: message }),
+  };
+}
