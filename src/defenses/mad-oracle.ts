@@ -8,13 +8,11 @@
  *   growth of S from {t} above that, keeping the best candidate seen.
  *
  * For a candidate with weights w = 1_S + δ·e_t: cos = wᵀMy / √(wᵀMw · yᵀMy), and the quantities
- * are updated incrementally as classes enter or leave S, from c = M·1_S.
+ * are updated incrementally as classes enter or leave S (see SubsetState).
  */
-import type { GradientGeometry } from './mad-geometry.js';
+import { TOP1_WEIGHT, type GradientGeometry } from './mad-geometry.js';
 import type { DistanceNorm } from './simplex.js';
 
-/** Extra weight on the top-1 class so that it stays the unique maximum of y*. */
-export const TOP1_WEIGHT = 1e-5;
 /** Largest K searched exhaustively by the argmax oracle. */
 export const EXHAUSTIVE_MAX_K = 12;
 
@@ -22,13 +20,11 @@ export type OracleKind = 'extreme' | 'argmax';
 
 /** Scratch buffers of one oracle, reused across rows so the hot loop allocates nothing. */
 export class MadOracle {
-  private readonly c: Float64Array;
   private readonly inSet: Uint8Array;
   private readonly order: Int32Array;
   private readonly others: Int32Array;
 
   constructor(readonly k: number) {
-    this.c = new Float64Array(k);
     this.inSet = new Uint8Array(k);
     this.order = new Int32Array(k);
     this.others = new Int32Array(Math.max(0, k - 1));
@@ -50,56 +46,38 @@ export class MadOracle {
 
   private bestOneHot(g: GradientGeometry): number {
     let best = -1;
-    let bestCos = Infinity;
-    const scale = g.yMy;
+    let bestScore = Infinity;
     for (let k = 0; k < this.k; k++) {
-      const norm2 = g.diag[k] * scale;
+      const norm2 = g.diag[k] * g.yMy;
       if (!(norm2 > 0)) continue;
       const cos = g.my[k] / Math.sqrt(norm2);
-      if (cos < bestCos) {
-        bestCos = cos;
+      if (cos < bestScore) {
+        bestScore = cos;
         best = k;
       }
     }
     return best < 0 ? 0 : best;
   }
 
+  /** Every subset S ∋ t, visited in Gray-code order so that each step toggles one class. */
   private exhaustive(g: GradientGeometry, t: number, target: Float64Array): void {
-    const { k, c, others } = this;
-    const m = g.matrix();
+    const { k, others } = this;
+    const state = g.subsets();
     let n = 0;
     for (let i = 0; i < k; i++) if (i !== t) others[n++] = i;
-    const tRow = t * k;
-    for (let i = 0; i < k; i++) c[i] = m[tRow + i];
-    let q = m[tRow + t];
-    let s1 = g.my[t];
-    const mtt = m[tRow + t];
-    const myt = g.my[t];
-    const cosine = (): number => {
-      const den = (q + 2 * TOP1_WEIGHT * c[t] + TOP1_WEIGHT * TOP1_WEIGHT * mtt) * g.yMy;
-      return den > 0 ? (s1 + TOP1_WEIGHT * myt) / Math.sqrt(den) : Infinity;
-    };
-    let bestCos = cosine();
+    state.start(t);
+    let bestScore = state.score();
     let bestMask = 0;
     let mask = 0;
     const count = 1 << n;
     for (let gray = 1; gray < count; gray++) {
       const bit = 31 - Math.clz32(gray & -gray);
-      const j = others[bit];
-      const jRow = j * k;
       mask ^= 1 << bit;
-      if (mask & (1 << bit)) {
-        q += 2 * c[j] + m[jRow + j];
-        for (let i = 0; i < k; i++) c[i] += m[jRow + i];
-        s1 += g.my[j];
-      } else {
-        q += m[jRow + j] - 2 * c[j];
-        for (let i = 0; i < k; i++) c[i] -= m[jRow + i];
-        s1 -= g.my[j];
-      }
-      const cos = cosine();
-      if (cos < bestCos) {
-        bestCos = cos;
+      if (mask & (1 << bit)) state.add(others[bit]);
+      else state.remove(others[bit]);
+      const score = state.score();
+      if (score < bestScore) {
+        bestScore = score;
         bestMask = mask;
       }
     }
@@ -109,43 +87,32 @@ export class MadOracle {
     normaliseWithTop1(target, t);
   }
 
+  /** Grow S from {t}, each step adding the class that minimises the cosine; keep the best S seen. */
   private greedy(g: GradientGeometry, t: number, target: Float64Array): void {
-    const { k, c, inSet, order } = this;
-    const m = g.matrix();
+    const { k, inSet, order } = this;
+    const state = g.subsets();
     inSet.fill(0);
     inSet[t] = 1;
     order[0] = t;
-    const tRow = t * k;
-    for (let i = 0; i < k; i++) c[i] = m[tRow + i];
-    let q = m[tRow + t];
-    let s1 = g.my[t];
-    const mtt = m[tRow + t];
-    const myt = g.my[t];
-    const cosineOf = (qq: number, ct: number, num: number): number => {
-      const den = (qq + 2 * TOP1_WEIGHT * ct + TOP1_WEIGHT * TOP1_WEIGHT * mtt) * g.yMy;
-      return den > 0 ? (num + TOP1_WEIGHT * myt) / Math.sqrt(den) : Infinity;
-    };
-    let bestCos = cosineOf(q, c[t], s1);
+    state.start(t);
+    let bestScore = state.score();
     let bestSize = 1;
     for (let size = 1; size < k; size++) {
       let pick = -1;
-      let pickCos = Infinity;
+      let pickScore = Infinity;
       for (let j = 0; j < k; j++) {
         if (inSet[j]) continue;
-        const cos = cosineOf(q + 2 * c[j] + m[j * k + j], c[t] + m[tRow + j], s1 + g.my[j]);
-        if (pick < 0 || cos < pickCos) {
+        const score = state.scoreWith(j);
+        if (pick < 0 || score < pickScore) {
           pick = j;
-          pickCos = cos;
+          pickScore = score;
         }
       }
-      const pRow = pick * k;
-      q += 2 * c[pick] + m[pRow + pick];
-      for (let i = 0; i < k; i++) c[i] += m[pRow + i];
-      s1 += g.my[pick];
+      state.add(pick);
       inSet[pick] = 1;
       order[size] = pick;
-      if (pickCos < bestCos) {
-        bestCos = pickCos;
+      if (pickScore < bestScore) {
+        bestScore = pickScore;
         bestSize = size + 1;
       }
     }
