@@ -57,7 +57,7 @@ describe('report', () => {
     assert.deepEqual(csv[0], [...REPORT_COLUMNS]);
     assert.equal(csv.length, 1 + grid.length * 2);
     for (const column of ['defense', 'params', 'policy', 'budget', 'world', 'defender_accuracy', 'l1_mean', 'l1_median', 'top1_change_rate', 'attacker_accuracy', 'attacker_agreement', 'queries', 'seconds']) {
-      assert.ok(csv[0].includes(column), column);
+      assert.ok((csv[0] as string[]).includes(column), column);
     }
     const json = JSON.parse(await readFile(files.json, 'utf8'));
     assert.equal(json.runs.length, grid.length);
