@@ -6,10 +6,9 @@
  * Error answers (status >= 400) pass unchanged unless the codec can read probabilities in them.
  */
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { ServingError } from './errors.js';
 import { setDefenseRecord, type DefenseRecord } from './logger.js';
 import { metricsHandler, type ServingMetrics } from './metrics.js';
-import { resolveServingOptions, type ServingOptions } from './options.js';
+import { resolveServingOptions, selectDefense, type ServingOptions } from './options.js';
 import { createPerturber, SKIPPED_LABEL, type Outcome } from './perturber.js';
 import type { Defense } from '../defenses/index.js';
 
@@ -34,16 +33,6 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
     answerErrorStatus: 500,
   });
   const { logger } = resolved;
-
-  const chooseDefense = (req: Request): Defense | null => {
-    if (!resolved.chooseDefense) return resolved.defense;
-    const choice = resolved.chooseDefense(req);
-    if (choice === undefined) return resolved.defense;
-    if (choice === null) return null;
-    const tier = resolved.tiers.get(choice);
-    if (!tier) throw new ServingError(`chooseDefense returned "${choice}", which is not a configured tier (${[...resolved.tiers.keys()].join(', ') || 'none configured'})`, 500, 'defense_failed');
-    return tier;
-  };
 
   const middleware = function poisonPredictionsMiddleware(req: Request, res: Response, next: NextFunction): void {
     const originalJson = res.json;
@@ -78,7 +67,7 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
       handled = true;
       let defense: Defense | null;
       try {
-        defense = chooseDefense(req);
+        defense = selectDefense(resolved, req);
       } catch (error) {
         emit(perturber.failure(resolved.defense.spec, error));
         return;

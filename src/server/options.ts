@@ -5,7 +5,7 @@
 import type { Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import { DefenseError, parseDefense, type Defense, type DefenseConfig, type InputFormat } from '../defenses/index.js';
-import { ServingOptionError } from './errors.js';
+import { ServingError, ServingOptionError } from './errors.js';
 import { createServingMetrics, type ServingMetrics } from './metrics.js';
 import type { ContextProvider, FailureMode } from './perturber.js';
 import { resolveCodec, type Codec, type ProtocolConfig, type ProtocolName } from './protocols/index.js';
@@ -53,7 +53,7 @@ export interface ResolvedServing<Req> {
   logger?: Logger;
 }
 
-const KNOWN = ['defense', 'protocol', 'inputFormat', 'noiseSecret', 'context', 'tiers', 'chooseDefense', 'onFailure', 'registry', 'metricsPrefix', 'logger'];
+export const SERVING_OPTION_NAMES = ['defense', 'protocol', 'inputFormat', 'noiseSecret', 'context', 'tiers', 'chooseDefense', 'onFailure', 'registry', 'metricsPrefix', 'logger'];
 
 export function isDefense(value: unknown): value is Defense {
   return typeof value === 'object' && value !== null && !Array.isArray(value) && typeof (value as Defense).apply === 'function' && Array.isArray((value as Defense).needs);
@@ -72,8 +72,8 @@ function buildDefense(option: DefenseOption | undefined, where: string, inputFor
 
 export function resolveServingOptions<Req>(options: ServingOptions<Req>): ResolvedServing<Req> {
   if (!options || typeof options !== 'object') throw new ServingOptionError('options are required, e.g. { defense: "mad:eps=0.5,oracle=argmax", context: surrogateContext(surrogate) }');
-  const unknown = Object.keys(options).filter((key) => !KNOWN.includes(key));
-  if (unknown.length) throw new ServingOptionError(`unknown option(s) ${unknown.join(', ')}; allowed: ${KNOWN.join(', ')}`);
+  const unknown = Object.keys(options).filter((key) => !SERVING_OPTION_NAMES.includes(key));
+  if (unknown.length) throw new ServingOptionError(`unknown option(s) ${unknown.join(', ')}; allowed: ${SERVING_OPTION_NAMES.join(', ')}`);
   const inputFormat = options.inputFormat ?? 'probs';
   if (inputFormat !== 'probs' && inputFormat !== 'logits') throw new ServingOptionError(`inputFormat must be "probs" or "logits", got ${JSON.stringify(inputFormat)}`);
   if (options.inputFormat !== undefined && isDefense(options.defense)) {
@@ -95,4 +95,15 @@ export function resolveServingOptions<Req>(options: ServingOptions<Req>): Resolv
   const codec = resolveCodec(options.protocol);
   const metrics = createServingMetrics({ registry: options.registry, prefix: options.metricsPrefix });
   return { codec, defense, tiers, chooseDefense: options.chooseDefense, onFailure, inputFormat, context: options.context, metrics, logger: options.logger };
+}
+
+/** The defense for one request: the default, a tier chosen by the hook, or null to skip. An unknown tier fails closed. */
+export function selectDefense<Req>(resolved: ResolvedServing<Req>, req: Req): Defense | null {
+  if (!resolved.chooseDefense) return resolved.defense;
+  const choice = resolved.chooseDefense(req);
+  if (choice === undefined) return resolved.defense;
+  if (choice === null) return null;
+  const tier = resolved.tiers.get(choice);
+  if (!tier) throw new ServingError(`chooseDefense returned "${choice}", which is not a configured tier (${[...resolved.tiers.keys()].join(', ') || 'none configured'})`, 500, 'defense_failed');
+  return tier;
 }

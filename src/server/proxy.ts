@@ -1,0 +1,308 @@
+/**
+ * Proxy mode: a standalone HTTP server in front of any model server. Inference routes are
+ * forwarded, their answers defended on the way back; health and metadata routes pass through
+ * untouched (streamed); every other route is refused (see proxy/routes.ts).
+ *
+ * Faults, each a JSON error body: upstream refused or reset → 502, slower than timeoutMs → 504,
+ * an answer that is not JSON or that the codec rejects → 502, request body over maxBodyBytes → 413,
+ * malformed request JSON → 400. Upstream error answers (status >= 400) pass through unchanged:
+ * they carry no probabilities, and one that does (the codec can read it) is withheld with a 502.
+ */
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import type { Defense } from '../defenses/index.js';
+import { RequestFormatError, ServingError, ServingOptionError } from './errors.js';
+import { createHttpLogger, setDefenseRecord } from './logger.js';
+import { metricsHandler, type ServingMetrics } from './metrics.js';
+import { resolveServingOptions, selectDefense, SERVING_OPTION_NAMES, type ServingOptions } from './options.js';
+import { createPerturber, SKIPPED_LABEL, type Outcome } from './perturber.js';
+import { BodyTooLargeError, decodeBody, forwardableHeaders, parseAnswerJson, parseRequestJson, readBody } from './proxy/bodies.js';
+import { createRouteTable, type RouteOptions } from './proxy/routes.js';
+
+export interface ProxyOptions extends ServingOptions<IncomingMessage>, RouteOptions {
+  /** Base URL of the model server, e.g. "http://127.0.0.1:8080" (a path prefix is kept). */
+  upstream: string;
+  /** Milliseconds to wait for the upstream's whole answer (inference) or its headers (pass-through). Default 30000. */
+  timeoutMs?: number;
+  /** Largest request body accepted on an inference route, bytes. Default 10 MiB. */
+  maxBodyBytes?: number;
+  /** Largest model answer read, bytes (decoded). Default 64 MiB. */
+  maxAnswerBytes?: number;
+  /** Path where the proxy serves its own metrics; false to serve none. Default "/metrics". */
+  metricsPath?: string | false;
+}
+
+export interface DefenseProxy {
+  /** The node:http request listener. */
+  readonly handler: (req: IncomingMessage, res: ServerResponse) => void;
+  readonly metrics: ServingMetrics;
+  readonly defense: Defense;
+  /** Closes the keep-alive connections to the upstream. */
+  close(): void;
+}
+
+const PROXY_OPTION_NAMES = ['upstream', 'timeoutMs', 'maxBodyBytes', 'maxAnswerBytes', 'metricsPath', 'inferRoutes', 'passRoutes', 'passUnknownRoutes'];
+/** Not forwarded to the client with a rewritten answer: they describe the original body. */
+const ANSWER_HEADERS_DROPPED = ['content-length', 'content-encoding', 'etag', 'content-md5', 'accept-ranges', 'content-range'];
+
+class UpstreamTimeoutError extends ServingError {
+  constructor(timeoutMs: number) {
+    super(`the model server did not answer within ${timeoutMs} ms`, 504, 'upstream_timeout');
+  }
+}
+
+function upstreamUnavailable(error: unknown): ServingError {
+  const code = (error as NodeJS.ErrnoException)?.code;
+  return new ServingError(`the model server is unavailable (${code ?? (error as Error)?.message ?? 'connection failed'})`, 502, 'upstream_unavailable');
+}
+
+function positiveInteger(value: unknown, name: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) throw new ServingOptionError(`${name} must be a positive integer, got ${JSON.stringify(value)}`);
+  return value;
+}
+
+function parseUpstream(upstream: unknown): URL {
+  let url: URL;
+  try {
+    url = new URL(String(upstream));
+  } catch {
+    throw new ServingOptionError(`upstream must be a URL such as "http://127.0.0.1:8080", got ${JSON.stringify(upstream)}`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ServingOptionError(`upstream must be an http:// or https:// URL, got ${url.protocol}`);
+  if (url.search || url.hash) throw new ServingOptionError('upstream must not carry a query or a fragment; the client’s query is forwarded');
+  return url;
+}
+
+export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
+  if (!options || typeof options !== 'object') throw new ServingOptionError('options are required, e.g. { upstream: "http://127.0.0.1:8080", defense: "rounding:decimals=2" }');
+  const serving: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(options)) {
+    if (PROXY_OPTION_NAMES.includes(key)) continue;
+    if (!SERVING_OPTION_NAMES.includes(key)) throw new ServingOptionError(`unknown option ${key}; allowed: ${[...PROXY_OPTION_NAMES, ...SERVING_OPTION_NAMES].join(', ')}`);
+    serving[key] = value;
+  }
+  const resolved = resolveServingOptions(serving as unknown as ServingOptions<IncomingMessage>);
+  const upstream = parseUpstream(options.upstream);
+  const basePath = upstream.pathname.replace(/\/$/, '');
+  const timeoutMs = positiveInteger(options.timeoutMs, 'timeoutMs', 30_000);
+  const maxBodyBytes = positiveInteger(options.maxBodyBytes, 'maxBodyBytes', 10 * 1024 * 1024);
+  const maxAnswerBytes = positiveInteger(options.maxAnswerBytes, 'maxAnswerBytes', 64 * 1024 * 1024);
+  const metricsPath = options.metricsPath === undefined ? '/metrics' : options.metricsPath;
+  if (metricsPath !== false && (typeof metricsPath !== 'string' || !metricsPath.startsWith('/'))) throw new ServingOptionError('metricsPath must be a path such as "/metrics", or false');
+  const routes = createRouteTable(resolved.codec.name, options);
+  const transport = upstream.protocol === 'https:' ? https : http;
+  const agent = new transport.Agent({ keepAlive: true, maxSockets: 256 });
+  const perturber = createPerturber({ codec: resolved.codec, metrics: resolved.metrics, onFailure: resolved.onFailure, inputFormat: resolved.inputFormat, context: resolved.context, answerErrorStatus: 502 });
+  const serveMetrics = metricsHandler(resolved.metrics.registry);
+  const httpLogger = resolved.logger ? createHttpLogger(resolved.logger) : undefined;
+
+  const send = (res: ServerResponse, outcome: Outcome, headers: http.OutgoingHttpHeaders = {}): void => {
+    setDefenseRecord(res, outcome.record);
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    const text = JSON.stringify(outcome.body);
+    res.writeHead(outcome.status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+    res.end(text);
+  };
+
+  const fail = (res: ServerResponse, label: string, error: unknown): void => send(res, perturber.failure(label, error));
+
+  const requestHeaders = (req: IncomingMessage, drop: readonly string[]): http.OutgoingHttpHeaders => {
+    const headers = forwardableHeaders(req.headers, ['host', ...drop]);
+    const client = req.socket.remoteAddress ?? '';
+    headers['x-forwarded-for'] = req.headers['x-forwarded-for'] ? `${req.headers['x-forwarded-for']}, ${client}` : client;
+    headers['x-forwarded-host'] = req.headers.host ?? '';
+    headers['x-forwarded-proto'] = 'encrypted' in req.socket ? 'https' : 'http';
+    return headers;
+  };
+
+  /** Sends the request upstream; resolves with the response once its headers arrive. */
+  const callUpstream = (req: IncomingMessage, res: ServerResponse, path: string, headers: http.OutgoingHttpHeaders, body: Buffer | IncomingMessage, timer: { fired: boolean; onFire?: () => void }): Promise<IncomingMessage> =>
+    new Promise((resolve, reject) => {
+      const upstreamReq = transport.request(
+        { protocol: upstream.protocol, hostname: upstream.hostname, port: upstream.port, method: req.method, path: basePath + path, headers, agent },
+        resolve,
+      );
+      timer.onFire = () => upstreamReq.destroy(new UpstreamTimeoutError(timeoutMs));
+      upstreamReq.once('error', (error) => reject(error instanceof UpstreamTimeoutError ? error : upstreamUnavailable(error)));
+      res.once('close', () => {
+        if (!res.writableFinished) upstreamReq.destroy();
+      });
+      if (Buffer.isBuffer(body)) upstreamReq.end(body);
+      else body.pipe(upstreamReq);
+    });
+
+  const startTimer = (): { fired: boolean; onFire?: () => void; clear(): void } => {
+    const timer = {
+      fired: false,
+      onFire: undefined as (() => void) | undefined,
+      clear: () => clearTimeout(handle),
+    };
+    const handle = setTimeout(() => {
+      timer.fired = true;
+      timer.onFire?.();
+    }, timeoutMs);
+    return timer;
+  };
+
+  const passThrough = async (req: IncomingMessage, res: ServerResponse, path: string, label: string): Promise<void> => {
+    const timer = startTimer();
+    let answer: IncomingMessage;
+    try {
+      answer = await callUpstream(req, res, path, requestHeaders(req, []), req, timer);
+    } catch (error) {
+      fail(res, label, error);
+      return;
+    } finally {
+      timer.clear();
+    }
+    res.writeHead(answer.statusCode ?? 502, forwardableHeaders(answer.headers));
+    answer.pipe(res);
+    answer.once('error', () => res.destroy());
+    answer.once('aborted', () => res.destroy());
+  };
+
+  const infer = async (req: IncomingMessage, res: ServerResponse, path: string, defense: Defense | null, label: string): Promise<void> => {
+    let raw: Buffer;
+    let requestBody: unknown;
+    try {
+      raw = await readBody(req, maxBodyBytes);
+      const decoded = await decodeBody(raw, req.headers['content-encoding'], maxBodyBytes).catch((error: Error) => {
+        throw error.message.includes('maxOutputLength') || (error as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE'
+          ? new BodyTooLargeError(`the decoded body is over the limit of ${maxBodyBytes} bytes`)
+          : new RequestFormatError(`the request body could not be decoded (${error.message})`);
+      });
+      if (!decoded) throw new RequestFormatError(`unsupported request content-encoding "${req.headers['content-encoding']}"; send gzip, deflate, br or none`, 415);
+      requestBody = parseRequestJson(decoded.toString('utf8'));
+    } catch (error) {
+      fail(res, label, error instanceof BodyTooLargeError ? new RequestFormatError(`request: ${error.message}`, 413) : error);
+      return;
+    }
+    const timer = startTimer();
+    let answer: IncomingMessage;
+    let answerText: string;
+    try {
+      answer = await callUpstream(req, res, path, requestHeaders(req, ['content-length', 'accept-encoding']), raw, timer);
+      const answerRaw = await new Promise<Buffer>((resolve, reject) => {
+        timer.onFire = () => {
+          answer.destroy();
+          reject(new UpstreamTimeoutError(timeoutMs));
+        };
+        readBody(answer, maxAnswerBytes).then(resolve, (error: unknown) =>
+          reject(error instanceof BodyTooLargeError ? new ServingError(`model answer: over the limit of ${maxAnswerBytes} bytes`, 502, 'bad_answer') : upstreamUnavailable(error)),
+        );
+      });
+      const decoded = await decodeBody(answerRaw, answer.headers['content-encoding'], maxAnswerBytes).catch(() => {
+        throw new ServingError('model answer: could not be decoded', 502, 'bad_answer');
+      });
+      if (!decoded) throw new ServingError(`model answer: unsupported content-encoding "${answer.headers['content-encoding']}"`, 502, 'bad_answer');
+      answerText = decoded.toString('utf8');
+    } catch (error) {
+      fail(res, label, error);
+      return;
+    } finally {
+      timer.clear();
+    }
+    const status = answer.statusCode ?? 502;
+    const headers = forwardableHeaders(answer.headers, ANSWER_HEADERS_DROPPED);
+    if (status < 300 && answerText.length === 0) {
+      send(res, perturber.failure(label, new ServingError('model answer: empty', 502, 'bad_answer')));
+      return;
+    }
+    if (status >= 300) {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(answerText);
+      } catch {
+        // Not JSON, so no codec reads probabilities in it: an ordinary error page, passed as it came.
+        setDefenseRecord(res, perturber.screenErrorAnswer(label, status, undefined).record);
+        res.writeHead(status, { ...headers, 'content-length': Buffer.byteLength(answerText) });
+        res.end(answerText);
+        return;
+      }
+      send(res, perturber.screenErrorAnswer(label, status, parsed), headers);
+      return;
+    }
+    let parsed: unknown;
+    try {
+      parsed = parseAnswerJson(answerText);
+    } catch (error) {
+      fail(res, label, error);
+      return;
+    }
+    const outcome = await perturber.perturb(defense, requestBody, parsed);
+    send(res, outcome, headers);
+  };
+
+  const route = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const method = req.method ?? 'GET';
+    const url = new URL(req.url ?? '/', 'http://proxy.invalid');
+    if (metricsPath !== false && url.pathname === metricsPath && (method === 'GET' || method === 'HEAD')) {
+      serveMetrics(req, res);
+      return;
+    }
+    let defense: Defense | null;
+    try {
+      defense = selectDefense(resolved, req);
+    } catch (error) {
+      req.resume();
+      fail(res, resolved.defense.spec, error);
+      return;
+    }
+    const label = defense ? defense.spec : SKIPPED_LABEL;
+    const decision = routes(method, url.pathname);
+    const path = url.pathname + url.search;
+    if (decision.kind === 'refuse') {
+      req.resume();
+      fail(res, label, new ServingError(decision.message, decision.status, 'not_served'));
+      return;
+    }
+    if (decision.kind === 'pass') await passThrough(req, res, path, label);
+    else await infer(req, res, path, defense, label);
+  };
+
+  const handler = (req: IncomingMessage, res: ServerResponse): void => {
+    httpLogger?.(req, res);
+    route(req, res).catch((error: unknown) => {
+      // Anything unforeseen still ends in an error body, never in the upstream's answer.
+      fail(res, resolved.defense.spec, error);
+    });
+  };
+
+  return { handler, metrics: resolved.metrics, defense: resolved.defense, close: () => agent.destroy() };
+}
+
+export interface RunningProxy {
+  readonly proxy: DefenseProxy;
+  readonly server: http.Server;
+  /** e.g. "http://127.0.0.1:8081" */
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+/** Starts the proxy on host:port (port 0 picks a free one). */
+export async function startDefenseProxy(options: ProxyOptions & { port?: number; host?: string }): Promise<RunningProxy> {
+  const { port = 0, host = '127.0.0.1', ...rest } = options;
+  const proxy = createDefenseProxy(rest);
+  const server = http.createServer({ keepAliveTimeout: 65_000 }, proxy.handler);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  const address = server.address() as AddressInfo;
+  return {
+    proxy,
+    server,
+    url: `http://${host.includes(':') ? `[${host}]` : host}:${address.port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        proxy.close();
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
