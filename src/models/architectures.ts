@@ -1,0 +1,89 @@
+/**
+ * The networks this project trains: an MLP (784-256-128-K by default) and a LeNet-style CNN.
+ * Both end in a linear layer producing logits (predict.ts turns them into probabilities), and both
+ * are initialised from a seed, so a "random surrogate" is the same network on every run.
+ */
+import { ModelInputError } from './errors.js';
+import { tf, type LayersModel } from './tf.js';
+
+export type Architecture = 'mlp' | 'lenet';
+export const ARCHITECTURES: readonly Architecture[] = ['mlp', 'lenet'];
+
+export interface ModelSpec {
+  arch: Architecture;
+  /** Shape of one input without the batch axis, e.g. [28, 28, 1] or [784]. */
+  inputShape: readonly number[];
+  classes: number;
+  seed: number;
+  /** Hidden layer widths: MLP default [256, 128]; LeNet's dense part default [120, 84]. */
+  hidden?: readonly number[];
+  /** LeNet convolution channels, default [6, 16] (5×5 kernels, each followed by 2×2 max pooling). */
+  filters?: readonly [number, number];
+}
+
+export function createModel(spec: ModelSpec): LayersModel {
+  validate(spec);
+  let layerSeed = spec.seed >>> 0;
+  // One seed per layer so that changing one layer's width does not reshuffle the others.
+  const init = () => tf.initializers.glorotUniform({ seed: layerSeed++ });
+  const model = tf.sequential();
+  if (spec.arch === 'mlp') {
+    // Flatten needs an input of rank ≥ 2; a flat input goes straight to the first dense layer.
+    const flat = spec.inputShape.length === 1;
+    if (!flat) model.add(tf.layers.flatten({ inputShape: [...spec.inputShape] }));
+    let first = flat;
+    for (const units of spec.hidden ?? [256, 128]) {
+      model.add(tf.layers.dense({ ...(first ? { inputShape: [...spec.inputShape] } : {}), units, activation: 'relu', kernelInitializer: init() }));
+      first = false;
+    }
+  } else {
+    const [c1, c2] = spec.filters ?? [6, 16];
+    const shape = spec.inputShape.length === 1 ? squareImage(spec.inputShape[0]) : [...spec.inputShape];
+    if (shape.length !== 3) throw new ModelInputError(`lenet needs an image input [height, width, channels], got [${spec.inputShape.join(', ')}]`);
+    if (spec.inputShape.length === 1) model.add(tf.layers.reshape({ inputShape: [...spec.inputShape], targetShape: shape }));
+    const first = spec.inputShape.length === 1 ? {} : { inputShape: shape };
+    model.add(tf.layers.conv2d({ ...first, filters: c1, kernelSize: 5, padding: 'same', activation: 'relu', kernelInitializer: init() }));
+    model.add(tf.layers.maxPooling2d({ poolSize: 2, strides: 2 }));
+    model.add(tf.layers.conv2d({ filters: c2, kernelSize: 5, padding: 'valid', activation: 'relu', kernelInitializer: init() }));
+    model.add(tf.layers.maxPooling2d({ poolSize: 2, strides: 2 }));
+    model.add(tf.layers.flatten());
+    for (const units of spec.hidden ?? [120, 84]) {
+      model.add(tf.layers.dense({ units, activation: 'relu', kernelInitializer: init() }));
+    }
+  }
+  const noHidden = spec.arch === 'mlp' && spec.inputShape.length === 1 && (spec.hidden ?? [256, 128]).length === 0;
+  model.add(tf.layers.dense({ ...(noHidden ? { inputShape: [...spec.inputShape] } : {}), units: spec.classes, activation: 'linear', kernelInitializer: init() }));
+  return model;
+}
+
+function squareImage(size: number): number[] {
+  const side = Math.round(Math.sqrt(size));
+  if (side * side !== size) throw new ModelInputError(`lenet needs a square image; ${size} values are not one`);
+  return [side, side, 1];
+}
+
+function validate(spec: ModelSpec): void {
+  if (!ARCHITECTURES.includes(spec.arch)) throw new ModelInputError(`arch "${String(spec.arch)}" is not one of ${ARCHITECTURES.join(', ')}`);
+  if (!Number.isInteger(spec.classes) || spec.classes < 2) throw new ModelInputError(`classes must be an integer ≥ 2, got ${spec.classes}`);
+  if (spec.inputShape.length === 0 || !spec.inputShape.every((d) => Number.isInteger(d) && d > 0)) {
+    throw new ModelInputError(`inputShape must be positive integers, got [${spec.inputShape.join(', ')}]`);
+  }
+  if (!Number.isInteger(spec.seed)) throw new ModelInputError(`seed must be an integer, got ${spec.seed}`);
+  for (const units of [...(spec.hidden ?? []), ...(spec.filters ?? [])]) {
+    if (!Number.isInteger(units) || units < 1) throw new ModelInputError(`layer widths must be positive integers, got ${units}`);
+  }
+}
+
+/** Values per input row (the product of the model's input shape without the batch axis). */
+export function inputSize(model: LayersModel): number {
+  const shape = model.inputs[0].shape;
+  return shape.slice(1).reduce<number>((a, b) => a * (b ?? 1), 1);
+}
+
+/** Number of classes (the width of the last layer). */
+export function classCount(model: LayersModel): number {
+  const shape = model.outputs[0].shape;
+  const classes = shape[shape.length - 1];
+  if (typeof classes !== 'number') throw new ModelInputError('the model’s output has no fixed width');
+  return classes;
+}

@@ -1,0 +1,79 @@
+/**
+ * Prepares a defense's context: exactly the fields its `needs` ask for, nothing more. The one place
+ * the serving layer, the `perturb` command and the evaluation use, so they agree on what each need
+ * means (for instance how an input key is derived).
+ */
+import { createHash } from 'node:crypto';
+import { MissingProviderError, ModelInputError } from './errors.js';
+import { predictProbs } from './predict.js';
+import type { Surrogate } from './surrogate.js';
+import type { LayersModel } from './tf.js';
+import type { ContextNeed, DefenseContext, ProbBatch } from '../defenses/types.js';
+
+/** Something that gives a softmax per input: a layers model or any object with `probs`. */
+export type ProbabilityModel = LayersModel | { probs(inputs: Float32Array, rows: number): ProbBatch };
+
+export interface ContextProviders {
+  surrogate?: Surrogate;
+  misinformation?: ProbabilityModel;
+}
+
+/**
+ * Computes the context for `needs` from the batch's inputs (`rows` rows, row-major). Throws
+ * ModelInputError when inputs are needed but absent or malformed (the client's fault) and
+ * MissingProviderError when no surrogate or misinformation model was configured (the operator's).
+ */
+export function computeDefenseContext(needs: readonly ContextNeed[], inputs: Float32Array | undefined, rows: number, providers: ContextProviders = {}): DefenseContext {
+  const context: { -readonly [K in keyof DefenseContext]: DefenseContext[K] } = {};
+  const unique = [...new Set(needs)];
+  if (unique.length === 0) return context;
+  if (!inputs) throw new ModelInputError(`the defense needs the model inputs (for ${unique.join(', ')}), but none were given`);
+  for (const need of unique) {
+    switch (need) {
+      case 'surrogate':
+        context.surrogateProbs = requireSurrogate(providers, need).probs(inputs, rows);
+        break;
+      case 'surrogateGram':
+        context.gram = requireSurrogate(providers, need).gram(inputs, rows);
+        break;
+      case 'misinformation':
+        context.misinformationProbs = misinformationProbs(providers, inputs, rows);
+        break;
+      case 'inputKey':
+        context.inputKeys = inputKeys(inputs, rows);
+        break;
+      default:
+        throw new MissingProviderError(`unknown context need "${String(need)}"`);
+    }
+  }
+  return context;
+}
+
+/** One SHA-256 (hex) per input row, over the row's float32 bytes: equal inputs, equal keys. */
+export function inputKeys(inputs: Float32Array, rows: number): string[] {
+  if (!Number.isInteger(rows) || rows < 1 || inputs.length % rows !== 0) {
+    throw new ModelInputError(`inputs hold ${inputs.length} values, which is not ${rows} equal rows`);
+  }
+  const width = inputs.length / rows;
+  const bytes = new Uint8Array(inputs.buffer, inputs.byteOffset, inputs.byteLength);
+  const keys: string[] = new Array(rows);
+  for (let r = 0; r < rows; r++) {
+    keys[r] = createHash('sha256')
+      .update(bytes.subarray(r * width * 4, (r + 1) * width * 4))
+      .digest('hex');
+  }
+  return keys;
+}
+
+function requireSurrogate(providers: ContextProviders, need: ContextNeed): Surrogate {
+  if (!providers.surrogate) throw new MissingProviderError(`the defense needs ${need === 'surrogateGram' ? 'the surrogate’s Gram matrices' : 'the surrogate’s probabilities'}, but no surrogate model was configured`);
+  return providers.surrogate;
+}
+
+function misinformationProbs(providers: ContextProviders, inputs: Float32Array, rows: number): ProbBatch {
+  const model = providers.misinformation;
+  if (!model) throw new MissingProviderError('the defense needs a misinformation model, but none was configured');
+  if ('probs' in model && typeof model.probs === 'function') return model.probs(inputs, rows);
+  const data = predictProbs(model as LayersModel, inputs, rows);
+  return { rows, cols: data.length / Math.max(1, rows), data };
+}

@@ -1,0 +1,257 @@
+/**
+ * One training loop for every model the project trains: the victim and the knockoff (soft-label
+ * cross-entropy: the attacker learns from probability vectors), the misinformation model
+ * (−log(1 − p_true)), all with Adam and seeded shuffling.
+ *
+ * Lean on purpose: the data set is uploaded once as one tensor, each batch is a `gather` of a
+ * shuffled index slice (no per-batch copies from JS arrays), the step runs the model's plan (plain
+ * tensor ops over its weight variables, no layers-API overhead), and the loss is read back only
+ * when progress is reported.
+ */
+import { kernelsMissing, missingKernel, onCpu } from './backend.js';
+import { ModelInputError } from './errors.js';
+import { forwardLogits, planOf, type ModelPlan } from './plan.js';
+import { accuracy } from './predict.js';
+import { permutation, seededRandom } from './random.js';
+import { tf, type LayersModel, type Tensor } from './tf.js';
+
+export type TrainLoss = 'soft-ce' | 'misinformation';
+export const TRAIN_LOSSES: readonly TrainLoss[] = ['soft-ce', 'misinformation'];
+
+export interface TrainData {
+  /** N rows of the model's input size, row-major. */
+  readonly x: Float32Array;
+  readonly rows: number;
+  /** N×K soft labels (rows on the simplex): what a knockoff learns from. */
+  readonly targets?: Float32Array;
+  /** N hard labels in 0..K-1 (turned into one-hot targets). Give targets or labels. */
+  readonly labels?: Uint8Array | Int32Array;
+}
+
+export interface TrainProgress {
+  /** 1-based. */
+  readonly epoch: number;
+  readonly epochs: number;
+  /** Batches done in this epoch, of `batches`. */
+  readonly batch: number;
+  readonly batches: number;
+  /** Mean loss over this epoch so far. */
+  readonly loss: number;
+  /** Share of this epoch's rows whose top-1 matches the target's top-1. */
+  readonly accuracy: number;
+  /** Set on the last report of an epoch when validation data was given. */
+  readonly validationAccuracy?: number;
+  /** Whether this is the epoch's last report. */
+  readonly epochDone: boolean;
+}
+
+export interface TrainOptions {
+  epochs: number;
+  /** Default 64. */
+  batchSize?: number;
+  /** Adam's step size, default 1e-3. */
+  learningRate?: number;
+  /** Seeds the shuffling, default 0. */
+  seed?: number;
+  /** Default 'soft-ce'. */
+  loss?: TrainLoss;
+  /** Scored after each epoch (top-1 accuracy). */
+  validation?: { readonly x: Float32Array; readonly labels: ArrayLike<number>; readonly rows?: number };
+  onProgress?: (progress: TrainProgress) => void;
+  /** Minimum milliseconds between progress reports within an epoch (default 250). */
+  progressIntervalMs?: number;
+  /** Where to say that training falls back to cpu (default stderr). */
+  log?: (line: string) => void;
+}
+
+export interface EpochRecord {
+  readonly epoch: number;
+  readonly loss: number;
+  readonly accuracy: number;
+  readonly validationAccuracy?: number;
+  readonly seconds: number;
+  readonly imagesPerSecond: number;
+}
+
+export interface TrainResult {
+  readonly history: readonly EpochRecord[];
+  /** Training images per second over all epochs (validation excluded). */
+  readonly imagesPerSecond: number;
+  /** The tfjs backend the steps ran on. */
+  readonly backend: string;
+}
+
+/** Trains `model` in place. Resolves when done; memory (tensor count) is the same before and after. */
+export async function trainModel(model: LayersModel, data: TrainData, options: TrainOptions): Promise<TrainResult> {
+  const plan = planOf(model);
+  const settings = checkOptions(plan, data, options);
+  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const missing = gradientKernelsMissing(plan, data, settings.loss);
+  if (missing.length === 0) return runTraining(model, plan, data, options, settings);
+  log(`tfjs backend ${tf.getBackend()} has no ${missing.join(', ')} kernel${missing.length > 1 ? 's' : ''}: training on cpu`);
+  return onCpu(() => runTraining(model, plan, data, options, settings));
+}
+
+interface Settings {
+  epochs: number;
+  batchSize: number;
+  learningRate: number;
+  seed: number;
+  loss: TrainLoss;
+  intervalMs: number;
+}
+
+function checkOptions(plan: ModelPlan, data: TrainData, options: TrainOptions): Settings {
+  const settings: Settings = {
+    epochs: options.epochs,
+    batchSize: options.batchSize ?? 64,
+    learningRate: options.learningRate ?? 1e-3,
+    seed: options.seed ?? 0,
+    loss: options.loss ?? 'soft-ce',
+    intervalMs: options.progressIntervalMs ?? 250,
+  };
+  if (!Number.isInteger(settings.epochs) || settings.epochs < 1) throw new ModelInputError(`epochs must be an integer ≥ 1, got ${options.epochs}`);
+  if (!Number.isInteger(settings.batchSize) || settings.batchSize < 1) throw new ModelInputError(`batchSize must be an integer ≥ 1, got ${options.batchSize}`);
+  if (!(settings.learningRate > 0) || !Number.isFinite(settings.learningRate)) throw new ModelInputError(`learningRate must be a positive number, got ${options.learningRate}`);
+  if (!TRAIN_LOSSES.includes(settings.loss)) throw new ModelInputError(`loss "${String(settings.loss)}" is not one of ${TRAIN_LOSSES.join(', ')}`);
+  const width = plan.inputShape.reduce((a, b) => a * b, 1);
+  if (!Number.isInteger(data.rows) || data.rows < 1) throw new ModelInputError(`training needs at least one row, got ${data.rows}`);
+  if (data.x.length !== data.rows * width) throw new ModelInputError(`x holds ${data.x.length} values; ${data.rows} rows of ${width} need ${data.rows * width}`);
+  if ((data.targets === undefined) === (data.labels === undefined)) throw new ModelInputError('give either targets (soft labels) or labels, not both or neither');
+  if (data.targets && data.targets.length !== data.rows * plan.classes) {
+    throw new ModelInputError(`targets hold ${data.targets.length} values; ${data.rows} rows of ${plan.classes} classes need ${data.rows * plan.classes}`);
+  }
+  if (data.labels) {
+    if (data.labels.length !== data.rows) throw new ModelInputError(`${data.labels.length} labels for ${data.rows} rows`);
+    for (let i = 0; i < data.labels.length; i++) {
+      const label = data.labels[i];
+      if (!(label >= 0 && label < plan.classes)) throw new ModelInputError(`label ${label} at row ${i} is outside 0..${plan.classes - 1}`);
+    }
+  }
+  return settings;
+}
+
+/** Kernels the backward pass needs that the active backend lacks, found by one gradient on two rows. */
+function gradientKernelsMissing(plan: ModelPlan, data: TrainData, loss: TrainLoss): string[] {
+  const known = kernelsMissing(['Conv2DBackpropFilter', 'MaxPoolGrad', 'AvgPoolGrad']).filter((kernel) => usesKernel(plan, kernel));
+  if (known.length > 0) return known;
+  try {
+    tf.tidy(() => {
+      const rows = Math.min(2, data.rows);
+      const width = data.x.length / data.rows;
+      const x = tf.tensor2d(data.x.subarray(0, rows * width), [rows, width]);
+      const targets = tf.oneHot(tf.zeros([rows], 'int32'), plan.classes).toFloat();
+      const { grads } = tf.variableGrads(() => lossOf(loss, forwardLogits(plan, x), targets, undefined), [...plan.variables]);
+      Object.values(grads).forEach((g) => g.dispose());
+    });
+    return [];
+  } catch (error) {
+    const kernel = missingKernel(error);
+    if (kernel === undefined) throw error;
+    return [kernel];
+  }
+}
+
+function usesKernel(plan: ModelPlan, kernel: string): boolean {
+  const kind = { Conv2DBackpropFilter: 'conv2d', MaxPoolGrad: 'maxPool', AvgPoolGrad: 'avgPool' }[kernel];
+  return plan.steps.some((step) => step.kind === kind);
+}
+
+function runTraining(model: LayersModel, plan: ModelPlan, data: TrainData, options: TrainOptions, settings: Settings): TrainResult {
+  const { epochs, batchSize, loss } = settings;
+  const rows = data.rows;
+  const batches = Math.ceil(rows / batchSize);
+  const width = data.x.length / rows;
+  const random = seededRandom(settings.seed);
+  const optimizer = tf.train.adam(settings.learningRate);
+  const variables = [...plan.variables];
+  // The whole data set lives in one tensor; batches are gathered from it.
+  const xAll = tf.tensor2d(data.x, [rows, width]);
+  const targetsAll = data.targets
+    ? tf.tensor2d(data.targets, [rows, plan.classes])
+    : tf.tidy(() => tf.oneHot(tf.tensor1d(Int32Array.from(data.labels!), 'int32'), plan.classes).toFloat());
+  const exclusionMask = loss === 'misinformation' ? tf.mul(tf.eye(plan.classes), -1e9).expandDims(0) : undefined;
+  const history: EpochRecord[] = [];
+  let trainSeconds = 0;
+  try {
+    for (let epoch = 1; epoch <= epochs; epoch++) {
+      const order = tf.tensor1d(permutation(rows, random), 'int32');
+      let lossSum: Tensor = tf.scalar(0);
+      let correctSum: Tensor = tf.scalar(0);
+      let lastReport = Date.now();
+      const started = performance.now();
+      const report = (batch: number, seen: number, epochDone: boolean, validationAccuracy?: number): { loss: number; accuracy: number } => {
+        const [lossTotal, correct] = [lossSum.dataSync()[0], correctSum.dataSync()[0]];
+        const summary = { loss: lossTotal / Math.max(1, seen), accuracy: correct / Math.max(1, seen) };
+        options.onProgress?.({ epoch, epochs, batch, batches, ...summary, validationAccuracy, epochDone });
+        return summary;
+      };
+      try {
+        for (let batch = 0; batch < batches; batch++) {
+          const start = batch * batchSize;
+          const size = Math.min(batchSize, rows - start);
+          const [newLoss, newCorrect] = tf.tidy(() => {
+            const index = order.slice(start, size);
+            const x = tf.gather(xAll, index);
+            const targets = tf.gather(targetsAll, index);
+            let correct: Tensor | undefined;
+            const cost = optimizer.minimize(
+              () => {
+                const logits = forwardLogits(plan, x);
+                correct = tf.keep(tf.sum(tf.cast(tf.equal(tf.argMax(logits, 1), tf.argMax(targets, 1)), 'float32')));
+                return lossOf(loss, logits, targets, exclusionMask);
+              },
+              true,
+              variables,
+            )!;
+            return [tf.add(lossSum, tf.mul(cost, size)), tf.add(correctSum, correct!)];
+          });
+          lossSum.dispose();
+          correctSum.dispose();
+          lossSum = newLoss;
+          correctSum = newCorrect;
+          if (options.onProgress && Date.now() - lastReport >= settings.intervalMs && batch + 1 < batches) {
+            lastReport = Date.now();
+            report(batch + 1, Math.min(rows, (batch + 1) * batchSize), false);
+          }
+        }
+        // Reading the sums waits for the last step, so the timing covers all the work.
+        lossSum.dataSync();
+        const seconds = (performance.now() - started) / 1000;
+        trainSeconds += seconds;
+        const validationAccuracy = options.validation
+          ? accuracy(model, options.validation.x, options.validation.labels, options.validation.rows ?? options.validation.labels.length)
+          : undefined;
+        const summary = report(batches, rows, true, validationAccuracy);
+        history.push({ epoch, ...summary, validationAccuracy, seconds, imagesPerSecond: rows / seconds });
+      } finally {
+        order.dispose();
+        lossSum.dispose();
+        correctSum.dispose();
+      }
+    }
+  } finally {
+    xAll.dispose();
+    targetsAll.dispose();
+    exclusionMask?.dispose();
+    optimizer.dispose();
+  }
+  return { history, imagesPerSecond: (rows * epochs) / Math.max(trainSeconds, 1e-9), backend: tf.getBackend() };
+}
+
+/**
+ * Mean loss over the batch.
+ * - soft-ce: −Σ_k t_k log softmax(z)_k
+ * - misinformation: −Σ_k t_k log(1 − softmax(z)_k), i.e. −log(1 − p_true) for one-hot targets; log(1 − p_k)
+ *   is computed stably as logsumexp_{j≠k} z_j − logsumexp_j z_j.
+ */
+export function lossOf(loss: TrainLoss, logits: Tensor, targets: Tensor, exclusionMask: Tensor | undefined): tf.Scalar {
+  return tf.tidy((): tf.Scalar => {
+    if (loss === 'soft-ce') return tf.neg(tf.mean(tf.sum(tf.mul(targets, tf.logSoftmax(logits)), 1))) as tf.Scalar;
+    const classes = logits.shape[1] as number;
+    const mask = exclusionMask ?? tf.mul(tf.eye(classes), -1e9).expandDims(0);
+    const leaveOneOut = tf.logSumExp(tf.add(tf.expandDims(logits, 1), mask), 2);
+    const logNotK = tf.sub(leaveOneOut, tf.logSumExp(logits, 1, true));
+    return tf.neg(tf.mean(tf.sum(tf.mul(targets, logNotK), 1))) as tf.Scalar;
+  });
+}
