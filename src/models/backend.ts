@@ -151,8 +151,12 @@ async function tryStart(name: BackendName): Promise<string | undefined> {
 type ProcessListener = (...args: unknown[]) => void;
 const WATCHED_EVENTS = ['uncaughtException', 'unhandledRejection'] as const;
 
+function listenersOf(event: string): ProcessListener[] {
+  return (process.listeners as (e: string) => ProcessListener[])(event);
+}
+
 function processListeners(): Map<string, ProcessListener[]> {
-  return new Map(WATCHED_EVENTS.map((event) => [event, process.listeners(event) as ProcessListener[]]));
+  return new Map(WATCHED_EVENTS.map((event) => [event, listenersOf(event)]));
 }
 
 /**
@@ -163,8 +167,8 @@ function processListeners(): Map<string, ProcessListener[]> {
 function removeListenersAddedSince(before: Map<string, ProcessListener[]>): void {
   for (const event of WATCHED_EVENTS) {
     const known = before.get(event) ?? [];
-    for (const listener of process.listeners(event) as ProcessListener[]) {
-      if (!known.includes(listener)) process.removeListener(event, listener);
+    for (const listener of listenersOf(event)) {
+      if (!known.includes(listener)) process.removeListener(event, listener as never);
     }
   }
 }
