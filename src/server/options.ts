@@ -71,7 +71,7 @@ function buildDefense(option: DefenseOption | undefined, where: string, inputFor
 }
 
 export function resolveServingOptions<Req>(options: ServingOptions<Req>): ResolvedServing<Req> {
-  if (!options || typeof options !== 'object') throw new ServingOptionError('options are required, e.g. { defense: "mad:eps=0.5,oracle=argmax", context: surrogateContext(surrogate) }');
+  if (!options || typeof options !== 'object') throw new ServingOptionError('options are required, e.g. { defense: "mad:eps=0.5,oracle=argmax", context: surrogateContext({ surrogate }) }');
   const unknown = Object.keys(options).filter((key) => !SERVING_OPTION_NAMES.includes(key));
   if (unknown.length) throw new ServingOptionError(`unknown option(s) ${unknown.join(', ')}; allowed: ${SERVING_OPTION_NAMES.join(', ')}`);
   const inputFormat = options.inputFormat ?? 'probs';
@@ -82,14 +82,14 @@ export function resolveServingOptions<Req>(options: ServingOptions<Req>): Resolv
   const onFailure = options.onFailure ?? 'error';
   if (onFailure !== 'error' && onFailure !== 'argmax') throw new ServingOptionError(`onFailure must be "error" or "argmax", got ${JSON.stringify(onFailure)}`);
   if (options.chooseDefense !== undefined && typeof options.chooseDefense !== 'function') throw new ServingOptionError('chooseDefense must be a function (req) => tier name | null | undefined');
-  if (options.context !== undefined && typeof options.context !== 'function') throw new ServingOptionError('context must be a function (needs, inputs) => DefenseContext, e.g. surrogateContext(surrogate)');
+  if (options.context !== undefined && typeof options.context !== 'function') throw new ServingOptionError('context must be a function (needs, inputs) => DefenseContext, e.g. surrogateContext({ surrogate })');
 
   const defense = buildDefense(options.defense, 'defense', inputFormat, options.noiseSecret);
   const tiers = new Map<string, Defense>();
   for (const [name, spec] of Object.entries(options.tiers ?? {})) tiers.set(name, buildDefense(spec, `tiers.${name}`, inputFormat, options.noiseSecret));
   for (const [where, candidate] of [['defense', defense] as const, ...[...tiers].map(([name, d]) => [`tiers.${name}`, d] as const)]) {
     if (candidate.needs.length > 0 && !options.context) {
-      throw new ServingOptionError(`${where} (${candidate.spec}) needs ${candidate.needs.join(', ')}; pass context: surrogateContext(await loadSurrogate(dir)), or choose a defense without a surrogate such as "rounding:decimals=2"`);
+      throw new ServingOptionError(`${where} (${candidate.spec}) needs ${candidate.needs.join(', ')}; pass context: surrogateContext({ surrogate: await Surrogate.load(dir) }), or choose a defense without a surrogate such as "rounding:decimals=2"`);
     }
   }
   const codec = resolveCodec(options.protocol);

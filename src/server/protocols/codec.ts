@@ -10,6 +10,8 @@ export interface InputRows {
   readonly rows: number;
   readonly cols: number;
   readonly data: Float32Array;
+  /** The wire datatype when the protocol names one (KServe V2: "UINT8", "FP32", ...). */
+  readonly datatype?: string;
 }
 
 /** The probability rows of one answer, and how to put defended rows back. */

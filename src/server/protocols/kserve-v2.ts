@@ -102,7 +102,7 @@ export function kserveV2Codec(options: KServeV2Options = {}): Codec {
       const cols = input.shape.slice(1).reduce((a, b) => a * b, 1);
       if (rows < 1 || cols < 1) throw requestError(`${label} has shape [${input.shape.join(', ')}]; expected [batch, features...] with at least one row`);
       const { values } = tensorValues(input, rows * cols, label, requestError);
-      return { rows, cols, data: Float32Array.from(values) };
+      return { rows, cols, data: Float32Array.from(values), datatype: input.datatype };
     },
     errorBody: (message: string) => ({ error: message }),
   };

@@ -1,0 +1,92 @@
+/**
+ * The demo inference server: a classifier served over the Open Inference Protocol (KServe V2),
+ * with the defense middleware mounted on the inference route and Prometheus metrics at /metrics.
+ * Built from a given model, so tests run it with a tiny one.
+ *
+ *   GET  /v2/health/live, /v2/health/ready, /v2/models/{name}, /v2/models/{name}/ready
+ *   POST /v2/models/{name}/infer   {"inputs": [{"name": "image", "shape": [B, 784], "datatype": "UINT8"|"FP32", "data": [...]}]}
+ *   GET  /metrics
+ */
+import express, { type Express, type NextFunction, type Request, type Response } from 'express';
+import type { Logger } from 'pino';
+import { collectDefaultMetrics, Registry } from 'prom-client';
+import { predictProbs } from '../../models/predict.js';
+import { classCount, inputSize } from '../../models/architectures.js';
+import type { LayersModel } from '../../models/tf.js';
+import { ServingError } from '../errors.js';
+import { createHttpLogger } from '../logger.js';
+import { poisonPredictions, type PoisonPredictionsMiddleware } from '../middleware.js';
+import type { DefenseOption } from '../options.js';
+import type { ContextProvider } from '../perturber.js';
+import { kserveV2Codec } from '../protocols/index.js';
+import { pixelsInUnitRange } from './pixels.js';
+
+export const DEMO_DEFENSE = 'mad-argmax:eps=0.8';
+export const DEMO_INPUT_NAME = 'image';
+export const DEMO_OUTPUT_NAME = 'probabilities';
+
+export interface DemoAppOptions {
+  model: LayersModel;
+  /** Served model name, default "mnist". */
+  modelName?: string;
+  /** Default MAD-argmax (ε = 0.8, L1), which needs `context`. */
+  defense?: DefenseOption;
+  /** The surrogate's context for MAD; receives the request's inputs already scaled to [0, 1]. */
+  context?: ContextProvider;
+  logger?: Logger;
+  registry?: Registry;
+  /** Largest JSON request body, default "20mb" (a batch of 256 UINT8 images is about 0.6 MB). */
+  bodyLimit?: string;
+}
+
+export interface DemoApp {
+  app: Express;
+  guard: PoisonPredictionsMiddleware;
+  registry: Registry;
+}
+
+export function buildDemoApp(options: DemoAppOptions): DemoApp {
+  const { model } = options;
+  const name = options.modelName ?? 'mnist';
+  const features = inputSize(model);
+  const classes = classCount(model);
+  const registry = options.registry ?? new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'msd_demo_' });
+  const codec = kserveV2Codec({ inputName: DEMO_INPUT_NAME, outputName: DEMO_OUTPUT_NAME });
+  const scaledContext: ContextProvider | undefined = options.context && ((needs, inputs) => options.context!(needs, pixelsInUnitRange(inputs)));
+  const guard = poisonPredictions({ defense: options.defense ?? DEMO_DEFENSE, protocol: codec, context: scaledContext, registry, logger: undefined });
+
+  const app = express();
+  app.disable('x-powered-by');
+  if (options.logger) app.use(createHttpLogger(options.logger));
+  const metadata = {
+    name,
+    versions: ['1'],
+    platform: 'tensorflowjs',
+    inputs: [{ name: DEMO_INPUT_NAME, datatype: 'FP32', shape: [-1, features] }],
+    outputs: [{ name: DEMO_OUTPUT_NAME, datatype: 'FP32', shape: [-1, classes] }],
+  };
+  app.get('/v2/health/live', (_req, res) => void res.json({ live: true }));
+  app.get('/v2/health/ready', (_req, res) => void res.json({ ready: true }));
+  app.get('/v2', (_req, res) => void res.json({ name: 'model-stealing-defense demo', version: '1', extensions: [] }));
+  app.get(`/v2/models/${name}`, (_req, res) => void res.json(metadata));
+  app.get(`/v2/models/${name}/ready`, (_req, res) => void res.json({ name, ready: true }));
+  app.get('/metrics', guard.metricsHandler);
+
+  app.post(`/v2/models/${name}/infer`, express.json({ limit: options.bodyLimit ?? '20mb' }), guard, (req, res) => {
+    const inputs = pixelsInUnitRange(codec.readInputs(req.body));
+    if (inputs.cols !== features) throw new ServingError(`input "${DEMO_INPUT_NAME}" has ${inputs.cols} values per row; the model takes ${features}`, 400, 'bad_request');
+    const probs = predictProbs(model, inputs.data, inputs.rows);
+    const id = typeof req.body?.id === 'string' ? { id: req.body.id } : {};
+    res.json({ model_name: name, model_version: '1', ...id, outputs: [{ name: DEMO_OUTPUT_NAME, shape: [inputs.rows, classes], datatype: 'FP32', data: Array.from(probs) }] });
+  });
+
+  // Errors in the protocol's style: {"error": "..."}; malformed JSON from express.json is a 400.
+  app.use((error: Error & { status?: number; type?: string }, _req: Request, res: Response, next: NextFunction) => {
+    if (res.headersSent) return next(error);
+    const status = error instanceof ServingError ? error.status : error.status && error.status < 500 ? error.status : 500;
+    res.status(status).json({ error: status === 500 ? 'internal error' : error.message });
+  });
+  app.use((req, res) => void res.status(404).json({ error: `no route ${req.method} ${req.path}` }));
+  return { app, guard, registry };
+}
