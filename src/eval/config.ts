@@ -5,19 +5,18 @@
  */
 import { readFile } from 'node:fs/promises';
 import { DefenseError, parseDefense, type Defense } from '../defenses/index.js';
+import { ARCHITECTURES, type Architecture } from '../models/index.js';
 
 export type VictimDataset = 'mnist' | 'fashion-mnist';
 export type AttackerWorld = 'open' | 'closed';
 export type PolicyName = 'random' | 'adaptive';
 /** soft: trains on the (poisoned) probabilities; argmax: trains on their top-1 labels only. */
 export type AttackerLabels = 'soft' | 'argmax';
-export type Architecture = 'mlp' | 'cnn';
 
 export const VICTIM_DATASETS: readonly VictimDataset[] = ['mnist', 'fashion-mnist'];
 export const WORLDS: readonly AttackerWorld[] = ['open', 'closed'];
 export const POLICIES: readonly PolicyName[] = ['random', 'adaptive'];
 export const ATTACKER_LABELS: readonly AttackerLabels[] = ['soft', 'argmax'];
-export const ARCHITECTURES: readonly Architecture[] = ['mlp', 'cnn'];
 
 export interface TrainingSettings {
   arch: Architecture;

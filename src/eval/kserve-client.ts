@@ -4,6 +4,7 @@
  * (0..255), which keeps a 256-image request around 0.6 MB of JSON instead of 3 MB of floats.
  */
 import type { ProbBatch } from '../defenses/index.js';
+import { INPUT_NAME } from './endpoint.js';
 
 export interface InferenceClient {
   /** Answers for `rows` images of `features` pixels in [0, 1], row-major; one HTTP request. */
@@ -16,8 +17,6 @@ export class EndpointError extends Error {
   override name = 'EndpointError';
 }
 
-/** Name of the input tensor the evaluation's victim route reads. */
-export const INPUT_NAME = 'image';
 
 /** The request body for a batch of [0, 1] images, as UINT8 pixels. */
 export function imageRequest(x: Float32Array, rows: number, features: number): { inputs: { name: string; shape: number[]; datatype: string; data: number[] }[] } {

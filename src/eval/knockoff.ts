@@ -1,0 +1,163 @@
+/**
+ * The Knockoff Nets attacker (Orekondy et al., 2019): picks images from its own pool with a
+ * policy, queries the defended endpoint over HTTP in batched requests, and trains a knockoff on
+ * the answers with the soft-label cross-entropy. The stronger variant trains on the answers'
+ * top-1 labels only, which strips the perturbation off any defense that keeps the top-1 class.
+ * Both knockoffs are scored on the victim's test set: accuracy, and agreement with the
+ * undefended victim's top-1.
+ */
+import type { ProbBatch } from '../defenses/index.js';
+import { createModel, predictClasses, predictProbs, trainModel, type LayersModel } from '../models/index.js';
+import type { AdaptiveSettings, AttackerLabels, PolicyName, TrainingSettings } from './config.js';
+import { gatherRows, type InferenceClient } from './kserve-client.js';
+import { accuracy, normaliseAnswers } from './measures.js';
+import { adaptivePolicy, type KnockoffProbe } from './policies/adaptive.js';
+import { randomPolicy } from './policies/random.js';
+import type { AttackerPool, QueryPolicy } from './policies/types.js';
+import { deriveSeed } from './random.js';
+import type { AttackerOutcome } from './results.js';
+
+/** The victim's test set, with the undefended victim's top-1 for the agreement score. */
+export interface VictimTestSet {
+  x: Float32Array;
+  rows: number;
+  labels: ArrayLike<number>;
+  victimTop1: ArrayLike<number>;
+}
+
+export interface AttackOptions {
+  pool: AttackerPool;
+  client: InferenceClient;
+  policy: PolicyName;
+  budget: number;
+  requestRows: number;
+  classes: number;
+  inputShape: readonly number[];
+  knockoff: TrainingSettings;
+  adaptive: AdaptiveSettings;
+  labels: readonly AttackerLabels[];
+  test: VictimTestSet;
+  seed: number;
+  /** Called as queries are answered and as the knockoffs train. */
+  onProgress?: (phase: 'query' | 'train', done: number, total: number) => void;
+}
+
+export interface TransferSet {
+  x: Float32Array;
+  answers: ProbBatch;
+  /** Pool index of each row. */
+  indices: Int32Array;
+}
+
+export interface AttackResult {
+  outcomes: AttackerOutcome[];
+  transfer: TransferSet;
+  queries: number;
+  requests: number;
+}
+
+/** Targets for the knockoff: the (normalised) answers, or their top-1 labels. */
+function trainingData(transfer: TransferSet, labels: AttackerLabels): { x: Float32Array; rows: number; targets?: Float32Array; labels?: Int32Array } {
+  const { rows, cols, data } = transfer.answers;
+  if (labels === 'soft') return { x: transfer.x, rows, targets: data };
+  const top = new Int32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let best = 0;
+    for (let c = 1; c < cols; c++) if (data[r * cols + c] > data[r * cols + best]) best = c;
+    top[r] = best;
+  }
+  return { x: transfer.x, rows, labels: top };
+}
+
+/** Trains a fresh knockoff on the transfer set and scores it on the victim's test set. */
+export async function trainKnockoff(transfer: TransferSet, labels: AttackerLabels, options: Pick<AttackOptions, 'classes' | 'inputShape' | 'knockoff' | 'test' | 'seed'>, onEpoch?: (epoch: number) => void): Promise<AttackerOutcome> {
+  const { knockoff, test } = options;
+  const model = createModel({ arch: knockoff.arch, inputShape: options.inputShape, classes: options.classes, seed: deriveSeed(options.seed, `knockoff-${labels}`) });
+  try {
+    await trainModel(model, trainingData(transfer, labels), {
+      epochs: knockoff.epochs,
+      batchSize: knockoff.batchSize,
+      learningRate: knockoff.learningRate,
+      seed: deriveSeed(options.seed, `knockoff-shuffle-${labels}`),
+      loss: 'soft-ce',
+      onProgress: (p) => p.epochDone && onEpoch?.(p.epoch),
+    });
+    const predicted = predictClasses(model, test.x, test.rows);
+    return { labels, accuracy: accuracy(predicted, test.labels), agreement: accuracy(predicted, test.victimTop1) };
+  } finally {
+    model.dispose();
+  }
+}
+
+/**
+ * The adaptive policy's own knockoff: created at the first retraining, then trained further on the
+ * whole transfer set so far at each interval (the loss reward asks what it still gets wrong).
+ */
+class PolicyKnockoff implements KnockoffProbe {
+  private model: LayersModel | undefined;
+
+  constructor(
+    private readonly options: AttackOptions,
+    private readonly answered: () => { x: Float32Array; rows: number; targets: Float32Array },
+  ) {}
+
+  predict(indices: Int32Array): ProbBatch | undefined {
+    if (!this.model) return undefined;
+    const { pool, classes } = this.options;
+    return { rows: indices.length, cols: classes, data: predictProbs(this.model, gatherRows(pool.x, pool.features, indices), indices.length) };
+  }
+
+  async retrain(): Promise<void> {
+    const { knockoff, adaptive, seed, classes, inputShape } = this.options;
+    this.model ??= createModel({ arch: knockoff.arch, inputShape, classes, seed: deriveSeed(seed, 'policy-knockoff') });
+    await trainModel(this.model, this.answered(), { epochs: adaptive.retrainEpochs, batchSize: knockoff.batchSize, learningRate: knockoff.learningRate, seed: deriveSeed(seed, 'policy-knockoff-shuffle') });
+  }
+
+  dispose(): void {
+    this.model?.dispose();
+    this.model = undefined;
+  }
+}
+
+/** Builds the transfer set through the endpoint, then trains and scores one knockoff per label variant. */
+export async function runKnockoffAttack(options: AttackOptions): Promise<AttackResult> {
+  const { pool, client, budget, classes } = options;
+  const features = pool.features;
+  if (budget > pool.rows) throw new RangeError(`budget ${budget} exceeds the attacker's pool of ${pool.rows} images`);
+  const x = new Float32Array(budget * features);
+  const answers = new Float32Array(budget * classes);
+  const indices = new Int32Array(budget);
+  let answered = 0;
+  const requestsBefore = client.requests;
+
+  const probe = new PolicyKnockoff(options, () => ({ x: x.subarray(0, answered * features), rows: answered, targets: answers.subarray(0, answered * classes) }));
+  const policySeed = deriveSeed(options.seed, `policy-${options.policy}`);
+  const policy: QueryPolicy = options.policy === 'random' ? randomPolicy(pool, policySeed) : adaptivePolicy(pool, options.adaptive, policySeed, probe);
+  try {
+    while (answered < budget) {
+      const want = Math.min(options.requestRows, policy.preferredBatch ?? Infinity, budget - answered);
+      const picked = policy.next(want);
+      if (picked.length === 0) break;
+      const rows = gatherRows(pool.x, features, picked);
+      const answer = await client.infer(rows, picked.length, features);
+      if (answer.cols !== classes) throw new RangeError(`the endpoint answered ${answer.cols} classes, the victim has ${classes}`);
+      const normalised = normaliseAnswers(answer);
+      x.set(rows, answered * features);
+      answers.set(normalised.data, answered * classes);
+      indices.set(picked, answered);
+      answered += picked.length;
+      options.onProgress?.('query', answered, budget);
+      await policy.observe(picked, normalised);
+    }
+  } finally {
+    probe.dispose();
+  }
+
+  const transfer: TransferSet = { x: x.subarray(0, answered * features), answers: { rows: answered, cols: classes, data: answers.subarray(0, answered * classes) }, indices: indices.subarray(0, answered) };
+  const outcomes: AttackerOutcome[] = [];
+  const totalEpochs = options.labels.length * options.knockoff.epochs;
+  for (const [i, labels] of options.labels.entries()) {
+    outcomes.push(await trainKnockoff(transfer, labels, options, (epoch) => options.onProgress?.('train', i * options.knockoff.epochs + epoch, totalEpochs)));
+  }
+  return { outcomes, transfer, queries: answered, requests: client.requests - requestsBefore };
+}
