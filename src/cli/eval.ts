@@ -1,0 +1,94 @@
+/**
+ * `eval`: every defense of a grid against a Knockoff attacker, through the real middleware on
+ * loopback, written up as a trade-off report (results.json, results.csv, SVG plots, report.html).
+ * Resumable: rerunning the same command skips the runs already in the results folder.
+ */
+import { writeFile } from 'node:fs/promises';
+import { dirname, join, relative } from 'node:path';
+import type { Command } from 'commander';
+import { EvalConfigError, loadConfigFile, presetConfig, PRESET_NAMES, VICTIM_DATASETS, WORLDS, withWorld, type EvalConfig, type PresetName } from '../eval/config.js';
+import { defaultCacheDir } from '../eval/datasets.js';
+import { evaluate } from '../eval/evaluate.js';
+import { summaryText } from '../eval/report/summary.js';
+import { createProgress } from './progress.js';
+
+interface EvalFlags {
+  preset?: string;
+  config?: string;
+  victim?: string;
+  world?: string;
+  out?: string;
+  seed?: string;
+  cacheDir?: string;
+  quiet?: boolean;
+}
+
+function fail(message: string): never {
+  process.stderr.write(`eval: ${message}\n`);
+  process.exit(2);
+}
+
+async function resolveConfig(flags: EvalFlags): Promise<EvalConfig> {
+  if (flags.preset && flags.config) fail('give --preset or --config, not both (a config file may start from a preset with "preset": "quick")');
+  let config: EvalConfig;
+  if (flags.config) config = await loadConfigFile(flags.config);
+  else {
+    const preset = (flags.preset ?? 'quick') as PresetName;
+    if (!PRESET_NAMES.includes(preset)) fail(`--preset must be one of ${PRESET_NAMES.join(', ')}, got "${flags.preset}"`);
+    config = presetConfig(preset);
+  }
+  if (flags.victim !== undefined) {
+    if (!VICTIM_DATASETS.includes(flags.victim as EvalConfig['victim'])) fail(`--victim must be one of ${VICTIM_DATASETS.join(', ')}, got "${flags.victim}"`);
+    config = { ...config, victim: flags.victim as EvalConfig['victim'] };
+  }
+  if (flags.seed !== undefined) {
+    const seed = Number(flags.seed);
+    if (!Number.isSafeInteger(seed)) fail(`--seed must be an integer, got "${flags.seed}"`);
+    config = { ...config, seed };
+  }
+  if (flags.world !== undefined) {
+    if (!WORLDS.includes(flags.world as EvalConfig['world'])) fail(`--world must be one of ${WORLDS.join(', ')}, got "${flags.world}"`);
+    config = withWorld(config, flags.world as EvalConfig['world']);
+  }
+  return config;
+}
+
+export function registerEvalCommand(program: Command): void {
+  program
+    .command('eval')
+    .description('steal the victim under every defense setting of a grid and report the trade-off (resumable)')
+    .option('-p, --preset <name>', `grid preset: ${PRESET_NAMES.join(' | ')} (default quick)`)
+    .option('-c, --config <file>', 'JSON grid; may start from a preset with "preset": "quick" and override fields')
+    .option('--victim <dataset>', `victim dataset: ${VICTIM_DATASETS.join(' | ')}`)
+    .option('--world <world>', 'attacker images: open (the other dataset) | closed (held-out victim training images)')
+    .option('-o, --out <dir>', 'results folder (default results/<preset or config name>)')
+    .option('--seed <n>', 'seed of every random choice (models, splits, policies)')
+    .option('--cache-dir <dir>', 'where trained victims are kept (default .cache/eval-models)')
+    .option('-q, --quiet', 'no progress bars')
+    .action(async (flags: EvalFlags) => {
+      let config: EvalConfig;
+      try {
+        config = await resolveConfig(flags);
+      } catch (error) {
+        if (error instanceof EvalConfigError) fail(error.message);
+        throw error;
+      }
+      const suffix = [config.victim === 'mnist' ? '' : config.victim, config.world === 'open' ? '' : 'closed'].filter(Boolean).join('-');
+      const outDir = flags.out ?? join('results', suffix ? `${config.name}-${suffix}` : config.name);
+      const cacheDir = flags.cacheDir ?? join(dirname(defaultCacheDir()), 'eval-models');
+      const log = (line: string) => process.stderr.write(`${line}\n`);
+      const started = Date.now();
+      const result = await evaluate({
+        config,
+        outDir,
+        cacheDir,
+        log,
+        progress: (label, total) => createProgress({ label, total, silent: flags.quiet }),
+      });
+      await writeFile(join(outDir, 'metrics.prom'), await result.registry.metrics());
+      process.stdout.write(`\n${summaryText(result.records)}\n\n`);
+      const seconds = (Date.now() - started) / 1000;
+      process.stdout.write(`${result.ran} runs done, ${result.skipped} already finished, in ${seconds.toFixed(0)} s\n`);
+      process.stdout.write(`report: ${relative(process.cwd(), result.files.html) || result.files.html}\n`);
+    });
+}
