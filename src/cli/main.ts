@@ -4,7 +4,12 @@
  * commands stay thin and call the library.
  */
 import { Command } from 'commander';
+import { registerEvalCommand } from './eval.js';
 import { registerPerturbCommand } from './perturb.js';
+import { registerProxyCommand } from './proxy.js';
+import { registerServeCommand } from './serve.js';
+import { registerTrainCommand } from './train.js';
+import { registerInfoCommand } from './info.js';
 
 const program = new Command();
 program
@@ -13,5 +18,10 @@ program
   .showHelpAfterError();
 
 registerPerturbCommand(program);
+registerServeCommand(program);
+registerProxyCommand(program);
+registerTrainCommand(program);
+registerInfoCommand(program);
+registerEvalCommand(program);
 
 await program.parseAsync(process.argv);
