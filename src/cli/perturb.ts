@@ -19,6 +19,24 @@ export function listDefenses(): string {
   }).join('\n');
 }
 
+interface PerturbOptions {
+  defense?: string;
+  input?: string;
+  logits?: boolean;
+  secret?: string;
+  list?: boolean;
+  inputs?: string;
+  surrogate?: string;
+  misinformation?: string;
+}
+
+/** Errors that describe the user's input or files (exit 2), as opposed to bugs (a stack trace). */
+function isUserFacing(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT' || code === 'EISDIR' || code === 'EACCES') return true;
+  return ['ModelFileError', 'ModelInputError', 'MissingProviderError', 'UnsupportedModelError', 'BackendError'].includes((error as Error).name);
+}
+
 function fail(message: string): never {
   process.stderr.write(`perturb: ${message.replace(/\s+/g, ' ')}\n`);
   process.exit(2);
@@ -32,8 +50,11 @@ export function registerPerturbCommand(program: Command): void {
     .option('-i, --input <file>', 'JSON input file (default: stdin)')
     .option('--logits', 'the rows are logits, not probabilities')
     .option('--secret <secret>', 'secret that keys deterministic noise (default: env MSD_NOISE_SECRET, else random per run)')
+    .option('--inputs <file>', 'model inputs, one row per probability row (JSON array of rows): computes missing context with the models below, and keys the noise')
+    .option('--surrogate <dir>', 'saved surrogate model directory (for mad when the input has no "surrogateProbs")')
+    .option('--misinformation <dir>', 'saved misinformation model directory (for misinformation when the input has no "misinformationProbs")')
     .option('--list', 'list the defenses and their parameters')
-    .action(async (opts: { defense?: string; input?: string; logits?: boolean; secret?: string; list?: boolean }) => {
+    .action(async (opts: PerturbOptions) => {
       if (opts.list) {
         process.stdout.write(`${listDefenses()}\n`);
         return;
@@ -45,9 +66,14 @@ export function registerPerturbCommand(program: Command): void {
           noiseSecret: opts.secret ?? process.env.MSD_NOISE_SECRET,
         });
         const input = readPerturbInput(await readInput(opts.input));
+        if (opts.surrogate || opts.misinformation || opts.inputs) {
+          if (!opts.inputs) fail('--surrogate and --misinformation need --inputs FILE (the model inputs, one row per probability row)');
+          const { modelContext } = await import('./perturb-models.js');
+          Object.assign(input.context, await modelContext(defense.needs, input.context, input.probs.rows, { inputsFile: opts.inputs, surrogateDir: opts.surrogate, misinformationDir: opts.misinformation }));
+        }
         process.stdout.write(`${JSON.stringify(perturbBatch(defense, input))}\n`);
       } catch (error) {
-        if (error instanceof DefenseError || (error as NodeJS.ErrnoException).code === 'ENOENT') fail((error as Error).message);
+        if (error instanceof DefenseError || isUserFacing(error)) fail((error as Error).message);
         throw error;
       }
     });
