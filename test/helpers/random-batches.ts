@@ -1,17 +1,8 @@
 /** Reproducible random probability batches for tests: a seed, a shape and a sharpness. */
 import type { ProbBatch } from '../../src/defenses/index.js';
+import { seededRandom } from '../../src/models/random.js';
 
-/** mulberry32: tiny seeded generator, enough for test data. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seededRandom };
 
 /**
  * Rows = softmax(sharpness · z) with z uniform in [-1, 1]; `zeros` sets some entries to exactly 0
