@@ -1,31 +1,45 @@
 /**
- * A child process of the server benchmarks: `stub` starts a KServe V2 stub model server, `proxy`
- * the defense proxy in front of one. It sends {url} to the parent once listening, and answers
- * {type: "memory"} with its heap (after a full GC) and tfjs tensor count.
+ * A child process of the server benchmarks. Roles:
+ *   stub   a KServe V2 stub that answers fixed probabilities (no model work: the proxy's worst case)
+ *   model  the demo model server running a 784-256-128-10 MLP per request (defense "none")
+ *   proxy  the defense proxy in front of UPSTREAM with DEFENSE
+ * It sends {type: "ready", url} once listening, and answers {type: "memory"} with its heap (after a
+ * full GC) and tfjs tensor count.
  */
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createModel, initBackend, tf } from '../src/models/index.js';
+import { buildDemoApp } from '../src/server/demo/app.js';
 import { startDefenseProxy } from '../src/server/proxy.js';
 import { startStubUpstream } from '../test/server/helpers/stub-upstream.js';
 import { benchContext } from './_server-context.js';
 
-const [role, upstream, defense, classes] = process.argv.slice(2);
-const k = Number(classes ?? 10);
-const row = Array.from({ length: k }, (_, c) => (c === 3 ? 0.55 : 0.45 / (k - 1)));
+const [role, upstream, defense] = process.argv.slice(2);
+const CLASSES = 10;
+const row = Array.from({ length: CLASSES }, (_, c) => (c === 3 ? 0.55 : 0.45 / (CLASSES - 1)));
 
 async function memory(): Promise<{ numTensors: number; heapUsed: number }> {
   const gc = (globalThis as { gc?: () => void }).gc;
   gc?.();
   gc?.();
-  const numTensors = role === 'proxy' && defense.includes('mad') ? (await import('../src/models/tf.js')).tf.memory().numTensors : 0;
-  return { numTensors, heapUsed: process.memoryUsage().heapUsed };
+  return { numTensors: tf.memory().numTensors, heapUsed: process.memoryUsage().heapUsed };
 }
 
 let url: string;
 if (role === 'stub') {
   url = (await startStubUpstream('kserve-v2', [row], { record: false })).url;
+} else if (role === 'model') {
+  await initBackend({ log: () => {} });
+  // Untrained weights cost the same forward pass as trained ones.
+  const model = createModel({ arch: 'mlp', inputShape: [784], classes: CLASSES, seed: 1 });
+  const { app } = buildDemoApp({ model, defense: 'none' });
+  const server = await new Promise<Server>((resolve) => {
+    const s = app.listen(0, '127.0.0.1', () => resolve(s));
+  });
+  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 } else {
-  const context = defense.includes('mad') ? await benchContext(k) : undefined;
-  const running = await startDefenseProxy({ upstream, defense, context, timeoutMs: 10_000 });
-  url = running.url;
+  const context = defense.includes('mad') ? await benchContext(CLASSES) : undefined;
+  url = (await startDefenseProxy({ upstream, defense, context, timeoutMs: 10_000 })).url;
 }
 process.on('message', (message: { type: string }) => {
   if (message.type === 'memory') void memory().then((m) => process.send!({ type: 'memory', ...m }));

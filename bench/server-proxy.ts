@@ -1,12 +1,16 @@
 /**
  * Throughput and latency of a model server direct versus through the defense proxy, on loopback,
- * with autocannon: `none`, `rounding` and MAD-argmax with a surrogate (its forward pass included).
- * Each request is one MNIST-sized image (784 UINT8 pixels) answered with 10 probabilities.
- * The stub, the proxy and the load generator run in separate processes; ratios are against the
- * direct run of the same invocation. Then a soak: 10,000 requests through the MAD proxy, with
- * its heap (after GC) and tfjs tensor count before and after.
+ * with autocannon: proxy `none`, `rounding` and MAD-argmax with a random MLP surrogate (its forward
+ * pass included). Each request is one MNIST-sized image (784 UINT8 pixels) answered with 10
+ * probabilities. Two upstreams: a stub that answers fixed numbers (no model work, so the ratio is
+ * the proxy's worst case) and the demo model server running a 784-256-128-10 MLP per request.
+ * For each: saturated (--connections, as fast as possible) and at a fixed rate below saturation
+ * (--rate requests/s over the same connections), where the added latency is the proxy's own.
+ * The upstream, the proxy and the load generator run in separate processes; ratios are against the
+ * direct run of the same invocation. Then a soak: --soak requests through the MAD proxy, with its
+ * heap (after GC) and tfjs tensor count before and after.
  *
- *   npm run bench -- server-proxy [--connections 32] [--seconds 10] [--soak 10000]
+ *   npm run bench -- server-proxy [--connections 32] [--seconds 10] [--rate 200] [--soak 10000] [--upstreams stub,model]
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -16,8 +20,11 @@ const args = new Map<string, string>();
 for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i].replace(/^--/, ''), process.argv[i + 1]);
 const connections = Number(args.get('connections') ?? 32);
 const seconds = Number(args.get('seconds') ?? 10);
+const rate = Number(args.get('rate') ?? 200);
 const soakRequests = Number(args.get('soak') ?? 10_000);
+const upstreams = (args.get('upstreams') ?? 'stub,model').split(',') as ('stub' | 'model')[];
 const child = fileURLToPath(new URL('./_server-child.ts', import.meta.url));
+const DEFENSES = ['none', 'rounding:decimals=3', 'mad-argmax:eps=0.8'];
 
 const PATH = '/v2/models/mnist/infer';
 const body = JSON.stringify({ inputs: [{ name: 'image', shape: [1, 784], datatype: 'UINT8', data: Array.from({ length: 784 }, (_, i) => (i * 37) % 256) }] });
@@ -27,7 +34,7 @@ interface Started {
   url: string;
 }
 
-function start(role: 'stub' | 'proxy', upstream = '', defense = ''): Promise<Started> {
+function start(role: 'stub' | 'model' | 'proxy', upstream = '', defense = ''): Promise<Started> {
   return new Promise((resolve, reject) => {
     const proc = fork(child, [role, upstream, defense], { execArgv: ['--import', 'tsx', '--expose-gc'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     proc.once('error', reject);
@@ -59,44 +66,51 @@ interface Figures {
   rps: number;
   p50: number;
   p99: number;
-  errors: number;
-  non2xx: number;
+  failed: number;
 }
 
-async function load(url: string, options: { duration?: number; amount?: number }): Promise<Figures> {
+async function load(url: string, options: { duration?: number; amount?: number; overallRate?: number }): Promise<Figures> {
   const result = await autocannon({ url: url + PATH, method: 'POST', headers: { 'content-type': 'application/json' }, body, connections, ...options });
-  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors: result.errors + result.timeouts, non2xx: result.non2xx };
+  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, failed: result.errors + result.timeouts + result.non2xx };
 }
 
-const stub = await start('stub');
-try {
-  console.log(`server-proxy: ${connections} connections, ${seconds}s per run, node ${process.version}, one 784-pixel image per request, K = 10`);
-  await load(stub.url, { duration: 2 }); // warm-up
-  const direct = await load(stub.url, { duration: seconds });
-  const header = `${'route'.padEnd(40)} ${'req/s'.padStart(9)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'× direct'.padStart(9)} ${'+p99 ms'.padStart(8)} ${'errors'.padStart(7)}`;
-  console.log(header);
-  const line = (name: string, f: Figures) =>
-    console.log(
-      `${name.padEnd(40)} ${f.rps.toFixed(0).padStart(9)} ${f.p50.toFixed(2).padStart(7)} ${f.p99.toFixed(2).padStart(7)} ${(f.rps / direct.rps).toFixed(3).padStart(9)} ${(f.p99 - direct.p99).toFixed(2).padStart(8)} ${String(f.errors + f.non2xx).padStart(7)}`,
-    );
-  line('direct', direct);
-  for (const defense of ['none', 'rounding:decimals=3', 'mad-argmax:eps=0.8']) {
-    const proxy = await start('proxy', stub.url, defense);
-    try {
-      await load(proxy.url, { duration: 2 });
-      line(`proxy ${defense}`, await load(proxy.url, { duration: seconds }));
-      if (defense.startsWith('mad') && soakRequests > 0) {
-        const before = await memoryOf(proxy);
-        const soak = await load(proxy.url, { amount: soakRequests });
-        const afterSoak = await memoryOf(proxy);
-        console.log(
-          `\nsoak: ${soakRequests} requests through proxy ${defense}: ${soak.errors + soak.non2xx} errors; tfjs tensors ${before.numTensors} → ${afterSoak.numTensors}; heap after GC ${(before.heapUsed / 2 ** 20).toFixed(1)} MiB → ${(afterSoak.heapUsed / 2 ** 20).toFixed(1)} MiB`,
-        );
+const ms = (v: number) => v.toFixed(2).padStart(7);
+console.log(`server-proxy: ${connections} connections, ${seconds}s per run, fixed rate ${rate} req/s, node ${process.version}; one 784-pixel UINT8 image per request, K = 10`);
+console.log('figures are autocannon\'s: req/s the mean per second, latency percentiles in ms (1 ms resolution)');
+
+for (const kind of upstreams) {
+  const upstream = await start(kind);
+  try {
+    await load(upstream.url, { duration: 2 }); // warm-up
+    const direct = await load(upstream.url, { duration: seconds });
+    const directAtRate = await load(upstream.url, { duration: seconds, overallRate: rate });
+    console.log(`\nupstream: ${kind === 'stub' ? 'stub (fixed answer, no model work)' : 'demo model server (MLP forward per request)'}`);
+    console.log(`${'route'.padEnd(30)} ${'req/s'.padStart(8)} ${'p50'.padStart(7)} ${'p99'.padStart(7)} ${'×direct'.padStart(8)} │ at ${rate} req/s: ${'p50'.padStart(7)} ${'p99'.padStart(7)} ${'+p50'.padStart(7)} ${'+p99'.padStart(7)} │ failed`);
+    const line = (name: string, f: Figures, r: Figures) =>
+      console.log(
+        `${name.padEnd(30)} ${f.rps.toFixed(0).padStart(8)} ${ms(f.p50)} ${ms(f.p99)} ${(f.rps / direct.rps).toFixed(3).padStart(8)} │ ${' '.repeat(4 + String(rate).length + 7)}${ms(r.p50)} ${ms(r.p99)} ${ms(r.p50 - directAtRate.p50)} ${ms(r.p99 - directAtRate.p99)} │ ${f.failed + r.failed}`,
+      );
+    line('direct', direct, directAtRate);
+    for (const defense of DEFENSES) {
+      const proxy = await start('proxy', upstream.url, defense);
+      try {
+        await load(proxy.url, { duration: 2 });
+        const saturated = await load(proxy.url, { duration: seconds });
+        const atRate = await load(proxy.url, { duration: seconds, overallRate: rate });
+        line(`proxy ${defense}`, saturated, atRate);
+        if (kind === upstreams[0] && defense.startsWith('mad') && soakRequests > 0) {
+          const before = await memoryOf(proxy);
+          const soak = await load(proxy.url, { amount: soakRequests });
+          const afterSoak = await memoryOf(proxy);
+          console.log(
+            `  soak: ${soakRequests} more requests through proxy ${defense}: ${soak.failed} failed; tfjs tensors ${before.numTensors} → ${afterSoak.numTensors}; heap after GC ${(before.heapUsed / 2 ** 20).toFixed(1)} → ${(afterSoak.heapUsed / 2 ** 20).toFixed(1)} MiB`,
+          );
+        }
+      } finally {
+        stop(proxy);
       }
-    } finally {
-      stop(proxy);
     }
+  } finally {
+    stop(upstream);
   }
-} finally {
-  stop(stub);
 }

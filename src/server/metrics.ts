@@ -5,23 +5,12 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, type Metric } from 'prom-client';
-import { ServingOptionError } from './errors.js';
+import { ServingOptionError, type FailureOutcome } from './errors.js';
 
 export const DEFAULT_METRICS_PREFIX = 'msd_';
 
-/** Outcome of one request, as counted in <prefix>requests_total. */
-export type RequestOutcome =
-  | 'perturbed'
-  | 'skipped'
-  | 'fallback_argmax'
-  | 'passed_error'
-  | 'bad_request'
-  | 'bad_answer'
-  | 'defense_failed'
-  | 'too_large'
-  | 'upstream_unavailable'
-  | 'upstream_timeout'
-  | 'not_served';
+/** Outcome of one request, as counted in <prefix>requests_total: answered, or one of the failures. */
+export type RequestOutcome = 'perturbed' | 'skipped' | 'fallback_argmax' | 'passed_error' | FailureOutcome;
 
 export interface ServingMetrics {
   readonly registry: Registry;

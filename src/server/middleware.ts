@@ -6,6 +6,7 @@
  * Error answers (status >= 400) pass unchanged unless the codec can read probabilities in them.
  */
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { ServingError } from './errors.js';
 import { setDefenseRecord, type DefenseRecord } from './logger.js';
 import { metricsHandler, type ServingMetrics } from './metrics.js';
 import { resolveServingOptions, selectDefense, type ServingOptions } from './options.js';
@@ -92,6 +93,10 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
           return;
         }
         emit(perturber.screenErrorAnswer(label, res.statusCode, parsed));
+        return;
+      }
+      if (defense && defense.needs.length > 0 && req.body === undefined) {
+        emit(perturber.failure(label, new ServingError('the defense needs the request body: mount express.json() before poisonPredictions', 500, 'defense_failed')));
         return;
       }
       const result = perturber.perturb(defense, req.body, parsed);

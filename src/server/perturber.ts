@@ -110,7 +110,8 @@ export function createPerturber(config: PerturberConfig): Perturber {
     let sumL1 = 0;
     let changed = 0;
     try {
-      const cost = utilityCost(toProbabilities(view.batch, config.inputFormat), defended);
+      // Probability answers are measured as they came (the defense accepted them within 1e-3 of the simplex).
+      const cost = utilityCost(config.inputFormat === 'probs' ? view.batch : toProbabilities(view.batch, config.inputFormat), defended);
       for (let r = 0; r < rows; r++) {
         metrics.l1.observe({ defense: label }, cost.l1[r]);
         sumL1 += cost.l1[r];

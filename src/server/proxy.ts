@@ -240,8 +240,11 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
 
   const route = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const method = req.method ?? 'GET';
-    const url = new URL(req.url ?? '/', 'http://proxy.invalid');
-    if (metricsPath !== false && url.pathname === metricsPath && (method === 'GET' || method === 'HEAD')) {
+    // An absolute-form target ("http://host/...") matches no route and is refused.
+    const path = req.url ?? '/';
+    const query = path.indexOf('?');
+    const pathname = query < 0 ? path : path.slice(0, query);
+    if (metricsPath !== false && pathname === metricsPath && (method === 'GET' || method === 'HEAD')) {
       serveMetrics(req, res);
       return;
     }
@@ -254,8 +257,7 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
       return;
     }
     const label = defense ? defense.spec : SKIPPED_LABEL;
-    const decision = routes(method, url.pathname);
-    const path = url.pathname + url.search;
+    const decision = routes(method, pathname);
     if (decision.kind === 'refuse') {
       req.resume();
       fail(res, label, new ServingError(decision.message, decision.status, 'not_served'));

@@ -116,6 +116,14 @@ describe('poisonPredictions, mount mode', () => {
     assertNoOriginalNumbers(mismatch.text);
   });
 
+  it('says so when express.json() is missing before a defense that reads the request', async () => {
+    const app = express();
+    app.post('/infer', poisonPredictions({ defense: contextEchoDefense(), context: uniformSurrogate(3).provider }), (_req, res) => void res.json(kserveAnswer()));
+    const res = await request(app).post('/infer').send(kserveRequest()).expect(500);
+    assert.match(res.body.error, /mount express\.json\(\) before poisonPredictions/);
+    assertNoOriginalNumbers(res.text);
+  });
+
   it('fails closed when the context provider throws', async () => {
     const { app } = appWith({ defense: contextEchoDefense(), context: async () => Promise.reject(new Error('surrogate out of memory')) });
     const res = await request(app).post('/v2/models/mnist/infer').send(kserveRequest()).expect(500);

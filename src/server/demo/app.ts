@@ -24,6 +24,7 @@ import { pixelsInUnitRange } from './pixels.js';
 export const DEMO_DEFENSE = 'mad-argmax:eps=0.8';
 export const DEMO_INPUT_NAME = 'image';
 export const DEMO_OUTPUT_NAME = 'probabilities';
+const DEMO_PROCESS_PREFIX = 'msd_demo_';
 
 export interface DemoAppOptions {
   model: LayersModel;
@@ -35,6 +36,8 @@ export interface DemoAppOptions {
   context?: ContextProvider;
   logger?: Logger;
   registry?: Registry;
+  /** Node process metrics (CPU, memory, event loop) on the registry; default true. */
+  processMetrics?: boolean;
   /** Largest JSON request body, default "20mb" (a batch of 256 UINT8 images is about 0.6 MB). */
   bodyLimit?: string;
 }
@@ -51,7 +54,10 @@ export function buildDemoApp(options: DemoAppOptions): DemoApp {
   const features = inputSize(model);
   const classes = classCount(model);
   const registry = options.registry ?? new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'msd_demo_' });
+  // Process metrics once per registry (a registry passed to several demo apps keeps one set).
+  if (options.processMetrics !== false && !registry.getSingleMetric(`${DEMO_PROCESS_PREFIX}process_cpu_seconds_total`)) {
+    collectDefaultMetrics({ register: registry, prefix: DEMO_PROCESS_PREFIX });
+  }
   const codec = kserveV2Codec({ inputName: DEMO_INPUT_NAME, outputName: DEMO_OUTPUT_NAME });
   const scaledContext: ContextProvider | undefined = options.context && ((needs, inputs) => options.context!(needs, pixelsInUnitRange(inputs)));
   const guard = poisonPredictions({ defense: options.defense ?? DEMO_DEFENSE, protocol: codec, context: scaledContext, registry, logger: undefined });

@@ -1,0 +1,27 @@
+/** The serving layer's public API: mount mode, proxy mode, codecs, metrics and logs. Re-exports only. */
+export { poisonPredictions, type PoisonPredictionsMiddleware } from './middleware.js';
+export { createDefenseProxy, startDefenseProxy, type DefenseProxy, type ProxyOptions, type RunningProxy } from './proxy.js';
+export { parseRoutePattern, type RouteOptions } from './proxy/routes.js';
+export type { DefenseOption, ServingOptions } from './options.js';
+export type { ContextProvider, FailureMode } from './perturber.js';
+export { surrogateContext, loadSurrogateContext } from './surrogate-context.js';
+export {
+  jsonPathCodec,
+  kserveV2Codec,
+  PROTOCOLS,
+  resolveCodec,
+  tfServingCodec,
+  type AnswerView,
+  type Codec,
+  type InputRows,
+  type JsonPathOptions,
+  type KServeV2Options,
+  type ProtocolConfig,
+  type ProtocolName,
+  type TfServingOptions,
+} from './protocols/index.js';
+export { shortestFloat32 } from './protocols/numbers.js';
+export { createServingMetrics, DEFAULT_METRICS_PREFIX, metricsHandler, recordEvaluation, type EvaluationFigures, type MetricsOptions, type RequestOutcome, type ServingMetrics } from './metrics.js';
+export { createHttpLogger, createLogger, defenseRecordOf, type DefenseRecord } from './logger.js';
+export { AnswerFormatError, RequestFormatError, ServingError, ServingOptionError, type FailureOutcome } from './errors.js';
+export { buildDemoApp, DEMO_DEFENSE, type DemoApp, type DemoAppOptions } from './demo/app.js';
