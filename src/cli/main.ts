@@ -1,30 +1,21 @@
 #!/usr/bin/env node
 /**
  * The command-line entry point. Each command lives in its own file and registers itself here;
- * commands stay thin and call the library. Only the command being run is loaded, so commands that
- * need no TensorFlow.js (perturb) start without it.
+ * commands stay thin and call the library.
  */
 import { Command } from 'commander';
-
-type Register = (program: Command) => void;
-
-const COMMANDS: Record<string, () => Promise<Register>> = {
-  perturb: async () => (await import('./perturb.js')).registerPerturbCommand,
-  serve: async () => (await import('./serve.js')).registerServeCommand,
-  proxy: async () => (await import('./proxy.js')).registerProxyCommand,
-  train: async () => (await import('./train.js')).registerTrainCommand,
-  info: async () => (await import('./info.js')).registerInfoCommand,
-  eval: async () => (await import('./eval.js')).registerEvalCommand,
-};
+import { registerPerturbCommand } from './perturb.js';
+import { registerTrainCommand } from './train.js';
+import { registerInfoCommand } from './info.js';
 
 const program = new Command();
 program
   .name('msd')
-  .description('Defend a served model against model stealing: perturb, serve, proxy, train, info, eval.')
+  .description('Defend a served model against model stealing: perturb, serve, proxy, train, eval.')
   .showHelpAfterError();
 
-const requested = process.argv[2];
-const names = requested && requested in COMMANDS ? [requested] : Object.keys(COMMANDS);
-for (const name of names) (await COMMANDS[name]())(program);
+registerPerturbCommand(program);
+registerTrainCommand(program);
+registerInfoCommand(program);
 
 await program.parseAsync(process.argv);

@@ -80,7 +80,12 @@ let wasmThreads: number | undefined;
  */
 export function initBackend(options: InitBackendOptions = {}): Promise<BackendInfo> {
   const env = process.env.MSD_BACKEND?.trim();
-  const forced = env ? parseBackendName(env, 'MSD_BACKEND') : undefined;
+  let forced: BackendName | undefined;
+  try {
+    forced = env ? parseBackendName(env, 'MSD_BACKEND') : undefined;
+  } catch (error) {
+    return Promise.reject(error);
+  }
   const key = forced ? `env:${forced}` : options.prefer ? `option:${options.prefer}` : 'auto';
   if (pending && pendingKey === key) return pending;
   pendingKey = key;

@@ -13,6 +13,7 @@
  *   batch, copy k differentiating log p_k, taking gradients at zero offsets added to each z.
  */
 import { UnsupportedModelError } from './errors.js';
+import { matMul } from './matmul.js';
 import { forwardLogits, type ForwardTrace, type ModelPlan, type ParametricStep, type StepActivation } from './plan.js';
 import { tf, type Tensor } from './tf.js';
 
@@ -67,10 +68,10 @@ function denseGram(plan: ModelPlan, x: Tensor): Tensor {
   for (let l = last; l >= 0; l--) {
     const a = trace.inputs[l];
     const scale = tf.sum(tf.square(a), 1).add(steps[l].bias ? 1 : 0).reshape([batch, 1, 1]);
-    gram = tf.add(gram, tf.mul(tf.matMul(delta, delta, false, true), scale));
+    gram = tf.add(gram, tf.mul(matMul(delta, delta, false, true), scale));
     if (l > 0) {
       const width = a.shape[1] as number;
-      const back = tf.matMul(delta.reshape([batch * classes, delta.shape[2] as number]), steps[l].kernel, false, true).reshape([batch, classes, width]);
+      const back = matMul(delta.reshape([batch * classes, delta.shape[2] as number]), steps[l].kernel, false, true).reshape([batch, classes, width]);
       const d = derivative(trace.preActivations[l - 1], steps[l - 1].activation);
       delta = d ? tf.mul(back, d.expandDims(1)) : back;
     }
@@ -106,7 +107,7 @@ function autodiffGram(plan: ModelPlan, x: Tensor): Tensor {
 function denseLayerGram(delta: Tensor, a: Tensor, hasBias: boolean): Tensor {
   const batch = a.shape[0];
   const scale = tf.sum(tf.square(a), 1).add(hasBias ? 1 : 0).reshape([batch, 1, 1]);
-  return tf.mul(tf.matMul(delta, delta, false, true), scale);
+  return tf.mul(matMul(delta, delta, false, true), scale);
 }
 
 /** Per-example kernel gradients Pᵀδ_k (P: input patches) and bias gradients Σ_p δ_k, then their Gram. */
@@ -121,11 +122,11 @@ function convLayerGram(step: Extract<ParametricStep, { kind: 'conv2d' }>, delta:
   const p = patches.reshape([batch, positions, features]);
   // delta [B, K, H', W', C] → [B, P, K·C]
   const d = tf.transpose(delta.reshape([batch, classes, positions, cout]), [0, 2, 1, 3]).reshape([batch, positions, classes * cout]);
-  const kernelGrads = tf.transpose(tf.matMul(p, d, true, false).reshape([batch, features, classes, cout]), [0, 2, 1, 3]).reshape([batch, classes, features * cout]);
-  let gram = tf.matMul(kernelGrads, kernelGrads, false, true);
+  const kernelGrads = tf.transpose(matMul(p, d, true, false).reshape([batch, features, classes, cout]), [0, 2, 1, 3]).reshape([batch, classes, features * cout]);
+  let gram = matMul(kernelGrads, kernelGrads, false, true);
   if (step.bias) {
     const biasGrads = tf.sum(delta.reshape([batch, classes, positions, cout]), 2);
-    gram = tf.add(gram, tf.matMul(biasGrads, biasGrads, false, true));
+    gram = tf.add(gram, matMul(biasGrads, biasGrads, false, true));
   }
   return gram;
 }

@@ -6,6 +6,7 @@
  * truth: the plan holds the very tf.Variables the model owns.
  */
 import { UnsupportedModelError } from './errors.js';
+import { dense } from './matmul.js';
 import { tf, type LayersModel, type Tensor, type Variable } from './tf.js';
 
 export type StepActivation = 'linear' | 'relu' | 'sigmoid' | 'tanh';
@@ -203,23 +204,33 @@ export function activate(x: Tensor, activation: StepActivation): Tensor {
   }
 }
 
+export interface ForwardOptions {
+  /** Record each parametric step's input and pre-activation. */
+  trace?: ForwardTrace;
+  /** Added to each parametric step's pre-activation: zeros whose gradients are the errors δ. */
+  offsets?: readonly Tensor[];
+  /** The result will be differentiated (training, Jacobians): use the ops whose gradients are fast. */
+  differentiable?: boolean;
+}
+
 /**
- * Logits for a batch `x` ([B, ...inputShape] or [B, D]). With `trace`, records each parametric step's
- * input and pre-activation; with `offsets`, adds offsets[i] to the i-th parametric step's
- * pre-activation (zeros whose gradient is that layer's back-propagated error δ). Call inside tf.tidy.
+ * Logits for a batch `x` ([B, ...inputShape] or [B, D]). Call inside tf.tidy. The input itself is
+ * never differentiated: only the weights and (with offsets) the pre-activations are.
  */
-export function forwardLogits(plan: ModelPlan, x: Tensor, options: { trace?: ForwardTrace; offsets?: readonly Tensor[] } = {}): Tensor {
+export function forwardLogits(plan: ModelPlan, x: Tensor, options: ForwardOptions = {}): Tensor {
   let a: Tensor = x.reshape([x.shape[0], ...plan.inputShape]);
   let parametric = 0;
+  const unfused = Boolean(options.trace || options.offsets || options.differentiable);
   for (const step of plan.steps) {
     switch (step.kind) {
       case 'dense':
       case 'conv2d': {
-        const offset = options.offsets?.[parametric];
-        if (!options.trace && !offset) {
+        if (!unfused) {
           a = step.kind === 'dense' ? denseFused(step, a) : convFused(step, a);
         } else {
-          let z = step.kind === 'dense' ? denseLinear(step, a) : convLinear(step, a);
+          // The first parametric step sees only data, whose gradient nothing needs.
+          let z = step.kind === 'dense' ? dense(a, step.kernel, step.bias, parametric > 0) : convLinear(step, a);
+          const offset = options.offsets?.[parametric];
           if (offset) z = tf.add(z, offset);
           options.trace?.inputs.push(a);
           options.trace?.preActivations.push(z);
@@ -249,11 +260,6 @@ function denseFused(step: DenseStep, a: Tensor): Tensor {
   const activation = step.activation === 'tanh' ? 'linear' : step.activation;
   const out = tf.fused.matMul({ a: a as tf.Tensor2D, b: step.kernel as tf.Tensor as tf.Tensor2D, bias: step.bias, activation });
   return step.activation === 'tanh' ? tf.tanh(out) : out;
-}
-
-function denseLinear(step: DenseStep, a: Tensor): Tensor {
-  const z = tf.matMul(a as tf.Tensor2D, step.kernel as tf.Tensor as tf.Tensor2D);
-  return step.bias ? tf.add(z, step.bias) : z;
 }
 
 function convFused(step: ConvStep, a: Tensor): Tensor {

@@ -141,7 +141,7 @@ function gradientKernelsMissing(plan: ModelPlan, data: TrainData, loss: TrainLos
       const width = data.x.length / data.rows;
       const x = tf.tensor2d(data.x.subarray(0, rows * width), [rows, width]);
       const targets = tf.oneHot(tf.zeros([rows], 'int32'), plan.classes).toFloat();
-      const { grads } = tf.variableGrads(() => lossOf(loss, forwardLogits(plan, x), targets, undefined), [...plan.variables]);
+      const { grads } = tf.variableGrads(() => lossOf(loss, forwardLogits(plan, x, { differentiable: true }), targets, undefined), [...plan.variables]);
       Object.values(grads).forEach((g) => g.dispose());
     });
     return [];
@@ -170,7 +170,7 @@ function runTraining(model: LayersModel, plan: ModelPlan, data: TrainData, optio
   const targetsAll = data.targets
     ? tf.tensor2d(data.targets, [rows, plan.classes])
     : tf.tidy(() => tf.oneHot(tf.tensor1d(Int32Array.from(data.labels!), 'int32'), plan.classes).toFloat());
-  const exclusionMask = loss === 'misinformation' ? tf.mul(tf.eye(plan.classes), -1e9).expandDims(0) : undefined;
+  const exclusionMask = loss === 'misinformation' ? tf.tidy(() => tf.mul(tf.eye(plan.classes), -1e9).expandDims(0)) : undefined;
   const history: EpochRecord[] = [];
   let trainSeconds = 0;
   try {
@@ -197,14 +197,16 @@ function runTraining(model: LayersModel, plan: ModelPlan, data: TrainData, optio
             let correct: Tensor | undefined;
             const cost = optimizer.minimize(
               () => {
-                const logits = forwardLogits(plan, x);
+                const logits = forwardLogits(plan, x, { differentiable: true });
                 correct = tf.keep(tf.sum(tf.cast(tf.equal(tf.argMax(logits, 1), tf.argMax(targets, 1)), 'float32')));
                 return lossOf(loss, logits, targets, exclusionMask);
               },
               true,
               variables,
             )!;
-            return [tf.add(lossSum, tf.mul(cost, size)), tf.add(correctSum, correct!)];
+            const sums = [tf.add(lossSum, tf.mul(cost, size)), tf.add(correctSum, correct!)];
+            correct!.dispose();
+            return sums;
           });
           lossSum.dispose();
           correctSum.dispose();
