@@ -116,19 +116,27 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
       else handle(body, false);
       return res;
     };
+    // Routes that write raw bytes: held back until end(), then defended like a JSON string.
+    const hold = (chunk: unknown, rest: unknown[]): void => {
+      if (chunk === undefined || chunk === null || typeof chunk === 'function') return;
+      buffered.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk), typeof rest[0] === 'string' ? (rest[0] as BufferEncoding) : 'utf8'));
+    };
+    const callbackIn = (args: unknown[]): (() => void) | undefined => args.find((a): a is () => void => typeof a === 'function');
     res.write = function write(chunk: unknown, ...rest: unknown[]): boolean {
       if (handled) return (originalWrite as (...args: unknown[]) => boolean).call(res, chunk, ...rest);
-      if (chunk !== undefined && chunk !== null) buffered.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string, typeof rest[0] === 'string' ? (rest[0] as BufferEncoding) : 'utf8'));
+      hold(chunk, rest);
+      const callback = callbackIn(rest);
+      if (callback) process.nextTick(callback);
       return true;
     } as Response['write'];
     res.end = function end(chunk?: unknown, ...rest: unknown[]): Response {
       if (handled) return (originalEnd as (...args: unknown[]) => Response).call(res, chunk, ...rest);
-      if (chunk !== undefined && chunk !== null && typeof chunk !== 'function') {
-        buffered.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string, typeof rest[0] === 'string' ? (rest[0] as BufferEncoding) : 'utf8'));
-      }
+      hold(chunk, rest);
+      const callback = callbackIn([chunk, ...rest]);
+      if (callback) res.once('finish', callback);
       if (buffered.length === 0 && (NO_BODY_STATUS.has(res.statusCode) || req.method === 'HEAD')) {
         handled = true;
-        return (originalEnd as (...args: unknown[]) => Response).call(res);
+        return (originalEnd as () => Response).call(res);
       }
       handle(Buffer.concat(buffered).toString('utf8'), true);
       return res;
