@@ -3,8 +3,8 @@
  *   stub   a KServe V2 stub that answers fixed probabilities (no model work: the proxy's worst case)
  *   model  the demo model server running a 784-256-128-10 MLP per request (defense "none")
  *   proxy  the defense proxy in front of UPSTREAM with DEFENSE
- * It sends {type: "ready", url} once listening, and answers {type: "memory"} with its heap (after a
- * full GC) and tfjs tensor count.
+ * It sends {type: "ready", url} once listening, answers {type: "memory"} with its heap (after a
+ * full GC) and tfjs tensor count, and {type: "cpu"} with the CPU microseconds it has used.
  */
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -43,5 +43,9 @@ if (role === 'stub') {
 }
 process.on('message', (message: { type: string }) => {
   if (message.type === 'memory') void memory().then((m) => process.send!({ type: 'memory', ...m }));
+  if (message.type === 'cpu') {
+    const { user, system } = process.cpuUsage();
+    process.send!({ type: 'cpu', micros: user + system });
+  }
 });
 process.send!({ type: 'ready', url });
