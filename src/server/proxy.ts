@@ -186,7 +186,10 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
     let answer: IncomingMessage;
     let answerText: string;
     try {
-      answer = await callUpstream(req, res, path, requestHeaders(req, ['content-length', 'accept-encoding']), raw, timer);
+      // The answer is decoded here anyway, so the upstream is not invited to compress it.
+      const headers = requestHeaders(req, ['content-length', 'accept-encoding']);
+      headers['content-length'] = raw.length;
+      answer = await callUpstream(req, res, path, headers, raw, timer);
       const answerRaw = await new Promise<Buffer>((resolve, reject) => {
         timer.onFire = () => {
           answer.destroy();
