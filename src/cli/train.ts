@@ -26,6 +26,7 @@ interface TrainCommandOptions {
   seed: string;
   loss: string;
   limit?: string;
+  testLimit?: string;
   backend?: string;
   quiet?: boolean;
 }
@@ -59,6 +60,7 @@ export function registerTrainCommand(program: Command): void {
     .option('--seed <n>', 'seed of the initial weights and the shuffling', '0')
     .option('--loss <name>', `loss: ${TRAIN_LOSSES.join(', ')} (misinformation trains a model to put its mass on wrong classes)`, 'soft-ce')
     .option('--limit <n>', 'train on the first n training images only')
+    .option('--test-limit <n>', 'score on the first n test images only')
     .option('--backend <name>', 'force a tfjs backend (tensorflow-gpu, tensorflow, wasm, cpu); default: MSD_BACKEND or the best available')
     .option('-q, --quiet', 'no progress bar')
     .action(async (opts: TrainCommandOptions) => {
@@ -71,10 +73,11 @@ export function registerTrainCommand(program: Command): void {
       const learningRate = Number(opts.lr);
       if (!(learningRate > 0) || !Number.isFinite(learningRate)) fail(`--lr must be a positive number, got "${opts.lr}"`);
       const limit = opts.limit === undefined ? undefined : integer(opts.limit, '--limit', 1);
+      const testLimit = opts.testLimit === undefined ? undefined : integer(opts.testLimit, '--test-limit', 1);
       if (opts.backend) process.env.MSD_BACKEND = opts.backend;
       try {
         const backend = await initBackend();
-        const data = await loadDataset(dataset, { limit: limit === undefined ? undefined : { train: limit }, log: (line) => process.stderr.write(`${line}\n`) });
+        const data = await loadDataset(dataset, { limit: { train: limit, test: testLimit }, log: (line) => process.stderr.write(`${line}\n`) });
         const model = createModel({ arch, inputShape: data.inputShape, classes: data.classes, seed });
         let bar: Progress | undefined;
         const started = Date.now();
@@ -101,7 +104,8 @@ export function registerTrainCommand(program: Command): void {
           },
         );
         const seconds = (Date.now() - started) / 1000;
-        const testAccuracy = accuracy(model, data.test.x, data.test.labels, data.test.rows);
+        // The last epoch already scored the final weights on the test set.
+        const testAccuracy = result.history[result.history.length - 1].validationAccuracy ?? accuracy(model, data.test.x, data.test.labels, data.test.rows);
         await saveModel(model, opts.out);
         await writeModelMeta(opts.out, {
           dataset,
@@ -114,6 +118,7 @@ export function registerTrainCommand(program: Command): void {
           learningRate,
           seed,
           trainRows: data.train.rows,
+          testRows: data.test.rows,
           testAccuracy,
           trainSeconds: Math.round(seconds * 10) / 10,
           imagesPerSecond: Math.round(result.imagesPerSecond),
