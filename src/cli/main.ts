@@ -1,21 +1,30 @@
 #!/usr/bin/env node
 /**
  * The command-line entry point. Each command lives in its own file and registers itself here;
- * commands stay thin and call the library.
+ * commands stay thin and call the library. Only the command being run is loaded, so commands that
+ * need no TensorFlow.js (perturb) start without it.
  */
 import { Command } from 'commander';
-import { registerPerturbCommand } from './perturb.js';
-import { registerTrainCommand } from './train.js';
-import { registerInfoCommand } from './info.js';
+
+type Register = (program: Command) => void;
+
+const COMMANDS: Record<string, () => Promise<Register>> = {
+  perturb: async () => (await import('./perturb.js')).registerPerturbCommand,
+  serve: async () => (await import('./serve.js')).registerServeCommand,
+  proxy: async () => (await import('./proxy.js')).registerProxyCommand,
+  train: async () => (await import('./train.js')).registerTrainCommand,
+  info: async () => (await import('./info.js')).registerInfoCommand,
+  eval: async () => (await import('./eval.js')).registerEvalCommand,
+};
 
 const program = new Command();
 program
   .name('msd')
-  .description('Defend a served model against model stealing: perturb, serve, proxy, train, eval.')
+  .description('Defend a served model against model stealing: perturb, serve, proxy, train, info, eval.')
   .showHelpAfterError();
 
-registerPerturbCommand(program);
-registerTrainCommand(program);
-registerInfoCommand(program);
+const requested = process.argv[2];
+const names = requested && requested in COMMANDS ? [requested] : Object.keys(COMMANDS);
+for (const name of names) (await COMMANDS[name]())(program);
 
 await program.parseAsync(process.argv);
