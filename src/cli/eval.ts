@@ -4,7 +4,7 @@
  * Resumable: rerunning the same command skips the runs already in the results folder.
  */
 import { writeFile } from 'node:fs/promises';
-import { dirname, join, relative } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { EvalConfigError, loadConfigFile, presetConfig, PRESET_NAMES, VICTIM_DATASETS, WORLDS, withWorld, type EvalConfig, type PresetName } from '../eval/config.js';
 import { defaultCacheDir } from '../eval/datasets.js';
@@ -89,6 +89,7 @@ export function registerEvalCommand(program: Command): void {
       process.stdout.write(`\n${summaryText(result.records)}\n\n`);
       const seconds = (Date.now() - started) / 1000;
       process.stdout.write(`${result.ran} runs done, ${result.skipped} already finished, in ${seconds.toFixed(0)} s\n`);
-      process.stdout.write(`report: ${relative(process.cwd(), result.files.html) || result.files.html}\n`);
+      const shown = relative(process.cwd(), result.files.html);
+      process.stdout.write(`report: ${shown.startsWith('..') ? resolve(result.files.html) : shown}\n`);
     });
 }

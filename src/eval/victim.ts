@@ -9,9 +9,9 @@ import { accuracy, createModel, loadModel, readModelMeta, saveModel, trainModel,
 import { MODEL_FILE } from '../models/io.js';
 import type { EvalConfig, TrainingSettings } from './config.js';
 import type { ProgressFactory } from './progress.js';
-import { deriveSeed } from './random.js';
+import { deriveSeed, permutation, seededRandom } from './random.js';
 import { stableJson } from './run-key.js';
-import type { EvaluationWorld, LabelledImages } from './world.js';
+import { subset, type EvaluationWorld } from './world.js';
 
 export interface CachedModel {
   model: LayersModel;
@@ -61,18 +61,20 @@ async function trainOrLoad(config: EvalConfig, world: EvaluationWorld, recipe: M
   }
   const { training } = recipe;
   const model = createModel({ arch: training.arch, inputShape: [world.features], classes: world.classes, seed: deriveSeed(config.seed, `${recipe.kind}-init`) });
-  const bar = progress(`train ${recipe.kind} (${config.victim}, ${training.arch})`, training.epochs);
+  const train = training.maxRows === undefined || training.maxRows >= world.victimTrain.rows ? world.victimTrain : subset(world.victimTrain, permutation(world.victimTrain.rows, seededRandom(deriveSeed(config.seed, `${recipe.kind}-rows`))).subarray(0, training.maxRows));
+  const batches = Math.ceil(train.rows / training.batchSize);
+  const bar = progress(`train ${recipe.kind} (${config.victim}, ${training.arch})`, training.epochs * batches);
   try {
     await trainModel(
       model,
-      { x: world.victimTrain.x, rows: world.victimTrain.rows, labels: Int32Array.from(world.victimTrain.labels) },
+      { x: train.x, rows: train.rows, labels: Int32Array.from(train.labels) },
       {
         epochs: training.epochs,
         batchSize: training.batchSize,
         learningRate: training.learningRate,
         seed: deriveSeed(config.seed, `${recipe.kind}-shuffle`),
         loss: recipe.loss,
-        onProgress: (p) => bar.update(p.epoch - 1 + p.batch / p.batches, `epoch ${p.epoch}/${p.epochs} loss ${p.loss.toFixed(3)} acc ${(p.accuracy * 100).toFixed(1)}%`),
+        onProgress: (p) => bar.update((p.epoch - 1) * batches + p.batch, `epoch ${p.epoch}/${p.epochs} loss ${p.loss.toFixed(3)} acc ${(p.accuracy * 100).toFixed(1)}%`),
       },
     );
   } catch (error) {
