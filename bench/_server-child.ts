@@ -3,10 +3,11 @@
  *   stub   a KServe V2 stub that answers fixed probabilities (no model work: the proxy's worst case)
  *   model  the demo model server running a 784-256-128-10 MLP per request (defense "none")
  *   proxy  the defense proxy in front of UPSTREAM with DEFENSE
+ *   minimal a reference: the least a JSON-reading proxy does (read, parse, forward, parse, write), no defense
  * It sends {type: "ready", url} once listening, answers {type: "memory"} with its heap (after a
  * full GC) and tfjs tensor count, and {type: "cpu"} with the CPU microseconds it has used.
  */
-import type { Server } from 'node:http';
+import http, { type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createModel, initBackend, tf } from '../src/models/index.js';
 import { buildDemoApp } from '../src/server/demo/app.js';
@@ -36,6 +37,30 @@ if (role === 'stub') {
   const server = await new Promise<Server>((resolve) => {
     const s = app.listen(0, '127.0.0.1', () => resolve(s));
   });
+  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+} else if (role === 'minimal') {
+  const target = new URL(upstream);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const raw = Buffer.concat(chunks);
+      JSON.parse(raw.toString('utf8'));
+      const headers = { 'content-type': 'application/json', 'content-length': raw.length };
+      const forward = http.request({ hostname: target.hostname, port: target.port, path: req.url, method: req.method, headers, agent }, (answer) => {
+        const parts: Buffer[] = [];
+        answer.on('data', (c: Buffer) => parts.push(c));
+        answer.on('end', () => {
+          const text = JSON.stringify(JSON.parse(Buffer.concat(parts).toString('utf8')));
+          res.writeHead(answer.statusCode ?? 502, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+          res.end(text);
+        });
+      });
+      forward.end(raw);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 } else {
   const context = defense.includes('mad') ? await benchContext(CLASSES) : undefined;

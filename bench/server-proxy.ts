@@ -6,13 +6,16 @@
  * the proxy's worst case) and the demo model server running a 784-256-128-10 MLP per request.
  * For each: saturated (--connections, as fast as possible) and at a fixed rate below saturation
  * (--rate requests/s over the same connections), where the added latency is the proxy's own.
+ * "minimal JSON proxy" is a reference, not a product: the least any proxy that reads the JSON does
+ * (read, parse, forward, parse, serialise) with no defense, routes or fault handling; the gap
+ * between it and "direct" is the cost of a second HTTP hop in Node, which no defense layer can remove.
  * "cpu µs/req" is the CPU time the measured process (the upstream for "direct", the proxy otherwise)
  * spent per request during the saturated run: on a shared machine it moves far less than req/s.
  * The upstream, the proxy and the load generator run in separate processes; ratios are against the
  * direct run of the same invocation. Then a soak: --soak requests through the MAD proxy, with its
  * heap (after GC) and tfjs tensor count before and after.
  *
- *   npm run bench -- server-proxy [--connections 32] [--seconds 10] [--rate 200] [--soak 10000] [--upstreams stub,model]
+ *   npm run bench -- server-proxy [--connections 32] [--seconds 10] [--rate 100] [--soak 10000] [--upstreams stub,model]
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -22,7 +25,7 @@ const args = new Map<string, string>();
 for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i].replace(/^--/, ''), process.argv[i + 1]);
 const connections = Number(args.get('connections') ?? 32);
 const seconds = Number(args.get('seconds') ?? 10);
-const rate = Number(args.get('rate') ?? 200);
+const rate = Number(args.get('rate') ?? 100);
 const soakRequests = Number(args.get('soak') ?? 10_000);
 const upstreams = (args.get('upstreams') ?? 'stub,model').split(',') as ('stub' | 'model')[];
 const child = fileURLToPath(new URL('./_server-child.ts', import.meta.url));
@@ -36,7 +39,7 @@ interface Started {
   url: string;
 }
 
-function start(role: 'stub' | 'model' | 'proxy', upstream = '', defense = ''): Promise<Started> {
+function start(role: 'stub' | 'model' | 'proxy' | 'minimal', upstream = '', defense = ''): Promise<Started> {
   return new Promise((resolve, reject) => {
     const proc = fork(child, [role, upstream, defense], { execArgv: ['--import', 'tsx', '--expose-gc'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     proc.once('error', reject);
@@ -99,13 +102,13 @@ for (const kind of upstreams) {
         `${name.padEnd(30)} ${f.rps.toFixed(0).padStart(8)} ${ms(f.p50)} ${ms(f.p99)} ${(f.rps / direct.rps).toFixed(3).padStart(8)} ${f.cpuPerRequest.toFixed(0).padStart(11)} │ ${' '.repeat(4 + String(rate).length + 7)}${ms(r.p50)} ${ms(r.p99)} ${ms(r.p50 - directAtRate.p50)} ${ms(r.p99 - directAtRate.p99)} │ ${f.failed + r.failed}`,
       );
     line('direct', direct, directAtRate);
-    for (const defense of DEFENSES) {
-      const proxy = await start('proxy', upstream.url, defense);
+    for (const defense of ['minimal', ...DEFENSES]) {
+      const proxy = defense === 'minimal' ? await start('minimal', upstream.url) : await start('proxy', upstream.url, defense);
       try {
         await load(proxy, { duration: 2 });
         const saturated = await load(proxy, { duration: seconds });
         const atRate = await load(proxy, { duration: seconds, overallRate: rate });
-        line(`proxy ${defense}`, saturated, atRate);
+        line(defense === 'minimal' ? 'minimal JSON proxy (reference)' : `proxy ${defense}`, saturated, atRate);
         if (kind === upstreams[0] && defense.startsWith('mad') && soakRequests > 0) {
           const before = await memoryOf(proxy);
           const soak = await load(proxy, { amount: soakRequests });
