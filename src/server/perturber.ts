@@ -62,6 +62,15 @@ function oneHot(batch: ProbBatch): ProbBatch {
   return { rows: batch.rows, cols: batch.cols, data };
 }
 
+/**
+ * The error's message for the log. Defense-layer messages may quote an entry of the answer
+ * ("entry 2 is negative (-0.31)"), so their decimals are masked: logs carry no probabilities.
+ */
+function logDetail(error: unknown): string {
+  const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+  return error instanceof DefenseError ? message.replace(/-?\d*\.\d+(e[-+]?\d+)?/gi, '…') : message;
+}
+
 export function createPerturber(config: PerturberConfig): Perturber {
   const { codec, metrics } = config;
 
@@ -79,7 +88,7 @@ export function createPerturber(config: PerturberConfig): Perturber {
   const failure = (label: string, error: unknown): Outcome => {
     const { status, outcome, message } = classify(error);
     count(label, outcome);
-    const detail = error instanceof Error ? error.message : String(error);
+    const detail = logDetail(error);
     return { status, body: codec.errorBody(message), record: { defense: label, outcome, rows: 0, error: detail } };
   };
 
@@ -89,7 +98,7 @@ export function createPerturber(config: PerturberConfig): Perturber {
     try {
       const body = view.write(oneHot(view.batch));
       count(label, 'fallback_argmax');
-      const detail = error instanceof Error ? error.message : String(error);
+      const detail = logDetail(error);
       return { status: 200, body, record: { defense: label, outcome: 'fallback_argmax', rows: view.batch.rows, error: detail } };
     } catch (writeError) {
       return failure(label, writeError);

@@ -82,6 +82,16 @@ describe('poisonPredictions, mount mode', () => {
     assertNoOriginalNumbers(res.text);
   });
 
+  it('logs why an answer was withheld without quoting its numbers', async () => {
+    const collector = lineCollector();
+    const { app } = appWith({ defense: 'rounding', logger: createLogger({ level: 'info' }, collector.stream) }, (_req, res) => void res.json(kserveAnswer([[0.7123457, -0.2034567, 0.4911110]])));
+    await request(app).post('/v2/models/mnist/infer').send(kserveRequest(1)).expect(500);
+    assert.equal(collector.lines.length, 1);
+    assert.equal(collector.lines[0].outcome, 'bad_answer');
+    assert.match(String(collector.lines[0].error), /InvalidBatchError: row 0: entry 1 is negative/);
+    assertNoOriginalNumbers(collector.raw.join(''));
+  });
+
   it('passes error answers through, unless they carry probabilities', async () => {
     const plain = appWith({ defense: 'rounding' }, (_req, res) => void res.status(422).json({ error: 'input "image" has the wrong shape' }));
     const passed = await request(plain.app).post('/v2/models/mnist/infer').send({}).expect(422);
