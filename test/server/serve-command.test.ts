@@ -1,0 +1,57 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import request from 'supertest';
+import { createModel, initBackend, saveModel } from '../../src/models/index.js';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+
+describe('msd serve (the demo)', () => {
+  let modelDir: string;
+  before(async () => {
+    await initBackend({ log: () => {} });
+    modelDir = await mkdtemp(join(tmpdir(), 'msd-serve-'));
+    // An untrained MNIST-shaped model in the cache folder: the command loads it instead of training.
+    const model = createModel({ arch: 'mlp', inputShape: [784], classes: 10, seed: 3, hidden: [8] });
+    await saveModel(model, modelDir);
+    model.dispose();
+  });
+  after(async () => {
+    await rm(modelDir, { recursive: true, force: true });
+  });
+
+  it('loads the cached model, prints a working curl with an MNIST image, answers defended, and exits 0 on SIGTERM', async () => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--model-dir', modelDir, '--port', '0', '--defense', 'rounding:decimals=2', '--log-level', 'warn'], { cwd: root });
+    let stdout = '';
+    let stderr = '';
+    child.stderr.on('data', (c: Buffer) => (stderr += c));
+    const curl = await new Promise<string>((resolve, reject) => {
+      child.stdout.on('data', (c: Buffer) => {
+        stdout += c;
+        const line = stdout.split('\n').find((l) => l.trim().startsWith('curl '));
+        if (line) resolve(line.trim());
+      });
+      child.once('exit', (code) => reject(new Error(`exited ${code}: ${stderr}`)));
+    });
+    try {
+      const match = /-d @(\S+) (http:\/\/\S+)$/.exec(curl);
+      assert.ok(match, curl);
+      const body = JSON.parse(await readFile(join(root, match[1]), 'utf8'));
+      assert.deepEqual(body.inputs[0].shape, [1, 784]);
+      const url = new URL(match[2]);
+      const res = await request(url.origin).post(url.pathname).send(body).expect(200);
+      const data = res.body.outputs[0].data as number[];
+      assert.equal(data.length, 10);
+      assert.ok(Math.abs(data.reduce((a, b) => a + b, 0) - 1) < 1e-6);
+      for (const v of data) assert.equal(Math.round(v * 100) / 100, v, `${v} has at most 2 decimals`);
+      assert.match((await request(url.origin).get('/metrics').expect(200)).text, /msd_requests_total\{defense="rounding:decimals=2",outcome="perturbed"\} 1/);
+    } finally {
+      child.kill('SIGTERM');
+    }
+    assert.equal(await new Promise<number | null>((resolve) => child.once('exit', resolve)), 0);
+  });
+});
