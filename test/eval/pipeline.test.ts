@@ -7,6 +7,8 @@ import type { Defense, ProbBatch } from '../../src/defenses/index.js';
 import { describeDefense, validateConfig } from '../../src/eval/config.js';
 import { evaluate } from '../../src/eval/evaluate.js';
 import { parseCsv, REPORT_COLUMNS } from '../../src/eval/report/table.js';
+import { loadDataset } from '../../src/eval/datasets.js';
+import type { DatasetLoader } from '../../src/eval/world.js';
 import { tf } from '../../src/models/tf.js';
 import { syntheticLoader } from './helpers/synthetic-data.js';
 
@@ -93,4 +95,21 @@ describe('evaluation pipeline on a tiny slice', () => {
     assert.equal(third.records.length, 4);
     assert.ok(lines.some((l) => /victim: loaded from/.test(l)), lines.join('\n'));
   });
+
+  it('on a real MNIST slice: the undefended attacker beats chance, a uniform answer leaves it near chance', async () => {
+    // The first rows of each split only (a few hundred images), one epoch of training each.
+    const loader: DatasetLoader = (name) => loadDataset(name, { limit: { train: 1400, test: 400 } });
+    const config = tinyConfig(['none'], { closedWorldPool: 400, budgets: [400], victimTraining: { epochs: 2, batchSize: 16 }, knockoffTraining: { epochs: 1, batchSize: 16 } });
+    config.defenses.push({ ...describeDefense(uniform), defense: uniform });
+    const outDir = await mkdtemp(join(tmpdir(), 'msd-eval-mnist-'));
+    const result = await evaluate({ config, outDir, cacheDir: await mkdtemp(join(tmpdir(), 'msd-cache-')), loadDataset: loader });
+    const [none, uniformRun] = result.records;
+    assert.ok(none.victimAccuracy > 0.7, `victim ${none.victimAccuracy}`);
+    for (const attacker of none.attackers) assert.ok(attacker.accuracy > 0.35, `undefended ${attacker.labels} attacker ${attacker.accuracy}`);
+    for (const attacker of uniformRun.attackers) assert.ok(attacker.accuracy < 0.22, `uniform-defended ${attacker.labels} attacker ${attacker.accuracy}`);
+    const csv = parseCsv(await readFile(result.files.csv, 'utf8'));
+    assert.deepEqual(csv[0], [...REPORT_COLUMNS]);
+    assert.equal(csv.length, 1 + 2 * 2);
+  });
 });
+
