@@ -1,6 +1,6 @@
 /** `proxy`: the defense proxy in front of any model server (KServe V2, TF Serving, or JSON at given paths). */
 import type { Command } from 'commander';
-import { DefenseError } from '../defenses/index.js';
+import { DefenseError, parseDefense } from '../defenses/index.js';
 import { ServingOptionError } from '../server/errors.js';
 import { closeOnSignals } from '../server/lifecycle.js';
 import { createLogger } from '../server/logger.js';
@@ -29,6 +29,7 @@ interface ProxyFlags {
   logits?: boolean;
   secret?: string;
   logLevel: string;
+  inputScale?: string;
 }
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
@@ -65,13 +66,36 @@ export async function proxyOptionsFromFlags(flags: ProxyFlags): Promise<ProxyOpt
     host: flags.host,
     logger: createLogger({ level: flags.logLevel }),
   };
-  if (flags.surrogate) options.context = await surrogateContextFromDir(flags.surrogate);
+  let needs: readonly string[];
+  try {
+    needs = parseDefense(flags.defense, { noiseSecret: options.noiseSecret }).needs;
+  } catch (error) {
+    if (error instanceof DefenseError) throw new ServingOptionError(`defense: ${error.message}`);
+    throw error;
+  }
+  if ((needs.includes('surrogate') || needs.includes('surrogateGram')) && !flags.surrogate) {
+    throw new ServingOptionError(`defense "${flags.defense}" needs a surrogate model: pass --surrogate DIR (a model directory, e.g. one saved by \`msd train\`)`);
+  }
+  if (needs.includes('misinformation')) throw new ServingOptionError(`defense "${flags.defense}" needs a misinformation model, which the proxy does not load; use it through the middleware (poisonPredictions with a context)`);
+  const scale = flags.inputScale === undefined ? 1 : Number(flags.inputScale);
+  if (!Number.isFinite(scale) || scale <= 0) throw new ServingOptionError(`--input-scale must be a positive number, got "${flags.inputScale}"`);
+  if (needs.length > 0) options.context = await contextFor(flags.surrogate, scale);
   return options;
 }
 
-async function surrogateContextFromDir(dir: string): Promise<NonNullable<ProxyOptions['context']>> {
-  const { loadSurrogateContext } = await import('../server/surrogate-context.js');
-  return loadSurrogateContext(dir);
+/** The defense context from the request's inputs (times `scale`, e.g. 1/255 for 0..255 pixels), with the surrogate when given. */
+async function contextFor(surrogateDir: string | undefined, scale: number): Promise<NonNullable<ProxyOptions['context']>> {
+  // Loaded on demand: proxies without a surrogate never start TensorFlow.js.
+  const { surrogateContext } = await import('../server/surrogate-context.js');
+  const models = await import('../models/index.js');
+  let surrogate: InstanceType<typeof models.Surrogate> | undefined;
+  if (surrogateDir) {
+    await models.initBackend();
+    surrogate = await models.Surrogate.load(surrogateDir);
+  }
+  const provider = surrogateContext({ surrogate });
+  if (scale === 1) return provider;
+  return (needs, inputs) => provider(needs, { ...inputs, data: inputs.data.map((v) => v * scale) });
 }
 
 export function registerProxyCommand(program: Command): void {
@@ -81,7 +105,8 @@ export function registerProxyCommand(program: Command): void {
     .requiredOption('-u, --upstream <url>', 'base URL of the model server, e.g. http://127.0.0.1:8080')
     .option('--protocol <name>', `wire protocol: ${PROTOCOLS.join(', ')}`, 'kserve-v2')
     .option('-d, --defense <spec>', 'defense spec, e.g. "mad-argmax:eps=0.8" (see: msd perturb --list)', 'rounding:decimals=3')
-    .option('--surrogate <dir>', 'saved surrogate model for MAD (a model directory)')
+    .option('--surrogate <dir>', 'saved surrogate model for MAD (a model directory); it reads the request inputs as sent')
+    .option('--input-scale <factor>', 'multiply the request inputs by this before the surrogate sees them, e.g. 0.00392156862745098 for 0..255 pixels')
     .option('-p, --port <n>', 'port to listen on (0: any free port)', '8081')
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--timeout-ms <ms>', 'upstream timeout in milliseconds (504 past it)', '30000')
