@@ -13,6 +13,7 @@
  *   batch, copy k differentiating log p_k, taking gradients at zero offsets added to each z.
  */
 import { UnsupportedModelError } from './errors.js';
+import { extractPatches } from './conv.js';
 import { matMul } from './matmul.js';
 import { forwardLogits, type ForwardTrace, type ModelPlan, type ParametricStep, type StepActivation } from './plan.js';
 import { tf, type Tensor } from './tf.js';
@@ -115,9 +116,7 @@ function convLayerGram(step: Extract<ParametricStep, { kind: 'conv2d' }>, delta:
   const [kh, kw, cin, cout] = step.kernel.shape as [number, number, number, number];
   const [batch, classes] = delta.shape as [number, number];
   const features = kh * kw * cin;
-  // A convolution with a one-hot kernel per (i, j, c) extracts the patches in the kernel's own layout.
-  const patchKernel = tf.eye(features).reshape([kh, kw, cin, features]) as tf.Tensor4D;
-  const patches = tf.conv2d(a as tf.Tensor4D, patchKernel, step.strides, step.padding);
+  const patches = extractPatches(a, { kernelShape: [kh, kw, cin, cout], strides: step.strides, padding: step.padding });
   const positions = (patches.shape[1] as number) * (patches.shape[2] as number);
   const p = patches.reshape([batch, positions, features]);
   // delta [B, K, H', W', C] → [B, P, K·C]

@@ -6,6 +6,7 @@
  * truth: the plan holds the very tf.Variables the model owns.
  */
 import { UnsupportedModelError } from './errors.js';
+import { conv2d } from './conv.js';
 import { dense } from './matmul.js';
 import { tf, type LayersModel, type Tensor, type Variable } from './tf.js';
 
@@ -229,7 +230,7 @@ export function forwardLogits(plan: ModelPlan, x: Tensor, options: ForwardOption
           a = step.kind === 'dense' ? denseFused(step, a) : convFused(step, a);
         } else {
           // The first parametric step sees only data, whose gradient nothing needs.
-          let z = step.kind === 'dense' ? dense(a, step.kernel, step.bias, parametric > 0) : convLinear(step, a);
+          let z = step.kind === 'dense' ? dense(a, step.kernel, step.bias, parametric > 0) : conv2d(a, step.kernel, step.bias, step.strides, step.padding, parametric > 0);
           const offset = options.offsets?.[parametric];
           if (offset) z = tf.add(z, offset);
           options.trace?.inputs.push(a);
@@ -268,7 +269,3 @@ function convFused(step: ConvStep, a: Tensor): Tensor {
   return step.activation === 'tanh' ? tf.tanh(out) : out;
 }
 
-function convLinear(step: ConvStep, a: Tensor): Tensor {
-  const z = tf.conv2d(a as tf.Tensor4D, step.kernel as tf.Tensor as tf.Tensor4D, step.strides, step.padding);
-  return step.bias ? tf.add(z, step.bias) : z;
-}

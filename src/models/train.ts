@@ -133,7 +133,7 @@ function checkOptions(plan: ModelPlan, data: TrainData, options: TrainOptions): 
 
 /** Kernels the backward pass needs that the active backend lacks, found by one gradient on two rows. */
 function gradientKernelsMissing(plan: ModelPlan, data: TrainData, loss: TrainLoss): string[] {
-  const known = kernelsMissing(['Conv2DBackpropFilter', 'MaxPoolGrad', 'AvgPoolGrad']).filter((kernel) => usesKernel(plan, kernel));
+  const known = kernelsMissing(['Conv2DBackpropInput', 'MaxPoolGrad', 'AvgPoolGrad']).filter((kernel) => usesKernel(plan, kernel));
   if (known.length > 0) return known;
   try {
     tf.tidy(() => {
@@ -153,7 +153,7 @@ function gradientKernelsMissing(plan: ModelPlan, data: TrainData, loss: TrainLos
 }
 
 function usesKernel(plan: ModelPlan, kernel: string): boolean {
-  const kind = { Conv2DBackpropFilter: 'conv2d', MaxPoolGrad: 'maxPool', AvgPoolGrad: 'avgPool' }[kernel];
+  const kind = { Conv2DBackpropInput: 'conv2d', MaxPoolGrad: 'maxPool', AvgPoolGrad: 'avgPool' }[kernel];
   return plan.steps.some((step) => step.kind === kind);
 }
 
