@@ -4,7 +4,9 @@
  * Start-up
  *   await initBackend()                 tensorflow-gpu → tensorflow → wasm → cpu; MSD_BACKEND forces one.
  *                                       Returns BackendInfo {name, versions, threads, failures}.
- *   withCpuFallback(what, fn)           runs fn on cpu when the active backend lacks a kernel.
+ *   withCpuFallback(what, fn)           runs fn on cpu when the active backend lacks a kernel (said once).
+ *                                       Dense and convolution layers carry their own gradients, so training
+ *                                       and Gram matrices need no kernel wasm lacks.
  *
  * Models
  *   createModel({arch: 'mlp'|'lenet', inputShape, classes, seed})   logits out, seeded weights
@@ -46,7 +48,7 @@ export {
 } from './backend.js';
 export { BackendError, MissingProviderError, ModelError, ModelFileError, ModelInputError, UnsupportedModelError } from './errors.js';
 export { ARCHITECTURES, classCount, createModel, inputSize, type Architecture, type ModelSpec } from './architectures.js';
-export { loadModel, readModelMeta, saveModel, writeModelMeta, type ModelMeta } from './io.js';
+export { META_FILE, MODEL_FILE, WEIGHTS_FILE, loadModel, readModelMeta, saveModel, writeModelMeta, type ModelMeta } from './io.js';
 export { accuracy, predictClasses, predictLogits, predictProbs, type PredictOptions } from './predict.js';
 export { TRAIN_LOSSES, trainModel, type EpochRecord, type TrainData, type TrainLoss, type TrainOptions, type TrainProgress, type TrainResult } from './train.js';
 export { Surrogate, type SurrogateOptions } from './surrogate.js';
