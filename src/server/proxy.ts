@@ -121,7 +121,7 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
   };
 
   /** Sends the request upstream; resolves with the response once its headers arrive. */
-  const callUpstream = (req: IncomingMessage, res: ServerResponse, path: string, headers: http.OutgoingHttpHeaders, body: Buffer | IncomingMessage, timer: { fired: boolean; onFire?: () => void }): Promise<IncomingMessage> =>
+  const callUpstream = (req: IncomingMessage, res: ServerResponse, path: string, headers: http.OutgoingHttpHeaders, body: Buffer | IncomingMessage, timer: { onFire?: () => void }): Promise<IncomingMessage> =>
     new Promise((resolve, reject) => {
       const upstreamReq = transport.request(
         { protocol: upstream.protocol, hostname: upstream.hostname, port: upstream.port, method: req.method, path: basePath + path, headers, agent },
@@ -136,16 +136,13 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
       else body.pipe(upstreamReq);
     });
 
-  const startTimer = (): { fired: boolean; onFire?: () => void; clear(): void } => {
+  /** One deadline per upstream exchange; each phase sets onFire to abort what it waits on. */
+  const startTimer = (): { onFire?: () => void; clear(): void } => {
     const timer = {
-      fired: false,
       onFire: undefined as (() => void) | undefined,
       clear: () => clearTimeout(handle),
     };
-    const handle = setTimeout(() => {
-      timer.fired = true;
-      timer.onFire?.();
-    }, timeoutMs);
+    const handle = setTimeout(() => timer.onFire?.(), timeoutMs);
     return timer;
   };
 
