@@ -3,7 +3,7 @@ import type { RunRecord } from '../results.js';
 import { ATTACKER_NAMES, type Plot } from './plots.js';
 import { attackerOutcome, bestWithinUtility, labelsOf, largestBudget, policiesOf } from './selection.js';
 import { escapeXml } from './svg-chart.js';
-import { REPORT_COLUMNS, reportRows, type ReportRow } from './table.js';
+import { REPORT_COLUMNS, reportRows, shortParams, type ReportRow } from './table.js';
 
 export interface ReportMeta {
   name: string;
@@ -40,7 +40,7 @@ function comparisonTable(records: readonly RunRecord[]): string {
         const b = choice.best;
         const acc = attackerOutcome(b, labels)!.accuracy;
         const cut = undefended === undefined ? '' : `${((undefended - acc) * 100).toFixed(1)} pt`;
-        return `<tr><td>${escapeXml(choice.family)}</td><td>${escapeXml(b.params || '—')}</td><td>${(b.defender.accuracyLoss * 100).toFixed(2)} pt</td><td>${b.defender.l1Mean.toFixed(3)}</td><td>${pct(acc)}</td><td>${cut}</td></tr>`;
+        return `<tr><td>${escapeXml(choice.family)}</td><td>${escapeXml(shortParams(b.params) || '—')}</td><td>${(b.defender.accuracyLoss * 100).toFixed(2)} pt</td><td>${b.defender.l1Mean.toFixed(3)}</td><td>${pct(acc)}</td><td>${cut}</td></tr>`;
       });
       parts.push(`<h3>${escapeXml(ATTACKER_NAMES[labels])}, ${policy} policy, ${budget} queries</h3>
 <table><thead><tr><th>defense</th><th>strongest setting ≤ 1 pt loss</th><th>defender loss</th><th>mean L1</th><th>attacker accuracy</th><th>cut vs undefended</th></tr></thead><tbody>${rows.join('')}</tbody></table>`);
