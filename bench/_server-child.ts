@@ -57,6 +57,10 @@ if (role === 'stub') {
           res.end(text);
         });
       });
+      forward.once('error', () => {
+        res.writeHead(502, { 'content-type': 'application/json' });
+        res.end('{"error":"upstream"}');
+      });
       forward.end(raw);
     });
   });

@@ -120,20 +120,37 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
     return headers;
   };
 
-  /** Sends the request upstream; resolves with the response once its headers arrive. */
+  /**
+   * Sends the request upstream; resolves with the response once its headers arrive. A keep-alive
+   * connection the upstream closed while idle fails with ECONNRESET on reuse; a request whose body
+   * is in hand (or that has none) is then sent once more, on a new connection.
+   */
   const callUpstream = (req: IncomingMessage, res: ServerResponse, path: string, headers: http.OutgoingHttpHeaders, body: Buffer | IncomingMessage, timer: { onFire?: () => void }): Promise<IncomingMessage> =>
     new Promise((resolve, reject) => {
-      const upstreamReq = transport.request(
-        { protocol: upstream.protocol, hostname: upstream.hostname, port: upstream.port, method: req.method, path: basePath + path, headers, agent },
-        resolve,
-      );
-      timer.onFire = () => upstreamReq.destroy(new UpstreamTimeoutError(timeoutMs));
-      upstreamReq.once('error', (error) => reject(error instanceof UpstreamTimeoutError ? error : upstreamUnavailable(error)));
+      const replayable = Buffer.isBuffer(body) || req.method === 'GET' || req.method === 'HEAD';
+      const send = (fresh: boolean): void => {
+        const upstreamReq = transport.request(
+          { protocol: upstream.protocol, hostname: upstream.hostname, port: upstream.port, method: req.method, path: basePath + path, headers, agent: fresh ? false : agent },
+          resolve,
+        );
+        timer.onFire = () => upstreamReq.destroy(new UpstreamTimeoutError(timeoutMs));
+        upstreamReq.once('error', (error: NodeJS.ErrnoException) => {
+          if (!fresh && replayable && upstreamReq.reusedSocket && error.code === 'ECONNRESET' && !res.destroyed) {
+            send(true);
+            return;
+          }
+          reject(error instanceof UpstreamTimeoutError ? error : upstreamUnavailable(error));
+        });
+        if (Buffer.isBuffer(body)) upstreamReq.end(body);
+        else if (fresh) upstreamReq.end();
+        else body.pipe(upstreamReq);
+        onClientGone = () => upstreamReq.destroy();
+      };
+      let onClientGone: () => void = () => {};
       res.once('close', () => {
-        if (!res.writableFinished) upstreamReq.destroy();
+        if (!res.writableFinished) onClientGone();
       });
-      if (Buffer.isBuffer(body)) upstreamReq.end(body);
-      else body.pipe(upstreamReq);
+      send(false);
     });
 
   /** One deadline per upstream exchange; each phase sets onFire to abort what it waits on. */

@@ -191,6 +191,19 @@ describe('proxy, fail-closed and configuration', () => {
     }
   });
 
+  it('sends a request again on a new connection when the upstream dropped the idle one it reused', async () => {
+    const proxy = await startDefenseProxy({ upstream: upstream.url, defense: 'rounding' });
+    try {
+      await request(proxy.url).post('/v2/models/mnist/infer').send(body).expect(200);
+      const before = upstream.requests.length;
+      const res = await request(proxy.url).post('/v2/models/mnist/infer').set('x-stub-mode', 'drop-reused').send(body).expect(200);
+      assert.equal(res.body.outputs[0].shape[0], 2);
+      assert.equal(upstream.requests.length - before, 2, 'the dropped attempt and the retry both reached the upstream');
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it('fails closed when the defense throws, or answers the label only when configured', async () => {
     const closed = await startDefenseProxy({ upstream: upstream.url, defense: throwingDefense });
     const labelOnly = await startDefenseProxy({ upstream: upstream.url, defense: throwingDefense, onFailure: 'argmax' });

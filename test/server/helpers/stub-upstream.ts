@@ -38,7 +38,9 @@ export async function startStubUpstream(protocol: StubProtocol, rows: number[][]
   const requests: RecordedRequest[] = [];
   const record = options.record ?? true;
   const answerText = JSON.stringify(answerFor(protocol, rows));
+  const servedOnSocket = new WeakMap<object, number>();
   const server = http.createServer((req, res) => {
+    servedOnSocket.set(req.socket, (servedOnSocket.get(req.socket) ?? 0) + 1);
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
@@ -57,6 +59,13 @@ export async function startStubUpstream(protocol: StubProtocol, rows: number[][]
         case 'reset':
           req.socket.destroy();
           return;
+        case 'drop-reused':
+          // As a server that closed an idle keep-alive connection: a second request on it is cut off.
+          if (servedOnSocket.get(req.socket)! > 1) {
+            req.socket.destroy();
+            return;
+          }
+          return json(200, answerText);
         case 'reset-mid-body':
           res.writeHead(200, { 'content-type': 'application/json', 'content-length': 1000 });
           res.write(answerText.slice(0, 10));
