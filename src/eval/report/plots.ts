@@ -6,7 +6,7 @@
 import type { AttackerLabels, PolicyName } from '../config.js';
 import type { RunRecord } from '../results.js';
 import { attackerOutcome, bestWithinUtility, byFamily, labelsOf, largestBudget, policiesOf } from './selection.js';
-import { lineChart, type ChartSeries } from './svg-chart.js';
+import { lineChart, PALETTE, type ChartSeries } from './svg-chart.js';
 import { shortParams } from './table.js';
 
 export interface Plot {
@@ -30,11 +30,20 @@ function undefendedReference(records: readonly RunRecord[], labels: AttackerLabe
   return outcome ? { y: outcome.accuracy, label: `undefended ${percent(outcome.accuracy)}` } : undefined;
 }
 
-function tradeoffSeries(records: readonly RunRecord[], labels: AttackerLabels, x: (r: RunRecord) => number): ChartSeries[] {
+/** One colour per defense family, the same in every plot. */
+type Colors = (family: string) => string;
+
+function familyColors(records: readonly RunRecord[]): Colors {
+  const families = [...byFamily(records).keys()];
+  return (family) => PALETTE[Math.max(0, families.indexOf(family)) % PALETTE.length];
+}
+
+function tradeoffSeries(records: readonly RunRecord[], labels: AttackerLabels, x: (r: RunRecord) => number, colors: Colors): ChartSeries[] {
   return [...byFamily(records)]
     .filter(([family]) => family !== 'none')
     .map(([family, runs]) => ({
       name: family,
+      color: colors(family),
       points: runs
         .map((r) => ({ x: x(r), y: attackerOutcome(r, labels)!.accuracy, label: `${r.spec}: defender loss ${points(r.defender.accuracyLoss)} pt, L1 ${r.defender.l1Mean.toFixed(3)}, attacker ${percent(attackerOutcome(r, labels)!.accuracy)}` }))
         .sort((a, b) => a.x - b.x || a.y - b.y),
@@ -50,55 +59,57 @@ export function buildPlots(records: readonly RunRecord[]): Plot[] {
   const plots: Plot[] = [];
   const budget = largestBudget(records);
   const policies = policiesOf(records);
+  const colors = familyColors(records);
   for (const labels of labelsOf(records)) {
     for (const policy of policies) {
       const runs = records.filter((r) => r.policy === policy && r.budget === budget && attackerOutcome(r, labels));
       if (runs.length === 0) continue;
       const reference = undefendedReference(runs, labels);
       const context = `${ATTACKER_NAMES[labels]}, ${policy} policy, ${budget} queries`;
-      const lossTitle = `Attacker accuracy vs defender accuracy loss (${context})`;
+      const lossTitle = 'Attacker accuracy vs defender accuracy loss';
       plots.push({
         file: `tradeoff-accuracy-loss-${suffix(policy, labels)}.svg`,
-        title: lossTitle,
+        title: `${lossTitle} (${context})`,
         svg: lineChart({
           title: lossTitle,
+          subtitle: context,
           xLabel: 'defender accuracy loss (points)',
           yLabel: 'attacker accuracy on the victim’s test set',
-          series: tradeoffSeries(runs, labels, (r) => r.defender.accuracyLoss),
+          series: tradeoffSeries(runs, labels, (r) => r.defender.accuracyLoss, colors),
           reference,
           xFormat: points,
           yFormat: percent,
-          width: 820,
         }),
       });
-      const l1Title = `Attacker accuracy vs mean L1 perturbation (${context})`;
+      const l1Title = 'Attacker accuracy vs mean L1 perturbation';
       plots.push({
         file: `tradeoff-l1-${suffix(policy, labels)}.svg`,
-        title: l1Title,
+        title: `${l1Title} (${context})`,
         svg: lineChart({
           title: l1Title,
+          subtitle: context,
           xLabel: 'mean L1 distance between true and defended answers',
           yLabel: 'attacker accuracy on the victim’s test set',
-          series: tradeoffSeries(runs, labels, (r) => r.defender.l1Mean),
+          series: tradeoffSeries(runs, labels, (r) => r.defender.l1Mean, colors),
           reference,
           xDomain: [0, 2],
           yFormat: percent,
-          width: 820,
         }),
       });
     }
-    const budgetTitle = `Attacker accuracy vs query budget (${ATTACKER_NAMES[labels]}; per defense, its strongest setting within 1 point of defender accuracy)`;
+    const budgetTitle = 'Attacker accuracy vs query budget';
+    const budgetContext = `${ATTACKER_NAMES[labels]}; per defense, its strongest setting within 1 point of defender accuracy`;
     plots.push({
       file: `budget${labels === 'soft' ? '' : '-argmax-attacker'}.svg`,
-      title: budgetTitle,
+      title: `${budgetTitle} (${budgetContext})`,
       svg: lineChart({
         title: budgetTitle,
+        subtitle: budgetContext,
         xLabel: 'queries',
         yLabel: 'attacker accuracy',
-        series: budgetSeries(records, labels, budget),
+        series: budgetSeries(records, labels, budget, colors),
         xLog: largestBudget(records) / Math.max(1, Math.min(...records.map((r) => r.budget))) >= 10,
         yFormat: percent,
-        width: 820,
       }),
     });
   }
@@ -106,7 +117,7 @@ export function buildPlots(records: readonly RunRecord[]): Plot[] {
 }
 
 /** One curve per chosen setting and policy: the setting chosen at the largest budget, followed over all budgets. */
-function budgetSeries(records: readonly RunRecord[], labels: AttackerLabels, budget: number): ChartSeries[] {
+function budgetSeries(records: readonly RunRecord[], labels: AttackerLabels, budget: number, colors: Colors): ChartSeries[] {
   const series: ChartSeries[] = [];
   for (const policy of policiesOf(records)) {
     for (const choice of bestWithinUtility(records, policy, budget, labels)) {
@@ -115,6 +126,8 @@ function budgetSeries(records: readonly RunRecord[], labels: AttackerLabels, bud
       const runs = records.filter((r) => r.spec === spec && r.policy === policy && attackerOutcome(r, labels)).sort((a, b) => a.budget - b.budget);
       const params = shortParams(choice.best.params);
       series.push({
+        color: colors(choice.family),
+        dashed: policy === 'adaptive',
         name: `${choice.family}${params ? ` ${params}` : ''}${policiesOf(records).length > 1 ? ` (${policy})` : ''}`,
         points: runs.map((r) => ({ x: r.budget, y: attackerOutcome(r, labels)!.accuracy, label: `${r.spec}, ${policy}, ${r.budget} queries: ${percent(attackerOutcome(r, labels)!.accuracy)}` })),
       });

@@ -13,10 +13,16 @@ export interface ChartPoint {
 export interface ChartSeries {
   name: string;
   points: ChartPoint[];
+  /** Fixed colour (so one family keeps its colour across plots); default from the palette by position. */
+  color?: string;
+  /** Dashed line (e.g. a second policy of the same defense). */
+  dashed?: boolean;
 }
 
 export interface ChartOptions {
   title: string;
+  /** A second, smaller title line (the run context). */
+  subtitle?: string;
   xLabel: string;
   yLabel: string;
   series: ChartSeries[];
@@ -34,7 +40,7 @@ export interface ChartOptions {
   height?: number;
 }
 
-const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf', '#bcbd22', '#7f7f7f'];
+export const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf', '#bcbd22', '#7f7f7f'];
 const MARKERS = ['circle', 'square', 'triangle', 'diamond'] as const;
 
 export function escapeXml(text: string): string {
@@ -91,6 +97,7 @@ function marker(kind: (typeof MARKERS)[number], x: number, y: number, color: str
   }
 }
 
+/** The data range widened to round tick values. */
 function domain(values: number[], fallback: [number, number]): [number, number] {
   const finite = values.filter(Number.isFinite);
   if (finite.length === 0) return fallback;
@@ -101,14 +108,17 @@ function domain(values: number[], fallback: [number, number]): [number, number] 
     lo -= pad;
     hi += pad;
   }
-  return [lo, hi];
+  const ticks = niceTicks(lo, hi);
+  const step = ticks.length > 1 ? ticks[1] - ticks[0] : hi - lo;
+  return [Math.floor(lo / step + 1e-9) * step, Math.ceil(hi / step - 1e-9) * step];
 }
 
 export function lineChart(options: ChartOptions): string {
-  const width = options.width ?? 640;
+  // Wide enough for the longest legend entry (about 6.6 px per character at 12 px).
+  const legendWidth = Math.max(150, 40 + Math.ceil(6.6 * Math.max(0, ...options.series.map((s) => s.name.length))));
+  const width = options.width ?? 600 + legendWidth;
   const height = options.height ?? 420;
-  const legendWidth = 190;
-  const margin = { top: 36, right: 16 + legendWidth, bottom: 52, left: 60 };
+  const margin = { top: options.subtitle ? 52 : 36, right: 16 + legendWidth, bottom: 52, left: 60 };
   const plotW = width - margin.left - margin.right;
   const plotH = height - margin.top - margin.bottom;
   const allPoints = options.series.flatMap((s) => s.points).filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y));
@@ -122,18 +132,21 @@ export function lineChart(options: ChartOptions): string {
   if (options.reference) yValues.push(options.reference.y);
   const [y0, y1] = options.yDomain ?? domain(yValues, [0, 1]);
 
+  // Points are drawn inside an inset of the frame, so none sits on an axis line.
+  const inset = 10;
   const sx = options.xLog
-    ? (x: number) => margin.left + ((Math.log10(x) - Math.log10(x0)) / (Math.log10(x1) - Math.log10(x0))) * plotW
-    : (x: number) => margin.left + ((x - x0) / (x1 - x0)) * plotW;
-  const sy = (y: number) => margin.top + plotH - ((y - y0) / (y1 - y0)) * plotH;
+    ? (x: number) => margin.left + inset + ((Math.log10(x) - Math.log10(x0)) / (Math.log10(x1) - Math.log10(x0))) * (plotW - 2 * inset)
+    : (x: number) => margin.left + inset + ((x - x0) / (x1 - x0)) * (plotW - 2 * inset);
+  const sy = (y: number) => margin.top + plotH - inset - ((y - y0) / (y1 - y0)) * (plotH - 2 * inset);
   const xFormat = options.xFormat ?? shortNumber;
   const yFormat = options.yFormat ?? shortNumber;
 
   const parts: string[] = [];
   parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="system-ui, -apple-system, Segoe UI, sans-serif" font-size="12">`);
-  parts.push(`<title>${escapeXml(options.title)}</title>`);
+  parts.push(`<title>${escapeXml(options.subtitle ? `${options.title} (${options.subtitle})` : options.title)}</title>`);
   parts.push(`<rect width="${width}" height="${height}" fill="#fff"/>`);
   parts.push(`<text x="${margin.left}" y="20" font-size="14" font-weight="600">${escapeXml(options.title)}</text>`);
+  if (options.subtitle) parts.push(`<text x="${margin.left}" y="38" fill="#555">${escapeXml(options.subtitle)}</text>`);
 
   const xTicks = options.xLog ? logTicks(x0, x1) : niceTicks(x0, x1);
   const yTicks = niceTicks(y0, y1);
@@ -162,22 +175,22 @@ export function lineChart(options: ChartOptions): string {
   parts.push(`<clipPath id="${clipId}"><rect x="${margin.left - 6}" y="${margin.top - 6}" width="${plotW + 12}" height="${plotH + 12}"/></clipPath>`);
   parts.push(`<g clip-path="url(#${clipId})">`);
   options.series.forEach((series, i) => {
-    const color = PALETTE[i % PALETTE.length];
+    const color = series.color ?? PALETTE[i % PALETTE.length];
     const kind = MARKERS[Math.floor(i / PALETTE.length) % MARKERS.length];
     const points = series.points.filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y) && (!options.xLog || p.x > 0));
     if (points.length > 1) {
-      parts.push(`<polyline fill="none" stroke="${color}" stroke-width="1.8" points="${points.map((p) => `${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join(' ')}"/>`);
+      parts.push(`<polyline fill="none" stroke="${color}" stroke-width="1.8"${series.dashed ? ' stroke-dasharray="6 3"' : ''} points="${points.map((p) => `${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join(' ')}"/>`);
     }
     for (const p of points) parts.push(marker(i < PALETTE.length ? 'circle' : kind, sx(p.x), sy(p.y), color, p.label ?? `${series.name}: (${xFormat(p.x)}, ${yFormat(p.y)})`));
   });
   parts.push('</g>');
 
   options.series.forEach((series, i) => {
-    const color = PALETTE[i % PALETTE.length];
+    const color = series.color ?? PALETTE[i % PALETTE.length];
     const kind = MARKERS[Math.floor(i / PALETTE.length) % MARKERS.length];
     const x = width - legendWidth + 4;
     const y = margin.top + 8 + i * 18;
-    parts.push(`<line x1="${x}" y1="${y}" x2="${x + 18}" y2="${y}" stroke="${color}" stroke-width="1.8"/>`);
+    parts.push(`<line x1="${x}" y1="${y}" x2="${x + 18}" y2="${y}" stroke="${color}" stroke-width="1.8"${series.dashed ? ' stroke-dasharray="6 3"' : ''}/>`);
     parts.push(marker(i < PALETTE.length ? 'circle' : kind, x + 9, y, color, ''));
     parts.push(`<text x="${x + 24}" y="${y + 4}">${escapeXml(series.name)}</text>`);
   });
