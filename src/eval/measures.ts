@@ -49,11 +49,3 @@ export function normaliseAnswers(batch: ProbBatch): ProbBatch {
   }
   return { rows, cols, data: out };
 }
-
-/** One-hot rows of the answers' top-1 classes (the argmax-label attacker's targets). */
-export function oneHotTargets(batch: ProbBatch): ProbBatch {
-  const top = argmaxRows(batch);
-  const data = new Float32Array(batch.rows * batch.cols);
-  for (let r = 0; r < batch.rows; r++) data[r * batch.cols + top[r]] = 1;
-  return { rows: batch.rows, cols: batch.cols, data };
-}
