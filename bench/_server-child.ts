@@ -70,6 +70,8 @@ if (role === 'stub') {
   const context = defense.includes('mad') ? await benchContext(CLASSES) : undefined;
   url = (await startDefenseProxy({ upstream, defense, context, timeoutMs: 10_000 })).url;
 }
+// Exit normally on SIGINT, so that --cpu-prof can write its profile.
+process.on('SIGINT', () => process.exit(0));
 process.on('message', (message: { type: string }) => {
   if (message.type === 'memory') void memory().then((m) => process.send!({ type: 'memory', ...m }));
   if (message.type === 'cpu') {

@@ -21,14 +21,15 @@ export interface DefenseRecord {
   error?: string;
 }
 
-const records = new WeakMap<object, DefenseRecord>();
+// Kept on the response itself (a symbol property), so the record lives and dies with it.
+const RECORD = Symbol('msd.defenseRecord');
 
 export function setDefenseRecord(res: object, record: DefenseRecord): void {
-  records.set(res, record);
+  (res as { [RECORD]?: DefenseRecord })[RECORD] = record;
 }
 
 export function defenseRecordOf(res: object): DefenseRecord | undefined {
-  return records.get(res);
+  return (res as { [RECORD]?: DefenseRecord })[RECORD];
 }
 
 const REDACTED_HEADERS = ['req.headers.authorization', 'req.headers.cookie', 'req.headers["x-api-key"]', 'res.headers["set-cookie"]'];

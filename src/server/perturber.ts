@@ -47,8 +47,11 @@ export interface Outcome {
 export const SKIPPED_LABEL = 'none';
 
 export interface Perturber {
-  /** Defends one answer; `defense` null means the caller chose to skip the defense for this request. */
-  perturb(defense: Defense | null, requestBody: unknown, answerBody: unknown): Outcome | Promise<Outcome>;
+  /**
+   * Defends one answer; `defense` null means the caller chose to skip the defense for this request.
+   * `readInputs` gives the request's model inputs (called only when the defense needs context).
+   */
+  perturb(defense: Defense | null, readInputs: () => InputRows, answerBody: unknown): Outcome | Promise<Outcome>;
   /** An error answer (status >= 400) passes unchanged unless it holds probabilities the codec can read. */
   screenErrorAnswer(label: string, status: number, answerBody: unknown): Outcome;
   /** The error outcome for a failure outside the defense (bad request, upstream fault), counted under `label`. */
@@ -136,7 +139,7 @@ export function createPerturber(config: PerturberConfig): Perturber {
     return { status: 200, body, record: { defense: label, outcome: 'perturbed', rows, meanL1: sumL1 / rows, top1Changed: changed, defenseMs: seconds * 1000 } };
   };
 
-  const perturb = (defense: Defense | null, requestBody: unknown, answerBody: unknown): Outcome | Promise<Outcome> => {
+  const perturb = (defense: Defense | null, readInputs: () => InputRows, answerBody: unknown): Outcome | Promise<Outcome> => {
     if (!defense) {
       count(SKIPPED_LABEL, 'skipped');
       return { status: 200, body: answerBody, record: { defense: SKIPPED_LABEL, outcome: 'skipped', rows: 0 } };
@@ -153,7 +156,7 @@ export function createPerturber(config: PerturberConfig): Perturber {
     let inputs: InputRows;
     try {
       if (!config.context) throw new DefenseError(`defense ${defense.spec} needs ${defense.needs.join(', ')} but no context provider (surrogate) was configured`);
-      inputs = codec.readInputs(requestBody);
+      inputs = readInputs();
       if (inputs.rows !== view.batch.rows) throw new AnswerFormatError(`model answer: ${view.batch.rows} rows for ${inputs.rows} input rows`);
     } catch (error) {
       // A request the codec cannot read is the client's problem, and answered as such even with the argmax fallback.

@@ -19,6 +19,7 @@ import { resolveServingOptions, selectDefense, SERVING_OPTION_NAMES, type Servin
 import { createPerturber, SKIPPED_LABEL, type Outcome } from './perturber.js';
 import { BodyTooLargeError, decodeBody, forwardableHeaders, parseAnswerJson, parseRequestJson, readBody } from './proxy/bodies.js';
 import { createRouteTable, type RouteOptions } from './proxy/routes.js';
+import type { InputRows } from './protocols/index.js';
 
 export interface ProxyOptions extends ServingOptions<IncomingMessage>, RouteOptions {
   /** Base URL of the model server, e.g. "http://127.0.0.1:8080" (a path prefix is kept). */
@@ -182,7 +183,9 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
 
   const infer = async (req: IncomingMessage, res: ServerResponse, path: string, defense: Defense | null, label: string): Promise<void> => {
     let raw: Buffer;
-    let requestBody: unknown;
+    // The inputs a defense needs are read now: a request without them is refused before the
+    // upstream works on it, and only a compact Float32Array (not the JSON tree) waits for the answer.
+    let inputs: InputRows | undefined;
     try {
       raw = await readBody(req, maxBodyBytes);
       const decoded = await decodeBody(raw, req.headers['content-encoding'], maxBodyBytes).catch((error: Error) => {
@@ -191,7 +194,8 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
           : new RequestFormatError(`the request body could not be decoded (${error.message})`);
       });
       if (!decoded) throw new RequestFormatError(`unsupported request content-encoding "${req.headers['content-encoding']}"; send gzip, deflate, br or none`, 415);
-      requestBody = parseRequestJson(decoded.toString('utf8'));
+      const requestBody = parseRequestJson(decoded.toString('utf8'));
+      if (defense && defense.needs.length > 0) inputs = resolved.codec.readInputs(requestBody);
     } catch (error) {
       fail(res, label, error instanceof BodyTooLargeError ? new RequestFormatError(`request: ${error.message}`, 413) : error);
       return;
@@ -251,7 +255,7 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
       fail(res, label, error);
       return;
     }
-    const outcome = await perturber.perturb(defense, requestBody, parsed);
+    const outcome = await perturber.perturb(defense, () => inputs!, parsed);
     send(res, outcome, headers);
   };
 
