@@ -239,8 +239,10 @@ describe('proxy, fail-closed and configuration', () => {
       const res = await request(proxy.url).post('/v2/models/mnist/infer').send(body).expect(200);
       assert.deepEqual(surrogate.calls, [{ rows: 2, cols: 4 }]);
       for (const v of res.body.outputs[0].data) assert.ok(Math.abs(v - 1 / 3) < 1e-6);
+      const asked = upstream.requests.length;
       const noInputs = await request(proxy.url).post('/v2/models/mnist/infer').send({ id: 'x' }).expect(400);
       assert.match(noInputs.body.error, /"inputs"/);
+      assert.equal(upstream.requests.length, asked, 'refused before the upstream worked on it');
     } finally {
       await proxy.close();
     }
