@@ -13,7 +13,6 @@ export function closeOnSignals(close: () => Promise<void>, log: (line: string) =
       },
     );
   };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  process.on('SIGINT', () => closing && process.exit(130));
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
 }

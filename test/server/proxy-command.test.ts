@@ -14,7 +14,7 @@ import { startStubUpstream, type StubUpstream } from './helpers/stub-upstream.js
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
 /** Starts `msd proxy ARGS --port 0`; resolves once it listens. stop() sends SIGTERM and resolves with the exit code. */
-async function startProxyCommand(args: string[]): Promise<{ url: string; stop: () => Promise<number | null>; output: () => string }> {
+async function startProxyCommand(args: string[]): Promise<{ url: string; stop: (signal?: NodeJS.Signals) => Promise<number | null>; output: () => string }> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'proxy', ...args, '--port', '0'], { cwd: root });
   let stderr = '';
   let stdout = '';
@@ -30,11 +30,11 @@ async function startProxyCommand(args: string[]): Promise<{ url: string; stop: (
   return {
     url,
     output: () => stdout,
-    stop: () =>
+    stop: (signal = 'SIGTERM') =>
       new Promise((resolve) => {
         child.removeAllListeners('exit');
         child.once('exit', resolve);
-        child.kill('SIGTERM');
+        child.kill(signal);
       }),
   };
 }
@@ -81,7 +81,7 @@ describe('msd proxy', () => {
         const l1 = rows.flat().reduce((sum, v, i) => sum + Math.abs(v - ORIGINAL_ROWS.flat()[i]), 0);
         assert.ok(l1 > 0.1 && l1 <= 1 + 1e-4, `moved within 2 × eps: ${l1}`);
       } finally {
-        assert.equal(await stop(), 0);
+        assert.equal(await stop('SIGINT'), 0, 'a first Ctrl-C closes cleanly');
       }
     } finally {
       await rm(dir, { recursive: true, force: true });
