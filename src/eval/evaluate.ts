@@ -35,7 +35,7 @@ export interface EvaluateOptions {
   loadDataset?: DatasetLoader;
   progress?: ProgressFactory;
   log?: (line: string) => void;
-  /** Registry of the serving metrics and the evaluation gauges (default: a new one). */
+  /** Registry that receives the evaluation gauges at the end (default: a new one); each endpoint also sets them on its own. */
   registry?: Registry;
 }
 
