@@ -12,6 +12,7 @@ import {
   type DefenseContext,
   type ProbBatch,
 } from '../defenses/index.js';
+import { shortestFloat32 } from '../server/protocols/numbers.js';
 
 export interface PerturbInput {
   probs: ProbBatch;
@@ -62,15 +63,6 @@ export function readPerturbInput(text: string): PerturbInput {
     context.inputKeys = keys;
   }
   return { probs, context };
-}
-
-/** The shortest decimal that reads back as the same float32 (0.06, not 0.059999994933605194). */
-export function shortestFloat32(value: number): number {
-  for (let digits = 1; digits < 9; digits++) {
-    const candidate = Number(value.toPrecision(digits));
-    if (Math.fround(candidate) === Math.fround(value)) return candidate;
-  }
-  return value;
 }
 
 export function perturbBatch(defense: Defense, input: PerturbInput): PerturbOutput {
