@@ -5,8 +5,7 @@
 import { createHash } from 'node:crypto';
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
-import { accuracy, createModel, loadModel, readModelMeta, saveModel, trainModel, writeModelMeta, type LayersModel } from '../models/index.js';
-import { MODEL_FILE } from '../models/io.js';
+import { accuracy, createModel, loadModel, MODEL_FILE, readModelMeta, saveModel, trainModel, writeModelMeta, type LayersModel } from '../models/index.js';
 import type { EvalConfig, TrainingSettings } from './config.js';
 import type { ProgressFactory } from './progress.js';
 import { deriveSeed, permutation, seededRandom } from './random.js';
