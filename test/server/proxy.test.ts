@@ -5,7 +5,7 @@ import request from 'supertest';
 import { createLogger } from '../../src/server/logger.js';
 import { startDefenseProxy, type ProxyOptions, type RunningProxy } from '../../src/server/proxy.js';
 import { assertNoOriginalNumbers, contextEchoDefense, lineCollector, throwingDefense, uniformSurrogate } from './helpers/fixtures.js';
-import { closedPort, startStubUpstream, type StubProtocol, type StubUpstream } from './helpers/stub-upstream.js';
+import { closedPort, SLOW_ANSWER_MS, startStubUpstream, type StubProtocol, type StubUpstream } from './helpers/stub-upstream.js';
 
 interface ProtocolCase {
   protocol: StubProtocol;
@@ -51,7 +51,7 @@ for (const c of CASES) {
     const logs = lineCollector();
     before(async () => {
       upstream = await startStubUpstream(c.protocol);
-      proxy = await startDefenseProxy({ upstream: upstream.url, defense: 'rounding:decimals=2', timeoutMs: 150, maxBodyBytes: 2048, logger: createLogger({ level: 'info' }, logs.stream), ...c.options } as ProxyOptions);
+      proxy = await startDefenseProxy({ upstream: upstream.url, defense: 'rounding:decimals=2', timeoutMs: SLOW_ANSWER_MS / 3, maxBodyBytes: 2048, logger: createLogger({ level: 'info' }, logs.stream), ...c.options } as ProxyOptions);
     });
     after(async () => {
       await proxy.close();
@@ -126,7 +126,7 @@ for (const c of CASES) {
 
     it('answers 504 when the upstream is slower than the timeout', async () => {
       const res = await infer('slow').expect(504);
-      assert.match(res.body.error, /within 150 ms/);
+      assert.match(res.body.error, new RegExp(`within ${SLOW_ANSWER_MS / 3} ms`));
     });
 
     it('answers 502 for an answer that is not JSON or that the codec rejects, quoting none of it', async () => {

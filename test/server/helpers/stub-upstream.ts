@@ -7,6 +7,12 @@ import type { AddressInfo } from 'node:net';
 import zlib from 'node:zlib';
 import { ORIGINAL_ROWS } from './fixtures.js';
 
+/**
+ * How long the 'slow' mode waits before answering. Proxy tests use a third of it as their timeout:
+ * far above what a normal answer takes on a loaded CI machine, far below the slow answer.
+ */
+export const SLOW_ANSWER_MS = 3000;
+
 export type StubProtocol = 'kserve-v2' | 'tf-serving' | 'json-path';
 
 export interface RecordedRequest {
@@ -72,7 +78,7 @@ export async function startStubUpstream(protocol: StubProtocol, rows: number[][]
           setTimeout(() => req.socket.destroy(), 10);
           return;
         case 'slow':
-          setTimeout(() => json(200, answerText), 400);
+          setTimeout(() => json(200, answerText), SLOW_ANSWER_MS);
           return;
         case 'html':
           res.writeHead(200, { 'content-type': 'text/html' });
