@@ -6,6 +6,7 @@
 import { writeFile } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
 import type { Command } from 'commander';
+import { failCommand } from './flags.js';
 import { EvalConfigError, loadConfigFile, presetConfig, PRESET_NAMES, VICTIM_DATASETS, WORLDS, withWorld, type EvalConfig, type PresetName } from '../eval/config.js';
 import { defaultCacheDir } from '../eval/datasets.js';
 import { evaluate } from '../eval/evaluate.js';
@@ -23,10 +24,7 @@ interface EvalFlags {
   quiet?: boolean;
 }
 
-function fail(message: string): never {
-  process.stderr.write(`eval: ${message}\n`);
-  process.exit(2);
-}
+const fail: (message: string) => never = (message) => failCommand('eval', message);
 
 async function resolveConfig(flags: EvalFlags): Promise<EvalConfig> {
   if (flags.preset && flags.config) fail('give --preset or --config, not both (a config file may start from a preset with "preset": "quick")');

@@ -2,6 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { DEFINITIONS, DefenseError, describeParam, parseDefense } from '../defenses/index.js';
+import { failCommand } from './flags.js';
 import { perturbBatch, readPerturbInput } from './perturb-document.js';
 
 async function readInput(file: string | undefined): Promise<string> {
@@ -37,10 +38,7 @@ function isUserFacing(error: unknown): boolean {
   return ['ModelFileError', 'ModelInputError', 'MissingProviderError', 'UnsupportedModelError', 'BackendError'].includes((error as Error).name);
 }
 
-function fail(message: string): never {
-  process.stderr.write(`perturb: ${message.replace(/\s+/g, ' ')}\n`);
-  process.exit(2);
-}
+const fail: (message: string) => never = (message) => failCommand('perturb', message);
 
 export function registerPerturbCommand(program: Command): void {
   program

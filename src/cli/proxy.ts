@@ -1,5 +1,6 @@
 /** `proxy`: the defense proxy in front of any model server (KServe V2, TF Serving, or JSON at given paths). */
 import type { Command } from 'commander';
+import { integerFlag } from './flags.js';
 import { DefenseError, parseDefense } from '../defenses/index.js';
 import { ServingOptionError } from '../server/errors.js';
 import { closeOnSignals } from '../server/lifecycle.js';
@@ -34,11 +35,10 @@ interface ProxyFlags {
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
-function integer(value: string, flag: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) throw new ServingOptionError(`${flag} must be a non-negative integer, got "${value}"`);
-  return n;
-}
+const integer = (value: string, flag: string): number =>
+  integerFlag(value, flag, 0, (message) => {
+    throw new ServingOptionError(message);
+  });
 
 function protocolConfig(flags: ProxyFlags): ProtocolConfig {
   const name = flags.protocol as ProtocolName;

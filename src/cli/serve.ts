@@ -7,6 +7,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { dirname, join, relative } from 'node:path';
 import type { Command } from 'commander';
+import { failCommand, integerFlag } from './flags.js';
 import { DefenseError, parseDefense } from '../defenses/index.js';
 import { defaultCacheDir, loadDataset } from '../eval/datasets.js';
 import { initBackend, Surrogate } from '../models/index.js';
@@ -32,16 +33,7 @@ interface ServeFlags {
 const MODEL_NAME = 'mnist';
 const DEMO_BATCH_SIZE = 128;
 
-function fail(message: string): never {
-  process.stderr.write(`serve: ${message}\n`);
-  process.exit(2);
-}
-
-function positiveInteger(value: string, flag: string, allowZero = false): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < (allowZero ? 0 : 1)) fail(`${flag} must be ${allowZero ? 'a non-negative' : 'a positive'} integer, got "${value}"`);
-  return n;
-}
+const fail: (message: string) => never = (message) => failCommand('serve', message);
 
 export function registerServeCommand(program: Command): void {
   program
@@ -56,8 +48,8 @@ export function registerServeCommand(program: Command): void {
     .option('--secret <secret>', 'secret keying deterministic noise (default: env MSD_NOISE_SECRET)')
     .option('--log-level <level>', 'pino log level (one JSON line per request)', 'info')
     .action(async (flags: ServeFlags) => {
-      const port = positiveInteger(flags.port, '--port', true);
-      const epochs = positiveInteger(flags.epochs, '--epochs');
+      const port = integerFlag(flags.port, '--port', 0, fail);
+      const epochs = integerFlag(flags.epochs, '--epochs', 1, fail);
       const noiseSecret = flags.secret ?? process.env.MSD_NOISE_SECRET;
       let needs: readonly string[];
       try {

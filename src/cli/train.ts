@@ -1,5 +1,6 @@
 /** `train`: train a model on MNIST or FashionMNIST and save it with a meta.json beside it. */
 import type { Command } from 'commander';
+import { failCommand, integerFlag } from './flags.js';
 import { DATASET_NAMES, loadDataset, type DatasetName } from '../eval/datasets.js';
 import {
   ARCHITECTURES,
@@ -31,16 +32,8 @@ interface TrainCommandOptions {
   quiet?: boolean;
 }
 
-function fail(message: string): never {
-  process.stderr.write(`train: ${message}\n`);
-  process.exit(2);
-}
-
-function integer(value: string, name: string, min: number): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < min) fail(`${name} must be an integer ≥ ${min}, got "${value}"`);
-  return n;
-}
+const fail: (message: string) => never = (message) => failCommand('train', message);
+const integer = (value: string, flag: string, min: number): number => integerFlag(value, flag, min, fail);
 
 function choice<T extends string>(value: string, allowed: readonly T[], name: string): T {
   if (!allowed.includes(value as T)) fail(`${name} must be one of ${allowed.join(', ')}, got "${value}"`);
