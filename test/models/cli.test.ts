@@ -1,18 +1,14 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { runCli } from '../helpers/run-cli.js';
 
-const root = fileURLToPath(new URL('../../', import.meta.url));
 const scratch = mkdtempSync(join(tmpdir(), 'msd-cli-models-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));
 
-function msd(...args: string[]) {
-  return spawnSync(process.execPath, ['--import', 'tsx', join(root, 'src/cli/main.ts'), ...args], { cwd: root, encoding: 'utf8', timeout: 120_000 });
-}
+const msd = (...args: string[]) => runCli(args);
 
 describe('msd train', () => {
   it('trains on a slice of MNIST, prints the test accuracy and saves the model with its meta', () => {
@@ -54,7 +50,7 @@ describe('msd info', () => {
   });
 
   it('exits 2 when MSD_BACKEND forces a backend that cannot start', () => {
-    const run = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'src/cli/main.ts'), 'info'], { cwd: root, encoding: 'utf8', env: { ...process.env, MSD_BACKEND: 'gpu' } });
+    const run = runCli(['info'], undefined, { MSD_BACKEND: 'gpu' });
     assert.equal(run.status, 2);
     assert.match(run.stderr, /MSD_BACKEND=tensorflow-gpu cannot start/);
   });
