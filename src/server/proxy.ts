@@ -17,7 +17,7 @@ import { createHttpLogger, setDefenseRecord } from './logger.js';
 import { metricsHandler, type ServingMetrics } from './metrics.js';
 import { resolveServingOptions, selectDefense, SERVING_OPTION_NAMES, type ServingOptions } from './options.js';
 import { createPerturber, SKIPPED_LABEL, type Outcome } from './perturber.js';
-import { BodyTooLargeError, decodeBody, forwardableHeaders, parseAnswerJson, parseRequestJson, readBody } from './proxy/bodies.js';
+import { BodyTooLargeError, decodeBody, forwardableHeaders, isIdentityEncoding, parseAnswerJson, parseRequestJson, readBody } from './proxy/bodies.js';
 import { createRouteTable, type RouteOptions } from './proxy/routes.js';
 import type { InputRows } from './protocols/index.js';
 
@@ -46,6 +46,9 @@ export interface DefenseProxy {
 const PROXY_OPTION_NAMES = ['upstream', 'timeoutMs', 'maxBodyBytes', 'maxAnswerBytes', 'metricsPath', 'inferRoutes', 'passRoutes', 'passUnknownRoutes'];
 /** Not forwarded to the client with a rewritten answer: they describe the original body. */
 const ANSWER_HEADERS_DROPPED = ['content-length', 'content-encoding', 'etag', 'content-md5', 'accept-ranges', 'content-range'];
+
+/** Stands in for a settled exchange's error listener: a late socket error is then neither fatal nor kept. */
+function ignoreLateError(): void {}
 
 class UpstreamTimeoutError extends ServingError {
   constructor(timeoutMs: number) {
@@ -132,16 +135,23 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
       const send = (fresh: boolean): void => {
         const upstreamReq = transport.request(
           { protocol: upstream.protocol, hostname: upstream.hostname, port: upstream.port, method: req.method, path: basePath + path, headers, agent: fresh ? false : agent },
-          resolve,
+          (answer) => {
+            // Later faults surface on the answer (read with its own listeners). The pooled socket may
+            // keep this request object reachable, so it must no longer hold this exchange's closures.
+            upstreamReq.off('error', onError);
+            upstreamReq.on('error', ignoreLateError);
+            resolve(answer);
+          },
         );
         timer.onFire = () => upstreamReq.destroy(new UpstreamTimeoutError(timeoutMs));
-        upstreamReq.once('error', (error: NodeJS.ErrnoException) => {
+        const onError = (error: NodeJS.ErrnoException): void => {
           if (!fresh && replayable && upstreamReq.reusedSocket && error.code === 'ECONNRESET' && !res.destroyed) {
             send(true);
             return;
           }
           reject(error instanceof UpstreamTimeoutError ? error : upstreamUnavailable(error));
-        });
+        };
+        upstreamReq.once('error', onError);
         if (Buffer.isBuffer(body)) upstreamReq.end(body);
         else if (fresh) upstreamReq.end();
         else body.pipe(upstreamReq);
@@ -158,7 +168,10 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
   const startTimer = (): { onFire?: () => void; clear(): void } => {
     const timer = {
       onFire: undefined as (() => void) | undefined,
-      clear: () => clearTimeout(handle),
+      clear: () => {
+        clearTimeout(handle);
+        timer.onFire = undefined;
+      },
     };
     const handle = setTimeout(() => timer.onFire?.(), timeoutMs);
     return timer;
@@ -188,7 +201,8 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
     let inputs: InputRows | undefined;
     try {
       raw = await readBody(req, maxBodyBytes);
-      const decoded = await decodeBody(raw, req.headers['content-encoding'], maxBodyBytes).catch((error: Error) => {
+      // Most requests are not compressed: those skip the asynchronous decoder (a promise per request).
+      const decoded = isIdentityEncoding(req.headers['content-encoding']) ? raw : await decodeBody(raw, req.headers['content-encoding'], maxBodyBytes).catch((error: Error) => {
         throw error.message.includes('maxOutputLength') || (error as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE'
           ? new BodyTooLargeError(`the decoded body is over the limit of ${maxBodyBytes} bytes`)
           : new RequestFormatError(`the request body could not be decoded (${error.message})`);
@@ -217,7 +231,7 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
           reject(error instanceof BodyTooLargeError ? new ServingError(`model answer: over the limit of ${maxAnswerBytes} bytes`, 502, 'bad_answer') : upstreamUnavailable(error)),
         );
       });
-      const decoded = await decodeBody(answerRaw, answer.headers['content-encoding'], maxAnswerBytes).catch(() => {
+      const decoded = isIdentityEncoding(answer.headers['content-encoding']) ? answerRaw : await decodeBody(answerRaw, answer.headers['content-encoding'], maxAnswerBytes).catch(() => {
         throw new ServingError('model answer: could not be decoded', 502, 'bad_answer');
       });
       if (!decoded) throw new ServingError(`model answer: unsupported content-encoding "${answer.headers['content-encoding']}"`, 502, 'bad_answer');

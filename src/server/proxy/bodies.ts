@@ -9,13 +9,17 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'p
 
 /** Headers without hop-by-hop ones (and those the Connection header names), minus `drop`. */
 export function forwardableHeaders(headers: IncomingHttpHeaders, drop: readonly string[] = []): OutgoingHttpHeaders {
-  const named = String(headers.connection ?? '')
-    .split(',')
-    .map((h) => h.trim().toLowerCase())
-    .filter(Boolean);
+  // Runs twice per request: a plain loop, and the Connection list parsed only when there is one.
+  const named = headers.connection
+    ? String(headers.connection)
+        .split(',')
+        .map((h) => h.trim().toLowerCase())
+        .filter(Boolean)
+    : [];
   const out: OutgoingHttpHeaders = {};
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || HOP_BY_HOP.has(name) || named.includes(name) || drop.includes(name)) continue;
+  for (const name in headers) {
+    const value = headers[name];
+    if (value === undefined || HOP_BY_HOP.has(name) || drop.includes(name) || (named.length > 0 && named.includes(name))) continue;
     out[name] = value;
   }
   return out;
@@ -23,7 +27,14 @@ export function forwardableHeaders(headers: IncomingHttpHeaders, drop: readonly 
 
 export class BodyTooLargeError extends Error {}
 
-/** Reads a whole stream; rejects with BodyTooLargeError past `limit` bytes (and stops reading). */
+/** Keeps a stream's late 'error' events from crashing the process once nobody waits on it. */
+function ignoreLateError(): void {}
+
+/**
+ * Reads a whole stream; rejects with BodyTooLargeError past `limit` bytes (and stops reading).
+ * Once settled, its listeners are taken off the stream: a stream that outlives the request (a pooled
+ * upstream socket's message) would otherwise keep the promise, and all the request holds, reachable.
+ */
 export function readBody(stream: IncomingMessage, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const declared = Number(stream.headers['content-length']);
@@ -34,26 +45,50 @@ export function readBody(stream: IncomingMessage, limit: number): Promise<Buffer
     }
     const chunks: Buffer[] = [];
     let size = 0;
+    const detach = (): void => {
+      stream.off('data', onData);
+      stream.off('end', onEnd);
+      stream.off('error', onError);
+      stream.off('aborted', onAborted);
+      stream.on('error', ignoreLateError);
+    };
     const onData = (chunk: Buffer): void => {
       size += chunk.length;
       if (size > limit) {
-        stream.off('data', onData);
+        detach();
         stream.resume();
         reject(new BodyTooLargeError(`the body is over the limit of ${limit} bytes`));
         return;
       }
       chunks.push(chunk);
     };
+    const onEnd = (): void => {
+      detach();
+      resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size));
+    };
+    const onError = (error: Error): void => {
+      detach();
+      reject(error);
+    };
+    const onAborted = (): void => {
+      detach();
+      reject(new Error('the body was aborted'));
+    };
     stream.on('data', onData);
-    stream.once('end', () => resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size)));
-    stream.once('error', reject);
-    stream.once('aborted', () => reject(new Error('the body was aborted')));
+    stream.once('end', onEnd);
+    stream.once('error', onError);
+    stream.once('aborted', onAborted);
   });
 }
 
 const gunzip = promisify(zlib.gunzip);
 const inflate = promisify(zlib.inflate);
 const brotli = promisify(zlib.brotliDecompress);
+
+/** True when a Content-Encoding header asks for no decoding (absent, empty or identity). */
+export function isIdentityEncoding(encoding: string | undefined): boolean {
+  return encoding === undefined || encoding === '' || encoding.trim().toLowerCase() === 'identity';
+}
 
 /** Decodes a body by its Content-Encoding, never past `limit` bytes; null for an encoding it does not know. */
 export async function decodeBody(body: Buffer, encoding: string | undefined, limit: number): Promise<Buffer | null> {
