@@ -1,10 +1,16 @@
 /** Reading numeric tensors out of JSON and writing float32 results back compactly. */
 import type { ProbBatch } from '../../defenses/index.js';
 
+const MIN_NORMAL_FLOAT32 = 1.1754943508222875e-38;
+
 /** The shortest decimal that reads back as the same float32 (0.06, not 0.059999994933605194). */
 export function shortestFloat32(value: number): number {
   const target = Math.fround(value);
-  for (let digits = 1; digits < 9; digits++) {
+  // A normal float32 is within 6e-8 (relative) of its shortest decimal, well inside half a unit of the
+  // 6th digit, so 6 digits reproduce any shorter decimal with trailing zeros: start there. Subnormals
+  // carry fewer digits and start at 1.
+  const first = Math.abs(target) < MIN_NORMAL_FLOAT32 ? 1 : 6;
+  for (let digits = first; digits <= 9; digits++) {
     const candidate = Number(value.toPrecision(digits));
     if (Math.fround(candidate) === target) return candidate;
   }
