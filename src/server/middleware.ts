@@ -99,7 +99,7 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
         emit(perturber.failure(label, new ServingError('the defense needs the request body: mount express.json() before poisonPredictions', 500, 'defense_failed')));
         return;
       }
-      const result = perturber.perturb(defense, () => resolved.codec.readInputs(req.body), parsed);
+      const result = perturber.perturb(defense, () => resolved.readInputs(req.body), parsed);
       if (result instanceof Promise) result.then(emit, (error: unknown) => emit(perturber.failure(label, error)));
       else emit(result);
     };

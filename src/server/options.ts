@@ -8,7 +8,8 @@ import { DefenseError, parseDefense, type Defense, type DefenseConfig, type Inpu
 import { ServingError, ServingOptionError } from './errors.js';
 import { createServingMetrics, type ServingMetrics } from './metrics.js';
 import type { ContextProvider, FailureMode } from './perturber.js';
-import { resolveCodec, type Codec, type ProtocolConfig, type ProtocolName } from './protocols/index.js';
+import { createInputReader, resolveInputOptions, type InputOptions, type InputReader } from './inputs/index.js';
+import { resolveCodec, type Codec, type InputRows, type ProtocolConfig, type ProtocolName } from './protocols/index.js';
 
 /** A spec string ("mad:eps=0.5,oracle=argmax"), a config object or array, or a ready Defense. */
 export type DefenseOption = DefenseConfig | Defense;
@@ -39,6 +40,11 @@ export interface ServingOptions<Req = unknown> {
   metricsPrefix?: string;
   /** pino logger; the middleware writes one line per defended answer when given. */
   logger?: Logger;
+  /**
+   * How request inputs reach the surrogate: base64 images decoded and preprocessed as declared in
+   * `image` (size, resize, channels, layout, scale, mean/std), limits on images, a scale for numeric tensors.
+   */
+  inputs?: InputOptions;
 }
 
 export interface ResolvedServing<Req> {
@@ -51,9 +57,11 @@ export interface ResolvedServing<Req> {
   context?: ContextProvider;
   metrics: ServingMetrics;
   logger?: Logger;
+  /** The request's inputs as the surrogate takes them: the codec finds them, the inputs stage decodes and preprocesses. */
+  readInputs: (body: unknown) => InputRows | Promise<InputRows>;
 }
 
-export const SERVING_OPTION_NAMES = ['defense', 'protocol', 'inputFormat', 'noiseSecret', 'context', 'tiers', 'chooseDefense', 'onFailure', 'registry', 'metricsPrefix', 'logger'];
+export const SERVING_OPTION_NAMES = ['defense', 'protocol', 'inputFormat', 'noiseSecret', 'context', 'tiers', 'chooseDefense', 'onFailure', 'registry', 'metricsPrefix', 'logger', 'inputs'];
 
 export function isDefense(value: unknown): value is Defense {
   return typeof value === 'object' && value !== null && !Array.isArray(value) && typeof (value as Defense).apply === 'function' && Array.isArray((value as Defense).needs);
@@ -93,8 +101,10 @@ export function resolveServingOptions<Req>(options: ServingOptions<Req>): Resolv
     }
   }
   const codec = resolveCodec(options.protocol);
+  const reader: InputReader = createInputReader(resolveInputOptions(options.inputs));
+  const readInputs = (body: unknown) => reader(codec.readInputs(body));
   const metrics = createServingMetrics({ registry: options.registry, prefix: options.metricsPrefix });
-  return { codec, defense, tiers, chooseDefense: options.chooseDefense, onFailure, inputFormat, context: options.context, metrics, logger: options.logger };
+  return { codec, defense, tiers, chooseDefense: options.chooseDefense, onFailure, inputFormat, context: options.context, metrics, logger: options.logger, readInputs };
 }
 
 /** The defense for one request: the default, a tier chosen by the hook, or null to skip. An unknown tier fails closed. */

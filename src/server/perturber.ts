@@ -49,9 +49,10 @@ export const SKIPPED_LABEL = 'none';
 export interface Perturber {
   /**
    * Defends one answer; `defense` null means the caller chose to skip the defense for this request.
-   * `readInputs` gives the request's model inputs (called only when the defense needs context).
+   * `readInputs` gives the request's model inputs (called only when the defense needs context);
+   * a promise when images are decoded.
    */
-  perturb(defense: Defense | null, readInputs: () => InputRows, answerBody: unknown): Outcome | Promise<Outcome>;
+  perturb(defense: Defense | null, readInputs: () => InputRows | Promise<InputRows>, answerBody: unknown): Outcome | Promise<Outcome>;
   /** An error answer (status >= 400) passes unchanged unless it holds probabilities the codec can read. */
   screenErrorAnswer(label: string, status: number, answerBody: unknown): Outcome;
   /** The error outcome for a failure outside the defense (bad request, upstream fault), counted under `label`. */
@@ -139,7 +140,21 @@ export function createPerturber(config: PerturberConfig): Perturber {
     return { status: 200, body, record: { defense: label, outcome: 'perturbed', rows, meanL1: sumL1 / rows, top1Changed: changed, defenseMs: seconds * 1000 } };
   };
 
-  const perturb = (defense: Defense | null, readInputs: () => InputRows, answerBody: unknown): Outcome | Promise<Outcome> => {
+  /** A failure to read the request's inputs: a request the client got wrong is answered as such, even with the argmax fallback. */
+  const failInputs = (label: string, view: AnswerView, error: unknown): Outcome =>
+    error instanceof ServingError && (error.outcome === 'bad_request' || error.outcome === 'too_large') ? failure(label, error) : failAfterRead(label, view, error);
+
+  const withContext = (label: string, defense: Defense, view: AnswerView, inputs: InputRows, started: number): Outcome | Promise<Outcome> => {
+    if (inputs.rows !== view.batch.rows) return failAfterRead(label, view, new AnswerFormatError(`model answer: ${view.batch.rows} rows for ${inputs.rows} input rows`));
+    return Promise.resolve()
+      .then(() => config.context!(defense.needs, inputs))
+      .then(
+        (context) => finish(label, defense, view, context, started),
+        (error: unknown) => failAfterRead(label, view, error),
+      );
+  };
+
+  const perturb = (defense: Defense | null, readInputs: () => InputRows | Promise<InputRows>, answerBody: unknown): Outcome | Promise<Outcome> => {
     if (!defense) {
       count(SKIPPED_LABEL, 'skipped');
       return { status: 200, body: answerBody, record: { defense: SKIPPED_LABEL, outcome: 'skipped', rows: 0 } };
@@ -153,22 +168,20 @@ export function createPerturber(config: PerturberConfig): Perturber {
     }
     const started = performance.now();
     if (defense.needs.length === 0) return finish(label, defense, view, {}, started);
-    let inputs: InputRows;
+    let inputs: InputRows | Promise<InputRows>;
     try {
       if (!config.context) throw new DefenseError(`defense ${defense.spec} needs ${defense.needs.join(', ')} but no context provider (surrogate) was configured`);
       inputs = readInputs();
-      if (inputs.rows !== view.batch.rows) throw new AnswerFormatError(`model answer: ${view.batch.rows} rows for ${inputs.rows} input rows`);
     } catch (error) {
-      // A request the codec cannot read is the client's problem, and answered as such even with the argmax fallback.
-      if (error instanceof ServingError && error.outcome === 'bad_request') return failure(label, error);
-      return failAfterRead(label, view, error);
+      return failInputs(label, view, error);
     }
-    return Promise.resolve()
-      .then(() => config.context!(defense.needs, inputs))
-      .then(
-        (context) => finish(label, defense, view, context, started),
-        (error: unknown) => failAfterRead(label, view, error),
+    if (inputs instanceof Promise) {
+      return inputs.then(
+        (read) => withContext(label, defense, view, read, started),
+        (error: unknown) => failInputs(label, view, error),
       );
+    }
+    return withContext(label, defense, view, inputs, started);
   };
 
   const screenErrorAnswer = (label: string, status: number, answerBody: unknown): Outcome => {

@@ -209,7 +209,11 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
       });
       if (!decoded) throw new RequestFormatError(`unsupported request content-encoding "${req.headers['content-encoding']}"; send gzip, deflate, br or none`, 415);
       const requestBody = parseRequestJson(decoded.toString('utf8'));
-      if (defense && defense.needs.length > 0) inputs = resolved.codec.readInputs(requestBody);
+      if (defense && defense.needs.length > 0) {
+        // Numeric tensors come back synchronously; images are decoded (off the event loop) before anything is forwarded.
+        const read = resolved.readInputs(requestBody);
+        inputs = read instanceof Promise ? await read : read;
+      }
     } catch (error) {
       fail(res, label, error instanceof BodyTooLargeError ? new RequestFormatError(`request: ${error.message}`, 413) : error);
       return;

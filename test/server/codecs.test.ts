@@ -2,9 +2,14 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { ProbBatch } from '../../src/defenses/index.js';
 import { AnswerFormatError, RequestFormatError, ServingOptionError } from '../../src/server/errors.js';
-import { jsonPathCodec, kserveV2Codec, tfServingCodec } from '../../src/server/protocols/index.js';
+import { isEncodedImages, jsonPathCodec, kserveV2Codec, tfServingCodec, type InputRows, type RequestInputs } from '../../src/server/protocols/index.js';
 import { parsePath } from '../../src/server/protocols/json-path.js';
 import { shortestFloat32 } from '../../src/server/protocols/numbers.js';
+
+function numeric(inputs: RequestInputs): InputRows {
+  assert.ok(!isEncodedImages(inputs), 'expected a numeric tensor');
+  return inputs;
+}
 
 const rowsOf = (batch: ProbBatch) => Array.from({ length: batch.rows }, (_, r) => Array.from(batch.data.subarray(r * batch.cols, (r + 1) * batch.cols), shortestFloat32));
 const halves = (batch: ProbBatch): ProbBatch => ({ ...batch, data: new Float32Array(batch.data.length).fill(1 / batch.cols) });
@@ -50,7 +55,7 @@ describe('kserve-v2 codec', () => {
   });
 
   it('reads request inputs of any rank as flattened rows, with their datatype', () => {
-    const inputs = kserveV2Codec().readInputs({ inputs: [{ name: 'image', shape: [2, 2, 2], datatype: 'UINT8', data: [1, 2, 3, 4, 5, 6, 7, 8] }] });
+    const inputs = numeric(kserveV2Codec().readInputs({ inputs: [{ name: 'image', shape: [2, 2, 2], datatype: 'UINT8', data: [1, 2, 3, 4, 5, 6, 7, 8] }] }));
     assert.deepEqual({ rows: inputs.rows, cols: inputs.cols, data: Array.from(inputs.data), datatype: inputs.datatype }, { rows: 2, cols: 4, data: [1, 2, 3, 4, 5, 6, 7, 8], datatype: 'UINT8' });
     assert.throws(() => kserveV2Codec().readInputs({ instances: [] }), RequestFormatError);
     assert.throws(() => kserveV2Codec({ inputName: 'x' }).readInputs({ inputs: [{ name: 'image', shape: [1, 1], datatype: 'FP32', data: [1] }] }), /no input named "x"/);
@@ -81,11 +86,11 @@ describe('tf-serving codec', () => {
   });
 
   it('reads instances (nested arrays or objects by inputKey) and columnar inputs', () => {
-    const nested = tfServingCodec().readInputs({ instances: [[[1, 2], [3, 4]], [[5, 6], [7, 8]]] });
+    const nested = numeric(tfServingCodec().readInputs({ instances: [[[1, 2], [3, 4]], [[5, 6], [7, 8]]] }));
     assert.deepEqual([nested.rows, nested.cols], [2, 4]);
-    const objects = tfServingCodec({ inputKey: 'image' }).readInputs({ instances: [{ image: [1, 2], id: 'a' }, { image: [3, 4], id: 'b' }] });
+    const objects = numeric(tfServingCodec({ inputKey: 'image' }).readInputs({ instances: [{ image: [1, 2], id: 'a' }, { image: [3, 4], id: 'b' }] }));
     assert.deepEqual(Array.from(objects.data), [1, 2, 3, 4]);
-    const columnar = tfServingCodec().readInputs({ inputs: { x: [[1], [2]] } });
+    const columnar = numeric(tfServingCodec().readInputs({ inputs: { x: [[1], [2]] } }));
     assert.deepEqual([columnar.rows, columnar.cols], [2, 1]);
     assert.throws(() => tfServingCodec().readInputs({ instances: [[1, 2], [3]] }), /input row 1 has 1 values, expected 2/);
   });
@@ -112,7 +117,7 @@ describe('json-path codec', () => {
     assert.deepEqual(rowsOf(view.batch), [[0.1, 0.9], [0.6, 0.4]]);
     assert.deepEqual(view.write(halves(view.batch)), { result: { items: [{ id: 1, scores: [0.5, 0.5] }, { id: 2, scores: [0.5, 0.5] }] }, took_ms: 3 });
     assert.deepEqual(body.result.items[0].scores, [0.1, 0.9], 'the original body is not mutated');
-    assert.equal(codec.readInputs({ images: [[1, 2, 3]] }).cols, 3);
+    assert.equal(numeric(codec.readInputs({ images: [[1, 2, 3]] })).cols, 3);
   });
 
   it('reads a single row as a single row', () => {

@@ -18,7 +18,7 @@ import { createHttpLogger } from '../logger.js';
 import { poisonPredictions, type PoisonPredictionsMiddleware } from '../middleware.js';
 import type { DefenseOption } from '../options.js';
 import type { ContextProvider } from '../perturber.js';
-import { kserveV2Codec } from '../protocols/index.js';
+import { isEncodedImages, kserveV2Codec } from '../protocols/index.js';
 import { pixelsInUnitRange } from './pixels.js';
 
 export const DEMO_DEFENSE = 'mad-argmax:eps=0.8';
@@ -80,7 +80,9 @@ export function buildDemoApp(options: DemoAppOptions): DemoApp {
   app.get('/metrics', guard.metricsHandler);
 
   app.post(`/v2/models/${name}/infer`, express.json({ limit: options.bodyLimit ?? '20mb' }), guard, (req, res) => {
-    const inputs = pixelsInUnitRange(codec.readInputs(req.body));
+    const read = codec.readInputs(req.body);
+    if (isEncodedImages(read)) throw new ServingError(`the demo model takes a numeric tensor, not encoded images`, 400, 'bad_request');
+    const inputs = pixelsInUnitRange(read);
     if (inputs.cols !== features) throw new ServingError(`input "${DEMO_INPUT_NAME}" has ${inputs.cols} values per row; the model takes ${features}`, 400, 'bad_request');
     const probs = predictProbs(model, inputs.data, inputs.rows);
     const id = typeof req.body?.id === 'string' ? { id: req.body.id } : {};

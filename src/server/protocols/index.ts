@@ -5,7 +5,8 @@ import { jsonPathCodec, type JsonPathOptions } from './json-path.js';
 import { kserveV2Codec, type KServeV2Options } from './kserve-v2.js';
 import { tfServingCodec, type TfServingOptions } from './tf-serving.js';
 
-export type { AnswerView, Codec, InputRows } from './codec.js';
+export type { AnswerView, Codec, EncodedImages, InputRows, RequestInputs } from './codec.js';
+export { isEncodedImages } from './codec.js';
 export { jsonPathCodec, kserveV2Codec, tfServingCodec, type JsonPathOptions, type KServeV2Options, type TfServingOptions };
 
 export const PROTOCOLS = ['kserve-v2', 'tf-serving', 'json-path'] as const;

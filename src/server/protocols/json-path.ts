@@ -7,8 +7,8 @@
  */
 import type { ProbBatch } from '../../defenses/index.js';
 import { AnswerFormatError, RequestFormatError, ServingOptionError } from '../errors.js';
-import type { AnswerView, Codec, InputRows } from './codec.js';
-import { batchRows, inputsToRows, rowNumbers, rowsToBatch } from './numbers.js';
+import type { AnswerView, Codec, RequestInputs } from './codec.js';
+import { batchRows, inputsToRows, looksEncoded, rowNumbers, rowsToBatch, rowsToImages } from './numbers.js';
 
 export interface JsonPathOptions {
   /** Where the probability rows are in the answer, e.g. "predictions[*].scores". */
@@ -102,6 +102,24 @@ function locate(root: unknown, steps: readonly Step[], fail: (m: string) => Erro
   };
 }
 
+/**
+ * Base64 images at the inputs path: one string (a single image), a list of strings, or one string
+ * per [*] match; undefined when the path holds numbers.
+ */
+function encodedImagesAt(root: unknown, steps: readonly Step[], path: string, fail: (m: string) => Error): RequestInputs | undefined {
+  let rows: unknown[];
+  if (steps.includes(WILDCARD)) {
+    rows = locate(root, steps, fail).rows;
+  } else {
+    const value = getAt(root, steps);
+    rows = typeof value === 'string' ? [value] : Array.isArray(value) ? value : [];
+  }
+  if (rows.length === 0 || !looksEncoded(rows[0])) return undefined;
+  const images = rowsToImages(rows, true, `"${path}"`);
+  if (typeof images === 'string') throw fail(`"${path}": ${images}`);
+  return images;
+}
+
 export function jsonPathCodec(options: JsonPathOptions): Codec {
   if (!options || typeof options.probsPath !== 'string') throw new ServingOptionError('the json-path protocol needs probsPath, e.g. { probsPath: "predictions[*].scores" }');
   const probsSteps = parsePath(options.probsPath);
@@ -122,8 +140,10 @@ export function jsonPathCodec(options: JsonPathOptions): Codec {
         },
       };
     },
-    readInputs(body: unknown): InputRows {
+    readInputs(body: unknown): RequestInputs {
       if (!inputSteps) throw requestError('the json-path protocol was configured without inputsPath, so the inputs cannot be found');
+      const images = encodedImagesAt(body, inputSteps, options.inputsPath!, requestError);
+      if (images) return images;
       const located = locate(body, inputSteps, requestError);
       const inputs = inputsToRows(located.rows);
       if (typeof inputs === 'string') throw requestError(`"${options.inputsPath}": ${inputs}`);

@@ -8,8 +8,8 @@
  */
 import type { ProbBatch } from '../../defenses/index.js';
 import { AnswerFormatError, RequestFormatError, ServingOptionError } from '../errors.js';
-import type { AnswerView, Codec, InputRows } from './codec.js';
-import { batchFlat, batchRows, flattenNumbers, isRecord } from './numbers.js';
+import type { AnswerView, Codec, RequestInputs } from './codec.js';
+import { batchFlat, batchRows, flattenNumbers, isRecord, rowsToImages } from './numbers.js';
 
 export interface KServeV2Options {
   /** Name of the output holding the probabilities; required when the model answers several outputs. */
@@ -60,6 +60,17 @@ function tensorValues(tensor: Tensor, expected: number, label: string, fail: (m:
   return { values, nested: tensor.data.length > 0 && Array.isArray(tensor.data[0]) };
 }
 
+/** A BYTES tensor of shape [B] or [B, 1]: one base64 image per row (JSON strings, flat or nested). */
+function bytesImages(input: Tensor, label: string, fail: (m: string) => Error): RequestInputs {
+  const rows = input.shape[0];
+  if (rows < 1 || input.shape.slice(1).some((d) => d !== 1)) throw fail(`${label} is a BYTES tensor of shape [${input.shape.join(', ')}]; images go as shape [batch] or [batch, 1], one base64 string each`);
+  const strings = (input.data as unknown[]).flat(input.shape.length);
+  if (strings.length !== rows) throw fail(`${label} has ${strings.length} elements but shape [${input.shape.join(', ')}] needs ${rows}`);
+  const images = rowsToImages(strings, true, label);
+  if (typeof images === 'string') throw fail(`${label}: ${images}`);
+  return images;
+}
+
 export function kserveV2Codec(options: KServeV2Options = {}): Codec {
   const keep = new Set(options.keepOutputs ?? []);
   if (options.outputName !== undefined && keep.has(options.outputName)) {
@@ -93,16 +104,17 @@ export function kserveV2Codec(options: KServeV2Options = {}): Codec {
         },
       };
     },
-    readInputs(body: unknown): InputRows {
+    readInputs(body: unknown): RequestInputs {
       if (!isRecord(body)) throw requestError('expected a JSON object with an "inputs" array');
       const input = pickTensor(body.inputs, options.inputName, 'input', requestError);
       const label = `input "${input.name}"`;
-      if (!NUMERIC_TYPES.has(input.datatype)) throw requestError(`${label} has datatype ${input.datatype}; a numeric tensor is needed`);
+      if (input.datatype === 'BYTES') return bytesImages(input, label, requestError);
+      if (!NUMERIC_TYPES.has(input.datatype)) throw requestError(`${label} has datatype ${input.datatype}; a numeric tensor or a BYTES tensor of base64 images is needed`);
       const rows = input.shape[0];
       const cols = input.shape.slice(1).reduce((a, b) => a * b, 1);
       if (rows < 1 || cols < 1) throw requestError(`${label} has shape [${input.shape.join(', ')}]; expected [batch, features...] with at least one row`);
       const { values } = tensorValues(input, rows * cols, label, requestError);
-      return { rows, cols, data: Float32Array.from(values), datatype: input.datatype };
+      return { rows, cols, data: Float32Array.from(values), datatype: input.datatype, shape: input.shape.slice(1) };
     },
     errorBody: (message: string) => ({ error: message }),
   };

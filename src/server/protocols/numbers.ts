@@ -72,8 +72,15 @@ export function rowsToBatch(rows: readonly unknown[]): ProbBatch | string {
   return { rows: rows.length, cols, data };
 }
 
-/** Flattens each input row (an image may be nested 28×28×1) into one Float32Array; a message on failure. */
-export function inputsToRows(rows: readonly unknown[]): { rows: number; cols: number; data: Float32Array } | string {
+/** The shape of a nested array, read along its first elements ([] for a number). */
+export function nestedShape(value: unknown): number[] {
+  const shape: number[] = [];
+  for (let v = value; Array.isArray(v); v = v[0]) shape.push(v.length);
+  return shape;
+}
+
+/** Flattens each input row (an image may be nested 28×28×1) into one Float32Array, with row 0's nesting as the example shape; a message on failure. */
+export function inputsToRows(rows: readonly unknown[]): { rows: number; cols: number; data: Float32Array; shape?: number[] } | string {
   if (rows.length === 0) return 'no input rows';
   const flat: number[][] = [];
   for (let r = 0; r < rows.length; r++) {
@@ -86,7 +93,33 @@ export function inputsToRows(rows: readonly unknown[]): { rows: number; cols: nu
   if (cols === 0) return 'input row 0 is empty';
   const data = new Float32Array(rows.length * cols);
   flat.forEach((values, r) => data.set(values, r * cols));
-  return { rows: rows.length, cols, data };
+  const shape = nestedShape(rows[0]);
+  // A ragged row 0 has no shape worth passing on.
+  return shape.reduce((a, b) => a * b, 1) === cols ? { rows: rows.length, cols, data, shape } : { rows: rows.length, cols, data };
+}
+
+/** The base64 text of an encoded image as sent: a string, or TF Serving's {"b64": "..."}; undefined otherwise. */
+export function encodedImageText(value: unknown, allowPlainString: boolean): string | undefined {
+  if (typeof value === 'string') return allowPlainString ? value : undefined;
+  if (isRecord(value) && typeof value.b64 === 'string' && Object.keys(value).length === 1) return value.b64;
+  return undefined;
+}
+
+/** Whether a row looks like an encoded image (so the rows are read as images, not numbers). */
+export function looksEncoded(value: unknown): boolean {
+  return typeof value === 'string' || (isRecord(value) && 'b64' in value);
+}
+
+/** Each row as the base64 text of one image; a message naming the first row that is not one. */
+export function rowsToImages(rows: readonly unknown[], allowPlainString: boolean, where: string): { kind: 'encoded-images'; rows: number; images: string[]; where: string } | string {
+  if (rows.length === 0) return 'no input rows';
+  const images: string[] = [];
+  for (let r = 0; r < rows.length; r++) {
+    const text = encodedImageText(rows[r], allowPlainString);
+    if (text === undefined) return `input row ${r} is not an encoded image like row 0 (${allowPlainString ? 'a base64 string' : 'write {"b64": "<base64 JPEG or PNG>"}'})`;
+    images.push(text);
+  }
+  return { kind: 'encoded-images', rows: rows.length, images, where };
 }
 
 export function isRecord(value: unknown): value is Record<string, unknown> {

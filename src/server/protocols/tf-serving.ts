@@ -9,8 +9,8 @@
  */
 import type { ProbBatch } from '../../defenses/index.js';
 import { AnswerFormatError, RequestFormatError, ServingOptionError } from '../errors.js';
-import type { AnswerView, Codec, InputRows } from './codec.js';
-import { inputsToRows, isRecord, rowNumbers, rowsToBatch, batchRows } from './numbers.js';
+import type { AnswerView, Codec, RequestInputs } from './codec.js';
+import { inputsToRows, isRecord, looksEncoded, rowNumbers, rowsToBatch, rowsToImages, batchRows } from './numbers.js';
 
 export interface TfServingOptions {
   /** Key of the probabilities when predictions are objects (e.g. "probabilities"). */
@@ -27,6 +27,10 @@ function pickKey(record: Record<string, unknown>, wanted: string | undefined, wh
   if (wanted !== undefined) return wanted in record ? { key: wanted } : { problem: `${what} have no "${wanted}" key (keys: ${keys.join(', ')})` };
   if (keys.length === 1) return { key: keys[0] };
   return { problem: `${what} are objects with keys ${keys.join(', ')}; configure which one to read (${option})` };
+}
+
+function isB64Instance(value: Record<string, unknown>): boolean {
+  return Object.keys(value).length === 1 && 'b64' in value;
 }
 
 export function tfServingCodec(options: TfServingOptions = {}): Codec {
@@ -86,12 +90,13 @@ export function tfServingCodec(options: TfServingOptions = {}): Codec {
       }
       throw answerError('expected "predictions" (an array) or "outputs"');
     },
-    readInputs(body: unknown): InputRows {
+    readInputs(body: unknown): RequestInputs {
       if (!isRecord(body)) throw requestError('expected a JSON object with "instances" or "inputs"');
       let rows: unknown;
       if (Array.isArray(body.instances)) {
         const instances = body.instances as unknown[];
-        rows = instances.length > 0 && isRecord(instances[0])
+        // An instance {"b64": "..."} is itself the (binary) input; otherwise objects hold it under inputKey.
+        rows = instances.length > 0 && isRecord(instances[0]) && !isB64Instance(instances[0])
           ? instances.map((instance, r) => {
               if (!isRecord(instance)) throw requestError(`instance ${r} is not an object like instance 0`);
               const picked = pickKey(instance, options.inputKey, `instance ${r}`, 'inputKey');
@@ -109,6 +114,11 @@ export function tfServingCodec(options: TfServingOptions = {}): Codec {
         throw requestError('expected "instances" (an array) or "inputs"');
       }
       if (!Array.isArray(rows)) throw requestError('the inputs are not an array of rows');
+      if (rows.length > 0 && looksEncoded(rows[0])) {
+        const images = rowsToImages(rows, false, 'the {"b64": ...} inputs');
+        if (typeof images === 'string') throw requestError(images);
+        return images;
+      }
       const inputs = inputsToRows(rows);
       if (typeof inputs === 'string') throw requestError(inputs);
       return inputs;

@@ -1,0 +1,127 @@
+/**
+ * The `inputs` serving option: how a request's inputs become the rows a surrogate takes. Declared
+ * once, checked when the middleware or proxy is built; a bad value throws ServingOptionError saying
+ * what to write instead.
+ */
+import { CHANNEL_ORDERS, IMAGE_LAYOUTS, channelCount, type ChannelOrder, type ImageLayout, type PixelPreprocessing } from '../../models/preprocess.js';
+import { ServingOptionError } from '../errors.js';
+
+export type ResizeMode = 'stretch' | 'cover' | 'contain';
+export const RESIZE_MODES: readonly ResizeMode[] = ['stretch', 'cover', 'contain'];
+
+/** How encoded images (base64 JPEG/PNG/WebP) are turned into the model's input tensor. */
+export interface ImageInputOptions {
+  /** Model input size in pixels. */
+  width: number;
+  height: number;
+  /** "stretch" (default: both sides to size, aspect not kept), "cover" (scale to fill, centre crop), "contain" (scale to fit, pad black). */
+  resize?: ResizeMode;
+  /** Channel order the model takes: "rgb" (default), "bgr", "grayscale" (BT.601 luma). */
+  channels?: ChannelOrder;
+  /** "nhwc" (default, TensorFlow) or "nchw" (PyTorch/ONNX). */
+  layout?: ImageLayout;
+  /** Multiplies each 0..255 pixel first, e.g. 1/255. Default 1. */
+  scale?: number;
+  /** Subtracted after scaling, per channel in the declared order (one number: every channel). Default 0. */
+  mean?: number | readonly number[];
+  /** Divides after the mean, per channel (one number: every channel). Default 1. */
+  std?: number | readonly number[];
+  /**
+   * Refuse (400) an image whose colour channels differ from the declared ones (a grayscale JPEG for an
+   * "rgb" model, a colour one for "grayscale"). Default false: converted, as PIL's convert("RGB") and
+   * tf.io.decode_image(channels=3) do. An alpha channel is always dropped.
+   */
+  strictChannels?: boolean;
+}
+
+export interface InputOptions {
+  /** Declared when the model takes images; base64 images are refused without it. */
+  image?: ImageInputOptions;
+  /** Largest image accepted, width × height read from its header before decoding (400 past it). Default 24,000,000. */
+  maxPixels?: number;
+  /** Largest encoded image, bytes after base64 decoding (413 past it). Default 8 MiB. */
+  maxImageBytes?: number;
+  /** Multiplies numeric input tensors (not images) before the surrogate sees them, e.g. 1/255 for 0..255 pixels. Default 1. */
+  numericScale?: number;
+}
+
+export interface ResolvedInputOptions {
+  image?: PixelPreprocessing & { resize: ResizeMode; strictChannels: boolean };
+  maxPixels: number;
+  maxImageBytes: number;
+  numericScale: number;
+}
+
+export const DEFAULT_MAX_PIXELS = 24_000_000;
+export const DEFAULT_MAX_IMAGE_BYTES = 8 * 1024 * 1024;
+const INPUT_OPTION_NAMES = ['image', 'maxPixels', 'maxImageBytes', 'numericScale'];
+const IMAGE_OPTION_NAMES = ['width', 'height', 'resize', 'channels', 'layout', 'scale', 'mean', 'std', 'strictChannels'];
+/** Past this a side is surely a typo (and a tensor of it would not fit in memory). */
+const MAX_SIDE = 16384;
+
+const fail = (message: string): never => {
+  throw new ServingOptionError(`inputs: ${message}`);
+};
+
+function positiveInteger(value: unknown, name: string, fallback: number | undefined, max = Number.MAX_SAFE_INTEGER): number {
+  if (value === undefined && fallback !== undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max) fail(`${name} must be an integer from 1 to ${max}, got ${JSON.stringify(value)}`);
+  return value as number;
+}
+
+function positiveNumber(value: unknown, name: string, example: string): number {
+  if (value === undefined) return 1;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) fail(`${name} must be a positive number such as ${example}, got ${JSON.stringify(value)}`);
+  return value as number;
+}
+
+function oneOf<T extends string>(value: unknown, name: string, allowed: readonly T[], fallback: T): T {
+  if (value === undefined) return fallback;
+  if (!allowed.includes(value as T)) fail(`${name} must be one of ${allowed.map((a) => `"${a}"`).join(', ')}, got ${JSON.stringify(value)}`);
+  return value as T;
+}
+
+/** A per-channel list of `count` finite numbers from one number or a list; `positive` for std. */
+function perChannel(value: unknown, name: string, count: number, fallback: number, positive: boolean): number[] {
+  if (value === undefined) return new Array<number>(count).fill(fallback);
+  const list = typeof value === 'number' ? new Array<number>(count).fill(value) : value;
+  const example = count === 1 ? '0.5' : name === 'std' ? '[0.229, 0.224, 0.225]' : '[0.485, 0.456, 0.406]';
+  if (!Array.isArray(list) || list.length !== count || !list.every((v) => typeof v === 'number' && Number.isFinite(v) && (!positive || v > 0))) {
+    fail(`image.${name} must be ${count === 1 ? 'one' : `one number or ${count}`} finite ${positive ? 'positive ' : ''}number${count === 1 ? '' : 's'} (one per channel of the declared order), e.g. ${example}; got ${JSON.stringify(value)}`);
+  }
+  return list as number[];
+}
+
+function unknownKeys(record: object, allowed: readonly string[], where: string): void {
+  const unknown = Object.keys(record).filter((k) => !allowed.includes(k));
+  if (unknown.length) fail(`unknown ${where}option(s) ${unknown.join(', ')}; allowed: ${allowed.join(', ')}`);
+}
+
+export function resolveInputOptions(options: InputOptions | undefined): ResolvedInputOptions {
+  if (options === undefined) return { maxPixels: DEFAULT_MAX_PIXELS, maxImageBytes: DEFAULT_MAX_IMAGE_BYTES, numericScale: 1 };
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) fail('must be an object, e.g. { image: { width: 224, height: 224, scale: 1 / 255 } }');
+  unknownKeys(options, INPUT_OPTION_NAMES, '');
+  const resolved: ResolvedInputOptions = {
+    maxPixels: positiveInteger(options.maxPixels, 'maxPixels', DEFAULT_MAX_PIXELS),
+    maxImageBytes: positiveInteger(options.maxImageBytes, 'maxImageBytes', DEFAULT_MAX_IMAGE_BYTES),
+    numericScale: positiveNumber(options.numericScale, 'numericScale', '0.00392156862745098 (1/255)'),
+  };
+  const image = options.image;
+  if (image === undefined) return resolved;
+  if (typeof image !== 'object' || image === null || Array.isArray(image)) fail('image must be an object, e.g. { width: 224, height: 224, resize: "cover", scale: 1 / 255 }');
+  unknownKeys(image, IMAGE_OPTION_NAMES, 'image ');
+  const channels = oneOf(image.channels, 'image.channels', CHANNEL_ORDERS, 'rgb');
+  const count = channelCount(channels);
+  resolved.image = {
+    width: positiveInteger(image.width, 'image.width', undefined, MAX_SIDE),
+    height: positiveInteger(image.height, 'image.height', undefined, MAX_SIDE),
+    resize: oneOf(image.resize, 'image.resize', RESIZE_MODES, 'stretch'),
+    channels,
+    layout: oneOf(image.layout, 'image.layout', IMAGE_LAYOUTS, 'nhwc'),
+    scale: positiveNumber(image.scale, 'image.scale', '0.00392156862745098 (1/255)'),
+    mean: perChannel(image.mean, 'mean', count, 0, false),
+    std: perChannel(image.std, 'std', count, 1, true),
+    strictChannels: image.strictChannels === undefined ? false : image.strictChannels === true ? true : image.strictChannels === false ? false : fail(`image.strictChannels must be true or false, got ${JSON.stringify(image.strictChannels)}`),
+  };
+  return resolved;
+}
