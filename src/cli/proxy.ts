@@ -1,6 +1,7 @@
 /** `proxy`: the defense proxy in front of any model server (KServe V2, TF Serving, or JSON at given paths). */
 import type { Command } from 'commander';
 import { integerFlag } from './flags.js';
+import { inputOptionsFromFlags, registerInputFlags, type InputFlags } from './image-flags.js';
 import { DefenseError, parseDefense } from '../defenses/index.js';
 import { ServingOptionError } from '../server/errors.js';
 import { closeOnSignals } from '../server/lifecycle.js';
@@ -8,7 +9,7 @@ import { createLogger } from '../server/logger.js';
 import { startDefenseProxy, type ProxyOptions } from '../server/proxy.js';
 import { PROTOCOLS, type ProtocolConfig, type ProtocolName } from '../server/protocols/index.js';
 
-interface ProxyFlags {
+interface ProxyFlags extends InputFlags {
   upstream: string;
   protocol: string;
   defense: string;
@@ -30,7 +31,6 @@ interface ProxyFlags {
   logits?: boolean;
   secret?: string;
   logLevel: string;
-  inputScale?: string;
 }
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
@@ -77,14 +77,14 @@ export async function proxyOptionsFromFlags(flags: ProxyFlags): Promise<ProxyOpt
     throw new ServingOptionError(`defense "${flags.defense}" needs a surrogate model: pass --surrogate DIR (a model directory, e.g. one saved by \`msd train\`)`);
   }
   if (needs.includes('misinformation')) throw new ServingOptionError(`defense "${flags.defense}" needs a misinformation model, which the proxy does not load; use it through the middleware (poisonPredictions with a context)`);
-  const scale = flags.inputScale === undefined ? 1 : Number(flags.inputScale);
-  if (!Number.isFinite(scale) || scale <= 0) throw new ServingOptionError(`--input-scale must be a positive number, got "${flags.inputScale}"`);
-  if (needs.length > 0) options.context = await contextFor(flags.surrogate, scale);
+  const inputs = inputOptionsFromFlags(flags);
+  if (inputs) options.inputs = inputs;
+  if (needs.length > 0) options.context = await contextFor(flags.surrogate);
   return options;
 }
 
-/** The defense context from the request's inputs (times `scale`, e.g. 1/255 for 0..255 pixels), with the surrogate when given. */
-async function contextFor(surrogateDir: string | undefined, scale: number): Promise<NonNullable<ProxyOptions['context']>> {
+/** The defense context from the request's inputs (decoded and scaled by the inputs stage), with the surrogate when given. */
+async function contextFor(surrogateDir: string | undefined): Promise<NonNullable<ProxyOptions['context']>> {
   // Loaded on demand: proxies without a surrogate never start TensorFlow.js.
   const { surrogateContext } = await import('../server/surrogate-context.js');
   const models = await import('../models/index.js');
@@ -93,20 +93,17 @@ async function contextFor(surrogateDir: string | undefined, scale: number): Prom
     await models.initBackend();
     surrogate = await models.Surrogate.load(surrogateDir);
   }
-  const provider = surrogateContext({ surrogate });
-  if (scale === 1) return provider;
-  return (needs, inputs) => provider(needs, { ...inputs, data: inputs.data.map((v) => v * scale) });
+  return surrogateContext({ surrogate });
 }
 
 export function registerProxyCommand(program: Command): void {
-  program
+  const command = program
     .command('proxy')
     .description('run the defense proxy in front of a model server: inference answers are defended, health and metadata routes pass through')
     .requiredOption('-u, --upstream <url>', 'base URL of the model server, e.g. http://127.0.0.1:8080')
     .option('--protocol <name>', `wire protocol: ${PROTOCOLS.join(', ')}`, 'kserve-v2')
     .option('-d, --defense <spec>', 'defense spec, e.g. "mad-argmax:eps=0.8" (see: msd perturb --list)', 'rounding:decimals=3')
     .option('--surrogate <dir>', 'saved surrogate model for MAD (a model directory); it reads the request inputs as sent')
-    .option('--input-scale <factor>', 'multiply the request inputs by this before the surrogate sees them, e.g. 0.00392156862745098 for 0..255 pixels')
     .option('-p, --port <n>', 'port to listen on (0: any free port)', '8081')
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--timeout-ms <ms>', 'upstream timeout in milliseconds (504 past it)', '30000')
@@ -123,18 +120,18 @@ export function registerProxyCommand(program: Command): void {
     .option('--on-failure <mode>', 'when the defense fails: "error" or "argmax" (label only)', 'error')
     .option('--logits', 'the model answers logits, not probabilities')
     .option('--secret <secret>', 'secret keying deterministic noise (default: env MSD_NOISE_SECRET)')
-    .option('--log-level <level>', 'pino log level', 'info')
-    .action(async (flags: ProxyFlags) => {
-      try {
-        const running = await startDefenseProxy(await proxyOptionsFromFlags(flags));
-        process.stderr.write(`proxy: ${running.url} → ${flags.upstream} (${flags.protocol}), defense ${running.proxy.defense.spec}, metrics at ${running.url}/metrics\n`);
-        closeOnSignals(() => running.close());
-      } catch (error) {
-        if (error instanceof ServingOptionError || error instanceof DefenseError || (error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-          process.stderr.write(`proxy: ${(error as Error).message}\n`);
-          process.exit(2);
-        }
-        throw error;
+    .option('--log-level <level>', 'pino log level', 'info');
+  registerInputFlags(command).action(async (flags: ProxyFlags) => {
+    try {
+      const running = await startDefenseProxy(await proxyOptionsFromFlags(flags));
+      process.stderr.write(`proxy: ${running.url} → ${flags.upstream} (${flags.protocol}), defense ${running.proxy.defense.spec}, metrics at ${running.url}/metrics\n`);
+      closeOnSignals(() => running.close());
+    } catch (error) {
+      if (error instanceof ServingOptionError || error instanceof DefenseError || (error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+        process.stderr.write(`proxy: ${(error as Error).message}\n`);
+        process.exit(2);
       }
-    });
+      throw error;
+    }
+  });
 }

@@ -54,3 +54,4 @@ export { TRAIN_LOSSES, trainModel, type EpochRecord, type TrainData, type TrainL
 export { Surrogate, type SurrogateOptions } from './surrogate.js';
 export type { GramMethod } from './gram.js';
 export { computeDefenseContext, inputKeys, type ContextProviders, type ProbabilityModel } from './context.js';
+export { CHANNEL_ORDERS, IMAGE_LAYOUTS, LUMA, channelCount, convertLayout, exampleShape, pixelsToTensor, type ChannelOrder, type ImageLayout, type PixelPreprocessing } from './preprocess.js';

@@ -13,7 +13,10 @@ export {
   tfServingCodec,
   type AnswerView,
   type Codec,
+  type EncodedImages,
   type InputRows,
+  isEncodedImages,
+  type RequestInputs,
   type JsonPathOptions,
   type KServeV2Options,
   type ProtocolConfig,
@@ -25,3 +28,4 @@ export { createServingMetrics, DEFAULT_METRICS_PREFIX, metricsHandler, recordEva
 export { createHttpLogger, createLogger, defenseRecordOf, type DefenseRecord } from './logger.js';
 export { AnswerFormatError, RequestFormatError, ServingError, ServingOptionError, type FailureOutcome } from './errors.js';
 export { buildDemoApp, DEMO_DEFENSE, type DemoApp, type DemoAppOptions } from './demo/app.js';
+export { createInputReader, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS, resolveInputOptions, RESIZE_MODES, type ImageInputOptions, type InputOptions, type InputReader, type ResizeMode } from './inputs/index.js';
