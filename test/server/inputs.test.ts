@@ -88,7 +88,7 @@ describe('inputs stage: bad images are the client’s fault (400 naming the prob
     ['not an image', Buffer.from('hello, this is text').toString('base64'), /is not an image \(not JPEG, PNG or WebP/, 400],
     ['an SVG', Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>').toString('base64'), /is not an image/, 400],
     ['a truncated JPEG', b64(jpeg.subarray(0, jpeg.length >> 1)), /is truncated or corrupt/, 400],
-    ['a truncated PNG', b64(png.subarray(0, png.length - 20)), /truncated or corrupt|unreadable PNG header/, 400],
+    ['a truncated PNG', b64(png.subarray(0, png.length - 20)), /is truncated or corrupt/, 400],
     ['a PNG declaring 100000×100000 pixels', b64(await pngDeclaring(100_000, 100_000)), /is 100000×100000 = 10000000000 pixels, over the limit of 24000000/, 400],
     ['bad base64', 'iVBORw0KGgo!!!', /is not valid base64/, 400],
     ['base64 with a misplaced padding', 'ab=c', /is not valid base64/, 400],

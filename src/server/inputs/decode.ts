@@ -59,9 +59,9 @@ export async function decodeImage(bytes: Buffer, name: string, target: DecodeTar
   try {
     ({ width, height, channels, hasAlpha = false } = await sharp(bytes, { limitInputPixels: false }).metadata());
   } catch (error) {
-    throw new RequestFormatError(`request: ${name} has an unreadable ${format.toUpperCase()} header (${vipsReason(error)})`);
+    throw new RequestFormatError(`request: ${name} is truncated or corrupt: its ${format.toUpperCase()} header cannot be read (${vipsReason(error)})`);
   }
-  if (!width || !height || !channels) throw new RequestFormatError(`request: ${name} has an unreadable ${format.toUpperCase()} header (no size)`);
+  if (!width || !height || !channels) throw new RequestFormatError(`request: ${name} is truncated or corrupt: its ${format.toUpperCase()} header gives no size`);
   if (width * height > target.maxPixels) {
     throw new RequestFormatError(`request: ${name} is ${width}×${height} = ${width * height} pixels, over the limit of ${target.maxPixels}`);
   }

@@ -35,4 +35,15 @@ export async function pngDeclaring(width: number, height: number): Promise<Buffe
   return png;
 }
 
+/** A PNG of seeded random pixels: it does not compress, so its size is about 3 × width × height bytes. */
+export function noisePng(width: number, height: number, seed = 1): Promise<Buffer> {
+  const raw = Buffer.alloc(width * height * 3);
+  let state = seed >>> 0;
+  for (let i = 0; i < raw.length; i++) {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    raw[i] = state >>> 24;
+  }
+  return encode(raw, width, height, 'png');
+}
+
 export const b64 = (bytes: Buffer): string => bytes.toString('base64');
