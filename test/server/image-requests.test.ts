@@ -34,7 +34,7 @@ interface Protocol {
   name: StubProtocol;
   options: Partial<ProxyOptions>;
   path: string;
-  body(images: string[]): unknown;
+  body(images: string[]): object;
 }
 
 const PROTOCOLS: Protocol[] = [
