@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import sharp from 'sharp';
 import { ServingOptionError } from '../../src/server/errors.js';
 import { createInputReader, resolveInputOptions, type ImageInputOptions, type InputOptions } from '../../src/server/inputs/index.js';
 import { jsonPathCodec, kserveV2Codec, tfServingCodec, type EncodedImages, type InputRows, type RequestInputs } from '../../src/server/protocols/index.js';
@@ -70,6 +71,12 @@ describe('inputs stage: decoding and resizing real images', () => {
     await assert.rejects(read(rgb(3, 3, { strictChannels: true }), images(text)), /has 1 colour channel \(grayscale\); the model takes 3 colour channels/);
     const colour = b64(await solidPng(4, 4, RED));
     await assert.rejects(read(rgb(3, 3, { channels: 'grayscale', strictChannels: true }), images(colour)), (e: Error & { status?: number }) => e.status === 400 && /has 3 colour channels; the model takes 1 colour channel/.test(e.message));
+  });
+
+  it('reads a 16-bit PNG as 8-bit sRGB', async () => {
+    const png16 = await sharp(new Uint16Array(4 * 4 * 3).fill(40_000), { raw: { width: 4, height: 4, channels: 3 } }).toColourspace('rgb16').png().toBuffer();
+    const rows = await read(rgb(2, 2), images(b64(png16)));
+    near(pixel(rows, 1, 1, 2), [156, 156, 156], 1, '40000 / 257');
   });
 
   it('decodes a batch in order, and accepts a data: URL', async () => {

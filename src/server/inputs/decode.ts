@@ -74,10 +74,11 @@ export async function decodeImage(bytes: Buffer, name: string, target: DecodeTar
     const { data, info } = await sharp(bytes, { limitInputPixels: target.maxPixels, failOn: 'truncated' })
       .removeAlpha()
       .resize(target.width, target.height, { fit: FIT[target.resize], position: 'centre', background: { r: 0, g: 0, b: 0 } })
+      // sRGB at 8 bits per sample, whatever came in (16-bit PNG, CMYK JPEG, grey).
       .toColourspace('srgb')
       .raw()
       .toBuffer({ resolveWithObject: true });
-    if (info.width !== target.width || info.height !== target.height || info.channels !== 3) {
+    if (info.width !== target.width || info.height !== target.height || info.channels !== 3 || data.length !== target.width * target.height * 3) {
       throw new Error(`decoded to ${info.width}×${info.height}×${info.channels}`);
     }
     return data;
