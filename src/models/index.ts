@@ -30,6 +30,9 @@
  *     throws ModelInputError (inputs absent or malformed: the client's fault) or
  *     MissingProviderError (no surrogate / misinformation model configured: the operator's)
  *
+ * Image preprocessing (pure, no decoder): pixelsToTensor(rgbBytes, {width, height, channels, layout,
+ *   scale, mean, std}, out, offset) and convertLayout(data, rows, h, w, c, from, to) for NHWC ↔ NCHW.
+ *
  * Every other file takes `tf` from './tf.js'.
  */
 export { tf } from './tf.js';
