@@ -102,18 +102,8 @@ function locate(root: unknown, steps: readonly Step[], fail: (m: string) => Erro
   };
 }
 
-/**
- * Base64 images at the inputs path: one string (a single image), a list of strings, or one string
- * per [*] match; undefined when the path holds numbers.
- */
-function encodedImagesAt(root: unknown, steps: readonly Step[], path: string, fail: (m: string) => Error): RequestInputs | undefined {
-  let rows: unknown[];
-  if (steps.includes(WILDCARD)) {
-    rows = locate(root, steps, fail).rows;
-  } else {
-    const value = getAt(root, steps);
-    rows = typeof value === 'string' ? [value] : Array.isArray(value) ? value : [];
-  }
+/** Rows that are base64 images (strings, or {"b64": ...}) as EncodedImages; undefined when they are numbers. */
+function encodedImages(rows: readonly unknown[], path: string, fail: (m: string) => Error): RequestInputs | undefined {
   if (rows.length === 0 || !looksEncoded(rows[0])) return undefined;
   const images = rowsToImages(rows, true, `"${path}"`);
   if (typeof images === 'string') throw fail(`"${path}": ${images}`);
@@ -142,9 +132,15 @@ export function jsonPathCodec(options: JsonPathOptions): Codec {
     },
     readInputs(body: unknown): RequestInputs {
       if (!inputSteps) throw requestError('the json-path protocol was configured without inputsPath, so the inputs cannot be found');
-      const images = encodedImagesAt(body, inputSteps, options.inputsPath!, requestError);
-      if (images) return images;
+      // Without [*], one base64 string is a single image and a list of them one image per row.
+      if (!inputSteps.includes(WILDCARD)) {
+        const value = getAt(body, inputSteps);
+        const images = encodedImages(typeof value === 'string' ? [value] : Array.isArray(value) ? value : [], options.inputsPath!, requestError);
+        if (images) return images;
+      }
       const located = locate(body, inputSteps, requestError);
+      const images = encodedImages(located.rows, options.inputsPath!, requestError);
+      if (images) return images;
       const inputs = inputsToRows(located.rows);
       if (typeof inputs === 'string') throw requestError(`"${options.inputsPath}": ${inputs}`);
       return inputs;
