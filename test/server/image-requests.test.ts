@@ -103,6 +103,13 @@ for (const protocol of PROTOCOLS) {
       assertNoOriginalNumbers(res.text);
     });
 
+    it('answers a bad image with 400 even when failures fall back to the argmax label', async () => {
+      const { app } = appWith({ context: recordingSurrogate().provider, inputs: LIMITS, onFailure: 'argmax' });
+      const res = await request(app).post(protocol.path).send(protocol.body(['AAAA'])).expect(400);
+      assert.match(res.body.error, /the image in .* is not an image/);
+      assertNoOriginalNumbers(res.text);
+    });
+
     for (const bad of BAD) {
       it(`answers ${bad.status} for ${bad.what}, never the route's answer`, async () => {
         const surrogate = recordingSurrogate();
