@@ -9,6 +9,8 @@ import { ServingError, ServingOptionError } from './errors.js';
 import { createServingMetrics, type ServingMetrics } from './metrics.js';
 import type { ContextProvider, FailureMode } from './perturber.js';
 import { resolveCodec, type Codec, type ProtocolConfig, type ProtocolName } from './protocols/index.js';
+import { createClientGate, type ClientGate } from './clients/gate.js';
+import type { ClientsOptions } from './clients/options.js';
 
 /** A spec string ("mad:eps=0.5,oracle=argmax"), a config object or array, or a ready Defense. */
 export type DefenseOption = DefenseConfig | Defense;
@@ -39,6 +41,8 @@ export interface ServingOptions<Req = unknown> {
   metricsPrefix?: string;
   /** pino logger; the middleware writes one line per defended answer when given. */
   logger?: Logger;
+  /** Per-client extraction detection: identity, detectors and policy, state store, fail mode (see src/server/clients). */
+  clients?: ClientsOptions<Req>;
 }
 
 export interface ResolvedServing<Req> {
@@ -51,9 +55,12 @@ export interface ResolvedServing<Req> {
   context?: ContextProvider;
   metrics: ServingMetrics;
   logger?: Logger;
+  clients?: ClientGate;
+  /** With clients: the admin route's token and path, when enabled. */
+  clientsAdmin?: { token: string; path?: string; limit?: number };
 }
 
-export const SERVING_OPTION_NAMES = ['defense', 'protocol', 'inputFormat', 'noiseSecret', 'context', 'tiers', 'chooseDefense', 'onFailure', 'registry', 'metricsPrefix', 'logger'];
+export const SERVING_OPTION_NAMES = ['defense', 'protocol', 'inputFormat', 'noiseSecret', 'context', 'tiers', 'chooseDefense', 'onFailure', 'registry', 'metricsPrefix', 'logger', 'clients'];
 
 export function isDefense(value: unknown): value is Defense {
   return typeof value === 'object' && value !== null && !Array.isArray(value) && typeof (value as Defense).apply === 'function' && Array.isArray((value as Defense).needs);
@@ -94,7 +101,8 @@ export function resolveServingOptions<Req>(options: ServingOptions<Req>): Resolv
   }
   const codec = resolveCodec(options.protocol);
   const metrics = createServingMetrics({ registry: options.registry, prefix: options.metricsPrefix });
-  return { codec, defense, tiers, chooseDefense: options.chooseDefense, onFailure, inputFormat, context: options.context, metrics, logger: options.logger };
+  const clients = options.clients ? createClientGate(options.clients as ClientsOptions<never>, { defense, tiers, metrics, logger: options.logger }) : undefined;
+  return { codec, defense, tiers, chooseDefense: options.chooseDefense, onFailure, inputFormat, context: options.context, metrics, logger: options.logger, clients, clientsAdmin: options.clients?.admin };
 }
 
 /** The defense for one request: the default, a tier chosen by the hook, or null to skip. An unknown tier fails closed. */

@@ -46,12 +46,19 @@ export interface Outcome {
 
 export const SKIPPED_LABEL = 'none';
 
+/**
+ * Called with the model's original probabilities once the answer is read, before the defense runs
+ * (client detection observes them there); resolves with a defense replacing the chosen one, or
+ * undefined to keep it. A rejection withholds the answer (its ServingError status, else 500).
+ */
+export type AnswerObserver = (probs: ProbBatch) => Promise<Defense | undefined>;
+
 export interface Perturber {
   /**
    * Defends one answer; `defense` null means the caller chose to skip the defense for this request.
    * `readInputs` gives the request's model inputs (called only when the defense needs context).
    */
-  perturb(defense: Defense | null, readInputs: () => InputRows, answerBody: unknown): Outcome | Promise<Outcome>;
+  perturb(defense: Defense | null, readInputs: () => InputRows, answerBody: unknown, observer?: AnswerObserver): Outcome | Promise<Outcome>;
   /** An error answer (status >= 400) passes unchanged unless it holds probabilities the codec can read. */
   screenErrorAnswer(label: string, status: number, answerBody: unknown): Outcome;
   /** The error outcome for a failure outside the defense (bad request, upstream fault), counted under `label`. */
@@ -139,7 +146,7 @@ export function createPerturber(config: PerturberConfig): Perturber {
     return { status: 200, body, record: { defense: label, outcome: 'perturbed', rows, meanL1: sumL1 / rows, top1Changed: changed, defenseMs: seconds * 1000 } };
   };
 
-  const perturb = (defense: Defense | null, readInputs: () => InputRows, answerBody: unknown): Outcome | Promise<Outcome> => {
+  const defendAnswer = (defense: Defense | null, readInputs: () => InputRows, answerBody: unknown, known?: AnswerView): Outcome | Promise<Outcome> => {
     if (!defense) {
       count(SKIPPED_LABEL, 'skipped');
       return { status: 200, body: answerBody, record: { defense: SKIPPED_LABEL, outcome: 'skipped', rows: 0 } };
@@ -147,7 +154,7 @@ export function createPerturber(config: PerturberConfig): Perturber {
     const label = defense.spec;
     let view: AnswerView;
     try {
-      view = codec.readAnswer(answerBody);
+      view = known ?? codec.readAnswer(answerBody);
     } catch (error) {
       return failure(label, error);
     }
@@ -169,6 +176,23 @@ export function createPerturber(config: PerturberConfig): Perturber {
         (context) => finish(label, defense, view, context, started),
         (error: unknown) => failAfterRead(label, view, error),
       );
+  };
+
+  const perturb = (defense: Defense | null, readInputs: () => InputRows, answerBody: unknown, observer?: AnswerObserver): Outcome | Promise<Outcome> => {
+    if (!observer) return defendAnswer(defense, readInputs, answerBody);
+    const label = defense ? defense.spec : SKIPPED_LABEL;
+    let view: AnswerView;
+    let probs: ProbBatch;
+    try {
+      view = codec.readAnswer(answerBody);
+      probs = config.inputFormat === 'probs' ? view.batch : toProbabilities(view.batch, config.inputFormat);
+    } catch (error) {
+      return failure(label, error);
+    }
+    return observer(probs).then(
+      (replacement) => defendAnswer(replacement ?? defense, readInputs, answerBody, view),
+      (error: unknown) => failure(label, error),
+    );
   };
 
   const screenErrorAnswer = (label: string, status: number, answerBody: unknown): Outcome => {
