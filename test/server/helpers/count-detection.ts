@@ -18,7 +18,9 @@ interface CountState {
   action: ClientAction;
 }
 
-export function countDetection(policy: CountPolicy): ClientDetection & { observed: ClientObservation[] } {
+/** `record: false` keeps no observations (benchmarks). */
+export function countDetection(policy: CountPolicy, options: { record?: boolean } = {}): ClientDetection & { observed: ClientObservation[] } {
+  const record = options.record ?? true;
   const observed: ClientObservation[] = [];
   const actionFor = (queries: number): ClientAction =>
     policy.refuseAt !== undefined && queries >= policy.refuseAt
@@ -42,7 +44,7 @@ export function countDetection(policy: CountPolicy): ClientDetection & { observe
     observed,
     initialState: (): ClientState => ({ queries: 0, action: 'default' }),
     observe(state, observation) {
-      observed.push(observation);
+      if (record) observed.push(observation);
       const s = state as unknown as CountState;
       const queries = s.queries + 1;
       const action = actionFor(queries);
