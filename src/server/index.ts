@@ -25,3 +25,22 @@ export { createServingMetrics, DEFAULT_METRICS_PREFIX, metricsHandler, recordEva
 export { createHttpLogger, createLogger, defenseRecordOf, type DefenseRecord } from './logger.js';
 export { AnswerFormatError, RequestFormatError, ServingError, ServingOptionError, type FailureOutcome } from './errors.js';
 export { buildDemoApp, DEMO_DEFENSE, type DemoApp, type DemoAppOptions } from './demo/app.js';
+export {
+  adminHandler,
+  ClientRefusal,
+  ClientStoreError,
+  createClientGate,
+  createIdentifier,
+  createMemoryStore,
+  createRedisStore,
+  DEFAULT_ADMIN_PATH,
+  type ClientGate,
+  type ClientIdentity,
+  type ClientsOptions,
+  type ClientStore,
+  type IdentityOption,
+  type MemoryStoreOptions,
+  type RedisStoreOptions,
+  type StoreFailMode,
+  type SuspiciousClient,
+} from './clients/index.js';
