@@ -13,7 +13,7 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Defense } from '../defenses/index.js';
 import { RequestFormatError, ServingError, ServingOptionError } from './errors.js';
-import { createHttpLogger, setDefenseRecord } from './logger.js';
+import { createHttpLogger, redactingHeaders, setDefenseRecord } from './logger.js';
 import { metricsHandler, type ServingMetrics } from './metrics.js';
 import { resolveServingOptions, selectDefense, SERVING_OPTION_NAMES, type ServingOptions } from './options.js';
 import { createPerturber, SKIPPED_LABEL, type Outcome } from './perturber.js';
@@ -104,7 +104,9 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
   const agent = new transport.Agent({ keepAlive: true, maxSockets: 256 });
   const perturber = createPerturber({ codec: resolved.codec, metrics: resolved.metrics, onFailure: resolved.onFailure, inputFormat: resolved.inputFormat, context: resolved.context, answerErrorStatus: 502 });
   const serveMetrics = metricsHandler(resolved.metrics.registry);
-  const httpLogger = resolved.logger ? createHttpLogger(resolved.logger) : undefined;
+  // The request line never carries a client's API key, whatever header holds it.
+  const identityHeader = typeof options.clients?.identity === 'string' && options.clients.identity.startsWith('header:') ? [options.clients.identity.slice(7)] : [];
+  const httpLogger = resolved.logger ? createHttpLogger(redactingHeaders(resolved.logger, identityHeader)) : undefined;
   const gate = resolved.clients;
   const adminPath = gate && resolved.clientsAdmin ? (resolved.clientsAdmin.path ?? DEFAULT_ADMIN_PATH) : undefined;
   const serveAdmin = gate && resolved.clientsAdmin ? adminHandler(gate, resolved.clientsAdmin) : undefined;

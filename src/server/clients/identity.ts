@@ -80,7 +80,7 @@ export function clientAddress(req: IncomingMessage, trusted: BlockList | undefin
 function jwtClaims(req: IncomingMessage): Record<string, unknown> | undefined {
   const auth = req.headers.authorization;
   if (typeof auth !== 'string') return undefined;
-  const match = /^Bearer\s+([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]*)$/.exec(auth.trim());
+  const match = /^Bearer\s+([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]*)$/i.exec(auth.trim());
   if (!match) return undefined;
   try {
     const claims: unknown = JSON.parse(Buffer.from(match[2], 'base64url').toString('utf8'));

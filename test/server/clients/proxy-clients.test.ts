@@ -80,6 +80,15 @@ describe('client detection through the proxy', () => {
     await request(b.url).get('/admin/clients').set('authorization', 'Bearer admin-token-0123456789').expect(404);
   });
 
+  it('logs no raw client id: the identity header is redacted from request lines, change lines carry the hash', async () => {
+    const { proxy, logs } = await start({ escalateAt: 1, tier: 'argmax' }, { identity: 'header:x-client-key' });
+    await request(proxy.url).post(PATH).set('x-client-key', 'raw-key-zulu-99').send(kserveRequest()).expect(200);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.ok(logs.lines.some((l) => l.msg === 'client action changed'));
+    assert.ok(logs.raw.join('').includes('[redacted]'));
+    assert.ok(!logs.raw.join('').includes('raw-key-zulu-99'));
+  });
+
   it('when Redis goes away: "local" answers defended (never raw) and counts the outage; "refuse" answers 503', async () => {
     const outage = await startRedis();
     try {
