@@ -5,11 +5,13 @@
  * "detection off" in the same invocation; target ≥ 0.8× with the memory store. Each request is one
  * 784-pixel UINT8 image (its inputs are observed too) answered with 10 probabilities.
  *
- * The three runs are repeated --repeat times (interleaved, each against the "off" run just before
- * it), since on a shared machine one run's req/s moves with other load; "cpu µs/req" (the proxy
- * process's CPU time per request) moves less.
+ * All proxies run at once and are loaded in turn, --rounds times: on a shared machine one run's req/s
+ * moves with other load, so each mode is compared with the "off" run of the same round and the
+ * median of those ratios is printed. "cpu µs/req" is the proxy process's CPU time per request;
+ * "cpu ×off" is off's CPU per request over this mode's (1.0 = no added CPU).
+ * "memory, no inputs" is observeInputs: false (detectors see probabilities only).
  *
- *   npm run bench -- server-detection [--connections 32] [--seconds 5] [--clients 1000] [--repeat 2]
+ *   npm run bench -- server-detection [--connections 32] [--seconds 3] [--rounds 5] [--clients 1000]
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -19,9 +21,9 @@ import { startRedis } from '../test/server/helpers/redis-server.js';
 const args = new Map<string, string>();
 for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i].replace(/^--/, ''), process.argv[i + 1]);
 const connections = Number(args.get('connections') ?? 32);
-const seconds = Number(args.get('seconds') ?? 5);
+const seconds = Number(args.get('seconds') ?? 3);
 const clientCount = Number(args.get('clients') ?? 1000);
-const repeat = Number(args.get('repeat') ?? 2);
+const rounds = Number(args.get('rounds') ?? 5);
 const child = fileURLToPath(new URL('./_detection-child.ts', import.meta.url));
 const PATH = '/v2/models/mnist/infer';
 const body = JSON.stringify({ inputs: [{ name: 'image', shape: [1, 784], datatype: 'UINT8', data: Array.from({ length: 784 }, (_, i) => (i * 37) % 256) }] });
@@ -79,23 +81,33 @@ async function load(target: Started, duration: number): Promise<{ rps: number; p
 
 const redis = await startRedis();
 const upstream = await start('stub');
-console.log(`server-detection: proxy rounding:decimals=3 in front of a stub, ${connections} connections, ${seconds}s per run, ${clientCount} API keys, node ${process.version}`);
-console.log(`${'detection'.padEnd(24)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'×off'.padStart(6)} ${'cpu µs/req'.padStart(11)} failed`);
+const MODES: [string, string][] = [
+  ['off', 'off'],
+  ['memory store', 'memory'],
+  ['memory, no inputs', 'memory-noinputs'],
+  ['redis store', redis.url],
+];
+console.log(`server-detection: proxy rounding:decimals=3 in front of a stub, ${connections} connections, ${rounds} rounds of ${seconds}s per mode, ${clientCount} API keys, node ${process.version}`);
+const proxies: Started[] = [];
 try {
-  let baseline = 0;
-  const runs = Array.from({ length: repeat }, () => [['off', 'off'], ['memory store', 'memory'], ['memory, no inputs', 'memory-noinputs'], ['redis store', redis.url]]).flat();
-  for (const [name, mode] of runs) {
-    const proxy = await start('proxy', upstream.url, mode);
-    try {
-      await load(proxy, 2);
-      const f = await load(proxy, seconds);
-      if (mode === 'off') baseline = f.rps;
-      console.log(`${name.padEnd(24)} ${f.rps.toFixed(0).padStart(8)} ${f.p50.toFixed(1).padStart(7)} ${f.p99.toFixed(1).padStart(7)} ${(f.rps / baseline).toFixed(3).padStart(6)} ${f.cpuPerRequest.toFixed(0).padStart(11)} ${f.failed}`);
-    } finally {
-      stop(proxy);
-    }
+  for (const [, mode] of MODES) proxies.push(await start('proxy', upstream.url, mode));
+  for (const proxy of proxies) await load(proxy, 1); // warm-up
+  const figures = MODES.map(() => [] as Awaited<ReturnType<typeof load>>[]);
+  for (let round = 0; round < rounds; round++) {
+    for (let m = 0; m < MODES.length; m++) figures[m].push(await load(proxies[m], seconds));
+  }
+  const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+  console.log(`${'detection'.padEnd(20)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'×off'.padStart(6)} ${'cpu µs/req'.padStart(11)} ${'cpu ×off'.padStart(9)} failed   (medians over rounds; ×off per round, then the median)`);
+  for (let m = 0; m < MODES.length; m++) {
+    const f = figures[m];
+    const ratio = median(f.map((x, r) => x.rps / figures[0][r].rps));
+    const cpuRatio = median(f.map((x, r) => figures[0][r].cpuPerRequest / x.cpuPerRequest));
+    console.log(
+      `${MODES[m][0].padEnd(20)} ${median(f.map((x) => x.rps)).toFixed(0).padStart(8)} ${median(f.map((x) => x.p50)).toFixed(1).padStart(7)} ${median(f.map((x) => x.p99)).toFixed(1).padStart(7)} ${ratio.toFixed(3).padStart(6)} ${median(f.map((x) => x.cpuPerRequest)).toFixed(0).padStart(11)} ${cpuRatio.toFixed(3).padStart(9)} ${f.reduce((a, x) => a + x.failed, 0)}`,
+    );
   }
 } finally {
+  for (const proxy of proxies) stop(proxy);
   stop(upstream);
   await redis.stop();
 }
