@@ -102,12 +102,13 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
   shared?.catch(() => {});
   const storeKind = shared ? 'redis' : 'memory';
 
+  const maxTracked = memoryOptions.maxClients ?? 100_000;
   // Last known action per client seen by this process, for the clients-by-action gauge (bounded like the local store).
   const actions = new Map<string, ClientAction>();
   const noteAction = (id: string, action: ClientAction): void => {
     actions.delete(id);
     actions.set(id, action);
-    while (actions.size > local.size + 1024) actions.delete(actions.keys().next().value as string);
+    while (actions.size > maxTracked) actions.delete(actions.keys().next().value as string);
   };
   const metrics = createClientMetrics(deps.metrics, () => {
     const counts = Object.fromEntries(CLIENT_ACTIONS.map((a) => [a, 0])) as Record<ClientAction, number>;

@@ -114,11 +114,14 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
         do {
           const [nextCursor, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500);
           cursor = nextCursor;
-          for (const key of keys) {
-            if (out.length >= limit) break;
-            const text = await redis.hget(key, 's');
-            if (text !== null) out.push({ id: key.slice(prefix.length), state: JSON.parse(text) as ClientState });
-          }
+          const wanted = keys.slice(0, limit - out.length);
+          const pipeline = redis.pipeline();
+          for (const key of wanted) pipeline.hget(key, 's');
+          const texts = (await pipeline.exec()) ?? [];
+          wanted.forEach((key, i) => {
+            const [error, text] = texts[i] ?? [];
+            if (!error && typeof text === 'string') out.push({ id: key.slice(prefix.length), state: JSON.parse(text) as ClientState });
+          });
         } while (cursor !== '0' && out.length < limit);
         return out;
       } catch (error) {
