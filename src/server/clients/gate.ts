@@ -163,6 +163,9 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
     const ticket: ClientTicket = { client, degraded };
     if (state === undefined) return ticket;
     const assessment = detection.assess(state, time);
+    // A change by time alone (a throttle that ran out) is logged here, where it is first seen.
+    const previous = actions.get(client.id);
+    if (previous !== undefined && previous !== assessment.action) logChange(client.id, assessment, previous);
     noteAction(client.id, assessment.action);
     const refusal = refusalFor(assessment);
     if (refusal) {
