@@ -108,6 +108,8 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
   const identityHeader = typeof options.clients?.identity === 'string' && options.clients.identity.startsWith('header:') ? [options.clients.identity.slice(7)] : [];
   const httpLogger = resolved.logger ? createHttpLogger(redactingHeaders(resolved.logger, identityHeader)) : undefined;
   const gate = resolved.clients;
+  // An escalation tier may need the inputs (a surrogate) where the default defense does not.
+  const tiersNeedInputs = [...resolved.tiers.values()].some((tier) => tier.needs.length > 0);
   const adminPath = gate && resolved.clientsAdmin ? (resolved.clientsAdmin.path ?? DEFAULT_ADMIN_PATH) : undefined;
   const serveAdmin = gate && resolved.clientsAdmin ? adminHandler(gate, resolved.clientsAdmin) : undefined;
   /** A refusal (403/429/401/503) with its Retry-After, counted like any failure. */
@@ -221,7 +223,7 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
       if (!decoded) throw new RequestFormatError(`unsupported request content-encoding "${req.headers['content-encoding']}"; send gzip, deflate, br or none`, 415);
       const requestBody = parseRequestJson(decoded.toString('utf8'));
       if (defense && defense.needs.length > 0) inputs = resolved.codec.readInputs(requestBody);
-      else if (ticket && gate!.observeInputs) {
+      else if (ticket && (gate!.observeInputs || tiersNeedInputs)) {
         try {
           inputs = resolved.codec.readInputs(requestBody);
         } catch {
@@ -290,7 +292,7 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
     let refusalHeaders: Readonly<Record<string, string>> = {};
     const observer = ticket
       ? (probs: Parameters<ClientGate['observe']>[1]) =>
-          gate!.observe(ticket, probs, inputs, defense).catch((error: unknown) => {
+          gate!.observe(ticket, probs, gate!.observeInputs ? inputs : undefined, defense).catch((error: unknown) => {
             if (error instanceof ClientRefusal) refusalHeaders = error.headers;
             throw error;
           })

@@ -4,7 +4,7 @@ import request from 'supertest';
 import { createLogger } from '../../../src/server/logger.js';
 import { startDefenseProxy, type ProxyOptions, type RunningProxy } from '../../../src/server/proxy.js';
 import { countDetection, type CountPolicy } from '../helpers/count-detection.js';
-import { assertNoOriginalNumbers, kserveRequest, lineCollector } from '../helpers/fixtures.js';
+import { assertNoOriginalNumbers, contextEchoDefense, kserveRequest, lineCollector, uniformSurrogate } from '../helpers/fixtures.js';
 import { startRedis, type TestRedis } from '../helpers/redis-server.js';
 import { startStubUpstream, type StubUpstream } from '../helpers/stub-upstream.js';
 
@@ -78,6 +78,22 @@ describe('client detection through the proxy', () => {
     assert.equal(res.body.store, 'redis');
     assert.equal(res.body.clients[0].verdicts[0].evidence.queries, 30);
     await request(b.url).get('/admin/clients').set('authorization', 'Bearer admin-token-0123456789').expect(404);
+  });
+
+  it('escalates to a tier that needs the inputs (a surrogate) even when the detectors are not given them', async () => {
+    const surrogate = uniformSurrogate(3);
+    const proxy = await startDefenseProxy({
+      upstream: upstream.url,
+      defense: 'rounding:decimals=2',
+      tiers: { echo: contextEchoDefense() },
+      context: surrogate.provider,
+      clients: { identity: 'header:x-api-key', detection: countDetection({ escalateAt: 2, tier: 'echo' }), observeInputs: false },
+    });
+    running.push(proxy);
+    assert.deepEqual(dataOf((await ask(proxy, 'key-gina-0007').expect(200)).body), ROUNDED);
+    const escalated = await ask(proxy, 'key-gina-0007').expect(200);
+    assert.deepEqual(dataOf(escalated.body).map((v) => Math.round(v * 1000) / 1000), Array(6).fill(0.333));
+    assert.deepEqual(surrogate.calls, [{ rows: 2, cols: 4 }]);
   });
 
   it('logs no raw client id: the identity header is redacted from request lines, change lines carry the hash', async () => {
