@@ -130,4 +130,28 @@ describe('client detection through the proxy', () => {
       await outage.stop();
     }
   });
+
+  it('goes back to the shared store once Redis is back', async () => {
+    const first = await startRedis();
+    let second: TestRedis | undefined;
+    try {
+      const { proxy, logs } = await start({}, { store: { redis: first.url, commandTimeoutMs: 200 }, failMode: 'local' });
+      await ask(proxy, 'key-hank-0008').expect(200);
+      await first.kill();
+      await ask(proxy, 'key-hank-0008').expect(200);
+      second = await startRedis(first.port);
+      // ioredis reconnects on its own, with a backoff; requests meanwhile are served from local state.
+      for (let i = 0; i < 60 && !logs.lines.some((l) => l.msg === 'client store available again'); i++) {
+        await ask(proxy, 'key-hank-0008').expect(200);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      assert.ok(logs.lines.some((l) => l.msg === 'client store available again'));
+      const fallbacks = (await proxy.proxy.metrics.registry.getSingleMetric('msd_client_store_fallback_total')!.get()).values[0].value;
+      await ask(proxy, 'key-hank-0008').expect(200);
+      assert.equal((await proxy.proxy.metrics.registry.getSingleMetric('msd_client_store_fallback_total')!.get()).values[0].value, fallbacks, 'no fallback once Redis is back');
+    } finally {
+      await first.stop();
+      await second?.stop();
+    }
+  });
 });

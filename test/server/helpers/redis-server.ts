@@ -39,9 +39,10 @@ async function waitForPort(port: number, child: ChildProcess): Promise<void> {
   throw new Error('redis-server did not start listening');
 }
 
-export async function startRedis(): Promise<TestRedis> {
+/** Starts redis-server on `port` (default: a free one; pass a killed server's port to bring it back). */
+export async function startRedis(port?: number): Promise<TestRedis> {
   const dir = mkdtempSync(path.join(tmpdir(), 'msd-redis-'));
-  const port = await freePort();
+  port ??= await freePort();
   const child = spawn(REDIS_SERVER, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const end = async (signal: NodeJS.Signals): Promise<void> => {
@@ -58,7 +59,10 @@ export async function startRedis(): Promise<TestRedis> {
   return {
     url: `redis://127.0.0.1:${port}`,
     port,
-    kill: () => end('SIGKILL'),
+    kill: async () => {
+      await end('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    },
     stop: async () => {
       await end('SIGTERM');
       rmSync(dir, { recursive: true, force: true });
