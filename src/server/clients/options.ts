@@ -55,6 +55,15 @@ export function checkClientsOptions(options: ClientsOptions<never>, tierNames: r
   if (store !== undefined && store !== 'memory' && !(typeof store === 'object' && store !== null && ('memory' in store || 'redis' in store))) {
     throw new ServingOptionError('clients.store must be "memory", { memory: { maxClients, ttlMs } } or { redis: "redis://127.0.0.1:6379" }');
   }
+  const limits: [string, unknown][] =
+    typeof store === 'object' && 'memory' in store
+      ? [['store.memory.maxClients', store.memory.maxClients], ['store.memory.ttlMs', store.memory.ttlMs]]
+      : typeof store === 'object' && 'redis' in store
+        ? [['store.ttlMs', store.ttlMs], ['store.commandTimeoutMs', store.commandTimeoutMs], ['store.maxAttempts', store.maxAttempts]]
+        : [];
+  for (const [name, value] of limits) {
+    if (value !== undefined && (typeof value !== 'number' || !Number.isInteger(value) || value < 1)) throw new ServingOptionError(`clients.${name} must be a positive integer, got ${JSON.stringify(value)}`);
+  }
   for (const [policyTier, servingTier] of [...Object.entries(options.tierNames ?? {}), ...(options.escalationTier ? [['escalationTier', options.escalationTier]] : [])]) {
     if (!tierNames.includes(servingTier)) throw new ServingOptionError(`clients: ${policyTier} names tier "${servingTier}", which is not in tiers (${tierNames.join(', ') || 'none configured'}); add it to tiers`);
   }

@@ -149,5 +149,7 @@ describe('client detection through the middleware', () => {
     assert.throws(build({ identity: 'header:x-api-key', detection: countDetection({}), admin: { token: 'short' } }), /at least 16/);
     assert.throws(build({ identity: 'header:x-api-key', detection: countDetection({}), escalationTier: 'mad' }), /not in tiers/);
     assert.throws(build({ identity: 'header:x-api-key', detection: countDetection({}), color: 1 }), /unknown clients option/);
+    assert.throws(build({ identity: 'header:x-api-key', detection: countDetection({}), store: { memory: { maxClients: 0 } } }), /maxClients must be a positive integer/);
+    assert.throws(build({ identity: 'header:x-api-key', detection: countDetection({}), store: { redis: 'redis://x', ttlMs: -5 } }), /ttlMs must be a positive integer/);
   });
 });
