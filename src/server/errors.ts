@@ -3,7 +3,19 @@
  * outcome label for metrics, so the middleware and the proxy answer the same way.
  */
 
-export type FailureOutcome = 'bad_request' | 'bad_answer' | 'defense_failed' | 'too_large' | 'upstream_unavailable' | 'upstream_timeout' | 'not_served';
+export type FailureOutcome =
+  | 'bad_request'
+  | 'bad_answer'
+  | 'defense_failed'
+  | 'too_large'
+  | 'upstream_unavailable'
+  | 'upstream_timeout'
+  | 'not_served'
+  // Client detection (src/server/clients): refused, throttled, no identity, client store out.
+  | 'client_refused'
+  | 'client_throttled'
+  | 'unidentified'
+  | 'store_unavailable';
 
 export class ServingError extends Error {
   override name = 'ServingError';

@@ -29,3 +29,22 @@ export { createHttpLogger, createLogger, defenseRecordOf, type DefenseRecord } f
 export { AnswerFormatError, RequestFormatError, ServingError, ServingOptionError, type FailureOutcome } from './errors.js';
 export { buildDemoApp, DEMO_DEFENSE, type DemoApp, type DemoAppOptions } from './demo/app.js';
 export { createInputReader, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS, resolveInputOptions, RESIZE_MODES, type ImageInputOptions, type InputOptions, type InputReader, type ResizeMode } from './inputs/index.js';
+export {
+  adminHandler,
+  ClientRefusal,
+  ClientStoreError,
+  createClientGate,
+  createIdentifier,
+  createMemoryStore,
+  createRedisStore,
+  DEFAULT_ADMIN_PATH,
+  type ClientGate,
+  type ClientIdentity,
+  type ClientsOptions,
+  type ClientStore,
+  type IdentityOption,
+  type MemoryStoreOptions,
+  type RedisStoreOptions,
+  type StoreFailMode,
+  type SuspiciousClient,
+} from './clients/index.js';

@@ -34,6 +34,16 @@ export function defenseRecordOf(res: object): DefenseRecord | undefined {
 
 const REDACTED_HEADERS = ['req.headers.authorization', 'req.headers.cookie', 'req.headers["x-api-key"]', 'res.headers["set-cookie"]'];
 
+/**
+ * A child logger that also redacts the named request headers (e.g. the one holding client API keys,
+ * when it is not x-api-key), besides the usual credentials.
+ */
+export function redactingHeaders(logger: Logger, headers: readonly string[]): Logger {
+  if (headers.length === 0) return logger;
+  const paths = [...REDACTED_HEADERS, ...headers.map((h) => `req.headers[${JSON.stringify(h.toLowerCase())}]`)];
+  return logger.child({}, { redact: { paths, censor: '[redacted]' } });
+}
+
 export function createLogger(options: LoggerOptions = {}, destination?: DestinationStream): Logger {
   const redact = { paths: REDACTED_HEADERS, censor: '[redacted]' };
   return destination ? pino({ redact, ...options }, destination) : pino({ redact, ...options });

@@ -32,7 +32,8 @@ export interface MetricsOptions {
 
 type MetricClass<T> = new (config: never) => T;
 
-function getOrCreate<T extends Metric<string>>(registry: Registry, Kind: MetricClass<T>, config: { name: string; help: string; labelNames: readonly string[]; buckets?: number[] }): T {
+/** The metric of that name in the registry (checked to be of that type), or a new one registered there. */
+export function getOrCreateMetric<T extends Metric<string>>(registry: Registry, Kind: MetricClass<T>, config: { name: string; help: string; labelNames: readonly string[]; buckets?: number[]; collect?: () => void }): T {
   const existing = registry.getSingleMetric(config.name);
   if (existing) {
     if (!(existing instanceof Kind)) {
@@ -51,31 +52,31 @@ export function createServingMetrics(options: MetricsOptions = {}): ServingMetri
   return {
     registry,
     prefix,
-    requests: getOrCreate(registry, Counter<'defense' | 'outcome'>, {
+    requests: getOrCreateMetric(registry, Counter<'defense' | 'outcome'>, {
       name: `${prefix}requests_total`,
       help: 'Inference requests answered, by defense and outcome',
       labelNames: ['defense', 'outcome'],
     }),
-    rows: getOrCreate(registry, Counter<'defense'>, { name: `${prefix}perturbed_rows_total`, help: 'Probability rows passed through a defense', labelNames: defense }),
-    l1: getOrCreate(registry, Histogram<'defense'>, {
+    rows: getOrCreateMetric(registry, Counter<'defense'>, { name: `${prefix}perturbed_rows_total`, help: 'Probability rows passed through a defense', labelNames: defense }),
+    l1: getOrCreateMetric(registry, Histogram<'defense'>, {
       name: `${prefix}perturbation_l1`,
       help: 'L1 distance between the model’s and the returned probabilities, per row (0..2)',
       labelNames: defense,
       buckets: [0.001, 0.01, 0.05, 0.1, 0.2, 0.5, 1, 1.5, 2],
     }),
-    top1Changes: getOrCreate(registry, Counter<'defense'>, { name: `${prefix}top1_changes_total`, help: 'Rows whose top-1 class the defense changed', labelNames: defense }),
-    latency: getOrCreate(registry, Histogram<'defense'>, {
+    top1Changes: getOrCreateMetric(registry, Counter<'defense'>, { name: `${prefix}top1_changes_total`, help: 'Rows whose top-1 class the defense changed', labelNames: defense }),
+    latency: getOrCreateMetric(registry, Histogram<'defense'>, {
       name: `${prefix}defense_duration_seconds`,
       help: 'Time to compute the defense context and apply the defense, per request',
       labelNames: defense,
       buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
     }),
-    utilityLoss: getOrCreate(registry, Gauge<'defense'>, {
+    utilityLoss: getOrCreateMetric(registry, Gauge<'defense'>, {
       name: `${prefix}utility_loss_ratio`,
       help: 'Defender accuracy lost to the defense, as measured by the last evaluation (0..1)',
       labelNames: defense,
     }),
-    attackerAccuracy: getOrCreate(registry, Gauge<'defense'>, {
+    attackerAccuracy: getOrCreateMetric(registry, Gauge<'defense'>, {
       name: `${prefix}attacker_accuracy_ratio`,
       help: 'Knockoff attacker top-1 accuracy against the defense, as measured by the last evaluation (0..1)',
       labelNames: defense,

@@ -12,6 +12,9 @@ import { metricsHandler, type ServingMetrics } from './metrics.js';
 import { resolveServingOptions, selectDefense, type ServingOptions } from './options.js';
 import { createPerturber, SKIPPED_LABEL, type Outcome } from './perturber.js';
 import type { Defense } from '../defenses/index.js';
+import { adminHandler } from './clients/admin.js';
+import { ClientRefusal, type ClientGate, type ClientTicket } from './clients/gate.js';
+import type { InputRows } from './protocols/index.js';
 
 export interface PoisonPredictionsMiddleware extends RequestHandler {
   readonly metrics: ServingMetrics;
@@ -19,6 +22,10 @@ export interface PoisonPredictionsMiddleware extends RequestHandler {
   readonly metricsHandler: RequestHandler;
   /** The default defense, as built from the options. */
   readonly defense: Defense;
+  /** With clients: the gate (ready(), close(), suspicious()). */
+  readonly clients?: ClientGate;
+  /** With clients.admin: the admin route, e.g. app.get('/admin/clients', mw.adminHandler). */
+  readonly adminHandler?: RequestHandler;
 }
 
 const NO_BODY_STATUS = new Set([204, 304]);
@@ -35,7 +42,24 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
   });
   const { logger } = resolved;
 
-  const middleware = function poisonPredictionsMiddleware(req: Request, res: Response, next: NextFunction): void {
+  const gate = resolved.clients;
+
+  /** The ticket's observer: the client's observation, then the defense its assessment names. */
+  const observerFor = (req: Request, ticket: ClientTicket) => async (probs: Parameters<ClientGate['observe']>[1]) => {
+    let inputs: InputRows | undefined;
+    if (gate!.observeInputs && req.body !== undefined) {
+      try {
+        inputs = await resolved.readInputs(req.body);
+      } catch {
+        // Inputs the codec cannot read: the detectors see the probabilities only.
+      }
+    }
+    return gate!.observe(ticket, probs, inputs, currentChoice.get(req) ?? null);
+  };
+  // The defense chosen for a request before its observation (null: skipped), for the gate's fail mode.
+  const currentChoice = new WeakMap<Request, Defense | null>();
+
+  const defendResponse = function defendResponse(req: Request, res: Response, next: NextFunction, ticket?: ClientTicket): void {
     const originalJson = res.json;
     const originalSend = res.send;
     const originalWrite = res.write;
@@ -53,6 +77,8 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
         res.destroy();
         return;
       }
+      const refusalHeaders = clientHeaders.get(res);
+      if (refusalHeaders) res.set(refusalHeaders);
       res.status(outcome.status);
       originalJson.call(res, outcome.body);
     };
@@ -99,7 +125,16 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
         emit(perturber.failure(label, new ServingError('the defense needs the request body: mount express.json() before poisonPredictions', 500, 'defense_failed')));
         return;
       }
-      const result = perturber.perturb(defense, () => resolved.readInputs(req.body), parsed);
+      currentChoice.set(req, defense);
+      const observer = ticket ? observerFor(req, ticket) : undefined;
+      const observed = observer
+        ? (probs: Parameters<typeof observer>[0]) =>
+            observer(probs).catch((error: unknown) => {
+              if (error instanceof ClientRefusal) clientHeaders.set(res, error.headers);
+              throw error;
+            })
+        : undefined;
+      const result = perturber.perturb(defense, () => resolved.readInputs(req.body), parsed, observed);
       if (result instanceof Promise) result.then(emit, (error: unknown) => emit(perturber.failure(label, error)));
       else emit(result);
     };
@@ -142,6 +177,26 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
       return res;
     } as Response['end'];
     next();
+  };
+
+  // Headers (Retry-After) of a refusal reached on a response's own observation.
+  const clientHeaders = new WeakMap<Response, Readonly<Record<string, string>>>();
+
+  const middleware = function poisonPredictionsMiddleware(req: Request, res: Response, next: NextFunction): void {
+    if (!gate) {
+      defendResponse(req, res, next);
+      return;
+    }
+    // Admission before the route runs: a refused or throttled client costs no model work.
+    gate.admit(req).then(
+      (ticket) => defendResponse(req, res, next, ticket),
+      (error: unknown) => {
+        const outcome = perturber.failure(resolved.defense.spec, error);
+        setDefenseRecord(res, outcome.record);
+        if (error instanceof ClientRefusal) res.set(error.headers);
+        res.status(outcome.status).json(outcome.body);
+      },
+    );
   } as PoisonPredictionsMiddleware;
 
   const serveMetrics = metricsHandler(resolved.metrics.registry);
@@ -149,6 +204,8 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
     metrics: { value: resolved.metrics, enumerable: true },
     metricsHandler: { value: ((req: Request, res: Response) => serveMetrics(req, res)) as RequestHandler, enumerable: true },
     defense: { value: resolved.defense, enumerable: true },
+    clients: { value: gate, enumerable: true },
+    adminHandler: { value: gate && resolved.clientsAdmin ? (adminHandler(gate, resolved.clientsAdmin) as unknown as RequestHandler) : undefined, enumerable: true },
   });
   return middleware;
 }

@@ -10,6 +10,8 @@ import { createServingMetrics, type ServingMetrics } from './metrics.js';
 import type { ContextProvider, FailureMode } from './perturber.js';
 import { createInputReader, resolveInputOptions, type InputOptions, type InputReader } from './inputs/index.js';
 import { resolveCodec, type Codec, type InputRows, type ProtocolConfig, type ProtocolName } from './protocols/index.js';
+import { createClientGate, type ClientGate } from './clients/gate.js';
+import type { ClientsOptions } from './clients/options.js';
 
 /** A spec string ("mad:eps=0.5,oracle=argmax"), a config object or array, or a ready Defense. */
 export type DefenseOption = DefenseConfig | Defense;
@@ -45,6 +47,8 @@ export interface ServingOptions<Req = unknown> {
    * `image` (size, resize, channels, layout, scale, mean/std), limits on images, a scale for numeric tensors.
    */
   inputs?: InputOptions;
+  /** Per-client extraction detection: identity, detectors and policy, state store, fail mode (see src/server/clients). */
+  clients?: ClientsOptions<Req>;
 }
 
 export interface ResolvedServing<Req> {
@@ -59,9 +63,12 @@ export interface ResolvedServing<Req> {
   logger?: Logger;
   /** The request's inputs as the surrogate takes them: the codec finds them, the inputs stage decodes and preprocesses. */
   readInputs: (body: unknown) => InputRows | Promise<InputRows>;
+  clients?: ClientGate;
+  /** With clients: the admin route's token and path, when enabled. */
+  clientsAdmin?: { token: string; path?: string; limit?: number };
 }
 
-export const SERVING_OPTION_NAMES = ['defense', 'protocol', 'inputFormat', 'noiseSecret', 'context', 'tiers', 'chooseDefense', 'onFailure', 'registry', 'metricsPrefix', 'logger', 'inputs'];
+export const SERVING_OPTION_NAMES = ['defense', 'protocol', 'inputFormat', 'noiseSecret', 'context', 'tiers', 'chooseDefense', 'onFailure', 'registry', 'metricsPrefix', 'logger', 'inputs', 'clients'];
 
 export function isDefense(value: unknown): value is Defense {
   return typeof value === 'object' && value !== null && !Array.isArray(value) && typeof (value as Defense).apply === 'function' && Array.isArray((value as Defense).needs);
@@ -104,7 +111,8 @@ export function resolveServingOptions<Req>(options: ServingOptions<Req>): Resolv
   const reader: InputReader = createInputReader(resolveInputOptions(options.inputs));
   const readInputs = (body: unknown) => reader(codec.readInputs(body));
   const metrics = createServingMetrics({ registry: options.registry, prefix: options.metricsPrefix });
-  return { codec, defense, tiers, chooseDefense: options.chooseDefense, onFailure, inputFormat, context: options.context, metrics, logger: options.logger, readInputs };
+  const clients = options.clients ? createClientGate(options.clients as ClientsOptions<never>, { defense, tiers, metrics, logger: options.logger }) : undefined;
+  return { codec, defense, tiers, chooseDefense: options.chooseDefense, onFailure, inputFormat, context: options.context, metrics, logger: options.logger, readInputs, clients, clientsAdmin: options.clients?.admin };
 }
 
 /** The defense for one request: the default, a tier chosen by the hook, or null to skip. An unknown tier fails closed. */

@@ -46,13 +46,20 @@ export interface Outcome {
 
 export const SKIPPED_LABEL = 'none';
 
+/**
+ * Called with the model's original probabilities once the answer is read, before the defense runs
+ * (client detection observes them there); resolves with a defense replacing the chosen one, or
+ * undefined to keep it. A rejection withholds the answer (its ServingError status, else 500).
+ */
+export type AnswerObserver = (probs: ProbBatch) => Promise<Defense | undefined>;
+
 export interface Perturber {
   /**
    * Defends one answer; `defense` null means the caller chose to skip the defense for this request.
    * `readInputs` gives the request's model inputs (called only when the defense needs context);
    * a promise when images are decoded.
    */
-  perturb(defense: Defense | null, readInputs: () => InputRows | Promise<InputRows>, answerBody: unknown): Outcome | Promise<Outcome>;
+  perturb(defense: Defense | null, readInputs: () => InputRows | Promise<InputRows>, answerBody: unknown, observer?: AnswerObserver): Outcome | Promise<Outcome>;
   /** An error answer (status >= 400) passes unchanged unless it holds probabilities the codec can read. */
   screenErrorAnswer(label: string, status: number, answerBody: unknown): Outcome;
   /** The error outcome for a failure outside the defense (bad request, upstream fault), counted under `label`. */
@@ -154,7 +161,7 @@ export function createPerturber(config: PerturberConfig): Perturber {
       );
   };
 
-  const perturb = (defense: Defense | null, readInputs: () => InputRows | Promise<InputRows>, answerBody: unknown): Outcome | Promise<Outcome> => {
+  const defendAnswer = (defense: Defense | null, readInputs: () => InputRows | Promise<InputRows>, answerBody: unknown, known?: AnswerView): Outcome | Promise<Outcome> => {
     if (!defense) {
       count(SKIPPED_LABEL, 'skipped');
       return { status: 200, body: answerBody, record: { defense: SKIPPED_LABEL, outcome: 'skipped', rows: 0 } };
@@ -162,7 +169,7 @@ export function createPerturber(config: PerturberConfig): Perturber {
     const label = defense.spec;
     let view: AnswerView;
     try {
-      view = codec.readAnswer(answerBody);
+      view = known ?? codec.readAnswer(answerBody);
     } catch (error) {
       return failure(label, error);
     }
@@ -182,6 +189,23 @@ export function createPerturber(config: PerturberConfig): Perturber {
       );
     }
     return withContext(label, defense, view, inputs, started);
+  };
+
+  const perturb = (defense: Defense | null, readInputs: () => InputRows | Promise<InputRows>, answerBody: unknown, observer?: AnswerObserver): Outcome | Promise<Outcome> => {
+    if (!observer) return defendAnswer(defense, readInputs, answerBody);
+    const label = defense ? defense.spec : SKIPPED_LABEL;
+    let view: AnswerView;
+    let probs: ProbBatch;
+    try {
+      view = codec.readAnswer(answerBody);
+      probs = config.inputFormat === 'probs' ? view.batch : toProbabilities(view.batch, config.inputFormat);
+    } catch (error) {
+      return failure(label, error);
+    }
+    return observer(probs).then(
+      (replacement) => defendAnswer(replacement ?? defense, readInputs, answerBody, view),
+      (error: unknown) => failure(label, error),
+    );
   };
 
   const screenErrorAnswer = (label: string, status: number, answerBody: unknown): Outcome => {

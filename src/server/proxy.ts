@@ -13,13 +13,15 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Defense } from '../defenses/index.js';
 import { RequestFormatError, ServingError, ServingOptionError } from './errors.js';
-import { createHttpLogger, setDefenseRecord } from './logger.js';
+import { createHttpLogger, redactingHeaders, setDefenseRecord } from './logger.js';
 import { metricsHandler, type ServingMetrics } from './metrics.js';
 import { resolveServingOptions, selectDefense, SERVING_OPTION_NAMES, type ServingOptions } from './options.js';
 import { createPerturber, SKIPPED_LABEL, type Outcome } from './perturber.js';
 import { BodyTooLargeError, decodeBody, forwardableHeaders, isIdentityEncoding, parseAnswerJson, parseRequestJson, readBody } from './proxy/bodies.js';
 import { createRouteTable, type RouteOptions } from './proxy/routes.js';
 import type { InputRows } from './protocols/index.js';
+import { adminHandler, DEFAULT_ADMIN_PATH } from './clients/admin.js';
+import { ClientRefusal, type ClientGate, type ClientTicket } from './clients/gate.js';
 
 export interface ProxyOptions extends ServingOptions<IncomingMessage>, RouteOptions {
   /** Base URL of the model server, e.g. "http://127.0.0.1:8080" (a path prefix is kept). */
@@ -39,7 +41,9 @@ export interface DefenseProxy {
   readonly handler: (req: IncomingMessage, res: ServerResponse) => void;
   readonly metrics: ServingMetrics;
   readonly defense: Defense;
-  /** Closes the keep-alive connections to the upstream. */
+  /** With clients: the gate (ready(), suspicious()). */
+  readonly clients?: ClientGate;
+  /** Closes the keep-alive connections to the upstream (and the client store's connection). */
   close(): void;
 }
 
@@ -100,7 +104,16 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
   const agent = new transport.Agent({ keepAlive: true, maxSockets: 256 });
   const perturber = createPerturber({ codec: resolved.codec, metrics: resolved.metrics, onFailure: resolved.onFailure, inputFormat: resolved.inputFormat, context: resolved.context, answerErrorStatus: 502 });
   const serveMetrics = metricsHandler(resolved.metrics.registry);
-  const httpLogger = resolved.logger ? createHttpLogger(resolved.logger) : undefined;
+  // The request line never carries a client's API key, whatever header holds it.
+  const identityHeader = typeof options.clients?.identity === 'string' && options.clients.identity.startsWith('header:') ? [options.clients.identity.slice(7)] : [];
+  const httpLogger = resolved.logger ? createHttpLogger(redactingHeaders(resolved.logger, identityHeader)) : undefined;
+  const gate = resolved.clients;
+  // An escalation tier may need the inputs (a surrogate) where the default defense does not.
+  const tiersNeedInputs = [...resolved.tiers.values()].some((tier) => tier.needs.length > 0);
+  const adminPath = gate && resolved.clientsAdmin ? (resolved.clientsAdmin.path ?? DEFAULT_ADMIN_PATH) : undefined;
+  const serveAdmin = gate && resolved.clientsAdmin ? adminHandler(gate, resolved.clientsAdmin) : undefined;
+  /** A refusal (403/429/401/503) with its Retry-After, counted like any failure. */
+  const refuse = (res: ServerResponse, label: string, error: unknown): void => send(res, perturber.failure(label, error), error instanceof ClientRefusal ? { ...error.headers } : {});
 
   const send = (res: ServerResponse, outcome: Outcome, headers: http.OutgoingHttpHeaders = {}): void => {
     setDefenseRecord(res, outcome.record);
@@ -194,7 +207,7 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
     answer.once('aborted', () => res.destroy());
   };
 
-  const infer = async (req: IncomingMessage, res: ServerResponse, path: string, defense: Defense | null, label: string): Promise<void> => {
+  const infer = async (req: IncomingMessage, res: ServerResponse, path: string, defense: Defense | null, label: string, ticket?: ClientTicket): Promise<void> => {
     let raw: Buffer;
     // The inputs a defense needs are read now: a request without them is refused before the
     // upstream works on it, and only a compact Float32Array (not the JSON tree) waits for the answer.
@@ -213,6 +226,13 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
         // Numeric tensors come back synchronously; images are decoded (off the event loop) before anything is forwarded.
         const read = resolved.readInputs(requestBody);
         inputs = read instanceof Promise ? await read : read;
+      } else if (ticket && (gate!.observeInputs || tiersNeedInputs)) {
+        try {
+          const read = resolved.readInputs(requestBody);
+          inputs = read instanceof Promise ? await read : read;
+        } catch {
+          // Inputs the codec cannot read: the detectors see the probabilities only.
+        }
       }
     } catch (error) {
       fail(res, label, error instanceof BodyTooLargeError ? new RequestFormatError(`request: ${error.message}`, 413) : error);
@@ -273,8 +293,16 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
       fail(res, label, error);
       return;
     }
-    const outcome = await perturber.perturb(defense, () => inputs!, parsed);
-    send(res, outcome, headers);
+    let refusalHeaders: Readonly<Record<string, string>> = {};
+    const observer = ticket
+      ? (probs: Parameters<ClientGate['observe']>[1]) =>
+          gate!.observe(ticket, probs, gate!.observeInputs ? inputs : undefined, defense).catch((error: unknown) => {
+            if (error instanceof ClientRefusal) refusalHeaders = error.headers;
+            throw error;
+          })
+      : undefined;
+    const outcome = await perturber.perturb(defense, () => inputs!, parsed, observer);
+    send(res, outcome, outcome.status >= 400 ? { ...headers, ...refusalHeaders } : headers);
   };
 
   const route = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
@@ -285,6 +313,11 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
     const pathname = query < 0 ? path : path.slice(0, query);
     if (metricsPath !== false && pathname === metricsPath && (method === 'GET' || method === 'HEAD')) {
       serveMetrics(req, res);
+      return;
+    }
+    if (adminPath !== undefined && pathname === adminPath) {
+      req.resume();
+      serveAdmin!(req, res);
       return;
     }
     let defense: Defense | null;
@@ -302,8 +335,22 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
       fail(res, label, new ServingError(decision.message, decision.status, 'not_served'));
       return;
     }
-    if (decision.kind === 'pass') await passThrough(req, res, path, label);
-    else await infer(req, res, path, defense, label);
+    if (decision.kind === 'pass') {
+      await passThrough(req, res, path, label);
+      return;
+    }
+    let ticket: ClientTicket | undefined;
+    if (gate) {
+      // Admission before the body is read or anything is forwarded: a refused client costs no model work.
+      try {
+        ticket = await gate.admit(req);
+      } catch (error) {
+        req.resume();
+        refuse(res, label, error);
+        return;
+      }
+    }
+    await infer(req, res, path, defense, label, ticket);
   };
 
   const handler = (req: IncomingMessage, res: ServerResponse): void => {
@@ -314,7 +361,16 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
     });
   };
 
-  return { handler, metrics: resolved.metrics, defense: resolved.defense, close: () => agent.destroy() };
+  return {
+    handler,
+    metrics: resolved.metrics,
+    defense: resolved.defense,
+    clients: gate,
+    close: () => {
+      agent.destroy();
+      void gate?.close();
+    },
+  };
 }
 
 export interface RunningProxy {
@@ -329,6 +385,8 @@ export interface RunningProxy {
 export async function startDefenseProxy(options: ProxyOptions & { port?: number; host?: string }): Promise<RunningProxy> {
   const { port = 0, host = '127.0.0.1', ...rest } = options;
   const proxy = createDefenseProxy(rest);
+  // A shared client store connects first; if it cannot, the gate's fail mode covers the requests.
+  await proxy.clients?.ready().catch(() => {});
   const server = http.createServer({ keepAliveTimeout: 65_000 }, proxy.handler);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -1,0 +1,113 @@
+/**
+ * Throughput of the defense proxy (rounding, stub upstream) with client detection off, on with the
+ * memory store, and on with a real redis-server (started here on a free loopback port), with
+ * autocannon over --connections connections and --clients distinct API keys. Ratios are against
+ * "detection off" in the same invocation; target ≥ 0.8× with the memory store. Each request is one
+ * 784-pixel UINT8 image (its inputs are observed too) answered with 10 probabilities.
+ *
+ * All proxies run at once and are loaded in turn, --rounds times: on a shared machine one run's req/s
+ * moves with other load, so each mode is compared with the "off" run of the same round and the
+ * median of those ratios is printed. "cpu µs/req" is the proxy process's CPU time per request;
+ * "cpu ×off" is off's CPU per request over this mode's (1.0 = no added CPU).
+ * "memory, no inputs" is observeInputs: false (detectors see probabilities only).
+ *
+ *   npm run bench -- server-detection [--connections 32] [--seconds 3] [--rounds 5] [--clients 1000]
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import autocannon from 'autocannon';
+import { startRedis } from '../test/server/helpers/redis-server.js';
+
+const args = new Map<string, string>();
+for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i].replace(/^--/, ''), process.argv[i + 1]);
+const connections = Number(args.get('connections') ?? 32);
+const seconds = Number(args.get('seconds') ?? 3);
+const clientCount = Number(args.get('clients') ?? 1000);
+const rounds = Number(args.get('rounds') ?? 5);
+const child = fileURLToPath(new URL('./_detection-child.ts', import.meta.url));
+const PATH = '/v2/models/mnist/infer';
+const body = JSON.stringify({ inputs: [{ name: 'image', shape: [1, 784], datatype: 'UINT8', data: Array.from({ length: 784 }, (_, i) => (i * 37) % 256) }] });
+
+interface Started {
+  process: ChildProcess;
+  url: string;
+}
+
+function start(role: 'stub' | 'proxy', upstream = '', mode = ''): Promise<Started> {
+  return new Promise((resolve, reject) => {
+    const proc = fork(child, [role, upstream, mode], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    proc.once('error', reject);
+    proc.once('exit', (code) => reject(new Error(`${role} exited with ${code}`)));
+    proc.on('message', (message: { type: string; url?: string }) => {
+      if (message.type === 'ready') resolve({ process: proc, url: message.url! });
+    });
+  });
+}
+
+function stop(started: Started): void {
+  started.process.removeAllListeners('exit');
+  started.process.kill('SIGTERM');
+}
+
+const cpuOf = (started: Started): Promise<number> =>
+  new Promise((resolve) => {
+    const onMessage = (message: { type: string; micros?: number }) => {
+      if (message.type !== 'cpu') return;
+      started.process.off('message', onMessage);
+      resolve(message.micros!);
+    };
+    started.process.on('message', onMessage);
+    started.process.send({ type: 'cpu' });
+  });
+
+async function load(target: Started, duration: number): Promise<{ rps: number; p50: number; p99: number; failed: number; cpuPerRequest: number }> {
+  let n = 0;
+  const cpuBefore = await cpuOf(target);
+  const result = await autocannon({
+    url: target.url + PATH,
+    connections,
+    duration,
+    requests: [
+      {
+        method: 'POST',
+        body,
+        setupRequest: (req) => ({ ...req, headers: { ...req.headers, 'content-type': 'application/json', 'x-api-key': `bench-key-${n++ % clientCount}` } }),
+      },
+    ],
+  });
+  const cpu = (await cpuOf(target)) - cpuBefore;
+  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, failed: result.errors + result.timeouts + result.non2xx, cpuPerRequest: cpu / Math.max(1, result.requests.total) };
+}
+
+const redis = await startRedis();
+const upstream = await start('stub');
+const MODES: [string, string][] = [
+  ['off', 'off'],
+  ['memory store', 'memory'],
+  ['memory, no inputs', 'memory-noinputs'],
+  ['redis store', redis.url],
+];
+console.log(`server-detection: proxy rounding:decimals=3 in front of a stub, ${connections} connections, ${rounds} rounds of ${seconds}s per mode, ${clientCount} API keys, node ${process.version}`);
+const proxies: Started[] = [];
+try {
+  for (const [, mode] of MODES) proxies.push(await start('proxy', upstream.url, mode));
+  for (const proxy of proxies) await load(proxy, 1); // warm-up
+  const figures = MODES.map(() => [] as Awaited<ReturnType<typeof load>>[]);
+  for (let round = 0; round < rounds; round++) {
+    for (let m = 0; m < MODES.length; m++) figures[m].push(await load(proxies[m], seconds));
+  }
+  const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+  console.log(`${'detection'.padEnd(20)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'×off'.padStart(6)} ${'cpu µs/req'.padStart(11)} ${'cpu ×off'.padStart(9)} failed   (medians over rounds; ×off per round, then the median)`);
+  for (let m = 0; m < MODES.length; m++) {
+    const f = figures[m];
+    const ratio = median(f.map((x, r) => x.rps / figures[0][r].rps));
+    const cpuRatio = median(f.map((x, r) => figures[0][r].cpuPerRequest / x.cpuPerRequest));
+    console.log(
+      `${MODES[m][0].padEnd(20)} ${median(f.map((x) => x.rps)).toFixed(0).padStart(8)} ${median(f.map((x) => x.p50)).toFixed(1).padStart(7)} ${median(f.map((x) => x.p99)).toFixed(1).padStart(7)} ${ratio.toFixed(3).padStart(6)} ${median(f.map((x) => x.cpuPerRequest)).toFixed(0).padStart(11)} ${cpuRatio.toFixed(3).padStart(9)} ${f.reduce((a, x) => a + x.failed, 0)}`,
+    );
+  }
+} finally {
+  for (const proxy of proxies) stop(proxy);
+  stop(upstream);
+  await redis.stop();
+}

@@ -1,0 +1,74 @@
+/**
+ * Proxy flags of client detection, in one place: `addClientFlags(command)` registers them and
+ * `clientOptionsFromFlags(flags, env, detection)` turns them into ServingOptions.clients (undefined
+ * without --client-id). Secrets come from environment variables named by the flags, never from the
+ * command line (which other users of the machine can read in the process list).
+ */
+import type { Command } from 'commander';
+import type { ClientDetection } from '../detection/types.js';
+import { ServingOptionError } from '../server/errors.js';
+import type { ClientsOptions } from '../server/clients/options.js';
+
+export interface ClientFlags {
+  clientId?: string;
+  trustProxy?: string;
+  redis?: string;
+  clientFailMode?: string;
+  anonymous?: string;
+  adminTokenEnv?: string;
+  adminPath?: string;
+  idSecretEnv?: string;
+  maxClients?: string;
+  clientTtlS?: string;
+}
+
+export function addClientFlags(command: Command): Command {
+  return command
+    .option('--client-id <spec>', 'enable client detection; who a client is: "header:x-api-key", "jwt:sub" (verify the JWT before this proxy), or "ip"')
+    .option('--trust-proxy <cidrs>', 'with --client-id ip: proxies whose X-Forwarded-For is believed, e.g. "10.0.0.0/8,192.168.1.1"')
+    .option('--redis <url>', 'share client state across replicas in Redis, e.g. redis://127.0.0.1:6379 (default: in memory)')
+    .option('--client-fail-mode <mode>', 'when Redis fails: "local" (serve on local state, default defense at least) or "refuse" (503)', 'local')
+    .option('--anonymous <mode>', 'requests without identity: "allow" (one shared anonymous client) or "refuse" (401)', 'allow')
+    .option('--admin-token-env <VAR>', 'enable the admin route (suspicious clients), its bearer token read from env VAR')
+    .option('--admin-path <path>', 'path of the admin route', '/admin/clients')
+    .option('--id-secret-env <VAR>', 'HMAC key for hashing client ids, read from env VAR (recommended with --client-id ip)')
+    .option('--max-clients <n>', 'most clients kept in memory (LRU)', '100000')
+    .option('--client-ttl-s <s>', 'forget a client this many seconds after its last query', '21600');
+}
+
+function positive(value: string | undefined, flag: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new ServingOptionError(`${flag} must be a positive integer, got "${value}"`);
+  return n;
+}
+
+function secretFrom(env: NodeJS.ProcessEnv, variable: string, flag: string): string {
+  const value = env[variable];
+  if (!value) throw new ServingOptionError(`${flag} ${variable}: the environment variable ${variable} is not set`);
+  return value;
+}
+
+export function clientOptionsFromFlags(flags: ClientFlags, env: NodeJS.ProcessEnv, detection: ClientDetection | undefined): ClientsOptions | undefined {
+  if (!flags.clientId) {
+    const stray = (['trustProxy', 'redis', 'adminTokenEnv', 'idSecretEnv'] as const).filter((k) => flags[k] !== undefined);
+    if (stray.length) throw new ServingOptionError(`client detection flags (${stray.join(', ')}) need --client-id, e.g. --client-id header:x-api-key`);
+    return undefined;
+  }
+  if (!detection) throw new ServingOptionError('--client-id needs a client detection (src/detection), which this build does not provide');
+  const ttlMs = positive(flags.clientTtlS ?? '21600', '--client-ttl-s') * 1000;
+  const maxClients = positive(flags.maxClients ?? '100000', '--max-clients');
+  const failMode = flags.clientFailMode ?? 'local';
+  if (failMode !== 'local' && failMode !== 'refuse') throw new ServingOptionError(`--client-fail-mode must be "local" or "refuse", got "${failMode}"`);
+  const anonymous = flags.anonymous ?? 'allow';
+  if (anonymous !== 'allow' && anonymous !== 'refuse') throw new ServingOptionError(`--anonymous must be "allow" or "refuse", got "${anonymous}"`);
+  return {
+    identity: flags.clientId,
+    trustProxy: flags.trustProxy ? flags.trustProxy.split(',').map((s) => s.trim()).filter(Boolean) : undefined,
+    idSecret: flags.idSecretEnv ? secretFrom(env, flags.idSecretEnv, '--id-secret-env') : undefined,
+    anonymous,
+    detection,
+    store: flags.redis ? { redis: flags.redis, ttlMs } : { memory: { maxClients, ttlMs } },
+    failMode,
+    admin: flags.adminTokenEnv ? { token: secretFrom(env, flags.adminTokenEnv, '--admin-token-env'), path: flags.adminPath } : undefined,
+  };
+}

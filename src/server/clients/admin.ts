@@ -1,0 +1,37 @@
+/**
+ * The admin route: the most suspicious clients with their evidence, by hashed id. Off unless
+ * clients.admin is given; behind its own bearer token, compared in constant time (the digests of
+ * both sides are compared, so neither the token nor its length leaks through timing).
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ClientGate } from './gate.js';
+
+export const DEFAULT_ADMIN_PATH = '/admin/clients';
+
+const digest = (text: string): Buffer => createHash('sha256').update(text).digest();
+
+export function adminHandler(gate: ClientGate, admin: { token: string; limit?: number }): (req: IncomingMessage, res: ServerResponse) => void {
+  const expected = digest(admin.token);
+  const limit = admin.limit ?? 50;
+  const json = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void => {
+    const text = JSON.stringify(body);
+    res.writeHead(status, { ...headers, 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text) });
+    res.end(text);
+  };
+  return (req, res) => {
+    const match = /^Bearer\s+(\S+)$/.exec(String(req.headers.authorization ?? '').trim());
+    if (!match || !timingSafeEqual(digest(match[1]), expected)) {
+      json(res, 401, { error: 'the admin route needs Authorization: Bearer <admin token>' }, { 'www-authenticate': 'Bearer' });
+      return;
+    }
+    if (req.method !== 'GET') {
+      json(res, 405, { error: 'use GET' }, { allow: 'GET' });
+      return;
+    }
+    gate.suspicious(limit).then(
+      (clients) => json(res, 200, { store: gate.store, clients }),
+      (error: Error) => json(res, 503, { error: `client store: ${error.message}` }),
+    );
+  };
+}

@@ -1,0 +1,132 @@
+/**
+ * Who a request comes from: an API-key header, a JWT claim, the remote address (X-Forwarded-For
+ * read only from trusted proxies), or the caller's own function. Raw ids never leave this file:
+ * the rest of the serving layer (store keys, logs, the admin route) sees a keyed hash.
+ *
+ * JWT: the payload segment is decoded, NOT verified. The caller's own auth (before this layer) must
+ * verify the token; otherwise a client picks any identity it likes, including a fresh one per query.
+ */
+import { createHash, createHmac } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import { BlockList, isIP } from 'node:net';
+import { ServingOptionError } from '../errors.js';
+
+/** "header:x-api-key", "jwt:sub", "ip", or a function returning the raw id (undefined/null/"" = anonymous). */
+export type IdentityOption = string | ((req: IncomingMessage) => string | null | undefined);
+
+export interface ClientIdentity {
+  /** Hashed id, safe for logs, store keys and the admin route; "anonymous" for requests without one. */
+  readonly id: string;
+  readonly anonymous: boolean;
+}
+
+export interface IdentityConfig {
+  identity: IdentityOption;
+  /** Peers (CIDRs or addresses) whose X-Forwarded-For is believed; only with identity "ip". */
+  trustProxy?: readonly string[];
+  /** HMAC key for the id hash; without it, SHA-256 (still not reversible for API keys, guessable for IPs). */
+  idSecret?: string;
+}
+
+export const ANONYMOUS_ID = 'anonymous';
+
+function normalizeAddress(address: string): string {
+  const trimmed = address.trim();
+  // IPv4 seen through a dual-stack socket: "::ffff:10.0.0.1".
+  return /^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(trimmed) ? trimmed.slice(7) : trimmed;
+}
+
+export function parseTrustedProxies(entries: readonly string[]): BlockList {
+  const list = new BlockList();
+  for (const entry of entries) {
+    const [address, prefixText] = entry.trim().split('/');
+    const family = isIP(address);
+    if (family === 0) throw new ServingOptionError(`trustProxy: "${entry}" is not an address or CIDR; write e.g. "10.0.0.0/8" or "127.0.0.1"`);
+    const type = family === 4 ? 'ipv4' : 'ipv6';
+    if (prefixText === undefined) {
+      list.addAddress(address, type);
+      continue;
+    }
+    const prefix = Number(prefixText);
+    if (!Number.isInteger(prefix) || prefix < 0 || prefix > (family === 4 ? 32 : 128)) throw new ServingOptionError(`trustProxy: bad prefix length in "${entry}"`);
+    list.addSubnet(address, prefix, type);
+  }
+  return list;
+}
+
+function isTrusted(list: BlockList, address: string): boolean {
+  const family = isIP(address);
+  return family !== 0 && list.check(address, family === 4 ? 'ipv4' : 'ipv6');
+}
+
+/**
+ * The client's address: the peer, unless the peer is a trusted proxy; then the right-most
+ * X-Forwarded-For hop that is not a trusted proxy (hops left of it are the client's own claims).
+ */
+export function clientAddress(req: IncomingMessage, trusted: BlockList | undefined): string | undefined {
+  const peer = req.socket?.remoteAddress ? normalizeAddress(req.socket.remoteAddress) : undefined;
+  if (!peer || !trusted || !isTrusted(trusted, peer)) return peer;
+  const header = req.headers['x-forwarded-for'];
+  const hops = (Array.isArray(header) ? header.join(',') : header ?? '').split(',').map(normalizeAddress).filter(Boolean);
+  let client = peer;
+  for (let i = hops.length - 1; i >= 0; i--) {
+    client = hops[i];
+    if (!isTrusted(trusted, client)) return client;
+  }
+  return client;
+}
+
+/** The claims of a JWT (decoded, not verified: see the module comment), or undefined. */
+function jwtClaims(req: IncomingMessage): Record<string, unknown> | undefined {
+  const auth = req.headers.authorization;
+  if (typeof auth !== 'string') return undefined;
+  const match = /^Bearer\s+([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]*)$/i.exec(auth.trim());
+  if (!match) return undefined;
+  try {
+    const claims: unknown = JSON.parse(Buffer.from(match[2], 'base64url').toString('utf8'));
+    return typeof claims === 'object' && claims !== null && !Array.isArray(claims) ? (claims as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function headerValue(req: IncomingMessage, name: string): string | undefined {
+  const value = req.headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/** Builds the extractor once; a bad spec throws with what to write instead. */
+export function createIdentifier(config: IdentityConfig): (req: IncomingMessage) => ClientIdentity {
+  const { identity } = config;
+  const trusted = config.trustProxy && config.trustProxy.length > 0 ? parseTrustedProxies(config.trustProxy) : undefined;
+  let kind: string;
+  let read: (req: IncomingMessage) => string | null | undefined;
+  if (typeof identity === 'function') {
+    kind = 'fn';
+    read = identity;
+  } else if (identity === 'ip') {
+    kind = 'ip';
+    read = (req) => clientAddress(req, trusted);
+  } else if (typeof identity === 'string' && /^header:[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(identity)) {
+    kind = 'header';
+    const name = identity.slice(7).toLowerCase();
+    read = (req) => headerValue(req, name);
+  } else if (typeof identity === 'string' && /^jwt:[^\s]+$/.test(identity)) {
+    kind = 'jwt';
+    const claim = identity.slice(4);
+    read = (req) => {
+      const value = jwtClaims(req)?.[claim];
+      return typeof value === 'string' || (typeof value === 'number' && Number.isFinite(value)) ? String(value) : undefined;
+    };
+  } else {
+    throw new ServingOptionError(`clients.identity must be "header:NAME" (e.g. "header:x-api-key"), "jwt:CLAIM" (e.g. "jwt:sub"), "ip", or a function (req) => id; got ${JSON.stringify(identity)}`);
+  }
+  if (trusted && kind !== 'ip') throw new ServingOptionError('clients.trustProxy applies to identity "ip" only; remove it or use identity: "ip"');
+  const hash = (raw: string): string =>
+    (config.idSecret ? createHmac('sha256', config.idSecret) : createHash('sha256')).update(`${kind}:${raw}`).digest('hex').slice(0, 32);
+  return (req) => {
+    const raw = read(req);
+    if (raw === undefined || raw === null || raw === '') return { id: ANONYMOUS_ID, anonymous: true };
+    return { id: hash(String(raw)), anonymous: false };
+  };
+}

@@ -1,0 +1,77 @@
+/** Options of client detection (ServingOptions.clients), checked once when the gate is built. */
+import type { IncomingMessage } from 'node:http';
+import type { ClientDetection } from '../../detection/types.js';
+import { ServingOptionError } from '../errors.js';
+import type { IdentityOption } from './identity.js';
+import type { MemoryStoreOptions } from './store-memory.js';
+import type { RedisStoreOptions } from './store-redis.js';
+
+export type StoreOption = 'memory' | { memory: MemoryStoreOptions } | RedisStoreOptions;
+
+/**
+ * When the client store fails: "local" keeps serving from this process's own in-memory state, with
+ * at least the default defense (never a skipped one); "refuse" answers 503 with Retry-After.
+ */
+export type StoreFailMode = 'local' | 'refuse';
+
+export interface ClientsOptions<Req = IncomingMessage> {
+  /** "header:x-api-key", "jwt:sub" (decoded, not verified: your auth must verify it first), "ip", or (req) => id. */
+  identity: string | ((req: Req) => string | null | undefined);
+  /** With identity "ip": proxies (CIDRs or addresses) whose X-Forwarded-For is believed. */
+  trustProxy?: readonly string[];
+  /** Key for hashing client ids (HMAC-SHA256); recommended, so hashed IPs cannot be guessed. */
+  idSecret?: string;
+  /** Requests without an identity: "allow" (default; they share one "anonymous" history) or "refuse" (401). */
+  anonymous?: 'allow' | 'refuse';
+  /** The detectors and policy (src/detection). */
+  detection: ClientDetection;
+  /** "memory" (default), { memory: { maxClients, ttlMs } }, or { redis: url | ioredis options, ... }. */
+  store?: StoreOption;
+  /** Default "local". */
+  failMode?: StoreFailMode;
+  /** Policy tier name → a ServingOptions.tiers name, when they differ (default: the same name). */
+  tierNames?: Readonly<Record<string, string>>;
+  /** The tier for an "escalate" that names none. */
+  escalationTier?: string;
+  /** Pass the request's preprocessed inputs to the detectors (PRADA needs them). Default true. */
+  observeInputs?: boolean;
+  /** The admin route listing the most suspicious clients; off unless given. */
+  admin?: { token: string; path?: string; limit?: number };
+}
+
+export const CLIENTS_OPTION_NAMES = ['identity', 'trustProxy', 'idSecret', 'anonymous', 'detection', 'store', 'failMode', 'tierNames', 'escalationTier', 'observeInputs', 'admin'];
+
+export function checkClientsOptions(options: ClientsOptions<never>, tierNames: readonly string[]): void {
+  if (!options || typeof options !== 'object') throw new ServingOptionError('clients must be an object, e.g. { identity: "header:x-api-key", detection, store: "memory" }');
+  const unknown = Object.keys(options).filter((key) => !CLIENTS_OPTION_NAMES.includes(key));
+  if (unknown.length) throw new ServingOptionError(`unknown clients option(s) ${unknown.join(', ')}; allowed: ${CLIENTS_OPTION_NAMES.join(', ')}`);
+  const d = options.detection;
+  if (!d || typeof d.initialState !== 'function' || typeof d.observe !== 'function' || typeof d.assess !== 'function') {
+    throw new ServingOptionError('clients.detection must be a ClientDetection (initialState, observe, assess), e.g. one built by src/detection');
+  }
+  if (options.anonymous !== undefined && options.anonymous !== 'allow' && options.anonymous !== 'refuse') throw new ServingOptionError(`clients.anonymous must be "allow" or "refuse", got ${JSON.stringify(options.anonymous)}`);
+  if (options.failMode !== undefined && options.failMode !== 'local' && options.failMode !== 'refuse') throw new ServingOptionError(`clients.failMode must be "local" or "refuse", got ${JSON.stringify(options.failMode)}`);
+  const store = options.store;
+  if (store !== undefined && store !== 'memory' && !(typeof store === 'object' && store !== null && ('memory' in store || 'redis' in store))) {
+    throw new ServingOptionError('clients.store must be "memory", { memory: { maxClients, ttlMs } } or { redis: "redis://127.0.0.1:6379" }');
+  }
+  const limits: [string, unknown][] =
+    typeof store === 'object' && 'memory' in store
+      ? [['store.memory.maxClients', store.memory.maxClients], ['store.memory.ttlMs', store.memory.ttlMs]]
+      : typeof store === 'object' && 'redis' in store
+        ? [['store.ttlMs', store.ttlMs], ['store.commandTimeoutMs', store.commandTimeoutMs], ['store.maxAttempts', store.maxAttempts]]
+        : [];
+  for (const [name, value] of limits) {
+    if (value !== undefined && (typeof value !== 'number' || !Number.isInteger(value) || value < 1)) throw new ServingOptionError(`clients.${name} must be a positive integer, got ${JSON.stringify(value)}`);
+  }
+  for (const [policyTier, servingTier] of [...Object.entries(options.tierNames ?? {}), ...(options.escalationTier ? [['escalationTier', options.escalationTier]] : [])]) {
+    if (!tierNames.includes(servingTier)) throw new ServingOptionError(`clients: ${policyTier} names tier "${servingTier}", which is not in tiers (${tierNames.join(', ') || 'none configured'}); add it to tiers`);
+  }
+  if (options.admin !== undefined) {
+    const { token, path } = options.admin;
+    if (typeof token !== 'string' || token.length < 16) throw new ServingOptionError('clients.admin.token must be a secret of at least 16 characters (e.g. from an environment variable)');
+    if (path !== undefined && (typeof path !== 'string' || !path.startsWith('/'))) throw new ServingOptionError('clients.admin.path must be a path such as "/admin/clients"');
+  }
+}
+
+export type { IdentityOption };

@@ -1,0 +1,84 @@
+import assert from 'node:assert/strict';
+import type { IncomingMessage } from 'node:http';
+import { describe, it } from 'node:test';
+import { ServingOptionError } from '../../../src/server/errors.js';
+import { createIdentifier } from '../../../src/server/clients/identity.js';
+
+function fakeRequest(headers: Record<string, string>, remoteAddress = '203.0.113.9'): IncomingMessage {
+  return { headers, socket: { remoteAddress } } as unknown as IncomingMessage;
+}
+
+const jwt = (claims: object): string => `Bearer ${Buffer.from('{"alg":"HS256"}').toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.c2lnbmF0dXJl`;
+
+describe('client identity', () => {
+  it('hashes an API-key header: the same key, the same id; never the raw key', () => {
+    const identify = createIdentifier({ identity: 'header:X-API-Key' });
+    const a = identify(fakeRequest({ 'x-api-key': 'key-alpha-123' }));
+    const b = identify(fakeRequest({ 'x-api-key': 'key-alpha-123' }, '198.51.100.1'));
+    const c = identify(fakeRequest({ 'x-api-key': 'key-beta-456' }));
+    assert.equal(a.anonymous, false);
+    assert.equal(a.id, b.id);
+    assert.notEqual(a.id, c.id);
+    assert.match(a.id, /^[0-9a-f]{32}$/);
+    assert.ok(!a.id.includes('alpha'));
+  });
+
+  it('keys the hash with idSecret (HMAC): another secret, another id', () => {
+    const req = fakeRequest({ 'x-api-key': 'key-alpha-123' });
+    const one = createIdentifier({ identity: 'header:x-api-key', idSecret: 'secret-one' })(req).id;
+    const two = createIdentifier({ identity: 'header:x-api-key', idSecret: 'secret-two' })(req).id;
+    const plain = createIdentifier({ identity: 'header:x-api-key' })(req).id;
+    assert.notEqual(one, two);
+    assert.notEqual(one, plain);
+  });
+
+  it('reads a JWT claim from the bearer token (decoded, not verified)', () => {
+    const identify = createIdentifier({ identity: 'jwt:sub' });
+    const alice = identify(fakeRequest({ authorization: jwt({ sub: 'alice' }) }));
+    const alice2 = identify(fakeRequest({ authorization: jwt({ sub: 'alice', iat: 5 }) }));
+    const bob = identify(fakeRequest({ authorization: jwt({ sub: 'bob' }) }));
+    assert.equal(alice.id, alice2.id);
+    assert.notEqual(alice.id, bob.id);
+    for (const authorization of ['Bearer not-a-jwt', jwt({ other: 'x' }), 'Bearer a.!!!.c', `Bearer x.${Buffer.from('[1]').toString('base64url')}.y`]) {
+      assert.equal(identify(fakeRequest({ authorization })).anonymous, true, authorization);
+    }
+  });
+
+  it('uses the peer address and ignores X-Forwarded-For from an untrusted peer (a spoofed header changes nothing)', () => {
+    const identify = createIdentifier({ identity: 'ip', trustProxy: ['10.0.0.0/8'] });
+    const plain = identify(fakeRequest({}, '203.0.113.9'));
+    const spoofed = identify(fakeRequest({ 'x-forwarded-for': '1.2.3.4' }, '203.0.113.9'));
+    const spoofed2 = identify(fakeRequest({ 'x-forwarded-for': '5.6.7.8' }, '::ffff:203.0.113.9'));
+    assert.equal(plain.id, spoofed.id);
+    assert.equal(plain.id, spoofed2.id);
+  });
+
+  it('behind trusted proxies takes the right-most untrusted X-Forwarded-For hop', () => {
+    const identify = createIdentifier({ identity: 'ip', trustProxy: ['10.0.0.0/8', '192.168.1.1'] });
+    const direct = identify(fakeRequest({}, '198.51.100.7'));
+    // The client claims 1.2.3.4; its real address 198.51.100.7 was appended by the trusted proxies.
+    const viaTwo = identify(fakeRequest({ 'x-forwarded-for': '1.2.3.4, 198.51.100.7, 10.1.2.3' }, '192.168.1.1'));
+    const viaOne = identify(fakeRequest({ 'x-forwarded-for': '9.9.9.9, 198.51.100.7' }, '10.0.0.5'));
+    const claim = identify(fakeRequest({}, '1.2.3.4'));
+    assert.equal(viaTwo.id, direct.id);
+    assert.equal(viaOne.id, direct.id);
+    assert.notEqual(viaTwo.id, claim.id);
+    // A trusted peer without the header is the client itself.
+    assert.equal(identify(fakeRequest({}, '10.0.0.5')).id, createIdentifier({ identity: 'ip' })(fakeRequest({}, '10.0.0.5')).id);
+  });
+
+  it('takes a function, and treats no identity as the anonymous class', () => {
+    const identify = createIdentifier({ identity: (req) => req.headers['x-tenant'] as string | undefined });
+    assert.equal(identify(fakeRequest({})).anonymous, true);
+    assert.equal(identify(fakeRequest({})).id, 'anonymous');
+    assert.equal(identify(fakeRequest({ 'x-tenant': 't1' })).anonymous, false);
+    assert.equal(createIdentifier({ identity: 'header:x-api-key' })(fakeRequest({})).anonymous, true);
+  });
+
+  it('rejects bad specs with what to write instead', () => {
+    assert.throws(() => createIdentifier({ identity: 'cookie:sid' }), (e: Error) => e instanceof ServingOptionError && /header:NAME/.test(e.message));
+    assert.throws(() => createIdentifier({ identity: 'ip', trustProxy: ['10.0.0.0/99'] }), ServingOptionError);
+    assert.throws(() => createIdentifier({ identity: 'ip', trustProxy: ['not-an-ip'] }), /CIDR/);
+    assert.throws(() => createIdentifier({ identity: 'header:x-api-key', trustProxy: ['10.0.0.0/8'] }), /identity "ip"/);
+  });
+});
