@@ -62,6 +62,8 @@ export interface PradaState {
   readonly head: number;
   /** Last test: W, p and the pooled size; W = -1 before any test. */
   readonly w: number;
+  /** Lowest W of any test so far (-1 before any): evidence that outlives the distance ring. */
+  readonly wMin: number;
   readonly p: number;
   readonly pooled: number;
 }
@@ -76,6 +78,7 @@ export function initialPradaState(config: PradaConfig): PradaState {
     len: 0,
     head: 0,
     w: -1,
+    wMin: -1,
     p: -1,
     pooled: 0,
   };
@@ -175,12 +178,15 @@ export function updatePrada(
     if (w.count === 0 && w.k === 0) delete classes[c];
     else classes[c] = { g: encodeFloat32(w.points), count: w.count, k: w.k, s: w.s, q: w.q, t: w.t };
   }
-  let { w, p, pooled } = base;
+  let { w, wMin, p, pooled } = base;
   if (Math.floor(n / config.testEvery) > testsBefore) {
     const test = pooledTest(config, distances, distanceClasses, len);
-    if (test) ({ w, p, pooled } = test);
+    if (test) {
+      ({ w, p, pooled } = test);
+      wMin = wMin < 0 ? w : Math.min(wMin, w);
+    }
   }
-  return { n, width, classes, d: encodeFloat32(distances), dc: encodeUint16(distanceClasses), len, head, w, p, pooled };
+  return { n, width, classes, d: encodeFloat32(distances), dc: encodeUint16(distanceClasses), len, head, w, wMin, p, pooled };
 }
 
 function allFinite(row: Float32Array): boolean {
@@ -271,6 +277,7 @@ export function pradaVerdict(config: PradaConfig, state: PradaState): { verdict:
   if (tested) {
     evidence.w = state.w;
     evidence.p = state.p;
+    evidence.wMin = state.wMin;
   }
   const flagged = tested && state.w < config.delta;
   return {
