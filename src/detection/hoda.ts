@@ -7,6 +7,7 @@
  * (1 − correlation), and flagged above the largest distance seen over benign sequences of length L.
  */
 import { decodeUint8, encodeUint8 } from './encoding.js';
+import { DetectionInputError } from './errors.js';
 import type { DetectorVerdict } from './types.js';
 
 /** Hardness from the labels each checkpoint gives one input, in training order (the last is the final model). */
@@ -135,7 +136,7 @@ export function updateHoda(config: HodaConfig, state: HodaState, hardness: Array
   for (let i = 0; i < hardness.length; i++) {
     const v = hardness[i];
     if (v < 0 || capacity === 0) continue;
-    if (!Number.isInteger(v) || v >= config.bins) throw new RangeError(`hardness ${v} of row ${i} is not an integer in [0, ${config.bins - 1}] (or -1 for unknown)`);
+    if (!Number.isInteger(v) || v >= config.bins) throw new DetectionInputError(`hardness ${v} of row ${i} is not an integer in [0, ${config.bins - 1}] (or -1 for unknown)`);
     ring[head] = v;
     head = (head + 1) % capacity;
     if (len < capacity) len++;
