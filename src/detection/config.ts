@@ -157,7 +157,9 @@ export function resolveOptions(options: DetectionOptions = {}): DetectionConfig 
     if (!Array.isArray(histogram) || histogram.length < 2 || !histogram.every((v) => typeof v === 'number' && Number.isFinite(v) && v >= 0)) {
       throw new DetectionConfigError(`detection option hoda.benignHistogram must be an array of ≥ 2 non-negative numbers, one per hardness bin; ${hint}`);
     }
-    if (!histogram.some((v) => v > 0)) throw new DetectionConfigError(`detection option hoda.benignHistogram is all zeros; ${hint}`);
+    if (histogram.every((v) => v === histogram[0])) {
+      throw new DetectionConfigError(`detection option hoda.benignHistogram is flat: its Pearson distance to anything is undefined; ${hint} on real benign queries`);
+    }
     if (histogram.length > 255) throw new DetectionConfigError('detection option hoda.benignHistogram has more than 255 bins; use one bin per checkpoint (about 11)');
     const thresholds = h.thresholds;
     if (!Array.isArray(thresholds) || thresholds.length === 0) throw new DetectionConfigError(`detection option hoda.thresholds must be a non-empty array of { length, threshold }; ${hint}`);

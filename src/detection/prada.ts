@@ -245,23 +245,32 @@ export function pooledTest(
 ): { w: number; p: number; pooled: number } | undefined {
   const perClass = new Map<number, number>();
   for (let i = 0; i < len; i++) perClass.set(classes[i], (perClass.get(classes[i]) ?? 0) + 1);
-  const pool: number[] = [];
-  for (let i = 0; i < len; i++) if (perClass.get(classes[i])! >= config.minDistancesPerClass) pool.push(distances[i]);
-  if (pool.length <= config.minPooled) return undefined;
+  const pool = new Float64Array(len);
+  let size = 0;
   let mean = 0;
-  for (const d of pool) mean += d;
-  mean /= pool.length;
+  for (let i = 0; i < len; i++) {
+    if (perClass.get(classes[i])! >= config.minDistancesPerClass) {
+      pool[size++] = distances[i];
+      mean += distances[i];
+    }
+  }
+  if (size <= config.minPooled) return undefined;
+  mean /= size;
   let variance = 0;
-  for (const d of pool) variance += (d - mean) * (d - mean);
-  const std = Math.sqrt(variance / pool.length);
-  const kept = pool.filter((d) => Math.abs(d - mean) <= 3 * std);
-  if (kept.length <= config.minPooled) return undefined;
+  for (let i = 0; i < size; i++) variance += (pool[i] - mean) * (pool[i] - mean);
+  const limit = 3 * Math.sqrt(variance / size);
+  let keptCount = 0;
   let lo = Infinity;
   let hi = -Infinity;
-  for (const d of kept) {
+  for (let i = 0; i < size; i++) {
+    const d = pool[i];
+    if (Math.abs(d - mean) > limit) continue;
+    pool[keptCount++] = d;
     if (d < lo) lo = d;
     if (d > hi) hi = d;
   }
+  if (keptCount <= config.minPooled) return undefined;
+  const kept = pool.subarray(0, keptCount);
   // All equal (e.g. the same input over and over): W is undefined; leave the last verdict.
   if (!(hi > lo)) return undefined;
   const result = shapiroWilk(kept);

@@ -122,6 +122,7 @@ describe('options', () => {
     [{ policy: { steps: ['argmax', 'throttle:soon'] } }, /policy\.steps\[1\] "throttle:soon": write "throttle:SECONDS"/],
     [{ policy: { steps: [''] } }, /a tier name \(e\.g\. "argmax"\), "throttle:SECONDS" or "refuse"/],
     [{ hoda: { benignHistogram: [1], thresholds: [] } }, /hoda\.benignHistogram .* calibrateHoda/],
+    [{ hoda: { benignHistogram: [0.5, 0.5], thresholds: [{ length: 5, threshold: 0.3 }] } }, /hoda\.benignHistogram is flat/],
     [{ hoda: { benignHistogram: [1, 2], thresholds: [{ length: 5, threshold: 3 }] } }, /hoda\.thresholds\[0\]\.threshold must be a number ≥ 0 and ≤ 2/],
     ['fast', /must be an object/],
   ];
