@@ -69,7 +69,7 @@ export function createClientDetection(options: DetectionOptions = {}): ClientDet
     const found: { verdict: DetectorVerdict; level: number }[] = [];
     if (config.ood.enabled) found.push(oodVerdict(config.window, config.ood, s.win, time));
     if (s.prada) found.push(pradaVerdict(config.prada, s.prada));
-    if (s.hoda) found.push(hodaVerdict(config.hoda, s.hoda));
+    if (s.hoda) found.push(hodaVerdict(s.hoda));
     return {
       verdicts: found.map((f) => f.verdict),
       anyFlagged: found.some((f) => f.verdict.flagged),
@@ -178,7 +178,7 @@ export function stateSizeBound(config: DetectionConfig, classes: number): number
       base64Length(2 * config.prada.maxDistances) +
       8 * (NUMBER + 8);
   }
-  const hoda = config.hoda.enabled ? 80 + base64Length(config.hoda.thresholds.at(-1)!.length) + 3 * (NUMBER + 8) : 0;
+  const hoda = config.hoda.enabled ? 80 + base64Length(config.hoda.thresholds.at(-1)!.length) + 6 * (NUMBER + 8) : 0;
   const policy = 120 + 6 * (NUMBER + 12) + 80;
   return 80 + windows + prada + hoda + policy;
 }

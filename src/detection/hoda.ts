@@ -121,18 +121,29 @@ export interface HodaState {
   readonly r: string;
   readonly len: number;
   readonly head: number;
+  /** Known hardness values seen. */
   readonly n: number;
+  /** The last evaluation: Pearson distance, its length and threshold (distance -1 before the first). */
+  readonly dist: number;
+  readonly at: number;
+  readonly th: number;
 }
 
 export function initialHodaState(config: HodaConfig): HodaState {
   const capacity = config.thresholds.length ? config.thresholds[config.thresholds.length - 1].length : 0;
-  return { r: encodeUint8(new Uint8Array(capacity)), len: 0, head: 0, n: 0 };
+  return { r: encodeUint8(new Uint8Array(capacity)), len: 0, head: 0, n: 0, dist: -1, at: 0, th: 0 };
 }
 
+/**
+ * Adds the known hardness values. Evaluation happens on the same non-overlapping chunks as the
+ * calibration: whenever the client's count reaches a multiple of a calibrated length L, the last L
+ * values are compared (the longest such L wins); testing every sliding window instead would multiply
+ * the false positives the benign maximum was calibrated for.
+ */
 export function updateHoda(config: HodaConfig, state: HodaState, hardness: ArrayLike<number>): HodaState {
   const ring = decodeUint8(state.r);
   const capacity = ring.length;
-  let { len, head, n } = state;
+  let { len, head, n, dist, at, th } = state;
   for (let i = 0; i < hardness.length; i++) {
     const v = hardness[i];
     if (v < 0 || capacity === 0) continue;
@@ -141,23 +152,25 @@ export function updateHoda(config: HodaConfig, state: HodaState, hardness: Array
     head = (head + 1) % capacity;
     if (len < capacity) len++;
     n++;
+    let due: HodaThreshold | undefined;
+    for (const t of config.thresholds) if (n % t.length === 0) due = t;
+    if (due) {
+      const last = new Uint8Array(due.length);
+      for (let j = 0; j < due.length; j++) last[j] = ring[(head - due.length + j + capacity) % capacity];
+      dist = pearsonDistance(hardnessHistogram(last, config.bins), config.benignHistogram);
+      at = due.length;
+      th = due.threshold;
+    }
   }
-  return { r: encodeUint8(ring), len, head, n };
+  return { r: encodeUint8(ring), len, head, n, dist, at, th };
 }
 
-/** Level = distance / threshold at the largest calibrated length the client has reached (≥ 1 flagged when above). */
-export function hodaVerdict(config: HodaConfig, state: HodaState): { verdict: DetectorVerdict; level: number } {
-  let chosen: HodaThreshold | undefined;
-  for (const t of config.thresholds) if (t.length <= state.len) chosen = t;
-  if (!chosen) return { verdict: { detector: 'hoda', flagged: false, score: 0, evidence: { queries: state.n } }, level: 0 };
-  const ring = decodeUint8(state.r);
-  const capacity = ring.length;
-  const last = new Uint8Array(chosen.length);
-  for (let i = 0; i < chosen.length; i++) last[i] = ring[(state.head - chosen.length + i + 2 * capacity) % capacity];
-  const distance = pearsonDistance(hardnessHistogram(last, config.bins), config.benignHistogram);
-  const flagged = distance > chosen.threshold;
+/** The last evaluation's verdict; level = distance / threshold (flagged above 1). */
+export function hodaVerdict(state: HodaState): { verdict: DetectorVerdict; level: number } {
+  if (state.dist < 0) return { verdict: { detector: 'hoda', flagged: false, score: 0, evidence: { queries: state.n } }, level: 0 };
+  const flagged = state.dist > state.th;
   return {
-    verdict: { detector: 'hoda', flagged, score: distance, evidence: { queries: state.n, length: chosen.length, distance, threshold: chosen.threshold } },
-    level: chosen.threshold > 0 ? distance / chosen.threshold : flagged ? Infinity : 0,
+    verdict: { detector: 'hoda', flagged, score: state.dist, evidence: { queries: state.n, length: state.at, distance: state.dist, threshold: state.th } },
+    level: state.th > 0 ? state.dist / state.th : flagged ? Infinity : 0,
   };
 }

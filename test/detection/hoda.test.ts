@@ -103,6 +103,24 @@ describe('HODA detector', () => {
     assert.equal(run(benign, 6, 100), 0);
   });
 
+  it('evaluates on non-overlapping chunks like the calibration: the longest calibrated length the count is a multiple of', () => {
+    const values = Array.from({ length: 150 }, (_, i) => (i * i) % 11);
+    let state = detection.initialState(0);
+    const distances: number[] = [];
+    values.forEach((h, i) => {
+      const probs = { rows: 1, cols: 2, data: Float32Array.of(0.9, 0.1) };
+      const { state: next, assessment } = detection.observe(state, { time: i, probs, hardness: Int8Array.of(h) });
+      state = next;
+      distances.push(assessment.verdicts.find((v) => v.detector === 'hoda')!.evidence.distance ?? -1);
+    });
+    const expected = (from: number, to: number) => pearsonDistance(hardnessHistogram(values.slice(from, to), 11), calibration.benignHistogram);
+    assert.equal(distances[48], -1, 'nothing before 50');
+    assert.equal(distances[49], expected(0, 50));
+    assert.equal(distances[98], expected(0, 50), 'held until the next chunk');
+    assert.equal(distances[99], expected(0, 100), 'at 100 the 100-long chunk wins');
+    assert.equal(distances[149], expected(100, 150));
+  });
+
   it('is off without checkpoints (no hardness): no verdict past its empty evidence', () => {
     const state = detection.initialState(0);
     const { assessment } = detection.observe(state, { time: 1, probs: { rows: 1, cols: 2, data: Float32Array.of(0.5, 0.5) } });
