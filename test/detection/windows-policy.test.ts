@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { createClientDetection, type ClientObservation, type ClientState } from '../../src/detection/index.js';
 import { decide, initialPolicyState, stepPolicy, type PolicyConfig } from '../../src/detection/policy.js';
+import { initialWindowState, updateWindows, windowTotals } from '../../src/detection/windows.js';
 
 /** `rows` queries at `time`, each with the victim's max probability `confidence` over 4 classes. */
 function queries(time: number, rows: number, confidence: number): ClientObservation {
@@ -57,6 +58,32 @@ describe('out-of-distribution rate and windows', () => {
   it('treats a non-finite row as low confidence', () => {
     const s = detection.observe(detection.initialState(0), { time: 0, probs: { rows: 1, cols: 2, data: Float32Array.of(Number.NaN, Number.NaN) } }).state;
     assert.equal(ood(s, 0).evidence.lowConfidence, 1);
+  });
+});
+
+describe('window counts', () => {
+  it('equal a naive count of the queries whose bucket started within the window', () => {
+    const config = { lengthMs: 10_000, bucketMs: 1_000 };
+    const ood = { enabled: true, confidenceThreshold: 0.7, maxRate: 0.5, minQueries: 1 };
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.integer({ min: 0, max: 4_000 }), fc.integer({ min: 0, max: 5 }), fc.boolean()), { maxLength: 40 }), fc.integer({ min: 0, max: 15_000 }), (steps, later) => {
+        let state = initialWindowState(0);
+        let time = 0;
+        const seen: { time: number; rows: number; low: boolean }[] = [];
+        for (const [dt, rows, low] of steps) {
+          time += dt;
+          const probs = { rows, cols: 2, data: new Float32Array(rows * 2).fill(low ? 0.5 : 0.1).map((v, i) => (low || i % 2 ? v : 0.9)) };
+          state = updateWindows(config, ood, state, time, probs);
+          seen.push({ time, rows, low });
+        }
+        const now = time + later;
+        const live = seen.filter((o) => Math.floor(o.time / 1000) * 1000 > now - 10_000);
+        const totals = windowTotals(config, state, now);
+        assert.equal(totals.queries, live.reduce((n, o) => n + o.rows, 0));
+        assert.equal(totals.lowConfidence, live.filter((o) => o.low).reduce((n, o) => n + o.rows, 0));
+        assert.ok(state.b.length <= 11, 'at most one bucket per bucketMs of the window, plus the current one');
+      }),
+    );
   });
 });
 
@@ -124,6 +151,39 @@ describe('policy hysteresis', () => {
     assert.equal(s.level, 2, 'a new calm period for each step down');
     s = stepPolicy(policy, s, 13 + 3_600_000, 1, false, 0.1);
     assert.equal(s.level, 1, 'or calmMs of time');
+  });
+
+  it('combines the ladder with the budget: the stronger action wins, throttles take the longer wait', () => {
+    assert.deepEqual(decide(policy, 1, undefined), { action: 'escalate', tier: 'mad-argmax' });
+    assert.deepEqual(decide(policy, 1, { action: 'throttle', retryAfterSeconds: 5 }), { action: 'throttle', retryAfterSeconds: 5 });
+    assert.deepEqual(decide(policy, 3, { action: 'throttle', retryAfterSeconds: 5 }), { action: 'throttle', retryAfterSeconds: 60 });
+    assert.deepEqual(decide(policy, 3, { action: 'throttle', retryAfterSeconds: 90 }), { action: 'throttle', retryAfterSeconds: 90 });
+    assert.deepEqual(decide(policy, 0, { action: 'refuse' }), { action: 'refuse' });
+  });
+
+  it('assess sees a calm period that ran out by time, without changing the state', () => {
+    const detection = createClientDetection({
+      window: { lengthMs: 10 * MINUTE, bucketMs: MINUTE },
+      ood: { maxRate: 0.5, minQueries: 20 },
+      prada: { enabled: false },
+      budget: false,
+      policy: { calmQueries: 10_000, calmMs: 30 * MINUTE },
+    });
+    let r = detection.observe(detection.initialState(0), queries(0, 30, 0.4));
+    assert.equal(r.assessment.tier, 'mad-argmax');
+    assert.equal(r.assessment.changed, true);
+    // 11 minutes later the low-confidence bucket has expired: confident queries start a calm run.
+    r = detection.observe(r.state, queries(11 * MINUTE, 30, 0.95));
+    assert.equal(r.assessment.tier, 'mad-argmax');
+    assert.equal(detection.assess(r.state, 41 * MINUTE - 1).tier, 'mad-argmax');
+    const text = JSON.stringify(r.state);
+    const later = detection.assess(r.state, 41 * MINUTE);
+    assert.equal(later.action, 'default');
+    assert.equal(later.changed, false);
+    assert.equal(JSON.stringify(r.state), text);
+    r = detection.observe(r.state, queries(41 * MINUTE, 1, 0.95));
+    assert.equal(r.assessment.action, 'default');
+    assert.equal(r.assessment.changed, true);
   });
 
   it('never descends while the evidence hovers between release and the flag threshold', () => {
