@@ -127,8 +127,13 @@ export function updatePrada(
     if (!allFinite(row)) continue;
     const c = labels[r];
     const x = projectRow(row, config.dims, config.seed);
-    n++;
+    // Huge finite inputs can overflow the float32 sketch: such a row tells nothing, and must not put
+    // Infinity (null in JSON) into the state.
+    if (!allFinite(x)) continue;
     const cls = load(c);
+    const d = cls && cls.count > 0 ? minDistance(cls.points, cls.count, x) : 0;
+    if (!Number.isFinite(Math.fround(d))) continue;
+    n++;
     if (!cls) {
       working.set(c, { points: x, count: 1, k: 0, s: 0, q: 0, t: 0, dirty: true, source: undefined });
       total++;
@@ -139,7 +144,6 @@ export function updatePrada(
       cls.dirty = true;
       total++;
     } else {
-      const d = minDistance(cls.points, cls.count, x);
       distances[head] = d;
       distanceClasses[head] = c;
       head = (head + 1) % config.maxDistances;

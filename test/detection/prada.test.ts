@@ -94,6 +94,19 @@ describe('PRADA bookkeeping', () => {
     assert.equal(pooledTest({ minDistancesPerClass: 10, minPooled: 118 }, pool, labels, 120), undefined);
   });
 
+  it('skips rows whose inputs are not finite or overflow the float32 copies', () => {
+    let s = feed(initialPradaState(config), [[0, 0, 0]]);
+    s = updatePrada(config, s, { rows: 2, cols: 2, data: Float32Array.of(Number.NaN, 0, 3e38, 3e38) }, [0, 0]);
+    assert.equal(s.n, 1);
+    assert.equal(s.len, 0);
+    assert.ok(!JSON.stringify(s).includes('null'));
+    // 100 values of 3e38 summed into 4 float32 buckets overflow.
+    const wide = { rows: 1, cols: 100, data: new Float32Array(100).fill(3e38) };
+    const fresh = updatePrada(config, initialPradaState(config), wide, [1]);
+    assert.equal(fresh.n, 0);
+    assert.deepEqual(fresh.classes, {});
+  });
+
   it('count-sketches wide rows the same way every time and keeps narrow ones exactly', () => {
     const row = Float32Array.from({ length: 784 }, (_, i) => Math.sin(i));
     assert.deepEqual(projectRow(row, 32, 7), projectRow(row, 32, 7));
