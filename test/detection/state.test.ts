@@ -89,6 +89,18 @@ describe('client state', () => {
     console.log(`state size after 10 000 observations: ${largest} bytes, bound ${bound}`);
   });
 
+  it('stays under the bound with many classes (K = 100, random classes, 64-wide inputs)', () => {
+    const defaults = createClientDetection();
+    const queries = naturalQueries(12, 3000, 100, 64);
+    let state = defaults.initialState(0);
+    let largest = 0;
+    queries.forEach((q, i) => {
+      state = defaults.observe(state, observationOf(q, i * 997, 100, 0.5)).state;
+      if (i % 300 === 299) largest = Math.max(largest, JSON.stringify(state).length);
+    });
+    assert.ok(largest <= defaults.stateSizeBound(100), `largest ${largest} > bound ${defaults.stateSizeBound(100)}`);
+  });
+
   it('rejects observations that do not fit the contract, and foreign states', () => {
     const state = detection.initialState(0);
     const probs = { rows: 2, cols: 2, data: Float32Array.of(0.5, 0.5, 0.1, 0.9) };
