@@ -123,12 +123,10 @@ export function updatePrada(
   const testsBefore = Math.floor(n / config.testEvery);
 
   for (let r = 0; r < inputs.rows; r++) {
-    const row = inputs.data.subarray(r * inputs.cols, (r + 1) * inputs.cols);
-    if (!allFinite(row)) continue;
     const c = labels[r];
-    const x = projectRow(row, config.dims, config.seed);
-    // Huge finite inputs can overflow the float32 sketch: such a row tells nothing, and must not put
-    // Infinity (null in JSON) into the state.
+    const x = projectRow(inputs.data.subarray(r * inputs.cols, (r + 1) * inputs.cols), config.dims, config.seed);
+    // A non-finite input value leaves the copy non-finite, and so do huge finite ones that overflow
+    // float32: such a row tells nothing and must not put Infinity (null in JSON) into the state.
     if (!allFinite(x)) continue;
     const cls = load(c);
     const d = cls && cls.count > 0 ? minDistance(cls.points, cls.count, x) : 0;
@@ -194,7 +192,7 @@ export function updatePrada(
 }
 
 function allFinite(row: Float32Array): boolean {
-  for (let i = 0; i < row.length; i++) if (!Number.isFinite(row[i])) return false;
+  for (let i = 0; i < row.length; i++) if (row[i] - row[i] !== 0) return false;
   return true;
 }
 
