@@ -2,6 +2,8 @@
 import type { Command } from 'commander';
 import { integerFlag } from './flags.js';
 import { inputOptionsFromFlags, registerInputFlags, type InputFlags } from './image-flags.js';
+import { addClientFlags, clientOptionsFromFlags, type ClientFlags } from './client-flags.js';
+import { addDetectionFlags, detectionFromFlags, tierNeeds, type DetectionFlags, type DetectionSetup } from './detection-flags.js';
 import { DefenseError, parseDefense } from '../defenses/index.js';
 import { ServingOptionError } from '../server/errors.js';
 import { closeOnSignals } from '../server/lifecycle.js';
@@ -9,7 +11,7 @@ import { createLogger } from '../server/logger.js';
 import { startDefenseProxy, type ProxyOptions } from '../server/proxy.js';
 import { PROTOCOLS, type ProtocolConfig, type ProtocolName } from '../server/protocols/index.js';
 
-interface ProxyFlags extends InputFlags {
+interface ProxyFlags extends InputFlags, ClientFlags, DetectionFlags {
   upstream: string;
   protocol: string;
   defense: string;
@@ -49,8 +51,10 @@ function protocolConfig(flags: ProxyFlags): ProtocolConfig {
   return { name, probsPath: flags.probsPath, inputsPath: flags.inputsPath };
 }
 
-export async function proxyOptionsFromFlags(flags: ProxyFlags): Promise<ProxyOptions & { port: number; host: string }> {
-  const options: ProxyOptions & { port: number; host: string } = {
+type CommandProxyOptions = ProxyOptions & { port: number; host: string; detectionSetup?: DetectionSetup };
+
+export async function proxyOptionsFromFlags(flags: ProxyFlags): Promise<CommandProxyOptions> {
+  const options: CommandProxyOptions = {
     upstream: flags.upstream,
     protocol: protocolConfig(flags),
     defense: flags.defense,
@@ -79,6 +83,13 @@ export async function proxyOptionsFromFlags(flags: ProxyFlags): Promise<ProxyOpt
   if (needs.includes('misinformation')) throw new ServingOptionError(`defense "${flags.defense}" needs a misinformation model, which the proxy does not load; use it through the middleware (poisonPredictions with a context)`);
   const inputs = inputOptionsFromFlags(flags);
   if (inputs) options.inputs = inputs;
+  const detecting = detectionFromFlags(flags, flags.surrogate !== undefined, options.noiseSecret);
+  if (detecting) {
+    options.tiers = detecting.tiers;
+    options.clients = clientOptionsFromFlags(flags, process.env, detecting.detection);
+    options.detectionSetup = detecting;
+    needs = [...needs, ...tierNeeds(detecting.tiers, options.noiseSecret)];
+  } else clientOptionsFromFlags(flags, process.env, undefined);
   if (needs.length > 0) options.context = await contextFor(flags.surrogate);
   return options;
 }
@@ -121,10 +132,12 @@ export function registerProxyCommand(program: Command): void {
     .option('--logits', 'the model answers logits, not probabilities')
     .option('--secret <secret>', 'secret keying deterministic noise (default: env MSD_NOISE_SECRET)')
     .option('--log-level <level>', 'pino log level', 'info');
-  registerInputFlags(command).action(async (flags: ProxyFlags) => {
+  addDetectionFlags(addClientFlags(registerInputFlags(command))).action(async (flags: ProxyFlags) => {
     try {
-      const running = await startDefenseProxy(await proxyOptionsFromFlags(flags));
+      const { detectionSetup, ...options } = await proxyOptionsFromFlags(flags);
+      const running = await startDefenseProxy(options);
       process.stderr.write(`proxy: ${running.url} → ${flags.upstream} (${flags.protocol}), defense ${running.proxy.defense.spec}, metrics at ${running.url}/metrics\n`);
+      if (detectionSetup) process.stderr.write(`proxy: client detection by ${flags.clientId} (${flags.redis ? 'Redis' : 'memory'} store), escalation ${detectionSetup.ladder.map((s) => (detectionSetup.tiers[s] ? `${s} (${detectionSetup.tiers[s]})` : s)).join(' → ')}${detectionSetup.notice ? `; ${detectionSetup.notice}` : ''}\n`);
       closeOnSignals(() => running.close());
     } catch (error) {
       if (error instanceof ServingOptionError || error instanceof DefenseError || (error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
