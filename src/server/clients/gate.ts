@@ -104,15 +104,16 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
 
   const maxTracked = memoryOptions.maxClients ?? 100_000;
   // Last known action per client seen by this process, for the clients-by-action gauge (bounded like the local store).
-  const actions = new Map<string, ClientAction>();
-  const noteAction = (id: string, action: ClientAction): void => {
+  // With the tier, so that a change is logged once, where this process first sees it.
+  const actions = new Map<string, { action: ClientAction; tier?: string }>();
+  const noteAction = (id: string, { action, tier }: Assessment): void => {
     actions.delete(id);
-    actions.set(id, action);
+    actions.set(id, { action, tier });
     while (actions.size > maxTracked) actions.delete(actions.keys().next().value as string);
   };
   const metrics = createClientMetrics(deps.metrics, () => {
     const counts = Object.fromEntries(CLIENT_ACTIONS.map((a) => [a, 0])) as Record<ClientAction, number>;
-    for (const action of actions.values()) counts[action]++;
+    for (const { action } of actions.values()) counts[action]++;
     return counts;
   });
 
@@ -165,8 +166,8 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
     const assessment = detection.assess(state, time);
     // A change by time alone (a throttle that ran out) is logged here, where it is first seen.
     const previous = actions.get(client.id);
-    if (previous !== undefined && previous !== assessment.action) logChange(client.id, assessment, previous);
-    noteAction(client.id, assessment.action);
+    if (previous !== undefined && (previous.action !== assessment.action || previous.tier !== assessment.tier)) logChange(client.id, assessment, previous.action);
+    noteAction(client.id, assessment);
     const refusal = refusalFor(assessment);
     if (refusal) {
       countAction(assessment);
@@ -210,8 +211,10 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
     const previous = actions.get(ticket.client.id);
     const { value: assessment, degraded } = await withStore(ticket, 'update', (store) => store.update(ticket.client.id, step));
     for (const verdict of assessment.verdicts) metrics.evaluations.inc({ detector: verdict.detector, flagged: String(verdict.flagged) });
-    noteAction(ticket.client.id, assessment.action);
-    if (assessment.changed) logChange(ticket.client.id, assessment, previous);
+    noteAction(ticket.client.id, assessment);
+    // `changed` compares with the action at the client's last observation; a change by time alone was
+    // already logged at admission (previous then holds the new action and tier), so log it only once.
+    if (assessment.changed && (previous?.action !== assessment.action || previous.tier !== assessment.tier)) logChange(ticket.client.id, assessment, previous?.action);
     countAction(assessment);
     const refusal = refusalFor(assessment);
     if (refusal) throw refusal;
