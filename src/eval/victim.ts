@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
-import { accuracy, createModel, loadModel, MODEL_FILE, readModelMeta, saveModel, trainModel, writeModelMeta, type LayersModel } from '../models/index.js';
+import { accuracy, checkpointRecorder, createModel, DEFAULT_CHECKPOINTS, saveCheckpoints, loadModel, MODEL_FILE, readModelMeta, saveModel, trainModel, writeModelMeta, type LayersModel } from '../models/index.js';
 import type { EvalConfig, TrainingSettings } from './config.js';
 import type { ProgressFactory } from './progress.js';
 import { deriveSeed, permutation, seededRandom } from './random.js';
@@ -46,6 +46,8 @@ function cacheKey(config: EvalConfig, world: EvaluationWorld, recipe: ModelRecip
     // The closed world trains on the rest of the split, so the split is part of the model's identity.
     split: config.world === 'closed' ? config.closedWorldPool : 'all',
     limit: config.limits.victimTrain,
+    // HODA's training checkpoints are saved with the model (victims trained before had none).
+    checkpoints: DEFAULT_CHECKPOINTS,
   };
   return createHash('sha256').update(stableJson(identity)).digest('hex').slice(0, 12);
 }
@@ -63,6 +65,7 @@ async function trainOrLoad(config: EvalConfig, world: EvaluationWorld, recipe: M
   const train = training.maxRows === undefined || training.maxRows >= world.victimTrain.rows ? world.victimTrain : subset(world.victimTrain, permutation(world.victimTrain.rows, seededRandom(deriveSeed(config.seed, `${recipe.kind}-rows`))).subarray(0, training.maxRows));
   const batches = Math.ceil(train.rows / training.batchSize);
   const bar = progress(`train ${recipe.kind} (${config.victim}, ${training.arch})`, training.epochs * batches);
+  const recorder = checkpointRecorder(model, DEFAULT_CHECKPOINTS);
   try {
     await trainModel(
       model,
@@ -73,6 +76,7 @@ async function trainOrLoad(config: EvalConfig, world: EvaluationWorld, recipe: M
         learningRate: training.learningRate,
         seed: deriveSeed(config.seed, `${recipe.kind}-shuffle`),
         loss: recipe.loss,
+        onStep: recipe.kind === 'victim' ? recorder.onStep : undefined,
         onProgress: (p) => bar.update((p.epoch - 1) * batches + p.batch, `epoch ${p.epoch}/${p.epochs} loss ${p.loss.toFixed(3)} acc ${(p.accuracy * 100).toFixed(1)}%`),
       },
     );
@@ -83,6 +87,7 @@ async function trainOrLoad(config: EvalConfig, world: EvaluationWorld, recipe: M
   const testAccuracy = accuracy(model, world.victimTest.x, world.victimTest.labels, world.victimTest.rows);
   bar.finish(`test accuracy ${(testAccuracy * 100).toFixed(2)}%`);
   await saveModel(model, dir);
+  if (recorder.checkpoints.length) await saveCheckpoints(dir, recorder.checkpoints);
   await writeModelMeta(dir, { dataset: config.victim, arch: training.arch, classes: world.classes, inputShape: [world.features], testAccuracy, role: recipe.kind });
   return { model, testAccuracy, fromCache: false, dir };
 }

@@ -58,6 +58,8 @@ export interface TrainOptions {
   /** Scored after each epoch (top-1 accuracy). */
   validation?: { readonly x: Float32Array; readonly labels: ArrayLike<number>; readonly rows?: number };
   onProgress?: (progress: TrainProgress) => void;
+  /** After each optimiser step (1-based, over all epochs) of `steps`; e.g. to keep checkpoints (HODA). */
+  onStep?: (step: number, steps: number) => void;
   /** Minimum milliseconds between progress reports within an epoch (default 250). */
   progressIntervalMs?: number;
   /** Where to say that training falls back to cpu (default stderr). */
@@ -212,6 +214,7 @@ function runTraining(model: LayersModel, plan: ModelPlan, data: TrainData, optio
           correctSum.dispose();
           lossSum = newLoss;
           correctSum = newCorrect;
+          options.onStep?.((epoch - 1) * batches + batch + 1, epochs * batches);
           if (options.onProgress && Date.now() - lastReport >= settings.intervalMs && batch + 1 < batches) {
             lastReport = Date.now();
             report(batch + 1, Math.min(rows, (batch + 1) * batchSize), false);

@@ -201,9 +201,23 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
     );
   };
 
+  const observeInputs = options.observeInputs ?? true;
+  const hardnessOf = async (rows: InputRows): Promise<Int8Array> => {
+    let hardness: Int8Array;
+    try {
+      hardness = await options.hardness!(rows);
+    } catch (error) {
+      throw new ServingError(`clients.hardness failed: ${(error as Error).message}`, 500, 'defense_failed');
+    }
+    if (!(hardness instanceof Int8Array) || hardness.length !== rows.rows) throw new ServingError(`clients.hardness must return an Int8Array of ${rows.rows} values (one per row)`, 500, 'defense_failed');
+    return hardness;
+  };
+
   const observe = async (ticket: ClientTicket, probs: ProbBatch, inputs: InputRows | undefined, chosen: Defense | null): Promise<DefenseOverride> => {
     const time = now();
-    const observation = inputs ? { time, probs, inputs: { rows: inputs.rows, cols: inputs.cols, data: inputs.data } } : { time, probs };
+    const rows = inputs ? { rows: inputs.rows, cols: inputs.cols, data: inputs.data } : undefined;
+    const hardness = inputs && options.hardness ? await hardnessOf(inputs) : undefined;
+    const observation = { time, probs, ...(rows && observeInputs ? { inputs: rows } : {}), ...(hardness ? { hardness } : {}) };
     const step = (state: ClientState | undefined) => {
       const { state: next, assessment } = detection.observe(state ?? detection.initialState(time), observation);
       return { state: next, result: assessment };
@@ -238,7 +252,8 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
 
   return {
     store: storeKind,
-    observeInputs: options.observeInputs ?? true,
+    // HODA's hardness is computed from the inputs, so they are read for it too.
+    observeInputs: observeInputs || options.hardness !== undefined,
     metrics,
     admit,
     observe,

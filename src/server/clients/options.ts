@@ -35,11 +35,17 @@ export interface ClientsOptions<Req = IncomingMessage> {
   escalationTier?: string;
   /** Pass the request's preprocessed inputs to the detectors (PRADA needs them). Default true. */
   observeInputs?: boolean;
+  /**
+   * HODA: per input row, its hardness (the first training checkpoint from which every later one gives
+   * the final label; -1 when unknown), e.g. from `checkpointHardness(models, …)` of src/models. Without
+   * it HODA sees no hardness and stays silent. Needs the inputs, so they are read for it.
+   */
+  hardness?: (inputs: { readonly rows: number; readonly cols: number; readonly data: Float32Array; readonly datatype?: string }) => Promise<Int8Array> | Int8Array;
   /** The admin route listing the most suspicious clients; off unless given. */
   admin?: { token: string; path?: string; limit?: number };
 }
 
-export const CLIENTS_OPTION_NAMES = ['identity', 'trustProxy', 'idSecret', 'anonymous', 'detection', 'store', 'failMode', 'tierNames', 'escalationTier', 'observeInputs', 'admin'];
+export const CLIENTS_OPTION_NAMES = ['identity', 'trustProxy', 'idSecret', 'anonymous', 'detection', 'store', 'failMode', 'tierNames', 'escalationTier', 'observeInputs', 'hardness', 'admin'];
 
 export function checkClientsOptions(options: ClientsOptions<never>, tierNames: readonly string[]): void {
   if (!options || typeof options !== 'object') throw new ServingOptionError('clients must be an object, e.g. { identity: "header:x-api-key", detection, store: "memory" }');
@@ -67,6 +73,7 @@ export function checkClientsOptions(options: ClientsOptions<never>, tierNames: r
   for (const [policyTier, servingTier] of [...Object.entries(options.tierNames ?? {}), ...(options.escalationTier ? [['escalationTier', options.escalationTier]] : [])]) {
     if (!tierNames.includes(servingTier)) throw new ServingOptionError(`clients: ${policyTier} names tier "${servingTier}", which is not in tiers (${tierNames.join(', ') || 'none configured'}); add it to tiers`);
   }
+  if (options.hardness !== undefined && typeof options.hardness !== 'function') throw new ServingOptionError('clients.hardness must be a function (inputs) => Int8Array of hardness per row, e.g. built with checkpointHardness of src/models');
   if (options.admin !== undefined) {
     const { token, path } = options.admin;
     if (typeof token !== 'string' || token.length < 16) throw new ServingOptionError('clients.admin.token must be a secret of at least 16 characters (e.g. from an environment variable)');

@@ -20,6 +20,8 @@ import type { DefenseOption } from '../options.js';
 import type { ContextProvider } from '../perturber.js';
 import { isEncodedImages, kserveV2Codec } from '../protocols/index.js';
 import { pixelsInUnitRange } from './pixels.js';
+import type { ClientsOptions } from '../clients/options.js';
+import type { InputRows } from '../protocols/index.js';
 
 export const DEMO_DEFENSE = 'mad-argmax:eps=0.8';
 export const DEMO_INPUT_NAME = 'image';
@@ -38,6 +40,10 @@ export interface DemoAppOptions {
   registry?: Registry;
   /** Node process metrics (CPU, memory, event loop) on the registry; default true. */
   processMetrics?: boolean;
+  /** Escalation tiers for `clients` (tier name → defense). */
+  tiers?: Readonly<Record<string, DefenseOption>>;
+  /** Per-client detection (see ServingOptions.clients); its hardness provider gets the inputs scaled to [0, 1]. */
+  clients?: ClientsOptions;
   /** Largest JSON request body, default "20mb" (a batch of 256 UINT8 images is about 0.6 MB). */
   bodyLimit?: string;
 }
@@ -60,7 +66,9 @@ export function buildDemoApp(options: DemoAppOptions): DemoApp {
   }
   const codec = kserveV2Codec({ inputName: DEMO_INPUT_NAME, outputName: DEMO_OUTPUT_NAME });
   const scaledContext: ContextProvider | undefined = options.context && ((needs, inputs) => options.context!(needs, pixelsInUnitRange(inputs)));
-  const guard = poisonPredictions({ defense: options.defense ?? DEMO_DEFENSE, protocol: codec, context: scaledContext, registry, logger: undefined });
+  const hardness = options.clients?.hardness;
+  const clients = options.clients && (hardness ? { ...options.clients, hardness: (inputs: InputRows) => hardness(pixelsInUnitRange(inputs)) } : options.clients);
+  const guard = poisonPredictions({ defense: options.defense ?? DEMO_DEFENSE, protocol: codec, context: scaledContext, registry, logger: options.clients ? options.logger : undefined, tiers: options.tiers, clients });
 
   const app = express();
   app.disable('x-powered-by');
