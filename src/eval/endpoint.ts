@@ -7,6 +7,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Defense } from '../defenses/index.js';
 import type { ContextProviders, LayersModel } from '../models/index.js';
+import type { ClientsOptions } from '../server/clients/options.js';
 import { buildDemoApp, DEMO_INPUT_NAME } from '../server/demo/app.js';
 import type { PoisonPredictionsMiddleware } from '../server/middleware.js';
 import { surrogateContext } from '../server/surrogate-context.js';
@@ -17,6 +18,9 @@ export interface EndpointOptions {
   /** Surrogate and misinformation model for the defenses that need them. */
   providers: ContextProviders;
   modelName?: string;
+  /** Escalation tiers and per-client detection (the detection evaluation). */
+  tiers?: Readonly<Record<string, string>>;
+  clients?: ClientsOptions;
 }
 
 export interface DefendedEndpoint {
@@ -37,7 +41,9 @@ export async function startDefendedEndpoint(options: EndpointOptions): Promise<D
     model: options.victim,
     modelName,
     defense: options.defense,
-    context: options.defense.needs.length ? surrogateContext(options.providers) : undefined,
+    context: options.defense.needs.length || options.tiers ? surrogateContext(options.providers) : undefined,
+    tiers: options.tiers,
+    clients: options.clients,
   });
   const server: Server = await new Promise((resolve, reject) => {
     const s = app.listen(0, '127.0.0.1', () => resolve(s));

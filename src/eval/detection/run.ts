@@ -1,0 +1,259 @@
+/**
+ * The detection evaluation: attackers' query streams and benign clients through the real endpoint
+ * (the demo app's middleware with `clients`, a memory store and the escalation tiers), one client id
+ * each, on a simulated clock. Reports, per attacker, the queries until each detector first flags and
+ * the accuracy of a knockoff trained on what the attacker actually got (clean answers before the
+ * flag, the escalated tier's after) against one trained on clean answers throughout; and, over the
+ * benign clients, each detector's false-positive rate.
+ */
+import { calibrateHoda, createClientDetection, type DetectionOptions, type HodaCalibration } from '../../detection/index.js';
+import { argmaxRows, parseDefense } from '../../defenses/index.js';
+import { checkpointHardness, predictProbs, type ContextProviders, type LayersModel } from '../../models/index.js';
+import type { TrainingSettings } from '../config.js';
+import { startDefendedEndpoint } from '../endpoint.js';
+import { EndpointError, imageRequest, readProbabilities, type InferenceClient } from '../kserve-client.js';
+import { trainKnockoff, type VictimTestSet } from '../knockoff.js';
+import { accuracy } from '../measures.js';
+import { deriveSeed, permutation, seededRandom } from '../random.js';
+import type { LabelledImages } from '../world.js';
+import { newRecord, recordingDetection, type ClientRecord } from './recorder.js';
+import type { AttackerStream } from './streams.js';
+
+export const DETECTORS = ['ood', 'prada', 'hoda', 'budget'] as const;
+/** The issue's targets: queries until flagged per attacker family, and benign clients flagged. */
+export const TARGETS = { knockoff: 200, jbda: 500, benignFlagged: 0, benignClients: 100 } as const;
+
+export interface BenignSettings {
+  clients: number;
+  minQueries: number;
+  maxQueries: number;
+  /** Rows per request, 1 to this. */
+  maxRows: number;
+  /** Simulated seconds between a client's requests, uniform in this range. */
+  gapSeconds: readonly [number, number];
+}
+
+export const DEFAULT_BENIGN: BenignSettings = { clients: 120, minQueries: 20, maxQueries: 100, maxRows: 5, gapSeconds: [5, 120] };
+
+export interface DetectionEvalOptions {
+  victim: LayersModel;
+  /** The victim's training checkpoints (HODA); without them HODA is off. */
+  checkpoints?: readonly LayersModel[];
+  /** The victim's test split: one half calibrates HODA, the other half feeds the benign clients; all of it scores the knockoffs. */
+  victimTest: LabelledImages;
+  features: number;
+  classes: number;
+  streams: readonly AttackerStream[];
+  knockoff: TrainingSettings;
+  seed: number;
+  providers: ContextProviders;
+  /** Rows per attacker request (default 10) and simulated seconds between them (default 1). */
+  requestRows?: number;
+  attackerGapSeconds?: number;
+  benign?: Partial<BenignSettings>;
+  /** Over the detection's defaults (HODA's calibration is added here). */
+  detection?: DetectionOptions;
+  log?: (line: string) => void;
+}
+
+export type DetectorFigures = Partial<Record<(typeof DETECTORS)[number], number | null>>;
+
+export interface AttackerDetection {
+  name: string;
+  family: string;
+  queries: number;
+  /** Per detector: queries until it first flagged (null: not within the stream). */
+  firstFlag: DetectorFigures;
+  /** Queries until the first detector flagged (null: none did). */
+  flaggedAt: number | null;
+  /** Queries until the policy first left the default (the escalation point). */
+  escalatedAt: number | null;
+  target: number | null;
+  metTarget: boolean | null;
+  /** Knockoff (soft labels) accuracy on the victim's test set: trained on clean answers, and on the answers got through the detecting endpoint. */
+  knockoffAccuracy: { clean: number; withDetection: number };
+  worstAction: string;
+}
+
+export interface DetectionReport {
+  generatedAt: string;
+  seed: number;
+  victimTestAccuracy: number;
+  detectors: string[];
+  tiers: Record<string, string>;
+  ladder: string[];
+  hoda: { enabled: boolean; checkpoints: number; calibration?: HodaCalibration; note?: string };
+  requestRows: number;
+  attackers: AttackerDetection[];
+  benign: {
+    clients: number;
+    queries: { total: number; min: number; max: number };
+    flagged: Record<string, number>;
+    falsePositiveRate: Record<string, number>;
+    /** Clients whose answers left the default defense. */
+    escalated: number;
+  };
+  targets: typeof TARGETS & { met: boolean };
+}
+
+/** Each stream's requests go through here: the client id header, the simulated time, one row batch per request. */
+function detectingClient(url: string, key: string, onRequest: () => void): InferenceClient {
+  let requests = 0;
+  return {
+    get requests() {
+      return requests;
+    },
+    async infer(x, rows, features) {
+      requests += 1;
+      onRequest();
+      const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': key }, body: JSON.stringify(imageRequest(x, rows, features)) });
+      const text = await response.text();
+      if (!response.ok) throw new EndpointError(`${url} answered ${response.status} to client ${key}: ${text.slice(0, 200)}`);
+      return readProbabilities(JSON.parse(text), rows);
+    },
+  };
+}
+
+function halves(test: LabelledImages, features: number): { calibration: LabelledImages; benign: LabelledImages } {
+  const half = Math.floor(test.rows / 2);
+  const part = (from: number, to: number): LabelledImages => ({ x: test.x.subarray(from * features, to * features), labels: Array.from(test.labels).slice(from, to), rows: to - from });
+  return { calibration: part(0, half), benign: part(half, test.rows) };
+}
+
+/** HODA's benign calibration: the hardness of held-out images, in many seeded orders (so the benign maximum is taken over many chunks). */
+function calibrate(checkpoints: readonly LayersModel[], held: LabelledImages, seed: number): HodaCalibration {
+  const hardness = checkpointHardness(checkpoints, held.x, held.rows);
+  const orders = 20;
+  const sequences = Array.from({ length: orders }, (_, i) => {
+    const order = permutation(held.rows, seededRandom(deriveSeed(seed, `hoda-calibration-${i}`)));
+    return Int8Array.from(order, (r) => hardness[r]);
+  });
+  const lengths = [100, 1000].filter((l) => l <= held.rows);
+  return calibrateHoda(sequences, { bins: checkpoints.length, lengths });
+}
+
+export async function runDetectionEvaluation(options: DetectionEvalOptions): Promise<DetectionReport> {
+  const log = options.log ?? (() => {});
+  const { features, classes, victim, seed } = options;
+  const requestRows = options.requestRows ?? 10;
+  const benignSettings = { ...DEFAULT_BENIGN, ...options.benign };
+  const { calibration: held, benign: benignImages } = halves(options.victimTest, features);
+  const checkpoints = options.checkpoints && options.checkpoints.length >= 2 ? options.checkpoints : undefined;
+  const hodaCalibration = checkpoints && held.rows >= 100 ? calibrate(checkpoints, held, seed) : undefined;
+  const detectionOptions: DetectionOptions = { ...options.detection };
+  if (hodaCalibration) detectionOptions.hoda = { benignHistogram: hodaCalibration.benignHistogram, thresholds: hodaCalibration.thresholds.map(({ length, threshold }) => ({ length, threshold })) };
+  const madTier = options.providers.surrogate !== undefined;
+  const tiers: Record<string, string> = madTier ? { 'mad-argmax': 'mad-argmax:eps=0.8', argmax: 'argmax' } : { 'reverse-sigmoid': 'reverse-sigmoid:beta=0.7,gamma=0.2', argmax: 'argmax' };
+  const ladder = detectionOptions.policy?.steps ? [...detectionOptions.policy.steps] : Object.keys(tiers);
+  detectionOptions.policy = { ...detectionOptions.policy, steps: ladder };
+  const recorder = recordingDetection(createClientDetection(detectionOptions));
+  const hardness = checkpoints ? (inputs: { rows: number; data: Float32Array }) => checkpointHardness(checkpoints, inputs.data, inputs.rows) : undefined;
+
+  const endpoint = await startDefendedEndpoint({
+    victim,
+    defense: parseDefense('none'),
+    providers: options.providers,
+    tiers,
+    clients: { identity: 'header:x-api-key', detection: recorder.detection, store: { memory: { maxClients: 1_000_000, ttlMs: 30 * 24 * 3_600_000 } }, hardness },
+  });
+  let clock = Date.UTC(2026, 0, 1);
+  const undefendedTest = { rows: options.victimTest.rows, cols: classes, data: predictProbs(victim, options.victimTest.x, options.victimTest.rows) };
+  const test: VictimTestSet = { x: options.victimTest.x, rows: options.victimTest.rows, labels: options.victimTest.labels, victimTop1: argmaxRows(undefendedTest) };
+  const victimTestAccuracy = accuracy(test.victimTop1, test.labels);
+  const figures = (record: ClientRecord): DetectorFigures => Object.fromEntries(DETECTORS.map((d) => [d, record.firstFlag[d] ?? null]));
+
+  const attackers: AttackerDetection[] = [];
+  const random = seededRandom(deriveSeed(seed, 'detection-benign'));
+  let benignRecords: ClientRecord[] = [];
+  let benignQueries: number[] = [];
+  try {
+    for (const stream of options.streams) {
+      const record = newRecord();
+      const gap = (options.attackerGapSeconds ?? 1) * 1000;
+      const client = detectingClient(endpoint.url, `attacker-${stream.name}`, () => recorder.next(record, (clock += gap)));
+      const transfer = await stream.run(client, requestRows);
+      const flags = Object.values(record.firstFlag);
+      const flaggedAt = flags.length ? Math.min(...flags) : null;
+      const target = stream.family === 'knockoff' ? TARGETS.knockoff : stream.family === 'jbda' ? TARGETS.jbda : null;
+      const settings = { classes, inputShape: [features], knockoff: options.knockoff, test, seed };
+      const clean = { ...transfer, answers: { rows: transfer.answers.rows, cols: classes, data: predictProbs(victim, transfer.x, transfer.answers.rows) } };
+      const withDetection = await trainKnockoff(transfer, 'soft', settings);
+      const cleanOutcome = await trainKnockoff(clean, 'soft', settings);
+      const result: AttackerDetection = {
+        name: stream.name,
+        family: stream.family,
+        queries: record.queries,
+        firstFlag: figures(record),
+        flaggedAt,
+        escalatedAt: record.firstAction ?? null,
+        target,
+        metTarget: target === null ? null : flaggedAt !== null && flaggedAt <= target,
+        knockoffAccuracy: { clean: cleanOutcome.accuracy, withDetection: withDetection.accuracy },
+        worstAction: record.worstAction,
+      };
+      attackers.push(result);
+      log(`${stream.name}: ${record.queries} queries, first flag ${flaggedAt ?? 'none'} (${DETECTORS.map((d) => `${d} ${result.firstFlag[d] ?? '–'}`).join(', ')}); knockoff ${(cleanOutcome.accuracy * 100).toFixed(1)}% clean, ${(withDetection.accuracy * 100).toFixed(1)}% with detection`);
+    }
+
+    // Benign clients: slices of the victim's held-out test half, at human-ish rates, interleaved.
+    const clients = Array.from({ length: benignSettings.clients }, (_, i) => {
+      const want = benignSettings.minQueries + Math.floor(random() * (benignSettings.maxQueries - benignSettings.minQueries + 1));
+      const count = Math.min(want, benignImages.rows);
+      const start = Math.floor(random() * (benignImages.rows - count + 1));
+      return { key: `benign-${i}`, start, count, sent: 0, record: newRecord(), due: clock + Math.floor(random() * 3_600_000) };
+    });
+    benignRecords = clients.map((c) => c.record);
+    benignQueries = clients.map((c) => c.count);
+    const [gapLow, gapHigh] = benignSettings.gapSeconds;
+    for (;;) {
+      let next: (typeof clients)[number] | undefined;
+      for (const c of clients) if (c.sent < c.count && (!next || c.due < next.due)) next = c;
+      if (!next) break;
+      const c = next;
+      const rows = Math.min(c.count - c.sent, 1 + Math.floor(random() * benignSettings.maxRows));
+      const from = c.start + c.sent;
+      clock = Math.max(clock, c.due);
+      const client = detectingClient(endpoint.url, c.key, () => recorder.next(c.record, clock));
+      try {
+        await client.infer(benignImages.x.subarray(from * features, (from + rows) * features), rows, features);
+      } catch (error) {
+        // A benign client throttled or refused: counted through its record (worst action), and it stops.
+        if (!(error instanceof EndpointError)) throw error;
+        c.sent = c.count;
+        continue;
+      }
+      c.sent += rows;
+      c.due = clock + Math.round((gapLow + random() * (gapHigh - gapLow)) * 1000);
+    }
+  } finally {
+    await endpoint.close();
+    await endpoint.guard.clients?.close();
+  }
+
+  const flagged: Record<string, number> = {};
+  for (const d of [...DETECTORS, 'any'] as const) flagged[d] = benignRecords.filter((r) => (d === 'any' ? Object.keys(r.firstFlag).length > 0 : r.firstFlag[d] !== undefined)).length;
+  const falsePositiveRate = Object.fromEntries(Object.entries(flagged).map(([d, n]) => [d, benignRecords.length ? n / benignRecords.length : 0]));
+  const benign = {
+    clients: benignRecords.length,
+    queries: { total: benignQueries.reduce((a, b) => a + b, 0), min: Math.min(...benignQueries), max: Math.max(...benignQueries) },
+    flagged,
+    falsePositiveRate,
+    escalated: benignRecords.filter((r) => r.worstAction !== 'default').length,
+  };
+  const met = attackers.every((a) => a.metTarget !== false) && flagged.any === TARGETS.benignFlagged && benign.clients >= TARGETS.benignClients;
+  return {
+    generatedAt: new Date().toISOString(),
+    seed,
+    victimTestAccuracy,
+    detectors: [...DETECTORS],
+    tiers,
+    ladder,
+    hoda: checkpoints
+      ? { enabled: hodaCalibration !== undefined, checkpoints: checkpoints.length, calibration: hodaCalibration, note: hodaCalibration ? undefined : 'fewer than 100 held-out images: HODA not calibrated' }
+      : { enabled: false, checkpoints: 0, note: 'the victim has no training checkpoints: HODA off' },
+    requestRows,
+    attackers,
+    benign,
+    targets: { ...TARGETS, met },
+  };
+}

@@ -1,0 +1,43 @@
+/**
+ * Attackers' query streams for the detection evaluation. A stream queries through the client it is
+ * given (one client id per attacker) and returns what it sent and got back; the evaluation then
+ * trains a knockoff on those answers. Knockoff (random, adaptive) is built in; other attackers
+ * (e.g. JBDA) plug in by implementing AttackerStream.
+ */
+import type { EvalConfig, PolicyName } from '../config.js';
+import type { InferenceClient } from '../kserve-client.js';
+import { runKnockoffAttack, type TransferSet, type VictimTestSet } from '../knockoff.js';
+import type { EvaluationWorld } from '../world.js';
+
+export interface AttackerStream {
+  /** Shown in the report, e.g. "knockoff-random". */
+  name: string;
+  /** Family of the issue's targets: knockoff attackers within 200 queries, jbda within 500. */
+  family: 'knockoff' | 'jbda' | 'other';
+  /** Queries through `client` until done; `requestRows` rows per request at most. */
+  run(client: InferenceClient, requestRows: number): Promise<TransferSet>;
+}
+
+export function knockoffStream(policy: PolicyName, world: EvaluationWorld, config: EvalConfig, budget: number, test: VictimTestSet): AttackerStream {
+  return {
+    name: `knockoff-${policy}`,
+    family: 'knockoff',
+    async run(client, requestRows) {
+      const result = await runKnockoffAttack({
+        pool: world.pool,
+        client,
+        policy,
+        budget: Math.min(budget, world.pool.rows),
+        requestRows,
+        classes: world.classes,
+        inputShape: [world.features],
+        knockoff: config.knockoffTraining,
+        adaptive: config.adaptive,
+        labels: [],
+        test,
+        seed: config.seed,
+      });
+      return result.transfer;
+    },
+  };
+}
