@@ -22,6 +22,9 @@ interface EvalFlags {
   seed?: string;
   cacheDir?: string;
   quiet?: boolean;
+  detection?: boolean;
+  attackerQueries?: string;
+  benignClients?: string;
 }
 
 const fail: (message: string) => never = (message) => failCommand('eval', message);
@@ -51,6 +54,21 @@ async function resolveConfig(flags: EvalFlags): Promise<EvalConfig> {
   return config;
 }
 
+async function runDetectionCommand(flags: EvalFlags, config: EvalConfig, outDir: string, cacheDir: string, log: (line: string) => void): Promise<void> {
+  const positive = (value: string | undefined, flag: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 1) fail(`${flag} must be a positive integer, got "${value}"`);
+    return n;
+  };
+  const attackerQueries = positive(flags.attackerQueries, '--attacker-queries');
+  const clients = positive(flags.benignClients, '--benign-clients');
+  const { evaluateDetection } = await import('../eval/detection/evaluate-detection.js');
+  const started = Date.now();
+  const { report, files } = await evaluateDetection({ config, outDir, cacheDir, attackerQueries, benign: { clients }, log, progress: (label, total) => createProgress({ label, total, silent: flags.quiet }) });
+  process.stdout.write(`benign: ${report.benign.flagged.any} of ${report.benign.clients} clients flagged (${Object.entries(report.benign.flagged).map(([d, n]) => `${d} ${n}`).join(', ')}); targets ${report.targets.met ? 'met' : 'not met'}\n`);
+  process.stdout.write(`detection: ${files.json} in ${((Date.now() - started) / 1000).toFixed(0)} s${files.insertedInto ? `; section added to ${files.insertedInto}` : ''}\n`);
+}
+
 export function registerEvalCommand(program: Command): void {
   program
     .command('eval')
@@ -63,6 +81,9 @@ export function registerEvalCommand(program: Command): void {
     .option('--seed <n>', 'seed of every random choice (models, splits, policies)')
     .option('--cache-dir <dir>', 'where trained victims are kept (default .cache/eval-models)')
     .option('-q, --quiet', 'no progress bars')
+    .option('--detection', 'instead of the grid: per-client detection against Knockoff attackers and benign clients (detection.json, report section)')
+    .option('--attacker-queries <n>', 'with --detection: queries per attacker', '1000')
+    .option('--benign-clients <n>', 'with --detection: benign clients', '120')
     .action(async (flags: EvalFlags) => {
       let config: EvalConfig;
       try {
@@ -76,6 +97,10 @@ export function registerEvalCommand(program: Command): void {
       const cacheDir = flags.cacheDir ?? join(dirname(defaultCacheDir()), 'eval-models');
       const log = (line: string) => process.stderr.write(`${line}\n`);
       const started = Date.now();
+      if (flags.detection) {
+        await runDetectionCommand(flags, config, outDir, cacheDir, log);
+        return;
+      }
       const result = await evaluate({
         config,
         outDir,

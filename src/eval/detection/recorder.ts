@@ -15,6 +15,8 @@ export interface ClientRecord {
   firstAction?: number;
   /** The most severe action seen. */
   worstAction: Assessment['action'];
+  /** Per detector: its score and evidence at the client's last query (numbers only). */
+  last: Record<string, Record<string, number>>;
 }
 
 export interface DetectionRecorder {
@@ -25,7 +27,7 @@ export interface DetectionRecorder {
 
 const SEVERITY = { default: 0, escalate: 1, throttle: 2, refuse: 3 } as const;
 
-export const newRecord = (): ClientRecord => ({ queries: 0, firstFlag: {}, worstAction: 'default' });
+export const newRecord = (): ClientRecord => ({ queries: 0, firstFlag: {}, worstAction: 'default', last: {} });
 
 export function recordingDetection(inner: ClientDetection): DetectionRecorder {
   let current: ClientRecord | undefined;
@@ -35,6 +37,7 @@ export function recordingDetection(inner: ClientDetection): DetectionRecorder {
     for (const v of assessment.verdicts) if (v.flagged && current.firstFlag[v.detector] === undefined) current.firstFlag[v.detector] = at;
     if (assessment.action !== 'default' && current.firstAction === undefined) current.firstAction = at;
     if (SEVERITY[assessment.action] > SEVERITY[current.worstAction]) current.worstAction = assessment.action;
+    for (const v of assessment.verdicts) current.last[v.detector] = { score: v.score, ...v.evidence };
   };
   const detection: ClientDetection = {
     initialState: () => inner.initialState(now),

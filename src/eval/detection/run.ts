@@ -73,6 +73,8 @@ export interface AttackerDetection {
   /** Knockoff (soft labels) accuracy on the victim's test set: trained on clean answers, and on the answers got through the detecting endpoint. */
   knockoffAccuracy: { clean: number; withDetection: number };
   worstAction: string;
+  /** Per detector: score and evidence after the attacker's last query. */
+  lastEvidence: Record<string, Record<string, number>>;
 }
 
 export interface DetectionReport {
@@ -190,6 +192,7 @@ export async function runDetectionEvaluation(options: DetectionEvalOptions): Pro
         metTarget: target === null ? null : flaggedAt !== null && flaggedAt <= target,
         knockoffAccuracy: { clean: cleanOutcome.accuracy, withDetection: withDetection.accuracy },
         worstAction: record.worstAction,
+        lastEvidence: record.last,
       };
       attackers.push(result);
       log(`${stream.name}: ${record.queries} queries, first flag ${flaggedAt ?? 'none'} (${DETECTORS.map((d) => `${d} ${result.firstFlag[d] ?? '–'}`).join(', ')}); knockoff ${(cleanOutcome.accuracy * 100).toFixed(1)}% clean, ${(withDetection.accuracy * 100).toFixed(1)}% with detection`);
