@@ -18,8 +18,11 @@ import { closeOnSignals } from '../server/lifecycle.js';
 import { createLogger } from '../server/logger.js';
 import { surrogateContext } from '../server/surrogate-context.js';
 import { createProgress } from './progress.js';
+import { addClientFlags, type ClientFlags } from './client-flags.js';
+import { addDetectionFlags, type DetectionFlags } from './detection-flags.js';
+import { serveDetection } from './serve-detection.js';
 
-interface ServeFlags {
+interface ServeFlags extends ClientFlags, DetectionFlags {
   defense: string;
   port: string;
   host: string;
@@ -36,7 +39,7 @@ const DEMO_BATCH_SIZE = 128;
 const fail: (message: string) => never = (message) => failCommand('serve', message);
 
 export function registerServeCommand(program: Command): void {
-  program
+  const command = program
     .command('serve')
     .description('run the demo: an MNIST model server (KServe V2) with the defense middleware mounted and /metrics')
     .option('-d, --defense <spec>', 'defense spec (see: msd perturb --list)', DEMO_DEFENSE)
@@ -47,6 +50,8 @@ export function registerServeCommand(program: Command): void {
     .option('--surrogate <dir>', 'a saved surrogate model for MAD (default: a seeded, untrained MLP, as in the paper)')
     .option('--secret <secret>', 'secret keying deterministic noise (default: env MSD_NOISE_SECRET)')
     .option('--log-level <level>', 'pino log level (one JSON line per request)', 'info')
+;
+  addDetectionFlags(addClientFlags(command))
     .action(async (flags: ServeFlags) => {
       const port = integerFlag(flags.port, '--port', 0, fail);
       const epochs = integerFlag(flags.epochs, '--epochs', 1, fail);
@@ -80,14 +85,25 @@ export function registerServeCommand(program: Command): void {
       process.stderr.write(`victim: MNIST MLP, test accuracy ${(victim.testAccuracy * 100).toFixed(2)}%${victim.fromCache ? ` (loaded from ${relative(process.cwd(), modelDir) || modelDir})` : ''}\n`);
 
       const features = dataset.train.x.length / dataset.train.rows;
-      const surrogate = needs.length === 0 ? undefined : flags.surrogate ? await Surrogate.load(flags.surrogate) : Surrogate.random({ arch: 'mlp', inputShape: [features], classes: dataset.classes, seed: 7 });
+      let detecting: Awaited<ReturnType<typeof serveDetection>>;
+      try {
+        // The first half of the test split calibrates HODA; a client of the demo may send the other half.
+        detecting = await serveDetection(flags, modelDir, { x: dataset.test.x.subarray(0, Math.min(5000, dataset.test.rows) * features), rows: Math.min(5000, dataset.test.rows) }, noiseSecret);
+      } catch (error) {
+        if (error instanceof ServingOptionError) fail(error.message);
+        throw error;
+      }
+      if (detecting) process.stderr.write(`${detecting.summary}\n`);
+      const surrogate = needs.length === 0 && !detecting ? undefined : flags.surrogate ? await Surrogate.load(flags.surrogate) : Surrogate.random({ arch: 'mlp', inputShape: [features], classes: dataset.classes, seed: 7 });
       let server: Server;
       try {
         const { app, guard } = buildDemoApp({
           model: victim.model,
           modelName: MODEL_NAME,
           defense: parseDefense(flags.defense, { noiseSecret }),
-          context: needs.length ? surrogateContext({ surrogate }) : undefined,
+          context: needs.length || detecting ? surrogateContext({ surrogate }) : undefined,
+          tiers: detecting?.setup.tiers,
+          clients: detecting?.clients,
           logger: createLogger({ level: flags.logLevel }),
         });
         server = await new Promise<Server>((resolve, reject) => {
@@ -120,6 +136,7 @@ export function registerServeCommand(program: Command): void {
           server.closeAllConnections();
         });
         surrogate?.dispose();
+        detecting?.dispose();
         victim.model.dispose();
       });
     });

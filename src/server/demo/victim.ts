@@ -4,7 +4,7 @@
  */
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
-import { accuracy, createModel, loadModel, readModelMeta, saveModel, trainModel, writeModelMeta, type LayersModel, type TrainProgress } from '../../models/index.js';
+import { accuracy, checkpointRecorder, createModel, DEFAULT_CHECKPOINTS, loadModel, readModelMeta, saveCheckpoints, saveModel, trainModel, writeModelMeta, type LayersModel, type TrainProgress } from '../../models/index.js';
 
 export interface LabelledRows {
   /** rows × features pixels in [0, 1]. */
@@ -47,14 +47,17 @@ export async function loadOrTrainDemoVictim(options: DemoVictimOptions): Promise
     return { model, testAccuracy, fromCache: true };
   }
   const model = createModel({ arch: 'mlp', inputShape: [options.features], classes: options.classes, seed: options.seed ?? 1 });
+  // HODA's checkpoints: the weights at 11 evenly spaced points of training, saved beside the model.
+  const recorder = checkpointRecorder(model, DEFAULT_CHECKPOINTS);
   try {
-    await trainModel(model, { x: train.x, rows: train.rows, labels: Int32Array.from(train.labels) }, { epochs: options.epochs ?? 3, batchSize: options.batchSize ?? 128, seed: options.seed ?? 1, onProgress: options.onProgress });
+    await trainModel(model, { x: train.x, rows: train.rows, labels: Int32Array.from(train.labels) }, { epochs: options.epochs ?? 3, batchSize: options.batchSize ?? 128, seed: options.seed ?? 1, onProgress: options.onProgress, onStep: recorder.onStep });
   } catch (error) {
     model.dispose();
     throw error;
   }
   const testAccuracy = accuracy(model, test.x, test.labels, test.rows);
   await saveModel(model, dir);
+  await saveCheckpoints(dir, recorder.checkpoints);
   await writeModelMeta(dir, { dataset: 'mnist', arch: 'mlp', classes: options.classes, inputShape: [options.features], testAccuracy, role: 'demo-victim' });
   return { model, testAccuracy, fromCache: false };
 }
