@@ -2,6 +2,10 @@ import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { checkpointRecorder, createModel, initBackend, tf, trainModel } from '../../../src/models/index.js';
 import { runDetectionEvaluation } from '../../../src/eval/detection/run.js';
+import { writeDetectionReport } from '../../../src/eval/report/detection-section.js';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { AttackerStream } from '../../../src/eval/detection/streams.js';
 import { seededRandom } from '../../../src/eval/random.js';
 
@@ -42,7 +46,9 @@ const betweenClasses: AttackerStream = {
 describe('detection evaluation (synthetic, small)', () => {
   before(() => initBackend({ log: () => {} }));
 
-  it('flags an obviously OOD stream, leaves in-distribution benign clients alone, and reports every detector', async () => {
+  it('flags an obviously OOD stream, leaves in-distribution benign clients alone, and reports every detector', async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'msd-detection-report-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
     const tensors = tf.memory().numTensors;
     const train = blobs(600, 1);
     const victim = createModel({ arch: 'mlp', inputShape: [FEATURES], classes: CLASSES, seed: 2, hidden: [16] });
@@ -86,6 +92,13 @@ describe('detection evaluation (synthetic, small)', () => {
       assert.equal(report.benign.escalated, 0);
       assert.equal(report.benign.falsePositiveRate.ood, 0);
       assert.equal(report.targets.met, false, 'fewer than 100 benign clients cannot meet the target');
+      await writeFile(join(dir, 'report.html'), '<html><body><h1>grid</h1></body></html>');
+      const files = await writeDetectionReport(dir, report);
+      await writeDetectionReport(dir, report);
+      const page = await readFile(join(dir, 'report.html'), 'utf8');
+      assert.equal(page.split('<section id="detection">').length, 2, 'one section, replaced on a rerun');
+      assert.match(page, /<h1>grid<\/h1>[\s\S]*between-classes<\/td><td>150<\/td><td>50<\/td>[\s\S]*<\/body>/);
+      assert.deepEqual(JSON.parse(await readFile(files.json, 'utf8')).attackers[0].firstFlag, attacker.firstFlag);
     } finally {
       victim.dispose();
       for (const m of checkpoints) m.dispose();
