@@ -25,6 +25,7 @@ interface EvalFlags {
   detection?: boolean;
   attackerQueries?: string;
   benignClients?: string;
+  detectionOptions?: string;
 }
 
 const fail: (message: string) => never = (message) => failCommand('eval', message);
@@ -62,9 +63,19 @@ async function runDetectionCommand(flags: EvalFlags, config: EvalConfig, outDir:
   };
   const attackerQueries = positive(flags.attackerQueries, '--attacker-queries');
   const clients = positive(flags.benignClients, '--benign-clients');
+  let detection: Record<string, unknown> | undefined;
+  try {
+    detection = flags.detectionOptions === undefined ? undefined : (JSON.parse(flags.detectionOptions) as Record<string, unknown>);
+  } catch (error) {
+    fail(`--detection-options must be JSON, e.g. '{"ood":{"maxRate":0.2}}': ${(error as Error).message}`);
+  }
   const { evaluateDetection } = await import('../eval/detection/evaluate-detection.js');
   const started = Date.now();
-  const { report, files } = await evaluateDetection({ config, outDir, cacheDir, attackerQueries, benign: { clients }, log, progress: (label, total) => createProgress({ label, total, silent: flags.quiet }) });
+  const { DetectionConfigError } = await import('../detection/index.js');
+  const { report, files } = await evaluateDetection({ config, outDir, cacheDir, attackerQueries, benign: { clients }, detection, log, progress: (label, total) => createProgress({ label, total, silent: flags.quiet }) }).catch((error: unknown) => {
+    if (error instanceof DetectionConfigError) fail(`--detection-options: ${error.message}`);
+    throw error;
+  });
   process.stdout.write(`benign: ${report.benign.flagged.any} of ${report.benign.clients} clients flagged (${Object.entries(report.benign.flagged).map(([d, n]) => `${d} ${n}`).join(', ')}); targets ${report.targets.met ? 'met' : 'not met'}\n`);
   process.stdout.write(`detection: ${files.json} in ${((Date.now() - started) / 1000).toFixed(0)} s${files.insertedInto ? `; section added to ${files.insertedInto}` : ''}\n`);
 }
@@ -84,6 +95,7 @@ export function registerEvalCommand(program: Command): void {
     .option('--detection', 'instead of the grid: per-client detection against Knockoff attackers and benign clients (detection.json, report section)')
     .option('--attacker-queries <n>', 'with --detection: queries per attacker', '1000')
     .option('--benign-clients <n>', 'with --detection: benign clients', '120')
+    .option('--detection-options <json>', 'with --detection: detection options over the defaults, e.g. \'{"ood":{"maxRate":0.2}}\'')
     .action(async (flags: EvalFlags) => {
       let config: EvalConfig;
       try {

@@ -5,6 +5,7 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { argmaxRows } from '../../defenses/index.js';
+import type { DetectionOptions } from '../../detection/index.js';
 import { initBackend, loadCheckpointModels, loadModel, predictProbs, Surrogate, type ContextProviders } from '../../models/index.js';
 import type { EvalConfig } from '../config.js';
 import type { ProgressFactory } from '../progress.js';
@@ -22,6 +23,8 @@ export interface EvaluateDetectionOptions {
   /** Queries per attacker (default 1000). */
   attackerQueries?: number;
   benign?: Partial<BenignSettings>;
+  /** Over the detection's defaults, e.g. { ood: { maxRate: 0.2 } }. */
+  detection?: DetectionOptions;
   /** More attackers' streams (e.g. JBDA), beside the Knockoff ones. */
   extraStreams?: (context: { config: EvalConfig }) => AttackerStream[];
   loadDataset?: DatasetLoader;
@@ -57,6 +60,7 @@ export async function evaluateDetection(options: EvaluateDetectionOptions): Prom
       seed: config.seed,
       providers,
       benign: options.benign,
+      detection: options.detection,
       log,
     });
     await mkdir(options.outDir, { recursive: true });

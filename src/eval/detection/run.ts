@@ -15,7 +15,7 @@ import { EndpointError, imageRequest, readProbabilities, type InferenceClient } 
 import { trainKnockoff, type VictimTestSet } from '../knockoff.js';
 import { accuracy } from '../measures.js';
 import { deriveSeed, permutation, seededRandom } from '../random.js';
-import type { LabelledImages } from '../world.js';
+import { subset, type LabelledImages } from '../world.js';
 import { newRecord, recordingDetection, type ClientRecord } from './recorder.js';
 import type { AttackerStream } from './streams.js';
 
@@ -108,7 +108,13 @@ function detectingClient(url: string, key: string, onRequest: () => void): Infer
     async infer(x, rows, features) {
       requests += 1;
       onRequest();
-      const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': key }, body: JSON.stringify(imageRequest(x, rows, features)) });
+      const send = () => fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': key }, body: JSON.stringify(imageRequest(x, rows, features)) });
+      // A kept-alive socket the server closed while the attacker trained (a pause of seconds) resets
+      // before the request is read: sent again once, on a fresh connection.
+      const response = await send().catch((error: Error & { cause?: { code?: string } }) => {
+        if (error.cause?.code !== 'ECONNRESET') throw error;
+        return send();
+      });
       const text = await response.text();
       if (!response.ok) throw new EndpointError(`${url} answered ${response.status} to client ${key}: ${text.slice(0, 200)}`);
       return readProbabilities(JSON.parse(text), rows);
@@ -116,10 +122,15 @@ function detectingClient(url: string, key: string, onRequest: () => void): Infer
   };
 }
 
-function halves(test: LabelledImages, features: number): { calibration: LabelledImages; benign: LabelledImages } {
+/**
+ * A seeded random half of the test split calibrates HODA, the other half feeds the benign clients.
+ * Not the first and second halves: a test split's order may carry a shift (MNIST's first 5000 test
+ * images come from other writers than its last 5000), which would read as a false positive.
+ */
+function halves(test: LabelledImages, seed: number): { calibration: LabelledImages; benign: LabelledImages } {
+  const order = permutation(test.rows, seededRandom(deriveSeed(seed, 'detection-test-halves')));
   const half = Math.floor(test.rows / 2);
-  const part = (from: number, to: number): LabelledImages => ({ x: test.x.subarray(from * features, to * features), labels: Array.from(test.labels).slice(from, to), rows: to - from });
-  return { calibration: part(0, half), benign: part(half, test.rows) };
+  return { calibration: subset(test, order.subarray(0, half)), benign: subset(test, order.subarray(half)) };
 }
 
 /** HODA's benign calibration: the hardness of held-out images, in many seeded orders (so the benign maximum is taken over many chunks). */
@@ -139,7 +150,7 @@ export async function runDetectionEvaluation(options: DetectionEvalOptions): Pro
   const { features, classes, victim, seed } = options;
   const requestRows = options.requestRows ?? 10;
   const benignSettings = { ...DEFAULT_BENIGN, ...options.benign };
-  const { calibration: held, benign: benignImages } = halves(options.victimTest, features);
+  const { calibration: held, benign: benignImages } = halves(options.victimTest, seed);
   const checkpoints = options.checkpoints && options.checkpoints.length >= 2 ? options.checkpoints : undefined;
   const hodaCalibration = checkpoints && held.rows >= 100 ? calibrate(checkpoints, held, seed) : undefined;
   const detectionOptions: DetectionOptions = { ...options.detection };
