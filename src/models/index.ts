@@ -54,3 +54,5 @@ export { TRAIN_LOSSES, trainModel, type EpochRecord, type TrainData, type TrainL
 export { Surrogate, type SurrogateOptions } from './surrogate.js';
 export type { GramMethod } from './gram.js';
 export { computeDefenseContext, inputKeys, type ContextProviders, type ProbabilityModel } from './context.js';
+export type { SurrogateModel } from './surrogate-model.js';
+export { asyncSurrogate } from './async-surrogate.js';

@@ -3,7 +3,7 @@
  * outcome label for metrics, so the middleware and the proxy answer the same way.
  */
 
-export type FailureOutcome = 'bad_request' | 'bad_answer' | 'defense_failed' | 'too_large' | 'upstream_unavailable' | 'upstream_timeout' | 'not_served';
+export type FailureOutcome = 'bad_request' | 'bad_answer' | 'defense_failed' | 'too_large' | 'upstream_unavailable' | 'upstream_timeout' | 'not_served' | 'overloaded';
 
 export class ServingError extends Error {
   override name = 'ServingError';
@@ -11,6 +11,8 @@ export class ServingError extends Error {
     message: string,
     readonly status: number,
     readonly outcome: FailureOutcome,
+    /** Headers the error answer carries, e.g. Retry-After on a 503. */
+    readonly headers?: Readonly<Record<string, string>>,
   ) {
     super(message);
   }
@@ -21,6 +23,14 @@ export class RequestFormatError extends ServingError {
   override name = 'RequestFormatError';
   constructor(message: string, status = 400) {
     super(message, status, status === 413 ? 'too_large' : 'bad_request');
+  }
+}
+
+/** The surrogate cannot keep up (its queue is full) or is shutting down: 503 with Retry-After, seconds. */
+export class OverloadedError extends ServingError {
+  override name = 'OverloadedError';
+  constructor(message: string, retryAfterSeconds: number) {
+    super(message, 503, 'overloaded', { 'retry-after': String(Math.max(1, Math.ceil(retryAfterSeconds))) });
   }
 }
 

@@ -25,3 +25,8 @@ export { createServingMetrics, DEFAULT_METRICS_PREFIX, metricsHandler, recordEva
 export { createHttpLogger, createLogger, defenseRecordOf, type DefenseRecord } from './logger.js';
 export { AnswerFormatError, RequestFormatError, ServingError, ServingOptionError, type FailureOutcome } from './errors.js';
 export { buildDemoApp, DEMO_DEFENSE, type DemoApp, type DemoAppOptions } from './demo/app.js';
+export { createBatcher, type BatchForward, type Batcher, type BatcherConfig, type BatcherObserver } from './batching/batcher.js';
+export { batchedSurrogateContext, mapContextInputs, type AsyncProbabilityModel, type BatchedContextModels, type BatchedContextProvider } from './batching/batched-context.js';
+export { BATCHING_DEFAULTS, resolveBatching, type BatchingOptions, type ResolvedBatching } from './batching/options.js';
+export { OverloadedError } from './errors.js';
+export type { ContextProviderHooks } from './perturber.js';

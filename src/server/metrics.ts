@@ -32,7 +32,7 @@ export interface MetricsOptions {
 
 type MetricClass<T> = new (config: never) => T;
 
-function getOrCreate<T extends Metric<string>>(registry: Registry, Kind: MetricClass<T>, config: { name: string; help: string; labelNames: readonly string[]; buckets?: number[] }): T {
+export function getOrCreate<T extends Metric<string>>(registry: Registry, Kind: MetricClass<T>, config: { name: string; help: string; labelNames: readonly string[]; buckets?: number[] }): T {
   const existing = registry.getSingleMetric(config.name);
   if (existing) {
     if (!(existing instanceof Kind)) {

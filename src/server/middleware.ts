@@ -54,6 +54,7 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
         return;
       }
       res.status(outcome.status);
+      if (outcome.headers) res.set(outcome.headers);
       originalJson.call(res, outcome.body);
     };
 

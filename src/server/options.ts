@@ -94,6 +94,7 @@ export function resolveServingOptions<Req>(options: ServingOptions<Req>): Resolv
   }
   const codec = resolveCodec(options.protocol);
   const metrics = createServingMetrics({ registry: options.registry, prefix: options.metricsPrefix });
+  options.context?.useMetrics?.(metrics);
   return { codec, defense, tiers, chooseDefense: options.chooseDefense, onFailure, inputFormat, context: options.context, metrics, logger: options.logger };
 }
 

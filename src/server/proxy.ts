@@ -16,7 +16,7 @@ import { RequestFormatError, ServingError, ServingOptionError } from './errors.j
 import { createHttpLogger, setDefenseRecord } from './logger.js';
 import { metricsHandler, type ServingMetrics } from './metrics.js';
 import { resolveServingOptions, selectDefense, SERVING_OPTION_NAMES, type ServingOptions } from './options.js';
-import { createPerturber, SKIPPED_LABEL, type Outcome } from './perturber.js';
+import { checkRowLimit, createPerturber, SKIPPED_LABEL, type Outcome } from './perturber.js';
 import { BodyTooLargeError, decodeBody, forwardableHeaders, isIdentityEncoding, parseAnswerJson, parseRequestJson, readBody } from './proxy/bodies.js';
 import { createRouteTable, type RouteOptions } from './proxy/routes.js';
 import type { InputRows } from './protocols/index.js';
@@ -109,7 +109,7 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
       return;
     }
     const text = JSON.stringify(outcome.body);
-    res.writeHead(outcome.status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+    res.writeHead(outcome.status, { ...headers, ...outcome.headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
     res.end(text);
   };
 
@@ -209,7 +209,11 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
       });
       if (!decoded) throw new RequestFormatError(`unsupported request content-encoding "${req.headers['content-encoding']}"; send gzip, deflate, br or none`, 415);
       const requestBody = parseRequestJson(decoded.toString('utf8'));
-      if (defense && defense.needs.length > 0) inputs = resolved.codec.readInputs(requestBody);
+      if (defense && defense.needs.length > 0) {
+        inputs = resolved.codec.readInputs(requestBody);
+        // Refused before the upstream spends any work on it.
+        checkRowLimit(resolved.context, inputs.rows);
+      }
     } catch (error) {
       fail(res, label, error instanceof BodyTooLargeError ? new RequestFormatError(`request: ${error.message}`, 413) : error);
       return;

@@ -14,6 +14,7 @@ import { predictProbs } from '../../models/predict.js';
 import { classCount, inputSize } from '../../models/architectures.js';
 import type { LayersModel } from '../../models/tf.js';
 import { ServingError } from '../errors.js';
+import { mapContextInputs } from '../batching/batched-context.js';
 import { createHttpLogger } from '../logger.js';
 import { poisonPredictions, type PoisonPredictionsMiddleware } from '../middleware.js';
 import type { DefenseOption } from '../options.js';
@@ -59,7 +60,7 @@ export function buildDemoApp(options: DemoAppOptions): DemoApp {
     collectDefaultMetrics({ register: registry, prefix: DEMO_PROCESS_PREFIX });
   }
   const codec = kserveV2Codec({ inputName: DEMO_INPUT_NAME, outputName: DEMO_OUTPUT_NAME });
-  const scaledContext: ContextProvider | undefined = options.context && ((needs, inputs) => options.context!(needs, pixelsInUnitRange(inputs)));
+  const scaledContext: ContextProvider | undefined = options.context && mapContextInputs(options.context, pixelsInUnitRange);
   const guard = poisonPredictions({ defense: options.defense ?? DEMO_DEFENSE, protocol: codec, context: scaledContext, registry, logger: undefined });
 
   const app = express();
