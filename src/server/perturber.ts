@@ -29,6 +29,8 @@ export type ContextProvider = ((needs: readonly ContextNeed[], inputs: InputRows
 export interface ContextProviderHooks {
   /** Rows one request may carry: more is refused with 413 before any work (the proxy checks before forwarding). */
   readonly maxRowsPerRequest?: number;
+  /** Throws OverloadedError (503) when `rows` more rows cannot be queued now: the proxy asks before forwarding. */
+  admit?(rows: number): void;
   /** Called by each middleware or proxy built with this provider, to register its metrics on their registry. */
   useMetrics?(metrics: ServingMetrics): void;
 }
@@ -37,6 +39,12 @@ export interface ContextProviderHooks {
 export function checkRowLimit(context: ContextProvider | undefined, rows: number): void {
   const limit = context?.maxRowsPerRequest;
   if (limit !== undefined && rows > limit) throw new RequestFormatError(`request: ${rows} input rows; at most ${limit} per request are accepted, split the batch`, 413);
+}
+
+/** Before the upstream works on a request: 413 over the row limit, 503 (Retry-After) when the provider's queue is full. */
+export function admitRows(context: ContextProvider | undefined, rows: number): void {
+  checkRowLimit(context, rows);
+  context?.admit?.(rows);
 }
 
 /** Client-side failures and overload answer as such, never with the argmax fallback: the client must resend. */

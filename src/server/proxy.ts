@@ -16,7 +16,7 @@ import { RequestFormatError, ServingError, ServingOptionError } from './errors.j
 import { createHttpLogger, setDefenseRecord } from './logger.js';
 import { metricsHandler, type ServingMetrics } from './metrics.js';
 import { resolveServingOptions, selectDefense, SERVING_OPTION_NAMES, type ServingOptions } from './options.js';
-import { checkRowLimit, createPerturber, SKIPPED_LABEL, type Outcome } from './perturber.js';
+import { admitRows, createPerturber, SKIPPED_LABEL, type Outcome } from './perturber.js';
 import { BodyTooLargeError, decodeBody, forwardableHeaders, isIdentityEncoding, parseAnswerJson, parseRequestJson, readBody } from './proxy/bodies.js';
 import { createRouteTable, type RouteOptions } from './proxy/routes.js';
 import type { InputRows } from './protocols/index.js';
@@ -211,8 +211,8 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
       const requestBody = parseRequestJson(decoded.toString('utf8'));
       if (defense && defense.needs.length > 0) {
         inputs = resolved.codec.readInputs(requestBody);
-        // Refused before the upstream spends any work on it.
-        checkRowLimit(resolved.context, inputs.rows);
+        // Refused before the upstream spends any work on it: too many rows (413), or the surrogate's queue is full (503).
+        admitRows(resolved.context, inputs.rows);
       }
     } catch (error) {
       fail(res, label, error instanceof BodyTooLargeError ? new RequestFormatError(`request: ${error.message}`, 413) : error);

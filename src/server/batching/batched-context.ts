@@ -38,6 +38,7 @@ export interface BatchedContextModels {
 export interface BatchedContextProvider extends ContextProvider {
   readonly maxRowsPerRequest: number;
   readonly batching: ResolvedBatching;
+  admit(rows: number): void;
   useMetrics(metrics: ServingMetrics): void;
   /** Rejects waiting requests (503) and clears every timer; resolves once the forward pass in flight is done. */
   close(): Promise<void>;
@@ -128,6 +129,9 @@ export function batchedSurrogateContext(models: BatchedContextModels, options: B
   return Object.assign(provider, {
     maxRowsPerRequest: batching.maxRowsPerRequest,
     batching,
+    admit(rows: number): void {
+      for (const batcher of batchers.values()) batcher.admit(rows);
+    },
     useMetrics(metrics: ServingMetrics): void {
       // Several middlewares on one registry count each forward pass once.
       if (attached.has(metrics.registry)) return;
@@ -144,5 +148,5 @@ export function batchedSurrogateContext(models: BatchedContextModels, options: B
 /** A provider that sees transformed inputs (e.g. pixels scaled to [0, 1]), keeping the original's limits and metrics hooks. */
 export function mapContextInputs(provider: ContextProvider, map: (inputs: InputRows) => InputRows): ContextProvider {
   const mapped: ContextProvider = (needs, inputs) => provider(needs, map(inputs));
-  return Object.assign(mapped, { maxRowsPerRequest: provider.maxRowsPerRequest, useMetrics: provider.useMetrics?.bind(provider) });
+  return Object.assign(mapped, { maxRowsPerRequest: provider.maxRowsPerRequest, admit: provider.admit?.bind(provider), useMetrics: provider.useMetrics?.bind(provider) });
 }

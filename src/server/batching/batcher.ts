@@ -38,6 +38,8 @@ export interface Batcher<Out extends Float32Array | Float64Array> {
   submit(inputs: Float32Array, rows: number): Promise<Out>;
   /** Rows waiting for a forward pass (not counting the one computing). */
   readonly queuedRows: number;
+  /** Throws the OverloadedError submit would reject with if `rows` rows came now (a proxy asks before forwarding). */
+  admit(rows: number): void;
   /** Refuses new work, rejects what waits (503), and resolves once the forward pass in flight has finished. Clears every timer. */
   close(): Promise<void>;
 }
@@ -180,12 +182,19 @@ export function createBatcher<Out extends Float32Array | Float64Array>(forward: 
     timer ??= setTimeout(dispatch, windowMs);
   };
 
+  const admit = (rows: number): void => {
+    if (closed) throw new OverloadedError(`${what} is shutting down`, 1);
+    if (queuedRows + rows > maxQueueRows) throw new OverloadedError(`${what} is busy (${queuedRows} rows waiting, limit ${maxQueueRows}); retry later`, retryAfter(rows));
+  };
+
   const submit = (inputs: Float32Array, rows: number): Promise<Out> => {
     if (closed) return Promise.reject(new OverloadedError(`${what} is shutting down`, 1));
     if (!Number.isInteger(rows) || rows < 1) return Promise.reject(new RequestFormatError(`request: ${rows} input rows; send at least one`));
     if (inputs.length !== rows * width) return Promise.reject(new RequestFormatError(`request: inputs hold ${inputs.length} values; ${rows} rows of ${width} need ${rows * width}`));
-    if (queuedRows + rows > maxQueueRows) {
-      return Promise.reject(new OverloadedError(`${what} is busy (${queuedRows} rows waiting, limit ${maxQueueRows}); retry later`, retryAfter(rows)));
+    try {
+      admit(rows);
+    } catch (error) {
+      return Promise.reject(error);
     }
     return new Promise<Out>((resolve, reject) => {
       queue.push({ inputs, rows, next: 0, done: 0, submitted: performance.now(), started: false, settled: false, resolve, reject });
@@ -206,6 +215,7 @@ export function createBatcher<Out extends Float32Array | Float64Array>(forward: 
 
   return {
     submit,
+    admit,
     get queuedRows() {
       return queuedRows;
     },
