@@ -1,7 +1,9 @@
 /** `proxy`: the defense proxy in front of any model server (KServe V2, TF Serving, or JSON at given paths). */
 import type { Command } from 'commander';
+import { addBatchingFlags, batchingFromFlags, type BatchingFlags } from './batching-flags.js';
 import { integerFlag } from './flags.js';
 import { DefenseError, parseDefense } from '../defenses/index.js';
+import type { BatchingOptions } from '../server/batching/options.js';
 import { ServingOptionError } from '../server/errors.js';
 import { closeOnSignals } from '../server/lifecycle.js';
 import { createLogger } from '../server/logger.js';
@@ -32,6 +34,7 @@ interface ProxyFlags {
   logLevel: string;
   inputScale?: string;
 }
+type AllProxyFlags = ProxyFlags & BatchingFlags;
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
@@ -49,7 +52,7 @@ function protocolConfig(flags: ProxyFlags): ProtocolConfig {
   return { name, probsPath: flags.probsPath, inputsPath: flags.inputsPath };
 }
 
-export async function proxyOptionsFromFlags(flags: ProxyFlags): Promise<ProxyOptions & { port: number; host: string }> {
+export async function proxyOptionsFromFlags(flags: AllProxyFlags): Promise<ProxyOptions & { port: number; host: string }> {
   const options: ProxyOptions & { port: number; host: string } = {
     upstream: flags.upstream,
     protocol: protocolConfig(flags),
@@ -79,27 +82,35 @@ export async function proxyOptionsFromFlags(flags: ProxyFlags): Promise<ProxyOpt
   if (needs.includes('misinformation')) throw new ServingOptionError(`defense "${flags.defense}" needs a misinformation model, which the proxy does not load; use it through the middleware (poisonPredictions with a context)`);
   const scale = flags.inputScale === undefined ? 1 : Number(flags.inputScale);
   if (!Number.isFinite(scale) || scale <= 0) throw new ServingOptionError(`--input-scale must be a positive number, got "${flags.inputScale}"`);
-  if (needs.length > 0) options.context = await contextFor(flags.surrogate, scale);
+  const batching = batchingFromFlags(flags, (message) => {
+    throw new ServingOptionError(message);
+  });
+  if (needs.length > 0) options.context = await contextFor(flags.surrogate, scale, batching);
   return options;
 }
 
-/** The defense context from the request's inputs (times `scale`, e.g. 1/255 for 0..255 pixels), with the surrogate when given. */
-async function contextFor(surrogateDir: string | undefined, scale: number): Promise<NonNullable<ProxyOptions['context']>> {
+/**
+ * The defense context from the request's inputs (times `scale`, e.g. 1/255 for 0..255 pixels): the
+ * surrogate's forward passes batched and bounded (see server/batching) when a surrogate is given.
+ */
+async function contextFor(surrogateDir: string | undefined, scale: number, batching: BatchingOptions): Promise<NonNullable<ProxyOptions['context']>> {
   // Loaded on demand: proxies without a surrogate never start TensorFlow.js.
   const { surrogateContext } = await import('../server/surrogate-context.js');
+  const { batchedSurrogateContext, mapContextInputs } = await import('../server/batching/batched-context.js');
   const models = await import('../models/index.js');
-  let surrogate: InstanceType<typeof models.Surrogate> | undefined;
+  let provider: NonNullable<ProxyOptions['context']>;
   if (surrogateDir) {
     await models.initBackend();
-    surrogate = await models.Surrogate.load(surrogateDir);
+    provider = batchedSurrogateContext({ surrogate: models.asyncSurrogate(await models.Surrogate.load(surrogateDir)) }, batching);
+  } else {
+    provider = surrogateContext({});
   }
-  const provider = surrogateContext({ surrogate });
   if (scale === 1) return provider;
-  return (needs, inputs) => provider(needs, { ...inputs, data: inputs.data.map((v) => v * scale) });
+  return mapContextInputs(provider, (inputs) => ({ ...inputs, data: inputs.data.map((v) => v * scale) }));
 }
 
 export function registerProxyCommand(program: Command): void {
-  program
+  const command = program
     .command('proxy')
     .description('run the defense proxy in front of a model server: inference answers are defended, health and metadata routes pass through')
     .requiredOption('-u, --upstream <url>', 'base URL of the model server, e.g. http://127.0.0.1:8080')
@@ -123,18 +134,22 @@ export function registerProxyCommand(program: Command): void {
     .option('--on-failure <mode>', 'when the defense fails: "error" or "argmax" (label only)', 'error')
     .option('--logits', 'the model answers logits, not probabilities')
     .option('--secret <secret>', 'secret keying deterministic noise (default: env MSD_NOISE_SECRET)')
-    .option('--log-level <level>', 'pino log level', 'info')
-    .action(async (flags: ProxyFlags) => {
-      try {
-        const running = await startDefenseProxy(await proxyOptionsFromFlags(flags));
-        process.stderr.write(`proxy: ${running.url} → ${flags.upstream} (${flags.protocol}), defense ${running.proxy.defense.spec}, metrics at ${running.url}/metrics\n`);
-        closeOnSignals(() => running.close());
-      } catch (error) {
-        if (error instanceof ServingOptionError || error instanceof DefenseError || (error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-          process.stderr.write(`proxy: ${(error as Error).message}\n`);
-          process.exit(2);
-        }
-        throw error;
+    .option('--log-level <level>', 'pino log level', 'info');
+  addBatchingFlags(command).action(async (flags: AllProxyFlags) => {
+    try {
+      const options = await proxyOptionsFromFlags(flags);
+      const running = await startDefenseProxy(options);
+      process.stderr.write(`proxy: ${running.url} → ${flags.upstream} (${flags.protocol}), defense ${running.proxy.defense.spec}, metrics at ${running.url}/metrics\n`);
+      closeOnSignals(async () => {
+        await running.close();
+        await options.context?.close?.();
+      });
+    } catch (error) {
+      if (error instanceof ServingOptionError || error instanceof DefenseError || (error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+        process.stderr.write(`proxy: ${(error as Error).message}\n`);
+        process.exit(2);
       }
-    });
+      throw error;
+    }
+  });
 }

@@ -33,6 +33,8 @@ export interface ContextProviderHooks {
   admit?(rows: number): void;
   /** Called by each middleware or proxy built with this provider, to register its metrics on their registry. */
   useMetrics?(metrics: ServingMetrics): void;
+  /** Stops the provider's timers and refuses waiting work; the owner calls it on shutdown. */
+  close?(): Promise<void>;
 }
 
 /** A request with more rows than the context provider accepts: 413, before any work. */

@@ -148,5 +148,10 @@ export function batchedSurrogateContext(models: BatchedContextModels, options: B
 /** A provider that sees transformed inputs (e.g. pixels scaled to [0, 1]), keeping the original's limits and metrics hooks. */
 export function mapContextInputs(provider: ContextProvider, map: (inputs: InputRows) => InputRows): ContextProvider {
   const mapped: ContextProvider = (needs, inputs) => provider(needs, map(inputs));
-  return Object.assign(mapped, { maxRowsPerRequest: provider.maxRowsPerRequest, admit: provider.admit?.bind(provider), useMetrics: provider.useMetrics?.bind(provider) });
+  return Object.assign(mapped, {
+    maxRowsPerRequest: provider.maxRowsPerRequest,
+    admit: provider.admit?.bind(provider),
+    useMetrics: provider.useMetrics?.bind(provider),
+    close: provider.close?.bind(provider),
+  });
 }
