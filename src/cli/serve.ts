@@ -11,7 +11,7 @@ import { failCommand, integerFlag } from './flags.js';
 import { DefenseError, parseDefense } from '../defenses/index.js';
 import { defaultCacheDir, loadDataset } from '../eval/datasets.js';
 import { asyncSurrogate, initBackend, Surrogate } from '../models/index.js';
-import { buildDemoApp, DEMO_DEFENSE, DEMO_INPUT_NAME } from '../server/demo/app.js';
+import { buildDemoApp, DEMO_DEFENSE, DEMO_INPUT_NAME, type DemoApp } from '../server/demo/app.js';
 import { loadOrTrainDemoVictim } from '../server/demo/victim.js';
 import { ServingOptionError } from '../server/errors.js';
 import { closeOnSignals } from '../server/lifecycle.js';
@@ -85,18 +85,20 @@ export function registerServeCommand(program: Command): void {
     const surrogate = needs.length === 0 ? undefined : flags.surrogate ? await Surrogate.load(flags.surrogate) : Surrogate.random({ arch: 'mlp', inputShape: [features], classes: dataset.classes, seed: 7 });
     let server: Server;
     let context: ReturnType<typeof batchedSurrogateContext> | undefined;
+    let demo: DemoApp | undefined;
     try {
       // The surrogate's forward passes are asynchronous and batched: a large request cannot stall the others.
       context = surrogate ? batchedSurrogateContext({ surrogate: asyncSurrogate(surrogate) }, batching) : undefined;
-      const { app, guard } = buildDemoApp({
+      demo = buildDemoApp({
         model: victim.model,
         modelName: MODEL_NAME,
         defense: parseDefense(flags.defense, { noiseSecret }),
         context,
+        batching,
         logger: createLogger({ level: flags.logLevel }),
       });
       server = await new Promise<Server>((resolve, reject) => {
-        const s = app.listen(port, flags.host, () => resolve(s));
+        const s = demo!.app.listen(port, flags.host, () => resolve(s));
         s.once('error', reject);
       });
       const address = server.address();
@@ -108,7 +110,7 @@ export function registerServeCommand(program: Command): void {
       const shown = relative(process.cwd(), requestFile) || requestFile;
       process.stdout.write(
         [
-          `demo model server on ${base}, defense ${guard.defense.spec}`,
+          `demo model server on ${base}, defense ${demo.guard.defense.spec}`,
           `  an MNIST test image (a ${dataset.test.labels[0]}), defended answer:`,
           `    curl -s -H 'content-type: application/json' -d @${shown} ${base}/v2/models/${MODEL_NAME}/infer`,
           `  metadata ${base}/v2/models/${MODEL_NAME}   health ${base}/v2/health/ready   metrics ${base}/metrics`,
@@ -124,6 +126,7 @@ export function registerServeCommand(program: Command): void {
         server.close(() => resolve());
         server.closeAllConnections();
       });
+      await demo?.close();
       await context?.close();
       surrogate?.dispose();
       victim.model.dispose();

@@ -3,7 +3,8 @@ import type { Server } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import express from 'express';
 import request from 'supertest';
-import { asyncSurrogate, initBackend, Surrogate, tf } from '../../src/models/index.js';
+import { asyncSurrogate, createModel, initBackend, Surrogate, tf } from '../../src/models/index.js';
+import { buildDemoApp } from '../../src/server/demo/app.js';
 import { batchedSurrogateContext, type AsyncProbabilityModel, type BatchedContextProvider } from '../../src/server/batching/batched-context.js';
 import { ServingOptionError } from '../../src/server/errors.js';
 import { poisonPredictions } from '../../src/server/middleware.js';
@@ -238,6 +239,26 @@ describe('asyncSurrogate with the batched context', () => {
     } finally {
       await context.close();
       surrogate.dispose();
+    }
+  });
+});
+
+describe('demo app with batching', () => {
+  it('answers as the synchronous demo does, refuses over maxRowsPerRequest, and closes', async () => {
+    await initBackend({ log: () => {} });
+    const model = createModel({ arch: 'mlp', inputShape: [FEATURES], classes: CLASSES, seed: 5 });
+    const plain = buildDemoApp({ model, defense: 'none', processMetrics: false });
+    const batched = buildDemoApp({ model, defense: 'none', processMetrics: false, batching: { windowMs: 5, maxBatchRows: 2, maxRowsPerRequest: 3 } });
+    try {
+      const bodies = [1, 2, 3].map((rows) => kserveRequest(rows, FEATURES));
+      const expected = await Promise.all(bodies.map((body) => request(plain.app).post('/v2/models/mnist/infer').send(body).expect(200)));
+      const got = await Promise.all(bodies.map((body) => request(batched.app).post('/v2/models/mnist/infer').send(body).expect(200)));
+      got.forEach((res, i) => assert.deepEqual(res.body.outputs, expected[i].body.outputs));
+      const tooMany = await request(batched.app).post('/v2/models/mnist/infer').send(kserveRequest(4, FEATURES)).expect(413);
+      assert.match(tooMany.body.error, /at most 3 per request/);
+    } finally {
+      await batched.close();
+      model.dispose();
     }
   });
 });
