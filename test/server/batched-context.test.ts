@@ -155,6 +155,24 @@ describe('batched surrogate context, mount mode', () => {
     assert.match(text, /msd_nodejs_eventloop_lag_p99_seconds /);
   });
 
+  it('batches the misinformation model on its own, computes input keys, and says when Gram matrices are unavailable', async () => {
+    const surrogate = fakeSurrogate();
+    const misinformation = fakeSurrogate();
+    const context = newContext(surrogate.model, {});
+    const both = batchedSurrogateContext({ surrogate: surrogate.model, misinformation: misinformation.model }, { windowMs: 1 });
+    contexts.push(both);
+    const data = Float32Array.from({ length: 2 * FEATURES }, (_, i) => i);
+    const got = await both(['misinformation', 'inputKey', 'surrogate'], { rows: 2, cols: FEATURES, data });
+    assert.deepEqual(got.misinformationProbs!.data, (await misinformation.model.probsAsync(data, 2)).data);
+    assert.deepEqual(got.surrogateProbs!.data, (await surrogate.model.probsAsync(data, 2)).data);
+    assert.equal(got.inputKeys!.length, 2);
+    assert.notEqual(got.inputKeys![0], got.inputKeys![1]);
+    await assert.rejects(context(['surrogateGram'], { rows: 2, cols: FEATURES, data }), /no gramAsync/);
+    await assert.rejects(context(['misinformation'], { rows: 2, cols: FEATURES, data }), /no misinformation model|none was configured/);
+    await assert.rejects(context(['surrogate'], { rows: 1, cols: FEATURES + 1, data: new Float32Array(FEATURES + 1) }), /takes 4/);
+    await assert.rejects(context(['surrogate'], { rows: 1, cols: FEATURES, data: Float32Array.of(0, NaN, 0, 0) }), /non-finite/);
+  });
+
   it('refuses a model without probsAsync and bad batching options at construction', () => {
     assert.throws(() => batchedSurrogateContext({ surrogate: {} as AsyncProbabilityModel }), /asyncSurrogate/);
     assert.throws(() => batchedSurrogateContext({ surrogate: fakeSurrogate().model }, { maxQueueRows: 0 }), ServingOptionError);
