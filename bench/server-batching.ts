@@ -9,7 +9,8 @@
  *      32 concurrent one-row clients, alone and with one more client sending 4,000-row requests;
  *   3. throughput (req/s, autocannon) at 1, 8 and 32 concurrent one-row clients, defenses none and
  *      mad-argmax, sync against batched with a 2 ms window (the default) and with none (0 ms).
- * Figures come from one run on this machine; compare the ratios within it.
+ * The modes run side by side and take turns, so a drift in the machine's load weighs on both; compare
+ * the ratios within one run.
  *
  *   npm run bench -- server-batching [--seconds 3] [--rows 4000] [--trials 3]
  */
@@ -83,47 +84,50 @@ const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floo
 
 console.log(`server-batching: node ${process.version}; demo server in a child process; large request ${largeRows} rows (${(large.length / 2 ** 20).toFixed(1)} MiB of JSON), small request 1 row`);
 
-// 1. Stall.
-console.log(`\n1. one-row request sent while a ${largeRows}-row request is in flight (${MAD}); ms, median over ${trials} trials`);
-console.log(`${'mode'.padEnd(8)} ${'offset ms'.padStart(9)} ${'small'.padStart(7)} ${'large'.padStart(7)} │ small alone`);
-const stall: Record<Mode, number[]> = { sync: [], batched: [] };
-for (const mode of ['sync', 'batched'] as Mode[]) {
-  const server = await start(mode, MAD);
-  try {
-    await post(server.url, large);
-    for (let i = 0; i < 20; i++) await post(server.url, small);
-    const alone: number[] = [];
-    for (let i = 0; i < 20; i++) alone.push((await post(server.url, small)).ms);
-    for (const offset of [0, 150, 300, 500]) {
-      const smalls: number[] = [];
-      const larges: number[] = [];
-      for (let t = 0; t < trials; t++) {
+// Both modes run side by side and take turns, so that a change in the shared machine's load weighs on both alike.
+const servers: Record<Mode, Started> = { sync: await start('sync', MAD), batched: await start('batched', MAD) };
+const MODES: Mode[] = ['sync', 'batched'];
+try {
+  // 1. Stall.
+  console.log(`\n1. one-row request sent while a ${largeRows}-row request is in flight (${MAD}); ms, median over ${trials} trials`);
+  console.log(`${'offset ms'.padStart(9)} │ ${'sync small'.padStart(10)} ${'large'.padStart(7)} │ ${'batched small'.padStart(13)} ${'large'.padStart(7)}`);
+  const alone: Record<Mode, number[]> = { sync: [], batched: [] };
+  for (const mode of MODES) {
+    await post(servers[mode].url, large);
+    for (let i = 0; i < 20; i++) await post(servers[mode].url, small);
+  }
+  for (let i = 0; i < 20; i++) for (const mode of MODES) alone[mode].push((await post(servers[mode].url, small)).ms);
+  const stall: Record<Mode, number[]> = { sync: [], batched: [] };
+  for (const offset of [0, 150, 300, 500]) {
+    const smalls: Record<Mode, number[]> = { sync: [], batched: [] };
+    const larges: Record<Mode, number[]> = { sync: [], batched: [] };
+    for (let t = 0; t < trials; t++) {
+      for (const mode of MODES) {
+        const { url } = servers[mode];
         let sentAt = 0;
-        const big = post(server.url, large, () => (sentAt = performance.now()));
+        const big = post(url, large, () => (sentAt = performance.now()));
         while (sentAt === 0) await sleep(1);
         await sleep(offset);
-        const one = await post(server.url, small);
+        const one = await post(url, small);
         const done = await big;
         if (one.status !== 200 || done.status !== 200) throw new Error(`status ${one.status}/${done.status}`);
-        smalls.push(one.ms);
-        larges.push(done.ms);
+        smalls[mode].push(one.ms);
+        larges[mode].push(done.ms);
+        stall[mode].push(one.ms);
       }
-      stall[mode].push(median(smalls));
-      console.log(`${mode.padEnd(8)} ${String(offset).padStart(9)} ${fmt(median(smalls))} ${fmt(median(larges))} │ ${fmt(median(alone), 1)}`);
     }
-  } finally {
-    stop(server);
+    console.log(`${String(offset).padStart(9)} │ ${fmt(median(smalls.sync)).padStart(10)} ${fmt(median(larges.sync))} │ ${fmt(median(smalls.batched)).padStart(13)} ${fmt(median(larges.batched))}`);
   }
-}
+  console.log(`one-row request alone (median of 20): sync ${median(alone.sync).toFixed(1)} ms, batched ${median(alone.batched).toFixed(1)} ms (two 2 ms windows: victim and surrogate)`);
+  console.log(`during a large one, all offsets: median sync ${median(stall.sync).toFixed(0)} ms → batched ${median(stall.batched).toFixed(0)} ms (${(median(stall.sync) / median(stall.batched)).toFixed(1)}× shorter); worst ${Math.max(...stall.sync).toFixed(0)} → ${Math.max(...stall.batched).toFixed(0)} ms`);
 
-// 2. Event-loop delay.
-console.log(`\n2. event-loop delay in the server (ms) and client latency (ms) under 32 one-row clients, ${seconds}s each (${MAD})`);
-console.log(`${'mode'.padEnd(8)} ${'load'.padEnd(30)} ${'loop p50'.padStart(8)} ${'loop p99'.padStart(8)} ${'loop max'.padStart(8)} │ ${'req/s'.padStart(7)} ${'p50'.padStart(7)} ${'p99'.padStart(7)} │ large done`);
-for (const mode of ['sync', 'batched'] as Mode[]) {
-  const server = await start(mode, MAD);
-  try {
-    await autocannon({ url: server.url + PATH, method: 'POST', headers: { 'content-type': 'application/json' }, body: small, connections: 32, duration: 1 });
-    for (const withLarge of [false, true]) {
+  // 2. Event-loop delay.
+  console.log(`\n2. event-loop delay in the server (ms) and client latency (ms) under 32 one-row clients, ${seconds}s each (${MAD})`);
+  console.log(`${'mode'.padEnd(8)} ${'load'.padEnd(30)} ${'loop p50'.padStart(8)} ${'loop p99'.padStart(8)} ${'loop max'.padStart(8)} │ ${'req/s'.padStart(7)} ${'p50'.padStart(7)} ${'p99'.padStart(7)} │ large done`);
+  for (const withLarge of [false, true]) {
+    for (const mode of MODES) {
+      const server = servers[mode];
+      await autocannon({ url: server.url + PATH, method: 'POST', headers: { 'content-type': 'application/json' }, body: small, connections: 32, duration: 1 });
       server.process.send({ type: 'reset' });
       let running = true;
       let largeDone = 0;
@@ -140,26 +144,27 @@ for (const mode of ['sync', 'batched'] as Mode[]) {
       const load = withLarge ? `32 clients + ${largeRows}-row client` : '32 clients';
       console.log(`${mode.padEnd(8)} ${load.padEnd(30)} ${fmt(lag.p50, 1).padStart(8)} ${fmt(lag.p99, 1).padStart(8)} ${fmt(lag.max, 1).padStart(8)} │ ${fmt(result.requests.average)} ${fmt(result.latency.p50)} ${fmt(result.latency.p99)} │ ${withLarge ? largeDone : '-'}${result.non2xx ? ` (${result.non2xx} non-2xx)` : ''}`);
     }
-  } finally {
-    stop(server);
   }
+} finally {
+  for (const mode of MODES) stop(servers[mode]);
 }
 
-// 3. Throughput.
+// 3. Throughput: every configuration started, then measured in turn at each concurrency.
 console.log(`\n3. throughput, one-row requests, req/s (autocannon mean over ${seconds}s), p99 ms in brackets`);
-console.log(`${'defense / mode'.padEnd(28)} ${[1, 8, 32].map((c) => `${c} client${c > 1 ? 's' : ''}`.padStart(16)).join('')}`);
-for (const [defense, mode, windowMs] of [['none', 'sync'], ['none', 'batched', 2], ['none', 'batched', 0], [MAD, 'sync'], [MAD, 'batched', 2], [MAD, 'batched', 0]] as [string, Mode, number?][]) {
-  const server = await start(mode, defense, windowMs);
-  try {
-    await autocannon({ url: server.url + PATH, method: 'POST', headers: { 'content-type': 'application/json' }, body: small, connections: 8, duration: 1 });
-    const cells: string[] = [];
-    for (const connections of [1, 8, 32]) {
+const configs = [['none', 'sync'], ['none', 'batched', 2], ['none', 'batched', 0], [MAD, 'sync'], [MAD, 'batched', 2], [MAD, 'batched', 0]] as [string, Mode, number?][];
+const started: Started[] = [];
+try {
+  for (const [defense, mode, windowMs] of configs) started.push(await start(mode, defense, windowMs));
+  const cells: string[][] = configs.map(() => []);
+  for (const server of started) await autocannon({ url: server.url + PATH, method: 'POST', headers: { 'content-type': 'application/json' }, body: small, connections: 8, duration: 1 });
+  for (const connections of [1, 8, 32]) {
+    for (const [i, server] of started.entries()) {
       const r = await autocannon({ url: server.url + PATH, method: 'POST', headers: { 'content-type': 'application/json' }, body: small, connections, duration: seconds });
-      cells.push(`${r.requests.average.toFixed(0)} (${r.latency.p99})`.padStart(16));
+      cells[i].push(`${r.requests.average.toFixed(0)} (${r.latency.p99})`.padStart(16));
     }
-    console.log(`${`${defense} ${mode}${windowMs === undefined ? '' : ` ${windowMs} ms`}`.padEnd(28)} ${cells.join('')}`);
-  } finally {
-    stop(server);
   }
+  console.log(`${'defense / mode'.padEnd(28)} ${[1, 8, 32].map((c) => `${c} client${c > 1 ? 's' : ''}`.padStart(16)).join('')}`);
+  for (const [i, [defense, mode, windowMs]] of configs.entries()) console.log(`${`${defense} ${mode}${windowMs === undefined ? '' : ` ${windowMs} ms`}`.padEnd(28)} ${cells[i].join('')}`);
+} finally {
+  started.forEach(stop);
 }
-console.log(`\nsmall-request latency during a large one, sync → batched (median over offsets): ${median(stall.sync).toFixed(0)} → ${median(stall.batched).toFixed(0)} ms (${(median(stall.sync) / median(stall.batched)).toFixed(1)}× shorter)`);

@@ -14,7 +14,7 @@ import { inputKeys } from '../../models/context.js';
 import type { ContextNeed, DefenseContext, ProbBatch } from '../../defenses/types.js';
 import { RequestFormatError, ServingError, ServingOptionError } from '../errors.js';
 import type { ServingMetrics } from '../metrics.js';
-import type { ContextProvider } from '../perturber.js';
+import type { ContextProvider, ContextProviderHooks } from '../perturber.js';
 import type { InputRows } from '../protocols/index.js';
 import { createBatcher, type Batcher, type BatcherObserver } from './batcher.js';
 import { batchingObservers, type BatchedModel } from './metrics.js';
@@ -35,7 +35,9 @@ export interface BatchedContextModels {
   misinformation?: AsyncProbabilityModel;
 }
 
-export interface BatchedContextProvider extends ContextProvider {
+export interface BatchedContextProvider extends ContextProviderHooks {
+  /** Always asynchronous: the context once every forward pass it needs has run. */
+  (needs: readonly ContextNeed[], inputs: InputRows): Promise<DefenseContext>;
   readonly maxRowsPerRequest: number;
   readonly batching: ResolvedBatching;
   admit(rows: number): void;
