@@ -105,6 +105,17 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
       else emit(result);
     };
 
+    // The surrogate's queue is full: refuse (503, Retry-After) before the route spends work on the request.
+    if (resolved.context?.admit && !resolved.chooseDefense && resolved.defense.needs.length > 0) {
+      try {
+        resolved.context.admit(1);
+      } catch (error) {
+        handled = true;
+        emit(perturber.failure(resolved.defense.spec, error));
+        return;
+      }
+    }
+
     res.json = function json(body?: unknown): Response {
       if (handled) return originalJson.call(res, body);
       handle(body, false);

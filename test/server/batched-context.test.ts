@@ -55,10 +55,15 @@ function appWith(context: BatchedContextProvider, onFailure: 'error' | 'argmax' 
   const app = express();
   app.use(express.json());
   const guard = poisonPredictions({ defense: contextEchoDefense(), context, onFailure });
-  app.post('/v2/models/mnist/infer', guard, (_req, res) => void res.json(kserveAnswer()));
+  app.post('/v2/models/mnist/infer', guard, (_req, res) => {
+    routeCalled++;
+    res.json(kserveAnswer());
+  });
   app.get('/metrics', guard.metricsHandler);
   return app;
 }
+
+let routeCalled = 0;
 
 /** Whether one more row would be refused now. */
 const queueFull = (context: BatchedContextProvider): boolean => {
@@ -115,7 +120,9 @@ describe('batched surrogate context, mount mode', () => {
     await waitFor(() => fake.passes.length === 1); // computing, so its rows left the queue
     const second = request(app).post('/v2/models/mnist/infer').send(kserveRequest()).then((r) => r);
     await waitFor(() => queueFull(context)); // the second one waits
+    const routeCalls = routeCalled;
     const refused = await request(app).post('/v2/models/mnist/infer').send(kserveRequest()).expect(503);
+    assert.equal(routeCalled, routeCalls, 'refused before the route ran');
     assert.match(refused.headers['retry-after'], /^[1-9]\d*$/);
     assert.match(refused.body.error, /busy/);
     assertNoOriginalNumbers(refused.text);
