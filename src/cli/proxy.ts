@@ -10,7 +10,7 @@ import { createLogger } from '../server/logger.js';
 import { startDefenseProxy, type ProxyOptions } from '../server/proxy.js';
 import { PROTOCOLS, type ProtocolConfig, type ProtocolName } from '../server/protocols/index.js';
 
-interface ProxyFlags {
+interface ProxyFlags extends BatchingFlags {
   upstream: string;
   protocol: string;
   defense: string;
@@ -34,7 +34,6 @@ interface ProxyFlags {
   logLevel: string;
   inputScale?: string;
 }
-type AllProxyFlags = ProxyFlags & BatchingFlags;
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
@@ -52,7 +51,7 @@ function protocolConfig(flags: ProxyFlags): ProtocolConfig {
   return { name, probsPath: flags.probsPath, inputsPath: flags.inputsPath };
 }
 
-export async function proxyOptionsFromFlags(flags: AllProxyFlags): Promise<ProxyOptions & { port: number; host: string }> {
+export async function proxyOptionsFromFlags(flags: ProxyFlags): Promise<ProxyOptions & { port: number; host: string }> {
   const options: ProxyOptions & { port: number; host: string } = {
     upstream: flags.upstream,
     protocol: protocolConfig(flags),
@@ -110,7 +109,7 @@ async function contextFor(surrogateDir: string | undefined, scale: number, batch
 }
 
 export function registerProxyCommand(program: Command): void {
-  const command = program
+  const proxy = program
     .command('proxy')
     .description('run the defense proxy in front of a model server: inference answers are defended, health and metadata routes pass through')
     .requiredOption('-u, --upstream <url>', 'base URL of the model server, e.g. http://127.0.0.1:8080')
@@ -134,22 +133,23 @@ export function registerProxyCommand(program: Command): void {
     .option('--on-failure <mode>', 'when the defense fails: "error" or "argmax" (label only)', 'error')
     .option('--logits', 'the model answers logits, not probabilities')
     .option('--secret <secret>', 'secret keying deterministic noise (default: env MSD_NOISE_SECRET)')
-    .option('--log-level <level>', 'pino log level', 'info');
-  addBatchingFlags(command).action(async (flags: AllProxyFlags) => {
-    try {
-      const options = await proxyOptionsFromFlags(flags);
-      const running = await startDefenseProxy(options);
-      process.stderr.write(`proxy: ${running.url} → ${flags.upstream} (${flags.protocol}), defense ${running.proxy.defense.spec}, metrics at ${running.url}/metrics\n`);
-      closeOnSignals(async () => {
-        await running.close();
-        await options.context?.close?.();
-      });
-    } catch (error) {
-      if (error instanceof ServingOptionError || error instanceof DefenseError || (error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-        process.stderr.write(`proxy: ${(error as Error).message}\n`);
-        process.exit(2);
+    .option('--log-level <level>', 'pino log level', 'info')
+    .action(async (flags: ProxyFlags) => {
+      try {
+        const options = await proxyOptionsFromFlags(flags);
+        const running = await startDefenseProxy(options);
+        process.stderr.write(`proxy: ${running.url} → ${flags.upstream} (${flags.protocol}), defense ${running.proxy.defense.spec}, metrics at ${running.url}/metrics\n`);
+        closeOnSignals(async () => {
+          await running.close();
+          await options.context?.close?.();
+        });
+      } catch (error) {
+        if (error instanceof ServingOptionError || error instanceof DefenseError || (error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+          process.stderr.write(`proxy: ${(error as Error).message}\n`);
+          process.exit(2);
+        }
+        throw error;
       }
-      throw error;
-    }
-  });
+    });
+  addBatchingFlags(proxy);
 }

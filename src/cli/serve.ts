@@ -37,7 +37,7 @@ const DEMO_BATCH_SIZE = 128;
 const fail: (message: string) => never = (message) => failCommand('serve', message);
 
 export function registerServeCommand(program: Command): void {
-  const command = program
+  const serve = program
     .command('serve')
     .description('run the demo: an MNIST model server (KServe V2) with the defense middleware mounted and /metrics')
     .option('-d, --defense <spec>', 'defense spec (see: msd perturb --list)', DEMO_DEFENSE)
@@ -47,89 +47,89 @@ export function registerServeCommand(program: Command): void {
     .option('--model-dir <dir>', 'where the trained victim is cached (default .cache/models/demo-mnist-mlp)')
     .option('--surrogate <dir>', 'a saved surrogate model for MAD (default: a seeded, untrained MLP, as in the paper)')
     .option('--secret <secret>', 'secret keying deterministic noise (default: env MSD_NOISE_SECRET)')
-    .option('--log-level <level>', 'pino log level (one JSON line per request)', 'info');
-  addBatchingFlags(command).action(async (flags: ServeFlags) => {
-    const port = integerFlag(flags.port, '--port', 0, fail);
-    const epochs = integerFlag(flags.epochs, '--epochs', 1, fail);
-    const batching = batchingFromFlags(flags, fail);
-    const noiseSecret = flags.secret ?? process.env.MSD_NOISE_SECRET;
-    let needs: readonly string[];
-    try {
-      needs = parseDefense(flags.defense, { noiseSecret }).needs;
-    } catch (error) {
-      if (error instanceof DefenseError) fail(error.message);
-      throw error;
-    }
-    if (needs.includes('misinformation')) fail('the demo has no misinformation model; `npm run eval` evaluates that defense');
+    .option('--log-level <level>', 'pino log level (one JSON line per request)', 'info')
+    .action(async (flags: ServeFlags) => {
+      const port = integerFlag(flags.port, '--port', 0, fail);
+      const epochs = integerFlag(flags.epochs, '--epochs', 1, fail);
+      const batching = batchingFromFlags(flags, fail);
+      const noiseSecret = flags.secret ?? process.env.MSD_NOISE_SECRET;
+      let needs: readonly string[];
+      try {
+        needs = parseDefense(flags.defense, { noiseSecret }).needs;
+      } catch (error) {
+        if (error instanceof DefenseError) fail(error.message);
+        throw error;
+      }
+      if (needs.includes('misinformation')) fail('the demo has no misinformation model; `npm run eval` evaluates that defense');
 
-    await initBackend();
-    const cacheRoot = dirname(defaultCacheDir());
-    const dataset = await loadDataset('mnist', { log: (line) => process.stderr.write(`${line}\n`) });
-    const modelDir = flags.modelDir ?? join(cacheRoot, 'models', 'demo-mnist-mlp');
-    const batchesPerEpoch = Math.ceil(dataset.train.rows / DEMO_BATCH_SIZE);
-    const bar = createProgress({ label: `train the MNIST victim (${epochs} epochs, first start only), batches`, total: epochs * batchesPerEpoch });
-    const victim = await loadOrTrainDemoVictim({
-      dir: modelDir,
-      train: dataset.train,
-      test: dataset.test,
-      features: dataset.train.x.length / dataset.train.rows,
-      classes: dataset.classes,
-      epochs,
-      batchSize: DEMO_BATCH_SIZE,
-      onProgress: (p) => bar.update((p.epoch - 1) * p.batches + p.batch, `epoch ${p.epoch}/${p.epochs} loss ${p.loss.toFixed(3)} acc ${(p.accuracy * 100).toFixed(1)}%`),
-    });
-    if (!victim.fromCache) bar.finish(`saved to ${relative(process.cwd(), modelDir) || modelDir}`);
-    process.stderr.write(`victim: MNIST MLP, test accuracy ${(victim.testAccuracy * 100).toFixed(2)}%${victim.fromCache ? ` (loaded from ${relative(process.cwd(), modelDir) || modelDir})` : ''}\n`);
+      await initBackend();
+      const cacheRoot = dirname(defaultCacheDir());
+      const dataset = await loadDataset('mnist', { log: (line) => process.stderr.write(`${line}\n`) });
+      const modelDir = flags.modelDir ?? join(cacheRoot, 'models', 'demo-mnist-mlp');
+      const batchesPerEpoch = Math.ceil(dataset.train.rows / DEMO_BATCH_SIZE);
+      const bar = createProgress({ label: `train the MNIST victim (${epochs} epochs, first start only), batches`, total: epochs * batchesPerEpoch });
+      const victim = await loadOrTrainDemoVictim({
+        dir: modelDir,
+        train: dataset.train,
+        test: dataset.test,
+        features: dataset.train.x.length / dataset.train.rows,
+        classes: dataset.classes,
+        epochs,
+        batchSize: DEMO_BATCH_SIZE,
+        onProgress: (p) => bar.update((p.epoch - 1) * p.batches + p.batch, `epoch ${p.epoch}/${p.epochs} loss ${p.loss.toFixed(3)} acc ${(p.accuracy * 100).toFixed(1)}%`),
+      });
+      if (!victim.fromCache) bar.finish(`saved to ${relative(process.cwd(), modelDir) || modelDir}`);
+      process.stderr.write(`victim: MNIST MLP, test accuracy ${(victim.testAccuracy * 100).toFixed(2)}%${victim.fromCache ? ` (loaded from ${relative(process.cwd(), modelDir) || modelDir})` : ''}\n`);
 
-    const features = dataset.train.x.length / dataset.train.rows;
-    const surrogate = needs.length === 0 ? undefined : flags.surrogate ? await Surrogate.load(flags.surrogate) : Surrogate.random({ arch: 'mlp', inputShape: [features], classes: dataset.classes, seed: 7 });
-    let server: Server;
-    let context: ReturnType<typeof batchedSurrogateContext> | undefined;
-    let demo: DemoApp | undefined;
-    try {
-      // The surrogate's forward passes are asynchronous and batched: a large request cannot stall the others.
-      context = surrogate ? batchedSurrogateContext({ surrogate: asyncSurrogate(surrogate) }, batching) : undefined;
-      demo = buildDemoApp({
-        model: victim.model,
-        modelName: MODEL_NAME,
-        defense: parseDefense(flags.defense, { noiseSecret }),
-        context,
-        batching,
-        logger: createLogger({ level: flags.logLevel }),
+      const features = dataset.train.x.length / dataset.train.rows;
+      const surrogate = needs.length === 0 ? undefined : flags.surrogate ? await Surrogate.load(flags.surrogate) : Surrogate.random({ arch: 'mlp', inputShape: [features], classes: dataset.classes, seed: 7 });
+      let server: Server;
+      // The surrogate's and the victim's forward passes are asynchronous and batched: a large request cannot stall the others.
+      const context = surrogate ? batchedSurrogateContext({ surrogate: asyncSurrogate(surrogate) }, batching) : undefined;
+      let demo: DemoApp | undefined;
+      try {
+        demo = buildDemoApp({
+          model: victim.model,
+          modelName: MODEL_NAME,
+          defense: parseDefense(flags.defense, { noiseSecret }),
+          context,
+          batching,
+          logger: createLogger({ level: flags.logLevel }),
+        });
+        server = await new Promise<Server>((resolve, reject) => {
+          const s = demo!.app.listen(port, flags.host, () => resolve(s));
+          s.once('error', reject);
+        });
+        const address = server.address();
+        const base = `http://${flags.host}:${typeof address === 'object' && address ? address.port : port}`;
+        const requestFile = join(cacheRoot, 'demo-request.json');
+        const image = Array.from(dataset.test.x.subarray(0, features), (v) => Math.round(v * 255));
+        await mkdir(dirname(requestFile), { recursive: true });
+        await writeFile(requestFile, `${JSON.stringify({ inputs: [{ name: DEMO_INPUT_NAME, shape: [1, features], datatype: 'UINT8', data: image }] })}\n`);
+        const shown = relative(process.cwd(), requestFile) || requestFile;
+        process.stdout.write(
+          [
+            `demo model server on ${base}, defense ${demo.guard.defense.spec}`,
+            `  an MNIST test image (a ${dataset.test.labels[0]}), defended answer:`,
+            `    curl -s -H 'content-type: application/json' -d @${shown} ${base}/v2/models/${MODEL_NAME}/infer`,
+            `  metadata ${base}/v2/models/${MODEL_NAME}   health ${base}/v2/health/ready   metrics ${base}/metrics`,
+            '',
+          ].join('\n'),
+        );
+      } catch (error) {
+        if (error instanceof ServingOptionError || (error as NodeJS.ErrnoException).code === 'EADDRINUSE') fail((error as Error).message);
+        throw error;
+      }
+      closeOnSignals(async () => {
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeAllConnections();
+        });
+        await demo?.close();
+        await context?.close();
+        surrogate?.dispose();
+        victim.model.dispose();
       });
-      server = await new Promise<Server>((resolve, reject) => {
-        const s = demo!.app.listen(port, flags.host, () => resolve(s));
-        s.once('error', reject);
-      });
-      const address = server.address();
-      const base = `http://${flags.host}:${typeof address === 'object' && address ? address.port : port}`;
-      const requestFile = join(cacheRoot, 'demo-request.json');
-      const image = Array.from(dataset.test.x.subarray(0, features), (v) => Math.round(v * 255));
-      await mkdir(dirname(requestFile), { recursive: true });
-      await writeFile(requestFile, `${JSON.stringify({ inputs: [{ name: DEMO_INPUT_NAME, shape: [1, features], datatype: 'UINT8', data: image }] })}\n`);
-      const shown = relative(process.cwd(), requestFile) || requestFile;
-      process.stdout.write(
-        [
-          `demo model server on ${base}, defense ${demo.guard.defense.spec}`,
-          `  an MNIST test image (a ${dataset.test.labels[0]}), defended answer:`,
-          `    curl -s -H 'content-type: application/json' -d @${shown} ${base}/v2/models/${MODEL_NAME}/infer`,
-          `  metadata ${base}/v2/models/${MODEL_NAME}   health ${base}/v2/health/ready   metrics ${base}/metrics`,
-          '',
-        ].join('\n'),
-      );
-    } catch (error) {
-      if (error instanceof ServingOptionError || (error as NodeJS.ErrnoException).code === 'EADDRINUSE') fail((error as Error).message);
-      throw error;
-    }
-    closeOnSignals(async () => {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
-      await demo?.close();
-      await context?.close();
-      surrogate?.dispose();
-      victim.model.dispose();
     });
-  });
+  addBatchingFlags(serve);
 }
