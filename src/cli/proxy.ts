@@ -1,15 +1,17 @@
 /** `proxy`: the defense proxy in front of any model server (KServe V2, TF Serving, or JSON at given paths). */
 import type { Command } from 'commander';
+import { addBatchingFlags, batchingFromFlags, type BatchingFlags } from './batching-flags.js';
 import { integerFlag } from './flags.js';
 import { inputOptionsFromFlags, registerInputFlags, type InputFlags } from './image-flags.js';
 import { DefenseError, parseDefense } from '../defenses/index.js';
+import type { BatchingOptions } from '../server/batching/options.js';
 import { ServingOptionError } from '../server/errors.js';
 import { closeOnSignals } from '../server/lifecycle.js';
 import { createLogger } from '../server/logger.js';
 import { startDefenseProxy, type ProxyOptions } from '../server/proxy.js';
 import { PROTOCOLS, type ProtocolConfig, type ProtocolName } from '../server/protocols/index.js';
 
-interface ProxyFlags extends InputFlags {
+interface ProxyFlags extends InputFlags, BatchingFlags {
   upstream: string;
   protocol: string;
   defense: string;
@@ -79,21 +81,30 @@ export async function proxyOptionsFromFlags(flags: ProxyFlags): Promise<ProxyOpt
   if (needs.includes('misinformation')) throw new ServingOptionError(`defense "${flags.defense}" needs a misinformation model, which the proxy does not load; use it through the middleware (poisonPredictions with a context)`);
   const inputs = inputOptionsFromFlags(flags);
   if (inputs) options.inputs = inputs;
-  if (needs.length > 0) options.context = await contextFor(flags.surrogate);
+  const batching = batchingFromFlags(flags, (message) => {
+    throw new ServingOptionError(message);
+  });
+  if (needs.length > 0) options.context = await contextFor(flags.surrogate, batching);
   return options;
 }
 
-/** The defense context from the request's inputs (decoded and scaled by the inputs stage), with the surrogate when given. */
-async function contextFor(surrogateDir: string | undefined): Promise<NonNullable<ProxyOptions['context']>> {
+/**
+ * The defense context from the request's inputs (decoded and scaled by the inputs stage): the
+ * surrogate's forward passes batched and bounded (see server/batching) when a surrogate is given.
+ */
+async function contextFor(surrogateDir: string | undefined, batching: BatchingOptions): Promise<NonNullable<ProxyOptions['context']>> {
   // Loaded on demand: proxies without a surrogate never start TensorFlow.js.
   const { surrogateContext } = await import('../server/surrogate-context.js');
+  const { batchedSurrogateContext, mapContextInputs } = await import('../server/batching/batched-context.js');
   const models = await import('../models/index.js');
-  let surrogate: InstanceType<typeof models.Surrogate> | undefined;
+  let provider: NonNullable<ProxyOptions['context']>;
   if (surrogateDir) {
     await models.initBackend();
-    surrogate = await models.Surrogate.load(surrogateDir);
+    provider = batchedSurrogateContext({ surrogate: models.asyncSurrogate(await models.Surrogate.load(surrogateDir)) }, batching);
+  } else {
+    provider = surrogateContext({});
   }
-  return surrogateContext({ surrogate });
+  return provider;
 }
 
 export function registerProxyCommand(program: Command): void {
@@ -121,11 +132,16 @@ export function registerProxyCommand(program: Command): void {
     .option('--logits', 'the model answers logits, not probabilities')
     .option('--secret <secret>', 'secret keying deterministic noise (default: env MSD_NOISE_SECRET)')
     .option('--log-level <level>', 'pino log level', 'info');
+  addBatchingFlags(command);
   registerInputFlags(command).action(async (flags: ProxyFlags) => {
     try {
-      const running = await startDefenseProxy(await proxyOptionsFromFlags(flags));
+      const options = await proxyOptionsFromFlags(flags);
+      const running = await startDefenseProxy(options);
       process.stderr.write(`proxy: ${running.url} → ${flags.upstream} (${flags.protocol}), defense ${running.proxy.defense.spec}, metrics at ${running.url}/metrics\n`);
-      closeOnSignals(() => running.close());
+      closeOnSignals(async () => {
+        await running.close();
+        await options.context?.close?.();
+      });
     } catch (error) {
       if (error instanceof ServingOptionError || error instanceof DefenseError || (error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
         process.stderr.write(`proxy: ${(error as Error).message}\n`);

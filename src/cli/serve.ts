@@ -10,16 +10,17 @@ import type { Command } from 'commander';
 import { failCommand, integerFlag } from './flags.js';
 import { DefenseError, parseDefense } from '../defenses/index.js';
 import { defaultCacheDir, loadDataset } from '../eval/datasets.js';
-import { initBackend, Surrogate } from '../models/index.js';
-import { buildDemoApp, DEMO_DEFENSE, DEMO_INPUT_NAME } from '../server/demo/app.js';
+import { asyncSurrogate, initBackend, Surrogate } from '../models/index.js';
+import { buildDemoApp, DEMO_DEFENSE, DEMO_INPUT_NAME, type DemoApp } from '../server/demo/app.js';
 import { loadOrTrainDemoVictim } from '../server/demo/victim.js';
 import { ServingOptionError } from '../server/errors.js';
 import { closeOnSignals } from '../server/lifecycle.js';
 import { createLogger } from '../server/logger.js';
-import { surrogateContext } from '../server/surrogate-context.js';
+import { batchedSurrogateContext } from '../server/batching/batched-context.js';
+import { addBatchingFlags, batchingFromFlags, type BatchingFlags } from './batching-flags.js';
 import { createProgress } from './progress.js';
 
-interface ServeFlags {
+interface ServeFlags extends BatchingFlags {
   defense: string;
   port: string;
   host: string;
@@ -36,7 +37,7 @@ const DEMO_BATCH_SIZE = 128;
 const fail: (message: string) => never = (message) => failCommand('serve', message);
 
 export function registerServeCommand(program: Command): void {
-  program
+  const serve = program
     .command('serve')
     .description('run the demo: an MNIST model server (KServe V2) with the defense middleware mounted and /metrics')
     .option('-d, --defense <spec>', 'defense spec (see: msd perturb --list)', DEMO_DEFENSE)
@@ -50,6 +51,7 @@ export function registerServeCommand(program: Command): void {
     .action(async (flags: ServeFlags) => {
       const port = integerFlag(flags.port, '--port', 0, fail);
       const epochs = integerFlag(flags.epochs, '--epochs', 1, fail);
+      const batching = batchingFromFlags(flags, fail);
       const noiseSecret = flags.secret ?? process.env.MSD_NOISE_SECRET;
       let needs: readonly string[];
       try {
@@ -82,16 +84,20 @@ export function registerServeCommand(program: Command): void {
       const features = dataset.train.x.length / dataset.train.rows;
       const surrogate = needs.length === 0 ? undefined : flags.surrogate ? await Surrogate.load(flags.surrogate) : Surrogate.random({ arch: 'mlp', inputShape: [features], classes: dataset.classes, seed: 7 });
       let server: Server;
+      // The surrogate's and the victim's forward passes are asynchronous and batched: a large request cannot stall the others.
+      const context = surrogate ? batchedSurrogateContext({ surrogate: asyncSurrogate(surrogate) }, batching) : undefined;
+      let demo: DemoApp | undefined;
       try {
-        const { app, guard } = buildDemoApp({
+        demo = buildDemoApp({
           model: victim.model,
           modelName: MODEL_NAME,
           defense: parseDefense(flags.defense, { noiseSecret }),
-          context: needs.length ? surrogateContext({ surrogate }) : undefined,
+          context,
+          batching,
           logger: createLogger({ level: flags.logLevel }),
         });
         server = await new Promise<Server>((resolve, reject) => {
-          const s = app.listen(port, flags.host, () => resolve(s));
+          const s = demo!.app.listen(port, flags.host, () => resolve(s));
           s.once('error', reject);
         });
         const address = server.address();
@@ -103,7 +109,7 @@ export function registerServeCommand(program: Command): void {
         const shown = relative(process.cwd(), requestFile) || requestFile;
         process.stdout.write(
           [
-            `demo model server on ${base}, defense ${guard.defense.spec}`,
+            `demo model server on ${base}, defense ${demo.guard.defense.spec}`,
             `  an MNIST test image (a ${dataset.test.labels[0]}), defended answer:`,
             `    curl -s -H 'content-type: application/json' -d @${shown} ${base}/v2/models/${MODEL_NAME}/infer`,
             `  metadata ${base}/v2/models/${MODEL_NAME}   health ${base}/v2/health/ready   metrics ${base}/metrics`,
@@ -119,8 +125,11 @@ export function registerServeCommand(program: Command): void {
           server.close(() => resolve());
           server.closeAllConnections();
         });
+        await demo?.close();
+        await context?.close();
         surrogate?.dispose();
         victim.model.dispose();
       });
     });
+  addBatchingFlags(serve);
 }

@@ -58,3 +58,5 @@ export { Surrogate, type SurrogateOptions } from './surrogate.js';
 export type { GramMethod } from './gram.js';
 export { computeDefenseContext, inputKeys, type ContextProviders, type ProbabilityModel } from './context.js';
 export { CHANNEL_ORDERS, IMAGE_LAYOUTS, LUMA, channelCount, convertLayout, exampleShape, pixelsToTensor, type ChannelOrder, type ImageLayout, type PixelPreprocessing } from './preprocess.js';
+export type { SurrogateModel } from './surrogate-model.js';
+export { asyncSurrogate } from './async-surrogate.js';

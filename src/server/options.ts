@@ -111,6 +111,7 @@ export function resolveServingOptions<Req>(options: ServingOptions<Req>): Resolv
   const reader: InputReader = createInputReader(resolveInputOptions(options.inputs));
   const readInputs = (body: unknown) => reader(codec.readInputs(body));
   const metrics = createServingMetrics({ registry: options.registry, prefix: options.metricsPrefix });
+  options.context?.useMetrics?.(metrics);
   const clients = options.clients ? createClientGate(options.clients as ClientsOptions<never>, { defense, tiers, metrics, logger: options.logger }) : undefined;
   return { codec, defense, tiers, chooseDefense: options.chooseDefense, onFailure, inputFormat, context: options.context, metrics, logger: options.logger, readInputs, clients, clientsAdmin: options.clients?.admin };
 }

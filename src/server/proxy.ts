@@ -16,7 +16,7 @@ import { RequestFormatError, ServingError, ServingOptionError } from './errors.j
 import { createHttpLogger, redactingHeaders, setDefenseRecord } from './logger.js';
 import { metricsHandler, type ServingMetrics } from './metrics.js';
 import { resolveServingOptions, selectDefense, SERVING_OPTION_NAMES, type ServingOptions } from './options.js';
-import { createPerturber, SKIPPED_LABEL, type Outcome } from './perturber.js';
+import { admitRows, createPerturber, SKIPPED_LABEL, type Outcome } from './perturber.js';
 import { BodyTooLargeError, decodeBody, forwardableHeaders, isIdentityEncoding, parseAnswerJson, parseRequestJson, readBody } from './proxy/bodies.js';
 import { createRouteTable, type RouteOptions } from './proxy/routes.js';
 import type { InputRows } from './protocols/index.js';
@@ -122,7 +122,7 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
       return;
     }
     const text = JSON.stringify(outcome.body);
-    res.writeHead(outcome.status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+    res.writeHead(outcome.status, { ...headers, ...outcome.headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
     res.end(text);
   };
 
@@ -226,6 +226,8 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
         // Numeric tensors come back synchronously; images are decoded (off the event loop) before anything is forwarded.
         const read = resolved.readInputs(requestBody);
         inputs = read instanceof Promise ? await read : read;
+        // Refused before the upstream spends any work on it: too many rows (413), or the surrogate's queue is full (503).
+        admitRows(resolved.context, inputs.rows);
       } else if (ticket && (gate!.observeInputs || tiersNeedInputs)) {
         try {
           const read = resolved.readInputs(requestBody);
