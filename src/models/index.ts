@@ -54,3 +54,13 @@ export { TRAIN_LOSSES, trainModel, type EpochRecord, type TrainData, type TrainL
 export { Surrogate, type SurrogateOptions } from './surrogate.js';
 export type { GramMethod } from './gram.js';
 export { computeDefenseContext, inputKeys, type ContextProviders, type ProbabilityModel } from './context.js';
+export type { SurrogateModel } from './surrogate-model.js';
+export { computeDefenseContextAsync, nonDifferentiableMessage } from './context.js';
+export { loadSurrogate, type LoadSurrogateOptions } from './load-surrogate.js';
+export { TfjsSurrogate, type TfjsSurrogateOptions } from './tfjs-surrogate.js';
+export { OnnxSurrogate, loadOnnxRuntime, type OnnxSurrogateOptions } from './onnx-surrogate.js';
+export { SURROGATE_OUTPUTS, looksLikeProbabilities, type SurrogateOutput } from './surrogate-output.js';
+export { reinitFromTopology, reinitLayersModel, reinitWeights, seededFloats, type ReinitOptions } from './reinit.js';
+export { readModelDir, loadTfjsModel, type ModelDirArtifacts } from './model-dir.js';
+export { writeOnnxModel, type OnnxAttribute, type OnnxModelSpec, type OnnxNodeSpec, type OnnxTensorSpec, type OnnxValueSpec } from './onnx-writer.js';
+export { readOnnxGraph, reinitOnnx, type OnnxGraphInfo } from './onnx-graph.js';
