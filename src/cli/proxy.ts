@@ -1,18 +1,19 @@
 /** `proxy`: the defense proxy in front of any model server (KServe V2, TF Serving, or JSON at given paths). */
 import type { Command } from 'commander';
 import { integerFlag } from './flags.js';
-import { DefenseError, parseDefense } from '../defenses/index.js';
+import { addSurrogateFlags, surrogateSourceFromFlags, type SurrogateFlags, type SurrogateSource } from './surrogate-flags.js';
+import type { SurrogateModel } from '../models/surrogate-model.js';
+import { DefenseError, parseDefense, type ContextNeed } from '../defenses/index.js';
 import { ServingOptionError } from '../server/errors.js';
 import { closeOnSignals } from '../server/lifecycle.js';
 import { createLogger } from '../server/logger.js';
 import { startDefenseProxy, type ProxyOptions } from '../server/proxy.js';
 import { PROTOCOLS, type ProtocolConfig, type ProtocolName } from '../server/protocols/index.js';
 
-interface ProxyFlags {
+interface ProxyFlags extends SurrogateFlags {
   upstream: string;
   protocol: string;
   defense: string;
-  surrogate?: string;
   port: string;
   host: string;
   timeoutMs: string;
@@ -73,33 +74,41 @@ export async function proxyOptionsFromFlags(flags: ProxyFlags): Promise<ProxyOpt
     if (error instanceof DefenseError) throw new ServingOptionError(`defense: ${error.message}`);
     throw error;
   }
-  if ((needs.includes('surrogate') || needs.includes('surrogateGram')) && !flags.surrogate) {
-    throw new ServingOptionError(`defense "${flags.defense}" needs a surrogate model: pass --surrogate DIR (a model directory, e.g. one saved by \`msd train\`)`);
+  const source = surrogateSourceFromFlags(flags, (message) => {
+    throw new ServingOptionError(message);
+  });
+  if ((needs.includes('surrogate') || needs.includes('surrogateGram')) && !source) {
+    throw new ServingOptionError(`defense "${flags.defense}" needs a surrogate model: pass --surrogate DIR (a model directory, e.g. one saved by \`msd train\`), --surrogate-from DIR [--reinit SEED] or --surrogate-onnx FILE`);
   }
   if (needs.includes('misinformation')) throw new ServingOptionError(`defense "${flags.defense}" needs a misinformation model, which the proxy does not load; use it through the middleware (poisonPredictions with a context)`);
   const scale = flags.inputScale === undefined ? 1 : Number(flags.inputScale);
   if (!Number.isFinite(scale) || scale <= 0) throw new ServingOptionError(`--input-scale must be a positive number, got "${flags.inputScale}"`);
-  if (needs.length > 0) options.context = await contextFor(flags.surrogate, scale);
+  if (needs.length > 0) options.context = await contextFor(source, scale, needs as ContextNeed[]);
   return options;
 }
 
 /** The defense context from the request's inputs (times `scale`, e.g. 1/255 for 0..255 pixels), with the surrogate when given. */
-async function contextFor(surrogateDir: string | undefined, scale: number): Promise<NonNullable<ProxyOptions['context']>> {
+async function contextFor(source: SurrogateSource | undefined, scale: number, needs: readonly ContextNeed[]): Promise<NonNullable<ProxyOptions['context']>> {
   // Loaded on demand: proxies without a surrogate never start TensorFlow.js.
   const { surrogateContext } = await import('../server/surrogate-context.js');
   const models = await import('../models/index.js');
-  let surrogate: InstanceType<typeof models.Surrogate> | undefined;
-  if (surrogateDir) {
+  let surrogate: SurrogateModel | undefined;
+  if (source) {
     await models.initBackend();
-    surrogate = await models.Surrogate.load(surrogateDir);
+    try {
+      surrogate = await models.loadSurrogate(source);
+    } catch (error) {
+      if (error instanceof models.ModelError) throw new ServingOptionError(`surrogate: ${error.message}`);
+      throw error;
+    }
   }
-  const provider = surrogateContext({ surrogate });
+  const provider = surrogateContext({ surrogate }, { needs });
   if (scale === 1) return provider;
   return (needs, inputs) => provider(needs, { ...inputs, data: inputs.data.map((v) => v * scale) });
 }
 
 export function registerProxyCommand(program: Command): void {
-  program
+  const command = program
     .command('proxy')
     .description('run the defense proxy in front of a model server: inference answers are defended, health and metadata routes pass through')
     .requiredOption('-u, --upstream <url>', 'base URL of the model server, e.g. http://127.0.0.1:8080')
@@ -123,7 +132,8 @@ export function registerProxyCommand(program: Command): void {
     .option('--on-failure <mode>', 'when the defense fails: "error" or "argmax" (label only)', 'error')
     .option('--logits', 'the model answers logits, not probabilities')
     .option('--secret <secret>', 'secret keying deterministic noise (default: env MSD_NOISE_SECRET)')
-    .option('--log-level <level>', 'pino log level', 'info')
+    .option('--log-level <level>', 'pino log level', 'info');
+  addSurrogateFlags(command)
     .action(async (flags: ProxyFlags) => {
       try {
         const running = await startDefenseProxy(await proxyOptionsFromFlags(flags));

@@ -9,6 +9,8 @@ import { OnnxSurrogate, type OnnxSurrogateOptions } from './onnx-surrogate.js';
 import { reinitFromTopology, reinitLayersModel } from './reinit.js';
 import type { SurrogateModel } from './surrogate-model.js';
 import { parseSurrogateOutput } from './surrogate-output.js';
+import { hasPlan } from './plan.js';
+import { Surrogate } from './surrogate.js';
 import { TfjsSurrogate, type TfjsSurrogateOptions } from './tfjs-surrogate.js';
 import { tf, type LayersModel } from './tf.js';
 
@@ -21,6 +23,8 @@ export interface LoadSurrogateOptions extends TfjsSurrogateOptions {
   onnx?: string | Uint8Array;
   /** The same architecture with fresh weights drawn from this seed (layers models and ONNX). */
   reinit?: number;
+  /** A chain model (Dense/Conv2D/pooling) runs through the fast plan-based Surrogate, with closed-form Gram matrices (default true); false forces TfjsSurrogate. */
+  usePlan?: boolean;
   /** ONNX only: threads inside one operator. */
   threads?: OnnxSurrogateOptions['threads'];
 }
@@ -45,24 +49,29 @@ export async function loadSurrogate(options: LoadSurrogateOptions): Promise<Surr
   }
   const tfjsOptions: TfjsSurrogateOptions = { output, chunkRows: options.chunkRows, inputShape: options.inputShape, outputName: options.outputName, classes: options.classes };
   if (options.model) {
-    if (options.reinit === undefined) return TfjsSurrogate.create(options.model, tfjsOptions);
+    if (options.reinit === undefined) return choose(options.model, tfjsOptions, options.usePlan);
     if (options.model instanceof tf.GraphModel) throw new ModelError('reinit works on layers models and ONNX, not on a GraphModel (its weights are graph constants); load the layers model, or drop reinit');
-    return ownedSurrogate(await reinitLayersModel(options.model, options.reinit), tfjsOptions);
+    return ownedSurrogate(await reinitLayersModel(options.model, options.reinit), tfjsOptions, options.usePlan);
   }
   const dir = options.dir as string;
   if (options.reinit !== undefined) {
     // Only the topology is needed: the trained weights are never decoded.
     const read = await readModelDir(dir);
     if (read.kind === 'graph') throw new ModelError(`${read.file}: reinit works on layers models and ONNX, not on a graph model (its weights are graph constants); drop --reinit or use the layers model`);
-    return ownedSurrogate(await reinitFromTopology(read.artifacts.modelTopology as object, options.reinit), tfjsOptions);
+    return ownedSurrogate(await reinitFromTopology(read.artifacts.modelTopology as object, options.reinit), tfjsOptions, options.usePlan);
   }
   const { model } = await loadTfjsModel(dir);
-  return ownedSurrogate(model, tfjsOptions);
+  return ownedSurrogate(model, tfjsOptions, options.usePlan);
 }
 
-async function ownedSurrogate(model: LayersModel | tf.GraphModel, options: TfjsSurrogateOptions): Promise<TfjsSurrogate> {
+function choose(model: LayersModel | tf.GraphModel, options: TfjsSurrogateOptions, usePlan = true): Promise<SurrogateModel> {
+  if (usePlan && !(model instanceof tf.GraphModel) && hasPlan(model)) return Promise.resolve(new Surrogate(model));
+  return TfjsSurrogate.create(model, options);
+}
+
+async function ownedSurrogate(model: LayersModel | tf.GraphModel, options: TfjsSurrogateOptions, usePlan?: boolean): Promise<SurrogateModel> {
   try {
-    return await TfjsSurrogate.create(model, options);
+    return await choose(model, options, usePlan);
   } catch (error) {
     model.dispose();
     throw error;

@@ -8,6 +8,7 @@ import { DefenseError, parseDefense, type Defense, type DefenseConfig, type Inpu
 import { ServingError, ServingOptionError } from './errors.js';
 import { createServingMetrics, type ServingMetrics } from './metrics.js';
 import type { ContextProvider, FailureMode } from './perturber.js';
+import { lacksGram } from './provider-capabilities.js';
 import { resolveCodec, type Codec, type ProtocolConfig, type ProtocolName } from './protocols/index.js';
 
 /** A spec string ("mad:eps=0.5,oracle=argmax"), a config object or array, or a ready Defense. */
@@ -91,6 +92,8 @@ export function resolveServingOptions<Req>(options: ServingOptions<Req>): Resolv
     if (candidate.needs.length > 0 && !options.context) {
       throw new ServingOptionError(`${where} (${candidate.spec}) needs ${candidate.needs.join(', ')}; pass context: surrogateContext({ surrogate: await Surrogate.load(dir) }), or choose a defense without a surrogate such as "rounding:decimals=2"`);
     }
+    const noGram = candidate.needs.includes('surrogateGram') ? lacksGram(options.context) : undefined;
+    if (noGram) throw new ServingOptionError(`${where} (${candidate.spec}): ${noGram}`);
   }
   const codec = resolveCodec(options.protocol);
   const metrics = createServingMetrics({ registry: options.registry, prefix: options.metricsPrefix });
