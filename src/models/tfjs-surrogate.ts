@@ -10,7 +10,7 @@
  * weight's gradient sums over the rows. Where the backend lacks a backward kernel (wasm:
  * Conv2DBackpropFilter, DepthwiseConv2dNativeBackpropFilter/Input) the Gram runs on cpu.
  */
-import { withCpuFallback } from './backend.js';
+import { kernelsMissing, onCpu, withCpuFallback } from './backend.js';
 import { UnsupportedModelError } from './errors.js';
 import type { SurrogateModel } from './surrogate-model.js';
 import { checkRows, looksLikeProbabilities, toProbabilities, yieldToEventLoop, type SurrogateOutput } from './surrogate-output.js';
@@ -31,6 +31,11 @@ export interface TfjsSurrogateOptions {
 }
 
 type AnyModel = LayersModel | tf.GraphModel;
+
+/** Backward kernels of convolutions, which some backends lack (wasm: the filter gradients and the depthwise input gradient). */
+export const BACKWARD_KERNELS: readonly string[] = ['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'DepthwiseConv2dNativeBackpropFilter', 'DepthwiseConv2dNativeBackpropInput'];
+const CONVOLUTIONS = new Set(['Conv1D', 'Conv2D', 'Conv2DTranspose', 'DepthwiseConv2D', 'SeparableConv2D', 'Conv3D']);
+const announced = new Set<string>();
 
 function isGraphModel(model: AnyModel): model is tf.GraphModel {
   return model instanceof tf.GraphModel;
@@ -138,7 +143,8 @@ export class TfjsSurrogate implements SurrogateModel {
     const out = new Float64Array(rows * k2);
     for (let r = 0; r < rows; r++) {
       if (r > 0) await yieldToEventLoop();
-      const gram = withCpuFallback('the surrogate’s Gram matrices', () => this.gramOfRow(inputs.subarray(r * this.width, (r + 1) * this.width)));
+      const row = inputs.subarray(r * this.width, (r + 1) * this.width);
+      const gram = this.gramOnCpu() ? onCpu(() => this.gramOfRow(row)) : withCpuFallback('the surrogate’s Gram matrices', () => this.gramOfRow(row));
       try {
         out.set(await gram.data(), r * k2);
       } finally {
@@ -146,6 +152,21 @@ export class TfjsSurrogate implements SurrogateModel {
       }
     }
     return out;
+  }
+
+  /**
+   * Whether the backend lacks a backward kernel this model's convolutions need: then the Gram runs
+   * on cpu from the start (a backward pass failing half-way leaves tensors behind).
+   */
+  private gramOnCpu(): boolean {
+    if (tf.getBackend() === 'cpu' || isGraphModel(this.model)) return false;
+    const convolutional = this.model.layers.some((l) => CONVOLUTIONS.has(l.getClassName()));
+    const missing = convolutional ? kernelsMissing(BACKWARD_KERNELS) : [];
+    if (missing.length > 0 && !announced.has(tf.getBackend())) {
+      announced.add(tf.getBackend());
+      process.stderr.write(`tfjs backend ${tf.getBackend()} has no ${missing.join(', ')} kernel: running the surrogate’s Gram matrices on cpu\n`);
+    }
+    return missing.length > 0;
   }
 
   /** K×K Gram matrix of one input: K backward passes, gradients flattened and stacked. */
