@@ -9,6 +9,7 @@ import { ModelError, ModelFileError, UnsupportedModelError } from './errors.js';
 import { readOnnxGraph, reinitOnnx } from './onnx-graph.js';
 import type { SurrogateModel } from './surrogate-model.js';
 import { checkRows, toProbabilities, yieldToEventLoop, type SurrogateOutput } from './surrogate-output.js';
+import { defaultChunkRows } from './tfjs-surrogate.js';
 import type { ProbBatch } from '../defenses/types.js';
 
 type Ort = typeof import('onnxruntime-node');
@@ -19,7 +20,7 @@ export interface OnnxSurrogateOptions {
   reinit?: number;
   /** What the model outputs (default 'auto': detected per batch). */
   output?: SurrogateOutput;
-  /** Rows per run (default 32). */
+  /** Rows per run (default as TfjsSurrogate: about 128k input values, one 224×224×3 image). */
   chunkRows?: number;
   /** The input shape when the file leaves dimensions open. */
   inputShape?: readonly number[];
@@ -87,12 +88,12 @@ export class OnnxSurrogate implements SurrogateModel {
     } catch (error) {
       throw new ModelFileError(file, `onnxruntime cannot load it (${error instanceof Error ? error.message.split('\n')[0] : String(error)})`);
     }
-    const surrogate = new OnnxSurrogate(ort, session, inputShape, 0, input.name, output.name, options.output ?? 'auto', Math.max(1, Math.floor(options.chunkRows ?? 32)));
+    const surrogate = new OnnxSurrogate(ort, session, inputShape, 0, input.name, output.name, options.output ?? 'auto', Math.max(1, Math.floor(options.chunkRows ?? defaultChunkRows(inputShape.reduce((a, b) => a * b, 1)))));
     let classes = output.shape[output.shape.length - 1];
     if (typeof classes !== 'number' || classes <= 0 || output.shape.length !== 2) {
       classes = (await surrogate.run(new Float32Array(surrogate.width), 1)).length;
     }
-    return new OnnxSurrogate(ort, session, inputShape, classes, input.name, output.name, options.output ?? 'auto', Math.max(1, Math.floor(options.chunkRows ?? 32)));
+    return new OnnxSurrogate(ort, session, inputShape, classes, input.name, output.name, options.output ?? 'auto', Math.max(1, Math.floor(options.chunkRows ?? defaultChunkRows(inputShape.reduce((a, b) => a * b, 1)))));
   }
 
   private async run(inputs: Float32Array, rows: number): Promise<Float32Array> {

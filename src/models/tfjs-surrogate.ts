@@ -20,7 +20,11 @@ import type { ProbBatch } from '../defenses/types.js';
 export interface TfjsSurrogateOptions {
   /** What the model outputs (default 'auto': detected per batch; see surrogate-output.ts). */
   output?: SurrogateOutput;
-  /** Rows per forward pass; the event loop runs between chunks (default 8). */
+  /**
+   * Rows per forward pass; the event loop runs between chunks. Default: about 128k input values per
+   * chunk (one 224×224×3 image, 64 MNIST rows at most), since wasm and cpu compute synchronously and
+   * batching buys them little.
+   */
   chunkRows?: number;
   /** GraphModel: the output node to read (default the model's first output). */
   outputName?: string;
@@ -39,6 +43,11 @@ const announced = new Set<string>();
 
 function isGraphModel(model: AnyModel): model is tf.GraphModel {
   return model instanceof tf.GraphModel;
+}
+
+/** About 128k input values per chunk, between 1 and 64 rows. */
+export function defaultChunkRows(width: number): number {
+  return Math.max(1, Math.min(64, Math.floor(131072 / Math.max(1, width))));
 }
 
 /** Whether a layers model ends in a softmax (a Softmax layer, or an activation of softmax on its last layer). */
@@ -69,7 +78,7 @@ export class TfjsSurrogate implements SurrogateModel {
     this.inputShape = inputShape;
     this.width = inputShape.reduce((a, b) => a * b, 1);
     this.classes = classes;
-    this.chunkRows = Math.max(1, Math.floor(options.chunkRows ?? 8));
+    this.chunkRows = Math.max(1, Math.floor(options.chunkRows ?? defaultChunkRows(this.width)));
     this.outputName = options.outputName;
     this.differentiable = !isGraphModel(model) && model.trainableWeights.length > 0;
     this.output = options.output ?? (!isGraphModel(model) && endsInSoftmax(model) ? 'probs' : 'auto');
