@@ -30,6 +30,14 @@
  *     throws ModelInputError (inputs absent or malformed: the client's fault) or
  *     MissingProviderError (no surrogate / misinformation model configured: the operator's)
  *
+ * Surrogates for any model (SurrogateModel: classes, inputShape, differentiable, probsAsync, gramAsync?)
+ *   loadSurrogate({dir | model | onnx, reinit?: seed, output?: 'auto'|'logits'|'probs', chunkRows?})
+ *     TfjsSurrogate (LayersModel of any topology, GraphModel), OnnxSurrogate (onnxruntime-node,
+ *     forward-only), or the plan-based Surrogate for chain models
+ *   computeDefenseContextAsync(needs, inputs, rows, {surrogate, ...}) → Promise<DefenseContext>
+ *   reinitLayersModel / reinitFromTopology / reinitOnnx   seeded fresh weights, fan-in scaled
+ *   writeOnnxModel(spec) / readOnnxGraph(bytes)            small ONNX files without an exporter
+ *
  * Every other file takes `tf` from './tf.js'.
  */
 export { tf } from './tf.js';

@@ -1,15 +1,15 @@
 /**
  * A forward-only surrogate on ONNX, through onnxruntime-node (an optional dependency, imported
- * only when an ONNX surrogate is asked for). Inference runs on onnxruntime's own threads: `run` is
- * asynchronous, so the event loop keeps turning while a batch computes. No gradients: full-Jacobian
- * MAD needs a differentiable TF.js surrogate.
+ * only when an ONNX surrogate is asked for). `session.run` returns a promise but keeps the main
+ * thread busy while it computes (measured: the event-loop stall grows with the rows per run), so
+ * work goes in chunks with a yield between them. No gradients: full-Jacobian MAD needs a
+ * differentiable TF.js surrogate.
  */
 import { readFile } from 'node:fs/promises';
 import { ModelError, ModelFileError, UnsupportedModelError } from './errors.js';
 import { readOnnxGraph, reinitOnnx } from './onnx-graph.js';
 import type { SurrogateModel } from './surrogate-model.js';
-import { checkRows, toProbabilities, yieldToEventLoop, type SurrogateOutput } from './surrogate-output.js';
-import { defaultChunkRows } from './tfjs-surrogate.js';
+import { checkRows, defaultChunkRows, toProbabilities, yieldToEventLoop, type SurrogateOutput } from './surrogate-output.js';
 import type { ProbBatch } from '../defenses/types.js';
 
 type Ort = typeof import('onnxruntime-node');

@@ -63,3 +63,8 @@ export function checkRows(inputs: Float32Array | undefined, rows: number, width:
 export function yieldToEventLoop(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
+
+/** Rows per chunk of surrogate work: about 128k input values (one 224×224×3 image), between 1 and 64 rows. */
+export function defaultChunkRows(width: number): number {
+  return Math.max(1, Math.min(64, Math.floor(131072 / Math.max(1, width))));
+}

@@ -13,7 +13,7 @@
 import { kernelsMissing, onCpu, withCpuFallback } from './backend.js';
 import { UnsupportedModelError } from './errors.js';
 import type { SurrogateModel } from './surrogate-model.js';
-import { checkRows, looksLikeProbabilities, toProbabilities, yieldToEventLoop, type SurrogateOutput } from './surrogate-output.js';
+import { checkRows, defaultChunkRows, looksLikeProbabilities, toProbabilities, yieldToEventLoop, type SurrogateOutput } from './surrogate-output.js';
 import { tf, type LayersModel, type Tensor, type Variable } from './tf.js';
 import type { ProbBatch } from '../defenses/types.js';
 
@@ -43,11 +43,6 @@ const announced = new Set<string>();
 
 function isGraphModel(model: AnyModel): model is tf.GraphModel {
   return model instanceof tf.GraphModel;
-}
-
-/** About 128k input values per chunk, between 1 and 64 rows. */
-export function defaultChunkRows(width: number): number {
-  return Math.max(1, Math.min(64, Math.floor(131072 / Math.max(1, width))));
 }
 
 /** Whether a layers model ends in a softmax (a Softmax layer, or an activation of softmax on its last layer). */
