@@ -132,24 +132,26 @@ describe('TfjsSurrogate on a functional model (residual add, batch norm, depthwi
   });
 
   it('re-initialises a functional model from a seed: deterministic, every weight changed, batch norm reset', async () => {
-    const model = functionalModel(4);
-    const a = (await loadSurrogate({ model, reinit: 11, usePlan: false })) as TfjsSurrogate;
-    const b = (await loadSurrogate({ model, reinit: 11, usePlan: false })) as TfjsSurrogate;
-    const c = (await loadSurrogate({ model, reinit: 12, usePlan: false })) as TfjsSurrogate;
-    const byName = (m: tf.LayersModel) => new Map(m.weights.map((w) => [w.originalName, w.read().dataSync()]));
-    const original = byName(model);
-    const [wa, wb, wc] = [a, b, c].map((s) => byName(s.model as tf.LayersModel));
-    for (const [name, values] of original) {
-      assert.deepEqual(wa.get(name), wb.get(name), `${name}: same seed, same values`);
-      assert.notDeepEqual(wa.get(name), values, `${name}: changed`);
-      if (/moving_mean|beta/.test(name)) assert.ok(wa.get(name)!.every((v) => v === 0), name);
-      else if (/moving_variance|gamma/.test(name)) assert.ok(wa.get(name)!.every((v) => v === 1), name);
-      else assert.notDeepEqual(wa.get(name), wc.get(name), `${name}: another seed, other values`);
-    }
-    // The model passed in is untouched and still usable.
-    assert.deepEqual(byName(model), original);
-    for (const s of [a, b, c]) s.dispose();
-    model.dispose();
+    await withoutLeaks(async () => {
+      const model = functionalModel(4);
+      const a = (await loadSurrogate({ model, reinit: 11, usePlan: false })) as TfjsSurrogate;
+      const b = (await loadSurrogate({ model, reinit: 11, usePlan: false })) as TfjsSurrogate;
+      const c = (await loadSurrogate({ model, reinit: 12, usePlan: false })) as TfjsSurrogate;
+      const byName = (m: tf.LayersModel) => new Map(m.weights.map((w) => [w.originalName, w.read().dataSync()]));
+      const original = byName(model);
+      const [wa, wb, wc] = [a, b, c].map((s) => byName(s.model as tf.LayersModel));
+      for (const [name, values] of original) {
+        assert.deepEqual(wa.get(name), wb.get(name), `${name}: same seed, same values`);
+        assert.notDeepEqual(wa.get(name), values, `${name}: changed`);
+        if (/moving_mean|beta/.test(name)) assert.ok(wa.get(name)!.every((v) => v === 0), name);
+        else if (/moving_variance|gamma/.test(name)) assert.ok(wa.get(name)!.every((v) => v === 1), name);
+        else assert.notDeepEqual(wa.get(name), wc.get(name), `${name}: another seed, other values`);
+      }
+      // The model passed in is untouched and still usable.
+      assert.deepEqual(byName(model), original);
+      for (const s of [a, b, c]) s.dispose();
+      model.dispose();
+    });
   });
 });
 
@@ -225,39 +227,41 @@ describe('nsfwjs MobileNetV2 as a surrogate', () => {
   const dir = 'node_modules/nsfwjs/dist/models/mobilenet_v2';
 
   it('loads its bundled layers model, re-initialises it from a seed (every weight changed) and answers 5 probabilities', async () => {
-    const { model } = await loadTfjsModel(dir);
-    const layers = model as tf.LayersModel;
-    assert.ok(layers.layers.some((l) => l.getClassName() === 'Add'), 'a functional (residual) network');
-    // Keyed by name: freezing changes the order of model.weights (trainable ones first).
-    const byName = (m: tf.LayersModel) => new Map(m.weights.map((w) => [w.originalName, w.read().dataSync()]));
-    const trained = byName(layers);
-    const a = (await loadSurrogate({ dir, reinit: 7 })) as TfjsSurrogate;
-    const b = (await loadSurrogate({ dir, reinit: 7 })) as TfjsSurrogate;
-    const c = (await loadSurrogate({ dir, reinit: 8 })) as TfjsSurrogate;
-    const [wa, wb, wc] = [a, b, c].map((s) => byName(s.model as tf.LayersModel));
-    assert.equal(wa.size, trained.size);
-    let redrawn = 0;
-    for (const [name, values] of trained) {
-      assert.notDeepEqual(wa.get(name), values, `${name} changed`);
-      assert.deepEqual(wa.get(name), wb.get(name), `${name}: same seed, same values`);
-      if (/moving_mean|beta/.test(name)) assert.ok(wa.get(name)!.every((v) => v === 0), name);
-      else if (/moving_variance|gamma/.test(name)) assert.ok(wa.get(name)!.every((v) => v === 1), name);
-      else {
-        assert.notDeepEqual(wa.get(name), wc.get(name), `${name}: another seed, other values`);
-        redrawn++;
+    await withoutLeaks(async () => {
+      const { model } = await loadTfjsModel(dir);
+      const layers = model as tf.LayersModel;
+      assert.ok(layers.layers.some((l) => l.getClassName() === 'Add'), 'a functional (residual) network');
+      // Keyed by name: freezing changes the order of model.weights (trainable ones first).
+      const byName = (m: tf.LayersModel) => new Map(m.weights.map((w) => [w.originalName, w.read().dataSync()]));
+      const trained = byName(layers);
+      const a = (await loadSurrogate({ dir, reinit: 7 })) as TfjsSurrogate;
+      const b = (await loadSurrogate({ dir, reinit: 7 })) as TfjsSurrogate;
+      const c = (await loadSurrogate({ dir, reinit: 8 })) as TfjsSurrogate;
+      const [wa, wb, wc] = [a, b, c].map((s) => byName(s.model as tf.LayersModel));
+      assert.equal(wa.size, trained.size);
+      let redrawn = 0;
+      for (const [name, values] of trained) {
+        assert.notDeepEqual(wa.get(name), values, `${name} changed`);
+        assert.deepEqual(wa.get(name), wb.get(name), `${name}: same seed, same values`);
+        if (/moving_mean|beta/.test(name)) assert.ok(wa.get(name)!.every((v) => v === 0), name);
+        else if (/moving_variance|gamma/.test(name)) assert.ok(wa.get(name)!.every((v) => v === 1), name);
+        else {
+          assert.notDeepEqual(wa.get(name), wc.get(name), `${name}: another seed, other values`);
+          redrawn++;
+        }
       }
-    }
-    // Every layer trainable after re-initialisation: full-Jacobian MAD sees all parameters.
-    assert.equal((a.model as tf.LayersModel).trainableWeights.length, redrawn + [...trained.keys()].filter((n) => /gamma|beta/.test(n)).length);
-    assert.ok(redrawn > 50);
-    assert.equal(a.differentiable, true);
-    assert.deepEqual([a.classes, ...a.inputShape], [5, 224, 224, 3]);
-    const image = inputs(1, 224 * 224 * 3, 9).map((v) => (v + 1) / 2);
-    const probs = await withoutLeaks(() => a.probsAsync(image, 1));
-    assert.equal(probs.data.length, 5);
-    assert.ok(Math.abs(probs.data.reduce((s, v) => s + v, 0) - 1) < 1e-5);
-    assert.ok(probs.data.every((v) => v > 0));
-    for (const s of [a, b, c]) s.dispose();
-    model.dispose();
+      // Every layer trainable after re-initialisation: full-Jacobian MAD sees all parameters.
+      assert.equal((a.model as tf.LayersModel).trainableWeights.length, redrawn + [...trained.keys()].filter((n) => /gamma|beta/.test(n)).length);
+      assert.ok(redrawn > 50);
+      assert.equal(a.differentiable, true);
+      assert.deepEqual([a.classes, ...a.inputShape], [5, 224, 224, 3]);
+      const image = inputs(1, 224 * 224 * 3, 9).map((v) => (v + 1) / 2);
+      const probs = await withoutLeaks(() => a.probsAsync(image, 1));
+      assert.equal(probs.data.length, 5);
+      assert.ok(Math.abs(probs.data.reduce((s, v) => s + v, 0) - 1) < 1e-5);
+      assert.ok(probs.data.every((v) => v > 0));
+      for (const s of [a, b, c]) s.dispose();
+      model.dispose();
+    });
   });
 });
