@@ -4,10 +4,10 @@ import { integerFlag } from './flags.js';
 import { BATCHING_DEFAULTS, type BatchingOptions } from '../server/batching/options.js';
 
 export interface BatchingFlags {
-  batchWindowMs: string;
-  maxBatchRows: string;
-  maxQueueRows: string;
-  maxRows: string;
+  batchWindowMs?: string;
+  maxBatchRows?: string;
+  maxQueueRows?: string;
+  maxRows?: string;
 }
 
 export function addBatchingFlags(command: Command): Command {
@@ -19,10 +19,12 @@ export function addBatchingFlags(command: Command): Command {
 }
 
 export function batchingFromFlags(flags: BatchingFlags, fail: (message: string) => never): BatchingOptions {
+  // An absent flag (a config file or a caller that sets only some) takes the default.
+  const read = (value: string | undefined, flag: string, min: number, fallback: number): number => (value === undefined ? fallback : integerFlag(value, flag, min, fail));
   return {
-    windowMs: integerFlag(flags.batchWindowMs, '--batch-window-ms', 0, fail),
-    maxBatchRows: integerFlag(flags.maxBatchRows, '--max-batch-rows', 1, fail),
-    maxQueueRows: integerFlag(flags.maxQueueRows, '--max-queue-rows', 1, fail),
-    maxRowsPerRequest: integerFlag(flags.maxRows, '--max-rows', 1, fail),
+    windowMs: read(flags.batchWindowMs, '--batch-window-ms', 0, BATCHING_DEFAULTS.windowMs),
+    maxBatchRows: read(flags.maxBatchRows, '--max-batch-rows', 1, BATCHING_DEFAULTS.maxBatchRows),
+    maxQueueRows: read(flags.maxQueueRows, '--max-queue-rows', 1, BATCHING_DEFAULTS.maxQueueRows),
+    maxRowsPerRequest: read(flags.maxRows, '--max-rows', 1, BATCHING_DEFAULTS.maxRowsPerRequest),
   };
 }

@@ -3,7 +3,9 @@ import type { Command } from 'commander';
 import { addBatchingFlags, batchingFromFlags, type BatchingFlags } from './batching-flags.js';
 import { integerFlag } from './flags.js';
 import { inputOptionsFromFlags, registerInputFlags, type InputFlags } from './image-flags.js';
-import { DefenseError, parseDefense } from '../defenses/index.js';
+import { addSurrogateFlags, surrogateSourceFromFlags, type SurrogateFlags, type SurrogateSource } from './surrogate-flags.js';
+import { DefenseError, parseDefense, type ContextNeed } from '../defenses/index.js';
+import type { SurrogateModel } from '../models/surrogate-model.js';
 import type { BatchingOptions } from '../server/batching/options.js';
 import { ServingOptionError } from '../server/errors.js';
 import { closeOnSignals } from '../server/lifecycle.js';
@@ -11,11 +13,10 @@ import { createLogger } from '../server/logger.js';
 import { startDefenseProxy, type ProxyOptions } from '../server/proxy.js';
 import { PROTOCOLS, type ProtocolConfig, type ProtocolName } from '../server/protocols/index.js';
 
-interface ProxyFlags extends InputFlags, BatchingFlags {
+interface ProxyFlags extends InputFlags, BatchingFlags, SurrogateFlags {
   upstream: string;
   protocol: string;
   defense: string;
-  surrogate?: string;
   port: string;
   host: string;
   timeoutMs: string;
@@ -75,8 +76,11 @@ export async function proxyOptionsFromFlags(flags: ProxyFlags): Promise<ProxyOpt
     if (error instanceof DefenseError) throw new ServingOptionError(`defense: ${error.message}`);
     throw error;
   }
-  if ((needs.includes('surrogate') || needs.includes('surrogateGram')) && !flags.surrogate) {
-    throw new ServingOptionError(`defense "${flags.defense}" needs a surrogate model: pass --surrogate DIR (a model directory, e.g. one saved by \`msd train\`)`);
+  const source = surrogateSourceFromFlags(flags, (message) => {
+    throw new ServingOptionError(message);
+  });
+  if ((needs.includes('surrogate') || needs.includes('surrogateGram')) && !source) {
+    throw new ServingOptionError(`defense "${flags.defense}" needs a surrogate model: pass --surrogate DIR (a model directory, e.g. one saved by \`msd train\`), --surrogate-from DIR [--reinit SEED] or --surrogate-onnx FILE`);
   }
   if (needs.includes('misinformation')) throw new ServingOptionError(`defense "${flags.defense}" needs a misinformation model, which the proxy does not load; use it through the middleware (poisonPredictions with a context)`);
   const inputs = inputOptionsFromFlags(flags);
@@ -84,7 +88,7 @@ export async function proxyOptionsFromFlags(flags: ProxyFlags): Promise<ProxyOpt
   const batching = batchingFromFlags(flags, (message) => {
     throw new ServingOptionError(message);
   });
-  if (needs.length > 0) options.context = await contextFor(flags.surrogate, batching);
+  if (needs.length > 0) options.context = await contextFor(source, batching, needs as ContextNeed[]);
   return options;
 }
 
@@ -92,19 +96,22 @@ export async function proxyOptionsFromFlags(flags: ProxyFlags): Promise<ProxyOpt
  * The defense context from the request's inputs (decoded and scaled by the inputs stage): the
  * surrogate's forward passes batched and bounded (see server/batching) when a surrogate is given.
  */
-async function contextFor(surrogateDir: string | undefined, batching: BatchingOptions): Promise<NonNullable<ProxyOptions['context']>> {
+async function contextFor(source: SurrogateSource | undefined, batching: BatchingOptions, needs: readonly ContextNeed[]): Promise<NonNullable<ProxyOptions['context']>> {
   // Loaded on demand: proxies without a surrogate never start TensorFlow.js.
-  const { surrogateContext } = await import('../server/surrogate-context.js');
-  const { batchedSurrogateContext, mapContextInputs } = await import('../server/batching/batched-context.js');
+  const { surrogateContext, checkSurrogateForNeeds } = await import('../server/surrogate-context.js');
+  const { batchedSurrogateContext } = await import('../server/batching/batched-context.js');
   const models = await import('../models/index.js');
-  let provider: NonNullable<ProxyOptions['context']>;
-  if (surrogateDir) {
-    await models.initBackend();
-    provider = batchedSurrogateContext({ surrogate: models.asyncSurrogate(await models.Surrogate.load(surrogateDir)) }, batching);
-  } else {
-    provider = surrogateContext({});
+  if (!source) return surrogateContext({}, { needs });
+  let surrogate: SurrogateModel;
+  await models.initBackend();
+  try {
+    surrogate = await models.loadSurrogate(source);
+  } catch (error) {
+    if (error instanceof models.ModelError) throw new ServingOptionError(`surrogate: ${error.message}`);
+    throw error;
   }
-  return provider;
+  checkSurrogateForNeeds(needs, surrogate);
+  return batchedSurrogateContext({ surrogate }, batching);
 }
 
 export function registerProxyCommand(program: Command): void {
@@ -133,7 +140,7 @@ export function registerProxyCommand(program: Command): void {
     .option('--secret <secret>', 'secret keying deterministic noise (default: env MSD_NOISE_SECRET)')
     .option('--log-level <level>', 'pino log level', 'info');
   addBatchingFlags(command);
-  registerInputFlags(command).action(async (flags: ProxyFlags) => {
+  registerInputFlags(addSurrogateFlags(command)).action(async (flags: ProxyFlags) => {
     try {
       const options = await proxyOptionsFromFlags(flags);
       const running = await startDefenseProxy(options);

@@ -8,25 +8,26 @@ import type { Server } from 'node:http';
 import { dirname, join, relative } from 'node:path';
 import type { Command } from 'commander';
 import { failCommand, integerFlag } from './flags.js';
-import { DefenseError, parseDefense } from '../defenses/index.js';
+import { addSurrogateFlags, surrogateSourceFromFlags, type SurrogateFlags } from './surrogate-flags.js';
+import { DefenseError, parseDefense, type ContextNeed } from '../defenses/index.js';
 import { defaultCacheDir, loadDataset } from '../eval/datasets.js';
-import { asyncSurrogate, initBackend, Surrogate } from '../models/index.js';
+import { initBackend, loadSurrogate, ModelError, Surrogate, type SurrogateModel } from '../models/index.js';
 import { buildDemoApp, DEMO_DEFENSE, DEMO_INPUT_NAME, type DemoApp } from '../server/demo/app.js';
 import { loadOrTrainDemoVictim } from '../server/demo/victim.js';
 import { ServingOptionError } from '../server/errors.js';
 import { closeOnSignals } from '../server/lifecycle.js';
 import { createLogger } from '../server/logger.js';
 import { batchedSurrogateContext } from '../server/batching/batched-context.js';
+import { checkSurrogateForNeeds } from '../server/surrogate-context.js';
 import { addBatchingFlags, batchingFromFlags, type BatchingFlags } from './batching-flags.js';
 import { createProgress } from './progress.js';
 
-interface ServeFlags extends BatchingFlags {
+interface ServeFlags extends BatchingFlags, SurrogateFlags {
   defense: string;
   port: string;
   host: string;
   epochs: string;
   modelDir?: string;
-  surrogate?: string;
   secret?: string;
   logLevel: string;
 }
@@ -37,7 +38,7 @@ const DEMO_BATCH_SIZE = 128;
 const fail: (message: string) => never = (message) => failCommand('serve', message);
 
 export function registerServeCommand(program: Command): void {
-  const serve = program
+  const command = program
     .command('serve')
     .description('run the demo: an MNIST model server (KServe V2) with the defense middleware mounted and /metrics')
     .option('-d, --defense <spec>', 'defense spec (see: msd perturb --list)', DEMO_DEFENSE)
@@ -47,11 +48,13 @@ export function registerServeCommand(program: Command): void {
     .option('--model-dir <dir>', 'where the trained victim is cached (default .cache/models/demo-mnist-mlp)')
     .option('--surrogate <dir>', 'a saved surrogate model for MAD (default: a seeded, untrained MLP, as in the paper)')
     .option('--secret <secret>', 'secret keying deterministic noise (default: env MSD_NOISE_SECRET)')
-    .option('--log-level <level>', 'pino log level (one JSON line per request)', 'info')
+    .option('--log-level <level>', 'pino log level (one JSON line per request)', 'info');
+  addSurrogateFlags(command)
     .action(async (flags: ServeFlags) => {
       const port = integerFlag(flags.port, '--port', 0, fail);
       const epochs = integerFlag(flags.epochs, '--epochs', 1, fail);
       const batching = batchingFromFlags(flags, fail);
+      const surrogateSource = surrogateSourceFromFlags(flags, fail);
       const noiseSecret = flags.secret ?? process.env.MSD_NOISE_SECRET;
       let needs: readonly string[];
       try {
@@ -82,10 +85,24 @@ export function registerServeCommand(program: Command): void {
       process.stderr.write(`victim: MNIST MLP, test accuracy ${(victim.testAccuracy * 100).toFixed(2)}%${victim.fromCache ? ` (loaded from ${relative(process.cwd(), modelDir) || modelDir})` : ''}\n`);
 
       const features = dataset.train.x.length / dataset.train.rows;
-      const surrogate = needs.length === 0 ? undefined : flags.surrogate ? await Surrogate.load(flags.surrogate) : Surrogate.random({ arch: 'mlp', inputShape: [features], classes: dataset.classes, seed: 7 });
+      let surrogate: SurrogateModel | undefined;
+      try {
+        surrogate = needs.length === 0 ? undefined : surrogateSource ? await loadSurrogate(surrogateSource) : Surrogate.random({ arch: 'mlp', inputShape: [features], classes: dataset.classes, seed: 7 });
+      } catch (error) {
+        if (error instanceof ModelError) fail(error.message);
+        throw error;
+      }
       let server: Server;
       // The surrogate's and the victim's forward passes are asynchronous and batched: a large request cannot stall the others.
-      const context = surrogate ? batchedSurrogateContext({ surrogate: asyncSurrogate(surrogate) }, batching) : undefined;
+      if (surrogate) {
+        try {
+          checkSurrogateForNeeds(needs as ContextNeed[], surrogate);
+        } catch (error) {
+          if (error instanceof ServingOptionError) fail(error.message);
+          throw error;
+        }
+      }
+      const context = surrogate ? batchedSurrogateContext({ surrogate }, batching) : undefined;
       let demo: DemoApp | undefined;
       try {
         demo = buildDemoApp({
@@ -131,5 +148,5 @@ export function registerServeCommand(program: Command): void {
         victim.model.dispose();
       });
     });
-  addBatchingFlags(serve);
+  addBatchingFlags(command);
 }

@@ -174,7 +174,7 @@ describe('batched surrogate context, mount mode', () => {
     assert.deepEqual(got.surrogateProbs!.data, (await surrogate.model.probsAsync(data, 2)).data);
     assert.equal(got.inputKeys!.length, 2);
     assert.notEqual(got.inputKeys![0], got.inputKeys![1]);
-    await assert.rejects(context(['surrogateGram'], { rows: 2, cols: FEATURES, data }), /no gramAsync/);
+    await assert.rejects(context(['surrogateGram'], { rows: 2, cols: FEATURES, data }), /forward-only/);
     await assert.rejects(context(['misinformation'], { rows: 2, cols: FEATURES, data }), /no misinformation model|none was configured/);
     await assert.rejects(context(['surrogate'], { rows: 1, cols: FEATURES + 1, data: new Float32Array(FEATURES + 1) }), /takes 4/);
     await assert.rejects(context(['surrogate'], { rows: 1, cols: FEATURES, data: Float32Array.of(0, NaN, 0, 0) }), /non-finite/);

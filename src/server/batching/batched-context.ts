@@ -10,7 +10,8 @@
  *   app.post('/infer', express.json(), poisonPredictions({ defense: 'mad-argmax:eps=0.8', context }), route);
  *   // on shutdown: await context.close();
  */
-import { inputKeys } from '../../models/context.js';
+import { inputKeys, nonDifferentiableMessage } from '../../models/context.js';
+import { markLacksGram } from '../provider-capabilities.js';
 import type { ContextNeed, DefenseContext, ProbBatch } from '../../defenses/types.js';
 import { RequestFormatError, ServingError, ServingOptionError } from '../errors.js';
 import type { ServingMetrics } from '../metrics.js';
@@ -24,6 +25,8 @@ import { resolveBatching, type BatchingOptions, type ResolvedBatching } from './
 export interface AsyncProbabilityModel {
   readonly classes: number;
   readonly inputShape: readonly number[];
+  /** False for forward-only runtimes (ONNX, GraphModel): no Gram matrices. */
+  readonly differentiable?: boolean;
   probsAsync(inputs: Float32Array, rows: number): Promise<ProbBatch>;
   gramAsync?(inputs: Float32Array, rows: number): Promise<Float64Array>;
 }
@@ -88,7 +91,7 @@ export function batchedSurrogateContext(models: BatchedContextModels, options: B
   const { surrogate, misinformation } = models;
   if (surrogate) {
     add('surrogate', surrogate, probsOf(surrogate));
-    if (typeof surrogate.gramAsync === 'function') add('surrogate_gram', surrogate, (inputs, rows) => surrogate.gramAsync!(inputs, rows));
+    if (surrogate.differentiable !== false && typeof surrogate.gramAsync === 'function') add('surrogate_gram', surrogate, (inputs, rows) => surrogate.gramAsync!(inputs, rows));
   }
   if (misinformation) add('misinformation', misinformation, probsOf(misinformation));
 
@@ -111,7 +114,7 @@ export function batchedSurrogateContext(models: BatchedContextModels, options: B
       if (need === 'surrogate') {
         pending.push(run('surrogate', inputs, 'the defense needs the surrogate’s probabilities, but no surrogate was configured').then((data) => void (context.surrogateProbs = { rows: inputs.rows, cols: surrogate!.classes, data: data as Float32Array })));
       } else if (need === 'surrogateGram') {
-        const missing = surrogate ? 'the surrogate has no gramAsync (a forward-only runtime): use a defense with jacobian=last, or a differentiable surrogate' : 'the defense needs the surrogate’s Gram matrices, but no surrogate was configured';
+        const missing = surrogate ? nonDifferentiableMessage() : 'the defense needs the surrogate’s Gram matrices, but no surrogate was configured';
         pending.push(run('surrogate_gram', inputs, missing).then((data) => void (context.gram = data instanceof Float64Array ? data : Float64Array.from(data))));
       } else if (need === 'misinformation') {
         pending.push(run('misinformation', inputs, 'the defense needs a misinformation model, but none was configured').then((data) => void (context.misinformationProbs = { rows: inputs.rows, cols: misinformation!.classes, data: data as Float32Array })));
@@ -128,6 +131,8 @@ export function batchedSurrogateContext(models: BatchedContextModels, options: B
     return context;
   };
 
+  // The middleware refuses jacobian=full over a forward-only surrogate when it is built (see options.ts).
+  if (surrogate && !batchers.has('surrogate_gram')) markLacksGram(provider, nonDifferentiableMessage());
   return Object.assign(provider, {
     maxRowsPerRequest: batching.maxRowsPerRequest,
     batching,
