@@ -6,7 +6,8 @@
  * work), so the figures are the proxy's own cost. The upstream, the proxy (a primary and its workers)
  * and the load generator are separate processes on the same machine: on a 2-core machine the load
  * generator and the upstream take cores too, so 2 workers cannot double the rate; the ratio shows
- * what a second worker buys there. Ratios are against the direct run of the same invocation.
+ * what a second worker buys there. "library proxy" is startDefenseProxy in one process (no CLI, no
+ * logger), a reference for the CLI's own cost. Ratios are against the direct run of the same invocation.
  *
  *   npm run bench -- proxy-workers [--connections 32] [--seconds 5] [--workers 1,2]
  */
@@ -29,10 +30,11 @@ const child = fileURLToPath(new URL('./_server-child.ts', import.meta.url));
 const PATH = '/v2/models/mnist/infer';
 const body = JSON.stringify({ inputs: [{ name: 'image', shape: [1, 784], datatype: 'UINT8', data: Array.from({ length: 784 }, (_, i) => (i * 37) % 256) }] });
 
-function startStub(): Promise<{ process: ChildProcess; url: string }> {
+/** A process of bench/_server-child.ts: the stub upstream, or the library proxy (startDefenseProxy, no CLI, no logger) as a reference. */
+function startChild(role: 'stub' | 'proxy', upstream = '', defense = ''): Promise<{ process: ChildProcess; url: string }> {
   return new Promise((resolve, reject) => {
-    const proc = fork(child, ['stub'], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    proc.once('exit', (code) => reject(new Error(`stub exited with ${code}`)));
+    const proc = fork(child, [role, upstream, defense], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    proc.once('exit', (code) => reject(new Error(`${role} exited with ${code}`)));
     proc.on('message', (m: { type: string; url?: string }) => m.type === 'ready' && resolve({ process: proc, url: m.url! }));
   });
 }
@@ -75,15 +77,22 @@ try {
     ['mad-argmax:eps=0.8', ['-d', 'mad-argmax:eps=0.8', '--surrogate', surrogateDir, '--input-scale', String(1 / 255)]],
   ];
   console.log(`proxy-workers: ${connections} connections, ${seconds}s per run, ${cpus().length} cores, node ${process.version}; one 784-pixel UINT8 image per request, K = 10`);
-  const stub = await startStub();
+  const stub = await startChild('stub');
   try {
     await load(stub.url, 1);
     const direct = await load(stub.url, seconds);
     const line = (name: string, f: Awaited<ReturnType<typeof load>>) =>
-      console.log(`${name.padEnd(36)} ${f.rps.toFixed(0).padStart(8)} ${f.p50.toFixed(0).padStart(6)} ${f.p99.toFixed(0).padStart(6)} ${(f.rps / direct.rps).toFixed(3).padStart(8)} ${String(f.failed).padStart(7)}`);
-    console.log(`${'route'.padEnd(36)} ${'req/s'.padStart(8)} ${'p50'.padStart(6)} ${'p99'.padStart(6)} ${'×direct'.padStart(8)} ${'failed'.padStart(7)}`);
+      console.log(`${name.padEnd(46)} ${f.rps.toFixed(0).padStart(8)} ${f.p50.toFixed(0).padStart(6)} ${f.p99.toFixed(0).padStart(6)} ${(f.rps / direct.rps).toFixed(3).padStart(8)} ${String(f.failed).padStart(7)}`);
+    console.log(`${'route'.padEnd(46)} ${'req/s'.padStart(8)} ${'p50'.padStart(6)} ${'p99'.padStart(6)} ${'×direct'.padStart(8)} ${'failed'.padStart(7)}`);
     line('direct (stub upstream)', direct);
     for (const [name, extra] of defenses) {
+      const reference = await startChild('proxy', stub.url, name);
+      try {
+        await load(reference.url, 1);
+        line(`library proxy ${name} (reference)`, await load(reference.url, seconds));
+      } finally {
+        await stop(reference);
+      }
       for (const workers of workerCounts) {
         const proxy = await startProxy(stub.url, workers, extra);
         try {
