@@ -3,7 +3,9 @@
  * with the same settings. The primary only supervises: it restarts a worker that dies, answers the
  * workers' requests for the aggregated metrics (prom-client's AggregatorRegistry), and on SIGTERM
  * or SIGINT tells every worker to drain: stop listening, answer new requests on open connections
- * with 503, finish those in flight within --shutdown-timeout-ms, then exit.
+ * with 503, finish those in flight within --shutdown-timeout-ms, then exit. On SIGHUP it replaces
+ * the workers one at a time (a new one listens before the old one drains), so the port never goes
+ * unanswered: a rolling restart that picks up a new surrogate or a changed config file.
  */
 import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry } from 'prom-client';
@@ -35,8 +37,13 @@ function runPrimary(settings: ProxySettings): void {
   const log = (line: string): void => void process.stderr.write(`proxy: ${line}\n`);
   const aggregator = new AggregatorRegistry();
   const listening = new Set<number>();
+  /** Workers draining in a rolling restart: their exit is expected, not replaced. */
+  const retiring = new Set<number>();
+  /** Replacements not yet listening: one that fails to start leaves the running workers alone. */
+  const trial = new Set<number>();
   let announced = false;
   let stopping = false;
+  let reloading = false;
 
   const stopAll = (exitCode: number): void => {
     if (stopping) return;
@@ -72,7 +79,7 @@ function runPrimary(settings: ProxySettings): void {
 
   cluster.on('exit', (worker, code, signal) => {
     listening.delete(worker.id);
-    if (stopping) return;
+    if (stopping || retiring.delete(worker.id) || trial.delete(worker.id)) return;
     // Exit code 2 is a settings or startup error (bad surrogate, port in use): every worker would hit it.
     if (code === 2) {
       log(`a worker could not start (exit code 2); stopping`);
@@ -92,6 +99,38 @@ function runPrimary(settings: ProxySettings): void {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  process.on('SIGHUP', () => {
+    if (reloading || stopping) return;
+    reloading = true;
+    rollingRestart().then(
+      () => log('SIGHUP: every worker replaced'),
+      (error: Error) => log(`SIGHUP: rolling restart stopped: ${error.message}`),
+    ).finally(() => (reloading = false));
+  });
+
+  /** One worker at a time: start its replacement, wait until it listens, then drain the old one. */
+  const rollingRestart = async (): Promise<void> => {
+    for (const old of Object.values(cluster.workers ?? {})) {
+      if (!old || stopping) continue;
+      const fresh = cluster.fork();
+      trial.add(fresh.id);
+      await new Promise<void>((resolve, reject) => {
+        const onMessage = (message: unknown) => {
+          if (!isMessage(message) || message.type !== 'msd:listening') return;
+          fresh.off('exit', onExit);
+          trial.delete(fresh.id);
+          resolve();
+        };
+        const onExit = (code: number) => reject(new Error(`a new worker exited with code ${code} before listening; the old ones keep serving`));
+        fresh.on('message', onMessage);
+        fresh.once('exit', onExit);
+      });
+      retiring.add(old.id);
+      const exited = new Promise<void>((resolve) => old.once('exit', () => resolve()));
+      if (old.isConnected()) old.send({ type: 'msd:drain' } satisfies Message);
+      await exited;
+    }
+  };
   for (let i = 0; i < settings.workers; i += 1) cluster.fork();
 }
 

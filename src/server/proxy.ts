@@ -395,8 +395,9 @@ export async function startDefenseProxy(options: ProxyOptions & { port?: number;
     server,
     url: `http://${host.includes(':') ? `[${host}]` : host}:${address.port}`,
     close: async (deadlineMs = 10_000) => {
-      proxy.drain();
+      // Stop accepting first: a connection accepted after this no longer reaches a draining proxy.
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      proxy.drain();
       server.closeIdleConnections();
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([proxy.idle(), new Promise<void>((resolve) => (timer = setTimeout(resolve, deadlineMs)))]);

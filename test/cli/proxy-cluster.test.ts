@@ -68,6 +68,27 @@ describe('msd proxy --workers 2 --config FILE', { timeout: 120_000 }, () => {
     assert.equal((await send(url, '/readyz')).status, 200);
   });
 
+  it('replaces every worker on SIGHUP, one at a time, answering all along', async () => {
+    const marker = stderr.length;
+    child.kill('SIGHUP');
+    let answered = 0;
+    let refused = 0;
+    while (!stderr.slice(marker).includes('every worker replaced')) {
+      let answer = await send(url, PATH, {}, JSON.stringify(kserveRequest()));
+      // A connection handed to a worker just as it drains gets 503; a client retries it elsewhere.
+      if (answer.status === 503) {
+        refused += 1;
+        answer = await send(url, PATH, {}, JSON.stringify(kserveRequest()));
+      }
+      assert.equal(answer.status, 200, answer.body);
+      answered += 1;
+      assert.ok(!/stopped/.test(stderr.slice(marker)), stderr);
+    }
+    assert.ok(answered > 0);
+    assert.ok(refused <= 2, `${refused} requests refused during the restart`);
+    assert.equal((await send(url, PATH, {}, JSON.stringify(kserveRequest()))).status, 200);
+  });
+
   it('drains on SIGTERM: the request in flight finishes, then every process exits 0', async () => {
     const inFlight = send(url, PATH, { 'x-stub-mode': 'slow' }, JSON.stringify(kserveRequest()));
     await new Promise((resolve) => setTimeout(resolve, 300));
