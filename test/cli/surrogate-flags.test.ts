@@ -3,7 +3,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { proxyOptionsFromFlags } from '../../src/cli/proxy.js';
+import { proxyOptionsFromSettings } from '../../src/cli/proxy.js';
+import { resolveProxySettings } from '../../src/cli/proxy-config.js';
 import { surrogateSourceFromFlags } from '../../src/cli/surrogate-flags.js';
 import { ServingOptionError } from '../../src/server/errors.js';
 import { writeOnnxModel } from '../../src/models/onnx-writer.js';
@@ -66,24 +67,26 @@ describe('perturb with an ONNX surrogate', () => {
 
   it('builds the proxy over --surrogate-onnx --reinit, and refuses mad jacobian=full when it is built', async () => {
     const flags = (defense: string) =>
-      ({
-        upstream: 'http://127.0.0.1:1',
-        protocol: 'kserve-v2',
-        defense,
-        port: '0',
-        host: '127.0.0.1',
-        timeoutMs: '1000',
-        maxBody: '100000',
-        inferRoute: [],
-        passRoute: [],
-        onFailure: 'error',
-        logLevel: 'silent',
-        surrogateOnnx: join(dir, 'm.onnx'),
-        reinit: '2',
-      }) as unknown as Parameters<typeof proxyOptionsFromFlags>[0];
-    const options = await proxyOptionsFromFlags(flags('mad:eps=0.5'));
+      resolveProxySettings(
+        {
+          upstream: 'http://127.0.0.1:1',
+          protocol: 'kserve-v2',
+          defense,
+          port: '0',
+          host: '127.0.0.1',
+          timeoutMs: '1000',
+          maxBody: '100000',
+          onFailure: 'error',
+          logLevel: 'silent',
+          surrogateOnnx: join(dir, 'm.onnx'),
+          reinit: '2',
+        },
+        undefined,
+        {},
+      );
+    const options = await proxyOptionsFromSettings(flags('mad:eps=0.5'));
     const context = await options.context!(['surrogate'], { rows: 2, cols: 2, data: Float32Array.from([1, 2, -1, 0.5]) });
     assert.equal(context.surrogateProbs?.rows, 2);
-    await assert.rejects(proxyOptionsFromFlags(flags('mad:eps=0.5,jacobian=full')), (e: unknown) => e instanceof ServingOptionError && /jacobian=last-layer/.test(e.message));
+    await assert.rejects(proxyOptionsFromSettings(flags('mad:eps=0.5,jacobian=full')), (e: unknown) => e instanceof ServingOptionError && /jacobian=last-layer/.test(e.message));
   });
 });
