@@ -9,13 +9,22 @@ import { ARCHITECTURES, type Architecture } from '../models/index.js';
 
 export type VictimDataset = 'mnist' | 'fashion-mnist';
 export type AttackerWorld = 'open' | 'closed';
-export type PolicyName = 'random' | 'adaptive';
+/** How the attacker picks its queries: a Knockoff policy over its pool, or a Jacobian-based synthesis (jbda.ts). */
+export type KnockoffPolicy = 'random' | 'adaptive';
+export type JbdaVariant = 'jbda' | 'jbself' | 'jbtop3';
+export type PolicyName = KnockoffPolicy | JbdaVariant;
 /** soft: trains on the (poisoned) probabilities; argmax: trains on their top-1 labels only. */
 export type AttackerLabels = 'soft' | 'argmax';
 
 export const VICTIM_DATASETS: readonly VictimDataset[] = ['mnist', 'fashion-mnist'];
 export const WORLDS: readonly AttackerWorld[] = ['open', 'closed'];
-export const POLICIES: readonly PolicyName[] = ['random', 'adaptive'];
+export const POLICIES: readonly PolicyName[] = ['random', 'adaptive', 'jbda', 'jbself', 'jbtop3'];
+export const JBDA_VARIANTS: readonly JbdaVariant[] = ['jbda', 'jbself', 'jbtop3'];
+
+/** The attacker family a run belongs to, as the report names it: knockoff-random, knockoff-adaptive, jbda, jbself, jbtop3. */
+export function attackerFamily(policy: PolicyName): string {
+  return policy === 'random' || policy === 'adaptive' ? `knockoff-${policy}` : policy;
+}
 export const ATTACKER_LABELS: readonly AttackerLabels[] = ['soft', 'argmax'];
 
 export interface TrainingSettings {
@@ -41,6 +50,22 @@ export interface AdaptiveSettings {
   /** Images sampled (and queried) per bandit step; one reward per image, one update per image. */
   stepSize: number;
 }
+
+/** The Jacobian-based attackers' settings (the prediction-poisoning paper's values by default). */
+export interface JbdaSettings {
+  /** Images of the victim's distribution the attacker starts from. */
+  seedSize: number;
+  /** Step λ of jbda / jbself (pixels in [0, 1]). */
+  lambda: number;
+  /** λ's sign flips every this many rounds (τ). */
+  flipEvery: number;
+  /** Epochs of each round's substitute (re-initialised every round). */
+  roundEpochs: number;
+  /** jbtop-k's targeted L∞ PGD. */
+  pgd: { iterations: number; step: number; radius: number };
+}
+
+export const DEFAULT_JBDA: JbdaSettings = { seedSize: 100, lambda: 0.1, flipEvery: 5, roundEpochs: 20, pgd: { iterations: 8, step: 0.01, radius: 0.1 } };
 
 /** Caps on the data used, for smoke tests and tiny runs (undefined: everything). */
 export interface DataLimits {
@@ -78,6 +103,7 @@ export interface EvalConfig {
   /** Training of the misinformation model (only when a misinformation defense is in the grid). */
   misinformationTraining: TrainingSettings;
   adaptive: AdaptiveSettings;
+  jbda: JbdaSettings;
   /** Rows per HTTP request to the defended endpoint. */
   requestRows: number;
   /** Closed world: images of the victim's training split held out for the attacker. */
@@ -109,6 +135,7 @@ const DEFAULT_BASE: Omit<EvalConfig, 'name' | 'defenses' | 'policies' | 'budgets
   surrogateArch: 'mlp',
   misinformationTraining: { arch: 'mlp', epochs: 1, batchSize: 128, learningRate: 0.001, maxRows: 10000 },
   adaptive: DEFAULT_ADAPTIVE,
+  jbda: DEFAULT_JBDA,
   requestRows: 256,
   closedWorldPool: 20000,
   limits: {},
@@ -151,6 +178,7 @@ const CONFIG_FIELDS = [
   'surrogateArch',
   'misinformationTraining',
   'adaptive',
+  'jbda',
   'requestRows',
   'closedWorldPool',
   'limits',
@@ -238,6 +266,7 @@ export function validateConfig(raw: Record<string, unknown>): EvalConfig {
     surrogateArch: raw.surrogateArch === undefined ? base.surrogateArch : oneOf('surrogateArch', raw.surrogateArch, ARCHITECTURES),
     misinformationTraining: training('misinformationTraining', raw.misinformationTraining, base.misinformationTraining),
     adaptive: adaptive(raw.adaptive, base.adaptive),
+    jbda: jbdaSettings(raw.jbda, base.jbda),
     requestRows: raw.requestRows === undefined ? base.requestRows : positiveInteger('requestRows', raw.requestRows),
     closedWorldPool,
     limits: limits(raw.limits, base.limits),
@@ -262,6 +291,8 @@ export function attackerPoolCapacity(config: EvalConfig): number | undefined {
 }
 
 function checkBudgetsFit(config: EvalConfig): void {
+  // Only the Knockoff policies draw from the pool; the Jacobian-based attackers synthesise their queries.
+  if (!config.policies.some((p) => p === 'random' || p === 'adaptive')) return;
   const capacity = attackerPoolCapacity(config);
   const largest = config.budgets[config.budgets.length - 1];
   if (capacity !== undefined && largest > capacity) {
@@ -374,6 +405,27 @@ function adaptive(raw: unknown, base: AdaptiveSettings): AdaptiveSettings {
     rewardWeights,
     diversityWindow: object.diversityWindow === undefined ? base.diversityWindow : positiveInteger('adaptive.diversityWindow', object.diversityWindow),
     stepSize: object.stepSize === undefined ? base.stepSize : positiveInteger('adaptive.stepSize', object.stepSize),
+  };
+}
+
+function jbdaSettings(raw: unknown, base: JbdaSettings): JbdaSettings {
+  if (raw === undefined) return base;
+  const object = fields('jbda', raw, ['seedSize', 'lambda', 'flipEvery', 'roundEpochs', 'pgd']);
+  let pgd = base.pgd;
+  if (object.pgd !== undefined) {
+    const p = fields('jbda.pgd', object.pgd, ['iterations', 'step', 'radius']);
+    pgd = {
+      iterations: p.iterations === undefined ? base.pgd.iterations : positiveInteger('jbda.pgd.iterations', p.iterations),
+      step: p.step === undefined ? base.pgd.step : positiveNumber('jbda.pgd.step', p.step),
+      radius: p.radius === undefined ? base.pgd.radius : positiveNumber('jbda.pgd.radius', p.radius),
+    };
+  }
+  return {
+    seedSize: object.seedSize === undefined ? base.seedSize : positiveInteger('jbda.seedSize', object.seedSize),
+    lambda: object.lambda === undefined ? base.lambda : positiveNumber('jbda.lambda', object.lambda),
+    flipEvery: object.flipEvery === undefined ? base.flipEvery : positiveInteger('jbda.flipEvery', object.flipEvery),
+    roundEpochs: object.roundEpochs === undefined ? base.roundEpochs : positiveInteger('jbda.roundEpochs', object.roundEpochs),
+    pgd,
   };
 }
 

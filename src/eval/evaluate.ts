@@ -10,9 +10,10 @@ import { argmaxRows, parseDefense, type Defense, type ProbBatch } from '../defen
 import { initBackend, type BackendInfo } from '../models/index.js';
 import { predictProbs, Surrogate, tf, type ContextProviders, type LayersModel } from '../models/index.js';
 import { createServingMetrics, recordEvaluation, type ServingMetrics } from '../server/metrics.js';
-import type { DefenseSetting, EvalConfig } from './config.js';
+import { attackerFamily, type DefenseSetting, type EvalConfig } from './config.js';
 import { startDefendedEndpoint } from './endpoint.js';
-import { runKnockoffAttack, type VictimTestSet } from './knockoff.js';
+import { runAttack } from './attack.js';
+import type { VictimTestSet } from './knockoff.js';
 import { inferAll, kserveClient } from './kserve-client.js';
 import { accuracy, defenderOutcome } from './measures.js';
 import { silentProgress, type ProgressFactory } from './progress.js';
@@ -126,7 +127,7 @@ async function runDefense(session: Session, setting: DefenseSetting, defense: De
     for (const run of runs) {
       const runStarted = performance.now();
       const runBar = session.progress(describeRun(run), run.budget);
-      const attack = await runKnockoffAttack({
+      const attack = await runAttack({
         pool: world.pool,
         client,
         policy: run.policy,
@@ -136,6 +137,8 @@ async function runDefense(session: Session, setting: DefenseSetting, defense: De
         inputShape: [world.features],
         knockoff: config.knockoffTraining,
         adaptive: config.adaptive,
+        jbda: config.jbda,
+        seedImages: world.victimTrain,
         labels: config.attackerLabels,
         test: session.test,
         seed: deriveSeed(config.seed, `attack-${run.policy}`),
@@ -150,6 +153,7 @@ async function runDefense(session: Session, setting: DefenseSetting, defense: De
         params: setting.params,
         spec: setting.spec,
         policy: run.policy,
+        attacker: attackerFamily(run.policy),
         budget: run.budget,
         victimAccuracy: session.victimAccuracy,
         defender,

@@ -31,6 +31,8 @@ export interface RunRecord {
   params: string;
   spec: string;
   policy: PolicyName;
+  /** knockoff-random, knockoff-adaptive, jbda, jbself or jbtop3 (records written before it existed: from the policy). */
+  attacker?: string;
   budget: number;
   /** Undefended victim accuracy on its test set. */
   victimAccuracy: number;
