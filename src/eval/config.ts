@@ -19,6 +19,10 @@ export type AttackerLabels = 'soft' | 'argmax';
 export const VICTIM_DATASETS: readonly VictimDataset[] = ['mnist', 'fashion-mnist'];
 export const WORLDS: readonly AttackerWorld[] = ['open', 'closed'];
 export const POLICIES: readonly PolicyName[] = ['random', 'adaptive', 'jbda', 'jbself', 'jbtop3'];
+/** MAD's surrogate in the ablation (surrogate-kinds.ts). */
+export type SurrogateKind = 'victim-arch' | 'small' | 'uniform';
+export const SURROGATE_KINDS: readonly SurrogateKind[] = ['victim-arch', 'small', 'uniform'];
+
 export const JBDA_VARIANTS: readonly JbdaVariant[] = ['jbda', 'jbself', 'jbtop3'];
 
 /** The attacker family a run belongs to, as the report names it: knockoff-random, knockoff-adaptive, jbda, jbself, jbtop3. */
@@ -84,6 +88,8 @@ export interface DefenseSetting {
   params: string;
   /** A ready defense instead of the spec (programmatic use, tests). */
   defense?: Defense;
+  /** MAD's surrogate for this setting (the ablation); the evaluation's default surrogate when unset. */
+  surrogate?: SurrogateKind;
 }
 
 export interface EvalConfig {
@@ -159,7 +165,7 @@ const PRESET_DEFENSES: Record<'quick' | 'paper', DefenseEntry[]> = {
   ],
 };
 
-export const PRESET_NAMES = ['quick', 'paper'] as const;
+export const PRESET_NAMES = ['quick', 'paper', 'ablation'] as const;
 export type PresetName = (typeof PRESET_NAMES)[number];
 
 /** Fields a config file may set; anything else is a typo and is reported. */
@@ -207,6 +213,16 @@ export function presetConfig(name: PresetName): EvalConfig {
       knockoffTraining: { arch: 'mlp', epochs: 10, batchSize: 128, learningRate: 0.001 },
       misinformationTraining: { arch: 'mlp', epochs: 2, batchSize: 128, learningRate: 0.001 },
       adaptive: { ...DEFAULT_ADAPTIVE, retrainEvery: 2000 },
+    });
+  }
+  if (name === 'ablation') {
+    // MAD's surrogate at one ε: the victim's architecture at random, a small random network, a constant (uniform) one.
+    return validateConfig({
+      name: 'ablation',
+      defenses: ['none', { name: 'mad', eps: 0.5, surrogate: ['victim-arch', 'small', 'uniform'] }],
+      policies: ['random'],
+      budgets: [10000],
+      knockoffTraining: { arch: 'mlp', epochs: 12, batchSize: 128, learningRate: 0.001 },
     });
   }
   throw new EvalConfigError(`unknown preset "${String(name)}"; allowed: ${PRESET_NAMES.join(', ')}`);
@@ -314,7 +330,8 @@ export function expandDefenses(raw: unknown): DefenseSetting[] {
     if (!isObject(entry) || typeof entry.name !== 'string') {
       throw new EvalConfigError(`${field} must be a spec string such as "mad:eps=0.5" or an object {"name": "mad", "eps": [0.1, 0.5]}`);
     }
-    const { name, family, params, ...flat } = entry;
+    const { name, family, params, surrogate, ...flat } = entry;
+    const kinds = surrogate === undefined ? [undefined] : list(`${field}.surrogate`, Array.isArray(surrogate) ? surrogate : [surrogate], (v, f) => oneOf(f, v, SURROGATE_KINDS));
     if (params !== undefined && !isObject(params)) throw new EvalConfigError(`${field}.params must be an object`);
     if (family !== undefined && (typeof family !== 'string' || !family)) throw new EvalConfigError(`${field}.family must be a non-empty string`);
     const all = { ...flat, ...(params ?? {}) } as Record<string, unknown>;
@@ -329,7 +346,8 @@ export function expandDefenses(raw: unknown): DefenseSetting[] {
     });
     for (const combination of cartesian(values)) {
       const params = Object.fromEntries(keys.map((k, i) => [k, combination[i]]));
-      settings.push(settingFromSpec(field, { name, params }, family as string | undefined));
+      const setting = settingFromSpec(field, { name, params }, family as string | undefined);
+      for (const kind of kinds) settings.push(kind === undefined ? setting : withSurrogate(field, setting, kind));
     }
   });
   if (settings.length === 0) throw new EvalConfigError('defenses is empty; list at least one setting, e.g. ["none", "mad:eps=0.5"]');
@@ -339,6 +357,24 @@ export function expandDefenses(raw: unknown): DefenseSetting[] {
     seen.add(s.spec);
   }
   return settings;
+}
+
+/**
+ * The setting with its own MAD surrogate: a curve of its own ("mad/small-surrogate") and a spec of
+ * its own (the run key and the report tell the kinds apart); the ready defense is kept.
+ */
+function withSurrogate(field: string, setting: DefenseSetting, kind: SurrogateKind): DefenseSetting {
+  const defense = setting.defense ?? parseDefense(setting.spec);
+  if (!defense.needs.includes('surrogate') && !defense.needs.includes('surrogateGram')) {
+    throw new EvalConfigError(`${field}.surrogate: "${setting.spec}" uses no surrogate; the surrogate kind applies to mad and mad-argmax`);
+  }
+  return {
+    family: `${setting.family}/${kind}-surrogate`,
+    spec: `${setting.spec} @ surrogate=${kind}`,
+    params: [setting.params, `surrogate=${kind}`].filter(Boolean).join(','),
+    defense,
+    surrogate: kind,
+  };
 }
 
 function settingFromSpec(field: string, spec: string | { name: string; params: Record<string, unknown> }, family?: string): DefenseSetting {

@@ -18,6 +18,7 @@ import { inferAll, kserveClient } from './kserve-client.js';
 import { accuracy, defenderOutcome } from './measures.js';
 import { silentProgress, type ProgressFactory } from './progress.js';
 import { deriveSeed } from './random.js';
+import { ablationSurrogate } from './surrogate-kinds.js';
 import { writeReport, type ReportFiles } from './report/write.js';
 import { largestBudget } from './report/selection.js';
 import type { DefenderOutcome, RunRecord } from './results.js';
@@ -60,6 +61,7 @@ interface Session {
   undefended: ProbBatch;
   victimAccuracy: number;
   progress: ProgressFactory;
+  log: (line: string) => void;
 }
 
 async function defaultLoader(): Promise<DatasetLoader> {
@@ -104,6 +106,7 @@ async function openSession(config: EvalConfig, world: EvaluationWorld, defenses:
     undefended,
     victimAccuracy,
     progress,
+    log,
     dispose: () => disposers.forEach((d) => d()),
   };
 }
@@ -115,7 +118,9 @@ function describeRun(run: RunSpec): string {
 /** Serves one defense setting and runs all its pending runs against it. */
 async function runDefense(session: Session, setting: DefenseSetting, defense: Defense, runs: RunSpec[], store: ResultsStore, onRecord: (record: RunRecord) => void): Promise<void> {
   const { config, world } = session;
-  const endpoint = await startDefendedEndpoint({ victim: session.victim, defense, providers: session.providers });
+  const ablated = setting.surrogate ? ablationSurrogate(setting.surrogate, config, world, session.log) : undefined;
+  const providers = ablated ? { ...session.providers, surrogate: ablated } : session.providers;
+  const endpoint = await startDefendedEndpoint({ victim: session.victim, defense, providers });
   try {
     const client = kserveClient(endpoint.url);
     const bar = session.progress(`defender side: ${setting.family}`, world.victimTest.rows);
@@ -171,6 +176,7 @@ async function runDefense(session: Session, setting: DefenseSetting, defense: De
     }
   } finally {
     await endpoint.close();
+    ablated?.dispose();
   }
 }
 
