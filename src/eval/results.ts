@@ -23,8 +23,9 @@ export interface AttackerOutcome {
 
 export interface RunRecord {
   key: string;
-  victim: VictimDataset;
-  world: AttackerWorld;
+  /** 'external': an endpoint this project did not start (`msd eval --target`). */
+  victim: VictimDataset | 'external';
+  world: AttackerWorld | 'external';
   seed: number;
   /** The defense family (a plot curve), its parameters and the full spec. */
   defense: string;
