@@ -2,17 +2,19 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { expandDefenses, presetConfig, validateConfig } from '../../src/eval/config.js';
 import { evaluate } from '../../src/eval/evaluate.js';
 import { parseCsv, REPORT_COLUMNS } from '../../src/eval/report/table.js';
 import { createSurrogate } from '../../src/eval/surrogate-kinds.js';
-import { tf } from '../../src/models/index.js';
+import { initBackend, tf } from '../../src/models/index.js';
 import { syntheticLoader } from './helpers/synthetic-data.js';
 
 const parameterCount = (s: ReturnType<typeof createSurrogate>) => s.model.countParams();
 
 describe('MAD surrogate ablation', () => {
+  before(() => initBackend({ log: () => {} }));
+
   it('expands one MAD setting into one setting per surrogate kind, each its own curve and spec', () => {
     const settings = expandDefenses(['none', { name: 'mad', eps: 0.5, surrogate: ['victim-arch', 'small', 'uniform'] }]);
     assert.equal(settings.length, 4);

@@ -16,6 +16,7 @@ import { loadExternalImages } from '../../src/eval/data/external-data.js';
 import { encodeNpy, parseNpy } from '../../src/eval/data/npy.js';
 import { evaluateExternal } from '../../src/eval/external.js';
 import { seededRandom } from '../../src/eval/random.js';
+import { initBackend } from '../../src/models/index.js';
 
 const SIDE = 4;
 const FEATURES = SIDE * SIDE;
@@ -104,6 +105,7 @@ describe('evaluation of an external endpoint', () => {
   let stub: Awaited<ReturnType<typeof startStub>>;
 
   before(async () => {
+    await initBackend({ log: () => {} });
     dir = await mkdtemp(join(tmpdir(), 'msd-external-'));
     stub = await startStub();
     const train = images(200, 1);

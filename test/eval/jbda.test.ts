@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { DEFAULT_JBDA, presetConfig, validateConfig, type JbdaVariant } from '../../src/eval/config.js';
 import { jacobianStep, roundStep, runJbdaAttack, substituteTargets, targetedPgd } from '../../src/eval/jbda.js';
 import type { InferenceClient } from '../../src/eval/kserve-client.js';
-import { createModel, predictProbs, tf } from '../../src/models/index.js';
+import { createModel, initBackend, predictProbs, tf } from '../../src/models/index.js';
 import { syntheticDataset } from './helpers/synthetic-data.js';
 
 const FEATURES = 64;
@@ -61,6 +61,9 @@ function attackOptions(variant: JbdaVariant, client: InferenceClient, budget: nu
 }
 
 describe('Jacobian-based dataset augmentation', () => {
+  // The fastest backend that starts (wasm here): the attack trains a substitute every round.
+  before(() => initBackend({ log: () => {} }));
+
   for (const [variant, budget] of [
     ['jbda', 250],
     ['jbself', 331],
