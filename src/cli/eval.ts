@@ -11,9 +11,10 @@ import { EvalConfigError, loadConfigFile, presetConfig, PRESET_NAMES, VICTIM_DAT
 import { defaultCacheDir } from '../eval/datasets.js';
 import { evaluate } from '../eval/evaluate.js';
 import { summaryText } from '../eval/report/summary.js';
+import { addExternalEvalOptions, runExternalEval, type ExternalEvalFlags } from './eval-external.js';
 import { createProgress } from './progress.js';
 
-interface EvalFlags {
+interface EvalFlags extends ExternalEvalFlags {
   preset?: string;
   config?: string;
   victim?: string;
@@ -52,7 +53,7 @@ async function resolveConfig(flags: EvalFlags): Promise<EvalConfig> {
 }
 
 export function registerEvalCommand(program: Command): void {
-  program
+  const command = program
     .command('eval')
     .description('steal the victim under every defense setting of a grid and report the trade-off (resumable)')
     .option('-p, --preset <name>', `grid preset: ${PRESET_NAMES.join(' | ')} (default quick)`)
@@ -62,8 +63,11 @@ export function registerEvalCommand(program: Command): void {
     .option('-o, --out <dir>', 'results folder (default results/<preset or config name>)')
     .option('--seed <n>', 'seed of every random choice (models, splits, policies)')
     .option('--cache-dir <dir>', 'where trained victims are kept (default .cache/eval-models)')
-    .option('-q, --quiet', 'no progress bars')
+    .option('-q, --quiet', 'no progress bars');
+  addExternalEvalOptions(command)
+    .option('--knockoff-epochs <n>', 'with --target: epochs of the final knockoffs (default: the quick preset’s)')
     .action(async (flags: EvalFlags) => {
+      if (flags.target !== undefined) return runExternalEval(flags);
       let config: EvalConfig;
       try {
         config = await resolveConfig(flags);
