@@ -11,9 +11,10 @@ import { EvalConfigError, loadConfigFile, presetConfig, PRESET_NAMES, VICTIM_DAT
 import { defaultCacheDir } from '../eval/datasets.js';
 import { evaluate } from '../eval/evaluate.js';
 import { summaryText } from '../eval/report/summary.js';
+import { addExternalEvalOptions, runExternalEval, type ExternalEvalFlags } from './eval-external.js';
 import { createProgress } from './progress.js';
 
-interface EvalFlags {
+interface EvalFlags extends ExternalEvalFlags {
   preset?: string;
   config?: string;
   victim?: string;
@@ -81,7 +82,7 @@ async function runDetectionCommand(flags: EvalFlags, config: EvalConfig, outDir:
 }
 
 export function registerEvalCommand(program: Command): void {
-  program
+  const command = program
     .command('eval')
     .description('steal the victim under every defense setting of a grid and report the trade-off (resumable)')
     .option('-p, --preset <name>', `grid preset: ${PRESET_NAMES.join(' | ')} (default quick)`)
@@ -95,8 +96,11 @@ export function registerEvalCommand(program: Command): void {
     .option('--detection', 'instead of the grid: per-client detection against Knockoff attackers and benign clients (detection.json, report section)')
     .option('--attacker-queries <n>', 'with --detection: queries per attacker', '1000')
     .option('--benign-clients <n>', 'with --detection: benign clients', '120')
-    .option('--detection-options <json>', 'with --detection: detection options over the defaults, e.g. \'{"ood":{"maxRate":0.2}}\'')
+    .option('--detection-options <json>', 'with --detection: detection options over the defaults, e.g. \'{"ood":{"maxRate":0.2}}\'');
+  addExternalEvalOptions(command)
+    .option('--knockoff-epochs <n>', 'with --target: epochs of the final knockoffs (default: the quick preset’s)')
     .action(async (flags: EvalFlags) => {
+      if (flags.target !== undefined) return runExternalEval(flags);
       let config: EvalConfig;
       try {
         config = await resolveConfig(flags);

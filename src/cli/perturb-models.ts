@@ -1,16 +1,17 @@
 /**
  * The part of `perturb` that runs networks: when the document carries no surrogate or
  * misinformation probabilities, compute them from the model inputs (--inputs) with saved models
- * (--surrogate, --misinformation). Loaded only when asked for, so plain `perturb` starts fast.
+ * (--surrogate / --surrogate-from / --surrogate-onnx [--reinit], --misinformation). Loaded only when asked for, so plain `perturb` starts fast.
  */
 import { readFile } from 'node:fs/promises';
 import type { ContextNeed, DefenseContext } from '../defenses/index.js';
 import { InvalidBatchError } from '../defenses/index.js';
-import { computeDefenseContext, initBackend, loadModel, Surrogate, type ContextProviders } from '../models/index.js';
+import { computeDefenseContextAsync, initBackend, loadModel, loadSurrogate, type ContextProviders } from '../models/index.js';
+import type { SurrogateSource } from './surrogate-flags.js';
 
 export interface ModelContextOptions {
   inputsFile: string;
-  surrogateDir?: string;
+  surrogate?: SurrogateSource;
   misinformationDir?: string;
 }
 
@@ -52,9 +53,9 @@ export async function modelContext(needs: readonly ContextNeed[], present: Defen
   await initBackend();
   const providers: ContextProviders = {};
   try {
-    if (options.surrogateDir) providers.surrogate = await Surrogate.load(options.surrogateDir);
+    if (options.surrogate) providers.surrogate = await loadSurrogate(options.surrogate);
     if (options.misinformationDir) providers.misinformation = await loadModel(options.misinformationDir);
-    return computeDefenseContext(missing, inputs, rows, providers);
+    return await computeDefenseContextAsync(missing, inputs, rows, providers);
   } finally {
     providers.surrogate?.dispose();
     if (providers.misinformation && 'dispose' in providers.misinformation) providers.misinformation.dispose();

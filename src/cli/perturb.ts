@@ -2,6 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { DEFINITIONS, DefenseError, describeParam, parseDefense } from '../defenses/index.js';
+import { addSurrogateFlags, surrogateSourceFromFlags, type SurrogateFlags } from './surrogate-flags.js';
 import { failCommand } from './flags.js';
 import { perturbBatch, readPerturbInput } from './perturb-document.js';
 
@@ -20,14 +21,13 @@ export function listDefenses(): string {
   }).join('\n');
 }
 
-interface PerturbOptions {
+interface PerturbOptions extends SurrogateFlags {
   defense?: string;
   input?: string;
   logits?: boolean;
   secret?: string;
   list?: boolean;
   inputs?: string;
-  surrogate?: string;
   misinformation?: string;
 }
 
@@ -35,13 +35,13 @@ interface PerturbOptions {
 function isUserFacing(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException).code;
   if (code === 'ENOENT' || code === 'EISDIR' || code === 'EACCES') return true;
-  return ['ModelFileError', 'ModelInputError', 'MissingProviderError', 'UnsupportedModelError', 'BackendError'].includes((error as Error).name);
+  return ['ModelError', 'ModelFileError', 'ModelInputError', 'MissingProviderError', 'UnsupportedModelError', 'BackendError'].includes((error as Error).name);
 }
 
 const fail: (message: string) => never = (message) => failCommand('perturb', message);
 
 export function registerPerturbCommand(program: Command): void {
-  program
+  const command = program
     .command('perturb')
     .description('apply a defense to probability rows: reads {"probs": [[...]], "surrogateProbs"?, "misinformationProbs"?, "inputKeys"?} and prints {"probs", "l1", "top1Changed"}')
     .option('-d, --defense <spec>', 'defense spec, e.g. "mad:eps=0.5,oracle=argmax|rounding:decimals=2"')
@@ -51,7 +51,8 @@ export function registerPerturbCommand(program: Command): void {
     .option('--inputs <file>', 'model inputs, one row per probability row (JSON array of rows): computes missing context with the models below, and keys the noise')
     .option('--surrogate <dir>', 'saved surrogate model directory (for mad when the input has no "surrogateProbs")')
     .option('--misinformation <dir>', 'saved misinformation model directory (for misinformation when the input has no "misinformationProbs")')
-    .option('--list', 'list the defenses and their parameters')
+    .option('--list', 'list the defenses and their parameters');
+  addSurrogateFlags(command)
     .action(async (opts: PerturbOptions) => {
       if (opts.list) {
         process.stdout.write(`${listDefenses()}\n`);
@@ -64,10 +65,11 @@ export function registerPerturbCommand(program: Command): void {
           noiseSecret: opts.secret ?? process.env.MSD_NOISE_SECRET,
         });
         const input = readPerturbInput(await readInput(opts.input));
-        if (opts.surrogate || opts.misinformation || opts.inputs) {
-          if (!opts.inputs) fail('--surrogate and --misinformation need --inputs FILE (the model inputs, one row per probability row)');
+        const surrogate = surrogateSourceFromFlags(opts, fail);
+        if (surrogate || opts.misinformation || opts.inputs) {
+          if (!opts.inputs) fail('--surrogate (-from, -onnx) and --misinformation need --inputs FILE (the model inputs, one row per probability row)');
           const { modelContext } = await import('./perturb-models.js');
-          Object.assign(input.context, await modelContext(defense.needs, input.context, input.probs.rows, { inputsFile: opts.inputs, surrogateDir: opts.surrogate, misinformationDir: opts.misinformation }));
+          Object.assign(input.context, await modelContext(defense.needs, input.context, input.probs.rows, { inputsFile: opts.inputs, surrogate, misinformationDir: opts.misinformation }));
         }
         process.stdout.write(`${JSON.stringify(perturbBatch(defense, input))}\n`);
       } catch (error) {

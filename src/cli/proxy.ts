@@ -1,48 +1,26 @@
 /** `proxy`: the defense proxy in front of any model server (KServe V2, TF Serving, or JSON at given paths). */
+import cluster from 'node:cluster';
 import type { Command } from 'commander';
-import { integerFlag } from './flags.js';
-import { inputOptionsFromFlags, registerInputFlags, type InputFlags } from './image-flags.js';
+import { batchingFromFlags } from './batching-flags.js';
+import { inputOptionsFromFlags } from './image-flags.js';
 import { addClientFlags, clientOptionsFromFlags, type ClientFlags } from './client-flags.js';
 import { addDetectionFlags, detectionFromFlags, tierNeeds, type DetectionFlags, type DetectionSetup } from './detection-flags.js';
-import { DefenseError, parseDefense } from '../defenses/index.js';
+import { addProxyFlags, readProxyConfigFile, resolveProxySettings, type ProxySettings as TableSettings } from './proxy-config.js';
+import { surrogateSourceFromFlags, type SurrogateSource } from './surrogate-flags.js';
+import { DefenseError, parseDefense, type ContextNeed } from '../defenses/index.js';
+import type { BatchingOptions } from '../server/batching/options.js';
 import { ServingOptionError } from '../server/errors.js';
 import { closeOnSignals } from '../server/lifecycle.js';
 import { createLogger } from '../server/logger.js';
-import { startDefenseProxy, type ProxyOptions } from '../server/proxy.js';
+import { startDefenseProxy, type ProxyOptions, type RunningProxy } from '../server/proxy.js';
 import { PROTOCOLS, type ProtocolConfig, type ProtocolName } from '../server/protocols/index.js';
 
-interface ProxyFlags extends InputFlags, ClientFlags, DetectionFlags {
-  upstream: string;
-  protocol: string;
-  defense: string;
-  surrogate?: string;
-  port: string;
-  host: string;
-  timeoutMs: string;
-  maxBody: string;
-  outputName?: string;
-  inputName?: string;
-  outputKey?: string;
-  inputKey?: string;
-  probsPath?: string;
-  inputsPath?: string;
-  inferRoute: string[];
-  passRoute: string[];
-  passUnknownRoutes?: boolean;
-  onFailure: string;
-  logits?: boolean;
-  secret?: string;
-  logLevel: string;
-}
+/** The settings table's, plus the client detection flags (command line only; see client-flags.ts and detection-flags.ts). */
+type ProxySettings = TableSettings & ClientFlags & DetectionFlags;
 
-const collect = (value: string, previous: string[]): string[] => [...previous, value];
+const CLIENT_FLAG_NAMES = ['clientId', 'trustProxy', 'redis', 'clientFailMode', 'anonymous', 'adminTokenEnv', 'adminPath', 'idSecretEnv', 'maxClients', 'clientTtlS', 'detection', 'tier'] as const;
 
-const integer = (value: string, flag: string): number =>
-  integerFlag(value, flag, 0, (message) => {
-    throw new ServingOptionError(message);
-  });
-
-function protocolConfig(flags: ProxyFlags): ProtocolConfig {
+function protocolConfig(flags: ProxySettings): ProtocolConfig {
   const name = flags.protocol as ProtocolName;
   if (!PROTOCOLS.includes(name)) throw new ServingOptionError(`--protocol must be one of ${PROTOCOLS.join(', ')}, got "${flags.protocol}"`);
   if (name === 'kserve-v2') return { name, outputName: flags.outputName, inputName: flags.inputName };
@@ -51,94 +29,134 @@ function protocolConfig(flags: ProxyFlags): ProtocolConfig {
   return { name, probsPath: flags.probsPath, inputsPath: flags.inputsPath };
 }
 
-type CommandProxyOptions = ProxyOptions & { port: number; host: string; detectionSetup?: DetectionSetup };
+export type ProxyStartOptions = ProxyOptions & { port: number; host: string; detectionSetup?: DetectionSetup };
 
-export async function proxyOptionsFromFlags(flags: ProxyFlags): Promise<CommandProxyOptions> {
-  const options: CommandProxyOptions = {
-    upstream: flags.upstream,
-    protocol: protocolConfig(flags),
-    defense: flags.defense,
-    inputFormat: flags.logits ? 'logits' : 'probs',
-    noiseSecret: flags.secret ?? process.env.MSD_NOISE_SECRET,
-    onFailure: flags.onFailure as ProxyOptions['onFailure'],
-    timeoutMs: integer(flags.timeoutMs, '--timeout-ms'),
-    maxBodyBytes: integer(flags.maxBody, '--max-body'),
-    inferRoutes: flags.inferRoute,
-    passRoutes: flags.passRoute,
-    passUnknownRoutes: flags.passUnknownRoutes === true,
-    port: integer(flags.port, '--port'),
-    host: flags.host,
-    logger: createLogger({ level: flags.logLevel }),
-  };
+/** Checks what can be checked without loading a model (the defense spec, its needs, the protocol): the cluster primary runs only this. */
+export function checkProxySettings(flags: ProxySettings): void {
+  protocolConfig(flags);
+  neededContext(flags, flags.secret);
+  inputOptionsFromFlags(flags);
+  batchingFromFlags(flags, refuse);
+  detectionFor(flags);
+}
+
+/** Client detection from --client-id (undefined without it; its other flags are then refused). */
+function detectionFor(flags: ProxySettings): DetectionSetup | undefined {
+  const detecting = detectionFromFlags(flags, surrogateSourceFromFlags(flags, refuse) !== undefined, flags.secret);
+  clientOptionsFromFlags(flags, process.env, detecting?.detection);
+  return detecting;
+}
+
+const refuse = (message: string): never => {
+  throw new ServingOptionError(message);
+};
+
+function neededContext(flags: ProxySettings, noiseSecret: string | undefined): readonly string[] {
   let needs: readonly string[];
   try {
-    needs = parseDefense(flags.defense, { noiseSecret: options.noiseSecret }).needs;
+    needs = parseDefense(flags.defense, { noiseSecret }).needs;
   } catch (error) {
     if (error instanceof DefenseError) throw new ServingOptionError(`defense: ${error.message}`);
     throw error;
   }
-  if ((needs.includes('surrogate') || needs.includes('surrogateGram')) && !flags.surrogate) {
-    throw new ServingOptionError(`defense "${flags.defense}" needs a surrogate model: pass --surrogate DIR (a model directory, e.g. one saved by \`msd train\`)`);
+  if ((needs.includes('surrogate') || needs.includes('surrogateGram')) && !surrogateSourceFromFlags(flags, refuse)) {
+    throw new ServingOptionError(`defense "${flags.defense}" needs a surrogate model: pass --surrogate-from DIR|FILE.onnx (with --reinit SEED for the victim's architecture freshly initialised) or --surrogate DIR (a model directory, e.g. one saved by \`msd train\`)`);
   }
   if (needs.includes('misinformation')) throw new ServingOptionError(`defense "${flags.defense}" needs a misinformation model, which the proxy does not load; use it through the middleware (poisonPredictions with a context)`);
+  return needs;
+}
+
+/** The proxy's options from validated settings; loads the surrogate when the defense needs one. */
+export async function proxyOptionsFromSettings(flags: ProxySettings): Promise<ProxyStartOptions> {
+  const options: ProxyStartOptions = {
+    upstream: flags.upstream,
+    protocol: protocolConfig(flags),
+    defense: flags.defense,
+    inputFormat: flags.logits ? 'logits' : 'probs',
+    noiseSecret: flags.secret,
+    onFailure: flags.onFailure as ProxyOptions['onFailure'],
+    timeoutMs: flags.timeoutMs,
+    maxBodyBytes: flags.maxBody,
+    inferRoutes: flags.inferRoutes,
+    passRoutes: flags.passRoutes,
+    passUnknownRoutes: flags.passUnknownRoutes,
+    upstreamHealthPath: flags.upstreamHealthPath,
+    port: flags.port,
+    host: flags.host,
+    logger: createLogger({ level: flags.logLevel }),
+  };
+  let needs = neededContext(flags, options.noiseSecret);
   const inputs = inputOptionsFromFlags(flags);
   if (inputs) options.inputs = inputs;
-  const detecting = detectionFromFlags(flags, flags.surrogate !== undefined, options.noiseSecret);
+  const detecting = detectionFor(flags);
   if (detecting) {
     options.tiers = detecting.tiers;
     options.clients = clientOptionsFromFlags(flags, process.env, detecting.detection);
     options.detectionSetup = detecting;
-    needs = [...needs, ...tierNeeds(detecting.tiers, options.noiseSecret)];
-  } else clientOptionsFromFlags(flags, process.env, undefined);
-  if (needs.length > 0) options.context = await contextFor(flags.surrogate);
+    needs = [...new Set([...needs, ...tierNeeds(detecting.tiers, options.noiseSecret)])];
+  }
+  const batching = batchingFromFlags(flags, refuse);
+  if (needs.length > 0) options.context = await contextFor(surrogateSourceFromFlags(flags, refuse), batching, needs as ContextNeed[]);
   return options;
 }
 
-/** The defense context from the request's inputs (decoded and scaled by the inputs stage), with the surrogate when given. */
-async function contextFor(surrogateDir: string | undefined): Promise<NonNullable<ProxyOptions['context']>> {
+/**
+ * The defense context from the request's inputs (decoded and scaled by the inputs stage): the
+ * surrogate's forward passes batched and bounded (see server/batching) when a surrogate is given.
+ */
+async function contextFor(source: SurrogateSource | undefined, batching: BatchingOptions, needs: readonly ContextNeed[]): Promise<NonNullable<ProxyOptions['context']>> {
   // Loaded on demand: proxies without a surrogate never start TensorFlow.js.
-  const { surrogateContext } = await import('../server/surrogate-context.js');
+  const { surrogateContext, checkSurrogateForNeeds } = await import('../server/surrogate-context.js');
+  const { batchedSurrogateContext } = await import('../server/batching/batched-context.js');
   const models = await import('../models/index.js');
-  let surrogate: InstanceType<typeof models.Surrogate> | undefined;
-  if (surrogateDir) {
-    await models.initBackend();
-    surrogate = await models.Surrogate.load(surrogateDir);
+  if (!source) return surrogateContext({}, { needs });
+  await models.initBackend();
+  let surrogate: Awaited<ReturnType<typeof models.loadSurrogate>>;
+  try {
+    surrogate = await models.loadSurrogate(source);
+  } catch (error) {
+    if (error instanceof models.ModelError) throw new ServingOptionError(`surrogate: ${error.message}`);
+    throw error;
   }
-  return surrogateContext({ surrogate });
+  checkSurrogateForNeeds(needs, surrogate);
+  return batchedSurrogateContext({ surrogate }, batching);
+}
+
+/** Reads the config file (if any), merges the flags and the environment, and validates it all. */
+export async function proxySettingsFrom(flags: Record<string, unknown>): Promise<ProxySettings> {
+  const file = typeof flags.config === 'string' ? { name: flags.config, values: await readProxyConfigFile(flags.config) } : undefined;
+  const settings: ProxySettings = resolveProxySettings(flags, file);
+  for (const name of CLIENT_FLAG_NAMES) if (flags[name] !== undefined) (settings as unknown as Record<string, unknown>)[name] = flags[name];
+  checkProxySettings(settings);
+  return settings;
+}
+
+/** Starts one proxy in this process; `metricsText` replaces its /metrics source (a cluster worker's aggregate). */
+export async function startProxyProcess(settings: ProxySettings, { announce, metricsText }: { announce: boolean; metricsText?: () => Promise<string> }): Promise<RunningProxy> {
+  const { detectionSetup, ...options } = await proxyOptionsFromSettings(settings);
+  if (metricsText) options.metricsText = metricsText;
+  const running = await startDefenseProxy(options);
+  if (announce) process.stderr.write(`proxy: ${running.url} → ${settings.upstream} (${settings.protocol}), defense ${running.proxy.defense.spec}, metrics at ${running.url}/metrics, health at /healthz and /readyz\n`);
+  if (announce && detectionSetup) {
+    const ladder = detectionSetup.ladder.map((step) => (detectionSetup.tiers[step] ? `${step} (${detectionSetup.tiers[step]})` : step)).join(' → ');
+    process.stderr.write(`proxy: client detection by ${settings.clientId} (${settings.redis ? 'Redis' : 'memory'} store), escalation ${ladder}${detectionSetup.notice ? `; ${detectionSetup.notice}` : ''}\n`);
+  }
+  return running;
 }
 
 export function registerProxyCommand(program: Command): void {
   const command = program
     .command('proxy')
-    .description('run the defense proxy in front of a model server: inference answers are defended, health and metadata routes pass through')
-    .requiredOption('-u, --upstream <url>', 'base URL of the model server, e.g. http://127.0.0.1:8080')
-    .option('--protocol <name>', `wire protocol: ${PROTOCOLS.join(', ')}`, 'kserve-v2')
-    .option('-d, --defense <spec>', 'defense spec, e.g. "mad-argmax:eps=0.8" (see: msd perturb --list)', 'rounding:decimals=3')
-    .option('--surrogate <dir>', 'saved surrogate model for MAD (a model directory); it reads the request inputs as sent')
-    .option('-p, --port <n>', 'port to listen on (0: any free port)', '8081')
-    .option('--host <host>', 'address to listen on', '127.0.0.1')
-    .option('--timeout-ms <ms>', 'upstream timeout in milliseconds (504 past it)', '30000')
-    .option('--max-body <bytes>', 'largest request body on an inference route (413 past it)', String(10 * 1024 * 1024))
-    .option('--output-name <name>', 'kserve-v2: the output holding the probabilities (others are dropped)')
-    .option('--input-name <name>', 'kserve-v2: the input tensor the surrogate reads')
-    .option('--output-key <key>', 'tf-serving: the prediction key holding the probabilities')
-    .option('--input-key <key>', 'tf-serving: the instance key holding the model input')
-    .option('--probs-path <path>', 'json-path: where the probability rows are, e.g. "predictions[*].scores"')
-    .option('--inputs-path <path>', 'json-path: where the input rows are, e.g. "instances"')
-    .option('--infer-route <route>', 'an inference route, e.g. "POST /predict" (repeatable)', collect, [])
-    .option('--pass-route <route>', 'a route passed through untouched, e.g. "GET /health" (repeatable)', collect, [])
-    .option('--pass-unknown-routes', 'pass every unlisted route through untouched (off: unlisted routes get 404)')
-    .option('--on-failure <mode>', 'when the defense fails: "error" or "argmax" (label only)', 'error')
-    .option('--logits', 'the model answers logits, not probabilities')
-    .option('--secret <secret>', 'secret keying deterministic noise (default: env MSD_NOISE_SECRET)')
-    .option('--log-level <level>', 'pino log level', 'info');
-  addDetectionFlags(addClientFlags(registerInputFlags(command))).action(async (flags: ProxyFlags) => {
+    .description('run the defense proxy in front of a model server: inference answers are defended, health and metadata routes pass through');
+  addDetectionFlags(addClientFlags(addProxyFlags(command))).action(async (flags: Record<string, unknown>) => {
     try {
-      const { detectionSetup, ...options } = await proxyOptionsFromFlags(flags);
-      const running = await startDefenseProxy(options);
-      process.stderr.write(`proxy: ${running.url} → ${flags.upstream} (${flags.protocol}), defense ${running.proxy.defense.spec}, metrics at ${running.url}/metrics\n`);
-      if (detectionSetup) process.stderr.write(`proxy: client detection by ${flags.clientId} (${flags.redis ? 'Redis' : 'memory'} store), escalation ${detectionSetup.ladder.map((s) => (detectionSetup.tiers[s] ? `${s} (${detectionSetup.tiers[s]})` : s)).join(' → ')}${detectionSetup.notice ? `; ${detectionSetup.notice}` : ''}\n`);
-      closeOnSignals(() => running.close());
+      const settings = await proxySettingsFrom(flags);
+      if (settings.workers > 1 || cluster.isWorker) {
+        await (await import('./proxy-cluster.js')).runProxyCluster(settings, startProxyProcess);
+        return;
+      }
+      const running = await startProxyProcess(settings, { announce: true });
+      closeOnSignals(() => running.close(settings.shutdownTimeoutMs));
     } catch (error) {
       if (error instanceof ServingOptionError || error instanceof DefenseError || (error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
         process.stderr.write(`proxy: ${(error as Error).message}\n`);

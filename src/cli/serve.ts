@@ -8,27 +8,29 @@ import type { Server } from 'node:http';
 import { dirname, join, relative } from 'node:path';
 import type { Command } from 'commander';
 import { failCommand, integerFlag } from './flags.js';
-import { DefenseError, parseDefense } from '../defenses/index.js';
+import { addSurrogateFlags, surrogateSourceFromFlags, type SurrogateFlags } from './surrogate-flags.js';
+import { DefenseError, parseDefense, type ContextNeed } from '../defenses/index.js';
 import { defaultCacheDir, loadDataset } from '../eval/datasets.js';
-import { initBackend, Surrogate } from '../models/index.js';
-import { buildDemoApp, DEMO_DEFENSE, DEMO_INPUT_NAME } from '../server/demo/app.js';
+import { initBackend, loadSurrogate, ModelError, Surrogate, type SurrogateModel } from '../models/index.js';
+import { buildDemoApp, DEMO_DEFENSE, DEMO_INPUT_NAME, type DemoApp } from '../server/demo/app.js';
 import { loadOrTrainDemoVictim } from '../server/demo/victim.js';
 import { ServingOptionError } from '../server/errors.js';
 import { closeOnSignals } from '../server/lifecycle.js';
 import { createLogger } from '../server/logger.js';
-import { surrogateContext } from '../server/surrogate-context.js';
+import { batchedSurrogateContext } from '../server/batching/batched-context.js';
+import { checkSurrogateForNeeds } from '../server/surrogate-context.js';
+import { addBatchingFlags, batchingFromFlags, type BatchingFlags } from './batching-flags.js';
 import { createProgress } from './progress.js';
 import { addClientFlags, type ClientFlags } from './client-flags.js';
 import { addDetectionFlags, type DetectionFlags } from './detection-flags.js';
 import { serveDetection } from './serve-detection.js';
 
-interface ServeFlags extends ClientFlags, DetectionFlags {
+interface ServeFlags extends BatchingFlags, SurrogateFlags, ClientFlags, DetectionFlags {
   defense: string;
   port: string;
   host: string;
   epochs: string;
   modelDir?: string;
-  surrogate?: string;
   secret?: string;
   logLevel: string;
 }
@@ -49,12 +51,13 @@ export function registerServeCommand(program: Command): void {
     .option('--model-dir <dir>', 'where the trained victim is cached (default .cache/models/demo-mnist-mlp)')
     .option('--surrogate <dir>', 'a saved surrogate model for MAD (default: a seeded, untrained MLP, as in the paper)')
     .option('--secret <secret>', 'secret keying deterministic noise (default: env MSD_NOISE_SECRET)')
-    .option('--log-level <level>', 'pino log level (one JSON line per request)', 'info')
-;
-  addDetectionFlags(addClientFlags(command))
+    .option('--log-level <level>', 'pino log level (one JSON line per request)', 'info');
+  addDetectionFlags(addClientFlags(addSurrogateFlags(command)))
     .action(async (flags: ServeFlags) => {
       const port = integerFlag(flags.port, '--port', 0, fail);
       const epochs = integerFlag(flags.epochs, '--epochs', 1, fail);
+      const batching = batchingFromFlags(flags, fail);
+      const surrogateSource = surrogateSourceFromFlags(flags, fail);
       const noiseSecret = flags.secret ?? process.env.MSD_NOISE_SECRET;
       let needs: readonly string[];
       try {
@@ -94,20 +97,38 @@ export function registerServeCommand(program: Command): void {
         throw error;
       }
       if (detecting) process.stderr.write(`${detecting.summary}\n`);
-      const surrogate = needs.length === 0 && !detecting ? undefined : flags.surrogate ? await Surrogate.load(flags.surrogate) : Surrogate.random({ arch: 'mlp', inputShape: [features], classes: dataset.classes, seed: 7 });
-      let server: Server;
+      let surrogate: SurrogateModel | undefined;
       try {
-        const { app, guard } = buildDemoApp({
+        surrogate = needs.length === 0 && !detecting ? undefined : surrogateSource ? await loadSurrogate(surrogateSource) : Surrogate.random({ arch: 'mlp', inputShape: [features], classes: dataset.classes, seed: 7 });
+      } catch (error) {
+        if (error instanceof ModelError) fail(error.message);
+        throw error;
+      }
+      let server: Server;
+      // The surrogate's and the victim's forward passes are asynchronous and batched: a large request cannot stall the others.
+      if (surrogate) {
+        try {
+          checkSurrogateForNeeds(needs as ContextNeed[], surrogate);
+        } catch (error) {
+          if (error instanceof ServingOptionError) fail(error.message);
+          throw error;
+        }
+      }
+      const context = surrogate ? batchedSurrogateContext({ surrogate }, batching) : undefined;
+      let demo: DemoApp | undefined;
+      try {
+        demo = buildDemoApp({
           model: victim.model,
           modelName: MODEL_NAME,
           defense: parseDefense(flags.defense, { noiseSecret }),
-          context: needs.length || detecting ? surrogateContext({ surrogate }) : undefined,
+          context,
+          batching,
           tiers: detecting?.setup.tiers,
           clients: detecting?.clients,
           logger: createLogger({ level: flags.logLevel }),
         });
         server = await new Promise<Server>((resolve, reject) => {
-          const s = app.listen(port, flags.host, () => resolve(s));
+          const s = demo!.app.listen(port, flags.host, () => resolve(s));
           s.once('error', reject);
         });
         const address = server.address();
@@ -119,7 +140,7 @@ export function registerServeCommand(program: Command): void {
         const shown = relative(process.cwd(), requestFile) || requestFile;
         process.stdout.write(
           [
-            `demo model server on ${base}, defense ${guard.defense.spec}`,
+            `demo model server on ${base}, defense ${demo.guard.defense.spec}`,
             `  an MNIST test image (a ${dataset.test.labels[0]}), defended answer:`,
             `    curl -s -H 'content-type: application/json' -d @${shown} ${base}/v2/models/${MODEL_NAME}/infer`,
             `  metadata ${base}/v2/models/${MODEL_NAME}   health ${base}/v2/health/ready   metrics ${base}/metrics`,
@@ -135,9 +156,12 @@ export function registerServeCommand(program: Command): void {
           server.close(() => resolve());
           server.closeAllConnections();
         });
+        await demo?.close();
+        await context?.close();
         surrogate?.dispose();
         detecting?.dispose();
         victim.model.dispose();
       });
     });
+  addBatchingFlags(command);
 }

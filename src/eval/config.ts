@@ -9,13 +9,26 @@ import { ARCHITECTURES, type Architecture } from '../models/index.js';
 
 export type VictimDataset = 'mnist' | 'fashion-mnist';
 export type AttackerWorld = 'open' | 'closed';
-export type PolicyName = 'random' | 'adaptive';
+/** How the attacker picks its queries: a Knockoff policy over its pool, or a Jacobian-based synthesis (jbda.ts). */
+export type KnockoffPolicy = 'random' | 'adaptive';
+export type JbdaVariant = 'jbda' | 'jbself' | 'jbtop3';
+export type PolicyName = KnockoffPolicy | JbdaVariant;
 /** soft: trains on the (poisoned) probabilities; argmax: trains on their top-1 labels only. */
 export type AttackerLabels = 'soft' | 'argmax';
 
 export const VICTIM_DATASETS: readonly VictimDataset[] = ['mnist', 'fashion-mnist'];
 export const WORLDS: readonly AttackerWorld[] = ['open', 'closed'];
-export const POLICIES: readonly PolicyName[] = ['random', 'adaptive'];
+export const POLICIES: readonly PolicyName[] = ['random', 'adaptive', 'jbda', 'jbself', 'jbtop3'];
+/** MAD's surrogate in the ablation (surrogate-kinds.ts). */
+export type SurrogateKind = 'victim-arch' | 'small' | 'uniform';
+export const SURROGATE_KINDS: readonly SurrogateKind[] = ['victim-arch', 'small', 'uniform'];
+
+export const JBDA_VARIANTS: readonly JbdaVariant[] = ['jbda', 'jbself', 'jbtop3'];
+
+/** The attacker family a run belongs to, as the report names it: knockoff-random, knockoff-adaptive, jbda, jbself, jbtop3. */
+export function attackerFamily(policy: PolicyName): string {
+  return policy === 'random' || policy === 'adaptive' ? `knockoff-${policy}` : policy;
+}
 export const ATTACKER_LABELS: readonly AttackerLabels[] = ['soft', 'argmax'];
 
 export interface TrainingSettings {
@@ -42,6 +55,22 @@ export interface AdaptiveSettings {
   stepSize: number;
 }
 
+/** The Jacobian-based attackers' settings (the prediction-poisoning paper's values by default). */
+export interface JbdaSettings {
+  /** Images of the victim's distribution the attacker starts from. */
+  seedSize: number;
+  /** Step λ of jbda / jbself (pixels in [0, 1]). */
+  lambda: number;
+  /** λ's sign flips every this many rounds (τ). */
+  flipEvery: number;
+  /** Epochs of each round's substitute (re-initialised every round). */
+  roundEpochs: number;
+  /** jbtop-k's targeted L∞ PGD. */
+  pgd: { iterations: number; step: number; radius: number };
+}
+
+export const DEFAULT_JBDA: JbdaSettings = { seedSize: 100, lambda: 0.1, flipEvery: 5, roundEpochs: 20, pgd: { iterations: 8, step: 0.01, radius: 0.1 } };
+
 /** Caps on the data used, for smoke tests and tiny runs (undefined: everything). */
 export interface DataLimits {
   victimTrain?: number;
@@ -59,6 +88,8 @@ export interface DefenseSetting {
   params: string;
   /** A ready defense instead of the spec (programmatic use, tests). */
   defense?: Defense;
+  /** MAD's surrogate for this setting (the ablation); the evaluation's default surrogate when unset. */
+  surrogate?: SurrogateKind;
 }
 
 export interface EvalConfig {
@@ -78,6 +109,7 @@ export interface EvalConfig {
   /** Training of the misinformation model (only when a misinformation defense is in the grid). */
   misinformationTraining: TrainingSettings;
   adaptive: AdaptiveSettings;
+  jbda: JbdaSettings;
   /** Rows per HTTP request to the defended endpoint. */
   requestRows: number;
   /** Closed world: images of the victim's training split held out for the attacker. */
@@ -109,6 +141,7 @@ const DEFAULT_BASE: Omit<EvalConfig, 'name' | 'defenses' | 'policies' | 'budgets
   surrogateArch: 'mlp',
   misinformationTraining: { arch: 'mlp', epochs: 1, batchSize: 128, learningRate: 0.001, maxRows: 10000 },
   adaptive: DEFAULT_ADAPTIVE,
+  jbda: DEFAULT_JBDA,
   requestRows: 256,
   closedWorldPool: 20000,
   limits: {},
@@ -132,7 +165,7 @@ const PRESET_DEFENSES: Record<'quick' | 'paper', DefenseEntry[]> = {
   ],
 };
 
-export const PRESET_NAMES = ['quick', 'paper'] as const;
+export const PRESET_NAMES = ['quick', 'paper', 'ablation'] as const;
 export type PresetName = (typeof PRESET_NAMES)[number];
 
 /** Fields a config file may set; anything else is a typo and is reported. */
@@ -151,6 +184,7 @@ const CONFIG_FIELDS = [
   'surrogateArch',
   'misinformationTraining',
   'adaptive',
+  'jbda',
   'requestRows',
   'closedWorldPool',
   'limits',
@@ -179,6 +213,16 @@ export function presetConfig(name: PresetName): EvalConfig {
       knockoffTraining: { arch: 'mlp', epochs: 10, batchSize: 128, learningRate: 0.001 },
       misinformationTraining: { arch: 'mlp', epochs: 2, batchSize: 128, learningRate: 0.001 },
       adaptive: { ...DEFAULT_ADAPTIVE, retrainEvery: 2000 },
+    });
+  }
+  if (name === 'ablation') {
+    // MAD's surrogate at one ε: the victim's architecture at random, a small random network, a constant (uniform) one.
+    return validateConfig({
+      name: 'ablation',
+      defenses: ['none', { name: 'mad', eps: 0.5, surrogate: ['victim-arch', 'small', 'uniform'] }],
+      policies: ['random'],
+      budgets: [10000],
+      knockoffTraining: { arch: 'mlp', epochs: 12, batchSize: 128, learningRate: 0.001 },
     });
   }
   throw new EvalConfigError(`unknown preset "${String(name)}"; allowed: ${PRESET_NAMES.join(', ')}`);
@@ -238,6 +282,7 @@ export function validateConfig(raw: Record<string, unknown>): EvalConfig {
     surrogateArch: raw.surrogateArch === undefined ? base.surrogateArch : oneOf('surrogateArch', raw.surrogateArch, ARCHITECTURES),
     misinformationTraining: training('misinformationTraining', raw.misinformationTraining, base.misinformationTraining),
     adaptive: adaptive(raw.adaptive, base.adaptive),
+    jbda: jbdaSettings(raw.jbda, base.jbda),
     requestRows: raw.requestRows === undefined ? base.requestRows : positiveInteger('requestRows', raw.requestRows),
     closedWorldPool,
     limits: limits(raw.limits, base.limits),
@@ -262,6 +307,8 @@ export function attackerPoolCapacity(config: EvalConfig): number | undefined {
 }
 
 function checkBudgetsFit(config: EvalConfig): void {
+  // Only the Knockoff policies draw from the pool; the Jacobian-based attackers synthesise their queries.
+  if (!config.policies.some((p) => p === 'random' || p === 'adaptive')) return;
   const capacity = attackerPoolCapacity(config);
   const largest = config.budgets[config.budgets.length - 1];
   if (capacity !== undefined && largest > capacity) {
@@ -283,7 +330,8 @@ export function expandDefenses(raw: unknown): DefenseSetting[] {
     if (!isObject(entry) || typeof entry.name !== 'string') {
       throw new EvalConfigError(`${field} must be a spec string such as "mad:eps=0.5" or an object {"name": "mad", "eps": [0.1, 0.5]}`);
     }
-    const { name, family, params, ...flat } = entry;
+    const { name, family, params, surrogate, ...flat } = entry;
+    const kinds = surrogate === undefined ? [undefined] : list(`${field}.surrogate`, Array.isArray(surrogate) ? surrogate : [surrogate], (v, f) => oneOf(f, v, SURROGATE_KINDS));
     if (params !== undefined && !isObject(params)) throw new EvalConfigError(`${field}.params must be an object`);
     if (family !== undefined && (typeof family !== 'string' || !family)) throw new EvalConfigError(`${field}.family must be a non-empty string`);
     const all = { ...flat, ...(params ?? {}) } as Record<string, unknown>;
@@ -298,7 +346,8 @@ export function expandDefenses(raw: unknown): DefenseSetting[] {
     });
     for (const combination of cartesian(values)) {
       const params = Object.fromEntries(keys.map((k, i) => [k, combination[i]]));
-      settings.push(settingFromSpec(field, { name, params }, family as string | undefined));
+      const setting = settingFromSpec(field, { name, params }, family as string | undefined);
+      for (const kind of kinds) settings.push(kind === undefined ? setting : withSurrogate(field, setting, kind));
     }
   });
   if (settings.length === 0) throw new EvalConfigError('defenses is empty; list at least one setting, e.g. ["none", "mad:eps=0.5"]');
@@ -308,6 +357,24 @@ export function expandDefenses(raw: unknown): DefenseSetting[] {
     seen.add(s.spec);
   }
   return settings;
+}
+
+/**
+ * The setting with its own MAD surrogate: a curve of its own ("mad/small-surrogate") and a spec of
+ * its own (the run key and the report tell the kinds apart); the ready defense is kept.
+ */
+function withSurrogate(field: string, setting: DefenseSetting, kind: SurrogateKind): DefenseSetting {
+  const defense = setting.defense ?? parseDefense(setting.spec);
+  if (!defense.needs.includes('surrogate') && !defense.needs.includes('surrogateGram')) {
+    throw new EvalConfigError(`${field}.surrogate: "${setting.spec}" uses no surrogate; the surrogate kind applies to mad and mad-argmax`);
+  }
+  return {
+    family: `${setting.family}/${kind}-surrogate`,
+    spec: `${setting.spec} @ surrogate=${kind}`,
+    params: [setting.params, `surrogate=${kind}`].filter(Boolean).join(','),
+    defense,
+    surrogate: kind,
+  };
 }
 
 function settingFromSpec(field: string, spec: string | { name: string; params: Record<string, unknown> }, family?: string): DefenseSetting {
@@ -374,6 +441,27 @@ function adaptive(raw: unknown, base: AdaptiveSettings): AdaptiveSettings {
     rewardWeights,
     diversityWindow: object.diversityWindow === undefined ? base.diversityWindow : positiveInteger('adaptive.diversityWindow', object.diversityWindow),
     stepSize: object.stepSize === undefined ? base.stepSize : positiveInteger('adaptive.stepSize', object.stepSize),
+  };
+}
+
+function jbdaSettings(raw: unknown, base: JbdaSettings): JbdaSettings {
+  if (raw === undefined) return base;
+  const object = fields('jbda', raw, ['seedSize', 'lambda', 'flipEvery', 'roundEpochs', 'pgd']);
+  let pgd = base.pgd;
+  if (object.pgd !== undefined) {
+    const p = fields('jbda.pgd', object.pgd, ['iterations', 'step', 'radius']);
+    pgd = {
+      iterations: p.iterations === undefined ? base.pgd.iterations : positiveInteger('jbda.pgd.iterations', p.iterations),
+      step: p.step === undefined ? base.pgd.step : positiveNumber('jbda.pgd.step', p.step),
+      radius: p.radius === undefined ? base.pgd.radius : positiveNumber('jbda.pgd.radius', p.radius),
+    };
+  }
+  return {
+    seedSize: object.seedSize === undefined ? base.seedSize : positiveInteger('jbda.seedSize', object.seedSize),
+    lambda: object.lambda === undefined ? base.lambda : positiveNumber('jbda.lambda', object.lambda),
+    flipEvery: object.flipEvery === undefined ? base.flipEvery : positiveInteger('jbda.flipEvery', object.flipEvery),
+    roundEpochs: object.roundEpochs === undefined ? base.roundEpochs : positiveInteger('jbda.roundEpochs', object.roundEpochs),
+    pgd,
   };
 }
 

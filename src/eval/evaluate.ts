@@ -10,13 +10,15 @@ import { argmaxRows, parseDefense, type Defense, type ProbBatch } from '../defen
 import { initBackend, type BackendInfo } from '../models/index.js';
 import { predictProbs, Surrogate, tf, type ContextProviders, type LayersModel } from '../models/index.js';
 import { createServingMetrics, recordEvaluation, type ServingMetrics } from '../server/metrics.js';
-import type { DefenseSetting, EvalConfig } from './config.js';
+import { attackerFamily, type DefenseSetting, type EvalConfig } from './config.js';
 import { startDefendedEndpoint } from './endpoint.js';
-import { runKnockoffAttack, type VictimTestSet } from './knockoff.js';
+import { runAttack } from './attack.js';
+import type { VictimTestSet } from './knockoff.js';
 import { inferAll, kserveClient } from './kserve-client.js';
 import { accuracy, defenderOutcome } from './measures.js';
 import { silentProgress, type ProgressFactory } from './progress.js';
 import { deriveSeed } from './random.js';
+import { ablationSurrogate } from './surrogate-kinds.js';
 import { writeReport, type ReportFiles } from './report/write.js';
 import { largestBudget } from './report/selection.js';
 import type { DefenderOutcome, RunRecord } from './results.js';
@@ -59,6 +61,7 @@ interface Session {
   undefended: ProbBatch;
   victimAccuracy: number;
   progress: ProgressFactory;
+  log: (line: string) => void;
 }
 
 async function defaultLoader(): Promise<DatasetLoader> {
@@ -103,6 +106,7 @@ async function openSession(config: EvalConfig, world: EvaluationWorld, defenses:
     undefended,
     victimAccuracy,
     progress,
+    log,
     dispose: () => disposers.forEach((d) => d()),
   };
 }
@@ -114,7 +118,9 @@ function describeRun(run: RunSpec): string {
 /** Serves one defense setting and runs all its pending runs against it. */
 async function runDefense(session: Session, setting: DefenseSetting, defense: Defense, runs: RunSpec[], store: ResultsStore, onRecord: (record: RunRecord) => void): Promise<void> {
   const { config, world } = session;
-  const endpoint = await startDefendedEndpoint({ victim: session.victim, defense, providers: session.providers });
+  const ablated = setting.surrogate ? ablationSurrogate(setting.surrogate, config, world, session.log) : undefined;
+  const providers = ablated ? { ...session.providers, surrogate: ablated } : session.providers;
+  const endpoint = await startDefendedEndpoint({ victim: session.victim, defense, providers });
   try {
     const client = kserveClient(endpoint.url);
     const bar = session.progress(`defender side: ${setting.family}`, world.victimTest.rows);
@@ -126,7 +132,7 @@ async function runDefense(session: Session, setting: DefenseSetting, defense: De
     for (const run of runs) {
       const runStarted = performance.now();
       const runBar = session.progress(describeRun(run), run.budget);
-      const attack = await runKnockoffAttack({
+      const attack = await runAttack({
         pool: world.pool,
         client,
         policy: run.policy,
@@ -136,6 +142,8 @@ async function runDefense(session: Session, setting: DefenseSetting, defense: De
         inputShape: [world.features],
         knockoff: config.knockoffTraining,
         adaptive: config.adaptive,
+        jbda: config.jbda,
+        seedImages: world.victimTrain,
         labels: config.attackerLabels,
         test: session.test,
         seed: deriveSeed(config.seed, `attack-${run.policy}`),
@@ -150,6 +158,7 @@ async function runDefense(session: Session, setting: DefenseSetting, defense: De
         params: setting.params,
         spec: setting.spec,
         policy: run.policy,
+        attacker: attackerFamily(run.policy),
         budget: run.budget,
         victimAccuracy: session.victimAccuracy,
         defender,
@@ -167,6 +176,7 @@ async function runDefense(session: Session, setting: DefenseSetting, defense: De
     }
   } finally {
     await endpoint.close();
+    ablated?.dispose();
   }
 }
 

@@ -52,12 +52,27 @@ export function kserveClient(url: string): InferenceClient {
     },
     async infer(x, rows, features) {
       requests += 1;
-      const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(imageRequest(x, rows, features)) });
+      const response = await postWithRetry(url, JSON.stringify(imageRequest(x, rows, features)));
       const text = await response.text();
       if (!response.ok) throw new EndpointError(`${url} answered ${response.status}: ${text.slice(0, 300)}`);
       return readProbabilities(JSON.parse(text), rows);
     },
   };
+}
+
+/**
+ * POSTs `body`, retrying once when the connection was reset before any answer: after a long pause
+ * (an attacker training between rounds) the server may close an idle keep-alive socket just as the
+ * next request reuses it. No answer was read, so no query is counted twice.
+ */
+export async function postWithRetry(url: string, body: string, headers: Record<string, string> = { 'content-type': 'application/json' }): Promise<Response> {
+  try {
+    return await fetch(url, { method: 'POST', headers, body });
+  } catch (error) {
+    const code = (error as { cause?: { code?: string } }).cause?.code;
+    if (code !== 'ECONNRESET' && code !== 'UND_ERR_SOCKET') throw error;
+    return fetch(url, { method: 'POST', headers, body });
+  }
 }
 
 /** Copies the images at `indices` of a row-major pool into one contiguous block. */

@@ -23,14 +23,17 @@ export interface AttackerOutcome {
 
 export interface RunRecord {
   key: string;
-  victim: VictimDataset;
-  world: AttackerWorld;
+  /** 'external': an endpoint this project did not start (`msd eval --target`). */
+  victim: VictimDataset | 'external';
+  world: AttackerWorld | 'external';
   seed: number;
   /** The defense family (a plot curve), its parameters and the full spec. */
   defense: string;
   params: string;
   spec: string;
   policy: PolicyName;
+  /** knockoff-random, knockoff-adaptive, jbda, jbself or jbtop3 (records written before it existed: from the policy). */
+  attacker?: string;
   budget: number;
   /** Undefended victim accuracy on its test set. */
   victimAccuracy: number;

@@ -32,6 +32,7 @@ export function runIdentity(config: EvalConfig, run: RunSpec): Record<string, un
     surrogateArch: config.surrogateArch,
     misinformationTraining: run.defense.spec.includes('misinformation') ? config.misinformationTraining : undefined,
     adaptive: run.policy === 'adaptive' ? config.adaptive : undefined,
+    jbda: run.policy !== 'random' && run.policy !== 'adaptive' ? config.jbda : undefined,
     closedWorldPool: config.world === 'closed' ? config.closedWorldPool : undefined,
     limits: config.limits,
   };

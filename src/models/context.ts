@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { MissingProviderError, ModelInputError } from './errors.js';
 import { predictProbs } from './predict.js';
 import type { Surrogate } from './surrogate.js';
+import type { SurrogateModel } from './surrogate-model.js';
 import type { LayersModel } from './tf.js';
 import type { ContextNeed, DefenseContext, ProbBatch } from '../defenses/types.js';
 
@@ -14,7 +15,8 @@ import type { ContextNeed, DefenseContext, ProbBatch } from '../defenses/types.j
 export type ProbabilityModel = LayersModel | { probs(inputs: Float32Array, rows: number): ProbBatch };
 
 export interface ContextProviders {
-  surrogate?: Surrogate;
+  /** A chain-model Surrogate (sync and async), or any SurrogateModel (computeDefenseContextAsync only). */
+  surrogate?: Surrogate | SurrogateModel;
   misinformation?: ProbabilityModel;
 }
 
@@ -31,10 +33,10 @@ export function computeDefenseContext(needs: readonly ContextNeed[], inputs: Flo
   for (const need of unique) {
     switch (need) {
       case 'surrogate':
-        context.surrogateProbs = requireSurrogate(providers, need).probs(inputs, rows);
+        context.surrogateProbs = syncSurrogate(providers, need).probs(inputs, rows);
         break;
       case 'surrogateGram':
-        context.gram = requireSurrogate(providers, need).gram(inputs, rows);
+        context.gram = syncSurrogate(providers, need).gram(inputs, rows);
         break;
       case 'misinformation':
         context.misinformationProbs = misinformationProbs(providers, inputs, rows);
@@ -65,9 +67,43 @@ export function inputKeys(inputs: Float32Array, rows: number): string[] {
   return keys;
 }
 
-function requireSurrogate(providers: ContextProviders, need: ContextNeed): Surrogate {
+/**
+ * The same context as computeDefenseContext, awaiting the surrogate's asynchronous work (probsAsync,
+ * gramAsync), so any SurrogateModel (a functional TF.js model, a GraphModel, ONNX) can serve. The
+ * serving layer uses this one.
+ */
+export async function computeDefenseContextAsync(needs: readonly ContextNeed[], inputs: Float32Array | undefined, rows: number, providers: ContextProviders = {}): Promise<DefenseContext> {
+  const unique = [...new Set(needs)];
+  const rest = unique.filter((need) => need !== 'surrogate' && need !== 'surrogateGram');
+  // Input checks and the non-surrogate needs (fast, synchronous) first.
+  const context: { -readonly [K in keyof DefenseContext]: DefenseContext[K] } = computeDefenseContext(rest, inputs, rows, providers);
+  if (rest.length === unique.length) return context;
+  if (!inputs) throw new ModelInputError(`the defense needs the model inputs (for ${unique.join(', ')}), but none were given`);
+  for (const need of unique) {
+    if (need === 'surrogate') context.surrogateProbs = await requireSurrogate(providers, need).probsAsync(inputs, rows);
+    else if (need === 'surrogateGram') {
+      const surrogate = requireSurrogate(providers, need);
+      if (!surrogate.differentiable || !surrogate.gramAsync) throw new MissingProviderError(nonDifferentiableMessage());
+      context.gram = await surrogate.gramAsync(inputs, rows);
+    }
+  }
+  return context;
+}
+
+/** What to tell an operator whose surrogate cannot give Gram matrices (ONNX, GraphModel). */
+export function nonDifferentiableMessage(): string {
+  return 'mad with jacobian=full needs a differentiable surrogate (a TF.js layers model), but this one is forward-only (ONNX or a TF.js graph model); use mad with jacobian=last-layer, or a layers-model surrogate (--surrogate-from DIR)';
+}
+
+function requireSurrogate(providers: ContextProviders, need: ContextNeed): Surrogate | SurrogateModel {
   if (!providers.surrogate) throw new MissingProviderError(`the defense needs ${need === 'surrogateGram' ? 'the surrogate’s Gram matrices' : 'the surrogate’s probabilities'}, but no surrogate model was configured`);
   return providers.surrogate;
+}
+
+function syncSurrogate(providers: ContextProviders, need: ContextNeed): Surrogate {
+  const surrogate = requireSurrogate(providers, need);
+  if (!('probs' in surrogate) || !('gram' in surrogate)) throw new MissingProviderError('this surrogate computes asynchronously: use computeDefenseContextAsync');
+  return surrogate;
 }
 
 function misinformationProbs(providers: ContextProviders, inputs: Float32Array, rows: number): ProbBatch {

@@ -32,6 +32,13 @@
  *
  * Image preprocessing (pure, no decoder): pixelsToTensor(rgbBytes, {width, height, channels, layout,
  *   scale, mean, std}, out, offset) and convertLayout(data, rows, h, w, c, from, to) for NHWC ↔ NCHW.
+ * Surrogates for any model (SurrogateModel: classes, inputShape, differentiable, probsAsync, gramAsync?)
+ *   loadSurrogate({dir | model | onnx, reinit?: seed, output?: 'auto'|'logits'|'probs', chunkRows?})
+ *     TfjsSurrogate (LayersModel of any topology, GraphModel), OnnxSurrogate (onnxruntime-node,
+ *     forward-only), or the plan-based Surrogate for chain models
+ *   computeDefenseContextAsync(needs, inputs, rows, {surrogate, ...}) → Promise<DefenseContext>
+ *   reinitLayersModel / reinitFromTopology / reinitOnnx   seeded fresh weights, fan-in scaled
+ *   writeOnnxModel(spec) / readOnnxGraph(bytes)            small ONNX files without an exporter
  *
  * Every other file takes `tf` from './tf.js'.
  */
@@ -54,8 +61,20 @@ export { ARCHITECTURES, classCount, createModel, inputSize, type Architecture, t
 export { META_FILE, MODEL_FILE, WEIGHTS_FILE, loadModel, readModelMeta, saveModel, writeModelMeta, type ModelMeta } from './io.js';
 export { accuracy, predictClasses, predictLogits, predictProbs, type PredictOptions } from './predict.js';
 export { checkpointHardness, checkpointRecorder, loadCheckpointModels, saveCheckpoints, CHECKPOINTS_FILE, DEFAULT_CHECKPOINTS, type CheckpointWeights } from './checkpoints.js';
+export { lossGradientSign } from './input-gradient.js';
 export { TRAIN_LOSSES, trainModel, type EpochRecord, type TrainData, type TrainLoss, type TrainOptions, type TrainProgress, type TrainResult } from './train.js';
 export { Surrogate, type SurrogateOptions } from './surrogate.js';
 export type { GramMethod } from './gram.js';
 export { computeDefenseContext, inputKeys, type ContextProviders, type ProbabilityModel } from './context.js';
 export { CHANNEL_ORDERS, IMAGE_LAYOUTS, LUMA, channelCount, convertLayout, exampleShape, pixelsToTensor, type ChannelOrder, type ImageLayout, type PixelPreprocessing } from './preprocess.js';
+export type { SurrogateModel } from './surrogate-model.js';
+export { asyncSurrogate } from './async-surrogate.js';
+export { computeDefenseContextAsync, nonDifferentiableMessage } from './context.js';
+export { loadSurrogate, type LoadSurrogateOptions } from './load-surrogate.js';
+export { TfjsSurrogate, type TfjsSurrogateOptions } from './tfjs-surrogate.js';
+export { OnnxSurrogate, loadOnnxRuntime, type OnnxSurrogateOptions } from './onnx-surrogate.js';
+export { SURROGATE_OUTPUTS, looksLikeProbabilities, type SurrogateOutput } from './surrogate-output.js';
+export { reinitFromTopology, reinitLayersModel, reinitWeights, seededFloats, type ReinitOptions } from './reinit.js';
+export { readModelDir, loadTfjsModel, type ModelDirArtifacts } from './model-dir.js';
+export { writeOnnxModel, type OnnxAttribute, type OnnxModelSpec, type OnnxNodeSpec, type OnnxTensorSpec, type OnnxValueSpec } from './onnx-writer.js';
+export { readOnnxGraph, reinitOnnx, type OnnxGraphInfo } from './onnx-graph.js';

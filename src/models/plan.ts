@@ -212,16 +212,19 @@ export interface ForwardOptions {
   offsets?: readonly Tensor[];
   /** The result will be differentiated (training, Jacobians): use the ops whose gradients are fast. */
   differentiable?: boolean;
+  /** The input itself will be differentiated (adversarial steps, Jacobian augmentation). */
+  inputGradient?: boolean;
 }
 
 /**
  * Logits for a batch `x` ([B, ...inputShape] or [B, D]). Call inside tf.tidy. The input itself is
- * never differentiated: only the weights and (with offsets) the pre-activations are.
+ * differentiated only with `inputGradient`; otherwise only the weights and (with offsets) the
+ * pre-activations are.
  */
 export function forwardLogits(plan: ModelPlan, x: Tensor, options: ForwardOptions = {}): Tensor {
   let a: Tensor = x.reshape([x.shape[0], ...plan.inputShape]);
   let parametric = 0;
-  const unfused = Boolean(options.trace || options.offsets || options.differentiable);
+  const unfused = Boolean(options.trace || options.offsets || options.differentiable || options.inputGradient);
   for (const step of plan.steps) {
     switch (step.kind) {
       case 'dense':
@@ -229,8 +232,9 @@ export function forwardLogits(plan: ModelPlan, x: Tensor, options: ForwardOption
         if (!unfused) {
           a = step.kind === 'dense' ? denseFused(step, a) : convFused(step, a);
         } else {
-          // The first parametric step sees only data, whose gradient nothing needs.
-          let z = step.kind === 'dense' ? dense(a, step.kernel, step.bias, parametric > 0) : conv2d(a, step.kernel, step.bias, step.strides, step.padding, parametric > 0);
+          // The first parametric step sees only data, whose gradient nothing needs (unless asked for).
+          const needsInput = parametric > 0 || options.inputGradient === true;
+          let z = step.kind === 'dense' ? dense(a, step.kernel, step.bias, needsInput) : conv2d(a, step.kernel, step.bias, step.strides, step.padding, needsInput);
           const offset = options.offsets?.[parametric];
           if (offset) z = tf.add(z, offset);
           options.trace?.inputs.push(a);

@@ -10,6 +10,7 @@ import { gramTensor, supportsDenseGram, type GramMethod } from './gram.js';
 import { loadModel } from './io.js';
 import { planOf, type ModelPlan } from './plan.js';
 import { checkInputs, predictProbs } from './predict.js';
+import type { SurrogateModel } from './surrogate-model.js';
 import { tf, type LayersModel } from './tf.js';
 import type { ProbBatch } from '../defenses/types.js';
 
@@ -20,9 +21,12 @@ export interface SurrogateOptions {
   gramMethod?: GramMethod;
 }
 
-export class Surrogate {
+/** A chain model's surrogate (synchronous, with the fast plan-based Gram paths); any other model: loadSurrogate. */
+export class Surrogate implements SurrogateModel {
   readonly classes: number;
   readonly inputSize: number;
+  readonly inputShape: readonly number[];
+  readonly differentiable = true;
   private readonly plan: ModelPlan;
   private readonly method: GramMethod;
   private readonly gramChunkRows: number;
@@ -34,6 +38,7 @@ export class Surrogate {
     this.plan = planOf(model);
     this.classes = this.plan.classes;
     this.inputSize = this.plan.inputShape.reduce((a, b) => a * b, 1);
+    this.inputShape = this.plan.inputShape;
     this.method = options.gramMethod ?? (supportsDenseGram(this.plan) ? 'dense' : 'autodiff');
     this.gramChunkRows = Math.max(1, Math.floor(options.gramChunkRows ?? 128));
   }
@@ -66,6 +71,16 @@ export class Surrogate {
       out.set(block, start * k2);
     }
     return out;
+  }
+
+  /** SurrogateModel: the same numbers as probs(); the work runs synchronously (chain models are small). */
+  async probsAsync(inputs: Float32Array, rows: number): Promise<ProbBatch> {
+    return this.probs(inputs, rows);
+  }
+
+  /** SurrogateModel: the same numbers as gram(). */
+  async gramAsync(inputs: Float32Array, rows: number): Promise<Float64Array> {
+    return this.gram(inputs, rows);
   }
 
   dispose(): void {

@@ -15,7 +15,9 @@ export type FailureOutcome =
   | 'client_refused'
   | 'client_throttled'
   | 'unidentified'
-  | 'store_unavailable';
+  | 'store_unavailable'
+  // Batching: the surrogate's queue is full (503 with Retry-After).
+  | 'overloaded';
 
 export class ServingError extends Error {
   override name = 'ServingError';
@@ -23,6 +25,8 @@ export class ServingError extends Error {
     message: string,
     readonly status: number,
     readonly outcome: FailureOutcome,
+    /** Headers the error answer carries, e.g. Retry-After on a 503. */
+    readonly headers?: Readonly<Record<string, string>>,
   ) {
     super(message);
   }
@@ -33,6 +37,14 @@ export class RequestFormatError extends ServingError {
   override name = 'RequestFormatError';
   constructor(message: string, status = 400) {
     super(message, status, status === 413 ? 'too_large' : 'bad_request');
+  }
+}
+
+/** The surrogate cannot keep up (its queue is full) or is shutting down: 503 with Retry-After, seconds. */
+export class OverloadedError extends ServingError {
+  override name = 'OverloadedError';
+  constructor(message: string, retryAfterSeconds: number) {
+    super(message, 503, 'overloaded', { 'retry-after': String(Math.max(1, Math.ceil(retryAfterSeconds))) });
   }
 }
 

@@ -48,3 +48,8 @@ export {
   type StoreFailMode,
   type SuspiciousClient,
 } from './clients/index.js';
+export { createBatcher, type BatchForward, type Batcher, type BatcherConfig, type BatcherObserver } from './batching/batcher.js';
+export { batchedSurrogateContext, mapContextInputs, type AsyncProbabilityModel, type BatchedContextModels, type BatchedContextProvider } from './batching/batched-context.js';
+export { BATCHING_DEFAULTS, resolveBatching, type BatchingOptions, type ResolvedBatching } from './batching/options.js';
+export { OverloadedError } from './errors.js';
+export type { ContextProviderHooks } from './perturber.js';

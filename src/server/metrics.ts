@@ -33,7 +33,7 @@ export interface MetricsOptions {
 type MetricClass<T> = new (config: never) => T;
 
 /** The metric of that name in the registry (checked to be of that type), or a new one registered there. */
-export function getOrCreateMetric<T extends Metric<string>>(registry: Registry, Kind: MetricClass<T>, config: { name: string; help: string; labelNames: readonly string[]; buckets?: number[]; collect?: () => void }): T {
+export function getOrCreateMetric<T extends Metric<string>>(registry: Registry, Kind: MetricClass<T>, config: { name: string; help: string; labelNames: readonly string[]; buckets?: number[]; collect?: () => void; aggregator?: 'sum' | 'max' | 'min' | 'average' | 'first' | 'omit' }): T {
   const existing = registry.getSingleMetric(config.name);
   if (existing) {
     if (!(existing instanceof Kind)) {
@@ -75,11 +75,13 @@ export function createServingMetrics(options: MetricsOptions = {}): ServingMetri
       name: `${prefix}utility_loss_ratio`,
       help: 'Defender accuracy lost to the defense, as measured by the last evaluation (0..1)',
       labelNames: defense,
+      aggregator: 'max',
     }),
     attackerAccuracy: getOrCreateMetric(registry, Gauge<'defense'>, {
       name: `${prefix}attacker_accuracy_ratio`,
       help: 'Knockoff attacker top-1 accuracy against the defense, as measured by the last evaluation (0..1)',
       labelNames: defense,
+      aggregator: 'max',
     }),
   };
 }
@@ -102,10 +104,10 @@ export function recordEvaluation(metrics: ServingMetrics, figures: EvaluationFig
   }
 }
 
-/** A request handler (Express or node:http) that serves the registry in the Prometheus text format. */
-export function metricsHandler(registry: Registry): (req: IncomingMessage, res: ServerResponse) => void {
+/** A request handler (Express or node:http) that serves the registry (or `text`, e.g. a cluster's aggregate) in the Prometheus text format. */
+export function metricsHandler(registry: Registry, text: () => Promise<string> = () => registry.metrics()): (req: IncomingMessage, res: ServerResponse) => void {
   return (_req, res) => {
-    registry.metrics().then(
+    text().then(
       (text) => {
         res.statusCode = 200;
         res.setHeader('content-type', registry.contentType);

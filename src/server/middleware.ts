@@ -80,6 +80,7 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
       const refusalHeaders = clientHeaders.get(res);
       if (refusalHeaders) res.set(refusalHeaders);
       res.status(outcome.status);
+      if (outcome.headers) res.set(outcome.headers);
       originalJson.call(res, outcome.body);
     };
 
@@ -138,6 +139,17 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
       if (result instanceof Promise) result.then(emit, (error: unknown) => emit(perturber.failure(label, error)));
       else emit(result);
     };
+
+    // The surrogate's queue is full: refuse (503, Retry-After) before the route spends work on the request.
+    if (resolved.context?.admit && !resolved.chooseDefense && resolved.defense.needs.length > 0) {
+      try {
+        resolved.context.admit(1);
+      } catch (error) {
+        handled = true;
+        emit(perturber.failure(resolved.defense.spec, error));
+        return;
+      }
+    }
 
     res.json = function json(body?: unknown): Response {
       if (handled) return originalJson.call(res, body);

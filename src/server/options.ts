@@ -12,6 +12,7 @@ import { createInputReader, resolveInputOptions, type InputOptions, type InputRe
 import { resolveCodec, type Codec, type InputRows, type ProtocolConfig, type ProtocolName } from './protocols/index.js';
 import { createClientGate, type ClientGate } from './clients/gate.js';
 import type { ClientsOptions } from './clients/options.js';
+import { lacksGram } from './provider-capabilities.js';
 
 /** A spec string ("mad:eps=0.5,oracle=argmax"), a config object or array, or a ready Defense. */
 export type DefenseOption = DefenseConfig | Defense;
@@ -106,11 +107,14 @@ export function resolveServingOptions<Req>(options: ServingOptions<Req>): Resolv
     if (candidate.needs.length > 0 && !options.context) {
       throw new ServingOptionError(`${where} (${candidate.spec}) needs ${candidate.needs.join(', ')}; pass context: surrogateContext({ surrogate: await Surrogate.load(dir) }), or choose a defense without a surrogate such as "rounding:decimals=2"`);
     }
+    const noGram = candidate.needs.includes('surrogateGram') ? lacksGram(options.context) : undefined;
+    if (noGram) throw new ServingOptionError(`${where} (${candidate.spec}): ${noGram}`);
   }
   const codec = resolveCodec(options.protocol);
   const reader: InputReader = createInputReader(resolveInputOptions(options.inputs));
   const readInputs = (body: unknown) => reader(codec.readInputs(body));
   const metrics = createServingMetrics({ registry: options.registry, prefix: options.metricsPrefix });
+  options.context?.useMetrics?.(metrics);
   const clients = options.clients ? createClientGate(options.clients as ClientsOptions<never>, { defense, tiers, metrics, logger: options.logger }) : undefined;
   return { codec, defense, tiers, chooseDefense: options.chooseDefense, onFailure, inputFormat, context: options.context, metrics, logger: options.logger, readInputs, clients, clientsAdmin: options.clients?.admin };
 }

@@ -17,13 +17,42 @@ import {
   type InputFormat,
   type ProbBatch,
 } from '../defenses/index.js';
-import { AnswerFormatError, ServingError } from './errors.js';
+import { AnswerFormatError, RequestFormatError, ServingError } from './errors.js';
 import type { DefenseRecord } from './logger.js';
 import type { RequestOutcome, ServingMetrics } from './metrics.js';
 import type { AnswerView, Codec, InputRows } from './protocols/index.js';
 
 /** Computes what a defense needs (surrogate probabilities, Gram matrices, input keys) from the request's inputs. */
-export type ContextProvider = (needs: readonly ContextNeed[], inputs: InputRows) => DefenseContext | Promise<DefenseContext>;
+export type ContextProvider = ((needs: readonly ContextNeed[], inputs: InputRows) => DefenseContext | Promise<DefenseContext>) & ContextProviderHooks;
+
+/** Optional members a provider may carry (the batched surrogate context does); plain functions have none. */
+export interface ContextProviderHooks {
+  /** Rows one request may carry: more is refused with 413 before any work (the proxy checks before forwarding). */
+  readonly maxRowsPerRequest?: number;
+  /** Throws OverloadedError (503) when `rows` more rows cannot be queued now: the proxy asks before forwarding. */
+  admit?(rows: number): void;
+  /** Called by each middleware or proxy built with this provider, to register its metrics on their registry. */
+  useMetrics?(metrics: ServingMetrics): void;
+  /** Stops the provider's timers and refuses waiting work; the owner calls it on shutdown. */
+  close?(): Promise<void>;
+}
+
+/** A request with more rows than the context provider accepts: 413, before any work. */
+export function checkRowLimit(context: ContextProvider | undefined, rows: number): void {
+  const limit = context?.maxRowsPerRequest;
+  if (limit !== undefined && rows > limit) throw new RequestFormatError(`request: ${rows} input rows; at most ${limit} per request are accepted, split the batch`, 413);
+}
+
+/** Before the upstream works on a request: 413 over the row limit, 503 (Retry-After) when the provider's queue is full. */
+export function admitRows(context: ContextProvider | undefined, rows: number): void {
+  checkRowLimit(context, rows);
+  context?.admit?.(rows);
+}
+
+/** Client-side failures and overload answer as such, never with the argmax fallback: the client must resend. */
+function isRefusal(error: unknown): boolean {
+  return error instanceof ServingError && (error.outcome === 'bad_request' || error.outcome === 'too_large' || error.outcome === 'overloaded');
+}
 
 export type FailureMode = 'error' | 'argmax';
 
@@ -42,6 +71,8 @@ export interface Outcome {
   status: number;
   body: unknown;
   record: DefenseRecord;
+  /** Headers of an error answer, e.g. Retry-After on a 503. */
+  headers?: Readonly<Record<string, string>>;
 }
 
 export const SKIPPED_LABEL = 'none';
@@ -88,24 +119,24 @@ export function createPerturber(config: PerturberConfig): Perturber {
   const count = (label: string, outcome: RequestOutcome): void => metrics.requests.inc({ defense: label, outcome });
 
   /** Maps an error to a client status and message that repeat none of the answer's numbers. */
-  const classify = (error: unknown): { status: number; outcome: RequestOutcome; message: string } => {
+  const classify = (error: unknown): { status: number; outcome: RequestOutcome; message: string; headers?: Readonly<Record<string, string>> } => {
     if (error instanceof AnswerFormatError) return { status: config.answerErrorStatus, outcome: 'bad_answer', message: error.message };
-    if (error instanceof ServingError) return { status: error.status, outcome: error.outcome, message: error.message };
+    if (error instanceof ServingError) return { status: error.status, outcome: error.outcome, message: error.message, headers: error.headers };
     // Defense-layer messages may quote an entry of the answer, so the client gets a generic one.
     if (error instanceof InvalidBatchError) return { status: config.answerErrorStatus, outcome: 'bad_answer', message: 'model answer: not a valid batch of probability rows for the defense' };
     return { status: 500, outcome: 'defense_failed', message: 'the defense failed, so the answer was withheld' };
   };
 
   const failure = (label: string, error: unknown): Outcome => {
-    const { status, outcome, message } = classify(error);
+    const { status, outcome, message, headers } = classify(error);
     count(label, outcome);
     const detail = logDetail(error);
-    return { status, body: codec.errorBody(message), record: { defense: label, outcome, rows: 0, error: detail } };
+    return { status, body: codec.errorBody(message), record: { defense: label, outcome, rows: 0, error: detail }, ...(headers ? { headers } : {}) };
   };
 
   /** After the rows were read, a failure may still answer with the label only, if so configured. */
   const failAfterRead = (label: string, view: AnswerView, error: unknown): Outcome => {
-    if (config.onFailure !== 'argmax') return failure(label, error);
+    if (config.onFailure !== 'argmax' || isRefusal(error)) return failure(label, error);
     try {
       const body = view.write(oneHot(view.batch));
       count(label, 'fallback_argmax');
@@ -148,10 +179,14 @@ export function createPerturber(config: PerturberConfig): Perturber {
   };
 
   /** A failure to read the request's inputs: a request the client got wrong is answered as such, even with the argmax fallback. */
-  const failInputs = (label: string, view: AnswerView, error: unknown): Outcome =>
-    error instanceof ServingError && (error.outcome === 'bad_request' || error.outcome === 'too_large') ? failure(label, error) : failAfterRead(label, view, error);
+  const failInputs = (label: string, view: AnswerView, error: unknown): Outcome => (isRefusal(error) ? failure(label, error) : failAfterRead(label, view, error));
 
   const withContext = (label: string, defense: Defense, view: AnswerView, inputs: InputRows, started: number): Outcome | Promise<Outcome> => {
+    try {
+      checkRowLimit(config.context, inputs.rows);
+    } catch (error) {
+      return failure(label, error);
+    }
     if (inputs.rows !== view.batch.rows) return failAfterRead(label, view, new AnswerFormatError(`model answer: ${view.batch.rows} rows for ${inputs.rows} input rows`));
     return Promise.resolve()
       .then(() => config.context!(defense.needs, inputs))

@@ -16,8 +16,9 @@ import { RequestFormatError, ServingError, ServingOptionError } from './errors.j
 import { createHttpLogger, redactingHeaders, setDefenseRecord } from './logger.js';
 import { metricsHandler, type ServingMetrics } from './metrics.js';
 import { resolveServingOptions, selectDefense, SERVING_OPTION_NAMES, type ServingOptions } from './options.js';
-import { createPerturber, SKIPPED_LABEL, type Outcome } from './perturber.js';
+import { admitRows, createPerturber, SKIPPED_LABEL, type Outcome } from './perturber.js';
 import { BodyTooLargeError, decodeBody, forwardableHeaders, isIdentityEncoding, parseAnswerJson, parseRequestJson, readBody } from './proxy/bodies.js';
+import { createHealth } from './proxy/health.js';
 import { createRouteTable, type RouteOptions } from './proxy/routes.js';
 import type { InputRows } from './protocols/index.js';
 import { adminHandler, DEFAULT_ADMIN_PATH } from './clients/admin.js';
@@ -34,6 +35,14 @@ export interface ProxyOptions extends ServingOptions<IncomingMessage>, RouteOpti
   maxAnswerBytes?: number;
   /** Path where the proxy serves its own metrics; false to serve none. Default "/metrics". */
   metricsPath?: string | false;
+  /** Where /metrics gets its text (default: this proxy's registry); a cluster worker asks the primary for all workers' metrics. */
+  metricsText?: () => Promise<string>;
+  /** The proxy's own liveness path (200 while it serves); false for none. Default "/healthz". */
+  livePath?: string | false;
+  /** The proxy's own readiness path (200 when not draining and the upstream answers); false for none. Default "/readyz". */
+  readyPath?: string | false;
+  /** Upstream path /readyz probes (2xx: ready). Default "/v2/health/ready" for kserve-v2; otherwise any answer below 500 to GET / counts. */
+  upstreamHealthPath?: string;
 }
 
 export interface DefenseProxy {
@@ -43,11 +52,15 @@ export interface DefenseProxy {
   readonly defense: Defense;
   /** With clients: the gate (ready(), suspicious()). */
   readonly clients?: ClientGate;
+  /** Stops taking requests: new ones get 503 (and /readyz says draining) while those in flight finish. */
+  drain(): void;
+  /** Resolves once no request is in flight. */
+  idle(): Promise<void>;
   /** Closes the keep-alive connections to the upstream (and the client store's connection). */
   close(): void;
 }
 
-const PROXY_OPTION_NAMES = ['upstream', 'timeoutMs', 'maxBodyBytes', 'maxAnswerBytes', 'metricsPath', 'inferRoutes', 'passRoutes', 'passUnknownRoutes'];
+const PROXY_OPTION_NAMES = ['upstream', 'timeoutMs', 'maxBodyBytes', 'maxAnswerBytes', 'metricsPath', 'metricsText', 'livePath', 'readyPath', 'upstreamHealthPath', 'inferRoutes', 'passRoutes', 'passUnknownRoutes'];
 /** Not forwarded to the client with a rewritten answer: they describe the original body. */
 const ANSWER_HEADERS_DROPPED = ['content-length', 'content-encoding', 'etag', 'content-md5', 'accept-ranges', 'content-range'];
 
@@ -69,6 +82,12 @@ function positiveInteger(value: unknown, name: string, fallback: number): number
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) throw new ServingOptionError(`${name} must be a positive integer, got ${JSON.stringify(value)}`);
   return value;
+}
+
+function ownPath(value: unknown, name: string, fallback: string): string | false {
+  if (value === undefined) return fallback;
+  if (value === false || (typeof value === 'string' && value.startsWith('/'))) return value;
+  throw new ServingOptionError(`${name} must be a path such as "${fallback}", or false`);
 }
 
 function parseUpstream(upstream: unknown): URL {
@@ -98,12 +117,15 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
   const maxBodyBytes = positiveInteger(options.maxBodyBytes, 'maxBodyBytes', 10 * 1024 * 1024);
   const maxAnswerBytes = positiveInteger(options.maxAnswerBytes, 'maxAnswerBytes', 64 * 1024 * 1024);
   const metricsPath = options.metricsPath === undefined ? '/metrics' : options.metricsPath;
+  const livePath = ownPath(options.livePath, 'livePath', '/healthz');
+  const readyPath = ownPath(options.readyPath, 'readyPath', '/readyz');
   if (metricsPath !== false && (typeof metricsPath !== 'string' || !metricsPath.startsWith('/'))) throw new ServingOptionError('metricsPath must be a path such as "/metrics", or false');
+  if (options.upstreamHealthPath !== undefined && (typeof options.upstreamHealthPath !== 'string' || !options.upstreamHealthPath.startsWith('/'))) throw new ServingOptionError('upstreamHealthPath must be a path such as "/v2/health/ready"');
   const routes = createRouteTable(resolved.codec.name, options);
   const transport = upstream.protocol === 'https:' ? https : http;
   const agent = new transport.Agent({ keepAlive: true, maxSockets: 256 });
   const perturber = createPerturber({ codec: resolved.codec, metrics: resolved.metrics, onFailure: resolved.onFailure, inputFormat: resolved.inputFormat, context: resolved.context, answerErrorStatus: 502 });
-  const serveMetrics = metricsHandler(resolved.metrics.registry);
+  const serveMetrics = metricsHandler(resolved.metrics.registry, options.metricsText);
   // The request line never carries a client's API key, whatever header holds it.
   const identityHeader = typeof options.clients?.identity === 'string' && options.clients.identity.startsWith('header:') ? [options.clients.identity.slice(7)] : [];
   const httpLogger = resolved.logger ? createHttpLogger(redactingHeaders(resolved.logger, identityHeader)) : undefined;
@@ -114,6 +136,15 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
   const serveAdmin = gate && resolved.clientsAdmin ? adminHandler(gate, resolved.clientsAdmin) : undefined;
   /** A refusal (403/429/401/503) with its Retry-After, counted like any failure. */
   const refuse = (res: ServerResponse, label: string, error: unknown): void => send(res, perturber.failure(label, error), error instanceof ClientRefusal ? { ...error.headers } : {});
+  let draining = false;
+  let inFlight = 0;
+  const onIdle: (() => void)[] = [];
+  const health = createHealth({
+    upstream,
+    upstreamHealthPath: options.upstreamHealthPath ?? (resolved.codec.name === 'kserve-v2' ? '/v2/health/ready' : undefined),
+    timeoutMs: Math.min(timeoutMs, 5000),
+    isDraining: () => draining,
+  });
 
   const send = (res: ServerResponse, outcome: Outcome, headers: http.OutgoingHttpHeaders = {}): void => {
     setDefenseRecord(res, outcome.record);
@@ -122,7 +153,7 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
       return;
     }
     const text = JSON.stringify(outcome.body);
-    res.writeHead(outcome.status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+    res.writeHead(outcome.status, { ...headers, ...outcome.headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
     res.end(text);
   };
 
@@ -226,6 +257,8 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
         // Numeric tensors come back synchronously; images are decoded (off the event loop) before anything is forwarded.
         const read = resolved.readInputs(requestBody);
         inputs = read instanceof Promise ? await read : read;
+        // Refused before the upstream spends any work on it: too many rows (413), or the surrogate's queue is full (503).
+        admitRows(resolved.context, inputs.rows);
       } else if (ticket && (gate!.observeInputs || tiersNeedInputs)) {
         try {
           const read = resolved.readInputs(requestBody);
@@ -311,13 +344,22 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
     const path = req.url ?? '/';
     const query = path.indexOf('?');
     const pathname = query < 0 ? path : path.slice(0, query);
-    if (metricsPath !== false && pathname === metricsPath && (method === 'GET' || method === 'HEAD')) {
+    const read = method === 'GET' || method === 'HEAD';
+    if (read && pathname === livePath) return health.live(req, res);
+    if (read && pathname === readyPath) return health.ready(req, res);
+    if (metricsPath !== false && pathname === metricsPath && read) {
       serveMetrics(req, res);
       return;
     }
     if (adminPath !== undefined && pathname === adminPath) {
       req.resume();
       serveAdmin!(req, res);
+      return;
+    }
+    if (draining) {
+      req.resume();
+      res.setHeader('connection', 'close');
+      fail(res, resolved.defense.spec, new ServingError('the proxy is shutting down; retry on another instance', 503, 'not_served'));
       return;
     }
     let defense: Defense | null;
@@ -355,6 +397,12 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
 
   const handler = (req: IncomingMessage, res: ServerResponse): void => {
     httpLogger?.(req, res);
+    inFlight += 1;
+    res.once('close', () => {
+      inFlight -= 1;
+      if (inFlight === 0) for (const resolve of onIdle.splice(0)) resolve();
+    });
+    if (draining) res.setHeader('connection', 'close');
     route(req, res).catch((error: unknown) => {
       // Anything unforeseen still ends in an error body, never in the upstream's answer.
       fail(res, resolved.defense.spec, error);
@@ -366,9 +414,15 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
     metrics: resolved.metrics,
     defense: resolved.defense,
     clients: gate,
+    drain: () => {
+      draining = true;
+    },
+    idle: () => (inFlight === 0 ? Promise.resolve() : new Promise<void>((resolve) => onIdle.push(resolve))),
     close: () => {
       agent.destroy();
       void gate?.close();
+      // The batched surrogate's timers and queue (see server/batching).
+      void resolved.context?.close?.();
     },
   };
 }
@@ -378,7 +432,11 @@ export interface RunningProxy {
   readonly server: http.Server;
   /** e.g. "http://127.0.0.1:8081" */
   readonly url: string;
-  close(): Promise<void>;
+  /**
+   * Graceful close: stops listening, answers new requests on open connections with 503, lets those
+   * in flight finish for up to `deadlineMs` (default 10 s), then closes every connection.
+   */
+  close(deadlineMs?: number): Promise<void>;
 }
 
 /** Starts the proxy on host:port (port 0 picks a free one). */
@@ -397,11 +455,17 @@ export async function startDefenseProxy(options: ProxyOptions & { port?: number;
     proxy,
     server,
     url: `http://${host.includes(':') ? `[${host}]` : host}:${address.port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        proxy.close();
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
+    close: async (deadlineMs = 10_000) => {
+      // Stop accepting first: a connection accepted after this no longer reaches a draining proxy.
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      proxy.drain();
+      server.closeIdleConnections();
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([proxy.idle(), new Promise<void>((resolve) => (timer = setTimeout(resolve, deadlineMs)))]);
+      clearTimeout(timer);
+      server.closeAllConnections();
+      proxy.close();
+      await closed;
+    },
   };
 }

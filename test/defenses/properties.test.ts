@@ -96,7 +96,8 @@ describe('properties of every defense over random batches (K = 2 … 1000)', () 
           const row = rowOf(out, r);
           const source = rowOf(batch, r);
           assert.ok(row.filter((v) => v > 0).length <= 2);
-          row.forEach((v, c) => assert.ok(v === 0 || v === source[c]));
+          // Rows are first put exactly on the simplex (they are accepted within 1e-3), so kept entries match to float32 rounding.
+          row.forEach((v, c) => assert.ok(v === 0 || Math.abs(v - source[c]) <= 1e-6 * source[c], `entry ${c}: ${v} is neither 0 nor the input's ${source[c]}`));
           assert.equal(argmax(row), argmax(source));
         }
       }),

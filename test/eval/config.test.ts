@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { scratchDir } from '../helpers/scratch.js';
 import { EvalConfigError, expandDefenses, loadConfigFile, presetConfig, validateConfig, withWorld } from '../../src/eval/config.js';
 
 describe('eval config', () => {
@@ -62,7 +62,7 @@ describe('eval config', () => {
   });
 
   it('a config file starts from a preset and replaces the fields it sets', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'msd-config-'));
+    const dir = await scratchDir('msd-config-');
     const file = join(dir, 'my-grid.json');
     await writeFile(file, JSON.stringify({ preset: 'quick', budgets: [5000, 1000], defenses: ['none', { name: 'noise', scale: [1, 2] }] }));
     const config = await loadConfigFile(file);

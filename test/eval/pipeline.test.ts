@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { scratchDir } from '../helpers/scratch.js';
 import type { Defense, ProbBatch } from '../../src/defenses/index.js';
 import { describeDefense, validateConfig } from '../../src/eval/config.js';
 import { evaluate } from '../../src/eval/evaluate.js';
@@ -39,8 +39,8 @@ function tinyConfig(defenses: string[], extra: Record<string, unknown> = {}) {
 
 describe('evaluation pipeline on a tiny slice', () => {
   it('runs end to end through the HTTP middleware, writes the report, and resumes without rerunning', async () => {
-    const outDir = await mkdtemp(join(tmpdir(), 'msd-eval-'));
-    const cacheDir = await mkdtemp(join(tmpdir(), 'msd-cache-'));
+    const outDir = await scratchDir('msd-eval-');
+    const cacheDir = await scratchDir('msd-cache-');
     const loader = syntheticLoader({ train: 900, test: 300 });
     const config = tinyConfig(['none', 'mad:eps=0.5']);
     config.defenses.push({ ...describeDefense(uniform), defense: uniform });
@@ -101,8 +101,8 @@ describe('evaluation pipeline on a tiny slice', () => {
     const loader: DatasetLoader = (name) => loadDataset(name, { limit: { train: 1400, test: 400 } });
     const config = tinyConfig(['none'], { closedWorldPool: 400, budgets: [400], victimTraining: { epochs: 2, batchSize: 16 }, knockoffTraining: { epochs: 1, batchSize: 16 } });
     config.defenses.push({ ...describeDefense(uniform), defense: uniform });
-    const outDir = await mkdtemp(join(tmpdir(), 'msd-eval-mnist-'));
-    const result = await evaluate({ config, outDir, cacheDir: await mkdtemp(join(tmpdir(), 'msd-cache-')), loadDataset: loader });
+    const outDir = await scratchDir('msd-eval-mnist-');
+    const result = await evaluate({ config, outDir, cacheDir: await scratchDir('msd-cache-'), loadDataset: loader });
     const [none, uniformRun] = result.records;
     assert.ok(none.victimAccuracy > 0.7, `victim ${none.victimAccuracy}`);
     for (const attacker of none.attackers) assert.ok(attacker.accuracy > 0.35, `undefended ${attacker.labels} attacker ${attacker.accuracy}`);

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { scratchDir } from '../helpers/scratch.js';
 import type { RunRecord } from '../../src/eval/results.js';
 import { bestWithinUtility } from '../../src/eval/report/selection.js';
 import { summaryText } from '../../src/eval/report/summary.js';
@@ -50,7 +50,7 @@ describe('report', () => {
   });
 
   it('writes results.json, results.csv with every column, SVG plots and a self-contained HTML page', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'msd-report-'));
+    const dir = await scratchDir('msd-report-');
     const files = await writeReport(dir, grid, { name: 'unit', victim: 'mnist', world: 'open', seed: 1, generatedAt: 'now' });
     for (const file of [files.json, files.csv, files.html, ...files.plots]) assert.ok((await stat(file)).size > 0, file);
     const csv = parseCsv(await readFile(files.csv, 'utf8'));

@@ -1,15 +1,15 @@
 import assert from 'node:assert/strict';
-import { appendFile, mkdtemp, readFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { appendFile, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { scratchDir } from '../helpers/scratch.js';
 import type { RunRecord } from '../../src/eval/results.js';
 import { sampleRecord } from './helpers/sample-record.js';
 import { ResultsStore, RUNS_FILE } from '../../src/eval/results-store.js';
 
 describe('results store', () => {
   it('appends one line per run and reads them back after a restart', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'msd-store-'));
+    const dir = await scratchDir('msd-store-');
     const store = await ResultsStore.open(dir);
     assert.equal(store.all().length, 0);
     await store.append(sampleRecord('a'));
@@ -23,7 +23,7 @@ describe('results store', () => {
   });
 
   it('skips a line cut short by a crash and keeps appending on a fresh line', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'msd-store-'));
+    const dir = await scratchDir('msd-store-');
     const store = await ResultsStore.open(dir);
     await store.append(sampleRecord('a'));
     await appendFile(join(dir, RUNS_FILE), JSON.stringify(sampleRecord('cut')).slice(0, 40));
@@ -36,7 +36,7 @@ describe('results store', () => {
   });
 
   it('refuses an incomplete record', async () => {
-    const store = await ResultsStore.open(await mkdtemp(join(tmpdir(), 'msd-store-')));
+    const store = await ResultsStore.open(await scratchDir('msd-store-'));
     await assert.rejects(store.append({ key: 'x' } as unknown as RunRecord), /not a complete run record/);
   });
 });

@@ -72,7 +72,7 @@ describe('msd proxy', () => {
       const surrogate = createModel({ arch: 'mlp', inputShape: [2], classes: 3, seed: 4, hidden: [4] });
       await saveModel(surrogate, dir);
       surrogate.dispose();
-      const { url, stop } = await startProxyCommand(['--upstream', upstream.url, '--protocol', 'tf-serving', '--defense', 'mad-argmax:eps=0.5', '--surrogate', dir, '--input-scale', '0.5']);
+      const { url, stop } = await startProxyCommand(['--upstream', upstream.url, '--protocol', 'tf-serving', '--defense', 'mad-argmax:eps=0.5', '--surrogate', dir, '--input-scale', '0.5', '--max-rows', '2', '--batch-window-ms', '1']);
       try {
         const res = await request(url).post('/v1/models/mnist:predict').send({ instances: [[1, 2], [3, 4]] }).expect(200);
         const rows = res.body.predictions as number[][];
@@ -80,6 +80,10 @@ describe('msd proxy', () => {
         assert.equal(rows[1].indexOf(Math.max(...rows[1])), 1);
         const l1 = rows.flat().reduce((sum, v, i) => sum + Math.abs(v - ORIGINAL_ROWS.flat()[i]), 0);
         assert.ok(l1 > 0.1 && l1 <= 1 + 1e-4, `moved within 2 × eps: ${l1}`);
+        const forwarded = upstream.requests.length;
+        const tooMany = await request(url).post('/v1/models/mnist:predict').send({ instances: [[1, 2], [3, 4], [5, 6]] }).expect(413);
+        assert.match(tooMany.body.error, /at most 2 per request/);
+        assert.equal(upstream.requests.length, forwarded, 'refused before forwarding');
       } finally {
         assert.equal(await stop('SIGINT'), 0, 'a first Ctrl-C closes cleanly');
       }
@@ -91,12 +95,15 @@ describe('msd proxy', () => {
   it('exits 2 with a clear message on a bad defense or protocol, or MAD without a surrogate', () => {
     const noSurrogate = runCli(['proxy', '--upstream', upstream.url, '--defense', 'mad:eps=0.5']);
     assert.equal(noSurrogate.status, 2);
-    assert.match(noSurrogate.stderr, /needs a surrogate model: pass --surrogate DIR/);
+    assert.match(noSurrogate.stderr, /needs a surrogate model: pass --surrogate-from DIR.*or --surrogate DIR/);
     const badDefense = runCli(['proxy', '--upstream', upstream.url, '--defense', 'mad:eps=7']);
     assert.equal(badDefense.status, 2);
     assert.match(badDefense.stderr, /proxy: defense: mad: eps=7 exceeds/);
     const badProtocol = runCli(['proxy', '--upstream', upstream.url, '--protocol', 'grpc']);
     assert.equal(badProtocol.status, 2);
     assert.match(badProtocol.stderr, /--protocol must be one of kserve-v2, tf-serving, json-path/);
+    const badBatch = runCli(['proxy', '--upstream', upstream.url, '--max-batch-rows', '0']);
+    assert.equal(badBatch.status, 2);
+    assert.match(badBatch.stderr, /--max-batch-rows must be an integer ≥ 1, got "0"/);
   });
 });

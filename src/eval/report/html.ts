@@ -72,7 +72,7 @@ th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
 </head>
 <body>
 <h1>Defenses against model stealing: ${escapeXml(meta.name)}</h1>
-<p class="meta">Victim: ${escapeXml(meta.victim)}${victimAccuracy === undefined ? '' : ` (test accuracy ${pct(victimAccuracy)})`} · attacker’s images: ${meta.world === 'open' ? 'open world (another dataset)' : 'closed world (held-out images of the victim’s training split)'} · seed ${meta.seed} · ${records.length} runs · generated ${escapeXml(meta.generatedAt)}</p>
+<p class="meta">Victim: ${escapeXml(meta.victim)}${victimAccuracy === undefined ? '' : ` (test accuracy ${pct(victimAccuracy)})`} · attacker’s images: ${meta.world === 'open' ? 'open world (another dataset)' : meta.world === 'closed' ? 'closed world (held-out images of the victim’s training split)' : 'the owner’s transfer set'} · seed ${meta.seed} · ${records.length} runs · generated ${escapeXml(meta.generatedAt)}</p>
 ${(meta.notes ?? []).map((n) => `<p class="meta">${escapeXml(n)}</p>`).join('\n')}
 <p>Every answer went through the defended HTTP endpoint. <em>Defender</em> columns measure the defended answers on the victim’s test set against the undefended ones; <em>attacker</em> columns measure the knockoff trained on the defended answers, on the same test set (agreement: same top-1 as the undefended victim).</p>
 <h2>At equal utility: each defense’s strongest setting within 1 point of defender accuracy</h2>

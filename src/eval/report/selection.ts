@@ -2,7 +2,7 @@
  * Reading the grid the way the model owner asks: at a given utility cost (points of defender
  * accuracy), which setting of each defense family hurts the attacker most?
  */
-import type { AttackerLabels, PolicyName } from '../config.js';
+import { POLICIES, type AttackerLabels, type PolicyName } from '../config.js';
 import type { AttackerOutcome, RunRecord } from '../results.js';
 
 /** The default utility budget: 1 point of defender accuracy. */
@@ -15,7 +15,7 @@ export function attackerOutcome(record: RunRecord, labels: AttackerLabels): Atta
 /** The policies present, random first (the reference policy of the plots). */
 export function policiesOf(records: readonly RunRecord[]): PolicyName[] {
   const present = new Set(records.map((r) => r.policy));
-  return (['random', 'adaptive'] as const).filter((p) => present.has(p));
+  return POLICIES.filter((p) => present.has(p));
 }
 
 export function labelsOf(records: readonly RunRecord[]): AttackerLabels[] {

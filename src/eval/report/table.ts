@@ -2,6 +2,7 @@
  * The flat table of the report: one row per run and attacker (soft-label and argmax-label
  * attackers share the run's queries), with every column the CSV and the HTML page show.
  */
+import { attackerFamily } from '../config.js';
 import type { RunRecord } from '../results.js';
 
 export interface ReportRow {
@@ -9,6 +10,7 @@ export interface ReportRow {
   params: string;
   spec: string;
   policy: string;
+  attacker: string;
   budget: number;
   world: string;
   victim: string;
@@ -33,6 +35,7 @@ export const REPORT_COLUMNS: readonly (keyof ReportRow)[] = [
   'params',
   'spec',
   'policy',
+  'attacker',
   'budget',
   'world',
   'victim',
@@ -59,6 +62,7 @@ export function reportRows(records: readonly RunRecord[]): ReportRow[] {
       params: record.params,
       spec: record.spec,
       policy: record.policy,
+      attacker: record.attacker ?? attackerFamily(record.policy),
       budget: record.budget,
       world: record.world,
       victim: record.victim,

@@ -34,9 +34,9 @@ export class ClientRefusal extends ServingError {
     message: string,
     status: number,
     outcome: 'client_refused' | 'client_throttled' | 'unidentified' | 'store_unavailable',
-    readonly headers: Readonly<Record<string, string>> = {},
+    override readonly headers: Readonly<Record<string, string>> = {},
   ) {
-    super(message, status, outcome);
+    super(message, status, outcome, headers);
   }
 }
 

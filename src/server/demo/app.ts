@@ -10,10 +10,15 @@
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import type { Logger } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
+import { asyncSurrogate } from '../../models/async-surrogate.js';
 import { predictProbs } from '../../models/predict.js';
+import { Surrogate } from '../../models/surrogate.js';
 import { classCount, inputSize } from '../../models/architectures.js';
 import type { LayersModel } from '../../models/tf.js';
 import { ServingError } from '../errors.js';
+import { mapContextInputs } from '../batching/batched-context.js';
+import { createBatcher, type Batcher } from '../batching/batcher.js';
+import { resolveBatching, type BatchingOptions } from '../batching/options.js';
 import { createHttpLogger } from '../logger.js';
 import { poisonPredictions, type PoisonPredictionsMiddleware } from '../middleware.js';
 import type { DefenseOption } from '../options.js';
@@ -46,12 +51,19 @@ export interface DemoAppOptions {
   clients?: ClientsOptions;
   /** Largest JSON request body, default "20mb" (a batch of 256 UINT8 images is about 0.6 MB). */
   bodyLimit?: string;
+  /**
+   * Batch the model's own forward passes too (asynchronous, shared, split into chunks, bounded), so a
+   * large request cannot hold small ones behind it; default: one synchronous pass per request.
+   */
+  batching?: BatchingOptions;
 }
 
 export interface DemoApp {
   app: Express;
   guard: PoisonPredictionsMiddleware;
   registry: Registry;
+  /** Stops the model's batcher (when batching), refusing what waits; the surrogate context is the caller's to close. */
+  close(): Promise<void>;
 }
 
 export function buildDemoApp(options: DemoAppOptions): DemoApp {
@@ -65,7 +77,7 @@ export function buildDemoApp(options: DemoAppOptions): DemoApp {
     collectDefaultMetrics({ register: registry, prefix: DEMO_PROCESS_PREFIX });
   }
   const codec = kserveV2Codec({ inputName: DEMO_INPUT_NAME, outputName: DEMO_OUTPUT_NAME });
-  const scaledContext: ContextProvider | undefined = options.context && ((needs, inputs) => options.context!(needs, pixelsInUnitRange(inputs)));
+  const scaledContext: ContextProvider | undefined = options.context && mapContextInputs(options.context, pixelsInUnitRange);
   const hardness = options.clients?.hardness;
   const clients = options.clients && (hardness ? { ...options.clients, hardness: (inputs: InputRows) => hardness(pixelsInUnitRange(inputs)) } : options.clients);
   const guard = poisonPredictions({ defense: options.defense ?? DEMO_DEFENSE, protocol: codec, context: scaledContext, registry, logger: options.clients ? options.logger : undefined, tiers: options.tiers, clients });
@@ -87,22 +99,36 @@ export function buildDemoApp(options: DemoAppOptions): DemoApp {
   app.get(`/v2/models/${name}/ready`, (_req, res) => void res.json({ name, ready: true }));
   app.get('/metrics', guard.metricsHandler);
 
-  app.post(`/v2/models/${name}/infer`, express.json({ limit: options.bodyLimit ?? '20mb' }), guard, (req, res) => {
+  const batched = options.batching && batchedForward(model, options.batching);
+  app.post(`/v2/models/${name}/infer`, express.json({ limit: options.bodyLimit ?? '20mb' }), guard, (req, res, next) => {
     const read = codec.readInputs(req.body);
     if (isEncodedImages(read)) throw new ServingError(`the demo model takes a numeric tensor, not encoded images`, 400, 'bad_request');
     const inputs = pixelsInUnitRange(read);
     if (inputs.cols !== features) throw new ServingError(`input "${DEMO_INPUT_NAME}" has ${inputs.cols} values per row; the model takes ${features}`, 400, 'bad_request');
-    const probs = predictProbs(model, inputs.data, inputs.rows);
-    const id = typeof req.body?.id === 'string' ? { id: req.body.id } : {};
-    res.json({ model_name: name, model_version: '1', ...id, outputs: [{ name: DEMO_OUTPUT_NAME, shape: [inputs.rows, classes], datatype: 'FP32', data: Array.from(probs) }] });
+    const answer = (probs: Float32Array): void => {
+      const id = typeof req.body?.id === 'string' ? { id: req.body.id } : {};
+      res.json({ model_name: name, model_version: '1', ...id, outputs: [{ name: DEMO_OUTPUT_NAME, shape: [inputs.rows, classes], datatype: 'FP32', data: Array.from(probs) }] });
+    };
+    if (!batched) return answer(predictProbs(model, inputs.data, inputs.rows));
+    if (inputs.rows > batched.maxRowsPerRequest) throw new ServingError(`${inputs.rows} input rows; at most ${batched.maxRowsPerRequest} per request are accepted, split the batch`, 413, 'too_large');
+    batched.batcher.submit(inputs.data, inputs.rows).then(answer, next);
   });
 
   // Errors in the protocol's style: {"error": "..."}; malformed JSON from express.json is a 400.
   app.use((error: Error & { status?: number; type?: string }, _req: Request, res: Response, next: NextFunction) => {
     if (res.headersSent) return next(error);
     const status = error instanceof ServingError ? error.status : error.status && error.status < 500 ? error.status : 500;
+    if (error instanceof ServingError && error.headers) res.set(error.headers);
     res.status(status).json({ error: status === 500 ? 'internal error' : error.message });
   });
   app.use((req, res) => void res.status(404).json({ error: `no route ${req.method} ${req.path}` }));
-  return { app, guard, registry };
+  return { app, guard, registry, close: async () => batched?.batcher.close() };
+}
+
+/** The model's forward passes through a batcher (see server/batching): asynchronous, shared and chunked. */
+function batchedForward(model: LayersModel, options: BatchingOptions): { batcher: Batcher<Float32Array>; maxRowsPerRequest: number } {
+  const resolved = resolveBatching(options);
+  const forward = asyncSurrogate(new Surrogate(model));
+  const batcher = createBatcher(async (inputs, rows) => (await forward.probsAsync(inputs, rows)).data, { ...resolved, width: inputSize(model), what: 'the model' });
+  return { batcher, maxRowsPerRequest: resolved.maxRowsPerRequest };
 }

@@ -1,0 +1,50 @@
+/**
+ * The surrogate flags every command that runs MAD shares (serve, proxy, perturb): one line to add
+ * them, one to read them. Reading checks the combination only; no model is loaded here (commands
+ * import the models layer when they need it, so plain runs never start TensorFlow.js).
+ *
+ *   --surrogate DIR          a saved chain model (as before)
+ *   --surrogate-from DIR     any TF.js model directory (layers or graph, nsfwjs bundles), or an .onnx file
+ *   --surrogate-onnx FILE    an ONNX model (onnxruntime-node, forward-only)
+ *   --reinit SEED            with --surrogate-from / --surrogate-onnx / --surrogate: the same
+ *                            architecture with fresh weights drawn from SEED
+ */
+import type { Command } from 'commander';
+
+export interface SurrogateFlags {
+  surrogate?: string;
+  surrogateFrom?: string;
+  surrogateOnnx?: string;
+  reinit?: string;
+}
+
+/** Where the surrogate comes from, as loadSurrogate (models layer) takes it. */
+export interface SurrogateSource {
+  dir?: string;
+  onnx?: string;
+  reinit?: number;
+}
+
+/** Adds --surrogate-from, --surrogate-onnx and --reinit (the command keeps its own --surrogate). */
+export function addSurrogateFlags(command: Command): Command {
+  return command
+    .option('--surrogate-from <dir>', 'surrogate from any TF.js model directory (layers or graph model, nsfwjs bundles) or an .onnx file')
+    .option('--surrogate-onnx <file>', 'surrogate from an ONNX model (onnxruntime-node; forward-only, so no mad jacobian=full)')
+    .option('--reinit <seed>', 'with --surrogate-from/--surrogate-onnx/--surrogate: the same architecture, freshly initialised from this seed (the MAD paper’s best surrogate)');
+}
+
+/** The surrogate the flags ask for, undefined when none; a bad combination goes to `fail` saying what to write. */
+export function surrogateSourceFromFlags(flags: SurrogateFlags, fail: (message: string) => never): SurrogateSource | undefined {
+  const given = [flags.surrogate && '--surrogate', flags.surrogateFrom && '--surrogate-from', flags.surrogateOnnx && '--surrogate-onnx'].filter(Boolean);
+  if (given.length > 1) fail(`${given.join(' and ')} both name a surrogate; give one`);
+  let reinit: number | undefined;
+  if (flags.reinit !== undefined) {
+    const seed = Number(flags.reinit);
+    if (flags.reinit.trim() === '' || !Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) fail(`--reinit must be an integer seed in 0..4294967295, got "${flags.reinit}"`);
+    if (given.length === 0) fail('--reinit needs the architecture to re-initialise: add --surrogate-from DIR (e.g. the victim’s model directory) or --surrogate-onnx FILE');
+    reinit = seed;
+  }
+  if (flags.surrogateOnnx) return { onnx: flags.surrogateOnnx, reinit };
+  const dir = flags.surrogateFrom ?? flags.surrogate;
+  return dir === undefined ? undefined : { dir, reinit };
+}

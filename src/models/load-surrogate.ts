@@ -1,0 +1,79 @@
+/**
+ * One factory for every kind of surrogate: a TF.js model directory (layers or graph, nsfwjs
+ * bundles included), a model object, or an ONNX file; optionally the same architecture with fresh
+ * seeded weights (`reinit`), the MAD paper's best surrogate.
+ */
+import { ModelError } from './errors.js';
+import { loadTfjsModel, readModelDir } from './model-dir.js';
+import { OnnxSurrogate, type OnnxSurrogateOptions } from './onnx-surrogate.js';
+import { reinitFromTopology, reinitLayersModel } from './reinit.js';
+import type { SurrogateModel } from './surrogate-model.js';
+import { parseSurrogateOutput } from './surrogate-output.js';
+import { hasPlan } from './plan.js';
+import { Surrogate } from './surrogate.js';
+import { TfjsSurrogate, type TfjsSurrogateOptions } from './tfjs-surrogate.js';
+import { tf, type LayersModel } from './tf.js';
+
+export interface LoadSurrogateOptions extends TfjsSurrogateOptions {
+  /** A TF.js model directory (model.json, or nsfwjs's model.min.js bundle); a path ending in .onnx is read as ONNX. */
+  dir?: string;
+  /** A model object. The surrogate owns it (dispose() disposes it) unless `reinit` is given, which leaves it untouched. */
+  model?: LayersModel | tf.GraphModel;
+  /** An ONNX model: a file path or its bytes. */
+  onnx?: string | Uint8Array;
+  /** The same architecture with fresh weights drawn from this seed (layers models and ONNX). */
+  reinit?: number;
+  /** A chain model (Dense/Conv2D/pooling) runs through the fast plan-based Surrogate, with closed-form Gram matrices (default true); false forces TfjsSurrogate. */
+  usePlan?: boolean;
+  /** ONNX only: threads inside one operator. */
+  threads?: OnnxSurrogateOptions['threads'];
+}
+
+function checkSeed(seed: number | undefined): void {
+  if (seed !== undefined && !(Number.isInteger(seed) && seed >= 0 && seed <= 0xffffffff)) {
+    throw new ModelError(`reinit must be an integer seed in 0..4294967295, got ${String(seed)}`);
+  }
+}
+
+/** Builds the surrogate `options` describe; throws ModelError (or ModelFileError naming a file) for a bad choice. */
+export async function loadSurrogate(options: LoadSurrogateOptions): Promise<SurrogateModel> {
+  const sources = (['dir', 'model', 'onnx'] as const).filter((key) => options[key] !== undefined);
+  if (sources.length !== 1) {
+    throw new ModelError(`give exactly one of dir, model or onnx for the surrogate (got ${sources.length ? sources.join(' and ') : 'none'})`);
+  }
+  checkSeed(options.reinit);
+  const output = parseSurrogateOutput(options.output);
+  const onnx = options.onnx ?? (options.dir?.toLowerCase().endsWith('.onnx') ? options.dir : undefined);
+  if (onnx !== undefined) {
+    return OnnxSurrogate.load(onnx, { reinit: options.reinit, output, chunkRows: options.chunkRows, inputShape: options.inputShape, outputName: options.outputName, threads: options.threads });
+  }
+  const tfjsOptions: TfjsSurrogateOptions = { output, chunkRows: options.chunkRows, inputShape: options.inputShape, outputName: options.outputName, classes: options.classes };
+  if (options.model) {
+    if (options.reinit === undefined) return choose(options.model, tfjsOptions, options.usePlan);
+    if (options.model instanceof tf.GraphModel) throw new ModelError('reinit works on layers models and ONNX, not on a GraphModel (its weights are graph constants); load the layers model, or drop reinit');
+    return ownedSurrogate(await reinitLayersModel(options.model, options.reinit), tfjsOptions, options.usePlan);
+  }
+  const dir = options.dir as string;
+  if (options.reinit !== undefined) {
+    // Only the topology is needed: the trained weights are never decoded.
+    const read = await readModelDir(dir);
+    if (read.kind === 'graph') throw new ModelError(`${read.file}: reinit works on layers models and ONNX, not on a graph model (its weights are graph constants); drop --reinit or use the layers model`);
+    return ownedSurrogate(await reinitFromTopology(read.artifacts.modelTopology as object, options.reinit), tfjsOptions, options.usePlan);
+  }
+  const { model } = await loadTfjsModel(dir);
+  return ownedSurrogate(model, tfjsOptions, options.usePlan);
+}
+
+function choose(model: LayersModel | tf.GraphModel, options: TfjsSurrogateOptions, usePlan = true): Promise<SurrogateModel> {
+  if (usePlan && !(model instanceof tf.GraphModel) && hasPlan(model)) return Promise.resolve(new Surrogate(model));
+  return TfjsSurrogate.create(model, options);
+}
+
+async function ownedSurrogate(model: LayersModel | tf.GraphModel, options: TfjsSurrogateOptions, usePlan?: boolean): Promise<SurrogateModel> {
+  try {
+    return await choose(model, options, usePlan);
+  } catch (error) {
+    model.dispose();
+    throw error;
+  }
+}

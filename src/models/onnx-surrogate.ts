@@ -1,0 +1,128 @@
+/**
+ * A forward-only surrogate on ONNX, through onnxruntime-node (an optional dependency, imported
+ * only when an ONNX surrogate is asked for). `session.run` returns a promise but keeps the main
+ * thread busy while it computes (measured: the event-loop stall grows with the rows per run), so
+ * work goes in chunks with a yield between them. No gradients: full-Jacobian MAD needs a
+ * differentiable TF.js surrogate.
+ */
+import { readFile } from 'node:fs/promises';
+import { ModelError, ModelFileError, UnsupportedModelError } from './errors.js';
+import { readOnnxGraph, reinitOnnx } from './onnx-graph.js';
+import type { SurrogateModel } from './surrogate-model.js';
+import { checkRows, defaultChunkRows, toProbabilities, yieldToEventLoop, type SurrogateOutput } from './surrogate-output.js';
+import type { ProbBatch } from '../defenses/types.js';
+
+type Ort = typeof import('onnxruntime-node');
+type Session = Awaited<ReturnType<Ort['InferenceSession']['create']>>;
+
+export interface OnnxSurrogateOptions {
+  /** Re-draw every float initializer from this seed before loading (see onnx-graph.ts). */
+  reinit?: number;
+  /** What the model outputs (default 'auto': detected per batch). */
+  output?: SurrogateOutput;
+  /** Rows per run (default as TfjsSurrogate: about 128k input values, one 224×224×3 image). */
+  chunkRows?: number;
+  /** The input shape when the file leaves dimensions open. */
+  inputShape?: readonly number[];
+  /** The output to read (default the first). */
+  outputName?: string;
+  /** Threads onnxruntime uses inside one operator (default its own choice). */
+  threads?: number;
+}
+
+let ortModule: Promise<Ort> | undefined;
+
+/** onnxruntime-node, imported once; a clear error naming the package when it is not installed. */
+export function loadOnnxRuntime(): Promise<Ort> {
+  ortModule ??= import('onnxruntime-node').catch((error: unknown) => {
+    ortModule = undefined;
+    const message = error instanceof Error ? error.message : String(error);
+    throw new ModelError(`ONNX surrogates need the optional package onnxruntime-node (npm install onnxruntime-node): ${message.split('\n')[0]}`);
+  });
+  return ortModule;
+}
+
+export class OnnxSurrogate implements SurrogateModel {
+  readonly differentiable = false;
+  private readonly width: number;
+
+  private constructor(
+    private readonly ort: Ort,
+    private readonly session: Session,
+    readonly inputShape: readonly number[],
+    readonly classes: number,
+    private readonly inputName: string,
+    private readonly outputName: string,
+    private readonly output: SurrogateOutput,
+    private readonly chunkRows: number,
+  ) {
+    this.width = inputShape.reduce((a, b) => a * b, 1);
+  }
+
+  /** From a file path or the model's bytes. */
+  static async load(source: string | Uint8Array, options: OnnxSurrogateOptions = {}): Promise<OnnxSurrogate> {
+    const file = typeof source === 'string' ? source : 'the ONNX model';
+    let bytes: Uint8Array;
+    if (typeof source === 'string') {
+      try {
+        bytes = await readFile(source);
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        throw new ModelFileError(source, code === 'ENOENT' ? 'file not found' : `cannot be read (${code ?? String(error)})`);
+      }
+    } else bytes = source;
+    if (options.reinit !== undefined) bytes = reinitOnnx(bytes, options.reinit, file);
+    const graph = readOnnxGraph(bytes, file);
+    if (graph.inputs.length !== 1) throw new UnsupportedModelError(`${file}: the surrogate feeds one input, but the model takes ${graph.inputs.length} (${graph.inputs.map((i) => i.name).join(', ')})`);
+    const input = graph.inputs[0];
+    const inputShape = options.inputShape ?? input.shape.slice(1);
+    if (inputShape.length === 0 || !inputShape.every((d): d is number => typeof d === 'number' && d > 0)) {
+      throw new UnsupportedModelError(`${file}: input "${input.name}" has shape ${JSON.stringify(input.shape)} with open dimensions; pass inputShape`);
+    }
+    const output = options.outputName ? graph.outputs.find((o) => o.name === options.outputName) : graph.outputs[0];
+    if (!output) throw new UnsupportedModelError(`${file}: no output named "${options.outputName}"; outputs: ${graph.outputs.map((o) => o.name).join(', ')}`);
+    const ort = await loadOnnxRuntime();
+    let session: Session;
+    try {
+      session = await ort.InferenceSession.create(bytes, options.threads ? { intraOpNumThreads: options.threads } : {});
+    } catch (error) {
+      throw new ModelFileError(file, `onnxruntime cannot load it (${error instanceof Error ? error.message.split('\n')[0] : String(error)})`);
+    }
+    const surrogate = new OnnxSurrogate(ort, session, inputShape, 0, input.name, output.name, options.output ?? 'auto', Math.max(1, Math.floor(options.chunkRows ?? defaultChunkRows(inputShape.reduce((a, b) => a * b, 1)))));
+    let classes = output.shape[output.shape.length - 1];
+    if (typeof classes !== 'number' || classes <= 0 || output.shape.length !== 2) {
+      classes = (await surrogate.run(new Float32Array(surrogate.width), 1)).length;
+    }
+    return new OnnxSurrogate(ort, session, inputShape, classes, input.name, output.name, options.output ?? 'auto', Math.max(1, Math.floor(options.chunkRows ?? defaultChunkRows(inputShape.reduce((a, b) => a * b, 1)))));
+  }
+
+  private async run(inputs: Float32Array, rows: number): Promise<Float32Array> {
+    const tensor = new this.ort.Tensor('float32', inputs, [rows, ...this.inputShape]);
+    const results = await this.session.run({ [this.inputName]: tensor });
+    const out = results[this.outputName];
+    try {
+      if (out.type !== 'float32') throw new UnsupportedModelError(`output "${this.outputName}" is ${out.type}, not float32`);
+      return Float32Array.from(out.data as Float32Array);
+    } finally {
+      for (const value of Object.values(results)) value.dispose();
+      tensor.dispose();
+    }
+  }
+
+  async probsAsync(inputs: Float32Array, rows: number): Promise<ProbBatch> {
+    checkRows(inputs, rows, this.width);
+    const data = new Float32Array(rows * this.classes);
+    for (let start = 0; start < rows; start += this.chunkRows) {
+      if (start > 0) await yieldToEventLoop();
+      const n = Math.min(this.chunkRows, rows - start);
+      const values = await this.run(inputs.slice(start * this.width, (start + n) * this.width), n);
+      if (values.length !== n * this.classes) throw new UnsupportedModelError(`output "${this.outputName}" holds ${values.length} values for ${n} rows, not ${n * this.classes}`);
+      data.set(toProbabilities(values, n, this.classes, this.output), start * this.classes);
+    }
+    return { rows, cols: this.classes, data };
+  }
+
+  dispose(): void {
+    void this.session.release();
+  }
+}

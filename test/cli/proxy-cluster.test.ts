@@ -1,0 +1,102 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import { scratchDir } from '../helpers/scratch.js';
+import { kserveRequest } from '../server/helpers/fixtures.js';
+import { SLOW_ANSWER_MS, startStubUpstream, type StubUpstream } from '../server/helpers/stub-upstream.js';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const PATH = '/v2/models/mnist/infer';
+
+/** A request on a fresh connection each time, so the cluster spreads them over its workers. */
+function send(url: string, path: string, headers: http.OutgoingHttpHeaders = {}, body?: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(`${url}${path}`, { method: body === undefined ? 'GET' : 'POST', agent: false, headers: { 'content-type': 'application/json', ...headers } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (text += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+    });
+    req.once('error', reject);
+    req.end(body);
+  });
+}
+
+describe('msd proxy --workers 2 --config FILE', { timeout: 120_000 }, () => {
+  let upstream: StubUpstream;
+  let url: string;
+  let stderr = '';
+  let exited: Promise<number | null>;
+  let child: ReturnType<typeof spawn>;
+
+  before(async () => {
+    upstream = await startStubUpstream('kserve-v2', undefined, { record: false });
+    const dir = await scratchDir('msd-proxy-cluster-');
+    const config = join(dir, 'proxy.yaml');
+    await writeFile(config, `upstream: ${upstream.url}\ndefense: argmax\nworkers: 2\nport: 8\nlogLevel: warn\ntimeoutMs: ${SLOW_ANSWER_MS * 2}\nshutdownTimeoutMs: ${SLOW_ANSWER_MS * 3}\n`);
+    // --port overrides the file's (privileged) port 8.
+    child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'proxy', '--config', config, '--port', '0'], { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] });
+    exited = new Promise((resolve) => child.once('exit', resolve));
+    url = await new Promise<string>((resolve, reject) => {
+      child.stderr!.on('data', (c: Buffer) => {
+        stderr += c;
+        const match = /proxy: (http:\/\/127\.0\.0\.1:\d+) .* 2 workers/.exec(stderr);
+        if (match) resolve(match[1]);
+      });
+      child.once('exit', (code) => reject(new Error(`exited ${code}: ${stderr}`)));
+    });
+  });
+
+  after(async () => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    await upstream.close();
+  });
+
+  it('answers through every worker and aggregates their metrics on /metrics', async () => {
+    const answers = await Promise.all(Array.from({ length: 6 }, () => send(url, PATH, {}, JSON.stringify(kserveRequest()))));
+    for (const answer of answers) assert.deepEqual(JSON.parse(answer.body).outputs[0].data, [1, 0, 0, 0, 1, 0]);
+    // Each request lands on one worker (round robin); the sum is only 6 when /metrics adds up both.
+    for (let i = 0; i < 3; i += 1) {
+      const metrics = await send(url, '/metrics');
+      assert.match(metrics.body, /msd_requests_total\{defense="argmax",outcome="perturbed"\} 6\n/);
+      assert.match(metrics.body, /msd_perturbed_rows_total\{defense="argmax"\} 12\n/);
+    }
+    assert.equal((await send(url, '/readyz')).status, 200);
+  });
+
+  it('replaces every worker on SIGHUP, one at a time, answering all along', async () => {
+    const marker = stderr.length;
+    child.kill('SIGHUP');
+    let answered = 0;
+    let refused = 0;
+    while (!stderr.slice(marker).includes('every worker replaced')) {
+      let answer = await send(url, PATH, {}, JSON.stringify(kserveRequest()));
+      // A connection handed to a worker just as it drains gets 503; a client retries it elsewhere.
+      if (answer.status === 503) {
+        refused += 1;
+        answer = await send(url, PATH, {}, JSON.stringify(kserveRequest()));
+      }
+      assert.equal(answer.status, 200, answer.body);
+      answered += 1;
+      assert.ok(!/stopped/.test(stderr.slice(marker)), stderr);
+    }
+    assert.ok(answered > 0);
+    assert.ok(refused <= 2, `${refused} requests refused during the restart`);
+    assert.equal((await send(url, PATH, {}, JSON.stringify(kserveRequest()))).status, 200);
+  });
+
+  it('drains on SIGTERM: the request in flight finishes, then every process exits 0', async () => {
+    const inFlight = send(url, PATH, { 'x-stub-mode': 'slow' }, JSON.stringify(kserveRequest()));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    child.kill('SIGTERM');
+    const answer = await inFlight;
+    assert.equal(answer.status, 200, answer.body);
+    assert.deepEqual(JSON.parse(answer.body).outputs[0].data, [1, 0, 0, 0, 1, 0]);
+    assert.equal(await exited, 0, stderr);
+    assert.match(stderr, /SIGTERM: draining 2 workers/);
+  });
+});

@@ -1,0 +1,92 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { proxyOptionsFromSettings } from '../../src/cli/proxy.js';
+import { resolveProxySettings } from '../../src/cli/proxy-config.js';
+import { surrogateSourceFromFlags } from '../../src/cli/surrogate-flags.js';
+import { ServingOptionError } from '../../src/server/errors.js';
+import { writeOnnxModel } from '../../src/models/onnx-writer.js';
+import { runCli } from '../helpers/run-cli.js';
+
+const fail = (message: string): never => {
+  throw new Error(message);
+};
+
+describe('surrogate flags', () => {
+  it('read each source, with an optional seed', () => {
+    assert.equal(surrogateSourceFromFlags({}, fail), undefined);
+    assert.deepEqual(surrogateSourceFromFlags({ surrogate: 'm' }, fail), { dir: 'm', reinit: undefined });
+    assert.deepEqual(surrogateSourceFromFlags({ surrogateFrom: 'victim', reinit: '7' }, fail), { dir: 'victim', reinit: 7 });
+    assert.deepEqual(surrogateSourceFromFlags({ surrogateOnnx: 'm.onnx', reinit: '0' }, fail), { onnx: 'm.onnx', reinit: 0 });
+  });
+
+  it('refuse a bad combination, saying what to write', () => {
+    assert.throws(() => surrogateSourceFromFlags({ reinit: '3' }, fail), /add --surrogate-from DIR/);
+    assert.throws(() => surrogateSourceFromFlags({ surrogateFrom: 'a', reinit: '-1' }, fail), /integer seed/);
+    assert.throws(() => surrogateSourceFromFlags({ surrogateFrom: 'a', reinit: '1.5' }, fail), /integer seed/);
+    assert.throws(() => surrogateSourceFromFlags({ surrogate: 'a', surrogateOnnx: 'b' }, fail), /give one/);
+  });
+});
+
+describe('perturb with an ONNX surrogate', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'msd-cli-onnx-'));
+    // A 3-class linear softmax model over 2 inputs.
+    const model = writeOnnxModel({
+      inputs: [{ name: 'x', shape: ['n', 2] }],
+      outputs: [{ name: 'y', shape: ['n', 3] }],
+      initializers: [{ name: 'W', dims: [2, 3], data: Float32Array.from([1, -1, 0.5, 0.2, 0.3, -0.4]) }],
+      nodes: [
+        { op: 'MatMul', inputs: ['x', 'W'], outputs: ['z'] },
+        { op: 'Softmax', inputs: ['z'], outputs: ['y'], attributes: { axis: 1 } },
+      ],
+    });
+    await writeFile(join(dir, 'm.onnx'), model);
+    await writeFile(join(dir, 'doc.json'), JSON.stringify({ probs: [[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]] }));
+    await writeFile(join(dir, 'inputs.json'), JSON.stringify([[1, 2], [-1, 0.5]]));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  it('runs mad through --surrogate-onnx --reinit, and refuses jacobian=full', () => {
+    const args = ['perturb', '-i', join(dir, 'doc.json'), '--inputs', join(dir, 'inputs.json'), '--surrogate-onnx', join(dir, 'm.onnx'), '--reinit', '4'];
+    const ok = runCli([...args, '-d', 'mad:eps=0.5,oracle=argmax']);
+    assert.equal(ok.status, 0, ok.stderr);
+    const out = JSON.parse(ok.stdout) as { probs: number[][] };
+    assert.equal(out.probs.length, 2);
+    for (const row of out.probs) assert.ok(Math.abs(row.reduce((a, b) => a + b, 0) - 1) < 1e-5);
+    const full = runCli([...args, '-d', 'mad:eps=0.5,jacobian=full']);
+    assert.equal(full.status, 2);
+    assert.match(full.stderr, /jacobian=last-layer/);
+    const noArch = runCli(['perturb', '-i', join(dir, 'doc.json'), '--inputs', join(dir, 'inputs.json'), '--reinit', '4', '-d', 'mad:eps=0.5']);
+    assert.equal(noArch.status, 2);
+    assert.match(noArch.stderr, /--surrogate-from DIR/);
+  });
+
+  it('builds the proxy over --surrogate-onnx --reinit, and refuses mad jacobian=full when it is built', async () => {
+    const flags = (defense: string) =>
+      resolveProxySettings(
+        {
+          upstream: 'http://127.0.0.1:1',
+          protocol: 'kserve-v2',
+          defense,
+          port: '0',
+          host: '127.0.0.1',
+          timeoutMs: '1000',
+          maxBody: '100000',
+          onFailure: 'error',
+          logLevel: 'silent',
+          surrogateOnnx: join(dir, 'm.onnx'),
+          reinit: '2',
+        },
+        undefined,
+        {},
+      );
+    const options = await proxyOptionsFromSettings(flags('mad:eps=0.5'));
+    const context = await options.context!(['surrogate'], { rows: 2, cols: 2, data: Float32Array.from([1, 2, -1, 0.5]) });
+    assert.equal(context.surrogateProbs?.rows, 2);
+    await assert.rejects(proxyOptionsFromSettings(flags('mad:eps=0.5,jacobian=full')), (e: unknown) => e instanceof ServingOptionError && /jacobian=last-layer/.test(e.message));
+  });
+});

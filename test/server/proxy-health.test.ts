@@ -1,0 +1,94 @@
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { after, before, describe, it } from 'node:test';
+import { startDefenseProxy } from '../../src/server/proxy.js';
+import { kserveRequest } from './helpers/fixtures.js';
+import { closedPort, SLOW_ANSWER_MS, startStubUpstream, type StubUpstream } from './helpers/stub-upstream.js';
+
+const PATH = '/v2/models/mnist/infer';
+
+/** One request on `agent` (keep-alive: the same connection across calls). */
+function send(url: string, agent: http.Agent, path: string, headers: http.OutgoingHttpHeaders = {}, body?: string): Promise<{ status: number; body: string; connection?: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(`${url}${path}`, { method: body === undefined ? 'GET' : 'POST', agent, headers: { 'content-type': 'application/json', ...headers } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (text += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text, connection: res.headers.connection }));
+    });
+    req.once('error', reject);
+    req.end(body);
+  });
+}
+
+describe('proxy health and graceful shutdown', () => {
+  let upstream: StubUpstream;
+  before(async () => {
+    upstream = await startStubUpstream('kserve-v2');
+  });
+  after(async () => {
+    await upstream.close();
+  });
+
+  it('answers /healthz and /readyz itself, ready only when the upstream answers its health route', async () => {
+    const running = await startDefenseProxy({ upstream: upstream.url, defense: 'argmax' });
+    const down = await startDefenseProxy({ upstream: `http://127.0.0.1:${await closedPort()}`, defense: 'argmax' });
+    const agent = new http.Agent();
+    try {
+      assert.deepEqual(JSON.parse((await send(running.url, agent, '/healthz')).body), { status: 'live' });
+      const ready = await send(running.url, agent, '/readyz');
+      assert.equal(ready.status, 200, ready.body);
+      assert.match(JSON.parse(ready.body).upstream, /GET \/v2\/health\/ready answered 200/);
+      assert.equal(upstream.requests.filter((r) => r.url === '/healthz').length, 0, 'the proxy’s own health is not forwarded');
+      assert.equal((await send(down.url, agent, '/healthz')).status, 200, 'live even when the upstream is down');
+      const notReady = await send(down.url, agent, '/readyz');
+      assert.equal(notReady.status, 503);
+      assert.match(JSON.parse(notReady.body).upstream, /ECONNREFUSED/);
+    } finally {
+      agent.destroy();
+      await running.close();
+      await down.close();
+    }
+  });
+
+  it('on close: the request in flight finishes; one arriving meanwhile is refused (503, or the connection refused)', async () => {
+    const running = await startDefenseProxy({ upstream: upstream.url, defense: 'argmax', timeoutMs: SLOW_ANSWER_MS * 2 });
+    const slowAgent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const idleAgent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      // Opens the keep-alive connection that stays open while the proxy drains.
+      assert.equal((await send(running.url, idleAgent, PATH, {}, JSON.stringify(kserveRequest()))).status, 200);
+      const inFlight = send(running.url, slowAgent, PATH, { 'x-stub-mode': 'slow' }, JSON.stringify(kserveRequest()));
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const closed = running.close(SLOW_ANSWER_MS * 3);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      // The idle keep-alive connection was closed at once; a request racing that close gets 503 or a refused connection.
+      const late = await send(running.url, new http.Agent(), PATH, {}, JSON.stringify(kserveRequest())).catch((error: NodeJS.ErrnoException) => ({ status: 0, body: error.code ?? '' }));
+      assert.ok(late.status === 503 || late.body === 'ECONNREFUSED', `late request: ${late.status} ${late.body}`);
+      const answer = await inFlight;
+      assert.equal(answer.status, 200, answer.body);
+      assert.deepEqual(JSON.parse(answer.body).outputs[0].data, [1, 0, 0, 0, 1, 0]);
+      await closed;
+    } finally {
+      slowAgent.destroy();
+      idleAgent.destroy();
+    }
+  });
+
+  it('refuses new requests with 503 while draining, and /readyz answers draining', async () => {
+    const running = await startDefenseProxy({ upstream: upstream.url, defense: 'argmax' });
+    const agent = new http.Agent();
+    try {
+      running.proxy.drain();
+      const refused = await send(running.url, agent, PATH, {}, JSON.stringify(kserveRequest()));
+      assert.equal(refused.status, 503);
+      assert.match(refused.body, /shutting down/);
+      assert.equal(refused.connection, 'close');
+      const ready = await send(running.url, agent, '/readyz');
+      assert.deepEqual([ready.status, JSON.parse(ready.body).status], [503, 'draining']);
+    } finally {
+      agent.destroy();
+      await running.close();
+    }
+  });
+});
