@@ -93,7 +93,7 @@ export function registerEvalCommand(program: Command): void {
     .option('--seed <n>', 'seed of every random choice (models, splits, policies)')
     .option('--cache-dir <dir>', 'where trained victims are kept (default .cache/eval-models)')
     .option('-q, --quiet', 'no progress bars')
-    .option('--detection', 'instead of the grid: per-client detection against Knockoff attackers and benign clients (detection.json, report section)')
+    .option('--detection', 'instead of the grid: per-client detection against the Knockoff and JBDA attackers and benign clients (detection.json, report section)')
     .option('--attacker-queries <n>', 'with --detection: queries per attacker', '1000')
     .option('--benign-clients <n>', 'with --detection: benign clients', '120')
     .option('--detection-options <json>', 'with --detection: detection options over the defaults, e.g. \'{"ood":{"maxRate":0.2}}\'');

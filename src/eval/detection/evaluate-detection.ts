@@ -1,20 +1,21 @@
 /**
  * `msd eval --detection`: the victim of the config (trained with its checkpoints, or loaded from the
- * cache), its world's attacker pool, Knockoff attackers (random, adaptive) and benign clients through
+ * cache), its world's attacker pool, the attackers (Knockoff random and adaptive, JBDA, JB-self,
+ * JB-top3) and benign clients through
  * a detecting endpoint; writes detection.json and the report section.
  */
 import { mkdir } from 'node:fs/promises';
 import { argmaxRows } from '../../defenses/index.js';
 import type { DetectionOptions } from '../../detection/index.js';
 import { initBackend, loadCheckpointModels, loadModel, predictProbs, Surrogate, type ContextProviders } from '../../models/index.js';
-import type { EvalConfig } from '../config.js';
+import { POLICIES, type EvalConfig, type PolicyName } from '../config.js';
 import type { ProgressFactory } from '../progress.js';
 import { deriveSeed } from '../random.js';
 import { writeDetectionReport } from '../report/detection-section.js';
 import { prepareVictim } from '../victim.js';
 import { buildWorld, type DatasetLoader } from '../world.js';
 import { runDetectionEvaluation, type BenignSettings, type DetectionReport } from './run.js';
-import { knockoffStream, type AttackerStream } from './streams.js';
+import { attackStream, type AttackerStream } from './streams.js';
 
 export interface EvaluateDetectionOptions {
   config: EvalConfig;
@@ -25,6 +26,8 @@ export interface EvaluateDetectionOptions {
   benign?: Partial<BenignSettings>;
   /** Over the detection's defaults, e.g. { ood: { maxRate: 0.2 } }. */
   detection?: DetectionOptions;
+  /** The attackers (default: all, Knockoff random and adaptive, jbda, jbself, jbtop3). */
+  policies?: readonly PolicyName[];
   /** More attackers' streams (e.g. JBDA), beside the Knockoff ones. */
   extraStreams?: (context: { config: EvalConfig }) => AttackerStream[];
   loadDataset?: DatasetLoader;
@@ -46,7 +49,8 @@ export async function evaluateDetection(options: EvaluateDetectionOptions): Prom
   const undefended = { rows: world.victimTest.rows, cols: world.classes, data: predictProbs(victim.model, world.victimTest.x, world.victimTest.rows) };
   const test = { x: world.victimTest.x, rows: world.victimTest.rows, labels: world.victimTest.labels, victimTop1: argmaxRows(undefended) };
   const budget = options.attackerQueries ?? 1000;
-  const streams = [...config.policies, ...(config.policies.includes('adaptive') ? [] : (['adaptive'] as const))].map((policy) => knockoffStream(policy, world, config, budget, test));
+  // Every attacker of the evaluation, whatever the config's grid runs.
+  const streams = (options.policies ?? POLICIES).map((policy) => attackStream(policy, world, config, budget, test));
   streams.push(...(options.extraStreams?.({ config }) ?? []));
   try {
     const report = await runDetectionEvaluation({

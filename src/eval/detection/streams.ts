@@ -4,9 +4,11 @@
  * trains a knockoff on those answers. Knockoff (random, adaptive) is built in; other attackers
  * (e.g. JBDA) plug in by implementing AttackerStream.
  */
+import { runAttack } from '../attack.js';
 import type { EvalConfig, PolicyName } from '../config.js';
+import { isJbdaVariant } from '../jbda.js';
 import type { InferenceClient } from '../kserve-client.js';
-import { runKnockoffAttack, type TransferSet, type VictimTestSet } from '../knockoff.js';
+import type { TransferSet, VictimTestSet } from '../knockoff.js';
 import type { EvaluationWorld } from '../world.js';
 
 export interface AttackerStream {
@@ -18,16 +20,21 @@ export interface AttackerStream {
   run(client: InferenceClient, requestRows: number): Promise<TransferSet>;
 }
 
-export function knockoffStream(policy: PolicyName, world: EvaluationWorld, config: EvalConfig, budget: number, test: VictimTestSet): AttackerStream {
+/**
+ * The evaluation's attackers as streams: Knockoff (random, adaptive) from the attacker's pool, and
+ * the Jacobian-based ones (jbda, jbself, jbtop3) from a seed set of the victim's training images.
+ */
+export function attackStream(policy: PolicyName, world: EvaluationWorld, config: EvalConfig, budget: number, test: VictimTestSet): AttackerStream {
+  const jbda = isJbdaVariant(policy);
   return {
-    name: `knockoff-${policy}`,
-    family: 'knockoff',
+    name: jbda ? policy : `knockoff-${policy}`,
+    family: jbda ? 'jbda' : 'knockoff',
     async run(client, requestRows) {
-      const result = await runKnockoffAttack({
+      const result = await runAttack({
         pool: world.pool,
         client,
         policy,
-        budget: Math.min(budget, world.pool.rows),
+        budget: jbda ? budget : Math.min(budget, world.pool.rows),
         requestRows,
         classes: world.classes,
         inputShape: [world.features],
@@ -36,6 +43,8 @@ export function knockoffStream(policy: PolicyName, world: EvaluationWorld, confi
         labels: [],
         test,
         seed: config.seed,
+        jbda: config.jbda,
+        seedImages: world.victimTrain,
       });
       return result.transfer;
     },
