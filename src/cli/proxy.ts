@@ -42,6 +42,8 @@ export function checkProxySettings(flags: ProxySettings): void {
 
 /** Client detection from --client-id (undefined without it; its other flags are then refused). */
 function detectionFor(flags: ProxySettings): DetectionSetup | undefined {
+  // Workers are separate processes: with memory stores a client's queries would be split between them.
+  if (flags.clientId && flags.workers > 1 && !flags.redis) throw new ServingOptionError(`--workers ${flags.workers} with --client-id needs --redis URL (each worker would keep its own part of a client's history), or --workers 1`);
   const detecting = detectionFromFlags(flags, surrogateSourceFromFlags(flags, refuse) !== undefined, flags.secret);
   clientOptionsFromFlags(flags, process.env, detecting?.detection);
   return detecting;

@@ -62,6 +62,9 @@ describe('msd proxy with client detection', () => {
     const badOptions = runCli([...base, '--detection', '{"prada":{"delta":7}}']);
     assert.equal(badOptions.status, 2);
     assert.match(badOptions.stderr, /--detection: detection option prada.delta must be/);
+    const workers = runCli([...base, '--workers', '2']);
+    assert.equal(workers.status, 2);
+    assert.match(workers.stderr, /--workers 2 with --client-id needs --redis URL/);
     const stray = runCli(['proxy', '--upstream', upstream.url, '--tier', 'a=argmax']);
     assert.equal(stray.status, 2);
     assert.match(stray.stderr, /need --client-id/);
