@@ -27,6 +27,7 @@ interface EvalFlags extends ExternalEvalFlags {
   attackerQueries?: string;
   benignClients?: string;
   detectionOptions?: string;
+  benignQueries?: string;
 }
 
 const fail: (message: string) => never = (message) => failCommand('eval', message);
@@ -64,6 +65,9 @@ async function runDetectionCommand(flags: EvalFlags, config: EvalConfig, outDir:
   };
   const attackerQueries = positive(flags.attackerQueries, '--attacker-queries');
   const clients = positive(flags.benignClients, '--benign-clients');
+  const range = /^(\d+)-(\d+)$/.exec(flags.benignQueries ?? '20-100');
+  const [minQueries, maxQueries] = range ? [Number(range[1]), Number(range[2])] : [0, 0];
+  if (!range || minQueries < 1 || maxQueries < minQueries) fail(`--benign-queries must be MIN-MAX with 1 ≤ MIN ≤ MAX, e.g. 20-100; got "${flags.benignQueries}"`);
   let detection: Record<string, unknown> | undefined;
   try {
     detection = flags.detectionOptions === undefined ? undefined : (JSON.parse(flags.detectionOptions) as Record<string, unknown>);
@@ -73,7 +77,7 @@ async function runDetectionCommand(flags: EvalFlags, config: EvalConfig, outDir:
   const { evaluateDetection } = await import('../eval/detection/evaluate-detection.js');
   const started = Date.now();
   const { DetectionConfigError } = await import('../detection/index.js');
-  const { report, files } = await evaluateDetection({ config, outDir, cacheDir, attackerQueries, benign: { clients }, detection, log, progress: (label, total) => createProgress({ label, total, silent: flags.quiet }) }).catch((error: unknown) => {
+  const { report, files } = await evaluateDetection({ config, outDir, cacheDir, attackerQueries, benign: { clients, minQueries, maxQueries }, detection, log, progress: (label, total) => createProgress({ label, total, silent: flags.quiet }) }).catch((error: unknown) => {
     if (error instanceof DetectionConfigError) fail(`--detection-options: ${error.message}`);
     throw error;
   });
@@ -96,6 +100,7 @@ export function registerEvalCommand(program: Command): void {
     .option('--detection', 'instead of the grid: per-client detection against the Knockoff and JBDA attackers and benign clients (detection.json, report section)')
     .option('--attacker-queries <n>', 'with --detection: queries per attacker', '1000')
     .option('--benign-clients <n>', 'with --detection: benign clients', '120')
+    .option('--benign-queries <min-max>', 'with --detection: queries per benign client, uniform in this range', '20-100')
     .option('--detection-options <json>', 'with --detection: detection options over the defaults, e.g. \'{"ood":{"maxRate":0.2}}\'');
   addExternalEvalOptions(command)
     .option('--knockoff-epochs <n>', 'with --target: epochs of the final knockoffs (default: the quick preset’s)')
