@@ -3,8 +3,7 @@
  * victim's training checkpoints (calibrated on the first half of the MNIST test split) when the
  * cached victim has them.
  */
-import { calibrateHoda } from '../detection/index.js';
-import { checkpointHardness, loadCheckpointModels, loadModel, type LayersModel } from '../models/index.js';
+import { calibrateHodaOnHeldOut, checkpointHardness, loadCheckpointModels, loadModel, type LayersModel } from '../models/index.js';
 import type { ClientsOptions } from '../server/clients/options.js';
 import { clientOptionsFromFlags, type ClientFlags } from './client-flags.js';
 import { detectionFromFlags, type DetectionFlags, type DetectionSetup } from './detection-flags.js';
@@ -27,8 +26,7 @@ export async function serveDetection(flags: ClientFlags & DetectionFlags, modelD
   let options = flags.detection;
   let hoda = 'HODA off (the cached victim has no training checkpoints; delete it to retrain)';
   if (checkpoints) {
-    const hardness = checkpointHardness(checkpoints, heldOut.x, heldOut.rows);
-    const calibration = calibrateHoda([hardness], { bins: checkpoints.length, lengths: [100, 1000].filter((l) => l <= heldOut.rows) });
+    const calibration = calibrateHodaOnHeldOut(checkpoints, heldOut.x, heldOut.rows);
     let given: Record<string, unknown> | undefined = {};
     try {
       // A file (@…) or bad JSON is left to detectionFromFlags, which reads it and says what is wrong.

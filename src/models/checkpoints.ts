@@ -5,9 +5,10 @@
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { hardnessFromLabels } from '../detection/hoda.js';
+import { calibrateHoda, hardnessFromLabels, type HodaCalibration } from '../detection/hoda.js';
 import { ModelFileError } from './errors.js';
 import { predictClasses } from './predict.js';
+import { permutation, seededRandom } from './random.js';
 import { tf, type LayersModel } from './tf.js';
 
 export const CHECKPOINTS_FILE = 'checkpoints.bin';
@@ -94,4 +95,16 @@ export function checkpointHardness(models: readonly LayersModel[], inputs: Float
     hardness[r] = hardnessFromLabels(row);
   }
   return hardness;
+}
+
+/**
+ * HODA's benign calibration from held-out images of the victim's own distribution: their hardness
+ * in `orders` seeded orders, so the benign maximum distance is taken over many chunks (a threshold
+ * from few chunks lets about one benign chunk in (chunks + 1) through).
+ */
+export function calibrateHodaOnHeldOut(models: readonly LayersModel[], x: Float32Array, rows: number, options: { seed?: number; orders?: number; lengths?: readonly number[] } = {}): HodaCalibration {
+  const hardness = checkpointHardness(models, x, rows);
+  const random = seededRandom(options.seed ?? 0x40da);
+  const sequences = Array.from({ length: options.orders ?? 20 }, () => Int8Array.from(permutation(rows, random), (r) => hardness[r]));
+  return calibrateHoda(sequences, { bins: models.length, lengths: (options.lengths ?? [100, 1000]).filter((l) => l <= rows) });
 }

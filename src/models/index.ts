@@ -60,7 +60,7 @@ export { BackendError, MissingProviderError, ModelError, ModelFileError, ModelIn
 export { ARCHITECTURES, classCount, createModel, inputSize, type Architecture, type ModelSpec } from './architectures.js';
 export { META_FILE, MODEL_FILE, WEIGHTS_FILE, loadModel, readModelMeta, saveModel, writeModelMeta, type ModelMeta } from './io.js';
 export { accuracy, predictClasses, predictLogits, predictProbs, type PredictOptions } from './predict.js';
-export { checkpointHardness, checkpointRecorder, loadCheckpointModels, saveCheckpoints, CHECKPOINTS_FILE, DEFAULT_CHECKPOINTS, type CheckpointWeights } from './checkpoints.js';
+export { calibrateHodaOnHeldOut, checkpointHardness, checkpointRecorder, loadCheckpointModels, saveCheckpoints, CHECKPOINTS_FILE, DEFAULT_CHECKPOINTS, type CheckpointWeights } from './checkpoints.js';
 export { lossGradientSign } from './input-gradient.js';
 export { TRAIN_LOSSES, trainModel, type EpochRecord, type TrainData, type TrainLoss, type TrainOptions, type TrainProgress, type TrainResult } from './train.js';
 export { Surrogate, type SurrogateOptions } from './surrogate.js';

@@ -42,3 +42,25 @@ describe('training checkpoints (HODA)', () => {
     model.dispose();
   });
 });
+
+describe('HODA calibration on held-out images', () => {
+  before(setUpBackend);
+
+  it('takes the benign maximum over the chunks of many seeded orders', async () => {
+    const { calibrateHodaOnHeldOut } = await import('../../src/models/index.js');
+    const models = [1, 2, 3].map((seed) => createModel({ arch: 'mlp', inputShape: [4], classes: 3, seed, hidden: [4] }));
+    try {
+      const rows = 250;
+      const x = Float32Array.from({ length: rows * 4 }, (_, i) => Math.cos(i * 3.1) * 0.5 + 0.5);
+      const one = calibrateHodaOnHeldOut(models, x, rows, { orders: 1 });
+      const many = calibrateHodaOnHeldOut(models, x, rows, { orders: 20 });
+      assert.deepEqual(one.thresholds.map((t) => [t.length, t.sequences]), [[100, 2]], 'lengths longer than the held-out rows are left out');
+      assert.equal(many.thresholds[0].sequences, 40);
+      const { hardnessHistogram } = await import('../../src/detection/index.js');
+      assert.deepEqual(many.benignHistogram, Array.from(hardnessHistogram(checkpointHardness(models, x, rows), 3)), 'the benign histogram is that of all held-out rows, whatever the order');
+      assert.ok(many.thresholds[0].threshold >= 0);
+    } finally {
+      for (const m of models) m.dispose();
+    }
+  });
+});
