@@ -47,11 +47,18 @@ function makeConv(strides: [number, number], padding: 'same' | 'valid', inputGra
         if (!inputGradient) inputGrad = tf.zerosLike(savedA);
         else if (unitStride) inputGrad = inputGradientByConv(dy, savedKernel, padding);
         else inputGrad = tf.conv2dTranspose(dy as tf.Tensor4D, savedKernel as tf.Tensor4D, savedA.shape as [number, number, number, number], strides, padding);
-        return [inputGrad, kernelGradient, tf.sum(dy, [0, 1, 2])];
+        return [inputGrad, kernelGradient, sumOverPositions(dy)];
       },
     };
   }) as unknown as Parameters<typeof tf.customGrad>[0]);
   return (a, kernel, bias) => op(a, kernel, bias) as Tensor;
+}
+
+/** Σ over batch and positions of dy [B, H, W, C] as a product with a row of ones (wasm's Sum over leading axes transposes first). */
+function sumOverPositions(dy: Tensor): Tensor {
+  const channels = dy.shape[3] as number;
+  const rows = dy.size / channels;
+  return tf.matMul(tf.ones([1, rows]), dy.reshape([rows, channels])).reshape([channels]);
 }
 
 /** Pᵀ·dy through explicit patches (any stride; slow on wasm: the one-hot convolution is wide). */
