@@ -121,6 +121,8 @@ export function welchTest(a: readonly number[], b: readonly number[]): WelchResu
   const diff = mean(a) - mean(b);
   if (va + vb === 0) return { t: diff === 0 ? 0 : Math.sign(diff) * Infinity, df: a.length + b.length - 2, p: diff === 0 ? 1 : 0 };
   const t = diff / Math.sqrt(va + vb);
-  const df = (va + vb) ** 2 / (va ** 2 / (a.length - 1) + vb ** 2 / (b.length - 1));
+  const satterthwaite = (va + vb) ** 2 / (va ** 2 / (a.length - 1) + vb ** 2 / (b.length - 1));
+  // Variances so small that their squares underflow: fall back to the pooled degrees of freedom.
+  const df = Number.isFinite(satterthwaite) && satterthwaite > 0 ? satterthwaite : a.length + b.length - 2;
   return { t, df, p: 2 * (1 - tCdf(Math.abs(t), df)) };
 }
