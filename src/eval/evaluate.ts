@@ -173,6 +173,7 @@ export async function runDefense(session: Session, setting: DefenseSetting, defe
         attackerSeed: run.attackerSeed,
         attackerFamily: 'knockoff',
         knockoffArch: config.knockoffTraining.arch,
+        ...(attack.picks ? { policyPicks: attack.picks } : {}),
       };
       runBar.finish(attack.outcomes.map((o) => `${o.labels} ${(o.accuracy * 100).toFixed(1)}%`).join(', '));
       await onRecord(record);

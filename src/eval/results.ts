@@ -51,6 +51,8 @@ export interface RunRecord {
   /** The attacker family and its knockoff's architecture (absent in records from before they were stored). */
   attackerFamily?: string;
   knockoffArch?: string;
+  /** Adaptive policy: images drawn per coarse class of the attacker's pool. */
+  policyPicks?: number[];
   /** Report only: how many seeded runs this aggregated record stands for. */
   seeds?: number;
 }
