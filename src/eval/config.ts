@@ -183,7 +183,7 @@ export function presetConfig(name: PresetName): EvalConfig {
       defenses: PRESET_DEFENSES.paper,
       policies: ['random', 'adaptive'],
       budgets: [1000, 5000, 10000, 20000, 50000],
-      // Roughly 15 hours on 2 CPU cores with the wasm backend (33 settings × 10 runs); far less on tfjs-node.
+      // 33 settings × 2 policies × 5 budgets × 3 seeds of a CNN knockoff: days on 2 cores; meant for many cores (--jobs).
       victimTraining: { arch: 'mlp', epochs: 10, batchSize: 128, learningRate: 0.001 },
       seeds: 3,
       knockoffTraining: { arch: 'cnn', epochs: 15, batchSize: 128, learningRate: 0.001 },
