@@ -135,6 +135,9 @@ describe('report over seeded runs', () => {
     const files = await writeReport(dir, runs, { name: 'seeded', victim: 'mnist', world: 'open', seed: 1, generatedAt: 'now' });
     const names = files.plots.map((p) => p.replace(/^.*[\\/]/, ''));
     assert.ok(!names.some((n) => n.startsWith('budget')), `one budget, yet ${names.join(', ')}`);
+    // The undefended setting alone gives no curve: no trade-off plot at all.
+    const alone = await writeReport(await mkdtemp(join(tmpdir(), 'msd-report-none-')), runs.filter((r) => r.defense === 'none'), { name: 'none', victim: 'mnist', world: 'open', seed: 1, generatedAt: 'now' });
+    assert.deepEqual(alone.plots, []);
     assert.ok(names.length > 0);
     const svg = await readFile(files.plots[0], 'utf8');
     // Three families with spread get error bars (none is the reference line, not a curve).

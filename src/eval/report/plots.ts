@@ -57,6 +57,11 @@ export function withInterval(outcome: { accuracy: number; accuracyHalfWidth?: nu
   return `${percent(outcome.accuracy)} ± ${points(outcome.accuracyHalfWidth)} (n=${outcome.accuracies?.length ?? '?'})`;
 }
 
+/** How many x values the series hold together: a plot needs two to show a trend. */
+function distinctX(series: readonly ChartSeries[]): number {
+  return new Set(series.flatMap((s) => s.points.map((p) => p.x))).size;
+}
+
 function suffix(policy: PolicyName, labels: AttackerLabels): string {
   return `${policy}${labels === 'soft' ? '' : '-argmax-attacker'}`;
 }
@@ -76,7 +81,9 @@ export function buildPlots(seeded: readonly RunRecord[]): Plot[] {
       const reference = undefendedReference(runs, labels);
       const context = `${ATTACKER_NAMES[labels]}, ${policy} policy, ${budget} queries`;
       const lossTitle = 'Attacker accuracy vs defender accuracy loss';
-      plots.push({
+      const lossSeries = tradeoffSeries(runs, labels, (r) => r.defender.accuracyLoss, colors);
+      const l1Series = tradeoffSeries(runs, labels, (r) => r.defender.l1Mean, colors);
+      if (distinctX(lossSeries) >= 2) plots.push({
         file: `tradeoff-accuracy-loss-${suffix(policy, labels)}.svg`,
         title: `${lossTitle} (${context})`,
         svg: lineChart({
@@ -84,14 +91,14 @@ export function buildPlots(seeded: readonly RunRecord[]): Plot[] {
           subtitle: context,
           xLabel: 'defender accuracy loss (points)',
           yLabel: 'attacker accuracy on the victim’s test set',
-          series: tradeoffSeries(runs, labels, (r) => r.defender.accuracyLoss, colors),
+          series: lossSeries,
           reference,
           xFormat: points,
           yFormat: percent,
         }),
       });
       const l1Title = 'Attacker accuracy vs mean L1 perturbation';
-      plots.push({
+      if (distinctX(l1Series) >= 2) plots.push({
         file: `tradeoff-l1-${suffix(policy, labels)}.svg`,
         title: `${l1Title} (${context})`,
         svg: lineChart({
@@ -99,7 +106,7 @@ export function buildPlots(seeded: readonly RunRecord[]): Plot[] {
           subtitle: context,
           xLabel: 'mean L1 distance between true and defended answers',
           yLabel: 'attacker accuracy on the victim’s test set',
-          series: tradeoffSeries(runs, labels, (r) => r.defender.l1Mean, colors),
+          series: l1Series,
           reference,
           xDomain: [0, 2],
           yFormat: percent,
