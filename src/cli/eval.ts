@@ -4,6 +4,7 @@
  * Resumable: rerunning the same command skips the runs already in the results folder.
  */
 import { writeFile } from 'node:fs/promises';
+import { cpus } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { failCommand } from './flags.js';
@@ -28,6 +29,8 @@ interface EvalFlags extends ExternalEvalFlags {
   benignClients?: string;
   detectionOptions?: string;
   benignQueries?: string;
+  seeds?: string;
+  jobs?: string;
 }
 
 const fail: (message: string) => never = (message) => failCommand('eval', message);
@@ -49,6 +52,11 @@ async function resolveConfig(flags: EvalFlags): Promise<EvalConfig> {
     const seed = Number(flags.seed);
     if (!Number.isSafeInteger(seed)) fail(`--seed must be an integer, got "${flags.seed}"`);
     config = { ...config, seed };
+  }
+  if (flags.seeds !== undefined) {
+    const seeds = Number(flags.seeds);
+    if (!Number.isSafeInteger(seeds) || seeds < 1) fail(`--seeds must be an integer ≥ 1 (attacker seeds per setting), got "${flags.seeds}"`);
+    config = { ...config, seeds };
   }
   if (flags.world !== undefined) {
     if (!WORLDS.includes(flags.world as EvalConfig['world'])) fail(`--world must be one of ${WORLDS.join(', ')}, got "${flags.world}"`);
@@ -96,6 +104,8 @@ export function registerEvalCommand(program: Command): void {
     .option('-o, --out <dir>', 'results folder (default results/<preset or config name>)')
     .option('--seed <n>', 'seed of every random choice (models, splits, policies)')
     .option('--cache-dir <dir>', 'where trained victims are kept (default .cache/eval-models)')
+    .option('--seeds <n>', 'attacker seeds per setting (victim fixed); tables show mean ± 95% CI (default: the preset\'s, quick 3)')
+    .option('-j, --jobs <n>', `parallel processes for the runs (default: the core count, ${cpus().length} here)`)
     .option('-q, --quiet', 'no progress bars')
     .option('--detection', 'instead of the grid: per-client detection against the Knockoff and JBDA attackers and benign clients (detection.json, report section)')
     .option('--attacker-queries <n>', 'with --detection: queries per attacker', '1000')
@@ -114,6 +124,8 @@ export function registerEvalCommand(program: Command): void {
         throw error;
       }
       const suffix = [config.victim === 'mnist' ? '' : config.victim, config.world === 'open' ? '' : 'closed'].filter(Boolean).join('-');
+      const jobs = flags.jobs === undefined ? cpus().length : Number(flags.jobs);
+      if (!Number.isSafeInteger(jobs) || jobs < 1) fail(`--jobs must be an integer ≥ 1, got "${flags.jobs}"`);
       const outDir = flags.out ?? join('results', suffix ? `${config.name}-${suffix}` : config.name);
       const cacheDir = flags.cacheDir ?? join(dirname(defaultCacheDir()), 'eval-models');
       const log = (line: string) => process.stderr.write(`${line}\n`);
@@ -126,6 +138,7 @@ export function registerEvalCommand(program: Command): void {
         config,
         outDir,
         cacheDir,
+        jobs,
         log,
         progress: (label, total) => createProgress({ label, total, silent: flags.quiet }),
       });

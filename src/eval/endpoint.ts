@@ -49,6 +49,10 @@ export async function startDefendedEndpoint(options: EndpointOptions): Promise<D
     const s = app.listen(0, '127.0.0.1', () => resolve(s));
     s.once('error', reject);
   });
+  // The attacker shares this process and blocks it while its knockoff trains between queries; the idle
+  // keep-alive timer then fires just as the next request reuses the socket (ECONNRESET). Loopback, one
+  // client, closed with the endpoint: no idle timeout.
+  server.keepAliveTimeout = 0;
   const { port } = server.address() as AddressInfo;
   const base = `http://127.0.0.1:${port}`;
   return {

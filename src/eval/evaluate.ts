@@ -25,6 +25,7 @@ import type { DefenderOutcome, RunRecord } from './results.js';
 import { ResultsStore } from './results-store.js';
 import { planRuns, runKey, type RunSpec } from './run-key.js';
 import { prepareMisinformationModel, prepareVictim } from './victim.js';
+import { runInParallel } from './parallel.js';
 import { buildWorld, type DatasetLoader, type EvaluationWorld } from './world.js';
 
 export interface EvaluateOptions {
@@ -39,6 +40,11 @@ export interface EvaluateOptions {
   log?: (line: string) => void;
   /** Registry that receives the evaluation gauges at the end (default: a new one); each endpoint also sets them on its own. */
   registry?: Registry;
+  /**
+   * Processes that run the pending runs in parallel (default 1: in this process). Each child has its
+   * own tfjs backend; every run's seeds depend only on the run, so the results equal a serial run's.
+   */
+  jobs?: number;
 }
 
 export interface EvaluationResult {
@@ -52,7 +58,7 @@ export interface EvaluationResult {
 }
 
 /** Everything the runs of one evaluation share. */
-interface Session {
+export interface Session {
   config: EvalConfig;
   world: EvaluationWorld;
   victim: LayersModel;
@@ -69,14 +75,14 @@ async function defaultLoader(): Promise<DatasetLoader> {
   return loadDataset as DatasetLoader;
 }
 
-function buildDefense(setting: DefenseSetting, config: EvalConfig): Defense {
+export function buildDefense(setting: DefenseSetting, config: EvalConfig): Defense {
   // A fixed noise secret per seed: reruns give the same noisy answers.
   return setting.defense ?? parseDefense(setting.spec, { noiseSecret: `msd-eval-${config.seed}` });
 }
 
 const needsSurrogate = (d: Defense) => d.needs.includes('surrogate') || d.needs.includes('surrogateGram');
 
-async function openSession(config: EvalConfig, world: EvaluationWorld, defenses: Defense[], options: EvaluateOptions, progress: ProgressFactory, log: (line: string) => void): Promise<Session & { dispose(): void }> {
+export async function openSession(config: EvalConfig, world: EvaluationWorld, defenses: Defense[], options: Pick<EvaluateOptions, 'cacheDir'>, progress: ProgressFactory, log: (line: string) => void): Promise<Session & { dispose(): void }> {
   const victim = await prepareVictim(config, world, options.cacheDir, progress);
   log(`victim: ${victim.fromCache ? 'loaded from' : 'trained and saved to'} ${victim.dir}`);
   const providers: ContextProviders = {};
@@ -111,12 +117,17 @@ async function openSession(config: EvalConfig, world: EvaluationWorld, defenses:
   };
 }
 
-function describeRun(run: RunSpec): string {
-  return `${run.defense.family}${run.defense.params ? ` ${run.defense.params}` : ''} · ${run.policy} · ${run.budget}`;
+export function describeRun(run: Pick<RunSpec, 'defense' | 'policy' | 'budget'> & { attackerSeed?: number }): string {
+  return `${run.defense.family}${run.defense.params ? ` ${run.defense.params}` : ''} · ${run.policy} · ${run.budget}${run.attackerSeed ? ` · seed #${run.attackerSeed + 1}` : ''}`;
 }
 
-/** Serves one defense setting and runs all its pending runs against it. */
-async function runDefense(session: Session, setting: DefenseSetting, defense: Defense, runs: RunSpec[], store: ResultsStore, onRecord: (record: RunRecord) => void): Promise<void> {
+/** The attacker's seed for one run: the first keeps the derivation used before seeds existed. */
+export function attackSeed(config: EvalConfig, run: RunSpec): number {
+  return deriveSeed(config.seed, run.attackerSeed === 0 ? `attack-${run.policy}` : `attack-${run.policy}-seed${run.attackerSeed}`);
+}
+
+/** Serves one defense setting and runs all its pending runs against it; `onRecord` stores each finished run. */
+export async function runDefense(session: Session, setting: DefenseSetting, defense: Defense, runs: RunSpec[], onRecord: (record: RunRecord) => Promise<void>): Promise<void> {
   const { config, world } = session;
   const ablated = setting.surrogate ? ablationSurrogate(setting.surrogate, config, world, session.log) : undefined;
   const providers = ablated ? { ...session.providers, surrogate: ablated } : session.providers;
@@ -146,7 +157,7 @@ async function runDefense(session: Session, setting: DefenseSetting, defense: De
         seedImages: world.victimTrain,
         labels: config.attackerLabels,
         test: session.test,
-        seed: deriveSeed(config.seed, `attack-${run.policy}`),
+        seed: attackSeed(config, run),
         onProgress: (phase, done, total) => (phase === 'query' ? runBar.update(done, 'querying') : runBar.update(run.budget, `training knockoffs, epoch ${done}/${total}`)),
       });
       const record: RunRecord = {
@@ -168,11 +179,14 @@ async function runDefense(session: Session, setting: DefenseSetting, defense: De
         // The defender-side pass is shared by the setting's runs; each carries its own attack time.
         seconds: (performance.now() - runStarted) / 1000 + (run === runs[0] ? defenderSeconds : 0),
         finishedAt: new Date().toISOString(),
+        attackerSeed: run.attackerSeed,
+        attackerFamily: 'knockoff',
+        knockoffArch: config.knockoffTraining.arch,
+        ...(attack.picks ? { policyPicks: attack.picks } : {}),
       };
       runBar.finish(attack.outcomes.map((o) => `${o.labels} ${(o.accuracy * 100).toFixed(1)}%`).join(', '));
-      await store.append(record);
+      await onRecord(record);
       publishGauges(endpoint.guard.metrics, [record]);
-      onRecord(record);
     }
   } finally {
     await endpoint.close();
@@ -195,6 +209,33 @@ export function publishGauges(metrics: ServingMetrics, records: readonly RunReco
   }
 }
 
+function describeRecord(record: RunRecord): string {
+  const attackers = record.attackers.map((a) => `${a.labels === 'soft' ? 'knockoff' : 'argmax-knockoff'} ${(a.accuracy * 100).toFixed(1)}%`).join(', ');
+  const run = describeRun({ defense: { family: record.defense, params: record.params, spec: record.spec }, policy: record.policy, budget: record.budget, attackerSeed: record.attackerSeed });
+  return `${run}: defender ${(record.defender.accuracy * 100).toFixed(2)}% (loss ${(record.defender.accuracyLoss * 100).toFixed(2)} pt, L1 ${record.defender.l1Mean.toFixed(3)}), ${attackers}, ${record.seconds.toFixed(0)} s`;
+}
+
+/** Runs `pending` in this process, defense by defense (one endpoint per setting). */
+export async function runSerially(
+  config: EvalConfig,
+  world: EvaluationWorld,
+  pending: readonly RunSpec[],
+  options: Pick<EvaluateOptions, 'cacheDir'>,
+  progress: ProgressFactory,
+  log: (line: string) => void,
+  onRecord: (record: RunRecord) => Promise<void>,
+): Promise<void> {
+  const bySetting = new Map<DefenseSetting, RunSpec[]>();
+  for (const run of pending) bySetting.set(run.defense, [...(bySetting.get(run.defense) ?? []), run]);
+  const defenses = new Map([...bySetting.keys()].map((setting) => [setting, buildDefense(setting, config)]));
+  const session = await openSession(config, world, [...defenses.values()], options, progress, log);
+  try {
+    for (const [setting, runs] of bySetting) await runDefense(session, setting, defenses.get(setting)!, runs, onRecord);
+  } finally {
+    session.dispose();
+  }
+}
+
 export async function evaluate(options: EvaluateOptions): Promise<EvaluationResult> {
   const { config } = options;
   const log = options.log ?? (() => {});
@@ -212,24 +253,17 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluationResu
   if (pending.length > 0) {
     backend = await initBackend({ log });
     const world = await buildWorld(config, options.loadDataset ?? (await defaultLoader()));
-    const bySetting = new Map<DefenseSetting, RunSpec[]>();
-    for (const run of pending) bySetting.set(run.defense, [...(bySetting.get(run.defense) ?? []), run]);
-    const defenses = new Map([...bySetting.keys()].map((setting) => [setting, buildDefense(setting, config)]));
-    const session = await openSession(config, world, [...defenses.values()], options, progress, log);
     let done = 0;
-    try {
-      for (const [setting, runs] of bySetting) {
-        await runDefense(session, setting, defenses.get(setting)!, runs, store, (record) => {
-          done += 1;
-          const attackers = record.attackers.map((a) => `${a.labels === 'soft' ? 'knockoff' : 'argmax-knockoff'} ${(a.accuracy * 100).toFixed(1)}%`).join(', ');
-          log(
-            `[${done}/${pending.length}] ${describeRun({ defense: setting, policy: record.policy, budget: record.budget })}: defender ${(record.defender.accuracy * 100).toFixed(2)}% (loss ${(record.defender.accuracyLoss * 100).toFixed(2)} pt, L1 ${record.defender.l1Mean.toFixed(3)}), ${attackers}, ${record.seconds.toFixed(0)} s`,
-          );
-        });
-      }
-    } finally {
-      session.dispose();
-    }
+    const onRecord = async (record: RunRecord) => {
+      await store.append(record);
+      done += 1;
+      log(`[${done}/${pending.length}] ${describeRecord(record)}`);
+    };
+    const jobs = Math.max(1, Math.min(options.jobs ?? 1, pending.length));
+    const custom = config.defenses.some((d) => d.defense !== undefined);
+    if (jobs > 1 && custom) log('--jobs: the grid holds defenses given as objects, which cannot travel to other processes; running serially');
+    if (jobs > 1 && !custom) await runInParallel({ config, world, pending, jobs, cacheDir: options.cacheDir, progress, log, onRecord });
+    else await runSerially(config, world, pending, options, progress, log, onRecord);
     const leaked = tf.memory().numTensors - tensorsBefore;
     if (leaked > 0) log(`warning: ${leaked} tensors were not freed`);
   }

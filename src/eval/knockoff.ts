@@ -54,6 +54,8 @@ export interface AttackResult {
   transfer: TransferSet;
   queries: number;
   requests: number;
+  /** Adaptive policy: images drawn per coarse class (how far the bandit narrowed the transfer set). */
+  picks?: number[];
 }
 
 /** Targets for the knockoff: the (normalised) answers, or their top-1 labels. */
@@ -159,5 +161,6 @@ export async function runKnockoffAttack(options: AttackOptions): Promise<AttackR
   for (const [i, labels] of options.labels.entries()) {
     outcomes.push(await trainKnockoff(transfer, labels, options, (epoch) => options.onProgress?.('train', i * options.knockoff.epochs + epoch, totalEpochs)));
   }
-  return { outcomes, transfer, queries: answered, requests: client.requests - requestsBefore };
+  const picks = 'picks' in policy ? Array.from((policy as { picks: Int32Array }).picks) : undefined;
+  return { outcomes, transfer, queries: answered, requests: client.requests - requestsBefore, picks };
 }

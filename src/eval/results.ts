@@ -19,6 +19,10 @@ export interface AttackerOutcome {
   accuracy: number;
   /** Fraction of test images where the knockoff's top-1 equals the undefended victim's. */
   agreement: number;
+  /** Aggregated over attacker seeds (report only): 95% half-widths and the per-seed accuracies. */
+  accuracyHalfWidth?: number;
+  agreementHalfWidth?: number;
+  accuracies?: number[];
 }
 
 export interface RunRecord {
@@ -45,6 +49,15 @@ export interface RunRecord {
   /** Wall time of the run (queries, training, testing). */
   seconds: number;
   finishedAt: string;
+  /** Which attacker seed of the setting this run used (0-based; absent: 0). */
+  attackerSeed?: number;
+  /** The attacker family and its knockoff's architecture (absent in records from before they were stored). */
+  attackerFamily?: string;
+  knockoffArch?: string;
+  /** Adaptive policy: images drawn per coarse class of the attacker's pool. */
+  policyPicks?: number[];
+  /** Report only: how many seeded runs this aggregated record stands for. */
+  seeds?: number;
 }
 
 /** Checks the shape of a record read back from disk (a hand-edited or foreign line is skipped). */

@@ -10,11 +10,16 @@ export interface RunSpec {
   defense: DefenseSetting;
   policy: PolicyName;
   budget: number;
+  /** Attacker seed index, 0..seeds−1 (the victim is the same for all). */
+  attackerSeed: number;
 }
 
-/** The runs of a config in the order they execute: defense by defense, then policy, then budget. */
+/** The runs of a config in the order they execute: defense by defense, then policy, budget and attacker seed. */
 export function planRuns(config: EvalConfig): RunSpec[] {
-  return config.defenses.flatMap((defense) => config.policies.flatMap((policy) => config.budgets.map((budget) => ({ defense, policy, budget }))));
+  const seeds = Array.from({ length: config.seeds }, (_, i) => i);
+  return config.defenses.flatMap((defense) =>
+    config.policies.flatMap((policy) => config.budgets.flatMap((budget) => seeds.map((attackerSeed) => ({ defense, policy, budget, attackerSeed })))),
+  );
 }
 
 /** The settings that decide a run's outcome, in a fixed field order. */
@@ -26,6 +31,8 @@ export function runIdentity(config: EvalConfig, run: RunSpec): Record<string, un
     defense: run.defense.spec,
     policy: run.policy,
     budget: run.budget,
+    // Left out for the first seed, so runs stored before seeds existed keep their keys.
+    attackerSeed: run.attackerSeed > 0 ? run.attackerSeed : undefined,
     attackerLabels: [...config.attackerLabels].sort() as AttackerLabels[],
     victimTraining: config.victimTraining,
     knockoffTraining: config.knockoffTraining,
@@ -54,5 +61,5 @@ export function stableJson(value: unknown): string {
 export function runKey(config: EvalConfig, run: RunSpec): string {
   const hash = createHash('sha256').update(stableJson(runIdentity(config, run))).digest('hex').slice(0, 16);
   const family = run.defense.family.replace(/[^\w-]+/g, '_');
-  return `${family}-${run.policy}-${run.budget}-${hash}`;
+  return `${family}-${run.policy}-${run.budget}${run.attackerSeed > 0 ? `-s${run.attackerSeed}` : ''}-${hash}`;
 }

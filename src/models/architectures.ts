@@ -6,8 +6,12 @@
 import { ModelInputError } from './errors.js';
 import { tf, type LayersModel } from './tf.js';
 
-export type Architecture = 'mlp' | 'lenet';
-export const ARCHITECTURES: readonly Architecture[] = ['mlp', 'lenet'];
+/**
+ * mlp: 784-256-128-K. lenet: LeNet-5 widths (6/16 channels, dense 120-84). cnn: the knockoff CNN of the
+ * calibration (two 5×5 convolutions of 32 and 64 channels, 2×2 pooling, dense 256).
+ */
+export type Architecture = 'mlp' | 'lenet' | 'cnn';
+export const ARCHITECTURES: readonly Architecture[] = ['mlp', 'lenet', 'cnn'];
 
 export interface ModelSpec {
   arch: Architecture;
@@ -37,7 +41,7 @@ export function createModel(spec: ModelSpec): LayersModel {
       first = false;
     }
   } else {
-    const [c1, c2] = spec.filters ?? [6, 16];
+    const [c1, c2] = spec.filters ?? (spec.arch === 'cnn' ? [32, 64] : [6, 16]);
     const shape = spec.inputShape.length === 1 ? squareImage(spec.inputShape[0]) : [...spec.inputShape];
     if (shape.length !== 3) throw new ModelInputError(`lenet needs an image input [height, width, channels], got [${spec.inputShape.join(', ')}]`);
     if (spec.inputShape.length === 1) model.add(tf.layers.reshape({ inputShape: [...spec.inputShape], targetShape: shape }));
@@ -47,7 +51,7 @@ export function createModel(spec: ModelSpec): LayersModel {
     model.add(tf.layers.conv2d({ filters: c2, kernelSize: 5, padding: 'valid', activation: 'relu', kernelInitializer: init() }));
     model.add(tf.layers.maxPooling2d({ poolSize: 2, strides: 2 }));
     model.add(tf.layers.flatten());
-    for (const units of spec.hidden ?? [120, 84]) {
+    for (const units of spec.hidden ?? (spec.arch === 'cnn' ? [256] : [120, 84])) {
       model.add(tf.layers.dense({ units, activation: 'relu', kernelInitializer: init() }));
     }
   }

@@ -9,7 +9,7 @@
  *                                       and Gram matrices need no kernel wasm lacks.
  *
  * Models
- *   createModel({arch: 'mlp'|'lenet', inputShape, classes, seed})   logits out, seeded weights
+ *   createModel({arch: 'mlp'|'lenet'|'cnn', inputShape, classes, seed})   logits out, seeded weights
  *   saveModel(model, dir) / loadModel(dir)                          model.json + weights.bin, no tfjs-node;
  *                                                                    ModelFileError names a bad file
  *   writeModelMeta(dir, meta) / readModelMeta(dir)                  meta.json beside the model

@@ -8,6 +8,7 @@
 import { UnsupportedModelError } from './errors.js';
 import { conv2d } from './conv.js';
 import { dense } from './matmul.js';
+import { maxPoolForTraining } from './pool.js';
 import { tf, type LayersModel, type Tensor, type Variable } from './tf.js';
 
 export type StepActivation = 'linear' | 'relu' | 'sigmoid' | 'tanh';
@@ -225,7 +226,11 @@ export function forwardLogits(plan: ModelPlan, x: Tensor, options: ForwardOption
   let a: Tensor = x.reshape([x.shape[0], ...plan.inputShape]);
   let parametric = 0;
   const unfused = Boolean(options.trace || options.offsets || options.differentiable || options.inputGradient);
-  for (const step of plan.steps) {
+  // Training only: max pooling commutes with ReLU (both monotone), so a ReLU followed by a pool runs
+  // as pool then ReLU, on a tensor a quarter the size, and the pool's gradient sees no ReLU zeros.
+  const reorder = Boolean(options.differentiable && !options.trace && !options.offsets);
+  let deferredRelu = false;
+  plan.steps.forEach((step, index) => {
     switch (step.kind) {
       case 'dense':
       case 'conv2d': {
@@ -239,13 +244,18 @@ export function forwardLogits(plan: ModelPlan, x: Tensor, options: ForwardOption
           if (offset) z = tf.add(z, offset);
           options.trace?.inputs.push(a);
           options.trace?.preActivations.push(z);
-          a = activate(z, step.activation);
+          deferredRelu = reorder && step.activation === 'relu' && plan.steps[index + 1]?.kind === 'maxPool';
+          a = deferredRelu ? z : activate(z, step.activation);
         }
         parametric++;
         break;
       }
       case 'maxPool':
-        a = tf.maxPool(a as tf.Tensor4D, step.poolSize, step.strides, step.padding);
+        if (options.differentiable) {
+          a = maxPoolForTraining(a, step.poolSize, step.strides, step.padding);
+          if (deferredRelu) a = tf.relu(a);
+          deferredRelu = false;
+        } else a = tf.maxPool(a as tf.Tensor4D, step.poolSize, step.strides, step.padding);
         break;
       case 'avgPool':
         a = tf.avgPool(a as tf.Tensor4D, step.poolSize, step.strides, step.padding);
@@ -257,7 +267,7 @@ export function forwardLogits(plan: ModelPlan, x: Tensor, options: ForwardOption
         a = activate(a, step.activation);
         break;
     }
-  }
+  });
   return a;
 }
 

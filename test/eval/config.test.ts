@@ -11,8 +11,11 @@ describe('eval config', () => {
     assert.deepEqual(quick.policies, ['random']);
     assert.equal(quick.budgets.length, 1);
     const families = quick.defenses.map((d) => d.family);
-    for (const family of ['none', 'argmax', 'rounding', 'reverse-sigmoid', 'mad', 'mad-argmax']) assert.ok(families.includes(family), family);
+    for (const family of ['none', 'argmax', 'reverse-sigmoid', 'mad', 'mad-argmax', 'misinformation']) assert.ok(families.includes(family), family);
     assert.equal(quick.world, 'open');
+    // The calibrated attacker: a CNN knockoff, several seeds.
+    assert.equal(quick.knockoffTraining.arch, 'cnn');
+    assert.ok(quick.seeds >= 3);
   });
 
   it('paper preset: sweeps per family, all budgets, both policies', () => {

@@ -39,7 +39,7 @@ describe('Knockoff attacker', () => {
       requestRows: 256,
       classes: 4,
       inputShape: [features],
-      knockoff: { ...quick.knockoffTraining, epochs: 3, batchSize: 16 },
+      knockoff: { ...quick.knockoffTraining, arch: 'mlp', epochs: 3, batchSize: 16 },
       adaptive: { ...quick.adaptive, retrainEvery: 100, stepSize: 20 },
       labels: ['soft', 'argmax'],
       test: { x: data.test.x, rows: data.test.rows, labels: data.test.labels, victimTop1: data.test.labels },

@@ -106,3 +106,59 @@ describe('report', () => {
     assert.match(text, /rounding\s+none within 1 pt/);
   });
 });
+
+describe('report over seeded runs', () => {
+  /** Three attacker seeds per setting, one budget. */
+  function seeded(defense: string, params: string, loss: number, softBySeed: number[]): RunRecord[] {
+    return softBySeed.map((soft, seed) =>
+      sampleRecord(`${defense}-${seed}`, {
+        defense,
+        params,
+        spec: params ? `${defense}:${params}` : defense,
+        budget: 10000,
+        attackerSeed: seed,
+        knockoffArch: 'cnn',
+        defender: { accuracy: 0.97 - loss, accuracyLoss: loss, l1Mean: 0.5, l1Median: 0.5, top1ChangeRate: loss },
+        attackers: [{ labels: 'soft', accuracy: soft, agreement: soft }],
+      }),
+    );
+  }
+  const runs = [
+    ...seeded('none', '', 0, [0.7, 0.71, 0.69]),
+    ...seeded('mad', 'eps=0.5', 0.005, [0.5, 0.6, 0.7]),
+    ...seeded('reverse-sigmoid', 'beta=0.5', 0.004, [0.55, 0.62, 0.66]),
+    ...seeded('argmax', '', 0, [0.69, 0.7, 0.71]),
+  ];
+
+  it('averages the seeds with 95% intervals, draws error bars, and skips the one-budget plot', async () => {
+    const dir = await scratchDir('msd-report-seeds-');
+    const files = await writeReport(dir, runs, { name: 'seeded', victim: 'mnist', world: 'open', seed: 1, generatedAt: 'now' });
+    const names = files.plots.map((p) => p.replace(/^.*[\\/]/, ''));
+    assert.ok(!names.some((n) => n.startsWith('budget')), `one budget, yet ${names.join(', ')}`);
+    // The undefended setting alone gives no curve: no trade-off plot at all.
+    const alone = await writeReport(await scratchDir('msd-report-none-'), runs.filter((r) => r.defense === 'none'), { name: 'none', victim: 'mnist', world: 'open', seed: 1, generatedAt: 'now' });
+    assert.deepEqual(alone.plots, []);
+    assert.ok(names.length > 0);
+    const svg = await readFile(files.plots[0], 'utf8');
+    // Three families with spread get error bars (none is the reference line, not a curve).
+    assert.equal((svg.match(/class="error-bar"/g) ?? []).length, 3);
+    const csv = parseCsv(await readFile(files.csv, 'utf8'));
+    assert.equal(csv.length, 1 + 4, 'one row per setting');
+    const column = (name: string) => REPORT_COLUMNS.indexOf(name as (typeof REPORT_COLUMNS)[number]);
+    const mad = csv.find((r) => r[0] === 'mad')!;
+    assert.equal(Number(mad[column('attacker_accuracy')]).toFixed(6), '0.600000');
+    // By hand: sd 0.1, t(0.975, 2) = 4.302653 → 0.248414.
+    assert.ok(Math.abs(Number(mad[column('attacker_accuracy_ci95')]) - 0.248414) < 1e-5, mad.join(','));
+    assert.equal(mad[column('seeds')], '3');
+    assert.equal(mad[column('knockoff_arch')], 'cnn');
+    assert.equal(mad[column('attacker_family')], 'knockoff');
+  });
+
+  it("says which defenses are statistically tied with the strongest (Welch's t-test)", () => {
+    const text = summaryText(runs);
+    // MAD (mean 60%) is the strongest; reverse sigmoid (61%) is within the noise; argmax (70%, tight) is not.
+    assert.match(text, /mad\s+eps=0\.5.*60% ± 24\.8 \(n=3\).*strongest/);
+    assert.match(text, /reverse-sigmoid.*tied \(p=0\.\d+\)/);
+    assert.match(text, /argmax.*weaker|argmax.*tied/);
+  });
+});

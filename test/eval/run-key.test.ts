@@ -6,12 +6,16 @@ import { planRuns, runKey, stableJson } from '../../src/eval/run-key.js';
 describe('run keys', () => {
   const config = validateConfig({ preset: 'quick', defenses: ['none', 'mad:eps=0.5'], budgets: [1000, 2000], policies: ['random', 'adaptive'] });
 
-  it('plans defense × policy × budget runs, each with its own key', () => {
+  it('plans defense × policy × budget × attacker-seed runs, each with its own key', () => {
     const runs = planRuns(config);
-    assert.equal(runs.length, 2 * 2 * 2);
+    assert.equal(config.seeds, 3);
+    assert.equal(runs.length, 2 * 2 * 2 * 3);
     const keys = runs.map((run) => runKey(config, run));
     assert.equal(new Set(keys).size, keys.length);
     assert.match(keys[0], /^none-random-1000-[0-9a-f]{16}$/);
+    assert.match(keys[1], /^none-random-1000-s1-[0-9a-f]{16}$/);
+    // Only the attacker seed differs between the seeded runs of a setting.
+    assert.deepEqual(runs.slice(0, 3).map((r) => r.attackerSeed), [0, 1, 2]);
   });
 
   it('is stable for the same settings and changes with anything that changes the outcome', () => {
@@ -34,8 +38,8 @@ describe('run keys', () => {
     assert.equal(stableJson({ b: 1, a: { d: [1, { z: 0, y: 1 }], c: undefined } }), '{"a":{"d":[1,{"y":1,"z":0}]},"b":1}');
   });
 
-  it('the quick preset plans one run per defense', () => {
+  it('the quick preset plans one run per defense and attacker seed', () => {
     const quick = presetConfig('quick');
-    assert.equal(planRuns(quick).length, quick.defenses.length);
+    assert.equal(planRuns(quick).length, quick.defenses.length * quick.seeds);
   });
 });

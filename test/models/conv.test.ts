@@ -1,8 +1,12 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { tf, withCpuFallback } from '../../src/models/index.js';
+import { onCpu } from '../../src/models/backend.js';
 import { conv2d } from '../../src/models/conv.js';
 import { dense } from '../../src/models/matmul.js';
+import { forwardLogits, planOf } from '../../src/models/plan.js';
+import { maxPoolForTraining } from '../../src/models/pool.js';
+import { createModel } from '../../src/models/index.js';
 import { inputs, setUpBackend, withoutLeaks } from './helpers.js';
 
 before(setUpBackend);
@@ -61,5 +65,40 @@ describe('conv2d and dense with their own gradients', () => {
     const withoutInput = gradients((a, k, b) => dense(a, k, b, false), shapes);
     assert.ok(withoutInput[0].every((v) => v === 0));
     assertClose(withoutInput[1], reference[1], 'kernel');
+  });
+});
+
+describe('max pooling for training', () => {
+  // The reference runs on cpu: wasm's MaxPoolGrad disagrees with cpu's at some positions of multi-channel inputs.
+  it('matches tfjs’s (cpu) value and gradient where the windows tile the input, and falls back elsewhere', async () => {
+    for (const [shape, size] of [
+      [[2, 6, 4, 3], 2],
+      [[1, 6, 6, 2], 3],
+      [[1, 5, 5, 2], 2], // does not tile: tfjs's own pool
+    ] as const) {
+      const pool = (a: tf.Tensor) => maxPoolForTraining(a, [size, size], [size, size], 'valid');
+      const reference = (a: tf.Tensor) => tf.maxPool(a as tf.Tensor4D, size, size, 'valid');
+      const run = (f: (a: tf.Tensor) => tf.Tensor) =>
+        tf.tidy(() => {
+          const a = tensor([...shape], 4);
+          const w = tensor(f(a).shape, 9);
+          return [f(a).dataSync() as Float32Array, tf.grad((x: tf.Tensor) => tf.sum(tf.mul(f(x), w)))(a).dataSync() as Float32Array];
+        });
+      const ours = await withoutLeaks(() => run(pool));
+      const expected = onCpu(() => run(reference));
+      assertClose(ours[0], expected[0], `value ${shape}`);
+      assertClose(ours[1], expected[1], `gradient ${shape}`);
+    }
+  });
+
+  it('a LeNet’s training forward (pool before ReLU) gives the same logits as inference', () => {
+    const model = createModel({ arch: 'cnn', inputShape: [16, 16, 1], classes: 3, seed: 4, filters: [3, 4], hidden: [5] });
+    const plan = planOf(model);
+    const [train, infer] = tf.tidy(() => {
+      const x = tensor([3, 16, 16, 1], 2);
+      return [forwardLogits(plan, x, { differentiable: true }).dataSync(), forwardLogits(plan, x).dataSync()];
+    });
+    model.dispose();
+    assertClose(train, infer, 'logits');
   });
 });

@@ -1,7 +1,8 @@
 /** The self-contained report page: summary, equal-utility comparison, plots inlined, full table. */
 import type { RunRecord } from '../results.js';
-import { ATTACKER_NAMES, type Plot } from './plots.js';
-import { attackerOutcome, bestWithinUtility, labelsOf, largestBudget, policiesOf } from './selection.js';
+import { ATTACKER_NAMES, withInterval, type Plot } from './plots.js';
+import { aggregateRuns } from './aggregate.js';
+import { attackerOutcome, bestWithinUtility, comparedWithStrongest, labelsOf, largestBudget, policiesOf } from './selection.js';
 import { escapeXml } from './svg-chart.js';
 import { REPORT_COLUMNS, reportRows, shortParams, type ReportRow } from './table.js';
 
@@ -20,6 +21,7 @@ const pct = (v: number) => `${(v * 100).toFixed(1)}%`;
 function cell(column: keyof ReportRow, value: unknown): string {
   if (typeof value === 'number') {
     if (['victim_accuracy', 'defender_accuracy', 'attacker_accuracy', 'attacker_agreement', 'top1_change_rate'].includes(column)) return pct(value);
+    if (column === 'attacker_accuracy_ci95' || column === 'attacker_agreement_ci95') return `± ${(value * 100).toFixed(1)} pt`;
     if (column === 'defender_accuracy_loss') return `${(value * 100).toFixed(2)} pt`;
     if (column === 'l1_mean' || column === 'l1_median') return value.toFixed(3);
     if (column === 'seconds') return value.toFixed(1);
@@ -35,22 +37,27 @@ function comparisonTable(records: readonly RunRecord[]): string {
     for (const labels of labelsOf(records)) {
       const none = records.find((r) => r.defense === 'none' && r.policy === policy && r.budget === budget);
       const undefended = none && attackerOutcome(none, labels)?.accuracy;
-      const rows = bestWithinUtility(records, policy, budget, labels).map((choice) => {
-        if (!choice.best) return `<tr><td>${escapeXml(choice.family)}</td><td colspan="5">no setting within 1 point (${choice.settings} measured)</td></tr>`;
+      const choices = bestWithinUtility(records, policy, budget, labels);
+      const verdicts = comparedWithStrongest(choices, labels);
+      const rows = choices.map((choice) => {
+        if (!choice.best) return `<tr><td>${escapeXml(choice.family)}</td><td colspan="6">no setting within 1 point (${choice.settings} measured)</td></tr>`;
         const b = choice.best;
         const acc = attackerOutcome(b, labels)!.accuracy;
         const cut = undefended === undefined ? '' : `${((undefended - acc) * 100).toFixed(1)} pt`;
-        return `<tr><td>${escapeXml(choice.family)}</td><td>${escapeXml(shortParams(b.params) || '—')}</td><td>${(b.defender.accuracyLoss * 100).toFixed(2)} pt</td><td>${b.defender.l1Mean.toFixed(3)}</td><td>${pct(acc)}</td><td>${cut}</td></tr>`;
+        return `<tr><td>${escapeXml(choice.family)}</td><td>${escapeXml(shortParams(b.params) || '—')}</td><td>${(b.defender.accuracyLoss * 100).toFixed(2)} pt</td><td>${b.defender.l1Mean.toFixed(3)}</td><td>${escapeXml(withInterval(attackerOutcome(b, labels)!))}</td><td>${cut}</td><td>${escapeXml(verdicts.get(choice.family) ?? '—')}</td></tr>`;
       });
       parts.push(`<h3>${escapeXml(ATTACKER_NAMES[labels])}, ${policy} policy, ${budget} queries</h3>
-<table><thead><tr><th>defense</th><th>strongest setting ≤ 1 pt loss</th><th>defender loss</th><th>mean L1</th><th>attacker accuracy</th><th>cut vs undefended</th></tr></thead><tbody>${rows.join('')}</tbody></table>`);
+<table><thead><tr><th>defense</th><th>strongest setting ≤ 1 pt loss</th><th>defender loss</th><th>mean L1</th><th>attacker accuracy (mean ± 95% CI)</th><th>cut vs undefended</th><th>vs strongest (Welch’s t-test, 5%)</th></tr></thead><tbody>${rows.join('')}</tbody></table>`);
     }
   }
   return parts.join('\n');
 }
 
-export function renderHtml(records: readonly RunRecord[], plots: readonly Plot[], meta: ReportMeta): string {
+export function renderHtml(seeded: readonly RunRecord[], plots: readonly Plot[], meta: ReportMeta): string {
+  const records = aggregateRuns(seeded);
   const rows = reportRows(records);
+  const seeds = Math.max(...records.map((r) => r.seeds ?? 1));
+  const arch = [...new Set(records.map((r) => r.knockoffArch).filter(Boolean))].join(', ');
   const victimAccuracy = records[0]?.victimAccuracy;
   const head = REPORT_COLUMNS.map((c) => `<th>${escapeXml(c.replace(/_/g, ' '))}</th>`).join('');
   const body = rows.map((row) => `<tr>${REPORT_COLUMNS.map((c) => `<td>${cell(c, row[c])}</td>`).join('')}</tr>`).join('\n');
@@ -72,7 +79,7 @@ th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
 </head>
 <body>
 <h1>Defenses against model stealing: ${escapeXml(meta.name)}</h1>
-<p class="meta">Victim: ${escapeXml(meta.victim)}${victimAccuracy === undefined ? '' : ` (test accuracy ${pct(victimAccuracy)})`} · attacker’s images: ${meta.world === 'open' ? 'open world (another dataset)' : meta.world === 'closed' ? 'closed world (held-out images of the victim’s training split)' : 'the owner’s transfer set'} · seed ${meta.seed} · ${records.length} runs · generated ${escapeXml(meta.generatedAt)}</p>
+<p class="meta">Victim: ${escapeXml(meta.victim)}${victimAccuracy === undefined ? '' : ` (test accuracy ${pct(victimAccuracy)})`} · attacker’s images: ${meta.world === 'open' ? 'open world (another dataset)' : meta.world === 'closed' ? 'closed world (held-out images of the victim’s training split)' : 'the owner’s transfer set'} · seed ${meta.seed} · ${seeded.length} runs (${records.length} settings × up to ${seeds} attacker seed${seeds === 1 ? '' : 's'}; means with 95% Student-t intervals) · attacker: ${escapeXml([...new Set(records.map((r) => r.attackerFamily ?? 'knockoff'))].join(', '))}${arch ? ` (knockoff architecture ${escapeXml(arch)})` : ''} · generated ${escapeXml(meta.generatedAt)}</p>
 ${(meta.notes ?? []).map((n) => `<p class="meta">${escapeXml(n)}</p>`).join('\n')}
 <p>Every answer went through the defended HTTP endpoint. <em>Defender</em> columns measure the defended answers on the victim’s test set against the undefended ones; <em>attacker</em> columns measure the knockoff trained on the defended answers, on the same test set (agreement: same top-1 as the undefended victim).</p>
 <h2>At equal utility: each defense’s strongest setting within 1 point of defender accuracy</h2>

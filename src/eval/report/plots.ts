@@ -5,6 +5,7 @@
  */
 import type { AttackerLabels, PolicyName } from '../config.js';
 import type { RunRecord } from '../results.js';
+import { aggregateRuns } from './aggregate.js';
 import { attackerOutcome, bestWithinUtility, byFamily, labelsOf, largestBudget, policiesOf } from './selection.js';
 import { lineChart, PALETTE, type ChartSeries } from './svg-chart.js';
 import { shortParams } from './table.js';
@@ -45,17 +46,30 @@ function tradeoffSeries(records: readonly RunRecord[], labels: AttackerLabels, x
       name: family,
       color: colors(family),
       points: runs
-        .map((r) => ({ x: x(r), y: attackerOutcome(r, labels)!.accuracy, label: `${r.spec}: defender loss ${points(r.defender.accuracyLoss)} pt, L1 ${r.defender.l1Mean.toFixed(3)}, attacker ${percent(attackerOutcome(r, labels)!.accuracy)}` }))
+        .map((r) => ({ x: x(r), y: attackerOutcome(r, labels)!.accuracy, yError: attackerOutcome(r, labels)!.accuracyHalfWidth, label: `${r.spec}: defender loss ${points(r.defender.accuracyLoss)} pt, L1 ${r.defender.l1Mean.toFixed(3)}, attacker ${withInterval(attackerOutcome(r, labels)!)}` }))
         .sort((a, b) => a.x - b.x || a.y - b.y),
     }));
+}
+
+/** "58.6%" or "58.6% ± 1.2 (n=3)". */
+export function withInterval(outcome: { accuracy: number; accuracyHalfWidth?: number; accuracies?: number[] }): string {
+  if (outcome.accuracyHalfWidth === undefined) return percent(outcome.accuracy);
+  return `${percent(outcome.accuracy)} ± ${points(outcome.accuracyHalfWidth)} (n=${outcome.accuracies?.length ?? '?'})`;
+}
+
+/** How many x values the series hold together: a plot needs two to show a trend. */
+function distinctX(series: readonly ChartSeries[]): number {
+  return new Set(series.flatMap((s) => s.points.map((p) => p.x))).size;
 }
 
 function suffix(policy: PolicyName, labels: AttackerLabels): string {
   return `${policy}${labels === 'soft' ? '' : '-argmax-attacker'}`;
 }
 
-export function buildPlots(records: readonly RunRecord[]): Plot[] {
-  if (records.length === 0) return [];
+/** The plots; seeded runs are averaged and drawn with 95% error bars. A plot with one x value (one budget) is skipped. */
+export function buildPlots(seeded: readonly RunRecord[]): Plot[] {
+  if (seeded.length === 0) return [];
+  const records = aggregateRuns(seeded);
   const plots: Plot[] = [];
   const budget = largestBudget(records);
   const policies = policiesOf(records);
@@ -67,7 +81,9 @@ export function buildPlots(records: readonly RunRecord[]): Plot[] {
       const reference = undefendedReference(runs, labels);
       const context = `${ATTACKER_NAMES[labels]}, ${policy} policy, ${budget} queries`;
       const lossTitle = 'Attacker accuracy vs defender accuracy loss';
-      plots.push({
+      const lossSeries = tradeoffSeries(runs, labels, (r) => r.defender.accuracyLoss, colors);
+      const l1Series = tradeoffSeries(runs, labels, (r) => r.defender.l1Mean, colors);
+      if (distinctX(lossSeries) >= 2) plots.push({
         file: `tradeoff-accuracy-loss-${suffix(policy, labels)}.svg`,
         title: `${lossTitle} (${context})`,
         svg: lineChart({
@@ -75,14 +91,14 @@ export function buildPlots(records: readonly RunRecord[]): Plot[] {
           subtitle: context,
           xLabel: 'defender accuracy loss (points)',
           yLabel: 'attacker accuracy on the victim’s test set',
-          series: tradeoffSeries(runs, labels, (r) => r.defender.accuracyLoss, colors),
+          series: lossSeries,
           reference,
           xFormat: points,
           yFormat: percent,
         }),
       });
       const l1Title = 'Attacker accuracy vs mean L1 perturbation';
-      plots.push({
+      if (distinctX(l1Series) >= 2) plots.push({
         file: `tradeoff-l1-${suffix(policy, labels)}.svg`,
         title: `${l1Title} (${context})`,
         svg: lineChart({
@@ -90,13 +106,14 @@ export function buildPlots(records: readonly RunRecord[]): Plot[] {
           subtitle: context,
           xLabel: 'mean L1 distance between true and defended answers',
           yLabel: 'attacker accuracy on the victim’s test set',
-          series: tradeoffSeries(runs, labels, (r) => r.defender.l1Mean, colors),
+          series: l1Series,
           reference,
           xDomain: [0, 2],
           yFormat: percent,
         }),
       });
     }
+    if (new Set(records.map((r) => r.budget)).size < 2) continue;
     const budgetTitle = 'Attacker accuracy vs query budget';
     const budgetContext = `${ATTACKER_NAMES[labels]}; per defense, its strongest setting within 1 point of defender accuracy`;
     plots.push({
@@ -129,7 +146,7 @@ function budgetSeries(records: readonly RunRecord[], labels: AttackerLabels, bud
         color: colors(choice.family),
         dashed: policy === 'adaptive',
         name: `${choice.family}${params ? ` ${params}` : ''}${policiesOf(records).length > 1 ? ` (${policy})` : ''}`,
-        points: runs.map((r) => ({ x: r.budget, y: attackerOutcome(r, labels)!.accuracy, label: `${r.spec}, ${policy}, ${r.budget} queries: ${percent(attackerOutcome(r, labels)!.accuracy)}` })),
+        points: runs.map((r) => ({ x: r.budget, y: attackerOutcome(r, labels)!.accuracy, yError: attackerOutcome(r, labels)!.accuracyHalfWidth, label: `${r.spec}, ${policy}, ${r.budget} queries: ${withInterval(attackerOutcome(r, labels)!)}` })),
       });
     }
   }

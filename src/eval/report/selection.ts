@@ -4,6 +4,7 @@
  */
 import { POLICIES, type AttackerLabels, type PolicyName } from '../config.js';
 import type { AttackerOutcome, RunRecord } from '../results.js';
+import { welchTest } from '../stats.js';
 
 /** The default utility budget: 1 point of defender accuracy. */
 export const DEFAULT_MAX_ACCURACY_LOSS = 0.01;
@@ -59,4 +60,26 @@ export function bestWithinUtility(records: readonly RunRecord[], policy: PolicyN
     const best = fitting.reduce<RunRecord | undefined>((acc, r) => (!acc || attackerOutcome(r, labels)!.accuracy < attackerOutcome(acc, labels)!.accuracy ? r : acc), undefined);
     return { family, best, settings: runs.length, withinBudget: fitting.length };
   });
+}
+
+/**
+ * How each family's chosen setting compares with the one that leaves the attacker weakest (lowest
+ * mean accuracy): Welch's two-sided t-test on the per-seed attacker accuracies at the 5% level.
+ * "tied" means the difference is not significant; with one seed there is nothing to test.
+ */
+export function comparedWithStrongest(choices: readonly FamilyChoice[], labels: AttackerLabels): Map<string, string> {
+  const candidates = choices.filter((c) => c.best && c.family !== 'none');
+  const strongest = candidates.reduce<FamilyChoice | undefined>((acc, c) => (!acc || attackerOutcome(c.best!, labels)!.accuracy < attackerOutcome(acc.best!, labels)!.accuracy ? c : acc), undefined);
+  const verdicts = new Map<string, string>();
+  if (!strongest) return verdicts;
+  const samples = (c: FamilyChoice) => attackerOutcome(c.best!, labels)!.accuracies ?? [];
+  for (const choice of candidates) {
+    if (choice === strongest) {
+      verdicts.set(choice.family, 'strongest');
+      continue;
+    }
+    const test = welchTest(samples(strongest), samples(choice));
+    verdicts.set(choice.family, test === undefined ? 'untested (one seed)' : `${test.p >= 0.05 ? 'tied' : 'weaker'} (p=${test.p < 0.001 ? '<0.001' : test.p.toFixed(3)})`);
+  }
+  return verdicts;
 }

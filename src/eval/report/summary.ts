@@ -1,8 +1,9 @@
 /** The terminal summary printed at the end of an evaluation: the runs, then the equal-utility view. */
 import type { RunRecord } from '../results.js';
-import { ATTACKER_NAMES } from './plots.js';
+import { ATTACKER_NAMES, withInterval } from './plots.js';
 import { shortParams } from './table.js';
-import { attackerOutcome, bestWithinUtility, labelsOf, largestBudget, policiesOf } from './selection.js';
+import { aggregateRuns } from './aggregate.js';
+import { attackerOutcome, bestWithinUtility, comparedWithStrongest, labelsOf, largestBudget, policiesOf } from './selection.js';
 
 function table(headers: string[], rows: string[][]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
@@ -12,11 +13,14 @@ function table(headers: string[], rows: string[][]): string {
 
 const pct = (v: number | undefined) => (v === undefined ? '-' : `${(v * 100).toFixed(1)}%`);
 
-export function summaryText(records: readonly RunRecord[]): string {
-  if (records.length === 0) return 'no finished runs';
+const ci = (v: number | undefined) => (v === undefined ? '' : ` ±${(v * 100).toFixed(1)}`);
+
+export function summaryText(seeded: readonly RunRecord[]): string {
+  if (seeded.length === 0) return 'no finished runs';
+  const records = aggregateRuns(seeded);
   const labels = labelsOf(records);
   const runs = table(
-    ['defense', 'params', 'policy', 'budget', 'def acc', 'loss pt', 'L1 mean', 'top1 chg', ...labels.map((l) => (l === 'soft' ? 'knockoff' : 'argmax-ko')), 'agree', 'sec'],
+    ['defense', 'params', 'policy', 'budget', 'def acc', 'loss pt', 'L1 mean', 'top1 chg', ...labels.map((l) => (l === 'soft' ? 'knockoff' : 'argmax-ko')), 'agree', 'seeds', 'sec'],
     records.map((r) => [
       r.defense,
       shortParams(r.params) || '-',
@@ -26,8 +30,9 @@ export function summaryText(records: readonly RunRecord[]): string {
       (r.defender.accuracyLoss * 100).toFixed(2),
       r.defender.l1Mean.toFixed(3),
       pct(r.defender.top1ChangeRate),
-      ...labels.map((l) => pct(attackerOutcome(r, l)?.accuracy)),
+      ...labels.map((l) => `${pct(attackerOutcome(r, l)?.accuracy)}${ci(attackerOutcome(r, l)?.accuracyHalfWidth)}`),
       pct(r.attackers[0]?.agreement),
+      String(r.seeds ?? 1),
       r.seconds.toFixed(0),
     ]),
   );
@@ -37,16 +42,18 @@ export function summaryText(records: readonly RunRecord[]): string {
     for (const l of labels) {
       const none = records.find((r) => r.defense === 'none' && r.policy === policy && r.budget === budget);
       const undefended = none ? attackerOutcome(none, l)?.accuracy : undefined;
-      const rows = bestWithinUtility(records, policy, budget, l)
+      const choices = bestWithinUtility(records, policy, budget, l);
+      const verdicts = comparedWithStrongest(choices, l);
+      const rows = choices
         .filter((c) => c.family !== 'none')
         .map((c) => {
-          if (!c.best) return [c.family, 'none within 1 pt', '-', '-', '-', '-'];
+          if (!c.best) return [c.family, 'none within 1 pt', '-', '-', '-', '-', '-'];
           const acc = attackerOutcome(c.best, l)!.accuracy;
-          return [c.family, shortParams(c.best.params) || '-', (c.best.defender.accuracyLoss * 100).toFixed(2), c.best.defender.l1Mean.toFixed(3), pct(acc), undefended === undefined ? '-' : `${((undefended - acc) * 100).toFixed(1)} pt`];
+          return [c.family, shortParams(c.best.params) || '-', (c.best.defender.accuracyLoss * 100).toFixed(2), c.best.defender.l1Mean.toFixed(3), withInterval(attackerOutcome(c.best, l)!), undefended === undefined ? '-' : `${((undefended - acc) * 100).toFixed(1)} pt`, verdicts.get(c.family) ?? '-'];
         });
       sections.push(
         `${ATTACKER_NAMES[l]}, ${policy} policy, ${budget} queries: strongest setting per defense within 1 point of defender accuracy (undefended attacker ${pct(undefended)})\n` +
-          table(['defense', 'setting', 'loss pt', 'L1 mean', 'attacker', 'cut'], rows),
+          table(['defense', 'setting', 'loss pt', 'L1 mean', 'attacker (mean ± 95% CI)', 'cut', "vs strongest (Welch's t, 5%)"], rows),
       );
     }
   }

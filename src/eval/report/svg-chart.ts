@@ -8,6 +8,8 @@ export interface ChartPoint {
   y: number;
   /** Shown on hover (SVG <title>). */
   label?: string;
+  /** Half-height of an error bar drawn around y (e.g. a 95% confidence interval). */
+  yError?: number;
 }
 
 export interface ChartSeries {
@@ -180,6 +182,12 @@ export function lineChart(options: ChartOptions): string {
     const points = series.points.filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y) && (!options.xLog || p.x > 0));
     if (points.length > 1) {
       parts.push(`<polyline fill="none" stroke="${color}" stroke-width="1.8"${series.dashed ? ' stroke-dasharray="6 3"' : ''} points="${points.map((p) => `${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join(' ')}"/>`);
+    }
+    for (const p of points) {
+      if (p.yError !== undefined && p.yError > 0 && Number.isFinite(p.yError)) {
+        const [x, top, bottom] = [sx(p.x).toFixed(1), sy(p.y + p.yError).toFixed(1), sy(p.y - p.yError).toFixed(1)];
+        parts.push(`<path class="error-bar" d="M${x},${top}V${bottom}M${(sx(p.x) - 3).toFixed(1)},${top}h6M${(sx(p.x) - 3).toFixed(1)},${bottom}h6" stroke="${color}" stroke-width="1" fill="none"/>`);
+      }
     }
     for (const p of points) parts.push(marker(i < PALETTE.length ? 'circle' : kind, sx(p.x), sy(p.y), color, p.label ?? `${series.name}: (${xFormat(p.x)}, ${yFormat(p.y)})`));
   });

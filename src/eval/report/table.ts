@@ -4,6 +4,7 @@
  */
 import { attackerFamily } from '../config.js';
 import type { RunRecord } from '../results.js';
+import { aggregateRuns } from './aggregate.js';
 
 export interface ReportRow {
   defense: string;
@@ -28,6 +29,12 @@ export interface ReportRow {
   seconds: number;
   seed: number;
   key: string;
+  attacker_family: string;
+  knockoff_arch: string;
+  /** Seeded runs averaged in this row; the intervals are 95% Student-t half-widths (empty for one seed). */
+  seeds: number;
+  attacker_accuracy_ci95: number | '';
+  attacker_agreement_ci95: number | '';
 }
 
 export const REPORT_COLUMNS: readonly (keyof ReportRow)[] = [
@@ -53,10 +60,16 @@ export const REPORT_COLUMNS: readonly (keyof ReportRow)[] = [
   'seconds',
   'seed',
   'key',
+  'attacker_family',
+  'knockoff_arch',
+  'seeds',
+  'attacker_accuracy_ci95',
+  'attacker_agreement_ci95',
 ];
 
+/** One row per setting (seeded runs averaged) and attacker. */
 export function reportRows(records: readonly RunRecord[]): ReportRow[] {
-  return records.flatMap((record) =>
+  return aggregateRuns(records).flatMap((record) =>
     record.attackers.map((attacker) => ({
       defense: record.defense,
       params: record.params,
@@ -80,6 +93,11 @@ export function reportRows(records: readonly RunRecord[]): ReportRow[] {
       seconds: record.seconds,
       seed: record.seed,
       key: record.key,
+      attacker_family: record.attackerFamily ?? 'knockoff',
+      knockoff_arch: record.knockoffArch ?? '',
+      seeds: record.seeds ?? 1,
+      attacker_accuracy_ci95: attacker.accuracyHalfWidth ?? '',
+      attacker_agreement_ci95: attacker.agreementHalfWidth ?? '',
     })),
   );
 }
