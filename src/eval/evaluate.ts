@@ -7,7 +7,7 @@
  */
 import { Registry } from 'prom-client';
 import { argmaxRows, parseDefense, type Defense, type ProbBatch } from '../defenses/index.js';
-import { initBackend, type BackendInfo } from '../models/index.js';
+import { fittingArchitecture, initBackend, type BackendInfo } from '../models/index.js';
 import { predictProbs, Surrogate, tf, type ContextProviders, type LayersModel } from '../models/index.js';
 import { createServingMetrics, recordEvaluation, type ServingMetrics } from '../server/metrics.js';
 import { attackerFamily, type DefenseSetting, type EvalConfig } from './config.js';
@@ -180,8 +180,8 @@ export async function runDefense(session: Session, setting: DefenseSetting, defe
         seconds: (performance.now() - runStarted) / 1000 + (run === runs[0] ? defenderSeconds : 0),
         finishedAt: new Date().toISOString(),
         attackerSeed: run.attackerSeed,
-        attackerFamily: 'knockoff',
-        knockoffArch: config.knockoffTraining.arch,
+        attackerFamily: attackerFamily(run.policy),
+        knockoffArch: fittingArchitecture(config.knockoffTraining.arch, [world.features]),
         ...(attack.picks ? { policyPicks: attack.picks } : {}),
       };
       runBar.finish(attack.outcomes.map((o) => `${o.labels} ${(o.accuracy * 100).toFixed(1)}%`).join(', '));

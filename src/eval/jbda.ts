@@ -16,7 +16,7 @@
  * The final knockoffs are trained and scored like the Knockoff attacker's (knockoff.ts).
  */
 import type { ProbBatch } from '../defenses/index.js';
-import { createModel, lossGradientSign, predictProbs, trainModel, type LayersModel } from '../models/index.js';
+import { createModel, fittingArchitecture, lossGradientSign, predictProbs, trainModel, type LayersModel } from '../models/index.js';
 import type { JbdaSettings, JbdaVariant } from './config.js';
 import type { InferenceClient } from './kserve-client.js';
 import { trainKnockoff, type AttackOptions, type AttackResult, type TransferSet } from './knockoff.js';
@@ -219,7 +219,7 @@ export async function runJbdaAttack(options: JbdaAttackOptions): Promise<AttackR
   const seedRows = Math.min(settings.seedSize, options.seedSet.rows, budget);
   await queryInto(buffer, client, quantise(options.seedSet.x.slice(0, seedRows * features)), seedRows, options.requestRows, onAnswered);
   for (let round = 0; buffer.remaining > 0; round++) {
-    const substitute = createModel({ arch: options.knockoff.arch, inputShape: options.inputShape, classes, seed: deriveSeed(options.seed, `jbda-substitute-${round}`) });
+    const substitute = createModel({ arch: fittingArchitecture(options.knockoff.arch, options.inputShape), inputShape: options.inputShape, classes, seed: deriveSeed(options.seed, `jbda-substitute-${round}`) });
     try {
       const set = buffer.view();
       await trainModel(substitute, { x: set.x, rows: set.rows, targets: set.answers }, {

@@ -7,7 +7,7 @@
  * undefended victim's top-1.
  */
 import type { ProbBatch } from '../defenses/index.js';
-import { createModel, predictClasses, predictProbs, trainModel, type LayersModel } from '../models/index.js';
+import { createModel, fittingArchitecture, predictClasses, predictProbs, trainModel, type LayersModel } from '../models/index.js';
 import type { AdaptiveSettings, AttackerLabels, PolicyName, TrainingSettings } from './config.js';
 import { gatherRows, type InferenceClient } from './kserve-client.js';
 import { accuracy, normaliseAnswers } from './measures.js';
@@ -74,7 +74,7 @@ function trainingData(transfer: TransferSet, labels: AttackerLabels): { x: Float
 /** Trains a fresh knockoff on the transfer set and scores it on the victim's test set. */
 export async function trainKnockoff(transfer: TransferSet, labels: AttackerLabels, options: Pick<AttackOptions, 'classes' | 'inputShape' | 'knockoff' | 'test' | 'seed'>, onEpoch?: (epoch: number) => void): Promise<AttackerOutcome> {
   const { knockoff, test } = options;
-  const model = createModel({ arch: knockoff.arch, inputShape: options.inputShape, classes: options.classes, seed: deriveSeed(options.seed, `knockoff-${labels}`) });
+  const model = createModel({ arch: fittingArchitecture(knockoff.arch, options.inputShape), inputShape: options.inputShape, classes: options.classes, seed: deriveSeed(options.seed, `knockoff-${labels}`) });
   try {
     await trainModel(model, trainingData(transfer, labels), {
       epochs: knockoff.epochs,
@@ -111,7 +111,7 @@ class PolicyKnockoff implements KnockoffProbe {
 
   async retrain(): Promise<void> {
     const { knockoff, adaptive, seed, classes, inputShape } = this.options;
-    this.model ??= createModel({ arch: knockoff.arch, inputShape, classes, seed: deriveSeed(seed, 'policy-knockoff') });
+    this.model ??= createModel({ arch: fittingArchitecture(knockoff.arch, inputShape), inputShape, classes, seed: deriveSeed(seed, 'policy-knockoff') });
     await trainModel(this.model, this.answered(), { epochs: adaptive.retrainEpochs, batchSize: knockoff.batchSize, learningRate: knockoff.learningRate, seed: deriveSeed(seed, 'policy-knockoff-shuffle') });
   }
 

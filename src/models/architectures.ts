@@ -44,6 +44,7 @@ export function createModel(spec: ModelSpec): LayersModel {
     const [c1, c2] = spec.filters ?? (spec.arch === 'cnn' ? [32, 64] : [6, 16]);
     const shape = spec.inputShape.length === 1 ? squareImage(spec.inputShape[0]) : [...spec.inputShape];
     if (shape.length !== 3) throw new ModelInputError(`lenet needs an image input [height, width, channels], got [${spec.inputShape.join(', ')}]`);
+    if (!convolutionFits(shape)) throw new ModelInputError(`${spec.arch} needs images of at least ${MIN_CONV_SIDE}×${MIN_CONV_SIDE}, got [${spec.inputShape.join(', ')}]; use arch "mlp" for smaller inputs`);
     if (spec.inputShape.length === 1) model.add(tf.layers.reshape({ inputShape: [...spec.inputShape], targetShape: shape }));
     const first = spec.inputShape.length === 1 ? {} : { inputShape: shape };
     model.add(tf.layers.conv2d({ ...first, filters: c1, kernelSize: 5, padding: 'same', activation: 'relu', kernelInitializer: init() }));
@@ -58,6 +59,25 @@ export function createModel(spec: ModelSpec): LayersModel {
   const noHidden = spec.arch === 'mlp' && spec.inputShape.length === 1 && (spec.hidden ?? [256, 128]).length === 0;
   model.add(tf.layers.dense({ ...(noHidden ? { inputShape: [...spec.inputShape] } : {}), units: spec.classes, activation: 'linear', kernelInitializer: init() }));
   return model;
+}
+
+/** The smallest side the convolutional architectures take: 5×5 same conv, pool, 5×5 valid conv, pool. */
+export const MIN_CONV_SIDE = 12;
+
+/** Whether `inputShape` (an image [H, W, C], or a flat square image) is large enough for lenet/cnn. */
+export function convolutionFits(inputShape: readonly number[]): boolean {
+  let shape = inputShape;
+  if (shape.length === 1) {
+    const side = Math.round(Math.sqrt(shape[0]));
+    if (side * side !== shape[0]) return false;
+    shape = [side, side, 1];
+  }
+  return shape.length === 3 && shape[0] >= MIN_CONV_SIDE && shape[1] >= MIN_CONV_SIDE;
+}
+
+/** `arch`, or "mlp" when a convolutional `arch` does not fit `inputShape` (tiny or non-image inputs). */
+export function fittingArchitecture(arch: Architecture, inputShape: readonly number[]): Architecture {
+  return arch === 'mlp' || convolutionFits(inputShape) ? arch : 'mlp';
 }
 
 function squareImage(size: number): number[] {

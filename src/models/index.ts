@@ -57,7 +57,7 @@ export {
   type InitBackendOptions,
 } from './backend.js';
 export { BackendError, MissingProviderError, ModelError, ModelFileError, ModelInputError, UnsupportedModelError } from './errors.js';
-export { ARCHITECTURES, classCount, createModel, inputSize, type Architecture, type ModelSpec } from './architectures.js';
+export { ARCHITECTURES, classCount, convolutionFits, createModel, fittingArchitecture, inputSize, MIN_CONV_SIDE, type Architecture, type ModelSpec } from './architectures.js';
 export { META_FILE, MODEL_FILE, WEIGHTS_FILE, loadModel, readModelMeta, saveModel, writeModelMeta, type ModelMeta } from './io.js';
 export { accuracy, predictClasses, predictLogits, predictProbs, type PredictOptions } from './predict.js';
 export { calibrateHodaOnHeldOut, checkpointHardness, checkpointRecorder, loadCheckpointModels, saveCheckpoints, CHECKPOINTS_FILE, DEFAULT_CHECKPOINTS, type CheckpointWeights } from './checkpoints.js';

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { trainKnockoff, type TransferSet } from '../../src/eval/knockoff.js';
-import { createModel, initBackend, tf } from '../../src/models/index.js';
+import { convolutionFits, createModel, fittingArchitecture, initBackend, tf } from '../../src/models/index.js';
 
 before(() => initBackend({ log: () => {} }));
 
@@ -47,5 +47,19 @@ describe('CNN knockoff', () => {
     });
     assert.equal(tf.memory().numTensors, before);
     assert.ok(outcome.accuracy > 0.9, `accuracy ${outcome.accuracy}`);
+  });
+});
+
+describe('knockoff architecture for the input', () => {
+  it('keeps the CNN for images of at least 12×12 and falls back to the MLP below, where the CNN cannot be built', () => {
+    assert.equal(convolutionFits([784]), true);
+    assert.equal(convolutionFits([12, 12, 3]), true);
+    assert.equal(convolutionFits([64]), false);
+    assert.equal(convolutionFits([11, 16, 1]), false);
+    assert.equal(convolutionFits([50]), false);
+    assert.equal(fittingArchitecture('cnn', [28, 28, 1]), 'cnn');
+    assert.equal(fittingArchitecture('cnn', [64]), 'mlp');
+    assert.equal(fittingArchitecture('lenet', [8, 8, 1]), 'mlp');
+    assert.throws(() => createModel({ arch: 'cnn', inputShape: [64], classes: 3, seed: 1 }), /at least 12×12.*mlp/);
   });
 });
