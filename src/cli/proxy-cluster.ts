@@ -128,7 +128,13 @@ function runPrimary(settings: ProxySettings): void {
       retiring.add(old.id);
       const exited = new Promise<void>((resolve) => old.once('exit', () => resolve()));
       if (old.isConnected()) old.send({ type: 'msd:drain' } satisfies Message);
+      // A worker stuck past its drain deadline must not hold the rolling restart forever.
+      const stuck = setTimeout(() => {
+        log(`worker ${old.process.pid} still busy ${KILL_GRACE_MS} ms past the drain deadline; killed`);
+        old.process.kill('SIGKILL');
+      }, settings.shutdownTimeoutMs + KILL_GRACE_MS);
       await exited;
+      clearTimeout(stuck);
     }
   };
   for (let i = 0; i < settings.workers; i += 1) cluster.fork();

@@ -433,11 +433,15 @@ export interface RunningProxy {
   /** e.g. "http://127.0.0.1:8081" */
   readonly url: string;
   /**
-   * Graceful close: stops listening, answers new requests on open connections with 503, lets those
-   * in flight finish for up to `deadlineMs` (default 10 s), then closes every connection.
+   * Graceful close: stops listening, answers for a moment (250 ms) what reached it before, then
+   * answers new requests on open connections with 503, lets those in flight finish for up to
+   * `deadlineMs` (default 10 s), then closes every connection.
    */
   close(deadlineMs?: number): Promise<void>;
 }
+
+/** How long a closing proxy goes on answering connections it accepted just before it stopped listening. */
+const HANDOFF_SETTLE_MS = 250;
 
 /** Starts the proxy on host:port (port 0 picks a free one). */
 export async function startDefenseProxy(options: ProxyOptions & { port?: number; host?: string }): Promise<RunningProxy> {
@@ -445,7 +449,11 @@ export async function startDefenseProxy(options: ProxyOptions & { port?: number;
   const proxy = createDefenseProxy(rest);
   // A shared client store connects first; if it cannot, the gate's fail mode covers the requests.
   await proxy.clients?.ready().catch(() => {});
-  const server = http.createServer({ keepAliveTimeout: 65_000 }, proxy.handler);
+  let stopping = false;
+  const server = http.createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
+    if (stopping) res.setHeader('connection', 'close');
+    proxy.handler(req, res);
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => resolve());
@@ -458,6 +466,11 @@ export async function startDefenseProxy(options: ProxyOptions & { port?: number;
     close: async (deadlineMs = 10_000) => {
       // Stop accepting first: a connection accepted after this no longer reaches a draining proxy.
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      stopping = true;
+      // Connections accepted just before (in a cluster, handed over by the primary while this worker
+      // stopped listening) have not sent their request yet and look idle: closing them now would
+      // reset them. They are answered as usual, with `connection: close`, for a moment first.
+      await new Promise((resolve) => setTimeout(resolve, Math.min(HANDOFF_SETTLE_MS, deadlineMs)));
       proxy.drain();
       server.closeIdleConnections();
       let timer: NodeJS.Timeout | undefined;

@@ -73,7 +73,9 @@ describe('msd proxy --workers 2 --config FILE', { timeout: 120_000 }, () => {
     child.kill('SIGHUP');
     let answered = 0;
     let refused = 0;
+    const started = Date.now();
     while (!stderr.slice(marker).includes('every worker replaced')) {
+      assert.ok(Date.now() - started < 60_000, `the rolling restart did not finish: ${stderr.slice(marker)}`);
       let answer = await send(url, PATH, {}, JSON.stringify(kserveRequest()));
       // A connection handed to a worker just as it drains gets 503; a client retries it elsewhere.
       if (answer.status === 503) {

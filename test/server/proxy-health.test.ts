@@ -62,7 +62,7 @@ describe('proxy health and graceful shutdown', () => {
       await new Promise((resolve) => setTimeout(resolve, 200));
       const closed = running.close(SLOW_ANSWER_MS * 3);
       await new Promise((resolve) => setTimeout(resolve, 50));
-      // The idle keep-alive connection was closed at once; a request racing that close gets 503 or a refused connection.
+      // The listening socket was closed at once; a request racing that close gets 503 or a refused connection.
       const late = await send(running.url, new http.Agent(), PATH, {}, JSON.stringify(kserveRequest())).catch((error: NodeJS.ErrnoException) => ({ status: 0, body: error.code ?? '' }));
       assert.ok(late.status === 503 || late.body === 'ECONNREFUSED', `late request: ${late.status} ${late.body}`);
       const answer = await inFlight;
