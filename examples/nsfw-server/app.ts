@@ -12,19 +12,22 @@
  * Inside this repository the package is imported from its sources; in your project, import from
  * 'model-stealing-defense'.
  */
+import { fileURLToPath } from 'node:url';
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import { load as loadNsfw } from 'nsfwjs';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import sharp from 'sharp';
-import { batchedSurrogateContext, createBatcher, initBackend, loadSurrogate, poisonPredictions, ServingError, tf, type SurrogateModel } from '../../src/index.js';
+import { batchedSurrogateContext, createBatcher, initBackend, loadSurrogate, poisonPredictions, RequestFormatError, ServingError, tf, type SurrogateModel } from '../../src/index.js';
 
-export const MODEL_DIR = new URL('../../node_modules/nsfwjs/dist/models/mobilenet_v2', import.meta.url).pathname;
+export const MODEL_DIR = fileURLToPath(new URL('../../node_modules/nsfwjs/dist/models/mobilenet_v2', import.meta.url));
 /** nsfwjs's classes, in the order of the model's outputs. */
 export const CLASSES = ['Drawing', 'Hentai', 'Neutral', 'Porn', 'Sexy'];
 const SIZE = 224;
 const PIXELS = SIZE * SIZE * 3;
 /** Images per request: a request's images are decoded concurrently and each costs a forward pass or two. */
 const MAX_INSTANCES = 8;
+/** Encoded bytes per image, for the route and the middleware alike. */
+const MAX_IMAGE_BYTES = 4 << 20;
 
 export interface NsfwAppOptions {
   /** A defense spec (default 'mad-argmax:eps=0.8'); 'none' answers the model's own probabilities. */
@@ -44,12 +47,13 @@ export interface NsfwApp {
 /** Decodes one base64 image to 224×224×3 RGB bytes; throws a 400 naming the problem. */
 async function decode(b64: unknown, index: number): Promise<Uint8Array> {
   const bytes = typeof b64 === 'string' ? Buffer.from(b64, 'base64') : undefined;
-  if (!bytes?.length) throw new ServingError(`instance ${index}: write {"b64": "<base64 JPEG or PNG>"}`, 400, 'bad_request');
+  if (!bytes?.length) throw new RequestFormatError(`instance ${index}: write {"b64": "<base64 JPEG or PNG>"}`);
+  if (bytes.length > MAX_IMAGE_BYTES) throw new RequestFormatError(`instance ${index} is ${bytes.length} bytes, over the limit of ${MAX_IMAGE_BYTES}`, 413);
   try {
     // The same steps as the middleware's image decoder (alpha dropped, stretched to 224×224, sRGB), so both see the same pixels.
     return await sharp(bytes, { failOn: 'truncated', limitInputPixels: 24_000_000 }).removeAlpha().resize(SIZE, SIZE, { fit: 'fill' }).toColourspace('srgb').raw().toBuffer();
   } catch (error) {
-    throw new ServingError(`instance ${index} is not a readable image (${String((error as Error).message).split('\n')[0]})`, 400, 'bad_request');
+    throw new RequestFormatError(`instance ${index} is not a readable image (${String((error as Error).message).split('\n')[0]})`);
   }
 }
 
@@ -83,7 +87,7 @@ export async function buildNsfwApp(options: NsfwAppOptions = {}): Promise<NsfwAp
     protocol: 'tf-serving',
     context,
     registry,
-    inputs: { image: { width: SIZE, height: SIZE, scale: 1 / 255 }, maxImageBytes: 4 << 20 },
+    inputs: { image: { width: SIZE, height: SIZE, scale: 1 / 255 }, maxImageBytes: MAX_IMAGE_BYTES },
   });
 
   const app = express();
@@ -91,7 +95,7 @@ export async function buildNsfwApp(options: NsfwAppOptions = {}): Promise<NsfwAp
     try {
       const instances: unknown = req.body?.instances;
       if (!Array.isArray(instances) || instances.length === 0 || instances.length > MAX_INSTANCES) {
-        throw new ServingError(`write {"instances": [{"b64": "<base64 image>"}]} with 1 to ${MAX_INSTANCES} images`, 400, 'bad_request');
+        throw new RequestFormatError(`write {"instances": [{"b64": "<base64 image>"}]} with 1 to ${MAX_INSTANCES} images`);
       }
       const images = await Promise.all(instances.map((instance, i) => decode((instance as { b64?: unknown })?.b64, i)));
       const rows = new Float32Array(images.length * PIXELS);
