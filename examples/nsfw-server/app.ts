@@ -1,0 +1,127 @@
+/**
+ * An image-classification server on nsfwjs's MobileNetV2 (five classes), speaking TF Serving's REST
+ * API, with the stealing defense mounted in one line.
+ *
+ *   POST /v1/models/nsfw:predict   {"instances": [{"b64": "<base64 JPEG/PNG/WebP>"}, ...]}
+ *                                  → {"predictions": [[Drawing, Hentai, Neutral, Porn, Sexy], ...]}
+ *   GET  /metrics                  Prometheus metrics (requests, perturbation, batching, event-loop delay)
+ *
+ * The route decodes each image itself (sharp, 224×224, RGB) and scales the pixels by 1/255, exactly as
+ * nsfwjs does; the middleware's `inputs.image` declares the same preprocessing, so MAD's surrogate (the
+ * same MobileNetV2 topology with every weight re-drawn from a seed) sees the same tensor the victim saw.
+ * Inside this repository the package is imported from its sources; in your project, import from
+ * 'model-stealing-defense'.
+ */
+import { fileURLToPath } from 'node:url';
+import express, { type Express, type NextFunction, type Request, type Response } from 'express';
+import { load as loadNsfw } from 'nsfwjs';
+import { collectDefaultMetrics, Registry } from 'prom-client';
+import sharp from 'sharp';
+import { batchedSurrogateContext, createBatcher, initBackend, loadSurrogate, poisonPredictions, RequestFormatError, ServingError, tf, type SurrogateModel } from '../../src/index.js';
+
+export const MODEL_DIR = fileURLToPath(new URL('../../node_modules/nsfwjs/dist/models/mobilenet_v2', import.meta.url));
+/** nsfwjs's classes, in the order of the model's outputs. */
+export const CLASSES = ['Drawing', 'Hentai', 'Neutral', 'Porn', 'Sexy'];
+const SIZE = 224;
+const PIXELS = SIZE * SIZE * 3;
+/** Images per request: a request's images are decoded concurrently and each costs a forward pass or two. */
+const MAX_INSTANCES = 8;
+/** Encoded bytes per image, for the route and the middleware alike. */
+const MAX_IMAGE_BYTES = 4 << 20;
+
+export interface NsfwAppOptions {
+  /** A defense spec (default 'mad-argmax:eps=0.8'); 'none' answers the model's own probabilities. */
+  defense?: string;
+  /** Seed of the surrogate's re-initialised weights (default 7). */
+  seed?: number;
+  /** Another surrogate instead of the re-initialised MobileNetV2 (the app disposes it on close). */
+  surrogate?: SurrogateModel;
+}
+
+export interface NsfwApp {
+  app: Express;
+  /** Rejects what waits (503), lets the forward pass in flight finish and frees the models. Call after server.close(). */
+  close(): Promise<void>;
+}
+
+/** Decodes one base64 image to 224×224×3 RGB bytes; throws a 400 naming the problem. */
+async function decode(b64: unknown, index: number): Promise<Uint8Array> {
+  const bytes = typeof b64 === 'string' ? Buffer.from(b64, 'base64') : undefined;
+  if (!bytes?.length) throw new RequestFormatError(`instance ${index}: write {"b64": "<base64 JPEG or PNG>"}`);
+  if (bytes.length > MAX_IMAGE_BYTES) throw new RequestFormatError(`instance ${index} is ${bytes.length} bytes, over the limit of ${MAX_IMAGE_BYTES}`, 413);
+  try {
+    // The same steps as the middleware's image decoder (alpha dropped, stretched to 224×224, sRGB), so both see the same pixels.
+    return await sharp(bytes, { failOn: 'truncated', limitInputPixels: 24_000_000 }).removeAlpha().resize(SIZE, SIZE, { fit: 'fill' }).toColourspace('srgb').raw().toBuffer();
+  } catch (error) {
+    throw new RequestFormatError(`instance ${index} is not a readable image (${String((error as Error).message).split('\n')[0]})`);
+  }
+}
+
+export async function buildNsfwApp(options: NsfwAppOptions = {}): Promise<NsfwApp> {
+  const defense = options.defense ?? 'mad-argmax:eps=0.8';
+  await initBackend({ log: () => {} });
+
+  // The victim: nsfwjs's own MobileNetV2, bundled in the package (nothing is downloaded).
+  const nsfw = await loadNsfw('MobileNetV2');
+  // One image per forward pass, one pass at a time, the event loop free between passes; 503 when 64 images wait.
+  const victim = createBatcher(
+    async (pixels, rows) => {
+      const probs = tf.tidy(() => nsfw.model.predict(tf.tensor4d(pixels, [rows, SIZE, SIZE, 3]).div(255)) as tf.Tensor);
+      try {
+        return (await probs.data()) as Float32Array;
+      } finally {
+        probs.dispose();
+      }
+    },
+    { width: PIXELS, windowMs: 0, maxBatchRows: 1, maxQueueRows: 64, what: 'the classifier' },
+  );
+
+  // The defense: MAD-argmax against a surrogate of the same topology, freshly initialised, batched.
+  const surrogate = defense === 'none' ? undefined : options.surrogate ?? await loadSurrogate({ dir: MODEL_DIR, reinit: options.seed ?? 7 });
+  const context = surrogate && batchedSurrogateContext({ surrogate }, { maxQueueRows: 64, maxRowsPerRequest: MAX_INSTANCES });
+  const registry = new Registry();
+  // Process metrics, among them the event-loop delay (reset at each scrape, 1 ms resolution).
+  collectDefaultMetrics({ register: registry, prefix: 'msd_', eventLoopMonitoringPrecision: 1 });
+  const defend = poisonPredictions({
+    defense,
+    protocol: 'tf-serving',
+    context,
+    registry,
+    inputs: { image: { width: SIZE, height: SIZE, scale: 1 / 255 }, maxImageBytes: MAX_IMAGE_BYTES },
+  });
+
+  const app = express();
+  app.post(/^\/v1\/models\/nsfw:predict$/, express.json({ limit: '8mb' }), defend, async (req: Request, res: Response, next: NextFunction) => {
+    try {
+      const instances: unknown = req.body?.instances;
+      if (!Array.isArray(instances) || instances.length === 0 || instances.length > MAX_INSTANCES) {
+        throw new RequestFormatError(`write {"instances": [{"b64": "<base64 image>"}]} with 1 to ${MAX_INSTANCES} images`);
+      }
+      const images = await Promise.all(instances.map((instance, i) => decode((instance as { b64?: unknown })?.b64, i)));
+      const rows = new Float32Array(images.length * PIXELS);
+      images.forEach((image, i) => rows.set(image, i * PIXELS));
+      const probs = await victim.submit(rows, images.length);
+      const predictions = images.map((_, i) => Array.from(probs.subarray(i * CLASSES.length, (i + 1) * CLASSES.length)));
+      res.json({ predictions });
+    } catch (error) {
+      next(error);
+    }
+  });
+  app.get('/metrics', defend.metricsHandler);
+  app.use((error: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    const known = error instanceof ServingError ? error : undefined;
+    if (known?.headers) res.set(known.headers);
+    // express.json's errors carry their status (400 malformed, 413 too large).
+    const status = known?.status ?? (error as { status?: number }).status ?? 500;
+    res.status(status).json({ error: status < 500 || known ? String((error as Error).message) : 'internal error' });
+  });
+
+  return {
+    app,
+    async close() {
+      await Promise.all([victim.close(), context?.close()]);
+      surrogate?.dispose();
+      nsfw.dispose();
+    },
+  };
+}

@@ -1,0 +1,27 @@
+/**
+ * Starts the nsfwjs example server: `npm run example:nsfw`, or with settings
+ *   PORT=8080 DEFENSE='mad-argmax:eps=0.8' SEED=7 npm run example:nsfw
+ * SIGTERM/SIGINT: stops accepting, finishes the requests in flight, frees the models, exits.
+ */
+import type { AddressInfo } from 'node:net';
+import { buildNsfwApp } from './app.js';
+
+const { app, close } = await buildNsfwApp({ defense: process.env.DEFENSE, seed: process.env.SEED === undefined ? undefined : Number(process.env.SEED) });
+const server = app.listen(Number(process.env.PORT ?? 8080), process.env.HOST ?? '127.0.0.1', () => {
+  const { address, port } = server.address() as AddressInfo;
+  console.log(`nsfw example listening on http://${address}:${port} (POST /v1/models/nsfw:predict, GET /metrics)`);
+});
+
+let stopping = false;
+async function shutdown(signal: string): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  console.log(`${signal}: draining`);
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeIdleConnections();
+  await closed;
+  await close();
+  process.exit(0);
+}
+process.on('SIGTERM', () => void shutdown('SIGTERM'));
+process.on('SIGINT', () => void shutdown('SIGINT'));

@@ -1,0 +1,56 @@
+/**
+ * `npm run example:nsfw`'s process: it listens where PORT says, and SIGTERM lets a request in flight
+ * finish with its answer before the process exits 0. Defense `none`, so only the victim loads.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import http from 'node:http';
+import { after, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import sharp from 'sharp';
+
+const SERVER = fileURLToPath(new URL('../../examples/nsfw-server/server.ts', import.meta.url));
+
+function post(url: string, body: string, agent: http.Agent): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: 'POST', agent, headers: { 'content-type': 'application/json' } }, (res) => {
+      let text = '';
+      res.on('data', (chunk) => (text += chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+    });
+    req.once('error', reject);
+    req.end(body);
+  });
+}
+
+it('answers the request in flight on SIGTERM, then exits 0', async () => {
+  const child = spawn(process.execPath, ['--import', 'tsx', SERVER], { env: { ...process.env, PORT: '0', DEFENSE: 'none' }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const agent = new http.Agent({ keepAlive: true });
+  after(() => {
+    agent.destroy();
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+  let out = '';
+  const url = await new Promise<string>((resolve, reject) => {
+    child.stdout!.on('data', (chunk: Buffer) => {
+      out += chunk;
+      const found = /listening on (http:\/\/\S+)/.exec(out)?.[1];
+      if (found) resolve(`${found}/v1/models/nsfw:predict`);
+    });
+    child.once('exit', (code) => reject(new Error(`server exited with ${code}: ${out}`)));
+  });
+  const png = await sharp({ create: { width: 64, height: 48, channels: 3, background: { r: 200, g: 120, b: 40 } } }).png().toBuffer();
+  const one = JSON.stringify({ instances: [{ b64: png.toString('base64') }] });
+  // The first request opens a kept-alive connection; the second (8 images, 8 forward passes) is in flight on it when SIGTERM comes.
+  assert.equal((await post(url, one, agent)).status, 200);
+  const inFlight = post(url, JSON.stringify({ instances: new Array(8).fill({ b64: png.toString('base64') }) }), agent);
+  await sleep(50);
+  child.kill('SIGTERM');
+  const answer = await inFlight;
+  assert.equal(answer.status, 200, answer.text);
+  assert.equal(JSON.parse(answer.text).predictions.length, 8);
+  assert.equal(await exited, 0);
+  assert.match(out, /SIGTERM: draining/);
+});
