@@ -9,6 +9,8 @@ import { extname } from 'node:path';
 import { Option, type Command } from 'commander';
 import { ServingOptionError } from '../server/errors.js';
 import { PROTOCOLS } from '../server/protocols/index.js';
+import type { BatchingFlags } from './batching-flags.js';
+import type { InputFlags } from './image-flags.js';
 
 /** Reads one value, from a flag (a string, or true for a switch, or string[] when repeatable) or from the config file (any JSON value). */
 type Validator<T> = { parse(value: unknown, name: string): T; repeatable?: boolean; switch?: boolean };
@@ -27,7 +29,8 @@ export interface ProxyField<T = unknown> {
   notInFile?: boolean;
 }
 
-export interface ProxySettings {
+/** Input (image-flags.ts) and batching (batching-flags.ts) settings are raw text, parsed where their flags are. */
+export interface ProxySettings extends InputFlags, BatchingFlags {
   upstream: string;
   protocol: string;
   defense: string;
@@ -35,23 +38,6 @@ export interface ProxySettings {
   surrogateFrom?: string;
   surrogateOnnx?: string;
   reinit?: string;
-  // Inputs (image preprocessing and limits; see image-flags.ts): raw text, parsed where the flags are.
-  inputScale?: string;
-  imageSize?: string;
-  imageResize?: string;
-  imageChannels?: string;
-  imageLayout?: string;
-  imageScale?: string;
-  imageMean?: string;
-  imageStd?: string;
-  imageStrictChannels?: boolean;
-  maxPixels?: string;
-  maxImageBytes?: string;
-  // Batching of the surrogate's work (see batching-flags.ts).
-  batchWindowMs?: string;
-  maxBatchRows?: string;
-  maxQueueRows?: string;
-  maxRows?: string;
   port: number;
   host: string;
   timeoutMs: number;

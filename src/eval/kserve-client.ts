@@ -44,7 +44,18 @@ export function readProbabilities(body: unknown, rows: number): ProbBatch {
   return { rows, cols, data: out };
 }
 
-export function kserveClient(url: string): InferenceClient {
+export interface KserveClientOptions {
+  /** Extra request headers (e.g. the client's API key). */
+  headers?: Record<string, string>;
+  /** Called before each request is sent (e.g. to advance a simulated clock). */
+  onRequest?: () => void;
+  /** Named in error messages (e.g. which simulated client was refused). */
+  label?: string;
+}
+
+export function kserveClient(url: string, options: KserveClientOptions = {}): InferenceClient {
+  const headers = { 'content-type': 'application/json', ...options.headers };
+  const who = options.label ? ` to ${options.label}` : '';
   let requests = 0;
   return {
     get requests() {
@@ -52,9 +63,10 @@ export function kserveClient(url: string): InferenceClient {
     },
     async infer(x, rows, features) {
       requests += 1;
-      const response = await postWithRetry(url, JSON.stringify(imageRequest(x, rows, features)));
+      options.onRequest?.();
+      const response = await postWithRetry(url, JSON.stringify(imageRequest(x, rows, features)), headers);
       const text = await response.text();
-      if (!response.ok) throw new EndpointError(`${url} answered ${response.status}: ${text.slice(0, 300)}`);
+      if (!response.ok) throw new EndpointError(`${url} answered ${response.status}${who}: ${text.slice(0, 300)}`);
       return readProbabilities(JSON.parse(text), rows);
     },
   };

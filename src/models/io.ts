@@ -82,7 +82,8 @@ async function readArtifacts(dir: string): Promise<tf.io.ModelArtifacts> {
   };
 }
 
-async function readOrExplain(file: string): Promise<Buffer> {
+/** Reads a model file; a missing or unreadable one is a ModelFileError naming it. */
+export async function readOrExplain(file: string): Promise<Buffer> {
   try {
     return await readFile(file);
   } catch (error) {

@@ -5,10 +5,11 @@
  * exporting its bytes as base64). A bundle is JavaScript: it is evaluated in an empty node:vm
  * context (no require, no process), only to read the value it exports.
  */
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { runInNewContext } from 'node:vm';
 import { ModelFileError } from './errors.js';
+import { readOrExplain } from './io.js';
 import { tf } from './tf.js';
 
 export const BUNDLE_FILE = 'model.min.js';
@@ -21,14 +22,6 @@ export interface ModelDirArtifacts {
   readonly file: string;
 }
 
-async function readOrExplain(file: string): Promise<Buffer> {
-  try {
-    return await readFile(file);
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    throw new ModelFileError(file, code === 'ENOENT' ? 'file not found' : `cannot be read (${code ?? String(error)})`);
-  }
-}
 
 /** The value a CommonJS/UMD bundle exports, evaluated with nothing but `module` and `exports` in scope. */
 function bundleExports(source: string, file: string): unknown {

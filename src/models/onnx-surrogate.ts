@@ -9,7 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { ModelError, ModelFileError, UnsupportedModelError } from './errors.js';
 import { readOnnxGraph, reinitOnnx } from './onnx-graph.js';
 import type { SurrogateModel } from './surrogate-model.js';
-import { checkRows, defaultChunkRows, toProbabilities, yieldToEventLoop, type SurrogateOutput } from './surrogate-output.js';
+import { defaultChunkRows, probabilitiesInChunks, type SurrogateOutput } from './surrogate-output.js';
 import type { ProbBatch } from '../defenses/types.js';
 
 type Ort = typeof import('onnxruntime-node');
@@ -109,17 +109,19 @@ export class OnnxSurrogate implements SurrogateModel {
     }
   }
 
-  async probsAsync(inputs: Float32Array, rows: number): Promise<ProbBatch> {
-    checkRows(inputs, rows, this.width);
-    const data = new Float32Array(rows * this.classes);
-    for (let start = 0; start < rows; start += this.chunkRows) {
-      if (start > 0) await yieldToEventLoop();
-      const n = Math.min(this.chunkRows, rows - start);
-      const values = await this.run(inputs.slice(start * this.width, (start + n) * this.width), n);
-      if (values.length !== n * this.classes) throw new UnsupportedModelError(`output "${this.outputName}" holds ${values.length} values for ${n} rows, not ${n * this.classes}`);
-      data.set(toProbabilities(values, n, this.classes, this.output), start * this.classes);
-    }
-    return { rows, cols: this.classes, data };
+  probsAsync(inputs: Float32Array, rows: number): Promise<ProbBatch> {
+    return probabilitiesInChunks(inputs, rows, {
+      width: this.width,
+      classes: this.classes,
+      chunkRows: this.chunkRows,
+      output: this.output,
+      // The session may keep the buffer it was given: each chunk gets its own copy.
+      run: async (chunk, n) => {
+        const values = await this.run(chunk.slice(), n);
+        if (values.length !== n * this.classes) throw new UnsupportedModelError(`output "${this.outputName}" holds ${values.length} values for ${n} rows, not ${n * this.classes}`);
+        return values;
+      },
+    });
   }
 
   dispose(): void {

@@ -68,3 +68,27 @@ export function yieldToEventLoop(): Promise<void> {
 export function defaultChunkRows(width: number): number {
   return Math.max(1, Math.min(64, Math.floor(131072 / Math.max(1, width))));
 }
+
+/** How a surrogate is asked for probabilities in chunks: its shape and how it reads one chunk's raw outputs. */
+export interface ChunkedOutputs {
+  width: number;
+  classes: number;
+  chunkRows: number;
+  output: SurrogateOutput;
+  /** The raw outputs (logits or probabilities, n × classes) of `n` rows. */
+  run(chunk: Float32Array, n: number): Promise<Float32Array>;
+}
+
+/** Probabilities for `rows` rows, `chunkRows` at a time, letting the event loop run between chunks. */
+export async function probabilitiesInChunks(inputs: Float32Array, rows: number, how: ChunkedOutputs): Promise<{ rows: number; cols: number; data: Float32Array }> {
+  const { width, classes, chunkRows } = how;
+  checkRows(inputs, rows, width);
+  const data = new Float32Array(rows * classes);
+  for (let start = 0; start < rows; start += chunkRows) {
+    if (start > 0) await yieldToEventLoop();
+    const n = Math.min(chunkRows, rows - start);
+    const values = await how.run(inputs.subarray(start * width, (start + n) * width), n);
+    data.set(toProbabilities(values, n, classes, how.output), start * classes);
+  }
+  return { rows, cols: classes, data };
+}

@@ -13,7 +13,7 @@
 import { kernelsMissing, onCpu, withCpuFallback } from './backend.js';
 import { UnsupportedModelError } from './errors.js';
 import type { SurrogateModel } from './surrogate-model.js';
-import { checkRows, defaultChunkRows, looksLikeProbabilities, toProbabilities, yieldToEventLoop, type SurrogateOutput } from './surrogate-output.js';
+import { checkRows, defaultChunkRows, looksLikeProbabilities, probabilitiesInChunks, yieldToEventLoop, type SurrogateOutput } from './surrogate-output.js';
 import { tf, type LayersModel, type Tensor, type Variable } from './tf.js';
 import type { ProbBatch } from '../defenses/types.js';
 
@@ -120,23 +120,22 @@ export class TfjsSurrogate implements SurrogateModel {
     }
   }
 
-  async probsAsync(inputs: Float32Array, rows: number): Promise<ProbBatch> {
-    checkRows(inputs, rows, this.width);
-    const data = new Float32Array(rows * this.classes);
-    for (let start = 0; start < rows; start += this.chunkRows) {
-      if (start > 0) await yieldToEventLoop();
-      const n = Math.min(this.chunkRows, rows - start);
-      const out = await this.forward(tf.tensor(inputs.subarray(start * this.width, (start + n) * this.width), [n, ...this.inputShape]));
-      let values: Float32Array;
-      try {
-        if (out.shape[1] !== this.classes) throw new UnsupportedModelError(`the model answered ${out.shape[1]} values per row, not ${this.classes}`);
-        values = (await out.data()) as Float32Array;
-      } finally {
-        out.dispose();
-      }
-      data.set(toProbabilities(Float32Array.from(values), n, this.classes, this.output), start * this.classes);
-    }
-    return { rows, cols: this.classes, data };
+  probsAsync(inputs: Float32Array, rows: number): Promise<ProbBatch> {
+    return probabilitiesInChunks(inputs, rows, {
+      width: this.width,
+      classes: this.classes,
+      chunkRows: this.chunkRows,
+      output: this.output,
+      run: async (chunk, n) => {
+        const out = await this.forward(tf.tensor(chunk, [n, ...this.inputShape]));
+        try {
+          if (out.shape[1] !== this.classes) throw new UnsupportedModelError(`the model answered ${out.shape[1]} values per row, not ${this.classes}`);
+          return Float32Array.from((await out.data()) as Float32Array);
+        } finally {
+          out.dispose();
+        }
+      },
+    });
   }
 
   /** B×K×K Gram matrices over all trainable parameters (row-major); see the file comment. */

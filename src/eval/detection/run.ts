@@ -11,7 +11,7 @@ import { argmaxRows, parseDefense } from '../../defenses/index.js';
 import { checkpointHardness, predictProbs, type ContextProviders, type LayersModel } from '../../models/index.js';
 import type { TrainingSettings } from '../config.js';
 import { startDefendedEndpoint } from '../endpoint.js';
-import { EndpointError, imageRequest, readProbabilities, type InferenceClient } from '../kserve-client.js';
+import { EndpointError, kserveClient, type InferenceClient } from '../kserve-client.js';
 import { trainKnockoff, type VictimTestSet } from '../knockoff.js';
 import { accuracy } from '../measures.js';
 import { deriveSeed, permutation, seededRandom } from '../random.js';
@@ -100,26 +100,7 @@ export interface DetectionReport {
 
 /** Each stream's requests go through here: the client id header, the simulated time, one row batch per request. */
 function detectingClient(url: string, key: string, onRequest: () => void): InferenceClient {
-  let requests = 0;
-  return {
-    get requests() {
-      return requests;
-    },
-    async infer(x, rows, features) {
-      requests += 1;
-      onRequest();
-      const send = () => fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': key }, body: JSON.stringify(imageRequest(x, rows, features)) });
-      // A kept-alive socket the server closed while the attacker trained (a pause of seconds) resets
-      // before the request is read: sent again once, on a fresh connection.
-      const response = await send().catch((error: Error & { cause?: { code?: string } }) => {
-        if (error.cause?.code !== 'ECONNRESET') throw error;
-        return send();
-      });
-      const text = await response.text();
-      if (!response.ok) throw new EndpointError(`${url} answered ${response.status} to client ${key}: ${text.slice(0, 200)}`);
-      return readProbabilities(JSON.parse(text), rows);
-    },
-  };
+  return kserveClient(url, { headers: { 'x-api-key': key }, onRequest, label: `client ${key}` });
 }
 
 /**
