@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import request from 'supertest';
+import { startServeCommand } from './helpers/serve-command.js';
 import { createModel, initBackend, saveModel } from '../../src/models/index.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -25,18 +25,9 @@ describe('msd serve (the demo)', () => {
   });
 
   it('loads the cached model, prints a working curl with an MNIST image, answers defended, and exits 0 on SIGTERM', async () => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--model-dir', modelDir, '--port', '0', '--defense', 'rounding:decimals=2', '--log-level', 'warn'], { cwd: root });
-    let stdout = '';
-    let stderr = '';
-    child.stderr.on('data', (c: Buffer) => (stderr += c));
-    const curl = await new Promise<string>((resolve, reject) => {
-      child.stdout.on('data', (c: Buffer) => {
-        stdout += c;
-        const line = stdout.split('\n').find((l) => l.trim().startsWith('curl '));
-        if (line) resolve(line.trim());
-      });
-      child.once('exit', (code) => reject(new Error(`exited ${code}: ${stderr}`)));
-    });
+    const serve = await startServeCommand(['--model-dir', modelDir, '--defense', 'rounding:decimals=2', '--log-level', 'warn']);
+    const { curl } = serve;
+    let exitCode: number | null = null;
     try {
       const match = /-d @(\S+) (http:\/\/\S+)$/.exec(curl);
       assert.ok(match, curl);
@@ -50,8 +41,8 @@ describe('msd serve (the demo)', () => {
       for (const v of data) assert.equal(Math.round(v * 100) / 100, v, `${v} has at most 2 decimals`);
       assert.match((await request(url.origin).get('/metrics').expect(200)).text, /msd_requests_total\{defense="rounding:decimals=2",outcome="perturbed"\} 1/);
     } finally {
-      child.kill('SIGTERM');
+      exitCode = await serve.stop();
     }
-    assert.equal(await new Promise<number | null>((resolve) => child.once('exit', resolve)), 0);
+    assert.equal(exitCode, 0, serve.stderr());
   });
 });

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import request from 'supertest';
+import { startServeCommand } from './helpers/serve-command.js';
 import { checkpointRecorder, createModel, initBackend, saveCheckpoints, saveModel, trainModel } from '../../src/models/index.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -30,20 +30,11 @@ describe('msd serve --client-id (the demo with detection)', () => {
 
   it('turns HODA on from the checkpoints, escalates with MAD, and refuses a client past its budget', async () => {
     const detection = JSON.stringify({ budget: { maxQueries: 2, action: 'refuse' }, ood: { enabled: false } });
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--model-dir', modelDir, '--port', '0', '--defense', 'rounding:decimals=2', '--log-level', 'warn', '--client-id', 'header:x-api-key', '--detection', detection], { cwd: root });
-    let stdout = '';
-    let stderr = '';
-    child.stderr.on('data', (c: Buffer) => (stderr += c));
-    const curl = await new Promise<string>((resolve, reject) => {
-      child.stdout.on('data', (c: Buffer) => {
-        stdout += c;
-        const line = stdout.split('\n').find((l) => l.trim().startsWith('curl '));
-        if (line) resolve(line.trim());
-      });
-      child.once('exit', (code) => reject(new Error(`exited ${code}: ${stderr}`)));
-    });
+    const serve = await startServeCommand(['--model-dir', modelDir, '--defense', 'rounding:decimals=2', '--log-level', 'warn', '--client-id', 'header:x-api-key', '--detection', detection]);
+    const { curl } = serve;
+    let exitCode: number | null = null;
     try {
-      assert.match(stderr, /client detection by header:x-api-key \(memory store\), escalation mad-argmax → argmax; HODA on \(11 checkpoints, calibrated on 5000 held-out images\)/);
+      assert.match(serve.stderr(), /client detection by header:x-api-key \(memory store\), escalation mad-argmax → argmax; HODA on \(11 checkpoints, calibrated on 5000 held-out images\)/);
       const match = /-d @(\S+) (http:\/\/\S+)$/.exec(curl)!;
       const body = JSON.parse(await readFile(join(root, match[1]), 'utf8'));
       const url = new URL(match[2]);
@@ -51,8 +42,8 @@ describe('msd serve --client-id (the demo with detection)', () => {
       await request(url.origin).post(url.pathname).set('x-api-key', 'k1').send(body).expect(403);
       await request(url.origin).post(url.pathname).set('x-api-key', 'k2').send(body).expect(200);
     } finally {
-      child.kill('SIGTERM');
+      exitCode = await serve.stop();
     }
-    assert.equal(await new Promise<number | null>((resolve) => child.once('exit', resolve)), 0);
+    assert.equal(exitCode, 0, serve.stderr());
   });
 });
