@@ -218,9 +218,9 @@ describe('loadThreadedSurrogate: the forward pass runs off this thread', () => {
     try {
       const x = inputs(8, WIDTH, 2);
       await threaded.probsAsync(x, 8); // warm-up: the worker's first pass compiles its kernels
-      const here = await tf.profile(() => local.probsAsync(x, 8));
+      const here = await tf.profile(async () => void (await local.probsAsync(x, 8)));
       assert.ok(here.kernels.length > 0, 'the in-thread surrogate runs kernels here (the profile sees them)');
-      const profile = await tf.profile(() => threaded.probsAsync(x, 8));
+      const profile = await tf.profile(async () => void (await threaded.probsAsync(x, 8)));
       assert.deepEqual(profile.kernels, [], 'no kernel ran in this thread');
       let turns = 0;
       let counting = true;
