@@ -1,7 +1,7 @@
 /**
  * Starts the nsfwjs example server: `npm run example:nsfw`, or with settings
  *   PORT=8080 DEFENSE='mad-argmax:eps=0.8' SEED=7 SURROGATE_THREAD=1 VICTIM_THREAD=0 npm run example:nsfw
- * (SURROGATE_THREAD / VICTIM_THREAD: 1 runs that model in a worker thread, 0 in the main thread.)
+ * (SURROGATE_THREAD / VICTIM_THREAD: 1, the default, runs that model in a worker thread; 0 in the main thread.)
  * SIGTERM/SIGINT: stops accepting, finishes the requests in flight, frees the models, exits.
  */
 import type { AddressInfo } from 'node:net';
