@@ -20,7 +20,26 @@ for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i].replac
 const seconds = Number(args.get('seconds') ?? 6);
 const server = fileURLToPath(new URL('../examples/nsfw-server/server.ts', import.meta.url));
 const PATH = '/v1/models/nsfw:predict';
-const DEFENSES = ['none', 'mad-argmax:eps=0.8'];
+interface Config {
+  label: string;
+  defense: string;
+  surrogateThread: boolean;
+  victimThread: boolean;
+}
+const MAD = 'mad-argmax:eps=0.8';
+const CONFIGS: Config[] = [
+  { label: 'none', defense: 'none', surrogateThread: false, victimThread: false },
+  { label: 'mad-argmax', defense: MAD, surrogateThread: false, victimThread: false },
+  { label: 'mad-argmax, S thread', defense: MAD, surrogateThread: true, victimThread: false },
+  { label: 'none, V thread', defense: 'none', surrogateThread: false, victimThread: true },
+  { label: 'mad-argmax, S+V thr.', defense: MAD, surrogateThread: true, victimThread: true },
+];
+/** MAD configurations and the `none` each is compared with (same victim placement). */
+const RATIOS: Array<[mad: number, none: number]> = [
+  [1, 0],
+  [2, 0],
+  [4, 3],
+];
 const CONCURRENCY = [1, 8, 32];
 
 interface Started {
@@ -28,11 +47,12 @@ interface Started {
   url: string;
 }
 
-function start(defense: string): Promise<Started> {
+function start(config: Config): Promise<Started> {
   return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, ['--import', 'tsx', server], { env: { ...process.env, PORT: '0', DEFENSE: defense }, stdio: ['ignore', 'pipe', 'inherit'] });
+    const env = { ...process.env, PORT: '0', DEFENSE: config.defense, SURROGATE_THREAD: config.surrogateThread ? '1' : '0', VICTIM_THREAD: config.victimThread ? '1' : '0' };
+    const proc = spawn(process.execPath, ['--import', 'tsx', server], { env, stdio: ['ignore', 'pipe', 'inherit'] });
     proc.once('error', reject);
-    proc.once('exit', (code) => reject(new Error(`${defense} server exited with ${code}`)));
+    proc.once('exit', (code) => reject(new Error(`${config.label} server exited with ${code}`)));
     let out = '';
     proc.stdout!.on('data', (chunk: Buffer) => {
       out += chunk;
@@ -66,12 +86,14 @@ const post = { method: 'POST' as const, headers: { 'content-type': 'application/
 console.log(`example-nsfw: node ${process.version}; one 224×224 JPEG (${jpeg.length} bytes) per request; ${seconds}s per configuration`);
 const servers: Started[] = [];
 try {
-  for (const defense of DEFENSES) servers.push(await start(defense));
+  for (const config of CONFIGS) servers.push(await start(config));
   // Warm-up: the first forward passes compile kernels and allocate.
   for (const s of servers) await autocannon({ url: s.url + PATH, ...post, connections: 2, amount: 6 });
-  const cpuPerImage: number[][] = DEFENSES.map(() => []);
-  const latencyMean: number[][] = DEFENSES.map(() => []);
-  console.log(`\n${'defense'.padEnd(20)} ${'clients'.padStart(7)} ${'req/s'.padStart(7)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'loop p99'.padStart(9)} ${'CPU ms/img'.padStart(10)} ${'answered'.padStart(8)} ${'non-2xx'.padStart(7)}`);
+  const cpuPerImage: number[][] = CONFIGS.map(() => []);
+  const latencyMean: number[][] = CONFIGS.map(() => []);
+  const loopP99: number[][] = CONFIGS.map(() => []);
+  console.log('\nS thread: the surrogate in a worker thread; V thread: the victim too (SURROGATE_THREAD=1, VICTIM_THREAD=1)');
+  console.log(`\n${'configuration'.padEnd(20)} ${'clients'.padStart(7)} ${'req/s'.padStart(7)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'loop p99'.padStart(9)} ${'CPU ms/img'.padStart(10)} ${'answered'.padStart(8)} ${'non-2xx'.padStart(7)}`);
   for (const connections of CONCURRENCY) {
     for (const [d, s] of servers.entries()) {
       const before = await scrape(s.url);
@@ -81,15 +103,21 @@ try {
       const cpuMs = answered ? ((after.cpu - before.cpu) * 1000) / answered : NaN;
       cpuPerImage[d].push(cpuMs);
       latencyMean[d].push(r.latency.mean);
+      loopP99[d].push(after.lagP99);
       console.log(
-        `${DEFENSES[d].padEnd(20)} ${String(connections).padStart(7)} ${r.requests.average.toFixed(1).padStart(7)} ${String(r.latency.p50).padStart(7)} ${String(r.latency.p99).padStart(7)} ${after.lagP99.toFixed(0).padStart(9)} ${cpuMs.toFixed(0).padStart(10)} ${String(answered).padStart(8)} ${String(r.non2xx).padStart(7)}`,
+        `${CONFIGS[d].label.padEnd(20)} ${String(connections).padStart(7)} ${r.requests.average.toFixed(1).padStart(7)} ${String(r.latency.p50).padStart(7)} ${String(r.latency.p99).padStart(7)} ${after.lagP99.toFixed(0).padStart(9)} ${cpuMs.toFixed(0).padStart(10)} ${String(answered).padStart(8)} ${String(r.non2xx).padStart(7)}`,
       );
     }
   }
   console.log('\ncost per image, MAD-argmax / none (target ≤ 2: at most one more victim forward pass):');
-  for (const [i, connections] of CONCURRENCY.entries()) {
-    console.log(`  ${String(connections).padStart(2)} client(s): server CPU ${(cpuPerImage[1][i] / cpuPerImage[0][i]).toFixed(2)}×, mean latency ${(latencyMean[1][i] / latencyMean[0][i]).toFixed(2)}×`);
+  for (const [mad, none] of RATIOS) {
+    console.log(`  ${CONFIGS[mad].label} / ${CONFIGS[none].label}:`);
+    for (const [i, connections] of CONCURRENCY.entries()) {
+      console.log(`    ${String(connections).padStart(2)} client(s): server CPU ${(cpuPerImage[mad][i] / cpuPerImage[none][i]).toFixed(2)}×, mean latency ${(latencyMean[mad][i] / latencyMean[none][i]).toFixed(2)}×`);
+    }
   }
+  console.log('\nevent-loop p99, worst over 1/8/32 clients:');
+  for (const [d, config] of CONFIGS.entries()) console.log(`  ${config.label.padEnd(20)} ${Math.max(...loopP99[d]).toFixed(0)} ms`);
 } finally {
   const codes = await Promise.all(servers.map(stop));
   console.log(`\nservers stopped with SIGTERM, exit codes ${codes.join(', ')}`);

@@ -36,6 +36,13 @@ export interface NsfwAppOptions {
   seed?: number;
   /** Another surrogate instead of the re-initialised MobileNetV2 (the app disposes it on close). */
   surrogate?: SurrogateModel;
+  /**
+   * Run the re-initialised surrogate in a worker thread (loadSurrogate's `thread`), so its forward
+   * passes never stall the event loop (default true; see the README's measurements).
+   */
+  surrogateThread?: boolean;
+  /** Run the victim (nsfwjs's MobileNetV2, loaded from the same files) in a worker thread too: its own forward pass is the other stall (default true). */
+  victimThread?: boolean;
 }
 
 export interface NsfwApp {
@@ -61,23 +68,25 @@ export async function buildNsfwApp(options: NsfwAppOptions = {}): Promise<NsfwAp
   const defense = options.defense ?? 'mad-argmax:eps=0.8';
   await initBackend({ log: () => {} });
 
-  // The victim: nsfwjs's own MobileNetV2, bundled in the package (nothing is downloaded).
-  const nsfw = await loadNsfw('MobileNetV2');
+  // The victim: nsfwjs's own MobileNetV2, bundled in the package (nothing is downloaded); in this
+  // thread through nsfwjs, or in a worker thread through the same model wrapper as the surrogate.
+  const victimThread = options.victimThread ?? true;
+  const nsfw = victimThread ? undefined : await loadNsfw('MobileNetV2');
+  const victimModel = victimThread ? await loadSurrogate({ dir: MODEL_DIR, thread: true }) : undefined;
+  const classify = async (pixels: Float32Array, rows: number): Promise<Float32Array> => {
+    if (victimModel) return (await victimModel.probsAsync(pixels.map((v) => v / 255), rows)).data;
+    const probs = tf.tidy(() => nsfw!.model.predict(tf.tensor4d(pixels, [rows, SIZE, SIZE, 3]).div(255)) as tf.Tensor);
+    try {
+      return (await probs.data()) as Float32Array;
+    } finally {
+      probs.dispose();
+    }
+  };
   // One image per forward pass, one pass at a time, the event loop free between passes; 503 when 64 images wait.
-  const victim = createBatcher(
-    async (pixels, rows) => {
-      const probs = tf.tidy(() => nsfw.model.predict(tf.tensor4d(pixels, [rows, SIZE, SIZE, 3]).div(255)) as tf.Tensor);
-      try {
-        return (await probs.data()) as Float32Array;
-      } finally {
-        probs.dispose();
-      }
-    },
-    { width: PIXELS, windowMs: 0, maxBatchRows: 1, maxQueueRows: 64, what: 'the classifier' },
-  );
+  const victim = createBatcher(classify, { width: PIXELS, windowMs: 0, maxBatchRows: 1, maxQueueRows: 64, what: 'the classifier' });
 
   // The defense: MAD-argmax against a surrogate of the same topology, freshly initialised, batched.
-  const surrogate = defense === 'none' ? undefined : options.surrogate ?? await loadSurrogate({ dir: MODEL_DIR, reinit: options.seed ?? 7 });
+  const surrogate = defense === 'none' ? undefined : options.surrogate ?? await loadSurrogate({ dir: MODEL_DIR, reinit: options.seed ?? 7, thread: options.surrogateThread ?? true });
   const context = surrogate && batchedSurrogateContext({ surrogate }, { maxQueueRows: 64, maxRowsPerRequest: MAX_INSTANCES });
   const registry = new Registry();
   // Process metrics, among them the event-loop delay (reset at each scrape, 1 ms resolution).
@@ -121,7 +130,8 @@ export async function buildNsfwApp(options: NsfwAppOptions = {}): Promise<NsfwAp
     async close() {
       await Promise.all([victim.close(), context?.close()]);
       surrogate?.dispose();
-      nsfw.dispose();
+      victimModel?.dispose();
+      nsfw?.dispose();
     },
   };
 }

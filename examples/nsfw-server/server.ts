@@ -1,12 +1,27 @@
 /**
  * Starts the nsfwjs example server: `npm run example:nsfw`, or with settings
- *   PORT=8080 DEFENSE='mad-argmax:eps=0.8' SEED=7 npm run example:nsfw
+ *   PORT=8080 DEFENSE='mad-argmax:eps=0.8' SEED=7 SURROGATE_THREAD=1 VICTIM_THREAD=0 npm run example:nsfw
+ * (SURROGATE_THREAD / VICTIM_THREAD: 1, the default, runs that model in a worker thread; 0 in the main thread.)
  * SIGTERM/SIGINT: stops accepting, finishes the requests in flight, frees the models, exits.
  */
 import type { AddressInfo } from 'node:net';
 import { buildNsfwApp } from './app.js';
 
-const { app, close } = await buildNsfwApp({ defense: process.env.DEFENSE, seed: process.env.SEED === undefined ? undefined : Number(process.env.SEED) });
+/** An on/off environment variable: 1/true/yes or 0/false/no; unset leaves the app's default. */
+function envSwitch(name: string): boolean | undefined {
+  const value = process.env[name]?.trim().toLowerCase();
+  if (value === undefined || value === '') return undefined;
+  if (['1', 'true', 'yes'].includes(value)) return true;
+  if (['0', 'false', 'no'].includes(value)) return false;
+  throw new Error(`${name} must be 1 or 0, got "${process.env[name]}"`);
+}
+
+const { app, close } = await buildNsfwApp({
+  defense: process.env.DEFENSE,
+  seed: process.env.SEED === undefined ? undefined : Number(process.env.SEED),
+  surrogateThread: envSwitch('SURROGATE_THREAD'),
+  victimThread: envSwitch('VICTIM_THREAD'),
+});
 const server = app.listen(Number(process.env.PORT ?? 8080), process.env.HOST ?? '127.0.0.1', () => {
   const { address, port } = server.address() as AddressInfo;
   console.log(`nsfw example listening on http://${address}:${port} (POST /v1/models/nsfw:predict, GET /metrics)`);

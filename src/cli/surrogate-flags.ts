@@ -8,6 +8,8 @@
  *   --surrogate-onnx FILE    an ONNX model (onnxruntime-node, forward-only)
  *   --reinit SEED            with --surrogate-from / --surrogate-onnx / --surrogate: the same
  *                            architecture with fresh weights drawn from SEED
+ *   --surrogate-thread       run that surrogate in a worker thread (the event loop stays free while
+ *                            it computes; a second copy of the model in memory)
  */
 import type { Command } from 'commander';
 
@@ -16,6 +18,7 @@ export interface SurrogateFlags {
   surrogateFrom?: string;
   surrogateOnnx?: string;
   reinit?: string;
+  surrogateThread?: boolean;
 }
 
 /** Where the surrogate comes from, as loadSurrogate (models layer) takes it. */
@@ -23,14 +26,19 @@ export interface SurrogateSource {
   dir?: string;
   onnx?: string;
   reinit?: number;
+  /** Load it in a worker thread (loadSurrogate's `thread`). */
+  thread?: boolean;
 }
 
-/** Adds --surrogate-from, --surrogate-onnx and --reinit (the command keeps its own --surrogate). */
+export const SURROGATE_THREAD_HELP = 'run the surrogate in a worker thread: the event loop stays free during its forward passes, at the cost of a second copy of the model in memory';
+
+/** Adds --surrogate-from, --surrogate-onnx, --reinit and --surrogate-thread (the command keeps its own --surrogate). */
 export function addSurrogateFlags(command: Command): Command {
   return command
     .option('--surrogate-from <dir>', 'surrogate from any TF.js model directory (layers or graph model, nsfwjs bundles) or an .onnx file')
     .option('--surrogate-onnx <file>', 'surrogate from an ONNX model (onnxruntime-node; forward-only, so no mad jacobian=full)')
-    .option('--reinit <seed>', 'with --surrogate-from/--surrogate-onnx/--surrogate: the same architecture, freshly initialised from this seed (the MAD paper’s best surrogate)');
+    .option('--reinit <seed>', 'with --surrogate-from/--surrogate-onnx/--surrogate: the same architecture, freshly initialised from this seed (the MAD paper’s best surrogate)')
+    .option('--surrogate-thread', SURROGATE_THREAD_HELP);
 }
 
 /** The surrogate the flags ask for, undefined when none; a bad combination goes to `fail` saying what to write. */
@@ -44,7 +52,9 @@ export function surrogateSourceFromFlags(flags: SurrogateFlags, fail: (message: 
     if (given.length === 0) fail('--reinit needs the architecture to re-initialise: add --surrogate-from DIR (e.g. the victim’s model directory) or --surrogate-onnx FILE');
     reinit = seed;
   }
-  if (flags.surrogateOnnx) return { onnx: flags.surrogateOnnx, reinit };
+  if (flags.surrogateThread && given.length === 0) fail('--surrogate-thread needs a surrogate to run: add --surrogate-from DIR|FILE.onnx, --surrogate-onnx FILE or --surrogate DIR');
+  const thread = flags.surrogateThread ? { thread: true } : {};
+  if (flags.surrogateOnnx) return { onnx: flags.surrogateOnnx, reinit, ...thread };
   const dir = flags.surrogateFrom ?? flags.surrogate;
-  return dir === undefined ? undefined : { dir, reinit };
+  return dir === undefined ? undefined : { dir, reinit, ...thread };
 }

@@ -34,3 +34,8 @@ export class MissingProviderError extends ModelError {
 export class BackendError extends ModelError {
   override name = 'BackendError';
 }
+
+/** A surrogate's worker thread is gone (it crashed, exited or was disposed): its calls fail, so a defense fails closed. */
+export class SurrogateThreadError extends ModelError {
+  override name = 'SurrogateThreadError';
+}

@@ -36,6 +36,9 @@
  *   loadSurrogate({dir | model | onnx, reinit?: seed, output?: 'auto'|'logits'|'probs', chunkRows?})
  *     TfjsSurrogate (LayersModel of any topology, GraphModel), OnnxSurrogate (onnxruntime-node,
  *     forward-only), or the plan-based Surrogate for chain models
+ *   loadSurrogate({..., thread: true}) / loadThreadedSurrogate({dir | onnx, ...})   the same surrogate in a
+ *     worker thread: the event loop stays free during its forward passes; SurrogateThreadError once
+ *     the worker is gone (every pending and later call), never a silent restart
  *   computeDefenseContextAsync(needs, inputs, rows, {surrogate, ...}) → Promise<DefenseContext>
  *   reinitLayersModel / reinitFromTopology / reinitOnnx   seeded fresh weights, fan-in scaled
  *   writeOnnxModel(spec) / readOnnxGraph(bytes)            small ONNX files without an exporter
@@ -56,7 +59,7 @@ export {
   type BackendName,
   type InitBackendOptions,
 } from './backend.js';
-export { BackendError, MissingProviderError, ModelError, ModelFileError, ModelInputError, UnsupportedModelError } from './errors.js';
+export { BackendError, MissingProviderError, ModelError, ModelFileError, ModelInputError, SurrogateThreadError, UnsupportedModelError } from './errors.js';
 export { ARCHITECTURES, classCount, convolutionFits, createModel, fittingArchitecture, inputSize, MIN_CONV_SIDE, type Architecture, type ModelSpec } from './architectures.js';
 export { META_FILE, MODEL_FILE, WEIGHTS_FILE, loadModel, readModelMeta, saveModel, writeModelMeta, type ModelMeta } from './io.js';
 export { accuracy, predictClasses, predictLogits, predictProbs, type PredictOptions } from './predict.js';
@@ -71,6 +74,7 @@ export type { SurrogateModel } from './surrogate-model.js';
 export { asyncSurrogate } from './async-surrogate.js';
 export { computeDefenseContextAsync, nonDifferentiableMessage } from './context.js';
 export { loadSurrogate, type LoadSurrogateOptions } from './load-surrogate.js';
+export { loadThreadedSurrogate, type ThreadedSurrogate, type ThreadedSurrogateOptions } from './threaded-surrogate.js';
 export { TfjsSurrogate, type TfjsSurrogateOptions } from './tfjs-surrogate.js';
 export { OnnxSurrogate, loadOnnxRuntime, type OnnxSurrogateOptions } from './onnx-surrogate.js';
 export { SURROGATE_OUTPUTS, looksLikeProbabilities, type SurrogateOutput } from './surrogate-output.js';

@@ -3,6 +3,7 @@
  * bundles included), a model object, or an ONNX file; optionally the same architecture with fresh
  * seeded weights (`reinit`), the MAD paper's best surrogate.
  */
+import type { BackendName } from './backend.js';
 import { ModelError } from './errors.js';
 import { loadTfjsModel, readModelDir } from './model-dir.js';
 import { OnnxSurrogate, type OnnxSurrogateOptions } from './onnx-surrogate.js';
@@ -12,6 +13,7 @@ import { parseSurrogateOutput } from './surrogate-output.js';
 import { hasPlan } from './plan.js';
 import { Surrogate } from './surrogate.js';
 import { TfjsSurrogate, type TfjsSurrogateOptions } from './tfjs-surrogate.js';
+import { loadThreadedSurrogate } from './threaded-surrogate.js';
 import { tf, type LayersModel } from './tf.js';
 
 export interface LoadSurrogateOptions extends TfjsSurrogateOptions {
@@ -27,6 +29,14 @@ export interface LoadSurrogateOptions extends TfjsSurrogateOptions {
   usePlan?: boolean;
   /** ONNX only: threads inside one operator. */
   threads?: OnnxSurrogateOptions['threads'];
+  /**
+   * Run the surrogate in a worker thread (see threaded-surrogate.ts): the event loop stays free
+   * while it computes, at the cost of a second copy of the model in the worker's memory and one copy
+   * of the input rows per call. Needs `dir` or `onnx` (a model object cannot cross threads).
+   */
+  thread?: boolean;
+  /** With `thread` only: the worker's TF.js backend (default the main thread's; MSD_BACKEND wins). */
+  backend?: BackendName;
 }
 
 function checkSeed(seed: number | undefined): void {
@@ -42,6 +52,11 @@ export async function loadSurrogate(options: LoadSurrogateOptions): Promise<Surr
     throw new ModelError(`give exactly one of dir, model or onnx for the surrogate (got ${sources.length ? sources.join(' and ') : 'none'})`);
   }
   checkSeed(options.reinit);
+  if (options.thread) {
+    const { thread: _, ...rest } = options;
+    return loadThreadedSurrogate(rest);
+  }
+  if (options.backend !== undefined) throw new ModelError('backend applies to a threaded surrogate (thread: true); in this thread the surrogate uses the process’s backend (initBackend, MSD_BACKEND)');
   const output = parseSurrogateOutput(options.output);
   const onnx = options.onnx ?? (options.dir?.toLowerCase().endsWith('.onnx') ? options.dir : undefined);
   if (onnx !== undefined) {

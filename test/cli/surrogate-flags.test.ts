@@ -20,6 +20,8 @@ describe('surrogate flags', () => {
     assert.deepEqual(surrogateSourceFromFlags({ surrogate: 'm' }, fail), { dir: 'm', reinit: undefined });
     assert.deepEqual(surrogateSourceFromFlags({ surrogateFrom: 'victim', reinit: '7' }, fail), { dir: 'victim', reinit: 7 });
     assert.deepEqual(surrogateSourceFromFlags({ surrogateOnnx: 'm.onnx', reinit: '0' }, fail), { onnx: 'm.onnx', reinit: 0 });
+    assert.deepEqual(surrogateSourceFromFlags({ surrogateFrom: 'victim', reinit: '7', surrogateThread: true }, fail), { dir: 'victim', reinit: 7, thread: true });
+    assert.deepEqual(surrogateSourceFromFlags({ surrogateOnnx: 'm.onnx', surrogateThread: true }, fail), { onnx: 'm.onnx', reinit: undefined, thread: true });
   });
 
   it('refuse a bad combination, saying what to write', () => {
@@ -27,6 +29,7 @@ describe('surrogate flags', () => {
     assert.throws(() => surrogateSourceFromFlags({ surrogateFrom: 'a', reinit: '-1' }, fail), /integer seed/);
     assert.throws(() => surrogateSourceFromFlags({ surrogateFrom: 'a', reinit: '1.5' }, fail), /integer seed/);
     assert.throws(() => surrogateSourceFromFlags({ surrogate: 'a', surrogateOnnx: 'b' }, fail), /give one/);
+    assert.throws(() => surrogateSourceFromFlags({ surrogateThread: true }, fail), /--surrogate-thread needs a surrogate to run: add --surrogate-from/);
   });
 });
 
@@ -88,5 +91,21 @@ describe('perturb with an ONNX surrogate', () => {
     const context = await options.context!(['surrogate'], { rows: 2, cols: 2, data: Float32Array.from([1, 2, -1, 0.5]) });
     assert.equal(context.surrogateProbs?.rows, 2);
     await assert.rejects(proxyOptionsFromSettings(flags('mad:eps=0.5,jacobian=full')), (e: unknown) => e instanceof ServingOptionError && /jacobian=last-layer/.test(e.message));
+  });
+
+  it('runs the proxy’s surrogate in a worker thread with surrogateThread (config file) or --surrogate-thread, with the same answers', async () => {
+    const base = { upstream: 'http://127.0.0.1:1', defense: 'mad:eps=0.5', logLevel: 'silent', surrogateOnnx: join(dir, 'm.onnx'), reinit: '2' };
+    const fromFile = resolveProxySettings({}, { name: 'proxy.json', values: { ...base, surrogateThread: true } }, {});
+    const fromFlag = resolveProxySettings({ ...base, surrogateThread: true }, undefined, {});
+    const inThread = resolveProxySettings(base, undefined, {});
+    for (const settings of [fromFile, fromFlag]) assert.equal(surrogateSourceFromFlags(settings, fail)?.thread, true);
+    assert.equal(surrogateSourceFromFlags(inThread, fail)?.thread, undefined);
+    assert.throws(() => resolveProxySettings({}, { name: 'proxy.json', values: { ...base, surrogateThread: 'yes' } }, {}), /"surrogateThread" must be true or false/);
+    const rows = { rows: 2, cols: 2, data: Float32Array.from([1, 2, -1, 0.5]) };
+    const threaded = await proxyOptionsFromSettings(fromFile);
+    const local = await proxyOptionsFromSettings(inThread);
+    const [a, b] = await Promise.all([threaded.context!(['surrogate'], rows), local.context!(['surrogate'], rows)]);
+    assert.deepEqual(Array.from(a.surrogateProbs!.data), Array.from(b.surrogateProbs!.data));
+    assert.equal(runCli(['proxy', '--help']).stdout.includes('--surrogate-thread'), true);
   });
 });

@@ -45,7 +45,8 @@ describe('examples/nsfw-server', () => {
 
   before(async () => {
     surrogate = recording(await loadSurrogate({ dir: MODEL_DIR, reinit: 7 }));
-    server = await buildNsfwApp({ defense: 'mad-argmax:eps=0.8', surrogate });
+    // The victim in this thread here (the default is a worker thread, tested below).
+    server = await buildNsfwApp({ defense: 'mad-argmax:eps=0.8', surrogate, victimThread: false });
     victim = await loadNsfw('MobileNetV2');
   });
   after(async () => {
@@ -115,5 +116,35 @@ describe('examples/nsfw-server', () => {
     const metrics = (await request(server.app).get('/metrics').expect(200)).text;
     assert.match(metrics, /msd_requests_total\{defense="mad:eps=0\.8[^"]*",outcome="perturbed"\} \d+/);
     assert.match(metrics, /msd_nodejs_eventloop_lag_p99_seconds \d/);
+  });
+});
+
+describe('examples/nsfw-server with both models in worker threads', () => {
+  it('answers as the in-thread server does: MAD within its budget around nsfwjs’s own probabilities, top-1 kept', async () => {
+    const threaded = await buildNsfwApp({ defense: 'mad-argmax:eps=0.8', surrogateThread: true, victimThread: true });
+    const victim = await loadNsfw('MobileNetV2');
+    try {
+      const { png, pixels } = await testImage(6);
+      const res = await request(threaded.app).post(PATH).send({ instances: [{ b64: png.toString('base64') }] }).expect(200);
+      const [answer] = res.body.predictions as number[][];
+      const probs = tf.tidy(() => victim.infer(tf.tensor3d(pixels, [224, 224, 3], 'int32')) as tf.Tensor);
+      const original = Array.from(await probs.data());
+      probs.dispose();
+      const l1 = answer.reduce((sum, p, k) => sum + Math.abs(p - original[k]), 0);
+      assert.ok(l1 > 1e-3 && l1 <= 0.8 + 1e-3, `L1 ${l1}`);
+      const argmax = (v: number[]) => v.indexOf(Math.max(...v));
+      assert.equal(argmax(answer), argmax(original));
+      // Undefended, the threaded victim answers nsfwjs's own probabilities.
+      const plain = await buildNsfwApp({ defense: 'none', victimThread: true });
+      try {
+        const undefended = (await request(plain.app).post(PATH).send({ instances: [{ b64: png.toString('base64') }] }).expect(200)).body.predictions[0] as number[];
+        undefended.forEach((p, k) => assert.ok(Math.abs(p - original[k]) < 1e-5, `class ${k}: ${p} vs ${original[k]}`));
+      } finally {
+        await plain.close();
+      }
+    } finally {
+      await threaded.close();
+      victim.dispose();
+    }
   });
 });
