@@ -17,5 +17,7 @@ export interface SurrogateModel {
   probsAsync(inputs: Float32Array, rows: number): Promise<ProbBatch>;
   /** B×K×K Gram matrices M = G Gᵀ of the log-probability gradients over all parameters (differentiable models only). */
   gramAsync?(inputs: Float32Array, rows: number): Promise<Float64Array>;
+  /** Why the surrogate can no longer answer (its worker thread died, it was disposed); undefined while it can. */
+  failure?(): Error | undefined;
   dispose(): void;
 }

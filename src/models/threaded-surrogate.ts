@@ -199,6 +199,7 @@ export function loadThreadedSurrogate(options: ThreadedSurrogateOptions): Promis
       differentiable: ready.differentiable,
       backend: ready.backend,
       threadId: worker.threadId,
+      failure: () => gone,
       async probsAsync(inputs: Float32Array, rows: number): Promise<ProbBatch> {
         const result = await send('probs', inputs, rows, width);
         return { rows: result.rows, cols: result.cols, data: new Float32Array(result.data) };

@@ -33,6 +33,8 @@ export interface ContextProviderHooks {
   admit?(rows: number): void;
   /** Called by each middleware or proxy built with this provider, to register its metrics on their registry. */
   useMetrics?(metrics: ServingMetrics): void;
+  /** Why the provider's models can no longer answer (a surrogate's worker thread died); undefined while they can. */
+  failure?(): Error | undefined;
   /** Stops the provider's timers and refuses waiting work; the owner calls it on shutdown. */
   close?(): Promise<void>;
 }

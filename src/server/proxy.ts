@@ -144,6 +144,7 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
     upstreamHealthPath: options.upstreamHealthPath ?? (resolved.codec.name === 'kserve-v2' ? '/v2/health/ready' : undefined),
     timeoutMs: Math.min(timeoutMs, 5000),
     isDraining: () => draining,
+    modelFailure: () => resolved.context?.failure?.(),
   });
 
   const send = (res: ServerResponse, outcome: Outcome, headers: http.OutgoingHttpHeaders = {}): void => {

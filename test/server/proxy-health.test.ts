@@ -1,7 +1,11 @@
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { after, before, describe, it } from 'node:test';
+import { createModel, initBackend, loadSurrogate, saveModel } from '../../src/models/index.js';
+import { exitSurrogateThreadOnNextCall } from '../../src/models/threaded-surrogate.js';
+import { batchedSurrogateContext } from '../../src/server/batching/batched-context.js';
 import { startDefenseProxy } from '../../src/server/proxy.js';
+import { scratchDir } from '../helpers/scratch.js';
 import { kserveRequest } from './helpers/fixtures.js';
 import { closedPort, SLOW_ANSWER_MS, startStubUpstream, type StubUpstream } from './helpers/stub-upstream.js';
 
@@ -89,6 +93,34 @@ describe('proxy health and graceful shutdown', () => {
     } finally {
       agent.destroy();
       await running.close();
+    }
+  });
+
+  it('is not ready once its surrogate’s worker thread has died, and defended requests fail closed', async () => {
+    await initBackend({ log: () => {} });
+    const dir = await scratchDir('msd-proxy-thread-');
+    // The stub upstream answers 3 classes for rows of 4 values.
+    const model = createModel({ arch: 'mlp', inputShape: [4], classes: 3, seed: 1, hidden: [8] });
+    await saveModel(model, dir);
+    model.dispose();
+    const surrogate = await loadSurrogate({ dir, thread: true });
+    const running = await startDefenseProxy({ upstream: upstream.url, defense: 'mad-argmax:eps=0.5', context: batchedSurrogateContext({ surrogate }) });
+    const agent = new http.Agent();
+    try {
+      assert.equal((await send(running.url, agent, '/readyz')).status, 200);
+      assert.equal((await send(running.url, agent, PATH, {}, JSON.stringify(kserveRequest()))).status, 200);
+      exitSurrogateThreadOnNextCall(surrogate);
+      const failed = await send(running.url, agent, PATH, {}, JSON.stringify(kserveRequest()));
+      assert.ok(failed.status >= 500, `${failed.status} ${failed.body}`);
+      assert.equal(JSON.parse(failed.body).outputs, undefined, 'no probabilities in a failed answer');
+      const ready = await send(running.url, agent, '/readyz');
+      assert.equal(ready.status, 503);
+      assert.equal(JSON.parse(ready.body).status, 'surrogate_unavailable');
+      assert.match(JSON.parse(ready.body).surrogate, /exited with code 7/);
+    } finally {
+      agent.destroy();
+      await running.close();
+      surrogate.dispose();
     }
   });
 });

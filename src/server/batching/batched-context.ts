@@ -29,6 +29,8 @@ export interface AsyncProbabilityModel {
   readonly differentiable?: boolean;
   probsAsync(inputs: Float32Array, rows: number): Promise<ProbBatch>;
   gramAsync?(inputs: Float32Array, rows: number): Promise<Float64Array>;
+  /** Why the model can no longer answer (see SurrogateModel.failure). */
+  failure?(): Error | undefined;
 }
 
 export interface BatchedContextModels {
@@ -146,6 +148,7 @@ export function batchedSurrogateContext(models: BatchedContextModels, options: B
       const observe = batchingObservers(metrics, batching.maxBatchRows);
       for (const [name, list] of observers) list.push(observe(name));
     },
+    failure: (): Error | undefined => surrogate?.failure?.() ?? misinformation?.failure?.(),
     close: async (): Promise<void> => {
       await Promise.all([...batchers.values()].map((b) => b.close()));
     },
@@ -159,6 +162,7 @@ export function mapContextInputs(provider: ContextProvider, map: (inputs: InputR
     maxRowsPerRequest: provider.maxRowsPerRequest,
     admit: provider.admit?.bind(provider),
     useMetrics: provider.useMetrics?.bind(provider),
+    failure: provider.failure?.bind(provider),
     close: provider.close?.bind(provider),
   });
 }

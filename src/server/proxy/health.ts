@@ -1,8 +1,8 @@
 /**
  * The proxy's own health, apart from the upstream's routes: /healthz answers 200 while the process
  * serves (liveness); /readyz answers 200 only when the proxy is not draining and the upstream
- * answers a probe (readiness). A proxy is built after its surrogate is loaded, so a proxy that
- * answers at all has its model.
+ * answers a probe (readiness). A proxy is built after its surrogate is loaded; one whose surrogate
+ * can no longer answer (its worker thread died) is not ready: every defended request would fail closed.
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
@@ -14,6 +14,8 @@ export interface HealthOptions {
   /** Probe timeout, milliseconds. */
   timeoutMs: number;
   isDraining(): boolean;
+  /** Why the defense's models cannot answer (a dead surrogate thread): not ready, whatever the upstream says. */
+  modelFailure?(): Error | undefined;
 }
 
 export interface Health {
@@ -54,6 +56,11 @@ export function createHealth(options: HealthOptions): Health {
     ready: (_req, res) => {
       if (options.isDraining()) {
         answer(res, 503, { status: 'draining' });
+        return;
+      }
+      const failure = options.modelFailure?.();
+      if (failure) {
+        answer(res, 503, { status: 'surrogate_unavailable', surrogate: failure.message });
         return;
       }
       void probe().then(({ ok, detail }) => answer(res, ok ? 200 : 503, { status: ok ? 'ready' : 'upstream_unavailable', upstream: detail }));
