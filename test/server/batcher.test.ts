@@ -68,6 +68,29 @@ describe('batcher', () => {
     await batcher.close();
   });
 
+  it('a lone client goes at once, without waiting for the window', async () => {
+    const { forward, batches } = fakeForward();
+    const batcher = createBatcher(forward, { windowMs: 60_000, maxBatchRows: 32, maxQueueRows: 100, width: WIDTH });
+    const waited = sleep(20_000, undefined, { ref: false }).then(() => assert.fail('a lone request waited for the one-minute window'));
+    // One request at a time: no one to batch with.
+    for (let i = 0; i < 3; i += 1) await Promise.race([batcher.submit(inputsFor(1, i), 1), waited]);
+    assert.deepEqual(batches, [1, 1, 1]);
+    await batcher.close();
+  });
+
+  it('once requests share a pass, later ones arriving ticks apart wait for the window together', async () => {
+    const { forward, batches } = fakeForward();
+    const batcher = createBatcher(forward, { windowMs: 1500, maxBatchRows: 32, maxQueueRows: 100, width: WIDTH });
+    await Promise.all([batcher.submit(inputsFor(1, 4), 1), batcher.submit(inputsFor(2, 5), 2)]);
+    const first = batcher.submit(inputsFor(1, 6), 1);
+    await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => setImmediate(resolve));
+    const second = batcher.submit(inputsFor(3, 7), 3);
+    await Promise.all([first, second]);
+    assert.deepEqual(batches, [3, 4]);
+    await batcher.close();
+  });
+
   it('a full batch goes at once, without waiting for the window', async () => {
     const { forward, batches } = fakeForward();
     const batcher = createBatcher(forward, { windowMs: 1000, maxBatchRows: 4, maxQueueRows: 100, width: WIDTH });

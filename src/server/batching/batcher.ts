@@ -79,6 +79,8 @@ export function createBatcher<Out extends Float32Array | Float64Array>(forward: 
   let closed = false;
   // Rows per second of recent forward passes (exponential average), for Retry-After.
   let rowsPerSecond = 0;
+  // Requests the last pass carried: the window only pays when requests arrive together.
+  let lastPassRequests = 0;
 
   const setQueued = (delta: number): void => {
     queuedRows += delta;
@@ -147,6 +149,7 @@ export function createBatcher<Out extends Float32Array | Float64Array>(forward: 
   const runBatch = async (): Promise<void> => {
     const { parts, rows } = takeBatch();
     if (rows === 0) return;
+    lastPassRequests = new Set(parts.map((part) => part.job)).size;
     observer.batch?.(rows);
     const started = performance.now();
     try {
@@ -173,7 +176,9 @@ export function createBatcher<Out extends Float32Array | Float64Array>(forward: 
 
   const schedule = (): void => {
     if (closed || running || immediate) return;
-    if (queuedRows >= maxBatchRows || windowMs === 0) {
+    // A lone client (the last pass carried one request) gains nothing by waiting: its next request
+    // goes at once, and the window comes back as soon as requests share a pass again.
+    if (queuedRows >= maxBatchRows || windowMs === 0 || lastPassRequests <= 1) {
       if (timer) clearTimeout(timer);
       timer = undefined;
       immediate = setImmediate(dispatch);

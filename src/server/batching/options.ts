@@ -6,7 +6,7 @@
 import { ServingOptionError } from '../errors.js';
 
 export interface BatchingOptions {
-  /** Milliseconds the first request of a batch waits for others to join it. Default 2; 0 dispatches on the next turn. */
+  /** Milliseconds the first request of a batch waits for others to join it, once requests have shared a pass (a lone client never waits). Default 2; 0 dispatches on the next turn. */
   windowMs?: number;
   /** Rows per forward pass; a larger request is split into chunks of this size. Default 32. */
   maxBatchRows?: number;
