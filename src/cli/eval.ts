@@ -9,7 +9,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { failCommand } from './flags.js';
 import { EvalConfigError, loadConfigFile, presetConfig, PRESET_NAMES, VICTIM_DATASETS, WORLDS, withWorld, type EvalConfig, type PresetName } from '../eval/config.js';
-import { defaultCacheDir } from '../eval/datasets.js';
+import { defaultCacheRoot } from '../eval/datasets.js';
 import { evaluate } from '../eval/evaluate.js';
 import { summaryText } from '../eval/report/summary.js';
 import { addExternalEvalOptions, runExternalEval, type ExternalEvalFlags } from './eval-external.js';
@@ -127,7 +127,7 @@ export function registerEvalCommand(program: Command): void {
       const jobs = flags.jobs === undefined ? cpus().length : Number(flags.jobs);
       if (!Number.isSafeInteger(jobs) || jobs < 1) fail(`--jobs must be an integer ≥ 1, got "${flags.jobs}"`);
       const outDir = flags.out ?? join('results', suffix ? `${config.name}-${suffix}` : config.name);
-      const cacheDir = flags.cacheDir ?? join(dirname(defaultCacheDir()), 'eval-models');
+      const cacheDir = flags.cacheDir ?? join(defaultCacheRoot(), 'eval-models');
       const log = (line: string) => process.stderr.write(`${line}\n`);
       const started = Date.now();
       if (flags.detection) {

@@ -10,7 +10,7 @@ import type { Command } from 'commander';
 import { failCommand, integerFlag } from './flags.js';
 import { addSurrogateFlags, surrogateSourceFromFlags, type SurrogateFlags } from './surrogate-flags.js';
 import { DefenseError, parseDefense, type ContextNeed } from '../defenses/index.js';
-import { defaultCacheDir, loadDataset } from '../eval/datasets.js';
+import { defaultCacheRoot, loadDataset } from '../eval/datasets.js';
 import { initBackend, loadSurrogate, ModelError, Surrogate, type SurrogateModel } from '../models/index.js';
 import { buildDemoApp, DEMO_DEFENSE, DEMO_INPUT_NAME, type DemoApp } from '../server/demo/app.js';
 import { loadOrTrainDemoVictim } from '../server/demo/victim.js';
@@ -69,7 +69,7 @@ export function registerServeCommand(program: Command): void {
       if (needs.includes('misinformation')) fail('the demo has no misinformation model; `npm run eval` evaluates that defense');
 
       await initBackend();
-      const cacheRoot = dirname(defaultCacheDir());
+      const cacheRoot = defaultCacheRoot();
       const dataset = await loadDataset('mnist', { log: (line) => process.stderr.write(`${line}\n`) });
       const modelDir = flags.modelDir ?? join(cacheRoot, 'models', 'demo-mnist-mlp');
       const batchesPerEpoch = Math.ceil(dataset.train.rows / DEMO_BATCH_SIZE);

@@ -11,9 +11,10 @@
  * a second.
  */
 import { existsSync, statSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { dirname, join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readCache, scalePixels, writeCache, type CachedDataset, type CachedSplit, type LoadedDataset } from './dataset-cache.js';
 import { parseIdx } from './dataset-idx.js';
@@ -99,8 +100,23 @@ export function limitDataset(dataset: Dataset, limit: { train?: number; test?: n
   };
 }
 
+/**
+ * MSD_CACHE_DIR; else `.cache` in a checkout; else, when this package is installed as a dependency
+ * (its folder under node_modules, which npm replaces on every install), the user's cache folder.
+ */
+export function defaultCacheRoot(): string {
+  return cacheRootFor(projectRoot(), process.env, homedir());
+}
+
+/** defaultCacheRoot's rule, for a given package folder and environment. */
+export function cacheRootFor(packageRoot: string, env: NodeJS.ProcessEnv, home: string): string {
+  if (env.MSD_CACHE_DIR) return env.MSD_CACHE_DIR;
+  if (packageRoot.split(sep).includes('node_modules')) return join(env.XDG_CACHE_HOME || join(home, '.cache'), 'model-stealing-defense');
+  return join(packageRoot, '.cache');
+}
+
 export function defaultCacheDir(): string {
-  return process.env.MSD_CACHE_DIR ? join(process.env.MSD_CACHE_DIR, 'datasets') : join(projectRoot(), '.cache', 'datasets');
+  return join(defaultCacheRoot(), 'datasets');
 }
 
 function cacheDirectory(option: string | undefined): string {

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { readCache, writeCache } from '../../src/eval/dataset-cache.js';
 import { parseIdx } from '../../src/eval/dataset-idx.js';
-import { loadDataset, sliceSplit } from '../../src/eval/datasets.js';
+import { cacheRootFor, loadDataset, sliceSplit } from '../../src/eval/datasets.js';
 
 const scratch = mkdtempSync(join(tmpdir(), 'msd-datasets-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));
@@ -123,5 +123,22 @@ describe('loadDataset', () => {
     assert.deepEqual(Array.from(sliced.x), [1, 2, 3, 4]);
     assert.equal(sliced.x.buffer, split.x.buffer);
     assert.equal(sliceSplit(split, 10).rows, 3);
+  });
+});
+
+describe('cacheRootFor', () => {
+  const home = join('/', 'home', 'ana');
+  it('keeps the cache inside a checkout', () => {
+    assert.equal(cacheRootFor(join('/', 'src', 'msd'), {}, home), join('/', 'src', 'msd', '.cache'));
+  });
+  it('moves it out of node_modules, which npm replaces on every install', () => {
+    const installed = join('/', 'app', 'node_modules', 'model-stealing-defense');
+    assert.equal(cacheRootFor(installed, {}, home), join(home, '.cache', 'model-stealing-defense'));
+    assert.equal(cacheRootFor(installed, { XDG_CACHE_HOME: '/var/cache' }, home), join('/var/cache', 'model-stealing-defense'));
+  });
+  it('lets MSD_CACHE_DIR win everywhere', () => {
+    const installed = join('/', 'app', 'node_modules', 'model-stealing-defense');
+    assert.equal(cacheRootFor(installed, { MSD_CACHE_DIR: '/tmp/c' }, home), '/tmp/c');
+    assert.equal(cacheRootFor('/src/msd', { MSD_CACHE_DIR: '/tmp/c' }, home), '/tmp/c');
   });
 });
