@@ -5,6 +5,7 @@ import { DATASET_NAMES, loadDataset, type DatasetName } from '../eval/datasets.j
 import {
   ARCHITECTURES,
   ModelError,
+  TRAIN_ENGINES,
   TRAIN_LOSSES,
   accuracy,
   createModel,
@@ -13,6 +14,7 @@ import {
   trainModel,
   writeModelMeta,
   type Architecture,
+  type TrainEngine,
   type TrainLoss,
 } from '../models/index.js';
 import { createProgress, type Progress } from './progress.js';
@@ -29,6 +31,8 @@ interface TrainCommandOptions {
   limit?: string;
   testLimit?: string;
   backend?: string;
+  engine: string;
+  threads: string;
   quiet?: boolean;
 }
 
@@ -55,11 +59,15 @@ export function registerTrainCommand(program: Command): void {
     .option('--limit <n>', 'train on the first n training images only')
     .option('--test-limit <n>', 'score on the first n test images only')
     .option('--backend <name>', 'force a tfjs backend (tensorflow-gpu, tensorflow, wasm, cpu); default: MSD_BACKEND or the best available')
+    .option('--engine <name>', `what runs the steps: ${TRAIN_ENGINES.join(', ')} (auto: onnxruntime-node when installed and the model is covered)`, process.env.MSD_TRAIN_ENGINE || 'auto')
+    .option('--threads <n>', 'onnxruntime threads per operator', '1')
     .option('-q, --quiet', 'no progress bar')
     .action(async (opts: TrainCommandOptions) => {
       const dataset = choice(opts.dataset, DATASET_NAMES, '--dataset') as DatasetName;
       const arch = choice(opts.arch, ARCHITECTURES, '--arch') as Architecture;
       const loss = choice(opts.loss, TRAIN_LOSSES, '--loss') as TrainLoss;
+      const engine = choice(opts.engine, TRAIN_ENGINES, '--engine') as TrainEngine;
+      const threads = integer(opts.threads, '--threads', 1);
       const epochs = integer(opts.epochs, '--epochs', 1);
       const batchSize = integer(opts.batchSize, '--batch-size', 1);
       const seed = integer(opts.seed, '--seed', 0);
@@ -83,6 +91,8 @@ export function registerTrainCommand(program: Command): void {
             learningRate,
             seed,
             loss,
+            engine,
+            threads,
             validation: { x: data.test.x, labels: data.test.labels },
             onProgress: (p) => {
               bar ??= createProgress({ label: `epoch ${p.epoch}/${p.epochs}`, total: p.batches, silent: opts.quiet });

@@ -7,7 +7,7 @@
  */
 import { Registry } from 'prom-client';
 import { argmaxRows, parseDefense, type Defense, type ProbBatch } from '../defenses/index.js';
-import { fittingArchitecture, initBackend, type BackendInfo } from '../models/index.js';
+import { describeTrainingEngine, fittingArchitecture, initBackend, type BackendInfo } from '../models/index.js';
 import { predictProbs, Surrogate, tf, type ContextProviders, type LayersModel } from '../models/index.js';
 import { createServingMetrics, recordEvaluation, type ServingMetrics } from '../server/metrics.js';
 import { attackerFamily, type DefenseSetting, type EvalConfig } from './config.js';
@@ -249,9 +249,12 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluationResu
   log(`${plan.length} runs planned, ${plan.length - pending.length} already finished in ${options.outDir}`);
 
   let backend: BackendInfo | undefined;
+  let training: string | undefined;
   const tensorsBefore = tf.memory().numTensors;
   if (pending.length > 0) {
     backend = await initBackend({ log });
+    training = await describeTrainingEngine();
+    log(training);
     const world = await buildWorld(config, options.loadDataset ?? (await defaultLoader()));
     let done = 0;
     const onRecord = async (record: RunRecord) => {
@@ -276,7 +279,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluationResu
     world: config.world,
     seed: config.seed,
     generatedAt: new Date().toISOString(),
-    notes: backend ? [`tfjs backend: ${backend.name}`] : undefined,
+    notes: backend ? [`tfjs backend: ${backend.name}`, ...(training ? [training] : [])] : undefined,
   });
   return { records, ran: pending.length, skipped: plan.length - pending.length, files, registry, backend };
 }

@@ -20,7 +20,7 @@
  *
  * Training
  *   trainModel(model, {x, rows, targets | labels}, {epochs, batchSize, learningRate, seed,
- *              loss: 'soft-ce'|'misinformation', validation, onProgress})
+ *              loss: 'soft-ce'|'misinformation', validation, onProgress, engine: 'auto'|'tfjs'|'onnxruntime', threads})
  *     → {history, imagesPerSecond, backend}
  *
  * MAD's surrogate and a defense's context
@@ -65,7 +65,7 @@ export { META_FILE, MODEL_FILE, WEIGHTS_FILE, loadModel, readModelMeta, saveMode
 export { accuracy, predictClasses, predictLogits, predictProbs, type PredictOptions } from './predict.js';
 export { calibrateHodaOnHeldOut, checkpointHardness, checkpointRecorder, loadCheckpointModels, saveCheckpoints, CHECKPOINTS_FILE, DEFAULT_CHECKPOINTS, type CheckpointWeights } from './checkpoints.js';
 export { lossGradientSign } from './input-gradient.js';
-export { TRAIN_LOSSES, trainModel, type EpochRecord, type TrainData, type TrainLoss, type TrainOptions, type TrainProgress, type TrainResult } from './train.js';
+export { describeTrainingEngine, TRAIN_ENGINES, TRAIN_LOSSES, trainModel, type EpochRecord, type TrainData, type TrainEngine, type TrainLoss, type TrainOptions, type TrainProgress, type TrainResult } from './train.js';
 export { Surrogate, type SurrogateOptions } from './surrogate.js';
 export type { GramMethod } from './gram.js';
 export { computeDefenseContext, inputKeys, type ContextProviders, type ProbabilityModel } from './context.js';

@@ -10,7 +10,7 @@ export const ONNX_FIELDS = {
   opset: { domain: 1, version: 2 },
   graph: { node: 1, name: 2, initializer: 5, input: 11, output: 12 },
   node: { input: 1, output: 2, name: 3, opType: 4, attribute: 5 },
-  attribute: { name: 1, f: 2, i: 3, floats: 7, ints: 8, type: 20 },
+  attribute: { name: 1, f: 2, i: 3, s: 4, floats: 7, ints: 8, type: 20 },
   tensor: { dims: 1, dataType: 2, floatData: 4, int32Data: 5, int64Data: 7, name: 8, rawData: 9, doubleData: 10 },
   valueInfo: { name: 1, type: 2 },
   type: { tensorType: 1 },
@@ -24,7 +24,7 @@ export const ONNX_FLOAT = 1;
 export const ONNX_INT64 = 7;
 
 /** AttributeProto.AttributeType values. */
-export const ONNX_ATTR = { FLOAT: 1, INT: 2, FLOATS: 6, INTS: 7 } as const;
+export const ONNX_ATTR = { FLOAT: 1, INT: 2, STRING: 3, FLOATS: 6, INTS: 7 } as const;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

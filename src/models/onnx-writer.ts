@@ -5,8 +5,8 @@
  */
 import { ONNX_ATTR, ONNX_FIELDS as F, ONNX_FLOAT, ONNX_INT64, ProtoWriter } from './onnx-proto.js';
 
-/** An attribute: an integer, `{ f }` for a float, a list of integers, or `{ floats }`. */
-export type OnnxAttribute = number | readonly number[] | { readonly f: number } | { readonly floats: readonly number[] };
+/** An attribute: an integer, `{ f }` for a float, a list of integers, `{ floats }`, or a string. */
+export type OnnxAttribute = number | string | readonly number[] | { readonly f: number } | { readonly floats: readonly number[] };
 
 export interface OnnxNodeSpec {
   readonly op: string;
@@ -68,6 +68,7 @@ function writeNode(n: ProtoWriter, node: OnnxNodeSpec, index: number): void {
 function writeAttribute(a: ProtoWriter, name: string, value: OnnxAttribute): void {
   a.string(F.attribute.name, name);
   if (typeof value === 'number') a.int(F.attribute.i, value).int(F.attribute.type, ONNX_ATTR.INT);
+  else if (typeof value === 'string') a.string(F.attribute.s, value).int(F.attribute.type, ONNX_ATTR.STRING);
   else if (Array.isArray(value)) a.packedInts(F.attribute.ints, value).int(F.attribute.type, ONNX_ATTR.INTS);
   else if ('f' in value) a.float(F.attribute.f, value.f).int(F.attribute.type, ONNX_ATTR.FLOAT);
   else if ('floats' in value) a.packedFloats(F.attribute.floats, value.floats).int(F.attribute.type, ONNX_ATTR.FLOATS);

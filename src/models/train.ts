@@ -9,85 +9,26 @@
  * when progress is reported.
  */
 import { kernelsMissing, missingKernel, onCpu } from './backend.js';
-import { ModelInputError } from './errors.js';
+import { ModelError, ModelInputError } from './errors.js';
+import { loadOnnxRuntime } from './onnx-surrogate.js';
+import { trainOnOnnxRuntime } from './onnx-train.js';
+import { onnxTrainingSupport } from './onnx-train-graph.js';
 import { forwardLogits, planOf, type ModelPlan } from './plan.js';
 import { accuracy } from './predict.js';
 import { permutation, seededRandom } from './random.js';
 import { tf, type LayersModel, type Tensor } from './tf.js';
+import { TRAIN_ENGINES, TRAIN_LOSSES, type EpochRecord, type TrainData, type TrainEngine, type TrainLoss, type TrainOptions, type TrainResult } from './train-types.js';
 
-export type TrainLoss = 'soft-ce' | 'misinformation';
-export const TRAIN_LOSSES: readonly TrainLoss[] = ['soft-ce', 'misinformation'];
-
-export interface TrainData {
-  /** N rows of the model's input size, row-major. */
-  readonly x: Float32Array;
-  readonly rows: number;
-  /** N×K soft labels (rows on the simplex): what a knockoff learns from. */
-  readonly targets?: Float32Array;
-  /** N hard labels in 0..K-1 (turned into one-hot targets). Give targets or labels. */
-  readonly labels?: Uint8Array | Int32Array;
-}
-
-export interface TrainProgress {
-  /** 1-based. */
-  readonly epoch: number;
-  readonly epochs: number;
-  /** Batches done in this epoch, of `batches`. */
-  readonly batch: number;
-  readonly batches: number;
-  /** Mean loss over this epoch so far. */
-  readonly loss: number;
-  /** Share of this epoch's rows whose top-1 matches the target's top-1. */
-  readonly accuracy: number;
-  /** Set on the last report of an epoch when validation data was given. */
-  readonly validationAccuracy?: number;
-  /** Whether this is the epoch's last report. */
-  readonly epochDone: boolean;
-}
-
-export interface TrainOptions {
-  epochs: number;
-  /** Default 64. */
-  batchSize?: number;
-  /** Adam's step size, default 1e-3. */
-  learningRate?: number;
-  /** Seeds the shuffling, default 0. */
-  seed?: number;
-  /** Default 'soft-ce'. */
-  loss?: TrainLoss;
-  /** Scored after each epoch (top-1 accuracy). */
-  validation?: { readonly x: Float32Array; readonly labels: ArrayLike<number>; readonly rows?: number };
-  onProgress?: (progress: TrainProgress) => void;
-  /** After each optimiser step (1-based, over all epochs) of `steps`; e.g. to keep checkpoints (HODA). */
-  onStep?: (step: number, steps: number) => void;
-  /** Minimum milliseconds between progress reports within an epoch (default 250). */
-  progressIntervalMs?: number;
-  /** Where to say that training falls back to cpu (default stderr). */
-  log?: (line: string) => void;
-}
-
-export interface EpochRecord {
-  readonly epoch: number;
-  readonly loss: number;
-  readonly accuracy: number;
-  readonly validationAccuracy?: number;
-  readonly seconds: number;
-  readonly imagesPerSecond: number;
-}
-
-export interface TrainResult {
-  readonly history: readonly EpochRecord[];
-  /** Training images per second over all epochs (validation excluded). */
-  readonly imagesPerSecond: number;
-  /** The tfjs backend the steps ran on. */
-  readonly backend: string;
-}
+export { TRAIN_ENGINES, TRAIN_LOSSES, type EpochRecord, type TrainData, type TrainEngine, type TrainLoss, type TrainOptions, type TrainProgress, type TrainResult } from './train-types.js';
 
 /** Trains `model` in place. Resolves when done; memory (tensor count) is the same before and after. */
 export async function trainModel(model: LayersModel, data: TrainData, options: TrainOptions): Promise<TrainResult> {
   const plan = planOf(model);
   const settings = checkOptions(plan, data, options);
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  if (await useOnnxRuntime(plan, settings.loss, options.engine ?? parseEngine(process.env.MSD_TRAIN_ENGINE))) {
+    return trainOnOnnxRuntime(model, plan, data, options, settings);
+  }
   const missing = gradientKernelsMissing(plan, data, settings.loss);
   if (missing.length === 0) return runTraining(model, plan, data, options, settings);
   log(`tfjs backend ${tf.getBackend()} has no ${missing.join(', ')} kernel${missing.length > 1 ? 's' : ''}: training on cpu`);
@@ -101,6 +42,42 @@ interface Settings {
   seed: number;
   loss: TrainLoss;
   intervalMs: number;
+  threads: number;
+}
+
+function parseEngine(value: string | undefined): TrainEngine {
+  if (value === undefined || value === '') return 'auto';
+  if (!TRAIN_ENGINES.includes(value as TrainEngine)) throw new ModelInputError(`MSD_TRAIN_ENGINE "${value}" is not one of ${TRAIN_ENGINES.join(', ')}`);
+  return value as TrainEngine;
+}
+
+/** What trainModel's default engine will run a covered model on here, in words (for logs and reports). */
+export async function describeTrainingEngine(): Promise<string> {
+  const engine = parseEngine(process.env.MSD_TRAIN_ENGINE);
+  const installed = await loadOnnxRuntime().then(
+    () => true,
+    () => false,
+  );
+  if (engine === 'tfjs') return `training: tfjs ${tf.getBackend()} (MSD_TRAIN_ENGINE=tfjs)`;
+  if (engine === 'auto' && !['wasm', 'cpu'].includes(tf.getBackend())) return `training: tfjs ${tf.getBackend()}`;
+  if (installed) return 'training: onnxruntime-node, one thread per job (soft-label losses; others on tfjs)';
+  return engine === 'onnxruntime' ? 'training: onnxruntime-node asked for but not installed' : `training: tfjs ${tf.getBackend()} (onnxruntime-node not installed: npm install onnxruntime-node trains about 2.5× faster)`;
+}
+
+async function useOnnxRuntime(plan: ModelPlan, loss: TrainLoss, engine: TrainEngine): Promise<boolean> {
+  if (!TRAIN_ENGINES.includes(engine)) throw new ModelInputError(`engine "${String(engine)}" is not one of ${TRAIN_ENGINES.join(', ')}`);
+  if (engine === 'tfjs') return false;
+  const problem = loss !== 'soft-ce' ? `the ${loss} loss` : onnxTrainingSupport(plan);
+  if (engine === 'onnxruntime') {
+    if (problem) throw new ModelError(`training on onnxruntime does not cover ${problem}; use engine "tfjs" or "auto"`);
+    await loadOnnxRuntime();
+    return true;
+  }
+  if (problem || !['wasm', 'cpu'].includes(tf.getBackend())) return false;
+  return loadOnnxRuntime().then(
+    () => true,
+    () => false,
+  );
 }
 
 function checkOptions(plan: ModelPlan, data: TrainData, options: TrainOptions): Settings {
@@ -111,7 +88,9 @@ function checkOptions(plan: ModelPlan, data: TrainData, options: TrainOptions): 
     seed: options.seed ?? 0,
     loss: options.loss ?? 'soft-ce',
     intervalMs: options.progressIntervalMs ?? 250,
+    threads: options.threads ?? 1,
   };
+  if (!Number.isInteger(settings.threads) || settings.threads < 1) throw new ModelInputError(`threads must be an integer ≥ 1, got ${options.threads}`);
   if (!Number.isInteger(settings.epochs) || settings.epochs < 1) throw new ModelInputError(`epochs must be an integer ≥ 1, got ${options.epochs}`);
   if (!Number.isInteger(settings.batchSize) || settings.batchSize < 1) throw new ModelInputError(`batchSize must be an integer ≥ 1, got ${options.batchSize}`);
   if (!(settings.learningRate > 0) || !Number.isFinite(settings.learningRate)) throw new ModelInputError(`learningRate must be a positive number, got ${options.learningRate}`);

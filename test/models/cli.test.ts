@@ -15,7 +15,7 @@ describe('msd train', () => {
     const out = join(scratch, 'model');
     const run = msd('train', '--dataset', 'mnist', '--arch', 'mlp', '--epochs', '1', '--limit', '1500', '--test-limit', '1000', '--batch-size', '100', '--out', out, '--quiet');
     assert.equal(run.status, 0, run.stderr);
-    assert.match(run.stdout, /^test accuracy \d+\.\d\d% \(mnist, mlp, soft-ce, 1 epochs, .* images\/s on (wasm|cpu)\) → /);
+    assert.match(run.stdout, /^test accuracy \d+\.\d\d% \(mnist, mlp, soft-ce, 1 epochs, .* images\/s on (wasm|cpu|onnxruntime \(1 thread\))\) → /);
     assert.ok(existsSync(join(out, 'model.json')) && existsSync(join(out, 'weights.bin')));
     const meta = JSON.parse(readFileSync(join(out, 'meta.json'), 'utf8'));
     assert.equal(meta.dataset, 'mnist');
@@ -24,7 +24,7 @@ describe('msd train', () => {
     assert.equal(meta.testRows, 1000);
     // 1,500 images and one epoch already beat chance by far.
     assert.ok(meta.testAccuracy > 0.75, `accuracy ${meta.testAccuracy}`);
-    assert.match(meta.backend, /^(wasm|cpu)$/);
+    assert.match(meta.backend, /^(wasm|cpu|onnxruntime \(1 thread\))$/);
   });
 
   it('rejects bad options with exit code 2 and a message naming the option', () => {
@@ -34,6 +34,9 @@ describe('msd train', () => {
     const epochs = msd('train', '--epochs', '0', '--out', join(scratch, 'x'));
     assert.equal(epochs.status, 2);
     assert.match(epochs.stderr, /--epochs must be an integer ≥ 1/);
+    const engine = msd('train', '--engine', 'torch', '--out', join(scratch, 'x'));
+    assert.equal(engine.status, 2);
+    assert.match(engine.stderr, /--engine must be one of auto, tfjs, onnxruntime, got "torch"/);
   });
 });
 
