@@ -13,9 +13,9 @@
  *
  *   npm run bench -- server-detection [--connections 32] [--seconds 3] [--rounds 5] [--clients 1000]
  */
-import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
+import { startChild, stopChild, type Started } from './_children.js';
 import { startRedis } from '../test/server/helpers/redis-server.js';
 
 const args = new Map<string, string>();
@@ -28,26 +28,11 @@ const child = fileURLToPath(new URL('./_detection-child.ts', import.meta.url));
 const PATH = '/v2/models/mnist/infer';
 const body = JSON.stringify({ inputs: [{ name: 'image', shape: [1, 784], datatype: 'UINT8', data: Array.from({ length: 784 }, (_, i) => (i * 37) % 256) }] });
 
-interface Started {
-  process: ChildProcess;
-  url: string;
-}
-
 function start(role: 'stub' | 'proxy', upstream = '', mode = ''): Promise<Started> {
-  return new Promise((resolve, reject) => {
-    const proc = fork(child, [role, upstream, mode], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    proc.once('error', reject);
-    proc.once('exit', (code) => reject(new Error(`${role} exited with ${code}`)));
-    proc.on('message', (message: { type: string; url?: string }) => {
-      if (message.type === 'ready') resolve({ process: proc, url: message.url! });
-    });
-  });
+  return startChild(child, [role, upstream, mode], role);
 }
 
-function stop(started: Started): void {
-  started.process.removeAllListeners('exit');
-  started.process.kill('SIGTERM');
-}
+const stop = stopChild;
 
 const cpuOf = (started: Started): Promise<number> =>
   new Promise((resolve) => {

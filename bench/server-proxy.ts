@@ -17,9 +17,9 @@
  *
  *   npm run bench -- server-proxy [--connections 32] [--seconds 10] [--rate 100] [--soak 10000] [--upstreams stub,model]
  */
-import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
+import { startChild, stopChild, type Started } from './_children.js';
 
 const args = new Map<string, string>();
 for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i].replace(/^--/, ''), process.argv[i + 1]);
@@ -34,26 +34,11 @@ const DEFENSES = ['none', 'rounding:decimals=3', 'mad-argmax:eps=0.8'];
 const PATH = '/v2/models/mnist/infer';
 const body = JSON.stringify({ inputs: [{ name: 'image', shape: [1, 784], datatype: 'UINT8', data: Array.from({ length: 784 }, (_, i) => (i * 37) % 256) }] });
 
-interface Started {
-  process: ChildProcess;
-  url: string;
-}
-
 function start(role: 'stub' | 'model' | 'proxy' | 'minimal', upstream = '', defense = ''): Promise<Started> {
-  return new Promise((resolve, reject) => {
-    const proc = fork(child, [role, upstream, defense], { execArgv: ['--import', 'tsx', '--expose-gc'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    proc.once('error', reject);
-    proc.once('exit', (code) => reject(new Error(`${role} exited with ${code}`)));
-    proc.on('message', (message: { type: string; url?: string }) => {
-      if (message.type === 'ready') resolve({ process: proc, url: message.url! });
-    });
-  });
+  return startChild(child, [role, upstream, defense], role, ['--expose-gc']);
 }
 
-function stop(started: Started): void {
-  started.process.removeAllListeners('exit');
-  started.process.kill('SIGTERM');
-}
+const stop = stopChild;
 
 function ask<T>(started: Started, type: 'memory' | 'cpu'): Promise<T> {
   return new Promise((resolve) => {

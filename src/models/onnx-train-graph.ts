@@ -259,21 +259,22 @@ function samePads(kh: number, kw: number): number[] {
 }
 
 /** A [kh, kw, in, out] kernel as ONNX's [out, in, kh, kw]. */
-export function toOnnxKernel(values: Float32Array, [kh, kw, cin, cout]: readonly number[]): Float32Array {
+export function toOnnxKernel(values: Float32Array, shape: readonly number[]): Float32Array {
   const out = new Float32Array(values.length);
-  for (let y = 0; y < kh; y++)
-    for (let x = 0; x < kw; x++)
-      for (let i = 0; i < cin; i++)
-        for (let o = 0; o < cout; o++) out[((o * cin + i) * kh + y) * kw + x] = values[((y * kw + x) * cin + i) * cout + o];
+  forEachKernelEntry(shape, (model, onnx) => (out[onnx] = values[model]));
   return out;
 }
 
 /** The inverse of toOnnxKernel; `shape` is the model's [kh, kw, in, out]. */
-export function fromOnnxKernel(values: Float32Array, [kh, kw, cin, cout]: readonly number[]): Float32Array {
+export function fromOnnxKernel(values: Float32Array, shape: readonly number[]): Float32Array {
   const out = new Float32Array(values.length);
+  forEachKernelEntry(shape, (model, onnx) => (out[model] = values[onnx]));
+  return out;
+}
+
+/** Visits every kernel entry with its offset in the model's layout and in ONNX's. */
+function forEachKernelEntry([kh, kw, cin, cout]: readonly number[], visit: (model: number, onnx: number) => void): void {
   for (let y = 0; y < kh; y++)
     for (let x = 0; x < kw; x++)
-      for (let i = 0; i < cin; i++)
-        for (let o = 0; o < cout; o++) out[((y * kw + x) * cin + i) * cout + o] = values[((o * cin + i) * kh + y) * kw + x];
-  return out;
+      for (let i = 0; i < cin; i++) for (let o = 0; o < cout; o++) visit(((y * kw + x) * cin + i) * cout + o, ((o * cin + i) * kh + y) * kw + x);
 }

@@ -6,16 +6,23 @@ import { scratchDir } from '../helpers/scratch.js';
 import { EvalConfigError, expandDefenses, loadConfigFile, presetConfig, validateConfig, withWorld } from '../../src/eval/config.js';
 
 describe('eval config', () => {
-  it('quick preset: one budget, random policy, the headline defenses', () => {
-    const quick = presetConfig('quick');
-    assert.deepEqual(quick.policies, ['random']);
-    assert.equal(quick.budgets.length, 1);
-    const families = quick.defenses.map((d) => d.family);
-    for (const family of ['none', 'argmax', 'reverse-sigmoid', 'mad', 'mad-argmax', 'misinformation']) assert.ok(families.includes(family), family);
-    assert.equal(quick.world, 'open');
-    // The calibrated attacker: a CNN knockoff, several seeds.
-    assert.equal(quick.knockoffTraining.arch, 'cnn');
-    assert.ok(quick.seeds >= 3);
+  it('quick and defenses presets: one budget, random policy, the calibrated attacker; quick trims the grid only', () => {
+    const expected = {
+      quick: ['none', 'mad', 'mad-argmax'],
+      defenses: ['none', 'argmax', 'reverse-sigmoid', 'mad', 'mad-argmax', 'misinformation'],
+    };
+    for (const name of ['quick', 'defenses'] as const) {
+      const preset = presetConfig(name);
+      assert.equal(preset.name, name);
+      assert.deepEqual(preset.policies, ['random']);
+      assert.equal(preset.budgets.length, 1);
+      assert.deepEqual(preset.defenses.map((d) => d.family), expected[name]);
+      assert.equal(preset.world, 'open');
+      // The calibrated attacker: a CNN knockoff for 15 epochs, several seeds.
+      assert.equal(preset.knockoffTraining.arch, 'cnn');
+      assert.equal(preset.knockoffTraining.epochs, 15);
+      assert.ok(preset.seeds >= 3);
+    }
   });
 
   it('paper preset: sweeps per family, all budgets, both policies', () => {
@@ -53,7 +60,7 @@ describe('eval config', () => {
       [{ preset: 'quick', knockoffTraining: { epochs: 0 } }, /knockoffTraining\.epochs must be a positive integer/],
       [{ preset: 'quick', knockoffTraining: { epoch: 3 } }, /unknown field "knockoffTraining\.epoch"/],
       [{ preset: 'quick', policies: ['greedy'] }, /policies\[0\] must be one of "random", "adaptive"/],
-      [{ preset: 'nope' }, /preset must be one of "quick", "paper"/],
+      [{ preset: 'nope' }, /preset must be one of "quick", "defenses", "paper", "ablation"/],
       [{ defenses: ['none'], budgets: [10] }, /"policies" is required/],
       [{ preset: 'quick', world: 'closed', closedWorldPool: 500 }, /budget 10000 exceeds the closed-world pool/],
       [{ preset: 'quick', adaptive: { rewardWeights: { certainty: 0, diversity: 0, loss: 0 } } }, /all 0/],
