@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import fc from 'fast-check';
-import { createModel, tf, trainModel, type LayersModel } from '../../src/models/index.js';
+import { createModel, describeTrainingEngine, tf, trainModel, type LayersModel } from '../../src/models/index.js';
 import { fromOnnxKernel, onnxTrainingSupport, toOnnxKernel } from '../../src/models/onnx-train-graph.js';
 import { planOf } from '../../src/models/plan.js';
 import { inputs, setUpBackend, withoutLeaks } from './helpers.js';
@@ -94,6 +94,25 @@ describe('training on onnxruntime', () => {
     const result = await trainModel(sigmoid, { x, rows: 8, labels }, { epochs: 1 });
     assert.equal(result.backend, tf.getBackend());
     [sigmoid, strided, averaged].forEach((m) => m.dispose());
+  });
+
+  it('says which engine trains, and MSD_TRAIN_ENGINE overrides auto', async () => {
+    const saved = process.env.MSD_TRAIN_ENGINE;
+    try {
+      delete process.env.MSD_TRAIN_ENGINE;
+      assert.match(await describeTrainingEngine(), /^training: onnxruntime-node, one thread per job/);
+      process.env.MSD_TRAIN_ENGINE = 'tfjs';
+      assert.equal(await describeTrainingEngine(), `training: tfjs ${tf.getBackend()} (MSD_TRAIN_ENGINE=tfjs)`);
+      const model = createModel({ arch: 'mlp', inputShape: [20], classes: 3, seed: 6, hidden: [4] });
+      const result = await trainModel(model, { x: inputs(10, 20, 3), rows: 10, targets: softTargets(10, 3) }, { epochs: 1 });
+      assert.equal(result.backend, tf.getBackend());
+      process.env.MSD_TRAIN_ENGINE = 'pytorch';
+      await assert.rejects(trainModel(model, { x: inputs(10, 20, 3), rows: 10, targets: softTargets(10, 3) }, { epochs: 1 }), /MSD_TRAIN_ENGINE "pytorch" is not one of auto, tfjs, onnxruntime/);
+      model.dispose();
+    } finally {
+      if (saved === undefined) delete process.env.MSD_TRAIN_ENGINE;
+      else process.env.MSD_TRAIN_ENGINE = saved;
+    }
   });
 
   it('converts kernels between [kh, kw, in, out] and [out, in, kh, kw] without loss', () => {
