@@ -7,6 +7,7 @@
  * Every run's seeds depend on the run alone, so the records equal those of a serial evaluation.
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseDefense } from '../defenses/index.js';
 import type { EvalConfig } from './config.js';
@@ -92,7 +93,9 @@ export async function runInParallel(options: ParallelOptions): Promise<void> {
         reject(error);
       };
       for (let i = 0; i < jobs; i++) {
-        const child = fork(file, [], { execArgv, serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+        // The cores are shared out between the jobs' training (onnxruntime threads), unless the user chose.
+        const env = { ...process.env, MSD_TRAIN_THREADS: process.env.MSD_TRAIN_THREADS || String(Math.max(1, Math.floor(availableParallelism() / jobs))) };
+        const child = fork(file, [], { execArgv, env, serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
         children.push(child);
         const handOut = () => {
           if (failed) return;

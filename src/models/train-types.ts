@@ -61,7 +61,7 @@ export interface TrainOptions {
   log?: (line: string) => void;
   /** Default 'auto', or MSD_TRAIN_ENGINE when set. */
   engine?: TrainEngine;
-  /** onnxruntime's threads per operator (default 1: evaluations run one job per core). */
+  /** onnxruntime's threads per operator (default MSD_TRAIN_THREADS, else 1: evaluations run one job per core). */
   threads?: number;
 }
 

@@ -88,9 +88,11 @@ function checkOptions(plan: ModelPlan, data: TrainData, options: TrainOptions): 
     seed: options.seed ?? 0,
     loss: options.loss ?? 'soft-ce',
     intervalMs: options.progressIntervalMs ?? 250,
-    threads: options.threads ?? 1,
+    threads: options.threads ?? Number(process.env.MSD_TRAIN_THREADS || 1),
   };
-  if (!Number.isInteger(settings.threads) || settings.threads < 1) throw new ModelInputError(`threads must be an integer ≥ 1, got ${options.threads}`);
+  if (!Number.isInteger(settings.threads) || settings.threads < 1) {
+    throw new ModelInputError(`threads must be an integer ≥ 1, got ${options.threads ?? `MSD_TRAIN_THREADS="${process.env.MSD_TRAIN_THREADS}"`}`);
+  }
   if (!Number.isInteger(settings.epochs) || settings.epochs < 1) throw new ModelInputError(`epochs must be an integer ≥ 1, got ${options.epochs}`);
   if (!Number.isInteger(settings.batchSize) || settings.batchSize < 1) throw new ModelInputError(`batchSize must be an integer ≥ 1, got ${options.batchSize}`);
   if (!(settings.learningRate > 0) || !Number.isFinite(settings.learningRate)) throw new ModelInputError(`learningRate must be a positive number, got ${options.learningRate}`);

@@ -96,7 +96,7 @@ describe('training on onnxruntime', () => {
     [sigmoid, strided, averaged].forEach((m) => m.dispose());
   });
 
-  it('says which engine trains, and MSD_TRAIN_ENGINE overrides auto', async () => {
+  it('says which engine trains; MSD_TRAIN_ENGINE and MSD_TRAIN_THREADS override the defaults', async () => {
     const saved = process.env.MSD_TRAIN_ENGINE;
     try {
       delete process.env.MSD_TRAIN_ENGINE;
@@ -106,6 +106,18 @@ describe('training on onnxruntime', () => {
       const model = createModel({ arch: 'mlp', inputShape: [20], classes: 3, seed: 6, hidden: [4] });
       const result = await trainModel(model, { x: inputs(10, 20, 3), rows: 10, targets: softTargets(10, 3) }, { epochs: 1 });
       assert.equal(result.backend, tf.getBackend());
+      delete process.env.MSD_TRAIN_ENGINE;
+      const savedThreads = process.env.MSD_TRAIN_THREADS;
+      try {
+        process.env.MSD_TRAIN_THREADS = '2';
+        const twoThreads = await trainModel(model, { x: inputs(10, 20, 3), rows: 10, targets: softTargets(10, 3) }, { epochs: 1 });
+        assert.equal(twoThreads.backend, 'onnxruntime (2 threads)');
+        process.env.MSD_TRAIN_THREADS = 'many';
+        await assert.rejects(trainModel(model, { x: inputs(10, 20, 3), rows: 10, targets: softTargets(10, 3) }, { epochs: 1 }), /threads must be an integer ≥ 1, got MSD_TRAIN_THREADS="many"/);
+      } finally {
+        if (savedThreads === undefined) delete process.env.MSD_TRAIN_THREADS;
+        else process.env.MSD_TRAIN_THREADS = savedThreads;
+      }
       process.env.MSD_TRAIN_ENGINE = 'pytorch';
       await assert.rejects(trainModel(model, { x: inputs(10, 20, 3), rows: 10, targets: softTargets(10, 3) }, { epochs: 1 }), /MSD_TRAIN_ENGINE "pytorch" is not one of auto, tfjs, onnxruntime/);
       model.dispose();
