@@ -6,7 +6,8 @@
  * Lean on purpose: the data set is uploaded once as one tensor, each batch is a `gather` of a
  * shuffled index slice (no per-batch copies from JS arrays), the step runs the model's plan (plain
  * tensor ops over its weight variables, no layers-API overhead), and the loss is read back only
- * when progress is reported.
+ * when progress is reported. Where onnxruntime-node is installed, covered models train on it instead
+ * (onnx-train.ts): same shuffling, same Adam, native kernels.
  */
 import { kernelsMissing, missingKernel, onCpu } from './backend.js';
 import { ModelError, ModelInputError } from './errors.js';
@@ -60,7 +61,7 @@ export async function describeTrainingEngine(): Promise<string> {
   );
   if (engine === 'tfjs') return `training: tfjs ${tf.getBackend()} (MSD_TRAIN_ENGINE=tfjs)`;
   if (engine === 'auto' && !['wasm', 'cpu'].includes(tf.getBackend())) return `training: tfjs ${tf.getBackend()}`;
-  if (installed) return 'training: onnxruntime-node, one thread per job (soft-label losses; others on tfjs)';
+  if (installed) return 'training: onnxruntime-node (models and losses it covers; the others on tfjs)';
   return engine === 'onnxruntime' ? 'training: onnxruntime-node asked for but not installed' : `training: tfjs ${tf.getBackend()} (onnxruntime-node not installed: npm install onnxruntime-node trains about 2.5× faster)`;
 }
 
