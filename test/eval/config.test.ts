@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { scratchDir } from '../helpers/scratch.js';
 import { EvalConfigError, expandDefenses, loadConfigFile, presetConfig, validateConfig, withWorld } from '../../src/eval/config.js';
 
@@ -89,5 +90,15 @@ describe('eval config', () => {
     const quick = presetConfig('quick');
     assert.equal(withWorld(quick, 'closed').world, 'closed');
     assert.throws(() => withWorld({ ...quick, closedWorldPool: 100 }, 'closed'), /exceeds the closed-world pool/);
+  });
+
+  it('every example grid in examples/ loads (the README runs them)', async () => {
+    const folder = fileURLToPath(new URL('../../examples/', import.meta.url));
+    const files = (await readdir(folder)).filter((name) => /^eval-.*\.json$/.test(name));
+    assert.ok(files.length >= 4, files.join(', '));
+    for (const name of files) {
+      const config = await loadConfigFile(join(folder, name));
+      assert.equal(config.name, JSON.parse(await readFile(join(folder, name), 'utf8')).name ?? name.replace(/\.json$/, ''), name);
+    }
   });
 });
