@@ -8,6 +8,7 @@
 import { readFile } from 'node:fs/promises';
 import { ModelError, ModelFileError, UnsupportedModelError } from './errors.js';
 import { readOnnxGraph, reinitOnnx } from './onnx-graph.js';
+import { keepOnnxRuntimeOffline } from './onnx-telemetry.js';
 import type { SurrogateModel } from './surrogate-model.js';
 import { defaultChunkRows, probabilitiesInChunks, type SurrogateOutput } from './surrogate-output.js';
 import type { ProbBatch } from '../defenses/types.js';
@@ -34,6 +35,7 @@ let ortModule: Promise<Ort> | undefined;
 
 /** onnxruntime-node, imported once; a clear error naming the package when it is not installed. */
 export function loadOnnxRuntime(): Promise<Ort> {
+  keepOnnxRuntimeOffline();
   ortModule ??= import('onnxruntime-node').catch((error: unknown) => {
     ortModule = undefined;
     const message = error instanceof Error ? error.message : String(error);

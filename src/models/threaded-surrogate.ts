@@ -18,6 +18,7 @@ import type { ProbBatch } from '../defenses/types.js';
 import { currentBackend, type BackendInfo, type BackendName } from './backend.js';
 import { BackendError, MissingProviderError, ModelError, ModelFileError, ModelInputError, SurrogateThreadError, UnsupportedModelError } from './errors.js';
 import type { LoadSurrogateOptions } from './load-surrogate.js';
+import { keepOnnxRuntimeOffline } from './onnx-telemetry.js';
 import { checkRows } from './surrogate-output.js';
 import type { SurrogateModel } from './surrogate-model.js';
 
@@ -118,6 +119,8 @@ export function loadThreadedSurrogate(options: ThreadedSurrogateOptions): Promis
   const loadOptions: ThreadStart['options'] = {};
   for (const key of SERIALISABLE) if (options[key] !== undefined) (loadOptions as Record<string, unknown>)[key] = options[key];
   const start: ThreadStart = { options: loadOptions, backend: options.backend ?? currentBackend()?.name };
+  // The worker's process.env is its own copy: only this thread's reaches onnxruntime's getenv.
+  keepOnnxRuntimeOffline();
   const { script, eval: isEval } = workerScript();
   let worker: Worker;
   try {
