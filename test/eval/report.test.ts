@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { scratchDir } from '../helpers/scratch.js';
 import type { RunRecord } from '../../src/eval/results.js';
-import { bestWithinUtility } from '../../src/eval/report/selection.js';
+import { adaptiveAgainstRandom, bestWithinUtility } from '../../src/eval/report/selection.js';
+import { aggregateRuns } from '../../src/eval/report/aggregate.js';
 import { summaryText } from '../../src/eval/report/summary.js';
 import { lineChart, niceTicks } from '../../src/eval/report/svg-chart.js';
 import { parseCsv, REPORT_COLUMNS, toCsv, reportRows } from '../../src/eval/report/table.js';
@@ -160,5 +161,34 @@ describe('report over seeded runs', () => {
     assert.match(text, /mad\s+eps=0\.5.*60% ± 24\.8 \(n=3\).*strongest/);
     assert.match(text, /reverse-sigmoid.*tied \(p=0\.\d+\)/);
     assert.match(text, /argmax.*weaker|argmax.*tied/);
+  });
+
+  it('says whether the adaptive attacker beats random sampling, per setting and budget', async () => {
+    const policy = (spec: string, name: 'random' | 'adaptive', accuracies: number[]) =>
+      accuracies.map((accuracy, seed) =>
+        sampleRecord(`${spec}-${name}-${seed}`, { defense: spec, params: '', spec, policy: name, budget: 5000, attackerSeed: seed, attackers: [{ labels: 'soft', accuracy, agreement: accuracy }] }),
+      );
+    const both = [
+      ...policy('none', 'random', [0.45, 0.46, 0.47]),
+      ...policy('none', 'adaptive', [0.451, 0.468, 0.459]),
+      ...policy('argmax', 'random', [0.4, 0.41, 0.42]),
+      ...policy('argmax', 'adaptive', [0.5, 0.51, 0.52]),
+      ...policy('mad', 'random', [0.3]),
+      ...policy('mad', 'adaptive', [0.2]),
+    ];
+    const verdicts = new Map(adaptiveAgainstRandom(aggregateRuns(both)).map((c) => [c.spec, c.verdict]));
+    assert.match(verdicts.get('none')!, /^tied \(p=0\.\d+\)$/);
+    // t = 0.1 / sqrt(2 · 0.01² / 3) = 12.2 on 4 degrees of freedom: p ≈ 0.0003.
+    assert.equal(verdicts.get('argmax'), 'adaptive stronger (p=<0.001)');
+    assert.equal(verdicts.get('mad'), 'untested (one seed)');
+    const flipped = adaptiveAgainstRandom(aggregateRuns(both.map((r) => (r.defense === 'argmax' ? { ...r, policy: r.policy === 'random' ? 'adaptive' : 'random' } : r))));
+    assert.match(flipped.find((c) => c.spec === 'argmax')!.verdict, /^random stronger/);
+    assert.match(summaryText(both), /Adaptive against random[\s\S]*argmax\s+5000.*adaptive stronger/);
+    const dir = await scratchDir('msd-report-policies-');
+    const html = await readFile((await writeReport(dir, both, { name: 'policies', victim: 'mnist', world: 'open', seed: 1, generatedAt: 'now' })).html, 'utf8');
+    assert.match(html, /Does the adaptive attacker beat random sampling\?/);
+    assert.match(html, /<td>none<\/td><td>5000<\/td>.*tied/);
+    // Without the adaptive policy there is nothing to compare, and no section.
+    assert.doesNotMatch(summaryText(runs), /Adaptive against random/);
   });
 });

@@ -83,3 +83,36 @@ export function comparedWithStrongest(choices: readonly FamilyChoice[], labels: 
   }
   return verdicts;
 }
+
+export interface PolicyComparison {
+  spec: string;
+  budget: number;
+  labels: AttackerLabels;
+  random: AttackerOutcome;
+  adaptive: AttackerOutcome;
+  /** 'adaptive stronger', 'random stronger' or 'tied' at 5% (Welch), with p; 'untested (one seed)'. */
+  verdict: string;
+}
+
+/**
+ * Does the adaptive (bandit) attacker beat random sampling? For every setting and budget measured
+ * with both policies, Welch's two-sided t-test on the per-seed attacker accuracies at 5%: the
+ * published Knockoff gain does not carry over to every pool, so the report says what was measured.
+ */
+export function adaptiveAgainstRandom(records: readonly RunRecord[]): PolicyComparison[] {
+  const comparisons: PolicyComparison[] = [];
+  for (const adaptiveRun of records.filter((r) => r.policy === 'adaptive')) {
+    const randomRun = records.find((r) => r.policy === 'random' && r.spec === adaptiveRun.spec && r.budget === adaptiveRun.budget);
+    if (!randomRun) continue;
+    for (const labels of labelsOf([randomRun, adaptiveRun])) {
+      const random = attackerOutcome(randomRun, labels);
+      const adaptive = attackerOutcome(adaptiveRun, labels);
+      if (!random || !adaptive) continue;
+      const test = welchTest(adaptive.accuracies ?? [], random.accuracies ?? []);
+      const p = test && (test.p < 0.001 ? '<0.001' : test.p.toFixed(3));
+      const verdict = test === undefined ? 'untested (one seed)' : test.p >= 0.05 ? `tied (p=${p})` : `${test.t > 0 ? 'adaptive' : 'random'} stronger (p=${p})`;
+      comparisons.push({ spec: adaptiveRun.spec, budget: adaptiveRun.budget, labels, random, adaptive, verdict });
+    }
+  }
+  return comparisons;
+}

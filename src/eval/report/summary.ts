@@ -3,7 +3,7 @@ import type { RunRecord } from '../results.js';
 import { ATTACKER_NAMES, withInterval } from './plots.js';
 import { shortParams } from './table.js';
 import { aggregateRuns } from './aggregate.js';
-import { attackerOutcome, bestWithinUtility, comparedWithStrongest, labelsOf, largestBudget, policiesOf } from './selection.js';
+import { adaptiveAgainstRandom, attackerOutcome, bestWithinUtility, comparedWithStrongest, labelsOf, largestBudget, policiesOf } from './selection.js';
 
 function table(headers: string[], rows: string[][]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
@@ -56,6 +56,16 @@ export function summaryText(seeded: readonly RunRecord[]): string {
           table(['defense', 'setting', 'loss pt', 'L1 mean', 'attacker (mean ± 95% CI)', 'cut', "vs strongest (Welch's t, 5%)"], rows),
       );
     }
+  }
+  const policies = adaptiveAgainstRandom(records);
+  if (policies.length > 0) {
+    sections.push(
+      "Adaptive against random: the attacker's accuracy with each policy (Welch's t, 5%)\n" +
+        table(
+          ['defense', 'budget', 'attacker', 'random', 'adaptive', 'verdict'],
+          policies.map((c) => [c.spec, String(c.budget), ATTACKER_NAMES[c.labels], withInterval(c.random), withInterval(c.adaptive), c.verdict]),
+        ),
+    );
   }
   return sections.join('\n\n');
 }
