@@ -6,9 +6,10 @@
  *                                  → {"predictions": [[Drawing, Hentai, Neutral, Porn, Sexy], ...]}
  *   GET  /metrics                  Prometheus metrics (requests, perturbation, batching, event-loop delay)
  *
- * The route decodes each image itself (sharp, 224×224, RGB) and scales the pixels by 1/255, exactly as
- * nsfwjs does; the middleware's `inputs.image` declares the same preprocessing, so MAD's surrogate (the
- * same MobileNetV2 topology with every weight re-drawn from a seed) sees the same tensor the victim saw.
+ * The middleware's `inputs.image` declares nsfwjs's preprocessing (224×224 RGB, pixels / 255); it
+ * decodes each image once (sharp), and the route feeds those very rows (`defend.inputsOf(req)`) to the
+ * victim, so MAD's surrogate (the same MobileNetV2 topology with every weight re-drawn from a seed)
+ * sees the tensor the victim saw. A route that decodes by itself works as well, at a second decode.
  * Inside this repository the package is imported from its sources; in your project, import from
  * 'model-stealing-defense'.
  */
@@ -16,7 +17,6 @@ import { fileURLToPath } from 'node:url';
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import { load as loadNsfw } from 'nsfwjs';
 import { collectDefaultMetrics, Registry } from 'prom-client';
-import sharp from 'sharp';
 import { batchedSurrogateContext, createBatcher, initBackend, loadSurrogate, poisonPredictions, RequestFormatError, ServingError, tf, type SurrogateModel } from '../../src/index.js';
 
 export const MODEL_DIR = fileURLToPath(new URL('../../node_modules/nsfwjs/dist/models/mobilenet_v2', import.meta.url));
@@ -51,19 +51,6 @@ export interface NsfwApp {
   close(): Promise<void>;
 }
 
-/** Decodes one base64 image to 224×224×3 RGB bytes; throws a 400 naming the problem. */
-async function decode(b64: unknown, index: number): Promise<Uint8Array> {
-  const bytes = typeof b64 === 'string' ? Buffer.from(b64, 'base64') : undefined;
-  if (!bytes?.length) throw new RequestFormatError(`instance ${index}: write {"b64": "<base64 JPEG or PNG>"}`);
-  if (bytes.length > MAX_IMAGE_BYTES) throw new RequestFormatError(`instance ${index} is ${bytes.length} bytes, over the limit of ${MAX_IMAGE_BYTES}`, 413);
-  try {
-    // The same steps as the middleware's image decoder (alpha dropped, stretched to 224×224, sRGB), so both see the same pixels.
-    return await sharp(bytes, { failOn: 'truncated', limitInputPixels: 24_000_000 }).removeAlpha().resize(SIZE, SIZE, { fit: 'fill' }).toColourspace('srgb').raw().toBuffer();
-  } catch (error) {
-    throw new RequestFormatError(`instance ${index} is not a readable image (${String((error as Error).message).split('\n')[0]})`);
-  }
-}
-
 export async function buildNsfwApp(options: NsfwAppOptions = {}): Promise<NsfwApp> {
   const defense = options.defense ?? 'mad-argmax:eps=0.8';
   await initBackend({ log: () => {} });
@@ -73,9 +60,10 @@ export async function buildNsfwApp(options: NsfwAppOptions = {}): Promise<NsfwAp
   const victimThread = options.victimThread ?? true;
   const nsfw = victimThread ? undefined : await loadNsfw('MobileNetV2');
   const victimModel = victimThread ? await loadSurrogate({ dir: MODEL_DIR, thread: true }) : undefined;
+  // `pixels` are already scaled to 0..1 (the middleware's preprocessing, declared below).
   const classify = async (pixels: Float32Array, rows: number): Promise<Float32Array> => {
-    if (victimModel) return (await victimModel.probsAsync(pixels.map((v) => v / 255), rows)).data;
-    const probs = tf.tidy(() => nsfw!.model.predict(tf.tensor4d(pixels, [rows, SIZE, SIZE, 3]).div(255)) as tf.Tensor);
+    if (victimModel) return (await victimModel.probsAsync(pixels, rows)).data;
+    const probs = tf.tidy(() => nsfw!.model.predict(tf.tensor4d(pixels, [rows, SIZE, SIZE, 3])) as tf.Tensor);
     try {
       return (await probs.data()) as Float32Array;
     } finally {
@@ -106,11 +94,11 @@ export async function buildNsfwApp(options: NsfwAppOptions = {}): Promise<NsfwAp
       if (!Array.isArray(instances) || instances.length === 0 || instances.length > MAX_INSTANCES) {
         throw new RequestFormatError(`write {"instances": [{"b64": "<base64 image>"}]} with 1 to ${MAX_INSTANCES} images`);
       }
-      const images = await Promise.all(instances.map((instance, i) => decode((instance as { b64?: unknown })?.b64, i)));
-      const rows = new Float32Array(images.length * PIXELS);
-      images.forEach((image, i) => rows.set(image, i * PIXELS));
-      const probs = await victim.submit(rows, images.length);
-      const predictions = images.map((_, i) => Array.from(probs.subarray(i * CLASSES.length, (i + 1) * CLASSES.length)));
+      // The images as the middleware decoded them for the surrogate (sharp: alpha dropped, stretched
+      // to 224×224, sRGB, pixels / 255, as nsfwjs's own infer does): decoded once for both models.
+      const { data, rows } = await defend.inputsOf(req);
+      const probs = await victim.submit(data, rows);
+      const predictions = Array.from({ length: rows }, (_, i) => Array.from(probs.subarray(i * CLASSES.length, (i + 1) * CLASSES.length)));
       res.json({ predictions });
     } catch (error) {
       next(error);

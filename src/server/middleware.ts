@@ -26,6 +26,14 @@ export interface PoisonPredictionsMiddleware extends RequestHandler {
   readonly clients?: ClientGate;
   /** With clients.admin: the admin route, e.g. app.get('/admin/clients', mw.adminHandler). */
   readonly adminHandler?: RequestHandler;
+  /**
+   * The request's model inputs as the surrogate sees them (base64 images decoded and preprocessed
+   * as `inputs` declares, numeric tensors as sent), read once per request and shared with the
+   * defense and the detectors: a route that feeds these rows to its model decodes nothing itself.
+   * Rejects with a RequestFormatError (400, 413) for input the client got wrong. Treat the rows as
+   * read-only: the defense reads the same array after the route answers.
+   */
+  inputsOf(req: Request): Promise<InputRows>;
 }
 
 const NO_BODY_STATUS = new Set([204, 304]);
@@ -44,12 +52,33 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
 
   const gate = resolved.clients;
 
+  // One read per request, whoever asks first (the route, the detectors, the defense): decoding an
+  // image costs milliseconds, and twice that when several parts need it.
+  const readOnce = new WeakMap<Request, { value?: InputRows | Promise<InputRows>; error?: unknown }>();
+  const readInputs = (req: Request): InputRows | Promise<InputRows> => {
+    let memo = readOnce.get(req);
+    if (!memo) {
+      try {
+        memo = { value: resolved.readInputs(req.body) };
+      } catch (error) {
+        memo = { error };
+      }
+      readOnce.set(req, memo);
+    }
+    if ('error' in memo) throw memo.error;
+    return memo.value!;
+  };
+  const inputsOf = async (req: Request): Promise<InputRows> => {
+    if (req.body === undefined) throw new ServingError('inputsOf needs the request body: mount express.json() before poisonPredictions', 500, 'defense_failed');
+    return readInputs(req);
+  };
+
   /** The ticket's observer: the client's observation, then the defense its assessment names. */
   const observerFor = (req: Request, ticket: ClientTicket) => async (probs: Parameters<ClientGate['observe']>[1]) => {
     let inputs: InputRows | undefined;
     if (gate!.observeInputs && req.body !== undefined) {
       try {
-        inputs = await resolved.readInputs(req.body);
+        inputs = await readInputs(req);
       } catch {
         // Inputs the codec cannot read: the detectors see the probabilities only.
       }
@@ -135,7 +164,7 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
               throw error;
             })
         : undefined;
-      const result = perturber.perturb(defense, () => resolved.readInputs(req.body), parsed, observed);
+      const result = perturber.perturb(defense, () => readInputs(req), parsed, observed);
       if (result instanceof Promise) result.then(emit, (error: unknown) => emit(perturber.failure(label, error)));
       else emit(result);
     };
@@ -218,6 +247,7 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
     defense: { value: resolved.defense, enumerable: true },
     clients: { value: gate, enumerable: true },
     adminHandler: { value: gate && resolved.clientsAdmin ? (adminHandler(gate, resolved.clientsAdmin) as unknown as RequestHandler) : undefined, enumerable: true },
+    inputsOf: { value: inputsOf, enumerable: true },
   });
   return middleware;
 }

@@ -95,7 +95,7 @@ describe('examples/nsfw-server', () => {
 
   it('refuses bad requests with a 400 (413 for an oversized image) naming the problem', async () => {
     let res = await request(server.app).post(PATH).send({ instances: [{ b64: Buffer.from('not an image').toString('base64') }] }).expect(400);
-    assert.match(res.body.error, /instance 0 is not a readable image/);
+    assert.match(res.body.error, /the image in the \{"b64": \.\.\.\} inputs is not an image/);
     res = await request(server.app).post(PATH).send({ inputs: [] }).expect(400);
     assert.match(res.body.error, /"instances"/);
     res = await request(server.app).post(PATH).send({ instances: new Array(9).fill({ b64: 'AAAA' }) }).expect(400);
@@ -103,7 +103,7 @@ describe('examples/nsfw-server', () => {
     res = await request(server.app).post(PATH).set('content-type', 'application/json').send('{"instances": [').expect(400);
     assert.equal(res.body.predictions, undefined);
     res = await request(server.app).post(PATH).send({ instances: [{ b64: Buffer.alloc((4 << 20) + 1, 0xff).toString('base64') }] }).expect(413);
-    assert.match(res.body.error, /instance 0 is 4194305 bytes, over the limit of 4194304/);
+    assert.match(res.body.error, /the image in the \{"b64": \.\.\.\} inputs is 4194305 bytes, over the limit of 4194304/);
   });
 
   it('frees its tensors and serves its metrics', async () => {
