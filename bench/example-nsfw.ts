@@ -7,6 +7,7 @@
  * resolution, read from its /metrics, which resets it at each scrape) and its CPU seconds per image
  * (process_cpu_seconds_total over the requests answered). The cost ratio MAD-argmax / none per image is
  * the target's measure: MAD-argmax should cost at most one more forward pass of the victim (ratio ≤ 2).
+ * The last configuration runs the same surrogate converted to ONNX (SURROGATE_ENGINE=onnx).
  *
  *   npm run bench -- example-nsfw [--seconds 6]
  */
@@ -25,6 +26,8 @@ interface Config {
   defense: string;
   surrogateThread: boolean;
   victimThread: boolean;
+  /** What runs the surrogate (default tfjs, the victim's own engine). */
+  engine?: 'tfjs' | 'onnx';
 }
 const MAD = 'mad-argmax:eps=0.8';
 const CONFIGS: Config[] = [
@@ -33,12 +36,14 @@ const CONFIGS: Config[] = [
   { label: 'mad-argmax, S thread', defense: MAD, surrogateThread: true, victimThread: false },
   { label: 'none, V thread', defense: 'none', surrogateThread: false, victimThread: true },
   { label: 'mad-argmax, S+V thr.', defense: MAD, surrogateThread: true, victimThread: true },
+  { label: 'mad-argmax, onnx S+V', defense: MAD, surrogateThread: true, victimThread: true, engine: 'onnx' },
 ];
 /** MAD configurations and the `none` each is compared with (same victim placement). */
 const RATIOS: Array<[mad: number, none: number]> = [
   [1, 0],
   [2, 0],
   [4, 3],
+  [5, 3],
 ];
 const CONCURRENCY = [1, 8, 32];
 
@@ -49,7 +54,7 @@ interface Started {
 
 function start(config: Config): Promise<Started> {
   return new Promise((resolve, reject) => {
-    const env = { ...process.env, PORT: '0', DEFENSE: config.defense, SURROGATE_THREAD: config.surrogateThread ? '1' : '0', VICTIM_THREAD: config.victimThread ? '1' : '0' };
+    const env = { ...process.env, PORT: '0', DEFENSE: config.defense, SURROGATE_THREAD: config.surrogateThread ? '1' : '0', VICTIM_THREAD: config.victimThread ? '1' : '0', SURROGATE_ENGINE: config.engine ?? 'tfjs' };
     const proc = spawn(process.execPath, ['--import', 'tsx', server], { env, stdio: ['ignore', 'pipe', 'inherit'] });
     proc.once('error', reject);
     proc.once('exit', (code) => reject(new Error(`${config.label} server exited with ${code}`)));
@@ -92,7 +97,7 @@ try {
   const cpuPerImage: number[][] = CONFIGS.map(() => []);
   const latencyMean: number[][] = CONFIGS.map(() => []);
   const loopP99: number[][] = CONFIGS.map(() => []);
-  console.log('\nS thread: the surrogate in a worker thread; V thread: the victim too (SURROGATE_THREAD=1, VICTIM_THREAD=1)');
+  console.log('\nS thread: the surrogate in a worker thread; V thread: the victim too (SURROGATE_THREAD=1, VICTIM_THREAD=1); onnx: the surrogate converted to ONNX and run by onnxruntime-node (SURROGATE_ENGINE=onnx), else on TF.js like the victim');
   console.log(`\n${'configuration'.padEnd(20)} ${'clients'.padStart(7)} ${'req/s'.padStart(7)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'loop p99'.padStart(9)} ${'CPU ms/img'.padStart(10)} ${'answered'.padStart(8)} ${'non-2xx'.padStart(7)}`);
   for (const connections of CONCURRENCY) {
     for (const [d, s] of servers.entries()) {

@@ -4,6 +4,8 @@
  *   224×224×3 inputs, ms per image at batch 1, 8, 32 on tfjs-wasm; batch 1 (and 2) on tfjs-cpu;
  * - a MobileNetV2-sized ONNX model written with the project's encoder (see _onnx-mobilenet.ts), seeded
  *   by reinitOnnx, on onnxruntime-node at batch 1, 8, 32;
+ * - nsfwjs's MobileNetV2 re-initialised and converted to ONNX (engine 'onnx'), with onnxruntime's
+ *   default threads and with one, wall and CPU ms per image;
  * - the longest event-loop stall while 32 images go through probsAsync (chunks of 1, the default at this size, vs 8);
  * - full-Jacobian Gram matrices per image on a small functional model (conv, batch norm, depthwise
  *   conv, residual add, 16×16×3, 10 classes), against its forward pass as the baseline.
@@ -100,6 +102,21 @@ for (const batch of [1, 8, 32]) {
   log(`onnxruntime-node MobileNetV2-sized batch ${String(batch).padStart(2)}: ${ms.toFixed(1)} ms/image (${(wasm[batch] / ms).toFixed(1)}× faster than tfjs-wasm)`);
 }
 onnx.dispose();
+// nsfwjs's own MobileNetV2 topology, re-initialised on TF.js and converted (engine 'onnx'), with onnxruntime's default threads and with 1.
+for (const threads of [undefined, 1]) {
+  started = performance.now();
+  const converted = await loadSurrogate({ dir: NSFW, reinit: 1, engine: 'onnx', threads });
+  log(`engine onnx (nsfwjs MobileNetV2 converted${threads ? `, ${threads} thread` : ''}): loaded in ${(performance.now() - started).toFixed(0)} ms`);
+  await converted.probsAsync(images(1), 1);
+  for (const batch of [1, 8, 32]) {
+    const cpuBefore = process.cpuUsage();
+    const ms = await msPerImage(converted, batch, batch === 1 ? 5 : 1);
+    const cpu = process.cpuUsage(cpuBefore);
+    const cpuMs = (cpu.user + cpu.system) / 1000 / (batch * (batch === 1 ? 5 : 1));
+    log(`engine onnx${threads ? ' 1 thread' : ''} MobileNetV2 batch ${String(batch).padStart(2)}: ${ms.toFixed(1)} ms/image, CPU ${cpuMs.toFixed(1)} ms/image (${(wasm[batch] / ms).toFixed(1)}× faster than tfjs-wasm)`);
+  }
+  converted.dispose();
+}
 for (const chunk of [1, 8]) {
   const surrogate = await loadSurrogate({ onnx: onnxBytes, reinit: 1, chunkRows: chunk });
   await surrogate.probsAsync(images(1), 1);

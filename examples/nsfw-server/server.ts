@@ -1,7 +1,8 @@
 /**
  * Starts the nsfwjs example server: `npm run example:nsfw`, or with settings
- *   PORT=8080 DEFENSE='mad-argmax:eps=0.8' SEED=7 SURROGATE_THREAD=1 VICTIM_THREAD=0 npm run example:nsfw
- * (SURROGATE_THREAD / VICTIM_THREAD: 1, the default, runs that model in a worker thread; 0 in the main thread.)
+ *   PORT=8080 DEFENSE='mad-argmax:eps=0.8' SEED=7 SURROGATE_THREAD=1 VICTIM_THREAD=0 SURROGATE_ENGINE=auto npm run example:nsfw
+ * (SURROGATE_THREAD / VICTIM_THREAD: 1, the default, runs that model in a worker thread; 0 in the main thread.
+ * SURROGATE_ENGINE: onnx, tfjs, or auto, the default: onnx when onnxruntime-node is installed.)
  * SIGTERM/SIGINT: stops accepting, finishes the requests in flight, frees the models, exits.
  */
 import type { AddressInfo } from 'node:net';
@@ -16,15 +17,19 @@ function envSwitch(name: string): boolean | undefined {
   throw new Error(`${name} must be 1 or 0, got "${process.env[name]}"`);
 }
 
-const { app, close } = await buildNsfwApp({
+const engine = process.env.SURROGATE_ENGINE?.trim().toLowerCase() || undefined;
+if (engine !== undefined && !['auto', 'onnx', 'tfjs'].includes(engine)) throw new Error(`SURROGATE_ENGINE must be auto, onnx or tfjs, got "${process.env.SURROGATE_ENGINE}"`);
+const { app, close, surrogateEngine } = await buildNsfwApp({
   defense: process.env.DEFENSE,
   seed: process.env.SEED === undefined ? undefined : Number(process.env.SEED),
   surrogateThread: envSwitch('SURROGATE_THREAD'),
   victimThread: envSwitch('VICTIM_THREAD'),
+  surrogateEngine: engine as 'auto' | 'onnx' | 'tfjs' | undefined,
 });
 const server = app.listen(Number(process.env.PORT ?? 8080), process.env.HOST ?? '127.0.0.1', () => {
   const { address, port } = server.address() as AddressInfo;
-  console.log(`nsfw example listening on http://${address}:${port} (POST /v1/models/nsfw:predict, GET /metrics)`);
+  const surrogate = surrogateEngine ? `; surrogate on ${surrogateEngine === 'onnx' ? 'onnxruntime-node' : 'TF.js'}` : '';
+  console.log(`nsfw example listening on http://${address}:${port} (POST /v1/models/nsfw:predict, GET /metrics${surrogate})`);
 });
 
 let stopping = false;

@@ -11,7 +11,7 @@ import { ServingOptionError } from '../server/errors.js';
 import { PROTOCOLS } from '../server/protocols/index.js';
 import type { BatchingFlags } from './batching-flags.js';
 import type { InputFlags } from './image-flags.js';
-import { SURROGATE_THREAD_HELP } from './surrogate-flags.js';
+import { SURROGATE_ENGINE_HELP, SURROGATE_THREAD_HELP } from './surrogate-flags.js';
 
 /** Reads one value, from a flag (a string, or true for a switch, or string[] when repeatable) or from the config file (any JSON value). */
 type Validator<T> = { parse(value: unknown, name: string): T; repeatable?: boolean; switch?: boolean };
@@ -40,6 +40,7 @@ export interface ProxySettings extends InputFlags, BatchingFlags {
   surrogateOnnx?: string;
   reinit?: string;
   surrogateThread?: boolean;
+  surrogateEngine?: string;
   port: number;
   host: string;
   timeoutMs: number;
@@ -119,6 +120,7 @@ export const PROXY_FIELDS: readonly ProxyField[] = [
   { key: 'surrogateOnnx', flags: '--surrogate-onnx <file>', help: 'surrogate from an ONNX model (onnxruntime-node; forward-only, so no mad jacobian=full)', type: text },
   { key: 'reinit', flags: '--reinit <seed>', help: 'with --surrogate-from/--surrogate-onnx/--surrogate: the same architecture, freshly initialised from this seed (the MAD paper’s best surrogate)', type: scalar },
   { key: 'surrogateThread', flags: '--surrogate-thread', help: SURROGATE_THREAD_HELP, type: flag },
+  { key: 'surrogateEngine', flags: '--surrogate-engine <tfjs|onnx>', help: SURROGATE_ENGINE_HELP, type: oneOf(['tfjs', 'onnx']) },
   { key: 'inputScale', flags: '--input-scale <factor>', help: 'multiply numeric request inputs by this before the surrogate sees them, e.g. 1/255 for 0..255 pixels', type: scalar },
   { key: 'imageSize', flags: '--image-size <WxH>', help: 'the model takes images of this size, e.g. 224x224; base64 images in requests are decoded and preprocessed for the surrogate', type: scalar },
   { key: 'imageResize', flags: '--image-resize <mode>', help: 'stretch (default), cover (fill and centre-crop) or contain (fit and pad black)', type: scalar },

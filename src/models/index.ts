@@ -73,7 +73,8 @@ export { CHANNEL_ORDERS, IMAGE_LAYOUTS, LUMA, channelCount, convertLayout, examp
 export type { SurrogateModel } from './surrogate-model.js';
 export { asyncSurrogate } from './async-surrogate.js';
 export { computeDefenseContextAsync, nonDifferentiableMessage } from './context.js';
-export { loadSurrogate, type LoadSurrogateOptions } from './load-surrogate.js';
+export { loadSurrogate, SURROGATE_ENGINES, type LoadSurrogateOptions, type SurrogateEngine } from './load-surrogate.js';
+export { layersModelToOnnx, ONNX_CONVERTIBLE_LAYERS } from './layers-to-onnx.js';
 export { loadThreadedSurrogate, type ThreadedSurrogate, type ThreadedSurrogateOptions } from './threaded-surrogate.js';
 export { TfjsSurrogate, type TfjsSurrogateOptions } from './tfjs-surrogate.js';
 export { OnnxSurrogate, loadOnnxRuntime, type OnnxSurrogateOptions } from './onnx-surrogate.js';

@@ -63,7 +63,7 @@ export type ThreadReply =
   | { type: 'error'; id: number; error: SerialisedError };
 
 /** The options loadSurrogate reads, copied one by one so that nothing uncloneable travels. */
-const SERIALISABLE = ['dir', 'onnx', 'reinit', 'output', 'chunkRows', 'inputShape', 'outputName', 'classes', 'usePlan', 'threads'] as const;
+const SERIALISABLE = ['dir', 'onnx', 'reinit', 'output', 'chunkRows', 'inputShape', 'outputName', 'classes', 'usePlan', 'threads', 'engine'] as const;
 
 const ERROR_CLASSES: Readonly<Record<string, new (message: string) => Error>> = {
   ModelError,

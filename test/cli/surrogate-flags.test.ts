@@ -22,6 +22,7 @@ describe('surrogate flags', () => {
     assert.deepEqual(surrogateSourceFromFlags({ surrogateOnnx: 'm.onnx', reinit: '0' }, fail), { onnx: 'm.onnx', reinit: 0 });
     assert.deepEqual(surrogateSourceFromFlags({ surrogateFrom: 'victim', reinit: '7', surrogateThread: true }, fail), { dir: 'victim', reinit: 7, thread: true });
     assert.deepEqual(surrogateSourceFromFlags({ surrogateOnnx: 'm.onnx', surrogateThread: true }, fail), { onnx: 'm.onnx', reinit: undefined, thread: true });
+    assert.deepEqual(surrogateSourceFromFlags({ surrogateFrom: 'victim', reinit: '7', surrogateEngine: 'onnx' }, fail), { dir: 'victim', reinit: 7, engine: 'onnx' });
   });
 
   it('refuse a bad combination, saying what to write', () => {
@@ -30,6 +31,35 @@ describe('surrogate flags', () => {
     assert.throws(() => surrogateSourceFromFlags({ surrogateFrom: 'a', reinit: '1.5' }, fail), /integer seed/);
     assert.throws(() => surrogateSourceFromFlags({ surrogate: 'a', surrogateOnnx: 'b' }, fail), /give one/);
     assert.throws(() => surrogateSourceFromFlags({ surrogateThread: true }, fail), /--surrogate-thread needs a surrogate to run: add --surrogate-from/);
+    assert.throws(() => surrogateSourceFromFlags({ surrogateFrom: 'victim', surrogateEngine: 'torch' }, fail), /--surrogate-engine must be tfjs or onnx, got "torch"/);
+    assert.throws(() => surrogateSourceFromFlags({ surrogateOnnx: 'm.onnx', surrogateEngine: 'onnx' }, fail), /give it with --surrogate-from DIR/);
+    assert.throws(() => surrogateSourceFromFlags({ surrogateFrom: 'm.onnx', surrogateEngine: 'tfjs' }, fail), /give it with --surrogate-from DIR/);
+  });
+});
+
+describe('perturb with a TF.js surrogate converted to ONNX (--surrogate-engine onnx)', () => {
+  let dir: string;
+  const NSFW = 'node_modules/nsfwjs/dist/models/mobilenet_v2';
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'msd-cli-engine-'));
+    await writeFile(join(dir, 'doc.json'), JSON.stringify({ probs: [[0.6, 0.1, 0.1, 0.1, 0.1]] }));
+    // One 224×224×3 image as a flat row, values in 0..1.
+    const image = Array.from({ length: 224 * 224 * 3 }, (_, i) => Math.round(((i * 7919) % 1000) / 10) / 100);
+    await writeFile(join(dir, 'inputs.json'), JSON.stringify([image]));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  it('runs mad on the re-initialised MobileNetV2 through onnxruntime, and refuses jacobian=full', () => {
+    const args = ['perturb', '-i', join(dir, 'doc.json'), '--inputs', join(dir, 'inputs.json'), '--surrogate-from', NSFW, '--reinit', '1', '--surrogate-engine', 'onnx'];
+    const ok = runCli([...args, '-d', 'mad:eps=0.5,oracle=argmax']);
+    assert.equal(ok.status, 0, ok.stderr);
+    const [row] = (JSON.parse(ok.stdout) as { probs: number[][] }).probs;
+    assert.equal(row.length, 5);
+    const l1 = row.reduce((sum, p, k) => sum + Math.abs(p - [0.6, 0.1, 0.1, 0.1, 0.1][k]), 0);
+    assert.ok(l1 > 1e-3 && l1 <= 0.5 + 1e-4, `L1 ${l1}`);
+    const full = runCli([...args, '-d', 'mad:eps=0.5,jacobian=full']);
+    assert.equal(full.status, 2);
+    assert.match(full.stderr, /jacobian=last-layer/);
   });
 });
 

@@ -124,6 +124,8 @@ describe('examples/nsfw-server with both models in worker threads', () => {
     const threaded = await buildNsfwApp({ defense: 'mad-argmax:eps=0.8', surrogateThread: true, victimThread: true });
     const victim = await loadNsfw('MobileNetV2');
     try {
+      // onnxruntime-node is installed here, so the default engine converts the surrogate to ONNX.
+      assert.equal(threaded.surrogateEngine, 'onnx');
       const { png, pixels } = await testImage(6);
       const res = await request(threaded.app).post(PATH).send({ instances: [{ b64: png.toString('base64') }] }).expect(200);
       const [answer] = res.body.predictions as number[][];
