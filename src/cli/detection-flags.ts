@@ -47,7 +47,8 @@ export interface DetectionSetup {
   notice?: string;
 }
 
-function readOptions(text: string | undefined): DetectionOptions {
+/** The --detection options (JSON, or @file with JSON/YAML); {} without the flag. */
+export function readDetectionOptions(text: string | undefined): DetectionOptions {
   if (text === undefined) return {};
   let source = text;
   if (text.startsWith('@')) {
@@ -89,7 +90,7 @@ export function detectionFromFlags(flags: DetectionFlags & { clientId?: string }
     if (flags.detection !== undefined || flags.tier?.length) throw new ServingOptionError('--detection and --tier need --client-id (client detection is on with it), e.g. --client-id header:x-api-key');
     return undefined;
   }
-  const options = readOptions(flags.detection);
+  const options = readDetectionOptions(flags.detection);
   const given = readTiers(flags.tier ?? []);
   let notice: string | undefined;
   const rawSteps = options.policy?.steps;

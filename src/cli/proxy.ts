@@ -5,6 +5,7 @@ import { batchingFromFlags } from './batching-flags.js';
 import { inputOptionsFromFlags } from './image-flags.js';
 import { addClientFlags, clientOptionsFromFlags, type ClientFlags } from './client-flags.js';
 import { addDetectionFlags, detectionFromFlags, tierNeeds, type DetectionFlags, type DetectionSetup } from './detection-flags.js';
+import { addHodaFlags, checkHodaFlags, HODA_FLAG_NAMES, hodaFromFlags, type HodaFlags, type HodaSetup } from './hoda-flags.js';
 import { addProxyFlags, readProxyConfigFile, resolveProxySettings, type ProxySettings as TableSettings } from './proxy-config.js';
 import { surrogateSourceFromFlags, type SurrogateSource } from './surrogate-flags.js';
 import { DefenseError, parseDefense, type ContextNeed } from '../defenses/index.js';
@@ -16,9 +17,9 @@ import { startDefenseProxy, type ProxyOptions, type RunningProxy } from '../serv
 import { PROTOCOLS, type ProtocolConfig, type ProtocolName } from '../server/protocols/index.js';
 
 /** The settings table's, plus the client detection flags (command line only; see client-flags.ts and detection-flags.ts). */
-type ProxySettings = TableSettings & ClientFlags & DetectionFlags;
+type ProxySettings = TableSettings & ClientFlags & DetectionFlags & HodaFlags;
 
-const CLIENT_FLAG_NAMES = ['clientId', 'trustProxy', 'redis', 'clientFailMode', 'anonymous', 'adminTokenEnv', 'adminPath', 'idSecretEnv', 'maxClients', 'clientTtlS', 'detection', 'tier'] as const;
+const CLIENT_FLAG_NAMES = ['clientId', 'trustProxy', 'redis', 'clientFailMode', 'anonymous', 'adminTokenEnv', 'adminPath', 'idSecretEnv', 'maxClients', 'clientTtlS', 'detection', 'tier', ...HODA_FLAG_NAMES] as const;
 
 function protocolConfig(flags: ProxySettings): ProtocolConfig {
   const name = flags.protocol as ProtocolName;
@@ -29,7 +30,7 @@ function protocolConfig(flags: ProxySettings): ProtocolConfig {
   return { name, probsPath: flags.probsPath, inputsPath: flags.inputsPath };
 }
 
-export type ProxyStartOptions = ProxyOptions & { port: number; host: string; detectionSetup?: DetectionSetup };
+export type ProxyStartOptions = ProxyOptions & { port: number; host: string; detectionSetup?: DetectionSetup; hoda?: HodaSetup };
 
 /** Checks what can be checked without loading a model (the defense spec, its needs, the protocol): the cluster primary runs only this. */
 export function checkProxySettings(flags: ProxySettings): void {
@@ -38,6 +39,7 @@ export function checkProxySettings(flags: ProxySettings): void {
   inputOptionsFromFlags(flags);
   batchingFromFlags(flags, refuse);
   detectionFor(flags);
+  checkHodaFlags(flags);
 }
 
 /** Client detection from --client-id (undefined without it; its other flags are then refused). */
@@ -90,10 +92,22 @@ export async function proxyOptionsFromSettings(flags: ProxySettings): Promise<Pr
   let needs = neededContext(flags, options.noiseSecret);
   const inputs = inputOptionsFromFlags(flags);
   if (inputs) options.inputs = inputs;
-  const detecting = detectionFor(flags);
+  // HODA's calibration goes into the detection options, so it is loaded first.
+  const hoda = await hodaFromFlags(flags, inputs);
+  let detecting: DetectionSetup | undefined;
+  try {
+    detecting = detectionFor(hoda ? { ...flags, detection: hoda.detection } : flags);
+  } catch (error) {
+    hoda?.dispose();
+    throw error;
+  }
   if (detecting) {
     options.tiers = detecting.tiers;
     options.clients = clientOptionsFromFlags(flags, process.env, detecting.detection);
+    if (hoda) {
+      options.clients!.hardness = hoda.hardness;
+      options.hoda = hoda;
+    }
     options.detectionSetup = detecting;
     needs = [...new Set([...needs, ...tierNeeds(detecting.tiers, options.noiseSecret)])];
   }
@@ -135,13 +149,29 @@ export async function proxySettingsFrom(flags: Record<string, unknown>): Promise
 
 /** Starts one proxy in this process; `metricsText` replaces its /metrics source (a cluster worker's aggregate). */
 export async function startProxyProcess(settings: ProxySettings, { announce, metricsText }: { announce: boolean; metricsText?: () => Promise<string> }): Promise<RunningProxy> {
-  const { detectionSetup, ...options } = await proxyOptionsFromSettings(settings);
+  const { detectionSetup, hoda, ...options } = await proxyOptionsFromSettings(settings);
   if (metricsText) options.metricsText = metricsText;
-  const running = await startDefenseProxy(options);
+  let running: RunningProxy;
+  try {
+    running = await startDefenseProxy(options);
+  } catch (error) {
+    hoda?.dispose();
+    throw error;
+  }
+  if (hoda) {
+    const close = running.close.bind(running);
+    running.close = async (...args: Parameters<RunningProxy['close']>) => {
+      try {
+        return await close(...args);
+      } finally {
+        hoda.dispose();
+      }
+    };
+  }
   if (announce) process.stderr.write(`proxy: ${running.url} → ${settings.upstream} (${settings.protocol}), defense ${running.proxy.defense.spec}, metrics at ${running.url}/metrics, health at /healthz and /readyz\n`);
   if (announce && detectionSetup) {
     const ladder = detectionSetup.ladder.map((step) => (detectionSetup.tiers[step] ? `${step} (${detectionSetup.tiers[step]})` : step)).join(' → ');
-    process.stderr.write(`proxy: client detection by ${settings.clientId} (${settings.redis ? 'Redis' : 'memory'} store), escalation ${ladder}${detectionSetup.notice ? `; ${detectionSetup.notice}` : ''}\n`);
+    process.stderr.write(`proxy: client detection by ${settings.clientId} (${settings.redis ? 'Redis' : 'memory'} store), escalation ${ladder}${detectionSetup.notice ? `; ${detectionSetup.notice}` : ''}; ${hoda ? hoda.summary : 'HODA off (--hoda-checkpoints turns it on)'}\n`);
   }
   return running;
 }
@@ -150,7 +180,7 @@ export function registerProxyCommand(program: Command): void {
   const command = program
     .command('proxy')
     .description('run the defense proxy in front of a model server: inference answers are defended, health and metadata routes pass through');
-  addDetectionFlags(addClientFlags(addProxyFlags(command))).action(async (flags: Record<string, unknown>) => {
+  addHodaFlags(addDetectionFlags(addClientFlags(addProxyFlags(command)))).action(async (flags: Record<string, unknown>) => {
     try {
       const settings = await proxySettingsFrom(flags);
       if (settings.workers > 1 || cluster.isWorker) {

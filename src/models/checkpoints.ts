@@ -9,6 +9,7 @@ import { calibrateHoda, hardnessFromLabels, type HodaCalibration } from '../dete
 import { ModelFileError } from './errors.js';
 import { predictClasses } from './predict.js';
 import { permutation, seededRandom } from './random.js';
+import type { SurrogateModel } from './surrogate-model.js';
 import { tf, type LayersModel } from './tf.js';
 
 export const CHECKPOINTS_FILE = 'checkpoints.bin';
@@ -102,9 +103,55 @@ export function checkpointHardness(models: readonly LayersModel[], inputs: Float
  * in `orders` seeded orders, so the benign maximum distance is taken over many chunks (a threshold
  * from few chunks lets about one benign chunk in (chunks + 1) through).
  */
-export function calibrateHodaOnHeldOut(models: readonly LayersModel[], x: Float32Array, rows: number, options: { seed?: number; orders?: number; lengths?: readonly number[] } = {}): HodaCalibration {
-  const hardness = checkpointHardness(models, x, rows);
+export function calibrateHodaOnHeldOut(models: readonly LayersModel[], x: Float32Array, rows: number, options: HeldOutCalibrationOptions = {}): HodaCalibration {
+  return calibrationFromHardness(checkpointHardness(models, x, rows), models.length, options);
+}
+
+export interface HeldOutCalibrationOptions {
+  /** Seed of the orders (default fixed). */
+  seed?: number;
+  /** How many seeded orders of the held-out rows make the benign sequences (default 20). */
+  orders?: number;
+  /** Chunk lengths HODA tests at (default 100 and 1000; those longer than the data are dropped). */
+  lengths?: readonly number[];
+}
+
+function calibrationFromHardness(hardness: Int8Array, checkpoints: number, options: HeldOutCalibrationOptions): HodaCalibration {
+  const rows = hardness.length;
   const random = seededRandom(options.seed ?? 0x40da);
   const sequences = Array.from({ length: options.orders ?? 20 }, () => Int8Array.from(permutation(rows, random), (r) => hardness[r]));
-  return calibrateHoda(sequences, { bins: models.length, lengths: (options.lengths ?? [100, 1000]).filter((l) => l <= rows) });
+  return calibrateHoda(sequences, { bins: checkpoints, lengths: (options.lengths ?? [100, 1000]).filter((l) => l <= rows) });
+}
+
+/**
+ * The hardness per row from checkpoints given as surrogates of any kind (TF.js, ONNX, in worker
+ * threads), in training order, the last being the final model: for owners whose checkpoints are
+ * separate model files rather than this project's checkpoints.bin.
+ */
+export async function surrogateHardness(models: readonly SurrogateModel[], inputs: Float32Array, rows: number): Promise<Int8Array> {
+  const probs = await Promise.all(models.map((m) => m.probsAsync(inputs, rows)));
+  const hardness = new Int8Array(rows);
+  const row = new Int32Array(models.length);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < models.length; c++) {
+      const { cols, data } = probs[c];
+      let best = 0;
+      for (let k = 1; k < cols; k++) if (data[r * cols + k] > data[r * cols + best]) best = k;
+      row[c] = best;
+    }
+    hardness[r] = hardnessFromLabels(row);
+  }
+  return hardness;
+}
+
+/** calibrateHodaOnHeldOut for checkpoints given as surrogates; the held-out rows go through in chunks of `chunkRows` (default 256). */
+export async function calibrateHodaWithSurrogates(models: readonly SurrogateModel[], x: Float32Array, rows: number, options: HeldOutCalibrationOptions & { chunkRows?: number } = {}): Promise<HodaCalibration> {
+  const width = x.length / rows;
+  const chunk = options.chunkRows ?? 256;
+  const hardness = new Int8Array(rows);
+  for (let start = 0; start < rows; start += chunk) {
+    const n = Math.min(chunk, rows - start);
+    hardness.set(await surrogateHardness(models, x.subarray(start * width, (start + n) * width), n), start);
+  }
+  return calibrationFromHardness(hardness, models.length, options);
 }

@@ -63,7 +63,7 @@ export { BackendError, MissingProviderError, ModelError, ModelFileError, ModelIn
 export { ARCHITECTURES, classCount, convolutionFits, createModel, fittingArchitecture, inputSize, MIN_CONV_SIDE, type Architecture, type ModelSpec } from './architectures.js';
 export { META_FILE, MODEL_FILE, WEIGHTS_FILE, loadModel, readModelMeta, saveModel, writeModelMeta, type ModelMeta } from './io.js';
 export { accuracy, predictClasses, predictLogits, predictProbs, type PredictOptions } from './predict.js';
-export { calibrateHodaOnHeldOut, checkpointHardness, checkpointRecorder, loadCheckpointModels, saveCheckpoints, CHECKPOINTS_FILE, DEFAULT_CHECKPOINTS, type CheckpointWeights } from './checkpoints.js';
+export { calibrateHodaOnHeldOut, calibrateHodaWithSurrogates, surrogateHardness, type HeldOutCalibrationOptions, checkpointHardness, checkpointRecorder, loadCheckpointModels, saveCheckpoints, CHECKPOINTS_FILE, DEFAULT_CHECKPOINTS, type CheckpointWeights } from './checkpoints.js';
 export { lossGradientSign } from './input-gradient.js';
 export { describeTrainingEngine, TRAIN_ENGINES, TRAIN_LOSSES, trainModel, type EpochRecord, type TrainData, type TrainEngine, type TrainLoss, type TrainOptions, type TrainProgress, type TrainResult } from './train.js';
 export { Surrogate, type SurrogateOptions } from './surrogate.js';
