@@ -1,7 +1,8 @@
 /**
  * A child process of bench/server-detection.ts. Roles:
  *   stub                 a KServe V2 stub answering fixed probabilities (no model work)
- *   proxy UPSTREAM MODE  the defense proxy (rounding) with client detection MODE: off | memory | REDIS_URL
+ *   proxy UPSTREAM MODE  the defense proxy (rounding) with client detection MODE: off | memory | REDIS_URL | REDIS_URL#nocache
+ *                        (#nocache: the Redis store reads each client before every update, as before its cache)
  * The detection is a counter per client (test/server/helpers/count-detection.ts) that never flags:
  * the figures are the serving layer's cost (identity, store read, atomic update, observation), not a detector's.
  * Sends {type: "ready", url}; answers {type: "cpu"} with its CPU microseconds.
@@ -19,7 +20,7 @@ if (role === 'stub') {
   url = (await startStubUpstream('kserve-v2', [row], { record: false })).url;
 } else {
   const clients: ProxyOptions['clients'] =
-    mode === 'off' ? undefined : { identity: 'header:x-api-key', detection: countDetection({}, { record: false }), store: mode.startsWith('memory') ? 'memory' : { redis: mode }, observeInputs: !mode.endsWith('-noinputs') };
+    mode === 'off' ? undefined : { identity: 'header:x-api-key', detection: countDetection({}, { record: false }), store: mode.startsWith('memory') ? 'memory' : mode.endsWith('#nocache') ? { redis: mode.slice(0, -'#nocache'.length), cachedClients: 0 } : { redis: mode }, observeInputs: !mode.endsWith('-noinputs') };
   url = (await startDefenseProxy({ upstream, defense: 'rounding:decimals=3', timeoutMs: 10_000, clients })).url;
 }
 process.on('SIGINT', () => process.exit(0));

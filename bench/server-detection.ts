@@ -9,7 +9,9 @@
  * moves with other load, so each mode is compared with the "off" run of the same round and the
  * median of those ratios is printed. "cpu µs/req" is the proxy process's CPU time per request;
  * "cpu ×off" is off's CPU per request over this mode's (1.0 = no added CPU).
- * "memory, no inputs" is observeInputs: false (detectors see probabilities only).
+ * "memory, no inputs" is observeInputs: false (detectors see probabilities only). "redis, no cache" is
+ * the Redis store with cachedClients: 0 (a read before every update, three round trips a request
+ * instead of two), the baseline of its cache.
  *
  *   npm run bench -- server-detection [--connections 32] [--seconds 3] [--rounds 5] [--clients 1000]
  */
@@ -71,6 +73,7 @@ const MODES: [string, string][] = [
   ['memory store', 'memory'],
   ['memory, no inputs', 'memory-noinputs'],
   ['redis store', redis.url],
+  ['redis, no cache', `${redis.url}#nocache`],
 ];
 console.log(`server-detection: proxy rounding:decimals=3 in front of a stub, ${connections} connections, ${rounds} rounds of ${seconds}s per mode, ${clientCount} API keys, node ${process.version}`);
 const proxies: Started[] = [];

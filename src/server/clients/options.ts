@@ -70,6 +70,8 @@ export function checkClientsOptions(options: ClientsOptions<never>, tierNames: r
   for (const [name, value] of limits) {
     if (value !== undefined && (typeof value !== 'number' || !Number.isInteger(value) || value < 1)) throw new ServingOptionError(`clients.${name} must be a positive integer, got ${JSON.stringify(value)}`);
   }
+  const cached = typeof store === 'object' && 'redis' in store ? store.cachedClients : undefined;
+  if (cached !== undefined && (typeof cached !== 'number' || !Number.isInteger(cached) || cached < 0)) throw new ServingOptionError(`clients.store.cachedClients must be an integer ≥ 0 (0 turns the cache off), got ${JSON.stringify(cached)}`);
   for (const [policyTier, servingTier] of [...Object.entries(options.tierNames ?? {}), ...(options.escalationTier ? [['escalationTier', options.escalationTier]] : [])]) {
     if (!tierNames.includes(servingTier)) throw new ServingOptionError(`clients: ${policyTier} names tier "${servingTier}", which is not in tiers (${tierNames.join(', ') || 'none configured'}); add it to tiers`);
   }

@@ -53,11 +53,24 @@ function pickTensor(list: unknown, wanted: string | undefined, kind: 'output' | 
   return { name: String(chosen.name), shape: shape as number[], datatype, data };
 }
 
-function tensorValues(tensor: Tensor, expected: number, label: string, fail: (m: string) => Error): { values: number[]; nested: boolean } {
-  const values: number[] = [];
-  if (!flattenNumbers(tensor.data, values)) throw fail(`${label} "data" holds something other than numbers`);
-  if (values.length !== expected) throw fail(`${label} has ${values.length} values but shape [${tensor.shape.join(', ')}] needs ${expected}`);
-  return { values, nested: tensor.data.length > 0 && Array.isArray(tensor.data[0]) };
+function tensorValues(tensor: Tensor, expected: number, label: string, fail: (m: string) => Error): { values: Float32Array; nested: boolean } {
+  const data = tensor.data as unknown[];
+  const nested = data.length > 0 && Array.isArray(data[0]);
+  const notNumbers = () => fail(`${label} "data" holds something other than numbers`);
+  if (!nested && data.length === expected) {
+    // The common case, a flat list: straight into float32, no intermediate array.
+    const values = new Float32Array(expected);
+    for (let i = 0; i < expected; i++) {
+      const v = data[i];
+      if (typeof v !== 'number') throw notNumbers();
+      values[i] = v;
+    }
+    return { values, nested };
+  }
+  const flat: number[] = [];
+  if (!flattenNumbers(data, flat)) throw notNumbers();
+  if (flat.length !== expected) throw fail(`${label} has ${flat.length} values but shape [${tensor.shape.join(', ')}] needs ${expected}`);
+  return { values: Float32Array.from(flat), nested };
 }
 
 /** A BYTES tensor of shape [B] or [B, 1]: one base64 image per row (JSON strings, flat or nested). */
@@ -90,7 +103,7 @@ export function kserveV2Codec(options: KServeV2Options = {}): Codec {
       const [rows, cols] = output.shape;
       if (rows < 1 || cols < 2) throw answerError(`${label} has shape [${rows}, ${cols}]; expected at least one row of at least 2 classes`);
       const { values, nested } = tensorValues(output, rows * cols, label, answerError);
-      const batch: ProbBatch = { rows, cols, data: Float32Array.from(values) };
+      const batch: ProbBatch = { rows, cols, data: values };
       const original = body;
       return {
         batch,
@@ -114,7 +127,7 @@ export function kserveV2Codec(options: KServeV2Options = {}): Codec {
       const cols = input.shape.slice(1).reduce((a, b) => a * b, 1);
       if (rows < 1 || cols < 1) throw requestError(`${label} has shape [${input.shape.join(', ')}]; expected [batch, features...] with at least one row`);
       const { values } = tensorValues(input, rows * cols, label, requestError);
-      return { rows, cols, data: Float32Array.from(values), datatype: input.datatype, shape: input.shape.slice(1) };
+      return { rows, cols, data: values, datatype: input.datatype, shape: input.shape.slice(1) };
     },
     errorBody: (message: string) => ({ error: message }),
   };

@@ -24,7 +24,11 @@ export function flattenNumbers(value: unknown, out: number[]): boolean {
     return true;
   }
   if (!Array.isArray(value)) return false;
-  for (const item of value) if (!flattenNumbers(item, out)) return false;
+  for (let i = 0; i < value.length; i++) {
+    const item: unknown = value[i];
+    if (typeof item === 'number') out.push(item);
+    else if (!flattenNumbers(item, out)) return false;
+  }
   return true;
 }
 
@@ -82,6 +86,8 @@ export function nestedShape(value: unknown): number[] {
 /** Flattens each input row (an image may be nested 28×28×1) into one Float32Array, with row 0's nesting as the example shape; a message on failure. */
 export function inputsToRows(rows: readonly unknown[]): { rows: number; cols: number; data: Float32Array; shape?: number[] } | string {
   if (rows.length === 0) return 'no input rows';
+  const direct = flatRows(rows);
+  if (direct) return direct;
   const flat: number[][] = [];
   for (let r = 0; r < rows.length; r++) {
     const values: number[] = [];
@@ -96,6 +102,24 @@ export function inputsToRows(rows: readonly unknown[]): { rows: number; cols: nu
   const shape = nestedShape(rows[0]);
   // A ragged row 0 has no shape worth passing on.
   return shape.reduce((a, b) => a * b, 1) === cols ? { rows: rows.length, cols, data, shape } : { rows: rows.length, cols, data };
+}
+
+/** The common case, rows that are flat lists of numbers of one length, straight into float32; undefined otherwise (the general path words the error). */
+function flatRows(rows: readonly unknown[]): { rows: number; cols: number; data: Float32Array; shape: number[] } | undefined {
+  const first = rows[0];
+  if (!Array.isArray(first) || first.length === 0) return undefined;
+  const cols = first.length;
+  const data = new Float32Array(rows.length * cols);
+  for (let r = 0; r < rows.length; r++) {
+    const row = rows[r];
+    if (!Array.isArray(row) || row.length !== cols) return undefined;
+    for (let c = 0; c < cols; c++) {
+      const v: unknown = row[c];
+      if (typeof v !== 'number') return undefined;
+      data[r * cols + c] = v;
+    }
+  }
+  return { rows: rows.length, cols, data, shape: [cols] };
 }
 
 /** The base64 text of an encoded image as sent: a string, or TF Serving's {"b64": "..."}; undefined otherwise. */

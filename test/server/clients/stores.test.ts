@@ -75,6 +75,43 @@ describe('redis client store (real redis-server)', () => {
     assert.equal((await two.get('c2'))?.count, 40);
   });
 
+  it('updates from what it last saw of a client with one round trip, and redoes from Redis when another replica wrote', async () => {
+    const one = await open({ keyPrefix: 'cache:' });
+    const two = await open({ keyPrefix: 'cache:' });
+    const writer = (name: string) => (state: ClientState | undefined) => {
+      const writers = [...((state?.writers as string[] | undefined) ?? []), name];
+      return { state: { writers }, result: writers.length };
+    };
+    // Redis's own command counters: reads (hmget) and compare-and-sets (the Lua script) per update.
+    const calls = async () => {
+      const stats = await raw.info('commandstats');
+      const count = (name: string) => Number(new RegExp(`cmdstat_${name}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
+      return { reads: count('hmget'), writes: count('evalsha') + count('eval') };
+    };
+    const before = await calls();
+    await one.update('c', writer('one'));
+    const afterFirst = await calls();
+    await one.update('c', writer('one'));
+    const afterSecond = await calls();
+    assert.deepEqual([afterFirst.reads - before.reads, afterFirst.writes - before.writes], [1, 1], 'the first update reads, then writes');
+    assert.deepEqual([afterSecond.reads - afterFirst.reads, afterSecond.writes - afterFirst.writes], [0, 1], 'the second only writes, from what it saw');
+    await two.update('c', writer('two'));
+    await one.update('c', writer('one'));
+    assert.deepEqual((await two.get('c'))?.writers, ['one', 'one', 'two', 'one'], 'the stale cache of `one` was not written over `two`');
+  });
+
+  it('never takes a key that expired and was created again elsewhere for the one it cached', async () => {
+    const one = await open({ keyPrefix: 'aba:', ttlMs: 100 });
+    const two = await open({ keyPrefix: 'aba:', ttlMs: 100 });
+    const writer = (name: string) => (state: ClientState | undefined) => ({ state: { writers: [...((state?.writers as string[] | undefined) ?? []), name] }, result: 0 });
+    await one.update('c', writer('one'));
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    // A new history with the same number of writes as the one `one` remembers.
+    await two.update('c', writer('two'));
+    await one.update('c', writer('one'));
+    assert.deepEqual((await one.get('c'))?.writers, ['two', 'one']);
+  });
+
   it('sets an expiry on every key, and the key is gone after it', async () => {
     const store = await open({ ttlMs: 150 });
     await store.update('short', increment);
