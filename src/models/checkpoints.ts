@@ -5,6 +5,7 @@
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { argmaxRows } from '../defenses/index.js';
 import { calibrateHoda, hardnessFromLabels, type HodaCalibration } from '../detection/hoda.js';
 import { ModelFileError } from './errors.js';
 import { predictClasses } from './predict.js';
@@ -129,16 +130,11 @@ function calibrationFromHardness(hardness: Int8Array, checkpoints: number, optio
  * separate model files rather than this project's checkpoints.bin.
  */
 export async function surrogateHardness(models: readonly SurrogateModel[], inputs: Float32Array, rows: number): Promise<Int8Array> {
-  const probs = await Promise.all(models.map((m) => m.probsAsync(inputs, rows)));
+  const labels = (await Promise.all(models.map((m) => m.probsAsync(inputs, rows)))).map(argmaxRows);
   const hardness = new Int8Array(rows);
   const row = new Int32Array(models.length);
   for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < models.length; c++) {
-      const { cols, data } = probs[c];
-      let best = 0;
-      for (let k = 1; k < cols; k++) if (data[r * cols + k] > data[r * cols + best]) best = k;
-      row[c] = best;
-    }
+    for (let c = 0; c < models.length; c++) row[c] = labels[c][r];
     hardness[r] = hardnessFromLabels(row);
   }
   return hardness;

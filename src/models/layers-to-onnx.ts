@@ -1,6 +1,6 @@
 /**
  * A TF.js layers model (sequential or functional) written as an ONNX graph, forward only, so that
- * onnxruntime-node runs it: a MobileNetV2 costs about 4 ms per image there against 70–80 ms on
+ * onnxruntime-node runs it: a MobileNetV2 costs 5–7 ms per image there against 64–82 ms on
  * tfjs-wasm on this machine (bench/models-surrogates.ts). The weights are the model's own (trained,
  * or re-initialised by reinit.ts before the conversion).
  *

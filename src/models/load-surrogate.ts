@@ -31,7 +31,7 @@ export interface LoadSurrogateOptions extends TfjsSurrogateOptions {
   /**
    * Where a TF.js layers model runs: 'tfjs' (default, differentiable) or 'onnx', converted at load
    * (layers-to-onnx.ts) and run forward-only by onnxruntime-node, many times faster on CPU
-   * (MobileNetV2: about 4 ms per image against 70–80 ms on tfjs-wasm here). Refused for graph models
+   * (MobileNetV2: 5–7 ms per image against 64–82 ms on tfjs-wasm here). Refused for graph models
    * and for layers the converter does not know (it names them).
    */
   engine?: SurrogateEngine;
@@ -92,6 +92,8 @@ export async function loadSurrogate(options: LoadSurrogateOptions): Promise<Surr
   return ownedSurrogate(model, tfjsOptions, options.usePlan);
 }
 
+const GRAPH_NOT_CONVERTED = 'engine onnx converts layers models, not graph models; drop engine onnx, or convert the SavedModel to ONNX (tf2onnx) and load that';
+
 /** A TF.js layers model (trained, or re-initialised first) converted to ONNX and run by onnxruntime-node. */
 async function onnxFromLayers(options: LoadSurrogateOptions, output: ReturnType<typeof parseSurrogateOutput>): Promise<SurrogateModel> {
   if (options.outputName !== undefined) throw new ModelError('outputName does not apply with engine onnx: the converted model has the layers model’s one output');
@@ -102,14 +104,14 @@ async function onnxFromLayers(options: LoadSurrogateOptions, output: ReturnType<
     owned = options.reinit !== undefined;
   } else if (options.reinit !== undefined) {
     const read = await readModelDir(options.dir as string);
-    if (read.kind === 'graph') throw new ModelError(`${read.file}: engine onnx converts layers models, not graph models; drop engine onnx, or convert the SavedModel to ONNX (tf2onnx) and load that`);
+    if (read.kind === 'graph') throw new ModelError(`${read.file}: ${GRAPH_NOT_CONVERTED}`);
     model = await reinitFromTopology(read.artifacts.modelTopology as object, options.reinit);
   } else {
     model = (await loadTfjsModel(options.dir as string)).model;
   }
   let bytes: Uint8Array;
   try {
-    if (model instanceof tf.GraphModel) throw new ModelError('engine onnx converts layers models, not graph models; drop engine onnx, or convert the SavedModel to ONNX (tf2onnx) and load that');
+    if (model instanceof tf.GraphModel) throw new ModelError(GRAPH_NOT_CONVERTED);
     bytes = layersModelToOnnx(model);
   } finally {
     // The converted graph holds its own copy of the weights; the TF.js model is not needed any more.
