@@ -87,16 +87,20 @@ export async function loadCheckpointModels(dir: string, load: () => Promise<Laye
   return models;
 }
 
-/** Per row, the hardness (0 .. checkpoints − 1) from the checkpoints' top-1 labels. */
-export function checkpointHardness(models: readonly LayersModel[], inputs: Float32Array, rows: number): Int8Array {
-  const labels = models.map((m) => predictClasses(m, inputs, rows));
+/** Per row, the hardness from each checkpoint's top-1 labels (labels[checkpoint][row]). */
+function hardnessOfLabels(labels: readonly ArrayLike<number>[], rows: number): Int8Array {
   const hardness = new Int8Array(rows);
-  const row = new Int32Array(models.length);
+  const row = new Int32Array(labels.length);
   for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < models.length; c++) row[c] = labels[c][r];
+    for (let c = 0; c < labels.length; c++) row[c] = labels[c][r];
     hardness[r] = hardnessFromLabels(row);
   }
   return hardness;
+}
+
+/** Per row, the hardness (0 .. checkpoints − 1) from the checkpoints' top-1 labels. */
+export function checkpointHardness(models: readonly LayersModel[], inputs: Float32Array, rows: number): Int8Array {
+  return hardnessOfLabels(models.map((m) => predictClasses(m, inputs, rows)), rows);
 }
 
 /**
@@ -130,14 +134,7 @@ function calibrationFromHardness(hardness: Int8Array, checkpoints: number, optio
  * separate model files rather than this project's checkpoints.bin.
  */
 export async function surrogateHardness(models: readonly SurrogateModel[], inputs: Float32Array, rows: number): Promise<Int8Array> {
-  const labels = (await Promise.all(models.map((m) => m.probsAsync(inputs, rows)))).map(argmaxRows);
-  const hardness = new Int8Array(rows);
-  const row = new Int32Array(models.length);
-  for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < models.length; c++) row[c] = labels[c][r];
-    hardness[r] = hardnessFromLabels(row);
-  }
-  return hardness;
+  return hardnessOfLabels((await Promise.all(models.map((m) => m.probsAsync(inputs, rows)))).map(argmaxRows), rows);
 }
 
 /** calibrateHodaOnHeldOut for checkpoints given as surrogates; the held-out rows go through in chunks of `chunkRows` (default 256). */
