@@ -228,10 +228,13 @@ describe('loadThreadedSurrogate: the forward pass runs off this thread', () => {
         turns++;
         if (counting) setImmediate(count);
       };
+      // Enough rows that the worker's pass outlasts a turn of this loop (8 rows of this tiny model can
+      // come back before the first setImmediate runs).
+      const many = inputs(4096, WIDTH, 3);
       setImmediate(count);
-      const result = await threaded.probsAsync(x, 8);
+      const result = await threaded.probsAsync(many, 4096);
       counting = false;
-      assert.equal(result.rows, 8);
+      assert.equal(result.rows, 4096);
       assert.ok(turns > 0, 'the event loop turned while the worker computed');
     } finally {
       threaded.dispose();
