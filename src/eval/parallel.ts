@@ -57,11 +57,27 @@ function compact<T>(value: T): T {
   return value;
 }
 
-function workerScript(): { file: string; execArgv: string[] } {
+/**
+ * The child's entry and loader. Under tsx (this file is .ts) the child imports tsx by its absolute
+ * URL: a bare `--import tsx` resolves from the working directory, which fails wherever the user
+ * stands outside this package. The parent's own tsx flags (bare or not) are replaced by that one.
+ */
+export function workerScript(): { file: string; execArgv: string[] } {
   const typescript = import.meta.url.endsWith('.ts');
   const file = fileURLToPath(new URL(`./worker.${typescript ? 'ts' : 'js'}`, import.meta.url));
-  const execArgv = [...process.execArgv.filter((a) => !a.startsWith('--test'))];
-  if (typescript && !execArgv.some((a, i) => a.includes('tsx') && (execArgv[i - 1] === '--import' || a.startsWith('--import')))) execArgv.push('--import', 'tsx');
+  const execArgv: string[] = [];
+  const inherited = process.execArgv;
+  for (let i = 0; i < inherited.length; i++) {
+    const arg = inherited[i];
+    if (arg.startsWith('--test')) continue;
+    if ((arg === '--import' || arg === '--loader') && /tsx/.test(inherited[i + 1] ?? '')) {
+      i++;
+      continue;
+    }
+    if (/^--(import|loader)=.*tsx/.test(arg)) continue;
+    execArgv.push(arg);
+  }
+  if (typescript) execArgv.push('--import', import.meta.resolve('tsx'));
   return { file, execArgv };
 }
 

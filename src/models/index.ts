@@ -77,7 +77,8 @@ export { loadSurrogate, SURROGATE_ENGINES, type LoadSurrogateOptions, type Surro
 export { layersModelToOnnx, ONNX_CONVERTIBLE_LAYERS } from './layers-to-onnx.js';
 export { loadThreadedSurrogate, type ThreadedSurrogate, type ThreadedSurrogateOptions } from './threaded-surrogate.js';
 export { TfjsSurrogate, type TfjsSurrogateOptions } from './tfjs-surrogate.js';
-export { OnnxSurrogate, loadOnnxRuntime, type OnnxSurrogateOptions } from './onnx-surrogate.js';
+export { OnnxSurrogate, type OnnxSurrogateOptions } from './onnx-surrogate.js';
+export { loadOnnxRuntime, onnxRuntimeStatus } from './onnx-runtime.js';
 export { SURROGATE_OUTPUTS, looksLikeProbabilities, type SurrogateOutput } from './surrogate-output.js';
 export { reinitFromTopology, reinitLayersModel, reinitWeights, seededFloats, type ReinitOptions } from './reinit.js';
 export { readModelDir, loadTfjsModel, type ModelDirArtifacts } from './model-dir.js';

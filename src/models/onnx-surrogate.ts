@@ -8,13 +8,13 @@
 import { readFile } from 'node:fs/promises';
 import { ModelError, ModelFileError, UnsupportedModelError } from './errors.js';
 import { readOnnxGraph, reinitOnnx } from './onnx-graph.js';
-import { keepOnnxRuntimeOffline } from './onnx-telemetry.js';
+import { loadOnnxRuntime, type OnnxRuntime, type OrtSession } from './onnx-runtime.js';
 import type { SurrogateModel } from './surrogate-model.js';
 import { defaultChunkRows, probabilitiesInChunks, type SurrogateOutput } from './surrogate-output.js';
 import type { ProbBatch } from '../defenses/types.js';
 
-type Ort = typeof import('onnxruntime-node');
-type Session = Awaited<ReturnType<Ort['InferenceSession']['create']>>;
+type Ort = OnnxRuntime;
+type Session = OrtSession;
 
 export interface OnnxSurrogateOptions {
   /** Re-draw every float initializer from this seed before loading (see onnx-graph.ts). */
@@ -29,19 +29,6 @@ export interface OnnxSurrogateOptions {
   outputName?: string;
   /** Threads onnxruntime uses inside one operator (default its own choice). */
   threads?: number;
-}
-
-let ortModule: Promise<Ort> | undefined;
-
-/** onnxruntime-node, imported once; a clear error naming the package when it is not installed. */
-export function loadOnnxRuntime(): Promise<Ort> {
-  keepOnnxRuntimeOffline();
-  ortModule ??= import('onnxruntime-node').catch((error: unknown) => {
-    ortModule = undefined;
-    const message = error instanceof Error ? error.message : String(error);
-    throw new ModelError(`ONNX surrogates need the optional package onnxruntime-node (npm install onnxruntime-node): ${message.split('\n')[0]}`);
-  });
-  return ortModule;
 }
 
 /**

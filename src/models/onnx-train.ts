@@ -5,7 +5,7 @@
  * progress reports; the model's variables are written back at the end, before each validation and
  * before each onStep callback (so checkpoints see the current weights).
  */
-import { loadOnnxRuntime } from './onnx-surrogate.js';
+import { loadOnnxRuntime, type OrtTensor } from './onnx-runtime.js';
 import { buildTrainingGraph, fromOnnxKernel, NEXT, toOnnxKernel, TRAINING_INPUTS, TRAINING_OUTPUTS, type WeightSlot } from './onnx-train-graph.js';
 import { writeOnnxModel } from './onnx-writer.js';
 import type { ModelPlan } from './plan.js';
@@ -14,8 +14,6 @@ import { permutation, seededRandom } from './random.js';
 import { tf, type LayersModel } from './tf.js';
 import type { EpochRecord, TrainData, TrainOptions, TrainResult } from './train-types.js';
 
-type Ort = Awaited<ReturnType<typeof loadOnnxRuntime>>;
-type OrtTensor = InstanceType<Ort['Tensor']>;
 
 export interface OnnxTrainSettings {
   epochs: number;

@@ -11,7 +11,7 @@
  */
 import { kernelsMissing, missingKernel, onCpu } from './backend.js';
 import { ModelError, ModelInputError } from './errors.js';
-import { loadOnnxRuntime } from './onnx-surrogate.js';
+import { ONNX_RUNTIME_INSTALL_HINT, loadOnnxRuntime } from './onnx-runtime.js';
 import { trainOnOnnxRuntime } from './onnx-train.js';
 import { onnxTrainingSupport } from './onnx-train-graph.js';
 import { forwardLogits, planOf, type ModelPlan } from './plan.js';
@@ -62,7 +62,7 @@ export async function describeTrainingEngine(): Promise<string> {
   if (engine === 'tfjs') return `training: tfjs ${tf.getBackend()} (MSD_TRAIN_ENGINE=tfjs)`;
   if (engine === 'auto' && !['wasm', 'cpu'].includes(tf.getBackend())) return `training: tfjs ${tf.getBackend()}`;
   if (installed) return 'training: onnxruntime-node (models and losses it covers; the others on tfjs)';
-  return engine === 'onnxruntime' ? 'training: onnxruntime-node asked for but not installed' : `training: tfjs ${tf.getBackend()} (onnxruntime-node not installed: npm install onnxruntime-node trains about 2.5× faster)`;
+  return engine === 'onnxruntime' ? 'training: onnxruntime-node asked for but not installed' : `training: tfjs ${tf.getBackend()} (onnxruntime-node not installed, which trains faster: ${ONNX_RUNTIME_INSTALL_HINT})`;
 }
 
 async function useOnnxRuntime(plan: ModelPlan, loss: TrainLoss, engine: TrainEngine): Promise<boolean> {

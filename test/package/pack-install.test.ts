@@ -14,7 +14,7 @@ import { after, before, describe, it } from 'node:test';
 
 const run = promisify(execFile);
 const root = fileURLToPath(new URL('../..', import.meta.url));
-const env = { ...process.env, ONNXRUNTIME_NODE_INSTALL_CUDA: 'skip', npm_config_update_notifier: 'false', npm_config_fund: 'false', npm_config_audit: 'false' };
+const env = { ...process.env, npm_config_update_notifier: 'false', npm_config_fund: 'false', npm_config_audit: 'false' };
 const npm = (args: string[], cwd: string, timeout = 180_000) => run('npm', args, { cwd, env, timeout, maxBuffer: 16 * 1024 * 1024 });
 const node = (args: string[], cwd: string, input?: string) =>
   new Promise<{ stdout: string; stderr: string }>((resolve, reject) => {
