@@ -13,7 +13,7 @@ import type { RunningProxy } from '../server/proxy.js';
 import type { ProxySettings } from './proxy-config.js';
 
 type Message =
-  | { type: 'msd:listening'; url: string; defense: string }
+  | { type: 'msd:listening'; url: string; defense: string; settings: string }
   | { type: 'msd:metrics-ask'; id: number }
   | { type: 'msd:metrics-answer'; id: number; text?: string; error?: string }
   | { type: 'msd:drain' };
@@ -70,6 +70,7 @@ function runPrimary(settings: ProxySettings): void {
       );
     } else if (message.type === 'msd:listening') {
       listening.add(worker.id);
+      serving = message.settings;
       if (!announced && listening.size >= settings.workers) {
         announced = true;
         log(`${message.url} → ${settings.upstream} (${settings.protocol}), ${settings.workers} workers, defense ${message.defense}, metrics at ${message.url}/metrics, health at /healthz and /readyz`);
@@ -99,11 +100,15 @@ function runPrimary(settings: ProxySettings): void {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  /** What the workers serve, as the last one to start described it (the settings a reload changes). */
+  let serving = '';
   process.on('SIGHUP', () => {
     if (reloading || stopping) return;
     reloading = true;
+    const before = serving;
+    log('SIGHUP: reloading the settings, replacing the workers one at a time');
     rollingRestart().then(
-      () => log('SIGHUP: every worker replaced'),
+      () => log(`SIGHUP: every worker replaced; serving ${serving}${serving === before ? ' (unchanged)' : ` (was ${before})`}`),
       (error: Error) => log(`SIGHUP: rolling restart stopped: ${error.message}`),
     ).finally(() => (reloading = false));
   });
@@ -175,5 +180,14 @@ async function runWorker(settings: ProxySettings, start: StartProxy): Promise<vo
   process.on('SIGINT', () => {});
   process.on('SIGTERM', () => void drain());
   process.on('disconnect', () => void drain());
-  process.send?.({ type: 'msd:listening', url: running.url, defense: running.proxy.defense.spec } satisfies Message);
+  process.send?.({ type: 'msd:listening', url: running.url, defense: running.proxy.defense.spec, settings: describeSettings(settings, running.proxy.defense.spec) } satisfies Message);
+}
+
+/** The settings a reload may change, in one line for the log (no secrets: the noise secret is not named). */
+function describeSettings(settings: ProxySettings, defense: string): string {
+  const parts = [`defense ${defense}`, `upstream ${settings.upstream} (${settings.protocol})`, `timeout ${settings.timeoutMs} ms`, `max body ${settings.maxBody} bytes`];
+  const surrogate = settings.surrogate ?? settings.surrogateFrom ?? settings.surrogateOnnx;
+  if (surrogate) parts.push(`surrogate ${surrogate}${settings.reinit !== undefined ? ` (reinit ${settings.reinit})` : ''}`);
+  if (settings.onFailure !== 'error') parts.push(`on failure ${settings.onFailure}`);
+  return parts.join(', ');
 }

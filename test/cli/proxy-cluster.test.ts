@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,11 +32,12 @@ describe('msd proxy --workers 2 --config FILE', { timeout: 120_000 }, () => {
   let stderr = '';
   let exited: Promise<number | null>;
   let child: ReturnType<typeof spawn>;
+  let config: string;
 
   before(async () => {
     upstream = await startStubUpstream('kserve-v2', undefined, { record: false });
     const dir = await scratchDir('msd-proxy-cluster-');
-    const config = join(dir, 'proxy.yaml');
+    config = join(dir, 'proxy.yaml');
     await writeFile(config, `upstream: ${upstream.url}\ndefense: argmax\nworkers: 2\nport: 8\nlogLevel: warn\ntimeoutMs: ${SLOW_ANSWER_MS * 2}\nshutdownTimeoutMs: ${SLOW_ANSWER_MS * 3}\n`);
     // --port overrides the file's (privileged) port 8.
     child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'proxy', '--config', config, '--port', '0'], { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] });
@@ -68,8 +69,10 @@ describe('msd proxy --workers 2 --config FILE', { timeout: 120_000 }, () => {
     assert.equal((await send(url, '/readyz')).status, 200);
   });
 
-  it('replaces every worker on SIGHUP, one at a time, answering all along', async () => {
+  it('replaces every worker on SIGHUP, one at a time, answering all along, and logs the new settings', async () => {
     const marker = stderr.length;
+    // A new defense that answers these rows as argmax does, so the tests after this one see the same numbers.
+    await writeFile(config, (await readFile(config, 'utf8')).replace('defense: argmax', "defense: 'topk:k=1,renormalize=true'"));
     child.kill('SIGHUP');
     let answered = 0;
     let refused = 0;
@@ -88,6 +91,7 @@ describe('msd proxy --workers 2 --config FILE', { timeout: 120_000 }, () => {
     }
     assert.ok(answered > 0);
     assert.ok(refused <= 2, `${refused} requests refused during the restart`);
+    assert.match(stderr.slice(marker), /every worker replaced; serving defense topk:k=1,renormalize=true, .* \(was defense argmax, /);
     assert.equal((await send(url, PATH, {}, JSON.stringify(kserveRequest()))).status, 200);
   });
 
