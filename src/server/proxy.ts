@@ -1,7 +1,16 @@
 /**
  * Proxy mode: a standalone HTTP server in front of any model server. Inference routes are
  * forwarded, their answers defended on the way back; health and metadata routes pass through
- * untouched (streamed); every other route is refused (see proxy/routes.ts).
+ * untouched (their answers streamed); every other route is refused (see proxy/routes.ts).
+ *
+ * Framing: no client's framing reaches the model server. A request whose framing is in doubt (a body
+ * on GET/HEAD/..., Content-Length with Transfer-Encoding, a Connection header naming either) is
+ * refused with 400 and its connection closed, before anything is forwarded. Every forwarded body is
+ * one the proxy read whole and sends with its own Content-Length: on an inference route the JSON the
+ * proxy parsed, serialised again (the model sees the very input the defense and the detectors saw);
+ * on a pass-through route the bytes read (within maxBodyBytes), and none for a bodyless method.
+ * Pass-through exchanges use a connection of their own, closed after the answer: nothing they leave
+ * on it can reach the pooled connections whose answers the proxy defends.
  *
  * Faults, each a JSON error body: upstream refused or reset → 502, slower than timeoutMs → 504,
  * an answer that is not JSON or that the codec rejects → 502, request body over maxBodyBytes → 413,
@@ -17,7 +26,7 @@ import { createHttpLogger, redactingHeaders, setDefenseRecord } from './logger.j
 import { metricsHandler, type ServingMetrics } from './metrics.js';
 import { resolveServingOptions, selectDefense, SERVING_OPTION_NAMES, type ServingOptions } from './options.js';
 import { admitRows, createPerturber, SKIPPED_LABEL, type Outcome } from './perturber.js';
-import { BodyTooLargeError, decodeBody, forwardableHeaders, isIdentityEncoding, parseAnswerJson, parseRequestJson, readBody } from './proxy/bodies.js';
+import { BODYLESS_METHODS, BodyTooLargeError, decodeBody, forwardableHeaders, framingDoubt, isIdentityEncoding, parseAnswerJson, parseRequestJson, readBody, serialiseRequest } from './proxy/bodies.js';
 import { createHealth } from './proxy/health.js';
 import { createRouteTable, type RouteOptions } from './proxy/routes.js';
 import type { InputRows } from './protocols/index.js';
@@ -160,8 +169,9 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
 
   const fail = (res: ServerResponse, label: string, error: unknown): void => send(res, perturber.failure(label, error));
 
+  /** The client's headers to forward, without its framing (the caller sets its own Content-Length) or its Expect. */
   const requestHeaders = (req: IncomingMessage, drop: readonly string[]): http.OutgoingHttpHeaders => {
-    const headers = forwardableHeaders(req.headers, ['host', ...drop]);
+    const headers = forwardableHeaders(req.headers, ['host', 'content-length', 'expect', ...drop]);
     const client = req.socket.remoteAddress ?? '';
     headers['x-forwarded-for'] = req.headers['x-forwarded-for'] ? `${req.headers['x-forwarded-for']}, ${client}` : client;
     headers['x-forwarded-host'] = req.headers.host ?? '';
@@ -170,13 +180,16 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
   };
 
   /**
-   * Sends the request upstream; resolves with the response once its headers arrive. A keep-alive
-   * connection the upstream closed while idle fails with ECONNRESET on reuse; a request whose body
-   * is in hand (or that has none) is then sent once more, on a new connection.
+   * Sends the request upstream; resolves with the response once its headers arrive. The body is one
+   * the proxy framed itself: a Buffer sent with its Content-Length, or none at all.
+   * Pooled (inference): a keep-alive connection the upstream closed while idle fails with ECONNRESET
+   * on reuse; the request is then sent once more, on a new connection. Not pooled (pass-through): a
+   * connection of its own ("connection: close"), so that nothing an exchange whose answer the proxy
+   * streams without reading could leave on it ever meets another request.
    */
-  const callUpstream = (req: IncomingMessage, res: ServerResponse, path: string, headers: http.OutgoingHttpHeaders, body: Buffer | IncomingMessage, timer: { onFire?: () => void }): Promise<IncomingMessage> =>
+  const callUpstream = (req: IncomingMessage, res: ServerResponse, path: string, headers: http.OutgoingHttpHeaders, body: Buffer | null, timer: { onFire?: () => void }, pooled: boolean): Promise<IncomingMessage> =>
     new Promise((resolve, reject) => {
-      const replayable = Buffer.isBuffer(body) || req.method === 'GET' || req.method === 'HEAD';
+      if (body) headers['content-length'] = body.length;
       const send = (fresh: boolean): void => {
         const upstreamReq = transport.request(
           { protocol: upstream.protocol, hostname: upstream.hostname, port: upstream.port, method: req.method, path: basePath + path, headers, agent: fresh ? false : agent },
@@ -190,23 +203,22 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
         );
         timer.onFire = () => upstreamReq.destroy(new UpstreamTimeoutError(timeoutMs));
         const onError = (error: NodeJS.ErrnoException): void => {
-          if (!fresh && replayable && upstreamReq.reusedSocket && error.code === 'ECONNRESET' && !res.destroyed) {
+          if (!fresh && upstreamReq.reusedSocket && error.code === 'ECONNRESET' && !res.destroyed) {
             send(true);
             return;
           }
           reject(error instanceof UpstreamTimeoutError ? error : upstreamUnavailable(error));
         };
         upstreamReq.once('error', onError);
-        if (Buffer.isBuffer(body)) upstreamReq.end(body);
-        else if (fresh) upstreamReq.end();
-        else body.pipe(upstreamReq);
+        if (body) upstreamReq.end(body);
+        else upstreamReq.end();
         onClientGone = () => upstreamReq.destroy();
       };
       let onClientGone: () => void = () => {};
       res.once('close', () => {
         if (!res.writableFinished) onClientGone();
       });
-      send(false);
+      send(!pooled);
     });
 
   /** One deadline per upstream exchange; each phase sets onFire to abort what it waits on. */
@@ -223,10 +235,21 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
   };
 
   const passThrough = async (req: IncomingMessage, res: ServerResponse, path: string, label: string): Promise<void> => {
+    // A bodyless method forwards no body (one that came was refused by framingDoubt); any other
+    // method's body is read whole, within maxBodyBytes, and sent with our own Content-Length.
+    let body: Buffer | null = null;
+    if (!BODYLESS_METHODS.has(req.method ?? 'GET')) {
+      try {
+        body = await readBody(req, maxBodyBytes);
+      } catch (error) {
+        fail(res, label, error instanceof BodyTooLargeError ? new RequestFormatError(`request: ${error.message}`, 413) : error);
+        return;
+      }
+    }
     const timer = startTimer();
     let answer: IncomingMessage;
     try {
-      answer = await callUpstream(req, res, path, requestHeaders(req, []), req, timer);
+      answer = await callUpstream(req, res, path, requestHeaders(req, []), body, timer, false);
     } catch (error) {
       fail(res, label, error);
       return;
@@ -240,12 +263,13 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
   };
 
   const infer = async (req: IncomingMessage, res: ServerResponse, path: string, defense: Defense | null, label: string, ticket?: ClientTicket): Promise<void> => {
-    let raw: Buffer;
+    /** What goes to the model: the request as parsed here, serialised again (see serialiseRequest). */
+    let forwarded: Buffer;
     // The inputs a defense needs are read now: a request without them is refused before the
     // upstream works on it, and only a compact Float32Array (not the JSON tree) waits for the answer.
     let inputs: InputRows | undefined;
     try {
-      raw = await readBody(req, maxBodyBytes);
+      const raw = await readBody(req, maxBodyBytes);
       // Most requests are not compressed: those skip the asynchronous decoder (a promise per request).
       const decoded = isIdentityEncoding(req.headers['content-encoding']) ? raw : await decodeBody(raw, req.headers['content-encoding'], maxBodyBytes).catch((error: Error) => {
         throw error.message.includes('maxOutputLength') || (error as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE'
@@ -255,8 +279,9 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
       if (!decoded) throw new RequestFormatError(`unsupported request content-encoding "${req.headers['content-encoding']}"; send gzip, deflate, br or none`, 415);
       const requestBody = parseRequestJson(decoded.toString('utf8'));
       if (defense && defense.needs.length > 0) {
-        // Numeric tensors come back synchronously; images are decoded (off the event loop) before anything is forwarded.
-        const read = resolved.readInputs(requestBody);
+        // Numeric tensors come back synchronously; images are decoded (off the event loop) before anything is forwarded,
+        // once their count has passed the row limit and the surrogate's queue (413, 503 before any decoding).
+        const read = resolved.readInputs(requestBody, (rows) => admitRows(resolved.context, rows));
         inputs = read instanceof Promise ? await read : read;
         // Refused before the upstream spends any work on it: too many rows (413), or the surrogate's queue is full (503).
         admitRows(resolved.context, inputs.rows);
@@ -264,10 +289,14 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
         try {
           const read = resolved.readInputs(requestBody);
           inputs = read instanceof Promise ? await read : read;
-        } catch {
-          // Inputs the codec cannot read: the detectors see the probabilities only.
+        } catch (error) {
+          // A detector that needs the inputs would be blind to this request: refused (400), never observed as if seen.
+          if (gate!.requiresInputs) throw gate!.unreadableInputs(error);
+          // Otherwise (only an escalation tier would use them) the detectors see the probabilities only.
         }
       }
+      // Last, once the request passed every check: the model gets what was parsed and read above.
+      forwarded = serialiseRequest(requestBody);
     } catch (error) {
       fail(res, label, error instanceof BodyTooLargeError ? new RequestFormatError(`request: ${error.message}`, 413) : error);
       return;
@@ -276,10 +305,12 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
     let answer: IncomingMessage;
     let answerText: string;
     try {
-      // The answer is decoded here anyway, so the upstream is not invited to compress it.
-      const headers = requestHeaders(req, ['content-length', 'accept-encoding']);
-      headers['content-length'] = raw.length;
-      answer = await callUpstream(req, res, path, headers, raw, timer);
+      // The answer is decoded here anyway, so the upstream is not invited to compress it. The body is
+      // JSON of our own: not encoded, and not in KServe's binary extension (whose JSON header length
+      // would no longer hold).
+      const headers = requestHeaders(req, ['accept-encoding', 'content-encoding', 'content-type', 'inference-header-content-length']);
+      headers['content-type'] = 'application/json';
+      answer = await callUpstream(req, res, path, headers, forwarded, timer, true);
       const answerRaw = await new Promise<Buffer>((resolve, reject) => {
         timer.onFire = () => {
           answer.destroy();
@@ -346,6 +377,15 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
     const query = path.indexOf('?');
     const pathname = query < 0 ? path : path.slice(0, query);
     const read = method === 'GET' || method === 'HEAD';
+    // First of all: a request whose framing is in doubt is answered 400 and its connection closed
+    // (what else the client sent on it cannot be trusted to be framed as the proxy read it).
+    const doubt = framingDoubt(method, req.headers);
+    if (doubt !== undefined) {
+      req.resume();
+      res.setHeader('connection', 'close');
+      fail(res, resolved.defense.spec, new RequestFormatError(`request: ${doubt}`));
+      return;
+    }
     if (read && pathname === livePath) return health.live(req, res);
     if (read && pathname === readyPath) return health.ready(req, res);
     if (metricsPath !== false && pathname === metricsPath && read) {

@@ -5,11 +5,13 @@
  * Request: {"inputs": [{"name", "shape": [B, ...], "datatype", "data": [...]}]}.
  * Outputs other than the defended one are dropped unless listed in keepOutputs (a second output such
  * as raw logits would otherwise leak what the defense hides); unknown top-level fields are dropped too.
+ * So are the keys of "parameters" (top-level and in every output written back) not listed in
+ * keepParameters: a model server may put anything there, raw scores included.
  */
 import type { ProbBatch } from '../../defenses/index.js';
 import { AnswerFormatError, RequestFormatError, ServingOptionError } from '../errors.js';
 import type { AnswerView, Codec, RequestInputs } from './codec.js';
-import { batchFlat, batchRows, flattenNumbers, isRecord, rowsToImages } from './numbers.js';
+import { batchFlat, batchRows, flattenNumbers, isRecord, MAX_NESTING, rowsToImages } from './numbers.js';
 
 export interface KServeV2Options {
   /** Name of the output holding the probabilities; required when the model answers several outputs. */
@@ -18,11 +20,14 @@ export interface KServeV2Options {
   inputName?: string;
   /** Other outputs to keep in the answer (e.g. a label); all others are dropped. */
   keepOutputs?: readonly string[];
+  /** Keys of "parameters" (top-level and per output) to keep in the answer (e.g. "content_type"); all others are dropped. */
+  keepParameters?: readonly string[];
 }
 
 const FLOAT_TYPES = new Set(['FP32', 'FP64', 'FP16', 'BF16']);
 const NUMERIC_TYPES = new Set([...FLOAT_TYPES, 'INT8', 'INT16', 'INT32', 'INT64', 'UINT8', 'UINT16', 'UINT32', 'UINT64']);
-const RESPONSE_FIELDS = ['model_name', 'model_version', 'id', 'parameters'];
+/** Top-level answer fields kept as they are; "parameters" is kept reduced to keepParameters. */
+const RESPONSE_FIELDS = ['model_name', 'model_version', 'id'];
 
 interface Tensor {
   name: string;
@@ -48,6 +53,7 @@ function pickTensor(list: unknown, wanted: string | undefined, kind: 'output' | 
   const { shape, datatype, data } = chosen;
   const label = `${kind} "${String(chosen.name)}"`;
   if (!Array.isArray(shape) || shape.length === 0 || !shape.every((d) => Number.isInteger(d) && d >= 0)) throw fail(`${label} needs "shape", an array of non-negative integers`);
+  if (shape.length > MAX_NESTING) throw fail(`${label} has ${shape.length} dimensions; at most ${MAX_NESTING} are accepted`);
   if (typeof datatype !== 'string') throw fail(`${label} needs a "datatype"`);
   if (!Array.isArray(data)) throw fail(`${label} needs a "data" array`);
   return { name: String(chosen.name), shape: shape as number[], datatype, data };
@@ -68,7 +74,9 @@ function tensorValues(tensor: Tensor, expected: number, label: string, fail: (m:
     return { values, nested };
   }
   const flat: number[] = [];
-  if (!flattenNumbers(data, flat)) throw notNumbers();
+  const problem = flattenNumbers(data, flat);
+  if (problem === 'too-deep') throw fail(`${label} "data" is nested deeper than ${MAX_NESTING} levels`);
+  if (problem) throw notNumbers();
   if (flat.length !== expected) throw fail(`${label} has ${flat.length} values but shape [${tensor.shape.join(', ')}] needs ${expected}`);
   return { values: Float32Array.from(flat), nested };
 }
@@ -84,11 +92,37 @@ function bytesImages(input: Tensor, label: string, fail: (m: string) => Error): 
   return images;
 }
 
+/** A "parameters" object with only the keys in `keep`; undefined when none is left. */
+function keptParameters(parameters: unknown, keep: ReadonlySet<string>): Record<string, unknown> | undefined {
+  if (keep.size === 0 || !isRecord(parameters)) return undefined;
+  const out: Record<string, unknown> = {};
+  let any = false;
+  for (const key of Object.keys(parameters)) {
+    if (!keep.has(key)) continue;
+    out[key] = parameters[key];
+    any = true;
+  }
+  return any ? out : undefined;
+}
+
+/** A tensor as written back: its parameters reduced to the kept keys (the field left out when none is). */
+function withKeptParameters(tensor: Record<string, unknown>, keep: ReadonlySet<string>): Record<string, unknown> {
+  if (!('parameters' in tensor)) return tensor;
+  const { parameters, ...rest } = tensor;
+  const kept = keptParameters(parameters, keep);
+  return kept ? { ...rest, parameters: kept } : rest;
+}
+
 export function kserveV2Codec(options: KServeV2Options = {}): Codec {
   const keep = new Set(options.keepOutputs ?? []);
   if (options.outputName !== undefined && keep.has(options.outputName)) {
     throw new ServingOptionError(`keepOutputs lists "${options.outputName}", the defended output itself; keepOutputs is for other outputs only`);
   }
+  const parametersOption: unknown = options.keepParameters;
+  if (parametersOption !== undefined && (!Array.isArray(parametersOption) || !parametersOption.every((k) => typeof k === 'string' && k !== ''))) {
+    throw new ServingOptionError(`keepParameters must be a list of parameter names, e.g. ["content_type"], got ${JSON.stringify(parametersOption)}`);
+  }
+  const keepParameters: ReadonlySet<string> = new Set(options.keepParameters ?? []);
   const answerError = (m: string) => new AnswerFormatError(`model answer: ${m}`);
   const requestError = (m: string) => new RequestFormatError(`request: ${m}`);
 
@@ -108,10 +142,12 @@ export function kserveV2Codec(options: KServeV2Options = {}): Codec {
       return {
         batch,
         write(defended: ProbBatch) {
-          const replaced = { ...(original.outputs as Record<string, unknown>[]).find((t) => t.name === output.name), data: nested ? batchRows(defended) : batchFlat(defended) };
-          const outputs = (original.outputs as Record<string, unknown>[]).flatMap((t) => (t.name === output.name ? [replaced] : isRecord(t) && keep.has(String(t.name)) ? [t] : []));
+          const replaced = withKeptParameters({ ...(original.outputs as Record<string, unknown>[]).find((t) => t.name === output.name), data: nested ? batchRows(defended) : batchFlat(defended) }, keepParameters);
+          const outputs = (original.outputs as Record<string, unknown>[]).flatMap((t) => (t.name === output.name ? [replaced] : isRecord(t) && keep.has(String(t.name)) ? [withKeptParameters(t, keepParameters)] : []));
           const out: Record<string, unknown> = {};
           for (const field of RESPONSE_FIELDS) if (original[field] !== undefined) out[field] = original[field];
+          const parameters = keptParameters(original.parameters, keepParameters);
+          if (parameters) out.parameters = parameters;
           out.outputs = outputs;
           return out;
         },
