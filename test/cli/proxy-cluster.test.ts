@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { scratchDir } from '../helpers/scratch.js';
+import { waitFor, within } from '../helpers/wait.js';
 import { kserveRequest } from '../server/helpers/fixtures.js';
 import { SLOW_ANSWER_MS, startStubUpstream, type StubUpstream } from '../server/helpers/stub-upstream.js';
 
@@ -35,7 +36,8 @@ describe('msd proxy --workers 2 --config FILE', { timeout: 120_000 }, () => {
   let config: string;
 
   before(async () => {
-    upstream = await startStubUpstream('kserve-v2', undefined, { record: false });
+    // Recorded: the SIGTERM test waits for its slow request to reach the upstream.
+    upstream = await startStubUpstream('kserve-v2');
     const dir = await scratchDir('msd-proxy-cluster-');
     config = join(dir, 'proxy.yaml');
     await writeFile(config, `upstream: ${upstream.url}\ndefense: argmax\nworkers: 2\nport: 8\nlogLevel: warn\ntimeoutMs: ${SLOW_ANSWER_MS * 2}\nshutdownTimeoutMs: ${SLOW_ANSWER_MS * 3}\n`);
@@ -96,13 +98,15 @@ describe('msd proxy --workers 2 --config FILE', { timeout: 120_000 }, () => {
   });
 
   it('drains on SIGTERM: the request in flight finishes, then every process exits 0', async () => {
+    const seen = upstream.requests.length;
     const inFlight = send(url, PATH, { 'x-stub-mode': 'slow' }, JSON.stringify(kserveRequest()));
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // In flight: a worker has forwarded it, and the upstream holds it for SLOW_ANSWER_MS.
+    await waitFor(() => upstream.requests.slice(seen).some((r) => r.headers['x-stub-mode'] === 'slow'), { what: 'the upstream to receive the slow request', timeoutMs: SLOW_ANSWER_MS, detail: () => stderr });
     child.kill('SIGTERM');
-    const answer = await inFlight;
+    const answer = await within(inFlight, { what: 'the answer to the request in flight', timeoutMs: SLOW_ANSWER_MS * 3, detail: () => stderr });
     assert.equal(answer.status, 200, answer.body);
     assert.deepEqual(JSON.parse(answer.body).outputs[0].data, [1, 0, 0, 0, 1, 0]);
-    assert.equal(await exited, 0, stderr);
+    assert.equal(await within(exited, { what: 'the cluster to exit after SIGTERM', timeoutMs: SLOW_ANSWER_MS * 5, detail: () => stderr }), 0, stderr);
     assert.match(stderr, /SIGTERM: draining 2 workers/);
   });
 });

@@ -12,6 +12,7 @@ import type { BatchingOptions } from '../../src/server/batching/options.js';
 import { startDefenseProxy, type RunningProxy } from '../../src/server/proxy.js';
 import { assertNoOriginalNumbers, contextEchoDefense, kserveAnswer, kserveRequest } from './helpers/fixtures.js';
 import { startStubUpstream, type StubUpstream } from './helpers/stub-upstream.js';
+import { waitFor } from '../helpers/wait.js';
 
 const CLASSES = 3;
 const FEATURES = 4;
@@ -75,10 +76,6 @@ const queueFull = (context: BatchedContextProvider): boolean => {
   }
 };
 
-const waitFor = async (condition: () => boolean): Promise<void> => {
-  while (!condition()) await new Promise((resolve) => setTimeout(resolve, 1));
-};
-
 describe('batched surrogate context, mount mode', () => {
   let server: Server;
   const contexts: BatchedContextProvider[] = [];
@@ -117,9 +114,9 @@ describe('batched surrogate context, mount mode', () => {
     const context = newContext(fake.model, { windowMs: 0, maxBatchRows: 2, maxQueueRows: 2, maxRowsPerRequest: 2 });
     const app = serve(context, 'argmax');
     const first = request(app).post('/v2/models/mnist/infer').send(kserveRequest()).then((r) => r);
-    await waitFor(() => fake.passes.length === 1); // computing, so its rows left the queue
+    await waitFor(() => fake.passes.length === 1, { what: 'the first request’s forward pass', timeoutMs: 5000 }); // computing, so its rows left the queue
     const second = request(app).post('/v2/models/mnist/infer').send(kserveRequest()).then((r) => r);
-    await waitFor(() => queueFull(context)); // the second one waits
+    await waitFor(() => queueFull(context), { what: 'the second request to fill the queue', timeoutMs: 5000 }); // the second one waits
     const routeCalls = routeCalled;
     const refused = await request(app).post('/v2/models/mnist/infer').send(kserveRequest()).expect(503);
     assert.equal(routeCalled, routeCalls, 'refused before the route ran');
@@ -220,7 +217,7 @@ describe('batched surrogate context, proxy mode', () => {
     fake.hold();
     const passes = fake.passes.length;
     const computing = context(['surrogate'], { rows: 2, cols: FEATURES, data: new Float32Array(2 * FEATURES) });
-    await waitFor(() => fake.passes.length > passes);
+    await waitFor(() => fake.passes.length > passes, { what: 'a forward pass to start', timeoutMs: 5000 });
     const waiting = context(['surrogate'], { rows: 2, cols: FEATURES, data: new Float32Array(2 * FEATURES) });
     const forwarded = upstream.requests.length;
     const res = await infer(1).expect(503);

@@ -5,6 +5,7 @@ import fc from 'fast-check';
 import { createBatcher, type BatchForward } from '../../src/server/batching/batcher.js';
 import { resolveBatching } from '../../src/server/batching/options.js';
 import { OverloadedError, RequestFormatError, ServingOptionError } from '../../src/server/errors.js';
+import { within } from '../helpers/wait.js';
 
 const WIDTH = 3;
 
@@ -19,11 +20,12 @@ function rowFunction(inputs: Float32Array, rows: number): Float32Array {
   return out;
 }
 
-/** A fake forward pass that records each batch's size and answers after `delayMs`. */
-function fakeForward(delayMs = 0) {
+/** A fake forward pass that records each batch's size and answers after `delayMs`; `onPass` sees each pass start. */
+function fakeForward(delayMs = 0, onPass?: (passes: number) => void) {
   const batches: number[] = [];
   const forward: BatchForward<Float32Array> = async (inputs, rows) => {
     batches.push(rows);
+    onPass?.(batches.length);
     if (delayMs) await sleep(delayMs);
     return rowFunction(inputs, rows);
   };
@@ -78,14 +80,25 @@ describe('batcher', () => {
     await batcher.close();
   });
 
-  it('once requests share a pass, later ones arriving ticks apart wait for the window together', async () => {
+  it('once requests share a pass, later ones arriving apart wait for the window together', async (t) => {
+    // A fake clock for the window's timer: it fires when the test says, however slow the machine.
+    t.mock.timers.enable({ apis: ['setTimeout'] });
     const { forward, batches } = fakeForward();
     const batcher = createBatcher(forward, { windowMs: 1500, maxBatchRows: 32, maxQueueRows: 100, width: WIDTH });
     await Promise.all([batcher.submit(inputsFor(1, 4), 1), batcher.submit(inputsFor(2, 5), 2)]);
+    assert.deepEqual(batches, [3], 'the first two shared a pass');
+    // The pass's bookkeeping settles in microtasks, all run before the next turn of the loop.
+    await new Promise((resolve) => setImmediate(resolve));
     const first = batcher.submit(inputsFor(1, 6), 1);
     await new Promise((resolve) => setImmediate(resolve));
+    t.mock.timers.tick(1000);
     await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(batches, [3], 'the first waits for the window, whatever turns of the loop pass');
     const second = batcher.submit(inputsFor(3, 7), 3);
+    t.mock.timers.tick(499);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(batches, [3], 'the window has 1 ms left');
+    t.mock.timers.tick(1);
     await Promise.all([first, second]);
     assert.deepEqual(batches, [3, 4]);
     await batcher.close();
@@ -100,14 +113,17 @@ describe('batcher', () => {
   });
 
   it('splits a large request, and a small one arriving meanwhile finishes before its last chunk', async () => {
-    const { forward, batches } = fakeForward(2);
+    let firstPass!: () => void;
+    const computing = new Promise<void>((resolve) => (firstPass = resolve));
+    const { forward, batches } = fakeForward(2, (passes) => passes === 1 && firstPass());
     const batcher = createBatcher(forward, { windowMs: 0, maxBatchRows: 4, maxQueueRows: 1000, width: WIDTH });
     const order: string[] = [];
     const large = batcher.submit(inputsFor(40, 1), 40).then((out) => {
       order.push(`large after ${batches.length} passes`);
       return out;
     });
-    await sleep(3); // the large request is computing its first chunks
+    await within(computing, { what: 'the large request’s first forward pass' }); // it is computing its first chunk
+    assert.equal(batches.length, 1);
     const small = batcher.submit(inputsFor(1, 2), 1).then((out) => {
       order.push(`small after ${batches.length} passes`);
       return out;

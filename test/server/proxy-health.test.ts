@@ -6,6 +6,7 @@ import { exitSurrogateThreadOnNextCall } from '../../src/models/threaded-surroga
 import { batchedSurrogateContext } from '../../src/server/batching/batched-context.js';
 import { startDefenseProxy } from '../../src/server/proxy.js';
 import { scratchDir } from '../helpers/scratch.js';
+import { waitFor, within } from '../helpers/wait.js';
 import { kserveRequest } from './helpers/fixtures.js';
 import { closedPort, SLOW_ANSWER_MS, startStubUpstream, type StubUpstream } from './helpers/stub-upstream.js';
 
@@ -62,17 +63,18 @@ describe('proxy health and graceful shutdown', () => {
     try {
       // Opens the keep-alive connection that stays open while the proxy drains.
       assert.equal((await send(running.url, idleAgent, PATH, {}, JSON.stringify(kserveRequest()))).status, 200);
+      const seen = upstream.requests.length;
       const inFlight = send(running.url, slowAgent, PATH, { 'x-stub-mode': 'slow' }, JSON.stringify(kserveRequest()));
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      // In flight: the proxy has forwarded it, and the upstream holds it for SLOW_ANSWER_MS.
+      await waitFor(() => upstream.requests.slice(seen).some((r) => r.headers['x-stub-mode'] === 'slow'), { what: 'the upstream to receive the slow request', timeoutMs: SLOW_ANSWER_MS });
       const closed = running.close(SLOW_ANSWER_MS * 3);
-      await new Promise((resolve) => setTimeout(resolve, 50));
-      // The listening socket was closed at once; a request racing that close gets 503 or a refused connection.
+      // close() stops listening before it returns; a request arriving meanwhile gets 503 or a refused connection.
       const late = await send(running.url, new http.Agent(), PATH, {}, JSON.stringify(kserveRequest())).catch((error: NodeJS.ErrnoException) => ({ status: 0, body: error.code ?? '' }));
       assert.ok(late.status === 503 || late.body === 'ECONNREFUSED', `late request: ${late.status} ${late.body}`);
-      const answer = await inFlight;
+      const answer = await within(inFlight, { what: 'the answer to the request in flight', timeoutMs: SLOW_ANSWER_MS * 3 });
       assert.equal(answer.status, 200, answer.body);
       assert.deepEqual(JSON.parse(answer.body).outputs[0].data, [1, 0, 0, 0, 1, 0]);
-      await closed;
+      await within(closed, { what: 'the proxy to finish closing', timeoutMs: SLOW_ANSWER_MS * 3 });
     } finally {
       slowAgent.destroy();
       idleAgent.destroy();

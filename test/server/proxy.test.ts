@@ -48,17 +48,18 @@ for (const c of CASES) {
   describe(`proxy, ${c.protocol}`, () => {
     let upstream: StubUpstream;
     let proxy: RunningProxy;
-    const logs = lineCollector();
+    const startProxy = (logs = lineCollector()) =>
+      startDefenseProxy({ upstream: upstream.url, defense: 'rounding:decimals=2', timeoutMs: SLOW_ANSWER_MS / 3, maxBodyBytes: 2048, logger: createLogger({ level: 'info' }, logs.stream), ...c.options } as ProxyOptions);
     before(async () => {
       upstream = await startStubUpstream(c.protocol);
-      proxy = await startDefenseProxy({ upstream: upstream.url, defense: 'rounding:decimals=2', timeoutMs: SLOW_ANSWER_MS / 3, maxBodyBytes: 2048, logger: createLogger({ level: 'info' }, logs.stream), ...c.options } as ProxyOptions);
+      proxy = await startProxy();
     });
     after(async () => {
       await proxy.close();
       await upstream.close();
     });
-    const infer = (mode?: string, extra: Record<string, string> = {}) => {
-      const r = request(proxy.url).post(`${c.inferPath}?trace=1`).set('authorization', 'Bearer secret-token').set(extra);
+    const infer = (mode?: string, extra: Record<string, string> = {}, to: RunningProxy = proxy) => {
+      const r = request(to.url).post(`${c.inferPath}?trace=1`).set('authorization', 'Bearer secret-token').set(extra);
       if (mode) r.set('x-stub-mode', mode);
       return r.send(c.requestBody as object);
     };
@@ -155,18 +156,29 @@ for (const c of CASES) {
     });
 
     it('serves its metrics and logs one line per request without probabilities or credentials', async () => {
-      const text = (await request(proxy.url).get('/metrics').expect(200)).text;
-      assert.match(text, /msd_requests_total\{defense="rounding:decimals=2",outcome="perturbed"\} [1-9]/);
-      assert.match(text, /msd_requests_total\{defense="rounding:decimals=2",outcome="upstream_timeout"\} 1/);
-      assert.match(text, /msd_requests_total\{defense="rounding:decimals=2",outcome="too_large"\} 1/);
-      const perturbed = logs.lines.find((line) => line.outcome === 'perturbed')!;
-      assert.equal(perturbed.defense, 'rounding:decimals=2');
-      assert.equal(perturbed.rows, 2);
-      assert.ok(typeof perturbed.meanL1 === 'number' && typeof perturbed.defenseMs === 'number');
-      assert.ok(typeof perturbed.responseTime === 'number');
-      const raw = logs.raw.join('');
-      assertNoOriginalNumbers(raw);
-      assert.doesNotMatch(raw, /secret-token/);
+      // A proxy of its own: the counts and lines below are of the requests this test makes, whatever ran before.
+      const logs = lineCollector();
+      const own = await startProxy(logs);
+      try {
+        await infer(undefined, {}, own).expect(200);
+        await infer('slow', {}, own).expect(504);
+        await request(own.url).post(c.inferPath).set('content-type', 'application/json').send(JSON.stringify({ pad: 'x'.repeat(4096) })).expect(413);
+        const text = (await request(own.url).get('/metrics').expect(200)).text;
+        assert.match(text, /msd_requests_total\{defense="rounding:decimals=2",outcome="perturbed"\} 1\n/);
+        assert.match(text, /msd_requests_total\{defense="rounding:decimals=2",outcome="upstream_timeout"\} 1\n/);
+        assert.match(text, /msd_requests_total\{defense="rounding:decimals=2",outcome="too_large"\} 1\n/);
+        const perturbed = logs.lines.find((line) => line.outcome === 'perturbed')!;
+        assert.ok(perturbed, `a line with outcome perturbed among ${logs.raw.join('')}`);
+        assert.equal(perturbed.defense, 'rounding:decimals=2');
+        assert.equal(perturbed.rows, 2);
+        assert.ok(typeof perturbed.meanL1 === 'number' && typeof perturbed.defenseMs === 'number');
+        assert.ok(typeof perturbed.responseTime === 'number');
+        const raw = logs.raw.join('');
+        assertNoOriginalNumbers(raw);
+        assert.doesNotMatch(raw, /secret-token/);
+      } finally {
+        await own.close();
+      }
     });
   });
 }

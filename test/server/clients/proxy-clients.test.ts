@@ -7,6 +7,7 @@ import { countDetection, type CountPolicy } from '../helpers/count-detection.js'
 import { assertNoOriginalNumbers, contextEchoDefense, kserveRequest, lineCollector, uniformSurrogate } from '../helpers/fixtures.js';
 import { startRedis, type TestRedis } from '../helpers/redis-server.js';
 import { startStubUpstream, type StubUpstream } from '../helpers/stub-upstream.js';
+import { waitFor } from '../../helpers/wait.js';
 
 const PATH = '/v2/models/mnist/infer';
 const ROUNDED = [0.71, 0.2, 0.09, 0.14, 0.64, 0.22];
@@ -99,8 +100,12 @@ describe('client detection through the proxy', () => {
   it('logs no raw client id: the identity header is redacted from request lines, change lines carry the hash', async () => {
     const { proxy, logs } = await start({ escalateAt: 1, tier: 'argmax' }, { identity: 'header:x-client-key' });
     await request(proxy.url).post(PATH).set('x-client-key', 'raw-key-zulu-99').send(kserveRequest()).expect(200);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    assert.ok(logs.lines.some((l) => l.msg === 'client action changed'));
+    // Both lines are written as the answer goes out: the change line, and the request line (with the redacted header).
+    await waitFor(() => logs.lines.some((l) => l.msg === 'client action changed') && logs.raw.join('').includes('[redacted]'), {
+      what: 'the "client action changed" line and the request line',
+      timeoutMs: 5000,
+      detail: () => logs.raw.join(''),
+    });
     assert.ok(logs.raw.join('').includes('[redacted]'));
     assert.ok(!logs.raw.join('').includes('raw-key-zulu-99'));
   });
@@ -141,11 +146,14 @@ describe('client detection through the proxy', () => {
       await ask(proxy, 'key-hank-0008').expect(200);
       second = await startRedis(first.port);
       // ioredis reconnects on its own, with a backoff; requests meanwhile are served from local state.
-      for (let i = 0; i < 60 && !logs.lines.some((l) => l.msg === 'client store available again'); i++) {
-        await ask(proxy, 'key-hank-0008').expect(200);
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
-      assert.ok(logs.lines.some((l) => l.msg === 'client store available again'));
+      await waitFor(
+        async () => {
+          if (logs.lines.some((l) => l.msg === 'client store available again')) return true;
+          await ask(proxy, 'key-hank-0008').expect(200);
+          return false;
+        },
+        { what: 'the proxy to log "client store available again" once Redis is back', timeoutMs: 20_000, intervalMs: 100, detail: () => logs.lines.map((l) => l.msg).join(' | ') },
+      );
       const fallbacks = (await proxy.proxy.metrics.registry.getSingleMetric('msd_client_store_fallback_total')!.get()).values[0].value;
       await ask(proxy, 'key-hank-0008').expect(200);
       assert.equal((await proxy.proxy.metrics.registry.getSingleMetric('msd_client_store_fallback_total')!.get()).values[0].value, fallbacks, 'no fallback once Redis is back');
