@@ -33,14 +33,18 @@
  * Image preprocessing (pure, no decoder): pixelsToTensor(rgbBytes, {width, height, channels, layout,
  *   scale, mean, std}, out, offset) and convertLayout(data, rows, h, w, c, from, to) for NHWC ↔ NCHW.
  * Surrogates for any model (SurrogateModel: classes, inputShape, differentiable, probsAsync, gramAsync?)
- *   loadSurrogate({dir | model | onnx, reinit?: seed, output?: 'auto'|'logits'|'probs', chunkRows?})
+ *   loadSurrogate({path | dir | model | onnx, reinit?: seed, output?: 'auto'|'logits'|'probs', chunkRows?, check?})
+ *     path (dir is its other name): a TF.js model's JSON file by any name or its directory, or an ONNX file
  *     TfjsSurrogate (LayersModel of any topology, GraphModel), OnnxSurrogate (onnxruntime-node,
  *     forward-only), or the plan-based Surrogate for chain models
  *   loadSurrogate({..., thread: true}) / loadThreadedSurrogate({dir | onnx, ...})   the same surrogate in a
  *     worker thread: the event loop stays free during its forward passes; SurrogateThreadError once
  *     the worker is gone (every pending and later call), never a silent restart
  *   computeDefenseContextAsync(needs, inputs, rows, {surrogate, ...}) → Promise<DefenseContext>
- *   reinitLayersModel / reinitFromTopology / reinitOnnx   seeded fresh weights, fan-in scaled
+ *   reinitLayersModel / reinitFromTopology / reinitOnnx / reinitGraphArtifacts / reinitGraphModel
+ *                                                          seeded fresh weights, fan-in scaled
+ *   checkSurrogate(surrogate, {victim?, probes?}) → SurrogateWarning[]   is it the victim, do its
+ *     directions carry information (constant or one-hot softmax on probes)?
  *   writeOnnxModel(spec) / readOnnxGraph(bytes)            small ONNX files without an exporter
  *
  * Every other file takes `tf` from './tf.js'.
@@ -81,6 +85,17 @@ export { OnnxSurrogate, type OnnxSurrogateOptions } from './onnx-surrogate.js';
 export { loadOnnxRuntime, onnxRuntimeStatus } from './onnx-runtime.js';
 export { SURROGATE_OUTPUTS, looksLikeProbabilities, type SurrogateOutput } from './surrogate-output.js';
 export { reinitFromTopology, reinitLayersModel, reinitWeights, seededFloats, type ReinitOptions } from './reinit.js';
-export { readModelDir, loadTfjsModel, type ModelDirArtifacts } from './model-dir.js';
+export { readModelDir, loadTfjsModel, modelPathKind, type ModelDirArtifacts, type ModelPathKind } from './model-dir.js';
+export { graphModelArtifacts, graphWeightRoles, reinitGraphArtifacts, reinitGraphModel, type GraphWeightRole } from './graph-reinit.js';
+export {
+  checkSurrogate,
+  surrogateOrigin,
+  surrogateWarningLine,
+  type CheckSurrogateOptions,
+  type SurrogateOrigin,
+  type SurrogateWarning,
+  type SurrogateWarningCode,
+  type VictimSource,
+} from './check-surrogate.js';
 export { writeOnnxModel, type OnnxAttribute, type OnnxModelSpec, type OnnxNodeSpec, type OnnxTensorSpec, type OnnxValueSpec } from './onnx-writer.js';
 export { readOnnxGraph, reinitOnnx, type OnnxGraphInfo } from './onnx-graph.js';

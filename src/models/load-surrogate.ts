@@ -1,12 +1,15 @@
 /**
- * One factory for every kind of surrogate: a TF.js model directory (layers or graph, nsfwjs
- * bundles included), a model object, or an ONNX file; optionally the same architecture with fresh
- * seeded weights (`reinit`), the MAD paper's best surrogate.
+ * One factory for every kind of surrogate: a model path (a TF.js model's JSON file by any name or
+ * its directory, layers or graph, nsfwjs bundles included; or an ONNX file), a model object, or ONNX
+ * bytes; optionally the same architecture with fresh seeded weights (`reinit`), the MAD paper's best
+ * surrogate, and a start-up check that it can steer MAD at all (`check`, see check-surrogate.ts).
  */
 import type { BackendName } from './backend.js';
-import { ModelError } from './errors.js';
+import { checkSurrogate, recordSurrogateOrigin, surrogateWarningLine, type CheckSurrogateOptions } from './check-surrogate.js';
+import { ModelError, ModelFileError } from './errors.js';
+import { reinitGraphArtifacts, reinitGraphModel } from './graph-reinit.js';
 import { layersModelToOnnx } from './layers-to-onnx.js';
-import { loadTfjsModel, readModelDir } from './model-dir.js';
+import { loadTfjsModel, modelPathKind, readModelDir } from './model-dir.js';
 import { OnnxSurrogate, type OnnxSurrogateOptions } from './onnx-surrogate.js';
 import { reinitFromTopology, reinitLayersModel } from './reinit.js';
 import type { SurrogateModel } from './surrogate-model.js';
@@ -18,13 +21,20 @@ import { loadThreadedSurrogate } from './threaded-surrogate.js';
 import { tf, type LayersModel } from './tf.js';
 
 export interface LoadSurrogateOptions extends TfjsSurrogateOptions {
-  /** A TF.js model directory (model.json, or nsfwjs's model.min.js bundle); a path ending in .onnx is read as ONNX. */
+  /**
+   * The model's path, whatever it is: a TF.js model's JSON file by any name (tfjs-converter's
+   * `<name>.json`; its weight files are named in its manifest, relative to its folder), a TF.js model
+   * directory (model.json, a single `<name>.json`, or nsfwjs's model.min.js bundle), or an ONNX file
+   * (by its `.onnx` extension or, under another name, by its first bytes).
+   */
+  path?: string;
+  /** The same as `path` (its older name): a TF.js model directory or JSON file, or an ONNX file. */
   dir?: string;
   /** A model object. The surrogate owns it (dispose() disposes it) unless `reinit` or engine 'onnx' is given, which leave it untouched. */
   model?: LayersModel | tf.GraphModel;
   /** An ONNX model: a file path or its bytes. */
   onnx?: string | Uint8Array;
-  /** The same architecture with fresh weights drawn from this seed (layers models and ONNX). */
+  /** The same architecture with fresh weights drawn from this seed (layers models, graph models and ONNX). */
   reinit?: number;
   /** A chain model (Dense/Conv2D/pooling) runs through the fast plan-based Surrogate, with closed-form Gram matrices (default true); false forces TfjsSurrogate. */
   usePlan?: boolean;
@@ -45,6 +55,13 @@ export interface LoadSurrogateOptions extends TfjsSurrogateOptions {
   thread?: boolean;
   /** With `thread` only: the worker's TF.js backend (default the main thread's; MSD_BACKEND wins). */
   backend?: BackendName;
+  /**
+   * Check the loaded surrogate (checkSurrogate: is it the victim, do its directions carry
+   * information?) and log each warning, by default as one line on stderr. `true` checks with the
+   * defaults; an object gives the victim to compare with, the probe rows and the log function. The
+   * surrogate is returned either way: warnings never stop it.
+   */
+  check?: boolean | (CheckSurrogateOptions & { log?: (line: string) => void });
 }
 
 export type SurrogateEngine = 'tfjs' | 'onnx';
@@ -58,19 +75,36 @@ function checkSeed(seed: number | undefined): void {
 
 /** Builds the surrogate `options` describe; throws ModelError (or ModelFileError naming a file) for a bad choice. */
 export async function loadSurrogate(options: LoadSurrogateOptions): Promise<SurrogateModel> {
-  const sources = (['dir', 'model', 'onnx'] as const).filter((key) => options[key] !== undefined);
+  const sources = (['path', 'dir', 'model', 'onnx'] as const).filter((key) => options[key] !== undefined);
   if (sources.length !== 1) {
-    throw new ModelError(`give exactly one of dir, model or onnx for the surrogate (got ${sources.length ? sources.join(' and ') : 'none'})`);
+    throw new ModelError(`give exactly one of dir, model or onnx for the surrogate (path is dir’s other name; got ${sources.length ? sources.join(' and ') : 'none'})`);
   }
   checkSeed(options.reinit);
   if (options.engine !== undefined && !SURROGATE_ENGINES.includes(options.engine)) throw new ModelError(`engine must be one of ${SURROGATE_ENGINES.join(', ')}, got ${JSON.stringify(options.engine)}`);
+  const surrogate = await loadUnchecked(options);
+  const { path, dir, onnx, model, reinit } = options;
+  recordSurrogateOrigin(surrogate, { path: path ?? dir, onnx, model, reinit });
+  if (options.check) {
+    const { log = (line: string) => void process.stderr.write(`${line}\n`), ...checks } = options.check === true ? {} : options.check;
+    try {
+      for (const warning of await checkSurrogate(surrogate, checks)) log(surrogateWarningLine(warning));
+    } catch (error) {
+      surrogate.dispose();
+      throw error;
+    }
+  }
+  return surrogate;
+}
+
+async function loadUnchecked(options: LoadSurrogateOptions): Promise<SurrogateModel> {
   if (options.thread) {
-    const { thread: _, ...rest } = options;
+    const { thread: _, check: __, ...rest } = options;
     return loadThreadedSurrogate(rest);
   }
   if (options.backend !== undefined) throw new ModelError('backend applies to a threaded surrogate (thread: true); in this thread the surrogate uses the process’s backend (initBackend, MSD_BACKEND)');
   const output = parseSurrogateOutput(options.output);
-  const onnx = options.onnx ?? (options.dir?.toLowerCase().endsWith('.onnx') ? options.dir : undefined);
+  const path = options.path ?? options.dir;
+  const onnx = options.onnx ?? (path !== undefined && (await modelPathKind(path)) === 'onnx' ? path : undefined);
   if (onnx !== undefined) {
     return OnnxSurrogate.load(onnx, { reinit: options.reinit, output, chunkRows: options.chunkRows, inputShape: options.inputShape, outputName: options.outputName, threads: options.threads });
   }
@@ -78,18 +112,26 @@ export async function loadSurrogate(options: LoadSurrogateOptions): Promise<Surr
   const tfjsOptions: TfjsSurrogateOptions = { output, chunkRows: options.chunkRows, inputShape: options.inputShape, outputName: options.outputName, classes: options.classes };
   if (options.model) {
     if (options.reinit === undefined) return choose(options.model, tfjsOptions, options.usePlan);
-    if (options.model instanceof tf.GraphModel) throw new ModelError('reinit works on layers models and ONNX, not on a GraphModel (its weights are graph constants); load the layers model, or drop reinit');
+    if (options.model instanceof tf.GraphModel) return ownedSurrogate(await reinitGraphModel(options.model, options.reinit), tfjsOptions, options.usePlan);
     return ownedSurrogate(await reinitLayersModel(options.model, options.reinit), tfjsOptions, options.usePlan);
   }
-  const dir = options.dir as string;
+  const target = path as string;
   if (options.reinit !== undefined) {
-    // Only the topology is needed: the trained weights are never decoded.
-    const read = await readModelDir(dir);
-    if (read.kind === 'graph') throw new ModelError(`${read.file}: reinit works on layers models and ONNX, not on a graph model (its weights are graph constants); drop --reinit or use the layers model`);
+    // Only the topology (and, for a graph model, the manifest) is needed: the trained weights are never decoded.
+    const read = await readModelDir(target);
+    if (read.kind === 'graph') return ownedSurrogate(await loadGraphArtifacts(reinitGraphArtifacts(read.artifacts, options.reinit, read.file), read.file), tfjsOptions, options.usePlan);
     return ownedSurrogate(await reinitFromTopology(read.artifacts.modelTopology as object, options.reinit), tfjsOptions, options.usePlan);
   }
-  const { model } = await loadTfjsModel(dir);
+  const { model } = await loadTfjsModel(target);
   return ownedSurrogate(model, tfjsOptions, options.usePlan);
+}
+
+async function loadGraphArtifacts(artifacts: tf.io.ModelArtifacts, file: string): Promise<tf.GraphModel> {
+  try {
+    return await tf.loadGraphModel(tf.io.fromMemory(artifacts));
+  } catch (error) {
+    throw new ModelFileError(file, `not a loadable graph model (${error instanceof Error ? error.message : String(error)})`);
+  }
 }
 
 const GRAPH_NOT_CONVERTED = 'engine onnx converts layers models, not graph models; drop engine onnx, or convert the SavedModel to ONNX (tf2onnx) and load that';
@@ -103,11 +145,11 @@ async function onnxFromLayers(options: LoadSurrogateOptions, output: ReturnType<
     model = options.reinit === undefined ? options.model : await reinitLayersModel(options.model as LayersModel, options.reinit);
     owned = options.reinit !== undefined;
   } else if (options.reinit !== undefined) {
-    const read = await readModelDir(options.dir as string);
+    const read = await readModelDir((options.path ?? options.dir) as string);
     if (read.kind === 'graph') throw new ModelError(`${read.file}: ${GRAPH_NOT_CONVERTED}`);
     model = await reinitFromTopology(read.artifacts.modelTopology as object, options.reinit);
   } else {
-    model = (await loadTfjsModel(options.dir as string)).model;
+    model = (await loadTfjsModel((options.path ?? options.dir) as string)).model;
   }
   let bytes: Uint8Array;
   try {

@@ -3,6 +3,8 @@
  * layers model rebuilt from its topology alone, every weight re-drawn deterministically from
  * (seed, weight name). Kernels uniform in ±√(6/fan_in) (He), biases uniform in ±1/√fan_in, batch
  * norm gamma 1, beta 0, moving mean 0, moving variance 1. Same seed, same weights, on any backend.
+ * Graph models (graph-reinit.ts) and ONNX (onnx-graph.ts) follow the same rules, reading each
+ * weight's role from the nodes that use it.
  */
 import { seededRandom } from './random.js';
 import { tf, type LayersModel, type Tensor } from './tf.js';

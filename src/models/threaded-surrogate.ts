@@ -23,7 +23,7 @@ import { checkRows } from './surrogate-output.js';
 import type { SurrogateModel } from './surrogate-model.js';
 
 /** What crosses into the worker: everything but a model object (which cannot be cloned). */
-export type ThreadedSurrogateOptions = Omit<LoadSurrogateOptions, 'model' | 'thread' | 'backend'> & {
+export type ThreadedSurrogateOptions = Omit<LoadSurrogateOptions, 'model' | 'thread' | 'backend' | 'check'> & {
   /** Refused with a ModelError: a model object lives in this thread's TF.js. Pass its directory (`dir`) or an ONNX file instead. */
   model?: unknown;
   /** The worker's TF.js backend; default the main thread's current one (MSD_BACKEND, inherited, wins over both). */
@@ -63,7 +63,7 @@ export type ThreadReply =
   | { type: 'error'; id: number; error: SerialisedError };
 
 /** The options loadSurrogate reads, copied one by one so that nothing uncloneable travels. */
-const SERIALISABLE = ['dir', 'onnx', 'reinit', 'output', 'chunkRows', 'inputShape', 'outputName', 'classes', 'usePlan', 'threads', 'engine'] as const;
+const SERIALISABLE = ['path', 'dir', 'onnx', 'reinit', 'output', 'chunkRows', 'inputShape', 'outputName', 'classes', 'usePlan', 'threads', 'engine'] as const;
 
 const ERROR_CLASSES: Readonly<Record<string, new (message: string) => Error>> = {
   ModelError,

@@ -218,7 +218,11 @@ describe('GraphModel surrogate (hand-written graph model.json: MatMul, BiasAdd, 
       e.forEach((v, j) => assert.ok(Math.abs(probs.data[r * 3 + j] - v / total) < 1e-6, `row ${r} class ${j}`));
     }
     await assert.rejects(computeDefenseContextAsync(['surrogateGram'], x, 2, { surrogate }), /jacobian=last-layer/);
-    await assert.rejects(loadSurrogate({ dir, reinit: 1 }), /not on a graph model/);
+    // A graph model is re-initialised too (graph-reinit.test.ts covers it): the same shape, other weights.
+    const fresh = await loadSurrogate({ dir, inputShape: [3], reinit: 1 });
+    assert.equal(fresh.classes, 3);
+    assert.notDeepEqual(Array.from((await fresh.probsAsync(x, 2)).data), Array.from(probs.data));
+    fresh.dispose();
     surrogate.dispose();
   });
 });
