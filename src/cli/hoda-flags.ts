@@ -142,7 +142,8 @@ async function calibrationRows(path: string, width: number, inputs: InputOptions
     const files = await imageFiles(path);
     if (files.length === 0) fail(`--hoda-calibration ${path}: no .png, .jpg or .webp images in it or its sub-folders`);
     const { createInputReader, resolveInputOptions } = await import('../server/inputs/index.js');
-    const read = createInputReader(resolveInputOptions(inputs));
+    // The owner's own calibration folder, not a request: its image count and total pixels are not capped (each image's limits still hold).
+    const read = createInputReader({ ...resolveInputOptions(inputs), maxRequestPixels: Number.MAX_SAFE_INTEGER }, { maxRows: files.length });
     const images = await Promise.all(files.map(async (file) => (await readFile(file)).toString('base64')));
     const rows = await read({ kind: 'encoded-images', rows: images.length, images, where: path });
     if (rows.cols !== width) fail(`--hoda-calibration ${path}: images decode to ${rows.cols} values, the checkpoints take ${width}`);

@@ -19,6 +19,9 @@ export interface InputFlags {
   imageStrictChannels?: boolean;
   maxPixels?: string;
   maxImageBytes?: string;
+  maxImageSide?: string;
+  maxRequestPixels?: string;
+  maxConcurrentDecodes?: string;
 }
 
 export function registerInputFlags(command: Command): Command {
@@ -33,7 +36,10 @@ export function registerInputFlags(command: Command): Command {
     .option('--image-std <list>', 'per-channel std divided by after the mean, e.g. 0.229,0.224,0.225')
     .option('--image-strict-channels', 'refuse (400) images whose colour channels differ from --image-channels instead of converting them')
     .option('--max-pixels <n>', 'largest image accepted, width × height from its header (400 past it)')
-    .option('--max-image-bytes <n>', 'largest encoded image in bytes (413 past it)');
+    .option('--max-image-bytes <n>', 'largest encoded image in bytes (413 past it)')
+    .option('--max-image-side <n>', 'longest image side in pixels, from its header (400 past it; default 16384)')
+    .option('--max-request-pixels <n>', 'pixel budget of one request: its images’ width × height added up, from their headers, before any is decoded (413 past it; default 100000000)')
+    .option('--max-concurrent-decodes <n>', 'images decoded at once, all requests together (default: the number of CPUs)');
 }
 
 const fail = (message: string): never => {
@@ -69,6 +75,9 @@ export function inputOptionsFromFlags(flags: InputFlags): InputOptions | undefin
   }
   if (flags.maxPixels !== undefined) inputs.maxPixels = parseInteger(flags.maxPixels, '--max-pixels');
   if (flags.maxImageBytes !== undefined) inputs.maxImageBytes = parseInteger(flags.maxImageBytes, '--max-image-bytes');
+  if (flags.maxImageSide !== undefined) inputs.maxImageSide = parseInteger(flags.maxImageSide, '--max-image-side');
+  if (flags.maxRequestPixels !== undefined) inputs.maxRequestPixels = parseInteger(flags.maxRequestPixels, '--max-request-pixels');
+  if (flags.maxConcurrentDecodes !== undefined) inputs.maxConcurrentDecodes = parseInteger(flags.maxConcurrentDecodes, '--max-concurrent-decodes');
   const imageFlags = (['imageResize', 'imageChannels', 'imageLayout', 'imageScale', 'imageMean', 'imageStd', 'imageStrictChannels'] as const).filter((k) => flags[k] !== undefined);
   if (flags.imageSize === undefined) {
     if (imageFlags.length) fail(`${imageFlags.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')} need(s) --image-size, e.g. --image-size 224x224`);

@@ -11,7 +11,7 @@ import { ServingOptionError } from '../server/errors.js';
 import { PROTOCOLS } from '../server/protocols/index.js';
 import type { BatchingFlags } from './batching-flags.js';
 import type { InputFlags } from './image-flags.js';
-import { SURROGATE_ENGINE_HELP, SURROGATE_THREAD_HELP } from './surrogate-flags.js';
+import { REINIT_HELP, SURROGATE_ENGINE_HELP, SURROGATE_FROM_HELP, SURROGATE_HELP, SURROGATE_ONNX_HELP, SURROGATE_THREAD_HELP } from './surrogate-flags.js';
 
 /** Reads one value, from a flag (a string, or true for a switch, or string[] when repeatable) or from the config file (any JSON value). */
 type Validator<T> = { parse(value: unknown, name: string): T; repeatable?: boolean; switch?: boolean };
@@ -115,10 +115,10 @@ export const PROXY_FIELDS: readonly ProxyField[] = [
   { key: 'upstream', flags: '-u, --upstream <url>', help: 'base URL of the model server, e.g. http://127.0.0.1:8080 (required)', type: text },
   { key: 'protocol', flags: '--protocol <name>', help: `wire protocol: ${PROTOCOLS.join(', ')}`, type: oneOf(PROTOCOLS), default: 'kserve-v2' },
   { key: 'defense', flags: '-d, --defense <spec>', help: 'defense spec, e.g. "mad-argmax:eps=0.8" (see: msd perturb --list)', type: text, default: 'rounding:decimals=3' },
-  { key: 'surrogate', flags: '--surrogate <dir>', help: 'saved surrogate model for MAD (a model directory); it reads the request inputs as sent', type: text },
-  { key: 'surrogateFrom', flags: '--surrogate-from <dir>', help: 'surrogate from any TF.js model directory (layers or graph model, nsfwjs bundles) or an .onnx file', type: text },
-  { key: 'surrogateOnnx', flags: '--surrogate-onnx <file>', help: 'surrogate from an ONNX model (onnxruntime-node; forward-only, so no mad jacobian=full)', type: text },
-  { key: 'reinit', flags: '--reinit <seed>', help: 'with --surrogate-from/--surrogate-onnx/--surrogate: the same architecture, freshly initialised from this seed (the MAD paper’s best surrogate)', type: scalar },
+  { key: 'surrogate', flags: '--surrogate <path>', help: `${SURROGATE_HELP}; it reads the request inputs as sent, or as --input-scale/--image-* prepare them`, type: text },
+  { key: 'surrogateFrom', flags: '--surrogate-from <path>', help: SURROGATE_FROM_HELP, type: text },
+  { key: 'surrogateOnnx', flags: '--surrogate-onnx <file>', help: SURROGATE_ONNX_HELP, type: text },
+  { key: 'reinit', flags: '--reinit <seed>', help: REINIT_HELP, type: scalar },
   { key: 'surrogateThread', flags: '--surrogate-thread', help: SURROGATE_THREAD_HELP, type: flag },
   { key: 'surrogateEngine', flags: '--surrogate-engine <tfjs|onnx>', help: SURROGATE_ENGINE_HELP, type: oneOf(['tfjs', 'onnx']) },
   { key: 'inputScale', flags: '--input-scale <factor>', help: 'multiply numeric request inputs by this before the surrogate sees them, e.g. 1/255 for 0..255 pixels', type: scalar },
@@ -132,6 +132,9 @@ export const PROXY_FIELDS: readonly ProxyField[] = [
   { key: 'imageStrictChannels', flags: '--image-strict-channels', help: 'refuse (400) images whose colour channels differ from --image-channels instead of converting them', type: flag },
   { key: 'maxPixels', flags: '--max-pixels <n>', help: 'largest image accepted, width × height from its header (400 past it)', type: scalar },
   { key: 'maxImageBytes', flags: '--max-image-bytes <n>', help: 'largest encoded image in bytes (413 past it)', type: scalar },
+  { key: 'maxImageSide', flags: '--max-image-side <n>', help: 'longest image side in pixels, from its header (400 past it; default 16384)', type: scalar },
+  { key: 'maxRequestPixels', flags: '--max-request-pixels <n>', help: 'pixel budget of one request: its images’ width × height added up, from their headers, before any is decoded (413 past it; default 100000000)', type: scalar },
+  { key: 'maxConcurrentDecodes', flags: '--max-concurrent-decodes <n>', help: 'images decoded at once, all requests together (default: the number of CPUs)', type: scalar },
   { key: 'batchWindowMs', flags: '--batch-window-ms <ms>', help: 'milliseconds a surrogate batch waits for concurrent requests to join it (default 2)', type: scalar },
   { key: 'maxBatchRows', flags: '--max-batch-rows <n>', help: 'rows per surrogate forward pass; larger requests are split and take turns (default 32)', type: scalar },
   { key: 'maxQueueRows', flags: '--max-queue-rows <n>', help: 'rows waiting for the surrogate past which requests get 503 with Retry-After (default 16384)', type: scalar },

@@ -3,7 +3,8 @@
  * victim's training checkpoints (calibrated on the first half of the MNIST test split) when the
  * cached victim has them.
  */
-import { calibrateHodaOnHeldOut, checkpointHardness, loadCheckpointModels, loadModel, type LayersModel } from '../models/index.js';
+import { calibrateHodaOnHeldOut, loadCheckpointModels, loadModel, type LayersModel } from '../models/index.js';
+import { chunkedHardness } from '../server/demo/hardness.js';
 import type { ClientsOptions } from '../server/clients/options.js';
 import { clientOptionsFromFlags, type ClientFlags } from './client-flags.js';
 import { detectionFromFlags, type DetectionFlags, type DetectionSetup } from './detection-flags.js';
@@ -39,7 +40,8 @@ export async function serveDetection(flags: ClientFlags & DetectionFlags, modelD
   }
   const setup = detectionFromFlags({ ...flags, detection: options }, true, noiseSecret)!;
   const clients = clientOptionsFromFlags(flags, process.env, setup.detection)!;
-  if (checkpoints) clients.hardness = (inputs) => checkpointHardness(checkpoints, inputs.data, inputs.rows);
+  // In chunks, the event loop served between them: a large request must not hold the others (health checks included).
+  if (checkpoints) clients.hardness = chunkedHardness(checkpoints);
   return {
     clients,
     setup,

@@ -15,7 +15,7 @@ import { initBackend, loadSurrogate, ModelError, Surrogate, type SurrogateModel 
 import { buildDemoApp, DEMO_DEFENSE, DEMO_INPUT_NAME, type DemoApp } from '../server/demo/app.js';
 import { loadOrTrainDemoVictim } from '../server/demo/victim.js';
 import { ServingOptionError } from '../server/errors.js';
-import { closeOnSignals } from '../server/lifecycle.js';
+import { closeOnSignals, drainingServer, type DrainingServer } from '../server/lifecycle.js';
 import { createLogger } from '../server/logger.js';
 import { batchedSurrogateContext } from '../server/batching/batched-context.js';
 import { checkSurrogateForNeeds } from '../server/surrogate-context.js';
@@ -33,6 +33,7 @@ interface ServeFlags extends BatchingFlags, SurrogateFlags, ClientFlags, Detecti
   modelDir?: string;
   secret?: string;
   logLevel: string;
+  shutdownTimeoutMs: string;
 }
 
 const MODEL_NAME = 'mnist';
@@ -51,11 +52,13 @@ export function registerServeCommand(program: Command): void {
     .option('--model-dir <dir>', 'where the trained victim is cached (default .cache/models/demo-mnist-mlp)')
     .option('--surrogate <dir>', 'a saved surrogate model for MAD (default: a seeded, untrained MLP, as in the paper)')
     .option('--secret <secret>', 'secret keying deterministic noise (default: env MSD_NOISE_SECRET)')
-    .option('--log-level <level>', 'pino log level (one JSON line per request)', 'info');
+    .option('--log-level <level>', 'pino log level (one JSON line per request)', 'info')
+    .option('--shutdown-timeout-ms <ms>', 'on SIGTERM, how long in-flight requests may take to finish before their connections are closed', '10000');
   addDetectionFlags(addClientFlags(addSurrogateFlags(command)))
     .action(async (flags: ServeFlags) => {
       const port = integerFlag(flags.port, '--port', 0, fail);
       const epochs = integerFlag(flags.epochs, '--epochs', 1, fail);
+      const shutdownTimeoutMs = integerFlag(flags.shutdownTimeoutMs, '--shutdown-timeout-ms', 1, fail);
       const batching = batchingFromFlags(flags, fail);
       const surrogateSource = surrogateSourceFromFlags(flags, fail);
       const noiseSecret = flags.secret ?? process.env.MSD_NOISE_SECRET;
@@ -105,6 +108,7 @@ export function registerServeCommand(program: Command): void {
         throw error;
       }
       let server: Server;
+      let draining: DrainingServer;
       // The surrogate's and the victim's forward passes are asynchronous and batched: a large request cannot stall the others.
       if (surrogate) {
         try {
@@ -131,6 +135,7 @@ export function registerServeCommand(program: Command): void {
           const s = demo!.app.listen(port, flags.host, () => resolve(s));
           s.once('error', reject);
         });
+        draining = drainingServer(server);
         const address = server.address();
         const base = `http://${flags.host}:${typeof address === 'object' && address ? address.port : port}`;
         const requestFile = join(cacheRoot, 'demo-request.json');
@@ -152,10 +157,8 @@ export function registerServeCommand(program: Command): void {
         throw error;
       }
       closeOnSignals(async () => {
-        await new Promise<void>((resolve) => {
-          server.close(() => resolve());
-          server.closeAllConnections();
-        });
+        // The answers in flight finish first (up to --shutdown-timeout-ms); the models are disposed after.
+        await draining.close(shutdownTimeoutMs);
         await demo?.close();
         await context?.close();
         surrogate?.dispose();

@@ -76,11 +76,13 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
   /** The ticket's observer: the client's observation, then the defense its assessment names. */
   const observerFor = (req: Request, ticket: ClientTicket) => async (probs: Parameters<ClientGate['observe']>[1]) => {
     let inputs: InputRows | undefined;
+    if (gate!.requiresInputs && req.body === undefined) throw new ServingError('client detection needs the request body: mount express.json() before poisonPredictions', 500, 'defense_failed');
     if (gate!.observeInputs && req.body !== undefined) {
       try {
         inputs = await readInputs(req);
-      } catch {
-        // Inputs the codec cannot read: the detectors see the probabilities only.
+      } catch (error) {
+        // A detector that needs the inputs would be blind to this request: refused (400), never observed as if seen.
+        if (gate!.requiresInputs) throw gate!.unreadableInputs(error);
       }
     }
     return gate!.observe(ticket, probs, inputs, currentChoice.get(req) ?? null);
@@ -229,7 +231,18 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
       return;
     }
     // Admission before the route runs: a refused or throttled client costs no model work.
-    gate.admit(req).then(
+    const admitted = gate.admit(req).then(async (ticket) => {
+      // Inputs a detector needs but cannot read: refused before the route spends model work on them.
+      if (gate.requiresInputs && req.body !== undefined) {
+        try {
+          await readInputs(req);
+        } catch (error) {
+          throw gate.unreadableInputs(error);
+        }
+      }
+      return ticket;
+    });
+    admitted.then(
       (ticket) => defendResponse(req, res, next, ticket),
       (error: unknown) => {
         const outcome = perturber.failure(resolved.defense.spec, error);

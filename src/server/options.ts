@@ -9,7 +9,7 @@ import { ServingError, ServingOptionError } from './errors.js';
 import { createServingMetrics, type ServingMetrics } from './metrics.js';
 import type { ContextProvider, FailureMode } from './perturber.js';
 import { createInputReader, resolveInputOptions, type InputOptions, type InputReader } from './inputs/index.js';
-import { resolveCodec, type Codec, type InputRows, type ProtocolConfig, type ProtocolName } from './protocols/index.js';
+import { isEncodedImages, resolveCodec, type Codec, type InputRows, type ProtocolConfig, type ProtocolName } from './protocols/index.js';
 import { createClientGate, type ClientGate } from './clients/gate.js';
 import type { ClientsOptions } from './clients/options.js';
 import { lacksGram } from './provider-capabilities.js';
@@ -62,8 +62,12 @@ export interface ResolvedServing<Req> {
   context?: ContextProvider;
   metrics: ServingMetrics;
   logger?: Logger;
-  /** The request's inputs as the surrogate takes them: the codec finds them, the inputs stage decodes and preprocesses. */
-  readInputs: (body: unknown) => InputRows | Promise<InputRows>;
+  /**
+   * The request's inputs as the surrogate takes them: the codec finds them, the inputs stage decodes
+   * and preprocesses. `beforeDecode` is called with the number of encoded images before any is read
+   * (the proxy asks the surrogate's queue then, 503 before the decoding work).
+   */
+  readInputs: (body: unknown, beforeDecode?: (rows: number) => void) => InputRows | Promise<InputRows>;
   clients?: ClientGate;
   /** With clients: the admin route's token and path, when enabled. */
   clientsAdmin?: { token: string; path?: string; limit?: number };
@@ -111,8 +115,13 @@ export function resolveServingOptions<Req>(options: ServingOptions<Req>): Resolv
     if (noGram) throw new ServingOptionError(`${where} (${candidate.spec}): ${noGram}`);
   }
   const codec = resolveCodec(options.protocol);
-  const reader: InputReader = createInputReader(resolveInputOptions(options.inputs));
-  const readInputs = (body: unknown) => reader(codec.readInputs(body));
+  // Images over the context's row limit are refused (413) before any is read.
+  const reader: InputReader = createInputReader(resolveInputOptions(options.inputs), { maxRows: options.context?.maxRowsPerRequest });
+  const readInputs = (body: unknown, beforeDecode?: (rows: number) => void) => {
+    const found = codec.readInputs(body);
+    if (beforeDecode && isEncodedImages(found)) beforeDecode(found.rows);
+    return reader(found);
+  };
   const metrics = createServingMetrics({ registry: options.registry, prefix: options.metricsPrefix });
   options.context?.useMetrics?.(metrics);
   const clients = options.clients ? createClientGate(options.clients as ClientsOptions<never>, { defense, tiers, metrics, logger: options.logger }) : undefined;

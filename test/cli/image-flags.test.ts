@@ -30,6 +30,26 @@ describe('image input flags', () => {
     assert.equal(inputOptionsFromFlags({}), undefined);
   });
 
+  it('translate the request limits on images (side, pixel budget, concurrent decodes)', () => {
+    const inputs = inputOptionsFromFlags({ maxImageSide: '8192', maxRequestPixels: '5000000', maxConcurrentDecodes: '2' });
+    assert.deepEqual(inputs, { maxImageSide: 8192, maxRequestPixels: 5_000_000, maxConcurrentDecodes: 2 });
+    const resolved = resolveInputOptions(inputs);
+    assert.deepEqual([resolved.maxImageSide, resolved.maxRequestPixels, resolved.maxConcurrentDecodes], [8192, 5_000_000, 2]);
+    for (const [flags, message] of [
+      [{ maxImageSide: '0' }, /--max-image-side must be a positive integer, got "0"/],
+      [{ maxRequestPixels: '1e9x' }, /--max-request-pixels must be a positive integer/],
+      [{ maxConcurrentDecodes: '1.5' }, /--max-concurrent-decodes must be a positive integer/],
+    ] as const) {
+      assert.throws(() => inputOptionsFromFlags(flags), (e: Error) => e instanceof ServingOptionError && message.test(e.message), JSON.stringify(flags));
+    }
+  });
+
+  it('msd proxy takes --max-request-pixels and refuses a bad --max-image-side, exiting 2', () => {
+    const result = runCli(['proxy', '--upstream', 'http://127.0.0.1:9', '--max-request-pixels', '1000', '--max-image-side', '70000', '--port', '0']);
+    assert.equal(result.status, 2);
+    assert.match(result.stderr, /proxy: inputs: maxImageSide must be an integer from 1 to 65535, got 70000/);
+  });
+
   it('refuse bad values, naming the flag', () => {
     const bad: [Record<string, unknown>, RegExp][] = [
       [{ imageSize: '224' }, /--image-size must be WIDTHxHEIGHT such as 224x224, got "224"/],

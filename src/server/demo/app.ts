@@ -19,12 +19,13 @@ import { ServingError } from '../errors.js';
 import { mapContextInputs } from '../batching/batched-context.js';
 import { createBatcher, type Batcher } from '../batching/batcher.js';
 import { resolveBatching, type BatchingOptions } from '../batching/options.js';
-import { createHttpLogger } from '../logger.js';
+import { createHttpLogger, redactingHeaders } from '../logger.js';
 import { poisonPredictions, type PoisonPredictionsMiddleware } from '../middleware.js';
 import type { DefenseOption } from '../options.js';
 import type { ContextProvider } from '../perturber.js';
-import { isEncodedImages, kserveV2Codec } from '../protocols/index.js';
+import { kserveV2Codec } from '../protocols/index.js';
 import { pixelsInUnitRange } from './pixels.js';
+import { DEFAULT_ADMIN_PATH } from '../clients/admin.js';
 import type { ClientsOptions } from '../clients/options.js';
 import type { InputRows } from '../protocols/index.js';
 
@@ -84,7 +85,10 @@ export function buildDemoApp(options: DemoAppOptions): DemoApp {
 
   const app = express();
   app.disable('x-powered-by');
-  if (options.logger) app.use(createHttpLogger(options.logger));
+  // The request line never carries a client's API key, whatever header holds it (as in the proxy).
+  const identity = options.clients?.identity;
+  const identityHeader = typeof identity === 'string' && identity.startsWith('header:') ? [identity.slice(7)] : [];
+  if (options.logger) app.use(createHttpLogger(redactingHeaders(options.logger, identityHeader)));
   const metadata = {
     name,
     versions: ['1'],
@@ -98,20 +102,26 @@ export function buildDemoApp(options: DemoAppOptions): DemoApp {
   app.get(`/v2/models/${name}`, (_req, res) => void res.json(metadata));
   app.get(`/v2/models/${name}/ready`, (_req, res) => void res.json({ name, ready: true }));
   app.get('/metrics', guard.metricsHandler);
+  // With clients.admin (msd serve --admin-token-env): the suspicious clients, behind their bearer token.
+  if (guard.adminHandler) app.all(options.clients?.admin?.path ?? DEFAULT_ADMIN_PATH, guard.adminHandler);
 
   const batched = options.batching && batchedForward(model, options.batching);
   app.post(`/v2/models/${name}/infer`, express.json({ limit: options.bodyLimit ?? '20mb' }), guard, (req, res, next) => {
-    const read = codec.readInputs(req.body);
-    if (isEncodedImages(read)) throw new ServingError(`the demo model takes a numeric tensor, not encoded images`, 400, 'bad_request');
-    const inputs = pixelsInUnitRange(read);
-    if (inputs.cols !== features) throw new ServingError(`input "${DEMO_INPUT_NAME}" has ${inputs.cols} values per row; the model takes ${features}`, 400, 'bad_request');
-    const answer = (probs: Float32Array): void => {
-      const id = typeof req.body?.id === 'string' ? { id: req.body.id } : {};
-      res.json({ model_name: name, model_version: '1', ...id, outputs: [{ name: DEMO_OUTPUT_NAME, shape: [inputs.rows, classes], datatype: 'FP32', data: Array.from(probs) }] });
-    };
-    if (!batched) return answer(predictProbs(model, inputs.data, inputs.rows));
-    if (inputs.rows > batched.maxRowsPerRequest) throw new ServingError(`${inputs.rows} input rows; at most ${batched.maxRowsPerRequest} per request are accepted, split the batch`, 413, 'too_large');
-    batched.batcher.submit(inputs.data, inputs.rows).then(answer, next);
+    // express.json leaves no body for another content type: the client's 400, not the guard's 500.
+    if (req.body === undefined) throw new ServingError('send the request as JSON (content-type: application/json)', 400, 'bad_request');
+    // The guard's reading of the inputs (once per request, shared with the defense and the detectors):
+    // malformed, too deeply nested or non-finite (1e400) inputs are the client's 400, not the model's 500.
+    guard.inputsOf(req).then((read) => {
+      const inputs = pixelsInUnitRange(read);
+      if (inputs.cols !== features) throw new ServingError(`input "${DEMO_INPUT_NAME}" has ${inputs.cols} values per row; the model takes ${features}`, 400, 'bad_request');
+      const answer = (probs: Float32Array): void => {
+        const id = typeof req.body?.id === 'string' ? { id: req.body.id } : {};
+        res.json({ model_name: name, model_version: '1', ...id, outputs: [{ name: DEMO_OUTPUT_NAME, shape: [inputs.rows, classes], datatype: 'FP32', data: Array.from(probs) }] });
+      };
+      if (!batched) return answer(predictProbs(model, inputs.data, inputs.rows));
+      if (inputs.rows > batched.maxRowsPerRequest) throw new ServingError(`${inputs.rows} input rows; at most ${batched.maxRowsPerRequest} per request are accepted, split the batch`, 413, 'too_large');
+      return batched.batcher.submit(inputs.data, inputs.rows).then(answer);
+    }).catch(next);
   });
 
   // Errors in the protocol's style: {"error": "..."}; malformed JSON from express.json is a 400.

@@ -4,6 +4,7 @@
  * what to write instead.
  */
 import { CHANNEL_ORDERS, IMAGE_LAYOUTS, channelCount, type ChannelOrder, type ImageLayout, type PixelPreprocessing } from '../../models/preprocess.js';
+import { availableParallelism } from 'node:os';
 import { ServingOptionError } from '../errors.js';
 
 export type ResizeMode = 'stretch' | 'cover' | 'contain';
@@ -41,6 +42,21 @@ export interface InputOptions {
   maxPixels?: number;
   /** Largest encoded image, bytes after base64 decoding (413 past it). Default 8 MiB. */
   maxImageBytes?: number;
+  /**
+   * Longest side of an image, in pixels, read from its header before decoding (400 past it). Default
+   * 16384. A thin image (1 × 20,000,000) passes maxPixels but costs seconds to decode, row by row.
+   */
+  maxImageSide?: number;
+  /**
+   * Pixel budget of one request: the images' width × height (from their headers) added up, checked
+   * before any is decoded (413 past it). Default 100,000,000.
+   */
+  maxRequestPixels?: number;
+  /**
+   * Images decoded at once by one middleware or proxy, all requests together (sharp decodes off the
+   * event loop, in libvips threads); the others wait their turn. Default: the number of CPUs.
+   */
+  maxConcurrentDecodes?: number;
   /** Multiplies numeric input tensors (not images) before the surrogate sees them, e.g. 1/255 for 0..255 pixels. Default 1. */
   numericScale?: number;
 }
@@ -49,12 +65,20 @@ export interface ResolvedInputOptions {
   image?: PixelPreprocessing & { resize: ResizeMode; strictChannels: boolean };
   maxPixels: number;
   maxImageBytes: number;
+  maxImageSide: number;
+  maxRequestPixels: number;
+  maxConcurrentDecodes: number;
   numericScale: number;
 }
 
 export const DEFAULT_MAX_PIXELS = 24_000_000;
 export const DEFAULT_MAX_IMAGE_BYTES = 8 * 1024 * 1024;
-const INPUT_OPTION_NAMES = ['image', 'maxPixels', 'maxImageBytes', 'numericScale'];
+export const DEFAULT_MAX_IMAGE_SIDE = 16384;
+export const DEFAULT_MAX_REQUEST_PIXELS = 100_000_000;
+/** The largest maxImageSide accepted (a JPEG header cannot declare a longer side). */
+const MAX_IMAGE_SIDE_LIMIT = 65535;
+const MAX_CONCURRENT_DECODES_LIMIT = 1024;
+const INPUT_OPTION_NAMES = ['image', 'maxPixels', 'maxImageBytes', 'maxImageSide', 'maxRequestPixels', 'maxConcurrentDecodes', 'numericScale'];
 const IMAGE_OPTION_NAMES = ['width', 'height', 'resize', 'channels', 'layout', 'scale', 'mean', 'std', 'strictChannels'];
 /** Past this a side is surely a typo (and a tensor of it would not fit in memory). */
 const MAX_SIDE = 16384;
@@ -98,12 +122,17 @@ function unknownKeys(record: object, allowed: readonly string[], where: string):
 }
 
 export function resolveInputOptions(options: InputOptions | undefined): ResolvedInputOptions {
-  if (options === undefined) return { maxPixels: DEFAULT_MAX_PIXELS, maxImageBytes: DEFAULT_MAX_IMAGE_BYTES, numericScale: 1 };
+  if (options === undefined) {
+    return { maxPixels: DEFAULT_MAX_PIXELS, maxImageBytes: DEFAULT_MAX_IMAGE_BYTES, maxImageSide: DEFAULT_MAX_IMAGE_SIDE, maxRequestPixels: DEFAULT_MAX_REQUEST_PIXELS, maxConcurrentDecodes: availableParallelism(), numericScale: 1 };
+  }
   if (typeof options !== 'object' || options === null || Array.isArray(options)) fail('must be an object, e.g. { image: { width: 224, height: 224, scale: 1 / 255 } }');
   unknownKeys(options, INPUT_OPTION_NAMES, '');
   const resolved: ResolvedInputOptions = {
     maxPixels: positiveInteger(options.maxPixels, 'maxPixels', DEFAULT_MAX_PIXELS),
     maxImageBytes: positiveInteger(options.maxImageBytes, 'maxImageBytes', DEFAULT_MAX_IMAGE_BYTES),
+    maxImageSide: positiveInteger(options.maxImageSide, 'maxImageSide', DEFAULT_MAX_IMAGE_SIDE, MAX_IMAGE_SIDE_LIMIT),
+    maxRequestPixels: positiveInteger(options.maxRequestPixels, 'maxRequestPixels', DEFAULT_MAX_REQUEST_PIXELS),
+    maxConcurrentDecodes: positiveInteger(options.maxConcurrentDecodes, 'maxConcurrentDecodes', availableParallelism(), MAX_CONCURRENT_DECODES_LIMIT),
     numericScale: positiveNumber(options.numericScale, 'numericScale', '0.00392156862745098 (1/255)'),
   };
   const image = options.image;

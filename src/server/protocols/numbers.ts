@@ -17,19 +17,50 @@ export function shortestFloat32(value: number): number {
   return value;
 }
 
-/** Appends the numbers of a (possibly nested) JSON array to `out`; returns false on anything that is not a number or an array. */
-export function flattenNumbers(value: unknown, out: number[]): boolean {
+/**
+ * How deep a request's arrays may nest: a tensor of rank 32 is already far past any model's input
+ * (an image batch is rank 4 or 5), and the readers below walk the nesting without recursion anyway.
+ */
+export const MAX_NESTING = 32;
+
+/** Why flattenNumbers stopped: a value that is neither a number nor an array, or arrays nested deeper than allowed. */
+export type FlattenProblem = 'not-numbers' | 'too-deep';
+
+/**
+ * Appends the numbers of a (possibly nested) JSON array to `out`, in order. Iterative, with an
+ * explicit stack: a body nested 10,000 levels deep costs no call stack, and is refused past
+ * `maxDepth` levels of arrays. Returns undefined when done, or the problem that stopped it.
+ */
+export function flattenNumbers(value: unknown, out: number[], maxDepth = MAX_NESTING): FlattenProblem | undefined {
   if (typeof value === 'number') {
     out.push(value);
-    return true;
+    return undefined;
   }
-  if (!Array.isArray(value)) return false;
-  for (let i = 0; i < value.length; i++) {
-    const item: unknown = value[i];
-    if (typeof item === 'number') out.push(item);
-    else if (!flattenNumbers(item, out)) return false;
+  if (!Array.isArray(value)) return 'not-numbers';
+  const arrays: unknown[][] = [value];
+  const positions: number[] = [0];
+  while (arrays.length > 0) {
+    const top = arrays.length - 1;
+    const array = arrays[top];
+    const i = positions[top];
+    if (i === array.length) {
+      arrays.pop();
+      positions.pop();
+      continue;
+    }
+    positions[top] = i + 1;
+    const item: unknown = array[i];
+    if (typeof item === 'number') {
+      out.push(item);
+    } else if (Array.isArray(item)) {
+      if (arrays.length >= maxDepth) return 'too-deep';
+      arrays.push(item);
+      positions.push(0);
+    } else {
+      return 'not-numbers';
+    }
   }
-  return true;
+  return undefined;
 }
 
 /** Row r of a batch as compact JSON numbers. */
@@ -91,7 +122,9 @@ export function inputsToRows(rows: readonly unknown[]): { rows: number; cols: nu
   const flat: number[][] = [];
   for (let r = 0; r < rows.length; r++) {
     const values: number[] = [];
-    if (!flattenNumbers(rows[r], values)) return `input row ${r} is not a (nested) array of numbers`;
+    const problem = flattenNumbers(rows[r], values);
+    if (problem === 'too-deep') return `input row ${r} is nested deeper than ${MAX_NESTING} levels`;
+    if (problem) return `input row ${r} is not a (nested) array of numbers`;
     if (r > 0 && values.length !== flat[0].length) return `input row ${r} has ${values.length} values, expected ${flat[0].length} like row 0`;
     flat.push(values);
   }

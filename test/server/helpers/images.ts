@@ -47,3 +47,29 @@ export function noisePng(width: number, height: number, seed = 1): Promise<Buffe
 }
 
 export const b64 = (bytes: Buffer): string => bytes.toString('base64');
+
+/**
+ * A real, valid width × height black RGB PNG, written by hand (sharp would take seconds to encode a
+ * tall one): its rows deflate to almost nothing, so a 1 × 20,000,000 image is about 78 KB.
+ */
+export function blackPng(width: number, height: number): Buffer {
+  const chunk = (type: string, data: Buffer): Buffer => {
+    const length = Buffer.alloc(4);
+    length.writeUInt32BE(data.length);
+    const typed = Buffer.concat([Buffer.from(type, 'latin1'), data]);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(zlib.crc32(typed));
+    return Buffer.concat([length, typed, crc]);
+  };
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header[8] = 8; // bits per sample
+  header[9] = 2; // RGB
+  // Each row: filter byte 0, then width × 3 zero bytes.
+  const pixels = zlib.deflateSync(Buffer.alloc(height * (1 + width * 3)), { level: 9 });
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', header), chunk('IDAT', pixels), chunk('IEND', Buffer.alloc(0))]);
+}
+
+/** Base64 text that passes the base64 and format checks (a PNG signature) but is no image: reading its header fails with 400. */
+export const corruptPngText = (): string => Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), Buffer.from('not a PNG header at all')]).toString('base64');

@@ -13,8 +13,8 @@ export interface ServeCommand {
   stop(): Promise<number | null>;
 }
 
-export async function startServeCommand(args: string[]): Promise<ServeCommand> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', ...args, '--port', '0'], { cwd: root });
+export async function startServeCommand(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<ServeCommand> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', ...args, '--port', '0'], { cwd: root, env });
   let stdout = '';
   let stderr = '';
   const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
