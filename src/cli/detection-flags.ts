@@ -122,7 +122,7 @@ export function detectionFromFlags(flags: DetectionFlags & { clientId?: string }
       throw error;
     }
     if ((needs.includes('surrogate') || needs.includes('surrogateGram')) && !surrogate) {
-      throw new ServingOptionError(`tier "${name}" (${spec}) needs a surrogate model: pass --surrogate DIR, or choose a ladder without MAD, e.g. --detection '{"policy":{"steps":["reverse-sigmoid","argmax"]}}'`);
+      throw new ServingOptionError(`tier "${name}" (${spec}) needs a surrogate model: pass --surrogate PATH, or choose a ladder without MAD, e.g. --detection '{"policy":{"steps":["reverse-sigmoid","argmax"]}}'`);
     }
     if (needs.includes('misinformation')) throw new ServingOptionError(`tier "${name}" (${spec}) needs a misinformation model, which the command line does not load`);
   }

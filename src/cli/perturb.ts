@@ -49,7 +49,6 @@ export function registerPerturbCommand(program: Command): void {
     .option('--logits', 'the rows are logits, not probabilities')
     .option('--secret <secret>', 'secret that keys deterministic noise (default: env MSD_NOISE_SECRET, else random per run)')
     .option('--inputs <file>', 'model inputs, one row per probability row (JSON array of rows): computes missing context with the models below, and keys the noise')
-    .option('--surrogate <dir>', 'saved surrogate model directory (for mad when the input has no "surrogateProbs")')
     .option('--misinformation <dir>', 'saved misinformation model directory (for misinformation when the input has no "misinformationProbs")')
     .option('--list', 'list the defenses and their parameters');
   addSurrogateFlags(command)

@@ -64,7 +64,7 @@ function neededContext(flags: ProxySettings, noiseSecret: string | undefined): r
     throw error;
   }
   if ((needs.includes('surrogate') || needs.includes('surrogateGram')) && !surrogateSourceFromFlags(flags, refuse)) {
-    throw new ServingOptionError(`defense "${flags.defense}" needs a surrogate model: pass --surrogate-from DIR|FILE.onnx (with --reinit SEED for the victim's architecture freshly initialised) or --surrogate DIR (a model directory, e.g. one saved by \`msd train\`)`);
+    throw new ServingOptionError(`defense "${flags.defense}" needs a surrogate model: pass --surrogate PATH (a TF.js model's JSON file or directory, or an ONNX file), with --reinit SEED for the victim's architecture freshly initialised`);
   }
   if (needs.includes('misinformation')) throw new ServingOptionError(`defense "${flags.defense}" needs a misinformation model, which the proxy does not load; use it through the middleware (poisonPredictions with a context)`);
   return needs;

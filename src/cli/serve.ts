@@ -5,10 +5,10 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import type { Server } from 'node:http';
-import { dirname, join, relative } from 'node:path';
+import { dirname, isAbsolute, join, relative } from 'node:path';
 import type { Command } from 'commander';
 import { failCommand, integerFlag } from './flags.js';
-import { addSurrogateFlags, surrogateSourceFromFlags, type SurrogateFlags } from './surrogate-flags.js';
+import { addSurrogateFlags, surrogateSourceFromFlags, type SurrogateFlags, SURROGATE_HELP } from './surrogate-flags.js';
 import { DefenseError, parseDefense, type ContextNeed } from '../defenses/index.js';
 import { defaultCacheRoot, loadDataset } from '../eval/datasets.js';
 import { initBackend, loadSurrogate, ModelError, Surrogate, type SurrogateModel } from '../models/index.js';
@@ -50,7 +50,7 @@ export function registerServeCommand(program: Command): void {
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--epochs <n>', 'training epochs on the first start', '3')
     .option('--model-dir <dir>', 'where the trained victim is cached (default .cache/models/demo-mnist-mlp)')
-    .option('--surrogate <dir>', 'a saved surrogate model for MAD (default: a seeded, untrained MLP, as in the paper)')
+    .option('--surrogate <path>', `${SURROGATE_HELP} (default: a seeded, untrained MLP, as in the paper)`)
     .option('--secret <secret>', 'secret keying deterministic noise (default: env MSD_NOISE_SECRET)')
     .option('--log-level <level>', 'pino log level (one JSON line per request)', 'info')
     .option('--shutdown-timeout-ms <ms>', 'on SIGTERM, how long in-flight requests may take to finish before their connections are closed', '10000');
@@ -102,7 +102,7 @@ export function registerServeCommand(program: Command): void {
       if (detecting) process.stderr.write(`${detecting.summary}\n`);
       let surrogate: SurrogateModel | undefined;
       try {
-        surrogate = needs.length === 0 && !detecting ? undefined : surrogateSource ? await loadSurrogate(surrogateSource) : Surrogate.random({ arch: 'mlp', inputShape: [features], classes: dataset.classes, seed: 7 });
+        surrogate = needs.length === 0 && !detecting ? undefined : surrogateSource ? await loadSurrogate({ ...surrogateSource, check: { victim: modelDir } }) : Surrogate.random({ arch: 'mlp', inputShape: [features], classes: dataset.classes, seed: 7 });
       } catch (error) {
         if (error instanceof ModelError) fail(error.message);
         throw error;
@@ -142,7 +142,9 @@ export function registerServeCommand(program: Command): void {
         const image = Array.from(dataset.test.x.subarray(0, features), (v) => Math.round(v * 255));
         await mkdir(dirname(requestFile), { recursive: true });
         await writeFile(requestFile, `${JSON.stringify({ inputs: [{ name: DEMO_INPUT_NAME, shape: [1, features], datatype: 'UINT8', data: image }] })}\n`);
-        const shown = relative(process.cwd(), requestFile) || requestFile;
+        // Relative only below the working directory; elsewhere (the installed package's cache) the absolute path pastes anywhere.
+        const below = relative(process.cwd(), requestFile);
+        const shown = below && !below.startsWith('..') && !isAbsolute(below) ? below : requestFile;
         process.stdout.write(
           [
             `demo model server on ${base}, defense ${demo.guard.defense.spec}`,

@@ -58,7 +58,7 @@ describe('msd proxy with client detection', () => {
     assert.match(unknown.stderr, /policy step "strong" names no tier: add --tier strong=SPEC/);
     const mad = runCli([...base, '--tier', 'mad-argmax=mad-argmax:eps=0.8']);
     assert.equal(mad.status, 2);
-    assert.match(mad.stderr, /tier "mad-argmax" \(mad-argmax:eps=0.8\) needs a surrogate model: pass --surrogate DIR/);
+    assert.match(mad.stderr, /tier "mad-argmax" \(mad-argmax:eps=0.8\) needs a surrogate model: pass --surrogate PATH/);
     const badOptions = runCli([...base, '--detection', '{"prada":{"delta":7}}']);
     assert.equal(badOptions.status, 2);
     assert.match(badOptions.stderr, /--detection: detection option prada.delta must be/);

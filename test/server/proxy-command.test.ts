@@ -95,7 +95,7 @@ describe('msd proxy', () => {
   it('exits 2 with a clear message on a bad defense or protocol, or MAD without a surrogate', () => {
     const noSurrogate = runCli(['proxy', '--upstream', upstream.url, '--defense', 'mad:eps=0.5']);
     assert.equal(noSurrogate.status, 2);
-    assert.match(noSurrogate.stderr, /needs a surrogate model: pass --surrogate-from DIR.*or --surrogate DIR/);
+    assert.match(noSurrogate.stderr, /needs a surrogate model: pass --surrogate PATH .*--reinit SEED/);
     const badDefense = runCli(['proxy', '--upstream', upstream.url, '--defense', 'mad:eps=7']);
     assert.equal(badDefense.status, 2);
     assert.match(badDefense.stderr, /proxy: defense: mad: eps=7 exceeds/);
