@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import request from 'supertest';
@@ -44,5 +44,19 @@ describe('msd serve (the demo)', () => {
       exitCode = await serve.stop();
     }
     assert.equal(exitCode, 0, serve.stderr());
+  });
+
+  it('prints the request file absolutely when its cache lies outside the working directory (as when installed)', async () => {
+    const cache = await mkdtemp(join(tmpdir(), 'msd-serve-cache-'));
+    const serve = await startServeCommand(['--model-dir', modelDir, '--defense', 'rounding:decimals=2', '--log-level', 'warn'], { ...process.env, MSD_CACHE_DIR: cache });
+    try {
+      const match = /-d @(\S+) /.exec(serve.curl);
+      assert.ok(match, serve.curl);
+      assert.ok(isAbsolute(match[1]) && match[1].startsWith(cache), `${match[1]} is not the absolute path under ${cache}`);
+      assert.deepEqual(JSON.parse(await readFile(match[1], 'utf8')).inputs[0].shape, [1, 784]);
+    } finally {
+      assert.equal(await serve.stop(), 0, serve.stderr());
+      await rm(cache, { recursive: true, force: true });
+    }
   });
 });
