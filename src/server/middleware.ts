@@ -5,7 +5,7 @@
  *
  * Error answers (status >= 400) pass unchanged unless the codec can read probabilities in them.
  */
-import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Response } from 'express';
 import { ServingError } from './errors.js';
 import { setDefenseRecord, type DefenseRecord } from './logger.js';
 import { metricsHandler, type ServingMetrics } from './metrics.js';
@@ -34,6 +34,13 @@ export interface PoisonPredictionsMiddleware extends RequestHandler {
    * read-only: the defense reads the same array after the route answers.
    */
   inputsOf(req: Request): Promise<InputRows>;
+  /**
+   * Express error handler for this middleware's own errors (a bad image or body found by
+   * `inputsOf`, an overloaded queue, a refused client): answered in the protocol's JSON, with the
+   * status and metrics the middleware would give, no stack. Other errors go to the next handler.
+   * Mount it after the routes: app.use(mw.errorHandler).
+   */
+  readonly errorHandler: ErrorRequestHandler;
 }
 
 const NO_BODY_STATUS = new Set([204, 304]);
@@ -219,7 +226,30 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
       handle(Buffer.concat(buffered).toString('utf8'), true);
       return res;
     } as Response['end'];
+    finishers.set(req, (outcome) => {
+      handled = true;
+      emit(outcome);
+    });
     next();
+  };
+
+  /** Per defended request: answers it with an outcome, past the response patches (the error handler's way out). */
+  const finishers = new WeakMap<Request, (outcome: Outcome) => void>();
+
+  const errorHandler: ErrorRequestHandler = (error: unknown, req: Request, res: Response, next: NextFunction): void => {
+    if (!(error instanceof ServingError) || res.headersSent) {
+      next(error);
+      return;
+    }
+    const outcome = perturber.failure(resolved.defense.spec, error);
+    const finish = finishers.get(req);
+    if (finish) {
+      finish(outcome);
+      return;
+    }
+    setDefenseRecord(res, outcome.record);
+    if (outcome.headers) res.set(outcome.headers);
+    res.status(outcome.status).json(outcome.body);
   };
 
   // Headers (Retry-After) of a refusal reached on a response's own observation.
@@ -261,6 +291,7 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
     clients: { value: gate, enumerable: true },
     adminHandler: { value: gate && resolved.clientsAdmin ? (adminHandler(gate, resolved.clientsAdmin) as unknown as RequestHandler) : undefined, enumerable: true },
     inputsOf: { value: inputsOf, enumerable: true },
+    errorHandler: { value: errorHandler, enumerable: true },
   });
   return middleware;
 }
