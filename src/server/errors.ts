@@ -10,7 +10,9 @@ export type FailureOutcome =
   | 'too_large'
   | 'upstream_unavailable'
   | 'upstream_timeout'
-  | 'not_served'
+  // A route the proxy does not serve (404), and a request refused while the proxy drains (503).
+  | 'not_found'
+  | 'draining'
   // Client detection (src/server/clients): refused, throttled, no identity, client store out.
   | 'client_refused'
   | 'client_throttled'

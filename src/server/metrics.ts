@@ -9,8 +9,18 @@ import { ServingOptionError, type FailureOutcome } from './errors.js';
 
 export const DEFAULT_METRICS_PREFIX = 'msd_';
 
-/** Outcome of one request, as counted in <prefix>requests_total: answered, or one of the failures. */
-export type RequestOutcome = 'perturbed' | 'skipped' | 'fallback_argmax' | 'passed_error' | FailureOutcome;
+/**
+ * Outcome of one request, as counted in <prefix>requests_total: 'defended' (a defense rewrote the
+ * answer), 'undefended' (answered as the model gave it: defense `none`, or a tier without one),
+ * 'fallback_argmax', 'passed_error' (the model's own error answer), or one of the failures.
+ */
+export type RequestOutcome = 'defended' | 'undefended' | 'fallback_argmax' | 'passed_error' | FailureOutcome;
+
+/** Failures of the client's own making or of the policy (a bad request, an unknown route, a refused client): not the service's errors. */
+export const CLIENT_OUTCOMES: readonly RequestOutcome[] = ['bad_request', 'too_large', 'not_found', 'unidentified', 'client_refused', 'client_throttled'];
+
+/** Failures of the service: what an error-rate alert counts (client mistakes and deliberate refusals excluded). */
+export const SERVICE_ERROR_OUTCOMES: readonly RequestOutcome[] = ['bad_answer', 'defense_failed', 'upstream_unavailable', 'upstream_timeout', 'store_unavailable', 'overloaded'];
 
 export interface ServingMetrics {
   readonly registry: Registry;

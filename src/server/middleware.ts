@@ -124,7 +124,7 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
 
     const logRecord = (record: DefenseRecord): void => {
       if (!logger) return;
-      const level = record.outcome === 'perturbed' || record.outcome === 'skipped' || record.outcome === 'passed_error' || record.outcome === 'fallback_argmax' ? 'info' : 'warn';
+      const level = record.outcome === 'defended' || record.outcome === 'undefended' || record.outcome === 'passed_error' || record.outcome === 'fallback_argmax' ? 'info' : 'warn';
       logger[level]({ ...record, method: req.method, url: req.originalUrl }, 'model answer');
     };
 

@@ -173,11 +173,13 @@ export function createPerturber(config: PerturberConfig): Perturber {
     } catch {
       // The defense accepted the rows, so measuring them cannot fail; if it does, the answer still goes out.
     }
-    count(label, 'perturbed');
+    // `none` (alone or repeated) returns the model's answer: counted as what it is.
+    const outcome = defense.name.split('|').every((stage) => stage === 'none') ? 'undefended' : 'defended';
+    count(label, outcome);
     metrics.rows.inc({ defense: label }, rows);
     if (changed) metrics.top1Changes.inc({ defense: label }, changed);
     metrics.latency.observe({ defense: label }, seconds);
-    return { status: 200, body, record: { defense: label, outcome: 'perturbed', rows, meanL1: sumL1 / rows, top1Changed: changed, defenseMs: seconds * 1000 } };
+    return { status: 200, body, record: { defense: label, outcome, rows, meanL1: sumL1 / rows, top1Changed: changed, defenseMs: seconds * 1000 } };
   };
 
   /** A failure to read the request's inputs: a request the client got wrong is answered as such, even with the argmax fallback. */
@@ -200,8 +202,8 @@ export function createPerturber(config: PerturberConfig): Perturber {
 
   const defendAnswer = (defense: Defense | null, readInputs: () => InputRows | Promise<InputRows>, answerBody: unknown, known?: AnswerView): Outcome | Promise<Outcome> => {
     if (!defense) {
-      count(SKIPPED_LABEL, 'skipped');
-      return { status: 200, body: answerBody, record: { defense: SKIPPED_LABEL, outcome: 'skipped', rows: 0 } };
+      count(SKIPPED_LABEL, 'undefended');
+      return { status: 200, body: answerBody, record: { defense: SKIPPED_LABEL, outcome: 'undefended', rows: 0 } };
     }
     const label = defense.spec;
     let view: AnswerView;

@@ -400,7 +400,7 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
     if (draining) {
       req.resume();
       res.setHeader('connection', 'close');
-      fail(res, resolved.defense.spec, new ServingError('the proxy is shutting down; retry on another instance', 503, 'not_served'));
+      fail(res, resolved.defense.spec, new ServingError('the proxy is shutting down; retry on another instance', 503, 'draining'));
       return;
     }
     let defense: Defense | null;
@@ -415,7 +415,7 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
     const decision = routes(method, pathname);
     if (decision.kind === 'refuse') {
       req.resume();
-      fail(res, label, new ServingError(decision.message, decision.status, 'not_served'));
+      fail(res, label, new ServingError(decision.message, decision.status, decision.status === 404 ? 'not_found' : 'bad_request'));
       return;
     }
     if (decision.kind === 'pass') {

@@ -65,7 +65,7 @@ describe('msd proxy --workers 2 --config FILE', { timeout: 120_000 }, () => {
     // Each request lands on one worker (round robin); the sum is only 6 when /metrics adds up both.
     for (let i = 0; i < 3; i += 1) {
       const metrics = await send(url, '/metrics');
-      assert.match(metrics.body, /msd_requests_total\{defense="argmax",outcome="perturbed"\} 6\n/);
+      assert.match(metrics.body, /msd_requests_total\{defense="argmax",outcome="defended"\} 6\n/);
       assert.match(metrics.body, /msd_perturbed_rows_total\{defense="argmax"\} 12\n/);
     }
     assert.equal((await send(url, '/readyz')).status, 200);

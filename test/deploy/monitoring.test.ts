@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { parse } from 'yaml';
-import { createServingMetrics } from '../../src/server/metrics.js';
+import { CLIENT_OUTCOMES, createServingMetrics, SERVICE_ERROR_OUTCOMES } from '../../src/server/metrics.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const DASHBOARD = `${root}deploy/grafana/msd-dashboard.json`;
@@ -84,14 +84,24 @@ describe('deploy/: dashboard and alerts', () => {
 
   it('the alerts cover error rate, fail-closed answers, top-1 changes and latency, each with a severity and a summary', () => {
     const byName = new Map(rules.map((r) => [r.alert, r]));
-    assert.deepEqual([...byName.keys()].sort(), ['MsdDefenseLatencyHigh', 'MsdFailClosedAnswers', 'MsdHighErrorRate', 'MsdTop1ChangeRateHigh']);
+    assert.deepEqual([...byName.keys()].sort(), ['MsdClientErrorsHigh', 'MsdDefenseLatencyHigh', 'MsdFailClosedAnswers', 'MsdHighErrorRate', 'MsdTop1ChangeRateHigh']);
     for (const rule of rules) {
       assert.match(rule.for ?? '', /^\d+[smh]$/, `${rule.alert}: for`);
-      assert.ok(['warning', 'critical'].includes(rule.labels?.severity ?? ''), `${rule.alert}: severity`);
+      assert.ok(['info', 'warning', 'critical'].includes(rule.labels?.severity ?? ''), `${rule.alert}: severity`);
       assert.ok(rule.annotations?.summary, `${rule.alert}: summary`);
     }
     assert.match(byName.get('MsdFailClosedAnswers')!.expr, /defense_failed/);
     assert.match(byName.get('MsdDefenseLatencyHigh')!.expr, /msd_defense_duration_seconds_bucket/);
+  });
+
+  it('the error-rate alert and panel count the service’s failures only, never client mistakes or refusals', () => {
+    const outcomesIn = (expr: string): string[] => (/outcome=~"([^"]+)"/.exec(expr)?.[1] ?? '').split('|').sort();
+    const panel = dashboardExprs.find((e) => e.expr.includes('upstream_unavailable'));
+    for (const expr of [rules.find((r) => r.alert === 'MsdHighErrorRate')!.expr, panel?.expr ?? '']) {
+      assert.deepEqual(outcomesIn(expr), [...SERVICE_ERROR_OUTCOMES].sort(), expr);
+      for (const outcome of CLIENT_OUTCOMES) assert.ok(!outcomesIn(expr).includes(outcome), `${outcome} counted as an error in ${expr}`);
+    }
+    assert.deepEqual(outcomesIn(rules.find((r) => r.alert === 'MsdClientErrorsHigh')!.expr), [...CLIENT_OUTCOMES].sort());
   });
 
   // npm test installs promtool first (scripts/test-tools.mjs): a missing one fails here, it is never skipped.

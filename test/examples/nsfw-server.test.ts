@@ -114,7 +114,7 @@ describe('examples/nsfw-server', () => {
     for (let i = 0; i < 2; i++) await request(server.app).post(PATH).send(body).expect(200);
     assert.equal(tf.memory().numTensors, before);
     const metrics = (await request(server.app).get('/metrics').expect(200)).text;
-    assert.match(metrics, /msd_requests_total\{defense="mad:eps=0\.8[^"]*",outcome="perturbed"\} \d+/);
+    assert.match(metrics, /msd_requests_total\{defense="mad:eps=0\.8[^"]*",outcome="defended"\} \d+/);
     assert.match(metrics, /msd_nodejs_eventloop_lag_p99_seconds \d/);
   });
 });

@@ -81,7 +81,7 @@ describe('demo inference server', () => {
     for (let i = 0; i < 100; i++) await request(app).post('/v2/models/mnist/infer').send(body).expect(200);
     assert.equal(tf.memory().numTensors, tensors);
     const text = (await request(app).get('/metrics').expect(200)).text;
-    assert.match(text, /msd_requests_total\{defense="mad:eps=0\.8,norm=l1,oracle=argmax,jacobian=last-layer",outcome="perturbed"\} 101/);
+    assert.match(text, /msd_requests_total\{defense="mad:eps=0\.8,norm=l1,oracle=argmax,jacobian=last-layer",outcome="defended"\} 101/);
     assert.match(text, /msd_demo_process_cpu_seconds_total/);
   });
 

@@ -171,7 +171,7 @@ for (const [version, express] of [['5', express5], ['4', express4 as unknown as 
       await request(app).post('/v2/models/mnist/infer').send(kserveRequest()).expect(200);
       const text = (await request(app).get('/metrics').expect(200)).text;
       const spec = 'mad:eps=0.5,norm=l1,oracle=argmax,jacobian=last-layer';
-      assert.match(text, new RegExp(`msd_requests_total\\{defense="${spec}",outcome="perturbed"\\} 1`));
+      assert.match(text, new RegExp(`msd_requests_total\\{defense="${spec}",outcome="defended"\\} 1`));
       assert.match(text, new RegExp(`msd_perturbed_rows_total\\{defense="${spec}"\\} 2`));
       assert.match(text, new RegExp(`msd_perturbation_l1_count\\{defense="${spec}"\\} 2`));
       assert.match(text, new RegExp(`msd_defense_duration_seconds_count\\{defense="${spec}"\\} 1`));
@@ -191,9 +191,9 @@ for (const [version, express] of [['5', express5], ['4', express4 as unknown as 
       await request(app).post('/b').send({}).expect(200);
       const firstText = await first.metrics.registry.metrics();
       const secondText = await second.metrics.registry.metrics();
-      assert.match(firstText, /msd_requests_total\{defense="rounding:decimals=3",outcome="perturbed"\} 2/);
+      assert.match(firstText, /msd_requests_total\{defense="rounding:decimals=3",outcome="defended"\} 2/);
       assert.doesNotMatch(firstText, /argmax/);
-      assert.match(secondText, /msd_requests_total\{defense="argmax",outcome="perturbed"\} 1/);
+      assert.match(secondText, /msd_requests_total\{defense="argmax",outcome="defended"\} 1/);
       assert.doesNotMatch(secondText, /rounding/);
 
       const shared = new Registry();
@@ -210,7 +210,7 @@ for (const [version, express] of [['5', express5], ['4', express4 as unknown as 
       assert.equal(collector.lines.length, 1);
       const line = collector.lines[0];
       assert.equal(line.defense, 'rounding:decimals=1');
-      assert.equal(line.outcome, 'perturbed');
+      assert.equal(line.outcome, 'defended');
       assert.equal(line.rows, 2);
       assert.ok(typeof line.meanL1 === 'number' && line.meanL1 > 0);
       assertNoOriginalNumbers(collector.raw.join(''));

@@ -61,7 +61,7 @@ describe('msd proxy', () => {
       .trim()
       .split('\n')
       .map((l) => JSON.parse(l) as Record<string, unknown>)
-      .find((l) => l.outcome === 'perturbed');
+      .find((l) => l.outcome === 'defended');
     assert.equal(line?.defense, 'argmax');
   });
 

@@ -164,11 +164,11 @@ for (const c of CASES) {
         await infer('slow', {}, own).expect(504);
         await request(own.url).post(c.inferPath).set('content-type', 'application/json').send(JSON.stringify({ pad: 'x'.repeat(4096) })).expect(413);
         const text = (await request(own.url).get('/metrics').expect(200)).text;
-        assert.match(text, /msd_requests_total\{defense="rounding:decimals=2",outcome="perturbed"\} 1\n/);
+        assert.match(text, /msd_requests_total\{defense="rounding:decimals=2",outcome="defended"\} 1\n/);
         assert.match(text, /msd_requests_total\{defense="rounding:decimals=2",outcome="upstream_timeout"\} 1\n/);
         assert.match(text, /msd_requests_total\{defense="rounding:decimals=2",outcome="too_large"\} 1\n/);
-        const perturbed = logs.lines.find((line) => line.outcome === 'perturbed')!;
-        assert.ok(perturbed, `a line with outcome perturbed among ${logs.raw.join('')}`);
+        const perturbed = logs.lines.find((line) => line.outcome === 'defended')!;
+        assert.ok(perturbed, `a line with outcome defended among ${logs.raw.join('')}`);
         assert.equal(perturbed.defense, 'rounding:decimals=2');
         assert.equal(perturbed.rows, 2);
         assert.ok(typeof perturbed.meanL1 === 'number' && typeof perturbed.defenseMs === 'number');

@@ -39,7 +39,7 @@ describe('msd serve (the demo)', () => {
       assert.equal(data.length, 10);
       assert.ok(Math.abs(data.reduce((a, b) => a + b, 0) - 1) < 1e-6);
       for (const v of data) assert.equal(Math.round(v * 100) / 100, v, `${v} has at most 2 decimals`);
-      assert.match((await request(url.origin).get('/metrics').expect(200)).text, /msd_requests_total\{defense="rounding:decimals=2",outcome="perturbed"\} 1/);
+      assert.match((await request(url.origin).get('/metrics').expect(200)).text, /msd_requests_total\{defense="rounding:decimals=2",outcome="defended"\} 1/);
     } finally {
       exitCode = await serve.stop();
     }
