@@ -124,6 +124,14 @@ export function createClientDetection(options: DetectionOptions = {}): ClientDet
     },
 
     stateSizeBound: (classes: number) => stateSizeBound(config, classes),
+
+    // Only PRADA reads the inputs (HODA gets hardness, computed by the serving layer from them).
+    needsInputs: config.prada.enabled,
+
+    history(state: ClientState) {
+      const queries = (state as unknown as Partial<DetectionState>)?.pol?.queries;
+      return typeof queries === 'number' && Number.isFinite(queries) ? queries : 0;
+    },
   };
 }
 

@@ -117,7 +117,10 @@ export interface HodaConfig {
 }
 
 export interface HodaState {
-  /** Ring of the last hardness values (base64 Uint8), capacity = the largest calibrated length. */
+  /**
+   * Ring of the last hardness values (base64 Uint8), capacity = the largest calibrated length. Only
+   * the `len` values seen are stored until it is full (a new client's ring is empty).
+   */
   readonly r: string;
   readonly len: number;
   readonly head: number;
@@ -129,9 +132,10 @@ export interface HodaState {
   readonly th: number;
 }
 
-export function initialHodaState(config: HodaConfig): HodaState {
-  const capacity = config.thresholds.length ? config.thresholds[config.thresholds.length - 1].length : 0;
-  return { r: encodeUint8(new Uint8Array(capacity)), len: 0, head: 0, n: 0, dist: -1, at: 0, th: 0 };
+const capacityOf = (config: HodaConfig): number => (config.thresholds.length ? config.thresholds[config.thresholds.length - 1].length : 0);
+
+export function initialHodaState(_config: HodaConfig): HodaState {
+  return { r: '', len: 0, head: 0, n: 0, dist: -1, at: 0, th: 0 };
 }
 
 /**
@@ -141,8 +145,9 @@ export function initialHodaState(config: HodaConfig): HodaState {
  * the false positives the benign maximum was calibrated for.
  */
 export function updateHoda(config: HodaConfig, state: HodaState, hardness: ArrayLike<number>): HodaState {
-  const ring = decodeUint8(state.r);
-  const capacity = ring.length;
+  const capacity = capacityOf(config);
+  const ring = new Uint8Array(capacity);
+  ring.set(decodeUint8(state.r).subarray(0, capacity));
   let { len, head, n, dist, at, th } = state;
   for (let i = 0; i < hardness.length; i++) {
     const v = hardness[i];
@@ -162,7 +167,8 @@ export function updateHoda(config: HodaConfig, state: HodaState, hardness: Array
       th = due.threshold;
     }
   }
-  return { r: encodeUint8(ring), len, head, n, dist, at, th };
+  // Until the ring is full, head === len: the values seen are the first len.
+  return { r: encodeUint8(ring.subarray(0, Math.min(len, capacity))), len, head, n, dist, at, th };
 }
 
 /** The last evaluation's verdict; level = distance / threshold (flagged above 1). */

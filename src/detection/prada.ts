@@ -55,7 +55,12 @@ export interface PradaState {
   /** Width of the kept copies (min(cols, dims)); 0 before the first query. */
   readonly width: number;
   readonly classes: Readonly<Record<string, PradaClassState>>;
-  /** Ring of recorded distances and their classes (base64 Float32 / Uint16), `len` used, next write at `head`. */
+  /**
+   * Ring of recorded distances and their classes (base64 Float32 / Uint16), `len` used, next write at
+   * `head`. It grows with use: only the `len` values recorded are stored until the ring is full
+   * (`maxDistances`), so a client with few queries has a small state. (States written by earlier
+   * versions hold the ring at full size from the start; they read the same.)
+   */
   readonly d: string;
   readonly dc: string;
   readonly len: number;
@@ -68,13 +73,13 @@ export interface PradaState {
   readonly pooled: number;
 }
 
-export function initialPradaState(config: PradaConfig): PradaState {
+export function initialPradaState(_config: PradaConfig): PradaState {
   return {
     n: 0,
     width: 0,
     classes: {},
-    d: encodeFloat32(new Float32Array(config.maxDistances)),
-    dc: encodeUint16(new Uint16Array(config.maxDistances)),
+    d: '',
+    dc: '',
     len: 0,
     head: 0,
     w: -1,
@@ -105,9 +110,12 @@ export function updatePrada(
   const width = Math.min(inputs.cols, config.dims);
   // A different input width cannot be compared with the kept copies: start over.
   const base = state.width === 0 || state.width === width ? state : initialPradaState(config);
-  const distances = decodeFloat32(base.d);
-  const distanceClasses = decodeUint16(base.dc);
   let { len, head, n } = base;
+  // Working copies at full size; what is stored is trimmed to the `len` values used (see PradaState).
+  const distances = new Float32Array(config.maxDistances);
+  distances.set(decodeFloat32(base.d).subarray(0, config.maxDistances));
+  const distanceClasses = new Uint16Array(config.maxDistances);
+  distanceClasses.set(decodeUint16(base.dc).subarray(0, config.maxDistances));
   const working = new Map<number, WorkingClass>();
   const load = (c: number): WorkingClass | undefined => {
     let w = working.get(c);
@@ -188,7 +196,9 @@ export function updatePrada(
       wMin = wMin < 0 ? w : Math.min(wMin, w);
     }
   }
-  return { n, width, classes, d: encodeFloat32(distances), dc: encodeUint16(distanceClasses), len, head, w, wMin, p, pooled };
+  // Until the ring is full, head === len: the used values are the first len.
+  const used = len < config.maxDistances ? len : config.maxDistances;
+  return { n, width, classes, d: encodeFloat32(distances.subarray(0, used)), dc: encodeUint16(distanceClasses.subarray(0, used)), len, head, w, wMin, p, pooled };
 }
 
 function allFinite(row: Float32Array): boolean {

@@ -49,4 +49,11 @@ export interface ClientDetection {
   observe(state: ClientState, observation: ClientObservation): { state: ClientState; assessment: Assessment };
   /** The assessment of a state without a new observation (before forwarding: refuse/throttle early; expiry by time). */
   assess(state: ClientState, time: number): Assessment;
+  /**
+   * Whether `observe` reads `observation.inputs` (PRADA does). The serving layer then refuses (400) a
+   * request whose inputs it cannot read rather than let the detector go blind. Undefined: assumed true.
+   */
+  readonly needsInputs?: boolean;
+  /** Queries (rows) a state has seen: the client's history, for the serving layer's new-identity rule. */
+  history?(state: ClientState): number;
 }

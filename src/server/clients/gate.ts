@@ -11,20 +11,37 @@
  * the admission read is needed anyway, and the update must complete before the next admission.
  *
  * A store failure never opens the gate: failMode "refuse" answers 503; "local" goes on with this
- * process's own in-memory state and at least the default defense (a skipped defense is not honoured).
+ * process's own in-memory state and at least the default defense (a skipped defense is not honoured),
+ * and keeps applying the refusals, throttles and escalations this process last saw the shared store
+ * hold (a bounded cache, see flags below): a refused client stays refused through an outage.
+ *
+ * Only the store's own failures (ClientStoreError, a Redis that cannot answer) count as outages. An
+ * answer the detectors cannot use (2 rows for 1 input row) is an answer error (502, withheld); a
+ * detector that throws is a defense failure (500): neither is retried on the local store or logged
+ * as an outage.
+ *
+ * Inputs: when a detector reads the inputs (PRADA; HODA through clients.hardness), a request whose
+ * inputs cannot be read is refused (400, see unreadableInputs) instead of being observed blind.
+ *
+ * New identities cost something: identities are cheap (an unverified JWT sub, any header), and a
+ * thief who takes a fresh one every few queries never builds the history the detectors need. While
+ * more than newClients.maxPerMinute identities new to the store appeared in the last minute (counted
+ * by this process), every client with fewer than historyQueries queries gets the newClients tier.
  */
 import type { IncomingMessage } from 'node:http';
 import type { Logger } from 'pino';
 import type { Defense, ProbBatch } from '../../defenses/index.js';
+import { DetectionInputError } from '../../detection/errors.js';
 import type { Assessment, ClientAction, ClientDetection, ClientState, DetectorVerdict } from '../../detection/types.js';
-import { ServingError } from '../errors.js';
+import { AnswerFormatError, RequestFormatError, ServingError, ServingOptionError } from '../errors.js';
 import type { ServingMetrics } from '../metrics.js';
 import type { InputRows } from '../protocols/index.js';
 import { createIdentifier, type ClientIdentity } from './identity.js';
 import { CLIENT_ACTIONS, createClientMetrics, type ClientMetrics } from './metrics.js';
 import { checkClientsOptions, type ClientsOptions, type StoreFailMode } from './options.js';
-import type { ClientStore } from './store.js';
-import { createMemoryStore, type MemoryClientStore } from './store-memory.js';
+import { RankedMap } from './ranked-map.js';
+import { MAX_RANK, type ClientStore } from './store.js';
+import { createMemoryStore, DEFAULT_MEMORY_MAX_CLIENTS, type MemoryClientStore } from './store-memory.js';
 import { createRedisStore } from './store-redis.js';
 
 /** A request refused before (or instead of) its answer: status, message and headers (Retry-After). */
@@ -45,6 +62,8 @@ export interface ClientTicket {
   readonly client: ClientIdentity;
   /** The store failed for this request: the local fallback state is used, and the default defense at least. */
   degraded: boolean;
+  /** The shared store held no state for this client at admission (a new identity, or one it forgot). */
+  fresh?: boolean;
 }
 
 /** Per answer: undefined keeps the defense chosen for the request; a Defense replaces it. */
@@ -61,6 +80,13 @@ export interface SuspiciousClient {
 export interface ClientGate {
   readonly store: 'memory' | 'redis';
   readonly observeInputs: boolean;
+  /**
+   * A detector reads the inputs (the detection's needsInputs, unless observeInputs is false; or
+   * clients.hardness): a request whose inputs cannot be read must then be refused, not observed blind.
+   */
+  readonly requiresInputs: boolean;
+  /** Counts and logs a request refused because its inputs cannot be read; returns the error to answer with (400, or 413). */
+  unreadableInputs(error: unknown): ServingError;
   readonly metrics: ClientMetrics;
   admit(req: IncomingMessage): Promise<ClientTicket>;
   observe(ticket: ClientTicket, probs: ProbBatch, inputs: InputRows | undefined, chosen: Defense | null): Promise<DefenseOverride>;
@@ -79,7 +105,27 @@ export interface GateDeps {
   now?: () => number;
 }
 
+/** Also the store's eviction rank: clean clients are forgotten first, refused ones last. */
 const SEVERITY: Record<ClientAction, number> = { default: 0, escalate: 1, throttle: 2, refuse: 3 };
+
+/** Defaults of the new-identity rule (clients.newClients). */
+export const NEW_CLIENTS_DEFAULTS = { maxPerMinute: 600, historyQueries: 50 } as const;
+
+/** What this process last saw the shared store say of a flagged client, kept for an outage. */
+interface Remembered {
+  readonly action: Exclude<ClientAction, 'default'>;
+  readonly tier?: string;
+  readonly retryAfterSeconds?: number;
+  /** A detector flagged the client (a throttle from the ladder lasts while flagged; a budget throttle only its Retry-After). */
+  readonly flagged: boolean;
+  readonly seenAt: number;
+}
+
+/** The first escalation tier of the detection's own policy ladder, when it exposes one (createClientDetection does). */
+function firstPolicyTier(detection: ClientDetection): string | undefined {
+  const steps = (detection as { config?: { policy?: { steps?: readonly { action: string; tier?: string }[] } } }).config?.policy?.steps;
+  return Array.isArray(steps) ? steps.find((step) => step.action === 'escalate')?.tier : undefined;
+}
 
 const flaggedBy = (assessment: Assessment): string => assessment.verdicts.find((v) => v.flagged)?.detector ?? 'none';
 const topScore = (assessment: Assessment): number => assessment.verdicts.reduce((m, v) => Math.max(m, Number.isFinite(v.score) ? v.score : 0), 0);
@@ -102,20 +148,94 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
   shared?.catch(() => {});
   const storeKind = shared ? 'redis' : 'memory';
 
-  const maxTracked = memoryOptions.maxClients ?? 100_000;
-  // Last known action per client seen by this process, for the clients-by-action gauge (bounded like the local store).
-  // With the tier, so that a change is logged once, where this process first sees it.
-  const actions = new Map<string, { action: ClientAction; tier?: string }>();
+  const maxTracked = memoryOptions.maxClients ?? DEFAULT_MEMORY_MAX_CLIENTS;
+  const stateTtlMs = (redisOptions ? redisOptions.ttlMs : memoryOptions.ttlMs) ?? 6 * 3600_000;
+  // Last known action per client seen by this process, for the clients-by-action gauge (bounded like the local store;
+  // flagged clients kept longest). With the tier, so that a change is logged once, where this process first sees it.
+  const actions = new RankedMap<{ action: ClientAction; tier?: string }>(maxTracked, MAX_RANK + 1);
   const noteAction = (id: string, { action, tier }: Assessment): void => {
-    actions.delete(id);
-    actions.set(id, { action, tier });
-    while (actions.size > maxTracked) actions.delete(actions.keys().next().value as string);
+    actions.set(id, { action, tier }, SEVERITY[action]);
   };
   const metrics = createClientMetrics(deps.metrics, () => {
-    const counts = Object.fromEntries(CLIENT_ACTIONS.map((a) => [a, 0])) as Record<ClientAction, number>;
-    for (const { action } of actions.values()) counts[action]++;
+    const counts = {} as Record<ClientAction, number>;
+    for (const action of CLIENT_ACTIONS) counts[action] = actions.count(SEVERITY[action]);
     return counts;
   });
+
+  // What the shared store last said of each flagged client this process saw (refused, throttled,
+  // escalated; bounded, the escalated forgotten first): applied through an outage, so that a Redis
+  // failure in "local" mode does not serve a refused client again.
+  const flags = new RankedMap<Remembered>(maxTracked, MAX_RANK + 1);
+  const remember = (id: string, assessment: Assessment, time: number): void => {
+    if (!shared) return;
+    if (assessment.action === 'default') {
+      flags.delete(id);
+      return;
+    }
+    flags.set(
+      id,
+      { action: assessment.action, tier: assessment.tier, retryAfterSeconds: assessment.retryAfterSeconds, flagged: assessment.verdicts.some((v) => v.flagged), seenAt: time },
+      SEVERITY[assessment.action],
+    );
+  };
+  /** The remembered action still in force at `time`, as an assessment (undefined: none). */
+  const recalled = (id: string, time: number): Assessment | undefined => {
+    const r = flags.get(id);
+    if (!r || time - r.seenAt >= stateTtlMs) return undefined;
+    let retryAfterSeconds: number | undefined;
+    if (r.action === 'throttle') {
+      const seconds = r.retryAfterSeconds ?? 60;
+      const left = (r.seenAt + seconds * 1000 - time) / 1000;
+      // A budget throttle (no detector flagged) ends with its Retry-After; a ladder throttle lasts while flagged.
+      if (left <= 0 && !r.flagged) return undefined;
+      retryAfterSeconds = left > 0 ? left : seconds;
+    }
+    const evidence = { ageSeconds: Math.round((time - r.seenAt) / 1000) };
+    return { action: r.action, ...(r.tier !== undefined ? { tier: r.tier } : {}), ...(retryAfterSeconds !== undefined ? { retryAfterSeconds } : {}), changed: false, verdicts: [{ detector: 'remembered', flagged: true, score: 0, evidence }] };
+  };
+  const stronger = (a: Assessment | undefined, b: Assessment | undefined): Assessment | undefined => (!a ? b : !b ? a : SEVERITY[b.action] > SEVERITY[a.action] ? b : a);
+
+  // The new-identity rule: identities new to the store per minute (this process's count, a sliding
+  // window over two one-minute buckets); above the limit, clients with little history get a tier.
+  const newClients = options.newClients === false ? undefined : { ...NEW_CLIENTS_DEFAULTS, ...(options.newClients ?? {}) };
+  const policyTier = firstPolicyTier(detection);
+  const probationTierName = newClients ? (options.newClients ? options.newClients.tier : undefined) ?? options.escalationTier ?? (policyTier !== undefined ? (options.tierNames?.[policyTier] ?? policyTier) : undefined) : undefined;
+  const probationTier = probationTierName !== undefined ? deps.tiers.get(probationTierName) : undefined;
+  if (newClients && options.newClients && !probationTier) {
+    throw new ServingOptionError(`clients.newClients needs a tier for clients on probation: set newClients.tier (or escalationTier) to one of tiers (${[...deps.tiers.keys()].join(', ') || 'none configured'}), or newClients: false`);
+  }
+  if (newClients && !probationTier) logger?.info({ tiers: [...deps.tiers.keys()] }, 'new-identity rule off: no tier to give new clients (set clients.newClients.tier or escalationTier)');
+  const MINUTE = 60_000;
+  let newBucket = 0;
+  let newCurrent = 0;
+  let newPrevious = 0;
+  let flooding = false;
+  const newRate = (time: number): number => {
+    const start = Math.floor(time / MINUTE) * MINUTE;
+    if (start !== newBucket) {
+      newPrevious = start - newBucket === MINUTE ? newCurrent : 0;
+      newCurrent = 0;
+      newBucket = start;
+    }
+    return newPrevious * (1 - (time - start) / MINUTE) + newCurrent;
+  };
+  const floodAt = (time: number): boolean => {
+    if (!newClients || !probationTier) return false;
+    const rate = newRate(time);
+    const over = rate > newClients.maxPerMinute;
+    if (over !== flooding) {
+      if (over) logger?.warn({ newPerMinute: Math.round(rate), limit: newClients.maxPerMinute, tier: probationTierName, historyQueries: newClients.historyQueries }, 'new client identities over the limit: clients with little history get the probation tier');
+      else logger?.info({ newPerMinute: Math.round(rate), limit: newClients.maxPerMinute }, 'new client identities back under the limit');
+    }
+    flooding = over;
+    return over;
+  };
+  const noteNewIdentity = (time: number): void => {
+    metrics.newIdentities.inc();
+    newRate(time);
+    newCurrent++;
+    floodAt(time);
+  };
 
   let outage = false;
   const storeFailed = (operation: string, error: unknown): void => {
@@ -129,17 +249,19 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
   };
 
   /** Reads through the shared store, or the local one; on a shared-store failure, the fail mode decides. */
-  const withStore = async <T>(ticket: ClientTicket | undefined, operation: string, run: (store: ClientStore) => Promise<T>): Promise<{ value: T; degraded: boolean }> => {
+  const withStore = async <T>(ticket: ClientTicket | undefined, operation: string, run: (store: ClientStore) => Promise<T>): Promise<{ value: T; degraded: boolean; local?: boolean }> => {
     if (!shared) return { value: await run(local), degraded: false };
     try {
       const value = await run(await shared);
       storeWorked();
       return { value, degraded: ticket?.degraded ?? false };
     } catch (error) {
+      // Not the store: a refusal, or an answer the detectors cannot use (see step in observe).
+      if (error instanceof ServingError) throw error;
       storeFailed(operation, error);
       if (failMode === 'refuse') throw new ClientRefusal('the client store is unavailable, so the request was refused; retry later', 503, 'store_unavailable', { 'retry-after': '5' });
       metrics.degraded.inc();
-      return { value: await run(local), degraded: true };
+      return { value: await run(local), degraded: true, local: true };
     }
   };
 
@@ -161,9 +283,18 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
     if (client.anonymous && refuseAnonymous) throw new ClientRefusal('a client identity is required (see the server’s clients.identity)', 401, 'unidentified');
     const time = now();
     const { value: state, degraded } = await withStore(undefined, 'read', (store) => store.get(client.id));
-    const ticket: ClientTicket = { client, degraded };
-    if (state === undefined) return ticket;
-    const assessment = detection.assess(state, time);
+    const ticket: ClientTicket = { client, degraded, fresh: !degraded && state === undefined };
+    let assessment = state === undefined ? undefined : detection.assess(state, time);
+    if (degraded) {
+      // The shared store is out: what it last said of this client still holds (refused stays refused).
+      assessment = stronger(assessment, recalled(client.id, time));
+    } else if (ticket.fresh) {
+      flags.delete(client.id);
+      if (!client.anonymous) noteNewIdentity(time);
+    } else {
+      remember(client.id, assessment!, time);
+    }
+    if (assessment === undefined) return ticket;
     // A change by time alone (a throttle that ran out) is logged here, where it is first seen.
     const previous = actions.get(client.id);
     if (previous !== undefined && (previous.action !== assessment.action || previous.tier !== assessment.tier)) logChange(client.id, assessment, previous.action);
@@ -213,18 +344,39 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
     return hardness;
   };
 
+  /**
+   * What detection.observe throws is no store failure: an observation it rejects is the answer's
+   * fault (502 behind the proxy), anything else a detection failure (500, its cause logged, not told).
+   */
+  const detectionFailure = (error: unknown): ServingError => {
+    if (error instanceof DetectionInputError) return new AnswerFormatError(`model answer: client detection cannot use it (${error.message}), so it was withheld`);
+    logger?.error({ err: (error as Error)?.message ?? String(error) }, 'client detection failed');
+    return new ServingError('client detection failed, so the answer was withheld', 500, 'defense_failed');
+  };
+
   const observe = async (ticket: ClientTicket, probs: ProbBatch, inputs: InputRows | undefined, chosen: Defense | null): Promise<DefenseOverride> => {
     const time = now();
+    // An answer with other rows than the request is the model's fault, found before the store is touched.
+    if (inputs && inputs.rows !== probs.rows) throw new AnswerFormatError(`model answer: ${probs.rows} rows for ${inputs.rows} input rows`);
     const rows = inputs ? { rows: inputs.rows, cols: inputs.cols, data: inputs.data } : undefined;
     const hardness = inputs && options.hardness ? await hardnessOf(inputs) : undefined;
     const observation = { time, probs, ...(rows && observeInputs ? { inputs: rows } : {}), ...(hardness ? { hardness } : {}) };
     const step = (state: ClientState | undefined) => {
-      const { state: next, assessment } = detection.observe(state ?? detection.initialState(time), observation);
-      return { state: next, result: assessment };
+      let observed: ReturnType<ClientDetection['observe']>;
+      try {
+        observed = detection.observe(state ?? detection.initialState(time), observation);
+      } catch (error) {
+        throw detectionFailure(error);
+      }
+      const history = detection.history ? detection.history(observed.state) : undefined;
+      return { state: observed.state, result: { assessment: observed.assessment, history }, rank: SEVERITY[observed.assessment.action] };
     };
     const previous = actions.get(ticket.client.id);
-    const { value: assessment, degraded } = await withStore(ticket, 'update', (store) => store.update(ticket.client.id, step));
+    const { value, degraded, local: usedLocal } = await withStore(ticket, 'update', (store) => store.update(ticket.client.id, step));
+    let assessment: Assessment = value.assessment;
     for (const verdict of assessment.verdicts) metrics.evaluations.inc({ detector: verdict.detector, flagged: String(verdict.flagged) });
+    if (usedLocal) assessment = stronger(assessment, recalled(ticket.client.id, time))!;
+    else remember(ticket.client.id, assessment, time);
     noteAction(ticket.client.id, assessment);
     // `changed` compares with the action at the client's last observation; a change by time alone was
     // already logged at admission (previous then holds the new action and tier), so log it only once.
@@ -233,6 +385,15 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
     const refusal = refusalFor(assessment);
     if (refusal) throw refusal;
     if (assessment.action === 'escalate') return tierDefense(assessment);
+    // New identities coming fast: a client without history yet gets the probation tier instead of the
+    // default defense (or a skipped one); a tier chooseDefense picked for the request stays.
+    if (probationTier && newClients && (chosen === null || chosen === deps.defense) && !ticket.client.anonymous) {
+      const history = value.history ?? (ticket.fresh ? 0 : Infinity);
+      if (history < newClients.historyQueries && floodAt(time)) {
+        metrics.probation.inc();
+        return probationTier;
+      }
+    }
     // Without the shared state, the chosen defense may not be skipped: the default one at least.
     if ((degraded || ticket.degraded) && chosen === null) return deps.defense;
     return undefined;
@@ -250,10 +411,25 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
       .slice(0, limit);
   };
 
+  const requiresInputs = (observeInputs && detection.needsInputs !== false) || options.hardness !== undefined;
+  const unreadableInputs = (error: unknown): ServingError => {
+    metrics.unreadableInputs.inc();
+    const status = error instanceof ServingError && error.status === 413 ? 413 : 400;
+    // No body content in the log: the reader's message may quote the request (tensor names, values).
+    logger?.warn({ status, err: (error as Error)?.name ?? 'Error' }, 'request refused: client detection cannot read its inputs (configure where they are, e.g. the input name)');
+    const why = error instanceof ServingError ? error.message : 'they are not in a form the server reads';
+    return new RequestFormatError(
+      `client detection needs this request's model inputs, which could not be read (${why}); the request was not served. The server must be told where the inputs are (e.g. the input tensor's name: --input-name / protocol.inputName, or the image options)`,
+      status,
+    );
+  };
+
   return {
     store: storeKind,
     // HODA's hardness is computed from the inputs, so they are read for it too.
     observeInputs: observeInputs || options.hardness !== undefined,
+    requiresInputs,
+    unreadableInputs,
     metrics,
     admit,
     observe,

@@ -15,6 +15,12 @@ export interface ClientMetrics {
   readonly storeErrors: Counter<'store' | 'operation'>;
   /** Requests answered from the local fallback state while the shared store was out. */
   readonly degraded: Counter<string>;
+  /** Requests refused because a detector needs their inputs and they could not be read. */
+  readonly unreadableInputs: Counter<string>;
+  /** Identities the store held no state for (new, or forgotten) at admission. */
+  readonly newIdentities: Counter<string>;
+  /** Answers given the probation tier (new identities over the limit, client without history). */
+  readonly probation: Counter<string>;
 }
 
 export const CLIENT_ACTIONS: readonly ClientAction[] = ['default', 'escalate', 'throttle', 'refuse'];
@@ -36,5 +42,8 @@ export function createClientMetrics(serving: ServingMetrics, countByAction: () =
     evaluations: getOrCreateMetric(registry, Counter<'detector' | 'flagged'>, { name: `${prefix}detector_evaluations_total`, help: 'Detector evaluations, by detector and verdict', labelNames: ['detector', 'flagged'] }),
     storeErrors: getOrCreateMetric(registry, Counter<'store' | 'operation'>, { name: `${prefix}client_store_errors_total`, help: 'Client store operations that failed (outage, timeout, contention)', labelNames: ['store', 'operation'] }),
     degraded: getOrCreateMetric(registry, Counter<string>, { name: `${prefix}client_store_fallback_total`, help: 'Requests served from local fallback state because the client store failed', labelNames: [] }),
+    unreadableInputs: getOrCreateMetric(registry, Counter<string>, { name: `${prefix}client_unreadable_inputs_total`, help: 'Requests refused (400) because client detection needs their inputs and could not read them', labelNames: [] }),
+    newIdentities: getOrCreateMetric(registry, Counter<string>, { name: `${prefix}client_new_identities_total`, help: 'Client identities the store held no state for at admission', labelNames: [] }),
+    probation: getOrCreateMetric(registry, Counter<string>, { name: `${prefix}client_probation_total`, help: 'Answers given the probation tier because new identities came over the limit', labelNames: [] }),
   };
 }

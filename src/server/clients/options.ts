@@ -25,7 +25,7 @@ export interface ClientsOptions<Req = IncomingMessage> {
   anonymous?: 'allow' | 'refuse';
   /** The detectors and policy (src/detection). */
   detection: ClientDetection;
-  /** "memory" (default), { memory: { maxClients, ttlMs } }, or { redis: url | ioredis options, ... }. */
+  /** "memory" (default), { memory: { maxClients, ttlMs } }, or { redis: url | ioredis options, maxClients, ... }. */
   store?: StoreOption;
   /** Default "local". */
   failMode?: StoreFailMode;
@@ -43,9 +43,23 @@ export interface ClientsOptions<Req = IncomingMessage> {
   hardness?: (inputs: { readonly rows: number; readonly cols: number; readonly data: Float32Array; readonly datatype?: string }) => Promise<Int8Array> | Int8Array;
   /** The admin route listing the most suspicious clients; off unless given. */
   admin?: { token: string; path?: string; limit?: number };
+  /**
+   * The new-identity rule (on by default where a tier can be found; false turns it off): while more
+   * than maxPerMinute (default 600) identities new to the store arrive per minute at this process,
+   * clients with fewer than historyQueries (default 50) queries get `tier` (default escalationTier,
+   * else the detection policy's first escalation tier).
+   */
+  newClients?: false | NewClientsOption;
 }
 
-export const CLIENTS_OPTION_NAMES = ['identity', 'trustProxy', 'idSecret', 'anonymous', 'detection', 'store', 'failMode', 'tierNames', 'escalationTier', 'observeInputs', 'hardness', 'admin'];
+export interface NewClientsOption {
+  maxPerMinute?: number;
+  historyQueries?: number;
+  /** A ServingOptions.tiers name. */
+  tier?: string;
+}
+
+export const CLIENTS_OPTION_NAMES = ['identity', 'trustProxy', 'idSecret', 'anonymous', 'detection', 'store', 'failMode', 'tierNames', 'escalationTier', 'observeInputs', 'hardness', 'admin', 'newClients'];
 
 export function checkClientsOptions(options: ClientsOptions<never>, tierNames: readonly string[]): void {
   if (!options || typeof options !== 'object') throw new ServingOptionError('clients must be an object, e.g. { identity: "header:x-api-key", detection, store: "memory" }');
@@ -65,7 +79,7 @@ export function checkClientsOptions(options: ClientsOptions<never>, tierNames: r
     typeof store === 'object' && 'memory' in store
       ? [['store.memory.maxClients', store.memory.maxClients], ['store.memory.ttlMs', store.memory.ttlMs]]
       : typeof store === 'object' && 'redis' in store
-        ? [['store.ttlMs', store.ttlMs], ['store.commandTimeoutMs', store.commandTimeoutMs], ['store.maxAttempts', store.maxAttempts]]
+        ? [['store.ttlMs', store.ttlMs], ['store.commandTimeoutMs', store.commandTimeoutMs], ['store.maxAttempts', store.maxAttempts], ['store.maxClients', store.maxClients]]
         : [];
   for (const [name, value] of limits) {
     if (value !== undefined && (typeof value !== 'number' || !Number.isInteger(value) || value < 1)) throw new ServingOptionError(`clients.${name} must be a positive integer, got ${JSON.stringify(value)}`);
@@ -74,6 +88,17 @@ export function checkClientsOptions(options: ClientsOptions<never>, tierNames: r
   if (cached !== undefined && (typeof cached !== 'number' || !Number.isInteger(cached) || cached < 0)) throw new ServingOptionError(`clients.store.cachedClients must be an integer ≥ 0 (0 turns the cache off), got ${JSON.stringify(cached)}`);
   for (const [policyTier, servingTier] of [...Object.entries(options.tierNames ?? {}), ...(options.escalationTier ? [['escalationTier', options.escalationTier]] : [])]) {
     if (!tierNames.includes(servingTier)) throw new ServingOptionError(`clients: ${policyTier} names tier "${servingTier}", which is not in tiers (${tierNames.join(', ') || 'none configured'}); add it to tiers`);
+  }
+  const fresh = options.newClients;
+  if (fresh !== undefined && fresh !== false) {
+    if (typeof fresh !== 'object' || fresh === null) throw new ServingOptionError('clients.newClients must be false or { maxPerMinute, historyQueries, tier }, e.g. { maxPerMinute: 600, historyQueries: 50, tier: "argmax" }');
+    const extra = Object.keys(fresh).filter((key) => !['maxPerMinute', 'historyQueries', 'tier'].includes(key));
+    if (extra.length) throw new ServingOptionError(`unknown clients.newClients option(s) ${extra.join(', ')}; allowed: maxPerMinute, historyQueries, tier`);
+    for (const key of ['maxPerMinute', 'historyQueries'] as const) {
+      const value = fresh[key];
+      if (value !== undefined && (typeof value !== 'number' || !Number.isInteger(value) || value < 1)) throw new ServingOptionError(`clients.newClients.${key} must be a positive integer, got ${JSON.stringify(value)}`);
+    }
+    if (fresh.tier !== undefined && !tierNames.includes(fresh.tier)) throw new ServingOptionError(`clients.newClients.tier names tier "${fresh.tier}", which is not in tiers (${tierNames.join(', ') || 'none configured'}); add it to tiers`);
   }
   if (options.hardness !== undefined && typeof options.hardness !== 'function') throw new ServingOptionError('clients.hardness must be a function (inputs) => Int8Array of hardness per row, e.g. built with checkpointHardness of src/models');
   if (options.admin !== undefined) {

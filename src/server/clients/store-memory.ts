@@ -1,19 +1,24 @@
 /**
- * The in-process client store: one process, bounded. A Map kept in least-recently-used order
- * (re-inserted on every touch), at most `maxClients` entries, each forgotten `ttlMs` after its last
- * update. Updates are atomic because they run synchronously between two awaits.
+ * The in-process client store: one process, bounded. At most `maxClients` entries, each forgotten
+ * `ttlMs` after its last update. Beyond the cap the lowest rank goes first (clean before escalated
+ * before throttled before refused), the least recently seen first within a rank (see RankedMap), so
+ * a flood of fresh identities cannot push a flagged client's history out while a clean one is left.
+ * Updates are atomic because they run synchronously between two awaits.
  */
 import type { ClientState } from '../../detection/types.js';
-import type { ClientStore, StoredClient } from './store.js';
+import { RankedMap } from './ranked-map.js';
+import { MAX_RANK, type ClientStore, type StoredClient, type UpdateFn } from './store.js';
 
 export interface MemoryStoreOptions {
-  /** Most clients kept; the least recently seen is dropped beyond it. Default 100000. */
+  /** Most clients kept; beyond it the least recently seen of the lowest rank is dropped. Default 100000. */
   maxClients?: number;
   /** A client untouched this long is forgotten, milliseconds. Default 6 hours. */
   ttlMs?: number;
   /** Clock, for tests. */
   now?: () => number;
 }
+
+export const DEFAULT_MEMORY_MAX_CLIENTS = 100_000;
 
 interface Entry {
   state: ClientState;
@@ -24,14 +29,14 @@ export interface MemoryClientStore extends ClientStore {
   readonly size: number;
   /** Synchronous variants, for the gate's local fallback. */
   getSync(id: string): ClientState | undefined;
-  updateSync<T>(id: string, fn: (state: ClientState | undefined) => { state: ClientState; result: T }): T;
+  updateSync<T>(id: string, fn: UpdateFn<T>): T;
 }
 
 export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryClientStore {
-  const maxClients = options.maxClients ?? 100_000;
+  const maxClients = options.maxClients ?? DEFAULT_MEMORY_MAX_CLIENTS;
   const ttlMs = options.ttlMs ?? 6 * 3600_000;
   const now = options.now ?? Date.now;
-  const entries = new Map<string, Entry>();
+  const entries = new RankedMap<Entry>(maxClients, MAX_RANK + 1);
 
   const live = (id: string): Entry | undefined => {
     const entry = entries.get(id);
@@ -46,17 +51,13 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryClien
   const getSync = (id: string): ClientState | undefined => {
     const entry = live(id);
     if (!entry) return undefined;
-    entries.delete(id);
-    entries.set(id, entry);
+    entries.touch(id);
     return entry.state;
   };
 
-  const updateSync = <T>(id: string, fn: (state: ClientState | undefined) => { state: ClientState; result: T }): T => {
-    const { state, result } = fn(live(id)?.state);
-    entries.delete(id);
-    entries.set(id, { state, expiresAt: now() + ttlMs });
-    // Map iteration follows insertion order: the first key is the least recently touched.
-    while (entries.size > maxClients) entries.delete(entries.keys().next().value as string);
+  const updateSync = <T>(id: string, fn: UpdateFn<T>): T => {
+    const { state, result, rank } = fn(live(id)?.state);
+    entries.set(id, { state, expiresAt: now() + ttlMs }, rank ?? 0);
     return result;
   };
 
@@ -72,7 +73,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryClien
     list: async (limit) => {
       const out: StoredClient[] = [];
       const time = now();
-      for (const [id, entry] of entries) {
+      for (const [id, entry] of entries.entries()) {
         if (out.length >= limit) break;
         if (entry.expiresAt > time) out.push({ id, state: entry.state });
       }

@@ -10,6 +10,13 @@
  * refreshes them. A stale entry only costs the failed compare-and-set. Versions carry a random tag,
  * so a key that expired and was created again elsewhere never matches an old version.
  *
+ * Bounded: the same script keeps an index of the clients, one sorted set per rank (`<prefix>~index:R`,
+ * scored by the time of the last write, Redis's own clock), drops the entries whose keys have expired
+ * and, beyond `maxClients`, deletes the clients of the lowest rank written least recently (clean
+ * first; refused last). The admin listing reads the index, highest rank first. The script touches
+ * keys it cannot declare (the evicted clients): a single Redis (or a proxy that keeps a prefix on one
+ * node), not Redis Cluster.
+ *
  * Commands time out (commandTimeout), are not queued while disconnected (enableOfflineQueue false)
  * and are retried at most once, so an unreachable Redis fails a request fast (the gate's fail mode
  * decides what then) instead of hanging it. ioredis is imported when the store is created.
@@ -17,7 +24,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis, RedisOptions } from 'ioredis';
 import type { ClientState } from '../../detection/types.js';
-import { ClientStoreError, type ClientStore, type StoredClient } from './store.js';
+import { ClientStoreError, MAX_RANK, type ClientStore, type StoredClient, type UpdateFn } from './store.js';
 
 export interface RedisStoreOptions {
   /** "redis://host:6379/0" or ioredis options. */
@@ -32,23 +39,53 @@ export interface RedisStoreOptions {
   maxAttempts?: number;
   /** Clients whose last version and state this process keeps to skip a read (see above). Default 1000; 0 turns it off. */
   cachedClients?: number;
+  /** Most clients kept in Redis, all replicas together; beyond it the lowest rank, least recently written, is deleted. Default 1000000. */
+  maxClients?: number;
 }
+
+export const DEFAULT_REDIS_MAX_CLIENTS = 1_000_000;
 
 export interface RedisClientStore extends ClientStore {
   /** Resolves once connected (rejects if the first connection fails); requests before it fail fast. */
   ready(): Promise<void>;
 }
 
-// KEYS[1] client key; ARGV: expected version ("" = absent), new version, state JSON, ttl ms.
+const RANKS = MAX_RANK + 1;
+
+// KEYS[1] client key, KEYS[2..] the index sorted sets of ranks 0..MAX_RANK.
+// ARGV: expected version ("" = absent), new version, state JSON, ttl ms, rank, max clients, client id, key prefix.
 const COMPARE_AND_SET = `
 local v = redis.call('HGET', KEYS[1], 'v')
 if (v or '') ~= ARGV[1] then return 0 end
+if redis.replicate_commands then redis.replicate_commands() end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 's', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local own = tonumber(ARGV[5]) + 2
+local total = 0
+for i = 2, #KEYS do
+  if i ~= own then redis.call('ZREM', KEYS[i], ARGV[7]) end
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. (now - tonumber(ARGV[4])))
+end
+redis.call('ZADD', KEYS[own], now, ARGV[7])
+for i = 2, #KEYS do total = total + redis.call('ZCARD', KEYS[i]) end
+local i = 2
+while total > tonumber(ARGV[6]) and i <= #KEYS do
+  local oldest = redis.call('ZPOPMIN', KEYS[i])
+  if #oldest == 0 then
+    i = i + 1
+  else
+    redis.call('DEL', ARGV[8] .. oldest[1])
+    total = total - 1
+  end
+end
 return 1
 `;
 
-type CasRedis = Redis & { msdCompareAndSet(key: string, expected: string, next: string, state: string, ttl: number): Promise<number> };
+type CasRedis = Redis & {
+  msdCompareAndSet(key: string, ...rest: (string | number)[]): Promise<number>;
+};
 
 function wrap(error: unknown): ClientStoreError {
   return error instanceof ClientStoreError ? error : new ClientStoreError(`redis: ${(error as Error)?.message ?? String(error)}`);
@@ -60,11 +97,13 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
   const ttlMs = options.ttlMs ?? 6 * 3600_000;
   const maxAttempts = options.maxAttempts ?? 20;
   const cachedClients = options.cachedClients ?? 1000;
+  const maxClients = options.maxClients ?? DEFAULT_REDIS_MAX_CLIENTS;
+  const indexKeys = Array.from({ length: RANKS }, (_, rank) => `${prefix}~index:${rank}`);
   const safety: RedisOptions = { commandTimeout: options.commandTimeoutMs ?? 500, maxRetriesPerRequest: 1, enableOfflineQueue: false, lazyConnect: true };
   const redis = (typeof options.redis === 'string' ? new RedisClass(options.redis, safety) : new RedisClass({ ...options.redis, ...safety })) as CasRedis;
   // Connection errors surface on the commands (counted by the gate); the event must have a listener.
   redis.on('error', () => {});
-  redis.defineCommand('msdCompareAndSet', { numberOfKeys: 1, lua: COMPARE_AND_SET });
+  redis.defineCommand('msdCompareAndSet', { numberOfKeys: 1 + RANKS, lua: COMPARE_AND_SET });
   const connecting = redis.connect().catch((error: unknown) => {
     throw wrap(error);
   });
@@ -99,27 +138,36 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     return run;
   };
 
-  const update = <T>(id: string, fn: (state: ClientState | undefined) => { state: ClientState; result: T }): Promise<T> =>
+  const update = <T>(id: string, fn: UpdateFn<T>): Promise<T> =>
     serialized(id, async () => {
-      try {
-        for (let attempt = 0; attempt < maxAttempts; attempt++) {
-          // First from what this process last saw of the client (no read), then from a fresh read.
-          const cached = attempt === 0 ? cache.get(id) : undefined;
-          cache.delete(id);
-          const current = cached ?? (await read(id));
-          const { state, result } = fn(current.state);
-          const next = nextVersion(current.version);
-          if ((await redis.msdCompareAndSet(prefix + id, current.version, next, JSON.stringify(state), ttlMs)) === 1) {
-            remember(id, { version: next, state });
-            return result;
-          }
-          cache.delete(id);
-          if (cached) continue;
-          // Another replica wrote in between: back off a little, at random, and redo from its state.
-          await new Promise((resolve) => setTimeout(resolve, Math.random() * 2 * (attempt + 1)));
+      for (let attempt = 0; attempt < maxAttempts; attempt++) {
+        // First from what this process last saw of the client (no read), then from a fresh read.
+        const cached = attempt === 0 ? cache.get(id) : undefined;
+        cache.delete(id);
+        let current: { version: string; state?: ClientState };
+        try {
+          current = cached ?? (await read(id));
+        } catch (error) {
+          throw wrap(error);
         }
-      } catch (error) {
-        throw wrap(error);
+        // Outside the store's try: what `fn` throws (a detector rejecting the observation) is no store failure.
+        const { state, result, rank } = fn(current.state);
+        const next = nextVersion(current.version);
+        let written: number;
+        try {
+          const r = Math.max(0, Math.min(MAX_RANK, Math.floor(rank ?? 0) || 0));
+          written = await redis.msdCompareAndSet(prefix + id, ...indexKeys, current.version, next, JSON.stringify(state), ttlMs, r, maxClients, id, prefix);
+        } catch (error) {
+          throw wrap(error);
+        }
+        if (written === 1) {
+          remember(id, { version: next, state });
+          return result;
+        }
+        cache.delete(id);
+        if (cached) continue;
+        // Another replica wrote in between: back off a little, at random, and redo from its state.
+        await new Promise((resolve) => setTimeout(resolve, Math.random() * 2 * (attempt + 1)));
       }
       throw new ClientStoreError(`redis: client state still contended after ${maxAttempts} attempts`);
     });
@@ -138,19 +186,23 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     list: async (limit) => {
       try {
         const out: StoredClient[] = [];
-        let cursor = '0';
-        do {
-          const [nextCursor, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500);
-          cursor = nextCursor;
-          const wanted = keys.slice(0, limit - out.length);
-          const pipeline = redis.pipeline();
-          for (const key of wanted) pipeline.hget(key, 's');
-          const texts = (await pipeline.exec()) ?? [];
-          wanted.forEach((key, i) => {
-            const [error, text] = texts[i] ?? [];
-            if (!error && typeof text === 'string') out.push({ id: key.slice(prefix.length), state: JSON.parse(text) as ClientState });
-          });
-        } while (cursor !== '0' && out.length < limit);
+        // Highest rank first, the most recently written first within a rank.
+        for (let rank = MAX_RANK; rank >= 0 && out.length < limit; rank--) {
+          let offset = 0;
+          for (;;) {
+            const ids = await redis.zrevrange(indexKeys[rank], offset, offset + 499);
+            if (ids.length === 0) break;
+            offset += ids.length;
+            const pipeline = redis.pipeline();
+            for (const id of ids) pipeline.hget(prefix + id, 's');
+            const texts = (await pipeline.exec()) ?? [];
+            ids.forEach((id, i) => {
+              const [error, text] = texts[i] ?? [];
+              if (out.length < limit && !error && typeof text === 'string') out.push({ id, state: JSON.parse(text) as ClientState });
+            });
+            if (out.length >= limit) break;
+          }
+        }
         return out;
       } catch (error) {
         throw wrap(error);

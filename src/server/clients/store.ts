@@ -2,6 +2,13 @@
  * Where client states live. `update` runs a pure function on the current state atomically: no
  * other update of the same client interleaves (the Redis store may run the function more than once
  * on a conflict, so it must have no side effects). Keys are hashed client ids.
+ *
+ * Both stores are bounded (maxClients). Each write carries the client's rank (0: clean, 1: escalated,
+ * 2: throttled, 3: refused); beyond the cap the store forgets the lowest rank first, the least recently
+ * written (memory: touched) first within a rank, so flagged clients' states are kept longest.
+ *
+ * An error thrown by `fn` itself (a detector that rejects the observation) is passed on as it is:
+ * only the store's own failures are ClientStoreErrors.
  */
 import type { ClientState } from '../../detection/types.js';
 
@@ -10,12 +17,18 @@ export interface StoredClient {
   readonly state: ClientState;
 }
 
+/** Eviction ranks: the lowest goes first beyond the store's cap. */
+export const CLEAN_RANK = 0;
+export const MAX_RANK = 3;
+
+export type UpdateFn<T> = (state: ClientState | undefined) => { state: ClientState; result: T; rank?: number };
+
 export interface ClientStore {
   readonly kind: 'memory' | 'redis';
   get(id: string): Promise<ClientState | undefined>;
-  /** Applies `fn` to the current state (undefined when none) and stores its `state`; resolves with its `result`. */
-  update<T>(id: string, fn: (state: ClientState | undefined) => { state: ClientState; result: T }): Promise<T>;
-  /** Up to `limit` stored clients, in no particular order (for the admin route). */
+  /** Applies `fn` to the current state (undefined when none) and stores its `state` with its `rank` (default 0); resolves with its `result`. */
+  update<T>(id: string, fn: UpdateFn<T>): Promise<T>;
+  /** Up to `limit` stored clients, the highest ranks first (for the admin route). */
   list(limit: number): Promise<StoredClient[]>;
   close(): Promise<void>;
 }
