@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { asyncSurrogate, createModel, initBackend, Surrogate } from '../src/models/index.js';
 import { batchedSurrogateContext } from '../src/server/batching/batched-context.js';
-import { buildDemoApp } from '../src/server/demo/app.js';
+import { buildDemoApp } from '../src/demo/app.js';
 import { surrogateContext } from '../src/server/surrogate-context.js';
 
 const [mode, defense, window] = process.argv.slice(2) as ['sync' | 'batched', string, string | undefined];

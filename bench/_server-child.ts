@@ -10,7 +10,7 @@
 import http, { type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createModel, initBackend, tf } from '../src/models/index.js';
-import { buildDemoApp } from '../src/server/demo/app.js';
+import { buildDemoApp } from '../src/demo/app.js';
 import { startDefenseProxy } from '../src/server/proxy.js';
 import { startStubUpstream } from '../test/server/helpers/stub-upstream.js';
 import { benchContext } from './_server-context.js';

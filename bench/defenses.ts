@@ -23,6 +23,7 @@ const SPECS = [
   'reverse-sigmoid:beta=0.7,gamma=0.2',
   'misinformation:tau=0.9,nu=1000',
   'mad:eps=0.5',
+  'mad:eps=0.5,norm=l2',
   'mad:eps=0.5,norm=kl',
   'mad-argmax:eps=0.5',
   'mad:eps=0.5,jacobian=full',

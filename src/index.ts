@@ -1,11 +1,9 @@
 /**
- * The public API. Re-exports only:
- * - defenses: pure math on probability batches (parseDefense, utilityCost, ...)
- * - models: TensorFlow.js backends, models on disk, training, the surrogate, defense context
- * - server: the Express middleware (poisonPredictions), the proxy, codecs, metrics, logs
- * - detection: pure per-client extraction detectors (OOD rate, PRADA, HODA), the budget and the policy
+ * `model-stealing-defense`: what a user of the middleware, the proxy or the surrogates needs, from
+ * every layer (TensorFlow.js and Express load with it). The entries `./defenses`, `./detection`,
+ * `./server` and `./models` hold each part alone.
  */
-export * from './defenses/index.js';
-export * from './models/index.js';
-export * from './server/index.js';
-export * from './detection/index.js';
+export * from './entries/defenses.js';
+export * from './entries/detection.js';
+export * from './entries/server.js';
+export * from './entries/models.js';

@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import { load as loadNsfw } from 'nsfwjs';
 import { collectDefaultMetrics, Registry } from 'prom-client';
-import { batchedSurrogateContext, createBatcher, initBackend, loadOnnxRuntime, loadSurrogate, poisonPredictions, RequestFormatError, ServingError, tf, type SurrogateModel } from '../../src/index.js';
+import { batchedSurrogateContext, createBatcher, initBackend, loadSurrogate, onnxRuntimeStatus, poisonPredictions, RequestFormatError, ServingError, tf, type SurrogateModel } from '../../src/index.js';
 
 export const MODEL_DIR = fileURLToPath(new URL('../../node_modules/nsfwjs/dist/models/mobilenet_v2', import.meta.url));
 /** nsfwjs's classes, in the order of the model's outputs. */
@@ -85,7 +85,7 @@ export async function buildNsfwApp(options: NsfwAppOptions = {}): Promise<NsfwAp
   let engine: 'onnx' | 'tfjs' | undefined;
   if (defense !== 'none' && !options.surrogate) {
     const asked = options.surrogateEngine ?? 'auto';
-    engine = asked === 'auto' ? ((await loadOnnxRuntime().then(() => true, () => false)) ? 'onnx' : 'tfjs') : asked;
+    engine = asked === 'auto' ? ((await onnxRuntimeStatus()).available ? 'onnx' : 'tfjs') : asked;
   }
   // On onnxruntime, one thread: the victim's pass needs the other core.
   const surrogate = defense === 'none' ? undefined : options.surrogate ?? await loadSurrogate({ dir: MODEL_DIR, reinit: options.seed ?? 7, thread: options.surrogateThread ?? true, engine, ...(engine === 'onnx' ? { threads: 1 } : {}) });

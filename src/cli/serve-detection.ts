@@ -4,7 +4,7 @@
  * cached victim has them.
  */
 import { calibrateHodaOnHeldOut, loadCheckpointModels, loadModel, type LayersModel } from '../models/index.js';
-import { chunkedHardness } from '../server/demo/hardness.js';
+import { chunkedHardness } from '../demo/hardness.js';
 import type { ClientsOptions } from '../server/clients/options.js';
 import { clientOptionsFromFlags, type ClientFlags } from './client-flags.js';
 import { detectionFromFlags, type DetectionFlags, type DetectionSetup } from './detection-flags.js';

@@ -12,8 +12,8 @@ import { addSurrogateFlags, surrogateSourceFromFlags, type SurrogateFlags, SURRO
 import { DefenseError, parseDefense, type ContextNeed } from '../defenses/index.js';
 import { defaultCacheRoot, loadDataset } from '../eval/datasets.js';
 import { initBackend, loadSurrogate, ModelError, Surrogate, type SurrogateModel } from '../models/index.js';
-import { buildDemoApp, DEMO_DEFENSE, DEMO_INPUT_NAME, type DemoApp } from '../server/demo/app.js';
-import { loadOrTrainDemoVictim } from '../server/demo/victim.js';
+import { buildDemoApp, DEMO_DEFENSE, DEMO_INPUT_NAME, type DemoApp } from '../demo/app.js';
+import { loadOrTrainDemoVictim } from '../demo/victim.js';
 import { ServingOptionError } from '../server/errors.js';
 import { closeOnSignals, drainingServer, type DrainingServer } from '../server/lifecycle.js';
 import { createLogger } from '../server/logger.js';

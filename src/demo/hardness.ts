@@ -4,7 +4,7 @@
  * TF.js calls (11 models × the request's rows): in one piece, a 4,000-row request held every other
  * request, /v2/health/live included, for seconds.
  */
-import { checkpointHardness, type LayersModel } from '../../models/index.js';
+import { checkpointHardness, type LayersModel } from '../models/index.js';
 
 export interface ChunkedHardnessOptions {
   /** Rows per chunk (each chunk is one forward pass per checkpoint). Default 128. */

@@ -1,5 +1,5 @@
 /** The demo model's input convention: pixels in [0, 1]; integer datatypes carry 0..255 and are scaled. */
-import type { InputRows } from '../protocols/index.js';
+import type { InputRows } from '../server/protocols/index.js';
 
 const INTEGER_TYPES = new Set(['UINT8', 'UINT16', 'UINT32', 'UINT64', 'INT8', 'INT16', 'INT32', 'INT64']);
 

@@ -4,7 +4,7 @@
  */
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
-import { accuracy, checkpointRecorder, createModel, DEFAULT_CHECKPOINTS, loadModel, readModelMeta, saveCheckpoints, saveModel, trainModel, writeModelMeta, type LayersModel, type TrainProgress } from '../../models/index.js';
+import { accuracy, checkpointRecorder, createModel, DEFAULT_CHECKPOINTS, loadModel, readModelMeta, saveCheckpoints, saveModel, trainModel, writeModelMeta, type LayersModel, type TrainProgress } from '../models/index.js';
 
 export interface LabelledRows {
   /** rows × features pixels in [0, 1]. */

@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import type { Defense } from '../defenses/index.js';
 import type { ContextProviders, LayersModel } from '../models/index.js';
 import type { ClientsOptions } from '../server/clients/options.js';
-import { buildDemoApp, DEMO_INPUT_NAME } from '../server/demo/app.js';
+import { buildDemoApp, DEMO_INPUT_NAME } from '../demo/app.js';
 import type { PoisonPredictionsMiddleware } from '../server/middleware.js';
 import { surrogateContext } from '../server/surrogate-context.js';
 

@@ -3,8 +3,10 @@
  * the serving layer, the `perturb` command and the evaluation use, so they agree on what each need
  * means (for instance how an input key is derived).
  */
-import { createHash } from 'node:crypto';
+import { inputKeys, nonDifferentiableMessage } from './context-keys.js';
 import { MissingProviderError, ModelInputError } from './errors.js';
+
+export { inputKeys, nonDifferentiableMessage };
 import { predictProbs } from './predict.js';
 import type { Surrogate } from './surrogate.js';
 import type { SurrogateModel } from './surrogate-model.js';
@@ -51,22 +53,6 @@ export function computeDefenseContext(needs: readonly ContextNeed[], inputs: Flo
   return context;
 }
 
-/** One SHA-256 (hex) per input row, over the row's float32 bytes: equal inputs, equal keys. */
-export function inputKeys(inputs: Float32Array, rows: number): string[] {
-  if (!Number.isInteger(rows) || rows < 1 || inputs.length % rows !== 0) {
-    throw new ModelInputError(`inputs hold ${inputs.length} values, which is not ${rows} equal rows`);
-  }
-  const width = inputs.length / rows;
-  const bytes = new Uint8Array(inputs.buffer, inputs.byteOffset, inputs.byteLength);
-  const keys: string[] = new Array(rows);
-  for (let r = 0; r < rows; r++) {
-    keys[r] = createHash('sha256')
-      .update(bytes.subarray(r * width * 4, (r + 1) * width * 4))
-      .digest('hex');
-  }
-  return keys;
-}
-
 /**
  * The same context as computeDefenseContext, awaiting the surrogate's asynchronous work (probsAsync,
  * gramAsync), so any SurrogateModel (a functional TF.js model, a GraphModel, ONNX) can serve. The
@@ -88,11 +74,6 @@ export async function computeDefenseContextAsync(needs: readonly ContextNeed[], 
     }
   }
   return context;
-}
-
-/** What to tell an operator whose surrogate cannot give Gram matrices (ONNX, GraphModel). */
-export function nonDifferentiableMessage(): string {
-  return 'mad with jacobian=full needs a differentiable surrogate (a TF.js layers model), but this one is forward-only (ONNX or a TF.js graph model); use mad with jacobian=last-layer, or a layers-model surrogate (--surrogate-from DIR)';
 }
 
 function requireSurrogate(providers: ContextProviders, need: ContextNeed): Surrogate | SurrogateModel {

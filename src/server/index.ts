@@ -27,7 +27,6 @@ export { shortestFloat32 } from './protocols/numbers.js';
 export { createServingMetrics, DEFAULT_METRICS_PREFIX, metricsHandler, recordEvaluation, type EvaluationFigures, type MetricsOptions, type RequestOutcome, type ServingMetrics } from './metrics.js';
 export { createHttpLogger, createLogger, defenseRecordOf, type DefenseRecord } from './logger.js';
 export { AnswerFormatError, RequestFormatError, ServingError, ServingOptionError, type FailureOutcome } from './errors.js';
-export { buildDemoApp, DEMO_DEFENSE, type DemoApp, type DemoAppOptions } from './demo/app.js';
 export { createInputReader, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS, resolveInputOptions, RESIZE_MODES, type ImageInputOptions, type InputOptions, type InputReader, type ResizeMode } from './inputs/index.js';
 export {
   adminHandler,

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -40,6 +40,42 @@ const server = app.listen(0, '127.0.0.1', async () => {
 });
 `;
 
+/** Every entry that loads no TensorFlow.js, used as a TypeScript user would. */
+const TYPED_ENTRIES = `
+import { parseDefense, utilityCost, type ProbBatch } from 'model-stealing-defense/defenses';
+import { createClientDetection, type ClientState } from 'model-stealing-defense/detection';
+import { startDefenseProxy, poisonPredictions, type ProxyOptions } from 'model-stealing-defense/server';
+const batch: ProbBatch = { rows: 1, cols: 2, data: Float32Array.of(0.3, 0.7) };
+const defended = parseDefense('rounding:decimals=1').apply(batch, {});
+const options: ProxyOptions = { upstream: 'http://127.0.0.1:8080', defense: 'rounding:decimals=2' };
+const state: ClientState | undefined = undefined;
+export const used = [utilityCost(batch, defended), options, startDefenseProxy, poisonPredictions, createClientDetection, state];
+`;
+
+/** The README's mount example, in TypeScript. */
+const TYPED_MOUNT = `
+import express from 'express';
+import { poisonPredictions, surrogateContext, Surrogate, initBackend, type InputRows } from 'model-stealing-defense';
+declare const yourModel: { answer(inputs: InputRows): Promise<unknown> };
+
+await initBackend();
+const surrogate = Surrogate.random({ arch: 'mlp', inputShape: [784], classes: 10, seed: 1 });
+const defend = poisonPredictions({
+  defense: 'mad:eps=0.8,oracle=argmax',
+  protocol: 'kserve-v2',
+  context: surrogateContext({ surrogate }),
+  onFailure: 'error',
+});
+const app = express();
+app.post('/v2/models/mnist/infer', express.json(), defend, async (req, res) => {
+  const inputs = await defend.inputsOf(req);
+  res.json(await yourModel.answer(inputs));
+});
+app.get('/metrics', defend.metricsHandler);
+app.use(defend.errorHandler);
+app.listen(8080);
+`;
+
 /** Prints which of TensorFlow.js and Express an import loaded (CommonJS modules land in require.cache). */
 const LOADED = (specifier: string) => `
 import { createRequire } from 'node:module';
@@ -64,7 +100,10 @@ describe('the packed package, installed into a fresh app', { timeout: 300_000 },
     await writeFile(join(app, 'package.json'), JSON.stringify({ name: 'scratch-app', version: '1.0.0', private: true, type: 'module' }));
     // Dependencies from the npm cache when it holds them; tfjs and Express arrive as peer dependencies.
     // Optional ones (onnxruntime-node, sharp's binaries: loaded lazily, by features not tested here) are left out.
-    await npm(['install', '--prefer-offline', '--omit=optional', '--no-audit', '--no-fund', join(dir, tarball)], app);
+    // A TypeScript user's documented extras: typescript, @types/node, @types/express (Express 5 ships no types).
+    const versions = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')).devDependencies;
+    const typed = ['typescript', '@types/node', '@types/express'].map((name) => `${name}@${versions[name]}`);
+    await npm(['install', '--prefer-offline', '--omit=optional', '--no-audit', '--no-fund', join(dir, tarball), ...typed], app);
   });
 
   after(async () => {
@@ -90,11 +129,28 @@ describe('the packed package, installed into a fresh app', { timeout: 300_000 },
     assert.notDeepEqual(data, [0.123, 0.2345, 0.6425]);
   });
 
-  it('loads neither TensorFlow.js nor Express for the defenses alone, and both for the root', async () => {
+  it('loads neither TensorFlow.js nor Express for ./defenses, ./server and ./detection, and TensorFlow.js for the root', async () => {
     await writeFile(join(app, 'defenses.mjs'), LOADED('model-stealing-defense/defenses'));
     await writeFile(join(app, 'root.mjs'), LOADED('model-stealing-defense'));
     assert.deepEqual(JSON.parse((await node(['defenses.mjs'], app)).stdout), { tfjs: false, express: false });
-    assert.deepEqual(JSON.parse((await node(['root.mjs'], app)).stdout), { tfjs: true, express: true });
+    assert.equal(JSON.parse((await node(['root.mjs'], app)).stdout).tfjs, true);
+    for (const entry of ['server', 'detection']) {
+      await writeFile(join(app, `${entry}.mjs`), LOADED(`model-stealing-defense/${entry}`));
+      assert.deepEqual(JSON.parse((await node([`${entry}.mjs`], app)).stdout), { tfjs: false, express: false }, entry);
+    }
+  });
+
+  it('its declarations compile with skipLibCheck false: the README mount example, and each entry', async () => {
+    await writeFile(join(app, 'tsconfig.json'), JSON.stringify({ compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, skipLibCheck: false, noEmit: true, types: ['node'] }, include: ['*.ts'] }));
+    await writeFile(join(app, 'entries.ts'), TYPED_ENTRIES);
+    await writeFile(join(app, 'mount.ts'), TYPED_MOUNT);
+    const tsc = join(app, 'node_modules', 'typescript', 'bin', 'tsc');
+    const result = await node([tsc, '-p', '.'], app).then(() => '', (error: { stdout?: string }) => String(error.stdout ?? error));
+    // TensorFlow.js 4.22's own declarations do not compile under strict with skipLibCheck false (its
+    // TS2411/Long errors): those are theirs. Nothing may be wrong in ours or in the example.
+    const errors = result.split('\n').filter((line) => /error TS\d+/.test(line));
+    const ours = errors.filter((line) => !line.startsWith('node_modules/@tensorflow/'));
+    assert.deepEqual(ours, [], result);
   });
 
   it('shares one copy of TensorFlow.js with the app', async () => {

@@ -4,7 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import express from 'express';
 import request from 'supertest';
 import { asyncSurrogate, createModel, initBackend, Surrogate, tf } from '../../src/models/index.js';
-import { buildDemoApp } from '../../src/server/demo/app.js';
+import { buildDemoApp } from '../../src/demo/app.js';
 import { batchedSurrogateContext, type AsyncProbabilityModel, type BatchedContextProvider } from '../../src/server/batching/batched-context.js';
 import { ServingOptionError } from '../../src/server/errors.js';
 import { poisonPredictions } from '../../src/server/middleware.js';

@@ -14,8 +14,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { serveDetection } from '../../src/cli/serve-detection.js';
 import { checkpointHardness, checkpointRecorder, createModel, initBackend, loadCheckpointModels, loadModel, saveCheckpoints, saveModel, Surrogate, trainModel, type LayersModel } from '../../src/models/index.js';
-import { buildDemoApp, type DemoApp } from '../../src/server/demo/app.js';
-import { chunkedHardness } from '../../src/server/demo/hardness.js';
+import { buildDemoApp, type DemoApp } from '../../src/demo/app.js';
+import { chunkedHardness } from '../../src/demo/hardness.js';
 import { surrogateContext } from '../../src/server/surrogate-context.js';
 
 const FEATURES = 784;

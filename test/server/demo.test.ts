@@ -6,9 +6,9 @@ import { after, before, describe, it } from 'node:test';
 import express from 'express';
 import request from 'supertest';
 import { createModel, initBackend, predictProbs, Surrogate, tf, type LayersModel } from '../../src/models/index.js';
-import { buildDemoApp } from '../../src/server/demo/app.js';
+import { buildDemoApp } from '../../src/demo/app.js';
 import { poisonPredictions } from '../../src/server/middleware.js';
-import { loadOrTrainDemoVictim } from '../../src/server/demo/victim.js';
+import { loadOrTrainDemoVictim } from '../../src/demo/victim.js';
 import { surrogateContext } from '../../src/server/surrogate-context.js';
 import { seededRandom } from '../helpers/random-batches.js';
 

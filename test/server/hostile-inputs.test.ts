@@ -9,7 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import express, { type Request } from 'express';
 import request from 'supertest';
 import { createModel, initBackend, Surrogate, type LayersModel } from '../../src/models/index.js';
-import { buildDemoApp } from '../../src/server/demo/app.js';
+import { buildDemoApp } from '../../src/demo/app.js';
 import { poisonPredictions } from '../../src/server/middleware.js';
 import type { ServingOptions } from '../../src/server/options.js';
 import { kserveV2Codec, tfServingCodec } from '../../src/server/protocols/index.js';

@@ -10,7 +10,7 @@
  *   app.post('/infer', express.json(), poisonPredictions({ defense: 'mad-argmax:eps=0.8', context }), route);
  *   // on shutdown: await context.close();
  */
-import { inputKeys, nonDifferentiableMessage } from '../../models/context.js';
+import { inputKeys, nonDifferentiableMessage } from '../../models/context-keys.js';
 import { markLacksGram } from '../provider-capabilities.js';
 import type { ContextNeed, DefenseContext, ProbBatch } from '../../defenses/types.js';
 import { RequestFormatError, ServingError, ServingOptionError } from '../errors.js';

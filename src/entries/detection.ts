@@ -1,0 +1,7 @@
+/** `model-stealing-defense/detection`: the per-client detectors and their policy, pure and serialisable; loads neither TensorFlow.js nor Express. */
+export { createClientDetection, type ClientDetectionWithConfig } from '../detection/client-detection.js';
+export { DEFAULT_OPTIONS as DETECTION_DEFAULTS, type DetectionConfig, type DetectionOptions } from '../detection/config.js';
+export { calibrateHoda, type HodaCalibration } from '../detection/hoda.js';
+export type { Assessment, ClientAction, ClientDetection, ClientObservation, ClientState, DetectorVerdict } from '../detection/types.js';
+export type { PolicyStep } from '../detection/policy.js';
+export { DetectionConfigError, DetectionInputError } from '../detection/errors.js';
