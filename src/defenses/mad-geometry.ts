@@ -34,6 +34,9 @@ export class GradientGeometry {
   readonly diag: Float64Array;
   /** yᵀMy */
   yMy = 0;
+  /** Last layer only: the surrogate's softmax p and ‖p‖². */
+  readonly p: Float64Array;
+  pp = 0;
   private readonly lastLayer: LastLayerSubsets;
   private readonly gramSubsets: GramSubsets;
   private useGram = false;
@@ -42,6 +45,7 @@ export class GradientGeometry {
     this.k = k;
     this.my = new Float64Array(k);
     this.diag = new Float64Array(k);
+    this.p = new Float64Array(k);
     this.lastLayer = new LastLayerSubsets(this);
     this.gramSubsets = new GramSubsets(this);
   }
@@ -49,7 +53,7 @@ export class GradientGeometry {
   /** Last-layer geometry from the surrogate's softmax p and the answer y (rows at the given offsets). */
   setLastLayer(p: ArrayLike<number>, pOffset: number, y: ArrayLike<number>, yOffset: number): this {
     const { k } = this;
-    const pv = this.lastLayer.p;
+    const pv = this.p;
     let pp = 0;
     let py = 0;
     let yMy = 0;
@@ -66,7 +70,7 @@ export class GradientGeometry {
       this.my[i] = pp - py - pv[i] + y[yOffset + i];
       this.diag[i] = pp - 2 * pv[i] + 1;
     }
-    this.lastLayer.pp = pp;
+    this.pp = pp;
     this.yMy = yMy;
     this.useGram = false;
     return this;
@@ -94,15 +98,44 @@ export class GradientGeometry {
     return this;
   }
 
+  /** Whether the last set was the last-layer closed form (setLastLayer), which `p` and `pp` describe. */
+  get isLastLayer(): boolean {
+    return !this.useGram;
+  }
+
   subsets(): SubsetState {
     return this.useGram ? this.gramSubsets : this.lastLayer;
   }
 }
 
+/** ‖Gᵀw‖²·yᵀMy for w = 1_S + δ·e_t, from q = 1_SᵀM1_S and ct = (M1_S)_t. */
+function candidateDenominator(q: number, ct: number, mtt: number, yMy: number): number {
+  return (q + 2 * TOP1_WEIGHT * ct + TOP1_WEIGHT * TOP1_WEIGHT * mtt) * yMy;
+}
+
 /** sign(cos)·cos² of the candidate: ordered like the cosine, without a square root. */
 function candidateScore(num: number, q: number, ct: number, mtt: number, yMy: number): number {
-  const den = (q + 2 * TOP1_WEIGHT * ct + TOP1_WEIGHT * TOP1_WEIGHT * mtt) * yMy;
+  const den = candidateDenominator(q, ct, mtt, yMy);
   return den > 0 ? (num * Math.abs(num)) / den : Infinity;
+}
+
+/**
+ * Score of the last-layer candidate with |S| = n, P = Σ_S p_i and sumMy = Σ_S (My)_i. Every
+ * operation is monotone in P and sumMy, which the fast greedy search relies on for its bounds.
+ */
+export function lastLayerScore(g: GradientGeometry, t: number, n: number, sumP: number, sumMy: number): number {
+  const { pp } = g;
+  const q = n * n * pp - 2 * n * sumP + n;
+  const ct = n * (pp - g.p[t]) - sumP + 1;
+  return candidateScore(sumMy + TOP1_WEIGHT * g.my[t], q, ct, g.diag[t], g.yMy);
+}
+
+/** (q + 2δ·ct + δ²·M_tt)·yMy of the last-layer candidate with |S| = n and P = Σ_S p_i. */
+export function lastLayerDenominator(g: GradientGeometry, t: number, n: number, sumP: number): number {
+  const { pp } = g;
+  const q = n * n * pp - 2 * n * sumP + n;
+  const ct = n * (pp - g.p[t]) - sumP + 1;
+  return candidateDenominator(q, ct, g.diag[t], g.yMy);
 }
 
 /**
@@ -110,44 +143,34 @@ function candidateScore(num: number, q: number, ct: number, mtt: number, yMy: nu
  * 1_SᵀM1_S = n²‖p‖² − 2nP + n and (M1_S)_t = n(‖p‖² − p_t) − P + 1.
  */
 class LastLayerSubsets implements SubsetState {
-  readonly p: Float64Array;
-  pp = 0;
   private t = 0;
   private n = 0;
   private sumP = 0;
   private sumMy = 0;
 
-  constructor(private readonly g: GradientGeometry) {
-    this.p = new Float64Array(g.k);
-  }
+  constructor(private readonly g: GradientGeometry) {}
 
   start(t: number): void {
     this.t = t;
     this.n = 1;
-    this.sumP = this.p[t];
+    this.sumP = this.g.p[t];
     this.sumMy = this.g.my[t];
   }
   add(j: number): void {
     this.n++;
-    this.sumP += this.p[j];
+    this.sumP += this.g.p[j];
     this.sumMy += this.g.my[j];
   }
   remove(j: number): void {
     this.n--;
-    this.sumP -= this.p[j];
+    this.sumP -= this.g.p[j];
     this.sumMy -= this.g.my[j];
   }
   score(): number {
-    return this.evaluate(this.n, this.sumP, this.sumMy);
+    return lastLayerScore(this.g, this.t, this.n, this.sumP, this.sumMy);
   }
   scoreWith(j: number): number {
-    return this.evaluate(this.n + 1, this.sumP + this.p[j], this.sumMy + this.g.my[j]);
-  }
-  private evaluate(n: number, sumP: number, sumMy: number): number {
-    const { pp, t, g } = this;
-    const q = n * n * pp - 2 * n * sumP + n;
-    const ct = n * (pp - this.p[t]) - sumP + 1;
-    return candidateScore(sumMy + TOP1_WEIGHT * g.my[t], q, ct, g.diag[t], g.yMy);
+    return lastLayerScore(this.g, this.t, this.n + 1, this.sumP + this.g.p[j], this.sumMy + this.g.my[j]);
   }
 }
 

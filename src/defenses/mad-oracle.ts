@@ -5,16 +5,23 @@
  * - extreme: the best of the K one-hot vectors.
  * - argmax (keeps the top-1 class t): uniform distributions over subsets S ∋ t with a tiny extra
  *   weight on t; all 2^(K−1) subsets for K ≤ 12 (Gray code, one class toggled per step), a greedy
- *   growth of S from {t} above that, keeping the best candidate seen.
+ *   growth of S from {t} above that, keeping the best candidate seen. With the last-layer closed
+ *   form the greedy step is a branch and bound over a tree of the classes (see mad-greedy.ts),
+ *   which picks the same class as scoring them all; with Gram matrices every class is scored.
  *
  * For a candidate with weights w = 1_S + δ·e_t: cos = wᵀMy / √(wᵀMw · yᵀMy), and the quantities
  * are updated incrementally as classes enter or leave S (see SubsetState).
  */
-import { TOP1_WEIGHT, type GradientGeometry } from './mad-geometry.js';
+import { LastLayerGreedy } from './mad-greedy.js';
+import { lastLayerScore, TOP1_WEIGHT, type GradientGeometry, type SubsetState } from './mad-geometry.js';
 import type { DistanceNorm } from './simplex.js';
+import { RadixOrder } from './radix-order.js';
 
 /** Largest K searched exhaustively by the argmax oracle. */
 export const EXHAUSTIVE_MAX_K = 12;
+
+/** Smallest K where the greedy's branch and bound beats scoring every class at every step. */
+const TREE_MIN_K = 24;
 
 export type OracleKind = 'extreme' | 'argmax';
 
@@ -23,11 +30,17 @@ export class MadOracle {
   private readonly inSet: Uint8Array;
   private readonly order: Int32Array;
   private readonly others: Int32Array;
+  private readonly distances: Float64Array;
+  private readonly prefix: Float64Array;
+  private lastLayerGreedy?: LastLayerGreedy;
+  private sorter?: RadixOrder;
 
   constructor(readonly k: number) {
     this.inSet = new Uint8Array(k);
     this.order = new Int32Array(k);
     this.others = new Int32Array(Math.max(0, k - 1));
+    this.distances = new Float64Array(k + 1);
+    this.prefix = new Float64Array(k + 1);
   }
 
   /** Writes y* for the row into `target` (length K). `y` is the row being answered. */
@@ -41,6 +54,7 @@ export class MadOracle {
     }
     if (degenerate) this.farthestSubset(y, yOffset, top1, target);
     else if (this.k <= EXHAUSTIVE_MAX_K) this.exhaustive(geometry, top1, target);
+    else if (geometry.isLastLayer && this.k >= TREE_MIN_K) this.fastGreedy(geometry, top1, target);
     else this.greedy(geometry, top1, target);
   }
 
@@ -62,28 +76,22 @@ export class MadOracle {
   /** Every subset S ∋ t, visited in Gray-code order so that each step toggles one class. */
   private exhaustive(g: GradientGeometry, t: number, target: Float64Array): void {
     const { k, others } = this;
-    const state = g.subsets();
     let n = 0;
     for (let i = 0; i < k; i++) if (i !== t) others[n++] = i;
-    state.start(t);
-    let bestScore = state.score();
-    let bestMask = 0;
-    let mask = 0;
-    const count = 1 << n;
-    for (let gray = 1; gray < count; gray++) {
-      const bit = 31 - Math.clz32(gray & -gray);
-      mask ^= 1 << bit;
-      if (mask & (1 << bit)) state.add(others[bit]);
-      else state.remove(others[bit]);
-      const score = state.score();
-      if (score < bestScore) {
-        bestScore = score;
-        bestMask = mask;
-      }
-    }
+    const bestMask = g.isLastLayer ? lastLayerGrayCode(g, t, others, n) : grayCode(g.subsets(), t, others, n);
     target.fill(0);
     target[t] = 1;
     for (let b = 0; b < n; b++) if (bestMask & (1 << b)) target[others[b]] = 1;
+    normaliseWithTop1(target, t);
+  }
+
+  /** The greedy below for the last-layer closed form, in sub-quadratic time (same picks). */
+  private fastGreedy(g: GradientGeometry, t: number, target: Float64Array): void {
+    const { order } = this;
+    this.lastLayerGreedy ??= new LastLayerGreedy(this.k);
+    const bestSize = this.lastLayerGreedy.run(g, t, order);
+    target.fill(0);
+    for (let i = 0; i < bestSize; i++) target[order[i]] = 1;
     normaliseWithTop1(target, t);
   }
 
@@ -123,20 +131,48 @@ export class MadOracle {
 
   /**
    * Degenerate case (Gᵀy = 0, e.g. surrogate p = y): the angle is undefined, so take the
-   * top-1-keeping candidate farthest from y in L1: t plus the n − 1 least likely classes, best n.
+   * top-1-keeping candidate farthest from y in L1: t plus the n − 1 least likely classes, best n
+   * (the first n on ties).
+   *
+   * With the others sorted ascending (a_r) and s = 1/n, the distance is
+   * |y_t − s| + Σ_{r<n−1} |y_{a_r} − s| + Σ_{r≥n−1} y_{a_r}; the a_r below s form a prefix, so
+   * prefix sums give every n in O(1). Those sums round differently from the direct sum, so the
+   * sizes within rounding of the best are summed again term by term and compared as before.
    */
   private farthestSubset(y: ArrayLike<number>, yOffset: number, t: number, target: Float64Array): void {
-    const { k, order } = this;
+    const { k, order, distances, prefix } = this;
     let n = 0;
     for (let i = 0; i < k; i++) if (i !== t) order[n++] = i;
-    const ascending = Array.from(order.subarray(0, n)).sort((a, b) => y[yOffset + a] - y[yOffset + b] || a - b);
+    (this.sorter ??= new RadixOrder(k)).sort(order, n, y, yOffset);
+    // The sort keeps float32 precision: restore the exact (value, index) order should y be finer.
+    if (!(y instanceof Float32Array)) order.subarray(0, n).sort((a, b) => y[yOffset + a] - y[yOffset + b] || a - b);
+    let total = 0;
+    for (let r = 0; r < n; r++) {
+      prefix[r] = total;
+      total += y[yOffset + order[r]];
+    }
+    prefix[n] = total;
+    const yt = y[yOffset + t];
+    let below = n; // classes a_r with y < s, a prefix of the ascending order; shrinks as s does
+    let best = -Infinity;
+    for (let size = 1; size <= k; size++) {
+      const share = 1 / size;
+      while (below > 0 && !(y[yOffset + order[below - 1]] < share)) below--;
+      const c = Math.min(below, size - 1);
+      const head = prefix[size - 1];
+      const distance = Math.abs(yt - share) + (c * share - prefix[c]) + (head - prefix[c] - (size - 1 - c) * share) + (total - head);
+      distances[size] = distance;
+      if (distance > best) best = distance;
+    }
+    const slack = 64 * (k + 4) * Number.EPSILON * (1 + best);
     let bestSize = 1;
     let bestDistance = -1;
     for (let size = 1; size <= k; size++) {
-      let distance = Math.abs(y[yOffset + t] - 1 / size);
-      for (let r = 0; r < ascending.length; r++) {
+      if (distances[size] < best - slack) continue;
+      let distance = Math.abs(yt - 1 / size);
+      for (let r = 0; r < n; r++) {
         const share = r < size - 1 ? 1 / size : 0;
-        distance += Math.abs(y[yOffset + ascending[r]] - share);
+        distance += Math.abs(y[yOffset + order[r]] - share);
       }
       if (distance > bestDistance) {
         bestDistance = distance;
@@ -145,9 +181,76 @@ export class MadOracle {
     }
     target.fill(0);
     target[t] = 1;
-    for (let r = 0; r < bestSize - 1; r++) target[ascending[r]] = 1;
+    for (let r = 0; r < bestSize - 1; r++) target[order[r]] = 1;
     normaliseWithTop1(target, t);
   }
+}
+
+/** The subset of `others` (a bit mask) that, with t, scores lowest; the first in Gray-code order on ties. */
+function grayCode(state: SubsetState, t: number, others: Int32Array, n: number): number {
+  state.start(t);
+  let bestScore = state.score();
+  let bestMask = 0;
+  let mask = 0;
+  const count = 1 << n;
+  for (let gray = 1; gray < count; gray++) {
+    const bit = 31 - Math.clz32(gray & -gray);
+    mask ^= 1 << bit;
+    if (mask & (1 << bit)) state.add(others[bit]);
+    else state.remove(others[bit]);
+    const score = state.score();
+    if (score < bestScore) {
+      bestScore = score;
+      bestMask = mask;
+    }
+  }
+  return bestMask;
+}
+
+/**
+ * The Gray-code walk of `exhaustive` for the last-layer closed form, with SubsetState's updates
+ * and lastLayerScore inlined (same operations in the same order, so the same scores): the walk
+ * visits 2^(K−1) subsets and calls through the interface dominated its cost. Returns the mask.
+ */
+function lastLayerGrayCode(g: GradientGeometry, t: number, others: Int32Array, n: number): number {
+  const p = g.p;
+  const my = g.my;
+  const pp = g.pp;
+  const yMy = g.yMy;
+  // lastLayerScore's constants, hoisted without reordering its operations.
+  const ppt = pp - p[t];
+  const extra = TOP1_WEIGHT * my[t];
+  const twoDelta = 2 * TOP1_WEIGHT;
+  const deltaTerm = TOP1_WEIGHT * TOP1_WEIGHT * g.diag[t];
+  let size = 1;
+  let sumP = p[t];
+  let sumMy = my[t];
+  let bestScore = lastLayerScore(g, t, size, sumP, sumMy);
+  let bestMask = 0;
+  let mask = 0;
+  const count = 1 << n;
+  for (let gray = 1; gray < count; gray++) {
+    const low = gray & -gray;
+    mask ^= low;
+    const j = others[31 - Math.clz32(low)];
+    if (mask & low) {
+      size++;
+      sumP += p[j];
+      sumMy += my[j];
+    } else {
+      size--;
+      sumP -= p[j];
+      sumMy -= my[j];
+    }
+    const num = sumMy + extra;
+    const den = (size * size * pp - 2 * size * sumP + size + twoDelta * (size * ppt - sumP + 1) + deltaTerm) * yMy;
+    const score = den > 0 ? (num * Math.abs(num)) / den : Infinity;
+    if (score < bestScore) {
+      bestScore = score;
+      bestMask = mask;
+    }
+  }
+  return bestMask;
 }
 
 /** The one-hot vector farthest from y in every norm: the least likely class. */
@@ -170,8 +273,11 @@ function maxOf(values: Float64Array): number {
   return max;
 }
 
-/** Largest α ∈ [0, 1] with dist(y, (1−α)y + αy*) ≤ ε. */
-export function lineSearch(norm: DistanceNorm, eps: number, y: ArrayLike<number>, yOffset: number, target: Float64Array): number {
+/**
+ * Largest α ∈ [0, 1] with dist(y, (1−α)y + αy*) ≤ ε. KL has no closed form: 15 bisection steps.
+ * `support` (length K) is scratch for the KL search; one is allocated when omitted.
+ */
+export function lineSearch(norm: DistanceNorm, eps: number, y: ArrayLike<number>, yOffset: number, target: Float64Array, support?: Int32Array): number {
   const k = target.length;
   if (norm === 'l1' || norm === 'l2') {
     let acc = 0;
@@ -182,11 +288,27 @@ export function lineSearch(norm: DistanceNorm, eps: number, y: ArrayLike<number>
     const distance = norm === 'l1' ? acc : Math.sqrt(acc);
     return distance > 0 ? Math.min(1, eps / distance) : 1;
   }
+  // Where y*_i = 0 (every class off the target's support) q_i = (1−α)·y_i, so those terms of
+  // KL(y‖q) add up to −log(1−α)·(their mass): one logarithm per step for them all, and one per
+  // class only on the support (a single class for one-hot targets).
+  const on = support ?? new Int32Array(k);
+  let count = 0;
+  let offMass = 0;
+  for (let i = 0; i < k; i++) {
+    const p = y[yOffset + i];
+    if (p <= 0) continue;
+    if (target[i] === 0) offMass += p;
+    else on[count++] = i;
+  }
   const klAt = (alpha: number): number => {
     let kl = 0;
-    for (let i = 0; i < k; i++) {
+    if (offMass > 0) {
+      if (alpha >= 1) return Infinity;
+      kl = -Math.log(1 - alpha) * offMass;
+    }
+    for (let n = 0; n < count; n++) {
+      const i = on[n];
       const p = y[yOffset + i];
-      if (p <= 0) continue;
       const q = (1 - alpha) * p + alpha * target[i];
       if (q <= 0) return Infinity;
       kl += p * Math.log(p / q);

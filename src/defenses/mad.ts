@@ -51,13 +51,14 @@ export const mad = defineDefense({
         const geometry = new GradientGeometry(cols);
         const solver = new MadOracle(cols);
         const target = new Float64Array(cols);
+        const support = new Int32Array(cols);
         for (let r = 0; r < rows; r++) {
           const o = r * cols;
           if (gram) geometry.setGram(gram, r * cols * cols, data, o);
           else geometry.setLastLayer(surrogate!, o, data, o);
           const top1 = argmaxAt(data, o, cols);
           solver.solve(oracleKind, geometry, data, o, top1, target);
-          const alpha = lineSearch(distance, eps, data, o, target);
+          const alpha = lineSearch(distance, eps, data, o, target, support);
           for (let c = 0; c < cols; c++) out[o + c] = (1 - alpha) * data[o + c] + alpha * target[c];
           if (oracleKind === 'argmax') enforceTop1(out, o, cols, top1);
         }
