@@ -10,9 +10,10 @@ it('loads sharp only when an image is decoded, not with the library', () => {
     import { createRequire } from 'node:module';
     const require = createRequire(import.meta.url);
     const sharpFiles = () => Object.keys(require.cache).filter((k) => /[\\\\/]sharp[\\\\/]/.test(k)).length;
-    const api = await import('./src/index.ts');
+    await import('./src/index.ts');
     const before = sharpFiles();
-    const read = api.createInputReader(api.resolveInputOptions({ image: { width: 2, height: 2 } }));
+    const inputs = await import('./src/server/inputs/index.ts');
+    const read = inputs.createInputReader(inputs.resolveInputOptions({ image: { width: 2, height: 2 } }));
     await Promise.resolve(read({ kind: 'encoded-images', rows: 1, images: ['iVBORw0KGgo='], where: 'x' })).catch(() => {});
     console.log(JSON.stringify({ before, after: sharpFiles() }));`;
   const result = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: root, encoding: 'utf8', timeout: 60_000 });
