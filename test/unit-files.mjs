@@ -22,7 +22,7 @@ const SLOW = [
   { why: 'runs npm pack or install', pattern: /\bnpm pack\b|'pack'|npm install/ },
   { why: 'starts worker threads', pattern: /\bnode:worker_threads\b|\bthread: true\b|\bloadThreadedSurrogate\b/ },
   { why: 'starts a server or opens sockets', pattern: /\bnode:(http|https|net)\b|\bsupertest\b|\.listen\(|\bstartDefenseProxy\b|\bstartStubUpstream\b/ },
-  { why: 'loads or trains TF.js models', pattern: /\binitBackend\b|\bsetUpBackend\b|\bcreateModel\b|\bloadSurrogate\b|\bSurrogate\.random\b|\btrain(Model|Knockoff)\b|src\/models\/(index|tf)\.js|src\/eval\/(evaluate|knockoff)\.js|@tensorflow\// },
+  { why: 'loads or trains TF.js models', pattern: /\binitBackend\b|\bsetUpBackend\b|\bcreateModel\b|\bloadSurrogate\b|\bSurrogate\.random\b|\btrain(Model|Knockoff)\b|src\/models\/(index|tfjs\/[\w/-]+)\.js|src\/eval\/(evaluate|knockoff)\.js|@tensorflow\// },
   { why: 'decodes images with sharp', pattern: /from 'sharp'/ },
 ];
 

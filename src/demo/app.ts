@@ -10,11 +10,11 @@
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import type { Logger } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
-import { asyncSurrogate } from '../models/async-surrogate.js';
-import { predictProbs } from '../models/predict.js';
-import { Surrogate } from '../models/surrogate.js';
-import { classCount, inputSize } from '../models/architectures.js';
-import type { LayersModel } from '../models/tf.js';
+import { asyncSurrogate } from '../models/tfjs/plan/async-surrogate.js';
+import { predictProbs } from '../models/tfjs/plan/predict.js';
+import { Surrogate } from '../models/tfjs/plan/plan-surrogate.js';
+import { classCount, inputSize } from '../models/tfjs/architectures.js';
+import type { LayersModel } from '../models/tfjs/tf.js';
 import { ServingError } from '../server/errors.js';
 import { mapContextInputs } from '../server/batching/batched-context.js';
 import { createBatcher, type Batcher } from '../server/batching/batcher.js';

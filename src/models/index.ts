@@ -47,10 +47,32 @@
  *     directions carry information (constant or one-hot softmax on probes)?
  *   writeOnnxModel(spec) / readOnnxGraph(bytes)            small ONNX files without an exporter
  *
- * Every other file takes `tf` from './tf.js'.
+ * Rooms (dependencies point down this list only; index.ts is the one file that imports them all)
+ *   surrogates/   load, check and thread a surrogate of any kind; a defense's context from it
+ *   checkpoints/  HODA's training checkpoints (checkpoints.ts) and its glue to src/detection (hoda-hardness.ts)
+ *   training/     trainModel: the tfjs loop and the ONNX training step (onnx-train*.ts)
+ *   onnx/         the protobuf reader/writer, layers → ONNX conversion, onnxruntime and its surrogate
+ *   tfjs/plan/    a sequential model as a plan over hand-written kernels: predict, Gram, input gradient,
+ *                 the plan-based Surrogate
+ *   tfjs/         TF.js itself (tf.ts, backend.ts), models on disk, architectures, re-initialisation,
+ *                 the any-topology TfjsSurrogate
+ *   ./            no TF.js, no onnxruntime: errors, seeded randomness, the SurrogateModel interface and its
+ *                 output helpers, input keys, image preprocessing (the server imports these directly)
+ *
+ * Every file takes `tf` from tfjs/tf.ts; only tfjs/ names the @tensorflow packages (tf.ts, and backend.ts
+ * for the backends').
  */
-export { tf } from './tf.js';
-export type { LayersModel, Tensor } from './tf.js';
+
+// ./ — no TF.js
+export { BackendError, MissingProviderError, ModelError, ModelFileError, ModelInputError, SurrogateThreadError, UnsupportedModelError } from './errors.js';
+export { seededFloats } from './random.js';
+export type { SurrogateModel } from './surrogate-model.js';
+export { SURROGATE_OUTPUTS, looksLikeProbabilities, type SurrogateOutput } from './surrogate-output.js';
+export { CHANNEL_ORDERS, IMAGE_LAYOUTS, LUMA, channelCount, convertLayout, exampleShape, pixelsToTensor, type ChannelOrder, type ImageLayout, type PixelPreprocessing } from './preprocess.js';
+
+// tfjs/
+export { tf } from './tfjs/tf.js';
+export type { LayersModel, Tensor } from './tfjs/tf.js';
 export {
   BACKEND_ORDER,
   currentBackend,
@@ -62,31 +84,39 @@ export {
   type BackendInfo,
   type BackendName,
   type InitBackendOptions,
-} from './backend.js';
-export { BackendError, MissingProviderError, ModelError, ModelFileError, ModelInputError, SurrogateThreadError, UnsupportedModelError } from './errors.js';
-export { ARCHITECTURES, classCount, convolutionFits, createModel, fittingArchitecture, inputSize, MIN_CONV_SIDE, type Architecture, type ModelSpec } from './architectures.js';
-export { META_FILE, MODEL_FILE, WEIGHTS_FILE, loadModel, readModelMeta, saveModel, writeModelMeta, type ModelMeta } from './io.js';
-export { accuracy, predictClasses, predictLogits, predictProbs, type PredictOptions } from './predict.js';
-export { calibrateHodaOnHeldOut, calibrateHodaWithSurrogates, surrogateHardness, type HeldOutCalibrationOptions, checkpointHardness, checkpointRecorder, loadCheckpointModels, saveCheckpoints, CHECKPOINTS_FILE, DEFAULT_CHECKPOINTS, type CheckpointWeights } from './checkpoints.js';
-export { lossGradientSign } from './input-gradient.js';
-export { describeTrainingEngine, TRAIN_ENGINES, TRAIN_LOSSES, trainModel, type EpochRecord, type TrainData, type TrainEngine, type TrainLoss, type TrainOptions, type TrainProgress, type TrainResult } from './train.js';
-export { Surrogate, type SurrogateOptions } from './surrogate.js';
-export type { GramMethod } from './gram.js';
-export { computeDefenseContext, inputKeys, type ContextProviders, type ProbabilityModel } from './context.js';
-export { CHANNEL_ORDERS, IMAGE_LAYOUTS, LUMA, channelCount, convertLayout, exampleShape, pixelsToTensor, type ChannelOrder, type ImageLayout, type PixelPreprocessing } from './preprocess.js';
-export type { SurrogateModel } from './surrogate-model.js';
-export { asyncSurrogate } from './async-surrogate.js';
-export { computeDefenseContextAsync, nonDifferentiableMessage } from './context.js';
-export { loadSurrogate, SURROGATE_ENGINES, type LoadSurrogateOptions, type SurrogateEngine } from './load-surrogate.js';
-export { layersModelToOnnx, ONNX_CONVERTIBLE_LAYERS } from './layers-to-onnx.js';
-export { loadThreadedSurrogate, type ThreadedSurrogate, type ThreadedSurrogateOptions } from './threaded-surrogate.js';
-export { TfjsSurrogate, type TfjsSurrogateOptions } from './tfjs-surrogate.js';
-export { OnnxSurrogate, type OnnxSurrogateOptions } from './onnx-surrogate.js';
-export { loadOnnxRuntime, onnxRuntimeStatus } from './onnx-runtime.js';
-export { SURROGATE_OUTPUTS, looksLikeProbabilities, type SurrogateOutput } from './surrogate-output.js';
-export { reinitFromTopology, reinitLayersModel, reinitWeights, seededFloats, type ReinitOptions } from './reinit.js';
-export { readModelDir, loadTfjsModel, modelPathKind, type ModelDirArtifacts, type ModelPathKind } from './model-dir.js';
-export { graphModelArtifacts, graphWeightRoles, reinitGraphArtifacts, reinitGraphModel, type GraphWeightRole } from './graph-reinit.js';
+} from './tfjs/backend.js';
+export { ARCHITECTURES, classCount, convolutionFits, createModel, fittingArchitecture, inputSize, MIN_CONV_SIDE, type Architecture, type ModelSpec } from './tfjs/architectures.js';
+export { META_FILE, MODEL_FILE, WEIGHTS_FILE, loadModel, readModelMeta, saveModel, writeModelMeta, type ModelMeta } from './tfjs/io.js';
+export { readModelDir, loadTfjsModel, modelPathKind, type ModelDirArtifacts, type ModelPathKind } from './tfjs/model-dir.js';
+export { reinitFromTopology, reinitLayersModel, reinitWeights, type ReinitOptions } from './tfjs/reinit.js';
+export { graphModelArtifacts, graphWeightRoles, reinitGraphArtifacts, reinitGraphModel, type GraphWeightRole } from './tfjs/graph-reinit.js';
+export { TfjsSurrogate, type TfjsSurrogateOptions } from './tfjs/tfjs-surrogate.js';
+
+// tfjs/plan/
+export { accuracy, predictClasses, predictLogits, predictProbs, type PredictOptions } from './tfjs/plan/predict.js';
+export { lossGradientSign } from './tfjs/plan/input-gradient.js';
+export type { GramMethod } from './tfjs/plan/gram.js';
+export { Surrogate, type SurrogateOptions } from './tfjs/plan/plan-surrogate.js';
+export { asyncSurrogate } from './tfjs/plan/async-surrogate.js';
+
+// onnx/
+export { writeOnnxModel, type OnnxAttribute, type OnnxModelSpec, type OnnxNodeSpec, type OnnxTensorSpec, type OnnxValueSpec } from './onnx/writer.js';
+export { readOnnxGraph, reinitOnnx, type OnnxGraphInfo } from './onnx/graph.js';
+export { layersModelToOnnx, ONNX_CONVERTIBLE_LAYERS } from './onnx/layers-to-onnx.js';
+export { loadOnnxRuntime, onnxRuntimeStatus } from './onnx/runtime.js';
+export { OnnxSurrogate, type OnnxSurrogateOptions } from './onnx/onnx-surrogate.js';
+
+// training/
+export { describeTrainingEngine, TRAIN_ENGINES, TRAIN_LOSSES, trainModel, type EpochRecord, type TrainData, type TrainEngine, type TrainLoss, type TrainOptions, type TrainProgress, type TrainResult } from './training/train.js';
+
+// checkpoints/
+export { checkpointRecorder, loadCheckpointModels, saveCheckpoints, CHECKPOINTS_FILE, DEFAULT_CHECKPOINTS, type CheckpointWeights } from './checkpoints/checkpoints.js';
+export { calibrateHodaOnHeldOut, calibrateHodaWithSurrogates, checkpointHardness, surrogateHardness, type HeldOutCalibrationOptions } from './checkpoints/hoda-hardness.js';
+
+// surrogates/
+export { computeDefenseContext, computeDefenseContextAsync, inputKeys, nonDifferentiableMessage, type ContextProviders, type ProbabilityModel } from './surrogates/defense-context.js';
+export { loadSurrogate, SURROGATE_ENGINES, type LoadSurrogateOptions, type SurrogateEngine } from './surrogates/load-surrogate.js';
+export { loadThreadedSurrogate, type ThreadedSurrogate, type ThreadedSurrogateOptions } from './surrogates/threaded-surrogate.js';
 export {
   checkSurrogate,
   surrogateOrigin,
@@ -96,6 +126,4 @@ export {
   type SurrogateWarning,
   type SurrogateWarningCode,
   type VictimSource,
-} from './check-surrogate.js';
-export { writeOnnxModel, type OnnxAttribute, type OnnxModelSpec, type OnnxNodeSpec, type OnnxTensorSpec, type OnnxValueSpec } from './onnx-writer.js';
-export { readOnnxGraph, reinitOnnx, type OnnxGraphInfo } from './onnx-graph.js';
+} from './surrogates/check-surrogate.js';

@@ -1,4 +1,4 @@
-/** Seeded randomness for the models layer: reproducible shuffles and initial weights. */
+/** Seeded randomness for the models layer: reproducible shuffles and initial weights. No TF.js: the ONNX side uses it too. */
 
 /** mulberry32: a small, fast 32-bit generator; uniform in [0, 1). */
 export function seededRandom(seed: number): () => number {
@@ -23,4 +23,22 @@ export function permutation(n: number, random: () => number): Int32Array {
     order[j] = t;
   }
   return order;
+}
+
+/** FNV-1a of `text`, mixed with the seed: one independent stream per weight. */
+function streamSeed(seed: number, text: string): number {
+  let h = 0x811c9dc5 ^ (seed >>> 0);
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+/** `size` floats uniform in ±bound, determined by (seed, name). */
+export function seededFloats(size: number, bound: number, seed: number, name: string): Float32Array {
+  const random = seededRandom(streamSeed(seed, name));
+  const out = new Float32Array(size);
+  for (let i = 0; i < size; i++) out[i] = (random() * 2 - 1) * bound;
+  return out;
 }

@@ -7,7 +7,7 @@ import { proxyOptionsFromSettings } from '../../src/cli/proxy.js';
 import { resolveProxySettings } from '../../src/cli/proxy-config.js';
 import { surrogateSourceFromFlags } from '../../src/cli/surrogate-flags.js';
 import { ServingOptionError } from '../../src/server/errors.js';
-import { writeOnnxModel } from '../../src/models/onnx-writer.js';
+import { writeOnnxModel } from '../../src/models/onnx/writer.js';
 import { runCli } from '../helpers/run-cli.js';
 
 const fail = (message: string): never => {

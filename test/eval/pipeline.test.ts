@@ -9,7 +9,7 @@ import { evaluate } from '../../src/eval/evaluate.js';
 import { parseCsv, REPORT_COLUMNS } from '../../src/eval/report/table.js';
 import { loadDataset } from '../../src/eval/datasets.js';
 import type { DatasetLoader } from '../../src/eval/world.js';
-import { tf } from '../../src/models/tf.js';
+import { tf } from '../../src/models/tfjs/tf.js';
 import { syntheticLoader } from './helpers/synthetic-data.js';
 
 /** Answers 1/K for every class: nothing to learn from. */

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { tf, withCpuFallback } from '../../src/models/index.js';
-import { onCpu } from '../../src/models/backend.js';
-import { conv2d } from '../../src/models/conv.js';
-import { dense } from '../../src/models/matmul.js';
-import { forwardLogits, planOf } from '../../src/models/plan.js';
-import { maxPoolForTraining } from '../../src/models/pool.js';
+import { onCpu } from '../../src/models/tfjs/backend.js';
+import { conv2d } from '../../src/models/tfjs/plan/conv.js';
+import { dense } from '../../src/models/tfjs/plan/matmul.js';
+import { forwardLogits, planOf } from '../../src/models/tfjs/plan/plan.js';
+import { maxPoolForTraining } from '../../src/models/tfjs/plan/pool.js';
 import { createModel } from '../../src/models/index.js';
 import { inputs, setUpBackend, withoutLeaks } from './helpers.js';
 

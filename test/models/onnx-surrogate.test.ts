@@ -14,7 +14,7 @@ import {
   writeOnnxModel,
   type OnnxModelSpec,
 } from '../../src/models/index.js';
-import { ONNX_FIELDS, readFields, repeatedInts } from '../../src/models/onnx-proto.js';
+import { ONNX_FIELDS, readFields, repeatedInts } from '../../src/models/onnx/proto.js';
 import { poisonPredictions } from '../../src/server/index.js';
 import { ServingOptionError } from '../../src/server/errors.js';
 import { surrogateContext } from '../../src/server/surrogate-context.js';

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { createModel, describeTrainingEngine, tf, trainModel, type LayersModel } from '../../src/models/index.js';
-import { fromOnnxKernel, onnxTrainingSupport, toOnnxKernel } from '../../src/models/onnx-train-graph.js';
-import { planOf } from '../../src/models/plan.js';
+import { fromOnnxKernel, onnxTrainingSupport, toOnnxKernel } from '../../src/models/training/onnx-train-graph.js';
+import { planOf } from '../../src/models/tfjs/plan/plan.js';
 import { inputs, setUpBackend, withoutLeaks } from './helpers.js';
 
 before(setUpBackend);

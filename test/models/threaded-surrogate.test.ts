@@ -21,7 +21,7 @@ import {
   writeOnnxModel,
   type SurrogateModel,
 } from '../../src/models/index.js';
-import { exitSurrogateThreadOnNextCall } from '../../src/models/threaded-surrogate.js';
+import { exitSurrogateThreadOnNextCall } from '../../src/models/surrogates/threaded-surrogate.js';
 import { batchedSurrogateContext } from '../../src/server/batching/batched-context.js';
 import { scratchDir } from '../helpers/scratch.js';
 import { inputs, setUpBackend } from './helpers.js';

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { ModelInputError, accuracy, predictProbs, tf, trainModel, type TrainProgress } from '../../src/models/index.js';
-import { lossOf } from '../../src/models/train.js';
+import { lossOf } from '../../src/models/training/train.js';
 import { inputs, setUpBackend, tinyLenet, tinyMlp, withoutLeaks } from './helpers.js';
 
 before(setUpBackend);

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { createModel, initBackend, loadSurrogate, saveModel } from '../../src/models/index.js';
-import { exitSurrogateThreadOnNextCall } from '../../src/models/threaded-surrogate.js';
+import { exitSurrogateThreadOnNextCall } from '../../src/models/surrogates/threaded-surrogate.js';
 import { batchedSurrogateContext } from '../../src/server/batching/batched-context.js';
 import { startDefenseProxy } from '../../src/server/proxy.js';
 import { scratchDir } from '../helpers/scratch.js';

@@ -3,10 +3,10 @@
  * initializers and which node uses each), and the seeded re-initialisation: fresh values for every
  * float initializer, fan-in scaled, keeping every other byte of the file.
  */
-import { ModelFileError } from './errors.js';
-import { fieldString, ONNX_FIELDS as F, ONNX_FLOAT, ProtoWriter, readFields, repeatedInts, type ProtoField } from './onnx-proto.js';
-import { writeTensor } from './onnx-writer.js';
-import { seededFloats } from './reinit.js';
+import { ModelFileError } from '../errors.js';
+import { fieldString, ONNX_FIELDS as F, ONNX_FLOAT, ProtoWriter, readFields, repeatedInts, type ProtoField } from './proto.js';
+import { writeTensor } from './writer.js';
+import { seededFloats } from '../random.js';
 
 export interface OnnxValueInfo {
   readonly name: string;

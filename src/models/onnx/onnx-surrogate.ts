@@ -6,18 +6,18 @@
  * differentiable TF.js surrogate.
  */
 import { readFile } from 'node:fs/promises';
-import { ModelError, ModelFileError, UnsupportedModelError } from './errors.js';
-import { readOnnxGraph, reinitOnnx } from './onnx-graph.js';
-import { loadOnnxRuntime, type OnnxRuntime, type OrtSession } from './onnx-runtime.js';
-import type { SurrogateModel } from './surrogate-model.js';
-import { defaultChunkRows, probabilitiesInChunks, type SurrogateOutput } from './surrogate-output.js';
-import type { ProbBatch } from '../defenses/types.js';
+import { ModelError, ModelFileError, UnsupportedModelError } from '../errors.js';
+import { readOnnxGraph, reinitOnnx } from './graph.js';
+import { loadOnnxRuntime, type OnnxRuntime, type OrtSession } from './runtime.js';
+import type { SurrogateModel } from '../surrogate-model.js';
+import { defaultChunkRows, probabilitiesInChunks, type SurrogateOutput } from '../surrogate-output.js';
+import type { ProbBatch } from '../../defenses/types.js';
 
 type Ort = OnnxRuntime;
 type Session = OrtSession;
 
 export interface OnnxSurrogateOptions {
-  /** Re-draw every float initializer from this seed before loading (see onnx-graph.ts). */
+  /** Re-draw every float initializer from this seed before loading (see graph.ts). */
   reinit?: number;
   /** What the model outputs (default 'auto': detected per batch). */
   output?: SurrogateOutput;

@@ -3,8 +3,8 @@
  * that the type-check, the build and the published declarations never need the package present; the
  * package itself is imported only when an ONNX model is asked for.
  */
-import { ModelError } from './errors.js';
-import { keepOnnxRuntimeOffline } from './onnx-telemetry.js';
+import { ModelError } from '../errors.js';
+import { keepOnnxRuntimeOffline } from './telemetry.js';
 
 export interface OrtTensor {
   readonly type: string;

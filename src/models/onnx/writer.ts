@@ -3,7 +3,7 @@
  * one or more inputs and outputs. For tests and benchmarks that need an ONNX file where no exporter
  * is at hand; it checks nothing beyond the encoding (onnxruntime validates the graph when loading).
  */
-import { ONNX_ATTR, ONNX_FIELDS as F, ONNX_FLOAT, ONNX_INT64, ProtoWriter } from './onnx-proto.js';
+import { ONNX_ATTR, ONNX_FIELDS as F, ONNX_FLOAT, ONNX_INT64, ProtoWriter } from './proto.js';
 
 /** An attribute: an integer, `{ f }` for a float, a list of integers, `{ floats }`, or a string. */
 export type OnnxAttribute = number | string | readonly number[] | { readonly f: number } | { readonly floats: readonly number[] };

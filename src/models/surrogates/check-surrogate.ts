@@ -19,13 +19,13 @@
  * for every surrogate it loads).
  */
 import { createHash } from 'node:crypto';
-import { ModelInputError } from './errors.js';
-import { modelPathKind, readModelDir, specBytes } from './model-dir.js';
-import { readOrExplain } from './io.js';
-import { ONNX_FIELDS as F, ONNX_FLOAT, fieldString, readFields, repeatedInts, type ProtoField } from './onnx-proto.js';
-import { seededRandom } from './random.js';
-import type { SurrogateModel } from './surrogate-model.js';
-import { tf, type LayersModel } from './tf.js';
+import { ModelInputError } from '../errors.js';
+import { modelPathKind, readModelDir, specBytes } from '../tfjs/model-dir.js';
+import { readOrExplain } from '../tfjs/io.js';
+import { ONNX_FIELDS as F, ONNX_FLOAT, fieldString, readFields, repeatedInts, type ProtoField } from '../onnx/proto.js';
+import { seededRandom } from '../random.js';
+import type { SurrogateModel } from '../surrogate-model.js';
+import { tf, type LayersModel } from '../tfjs/tf.js';
 
 export type SurrogateWarningCode = 'victim-weights' | 'stored-weights' | 'constant' | 'one-hot' | 'probe-failed';
 

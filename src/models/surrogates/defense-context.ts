@@ -3,15 +3,15 @@
  * the serving layer, the `perturb` command and the evaluation use, so they agree on what each need
  * means (for instance how an input key is derived).
  */
-import { inputKeys, nonDifferentiableMessage } from './context-keys.js';
-import { MissingProviderError, ModelInputError } from './errors.js';
+import { inputKeys, nonDifferentiableMessage } from '../context-keys.js';
+import { MissingProviderError, ModelInputError } from '../errors.js';
 
 export { inputKeys, nonDifferentiableMessage };
-import { predictProbs } from './predict.js';
-import type { Surrogate } from './surrogate.js';
-import type { SurrogateModel } from './surrogate-model.js';
-import type { LayersModel } from './tf.js';
-import type { ContextNeed, DefenseContext, ProbBatch } from '../defenses/types.js';
+import { predictProbs } from '../tfjs/plan/predict.js';
+import type { Surrogate } from '../tfjs/plan/plan-surrogate.js';
+import type { SurrogateModel } from '../surrogate-model.js';
+import type { LayersModel } from '../tfjs/tf.js';
+import type { ContextNeed, DefenseContext, ProbBatch } from '../../defenses/types.js';
 
 /** Something that gives a softmax per input: a layers model or any object with `probs`. */
 export type ProbabilityModel = LayersModel | { probs(inputs: Float32Array, rows: number): ProbBatch };

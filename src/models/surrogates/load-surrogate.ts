@@ -4,21 +4,21 @@
  * bytes; optionally the same architecture with fresh seeded weights (`reinit`), the MAD paper's best
  * surrogate, and a start-up check that it can steer MAD at all (`check`, see check-surrogate.ts).
  */
-import type { BackendName } from './backend.js';
+import type { BackendName } from '../tfjs/backend.js';
 import { checkSurrogate, recordSurrogateOrigin, surrogateWarningLine, type CheckSurrogateOptions } from './check-surrogate.js';
-import { ModelError, ModelFileError } from './errors.js';
-import { reinitGraphArtifacts, reinitGraphModel } from './graph-reinit.js';
-import { layersModelToOnnx } from './layers-to-onnx.js';
-import { loadTfjsModel, modelPathKind, readModelDir } from './model-dir.js';
-import { OnnxSurrogate, type OnnxSurrogateOptions } from './onnx-surrogate.js';
-import { reinitFromTopology, reinitLayersModel } from './reinit.js';
-import type { SurrogateModel } from './surrogate-model.js';
-import { parseSurrogateOutput } from './surrogate-output.js';
-import { hasPlan } from './plan.js';
-import { Surrogate } from './surrogate.js';
-import { TfjsSurrogate, type TfjsSurrogateOptions } from './tfjs-surrogate.js';
+import { ModelError, ModelFileError } from '../errors.js';
+import { reinitGraphArtifacts, reinitGraphModel } from '../tfjs/graph-reinit.js';
+import { layersModelToOnnx } from '../onnx/layers-to-onnx.js';
+import { loadTfjsModel, modelPathKind, readModelDir } from '../tfjs/model-dir.js';
+import { OnnxSurrogate, type OnnxSurrogateOptions } from '../onnx/onnx-surrogate.js';
+import { reinitFromTopology, reinitLayersModel } from '../tfjs/reinit.js';
+import type { SurrogateModel } from '../surrogate-model.js';
+import { parseSurrogateOutput } from '../surrogate-output.js';
+import { hasPlan } from '../tfjs/plan/plan.js';
+import { Surrogate } from '../tfjs/plan/plan-surrogate.js';
+import { TfjsSurrogate, type TfjsSurrogateOptions } from '../tfjs/tfjs-surrogate.js';
 import { loadThreadedSurrogate } from './threaded-surrogate.js';
-import { tf, type LayersModel } from './tf.js';
+import { tf, type LayersModel } from '../tfjs/tf.js';
 
 export interface LoadSurrogateOptions extends TfjsSurrogateOptions {
   /**
@@ -40,7 +40,7 @@ export interface LoadSurrogateOptions extends TfjsSurrogateOptions {
   usePlan?: boolean;
   /**
    * Where a TF.js layers model runs: 'tfjs' (default, differentiable) or 'onnx', converted at load
-   * (layers-to-onnx.ts) and run forward-only by onnxruntime-node, many times faster on CPU
+   * (../onnx/layers-to-onnx.ts) and run forward-only by onnxruntime-node, many times faster on CPU
    * (MobileNetV2: 5–7 ms per image against 64–82 ms on tfjs-wasm here). Refused for graph models
    * and for layers the converter does not know (it names them).
    */

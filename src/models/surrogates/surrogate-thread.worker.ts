@@ -5,9 +5,9 @@
  * leave the same way, so the main thread never runs the forward pass.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { initBackend } from './backend.js';
+import { initBackend } from '../tfjs/backend.js';
 import { loadSurrogate } from './load-surrogate.js';
-import type { SurrogateModel } from './surrogate-model.js';
+import type { SurrogateModel } from '../surrogate-model.js';
 import type { SerialisedError, ThreadReply, ThreadRequest, ThreadStart } from './threaded-surrogate.js';
 
 const port = parentPort;

@@ -14,13 +14,13 @@
  * likely crash again, and a silent reload would hide it; load a new surrogate (or restart the server).
  */
 import { Worker } from 'node:worker_threads';
-import type { ProbBatch } from '../defenses/types.js';
-import { currentBackend, type BackendInfo, type BackendName } from './backend.js';
-import { BackendError, MissingProviderError, ModelError, ModelFileError, ModelInputError, SurrogateThreadError, UnsupportedModelError } from './errors.js';
+import type { ProbBatch } from '../../defenses/types.js';
+import { currentBackend, type BackendInfo, type BackendName } from '../tfjs/backend.js';
+import { BackendError, MissingProviderError, ModelError, ModelFileError, ModelInputError, SurrogateThreadError, UnsupportedModelError } from '../errors.js';
 import type { LoadSurrogateOptions } from './load-surrogate.js';
-import { keepOnnxRuntimeOffline } from './onnx-telemetry.js';
-import { checkRows } from './surrogate-output.js';
-import type { SurrogateModel } from './surrogate-model.js';
+import { keepOnnxRuntimeOffline } from '../onnx/telemetry.js';
+import { checkRows } from '../surrogate-output.js';
+import type { SurrogateModel } from '../surrogate-model.js';
 
 /** What crosses into the worker: everything but a model object (which cannot be cloned). */
 export type ThreadedSurrogateOptions = Omit<LoadSurrogateOptions, 'model' | 'thread' | 'backend' | 'check'> & {

@@ -1,9 +1,9 @@
 /**
  * The networks this project trains: an MLP (784-256-128-K by default) and a LeNet-style CNN.
- * Both end in a linear layer producing logits (predict.ts turns them into probabilities), and both
+ * Both end in a linear layer producing logits (plan/predict.ts turns them into probabilities), and both
  * are initialised from a seed, so a "random surrogate" is the same network on every run.
  */
-import { ModelInputError } from './errors.js';
+import { ModelInputError } from '../errors.js';
 import { tf, type LayersModel } from './tf.js';
 
 /**

@@ -3,7 +3,7 @@
  * SavedModel): its weights are named constants of the weights manifest, consumed by the graph's
  * nodes (`modelTopology.node`). Each float constant's role is read from the node(s) that consume it
  * (following Identity nodes), then the constant is re-drawn with the same rules as layers models
- * (reinit.ts) and ONNX (onnx-graph.ts): kernels uniform in ±√(6/fan_in), biases uniform in
+ * (reinit.ts) and ONNX (../onnx/graph.ts): kernels uniform in ±√(6/fan_in), biases uniform in
  * ±1/√fan_in, normalisation scale 1 and offset 0 (batch norm gamma 1, beta 0, mean 0, variance 1).
  * Everything happens on the artifacts (weight bytes and manifest), before a model is built; the
  * trained values are never decoded.
@@ -34,9 +34,9 @@
  * float32 (their stored values are never needed); kept ones keep their bytes and quantization.
  * The stream of each weight is determined by (seed, weight name): same seed, same weights.
  */
-import { ModelError } from './errors.js';
+import { ModelError } from '../errors.js';
 import { specBytes } from './model-dir.js';
-import { seededFloats } from './reinit.js';
+import { seededFloats } from '../random.js';
 import { tf } from './tf.js';
 
 /** What a graph constant is taken for, and why (the node that gave it away). */

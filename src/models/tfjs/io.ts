@@ -5,7 +5,7 @@
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ModelFileError } from './errors.js';
+import { ModelFileError } from '../errors.js';
 import { tf, type LayersModel } from './tf.js';
 
 export const MODEL_FILE = 'model.json';

@@ -10,7 +10,7 @@
 import { open, readdir, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { runInNewContext } from 'node:vm';
-import { ModelFileError } from './errors.js';
+import { ModelFileError } from '../errors.js';
 import { META_FILE, readOrExplain } from './io.js';
 import { tf } from './tf.js';
 

@@ -3,29 +3,11 @@
  * layers model rebuilt from its topology alone, every weight re-drawn deterministically from
  * (seed, weight name). Kernels uniform in ±√(6/fan_in) (He), biases uniform in ±1/√fan_in, batch
  * norm gamma 1, beta 0, moving mean 0, moving variance 1. Same seed, same weights, on any backend.
- * Graph models (graph-reinit.ts) and ONNX (onnx-graph.ts) follow the same rules, reading each
- * weight's role from the nodes that use it.
+ * Graph models (graph-reinit.ts) and ONNX (../onnx/graph.ts) follow the same rules, reading each
+ * weight's role from the nodes that use it; all draw from seededFloats (../random.ts).
  */
-import { seededRandom } from './random.js';
+import { seededFloats } from '../random.js';
 import { tf, type LayersModel, type Tensor } from './tf.js';
-
-/** FNV-1a of `text`, mixed with the seed: one independent stream per weight. */
-function streamSeed(seed: number, text: string): number {
-  let h = 0x811c9dc5 ^ (seed >>> 0);
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return h >>> 0;
-}
-
-/** `size` floats uniform in ±bound, determined by (seed, name). */
-export function seededFloats(size: number, bound: number, seed: number, name: string): Float32Array {
-  const random = seededRandom(streamSeed(seed, name));
-  const out = new Float32Array(size);
-  for (let i = 0; i < size; i++) out[i] = (random() * 2 - 1) * bound;
-  return out;
-}
 
 export interface ReinitOptions {
   /** Make every layer trainable (default true): a fresh surrogate has no reason to freeze a base, and full-Jacobian MAD then sees all its parameters. */

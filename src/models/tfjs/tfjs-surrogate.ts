@@ -11,14 +11,14 @@
  * Conv2DBackpropFilter, DepthwiseConv2dNativeBackpropFilter/Input) the Gram runs on cpu.
  */
 import { kernelsMissing, onCpu, withCpuFallback } from './backend.js';
-import { UnsupportedModelError } from './errors.js';
-import type { SurrogateModel } from './surrogate-model.js';
-import { checkRows, defaultChunkRows, looksLikeProbabilities, probabilitiesInChunks, yieldToEventLoop, type SurrogateOutput } from './surrogate-output.js';
+import { UnsupportedModelError } from '../errors.js';
+import type { SurrogateModel } from '../surrogate-model.js';
+import { checkRows, defaultChunkRows, looksLikeProbabilities, probabilitiesInChunks, yieldToEventLoop, type SurrogateOutput } from '../surrogate-output.js';
 import { tf, type LayersModel, type Tensor, type Variable } from './tf.js';
-import type { ProbBatch } from '../defenses/types.js';
+import type { ProbBatch } from '../../defenses/types.js';
 
 export interface TfjsSurrogateOptions {
-  /** What the model outputs (default 'auto': detected per batch; see surrogate-output.ts). */
+  /** What the model outputs (default 'auto': detected per batch; see ../surrogate-output.ts). */
   output?: SurrogateOutput;
   /**
    * Rows per forward pass; the event loop runs between chunks. Default: about 128k input values per

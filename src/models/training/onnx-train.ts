@@ -5,13 +5,13 @@
  * progress reports; the model's variables are written back at the end, before each validation and
  * before each onStep callback (so checkpoints see the current weights).
  */
-import { loadOnnxRuntime, type OrtTensor } from './onnx-runtime.js';
+import { loadOnnxRuntime, type OrtTensor } from '../onnx/runtime.js';
 import { buildTrainingGraph, fromOnnxKernel, NEXT, toOnnxKernel, TRAINING_INPUTS, TRAINING_OUTPUTS, type WeightSlot } from './onnx-train-graph.js';
-import { writeOnnxModel } from './onnx-writer.js';
-import type { ModelPlan } from './plan.js';
-import { accuracy } from './predict.js';
-import { permutation, seededRandom } from './random.js';
-import { tf, type LayersModel } from './tf.js';
+import { writeOnnxModel } from '../onnx/writer.js';
+import type { ModelPlan } from '../tfjs/plan/plan.js';
+import { accuracy } from '../tfjs/plan/predict.js';
+import { permutation, seededRandom } from '../random.js';
+import { tf, type LayersModel } from '../tfjs/tf.js';
 import type { EpochRecord, TrainData, TrainOptions, TrainResult } from './train-types.js';
 
 

@@ -9,15 +9,15 @@
  * when progress is reported. Where onnxruntime-node is installed, covered models train on it instead
  * (onnx-train.ts): same shuffling, same Adam, native kernels.
  */
-import { kernelsMissing, missingKernel, onCpu } from './backend.js';
-import { ModelError, ModelInputError } from './errors.js';
-import { ONNX_RUNTIME_INSTALL_HINT, loadOnnxRuntime } from './onnx-runtime.js';
+import { kernelsMissing, missingKernel, onCpu } from '../tfjs/backend.js';
+import { ModelError, ModelInputError } from '../errors.js';
+import { ONNX_RUNTIME_INSTALL_HINT, loadOnnxRuntime } from '../onnx/runtime.js';
 import { trainOnOnnxRuntime } from './onnx-train.js';
 import { onnxTrainingSupport } from './onnx-train-graph.js';
-import { forwardLogits, planOf, type ModelPlan } from './plan.js';
-import { accuracy } from './predict.js';
-import { permutation, seededRandom } from './random.js';
-import { tf, type LayersModel, type Tensor } from './tf.js';
+import { forwardLogits, planOf, type ModelPlan } from '../tfjs/plan/plan.js';
+import { accuracy } from '../tfjs/plan/predict.js';
+import { permutation, seededRandom } from '../random.js';
+import { tf, type LayersModel, type Tensor } from '../tfjs/tf.js';
 import { TRAIN_ENGINES, TRAIN_LOSSES, type EpochRecord, type TrainData, type TrainEngine, type TrainLoss, type TrainOptions, type TrainResult } from './train-types.js';
 
 export { TRAIN_ENGINES, TRAIN_LOSSES, type EpochRecord, type TrainData, type TrainEngine, type TrainLoss, type TrainOptions, type TrainProgress, type TrainResult } from './train-types.js';

@@ -4,13 +4,13 @@
  * so a backend that computes off the main thread (webgl, a native GPU) lets the event loop run.
  * Chunking is the caller's job (the serving layer's batcher sends at most maxBatchRows rows).
  */
-import { withCpuFallback } from './backend.js';
+import { withCpuFallback } from '../backend.js';
 import { supportsDenseGram, gramTensor } from './gram.js';
 import { forwardLogits, planOf } from './plan.js';
 import { checkInputs } from './predict.js';
-import type { Surrogate } from './surrogate.js';
-import { tf, type Tensor } from './tf.js';
-import type { SurrogateModel } from './surrogate-model.js';
+import type { Surrogate } from './plan-surrogate.js';
+import { tf, type Tensor } from '../tf.js';
+import type { SurrogateModel } from '../../surrogate-model.js';
 
 async function readAndDispose<T extends Float32Array | Float64Array>(tensor: Tensor, as: new (values: ArrayLike<number>) => T): Promise<T> {
   try {

@@ -5,7 +5,7 @@
  * a one-hot kernel (a kernel wasm has). gram.ts uses the same patches for per-example gradients.
  */
 import { matMul } from './matmul.js';
-import { tf, type Tensor } from './tf.js';
+import { tf, type Tensor } from '../tf.js';
 
 export interface ConvGeometry {
   readonly kernelShape: readonly [number, number, number, number];

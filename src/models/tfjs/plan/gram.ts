@@ -12,11 +12,11 @@
  * - `autodiff`: any supported chain (convolutions, pooling): one backward pass over K copies of the
  *   batch, copy k differentiating log p_k, taking gradients at zero offsets added to each z.
  */
-import { UnsupportedModelError } from './errors.js';
+import { UnsupportedModelError } from '../../errors.js';
 import { extractPatches } from './conv.js';
 import { matMul } from './matmul.js';
 import { forwardLogits, type ForwardTrace, type ModelPlan, type ParametricStep, type StepActivation } from './plan.js';
-import { tf, type Tensor } from './tf.js';
+import { tf, type Tensor } from '../tf.js';
 
 export type GramMethod = 'dense' | 'autodiff';
 

@@ -4,10 +4,10 @@
  * step follows. Runs the model's plan with input gradients switched on; where the backend lacks a
  * kernel of the backward pass (conv2dTranspose on some wasm builds), the work falls back to cpu.
  */
-import { withCpuFallback } from './backend.js';
-import { ModelInputError } from './errors.js';
+import { withCpuFallback } from '../backend.js';
+import { ModelInputError } from '../../errors.js';
 import { forwardLogits, planOf } from './plan.js';
-import { tf, type LayersModel } from './tf.js';
+import { tf, type LayersModel } from '../tf.js';
 
 /**
  * sign(∇ₓ CE(softmax(F(x)), t)) per row: `rows` inputs, `targets` rows×K on the simplex (soft or

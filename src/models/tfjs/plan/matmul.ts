@@ -4,7 +4,7 @@
  * while an explicit transpose costs a few percent; tfjs's own matMul gradient uses those flags. So the
  * products below transpose explicitly on wasm, and `dense` carries its own gradient built on them.
  */
-import { tf, type Tensor } from './tf.js';
+import { tf, type Tensor } from '../tf.js';
 
 export function matMul(a: Tensor, b: Tensor, transposeA = false, transposeB = false): Tensor {
   if ((!transposeA && !transposeB) || tf.getBackend() !== 'wasm') return tf.matMul(a, b, transposeA, transposeB);

@@ -4,15 +4,15 @@
  * loaded from disk. It answers the two things MAD asks: its softmax per input (last-layer MAD) and
  * per-input K×K Gram matrices of its log-probability gradients over all parameters (full Jacobian).
  */
-import { createModel, type ModelSpec } from './architectures.js';
-import { withCpuFallback } from './backend.js';
+import { createModel, type ModelSpec } from '../architectures.js';
+import { withCpuFallback } from '../backend.js';
 import { gramTensor, supportsDenseGram, type GramMethod } from './gram.js';
-import { loadModel } from './io.js';
+import { loadModel } from '../io.js';
 import { planOf, type ModelPlan } from './plan.js';
 import { checkInputs, predictProbs } from './predict.js';
-import type { SurrogateModel } from './surrogate-model.js';
-import { tf, type LayersModel } from './tf.js';
-import type { ProbBatch } from '../defenses/types.js';
+import type { SurrogateModel } from '../../surrogate-model.js';
+import { tf, type LayersModel } from '../tf.js';
+import type { ProbBatch } from '../../../defenses/types.js';
 
 export interface SurrogateOptions {
   /** Inputs per Gram computation (default 128; the autodiff method works on K times as many rows). */

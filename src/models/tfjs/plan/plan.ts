@@ -5,11 +5,11 @@
  * trick needs (each layer's input and pre-activation). The model's weights stay the single source of
  * truth: the plan holds the very tf.Variables the model owns.
  */
-import { UnsupportedModelError } from './errors.js';
+import { UnsupportedModelError } from '../../errors.js';
 import { conv2d } from './conv.js';
 import { dense } from './matmul.js';
 import { maxPoolForTraining } from './pool.js';
-import { tf, type LayersModel, type Tensor, type Variable } from './tf.js';
+import { tf, type LayersModel, type Tensor, type Variable } from '../tf.js';
 
 export type StepActivation = 'linear' | 'relu' | 'sigmoid' | 'tanh';
 

@@ -5,7 +5,7 @@
  * CPU time, LeNet's first pool). Exact ties inside a window would each receive dy, where tfjs gives it
  * to one of them; training pools pre-activations (see plan.ts), where ties have probability zero.
  */
-import { tf, type Tensor } from './tf.js';
+import { tf, type Tensor } from '../tf.js';
 
 /** Whether maxPool(a, poolSize, strides, padding) tiles `a` exactly. */
 export function tilesExactly(shape: readonly number[], poolSize: readonly [number, number], strides: readonly [number, number], padding: 'same' | 'valid'): boolean {

@@ -2,11 +2,11 @@
  * Batched inference: B inputs in one Float32Array, B×K logits or probabilities out, computed in
  * chunks inside tf.tidy so memory stays flat however many rows come in.
  */
-import { inputSize } from './architectures.js';
-import { withCpuFallback } from './backend.js';
-import { ModelInputError } from './errors.js';
+import { inputSize } from '../architectures.js';
+import { withCpuFallback } from '../backend.js';
+import { ModelInputError } from '../../errors.js';
 import { forwardLogits, hasPlan, planOf } from './plan.js';
-import { tf, type LayersModel, type Tensor } from './tf.js';
+import { tf, type LayersModel, type Tensor } from '../tf.js';
 
 export interface PredictOptions {
   /** Rows per forward pass (default 1024). */
