@@ -28,6 +28,11 @@ const SPECS = [
   'mad-argmax:eps=0.5',
   'mad:eps=0.5,jacobian=full',
   'mad-argmax:eps=0.5,jacobian=full',
+  'modelguard-w:eps=0.5',
+  'modelguard-s:eps=0.5',
+  'grad2:eps=0.5',
+  'grad2:eps=0.5,norm=l2',
+  'grad2:eps=0.5,jacobian=full',
 ];
 
 /** Microseconds per row: repeat whole batches until `seconds` have passed (after one warm-up batch). */

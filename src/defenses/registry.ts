@@ -1,8 +1,11 @@
 /** Every defense the project knows, by name and alias. */
 import { argmax } from './argmax.js';
 import type { DefenseDefinition } from './definition.js';
+import { grad2 } from './grad2.js';
 import { mad } from './mad.js';
 import { misinformation } from './misinformation.js';
+import { modelguardS } from './modelguard-s.js';
+import { modelguardW } from './modelguard-w.js';
 import { noise } from './noise.js';
 import { none } from './none.js';
 import type { ParamValue } from './params.js';
@@ -10,7 +13,19 @@ import { reverseSigmoid } from './reverse-sigmoid.js';
 import { rounding } from './rounding.js';
 import { topk } from './topk.js';
 
-export const DEFINITIONS: readonly DefenseDefinition[] = [none, topk, rounding, argmax, noise, reverseSigmoid, mad, misinformation] as readonly DefenseDefinition[];
+export const DEFINITIONS: readonly DefenseDefinition[] = [
+  none,
+  topk,
+  rounding,
+  argmax,
+  noise,
+  reverseSigmoid,
+  mad,
+  misinformation,
+  modelguardW,
+  modelguardS,
+  grad2,
+] as readonly DefenseDefinition[];
 
 export interface ResolvedName {
   definition: DefenseDefinition;
