@@ -37,6 +37,8 @@ if (role === 'upstream') {
       res.end(text);
     });
   });
+  // Idle keep-alive connections stay open for the whole run, as the proxy's pool expects of a model server.
+  server.keepAliveTimeout = 600_000;
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 } else {
@@ -60,10 +62,36 @@ if (role === 'upstream') {
     },
   };
   const context = batchedSurrogateContext({ surrogate: timed });
-  url = (await startDefenseProxy({ upstream, defense: 'mad-argmax:eps=0.8', context, timeoutMs: 60_000 })).url;
+  const running = await startDefenseProxy({ upstream, defense: 'mad-argmax:eps=0.8', context, timeoutMs: 60_000 });
+  url = running.url;
+  // When each request reached the handler and when its answer was handed to the socket (res.end), and
+  // when each forward pass started and ended: ms on the clock all processes share (time origin + now).
+  const now = () => performance.timeOrigin + performance.now();
+  const events: { at: number; what: string }[] = [];
+  running.server.prependListener('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const what = `${req.headers['content-length']} B`;
+    events.push({ at: now(), what: `proxy: request ${what} read` });
+    const end = res.end;
+    res.end = function (this: http.ServerResponse, ...args: unknown[]) {
+      events.push({ at: now(), what: `proxy: answer to ${what} sent` });
+      return (end as (...a: unknown[]) => http.ServerResponse).apply(this, args);
+    } as typeof res.end;
+  });
+  const timedForward = timed.probsAsync;
+  timed.probsAsync = async (inputs, rows) => {
+    events.push({ at: now(), what: `pass of ${rows} rows starts` });
+    try {
+      return await timedForward(inputs, rows);
+    } finally {
+      events.push({ at: now(), what: `pass of ${rows} rows ends` });
+    }
+  };
   process.on('message', (message: { type: string }) => {
-    if (message.type === 'reset') passes.length = 0;
-    if (message.type === 'passes') process.send!({ type: 'passes', passes });
+    if (message.type === 'reset') {
+      passes.length = 0;
+      events.length = 0;
+    }
+    if (message.type === 'passes') process.send!({ type: 'passes', passes, events });
   });
 }
 process.send!({ type: 'ready', url });

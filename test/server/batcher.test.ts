@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { performance } from 'node:perf_hooks';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { createBatcher, type BatchForward } from '../../src/server/batching/batcher.js';
@@ -202,5 +203,197 @@ describe('batcher', () => {
     assert.throws(() => resolveBatching({ maxBatchRows: 2.5 }), /integer/);
     assert.throws(() => resolveBatching({ maxRowsPerRequest: 100, maxQueueRows: 10 }), /could never be queued/);
     assert.throws(() => resolveBatching({ window: 3 } as never), /unknown batching option\(s\) window/);
+  });
+});
+
+/** Rows tagged with their request: every value of a row of request `tag` is `tag`. */
+const tagged = (tag: number, rows: number) => new Float32Array(rows * WIDTH).fill(tag);
+
+/**
+ * A fake forward pass that records, for each pass, the request tag of each row, and waits at a gate
+ * the test opens (`open()` lets the pass in flight end). `blockMs`: the pass first computes that long
+ * synchronously, as a surrogate in this thread does (the batcher then sees a pass that blocks).
+ */
+function gatedForward(options: { blockMs?: number } = {}) {
+  const passes: number[][] = [];
+  const gates: (() => void)[] = [];
+  const started: (() => void)[] = [];
+  const forward: BatchForward<Float32Array> = (inputs, rows) => {
+    passes.push(Array.from({ length: rows }, (_, r) => inputs[r * WIDTH]));
+    for (const notify of started.splice(0)) notify();
+    if (options.blockMs) {
+      const until = performance.now() + options.blockMs;
+      while (performance.now() < until) {
+        // computing in this thread
+      }
+      return Promise.resolve(rowFunction(inputs, rows));
+    }
+    return new Promise((resolve) => gates.push(() => resolve(rowFunction(inputs, rows))));
+  };
+  return {
+    forward,
+    passes,
+    /** Tags of the requests in each pass, in order, one entry per request ("1,1,1,1" → "1"). */
+    order: () => passes.map((rows) => [...new Set(rows)].join('+')),
+    /** Resolves when the next pass starts. */
+    nextPass: () => new Promise<void>((resolve) => started.push(resolve)),
+    /** Ends the pass in flight. */
+    open: () => gates.shift()?.(),
+  };
+}
+
+/** A turn of the event loop (pending I/O, then immediates). */
+const turn = () => new Promise((resolve) => setImmediate(resolve));
+
+describe('batcher, turns between requests', () => {
+  it('a small request submitted during a large one’s pass is served in the very next pass, alone', async () => {
+    const fake = gatedForward();
+    const batcher = createBatcher(fake.forward, { windowMs: 0, maxBatchRows: 4, maxQueueRows: 1000, width: WIDTH });
+    const first = fake.nextPass();
+    const large = batcher.submit(tagged(1, 16), 16);
+    await within(first, { what: 'the large request’s first pass' });
+    const small = batcher.submit(tagged(2, 1), 1);
+    let smallDone = false;
+    void small.then(() => (smallDone = true));
+    for (let pass = 0; pass < 5 && !smallDone; pass++) {
+      const next = fake.nextPass();
+      fake.open();
+      if (!smallDone) await within(Promise.race([next, small]), { what: `pass ${pass + 2}` });
+    }
+    await within(small, { what: 'the small request' });
+    assert.deepEqual(fake.order(), ['1', '2'], 'the large request’s next chunk waited for the small one');
+    assert.deepEqual(fake.passes[1], [2], 'the small request’s pass is not filled up with the large request’s rows');
+    for (let pass = 0; pass < 4; pass++) {
+      const next = fake.nextPass();
+      fake.open();
+      if (pass < 3) await within(next, { what: `the large request’s pass ${pass + 2}` });
+    }
+    assert.deepEqual(await within(large, { what: 'the large request' }), rowFunction(tagged(1, 16), 16));
+    assert.deepEqual(fake.order(), ['1', '2', '1', '1', '1']);
+    await batcher.close();
+  });
+
+  it('requests arriving during a pass, or just as it ends, go before the rest of the requests in it, and share a pass', async () => {
+    const fake = gatedForward();
+    const batcher = createBatcher(fake.forward, { windowMs: 0, maxBatchRows: 4, maxQueueRows: 1000, width: WIDTH });
+    const first = fake.nextPass();
+    const large = batcher.submit(tagged(1, 8), 8);
+    const other = batcher.submit(tagged(3, 8), 8);
+    await within(first, { what: 'the first pass' });
+    assert.deepEqual(fake.order(), ['1']);
+    const during = batcher.submit(tagged(2, 1), 1);
+    // Arriving as the pass ends: on the turn of the loop where the pass's end is handled.
+    const second = fake.nextPass();
+    fake.open();
+    const asItEnds = new Promise<Float32Array>((resolve, reject) => setImmediate(() => batcher.submit(tagged(4, 1), 1).then(resolve, reject)));
+    await within(second, { what: 'the second pass' });
+    // The request waiting before the pass came first (3), then those that arrived meanwhile (2, 4);
+    // the large request's next chunk (1) comes after all of them.
+    const rest = (async () => {
+      for (let pass = 0; pass < 6; pass++) {
+        const next = fake.nextPass();
+        fake.open();
+        await Promise.race([next, Promise.all([large, other, during, asItEnds])]);
+      }
+    })();
+    await within(Promise.all([large, other, during, asItEnds, rest]), { what: 'every request' });
+    assert.deepEqual(fake.order().slice(0, 4), ['1', '3', '2+4', '1']);
+    await batcher.close();
+  });
+
+  it('a cancelled request leaves the queue at once; a pass it is in ends without it, and no more of its rows are computed', async () => {
+    const fake = gatedForward();
+    const batcher = createBatcher(fake.forward, { windowMs: 0, maxBatchRows: 4, maxQueueRows: 1000, width: WIDTH });
+    const first = fake.nextPass();
+    const computing = new AbortController();
+    const inPass = batcher.submit(tagged(1, 12), 12, computing.signal);
+    await within(first, { what: 'the first pass' });
+    const waiting = new AbortController();
+    const queued = batcher.submit(tagged(2, 6), 6, waiting.signal);
+    const kept = batcher.submit(tagged(3, 2), 2);
+    assert.equal(batcher.queuedRows, 8 + 6 + 2);
+    waiting.abort(new Error('client gone'));
+    await assert.rejects(queued, /client gone/);
+    assert.equal(batcher.queuedRows, 8 + 2, 'the cancelled request’s rows left the queue');
+    computing.abort(new Error('upstream failed'));
+    await assert.rejects(inPass, /upstream failed/);
+    assert.equal(batcher.queuedRows, 2);
+    const second = fake.nextPass();
+    fake.open();
+    await within(second, { what: 'the next pass' });
+    fake.open();
+    assert.deepEqual(await within(kept, { what: 'the request kept' }), rowFunction(tagged(3, 2), 2));
+    assert.deepEqual(fake.order(), ['1', '3'], 'no pass after the cancellation computed a cancelled row');
+    assert.equal(batcher.queuedRows, 0);
+    // Already aborted: refused without queueing.
+    await assert.rejects(batcher.submit(tagged(4, 1), 1, AbortSignal.abort(new Error('too late'))), /too late/);
+    assert.equal(batcher.queuedRows, 0);
+    await batcher.close();
+  });
+
+  it('close refuses a request whose chunk is computing, once that pass ends', async () => {
+    const fake = gatedForward();
+    const batcher = createBatcher(fake.forward, { windowMs: 0, maxBatchRows: 4, maxQueueRows: 1000, width: WIDTH });
+    const first = fake.nextPass();
+    const large = batcher.submit(tagged(1, 8), 8);
+    await within(first, { what: 'the first pass' });
+    const closed = batcher.close();
+    fake.open();
+    await closed;
+    await assert.rejects(large, (error: unknown) => error instanceof OverloadedError && error.status === 503);
+    assert.equal(batcher.queuedRows, 0);
+    assert.equal(fake.passes.length, 1);
+  });
+
+  it('when passes block this thread, a hold delays the next pass until it settles, or until a quarter of a pass has passed', async (t) => {
+    // A fake clock for the hold's limit: it runs out when the test says, however slow the machine.
+    t.mock.timers.enable({ apis: ['setTimeout'] });
+    const fake = gatedForward({ blockMs: 3 });
+    const batcher = createBatcher(fake.forward, { windowMs: 0, maxBatchRows: 4, maxQueueRows: 1000, width: WIDTH });
+    // A large request's first chunk, then a small request that arrived meanwhile; the small one's
+    // holder (the proxy waiting for its upstream answer) has not settled.
+    let answered!: () => void;
+    const large = batcher.submit(tagged(1, 12), 12);
+    await turn();
+    assert.deepEqual(fake.order(), ['1']);
+    const small = batcher.submit(tagged(2, 1), 1);
+    await within(small, { what: 'the small request' });
+    batcher.hold(new Promise<void>((resolve) => (answered = resolve)));
+    for (let i = 0; i < 5; i++) await turn();
+    assert.deepEqual(fake.order(), ['1', '2'], 'the large request waits while the hold lasts');
+    answered();
+    await within(large, { what: 'the large request, once the hold settled' });
+    assert.deepEqual(fake.order(), ['1', '2', '1', '1']);
+
+    // A hold that never settles delays the next pass once, for a quarter of a pass at most.
+    const large2 = batcher.submit(tagged(3, 8), 8);
+    await turn();
+    const small2 = batcher.submit(tagged(4, 1), 1);
+    await within(small2, { what: 'the second small request' });
+    batcher.hold(new Promise(() => {}));
+    for (let i = 0; i < 5; i++) await turn();
+    assert.deepEqual(fake.order().slice(4), ['3', '4'], 'held');
+    t.mock.timers.tick(1000);
+    await within(large2, { what: 'the large request, once the hold ran out' });
+    assert.deepEqual(fake.order().slice(4), ['3', '4', '3']);
+    await batcher.close();
+  });
+
+  it('a hold does not delay passes that compute elsewhere (a worker thread)', async () => {
+    const fake = gatedForward();
+    const batcher = createBatcher(fake.forward, { windowMs: 0, maxBatchRows: 4, maxQueueRows: 1000, width: WIDTH });
+    const first = fake.nextPass();
+    const small = batcher.submit(tagged(1, 1), 1);
+    await within(first, { what: 'the first pass' });
+    const large = batcher.submit(tagged(2, 4), 4);
+    const second = fake.nextPass();
+    fake.open();
+    await within(small, { what: 'the small request' });
+    batcher.hold(new Promise(() => {}));
+    await within(second, { what: 'the next pass, without waiting for the hold' });
+    fake.open();
+    await within(large, { what: 'the large request' });
+    assert.deepEqual(fake.order(), ['1', '2']);
+    await batcher.close();
   });
 });

@@ -40,12 +40,20 @@ export interface BatchedContextModels {
   misinformation?: AsyncProbabilityModel;
 }
 
+/** Options of one context computation. */
+export interface ContextCallOptions {
+  /** Cancels the work: rows still waiting for a forward pass leave the queue, and the promise rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
 export interface BatchedContextProvider extends ContextProviderHooks {
   /** Always asynchronous: the context once every forward pass it needs has run. */
-  (needs: readonly ContextNeed[], inputs: InputRows): Promise<DefenseContext>;
+  (needs: readonly ContextNeed[], inputs: InputRows, options?: ContextCallOptions): Promise<DefenseContext>;
   readonly maxRowsPerRequest: number;
   readonly batching: ResolvedBatching;
   admit(rows: number): void;
+  /** Every model's next forward pass waits (briefly) until `until` settles, when passes block this thread: see Batcher.hold. */
+  hold(until: Promise<unknown>): void;
   useMetrics(metrics: ServingMetrics): void;
   /** Rejects waiting requests (503) and clears every timer; resolves once the forward pass in flight is done. */
   close(): Promise<void>;
@@ -97,15 +105,17 @@ export function batchedSurrogateContext(models: BatchedContextModels, options: B
   }
   if (misinformation) add('misinformation', misinformation, probsOf(misinformation));
 
-  const run = (name: BatchedModel, inputs: InputRows, missing: string): Promise<Float32Array | Float64Array> => {
+  const run = (name: BatchedModel, inputs: InputRows, missing: string, signal: AbortSignal | undefined): Promise<Float32Array | Float64Array> => {
     const batcher = batchers.get(name);
     if (!batcher) return Promise.reject(new ServingError(missing, 500, 'defense_failed'));
     const width = widths.get(name)!;
     if (inputs.cols !== width) return Promise.reject(new RequestFormatError(`request: ${inputs.cols} input values per row; the ${name === 'misinformation' ? 'misinformation model' : 'surrogate'} takes ${width}`));
-    return batcher.submit(inputs.data, inputs.rows);
+    return batcher.submit(inputs.data, inputs.rows, signal);
   };
 
-  const provider = async (needs: readonly ContextNeed[], inputs: InputRows): Promise<DefenseContext> => {
+  const provider = async (needs: readonly ContextNeed[], inputs: InputRows, options: ContextCallOptions = {}): Promise<DefenseContext> => {
+    const { signal } = options;
+    signal?.throwIfAborted();
     if (inputs.rows > batching.maxRowsPerRequest) throw new RequestFormatError(`request: ${inputs.rows} input rows; at most ${batching.maxRowsPerRequest} per request are accepted, split the batch`, 413);
     for (let i = 0; i < inputs.data.length; i++) {
       if (!Number.isFinite(inputs.data[i])) throw new RequestFormatError(`request: input row ${Math.floor(i / Math.max(1, inputs.cols))} holds a non-finite value`);
@@ -114,12 +124,12 @@ export function batchedSurrogateContext(models: BatchedContextModels, options: B
     const pending: Promise<void>[] = [];
     for (const need of new Set(needs)) {
       if (need === 'surrogate') {
-        pending.push(run('surrogate', inputs, 'the defense needs the surrogate’s probabilities, but no surrogate was configured').then((data) => void (context.surrogateProbs = { rows: inputs.rows, cols: surrogate!.classes, data: data as Float32Array })));
+        pending.push(run('surrogate', inputs, 'the defense needs the surrogate’s probabilities, but no surrogate was configured', signal).then((data) => void (context.surrogateProbs = { rows: inputs.rows, cols: surrogate!.classes, data: data as Float32Array })));
       } else if (need === 'surrogateGram') {
         const missing = surrogate ? nonDifferentiableMessage() : 'the defense needs the surrogate’s Gram matrices, but no surrogate was configured';
-        pending.push(run('surrogate_gram', inputs, missing).then((data) => void (context.gram = data instanceof Float64Array ? data : Float64Array.from(data))));
+        pending.push(run('surrogate_gram', inputs, missing, signal).then((data) => void (context.gram = data instanceof Float64Array ? data : Float64Array.from(data))));
       } else if (need === 'misinformation') {
-        pending.push(run('misinformation', inputs, 'the defense needs a misinformation model, but none was configured').then((data) => void (context.misinformationProbs = { rows: inputs.rows, cols: misinformation!.classes, data: data as Float32Array })));
+        pending.push(run('misinformation', inputs, 'the defense needs a misinformation model, but none was configured', signal).then((data) => void (context.misinformationProbs = { rows: inputs.rows, cols: misinformation!.classes, data: data as Float32Array })));
       } else if (need === 'inputKey') {
         context.inputKeys = inputKeys(inputs.data, inputs.rows);
       } else {
@@ -141,6 +151,9 @@ export function batchedSurrogateContext(models: BatchedContextModels, options: B
     admit(rows: number): void {
       for (const batcher of batchers.values()) batcher.admit(rows);
     },
+    hold(until: Promise<unknown>): void {
+      for (const batcher of batchers.values()) batcher.hold(until);
+    },
     useMetrics(metrics: ServingMetrics): void {
       // Several middlewares on one registry count each forward pass once.
       if (attached.has(metrics.registry)) return;
@@ -155,12 +168,14 @@ export function batchedSurrogateContext(models: BatchedContextModels, options: B
   });
 }
 
-/** A provider that sees transformed inputs (e.g. pixels scaled to [0, 1]), keeping the original's limits and metrics hooks. */
+/** A provider that sees transformed inputs (e.g. pixels scaled to [0, 1]), keeping the original's limits, metrics hooks and cancellation. */
 export function mapContextInputs(provider: ContextProvider, map: (inputs: InputRows) => InputRows): ContextProvider {
-  const mapped: ContextProvider = (needs, inputs) => provider(needs, map(inputs));
+  const call = provider as (needs: readonly ContextNeed[], inputs: InputRows, options?: ContextCallOptions) => ReturnType<ContextProvider>;
+  const mapped: ContextProvider = (needs, inputs, ...rest: [ContextCallOptions?]) => call(needs, map(inputs), ...rest);
   return Object.assign(mapped, {
     maxRowsPerRequest: provider.maxRowsPerRequest,
     admit: provider.admit?.bind(provider),
+    hold: (provider as { hold?: BatchedContextProvider['hold'] }).hold?.bind(provider),
     useMetrics: provider.useMetrics?.bind(provider),
     failure: provider.failure?.bind(provider),
     close: provider.close?.bind(provider),

@@ -4,7 +4,21 @@
  * tfjs wasm and cpu backends compute on the main thread), and the event loop gets a turn between
  * passes, so no request holds the loop for longer than one batch. A request larger than a batch is
  * split into chunks, and chunks of different requests take turns (round robin): a small request that
- * arrives while a large one is computing waits for one batch, not for the whole large request.
+ * arrives while a large one is computing waits for the pass in flight, then goes in the very next one.
+ *
+ * Turns: a request whose chunk is computing goes back in line when the next pass is taken, behind
+ * every request that arrived meanwhile (not when its chunk was taken: a newcomer would then wait for
+ * its next chunk too). A pass that carries a request's first rows is not filled up with the rest of
+ * requests that have had a pass already: the newcomer's answer would wait for their rows (a one-row
+ * request would pay for a 32-row pass); newcomers still share a pass with each other, and a request
+ * that has had a pass keeps its place in line for the next one.
+ * A request may be cancelled (an AbortSignal): its rows that wait leave the queue at once.
+ *
+ * Holds: when the forward pass computes in this thread (wasm, cpu: it blocks the event loop), a
+ * request whose rows are computed may still wait for other I/O (the proxy's upstream answer); if the
+ * next chunk started at once, that I/O would be read only once the chunk ends. hold(promise) asks the
+ * next pass to wait until the promise settles, for at most a quarter of a full pass, once per gap
+ * between passes. Passes that compute elsewhere (a worker thread, onnxruntime) never wait.
  *
  * Rows waiting past `maxQueueRows` are refused at once (503, Retry-After) rather than held in memory.
  * A failed forward pass rejects every request with rows in it; none gets a partial answer.
@@ -34,15 +48,28 @@ export interface BatcherConfig extends Pick<ResolvedBatching, 'windowMs' | 'maxB
 }
 
 export interface Batcher<Out extends Float32Array | Float64Array> {
-  /** The forward pass of `rows` rows, computed in shared batches; rejects with OverloadedError when the queue is full. */
-  submit(inputs: Float32Array, rows: number): Promise<Out>;
+  /**
+   * The forward pass of `rows` rows, computed in shared batches; rejects with OverloadedError when the
+   * queue is full. Once `signal` aborts, the rows not yet computed leave the queue and the promise
+   * rejects with the signal's reason (a pass already computing finishes; its rows are dropped).
+   */
+  submit(inputs: Float32Array, rows: number, signal?: AbortSignal): Promise<Out>;
   /** Rows waiting for a forward pass (not counting the one computing). */
   readonly queuedRows: number;
   /** Throws the OverloadedError submit would reject with if `rows` rows came now (a proxy asks before forwarding). */
   admit(rows: number): void;
+  /**
+   * The next forward pass waits until `until` settles (at most a quarter of a full pass), when passes
+   * block this thread: a request whose rows are computed gets its pending I/O read before the next
+   * chunk holds the event loop (see the file comment).
+   */
+  hold(until: Promise<unknown>): void;
   /** Refuses new work, rejects what waits (503), and resolves once the forward pass in flight has finished. Clears every timer. */
   close(): Promise<void>;
 }
+
+/** The longest a hold delays the next pass, as a share of a full pass's duration. */
+export const HOLD_SHARE = 0.25;
 
 interface Job<Out> {
   inputs: Float32Array;
@@ -57,6 +84,8 @@ interface Job<Out> {
   result?: Out;
   resolve(value: Out): void;
   reject(error: unknown): void;
+  /** Detaches the abort listener, if any. */
+  detach?(): void;
 }
 
 interface Part<Out> {
@@ -72,6 +101,8 @@ export function createBatcher<Out extends Float32Array | Float64Array>(forward: 
   const { windowMs, maxBatchRows, maxQueueRows, width, observer = {} } = config;
   const what = config.what ?? 'the model';
   const queue: Job<Out>[] = [];
+  // Requests with a chunk in the pass computing and rows left: back in line when the next pass is taken.
+  let inPass: Job<Out>[] = [];
   let queuedRows = 0;
   let running: Promise<void> | undefined;
   let timer: NodeJS.Timeout | undefined;
@@ -81,6 +112,15 @@ export function createBatcher<Out extends Float32Array | Float64Array>(forward: 
   let rowsPerSecond = 0;
   // Requests the last pass carried: the window only pays when requests arrive together.
   let lastPassRequests = 0;
+  // Holds (see hold()): whether the last pass computed in this thread (its promise came back after
+  // most of its work), how long the last pass and the last full one took, the promises waited for,
+  // the timer of a hold in progress, and whether a hold ran since the last pass (once per gap).
+  let blocking = false;
+  let lastPassMs = 0;
+  let fullPassMs = 0;
+  const holds = new Set<Promise<unknown>>();
+  let holding: NodeJS.Timeout | undefined;
+  let heldThisGap = false;
 
   const setQueued = (delta: number): void => {
     queuedRows += delta;
@@ -92,29 +132,47 @@ export function createBatcher<Out extends Float32Array | Float64Array>(forward: 
   const fail = (job: Job<Out>, error: unknown): void => {
     if (job.settled) return;
     job.settled = true;
+    job.detach?.();
     const index = queue.indexOf(job);
-    if (index >= 0) {
-      queue.splice(index, 1);
-      setQueued(-(job.rows - job.next));
-    }
+    if (index >= 0) queue.splice(index, 1);
+    const parked = inPass.indexOf(job);
+    if (parked >= 0) inPass.splice(parked, 1);
+    // Its rows not yet sent to a pass no longer wait (those in the pass computing were counted out when taken).
+    if (job.rows > job.next) setQueued(-(job.rows - job.next));
+    job.next = job.rows;
     job.reject(error);
   };
 
-  /** Takes up to maxBatchRows rows, one chunk per request in turn; a request with rows left goes to the back. */
+  const waiting = (): boolean => queue.length > 0 || inPass.length > 0;
+
+  /**
+   * Takes up to maxBatchRows rows, one chunk per request in turn. The requests of the last pass with
+   * rows left go behind those that arrived meanwhile; once the pass holds a request's first rows,
+   * requests that have had a pass already wait for the next one (they keep their place in line).
+   */
   const takeBatch = (): { parts: Part<Out>[]; rows: number } => {
+    for (const job of inPass) queue.push(job);
+    inPass = [];
     const parts: Part<Out>[] = [];
     let filled = 0;
-    while (filled < maxBatchRows && queue.length > 0) {
-      const job = queue.shift()!;
+    let newcomer = false;
+    for (let i = 0; filled < maxBatchRows && i < queue.length; ) {
+      const job = queue[i];
+      if (newcomer && job.started) {
+        i++;
+        continue;
+      }
+      queue.splice(i, 1);
       const rows = Math.min(job.rows - job.next, maxBatchRows - filled);
       parts.push({ job, start: job.next, rows, offset: filled });
       if (!job.started) {
         job.started = true;
+        newcomer = true;
         observer.queueWait?.((performance.now() - job.submitted) / 1000);
       }
       job.next += rows;
       filled += rows;
-      if (job.next < job.rows) queue.push(job);
+      if (job.next < job.rows) inPass.push(job);
     }
     setQueued(-filled);
     return { parts, rows: filled };
@@ -141,6 +199,7 @@ export function createBatcher<Out extends Float32Array | Float64Array>(forward: 
       job.done += n;
       if (job.done === job.rows) {
         job.settled = true;
+        job.detach?.();
         job.resolve(job.result);
       }
     }
@@ -153,8 +212,13 @@ export function createBatcher<Out extends Float32Array | Float64Array>(forward: 
     observer.batch?.(rows);
     const started = performance.now();
     try {
-      const out = await forward(gather(parts, rows), rows);
-      const seconds = Math.max(1e-6, (performance.now() - started) / 1000);
+      const computing = forward(gather(parts, rows), rows);
+      const syncMs = performance.now() - started;
+      const out = await computing;
+      lastPassMs = performance.now() - started;
+      if (rows === maxBatchRows) fullPassMs = lastPassMs;
+      blocking = syncMs >= 0.5 * lastPassMs;
+      const seconds = Math.max(1e-6, lastPassMs / 1000);
       rowsPerSecond = rowsPerSecond === 0 ? rows / seconds : 0.8 * rowsPerSecond + 0.2 * (rows / seconds);
       scatter(parts, rows, out);
     } catch (error) {
@@ -162,20 +226,39 @@ export function createBatcher<Out extends Float32Array | Float64Array>(forward: 
     }
   };
 
+  /** Ends the hold in progress `handle` (its promises settled, or its time is up) and dispatches. */
+  const endHold = (handle: NodeJS.Timeout): void => {
+    if (holding !== handle) return;
+    clearTimeout(handle);
+    holding = undefined;
+    dispatch();
+  };
+
   const dispatch = (): void => {
     timer = undefined;
     immediate = undefined;
-    if (closed || running || queue.length === 0) return;
+    if (closed || running || holding || !waiting()) return;
+    if (blocking && holds.size > 0 && !heldThisGap) {
+      heldThisGap = true;
+      const handle = setTimeout(() => endHold(handle), Math.max(1, HOLD_SHARE * Math.max(fullPassMs, lastPassMs)));
+      holding = handle;
+      // On the next turn: what settled them (a defended answer) finishes its synchronous work first.
+      void Promise.allSettled([...holds]).then(() => setImmediate(() => endHold(handle)));
+      return;
+    }
+    heldThisGap = false;
     running = runBatch().finally(() => {
       running = undefined;
+      // A request still in line when close() came (its chunk was computing) is refused now.
+      if (closed) for (const job of [...inPass]) fail(job, new OverloadedError(`${what} is shutting down`, 1));
       // Requests that queued during this pass have waited already: next pass on the next turn,
       // after pending I/O (so a request arriving meanwhile joins the round robin first).
-      if (!closed && queue.length > 0) immediate = setImmediate(dispatch);
+      if (!closed && waiting()) immediate = setImmediate(dispatch);
     });
   };
 
   const schedule = (): void => {
-    if (closed || running || immediate) return;
+    if (closed || running || immediate || holding) return;
     // A lone client (the last pass carried one request) gains nothing by waiting: its next request
     // goes at once, and the window comes back as soon as requests share a pass again.
     if (queuedRows >= maxBatchRows || windowMs === 0 || lastPassRequests <= 1) {
@@ -192,7 +275,8 @@ export function createBatcher<Out extends Float32Array | Float64Array>(forward: 
     if (queuedRows + rows > maxQueueRows) throw new OverloadedError(`${what} is busy (${queuedRows} rows waiting, limit ${maxQueueRows}); retry later`, retryAfter(rows));
   };
 
-  const submit = (inputs: Float32Array, rows: number): Promise<Out> => {
+  const submit = (inputs: Float32Array, rows: number, signal?: AbortSignal): Promise<Out> => {
+    if (signal?.aborted) return Promise.reject(signal.reason);
     if (closed) return Promise.reject(new OverloadedError(`${what} is shutting down`, 1));
     if (!Number.isInteger(rows) || rows < 1) return Promise.reject(new RequestFormatError(`request: ${rows} input rows; send at least one`));
     if (inputs.length !== rows * width) return Promise.reject(new RequestFormatError(`request: inputs hold ${inputs.length} values; ${rows} rows of ${width} need ${rows * width}`));
@@ -202,25 +286,42 @@ export function createBatcher<Out extends Float32Array | Float64Array>(forward: 
       return Promise.reject(error);
     }
     return new Promise<Out>((resolve, reject) => {
-      queue.push({ inputs, rows, next: 0, done: 0, submitted: performance.now(), started: false, settled: false, resolve, reject });
+      const job: Job<Out> = { inputs, rows, next: 0, done: 0, submitted: performance.now(), started: false, settled: false, resolve, reject };
+      if (signal) {
+        const onAbort = (): void => fail(job, signal.reason);
+        signal.addEventListener('abort', onAbort, { once: true });
+        job.detach = () => signal.removeEventListener('abort', onAbort);
+      }
+      queue.push(job);
       setQueued(rows);
       schedule();
     });
+  };
+
+  const hold = (until: Promise<unknown>): void => {
+    if (closed) return;
+    holds.add(until);
+    const settled = (): void => void holds.delete(until);
+    until.then(settled, settled);
   };
 
   const close = async (): Promise<void> => {
     closed = true;
     if (timer) clearTimeout(timer);
     if (immediate) clearImmediate(immediate);
+    if (holding) clearTimeout(holding);
     timer = undefined;
     immediate = undefined;
-    for (const job of [...queue]) fail(job, new OverloadedError(`${what} is shutting down`, 1));
+    holding = undefined;
+    holds.clear();
+    for (const job of [...queue, ...(running ? [] : inPass)]) fail(job, new OverloadedError(`${what} is shutting down`, 1));
     await running;
   };
 
   return {
     submit,
     admit,
+    hold,
     get queuedRows() {
       return queuedRows;
     },
