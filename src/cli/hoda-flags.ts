@@ -13,7 +13,6 @@
  * A calibration given in --detection (hoda.benignHistogram and thresholds) replaces --hoda-calibration.
  */
 import { existsSync } from 'node:fs';
-import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { readDetectionOptions } from './detection-flags.js';
@@ -131,40 +130,9 @@ export async function hodaFromFlags(flags: HodaFlags, inputs: InputOptions | und
   }
 }
 
-const IMAGE_FILE = /\.(png|jpe?g|webp)$/i;
-
-/** The held-out examples as the checkpoints' input rows. */
+/** The held-out examples as the checkpoints' input rows (the loader --shadow-held-out shares). */
 async function calibrationRows(path: string, width: number, inputs: InputOptions | undefined): Promise<{ x: Float32Array; rows: number }> {
-  const info = await stat(path).catch(() => undefined);
-  if (!info) return fail(`--hoda-calibration ${path}: file not found`);
-  if (info.isDirectory()) {
-    if (!inputs?.image) fail(`--hoda-calibration ${path} is an image folder: declare the model’s image preprocessing (--image-size WxH, ...) so the images are read as requests are`);
-    const files = await imageFiles(path);
-    if (files.length === 0) fail(`--hoda-calibration ${path}: no .png, .jpg or .webp images in it or its sub-folders`);
-    const { createInputReader, resolveInputOptions } = await import('../server/inputs/index.js');
-    // The owner's own calibration folder, not a request: its image count and total pixels are not capped (each image's limits still hold).
-    const read = createInputReader({ ...resolveInputOptions(inputs), maxRequestPixels: Number.MAX_SAFE_INTEGER }, { maxRows: files.length });
-    const images = await Promise.all(files.map(async (file) => (await readFile(file)).toString('base64')));
-    const rows = await read({ kind: 'encoded-images', rows: images.length, images, where: path });
-    if (rows.cols !== width) fail(`--hoda-calibration ${path}: images decode to ${rows.cols} values, the checkpoints take ${width}`);
-    return { x: rows.data, rows: rows.rows };
-  }
-  const { loadExternalImages } = await import('../eval/data/external-data.js');
-  try {
-    const data = await loadExternalImages(path, { features: width });
-    return { x: data.x, rows: data.rows };
-  } catch (error) {
-    return fail(`--hoda-calibration: ${(error as Error).message}`);
-  }
-}
-
-/** Image files in `dir` and its sub-folders (one per class, as datasets are laid out), sorted. */
-async function imageFiles(dir: string): Promise<string[]> {
-  const found: string[] = [];
-  for (const entry of (await readdir(dir, { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name))) {
-    const full = join(dir, entry.name);
-    if (entry.isDirectory()) found.push(...(await imageFiles(full)));
-    else if (IMAGE_FILE.test(entry.name)) found.push(full);
-  }
-  return found;
+  const { readHeldOutRows } = await import('./held-out.js');
+  const held = await readHeldOutRows(path, { flag: '--hoda-calibration', width, inputs, taker: 'the checkpoints take' });
+  return { x: held.x, rows: held.rows };
 }

@@ -11,6 +11,7 @@ import { ServingOptionError } from '../server/errors.js';
 import { PROTOCOLS } from '../server/protocols/index.js';
 import type { BatchingFlags } from './batching-flags.js';
 import type { InputFlags } from './image-flags.js';
+import { parseShadowField, SHADOW_ARCHS, SHADOW_FIELD_NAMES, type ShadowFieldName } from '../server/shadow/index.js';
 import { REINIT_HELP, SURROGATE_ENGINE_HELP, SURROGATE_FROM_HELP, SURROGATE_HELP, SURROGATE_ONNX_HELP, SURROGATE_THREAD_HELP } from './surrogate-flags.js';
 
 /** Reads one value, from a flag (a string, or true for a switch, or string[] when repeatable) or from the config file (any JSON value). */
@@ -28,6 +29,8 @@ export interface ProxyField<T = unknown> {
   env?: string;
   /** Refused in the config file (a secret: pass it through `env`). */
   notInFile?: boolean;
+  /** Written in the config file inside an object instead, e.g. "shadow.sample". */
+  fileKey?: string;
 }
 
 /** Input (image-flags.ts) and batching (batching-flags.ts) settings are raw text, parsed where their flags are. */
@@ -61,7 +64,19 @@ export interface ProxySettings extends InputFlags, BatchingFlags {
   upstreamHealthPath?: string;
   workers: number;
   shutdownTimeoutMs: number;
+  /** The shadow attacker's settings (config file `shadow` object or --shadow JSON), before the --shadow-* flags. */
+  shadow?: ShadowSettings;
+  shadowSample?: number;
+  shadowHeldOut?: string;
+  shadowHeldOutAnswers?: string;
+  shadowEvery?: unknown;
+  shadowArch?: string;
+  shadowCpu?: number;
+  shadowMinProtection?: number;
 }
+
+/** The shadow attacker's settings as the command line has them: the held-out data as paths, the rest parsed. */
+export type ShadowSettings = { heldOut?: string; heldOutAnswers?: string } & { [K in ShadowFieldName]?: unknown };
 
 const fail = (name: string, expected: string, value: unknown): never => {
   throw new ServingOptionError(`${name} must be ${expected}, got ${JSON.stringify(value)}`);
@@ -108,6 +123,34 @@ export const list: Validator<string[]> = {
   repeatable: true,
   parse: (value, name) => (Array.isArray(value) && value.every((v) => typeof v === 'string') ? value : fail(name, 'a list of strings', value)),
 };
+
+/** Joins a setting's name and a member: `config file p.yaml: "shadow"` → `config file p.yaml: "shadow.sample"`, `--shadow` → `--shadow.sample`. */
+const member = (name: string, key: string): string => (name.endsWith('"') ? `${name.slice(0, -1)}.${key}"` : `${name}.${key}`);
+
+/** The `shadow` object (a file's value, or JSON text from --shadow): each member checked by the shadow's own parsers. */
+export const shadowObject: Validator<ShadowSettings> = {
+  parse(value, name) {
+    let object = value;
+    if (typeof value === 'string') {
+      try {
+        object = JSON.parse(value);
+      } catch {
+        return fail(name, 'a JSON object such as {"heldOut": "data/test-images-idx3-ubyte.gz", "sample": 0.1, "every": "300s"}', value);
+      }
+    }
+    if (!object || typeof object !== 'object' || Array.isArray(object)) return fail(name, 'an object such as { heldOut: PATH, sample: 0.1, every: "300s" }', value);
+    const settings: ShadowSettings = {};
+    for (const [key, given] of Object.entries(object)) {
+      if (key === 'heldOut' || key === 'heldOutAnswers') settings[key] = text.parse(given, member(name, key));
+      else if ((SHADOW_FIELD_NAMES as string[]).includes(key)) settings[key as ShadowFieldName] = parseShadowField(key as ShadowFieldName, given, member(name, key));
+      else throw new ServingOptionError(`${member(name, key)} is not a shadow setting; allowed: heldOut, heldOutAnswers, ${SHADOW_FIELD_NAMES.join(', ')}`);
+    }
+    return settings;
+  },
+};
+
+/** One shadow setting given as its own flag. */
+const shadowField = (key: ShadowFieldName): Validator<unknown> => ({ parse: (value, name) => parseShadowField(key, value, name) });
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
@@ -159,7 +202,26 @@ export const PROXY_FIELDS: readonly ProxyField[] = [
   { key: 'upstreamHealthPath', flags: '--upstream-health-path <path>', help: 'GET this upstream path for /readyz (a 2xx is ready); default /v2/health/ready for kserve-v2, else any answer below 500 to GET /', type: text },
   { key: 'workers', flags: '--workers <n>', help: 'worker processes sharing the port (node:cluster); metrics are aggregated across them', type: integer(1), default: 1 },
   { key: 'shutdownTimeoutMs', flags: '--shutdown-timeout-ms <ms>', help: 'on SIGTERM, how long in-flight requests may take to finish; new ones get 503', type: integer(1), default: 10_000 },
+  { key: 'shadow', flags: '--shadow <json>', help: 'the shadow attacker’s settings as one JSON object (config file: the `shadow` object); the --shadow-* flags override its members', type: shadowObject },
+  { key: 'shadowHeldOut', flags: '--shadow-held-out <path>', help: 'turn the shadow attacker on: the owner’s labelled held-out data to score its knockoffs on (IDX or .npy with their labels file, or an image folder with one sub-folder per class, decoded with the --image-* preprocessing)', type: text, fileKey: 'shadow.heldOut' },
+  { key: 'shadowHeldOutAnswers', flags: '--shadow-held-out-answers <path>', help: 'the model’s own answers (probabilities, .npy or IDX, rows × classes) on the held-out rows: adds agreement on the held-out set, the model’s and the defended accuracy', type: text, fileKey: 'shadow.heldOutAnswers' },
+  { key: 'shadowSample', flags: '--shadow-sample <share>', help: 'share of answered requests the shadow samples (default 0.1)', type: shadowField('sample'), fileKey: 'shadow.sample' },
+  { key: 'shadowEvery', flags: '--shadow-every <when>', help: 'how often the shadow trains: a time ("300s", "5m") or new sampled rows ("2000 samples"); default 300s', type: shadowField('every'), fileKey: 'shadow.every' },
+  { key: 'shadowArch', flags: '--shadow-arch <arch>', help: `the shadow knockoffs’ network: ${SHADOW_ARCHS.join(', ')} (auto: an MLP for flat inputs, a small CNN for images), or a TF.js model path re-initialised each round`, type: shadowField('arch'), fileKey: 'shadow.arch' },
+  { key: 'shadowCpu', flags: '--shadow-cpu <share>', help: 'share of one CPU core the shadow’s training may use on average (default 0.25)', type: shadowField('cpu'), fileKey: 'shadow.cpu' },
+  { key: 'shadowMinProtection', flags: '--shadow-min-protection <ratio>', help: 'protection (the knockoff’s accuracy on original minus on defended answers) under which the MsdShadowProtectionLow alert fires, e.g. 0.05', type: shadowField('minProtection'), fileKey: 'shadow.minProtection' },
 ];
+
+/** The --shadow-* flags: settings key → member of the shadow object. */
+export const SHADOW_FLAG_KEYS = {
+  shadowHeldOut: 'heldOut',
+  shadowHeldOutAnswers: 'heldOutAnswers',
+  shadowSample: 'sample',
+  shadowEvery: 'every',
+  shadowArch: 'arch',
+  shadowCpu: 'cpu',
+  shadowMinProtection: 'minProtection',
+} as const satisfies Partial<Record<keyof ProxySettings, keyof ShadowSettings>>;
 
 const byKey = new Map(PROXY_FIELDS.map((f) => [f.key, f]));
 
@@ -209,8 +271,12 @@ export function resolveProxySettings(flags: Record<string, unknown>, file: { nam
   if (file) {
     for (const [key, value] of Object.entries(file.values)) {
       const field = byKey.get(key as keyof ProxySettings);
-      if (!field) throw new ServingOptionError(`config file ${file.name}: unknown field "${key}"; allowed: ${PROXY_FIELDS.filter((f) => !f.notInFile).map((f) => f.key).join(', ')}`);
+      if (!field) throw new ServingOptionError(`config file ${file.name}: unknown field "${key}"; allowed: ${PROXY_FIELDS.filter((f) => !f.notInFile && !f.fileKey).map((f) => f.key).join(', ')}`);
       if (field.notInFile) throw new ServingOptionError(`config file ${file.name}: "${key}" is a secret and is not read from files; set ${field.env ?? `--${key}`} in the environment instead`);
+      if (field.fileKey) {
+        const [object, inner] = field.fileKey.split('.');
+        throw new ServingOptionError(`config file ${file.name}: "${key}" is written inside the ${object} object: ${object}: { ${inner}: ... }`);
+      }
       settings[key] = field.type.parse(value, `config file ${file.name}: "${key}"`);
     }
   }

@@ -6,7 +6,7 @@ import { inputOptionsFromFlags } from './image-flags.js';
 import { addClientFlags, clientOptionsFromFlags, type ClientFlags } from './client-flags.js';
 import { addDetectionFlags, detectionFromFlags, tierNeeds, type DetectionFlags, type DetectionSetup } from './detection-flags.js';
 import { addHodaFlags, checkHodaFlags, HODA_FLAG_NAMES, hodaFromFlags, type HodaFlags, type HodaSetup } from './hoda-flags.js';
-import { addProxyFlags, readProxyConfigFile, resolveProxySettings, type ProxySettings as TableSettings } from './proxy-config.js';
+import { addProxyFlags, readProxyConfigFile, resolveProxySettings, SHADOW_FLAG_KEYS, type ProxySettings as TableSettings, type ShadowSettings } from './proxy-config.js';
 import { surrogateSourceFromFlags, type SurrogateSource } from './surrogate-flags.js';
 import { DefenseError, parseDefense, type ContextNeed } from '../defenses/index.js';
 import type { BatchingOptions } from '../server/batching/options.js';
@@ -40,6 +40,43 @@ export function checkProxySettings(flags: ProxySettings): void {
   batchingFromFlags(flags, refuse);
   detectionFor(flags);
   checkHodaFlags(flags);
+  shadowSettingsOf(flags);
+}
+
+/**
+ * The shadow attacker's settings: the config file's `shadow` object (or --shadow JSON), its members
+ * overridden by the --shadow-* flags; undefined when none is given (the shadow is off).
+ */
+export function shadowSettingsOf(flags: TableSettings): ShadowSettings | undefined {
+  const settings: ShadowSettings = { ...flags.shadow };
+  for (const [key, inner] of Object.entries(SHADOW_FLAG_KEYS)) {
+    const value = flags[key as keyof typeof SHADOW_FLAG_KEYS];
+    if (value !== undefined) (settings as Record<string, unknown>)[inner] = value;
+  }
+  if (Object.keys(settings).length === 0) return undefined;
+  if (settings.heldOut === undefined) {
+    throw new ServingOptionError('the shadow attacker needs labelled held-out data to score its knockoffs on: pass --shadow-held-out PATH (or shadow.heldOut in the config file)');
+  }
+  return settings;
+}
+
+/** The shadow's options: the held-out data (and the model's answers on it) read from their paths, as requests are read. */
+async function shadowOptionsFrom(settings: ShadowSettings, inputs: ProxyOptions['inputs']): Promise<NonNullable<ProxyOptions['shadow']>> {
+  const { readHeldOutRows } = await import('./held-out.js');
+  const { heldOut: heldOutPath, heldOutAnswers, ...rest } = settings;
+  const held = await readHeldOutRows(heldOutPath!, { flag: '--shadow-held-out', inputs, requireLabels: true });
+  let answers: Float32Array | undefined;
+  if (heldOutAnswers !== undefined) {
+    const read = await readHeldOutRows(heldOutAnswers, { flag: '--shadow-held-out-answers' });
+    if (read.rows !== held.rows) throw new ServingOptionError(`--shadow-held-out-answers ${heldOutAnswers}: ${read.rows} rows of answers for ${held.rows} held-out rows`);
+    for (let r = 0; r < read.rows; r++) {
+      let sum = 0;
+      for (let c = 0; c < read.features; c++) sum += read.x[r * read.features + c];
+      if (Math.abs(sum - 1) > 0.01) throw new ServingOptionError(`--shadow-held-out-answers ${heldOutAnswers}: row ${r} sums to ${sum.toFixed(3)}; give the model’s probabilities (rows × classes, each row summing to 1)`);
+    }
+    answers = read.x;
+  }
+  return { ...(rest as Omit<NonNullable<ProxyOptions['shadow']>, 'heldOut'>), heldOut: { x: held.x, rows: held.rows, labels: held.labels!, answers, source: held.source } };
 }
 
 /** Client detection from --client-id (undefined without it; its other flags are then refused). */
@@ -92,6 +129,9 @@ export async function proxyOptionsFromSettings(flags: ProxySettings): Promise<Pr
   let needs = neededContext(flags, options.noiseSecret);
   const inputs = inputOptionsFromFlags(flags);
   if (inputs) options.inputs = inputs;
+  // The shadow's held-out data: read before anything that must be disposed on a failure.
+  const shadow = shadowSettingsOf(flags);
+  if (shadow) options.shadow = await shadowOptionsFrom(shadow, inputs);
   // HODA's calibration goes into the detection options, so it is loaded first.
   const hoda = await hodaFromFlags(flags, inputs);
   let detecting: DetectionSetup | undefined;
@@ -169,6 +209,7 @@ export async function startProxyProcess(settings: ProxySettings, { announce, met
     };
   }
   if (announce) process.stderr.write(`proxy: ${running.url} → ${settings.upstream} (${settings.protocol}), defense ${running.proxy.defense.spec}, metrics at ${running.url}/metrics, health at /healthz and /readyz\n`);
+  if (announce && running.proxy.shadow) process.stderr.write(`proxy: ${running.proxy.shadow.summary}\n`);
   if (announce && detectionSetup) {
     const ladder = detectionSetup.ladder.map((step) => (detectionSetup.tiers[step] ? `${step} (${detectionSetup.tiers[step]})` : step)).join(' → ');
     process.stderr.write(`proxy: client detection by ${settings.clientId} (${settings.redis ? 'Redis' : 'memory'} store), escalation ${ladder}${detectionSetup.notice ? `; ${detectionSetup.notice}` : ''}; ${hoda ? hoda.summary : 'HODA off (--hoda-checkpoints turns it on)'}\n`);

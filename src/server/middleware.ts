@@ -15,6 +15,7 @@ import type { Defense } from '../defenses/index.js';
 import { adminHandler } from './clients/admin.js';
 import { ClientRefusal, type ClientGate, type ClientTicket } from './clients/gate.js';
 import type { InputRows } from './protocols/index.js';
+import { tierOf, type ShadowAttacker } from './shadow/index.js';
 
 export interface PoisonPredictionsMiddleware extends RequestHandler {
   readonly metrics: ServingMetrics;
@@ -41,6 +42,8 @@ export interface PoisonPredictionsMiddleware extends RequestHandler {
    * Mount it after the routes: app.use(mw.errorHandler).
    */
   readonly errorHandler: ErrorRequestHandler;
+  /** With the `shadow` option: the shadow attacker (runRound(), held(), close()). */
+  readonly shadow?: ShadowAttacker;
 }
 
 const NO_BODY_STATUS = new Set([204, 304]);
@@ -119,6 +122,7 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
       if (refusalHeaders) res.set(refusalHeaders);
       res.status(outcome.status);
       if (outcome.headers) res.set(outcome.headers);
+      if (outcome.answered) toShadow(req, res, outcome.answered);
       originalJson.call(res, outcome.body);
     };
 
@@ -233,6 +237,15 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
     next();
   };
 
+  const shadow = resolved.shadow;
+  /** A drawn request goes to the shadow once its answer has been sent (the response's 'finish'), never before. */
+  const toShadow = (req: Request, res: Response, answered: NonNullable<Outcome['answered']>): void => {
+    if (!shadow?.draw()) return;
+    const tier = tierOf(answered.defense, resolved.defense, resolved.tiers);
+    if (tier === undefined) return;
+    res.once('finish', () => shadow.offer({ tier, original: answered.original, defended: answered.defended, inputs: () => readInputs(req) }));
+  };
+
   /** Per defended request: answers it with an outcome, past the response patches (the error handler's way out). */
   const finishers = new WeakMap<Request, (outcome: Outcome) => void>();
 
@@ -292,6 +305,7 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
     adminHandler: { value: gate && resolved.clientsAdmin ? (adminHandler(gate, resolved.clientsAdmin) as unknown as RequestHandler) : undefined, enumerable: true },
     inputsOf: { value: inputsOf, enumerable: true },
     errorHandler: { value: errorHandler, enumerable: true },
+    shadow: { value: shadow, enumerable: true },
   });
   return middleware;
 }

@@ -13,6 +13,7 @@ import { isEncodedImages, resolveCodec, type Codec, type InputRows, type Protoco
 import { createClientGate, type ClientGate } from './clients/gate.js';
 import type { ClientsOptions } from './clients/options.js';
 import { lacksGram } from './provider-capabilities.js';
+import { createShadowAttacker, resolveShadowOptions, type ShadowAttacker, type ShadowOptions } from './shadow/index.js';
 
 /** A spec string ("mad:eps=0.5,oracle=argmax"), a config object or array, or a ready Defense. */
 export type DefenseOption = DefenseConfig | Defense;
@@ -50,6 +51,13 @@ export interface ServingOptions<Req = unknown> {
   inputs?: InputOptions;
   /** Per-client extraction detection: identity, detectors and policy, state store, fail mode (see src/server/clients). */
   clients?: ClientsOptions<Req>;
+  /**
+   * The shadow attacker (off by default): samples a share of the answered requests and, in a worker
+   * thread within a CPU budget, trains knockoffs on the defended and on the original answers, scored
+   * on the owner's labelled held-out data; its gauges show what an attacker learns from what is served
+   * (see docs/shadow.md).
+   */
+  shadow?: ShadowOptions;
 }
 
 export interface ResolvedServing<Req> {
@@ -71,9 +79,11 @@ export interface ResolvedServing<Req> {
   clients?: ClientGate;
   /** With clients: the admin route's token and path, when enabled. */
   clientsAdmin?: { token: string; path?: string; limit?: number };
+  /** With shadow: the shadow attacker (the serving layer offers it answers once they are sent). */
+  shadow?: ShadowAttacker;
 }
 
-export const SERVING_OPTION_NAMES = ['defense', 'protocol', 'inputFormat', 'noiseSecret', 'context', 'tiers', 'chooseDefense', 'onFailure', 'registry', 'metricsPrefix', 'logger', 'inputs', 'clients'];
+export const SERVING_OPTION_NAMES = ['defense', 'protocol', 'inputFormat', 'noiseSecret', 'context', 'tiers', 'chooseDefense', 'onFailure', 'registry', 'metricsPrefix', 'logger', 'inputs', 'clients', 'shadow'];
 
 export function isDefense(value: unknown): value is Defense {
   return typeof value === 'object' && value !== null && !Array.isArray(value) && typeof (value as Defense).apply === 'function' && Array.isArray((value as Defense).needs);
@@ -116,7 +126,8 @@ export function resolveServingOptions<Req>(options: ServingOptions<Req>): Resolv
   }
   const codec = resolveCodec(options.protocol);
   // Images over the context's row limit are refused (413) before any is read.
-  const reader: InputReader = createInputReader(resolveInputOptions(options.inputs), { maxRows: options.context?.maxRowsPerRequest });
+  const inputOptions = resolveInputOptions(options.inputs);
+  const reader: InputReader = createInputReader(inputOptions, { maxRows: options.context?.maxRowsPerRequest });
   const readInputs = (body: unknown, beforeDecode?: (rows: number) => void) => {
     const found = codec.readInputs(body);
     if (beforeDecode && isEncodedImages(found)) beforeDecode(found.rows);
@@ -124,8 +135,19 @@ export function resolveServingOptions<Req>(options: ServingOptions<Req>): Resolv
   };
   const metrics = createServingMetrics({ registry: options.registry, prefix: options.metricsPrefix });
   options.context?.useMetrics?.(metrics);
+  const shadowOptions = options.shadow === undefined ? undefined : resolveShadowOptions(options.shadow);
   const clients = options.clients ? createClientGate(options.clients as ClientsOptions<never>, { defense, tiers, metrics, logger: options.logger }) : undefined;
-  return { codec, defense, tiers, chooseDefense: options.chooseDefense, onFailure, inputFormat, context: options.context, metrics, logger: options.logger, readInputs, clients, clientsAdmin: options.clients?.admin };
+  const shadow = shadowOptions
+    ? createShadowAttacker(shadowOptions, {
+        metrics,
+        logger: options.logger,
+        tiers: [...tiers.keys()],
+        defenses: new Map([['default', defense], ...tiers]),
+        context: options.context,
+        imageLayout: inputOptions.image?.layout,
+      })
+    : undefined;
+  return { codec, defense, tiers, chooseDefense: options.chooseDefense, onFailure, inputFormat, context: options.context, metrics, logger: options.logger, readInputs, clients, clientsAdmin: options.clients?.admin, shadow };
 }
 
 /** The defense for one request: the default, a tier chosen by the hook, or null to skip. An unknown tier fails closed. */

@@ -75,6 +75,16 @@ export interface Outcome {
   record: DefenseRecord;
   /** Headers of an error answer, e.g. Retry-After on a 503. */
   headers?: Readonly<Record<string, string>>;
+  /** A defended (or undefended) answer: the defense, the model's probabilities and the ones sent (for the shadow attacker; never logged). */
+  answered?: AnsweredRows;
+}
+
+/** Both sides of one answer, known where the defense ran. */
+export interface AnsweredRows {
+  readonly defense: Defense;
+  /** The model's answer as probabilities (logits turned into probabilities). */
+  readonly original: ProbBatch;
+  readonly defended: ProbBatch;
 }
 
 export const SKIPPED_LABEL = 'none';
@@ -162,9 +172,11 @@ export function createPerturber(config: PerturberConfig): Perturber {
     const rows = view.batch.rows;
     let sumL1 = 0;
     let changed = 0;
+    let original: ProbBatch | undefined;
     try {
       // Probability answers are measured as they came (the defense accepted them within 1e-3 of the simplex).
-      const cost = utilityCost(config.inputFormat === 'probs' ? view.batch : toProbabilities(view.batch, config.inputFormat), defended);
+      original = config.inputFormat === 'probs' ? view.batch : toProbabilities(view.batch, config.inputFormat);
+      const cost = utilityCost(original, defended);
       for (let r = 0; r < rows; r++) {
         metrics.l1.observe({ defense: label }, cost.l1[r]);
         sumL1 += cost.l1[r];
@@ -179,7 +191,8 @@ export function createPerturber(config: PerturberConfig): Perturber {
     metrics.rows.inc({ defense: label }, rows);
     if (changed) metrics.top1Changes.inc({ defense: label }, changed);
     metrics.latency.observe({ defense: label }, seconds);
-    return { status: 200, body, record: { defense: label, outcome, rows, meanL1: sumL1 / rows, top1Changed: changed, defenseMs: seconds * 1000 } };
+    const answered = original ? { answered: { defense, original, defended } } : {};
+    return { status: 200, body, record: { defense: label, outcome, rows, meanL1: sumL1 / rows, top1Changed: changed, defenseMs: seconds * 1000 }, ...answered };
   };
 
   /** A failure to read the request's inputs: a request the client got wrong is answered as such, even with the argmax fallback. */

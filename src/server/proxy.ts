@@ -30,8 +30,10 @@ import { BODYLESS_METHODS, BodyTooLargeError, decodeBody, forwardableHeaders, fr
 import { createHealth } from './proxy/health.js';
 import { createRouteTable, type RouteOptions } from './proxy/routes.js';
 import type { InputRows } from './protocols/index.js';
+import { contextPrefetcher } from './batching/prefetch.js';
 import { adminHandler, DEFAULT_ADMIN_PATH } from './clients/admin.js';
 import { ClientRefusal, type ClientGate, type ClientTicket } from './clients/gate.js';
+import { tierOf, type ShadowAttacker } from './shadow/index.js';
 
 export interface ProxyOptions extends ServingOptions<IncomingMessage>, RouteOptions {
   /** Base URL of the model server, e.g. "http://127.0.0.1:8080" (a path prefix is kept). */
@@ -61,6 +63,8 @@ export interface DefenseProxy {
   readonly defense: Defense;
   /** With clients: the gate (ready(), suspicious()). */
   readonly clients?: ClientGate;
+  /** With shadow: the shadow attacker (runRound(), held(), close()). */
+  readonly shadow?: ShadowAttacker;
   /** Stops taking requests: new ones get 503 (and /readyz says draining) while those in flight finish. */
   drain(): void;
   /** Resolves once no request is in flight. */
@@ -133,7 +137,9 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
   const routes = createRouteTable(resolved.codec.name, options);
   const transport = upstream.protocol === 'https:' ? https : http;
   const agent = new transport.Agent({ keepAlive: true, maxSockets: 256 });
-  const perturber = createPerturber({ codec: resolved.codec, metrics: resolved.metrics, onFailure: resolved.onFailure, inputFormat: resolved.inputFormat, context: resolved.context, answerErrorStatus: 502 });
+  // The defense's context is started while the upstream computes (see batching/prefetch.ts); the perturber takes it from there.
+  const prefetcher = resolved.context && contextPrefetcher(resolved.context);
+  const perturber = createPerturber({ codec: resolved.codec, metrics: resolved.metrics, onFailure: resolved.onFailure, inputFormat: resolved.inputFormat, context: prefetcher?.context, answerErrorStatus: 502 });
   const serveMetrics = metricsHandler(resolved.metrics.registry, options.metricsText);
   // The request line never carries a client's API key, whatever header holds it.
   const identityHeader = typeof options.clients?.identity === 'string' && options.clients.identity.startsWith('header:') ? [options.clients.identity.slice(7)] : [];
@@ -169,6 +175,14 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
 
   const fail = (res: ServerResponse, label: string, error: unknown): void => send(res, perturber.failure(label, error));
 
+  const shadow = resolved.shadow;
+  /** A drawn request goes to the shadow once its answer has been sent (the response's 'finish'), never before. */
+  const toShadow = (res: ServerResponse, answered: NonNullable<Outcome['answered']>, inputs: InputRows | (() => InputRows | Promise<InputRows>)): void => {
+    if (!shadow?.draw()) return;
+    const tier = tierOf(answered.defense, resolved.defense, resolved.tiers);
+    if (tier !== undefined) res.once('finish', () => shadow.offer({ tier, original: answered.original, defended: answered.defended, inputs }));
+  };
+
   /** The client's headers to forward, without its framing (the caller sets its own Content-Length) or its Expect. */
   const requestHeaders = (req: IncomingMessage, drop: readonly string[]): http.OutgoingHttpHeaders => {
     const headers = forwardableHeaders(req.headers, ['host', 'content-length', 'expect', ...drop]);
@@ -183,7 +197,8 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
    * Sends the request upstream; resolves with the response once its headers arrive. The body is one
    * the proxy framed itself: a Buffer sent with its Content-Length, or none at all.
    * Pooled (inference): a keep-alive connection the upstream closed while idle fails with ECONNRESET
-   * on reuse; the request is then sent once more, on a new connection. Not pooled (pass-through): a
+   * on reuse (EPIPE while a large body is still being written to it); the request is then sent once
+   * more, on a new connection. Not pooled (pass-through): a
    * connection of its own ("connection: close"), so that nothing an exchange whose answer the proxy
    * streams without reading could leave on it ever meets another request.
    */
@@ -203,7 +218,7 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
         );
         timer.onFire = () => upstreamReq.destroy(new UpstreamTimeoutError(timeoutMs));
         const onError = (error: NodeJS.ErrnoException): void => {
-          if (!fresh && upstreamReq.reusedSocket && error.code === 'ECONNRESET' && !res.destroyed) {
+          if (!fresh && upstreamReq.reusedSocket && (error.code === 'ECONNRESET' || error.code === 'EPIPE') && !res.destroyed) {
             send(true);
             return;
           }
@@ -268,6 +283,7 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
     // The inputs a defense needs are read now: a request without them is refused before the
     // upstream works on it, and only a compact Float32Array (not the JSON tree) waits for the answer.
     let inputs: InputRows | undefined;
+    let requestBody: unknown;
     try {
       const raw = await readBody(req, maxBodyBytes);
       // Most requests are not compressed: those skip the asynchronous decoder (a promise per request).
@@ -277,7 +293,7 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
           : new RequestFormatError(`the request body could not be decoded (${error.message})`);
       });
       if (!decoded) throw new RequestFormatError(`unsupported request content-encoding "${req.headers['content-encoding']}"; send gzip, deflate, br or none`, 415);
-      const requestBody = parseRequestJson(decoded.toString('utf8'));
+      requestBody = parseRequestJson(decoded.toString('utf8'));
       if (defense && defense.needs.length > 0) {
         // Numeric tensors come back synchronously; images are decoded (off the event loop) before anything is forwarded,
         // once their count has passed the row limit and the surrogate's queue (413, 503 before any decoding).
@@ -310,7 +326,11 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
       // would no longer hold).
       const headers = requestHeaders(req, ['accept-encoding', 'content-encoding', 'content-type', 'inference-header-content-length']);
       headers['content-type'] = 'application/json';
-      answer = await callUpstream(req, res, path, headers, forwarded, timer, true);
+      const asked = callUpstream(req, res, path, headers, forwarded, timer, true);
+      // The context depends on the inputs only: computed meanwhile (a small request's rows queue now, not after
+      // its upstream round trip). Work the answer does not use is cancelled once the exchange ends, however it ends.
+      if (prefetcher && inputs && defense && defense.needs.length > 0) res.once('close', prefetcher.start(defense.needs, inputs));
+      answer = await asked;
       const answerRaw = await new Promise<Buffer>((resolve, reject) => {
         timer.onFire = () => {
           answer.destroy();
@@ -367,6 +387,7 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
           })
       : undefined;
     const outcome = await perturber.perturb(defense, () => inputs!, parsed, observer);
+    if (outcome.answered) toShadow(res, outcome.answered, inputs ?? (() => resolved.readInputs(requestBody)));
     send(res, outcome, outcome.status >= 400 ? { ...headers, ...refusalHeaders } : headers);
   };
 
@@ -455,6 +476,7 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
     metrics: resolved.metrics,
     defense: resolved.defense,
     clients: gate,
+    shadow,
     drain: () => {
       draining = true;
     },
@@ -462,6 +484,7 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
     close: () => {
       agent.destroy();
       void gate?.close();
+      void shadow?.close();
       // The batched surrogate's timers and queue (see server/batching).
       void resolved.context?.close?.();
     },

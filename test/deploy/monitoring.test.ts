@@ -10,14 +10,16 @@ import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { parse } from 'yaml';
 import { CLIENT_OUTCOMES, createServingMetrics, SERVICE_ERROR_OUTCOMES } from '../../src/server/metrics.js';
+import { registerAllShadowMetrics } from '../../src/server/shadow/index.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const DASHBOARD = `${root}deploy/grafana/msd-dashboard.json`;
 const ALERTS = `${root}deploy/prometheus/msd-alerts.yml`;
 
-/** Every series name the serving metrics expose: histograms as _bucket, _sum and _count. */
+/** Every series name the serving metrics (the shadow attacker's too) expose: histograms as _bucket, _sum and _count. */
 async function exportedNames(): Promise<Set<string>> {
   const metrics = createServingMetrics();
+  registerAllShadowMetrics(metrics.registry, metrics.prefix);
   const names = new Set<string>();
   for (const metric of await metrics.registry.getMetricsAsJSON()) {
     if (String(metric.type) === 'histogram') for (const suffix of ['_bucket', '_sum', '_count']) names.add(metric.name + suffix);
@@ -50,8 +52,9 @@ function balanced(expr: string): boolean {
   return stack.length === 0;
 }
 
-const dashboard = JSON.parse(readFileSync(DASHBOARD, 'utf8')) as { panels: { title: string; targets: { expr: string }[] }[] };
-const dashboardExprs = dashboard.panels.flatMap((p) => p.targets.map((t) => ({ where: `panel "${p.title}"`, expr: t.expr.replace(/\$__rate_interval/g, '5m').replace(/\$defense/g, '.*') })));
+const dashboard = JSON.parse(readFileSync(DASHBOARD, 'utf8')) as { panels: { title: string; type: string; targets?: { expr: string }[] }[] };
+// Row panels hold no queries.
+const dashboardExprs = dashboard.panels.flatMap((p) => (p.targets ?? []).map((t) => ({ where: `panel "${p.title}"`, expr: t.expr.replace(/\$__rate_interval/g, '5m').replace(/\$defense/g, '.*') })));
 const rules = (parse(readFileSync(ALERTS, 'utf8')) as { groups: { rules: { alert: string; expr: string; for?: string; labels?: { severity?: string }; annotations?: { summary?: string } }[] }[] }).groups.flatMap((g) => g.rules);
 
 describe('deploy/: dashboard and alerts', () => {
@@ -82,9 +85,20 @@ describe('deploy/: dashboard and alerts', () => {
     }
   });
 
-  it('the alerts cover error rate, fail-closed answers, top-1 changes and latency, each with a severity and a summary', () => {
+  it('the dashboard has a trade-off row: the shadow knockoffs’ accuracies against the live utility loss', () => {
+    const row = dashboard.panels.findIndex((p) => p.type === 'row' && /trade-off/i.test(p.title));
+    assert.ok(row >= 0, 'no trade-off row');
+    const below = dashboard.panels.slice(row + 1).flatMap((p) => (p.targets ?? []).map((t) => t.expr)).join('\n');
+    for (const needed of ['msd_shadow_attacker_accuracy_ratio', 'msd_shadow_protection_ratio', 'msd_shadow_protection_min_ratio', 'msd_shadow_attacker_agreement_ratio', 'msd_shadow_training_rows', 'msd_top1_changes_total', 'msd_perturbation_l1_sum', 'msd_shadow_defended_accuracy_ratio']) {
+      assert.ok(below.includes(needed), `the trade-off row reads no ${needed}`);
+    }
+  });
+
+  it('the alerts cover error rate, fail-closed answers, top-1 changes, latency and the shadow’s protection, each with a severity and a summary', () => {
     const byName = new Map(rules.map((r) => [r.alert, r]));
-    assert.deepEqual([...byName.keys()].sort(), ['MsdClientErrorsHigh', 'MsdDefenseLatencyHigh', 'MsdFailClosedAnswers', 'MsdHighErrorRate', 'MsdTop1ChangeRateHigh']);
+    assert.deepEqual([...byName.keys()].sort(), ['MsdClientErrorsHigh', 'MsdDefenseLatencyHigh', 'MsdFailClosedAnswers', 'MsdHighErrorRate', 'MsdShadowProtectionLow', 'MsdShadowRoundsFailing', 'MsdTop1ChangeRateHigh']);
+    // The threshold is the owner's (a gauge they set), not a number written in the rule.
+    assert.match(byName.get('MsdShadowProtectionLow')!.expr, /msd_shadow_protection_ratio.*<.*msd_shadow_protection_min_ratio/);
     for (const rule of rules) {
       assert.match(rule.for ?? '', /^\d+[smh]$/, `${rule.alert}: for`);
       assert.ok(['info', 'warning', 'critical'].includes(rule.labels?.severity ?? ''), `${rule.alert}: severity`);
