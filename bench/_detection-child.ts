@@ -1,10 +1,14 @@
 /**
  * A child process of bench/server-detection.ts. Roles:
  *   stub                 a KServe V2 stub answering fixed probabilities (no model work)
- *   proxy UPSTREAM MODE  the defense proxy (rounding) with client detection MODE: off | memory | REDIS_URL | REDIS_URL#nocache
- *                        (#nocache: the Redis store reads each client before every update, as before its cache)
+ *   proxy UPSTREAM MODE  the defense proxy (rounding) with client detection MODE: off | memory | memory-noinputs |
+ *                        memory+above | REDIS_URL | REDIS_URL#nocache | REDIS_URL#above
+ *                        (#nocache: the Redis store reads each client before every update, as before its cache;
+ *                        +above / #above: cohorts by IP prefix, population detection and fingerprints on too)
  * The detection is a counter per client (test/server/helpers/count-detection.ts) that never flags:
- * the figures are the serving layer's cost (identity, store read, atomic update, observation), not a detector's.
+ * the figures are the serving layer's cost (identity, store read, atomic update, observation; with
+ * "above", the cohort's update, the fingerprints' lookup and write and the population's counts and
+ * judgement), not a per-client detector's.
  * Sends {type: "ready", url}; answers {type: "cpu"} with its CPU microseconds.
  */
 import { startDefenseProxy, type ProxyOptions } from '../src/server/proxy.js';
@@ -19,9 +23,20 @@ let url: string;
 if (role === 'stub') {
   url = (await startStubUpstream('kserve-v2', [row], { record: false })).url;
 } else {
+  const above = mode.endsWith('+above') || mode.endsWith('#above');
+  const base = mode.replace(/\+above$|#above$/, '');
+  const store = base.startsWith('memory') ? ('memory' as const) : base.endsWith('#nocache') ? { redis: base.slice(0, -'#nocache'.length), cachedClients: 0 } : { redis: base };
   const clients: ProxyOptions['clients'] =
-    mode === 'off' ? undefined : { identity: 'header:x-api-key', detection: countDetection({}, { record: false }), store: mode.startsWith('memory') ? 'memory' : mode.endsWith('#nocache') ? { redis: mode.slice(0, -'#nocache'.length), cachedClients: 0 } : { redis: mode }, observeInputs: !mode.endsWith('-noinputs') };
-  url = (await startDefenseProxy({ upstream, defense: 'rounding:decimals=3', timeoutMs: 10_000, clients })).url;
+    mode === 'off'
+      ? undefined
+      : {
+          identity: 'header:x-api-key',
+          detection: countDetection({}, { record: false }),
+          store,
+          observeInputs: !base.endsWith('-noinputs'),
+          ...(above ? { cohort: 'ip', population: {}, fingerprints: {}, probationTier: 'argmax' } : {}),
+        };
+  url = (await startDefenseProxy({ upstream, defense: 'rounding:decimals=3', timeoutMs: 10_000, clients, ...(above ? { tiers: { argmax: 'argmax' } } : {}) })).url;
 }
 process.on('SIGINT', () => process.exit(0));
 process.on('message', (message: { type: string }) => {

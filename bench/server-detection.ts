@@ -11,9 +11,12 @@
  * "cpu ×off" is off's CPU per request over this mode's (1.0 = no added CPU).
  * "memory, no inputs" is observeInputs: false (detectors see probabilities only). "redis, no cache" is
  * the Redis store with cachedClients: 0 (a read before every update, three round trips a request
- * instead of two), the baseline of its cache.
+ * instead of two), the baseline of its cache. "+ above" adds detection above the client: cohorts by
+ * IP prefix, population detection (all and young identities) and fingerprints shared across
+ * identities; every request carries a different image (a few pixels set from the request number),
+ * as distinct benign queries would, so the fingerprint store grows and matches nothing.
  *
- *   npm run bench -- server-detection [--connections 32] [--seconds 3] [--rounds 5] [--clients 1000]
+ *   npm run bench -- server-detection [--connections 32] [--seconds 3] [--rounds 5] [--clients 1000] [--modes off,memory,memory+above,...]
  */
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
@@ -28,7 +31,17 @@ const clientCount = Number(args.get('clients') ?? 1000);
 const rounds = Number(args.get('rounds') ?? 5);
 const child = fileURLToPath(new URL('./_detection-child.ts', import.meta.url));
 const PATH = '/v2/models/mnist/infer';
-const body = JSON.stringify({ inputs: [{ name: 'image', shape: [1, 784], datatype: 'UINT8', data: Array.from({ length: 784 }, (_, i) => (i * 37) % 256) }] });
+const pixels = Array.from({ length: 784 }, (_, i) => (i * 37) % 256);
+/** Request n's body: the base image with 8 pixels set from n (distinct queries, distinct fingerprints). */
+function bodyOf(n: number): string {
+  const data = pixels.slice();
+  let h = (n + 1) * 0x9e3779b1;
+  for (let k = 0; k < 8; k++) {
+    h = Math.imul(h ^ (h >>> 15), 0x85ebca6b) >>> 0;
+    data[h % 784] = (h >>> 12) % 256;
+  }
+  return JSON.stringify({ inputs: [{ name: 'image', shape: [1, 784], datatype: 'UINT8', data }] });
+}
 
 function start(role: 'stub' | 'proxy', upstream = '', mode = ''): Promise<Started> {
   return startChild(child, [role, upstream, mode], role);
@@ -57,8 +70,10 @@ async function load(target: Started, duration: number): Promise<{ rps: number; p
     requests: [
       {
         method: 'POST',
-        body,
-        setupRequest: (req) => ({ ...req, headers: { ...req.headers, 'content-type': 'application/json', 'x-api-key': `bench-key-${n++ % clientCount}` } }),
+        setupRequest: (req) => {
+          const i = n++;
+          return { ...req, body: bodyOf(i), headers: { ...req.headers, 'content-type': 'application/json', 'x-api-key': `bench-key-${i % clientCount}` } };
+        },
       },
     ],
   });
@@ -68,13 +83,17 @@ async function load(target: Started, duration: number): Promise<{ rps: number; p
 
 const redis = await startRedis();
 const upstream = await start('stub');
-const MODES: [string, string][] = [
-  ['off', 'off'],
-  ['memory store', 'memory'],
-  ['memory, no inputs', 'memory-noinputs'],
-  ['redis store', redis.url],
-  ['redis, no cache', `${redis.url}#nocache`],
+const ALL_MODES: [string, string, string][] = [
+  ['off', 'off', 'off'],
+  ['memory store', 'memory', 'memory'],
+  ['memory, no inputs', 'memory-noinputs', 'memory-noinputs'],
+  ['memory + above', 'memory+above', 'memory+above'],
+  ['redis store', 'redis', redis.url],
+  ['redis, no cache', 'redis-nocache', `${redis.url}#nocache`],
+  ['redis + above', 'redis+above', `${redis.url}#above`],
 ];
+const wanted = (args.get('modes') ?? ALL_MODES.map((m) => m[1]).join(',')).split(',');
+const MODES: [string, string][] = ALL_MODES.filter(([, key]) => key === 'off' || wanted.includes(key)).map(([label, , mode]) => [label, mode]);
 console.log(`server-detection: proxy rounding:decimals=3 in front of a stub, ${connections} connections, ${rounds} rounds of ${seconds}s per mode, ${clientCount} API keys, node ${process.version}`);
 const proxies: Started[] = [];
 try {

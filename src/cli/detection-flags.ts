@@ -133,3 +133,118 @@ export function detectionFromFlags(flags: DetectionFlags & { clientId?: string }
 export function tierNeeds(tiers: Readonly<Record<string, string>>, noiseSecret?: string): string[] {
   return Object.values(tiers).flatMap((spec) => [...parseDefense(spec, { noiseSecret }).needs]);
 }
+
+/** `msd eval --detection --thieves ...`: thieves with many identities against detection above the client. */
+export interface ThiefFlags {
+  thieves?: string;
+  thiefQueries?: string;
+  thiefSpanMinutes?: string;
+  populationOptions?: string;
+  fingerprintOptions?: string;
+}
+
+export function addThiefFlags(command: Command): Command {
+  return command
+    .option('--thieves <specs>', 'with --detection: thieves with many identities instead of the per-client attackers: "target" (the issue\'s), "all", or ATTACK:IDENTITIES[:cohort][:dilute=R][:slow][:perclient],... e.g. "random:200,random:200:cohort"')
+    .option('--thief-queries <n>', 'with --thieves: the thief\'s own queries (cover rows come on top)', '10000')
+    .option('--thief-span-minutes <n>', 'with --thieves: simulated minutes the thief spreads its queries over (a slow thief takes longer)', '60')
+    .option('--population-options <json>', 'with --thieves: population options over the calibrated ones, e.g. \'{"youngQueries":100,"minQueries":200}\'')
+    .option('--fingerprint-options <json|false>', 'with --thieves: fingerprint options, or false to run without fingerprints', '{}');
+}
+
+export interface ThiefSettings {
+  scenarios: import('../eval/detection/sybil.js').ThiefScenario[];
+  thiefQueries: number;
+  spanMs: number;
+  population?: import('../server/clients/options.js').PopulationServingOptions;
+  fingerprints: import('../server/clients/options.js').FingerprintServingOptions | false;
+}
+
+/** The --thieves settings; undefined without --thieves. Throws ServingOptionError saying what to write. */
+export async function thiefSettingsFromFlags(flags: ThiefFlags): Promise<ThiefSettings | undefined> {
+  if (flags.thieves === undefined) return undefined;
+  const { parseScenarios, ScenarioError } = await import('../eval/detection/sybil.js');
+  let scenarios: ThiefSettings['scenarios'];
+  try {
+    scenarios = parseScenarios(flags.thieves);
+  } catch (error) {
+    if (error instanceof ScenarioError) throw new ServingOptionError(`--thieves: ${error.message}`);
+    throw error;
+  }
+  const positive = (value: string | undefined, flag: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 1) throw new ServingOptionError(`${flag} must be a positive integer, got "${value}"`);
+    return n;
+  };
+  const json = (text: string | undefined, flag: string): Record<string, unknown> | undefined => {
+    if (text === undefined) return undefined;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (error) {
+      throw new ServingOptionError(`${flag} must be JSON, e.g. '{}': ${(error as Error).message}`);
+    }
+    if (parsed === false) return undefined;
+    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new ServingOptionError(`${flag} must be an object of options, e.g. '{}'`);
+    return parsed as Record<string, unknown>;
+  };
+  const fingerprints = flags.fingerprintOptions === 'false' ? false : ((json(flags.fingerprintOptions ?? '{}', '--fingerprint-options') ?? false) as ThiefSettings['fingerprints']);
+  return {
+    scenarios,
+    thiefQueries: positive(flags.thiefQueries ?? '10000', '--thief-queries'),
+    spanMs: positive(flags.thiefSpanMinutes ?? '60', '--thief-span-minutes') * 60_000,
+    population: json(flags.populationOptions, '--population-options') as ThiefSettings['population'],
+    fingerprints,
+  };
+}
+
+/**
+ * Runs `msd eval --detection --thieves ...` (called by the eval command): parses the flags, runs the
+ * scenarios, prints one line per target and where the report went.
+ */
+export async function runThievesCommand(
+  flags: ThiefFlags & { benignClients?: string; benignQueries?: string; detectionOptions?: string; quiet?: boolean },
+  context: { config: import('../eval/config.js').EvalConfig; outDir: string; cacheDir: string; log: (line: string) => void; fail: (message: string) => never },
+): Promise<void> {
+  const { fail } = context;
+  let settings: ThiefSettings;
+  try {
+    settings = (await thiefSettingsFromFlags(flags))!;
+  } catch (error) {
+    if (error instanceof ServingOptionError) fail(error.message);
+    throw error;
+  }
+  const clients = Number(flags.benignClients ?? '100');
+  const range = /^(\d+)-(\d+)$/.exec(flags.benignQueries ?? '20-100');
+  if (!Number.isInteger(clients) || clients < 1 || !range || Number(range[1]) < 1 || Number(range[2]) < Number(range[1])) fail('--benign-clients must be a positive integer and --benign-queries MIN-MAX, e.g. 20-100');
+  let detection: DetectionOptions | undefined;
+  try {
+    detection = flags.detectionOptions === undefined ? undefined : (JSON.parse(flags.detectionOptions) as DetectionOptions);
+  } catch (error) {
+    fail(`--detection-options must be JSON, e.g. '{"ood":{"maxRate":0.2}}': ${(error as Error).message}`);
+  }
+  const { evaluateThieves } = await import('../eval/detection/evaluate-thieves.js');
+  const { createProgress } = await import('./progress.js');
+  const started = Date.now();
+  const { report, files } = await evaluateThieves({
+    config: context.config,
+    outDir: context.outDir,
+    cacheDir: context.cacheDir,
+    scenarios: settings.scenarios,
+    thiefQueries: settings.thiefQueries,
+    spanMs: settings.spanMs,
+    population: settings.population,
+    fingerprints: settings.fingerprints,
+    benign: { clients, minQueries: Number(range![1]), maxQueries: Number(range![2]) },
+    detection,
+    log: context.log,
+    progress: (label, total) => createProgress({ label, total, silent: flags.quiet }),
+  }).catch((error: unknown) => {
+    if (error instanceof DetectionConfigError || error instanceof ServingOptionError) fail(`--population-options / --fingerprint-options / --detection-options: ${error.message}`);
+    throw error;
+  });
+  for (const t of report.thieves) {
+    process.stdout.write(`${t.scenario}: ${t.answers.clean} clean, ${t.answers.defended} defended, ${t.answers.refused} refused of ${t.attackQueries}; knockoff ${(t.knockoffAccuracy.undefended * 100).toFixed(1)}% → ${(t.knockoffAccuracy.withDetection * 100).toFixed(1)}%; benign top-1 changed ${t.benign.top1Changed}/${t.benign.answers}, refused ${t.benign.refusedClients}${t.target ? `; target (${t.target.what}) ${t.target.met ? 'met' : 'missed'}` : ''}\n`);
+  }
+  process.stdout.write(`thieves: ${files.json} in ${((Date.now() - started) / 1000).toFixed(0)} s; targets ${report.targets.met ? 'met' : 'not met'}${files.insertedInto ? `; section added to ${files.insertedInto}` : ''}\n`);
+}

@@ -5,11 +5,14 @@
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { ClientOptionError, EXTERNAL_PROTOCOLS, externalClient, type ExternalClientOptions, type ExternalProtocol } from '../eval/clients.js';
-import { presetConfig, POLICIES, type PolicyName } from '../eval/config.js';
+import { attackerApplies } from '../eval/attackers/applies.js';
+import { DEFENSE_AWARE_POLICIES, presetConfig, POLICIES, type PolicyName } from '../eval/config.js';
 import { DataFileError } from '../eval/data/errors.js';
 import { loadExternalImages } from '../eval/data/external-data.js';
 import { checkExternalPlan, evaluateExternal } from '../eval/external.js';
 import { summaryText } from '../eval/report/summary.js';
+import { DefenseError, parseDefense } from '../defenses/index.js';
+import { describeTrainingEngine, initBackend } from '../models/index.js';
 import { ServingOptionError } from '../server/errors.js';
 import { failCommand, integerFlag } from './flags.js';
 import { createProgress } from './progress.js';
@@ -22,6 +25,8 @@ export interface ExternalEvalFlags {
   test?: string;
   testLabels?: string;
   reference?: string;
+  targetDefense?: string;
+  seeds?: string;
   classes?: string;
   imageSize?: string;
   dataScale?: string;
@@ -50,7 +55,8 @@ export function addExternalEvalOptions(command: Command): Command {
     .option('--transfer-labels <path>', 'labels of the transfer images (optional; default: the sibling labels file)')
     .option('--test <path>', 'labelled test set: IDX images (labels: the labels-idx1 sibling), x.npy (labels: y.npy), or a folder of class folders')
     .option('--test-labels <path>', 'labels of the test images (IDX or .npy)')
-    .option('--reference <url>', 'the undefended endpoint, for L1 and top-1 changes (same protocol)')
+    .option('--reference <url>', 'the undefended endpoint (same protocol): L1 and top-1 changes, and the same attackers against it (what the defense buys)')
+    .option('--target-defense <spec>', 'the target\'s defense and public parameters, e.g. mad:eps=0.5 (Kerckhoffs): the restorer and inversion attackers need it')
     .option('--classes <k>', 'classes the model answers (default 10)')
     .option('--image-size <HxWxC>', 'image folders: decoded size (default 28x28x1)')
     .option('--data-scale <max>', 'float arrays: largest pixel value (default 1; uint8 data is always 0..255)')
@@ -60,7 +66,7 @@ export function addExternalEvalOptions(command: Command): Command {
     .option('--output-key <key>', 'tf-serving: key of the probabilities when predictions are objects')
     .option('--request-template <json>', 'json-path: request body with "$INPUTS" where the rows go (default {"instances": "$INPUTS"})')
     .option('--answer-path <path>', 'json-path: where the probability rows are (default "predictions")')
-    .option('--attackers <list>', `attacker families: ${POLICIES.join(',')} (default random,jbtop3)`)
+    .option('--attackers <list>', `attacker families: ${POLICIES.join(',')} (default random,smoothing,jbtop3; with --target-defense also restorer, restorer-jbtop3 and, for reverse sigmoid, inversion); every family also trains a top-1 knockoff`)
     .option('--budget <list>', 'queries per attack, comma-separated (default 1000)');
 }
 
@@ -85,11 +91,31 @@ function dims(value: string | undefined, flag: string, separator: RegExp): numbe
   return parts;
 }
 
+/** The default attackers: the plain ones, and those that know the defense when its spec is given. */
+export function defaultExternalAttackers(targetDefense: string | undefined): string {
+  const plain = ['random', 'smoothing', 'jbtop3'];
+  if (targetDefense === undefined) return plain.join(',');
+  const aware = ['restorer', 'restorer-jbtop3', ...(attackerApplies('inversion', targetDefense) ? ['inversion'] : [])];
+  return [...plain, ...aware].join(',');
+}
+
 export async function runExternalEval(flags: ExternalEvalFlags): Promise<void> {
   if (!flags.transfer || !flags.test) fail('--target needs --transfer (the attacker’s images) and --test (a labelled test set)');
   const protocol = (flags.protocol ?? 'kserve-v2') as ExternalProtocol;
   const classes = flags.classes === undefined ? 10 : integerFlag(flags.classes, '--classes', 2, fail);
-  const policies = list(flags.attackers, 'random,jbtop3').map((p) => (POLICIES.includes(p as PolicyName) ? (p as PolicyName) : fail(`--attackers: "${p}" is not one of ${POLICIES.join(', ')}`)));
+  let targetDefense: string | undefined;
+  if (flags.targetDefense !== undefined) {
+    try {
+      targetDefense = parseDefense(flags.targetDefense).spec;
+    } catch (error) {
+      if (error instanceof DefenseError) fail(`--target-defense: ${error.message}`);
+      throw error;
+    }
+  }
+  const policies = list(flags.attackers, defaultExternalAttackers(targetDefense)).map((p) => (POLICIES.includes(p as PolicyName) ? (p as PolicyName) : fail(`--attackers: "${p}" is not one of ${POLICIES.join(', ')}`)));
+  const aware = policies.filter((p) => DEFENSE_AWARE_POLICIES.includes(p));
+  if (aware.length > 0 && targetDefense === undefined) fail(`--attackers ${aware.join(', ')}: these attackers know the target's defense (Kerckhoffs); give it with --target-defense SPEC, e.g. --target-defense mad:eps=0.5`);
+  const seeds = flags.seeds === undefined ? 1 : integerFlag(flags.seeds, '--seeds', 1, fail);
   const budgets = list(flags.budget, '1000').map((b) => integerFlag(b, '--budget', 1, fail));
   const imageShape = dims(flags.imageSize, '--image-size', /x/i);
   if (imageShape && imageShape.length !== 3) fail(`--image-size must be HxWxC, e.g. 28x28x1, got "${flags.imageSize}"`);
@@ -113,9 +139,14 @@ export async function runExternalEval(flags: ExternalEvalFlags): Promise<void> {
     if (inputShape && inputShape.reduce((a, b) => a * b, 1) !== test.features) fail(`--input-shape ${flags.inputShape} holds ${inputShape.reduce((a, b) => a * b, 1)} values, the images ${test.features}`);
     const quick = presetConfig('quick');
     const seed = flags.seed === undefined ? quick.seed : integerFlag(flags.seed, '--seed', 0, fail);
-    const plan = { transfer, test: test as typeof test & { labels: Int32Array }, policies, budgets, jbda: quick.jbda };
+    const plan = { transfer, test: test as typeof test & { labels: Int32Array }, policies, budgets, jbda: quick.jbda, smoothing: quick.smoothing, targetDefense };
     checkExternalPlan(plan);
     const log = (line: string) => process.stderr.write(`${line}\n`);
+    // The grid's backend and training engine (wasm + onnxruntime-node where installed), said once;
+    // without this tfjs starts its cpu backend with its "install our node backend" banner.
+    const backend = await initBackend({ log });
+    const training = await describeTrainingEngine();
+    log(training);
     log(`transfer: ${transfer.source}; test: ${test.source}`);
     const outDir = flags.out ?? join('results', 'external');
     const result = await evaluateExternal({
@@ -123,14 +154,23 @@ export async function runExternalEval(flags: ExternalEvalFlags): Promise<void> {
       name: 'external',
       target,
       targetUrl: flags.target!,
+      targetDefense,
       reference,
+      referenceUrl: flags.reference,
+      seeds,
       classes,
       attackerLabels: quick.attackerLabels,
       knockoff: { ...quick.knockoffTraining, ...(flags.knockoffEpochs ? { epochs: integerFlag(flags.knockoffEpochs, '--knockoff-epochs', 1, fail) } : {}) },
       adaptive: quick.adaptive,
+      smoothing: quick.smoothing,
+      restorer: quick.restorer,
+      surrogateArch: quick.surrogateArch,
+      misinformation: quick.misinformationTraining,
+      imageShape: imageShape ?? (inputShape?.length === 3 ? inputShape : undefined),
       requestRows: quick.requestRows,
       seed,
       outDir,
+      notes: [`tfjs backend: ${backend.name}`, training],
       log,
       progress: (label, total) => createProgress({ label, total, silent: flags.quiet }),
     });

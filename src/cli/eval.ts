@@ -14,8 +14,10 @@ import { evaluate } from '../eval/evaluate.js';
 import { summaryText } from '../eval/report/summary.js';
 import { addExternalEvalOptions, runExternalEval, type ExternalEvalFlags } from './eval-external.js';
 import { createProgress } from './progress.js';
+import { addThiefFlags, runThievesCommand, type ThiefFlags } from './detection-flags.js';
+import { addQueueOptions, checkGridForQueue, queueOptionsFromFlags, reportFailedRuns, type QueueFlags } from './queue-flags.js';
 
-interface EvalFlags extends ExternalEvalFlags {
+interface EvalFlags extends ExternalEvalFlags, QueueFlags, ThiefFlags {
   preset?: string;
   config?: string;
   victim?: string;
@@ -66,6 +68,7 @@ async function resolveConfig(flags: EvalFlags): Promise<EvalConfig> {
 }
 
 async function runDetectionCommand(flags: EvalFlags, config: EvalConfig, outDir: string, cacheDir: string, log: (line: string) => void): Promise<void> {
+  if (flags.thieves !== undefined) return runThievesCommand(flags, { config, outDir, cacheDir, log, fail });
   const positive = (value: string | undefined, flag: string): number => {
     const n = Number(value);
     if (!Number.isInteger(n) || n < 1) fail(`${flag} must be a positive integer, got "${value}"`);
@@ -112,9 +115,10 @@ export function registerEvalCommand(program: Command): void {
     .option('--benign-clients <n>', 'with --detection: benign clients', '120')
     .option('--benign-queries <min-max>', 'with --detection: queries per benign client, uniform in this range', '20-100')
     .option('--detection-options <json>', 'with --detection: detection options over the defaults, e.g. \'{"ood":{"maxRate":0.2}}\'');
-  addExternalEvalOptions(command)
+  addExternalEvalOptions(addQueueOptions(addThiefFlags(command)))
     .option('--knockoff-epochs <n>', 'with --target: epochs of the final knockoffs (default: the quick preset’s)')
     .action(async (flags: EvalFlags) => {
+      const queue = await queueOptionsFromFlags(flags, fail);
       if (flags.target !== undefined) return runExternalEval(flags);
       let config: EvalConfig;
       try {
@@ -123,6 +127,7 @@ export function registerEvalCommand(program: Command): void {
         if (error instanceof EvalConfigError) fail(error.message);
         throw error;
       }
+      if (queue) checkGridForQueue(config, fail);
       const suffix = [config.victim === 'mnist' ? '' : config.victim, config.world === 'open' ? '' : 'closed'].filter(Boolean).join('-');
       const jobs = flags.jobs === undefined ? cpus().length : Number(flags.jobs);
       if (!Number.isSafeInteger(jobs) || jobs < 1) fail(`--jobs must be an integer ≥ 1, got "${flags.jobs}"`);
@@ -139,6 +144,7 @@ export function registerEvalCommand(program: Command): void {
         outDir,
         cacheDir,
         jobs,
+        queue,
         log,
         progress: (label, total) => createProgress({ label, total, silent: flags.quiet }),
       });
@@ -148,5 +154,6 @@ export function registerEvalCommand(program: Command): void {
       process.stdout.write(`${result.ran} runs done, ${result.skipped} already finished, in ${seconds.toFixed(0)} s\n`);
       const shown = relative(process.cwd(), result.files.html);
       process.stdout.write(`report: ${shown.startsWith('..') ? resolve(result.files.html) : shown}\n`);
+      reportFailedRuns(result.failed);
     });
 }

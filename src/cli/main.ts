@@ -15,12 +15,13 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   train: async () => (await import('./train.js')).registerTrainCommand,
   info: async () => (await import('./info.js')).registerInfoCommand,
   eval: async () => (await import('./eval.js')).registerEvalCommand,
+  'eval-worker': async () => (await import('./eval-worker.js')).registerEvalWorkerCommand,
 };
 
 const program = new Command();
 program
   .name('msd')
-  .description('Defend a served model against model stealing: perturb, serve, proxy, train, info, eval.')
+  .description('Defend a served model against model stealing: perturb, serve, proxy, train, info, eval, eval-worker.')
   .showHelpAfterError();
 
 const requested = process.argv[2];

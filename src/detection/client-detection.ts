@@ -25,11 +25,20 @@ export interface DetectionState {
   readonly win: WindowState;
   readonly prada?: PradaState;
   readonly hoda?: HodaState;
+  /** Fingerprint matches (present once the serving layer sent any): per window bucket, queries and matched. */
+  readonly fp?: FingerprintState;
   readonly pol: PolicyState;
+}
+
+export interface FingerprintState {
+  /** Buckets oldest first: [start, queries, matched]. */
+  readonly b: readonly (readonly number[])[];
 }
 
 export interface ClientDetectionWithConfig extends ClientDetection {
   readonly config: DetectionConfig;
+  /** The options it was built from (to derive a cohort's detection from, see createCohortDetection). */
+  readonly options: DetectionOptions;
   /** Upper bound on `JSON.stringify(state).length` (bytes, ASCII) for a victim with `classes` classes. */
   stateSizeBound(classes: number): number;
 }
@@ -70,6 +79,7 @@ export function createClientDetection(options: DetectionOptions = {}): ClientDet
     if (config.ood.enabled) found.push(oodVerdict(config.window, config.ood, s.win, time));
     if (s.prada) found.push(pradaVerdict(config.prada, s.prada));
     if (s.hoda) found.push(hodaVerdict(s.hoda));
+    if (s.fp && config.fingerprint.enabled) found.push(fingerprintVerdict(config.fingerprint, liveMatches(s.fp, time, config.window.lengthMs)));
     return {
       verdicts: found.map((f) => f.verdict),
       anyFlagged: found.some((f) => f.verdict.flagged),
@@ -94,6 +104,7 @@ export function createClientDetection(options: DetectionOptions = {}): ClientDet
 
   return {
     config,
+    options,
     initialState: (time: number) => fresh(checkTime(time)) as unknown as ClientState,
 
     observe(state: ClientState, observation: ClientObservation) {
@@ -104,7 +115,8 @@ export function createClientDetection(options: DetectionOptions = {}): ClientDet
       const win = updateWindows(config.window, config.ood, before.win, time, observation.probs);
       const prada = before.prada && observation.inputs && rows > 0 ? updatePrada(config.prada, before.prada, observation.inputs, labels) : before.prada;
       const hoda = before.hoda && observation.hardness ? updateHoda(config.hoda, before.hoda, observation.hardness) : before.hoda;
-      const next: DetectionState = { ...before, t: time, win, ...(prada ? { prada } : {}), ...(hoda ? { hoda } : {}) };
+      const fp = observation.matches && config.fingerprint.enabled ? addMatches(liveMatches(before.fp, time, config.window.lengthMs), time, config.window.bucketMs, observation.matches) : before.fp;
+      const next: DetectionState = { ...before, t: time, win, ...(prada ? { prada } : {}), ...(hoda ? { hoda } : {}), ...(fp ? { fp } : {}) };
       const found = verdicts(next, time);
       const stepped = stepPolicy(config.policy, before.pol, time, rows, found.anyFlagged, found.maxLevel);
       const decision = decide(config.policy, stepped.level, budgetDecision(next, time));
@@ -135,6 +147,55 @@ export function createClientDetection(options: DetectionOptions = {}): ClientDet
   };
 }
 
+/**
+ * The detection of a cohort (the identities sharing an IP prefix, a tenant, a key prefix): the same
+ * detectors as per client, without the budget (a cohort holds many honest clients), and a ladder of
+ * one step, "cohort": a cohort is alarmed or not, and the serving layer answers its members with the
+ * probation tier (which keeps top-1) while it is.
+ */
+export function createCohortDetection(options: DetectionOptions = {}): ClientDetectionWithConfig {
+  return createClientDetection({ ...options, budget: false, policy: { ...options.policy, steps: ['cohort'] } });
+}
+
+/** The buckets still inside the window at `time` (as the window's own buckets: start within lengthMs). */
+function liveMatches(state: FingerprintState | undefined, time: number, lengthMs: number): FingerprintState {
+  return { b: (state?.b ?? []).filter((bucket) => bucket[0] > time - lengthMs) };
+}
+
+function addMatches(state: FingerprintState, time: number, bucketMs: number, matches: Uint8Array): FingerprintState {
+  let m = 0;
+  for (let i = 0; i < matches.length; i++) if (matches[i] > 0) m++;
+  const start = Math.floor(time / bucketMs) * bucketMs;
+  const buckets = state.b.map((bucket) => [...bucket]);
+  const last = buckets[buckets.length - 1];
+  if (last && last[0] === start) {
+    last[1] += matches.length;
+    last[2] += m;
+  } else buckets.push([start, matches.length, m]);
+  return { b: buckets };
+}
+
+function matchTotals(state: FingerprintState): { n: number; m: number } {
+  let n = 0;
+  let m = 0;
+  for (const bucket of state.b) {
+    n += bucket[1];
+    m += bucket[2];
+  }
+  return { n, m };
+}
+
+/** Flagged once minMatches of the client's queries matched another identity's and their share is above maxShare. */
+function fingerprintVerdict(config: DetectionConfig['fingerprint'], state: FingerprintState): { verdict: DetectorVerdict; level: number } {
+  const { n, m } = matchTotals(state);
+  const share = n > 0 ? m / n : 0;
+  const flagged = m >= config.minMatches && share > config.maxShare;
+  return {
+    verdict: { detector: 'fingerprint', flagged, score: share, evidence: { queries: n, matched: m, share } },
+    level: Math.min(m / config.minMatches, share / config.maxShare),
+  };
+}
+
 function checkTime(time: number): number {
   if (!Number.isFinite(time)) throw new DetectionInputError(`time must be finite milliseconds since the epoch, got ${time}`);
   return time;
@@ -151,6 +212,7 @@ function checkObservation(observation: ClientObservation): Uint16Array {
     throw new DetectionInputError(`observation.inputs must have the ${probs.rows} rows of probs and data of rows·cols values`);
   }
   if (hardness && hardness.length !== probs.rows) throw new DetectionInputError(`observation.hardness must have one value per row (${probs.rows}), got ${hardness.length}`);
+  if (observation.matches && observation.matches.length !== probs.rows) throw new DetectionInputError(`observation.matches must have one value per row (${probs.rows}), got ${observation.matches.length}`);
   return labelsOf(probs);
 }
 
@@ -188,5 +250,6 @@ export function stateSizeBound(config: DetectionConfig, classes: number): number
   }
   const hoda = config.hoda.enabled ? 80 + base64Length(config.hoda.thresholds.at(-1)!.length) + 6 * (NUMBER + 8) : 0;
   const policy = 120 + 6 * (NUMBER + 12) + 80;
-  return 80 + windows + prada + hoda + policy;
+  const fingerprint = config.fingerprint.enabled ? 20 + buckets * (3 * (NUMBER + 1) + 2) : 0;
+  return 80 + windows + prada + hoda + fingerprint + policy;
 }

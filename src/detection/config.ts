@@ -29,6 +29,12 @@ export interface DetectionOptions {
   };
   /** HODA: off unless the benign histogram and thresholds (from `calibrateHoda`) are given. */
   hoda?: { enabled?: boolean; benignHistogram: readonly number[]; thresholds: readonly HodaThreshold[] };
+  /**
+   * Queries matching another identity's fingerprint (the serving layer's shared fingerprint store,
+   * `observation.matches`). Default on, silent without matches: flag once at least 5 of the client's
+   * queries matched and more than 20% of them did (counts decayed over the window length).
+   */
+  fingerprint?: { enabled?: boolean; minMatches?: number; maxShare?: number };
   /** Query budget per client and window; `false` for none. Default 10 000 queries, then throttle. */
   budget?: false | { maxQueries?: number; action?: 'throttle' | 'refuse' };
   policy?: {
@@ -46,6 +52,7 @@ export interface DetectionConfig {
   readonly ood: OodConfig;
   readonly prada: PradaConfig;
   readonly hoda: HodaConfig;
+  readonly fingerprint: { readonly enabled: boolean; readonly minMatches: number; readonly maxShare: number };
   readonly budget: { readonly maxQueries: number; readonly action: 'throttle' | 'refuse' } | undefined;
   readonly policy: PolicyConfig;
 }
@@ -65,6 +72,7 @@ export const DEFAULT_OPTIONS = {
     minPooled: 100,
     testEvery: 10,
   },
+  fingerprint: { enabled: true, minMatches: 5, maxShare: 0.2 },
   budget: { maxQueries: 10_000, action: 'throttle' as const },
   policy: { steps: ['mad-argmax', 'argmax'], release: 0.8, stepQueries: 200, calmQueries: 500, calmMs: 3_600_000 },
 } as const;
@@ -118,7 +126,7 @@ export function parseStep(text: unknown, index: number): PolicyStep {
 }
 
 export function resolveOptions(options: DetectionOptions = {}): DetectionConfig {
-  const top = object('detection', options, ['window', 'ood', 'prada', 'hoda', 'budget', 'policy']);
+  const top = object('detection', options, ['window', 'ood', 'prada', 'hoda', 'fingerprint', 'budget', 'policy']);
   const D = DEFAULT_OPTIONS;
 
   const w = object('window', top.window, ['lengthMs', 'bucketMs']);
@@ -177,6 +185,13 @@ export function resolveOptions(options: DetectionOptions = {}): DetectionConfig 
     hoda = { enabled: bool('hoda.enabled', h.enabled, true), bins: histogram.length, benignHistogram: [...histogram], thresholds: parsed };
   }
 
+  const f = object('fingerprint', top.fingerprint, ['enabled', 'minMatches', 'maxShare']);
+  const fingerprint = {
+    enabled: bool('fingerprint.enabled', f.enabled, D.fingerprint.enabled),
+    minMatches: num('fingerprint.minMatches', f.minMatches, D.fingerprint.minMatches, { integer: true, min: 1, example: '5' }),
+    maxShare: num('fingerprint.maxShare', f.maxShare, D.fingerprint.maxShare, { min: 0, max: 1, maxExclusive: true, example: '0.2' }),
+  };
+
   let budget: DetectionConfig['budget'];
   if (top.budget !== false) {
     const b = object('budget', top.budget, ['maxQueries', 'action']);
@@ -197,5 +212,5 @@ export function resolveOptions(options: DetectionOptions = {}): DetectionConfig 
     calmMs: num('policy.calmMs', pol.calmMs, D.policy.calmMs, { integer: true, min: 0, example: '3600000' }),
   };
 
-  return { window: { lengthMs, bucketMs }, ood, prada, hoda, budget, policy };
+  return { window: { lengthMs, bucketMs }, ood, prada, hoda, fingerprint, budget, policy };
 }

@@ -7,3 +7,20 @@ export { shapiroWilk, type ShapiroWilkResult } from './shapiro-wilk.js';
 export { normalCdf, normalQuantile, normalUpperTail } from './normal.js';
 export { calibrateHoda, hardnessFromLabels, hardnessHistogram, pearsonDistance, type HodaCalibration, type HodaThreshold } from './hoda.js';
 export type { PolicyStep } from './policy.js';
+export { createCohortDetection, type FingerprintState } from './client-detection.js';
+export {
+  calibratePopulation,
+  initialAlarmState,
+  populationVerdicts,
+  POPULATION_DEFAULTS,
+  resolvePopulationOptions,
+  stepAlarm,
+  summarise,
+  countsLength,
+  type AlarmState,
+  type PopulationCalibration,
+  type PopulationConfig,
+  type PopulationLayout,
+  type PopulationOptions,
+} from './population.js';
+export { FINGERPRINT_DEFAULTS, fingerprintRows, resolveFingerprintOptions, sharedHashes, type FingerprintConfig, type FingerprintOptions } from './fingerprint.js';

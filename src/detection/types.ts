@@ -15,6 +15,11 @@ export interface ClientObservation {
   readonly inputs?: { readonly rows: number; readonly cols: number; readonly data: Float32Array };
   /** Per row, the hardness bin (HODA) when the owner supplied checkpoints; -1 when unknown. */
   readonly hardness?: Int8Array;
+  /**
+   * Per row, whether its fingerprint matched a query of another identity (the serving layer's shared
+   * fingerprint store, when configured): 1 matched, 0 not. Feeds the `fingerprint` detector.
+   */
+  readonly matches?: Uint8Array;
 }
 
 /** One detector's finding, with the evidence a log line or the admin route shows (numbers, never queries). */

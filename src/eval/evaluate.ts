@@ -10,10 +10,9 @@ import { argmaxRows, parseDefense, type Defense, type ProbBatch } from '../defen
 import { describeTrainingEngine, fittingArchitecture, initBackend, type BackendInfo } from '../models/index.js';
 import { predictProbs, Surrogate, tf, type ContextProviders, type LayersModel } from '../models/index.js';
 import { createServingMetrics, recordEvaluation, type ServingMetrics } from '../server/metrics.js';
-import { attackerFamily, type DefenseSetting, type EvalConfig } from './config.js';
+import { attackerFamily, attackerName, type DefenseSetting, type EvalConfig } from './config.js';
 import { startDefendedEndpoint } from './endpoint.js';
-import { runAttack } from './attack.js';
-import type { VictimTestSet } from './knockoff.js';
+import { runAttack, seedFamily, whyNotRun, type VictimTestSet } from './attackers/index.js';
 import { inferAll, kserveClient } from './kserve-client.js';
 import { accuracy, defenderOutcome } from './measures.js';
 import { silentProgress, type ProgressFactory } from './progress.js';
@@ -27,6 +26,7 @@ import { planRuns, runKey, type RunSpec } from './run-key.js';
 import { prepareMisinformationModel, prepareVictim } from './victim.js';
 import { runInParallel } from './parallel.js';
 import { buildWorld, type DatasetLoader, type EvaluationWorld } from './world.js';
+import type { FailedRun, QueueOptions } from './queue/coordinator.js';
 
 export interface EvaluateOptions {
   config: EvalConfig;
@@ -45,6 +45,8 @@ export interface EvaluateOptions {
    * own tfjs backend; every run's seeds depend only on the run, so the results equal a serial run's.
    */
   jobs?: number;
+  /** Run the pending runs on a Redis queue's workers (`msd eval-worker`) instead of here (queue/coordinator.ts). */
+  queue?: QueueOptions;
 }
 
 export interface EvaluationResult {
@@ -55,6 +57,8 @@ export interface EvaluationResult {
   files: ReportFiles;
   registry: Registry;
   backend?: BackendInfo;
+  /** With `queue`: the runs that failed on every try, with their logs (not in `records`). */
+  failed?: FailedRun[];
 }
 
 /** Everything the runs of one evaluation share. */
@@ -123,7 +127,8 @@ export function describeRun(run: Pick<RunSpec, 'defense' | 'policy' | 'budget'> 
 
 /** The attacker's seed for one run: the first keeps the derivation used before seeds existed. */
 export function attackSeed(config: EvalConfig, run: RunSpec): number {
-  return deriveSeed(config.seed, run.attackerSeed === 0 ? `attack-${run.policy}` : `attack-${run.policy}-seed${run.attackerSeed}`);
+  const family = seedFamily(run.policy);
+  return deriveSeed(config.seed, run.attackerSeed === 0 ? `attack-${family}` : `attack-${family}-seed${run.attackerSeed}`);
 }
 
 /** Serves one defense setting and runs all its pending runs against it; `onRecord` stores each finished run. */
@@ -155,9 +160,16 @@ export async function runDefense(session: Session, setting: DefenseSetting, defe
         adaptive: config.adaptive,
         jbda: config.jbda,
         seedImages: world.victimTrain,
+        smoothing: config.smoothing,
+        flip: config.smoothing.flip === 'auto' ? config.victim === 'fashion-mnist' : config.smoothing.flip,
+        restorer: config.restorer,
+        // Kerckhoffs: the attacker knows the defense's name and public parameters, not its secrets.
+        known: { spec: setting.spec, defense: setting.defense, surrogateArch: config.surrogateArch, misinformation: config.misinformationTraining },
         labels: config.attackerLabels,
         test: session.test,
         seed: attackSeed(config, run),
+        // Measurement only: the undefended victim's answers to the attacker's queries.
+        truth: (x, rows) => ({ rows, cols: world.classes, data: predictProbs(session.victim, x, rows) }),
         onProgress: (phase, done, total) => (phase === 'query' ? runBar.update(done, 'querying') : runBar.update(run.budget, `training knockoffs, epoch ${done}/${total}`)),
       });
       const record: RunRecord = {
@@ -183,6 +195,8 @@ export async function runDefense(session: Session, setting: DefenseSetting, defe
         attackerFamily: attackerFamily(run.policy),
         knockoffArch: fittingArchitecture(config.knockoffTraining.arch, [world.features]),
         ...(attack.picks ? { policyPicks: attack.picks } : {}),
+        ...(attack.quality ? { answerQuality: attack.quality } : {}),
+        ...(attack.restorer ? { restorer: attack.restorer } : {}),
       };
       runBar.finish(attack.outcomes.map((o) => `${o.labels} ${(o.accuracy * 100).toFixed(1)}%`).join(', '));
       await onRecord(record);
@@ -210,7 +224,7 @@ export function publishGauges(metrics: ServingMetrics, records: readonly RunReco
 }
 
 function describeRecord(record: RunRecord): string {
-  const attackers = record.attackers.map((a) => `${a.labels === 'soft' ? 'knockoff' : 'argmax-knockoff'} ${(a.accuracy * 100).toFixed(1)}%`).join(', ');
+  const attackers = record.attackers.map((a) => `${attackerName(record.policy, a.labels)} ${(a.accuracy * 100).toFixed(1)}%`).join(', ');
   const run = describeRun({ defense: { family: record.defense, params: record.params, spec: record.spec }, policy: record.policy, budget: record.budget, attackerSeed: record.attackerSeed });
   return `${run}: defender ${(record.defender.accuracy * 100).toFixed(2)}% (loss ${(record.defender.accuracyLoss * 100).toFixed(2)} pt, L1 ${record.defender.l1Mean.toFixed(3)}), ${attackers}, ${record.seconds.toFixed(0)} s`;
 }
@@ -246,10 +260,14 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluationResu
   const plan = planRuns(config);
   const keys = plan.map((run) => runKey(config, run));
   const pending = plan.filter((_, i) => !store.has(keys[i]));
+  const skippedKeys = new Set(keys.filter((key) => store.has(key)));
   log(`${plan.length} runs planned, ${plan.length - pending.length} already finished in ${options.outDir}`);
+  const skippedPairs = config.defenses.flatMap((d) => config.policies.map((p) => whyNotRun(p, d.spec)).filter((why): why is string => why !== undefined));
+  if (skippedPairs.length) log(`not run: ${[...new Set(skippedPairs)].join('; ')}`);
 
   let backend: BackendInfo | undefined;
   let training: string | undefined;
+  let failed: FailedRun[] | undefined;
   const tensorsBefore = tf.memory().numTensors;
   if (pending.length > 0) {
     backend = await initBackend({ log });
@@ -264,8 +282,9 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluationResu
     };
     const jobs = Math.max(1, Math.min(options.jobs ?? 1, pending.length));
     const custom = config.defenses.some((d) => d.defense !== undefined);
-    if (jobs > 1 && custom) log('--jobs: the grid holds defenses given as objects, which cannot travel to other processes; running serially');
-    if (jobs > 1 && !custom) await runInParallel({ config, world, pending, jobs, cacheDir: options.cacheDir, progress, log, onRecord });
+    if (jobs > 1 && custom && !options.queue) log('--jobs: the grid holds defenses given as objects, which cannot travel to other processes; running serially');
+    if (options.queue) failed = await (await import('./queue/coordinator.js')).runOnQueue({ config, world, pending, cacheDir: options.cacheDir, progress, log, onRecord, queue: options.queue });
+    else if (jobs > 1 && !custom) await runInParallel({ config, world, pending, jobs, cacheDir: options.cacheDir, progress, log, onRecord });
     else await runSerially(config, world, pending, options, progress, log, onRecord);
     const leaked = tf.memory().numTensors - tensorsBefore;
     if (leaked > 0) log(`warning: ${leaked} tensors were not freed`);
@@ -281,5 +300,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluationResu
     generatedAt: new Date().toISOString(),
     notes: backend ? [`tfjs backend: ${backend.name}`, ...(training ? [training] : [])] : undefined,
   });
-  return { records, ran: pending.length, skipped: plan.length - pending.length, files, registry, backend };
+  // On a queue, runs that failed or were left to the workers when the coordinator stopped are not "ran".
+  const ran = failed ? records.filter((r) => !skippedKeys.has(r.key)).length : pending.length;
+  return { records, ran, skipped: plan.length - pending.length, files, registry, backend, ...(failed ? { failed } : {}) };
 }

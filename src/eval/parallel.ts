@@ -57,6 +57,11 @@ function compact<T>(value: T): T {
   return value;
 }
 
+/** What a child gets first: the grid (defenses by spec) and the world, compacted. Also sent by the queue's workers (queue/). */
+export function initMessage(config: EvalConfig, world: EvaluationWorld, cacheDir: string): ParentMessage {
+  return { type: 'init', config: { ...config, defenses: config.defenses.map(({ defense: _defense, ...rest }) => rest) }, world: compact(world), cacheDir };
+}
+
 /**
  * The child's entry and loader. Under tsx (this file is .ts) the child imports tsx by its absolute
  * URL: a bare `--import tsx` resolves from the working directory, which fails wherever the user
@@ -94,7 +99,7 @@ export async function runInParallel(options: ParallelOptions): Promise<void> {
   const units = workUnits(options.pending);
   const jobs = Math.min(options.jobs, units.length);
   log(`${options.pending.length} runs in ${units.length} units over ${jobs} processes`);
-  const init: ParentMessage = { type: 'init', config: { ...config, defenses: config.defenses.map(({ defense: _defense, ...rest }) => rest) }, world: compact(world), cacheDir };
+  const init = initMessage(config, world, cacheDir);
   const { file, execArgv } = workerScript();
   const children: ChildProcess[] = [];
   let next = 0;

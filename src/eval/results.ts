@@ -25,6 +25,34 @@ export interface AttackerOutcome {
   accuracies?: number[];
 }
 
+/**
+ * What the attacker trained on, against the clean (undefended) answers to the same queries:
+ * measured by the evaluation, which owns the victim (the attacker never sees the clean answers).
+ * `raw`: the answers as the endpoint gave them; `used`: after the family's processing (averaged
+ * copies, restored, inverted; the same as raw for the plain families).
+ */
+export interface AnswerQuality {
+  rows: number;
+  /** Mean L1 distance to the clean answers. */
+  rawL1: number;
+  usedL1: number;
+  /** Fraction of rows whose top-1 class differs from the clean answer's. */
+  rawTop1Changed: number;
+  usedTop1Changed: number;
+}
+
+/** The restorer's own accuracy: on held-out shadow queries, the attacker's estimate of how well it restores. */
+export interface RestorerReport {
+  /** Queries (of the run's budget) whose answers trained the shadow model. */
+  shadowQueries: number;
+  /** (defended, clean) pairs it trained on, and how many were held out. */
+  pairs: number;
+  heldOut: number;
+  /** Mean L1 to the clean shadow answers on the held-out pairs: the defended ones, and the restored ones. */
+  defendedL1: number;
+  restoredL1: number;
+}
+
 export interface RunRecord {
   key: string;
   /** 'external': an endpoint this project did not start (`msd eval --target`). */
@@ -36,7 +64,7 @@ export interface RunRecord {
   params: string;
   spec: string;
   policy: PolicyName;
-  /** knockoff-random, knockoff-adaptive, jbda, jbself or jbtop3 (records written before it existed: from the policy). */
+  /** The attacker family: knockoff-random, knockoff-adaptive, smoothing, restorer, inversion, jbda, jbself, jbtop3, restorer-jbtop3 (records written before it existed: from the policy). */
   attacker?: string;
   budget: number;
   /** Undefended victim accuracy on its test set. */
@@ -56,6 +84,10 @@ export interface RunRecord {
   knockoffArch?: string;
   /** Adaptive policy: images drawn per coarse class of the attacker's pool. */
   policyPicks?: number[];
+  /** The answers the attacker trained on against the clean ones (grid runs; absent for --target). */
+  answerQuality?: AnswerQuality;
+  /** Restorer families: the restorer's accuracy on its held-out shadow queries. */
+  restorer?: RestorerReport;
   /** Report only: how many seeded runs this aggregated record stands for. */
   seeds?: number;
 }

@@ -4,6 +4,7 @@
  * run with one under other settings, and a changed setting reruns instead of being skipped.
  */
 import { createHash } from 'node:crypto';
+import { attackerApplies } from './attackers/applies.js';
 import type { AttackerLabels, DefenseSetting, EvalConfig, PolicyName } from './config.js';
 
 export interface RunSpec {
@@ -14,13 +15,21 @@ export interface RunSpec {
   attackerSeed: number;
 }
 
-/** The runs of a config in the order they execute: defense by defense, then policy, budget and attacker seed. */
+/**
+ * The runs of a config in the order they execute: defense by defense, then attacker family, budget
+ * and attacker seed. A family that does not apply to a setting (the restorer against no defense,
+ * inversion without a closed form) is left out: it would be the Knockoff attacker again.
+ */
 export function planRuns(config: EvalConfig): RunSpec[] {
   const seeds = Array.from({ length: config.seeds }, (_, i) => i);
   return config.defenses.flatMap((defense) =>
-    config.policies.flatMap((policy) => config.budgets.flatMap((budget) => seeds.map((attackerSeed) => ({ defense, policy, budget, attackerSeed })))),
+    config.policies
+      .filter((policy) => attackerApplies(policy, defense.spec))
+      .flatMap((policy) => config.budgets.flatMap((budget) => seeds.map((attackerSeed) => ({ defense, policy, budget, attackerSeed })))),
   );
 }
+
+const JACOBIAN_FAMILIES: readonly PolicyName[] = ['jbda', 'jbself', 'jbtop3', 'restorer-jbtop3'];
 
 /** The settings that decide a run's outcome, in a fixed field order. */
 export function runIdentity(config: EvalConfig, run: RunSpec): Record<string, unknown> {
@@ -39,7 +48,9 @@ export function runIdentity(config: EvalConfig, run: RunSpec): Record<string, un
     surrogateArch: config.surrogateArch,
     misinformationTraining: run.defense.spec.includes('misinformation') ? config.misinformationTraining : undefined,
     adaptive: run.policy === 'adaptive' ? config.adaptive : undefined,
-    jbda: run.policy !== 'random' && run.policy !== 'adaptive' ? config.jbda : undefined,
+    jbda: JACOBIAN_FAMILIES.includes(run.policy) ? config.jbda : undefined,
+    smoothing: run.policy === 'smoothing' ? config.smoothing : undefined,
+    restorer: run.policy === 'restorer' || run.policy === 'restorer-jbtop3' ? config.restorer : undefined,
     closedWorldPool: config.world === 'closed' ? config.closedWorldPool : undefined,
     limits: config.limits,
   };

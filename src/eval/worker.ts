@@ -44,3 +44,7 @@ process.on('message', (message: ParentMessage) => {
       process.exit(1);
     });
 });
+
+// The parent is gone (it exited, or was killed mid-run): nobody will take this run's record, so stop
+// now rather than finish it. A normal end (the 'exit' message) disconnects too, after disposing.
+process.on('disconnect', () => process.exit(0));

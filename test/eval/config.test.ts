@@ -4,7 +4,9 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { scratchDir } from '../helpers/scratch.js';
+import { defenseNames } from '../../src/defenses/index.js';
 import { EvalConfigError, expandDefenses, loadConfigFile, presetConfig, validateConfig, withWorld } from '../../src/eval/config.js';
+import { planRuns } from '../../src/eval/run-key.js';
 
 describe('eval config', () => {
   it('quick and defenses presets: one budget, random policy, the calibrated attacker; quick trims the grid only', () => {
@@ -19,11 +21,43 @@ describe('eval config', () => {
       assert.equal(preset.budgets.length, 1);
       assert.deepEqual(preset.defenses.map((d) => d.family), expected[name]);
       assert.equal(preset.world, 'open');
-      // The calibrated attacker: a CNN knockoff for 15 epochs, several seeds.
+      // The calibrated attacker: a CNN knockoff for 15 epochs, several seeds; the worst case over soft and top-1.
+      assert.deepEqual(preset.attackerLabels, ['soft', 'argmax']);
       assert.equal(preset.knockoffTraining.arch, 'cnn');
       assert.equal(preset.knockoffTraining.epochs, 15);
       assert.ok(preset.seeds >= 3);
     }
+  });
+
+  it('adaptive preset: every family at its ≤ 1 point setting against every attacker, 3 seeds, 10k queries', () => {
+    const adaptive = presetConfig('adaptive');
+    assert.equal(adaptive.name, 'adaptive');
+    const families = adaptive.defenses.map((d) => d.family);
+    for (const family of ['none', 'argmax', 'reverse-sigmoid', 'mad', 'mad-argmax', 'misinformation', 'noise']) assert.ok(families.includes(family), family);
+    // The newer defenses join once registered (they are: src/defenses/registry.ts).
+    for (const family of ['modelguard-w', 'modelguard-s', 'grad2']) assert.equal(families.includes(family), defenseNames().includes(family), family);
+    assert.deepEqual(
+      adaptive.defenses.filter((d) => ['reverse-sigmoid', 'mad', 'mad-argmax', 'misinformation', 'noise'].includes(d.family)).map((d) => d.params.split(',')[0]),
+      ['beta=0.5', 'eps=0.5', 'eps=1', 'tau=0.7', 'scale=1'],
+      'the settings of the defenses table',
+    );
+    assert.deepEqual(adaptive.policies, ['random', 'smoothing', 'restorer', 'inversion', 'jbda', 'jbself', 'jbtop3', 'restorer-jbtop3']);
+    assert.deepEqual(adaptive.attackerLabels, ['soft', 'argmax']);
+    assert.deepEqual(adaptive.budgets, [10000]);
+    assert.equal(adaptive.seeds, 3);
+    assert.equal(adaptive.knockoffTraining.arch, 'cnn');
+    // Inversion runs against reverse sigmoid only, the restorers against every defense but none.
+    const plan = planRuns(adaptive);
+    const runsOf = (policy: string) => new Set(plan.filter((r) => r.policy === policy).map((r) => r.defense.family));
+    assert.deepEqual([...runsOf('inversion')], ['reverse-sigmoid']);
+    assert.ok(!runsOf('restorer').has('none') && runsOf('restorer').size === adaptive.defenses.length - 1);
+    assert.ok(!runsOf('restorer-jbtop3').has('none'));
+    assert.equal(runsOf('smoothing').size, adaptive.defenses.length);
+    const settings = adaptive.defenses.length;
+    assert.equal(plan.length, 3 * (settings * 5 + (settings - 1) * 2 + 1));
+    // A config file may start from it and trim it.
+    const trimmed = validateConfig({ preset: 'adaptive', defenses: ['none', 'noise:scale=1'], policies: ['random', 'smoothing'], smoothing: { copies: 5, shift: 0 } });
+    assert.deepEqual(trimmed.smoothing, { copies: 5, shift: 0, noise: 0.02, flip: 'auto' });
   });
 
   it('paper preset: sweeps per family, all budgets, both policies', () => {
@@ -61,7 +95,12 @@ describe('eval config', () => {
       [{ preset: 'quick', knockoffTraining: { epochs: 0 } }, /knockoffTraining\.epochs must be a positive integer/],
       [{ preset: 'quick', knockoffTraining: { epoch: 3 } }, /unknown field "knockoffTraining\.epoch"/],
       [{ preset: 'quick', policies: ['greedy'] }, /policies\[0\] must be one of "random", "adaptive"/],
-      [{ preset: 'nope' }, /preset must be one of "quick", "defenses", "paper", "ablation"/],
+      [{ preset: 'nope' }, /preset must be one of "quick", "defenses", "adaptive", "paper", "ablation"/],
+      [{ preset: 'quick', smoothing: { copies: 1 } }, /smoothing\.copies must be at least 2/],
+      [{ preset: 'quick', smoothing: { flip: 'sometimes' } }, /smoothing\.flip must be true, false or "auto"/],
+      [{ preset: 'quick', restorer: { shadowFraction: 1 } }, /restorer\.shadowFraction must be in \(0, 1\)/],
+      [{ preset: 'quick', restorer: { temperatures: [] } }, /restorer\.temperatures must be a non-empty list/],
+      [{ preset: 'quick', restorer: { hiden: 3 } }, /unknown field "restorer\.hiden"/],
       [{ defenses: ['none'], budgets: [10] }, /"policies" is required/],
       [{ preset: 'quick', world: 'closed', closedWorldPool: 500 }, /budget 10000 exceeds the closed-world pool/],
       [{ preset: 'quick', adaptive: { rewardWeights: { certainty: 0, diversity: 0, loss: 0 } } }, /all 0/],

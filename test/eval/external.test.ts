@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -16,6 +16,7 @@ import { loadExternalImages } from '../../src/eval/data/external-data.js';
 import { encodeNpy, parseNpy } from '../../src/eval/data/npy.js';
 import { evaluateExternal } from '../../src/eval/external.js';
 import { seededRandom } from '../../src/eval/random.js';
+import { parseDefense } from '../../src/defenses/index.js';
 import { initBackend } from '../../src/models/index.js';
 
 const SIDE = 4;
@@ -37,6 +38,10 @@ function defend(p: number[]): number[] {
   const top = p.indexOf(Math.max(...p));
   return p.map((v, c) => 0.5 * v + (c === top ? 0.5 : 0));
 }
+
+/** A real defense behind `?rs=1`: reverse sigmoid with public parameters the attacker is told. */
+const RS_SPEC = 'reverse-sigmoid:beta=0.5,gamma=0.2';
+const rs = parseDefense(RS_SPEC);
 
 /** Images whose label is their brightest quadrant, on the 1/255 grid. */
 function images(rows: number, seed: number): { pixels: Uint8Array; labels: Uint8Array } {
@@ -73,7 +78,8 @@ function startStub(): Promise<{ server: Server; base: string; requests: () => nu
       count += 1;
       const json = JSON.parse(body);
       const defended = req.url!.includes('defended');
-      const answer = (rows: number[][]) => rows.map((row) => (defended ? defend(model(row)) : model(row)));
+      const reverseSigmoid = req.url!.includes('rs=1');
+      const answer = (rows: number[][]) => rows.map((row) => (reverseSigmoid ? Array.from(rs.apply({ rows: 1, cols: CLASSES, data: Float32Array.from(model(row)) }).data) : defended ? defend(model(row)) : model(row)));
       res.setHeader('content-type', 'application/json');
       if (req.url!.startsWith('/v2/')) {
         const input = json.inputs[0];
@@ -92,10 +98,10 @@ function startStub(): Promise<{ server: Server; base: string; requests: () => nu
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ server, base: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, requests: () => count })));
 }
 
-function runCliAsync(args: string[]): Promise<{ status: number; stderr: string }> {
+function runCliAsync(args: string[]): Promise<{ status: number; stderr: string; stdout: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: root, timeout: 60_000 }, (error, _stdout, stderr) => {
-      resolve({ status: error ? ((error as { code?: number }).code ?? 1) : 0, stderr });
+    execFile(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: root, timeout: 120_000 }, (error, stdout, stderr) => {
+      resolve({ status: error ? ((error as { code?: number }).code ?? 1) : 0, stderr, stdout });
     });
   });
 }
@@ -181,11 +187,13 @@ describe('evaluation of an external endpoint', () => {
       const quick = presetConfig('quick');
       const before = stub.requests();
       const target = client('?defended');
+      const reference = client('');
       const result = await evaluateExternal({
         name: 'stub',
         target,
         targetUrl: `${stub.base}${path}?defended`,
-        reference: client(''),
+        reference,
+        referenceUrl: `${stub.base}${path}`,
         transfer,
         test: test as typeof test & { labels: Int32Array },
         classes: CLASSES,
@@ -195,20 +203,99 @@ describe('evaluation of an external endpoint', () => {
         knockoff: { ...quick.knockoffTraining, epochs: 2, batchSize: 32 },
         adaptive: quick.adaptive,
         jbda: { ...quick.jbda, seedSize: 30, roundEpochs: 1 },
+        smoothing: quick.smoothing,
+        restorer: quick.restorer,
+        surrogateArch: 'mlp',
+        misinformation: quick.misinformationTraining,
         requestRows: 64,
         seed: 1,
         outDir: out,
       });
-      const [record] = result.records;
+      // The same attacker against the target and, as the undefended "none" row, the reference.
+      assert.deepEqual(result.records.map((r) => r.defense), ['target', 'none']);
+      const [record, undefendedRun] = result.records;
       assert.equal(record.queries, 150);
+      assert.equal(undefendedRun.queries, 150);
       assert.equal(record.attacker, policy === 'random' ? 'knockoff-random' : policy);
-      assert.equal(stub.requests() - before, target.requests + Math.ceil(test.rows / 64), 'target requests plus the reference pass');
+      assert.equal(stub.requests() - before, target.requests + reference.requests, 'target requests plus the reference pass and its attack');
+      assert.equal(reference.requests - Math.ceil(test.rows / 64), target.requests - Math.ceil(test.rows / 64), 'the same attack against both');
       assert.ok(record.victimAccuracy > 0.9, `reference accuracy ${record.victimAccuracy}`);
       assert.equal(record.defender.accuracy, record.victimAccuracy, 'the stub defense keeps the top-1');
       assert.equal(record.defender.top1ChangeRate, 0);
       assert.ok(record.defender.l1Mean > 0.1, `L1 ${record.defender.l1Mean}`);
     });
   }
+
+  it('the adaptive attackers against the target (told its defense) and the same attackers against the reference', async (t) => {
+    const out = await mkdtemp(join(tmpdir(), 'msd-external-adaptive-'));
+    t.after(() => rm(out, { recursive: true, force: true }));
+    const test = await loadExternalImages(join(dir, 't10k-images-idx3-ubyte'), { requireLabels: true, classes: CLASSES });
+    const transfer = await loadExternalImages(join(dir, 'train-images-idx3-ubyte.gz'), { features: test.features });
+    const quick = presetConfig('quick');
+    const url = `${stub.base}/v2/models/m/infer`;
+    const options = {
+      name: 'stub-adaptive',
+      target: externalClient({ protocol: 'kserve-v2', url: `${url}?rs=1` }),
+      targetUrl: `${url}?rs=1`,
+      targetDefense: RS_SPEC,
+      reference: externalClient({ protocol: 'kserve-v2', url }),
+      referenceUrl: url,
+      transfer,
+      test: test as typeof test & { labels: Int32Array },
+      classes: CLASSES,
+      policies: ['random', 'smoothing', 'restorer', 'inversion'] as PolicyName[],
+      budgets: [90],
+      seeds: 2,
+      attackerLabels: quick.attackerLabels,
+      knockoff: { ...quick.knockoffTraining, epochs: 1, batchSize: 32 },
+      adaptive: quick.adaptive,
+      jbda: quick.jbda,
+      smoothing: quick.smoothing,
+      restorer: { ...quick.restorer, pairs: 300, epochs: 1, shadowEpochs: 1 },
+      surrogateArch: 'mlp' as const,
+      misinformation: quick.misinformationTraining,
+      requestRows: 64,
+      seed: 1,
+      outDir: out,
+      notes: ['training: test'],
+    };
+    const result = await evaluateExternal(options);
+    const runs = (defense: string) => result.records.filter((r) => r.defense === defense).map((r) => `${r.policy}#${r.attackerSeed}`);
+    // The target is named by its defense; the reference is the undefended row, without restorer or inversion.
+    assert.deepEqual(runs('reverse-sigmoid'), ['random#0', 'random#1', 'smoothing#0', 'smoothing#1', 'restorer#0', 'restorer#1', 'inversion#0', 'inversion#1']);
+    assert.deepEqual(runs('none'), ['random#0', 'random#1', 'smoothing#0', 'smoothing#1']);
+    assert.ok(result.records.every((r) => r.queries === 90 && r.attackers.map((a) => a.labels).join() === 'soft,argmax'));
+    assert.ok(result.records.find((r) => r.policy === 'restorer')!.restorer!.heldOut > 0);
+    const html = await readFile(result.files.html, 'utf8');
+    assert.match(html, /What does the best attacker still get\?/);
+    assert.match(html, /<td>reverse-sigmoid beta=0\.5,gamma=0\.2<\/td>/);
+    assert.match(html, /training: test/);
+    // Without the defense's spec, the defense-aware attackers cannot run: said before any query.
+    const before = stub.requests();
+    await assert.rejects(evaluateExternal({ ...options, targetDefense: undefined }), /restorer, inversion know the target's defense .*--target-defense/);
+    await assert.rejects(evaluateExternal({ ...options, targetDefense: 'mad:eps=0.5' }), /inversion: .*no closed-form inverse/);
+    assert.equal(stub.requests(), before);
+  });
+
+  it('msd eval --target: the grid’s training engine, named, without TF.js’s node-backend banner; --target-defense checked', async (t) => {
+    const out = await mkdtemp(join(tmpdir(), 'msd-external-cli-'));
+    t.after(() => rm(out, { recursive: true, force: true }));
+    const url = `${stub.base}/v2/models/m/infer`;
+    const common = ['eval', '--target', `${url}?rs=1`, '--transfer', join(dir, 'train-images-idx3-ubyte.gz'), '--test', join(dir, 't10k-images-idx3-ubyte'), '--classes', '4', '-q', '--out', out];
+    const refused = await runCliAsync([...common, '--attackers', 'random,restorer']);
+    assert.equal(refused.status, 2, refused.stderr);
+    assert.match(refused.stderr, /--target-defense SPEC/);
+    const badSpec = await runCliAsync([...common, '--target-defense', 'reverse-sigmoid:beta=-1']);
+    assert.equal(badSpec.status, 2, badSpec.stderr);
+    assert.match(badSpec.stderr, /--target-defense: reverse-sigmoid: parameter "beta"/);
+    const ran = await runCliAsync([...common, '--target-defense', RS_SPEC, '--reference', url, '--attackers', 'random,inversion', '--budget', '60', '--knockoff-epochs', '1']);
+    assert.equal(ran.status, 0, ran.stderr);
+    assert.match(ran.stderr, /^training: (onnxruntime-node|tfjs wasm)/m);
+    assert.doesNotMatch(ran.stderr + ran.stdout, /install our node backend/);
+    assert.match(ran.stdout, /What does the best attacker still get\?/);
+    const html = await readFile(join(out, 'report.html'), 'utf8');
+    assert.match(html, /training: (onnxruntime-node|tfjs wasm)/);
+  });
 
   it('bad data fails before any query, naming the file and the problem', async () => {
     const bad = join(dir, 'bad');

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
-import { trainKnockoff, type TransferSet } from '../../src/eval/knockoff.js';
+import { trainKnockoff, type TransferSet } from '../../src/eval/attackers/knockoff.js';
 import { convolutionFits, createModel, fittingArchitecture, initBackend, tf } from '../../src/models/index.js';
 
 before(() => initBackend({ log: () => {} }));

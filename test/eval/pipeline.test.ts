@@ -76,7 +76,7 @@ describe('evaluation pipeline on a tiny slice', () => {
     assert.deepEqual(csv[0], [...REPORT_COLUMNS]);
     assert.equal(csv.length, 1 + 3 * 2);
     // One seed: no interval to show; every other cell is filled.
-    const optional = new Set<string>(['params', 'attacker_accuracy_ci95', 'attacker_agreement_ci95']);
+    const optional = new Set<string>(['params', 'attacker_accuracy_ci95', 'attacker_agreement_ci95', 'worst_case_ci95', 'restorer_l1_defended', 'restorer_l1_restored']);
     for (const row of csv.slice(1)) assert.ok(row.every((cell, i) => cell !== '' || optional.has(REPORT_COLUMNS[i])), row.join(','));
     for (const row of csv.slice(1)) assert.equal(row[REPORT_COLUMNS.indexOf('knockoff_arch')], config.knockoffTraining.arch);
 

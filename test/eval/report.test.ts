@@ -71,10 +71,12 @@ describe('report', () => {
       'tradeoff-accuracy-loss-adaptive.svg',
       'tradeoff-accuracy-loss-random-argmax-attacker.svg',
       'tradeoff-accuracy-loss-random.svg',
+      'tradeoff-accuracy-loss-worst-case.svg',
       'tradeoff-l1-adaptive-argmax-attacker.svg',
       'tradeoff-l1-adaptive.svg',
       'tradeoff-l1-random-argmax-attacker.svg',
       'tradeoff-l1-random.svg',
+      'tradeoff-l1-worst-case.svg',
     ]);
     const tradeoff = await readFile(join(dir, 'tradeoff-accuracy-loss-random.svg'), 'utf8');
     // One curve per defended family (mad has three settings: a polyline), the undefended reference dashed.
@@ -102,7 +104,8 @@ describe('report', () => {
 
   it('the terminal summary lists every run and the equal-utility comparison', () => {
     const text = summaryText(grid);
-    assert.equal(text.split('\n').filter((l) => /^mad /.test(l)).length, 12 + 4);
+    // 12 runs, the worst-case ranking's row, and one row in each of the 4 per-attacker tables.
+    assert.equal(text.split('\n').filter((l) => /^mad /.test(l)).length, 12 + 1 + 4);
     assert.match(text, /strongest setting per defense within 1 point/);
     assert.match(text, /rounding\s+none within 1 pt/);
   });

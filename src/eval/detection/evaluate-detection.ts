@@ -8,7 +8,7 @@ import { mkdir } from 'node:fs/promises';
 import { argmaxRows } from '../../defenses/index.js';
 import type { DetectionOptions } from '../../detection/index.js';
 import { initBackend, loadCheckpointModels, loadModel, predictProbs, Surrogate, type ContextProviders } from '../../models/index.js';
-import { POLICIES, type EvalConfig, type PolicyName } from '../config.js';
+import { QUERY_POLICIES, type EvalConfig, type PolicyName } from '../config.js';
 import type { ProgressFactory } from '../progress.js';
 import { deriveSeed } from '../random.js';
 import { writeDetectionReport } from '../report/detection-section.js';
@@ -26,7 +26,7 @@ export interface EvaluateDetectionOptions {
   benign?: Partial<BenignSettings>;
   /** Over the detection's defaults, e.g. { ood: { maxRate: 0.2 } }. */
   detection?: DetectionOptions;
-  /** The attackers (default: all, Knockoff random and adaptive, jbda, jbself, jbtop3). */
+  /** The attackers (default: Knockoff random and adaptive, jbda, jbself, jbtop3; the defense-aware families need a defense, not a detector). */
   policies?: readonly PolicyName[];
   /** More attackers' streams (e.g. JBDA), beside the Knockoff ones. */
   extraStreams?: (context: { config: EvalConfig }) => AttackerStream[];
@@ -50,7 +50,7 @@ export async function evaluateDetection(options: EvaluateDetectionOptions): Prom
   const test = { x: world.victimTest.x, rows: world.victimTest.rows, labels: world.victimTest.labels, victimTop1: argmaxRows(undefended) };
   const budget = options.attackerQueries ?? 1000;
   // Every attacker of the evaluation, whatever the config's grid runs.
-  const streams = (options.policies ?? POLICIES).map((policy) => attackStream(policy, world, config, budget, test));
+  const streams = (options.policies ?? QUERY_POLICIES).map((policy) => attackStream(policy, world, config, budget, test));
   streams.push(...(options.extraStreams?.({ config }) ?? []));
   try {
     const report = await runDetectionEvaluation({

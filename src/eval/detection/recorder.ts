@@ -50,6 +50,9 @@ export function recordingDetection(inner: ClientDetection): DetectionRecorder {
       return result;
     },
     assess: (state: ClientState) => inner.assess(state, now),
+    // The serving layer reads these too: whether to read the inputs, and a client's history (young or not).
+    ...(inner.needsInputs !== undefined ? { needsInputs: inner.needsInputs } : {}),
+    ...(inner.history ? { history: (state: ClientState) => inner.history!(state) } : {}),
   };
   return {
     detection,

@@ -12,7 +12,7 @@ import { checkpointHardness, predictProbs, type ContextProviders, type LayersMod
 import type { TrainingSettings } from '../config.js';
 import { startDefendedEndpoint } from '../endpoint.js';
 import { EndpointError, kserveClient, type InferenceClient } from '../kserve-client.js';
-import { trainKnockoff, type VictimTestSet } from '../knockoff.js';
+import { trainKnockoff, type VictimTestSet } from '../attackers/index.js';
 import { accuracy } from '../measures.js';
 import { deriveSeed, permutation, seededRandom } from '../random.js';
 import { subset, type LabelledImages } from '../world.js';

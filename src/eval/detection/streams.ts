@@ -4,11 +4,9 @@
  * trains a knockoff on those answers. Knockoff (random, adaptive) is built in; other attackers
  * (e.g. JBDA) plug in by implementing AttackerStream.
  */
-import { runAttack } from '../attack.js';
+import { isJbdaVariant, runAttack, type TransferSet, type VictimTestSet } from '../attackers/index.js';
 import type { EvalConfig, PolicyName } from '../config.js';
-import { isJbdaVariant } from '../jbda.js';
 import type { InferenceClient } from '../kserve-client.js';
-import type { TransferSet, VictimTestSet } from '../knockoff.js';
 import type { EvaluationWorld } from '../world.js';
 
 export interface AttackerStream {
@@ -45,6 +43,8 @@ export function attackStream(policy: PolicyName, world: EvaluationWorld, config:
         seed: config.seed,
         jbda: config.jbda,
         seedImages: world.victimTrain,
+        smoothing: config.smoothing,
+        restorer: config.restorer,
       });
       return result.transfer;
     },

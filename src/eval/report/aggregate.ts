@@ -3,7 +3,7 @@
  * victim fixed) into one record: means, with 95% Student-t half-widths and the per-seed values kept
  * for Welch's test. The report's tables and plots read these records.
  */
-import type { AttackerOutcome, RunRecord } from '../results.js';
+import type { AnswerQuality, AttackerOutcome, RestorerReport, RunRecord } from '../results.js';
 import { confidenceInterval, mean } from '../stats.js';
 
 function settingKey(record: RunRecord): string {
@@ -36,6 +36,10 @@ export function aggregateRuns(records: readonly RunRecord[]): RunRecord[] {
       };
     });
     const avg = (f: (r: RunRecord) => number) => mean(runs.map(f));
+    const qualities = runs.map((r) => r.answerQuality).filter((q): q is AnswerQuality => q !== undefined);
+    const restorers = runs.map((r) => r.restorer).filter((q): q is RestorerReport => q !== undefined);
+    const meanOf = <T extends object>(items: T[]): T | undefined =>
+      items.length === 0 ? undefined : (Object.fromEntries(Object.keys(items[0]).map((k) => [k, mean(items.map((i) => (i as Record<string, number>)[k]))])) as T);
     return {
       ...first,
       key: runs.map((r) => r.key).join(' '),
@@ -51,6 +55,8 @@ export function aggregateRuns(records: readonly RunRecord[]): RunRecord[] {
       requests: avg((r) => r.requests),
       seconds: avg((r) => r.seconds),
       seeds: runs.length,
+      answerQuality: meanOf(qualities),
+      restorer: meanOf(restorers),
     };
   });
 }

@@ -9,6 +9,7 @@ import { aggregateRuns } from './aggregate.js';
 import { attackerOutcome, bestWithinUtility, byFamily, labelsOf, largestBudget, policiesOf } from './selection.js';
 import { lineChart, PALETTE, type ChartSeries } from './svg-chart.js';
 import { shortParams } from './table.js';
+import { worstCaseRows, type WorstCaseRow } from './worst-case.js';
 
 export interface Plot {
   /** File name in the results folder. */
@@ -22,7 +23,7 @@ const points = (v: number) => `${Number((v * 100).toPrecision(3))}`;
 
 export const ATTACKER_NAMES: Record<AttackerLabels, string> = {
   soft: 'Knockoff (soft labels)',
-  argmax: 'Knockoff on argmax labels',
+  argmax: 'top-1 attacker (knockoff on the answers’ top-1 labels)',
 };
 
 function undefendedReference(records: readonly RunRecord[], labels: AttackerLabels): { y: number; label: string } | undefined {
@@ -66,6 +67,20 @@ function suffix(policy: PolicyName, labels: AttackerLabels): string {
   return `${policy}${labels === 'soft' ? '' : '-argmax-attacker'}`;
 }
 
+/** Worst-case trade-off curves: one per defense family, y the strongest attacker's accuracy at each setting. */
+function worstCaseSeries(rows: readonly WorstCaseRow[], x: (r: WorstCaseRow) => number, colors: Colors): ChartSeries[] {
+  const families = new Map<string, WorstCaseRow[]>();
+  for (const row of rows) if (row.family !== 'none') families.set(row.family, [...(families.get(row.family) ?? []), row]);
+  return [...families].map(([family, settings]) => ({
+    name: family,
+    color: colors(family),
+    points: settings
+      .map((r) => ({ x: x(r), y: r.worst.outcome.accuracy, yError: r.worst.outcome.accuracyHalfWidth, label: `${r.spec}: defender loss ${points(r.defender.accuracyLoss)} pt, L1 ${r.defender.l1Mean.toFixed(3)}, worst case ${withInterval(r.worst.outcome)} (${r.worst.name})` }))
+      .filter((p) => Number.isFinite(p.x))
+      .sort((a, b) => a.x - b.x || a.y - b.y),
+  }));
+}
+
 /** The plots; seeded runs are averaged and drawn with 95% error bars. A plot with one x value (one budget) is skipped. */
 export function buildPlots(seeded: readonly RunRecord[]): Plot[] {
   if (seeded.length === 0) return [];
@@ -74,6 +89,26 @@ export function buildPlots(seeded: readonly RunRecord[]): Plot[] {
   const budget = largestBudget(records);
   const policies = policiesOf(records);
   const colors = familyColors(records);
+  const worst = worstCaseRows(records, budget);
+  const none = worst.find((r) => r.family === 'none');
+  const worstReference = none ? { y: none.worst.outcome.accuracy, label: `undefended worst case ${percent(none.worst.outcome.accuracy)}` } : undefined;
+  const worstContext = `worst case over every attacker measured, ${budget} queries`;
+  const worstLoss = worstCaseSeries(worst, (r) => r.defender.accuracyLoss, colors);
+  if (distinctX(worstLoss) >= 2) {
+    plots.push({
+      file: 'tradeoff-accuracy-loss-worst-case.svg',
+      title: `Best attacker's accuracy vs defender accuracy loss (${worstContext})`,
+      svg: lineChart({ title: "Best attacker's accuracy vs defender accuracy loss", subtitle: worstContext, xLabel: 'defender accuracy loss (points)', yLabel: 'strongest attacker’s accuracy on the victim’s test set', series: worstLoss, reference: worstReference, xFormat: points, yFormat: percent }),
+    });
+  }
+  const worstL1 = worstCaseSeries(worst, (r) => r.defender.l1Mean, colors);
+  if (distinctX(worstL1) >= 2) {
+    plots.push({
+      file: 'tradeoff-l1-worst-case.svg',
+      title: `Best attacker's accuracy vs mean L1 perturbation (${worstContext})`,
+      svg: lineChart({ title: "Best attacker's accuracy vs mean L1 perturbation", subtitle: worstContext, xLabel: 'mean L1 distance between true and defended answers', yLabel: 'strongest attacker’s accuracy on the victim’s test set', series: worstL1, reference: worstReference, xDomain: [0, 2], yFormat: percent }),
+    });
+  }
   for (const labels of labelsOf(records)) {
     for (const policy of policies) {
       const runs = records.filter((r) => r.policy === policy && r.budget === budget && attackerOutcome(r, labels));

@@ -2,9 +2,10 @@
  * The flat table of the report: one row per run and attacker (soft-label and argmax-label
  * attackers share the run's queries), with every column the CSV and the HTML page show.
  */
-import { attackerFamily } from '../config.js';
+import { attackerFamily, attackerName } from '../config.js';
 import type { RunRecord } from '../results.js';
 import { aggregateRuns } from './aggregate.js';
+import { worstCaseRows } from './worst-case.js';
 
 export interface ReportRow {
   defense: string;
@@ -35,6 +36,19 @@ export interface ReportRow {
   seeds: number;
   attacker_accuracy_ci95: number | '';
   attacker_agreement_ci95: number | '';
+  /** The attacker of this row: its family and labels ("top-1" for the Knockoff on top-1 labels). */
+  attacker_name: string;
+  /** The setting's worst case at this budget: the strongest attacker and its accuracy. */
+  worst_case_attacker: string;
+  worst_case_accuracy: number;
+  worst_case_ci95: number | '';
+  /** Answers to this run's queries against the clean ones (empty where not measured). */
+  query_top1_change_rate: number | '';
+  answers_l1_raw: number | '';
+  answers_l1_used: number | '';
+  /** Restorer families: mean L1 on held-out shadow queries, defended and restored. */
+  restorer_l1_defended: number | '';
+  restorer_l1_restored: number | '';
 }
 
 export const REPORT_COLUMNS: readonly (keyof ReportRow)[] = [
@@ -65,11 +79,26 @@ export const REPORT_COLUMNS: readonly (keyof ReportRow)[] = [
   'seeds',
   'attacker_accuracy_ci95',
   'attacker_agreement_ci95',
+  'attacker_name',
+  'worst_case_attacker',
+  'worst_case_accuracy',
+  'worst_case_ci95',
+  'query_top1_change_rate',
+  'answers_l1_raw',
+  'answers_l1_used',
+  'restorer_l1_defended',
+  'restorer_l1_restored',
 ];
 
 /** One row per setting (seeded runs averaged) and attacker. */
 export function reportRows(records: readonly RunRecord[]): ReportRow[] {
-  return aggregateRuns(records).flatMap((record) =>
+  const aggregated = aggregateRuns(records);
+  const worst = new Map<string, { name: string; accuracy: number; halfWidth?: number }>();
+  for (const budget of new Set(aggregated.map((r) => r.budget))) {
+    for (const row of worstCaseRows(aggregated, budget)) worst.set(`${row.spec}\u0000${budget}`, { name: row.worst.name, accuracy: row.worst.outcome.accuracy, halfWidth: row.worst.outcome.accuracyHalfWidth });
+  }
+  const blank = (v: number | undefined): number | '' => (v === undefined ? '' : v);
+  return aggregated.flatMap((record) =>
     record.attackers.map((attacker) => ({
       defense: record.defense,
       params: record.params,
@@ -98,6 +127,15 @@ export function reportRows(records: readonly RunRecord[]): ReportRow[] {
       seeds: record.seeds ?? 1,
       attacker_accuracy_ci95: attacker.accuracyHalfWidth ?? '',
       attacker_agreement_ci95: attacker.agreementHalfWidth ?? '',
+      attacker_name: attackerName(record.policy, attacker.labels),
+      worst_case_attacker: worst.get(`${record.spec}\u0000${record.budget}`)?.name ?? '',
+      worst_case_accuracy: worst.get(`${record.spec}\u0000${record.budget}`)?.accuracy ?? attacker.accuracy,
+      worst_case_ci95: blank(worst.get(`${record.spec}\u0000${record.budget}`)?.halfWidth),
+      query_top1_change_rate: blank(record.answerQuality?.rawTop1Changed),
+      answers_l1_raw: blank(record.answerQuality?.rawL1),
+      answers_l1_used: blank(record.answerQuality?.usedL1),
+      restorer_l1_defended: blank(record.restorer?.defendedL1),
+      restorer_l1_restored: blank(record.restorer?.restoredL1),
     })),
   );
 }

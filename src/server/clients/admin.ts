@@ -1,5 +1,6 @@
 /**
- * The admin route: the most suspicious clients with their evidence, by hashed id. Off unless
+ * The admin route: the most suspicious clients with their evidence, by hashed id; with cohorts, the
+ * cohorts (flagged first); with population detection, each view's alarm and evidence. Off unless
  * clients.admin is given; behind its own bearer token, compared in constant time (the digests of
  * both sides are compared, so neither the token nor its length leaks through timing).
  */
@@ -29,8 +30,8 @@ export function adminHandler(gate: ClientGate, admin: { token: string; limit?: n
       json(res, 405, { error: 'use GET' }, { allow: 'GET' });
       return;
     }
-    gate.suspicious(limit).then(
-      (clients) => json(res, 200, { store: gate.store, clients }),
+    gate.overview(limit).then(
+      (overview) => json(res, 200, { store: gate.store, ...overview }),
       (error: Error) => json(res, 503, { error: `client store: ${error.message}` }),
     );
   };

@@ -36,7 +36,9 @@ import type { Assessment, ClientAction, ClientDetection, ClientState, DetectorVe
 import { AnswerFormatError, RequestFormatError, ServingError, ServingOptionError } from '../errors.js';
 import type { ServingMetrics } from '../metrics.js';
 import type { InputRows } from '../protocols/index.js';
-import { createIdentifier, type ClientIdentity } from './identity.js';
+import { createAboveClient, type CohortSummary, type PopulationOverview } from './above.js';
+import { COHORT_PREFIX } from './cohort.js';
+import { createRawIdentifier, type ClientIdentity } from './identity.js';
 import { CLIENT_ACTIONS, createClientMetrics, type ClientMetrics } from './metrics.js';
 import { checkClientsOptions, type ClientsOptions, type StoreFailMode } from './options.js';
 import { RankedMap } from './ranked-map.js';
@@ -64,6 +66,8 @@ export interface ClientTicket {
   degraded: boolean;
   /** The shared store held no state for this client at admission (a new identity, or one it forgot). */
   fresh?: boolean;
+  /** The client's hashed cohort key (clients.cohort), when it has one. */
+  cohort?: string;
 }
 
 /** Per answer: undefined keeps the defense chosen for the request; a Defense replaces it. */
@@ -92,6 +96,10 @@ export interface ClientGate {
   observe(ticket: ClientTicket, probs: ProbBatch, inputs: InputRows | undefined, chosen: Defense | null): Promise<DefenseOverride>;
   /** The clients with the most severe action and highest score first (hashed ids, evidence only). */
   suspicious(limit: number): Promise<SuspiciousClient[]>;
+  /** Population detection's views as of the last judgement (undefined without it): cheap, for dashboards and simulations. */
+  populationStatus(): PopulationOverview | undefined;
+  /** The admin route's listing: the suspicious clients, the cohorts (flagged first) and the population views. */
+  overview(limit: number): Promise<{ clients: SuspiciousClient[]; cohorts?: CohortSummary[]; population?: PopulationOverview }>;
   /** Resolves once the store is connected (Redis); rejects if it could not connect. */
   ready(): Promise<void>;
   close(): Promise<void>;
@@ -133,11 +141,13 @@ const topScore = (assessment: Assessment): number => assessment.verdicts.reduce(
 export function createClientGate(options: ClientsOptions<never>, deps: GateDeps): ClientGate {
   checkClientsOptions(options, [...deps.tiers.keys()]);
   const detection: ClientDetection = options.detection;
-  const now = deps.now ?? Date.now;
+  const now = deps.now ?? options.clock ?? Date.now;
   const failMode: StoreFailMode = options.failMode ?? 'local';
-  const identify = createIdentifier({ identity: options.identity as ClientsOptions['identity'], trustProxy: options.trustProxy, idSecret: options.idSecret });
+  const identify = createRawIdentifier({ identity: options.identity as ClientsOptions['identity'], trustProxy: options.identity === 'ip' ? options.trustProxy : undefined, idSecret: options.idSecret });
   const refuseAnonymous = options.anonymous === 'refuse';
   const { logger } = deps;
+  // Cohorts, population views and fingerprints (undefined when none is configured).
+  const above = createAboveClient(options, { detection, tiers: deps.tiers, metrics: deps.metrics, logger, now });
 
   const storeOption = options.store ?? 'memory';
   const memoryOptions = typeof storeOption === 'object' && 'memory' in storeOption ? storeOption.memory : {};
@@ -147,6 +157,11 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
   const shared = redisOptions ? createRedisStore(redisOptions) : undefined;
   shared?.catch(() => {});
   const storeKind = shared ? 'redis' : 'memory';
+  // Population counts and fingerprints go to the shared Redis once it is there (until then, and in memory mode, this process's).
+  void shared?.then(
+    (store) => above?.attachRedis(store, (operation, error) => storeFailed(operation, error), () => storeWorked()),
+    () => {},
+  );
 
   const maxTracked = memoryOptions.maxClients ?? DEFAULT_MEMORY_MAX_CLIENTS;
   const stateTtlMs = (redisOptions ? redisOptions.ttlMs : memoryOptions.ttlMs) ?? 6 * 3600_000;
@@ -279,11 +294,12 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
   };
 
   const admit = async (req: IncomingMessage): Promise<ClientTicket> => {
-    const client = identify(req);
+    const { identity: client, raw } = identify(req);
     if (client.anonymous && refuseAnonymous) throw new ClientRefusal('a client identity is required (see the server’s clients.identity)', 401, 'unidentified');
     const time = now();
     const { value: state, degraded } = await withStore(undefined, 'read', (store) => store.get(client.id));
-    const ticket: ClientTicket = { client, degraded, fresh: !degraded && state === undefined };
+    const cohort = above?.cohortOf(req, raw);
+    const ticket: ClientTicket = { client, degraded, fresh: !degraded && state === undefined, ...(cohort !== undefined ? { cohort } : {}) };
     let assessment = state === undefined ? undefined : detection.assess(state, time);
     if (degraded) {
       // The shared store is out: what it last said of this client still holds (refused stays refused).
@@ -360,19 +376,26 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
     if (inputs && inputs.rows !== probs.rows) throw new AnswerFormatError(`model answer: ${probs.rows} rows for ${inputs.rows} input rows`);
     const rows = inputs ? { rows: inputs.rows, cols: inputs.cols, data: inputs.data } : undefined;
     const hardness = inputs && options.hardness ? await hardnessOf(inputs) : undefined;
-    const observation = { time, probs, ...(rows && observeInputs ? { inputs: rows } : {}), ...(hardness ? { hardness } : {}) };
-    const step = (state: ClientState | undefined) => {
+    const matches = above ? await above.matches(ticket.client.id, rows, time) : undefined;
+    const observation = { time, probs, ...(rows && observeInputs ? { inputs: rows } : {}), ...(hardness ? { hardness } : {}), ...(matches ? { matches } : {}) };
+    const stepWith = (judge: ClientDetection) => (state: ClientState | undefined) => {
       let observed: ReturnType<ClientDetection['observe']>;
       try {
-        observed = detection.observe(state ?? detection.initialState(time), observation);
+        observed = judge.observe(state ?? judge.initialState(time), observation);
       } catch (error) {
         throw detectionFailure(error);
       }
-      const history = detection.history ? detection.history(observed.state) : undefined;
+      const history = judge.history ? judge.history(observed.state) : undefined;
       return { state: observed.state, result: { assessment: observed.assessment, history }, rank: SEVERITY[observed.assessment.action] };
     };
     const previous = actions.get(ticket.client.id);
-    const { value, degraded, local: usedLocal } = await withStore(ticket, 'update', (store) => store.update(ticket.client.id, step));
+    // The cohort's update runs beside the client's (another key of the same store).
+    const cohortJudge = ticket.cohort !== undefined ? above?.cohortDetection : undefined;
+    const [{ value, degraded, local: usedLocal }, cohortResult] = await Promise.all([
+      withStore(ticket, 'update', (store) => store.update(ticket.client.id, stepWith(detection))),
+      cohortJudge ? withStore(ticket, 'update', (store) => store.update(COHORT_PREFIX + ticket.cohort, stepWith(cohortJudge))) : undefined,
+    ]);
+    if (cohortResult) above!.noteCohort(ticket.cohort!, cohortResult.value.assessment);
     let assessment: Assessment = value.assessment;
     for (const verdict of assessment.verdicts) metrics.evaluations.inc({ detector: verdict.detector, flagged: String(verdict.flagged) });
     if (usedLocal) assessment = stronger(assessment, recalled(ticket.client.id, time))!;
@@ -385,6 +408,16 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
     const refusal = refusalFor(assessment);
     if (refusal) throw refusal;
     if (assessment.action === 'escalate') return tierDefense(assessment);
+    // Detection above the client: the cohort flagged, or a population alarm and a young (or suspect)
+    // client; the probation tier keeps top-1. A tier chooseDefense picked for the request stays.
+    if (above) {
+      const historyBefore = value.history !== undefined ? value.history - probs.rows : ticket.fresh ? 0 : Infinity;
+      const reason = above.after({ own: assessment, historyBefore, cohort: cohortResult?.value.assessment, observation, anonymous: ticket.client.anonymous, time });
+      if (reason && above.probationTier && (chosen === null || chosen === deps.defense)) {
+        above.countProbation(reason);
+        return above.probationTier;
+      }
+    }
     // New identities coming fast: a client without history yet gets the probation tier instead of the
     // default defense (or a skipped one); a tier chooseDefense picked for the request stays.
     if (probationTier && newClients && (chosen === null || chosen === deps.defense) && !ticket.client.anonymous) {
@@ -399,10 +432,11 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
     return undefined;
   };
 
-  const suspicious = async (limit: number): Promise<SuspiciousClient[]> => {
+  const listed = async () => (await withStore(undefined, 'list', (store) => store.list(10_000))).value;
+  const suspiciousOf = (stored: Awaited<ReturnType<typeof listed>>, limit: number): SuspiciousClient[] => {
     const time = now();
-    const { value: stored } = await withStore(undefined, 'list', (store) => store.list(10_000));
     return stored
+      .filter(({ id }) => !id.startsWith(COHORT_PREFIX))
       .map(({ id, state }) => {
         const a = detection.assess(state, time);
         return { id, action: a.action, tier: a.tier, score: topScore(a), verdicts: a.verdicts };
@@ -410,8 +444,15 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
       .sort((x, y) => SEVERITY[y.action] - SEVERITY[x.action] || y.score - x.score)
       .slice(0, limit);
   };
+  const suspicious = async (limit: number): Promise<SuspiciousClient[]> => suspiciousOf(await listed(), limit);
+  const overview = async (limit: number) => {
+    const stored = await listed();
+    const clients = suspiciousOf(stored, limit);
+    if (!above) return { clients };
+    return { clients, ...above.overview(stored, now(), limit) };
+  };
 
-  const requiresInputs = (observeInputs && detection.needsInputs !== false) || options.hardness !== undefined;
+  const requiresInputs = (observeInputs && detection.needsInputs !== false) || options.hardness !== undefined || above?.needsInputs === true;
   const unreadableInputs = (error: unknown): ServingError => {
     metrics.unreadableInputs.inc();
     const status = error instanceof ServingError && error.status === 413 ? 413 : 400;
@@ -427,17 +468,20 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
   return {
     store: storeKind,
     // HODA's hardness is computed from the inputs, so they are read for it too.
-    observeInputs: observeInputs || options.hardness !== undefined,
+    observeInputs: observeInputs || options.hardness !== undefined || above?.needsInputs === true,
     requiresInputs,
     unreadableInputs,
     metrics,
     admit,
     observe,
     suspicious,
+    overview,
+    populationStatus: () => above?.population(),
     ready: async () => {
       if (shared) await (await shared).ready();
     },
     close: async () => {
+      await above?.close();
       await local.close();
       if (shared) await (await shared.catch(() => undefined))?.close();
     },

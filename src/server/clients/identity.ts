@@ -77,7 +77,7 @@ export function clientAddress(req: IncomingMessage, trusted: BlockList | undefin
 }
 
 /** The claims of a JWT (decoded, not verified: see the module comment), or undefined. */
-function jwtClaims(req: IncomingMessage): Record<string, unknown> | undefined {
+export function jwtClaims(req: IncomingMessage): Record<string, unknown> | undefined {
   const auth = req.headers.authorization;
   if (typeof auth !== 'string') return undefined;
   const match = /^Bearer\s+([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]*)$/i.exec(auth.trim());
@@ -97,6 +97,15 @@ function headerValue(req: IncomingMessage, name: string): string | undefined {
 
 /** Builds the extractor once; a bad spec throws with what to write instead. */
 export function createIdentifier(config: IdentityConfig): (req: IncomingMessage) => ClientIdentity {
+  const identify = createRawIdentifier(config);
+  return (req) => identify(req).identity;
+}
+
+/**
+ * The extractor with the raw id beside the hashed one, for the serving layer's cohort key ("prefix:N"
+ * reads the raw API key). The raw id is for that only: never stored, logged or listed.
+ */
+export function createRawIdentifier(config: IdentityConfig): (req: IncomingMessage) => { identity: ClientIdentity; raw: string | undefined } {
   const { identity } = config;
   const trusted = config.trustProxy && config.trustProxy.length > 0 ? parseTrustedProxies(config.trustProxy) : undefined;
   let kind: string;
@@ -126,7 +135,7 @@ export function createIdentifier(config: IdentityConfig): (req: IncomingMessage)
     (config.idSecret ? createHmac('sha256', config.idSecret) : createHash('sha256')).update(`${kind}:${raw}`).digest('hex').slice(0, 32);
   return (req) => {
     const raw = read(req);
-    if (raw === undefined || raw === null || raw === '') return { id: ANONYMOUS_ID, anonymous: true };
-    return { id: hash(String(raw)), anonymous: false };
+    if (raw === undefined || raw === null || raw === '') return { identity: { id: ANONYMOUS_ID, anonymous: true }, raw: undefined };
+    return { identity: { id: hash(String(raw)), anonymous: false }, raw: String(raw) };
   };
 }

@@ -47,3 +47,57 @@ export function createClientMetrics(serving: ServingMetrics, countByAction: () =
     probation: getOrCreateMetric(registry, Counter<string>, { name: `${prefix}client_probation_total`, help: 'Answers given the probation tier because new identities came over the limit', labelNames: [] }),
   };
 }
+
+/** Metrics of detection above the client: views, reasons and actions are bounded sets; no client or cohort id in any label. */
+export interface PopulationMetrics {
+  /** Alarms that started, by view (all, young). */
+  readonly alarms: Counter<'view'>;
+  /** Answers given the probation tier by detection above the client, by reason (young, suspect, cohort). */
+  readonly probation: Counter<'reason'>;
+  /** Changes of a cohort's action. */
+  readonly cohortChanges: Counter<'action'>;
+  /** Rows whose fingerprint matched a query of another identity. */
+  readonly fingerprintMatches: Counter<string>;
+}
+
+export interface PopulationGauges {
+  /** Per view: alarm on, and each detector's score (unsure share, distances, match share) as of the last judgement. */
+  views(): Record<string, { alarm: boolean; scores: Record<string, number> }>;
+  /** Fingerprint hashes held (memory; Redis: the current generation). */
+  fingerprintEntries(): number | undefined;
+}
+
+export function createPopulationMetrics(serving: ServingMetrics, gauges: PopulationGauges): PopulationMetrics {
+  const { registry, prefix } = serving;
+  getOrCreateMetric(registry, Gauge<'view'>, {
+    name: `${prefix}population_alarm`,
+    help: 'Whether the population alarm of a view (all identities, young identities) holds (1) or not (0)',
+    labelNames: ['view'],
+    collect(this: Gauge<'view'>) {
+      for (const [view, status] of Object.entries(gauges.views())) this.set({ view }, status.alarm ? 1 : 0);
+    },
+  });
+  getOrCreateMetric(registry, Gauge<'view' | 'detector'>, {
+    name: `${prefix}population_score`,
+    help: 'Population detectors’ scores per view as of the last judgement: unsure share (ood), hardness distance (hoda), class distance (classes), fingerprint match share (matches)',
+    labelNames: ['view', 'detector'],
+    collect(this: Gauge<'view' | 'detector'>) {
+      for (const [view, status] of Object.entries(gauges.views())) for (const [detector, score] of Object.entries(status.scores)) this.set({ view, detector }, score);
+    },
+  });
+  getOrCreateMetric(registry, Gauge<string>, {
+    name: `${prefix}fingerprint_entries`,
+    help: 'Query fingerprint hashes held by the fingerprint store (Redis: its current generation)',
+    labelNames: [],
+    collect(this: Gauge<string>) {
+      const entries = gauges.fingerprintEntries();
+      if (entries !== undefined) this.set(entries);
+    },
+  });
+  return {
+    alarms: getOrCreateMetric(registry, Counter<'view'>, { name: `${prefix}population_alarms_total`, help: 'Population alarms started, by view', labelNames: ['view'] }),
+    probation: getOrCreateMetric(registry, Counter<'reason'>, { name: `${prefix}population_probation_total`, help: 'Answers given the probation tier by cohort or population detection, by reason (young, suspect, cohort)', labelNames: ['reason'] }),
+    cohortChanges: getOrCreateMetric(registry, Counter<'action'>, { name: `${prefix}cohort_action_changes_total`, help: 'Changes of a cohort’s action, by new action', labelNames: ['action'] }),
+    fingerprintMatches: getOrCreateMetric(registry, Counter<string>, { name: `${prefix}fingerprint_matches_total`, help: 'Query rows whose fingerprint matched a query of another identity', labelNames: [] }),
+  };
+}

@@ -1,7 +1,11 @@
 /** Options of client detection (ServingOptions.clients), checked once when the gate is built. */
 import type { IncomingMessage } from 'node:http';
+import type { FingerprintOptions } from '../../detection/fingerprint.js';
+import type { PopulationOptions } from '../../detection/population.js';
 import type { ClientDetection } from '../../detection/types.js';
 import { ServingOptionError } from '../errors.js';
+import type { CohortOption } from './cohort.js';
+import type { FingerprintStoreOptions } from './fingerprint-store.js';
 import type { IdentityOption } from './identity.js';
 import type { MemoryStoreOptions } from './store-memory.js';
 import type { RedisStoreOptions } from './store-redis.js';
@@ -50,7 +54,48 @@ export interface ClientsOptions<Req = IncomingMessage> {
    * else the detection policy's first escalation tier).
    */
   newClients?: false | NewClientsOption;
+  /**
+   * A cohort key beside the identity: "ip" (the /24 or /64 of the client address, "ip/V4/V6" for
+   * other prefixes), "jwt:CLAIM" (a tenant or org claim), "header:NAME", "prefix:N" (the first N
+   * characters of the raw identity, e.g. an API key's org prefix), or (req, rawId) => key. The
+   * detectors then run over each cohort's traffic as over a client's (`cohortDetection`), and while a
+   * cohort is flagged its members get the probation tier. Off unless given.
+   */
+  cohort?: CohortOption;
+  /** The cohorts' detection; default: the clients' detectors without the budget, one step ("cohort"). */
+  cohortDetection?: ClientDetection;
+  /**
+   * Population detection: detectors over the recent traffic of every identity and of the young ones
+   * (fewer than youngQueries queries); while an alarm holds, young identities (and older ones whose
+   * own unsure share is above suspectRate) get the probation tier. Off unless given ({} for defaults).
+   */
+  population?: false | PopulationServingOptions;
+  /**
+   * Query fingerprints (Blacklight-style) in one store across identities (and replicas, with Redis):
+   * a query matching one of another identity's counts for the client's `fingerprint` detector and
+   * the population's `matches` share. Off unless given ({} for defaults). Needs the inputs.
+   */
+  fingerprints?: false | FingerprintServingOptions;
+  /**
+   * The tier of the cohort and population probation: it must keep top-1, so honest newcomers keep
+   * their answers. Default: escalationTier, else the detection ladder's first tier that keeps top-1,
+   * else a configured "mad-argmax" or "argmax".
+   */
+  probationTier?: string;
+  /**
+   * The clock of the gate's own bookkeeping (store expiry, the new-identity rate, the population
+   * windows, fingerprint generations), ms since the epoch. Default Date.now; a simulation (the
+   * detection evaluation) passes its simulated clock.
+   */
+  clock?: () => number;
 }
+
+export interface PopulationServingOptions extends PopulationOptions {
+  /** With Redis: how often this process sends its counts and reads everyone's, ms. Default 1000. */
+  flushMs?: number;
+}
+
+export type FingerprintServingOptions = FingerprintOptions & FingerprintStoreOptions;
 
 export interface NewClientsOption {
   maxPerMinute?: number;
@@ -59,7 +104,7 @@ export interface NewClientsOption {
   tier?: string;
 }
 
-export const CLIENTS_OPTION_NAMES = ['identity', 'trustProxy', 'idSecret', 'anonymous', 'detection', 'store', 'failMode', 'tierNames', 'escalationTier', 'observeInputs', 'hardness', 'admin', 'newClients'];
+export const CLIENTS_OPTION_NAMES = ['identity', 'trustProxy', 'idSecret', 'anonymous', 'detection', 'store', 'failMode', 'tierNames', 'escalationTier', 'observeInputs', 'hardness', 'admin', 'newClients', 'cohort', 'cohortDetection', 'population', 'fingerprints', 'probationTier', 'clock'];
 
 export function checkClientsOptions(options: ClientsOptions<never>, tierNames: readonly string[]): void {
   if (!options || typeof options !== 'object') throw new ServingOptionError('clients must be an object, e.g. { identity: "header:x-api-key", detection, store: "memory" }');
@@ -100,6 +145,34 @@ export function checkClientsOptions(options: ClientsOptions<never>, tierNames: r
     }
     if (fresh.tier !== undefined && !tierNames.includes(fresh.tier)) throw new ServingOptionError(`clients.newClients.tier names tier "${fresh.tier}", which is not in tiers (${tierNames.join(', ') || 'none configured'}); add it to tiers`);
   }
+  if (options.trustProxy !== undefined && options.identity !== 'ip' && !(typeof options.cohort === 'string' && options.cohort.startsWith('ip'))) {
+    throw new ServingOptionError('clients.trustProxy applies to identity "ip" or cohort "ip" only; remove it or use identity: "ip"');
+  }
+  const cd = options.cohortDetection;
+  if (cd !== undefined && (!cd || typeof cd.initialState !== 'function' || typeof cd.observe !== 'function' || typeof cd.assess !== 'function')) {
+    throw new ServingOptionError('clients.cohortDetection must be a ClientDetection, e.g. createCohortDetection(options) of src/detection');
+  }
+  if (cd !== undefined && options.cohort === undefined) throw new ServingOptionError('clients.cohortDetection needs clients.cohort (which key makes a cohort), e.g. cohort: "ip"');
+  for (const name of ['population', 'fingerprints'] as const) {
+    const value = options[name];
+    if (value !== undefined && value !== false && (typeof value !== 'object' || value === null || Array.isArray(value))) throw new ServingOptionError(`clients.${name} must be false or an object of options ({} for the defaults)`);
+  }
+  const population = options.population;
+  if (population && population.flushMs !== undefined && (typeof population.flushMs !== 'number' || !Number.isInteger(population.flushMs) || population.flushMs < 10)) {
+    throw new ServingOptionError(`clients.population.flushMs must be an integer ≥ 10 (ms), got ${JSON.stringify(population.flushMs)}`);
+  }
+  const fingerprints = options.fingerprints;
+  if (fingerprints) {
+    for (const key of ['maxEntries', 'ttlMs'] as const) {
+      const value = fingerprints[key];
+      if (value !== undefined && (typeof value !== 'number' || !Number.isInteger(value) || value < 2)) throw new ServingOptionError(`clients.fingerprints.${key} must be an integer ≥ 2, got ${JSON.stringify(value)}`);
+    }
+    if (options.observeInputs === false) throw new ServingOptionError('clients.fingerprints needs the inputs: remove observeInputs: false, or fingerprints');
+  }
+  if (options.probationTier !== undefined && !tierNames.includes(options.probationTier)) {
+    throw new ServingOptionError(`clients.probationTier names tier "${options.probationTier}", which is not in tiers (${tierNames.join(', ') || 'none configured'}); add it to tiers`);
+  }
+  if (options.clock !== undefined && typeof options.clock !== 'function') throw new ServingOptionError('clients.clock must be a function returning ms since the epoch, e.g. Date.now');
   if (options.hardness !== undefined && typeof options.hardness !== 'function') throw new ServingOptionError('clients.hardness must be a function (inputs) => Int8Array of hardness per row, e.g. built with checkpointHardness of src/models');
   if (options.admin !== undefined) {
     const { token, path } = options.admin;
@@ -108,4 +181,4 @@ export function checkClientsOptions(options: ClientsOptions<never>, tierNames: r
   }
 }
 
-export type { IdentityOption };
+export type { CohortOption, IdentityOption };

@@ -48,6 +48,9 @@ export const DEFAULT_REDIS_MAX_CLIENTS = 1_000_000;
 export interface RedisClientStore extends ClientStore {
   /** Resolves once connected (rejects if the first connection fails); requests before it fail fast. */
   ready(): Promise<void>;
+  /** The connection, for the population counts and the fingerprint store (same safety options, same prefix). */
+  readonly connection: Redis;
+  readonly keyPrefix: string;
 }
 
 const RANKS = MAX_RANK + 1;
@@ -174,6 +177,8 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
 
   return {
     kind: 'redis',
+    connection: redis,
+    keyPrefix: prefix,
     ready: () => connecting,
     get: async (id) => {
       try {

@@ -22,6 +22,22 @@ describe('client detection flags', () => {
     await guard.clients!.close();
   });
 
+  it('--cohort, --population, --fingerprints and --probation-tier: options of detection above the client', async () => {
+    const flags = parse(['--client-id', 'header:x-api-key', '--cohort', 'jwt:org', '--population', '{"youngQueries":50,"ood":{"maxRate":0.1}}', '--fingerprints', '--probation-tier', 'argmax']);
+    const options = clientOptionsFromFlags(flags, {}, countDetection({}))!;
+    assert.equal(options.cohort, 'jwt:org');
+    assert.deepEqual(options.population, { youngQueries: 50, ood: { maxRate: 0.1 } });
+    assert.deepEqual(options.fingerprints, {}, 'given without a value: the defaults');
+    assert.equal(options.probationTier, 'argmax');
+    const guard = poisonPredictions({ defense: 'rounding:decimals=2', tiers: { argmax: 'argmax' }, clients: options });
+    assert.equal(guard.clients!.requiresInputs, true, 'fingerprints read the inputs');
+    await guard.clients!.close();
+    assert.equal(parse(['--client-id', 'ip']).population, undefined, 'off unless given');
+    assert.throws(() => clientOptionsFromFlags(parse(['--client-id', 'ip', '--population', '{nope']), {}, countDetection({})), /--population must be JSON/);
+    assert.throws(() => clientOptionsFromFlags(parse(['--client-id', 'ip', '--fingerprints', '[1]']), {}, countDetection({})), /--fingerprints must be an object/);
+    assert.throws(() => clientOptionsFromFlags(parse(['--cohort', 'ip']), {}, countDetection({})), /need --client-id/);
+  });
+
   it('leave detection off without --client-id, and refuse half-configurations', () => {
     assert.equal(clientOptionsFromFlags(parse([]), {}, countDetection({})), undefined);
     assert.throws(() => clientOptionsFromFlags(parse(['--redis', 'redis://x']), {}, countDetection({})), /need --client-id/);

@@ -14,22 +14,36 @@
  * Every synthetic point goes through the defended endpoint and counts against the budget; the
  * last round is cut (a seeded choice of its candidates) so the attack stops exactly at the budget.
  * The final knockoffs are trained and scored like the Knockoff attacker's (knockoff.ts).
+ *
+ * With `restoration` (restorer-jbtop3), once the first part of the budget is answered the attacker
+ * builds a restorer from it (restorer.ts) and from then on restores every answer, the earlier ones
+ * included, before a substitute or the knockoffs train on it.
  */
-import type { ProbBatch } from '../defenses/index.js';
-import { createModel, fittingArchitecture, lossGradientSign, predictProbs, trainModel, type LayersModel } from '../models/index.js';
-import type { JbdaSettings, JbdaVariant } from './config.js';
-import type { InferenceClient } from './kserve-client.js';
-import { trainKnockoff, type AttackOptions, type AttackResult, type TransferSet } from './knockoff.js';
-import { normaliseAnswers } from './measures.js';
-import { deriveSeed, permutation, seededRandom } from './random.js';
-import type { AttackerOutcome } from './results.js';
-import type { LabelledImages } from './world.js';
+import type { ProbBatch } from '../../defenses/index.js';
+import { createModel, fittingArchitecture, lossGradientSign, predictProbs, trainModel, type LayersModel } from '../../models/index.js';
+import type { JbdaSettings, JbdaVariant } from '../config.js';
+import type { InferenceClient } from '../kserve-client.js';
+import { normaliseAnswers } from '../measures.js';
+import { deriveSeed, permutation, seededRandom } from '../random.js';
+import type { RestorerReport } from '../results.js';
+import type { LabelledImages } from '../world.js';
+import { trainKnockoffs } from './knockoff.js';
+import { answerQuality } from './quality.js';
+import type { AttackOptions, AttackResult, TransferSet } from './types.js';
+
+/** A restorer put in front of the attacker once `after` answers are in. */
+export interface AnswerRestoration {
+  after: number;
+  /** Builds the restorer from the answers so far (as received). */
+  build(set: { x: Float32Array; answers: ProbBatch }): Promise<{ restore(answers: ProbBatch): ProbBatch; report: RestorerReport; dispose(): void }>;
+}
 
 export interface JbdaAttackOptions extends Omit<AttackOptions, 'policy' | 'pool' | 'adaptive'> {
   variant: JbdaVariant;
   /** Images of the victim's distribution the attacker starts from (kept out of the scored test set). */
   seedSet: { x: Float32Array; rows: number };
   settings: JbdaSettings;
+  restoration?: AnswerRestoration;
 }
 
 /** Rows of work per gradient computation (bounds the memory of one backward pass). */
@@ -60,11 +74,13 @@ export function roundStep(settings: Pick<JbdaSettings, 'lambda' | 'flipEvery'>, 
   return Math.floor(round / settings.flipEvery) % 2 === 0 ? settings.lambda : -settings.lambda;
 }
 
-/** The answered transfer set, growing up to the budget. */
+/** The answered transfer set, growing up to the budget: the answers as received and as used (restored). */
 class TransferBuffer {
   readonly x: Float32Array;
   readonly answers: Float32Array;
+  readonly raw: Float32Array;
   rows = 0;
+  restore?: (answers: ProbBatch) => ProbBatch;
 
   constructor(
     readonly budget: number,
@@ -73,6 +89,7 @@ class TransferBuffer {
   ) {
     this.x = new Float32Array(budget * features);
     this.answers = new Float32Array(budget * classes);
+    this.raw = new Float32Array(budget * classes);
   }
 
   get remaining(): number {
@@ -84,8 +101,11 @@ class TransferBuffer {
   }
 }
 
-/** Sends `rows` images through the endpoint in requests of at most `requestRows` and stores the answers. */
-async function queryInto(buffer: TransferBuffer, client: InferenceClient, x: Float32Array, rows: number, requestRows: number, onAnswered: (total: number) => void): Promise<void> {
+/**
+ * Sends `rows` images through the endpoint in requests of at most `requestRows` and stores the
+ * answers; `afterRequest` runs after each request (the restorer is built there once enough are in).
+ */
+async function queryInto(buffer: TransferBuffer, client: InferenceClient, x: Float32Array, rows: number, requestRows: number, onAnswered: (total: number) => void, afterRequest?: () => Promise<void>): Promise<void> {
   const { features, classes } = buffer;
   if (rows > buffer.remaining) throw new RangeError(`${rows} queries exceed the remaining budget of ${buffer.remaining}`);
   for (let start = 0; start < rows; start += requestRows) {
@@ -94,9 +114,11 @@ async function queryInto(buffer: TransferBuffer, client: InferenceClient, x: Flo
     const answer = normaliseAnswers(await client.infer(batch, count, features));
     if (answer.cols !== classes) throw new RangeError(`the endpoint answered ${answer.cols} classes, the victim has ${classes}`);
     buffer.x.set(batch, buffer.rows * features);
-    buffer.answers.set(answer.data, buffer.rows * classes);
+    buffer.raw.set(answer.data, buffer.rows * classes);
+    buffer.answers.set(buffer.restore ? buffer.restore(answer).data : answer.data, buffer.rows * classes);
     buffer.rows += count;
     onAnswered(buffer.rows);
+    await afterRequest?.();
   }
 }
 
@@ -215,33 +237,46 @@ export async function runJbdaAttack(options: JbdaAttackOptions): Promise<AttackR
   const buffer = new TransferBuffer(budget, features, classes);
   const requestsBefore = client.requests;
   const onAnswered = (total: number) => options.onProgress?.('query', total, budget);
+  let restorer: Awaited<ReturnType<AnswerRestoration['build']>> | undefined;
+  const restoration = options.restoration;
+  const afterRequest = restoration
+    ? async () => {
+        if (restorer || buffer.rows < Math.min(restoration.after, budget)) return;
+        const rows = buffer.rows;
+        restorer = await restoration.build({ x: buffer.x.slice(0, rows * features), answers: { rows, cols: classes, data: buffer.raw.slice(0, rows * classes) } });
+        buffer.restore = (answers) => restorer!.restore(answers);
+        buffer.answers.set(restorer.restore({ rows, cols: classes, data: buffer.raw.subarray(0, rows * classes) }).data, 0);
+      }
+    : undefined;
 
-  const seedRows = Math.min(settings.seedSize, options.seedSet.rows, budget);
-  await queryInto(buffer, client, quantise(options.seedSet.x.slice(0, seedRows * features)), seedRows, options.requestRows, onAnswered);
-  for (let round = 0; buffer.remaining > 0; round++) {
-    const substitute = createModel({ arch: fittingArchitecture(options.knockoff.arch, options.inputShape), inputShape: options.inputShape, classes, seed: deriveSeed(options.seed, `jbda-substitute-${round}`) });
-    try {
-      const set = buffer.view();
-      await trainModel(substitute, { x: set.x, rows: set.rows, targets: set.answers }, {
-        epochs: settings.roundEpochs,
-        batchSize: options.knockoff.batchSize,
-        learningRate: options.knockoff.learningRate,
-        seed: deriveSeed(options.seed, `jbda-shuffle-${round}`),
-      });
-      const synthetic = synthesise(variant, substitute, set, classes, round, buffer.remaining, settings, options.seed);
-      await queryInto(buffer, client, synthetic.x, synthetic.rows, options.requestRows, onAnswered);
-    } finally {
-      substitute.dispose();
+  try {
+    const seedRows = Math.min(settings.seedSize, options.seedSet.rows, budget);
+    await queryInto(buffer, client, quantise(options.seedSet.x.slice(0, seedRows * features)), seedRows, options.requestRows, onAnswered, afterRequest);
+    for (let round = 0; buffer.remaining > 0; round++) {
+      const substitute = createModel({ arch: fittingArchitecture(options.knockoff.arch, options.inputShape), inputShape: options.inputShape, classes, seed: deriveSeed(options.seed, `jbda-substitute-${round}`) });
+      try {
+        const set = buffer.view();
+        await trainModel(substitute, { x: set.x, rows: set.rows, targets: set.answers }, {
+          epochs: settings.roundEpochs,
+          batchSize: options.knockoff.batchSize,
+          learningRate: options.knockoff.learningRate,
+          seed: deriveSeed(options.seed, `jbda-shuffle-${round}`),
+        });
+        const synthetic = synthesise(variant, substitute, set, classes, round, buffer.remaining, settings, options.seed);
+        await queryInto(buffer, client, synthetic.x, synthetic.rows, options.requestRows, onAnswered, afterRequest);
+      } finally {
+        substitute.dispose();
+      }
     }
-  }
 
-  const set = buffer.view();
-  const answers: ProbBatch = { rows: set.rows, cols: classes, data: set.answers };
-  const transfer: TransferSet = { x: set.x, answers, indices: Int32Array.from({ length: set.rows }, (_, i) => i) };
-  const outcomes: AttackerOutcome[] = [];
-  const totalEpochs = options.labels.length * options.knockoff.epochs;
-  for (const [i, labels] of options.labels.entries()) {
-    outcomes.push(await trainKnockoff(transfer, labels, options, (epoch) => options.onProgress?.('train', i * options.knockoff.epochs + epoch, totalEpochs)));
+    const set = buffer.view();
+    const answers: ProbBatch = { rows: set.rows, cols: classes, data: set.answers };
+    const transfer: TransferSet = { x: set.x, answers, indices: Int32Array.from({ length: set.rows }, (_, i) => i) };
+    const raw: ProbBatch = { rows: set.rows, cols: classes, data: buffer.raw.subarray(0, set.rows * classes) };
+    const quality = answerQuality(options.truth, set.x, raw, restorer ? answers : raw);
+    const outcomes = await trainKnockoffs(transfer, options);
+    return { outcomes, transfer, queries: set.rows, requests: client.requests - requestsBefore, ...(quality ? { quality } : {}), ...(restorer ? { restorer: restorer.report } : {}) };
+  } finally {
+    restorer?.dispose();
   }
-  return { outcomes, transfer, queries: set.rows, requests: client.requests - requestsBefore };
 }

@@ -6,77 +6,28 @@
  * Both knockoffs are scored on the victim's test set: accuracy, and agreement with the
  * undefended victim's top-1.
  */
-import type { ProbBatch } from '../defenses/index.js';
-import { createModel, fittingArchitecture, predictClasses, predictProbs, trainModel, type LayersModel } from '../models/index.js';
-import type { AdaptiveSettings, AttackerLabels, PolicyName, TrainingSettings } from './config.js';
-import { gatherRows, type InferenceClient } from './kserve-client.js';
-import { accuracy, normaliseAnswers } from './measures.js';
-import { adaptivePolicy, type KnockoffProbe } from './policies/adaptive.js';
-import { randomPolicy } from './policies/random.js';
-import type { AttackerPool, QueryPolicy } from './policies/types.js';
-import { deriveSeed } from './random.js';
-import type { AttackerOutcome } from './results.js';
+import type { ProbBatch } from '../../defenses/index.js';
+import { createModel, fittingArchitecture, predictClasses, predictProbs, trainModel, type LayersModel } from '../../models/index.js';
+import type { AttackerLabels } from '../config.js';
+import { gatherRows } from '../kserve-client.js';
+import { accuracy, normaliseAnswers } from '../measures.js';
+import { adaptivePolicy, type KnockoffProbe } from '../policies/adaptive.js';
+import { randomPolicy } from '../policies/random.js';
+import type { QueryPolicy } from '../policies/types.js';
+import { deriveSeed } from '../random.js';
+import type { AttackerOutcome } from '../results.js';
+import { answerQuality } from './quality.js';
+import { trainingTargets } from './top1.js';
+import type { AttackOptions, AttackResult, TransferSet } from './types.js';
 
-/** The victim's test set, with the undefended victim's top-1 for the agreement score. */
-export interface VictimTestSet {
-  x: Float32Array;
-  rows: number;
-  labels: ArrayLike<number>;
-  victimTop1: ArrayLike<number>;
-}
-
-export interface AttackOptions {
-  pool: AttackerPool;
-  client: InferenceClient;
-  policy: PolicyName;
-  budget: number;
-  requestRows: number;
-  classes: number;
-  inputShape: readonly number[];
-  knockoff: TrainingSettings;
-  adaptive: AdaptiveSettings;
-  labels: readonly AttackerLabels[];
-  test: VictimTestSet;
-  seed: number;
-  /** Called as queries are answered and as the knockoffs train. */
-  onProgress?: (phase: 'query' | 'train', done: number, total: number) => void;
-}
-
-export interface TransferSet {
-  x: Float32Array;
-  answers: ProbBatch;
-  /** Pool index of each row. */
-  indices: Int32Array;
-}
-
-export interface AttackResult {
-  outcomes: AttackerOutcome[];
-  transfer: TransferSet;
-  queries: number;
-  requests: number;
-  /** Adaptive policy: images drawn per coarse class (how far the bandit narrowed the transfer set). */
-  picks?: number[];
-}
-
-/** Targets for the knockoff: the (normalised) answers, or their top-1 labels. */
-function trainingData(transfer: TransferSet, labels: AttackerLabels): { x: Float32Array; rows: number; targets?: Float32Array; labels?: Int32Array } {
-  const { rows, cols, data } = transfer.answers;
-  if (labels === 'soft') return { x: transfer.x, rows, targets: data };
-  const top = new Int32Array(rows);
-  for (let r = 0; r < rows; r++) {
-    let best = 0;
-    for (let c = 1; c < cols; c++) if (data[r * cols + c] > data[r * cols + best]) best = c;
-    top[r] = best;
-  }
-  return { x: transfer.x, rows, labels: top };
-}
+export type { AttackOptions, AttackResult, TransferSet, VictimTestSet } from './types.js';
 
 /** Trains a fresh knockoff on the transfer set and scores it on the victim's test set. */
-export async function trainKnockoff(transfer: TransferSet, labels: AttackerLabels, options: Pick<AttackOptions, 'classes' | 'inputShape' | 'knockoff' | 'test' | 'seed'>, onEpoch?: (epoch: number) => void): Promise<AttackerOutcome> {
+export async function trainKnockoff(transfer: Pick<TransferSet, 'x' | 'answers'>, labels: AttackerLabels, options: Pick<AttackOptions, 'classes' | 'inputShape' | 'knockoff' | 'test' | 'seed'>, onEpoch?: (epoch: number) => void): Promise<AttackerOutcome> {
   const { knockoff, test } = options;
   const model = createModel({ arch: fittingArchitecture(knockoff.arch, options.inputShape), inputShape: options.inputShape, classes: options.classes, seed: deriveSeed(options.seed, `knockoff-${labels}`) });
   try {
-    await trainModel(model, trainingData(transfer, labels), {
+    await trainModel(model, trainingTargets(transfer.x, transfer.answers, labels), {
       epochs: knockoff.epochs,
       batchSize: knockoff.batchSize,
       learningRate: knockoff.learningRate,
@@ -121,8 +72,16 @@ class PolicyKnockoff implements KnockoffProbe {
   }
 }
 
-/** Builds the transfer set through the endpoint, then trains and scores one knockoff per label variant. */
-export async function runKnockoffAttack(options: AttackOptions): Promise<AttackResult> {
+/** The queries of one Knockoff attack: the transfer set as answered, and what it cost. */
+export interface CollectedTransfer {
+  transfer: TransferSet;
+  queries: number;
+  requests: number;
+  picks?: number[];
+}
+
+/** Builds the transfer set through the endpoint with the run's policy (random or adaptive). */
+export async function collectKnockoffTransfer(options: AttackOptions, policyName: 'random' | 'adaptive' = options.policy === 'adaptive' ? 'adaptive' : 'random'): Promise<CollectedTransfer> {
   const { pool, client, budget, classes } = options;
   const features = pool.features;
   if (budget > pool.rows) throw new RangeError(`budget ${budget} exceeds the attacker's pool of ${pool.rows} images`);
@@ -133,8 +92,8 @@ export async function runKnockoffAttack(options: AttackOptions): Promise<AttackR
   const requestsBefore = client.requests;
 
   const probe = new PolicyKnockoff(options, () => ({ x: x.subarray(0, answered * features), rows: answered, targets: answers.subarray(0, answered * classes) }));
-  const policySeed = deriveSeed(options.seed, `policy-${options.policy}`);
-  const policy: QueryPolicy = options.policy === 'random' ? randomPolicy(pool, policySeed) : adaptivePolicy(pool, options.adaptive, policySeed, probe);
+  const policySeed = deriveSeed(options.seed, `policy-${policyName}`);
+  const policy: QueryPolicy = policyName === 'random' ? randomPolicy(pool, policySeed) : adaptivePolicy(pool, options.adaptive, policySeed, probe);
   try {
     while (answered < budget) {
       const want = Math.min(options.requestRows, policy.preferredBatch ?? Infinity, budget - answered);
@@ -154,13 +113,25 @@ export async function runKnockoffAttack(options: AttackOptions): Promise<AttackR
   } finally {
     probe.dispose();
   }
-
   const transfer: TransferSet = { x: x.subarray(0, answered * features), answers: { rows: answered, cols: classes, data: answers.subarray(0, answered * classes) }, indices: indices.subarray(0, answered) };
+  const picks = 'picks' in policy ? Array.from((policy as { picks: Int32Array }).picks) : undefined;
+  return { transfer, queries: answered, requests: client.requests - requestsBefore, picks };
+}
+
+/** Trains and scores one knockoff per label variant (soft, top-1) on the transfer set. */
+export async function trainKnockoffs(transfer: TransferSet, options: Pick<AttackOptions, 'classes' | 'inputShape' | 'knockoff' | 'test' | 'seed' | 'labels' | 'onProgress'>): Promise<AttackerOutcome[]> {
   const outcomes: AttackerOutcome[] = [];
   const totalEpochs = options.labels.length * options.knockoff.epochs;
   for (const [i, labels] of options.labels.entries()) {
     outcomes.push(await trainKnockoff(transfer, labels, options, (epoch) => options.onProgress?.('train', i * options.knockoff.epochs + epoch, totalEpochs)));
   }
-  const picks = 'picks' in policy ? Array.from((policy as { picks: Int32Array }).picks) : undefined;
-  return { outcomes, transfer, queries: answered, requests: client.requests - requestsBefore, picks };
+  return outcomes;
+}
+
+/** Builds the transfer set through the endpoint, then trains and scores one knockoff per label variant. */
+export async function runKnockoffAttack(options: AttackOptions): Promise<AttackResult> {
+  const collected = await collectKnockoffTransfer(options);
+  const quality = answerQuality(options.truth, collected.transfer.x, collected.transfer.answers);
+  const outcomes = await trainKnockoffs(collected.transfer, options);
+  return { ...collected, outcomes, ...(quality ? { quality } : {}) };
 }

@@ -1,0 +1,377 @@
+/**
+ * Detection above the client: detectors over the recent traffic of a whole population (every
+ * identity, or only the *young* ones, with fewer than `youngQueries` queries so far), for the thief
+ * who splits its queries over many identities so that each stays under every per-client detector.
+ * Production systems answer that thief at the population level: Blacklight keeps one fingerprint
+ * store across all accounts, SEAT flags accounts by query similarity.
+ *
+ * Pure, like the per-client detectors: the serving layer keeps the counts (in memory, or summed across
+ * replicas in Redis) and passes the time in. The counts are additive, so replicas merge by adding:
+ * per time bucket, a flat vector
+ *
+ *   [queries, low-confidence queries, queries matching another identity's fingerprint,
+ *    confidence histogram (10 bins), victim's class histogram (K), hardness histogram (HODA's bins)]
+ *
+ * and the detectors read the sum over the window:
+ * - `ood`: the share of queries on which the victim is unsure (max probability under a threshold),
+ *   flagged above `maxRate` (set it from the benign rate: `calibratePopulation`);
+ * - `hoda`: the Pearson distance of the window's hardness histogram to the benign one, flagged above
+ *   the calibration's threshold for the longest calibrated length the window holds (a larger window
+ *   is tighter than the benign chunks the threshold was taken over, so this is conservative);
+ * - `classes`: the total-variation distance of the victim's class histogram to the benign one
+ *   (uniform unless given), flagged above `maxDistance`;
+ * - `matches`: the share of queries whose fingerprint matches another identity's, above `maxRate`.
+ *
+ * The alarm has hysteresis: on at the first flag; off only after every detector's level (score over
+ * its threshold) has stayed below `release` for `calmMs`; between release and the threshold nothing
+ * moves, so evidence hovering around a threshold does not flap.
+ */
+import { DetectionConfigError } from './errors.js';
+import type { HodaConfig, HodaThreshold } from './hoda.js';
+import { pearsonDistance } from './hoda.js';
+import type { DetectorVerdict } from './types.js';
+import { CONFIDENCE_BINS } from './windows.js';
+
+/** Offsets in a counts vector. */
+export const Q = 0;
+export const LOW = 1;
+export const MATCHED = 2;
+export const CONF = 3;
+/** Where the class histogram starts; the hardness histogram follows it. */
+export const CLASSES_AT = CONF + CONFIDENCE_BINS;
+
+/** The shape of a counts vector: K classes and HODA's bins (0 without HODA). */
+export interface PopulationLayout {
+  readonly classes: number;
+  readonly bins: number;
+}
+
+export const countsLength = (layout: PopulationLayout): number => CLASSES_AT + layout.classes + layout.bins;
+
+export interface PopulationConfig {
+  readonly window: { readonly lengthMs: number; readonly bucketMs: number };
+  /** No detector judges a view before it holds this many queries in the window. */
+  readonly minQueries: number;
+  /** An identity is young while it has fewer queries than this (its own history, all time). */
+  readonly youngQueries: number;
+  readonly ood: { readonly enabled: boolean; readonly confidenceThreshold: number; readonly maxRate: number };
+  readonly hoda: HodaConfig;
+  readonly classes: { readonly enabled: boolean; readonly maxDistance: number; readonly reference: readonly number[] | undefined };
+  readonly matches: { readonly enabled: boolean; readonly maxRate: number };
+  readonly alarm: { readonly release: number; readonly calmMs: number };
+  /** During an alarm, an identity past its youth is a suspect (not clean) when its own unsure share is above this. */
+  readonly suspectRate: number;
+}
+
+export interface PopulationOptions {
+  /** The window over which each view is judged. Default 10 minutes in 1-minute buckets. */
+  window?: { lengthMs?: number; bucketMs?: number };
+  /** Default 200. */
+  minQueries?: number;
+  /** Default 100. */
+  youngQueries?: number;
+  /** Default on: confidence < 0.7 is unsure; flag above 15% (set it a few points above your benign rate). */
+  ood?: { enabled?: boolean; confidenceThreshold?: number; maxRate?: number };
+  /** HODA over the population: the per-client calibration (calibrateHoda); off without it. */
+  hoda?: { enabled?: boolean; benignHistogram: readonly number[]; thresholds: readonly HodaThreshold[] };
+  /** Default on: flag when the class histogram is more than 0.25 (total variation) from the reference (uniform unless given). */
+  classes?: { enabled?: boolean; maxDistance?: number; reference?: readonly number[] };
+  /** Default on (silent without fingerprints): flag when more than 5% of the queries match another identity's. */
+  matches?: { enabled?: boolean; maxRate?: number };
+  /** Default release 0.8, calm for 10 minutes. */
+  alarm?: { release?: number; calmMs?: number };
+  /** Default: ood.maxRate. */
+  suspectRate?: number;
+}
+
+export const POPULATION_DEFAULTS = {
+  window: { lengthMs: 600_000, bucketMs: 60_000 },
+  minQueries: 200,
+  youngQueries: 100,
+  ood: { enabled: true, confidenceThreshold: 0.7, maxRate: 0.15 },
+  classes: { enabled: true, maxDistance: 0.25 },
+  matches: { enabled: true, maxRate: 0.05 },
+  alarm: { release: 0.8, calmMs: 600_000 },
+} as const;
+
+const POPULATION_KEYS = ['window', 'minQueries', 'youngQueries', 'ood', 'hoda', 'classes', 'matches', 'alarm', 'suspectRate'];
+
+function fail(path: string, what: string, example: string, value: unknown): never {
+  throw new DetectionConfigError(`population option ${path} must be ${what}, e.g. ${path.split('.').pop()}: ${example}; got ${JSON.stringify(value)}`);
+}
+
+function object(path: string, value: unknown, known: readonly string[]): Record<string, unknown> {
+  if (value === undefined) return {};
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(path, `an object with some of: ${known.join(', ')}`, '{}', value);
+  for (const key of Object.keys(value)) {
+    if (!known.includes(key)) throw new DetectionConfigError(`unknown population option ${path ? `${path}.` : ''}${key}; write one of: ${known.join(', ')}`);
+  }
+  return value as Record<string, unknown>;
+}
+
+function number(path: string, value: unknown, fallback: number, check: { integer?: boolean; min: number; max?: number; minExclusive?: boolean; maxExclusive?: boolean; example: string }): number {
+  if (value === undefined) return fallback;
+  const ok =
+    typeof value === 'number' &&
+    Number.isFinite(value) &&
+    (!check.integer || Number.isInteger(value)) &&
+    (check.minExclusive ? value > check.min : value >= check.min) &&
+    (check.max === undefined || (check.maxExclusive ? value < check.max : value <= check.max));
+  if (!ok) {
+    const range = `${check.minExclusive ? '>' : '≥'} ${check.min}${check.max === undefined ? '' : ` and ${check.maxExclusive ? '<' : '≤'} ${check.max}`}`;
+    fail(path, `${check.integer ? 'an integer' : 'a number'} ${range}`, check.example, value);
+  }
+  return value as number;
+}
+
+function flag(path: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') fail(path, 'true or false', 'true', value);
+  return value as boolean;
+}
+
+/**
+ * Validated options with defaults. `hodaFallback`: the per-client detection's HODA calibration, used
+ * when the options give none (the serving layer passes it).
+ */
+export function resolvePopulationOptions(options: PopulationOptions = {}, hodaFallback?: HodaConfig): PopulationConfig {
+  const top = object('', options, POPULATION_KEYS);
+  const D = POPULATION_DEFAULTS;
+  const w = object('window', top.window, ['lengthMs', 'bucketMs']);
+  const lengthMs = number('window.lengthMs', w.lengthMs, D.window.lengthMs, { integer: true, min: 1000, example: '600000' });
+  const bucketMs = number('window.bucketMs', w.bucketMs, Math.min(D.window.bucketMs, lengthMs), { integer: true, min: 100, max: lengthMs, example: '60000' });
+  if (lengthMs / bucketMs > 100) throw new DetectionConfigError(`population option window.bucketMs ${bucketMs} makes ${Math.ceil(lengthMs / bucketMs)} buckets; use at most 100 (bucketMs ≥ ${Math.ceil(lengthMs / 100)})`);
+  const o = object('ood', top.ood, ['enabled', 'confidenceThreshold', 'maxRate']);
+  const ood = {
+    enabled: flag('ood.enabled', o.enabled, D.ood.enabled),
+    confidenceThreshold: number('ood.confidenceThreshold', o.confidenceThreshold, D.ood.confidenceThreshold, { min: 0, max: 1, minExclusive: true, example: '0.7' }),
+    maxRate: number('ood.maxRate', o.maxRate, D.ood.maxRate, { min: 0, max: 1, maxExclusive: true, example: '0.15 (a few points above the benign rate)' }),
+  };
+  let hoda: HodaConfig = hodaFallback?.enabled ? hodaFallback : { enabled: false, bins: 0, benignHistogram: [], thresholds: [] };
+  if (top.hoda !== undefined) {
+    const h = object('hoda', top.hoda, ['enabled', 'benignHistogram', 'thresholds']);
+    const histogram = h.benignHistogram;
+    if (!Array.isArray(histogram) || histogram.length < 2 || !histogram.every((v) => typeof v === 'number' && Number.isFinite(v) && v >= 0) || histogram.every((v) => v === histogram[0])) {
+      fail('hoda.benignHistogram', 'an array of ≥ 2 non-negative numbers, not all equal (calibrateHoda’s)', '[0.6, 0.2, ...]', histogram);
+    }
+    const thresholds = h.thresholds;
+    if (!Array.isArray(thresholds) || thresholds.length === 0) fail('hoda.thresholds', 'a non-empty array of { length, threshold } (calibrateHoda’s)', '[{ "length": 1000, "threshold": 0.05 }]', thresholds);
+    const parsed = (thresholds as unknown[]).map((t, i) => {
+      const entry = object(`hoda.thresholds[${i}]`, t, ['length', 'threshold', 'sequences']);
+      return {
+        length: number(`hoda.thresholds[${i}].length`, entry.length, Number.NaN, { integer: true, min: 1, example: '1000' }),
+        threshold: number(`hoda.thresholds[${i}].threshold`, entry.threshold, Number.NaN, { min: 0, max: 2, example: '0.05' }),
+      };
+    });
+    parsed.sort((a, b) => a.length - b.length);
+    hoda = { enabled: flag('hoda.enabled', h.enabled, true), bins: histogram.length, benignHistogram: [...(histogram as number[])], thresholds: parsed };
+  }
+  const c = object('classes', top.classes, ['enabled', 'maxDistance', 'reference']);
+  let reference: number[] | undefined;
+  if (c.reference !== undefined) {
+    const r = c.reference;
+    if (!Array.isArray(r) || r.length < 2 || !r.every((v) => typeof v === 'number' && Number.isFinite(v) && v >= 0) || !(r.reduce((a: number, b: number) => a + b, 0) > 0)) {
+      fail('classes.reference', 'the benign class histogram, one non-negative number per class', '[0.1, 0.1, ...]', r);
+    }
+    const sum = (r as number[]).reduce((a, b) => a + b, 0);
+    reference = (r as number[]).map((v) => v / sum);
+  }
+  const classes = {
+    enabled: flag('classes.enabled', c.enabled, D.classes.enabled),
+    maxDistance: number('classes.maxDistance', c.maxDistance, D.classes.maxDistance, { min: 0, max: 1, minExclusive: true, maxExclusive: true, example: '0.25' }),
+    reference,
+  };
+  const m = object('matches', top.matches, ['enabled', 'maxRate']);
+  const matches = {
+    enabled: flag('matches.enabled', m.enabled, D.matches.enabled),
+    maxRate: number('matches.maxRate', m.maxRate, D.matches.maxRate, { min: 0, max: 1, minExclusive: true, maxExclusive: true, example: '0.05' }),
+  };
+  const a = object('alarm', top.alarm, ['release', 'calmMs']);
+  const alarm = {
+    release: number('alarm.release', a.release, D.alarm.release, { min: 0, max: 1, minExclusive: true, maxExclusive: true, example: '0.8' }),
+    calmMs: number('alarm.calmMs', a.calmMs, D.alarm.calmMs, { integer: true, min: 0, example: '600000' }),
+  };
+  return {
+    window: { lengthMs, bucketMs },
+    minQueries: number('minQueries', top.minQueries, D.minQueries, { integer: true, min: 1, example: '200' }),
+    youngQueries: number('youngQueries', top.youngQueries, D.youngQueries, { integer: true, min: 1, example: '100' }),
+    ood,
+    hoda,
+    classes,
+    matches,
+    alarm,
+    suspectRate: number('suspectRate', top.suspectRate, ood.maxRate, { min: 0, max: 1, maxExclusive: true, example: '0.15' }),
+  };
+}
+
+/**
+ * One request's contribution to the counts: the victim's original probabilities, HODA's hardness per
+ * row (-1 unknown) and, per row, whether its fingerprint matched another identity's.
+ */
+export function summarise(
+  layout: PopulationLayout,
+  confidenceThreshold: number,
+  probs: { readonly rows: number; readonly cols: number; readonly data: Float32Array },
+  hardness?: ArrayLike<number>,
+  matches?: ArrayLike<number>,
+): Float64Array {
+  const out = new Float64Array(countsLength(layout));
+  const k = probs.cols;
+  const hardAt = CLASSES_AT + layout.classes;
+  for (let r = 0; r < probs.rows; r++) {
+    let best = 0;
+    let confidence = -Infinity;
+    for (let j = 0; j < k; j++) {
+      const v = probs.data[r * k + j];
+      if (v > confidence) {
+        confidence = v;
+        best = j;
+      }
+    }
+    if (!Number.isFinite(confidence)) confidence = 0;
+    out[Q]++;
+    if (confidence < confidenceThreshold) out[LOW]++;
+    out[CONF + Math.min(CONFIDENCE_BINS - 1, Math.max(0, Math.floor(confidence * CONFIDENCE_BINS)))]++;
+    if (best < layout.classes) out[CLASSES_AT + best]++;
+    const h = hardness ? hardness[r] : -1;
+    if (h >= 0 && h < layout.bins) out[hardAt + h]++;
+    if (matches && matches[r] > 0) out[MATCHED]++;
+  }
+  return out;
+}
+
+/** Total-variation distance between a count histogram and a reference distribution (uniform when undefined). */
+export function totalVariation(counts: ArrayLike<number>, reference: readonly number[] | undefined): number {
+  let total = 0;
+  for (let i = 0; i < counts.length; i++) total += counts[i];
+  if (!(total > 0)) return 0;
+  let distance = 0;
+  for (let i = 0; i < counts.length; i++) distance += Math.abs(counts[i] / total - (reference ? (reference[i] ?? 0) : 1 / counts.length));
+  return distance / 2;
+}
+
+/** Each population detector's verdict on the window's counts; level = score over its threshold (0 before minQueries). */
+export function populationVerdicts(config: PopulationConfig, layout: PopulationLayout, totals: ArrayLike<number>): { verdicts: DetectorVerdict[]; anyFlagged: boolean; maxLevel: number } {
+  const queries = totals[Q] ?? 0;
+  const evaluated = queries >= config.minQueries;
+  const found: { verdict: DetectorVerdict; level: number }[] = [];
+  if (config.ood.enabled) {
+    const rate = queries ? totals[LOW] / queries : 0;
+    found.push({ verdict: { detector: 'ood', flagged: evaluated && rate > config.ood.maxRate, score: rate, evidence: { queries, unsure: totals[LOW], rate, threshold: config.ood.maxRate } }, level: evaluated ? rate / config.ood.maxRate : 0 });
+  }
+  if (config.hoda.enabled && layout.bins === config.hoda.bins && layout.bins > 0) {
+    const at = CLASSES_AT + layout.classes;
+    const histogram = new Float64Array(layout.bins);
+    let known = 0;
+    for (let b = 0; b < layout.bins; b++) known += histogram[b] = totals[at + b];
+    let due: HodaThreshold | undefined;
+    for (const t of config.hoda.thresholds) if (t.length <= known) due = t;
+    if (due && evaluated) {
+      for (let b = 0; b < layout.bins; b++) histogram[b] /= known;
+      const distance = pearsonDistance(histogram, config.hoda.benignHistogram);
+      const level = due.threshold > 0 ? distance / due.threshold : distance > 0 ? Infinity : 0;
+      found.push({ verdict: { detector: 'hoda', flagged: distance > due.threshold, score: distance, evidence: { queries: known, distance, threshold: due.threshold, length: due.length } }, level });
+    } else {
+      found.push({ verdict: { detector: 'hoda', flagged: false, score: 0, evidence: { queries: known } }, level: 0 });
+    }
+  }
+  if (config.classes.enabled && layout.classes >= 2) {
+    const reference = config.classes.reference && config.classes.reference.length === layout.classes ? config.classes.reference : undefined;
+    const distance = totalVariation(Array.prototype.slice.call(totals, CLASSES_AT, CLASSES_AT + layout.classes) as number[], reference);
+    found.push({ verdict: { detector: 'classes', flagged: evaluated && distance > config.classes.maxDistance, score: distance, evidence: { queries, distance, threshold: config.classes.maxDistance } }, level: evaluated ? distance / config.classes.maxDistance : 0 });
+  }
+  if (config.matches.enabled) {
+    const rate = queries ? totals[MATCHED] / queries : 0;
+    found.push({ verdict: { detector: 'matches', flagged: evaluated && rate > config.matches.maxRate, score: rate, evidence: { queries, matched: totals[MATCHED], rate, threshold: config.matches.maxRate } }, level: evaluated ? rate / config.matches.maxRate : 0 });
+  }
+  return { verdicts: found.map((f) => f.verdict), anyFlagged: found.some((f) => f.verdict.flagged), maxLevel: found.reduce((m, f) => Math.max(m, f.level), 0) };
+}
+
+/** A view's alarm: on since `since`; `calmT` the start of the current calm run (-1: not calm). */
+export interface AlarmState {
+  readonly on: boolean;
+  readonly since: number;
+  readonly calmT: number;
+}
+
+export const initialAlarmState = (): AlarmState => ({ on: false, since: -1, calmT: -1 });
+
+/** The alarm after a judgement at `time`; `started` / `ended` say whether it just changed (log it). */
+export function stepAlarm(config: PopulationConfig['alarm'], state: AlarmState, time: number, anyFlagged: boolean, maxLevel: number): { state: AlarmState; started: boolean; ended: boolean } {
+  if (anyFlagged) {
+    return { state: { on: true, since: state.on ? state.since : time, calmT: -1 }, started: !state.on, ended: false };
+  }
+  if (!state.on) return { state, started: false, ended: false };
+  if (maxLevel >= config.release) return { state: { ...state, calmT: -1 }, started: false, ended: false };
+  const calmT = state.calmT < 0 ? time : state.calmT;
+  if (time - calmT >= config.calmMs) return { state: initialAlarmState(), started: false, ended: true };
+  return { state: { ...state, calmT }, started: false, ended: false };
+}
+
+/** mulberry32, for the calibration's seeded draws (the detection layer has no other randomness). */
+function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export interface PopulationCalibration {
+  /** The benign unsure share (max probability under the threshold) over all the rows given. */
+  readonly benignRate: number;
+  /** Options to pass as `population`: ood.maxRate and classes.{reference, maxDistance}. */
+  readonly options: { ood: { maxRate: number }; classes: { reference: number[]; maxDistance: number } };
+  /** The largest unsure share and class distance seen over the benign draws of `windowQueries` rows. */
+  readonly draws: { readonly count: number; readonly windowQueries: number; readonly maxRate: number; readonly maxDistance: number };
+}
+
+/**
+ * Thresholds from benign traffic (e.g. the victim's held-out data): `draws` seeded draws of
+ * `windowQueries` rows (the smallest window a view is judged on, `minQueries`); each threshold is the
+ * largest value the benign draws reached plus `margin`.
+ */
+export function calibratePopulation(
+  probs: { readonly rows: number; readonly cols: number; readonly data: Float32Array },
+  options: { windowQueries?: number; draws?: number; confidenceThreshold?: number; margin?: number; seed?: number } = {},
+): PopulationCalibration {
+  const windowQueries = options.windowQueries ?? POPULATION_DEFAULTS.minQueries;
+  const count = options.draws ?? 200;
+  const margin = options.margin ?? 0.05;
+  const threshold = options.confidenceThreshold ?? POPULATION_DEFAULTS.ood.confidenceThreshold;
+  if (!(probs.rows >= windowQueries)) throw new RangeError(`calibratePopulation needs at least windowQueries (${windowQueries}) benign rows, got ${probs.rows}`);
+  const layout = { classes: probs.cols, bins: 0 };
+  const all = summarise(layout, threshold, probs);
+  const reference = Array.from(all.subarray(CLASSES_AT, CLASSES_AT + probs.cols), (v) => v / probs.rows);
+  // Per row: unsure or not, and its class.
+  const unsure = new Uint8Array(probs.rows);
+  const label = new Uint32Array(probs.rows);
+  for (let r = 0; r < probs.rows; r++) {
+    const one = summarise(layout, threshold, { rows: 1, cols: probs.cols, data: probs.data.subarray(r * probs.cols, (r + 1) * probs.cols) });
+    unsure[r] = one[LOW];
+    for (let j = 0; j < probs.cols; j++) if (one[CLASSES_AT + j]) label[r] = j;
+  }
+  const random = seeded(options.seed ?? 0x5eed);
+  let maxRate = 0;
+  let maxDistance = 0;
+  const histogram = new Float64Array(probs.cols);
+  for (let d = 0; d < count; d++) {
+    histogram.fill(0);
+    let low = 0;
+    for (let i = 0; i < windowQueries; i++) {
+      const r = Math.floor(random() * probs.rows);
+      low += unsure[r];
+      histogram[label[r]]++;
+    }
+    maxRate = Math.max(maxRate, low / windowQueries);
+    maxDistance = Math.max(maxDistance, totalVariation(histogram, reference));
+  }
+  return {
+    benignRate: all[LOW] / probs.rows,
+    options: { ood: { maxRate: Math.min(0.99, maxRate + margin) }, classes: { reference, maxDistance: Math.min(0.99, maxDistance + margin) } },
+    draws: { count, windowQueries, maxRate, maxDistance },
+  };
+}

@@ -1,0 +1,79 @@
+import assert from 'node:assert/strict';
+import type { IncomingMessage } from 'node:http';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Redis } from 'ioredis';
+import { parseDefense } from '../../../src/defenses/index.js';
+import { createClientDetection } from '../../../src/detection/index.js';
+import { createClientGate } from '../../../src/server/clients/gate.js';
+import type { ClientsOptions } from '../../../src/server/clients/options.js';
+import { createLogger } from '../../../src/server/logger.js';
+import { createServingMetrics } from '../../../src/server/metrics.js';
+import { rng } from '../../detection/synthetic.js';
+import { lineCollector } from '../helpers/fixtures.js';
+import { startRedis, type TestRedis } from '../helpers/redis-server.js';
+
+const req = (key: string, headers: Record<string, string> = {}) => ({ headers: { 'x-api-key': key, ...headers }, socket: { remoteAddress: '198.51.100.7' } }) as unknown as IncomingMessage;
+const defense = parseDefense('rounding:decimals=2');
+const argmax = parseDefense('argmax');
+const tiers = new Map([['argmax', argmax]]);
+const confident = { rows: 1, cols: 2, data: Float32Array.of(0.95, 0.05) };
+const unsure = { rows: 1, cols: 2, data: Float32Array.of(0.55, 0.45) };
+
+describe('detection above the client, shared across replicas in Redis', () => {
+  let redis: TestRedis;
+  before(async () => {
+    redis = await startRedis();
+  });
+  after(() => redis.stop());
+
+  function replica(extra: Partial<ClientsOptions>) {
+    const time = 1_800_000_000_000;
+    const logs = lineCollector();
+    const detection = createClientDetection({ prada: { enabled: false }, budget: false, policy: { steps: ['argmax'] } });
+    const gate = createClientGate(
+      { identity: 'header:x-api-key', detection, newClients: false, store: { redis: redis.url, keyPrefix: 'above:' }, ...extra },
+      { defense, tiers, metrics: createServingMetrics(), logger: createLogger({}, logs.stream), now: () => time },
+    );
+    const ask = async (key: string, probs = confident, headers: Record<string, string> = {}, inputs?: { rows: number; cols: number; data: Float32Array }) =>
+      gate.observe(await gate.admit(req(key, headers)), probs, inputs, defense);
+    return { gate, logs, ask };
+  }
+
+  it('a thief split over replicas and identities: the population alarm from their summed counts, cohorts and fingerprints shared', async () => {
+    const options: Partial<ClientsOptions> = { population: { minQueries: 40, youngQueries: 20, classes: { enabled: false }, flushMs: 10 }, cohort: 'header:x-tenant', fingerprints: { maxEntries: 10_000 } };
+    const [a, b] = [replica(options), replica(options)];
+    await a.gate.ready();
+    await b.gate.ready();
+    // 30 unsure young queries at each replica, 60 in all: under minQueries (40) at each, over it together.
+    for (let i = 0; i < 60; i++) await (i % 2 ? a : b).ask(`sybil-${i}`, unsure);
+    await sleep(100);
+    assert.equal(await a.ask('sybil-x', unsure), argmax, 'replica a judges the summed counts');
+    assert.equal(await b.ask('sybil-y', unsure), argmax, 'and so does replica b');
+    assert.ok(a.logs.lines.some((l) => String(l.msg).startsWith('population alarm started')));
+    assert.ok(((await a.gate.overview(1)).population?.views.young.queries ?? 0) >= 61, 'the young view holds both replicas’ queries');
+    // A cohort's history is one key, whichever replica its members use.
+    for (let i = 0; i < 50; i++) await (i % 2 ? a : b).ask(`member-${i}`, unsure, { 'x-tenant': 'org' });
+    const overview = await a.gate.overview(5);
+    assert.equal(overview.cohorts?.[0].action, 'escalate');
+    assert.equal(overview.cohorts?.[0].verdicts.find((v) => v.detector === 'ood')?.evidence.queries, 50);
+    // Fingerprints written at one replica match at the other.
+    const random = rng(5);
+    const image = { rows: 1, cols: 784, data: Float32Array.from({ length: 784 }, () => (random() < 0.2 ? 0.9 : 0)) };
+    await a.ask('alice', confident, {}, image);
+    await b.ask('bob', confident, {}, image);
+    const bobState = (await b.gate.suspicious(100)).find((c) => c.verdicts.some((v) => v.detector === 'fingerprint' && v.evidence.matched === 1));
+    assert.ok(bobState, 'bob’s query matched alice’s across replicas');
+    // Bounded keys: population buckets (2 views × a few buckets), two fingerprint generations at most.
+    const probe = new Redis(redis.url);
+    const keys = await probe.keys('above:~*');
+    const pop = keys.filter((k) => k.startsWith('above:~pop:'));
+    const fp = keys.filter((k) => k.startsWith('above:~fp:'));
+    assert.ok(pop.length >= 2 && pop.length <= 4, pop.join(', '));
+    assert.ok(fp.length >= 1 && fp.length <= 2, fp.join(', '));
+    for (const key of [...pop, ...fp]) assert.ok((await probe.pttl(key)) > 0, `${key} expires`);
+    probe.disconnect();
+    await a.gate.close();
+    await b.gate.close();
+  });
+});
