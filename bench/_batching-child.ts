@@ -19,7 +19,12 @@ const batching = window === undefined ? {} : { windowMs: Number(window) };
 await initBackend({ log: () => {} });
 const model = createModel({ arch: 'mlp', inputShape: [784], classes: 10, seed: 1 });
 const surrogate = Surrogate.random({ arch: 'mlp', inputShape: [784], classes: 10, seed: 2 });
-const context = defense === 'none' ? undefined : mode === 'sync' ? surrogateContext({ surrogate }) : batchedSurrogateContext({ surrogate: asyncSurrogate(surrogate) }, batching);
+const context =
+  defense === 'none'
+    ? undefined
+    : mode === 'sync'
+      ? surrogateContext({ surrogate })
+      : batchedSurrogateContext({ surrogate: asyncSurrogate(surrogate) }, batching);
 const { app } = buildDemoApp({ model, defense, context, processMetrics: false, ...(mode === 'batched' ? { batching } : {}) });
 const server = await new Promise<Server>((resolve) => {
   const s = app.listen(0, '127.0.0.1', () => resolve(s));

@@ -25,7 +25,11 @@ if (role === 'stub') {
 } else {
   const above = mode.endsWith('+above') || mode.endsWith('#above');
   const base = mode.replace(/\+above$|#above$/, '');
-  const store = base.startsWith('memory') ? ('memory' as const) : base.endsWith('#nocache') ? { redis: base.slice(0, -'#nocache'.length), cachedClients: 0 } : { redis: base };
+  const store = base.startsWith('memory')
+    ? ('memory' as const)
+    : base.endsWith('#nocache')
+      ? { redis: base.slice(0, -'#nocache'.length), cachedClients: 0 }
+      : { redis: base };
   const clients: ProxyOptions['clients'] =
     mode === 'off'
       ? undefined
@@ -36,7 +40,8 @@ if (role === 'stub') {
           observeInputs: !base.endsWith('-noinputs'),
           ...(above ? { cohort: 'ip', population: {}, fingerprints: {}, probationTier: 'argmax' } : {}),
         };
-  url = (await startDefenseProxy({ upstream, defense: 'rounding:decimals=3', timeoutMs: 10_000, clients, ...(above ? { tiers: { argmax: 'argmax' } } : {}) })).url;
+  url = (await startDefenseProxy({ upstream, defense: 'rounding:decimals=3', timeoutMs: 10_000, clients, ...(above ? { tiers: { argmax: 'argmax' } } : {}) }))
+    .url;
 }
 process.on('SIGINT', () => process.exit(0));
 process.on('message', (message: { type: string }) => {

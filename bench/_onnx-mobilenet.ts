@@ -19,7 +19,12 @@ export function mobilenetV2Onnx(classes = 5): Uint8Array {
     initializers.push({ name: `w${n}`, dims: [cout, cin / groups, kernel, kernel], data: new Float32Array((cout * cin * kernel * kernel) / groups) });
     initializers.push({ name: `b${n}`, dims: [cout], data: new Float32Array(cout) });
     const pad = (kernel - 1) / 2;
-    nodes.push({ op: 'Conv', inputs: [input, `w${n}`, `b${n}`], outputs: [`c${n}`], attributes: { kernel_shape: [kernel, kernel], strides: [stride, stride], pads: [pad, pad, pad, pad], group: groups } });
+    nodes.push({
+      op: 'Conv',
+      inputs: [input, `w${n}`, `b${n}`],
+      outputs: [`c${n}`],
+      attributes: { kernel_shape: [kernel, kernel], strides: [stride, stride], pads: [pad, pad, pad, pad], group: groups },
+    });
     if (!relu6) return `c${n}`;
     nodes.push({ op: 'Clip', inputs: [`c${n}`, 'zero', 'six'], outputs: [`r${n}`] });
     return `r${n}`;
@@ -35,7 +40,15 @@ export function mobilenetV2Onnx(classes = 5): Uint8Array {
   };
   let x = conv('x', 3, 32, 3, 2, 1, true);
   let channels = 32;
-  const table: [number, number, number, number][] = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]];
+  const table: [number, number, number, number][] = [
+    [1, 16, 1, 1],
+    [6, 24, 2, 2],
+    [6, 32, 3, 2],
+    [6, 64, 4, 2],
+    [6, 96, 3, 1],
+    [6, 160, 3, 2],
+    [6, 320, 1, 1],
+  ];
   for (const [t, c, n, s] of table) {
     for (let i = 0; i < n; i++) {
       const stride = i === 0 ? s : 1;
@@ -56,5 +69,10 @@ export function mobilenetV2Onnx(classes = 5): Uint8Array {
   nodes.push({ op: 'Flatten', inputs: ['pooled'], outputs: ['flat'] });
   x = dense(dense(dense('flat', 1280, 256, true), 256, 128, true), 128, classes, false);
   nodes.push({ op: 'Softmax', inputs: [x], outputs: ['probs'], attributes: { axis: 1 } });
-  return writeOnnxModel({ inputs: [{ name: 'x', shape: ['batch', 3, 224, 224] }], outputs: [{ name: 'probs', shape: ['batch', classes] }], nodes, initializers });
+  return writeOnnxModel({
+    inputs: [{ name: 'x', shape: ['batch', 3, 224, 224] }],
+    outputs: [{ name: 'probs', shape: ['batch', classes] }],
+    nodes,
+    initializers,
+  });
 }

@@ -76,6 +76,10 @@ for (const k of ks) {
     const defense = parseDefense(spec, { noiseSecret: 'bench' });
     const perRow = measure(() => defense.apply(batch, ctx));
     if (spec === 'none') baseline = perRow;
-    console.log(`${spec.padEnd(36)} ${perRow.toFixed(3).padStart(10)} ${Math.round(1e6 / perRow).toLocaleString('en-US').padStart(12)} ${(perRow / baseline).toFixed(1).padStart(8)}`);
+    console.log(
+      `${spec.padEnd(36)} ${perRow.toFixed(3).padStart(10)} ${Math.round(1e6 / perRow)
+        .toLocaleString('en-US')
+        .padStart(12)} ${(perRow / baseline).toFixed(1).padStart(8)}`,
+    );
   }
 }

@@ -42,7 +42,9 @@ for (const spec of specs) {
     start = performance.now();
     await inferAll(client, x, rows, features, requestRows);
     const rate = rows / ((performance.now() - start) / 1000);
-    console.log(`${`through the endpoint, ${spec}`.padEnd(40)} ${rate.toFixed(0).padStart(8)} images/s  (${(rate / baseline).toFixed(2)}× the in-process forward)`);
+    console.log(
+      `${`through the endpoint, ${spec}`.padEnd(40)} ${rate.toFixed(0).padStart(8)} images/s  (${(rate / baseline).toFixed(2)}× the in-process forward)`,
+    );
   } finally {
     await endpoint.close();
   }

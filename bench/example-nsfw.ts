@@ -54,7 +54,14 @@ interface Started {
 
 function start(config: Config): Promise<Started> {
   return new Promise((resolve, reject) => {
-    const env = { ...process.env, PORT: '0', DEFENSE: config.defense, SURROGATE_THREAD: config.surrogateThread ? '1' : '0', VICTIM_THREAD: config.victimThread ? '1' : '0', SURROGATE_ENGINE: config.engine ?? 'tfjs' };
+    const env = {
+      ...process.env,
+      PORT: '0',
+      DEFENSE: config.defense,
+      SURROGATE_THREAD: config.surrogateThread ? '1' : '0',
+      VICTIM_THREAD: config.victimThread ? '1' : '0',
+      SURROGATE_ENGINE: config.engine ?? 'tfjs',
+    };
     const proc = spawn(process.execPath, ['--import', 'tsx', server], { env, stdio: ['ignore', 'pipe', 'inherit'] });
     proc.once('error', reject);
     proc.once('exit', (code) => reject(new Error(`${config.label} server exited with ${code}`)));
@@ -83,8 +90,11 @@ async function scrape(url: string): Promise<{ lagP99: number; cpu: number }> {
 }
 
 const raw = Buffer.alloc(224 * 224 * 3);
-for (let y = 0; y < 224; y++) for (let x = 0; x < 224; x++) raw.set([(x * 255) / 224, (y * 255) / 224, (x * y + ((x * 7) ^ (y * 13))) & 255], (y * 224 + x) * 3);
-const jpeg = await sharp(raw, { raw: { width: 224, height: 224, channels: 3 } }).jpeg({ quality: 90 }).toBuffer();
+for (let y = 0; y < 224; y++)
+  for (let x = 0; x < 224; x++) raw.set([(x * 255) / 224, (y * 255) / 224, (x * y + ((x * 7) ^ (y * 13))) & 255], (y * 224 + x) * 3);
+const jpeg = await sharp(raw, { raw: { width: 224, height: 224, channels: 3 } })
+  .jpeg({ quality: 90 })
+  .toBuffer();
 const body = JSON.stringify({ instances: [{ b64: jpeg.toString('base64') }] });
 const post = { method: 'POST' as const, headers: { 'content-type': 'application/json' }, body };
 
@@ -97,8 +107,12 @@ try {
   const cpuPerImage: number[][] = CONFIGS.map(() => []);
   const latencyMean: number[][] = CONFIGS.map(() => []);
   const loopP99: number[][] = CONFIGS.map(() => []);
-  console.log('\nS thread: the surrogate in a worker thread; V thread: the victim too (SURROGATE_THREAD=1, VICTIM_THREAD=1); onnx: the surrogate converted to ONNX and run by onnxruntime-node (SURROGATE_ENGINE=onnx), else on TF.js like the victim');
-  console.log(`\n${'configuration'.padEnd(20)} ${'clients'.padStart(7)} ${'req/s'.padStart(7)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'loop p99'.padStart(9)} ${'CPU ms/img'.padStart(10)} ${'answered'.padStart(8)} ${'non-2xx'.padStart(7)}`);
+  console.log(
+    '\nS thread: the surrogate in a worker thread; V thread: the victim too (SURROGATE_THREAD=1, VICTIM_THREAD=1); onnx: the surrogate converted to ONNX and run by onnxruntime-node (SURROGATE_ENGINE=onnx), else on TF.js like the victim',
+  );
+  console.log(
+    `\n${'configuration'.padEnd(20)} ${'clients'.padStart(7)} ${'req/s'.padStart(7)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'loop p99'.padStart(9)} ${'CPU ms/img'.padStart(10)} ${'answered'.padStart(8)} ${'non-2xx'.padStart(7)}`,
+  );
   for (const connections of CONCURRENCY) {
     for (const [d, s] of servers.entries()) {
       const before = await scrape(s.url);
@@ -118,7 +132,9 @@ try {
   for (const [mad, none] of RATIOS) {
     console.log(`  ${CONFIGS[mad].label} / ${CONFIGS[none].label}:`);
     for (const [i, connections] of CONCURRENCY.entries()) {
-      console.log(`    ${String(connections).padStart(2)} client(s): server CPU ${(cpuPerImage[mad][i] / cpuPerImage[none][i]).toFixed(2)}×, mean latency ${(latencyMean[mad][i] / latencyMean[none][i]).toFixed(2)}×`);
+      console.log(
+        `    ${String(connections).padStart(2)} client(s): server CPU ${(cpuPerImage[mad][i] / cpuPerImage[none][i]).toFixed(2)}×, mean latency ${(latencyMean[mad][i] / latencyMean[none][i]).toFixed(2)}×`,
+      );
     }
   }
   console.log('\nevent-loop p99, worst over 1/8/32 clients:');

@@ -28,7 +28,13 @@ interface Measured {
 }
 const measured: Measured[] = [];
 const engines: { engine: TrainEngine; threads: number }[] = [{ engine: 'tfjs', threads: 1 }];
-if (await loadOnnxRuntime().then(() => true, () => false)) engines.push({ engine: 'onnxruntime', threads: 1 }, { engine: 'onnxruntime', threads: availableParallelism() });
+if (
+  await loadOnnxRuntime().then(
+    () => true,
+    () => false,
+  )
+)
+  engines.push({ engine: 'onnxruntime', threads: 1 }, { engine: 'onnxruntime', threads: availableParallelism() });
 else console.log('onnxruntime-node: not installed, tfjs only');
 for (const { engine, threads } of engines) {
   const model = createModel({ arch: 'cnn', inputShape: [784], classes: 10, seed: 1 });
@@ -55,8 +61,18 @@ if (!existsSync(python)) {
       console.log(`PyTorch: failed (${(run.stderr || run.stdout).trim().split('\n').pop()})`);
       break;
     }
-    const { imagesPerSecond, imagesPerCpuSecond, threads: used, version } = JSON.parse(run.stdout.trim().split('\n').pop()!) as { imagesPerSecond: number; imagesPerCpuSecond: number; threads: number; version: string };
-    console.log(`PyTorch ${version} (${used} thread${used === 1 ? '' : 's'}): ${imagesPerSecond.toFixed(0)} img/s wall, ${imagesPerCpuSecond.toFixed(0)} img/CPU-s`);
-    for (const m of measured) console.log(`  ${m.label} / PyTorch ${used} thread${used === 1 ? '' : 's'}: ${(m.wall / imagesPerSecond).toFixed(2)}× wall, ${(m.cpu / imagesPerCpuSecond).toFixed(2)}× CPU`);
+    const {
+      imagesPerSecond,
+      imagesPerCpuSecond,
+      threads: used,
+      version,
+    } = JSON.parse(run.stdout.trim().split('\n').pop()!) as { imagesPerSecond: number; imagesPerCpuSecond: number; threads: number; version: string };
+    console.log(
+      `PyTorch ${version} (${used} thread${used === 1 ? '' : 's'}): ${imagesPerSecond.toFixed(0)} img/s wall, ${imagesPerCpuSecond.toFixed(0)} img/CPU-s`,
+    );
+    for (const m of measured)
+      console.log(
+        `  ${m.label} / PyTorch ${used} thread${used === 1 ? '' : 's'}: ${(m.wall / imagesPerSecond).toFixed(2)}× wall, ${(m.cpu / imagesPerCpuSecond).toFixed(2)}× CPU`,
+      );
   }
 }

@@ -28,7 +28,9 @@ try {
     const cached = await seconds(() => loadDataset(name));
     const baseline = await seconds(() => new Float32Array(70000 * 784).fill(0));
     const slice = await seconds(() => loadDataset(name, { limit: { train: 5000, test: 1000 } }));
-    console.log(`${name}: cached load ${cached.toFixed(2)} s (70k × 784 float32; allocating and touching that memory alone ${baseline.toFixed(2)} s); first 5k/1k rows ${slice.toFixed(3)} s`);
+    console.log(
+      `${name}: cached load ${cached.toFixed(2)} s (70k × 784 float32; allocating and touching that memory alone ${baseline.toFixed(2)} s); first 5k/1k rows ${slice.toFixed(3)} s`,
+    );
   }
 } finally {
   rmSync(scratch, { recursive: true, force: true });

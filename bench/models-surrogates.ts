@@ -95,11 +95,15 @@ wasmSurrogate.dispose();
 started = performance.now();
 const onnxBytes = mobilenetV2Onnx();
 const onnx = await loadSurrogate({ onnx: onnxBytes, reinit: 1 });
-log(`ONNX MobileNetV2-sized model: ${(onnxBytes.length / 1e6).toFixed(1)} MB written, re-initialised and loaded in ${(performance.now() - started).toFixed(0)} ms`);
+log(
+  `ONNX MobileNetV2-sized model: ${(onnxBytes.length / 1e6).toFixed(1)} MB written, re-initialised and loaded in ${(performance.now() - started).toFixed(0)} ms`,
+);
 await onnx.probsAsync(images(1), 1);
 for (const batch of [1, 8, 32]) {
   const ms = await msPerImage(onnx, batch, batch === 1 ? 5 : 1);
-  log(`onnxruntime-node MobileNetV2-sized batch ${String(batch).padStart(2)}: ${ms.toFixed(1)} ms/image (${(wasm[batch] / ms).toFixed(1)}× faster than tfjs-wasm)`);
+  log(
+    `onnxruntime-node MobileNetV2-sized batch ${String(batch).padStart(2)}: ${ms.toFixed(1)} ms/image (${(wasm[batch] / ms).toFixed(1)}× faster than tfjs-wasm)`,
+  );
 }
 onnx.dispose();
 // nsfwjs's own MobileNetV2 topology, re-initialised on TF.js and converted (engine 'onnx'), with onnxruntime's default threads and with 1.
@@ -113,7 +117,9 @@ for (const threads of [undefined, 1]) {
     const ms = await msPerImage(converted, batch, batch === 1 ? 5 : 1);
     const cpu = process.cpuUsage(cpuBefore);
     const cpuMs = (cpu.user + cpu.system) / 1000 / (batch * (batch === 1 ? 5 : 1));
-    log(`engine onnx${threads ? ' 1 thread' : ''} MobileNetV2 batch ${String(batch).padStart(2)}: ${ms.toFixed(1)} ms/image, CPU ${cpuMs.toFixed(1)} ms/image (${(wasm[batch] / ms).toFixed(1)}× faster than tfjs-wasm)`);
+    log(
+      `engine onnx${threads ? ' 1 thread' : ''} MobileNetV2 batch ${String(batch).padStart(2)}: ${ms.toFixed(1)} ms/image, CPU ${cpuMs.toFixed(1)} ms/image (${(wasm[batch] / ms).toFixed(1)}× faster than tfjs-wasm)`,
+    );
   }
   converted.dispose();
 }
@@ -127,10 +133,14 @@ for (const chunk of [1, 8]) {
 // Gram matrices (jacobian=full) on a small functional model
 function smallFunctional(): tf.LayersModel {
   const input = tf.input({ shape: [16, 16, 3] });
-  let x = tf.layers.conv2d({ filters: 8, kernelSize: 3, strides: 2, padding: 'same', kernelInitializer: tf.initializers.heUniform({ seed: 1 }) }).apply(input) as tf.SymbolicTensor;
+  let x = tf.layers
+    .conv2d({ filters: 8, kernelSize: 3, strides: 2, padding: 'same', kernelInitializer: tf.initializers.heUniform({ seed: 1 }) })
+    .apply(input) as tf.SymbolicTensor;
   x = tf.layers.batchNormalization().apply(x) as tf.SymbolicTensor;
   x = tf.layers.reLU({ maxValue: 6 }).apply(x) as tf.SymbolicTensor;
-  const branch = tf.layers.depthwiseConv2d({ kernelSize: 3, padding: 'same', depthwiseInitializer: tf.initializers.heUniform({ seed: 2 }) }).apply(x) as tf.SymbolicTensor;
+  const branch = tf.layers
+    .depthwiseConv2d({ kernelSize: 3, padding: 'same', depthwiseInitializer: tf.initializers.heUniform({ seed: 2 }) })
+    .apply(x) as tf.SymbolicTensor;
   x = tf.layers.add().apply([x, branch]) as tf.SymbolicTensor;
   x = tf.layers.globalAveragePooling2d({}).apply(x) as tf.SymbolicTensor;
   const out = tf.layers.dense({ units: 10, kernelInitializer: tf.initializers.glorotUniform({ seed: 3 }) }).apply(x) as tf.SymbolicTensor;
@@ -150,6 +160,8 @@ for (const backend of ['wasm', 'cpu'] as const) {
   await surrogate.gramAsync!(x, rows);
   const gram = (performance.now() - started) / rows;
   const params = (surrogate as unknown as { model: tf.LayersModel }).model.countParams();
-  log(`tfjs-${backend}  Gram (K=10, ${params} parameters) ${gram.toFixed(1)} ms/image, forward ${forward.toFixed(2)} ms/image (baseline): ${(gram / forward).toFixed(0)}×`);
+  log(
+    `tfjs-${backend}  Gram (K=10, ${params} parameters) ${gram.toFixed(1)} ms/image, forward ${forward.toFixed(2)} ms/image (baseline): ${(gram / forward).toFixed(0)}×`,
+  );
   surrogate.dispose();
 }

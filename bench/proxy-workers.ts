@@ -42,7 +42,11 @@ function startChild(role: 'stub' | 'proxy', upstream = '', defense = ''): Promis
 /** `msd proxy` as a user runs it; resolves with its URL once every worker listens. */
 function startProxy(upstream: string, workers: number, extra: string[]): Promise<{ process: ChildProcess; url: string }> {
   return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'proxy', '-u', upstream, '--workers', String(workers), '--port', '0', '--log-level', 'warn', ...extra], { cwd: root, stdio: ['ignore', 'inherit', 'pipe'] });
+    const proc = spawn(
+      process.execPath,
+      ['--import', 'tsx', 'src/cli/main.ts', 'proxy', '-u', upstream, '--workers', String(workers), '--port', '0', '--log-level', 'warn', ...extra],
+      { cwd: root, stdio: ['ignore', 'inherit', 'pipe'] },
+    );
     let stderr = '';
     proc.stderr!.on('data', (c: Buffer) => {
       stderr += c;
@@ -76,13 +80,17 @@ try {
     ['rounding:decimals=3', ['-d', 'rounding:decimals=3']],
     ['mad-argmax:eps=0.8', ['-d', 'mad-argmax:eps=0.8', '--surrogate', surrogateDir, '--input-scale', String(1 / 255)]],
   ];
-  console.log(`proxy-workers: ${connections} connections, ${seconds}s per run, ${cpus().length} cores, node ${process.version}; one 784-pixel UINT8 image per request, K = 10`);
+  console.log(
+    `proxy-workers: ${connections} connections, ${seconds}s per run, ${cpus().length} cores, node ${process.version}; one 784-pixel UINT8 image per request, K = 10`,
+  );
   const stub = await startChild('stub');
   try {
     await load(stub.url, 1);
     const direct = await load(stub.url, seconds);
     const line = (name: string, f: Awaited<ReturnType<typeof load>>) =>
-      console.log(`${name.padEnd(46)} ${f.rps.toFixed(0).padStart(8)} ${f.p50.toFixed(0).padStart(6)} ${f.p99.toFixed(0).padStart(6)} ${(f.rps / direct.rps).toFixed(3).padStart(8)} ${String(f.failed).padStart(7)}`);
+      console.log(
+        `${name.padEnd(46)} ${f.rps.toFixed(0).padStart(8)} ${f.p50.toFixed(0).padStart(6)} ${f.p99.toFixed(0).padStart(6)} ${(f.rps / direct.rps).toFixed(3).padStart(8)} ${String(f.failed).padStart(7)}`,
+      );
     console.log(`${'route'.padEnd(46)} ${'req/s'.padStart(8)} ${'p50'.padStart(6)} ${'p99'.padStart(6)} ${'×direct'.padStart(8)} ${'failed'.padStart(7)}`);
     line('direct (stub upstream)', direct);
     for (const [name, extra] of defenses) {

@@ -30,7 +30,8 @@ const child = fileURLToPath(new URL('./_batching-child.ts', import.meta.url));
 const PATH = '/v2/models/mnist/infer';
 const MAD = 'mad-argmax:eps=0.8';
 
-const bodyOf = (rows: number) => JSON.stringify({ inputs: [{ name: 'image', shape: [rows, 784], datatype: 'UINT8', data: Array.from({ length: rows * 784 }, (_, i) => (i * 37) % 256) }] });
+const bodyOf = (rows: number) =>
+  JSON.stringify({ inputs: [{ name: 'image', shape: [rows, 784], datatype: 'UINT8', data: Array.from({ length: rows * 784 }, (_, i) => (i * 37) % 256) }] });
 const small = bodyOf(1);
 const large = bodyOf(largeRows);
 
@@ -42,7 +43,10 @@ interface Started {
 
 function start(mode: Mode, defense: string, windowMs?: number): Promise<Started> {
   return new Promise((resolve, reject) => {
-    const proc = fork(child, [mode, defense, ...(windowMs === undefined ? [] : [String(windowMs)])], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const proc = fork(child, [mode, defense, ...(windowMs === undefined ? [] : [String(windowMs)])], {
+      execArgv: ['--import', 'tsx'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
     proc.once('error', reject);
     proc.once('exit', (code) => reject(new Error(`${mode} server exited with ${code}`)));
     proc.on('message', (m: { type: string; url?: string }) => m.type === 'ready' && resolve({ process: proc, url: m.url! }));
@@ -70,10 +74,14 @@ function lagOf(started: Started): Promise<{ p50: number; p99: number; max: numbe
 function post(url: string, body: string, sent?: () => void): Promise<{ status: number; ms: number }> {
   return new Promise((resolve, reject) => {
     const began = performance.now();
-    const req = http.request(url + PATH, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }, agent: false }, (res) => {
-      res.resume();
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, ms: performance.now() - began }));
-    });
+    const req = http.request(
+      url + PATH,
+      { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }, agent: false },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, ms: performance.now() - began }));
+      },
+    );
     req.once('error', reject);
     req.end(body, sent);
   });
@@ -82,7 +90,9 @@ function post(url: string, body: string, sent?: () => void): Promise<{ status: n
 const fmt = (v: number, digits = 0) => v.toFixed(digits).padStart(7);
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
-console.log(`server-batching: node ${process.version}; demo server in a child process; large request ${largeRows} rows (${(large.length / 2 ** 20).toFixed(1)} MiB of JSON), small request 1 row`);
+console.log(
+  `server-batching: node ${process.version}; demo server in a child process; large request ${largeRows} rows (${(large.length / 2 ** 20).toFixed(1)} MiB of JSON), small request 1 row`,
+);
 
 // Both modes run side by side and take turns, so that a change in the shared machine's load weighs on both alike.
 const servers: Record<Mode, Started> = { sync: await start('sync', MAD), batched: await start('batched', MAD) };
@@ -116,14 +126,22 @@ try {
         stall[mode].push(one.ms);
       }
     }
-    console.log(`${String(offset).padStart(9)} │ ${fmt(median(smalls.sync)).padStart(10)} ${fmt(median(larges.sync))} │ ${fmt(median(smalls.batched)).padStart(13)} ${fmt(median(larges.batched))}`);
+    console.log(
+      `${String(offset).padStart(9)} │ ${fmt(median(smalls.sync)).padStart(10)} ${fmt(median(larges.sync))} │ ${fmt(median(smalls.batched)).padStart(13)} ${fmt(median(larges.batched))}`,
+    );
   }
-  console.log(`one-row request alone (median of 20): sync ${median(alone.sync).toFixed(1)} ms, batched ${median(alone.batched).toFixed(1)} ms (a lone request does not wait for the window)`);
-  console.log(`during a large one, all offsets: median sync ${median(stall.sync).toFixed(0)} ms → batched ${median(stall.batched).toFixed(0)} ms (${(median(stall.sync) / median(stall.batched)).toFixed(1)}× shorter); worst ${Math.max(...stall.sync).toFixed(0)} → ${Math.max(...stall.batched).toFixed(0)} ms`);
+  console.log(
+    `one-row request alone (median of 20): sync ${median(alone.sync).toFixed(1)} ms, batched ${median(alone.batched).toFixed(1)} ms (a lone request does not wait for the window)`,
+  );
+  console.log(
+    `during a large one, all offsets: median sync ${median(stall.sync).toFixed(0)} ms → batched ${median(stall.batched).toFixed(0)} ms (${(median(stall.sync) / median(stall.batched)).toFixed(1)}× shorter); worst ${Math.max(...stall.sync).toFixed(0)} → ${Math.max(...stall.batched).toFixed(0)} ms`,
+  );
 
   // 2. Event-loop delay.
   console.log(`\n2. event-loop delay in the server (ms) and client latency (ms) under 32 one-row clients, ${seconds}s each (${MAD})`);
-  console.log(`${'mode'.padEnd(8)} ${'load'.padEnd(30)} ${'loop p50'.padStart(8)} ${'loop p99'.padStart(8)} ${'loop max'.padStart(8)} │ ${'req/s'.padStart(7)} ${'p50'.padStart(7)} ${'p99'.padStart(7)} │ large done`);
+  console.log(
+    `${'mode'.padEnd(8)} ${'load'.padEnd(30)} ${'loop p50'.padStart(8)} ${'loop p99'.padStart(8)} ${'loop max'.padStart(8)} │ ${'req/s'.padStart(7)} ${'p50'.padStart(7)} ${'p99'.padStart(7)} │ large done`,
+  );
   for (const withLarge of [false, true]) {
     for (const mode of MODES) {
       const server = servers[mode];
@@ -137,12 +155,21 @@ try {
           largeDone++;
         }
       })();
-      const result = await autocannon({ url: server.url + PATH, method: 'POST', headers: { 'content-type': 'application/json' }, body: small, connections: 32, duration: seconds });
+      const result = await autocannon({
+        url: server.url + PATH,
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: small,
+        connections: 32,
+        duration: seconds,
+      });
       running = false;
       const lag = await lagOf(server);
       await background;
       const load = withLarge ? `32 clients + ${largeRows}-row client` : '32 clients';
-      console.log(`${mode.padEnd(8)} ${load.padEnd(30)} ${fmt(lag.p50, 1).padStart(8)} ${fmt(lag.p99, 1).padStart(8)} ${fmt(lag.max, 1).padStart(8)} │ ${fmt(result.requests.average)} ${fmt(result.latency.p50)} ${fmt(result.latency.p99)} │ ${withLarge ? largeDone : '-'}${result.non2xx ? ` (${result.non2xx} non-2xx)` : ''}`);
+      console.log(
+        `${mode.padEnd(8)} ${load.padEnd(30)} ${fmt(lag.p50, 1).padStart(8)} ${fmt(lag.p99, 1).padStart(8)} ${fmt(lag.max, 1).padStart(8)} │ ${fmt(result.requests.average)} ${fmt(result.latency.p50)} ${fmt(result.latency.p99)} │ ${withLarge ? largeDone : '-'}${result.non2xx ? ` (${result.non2xx} non-2xx)` : ''}`,
+      );
     }
   }
 } finally {
@@ -151,20 +178,36 @@ try {
 
 // 3. Throughput: every configuration started, then measured in turn at each concurrency.
 console.log(`\n3. throughput, one-row requests, req/s (autocannon mean over ${seconds}s), p99 ms in brackets`);
-const configs = [['none', 'sync'], ['none', 'batched', 2], ['none', 'batched', 0], [MAD, 'sync'], [MAD, 'batched', 2], [MAD, 'batched', 0]] as [string, Mode, number?][];
+const configs = [
+  ['none', 'sync'],
+  ['none', 'batched', 2],
+  ['none', 'batched', 0],
+  [MAD, 'sync'],
+  [MAD, 'batched', 2],
+  [MAD, 'batched', 0],
+] as [string, Mode, number?][];
 const started: Started[] = [];
 try {
   for (const [defense, mode, windowMs] of configs) started.push(await start(mode, defense, windowMs));
   const cells: string[][] = configs.map(() => []);
-  for (const server of started) await autocannon({ url: server.url + PATH, method: 'POST', headers: { 'content-type': 'application/json' }, body: small, connections: 8, duration: 1 });
+  for (const server of started)
+    await autocannon({ url: server.url + PATH, method: 'POST', headers: { 'content-type': 'application/json' }, body: small, connections: 8, duration: 1 });
   for (const connections of [1, 8, 32]) {
     for (const [i, server] of started.entries()) {
-      const r = await autocannon({ url: server.url + PATH, method: 'POST', headers: { 'content-type': 'application/json' }, body: small, connections, duration: seconds });
+      const r = await autocannon({
+        url: server.url + PATH,
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: small,
+        connections,
+        duration: seconds,
+      });
       cells[i].push(`${r.requests.average.toFixed(0)} (${r.latency.p99})`.padStart(16));
     }
   }
   console.log(`${'defense / mode'.padEnd(28)} ${[1, 8, 32].map((c) => `${c} client${c > 1 ? 's' : ''}`.padStart(16)).join('')}`);
-  for (const [i, [defense, mode, windowMs]] of configs.entries()) console.log(`${`${defense} ${mode}${windowMs === undefined ? '' : ` ${windowMs} ms`}`.padEnd(28)} ${cells[i].join('')}`);
+  for (const [i, [defense, mode, windowMs]] of configs.entries())
+    console.log(`${`${defense} ${mode}${windowMs === undefined ? '' : ` ${windowMs} ms`}`.padEnd(28)} ${cells[i].join('')}`);
 } finally {
   started.forEach(stop);
 }

@@ -78,7 +78,13 @@ async function load(target: Started, duration: number): Promise<{ rps: number; p
     ],
   });
   const cpu = (await cpuOf(target)) - cpuBefore;
-  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, failed: result.errors + result.timeouts + result.non2xx, cpuPerRequest: cpu / Math.max(1, result.requests.total) };
+  return {
+    rps: result.requests.average,
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    failed: result.errors + result.timeouts + result.non2xx,
+    cpuPerRequest: cpu / Math.max(1, result.requests.total),
+  };
 }
 
 const redis = await startRedis();
@@ -94,7 +100,9 @@ const ALL_MODES: [string, string, string][] = [
 ];
 const wanted = (args.get('modes') ?? ALL_MODES.map((m) => m[1]).join(',')).split(',');
 const MODES: [string, string][] = ALL_MODES.filter(([, key]) => key === 'off' || wanted.includes(key)).map(([label, , mode]) => [label, mode]);
-console.log(`server-detection: proxy rounding:decimals=3 in front of a stub, ${connections} connections, ${rounds} rounds of ${seconds}s per mode, ${clientCount} API keys, node ${process.version}`);
+console.log(
+  `server-detection: proxy rounding:decimals=3 in front of a stub, ${connections} connections, ${rounds} rounds of ${seconds}s per mode, ${clientCount} API keys, node ${process.version}`,
+);
 const proxies: Started[] = [];
 try {
   for (const [, mode] of MODES) proxies.push(await start('proxy', upstream.url, mode));
@@ -104,13 +112,23 @@ try {
     for (let m = 0; m < MODES.length; m++) figures[m].push(await load(proxies[m], seconds));
   }
   const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
-  console.log(`${'detection'.padEnd(20)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'×off'.padStart(6)} ${'cpu µs/req'.padStart(11)} ${'cpu ×off'.padStart(9)} failed   (medians over rounds; ×off per round, then the median)`);
+  console.log(
+    `${'detection'.padEnd(20)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'×off'.padStart(6)} ${'cpu µs/req'.padStart(11)} ${'cpu ×off'.padStart(9)} failed   (medians over rounds; ×off per round, then the median)`,
+  );
   for (let m = 0; m < MODES.length; m++) {
     const f = figures[m];
     const ratio = median(f.map((x, r) => x.rps / figures[0][r].rps));
     const cpuRatio = median(f.map((x, r) => figures[0][r].cpuPerRequest / x.cpuPerRequest));
     console.log(
-      `${MODES[m][0].padEnd(20)} ${median(f.map((x) => x.rps)).toFixed(0).padStart(8)} ${median(f.map((x) => x.p50)).toFixed(1).padStart(7)} ${median(f.map((x) => x.p99)).toFixed(1).padStart(7)} ${ratio.toFixed(3).padStart(6)} ${median(f.map((x) => x.cpuPerRequest)).toFixed(0).padStart(11)} ${cpuRatio.toFixed(3).padStart(9)} ${f.reduce((a, x) => a + x.failed, 0)}`,
+      `${MODES[m][0].padEnd(20)} ${median(f.map((x) => x.rps))
+        .toFixed(0)
+        .padStart(8)} ${median(f.map((x) => x.p50))
+        .toFixed(1)
+        .padStart(7)} ${median(f.map((x) => x.p99))
+        .toFixed(1)
+        .padStart(7)} ${ratio.toFixed(3).padStart(6)} ${median(f.map((x) => x.cpuPerRequest))
+        .toFixed(0)
+        .padStart(11)} ${cpuRatio.toFixed(3).padStart(9)} ${f.reduce((a, x) => a + x.failed, 0)}`,
     );
   }
 } finally {

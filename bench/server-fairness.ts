@@ -46,7 +46,10 @@ const child = fileURLToPath(new URL('./_fairness-child.ts', import.meta.url));
 const PATH = '/v2/models/cifar/infer';
 const WIDTH = 32 * 32 * 3;
 
-const bodyOf = (rows: number) => JSON.stringify({ inputs: [{ name: 'image', shape: [rows, 32, 32, 3], datatype: 'FP32', data: Array.from({ length: rows * WIDTH }, (_, i) => ((i * 37) % 256) / 256) }] });
+const bodyOf = (rows: number) =>
+  JSON.stringify({
+    inputs: [{ name: 'image', shape: [rows, 32, 32, 3], datatype: 'FP32', data: Array.from({ length: rows * WIDTH }, (_, i) => ((i * 37) % 256) / 256) }],
+  });
 const small = bodyOf(1);
 const large = bodyOf(largeRows);
 
@@ -98,11 +101,21 @@ const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
 function post(url: string, body: string): Promise<{ status: number; ms: number; error?: string }> {
   return new Promise((resolve, reject) => {
     const began = performance.now();
-    const req = http.request(url + PATH, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }, agent }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => res.statusCode !== 200 && chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, ms: performance.now() - began, ...(res.statusCode === 200 ? {} : { error: Buffer.concat(chunks).toString('utf8').slice(0, 300) }) }));
-    });
+    const req = http.request(
+      url + PATH,
+      { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }, agent },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => res.statusCode !== 200 && chunks.push(c));
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            ms: performance.now() - began,
+            ...(res.statusCode === 200 ? {} : { error: Buffer.concat(chunks).toString('utf8').slice(0, 300) }),
+          }),
+        );
+      },
+    );
     req.once('error', reject);
     req.end(body);
   });
@@ -115,7 +128,8 @@ const median = (values: number[]) => quantile(values, 0.5);
 /** A checkout to compare with: the fairness child is copied into its bench/ so that it imports that checkout's sources. */
 function beforeChild(dir: string): string {
   const root = resolvePath(dir);
-  if (!existsSync(join(root, 'src/server/proxy.ts')) || !existsSync(join(root, 'node_modules'))) throw new Error(`--before ${dir}: expected a checkout with src/server/proxy.ts and node_modules`);
+  if (!existsSync(join(root, 'src/server/proxy.ts')) || !existsSync(join(root, 'node_modules')))
+    throw new Error(`--before ${dir}: expected a checkout with src/server/proxy.ts and node_modules`);
   mkdirSync(join(root, 'bench'), { recursive: true });
   const copy = join(root, 'bench', '_fairness-child.ts');
   copyFileSync(child, copy);
@@ -211,10 +225,21 @@ try {
     for (const [name, script] of checkouts) {
       const server = await start(script, ['proxy', upstream.url, mode, surrogateDir]);
       servers.push(server);
-      variants.push({ label: `${name}, ${mode === 'main' ? 'main thread' : 'worker thread'}`, server, small: [], alone: [], large: [], chunks: [], overtaken: [], perChunk: [] });
+      variants.push({
+        label: `${name}, ${mode === 'main' ? 'main thread' : 'worker thread'}`,
+        server,
+        small: [],
+        alone: [],
+        large: [],
+        chunks: [],
+        overtaken: [],
+        perChunk: [],
+      });
     }
   }
-  console.log(`server-fairness: node ${process.version}; conv surrogate 32×32×3 → 2×conv3×3(64) → 10, mad-argmax, 32 rows per pass; large request ${largeRows} images (${(large.length / 2 ** 20).toFixed(1)} MiB of JSON), small 1 image; ${trials} trials per mode`);
+  console.log(
+    `server-fairness: node ${process.version}; conv surrogate 32×32×3 → 2×conv3×3(64) → 10, mad-argmax, 32 rows per pass; large request ${largeRows} images (${(large.length / 2 ** 20).toFixed(1)} MiB of JSON), small 1 image; ${trials} trials per mode`,
+  );
 
   // Warm-up: kernels, the worker threads, and two keep-alive connections per proxy (a connection
   // accepted during a chunk computed in the main thread is read one chunk later: not measured here).
@@ -228,17 +253,28 @@ try {
     for (const v of variants) v.alone.push((await post(v.server.url, small)).ms);
   }
   for (const v of variants) await passesOf(v.server); // (drained)
-  for (let t = 0; t < trials; t++) for (const v of variants) await trial(v, v.chunks.length ? median(v.chunks) : 150, timeline === 'all' || (timeline === 'last' && t === trials - 1));
+  for (let t = 0; t < trials; t++)
+    for (const v of variants) await trial(v, v.chunks.length ? median(v.chunks) : 150, timeline === 'all' || (timeline === 'last' && t === trials - 1));
 
   console.log(`one-image request straight to the stub upstream: median ${median(direct).toFixed(1)} ms`);
-  console.log(`\n${'proxy'.padEnd(24)} ${'chunk ms'.padStart(8)} │ ${'small during large, ms (× chunk)'.padEnd(44)} ${'n'.padStart(4)} │ ${'÷ its chunk'.padStart(13)} │ ${'chunks started'.padStart(14)} │ ${'alone'.padStart(6)} │ ${'large ms (× 8 chunks)'.padStart(22)}`);
-  console.log(`${''.padEnd(24)} ${''.padStart(8)} │ ${'median'.padStart(14)} ${'p95'.padStart(14)} ${'max'.padStart(14)} ${''.padStart(4)} │ ${'median'.padStart(6)} ${'max'.padStart(6)} │ ${'mean'.padStart(6)} ${'max'.padStart(7)} │ ${''.padStart(6)} │`);
+  console.log(
+    `\n${'proxy'.padEnd(24)} ${'chunk ms'.padStart(8)} │ ${'small during large, ms (× chunk)'.padEnd(44)} ${'n'.padStart(4)} │ ${'÷ its chunk'.padStart(13)} │ ${'chunks started'.padStart(14)} │ ${'alone'.padStart(6)} │ ${'large ms (× 8 chunks)'.padStart(22)}`,
+  );
+  console.log(
+    `${''.padEnd(24)} ${''.padStart(8)} │ ${'median'.padStart(14)} ${'p95'.padStart(14)} ${'max'.padStart(14)} ${''.padStart(4)} │ ${'median'.padStart(6)} ${'max'.padStart(6)} │ ${'mean'.padStart(6)} ${'max'.padStart(7)} │ ${''.padStart(6)} │`,
+  );
   const cell = (ms: number, chunk: number) => `${ms.toFixed(0)} (${(ms / chunk).toFixed(2)}×)`.padStart(14);
   for (const v of variants) {
     const chunk = median(v.chunks);
     const largeMs = median(v.large);
     console.log(
-      `${v.label.padEnd(24)} ${chunk.toFixed(0).padStart(8)} │ ${cell(median(v.small), chunk)} ${cell(quantile(v.small, 0.95), chunk)} ${cell(Math.max(...v.small), chunk)} ${String(v.small.length).padStart(4)} │ ${median(v.perChunk).toFixed(2).padStart(6)} ${Math.max(...v.perChunk).toFixed(2).padStart(6)} │ ${(v.overtaken.reduce((a, b) => a + b, 0) / v.overtaken.length).toFixed(2).padStart(6)} ${String(Math.max(...v.overtaken)).padStart(7)} │ ${median(v.alone).toFixed(1).padStart(6)} │ ${`${largeMs.toFixed(0)} (${(largeMs / ((chunk * largeRows) / 32)).toFixed(2)}×)`.padStart(22)}`,
+      `${v.label.padEnd(24)} ${chunk.toFixed(0).padStart(8)} │ ${cell(median(v.small), chunk)} ${cell(quantile(v.small, 0.95), chunk)} ${cell(Math.max(...v.small), chunk)} ${String(v.small.length).padStart(4)} │ ${median(v.perChunk).toFixed(2).padStart(6)} ${Math.max(
+        ...v.perChunk,
+      )
+        .toFixed(2)
+        .padStart(
+          6,
+        )} │ ${(v.overtaken.reduce((a, b) => a + b, 0) / v.overtaken.length).toFixed(2).padStart(6)} ${String(Math.max(...v.overtaken)).padStart(7)} │ ${median(v.alone).toFixed(1).padStart(6)} │ ${`${largeMs.toFixed(0)} (${(largeMs / ((chunk * largeRows) / 32)).toFixed(2)}×)`.padStart(22)}`,
     );
   }
 } finally {

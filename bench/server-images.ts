@@ -16,14 +16,21 @@ const args = new Map<string, string>();
 for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i].replace(/^--/, ''), process.argv[i + 1]);
 const budget = Number(args.get('seconds') ?? 2);
 
-const reader = createInputReader(resolveInputOptions({ image: { width: 224, height: 224, scale: 1 / 255, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] } }));
+const reader = createInputReader(
+  resolveInputOptions({ image: { width: 224, height: 224, scale: 1 / 255, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] } }),
+);
 const codec = kserveV2Codec();
 
 async function jpeg(width: number, height: number): Promise<string> {
   const raw = Buffer.alloc(width * height * 3);
   // Smooth gradients plus a little texture: a JPEG of photo-like size, not a flat one.
-  for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) raw.set([(x * 255) / width, (y * 255) / height, (x * y + ((x * 7) ^ (y * 13))) & 255], (y * width + x) * 3);
-  return (await sharp(raw, { raw: { width, height, channels: 3 } }).jpeg({ quality: 90 }).toBuffer()).toString('base64');
+  for (let y = 0; y < height; y++)
+    for (let x = 0; x < width; x++) raw.set([(x * 255) / width, (y * 255) / height, (x * y + ((x * 7) ^ (y * 13))) & 255], (y * width + x) * 3);
+  return (
+    await sharp(raw, { raw: { width, height, channels: 3 } })
+      .jpeg({ quality: 90 })
+      .toBuffer()
+  ).toString('base64');
 }
 
 /** Mean milliseconds per call of `work` (run repeatedly for about `budget` seconds, after a warm-up). */
@@ -44,22 +51,30 @@ const read = (text: string) => {
   return reader(found);
 };
 
-const numericBody = JSON.stringify({ inputs: [{ name: 'image', shape: [1, 224, 224, 3], datatype: 'FP32', data: Array.from({ length: 224 * 224 * 3 }, (_, i) => ((i * 37) % 255) / 255) }] });
+const numericBody = JSON.stringify({
+  inputs: [{ name: 'image', shape: [1, 224, 224, 3], datatype: 'FP32', data: Array.from({ length: 224 * 224 * 3 }, (_, i) => ((i * 37) % 255) / 255) }],
+});
 const numeric = await msPer(() => {
   const found = codec.readInputs(JSON.parse(numericBody));
   if (isEncodedImages(found)) throw new Error('expected a numeric tensor');
   return reader(found);
 });
-console.log(`baseline: numeric FP32 224×224×3 tensor as JSON (${(numericBody.length / 1024).toFixed(0)} KiB), parse + read: ${numeric.toFixed(2)} ms per example`);
+console.log(
+  `baseline: numeric FP32 224×224×3 tensor as JSON (${(numericBody.length / 1024).toFixed(0)} KiB), parse + read: ${numeric.toFixed(2)} ms per example`,
+);
 
-const resolvedImage = resolveInputOptions({ image: { width: 224, height: 224, scale: 1 / 255, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] } }).image!;
+const resolvedImage = resolveInputOptions({ image: { width: 224, height: 224, scale: 1 / 255, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] } })
+  .image!;
 const pixels = new Uint8Array(224 * 224 * 3).map((_, i) => i & 255);
 const tensor = new Float32Array(224 * 224 * 3);
 const math = await msPer(() => pixelsToTensor(pixels, resolvedImage, tensor));
 const mathNchw = await msPer(() => pixelsToTensor(pixels, { ...resolvedImage, layout: 'nchw' }, tensor));
 console.log(`preprocessing math alone (decoded RGB bytes → normalised float32): ${math.toFixed(3)} ms NHWC, ${mathNchw.toFixed(3)} ms NCHW per 224×224 image`);
 
-for (const [w, h] of [[224, 224], [640, 480]] as const) {
+for (const [w, h] of [
+  [224, 224],
+  [640, 480],
+] as const) {
   const image = await jpeg(w, h);
   const single = bodyOf([image]);
   const batch = bodyOf(new Array(16).fill(image));

@@ -67,12 +67,20 @@ async function load(target: Started, options: { duration?: number; amount?: numb
   const cpuBefore = await cpuOf(target);
   const result = await autocannon({ url: target.url + PATH, method: 'POST', headers: { 'content-type': 'application/json' }, body, connections, ...options });
   const cpu = (await cpuOf(target)) - cpuBefore;
-  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, failed: result.errors + result.timeouts + result.non2xx, cpuPerRequest: cpu / Math.max(1, result.requests.total) };
+  return {
+    rps: result.requests.average,
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    failed: result.errors + result.timeouts + result.non2xx,
+    cpuPerRequest: cpu / Math.max(1, result.requests.total),
+  };
 }
 
 const ms = (v: number) => v.toFixed(2).padStart(7);
-console.log(`server-proxy: ${connections} connections, ${seconds}s per run, fixed rate ${rate} req/s, node ${process.version}; one 784-pixel UINT8 image per request, K = 10`);
-console.log('figures are autocannon\'s: req/s the mean per second, latency percentiles in ms (1 ms resolution)');
+console.log(
+  `server-proxy: ${connections} connections, ${seconds}s per run, fixed rate ${rate} req/s, node ${process.version}; one 784-pixel UINT8 image per request, K = 10`,
+);
+console.log("figures are autocannon's: req/s the mean per second, latency percentiles in ms (1 ms resolution)");
 
 for (const kind of upstreams) {
   const upstream = await start(kind);
@@ -81,7 +89,9 @@ for (const kind of upstreams) {
     const direct = await load(upstream, { duration: seconds });
     const directAtRate = await load(upstream, { duration: seconds, overallRate: rate });
     console.log(`\nupstream: ${kind === 'stub' ? 'stub (fixed answer, no model work)' : 'demo model server (MLP forward per request)'}`);
-    console.log(`${'route'.padEnd(30)} ${'req/s'.padStart(8)} ${'p50'.padStart(7)} ${'p99'.padStart(7)} ${'×direct'.padStart(8)} ${'cpu µs/req'.padStart(11)} │ at ${rate} req/s: ${'p50'.padStart(7)} ${'p99'.padStart(7)} ${'+p50'.padStart(7)} ${'+p99'.padStart(7)} │ failed`);
+    console.log(
+      `${'route'.padEnd(30)} ${'req/s'.padStart(8)} ${'p50'.padStart(7)} ${'p99'.padStart(7)} ${'×direct'.padStart(8)} ${'cpu µs/req'.padStart(11)} │ at ${rate} req/s: ${'p50'.padStart(7)} ${'p99'.padStart(7)} ${'+p50'.padStart(7)} ${'+p99'.padStart(7)} │ failed`,
+    );
     const line = (name: string, f: Figures, r: Figures) =>
       console.log(
         `${name.padEnd(30)} ${f.rps.toFixed(0).padStart(8)} ${ms(f.p50)} ${ms(f.p99)} ${(f.rps / direct.rps).toFixed(3).padStart(8)} ${f.cpuPerRequest.toFixed(0).padStart(11)} │ ${' '.repeat(4 + String(rate).length + 7)}${ms(r.p50)} ${ms(r.p99)} ${ms(r.p50 - directAtRate.p50)} ${ms(r.p99 - directAtRate.p99)} │ ${f.failed + r.failed}`,

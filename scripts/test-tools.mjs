@@ -7,8 +7,18 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 
 const TOOLS = [
-  { program: 'redis-server', path: process.env.REDIS_SERVER, debian: 'redis-server', other: 'Redis (brew install redis, or your distribution\'s redis package)' },
-  { program: 'promtool', path: undefined, debian: 'prometheus', other: 'Prometheus\'s promtool (brew install prometheus, or a release archive\'s promtool on the PATH)' },
+  {
+    program: 'redis-server',
+    path: process.env.REDIS_SERVER,
+    debian: 'redis-server',
+    other: "Redis (brew install redis, or your distribution's redis package)",
+  },
+  {
+    program: 'promtool',
+    path: undefined,
+    debian: 'prometheus',
+    other: "Prometheus's promtool (brew install prometheus, or a release archive's promtool on the PATH)",
+  },
 ];
 
 const found = (tool) => (tool.path ? existsSync(tool.path) : spawnSync('sh', ['-c', `command -v ${tool.program}`], { stdio: 'ignore' }).status === 0);
@@ -20,7 +30,9 @@ const canRun = (cmd, args) => spawnSync(cmd, args, { stdio: 'ignore' }).status =
 const root = process.getuid?.() === 0;
 const sudo = root ? [] : canRun('sudo', ['-n', 'true']) ? ['sudo', '-n'] : null;
 if (!canRun('sh', ['-c', 'command -v apt-get']) || sudo === null) {
-  process.stderr.write(`The tests need ${names}, which ${missing.length > 1 ? 'are' : 'is'} not installed. Install:\n${missing.map((t) => `  - ${t.other} (Debian/Ubuntu: apt-get install ${t.debian})`).join('\n')}\n`);
+  process.stderr.write(
+    `The tests need ${names}, which ${missing.length > 1 ? 'are' : 'is'} not installed. Install:\n${missing.map((t) => `  - ${t.other} (Debian/Ubuntu: apt-get install ${t.debian})`).join('\n')}\n`,
+  );
   process.exit(1);
 }
 

@@ -22,7 +22,11 @@ const SLOW = [
   { why: 'runs npm pack or install', pattern: /\bnpm pack\b|'pack'|npm install/ },
   { why: 'starts worker threads', pattern: /\bnode:worker_threads\b|\bthread: true\b|\bloadThreadedSurrogate\b/ },
   { why: 'starts a server or opens sockets', pattern: /\bnode:(http|https|net)\b|\bsupertest\b|\.listen\(|\bstartDefenseProxy\b|\bstartStubUpstream\b/ },
-  { why: 'loads or trains TF.js models', pattern: /\binitBackend\b|\bsetUpBackend\b|\bcreateModel\b|\bloadSurrogate\b|\bSurrogate\.random\b|\btrain(Model|Knockoff)\b|src\/models\/(index|tfjs\/[\w/-]+)\.js|src\/eval\/(evaluate|knockoff)\.js|@tensorflow\// },
+  {
+    why: 'loads or trains TF.js models',
+    pattern:
+      /\binitBackend\b|\bsetUpBackend\b|\bcreateModel\b|\bloadSurrogate\b|\bSurrogate\.random\b|\btrain(Model|Knockoff)\b|src\/models\/(index|tfjs\/[\w/-]+)\.js|src\/eval\/(evaluate|knockoff)\.js|@tensorflow\//,
+  },
   { why: 'decodes images with sharp', pattern: /from 'sharp'/ },
 ];
 
@@ -42,7 +46,7 @@ function sourcesOf(file, seen = new Set()) {
   const text = readFileSync(file, 'utf8').replace(/^\s*import type [^;]*;/gm, '');
   const helpers = [...text.matchAll(/(?:import|export)[^'"]*?from\s+['"](\.{1,2}\/[^'"]+)['"]/g)]
     .map((m) => resolve(dirname(file), m[1].replace(/\.js$/, '.ts')))
-    .filter((path) => path.startsWith(testDir + '/') && existsSync(path));
+    .filter((path) => path.startsWith(`${testDir}/`) && existsSync(path));
   return [{ file, text }, ...helpers.flatMap((path) => sourcesOf(path, seen))];
 }
 

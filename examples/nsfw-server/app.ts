@@ -17,7 +17,18 @@ import { fileURLToPath } from 'node:url';
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import { load as loadNsfw } from 'nsfwjs';
 import { collectDefaultMetrics, Registry } from 'prom-client';
-import { batchedSurrogateContext, createBatcher, initBackend, loadSurrogate, onnxRuntimeStatus, poisonPredictions, RequestFormatError, ServingError, tf, type SurrogateModel } from '../../src/index.js';
+import {
+  batchedSurrogateContext,
+  createBatcher,
+  initBackend,
+  loadSurrogate,
+  onnxRuntimeStatus,
+  poisonPredictions,
+  RequestFormatError,
+  ServingError,
+  tf,
+  type SurrogateModel,
+} from '../../src/index.js';
 
 export const MODEL_DIR = fileURLToPath(new URL('../../node_modules/nsfwjs/dist/models/mobilenet_v2', import.meta.url));
 /** nsfwjs's classes, in the order of the model's outputs. */
@@ -88,7 +99,17 @@ export async function buildNsfwApp(options: NsfwAppOptions = {}): Promise<NsfwAp
     engine = asked === 'auto' ? ((await onnxRuntimeStatus()).available ? 'onnx' : 'tfjs') : asked;
   }
   // On onnxruntime, one thread: the victim's pass needs the other core.
-  const surrogate = defense === 'none' ? undefined : options.surrogate ?? await loadSurrogate({ dir: MODEL_DIR, reinit: options.seed ?? 7, thread: options.surrogateThread ?? true, engine, ...(engine === 'onnx' ? { threads: 1 } : {}) });
+  const surrogate =
+    defense === 'none'
+      ? undefined
+      : (options.surrogate ??
+        (await loadSurrogate({
+          dir: MODEL_DIR,
+          reinit: options.seed ?? 7,
+          thread: options.surrogateThread ?? true,
+          engine,
+          ...(engine === 'onnx' ? { threads: 1 } : {}),
+        })));
   const context = surrogate && batchedSurrogateContext({ surrogate }, { maxQueueRows: 64, maxRowsPerRequest: MAX_INSTANCES });
   const registry = new Registry();
   // Process metrics, among them the event-loop delay (reset at each scrape, 1 ms resolution).

@@ -18,7 +18,8 @@ function envSwitch(name: string): boolean | undefined {
 }
 
 const engine = process.env.SURROGATE_ENGINE?.trim().toLowerCase() || undefined;
-if (engine !== undefined && !['auto', 'onnx', 'tfjs'].includes(engine)) throw new Error(`SURROGATE_ENGINE must be auto, onnx or tfjs, got "${process.env.SURROGATE_ENGINE}"`);
+if (engine !== undefined && !['auto', 'onnx', 'tfjs'].includes(engine))
+  throw new Error(`SURROGATE_ENGINE must be auto, onnx or tfjs, got "${process.env.SURROGATE_ENGINE}"`);
 const { app, close, surrogateEngine } = await buildNsfwApp({
   defense: process.env.DEFENSE,
   seed: process.env.SEED === undefined ? undefined : Number(process.env.SEED),

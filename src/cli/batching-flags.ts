@@ -15,12 +15,17 @@ export function addBatchingFlags(command: Command): Command {
     .option('--batch-window-ms <ms>', 'milliseconds a surrogate batch waits for concurrent requests to join it', String(BATCHING_DEFAULTS.windowMs))
     .option('--max-batch-rows <n>', 'rows per surrogate forward pass; larger requests are split and take turns', String(BATCHING_DEFAULTS.maxBatchRows))
     .option('--max-queue-rows <n>', 'rows waiting for the surrogate past which requests get 503 with Retry-After', String(BATCHING_DEFAULTS.maxQueueRows))
-    .option('--max-rows <n>', 'rows per request for defenses that use the surrogate (413 past it, before forwarding)', String(BATCHING_DEFAULTS.maxRowsPerRequest));
+    .option(
+      '--max-rows <n>',
+      'rows per request for defenses that use the surrogate (413 past it, before forwarding)',
+      String(BATCHING_DEFAULTS.maxRowsPerRequest),
+    );
 }
 
 export function batchingFromFlags(flags: BatchingFlags, fail: (message: string) => never): BatchingOptions {
   // An absent flag (a config file or a caller that sets only some) takes the default.
-  const read = (value: string | undefined, flag: string, min: number, fallback: number): number => (value === undefined ? fallback : integerFlag(value, flag, min, fail));
+  const read = (value: string | undefined, flag: string, min: number, fallback: number): number =>
+    value === undefined ? fallback : integerFlag(value, flag, min, fail);
   return {
     windowMs: read(flags.batchWindowMs, '--batch-window-ms', 0, BATCHING_DEFAULTS.windowMs),
     maxBatchRows: read(flags.maxBatchRows, '--max-batch-rows', 1, BATCHING_DEFAULTS.maxBatchRows),

@@ -41,10 +41,22 @@ export function addClientFlags(command: Command): Command {
     .option('--id-secret-env <VAR>', 'HMAC key for hashing client ids, read from env VAR (recommended with --client-id ip)')
     .option('--max-clients <n>', 'most clients kept in memory (LRU)', '100000')
     .option('--client-ttl-s <s>', 'forget a client this many seconds after its last query', '21600')
-    .option('--cohort <spec>', 'with --client-id: detect over cohorts of identities too: "ip" (the /24 or /64 of the client address; "ip/V4/V6" for other prefixes), "jwt:CLAIM" (e.g. jwt:org), "header:NAME", "prefix:N" (first N characters of the API key)')
-    .option('--population [json|@file]', 'with --client-id: population detection (all and young identities); options as JSON or @file.json/.yaml, e.g. \'{"ood":{"maxRate":0.1},"youngQueries":100}\'')
-    .option('--fingerprints [json|@file]', 'with --client-id: Blacklight-style query fingerprints shared across identities; options as JSON or @file, e.g. \'{"maxEntries":500000,"ttlMs":3600000}\'')
-    .option('--probation-tier <name>', 'with --cohort or --population: the tier of probation (must keep top-1; default the ladder\'s first such tier, e.g. argmax)');
+    .option(
+      '--cohort <spec>',
+      'with --client-id: detect over cohorts of identities too: "ip" (the /24 or /64 of the client address; "ip/V4/V6" for other prefixes), "jwt:CLAIM" (e.g. jwt:org), "header:NAME", "prefix:N" (first N characters of the API key)',
+    )
+    .option(
+      '--population [json|@file]',
+      'with --client-id: population detection (all and young identities); options as JSON or @file.json/.yaml, e.g. \'{"ood":{"maxRate":0.1},"youngQueries":100}\'',
+    )
+    .option(
+      '--fingerprints [json|@file]',
+      'with --client-id: Blacklight-style query fingerprints shared across identities; options as JSON or @file, e.g. \'{"maxEntries":500000,"ttlMs":3600000}\'',
+    )
+    .option(
+      '--probation-tier <name>',
+      "with --cohort or --population: the tier of probation (must keep top-1; default the ladder's first such tier, e.g. argmax)",
+    );
 }
 
 /** A flag's JSON (or @file.json / @file.yaml) object; {} when the flag was given without a value. */
@@ -83,7 +95,9 @@ function secretFrom(env: NodeJS.ProcessEnv, variable: string, flag: string): str
 
 export function clientOptionsFromFlags(flags: ClientFlags, env: NodeJS.ProcessEnv, detection: ClientDetection | undefined): ClientsOptions | undefined {
   if (!flags.clientId) {
-    const stray = (['trustProxy', 'redis', 'adminTokenEnv', 'idSecretEnv', 'cohort', 'population', 'fingerprints', 'probationTier'] as const).filter((k) => flags[k] !== undefined);
+    const stray = (['trustProxy', 'redis', 'adminTokenEnv', 'idSecretEnv', 'cohort', 'population', 'fingerprints', 'probationTier'] as const).filter(
+      (k) => flags[k] !== undefined,
+    );
     if (stray.length) throw new ServingOptionError(`client detection flags (${stray.join(', ')}) need --client-id, e.g. --client-id header:x-api-key`);
     return undefined;
   }
@@ -96,7 +110,12 @@ export function clientOptionsFromFlags(flags: ClientFlags, env: NodeJS.ProcessEn
   if (anonymous !== 'allow' && anonymous !== 'refuse') throw new ServingOptionError(`--anonymous must be "allow" or "refuse", got "${anonymous}"`);
   return {
     identity: flags.clientId,
-    trustProxy: flags.trustProxy ? flags.trustProxy.split(',').map((s) => s.trim()).filter(Boolean) : undefined,
+    trustProxy: flags.trustProxy
+      ? flags.trustProxy
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean)
+      : undefined,
     idSecret: flags.idSecretEnv ? secretFrom(env, flags.idSecretEnv, '--id-secret-env') : undefined,
     anonymous,
     detection,

@@ -33,8 +33,15 @@ const collect = (value: string, previous: string[] = []): string[] => [...previo
 
 export function addDetectionFlags(command: Command): Command {
   return command
-    .option('--detection <json|@file>', 'with --client-id: detector and policy options (DetectionOptions as JSON, or @file.json/.yaml), e.g. \'{"budget":{"maxQueries":5000}}\'')
-    .option('--tier <name=spec>', 'with --client-id: the defense of an escalation tier the policy names, e.g. "mad-argmax=mad-argmax:eps=0.8" (repeatable)', collect);
+    .option(
+      '--detection <json|@file>',
+      'with --client-id: detector and policy options (DetectionOptions as JSON, or @file.json/.yaml), e.g. \'{"budget":{"maxQueries":5000}}\'',
+    )
+    .option(
+      '--tier <name=spec>',
+      'with --client-id: the defense of an escalation tier the policy names, e.g. "mad-argmax=mad-argmax:eps=0.8" (repeatable)',
+      collect,
+    );
 }
 
 export interface DetectionSetup {
@@ -64,7 +71,8 @@ export function readDetectionOptions(text: string | undefined): DetectionOptions
   } catch (error) {
     throw new ServingOptionError(`--detection must be JSON (or @file.json / @file.yaml), e.g. '{"prada":{"delta":0.95}}': ${(error as Error).message}`);
   }
-  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new ServingOptionError('--detection must be an object of detection options, e.g. \'{"budget":{"maxQueries":5000}}\'');
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed))
+    throw new ServingOptionError('--detection must be an object of detection options, e.g. \'{"budget":{"maxQueries":5000}}\'');
   return parsed as DetectionOptions;
 }
 
@@ -87,7 +95,8 @@ const isTierStep = (step: string): boolean => step !== 'refuse' && !step.startsW
  */
 export function detectionFromFlags(flags: DetectionFlags & { clientId?: string }, surrogate: boolean, noiseSecret?: string): DetectionSetup | undefined {
   if (!flags.clientId) {
-    if (flags.detection !== undefined || flags.tier?.length) throw new ServingOptionError('--detection and --tier need --client-id (client detection is on with it), e.g. --client-id header:x-api-key');
+    if (flags.detection !== undefined || flags.tier?.length)
+      throw new ServingOptionError('--detection and --tier need --client-id (client detection is on with it), e.g. --client-id header:x-api-key');
     return undefined;
   }
   const options = readDetectionOptions(flags.detection);
@@ -110,7 +119,8 @@ export function detectionFromFlags(flags: DetectionFlags & { clientId?: string }
   for (const step of steps.filter(isTierStep)) {
     if (tiers[step] !== undefined) continue;
     const builtin = BUILTIN_TIERS[step];
-    if (builtin === undefined) throw new ServingOptionError(`detection policy step "${step}" names no tier: add --tier ${step}=SPEC (e.g. --tier ${step}=argmax)`);
+    if (builtin === undefined)
+      throw new ServingOptionError(`detection policy step "${step}" names no tier: add --tier ${step}=SPEC (e.g. --tier ${step}=argmax)`);
     tiers[step] = builtin;
   }
   for (const [name, spec] of Object.entries(tiers)) {
@@ -122,9 +132,12 @@ export function detectionFromFlags(flags: DetectionFlags & { clientId?: string }
       throw error;
     }
     if ((needs.includes('surrogate') || needs.includes('surrogateGram')) && !surrogate) {
-      throw new ServingOptionError(`tier "${name}" (${spec}) needs a surrogate model: pass --surrogate PATH, or choose a ladder without MAD, e.g. --detection '{"policy":{"steps":["reverse-sigmoid","argmax"]}}'`);
+      throw new ServingOptionError(
+        `tier "${name}" (${spec}) needs a surrogate model: pass --surrogate PATH, or choose a ladder without MAD, e.g. --detection '{"policy":{"steps":["reverse-sigmoid","argmax"]}}'`,
+      );
     }
-    if (needs.includes('misinformation')) throw new ServingOptionError(`tier "${name}" (${spec}) needs a misinformation model, which the command line does not load`);
+    if (needs.includes('misinformation'))
+      throw new ServingOptionError(`tier "${name}" (${spec}) needs a misinformation model, which the command line does not load`);
   }
   return { detection, tiers, ladder: [...steps], notice };
 }
@@ -145,8 +158,11 @@ export interface ThiefFlags {
 
 export function addThiefFlags(command: Command): Command {
   return command
-    .option('--thieves <specs>', 'with --detection: thieves with many identities instead of the per-client attackers: "target" (the issue\'s), "all", or ATTACK:IDENTITIES[:cohort][:dilute=R][:slow][:perclient],... e.g. "random:200,random:200:cohort"')
-    .option('--thief-queries <n>', 'with --thieves: the thief\'s own queries (cover rows come on top)', '10000')
+    .option(
+      '--thieves <specs>',
+      'with --detection: thieves with many identities instead of the per-client attackers: "target" (the issue\'s), "all", or ATTACK:IDENTITIES[:cohort][:dilute=R][:slow][:perclient],... e.g. "random:200,random:200:cohort"',
+    )
+    .option('--thief-queries <n>', "with --thieves: the thief's own queries (cover rows come on top)", '10000')
     .option('--thief-span-minutes <n>', 'with --thieves: simulated minutes the thief spreads its queries over (a slow thief takes longer)', '60')
     .option('--population-options <json>', 'with --thieves: population options over the calibrated ones, e.g. \'{"youngQueries":100,"minQueries":200}\'')
     .option('--fingerprint-options <json|false>', 'with --thieves: fingerprint options, or false to run without fingerprints', '{}');
@@ -188,7 +204,10 @@ export async function thiefSettingsFromFlags(flags: ThiefFlags): Promise<ThiefSe
     if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new ServingOptionError(`${flag} must be an object of options, e.g. '{}'`);
     return parsed as Record<string, unknown>;
   };
-  const fingerprints = flags.fingerprintOptions === 'false' ? false : ((json(flags.fingerprintOptions ?? '{}', '--fingerprint-options') ?? false) as ThiefSettings['fingerprints']);
+  const fingerprints =
+    flags.fingerprintOptions === 'false'
+      ? false
+      : ((json(flags.fingerprintOptions ?? '{}', '--fingerprint-options') ?? false) as ThiefSettings['fingerprints']);
   return {
     scenarios,
     thiefQueries: positive(flags.thiefQueries ?? '10000', '--thief-queries'),
@@ -216,7 +235,8 @@ export async function runThievesCommand(
   }
   const clients = Number(flags.benignClients ?? '100');
   const range = /^(\d+)-(\d+)$/.exec(flags.benignQueries ?? '20-100');
-  if (!Number.isInteger(clients) || clients < 1 || !range || Number(range[1]) < 1 || Number(range[2]) < Number(range[1])) fail('--benign-clients must be a positive integer and --benign-queries MIN-MAX, e.g. 20-100');
+  if (!Number.isInteger(clients) || clients < 1 || !range || Number(range[1]) < 1 || Number(range[2]) < Number(range[1]))
+    fail('--benign-clients must be a positive integer and --benign-queries MIN-MAX, e.g. 20-100');
   let detection: DetectionOptions | undefined;
   try {
     detection = flags.detectionOptions === undefined ? undefined : (JSON.parse(flags.detectionOptions) as DetectionOptions);
@@ -240,11 +260,16 @@ export async function runThievesCommand(
     log: context.log,
     progress: (label, total) => createProgress({ label, total, silent: flags.quiet }),
   }).catch((error: unknown) => {
-    if (error instanceof DetectionConfigError || error instanceof ServingOptionError) fail(`--population-options / --fingerprint-options / --detection-options: ${error.message}`);
+    if (error instanceof DetectionConfigError || error instanceof ServingOptionError)
+      fail(`--population-options / --fingerprint-options / --detection-options: ${error.message}`);
     throw error;
   });
   for (const t of report.thieves) {
-    process.stdout.write(`${t.scenario}: ${t.answers.clean} clean, ${t.answers.defended} defended, ${t.answers.refused} refused of ${t.attackQueries}; knockoff ${(t.knockoffAccuracy.undefended * 100).toFixed(1)}% → ${(t.knockoffAccuracy.withDetection * 100).toFixed(1)}%; benign top-1 changed ${t.benign.top1Changed}/${t.benign.answers}, refused ${t.benign.refusedClients}${t.target ? `; target (${t.target.what}) ${t.target.met ? 'met' : 'missed'}` : ''}\n`);
+    process.stdout.write(
+      `${t.scenario}: ${t.answers.clean} clean, ${t.answers.defended} defended, ${t.answers.refused} refused of ${t.attackQueries}; ${t.knockoffAccuracy ? `knockoff ${(t.knockoffAccuracy.undefended * 100).toFixed(1)}% → ${(t.knockoffAccuracy.withDetection * 100).toFixed(1)}%; ` : ''}benign top-1 changed ${t.benign.top1Changed}/${t.benign.answers}, refused ${t.benign.refusedClients}${t.target ? `; target (${t.target.what}) ${t.target.met ? 'met' : 'missed'}` : ''}\n`,
+    );
   }
-  process.stdout.write(`thieves: ${files.json} in ${((Date.now() - started) / 1000).toFixed(0)} s; targets ${report.targets.met ? 'met' : 'not met'}${files.insertedInto ? `; section added to ${files.insertedInto}` : ''}\n`);
+  process.stdout.write(
+    `thieves: ${files.json} in ${((Date.now() - started) / 1000).toFixed(0)} s; targets ${report.targets.met ? 'met' : 'not met'}${files.insertedInto ? `; section added to ${files.insertedInto}` : ''}\n`,
+  );
 }

@@ -56,7 +56,10 @@ export function addExternalEvalOptions(command: Command): Command {
     .option('--test <path>', 'labelled test set: IDX images (labels: the labels-idx1 sibling), x.npy (labels: y.npy), or a folder of class folders')
     .option('--test-labels <path>', 'labels of the test images (IDX or .npy)')
     .option('--reference <url>', 'the undefended endpoint (same protocol): L1 and top-1 changes, and the same attackers against it (what the defense buys)')
-    .option('--target-defense <spec>', 'the target\'s defense and public parameters, e.g. mad:eps=0.5 (Kerckhoffs): the restorer and inversion attackers need it')
+    .option(
+      '--target-defense <spec>',
+      "the target's defense and public parameters, e.g. mad:eps=0.5 (Kerckhoffs): the restorer and inversion attackers need it",
+    )
     .option('--classes <k>', 'classes the model answers (default 10)')
     .option('--image-size <HxWxC>', 'image folders: decoded size (default 28x28x1)')
     .option('--data-scale <max>', 'float arrays: largest pixel value (default 1; uint8 data is always 0..255)')
@@ -66,7 +69,10 @@ export function addExternalEvalOptions(command: Command): Command {
     .option('--output-key <key>', 'tf-serving: key of the probabilities when predictions are objects')
     .option('--request-template <json>', 'json-path: request body with "$INPUTS" where the rows go (default {"instances": "$INPUTS"})')
     .option('--answer-path <path>', 'json-path: where the probability rows are (default "predictions")')
-    .option('--attackers <list>', `attacker families: ${POLICIES.join(',')} (default random,smoothing,jbtop3; with --target-defense also restorer, restorer-jbtop3 and, for reverse sigmoid, inversion); every family also trains a top-1 knockoff`)
+    .option(
+      '--attackers <list>',
+      `attacker families: ${POLICIES.join(',')} (default random,smoothing,jbtop3; with --target-defense also restorer, restorer-jbtop3 and, for reverse sigmoid, inversion); every family also trains a top-1 knockoff`,
+    )
     .option('--budget <list>', 'queries per attack, comma-separated (default 1000)');
 }
 
@@ -112,9 +118,14 @@ export async function runExternalEval(flags: ExternalEvalFlags): Promise<void> {
       throw error;
     }
   }
-  const policies = list(flags.attackers, defaultExternalAttackers(targetDefense)).map((p) => (POLICIES.includes(p as PolicyName) ? (p as PolicyName) : fail(`--attackers: "${p}" is not one of ${POLICIES.join(', ')}`)));
+  const policies = list(flags.attackers, defaultExternalAttackers(targetDefense)).map((p) =>
+    POLICIES.includes(p as PolicyName) ? (p as PolicyName) : fail(`--attackers: "${p}" is not one of ${POLICIES.join(', ')}`),
+  );
   const aware = policies.filter((p) => DEFENSE_AWARE_POLICIES.includes(p));
-  if (aware.length > 0 && targetDefense === undefined) fail(`--attackers ${aware.join(', ')}: these attackers know the target's defense (Kerckhoffs); give it with --target-defense SPEC, e.g. --target-defense mad:eps=0.5`);
+  if (aware.length > 0 && targetDefense === undefined)
+    fail(
+      `--attackers ${aware.join(', ')}: these attackers know the target's defense (Kerckhoffs); give it with --target-defense SPEC, e.g. --target-defense mad:eps=0.5`,
+    );
   const seeds = flags.seeds === undefined ? 1 : integerFlag(flags.seeds, '--seeds', 1, fail);
   const budgets = list(flags.budget, '1000').map((b) => integerFlag(b, '--budget', 1, fail));
   const imageShape = dims(flags.imageSize, '--image-size', /x/i);
@@ -136,10 +147,19 @@ export async function runExternalEval(flags: ExternalEvalFlags): Promise<void> {
     const dataOptions = { classes, imageShape: imageShape as [number, number, number] | undefined, scale: positiveNumber(flags.dataScale, '--data-scale') };
     const test = await loadExternalImages(flags.test, { ...dataOptions, labels: flags.testLabels, requireLabels: true });
     const transfer = await loadExternalImages(flags.transfer, { ...dataOptions, labels: flags.transferLabels, features: test.features });
-    if (inputShape && inputShape.reduce((a, b) => a * b, 1) !== test.features) fail(`--input-shape ${flags.inputShape} holds ${inputShape.reduce((a, b) => a * b, 1)} values, the images ${test.features}`);
+    if (inputShape && inputShape.reduce((a, b) => a * b, 1) !== test.features)
+      fail(`--input-shape ${flags.inputShape} holds ${inputShape.reduce((a, b) => a * b, 1)} values, the images ${test.features}`);
     const quick = presetConfig('quick');
     const seed = flags.seed === undefined ? quick.seed : integerFlag(flags.seed, '--seed', 0, fail);
-    const plan = { transfer, test: test as typeof test & { labels: Int32Array }, policies, budgets, jbda: quick.jbda, smoothing: quick.smoothing, targetDefense };
+    const plan = {
+      transfer,
+      test: test as typeof test & { labels: Int32Array },
+      policies,
+      budgets,
+      jbda: quick.jbda,
+      smoothing: quick.smoothing,
+      targetDefense,
+    };
     checkExternalPlan(plan);
     const log = (line: string) => process.stderr.write(`${line}\n`);
     // The grid's backend and training engine (wasm + onnxruntime-node where installed), said once;
@@ -176,7 +196,8 @@ export async function runExternalEval(flags: ExternalEvalFlags): Promise<void> {
     });
     process.stdout.write(`\n${summaryText(result.records)}\n\nreport: ${result.files.html}\n`);
   } catch (error) {
-    if (error instanceof DataFileError || error instanceof ClientOptionError || error instanceof ServingOptionError || error instanceof RangeError) fail(error.message);
+    if (error instanceof DataFileError || error instanceof ClientOptionError || error instanceof ServingOptionError || error instanceof RangeError)
+      fail(error.message);
     throw error;
   }
 }

@@ -5,10 +5,20 @@
  */
 import { writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
-import { dirname, join, relative, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { failCommand } from './flags.js';
-import { EvalConfigError, loadConfigFile, presetConfig, PRESET_NAMES, VICTIM_DATASETS, WORLDS, withWorld, type EvalConfig, type PresetName } from '../eval/config.js';
+import {
+  EvalConfigError,
+  loadConfigFile,
+  presetConfig,
+  PRESET_NAMES,
+  VICTIM_DATASETS,
+  WORLDS,
+  withWorld,
+  type EvalConfig,
+  type PresetName,
+} from '../eval/config.js';
 import { defaultCacheRoot } from '../eval/datasets.js';
 import { evaluate } from '../eval/evaluate.js';
 import { summaryText } from '../eval/report/summary.js';
@@ -78,7 +88,8 @@ async function runDetectionCommand(flags: EvalFlags, config: EvalConfig, outDir:
   const clients = positive(flags.benignClients, '--benign-clients');
   const range = /^(\d+)-(\d+)$/.exec(flags.benignQueries ?? '20-100');
   const [minQueries, maxQueries] = range ? [Number(range[1]), Number(range[2])] : [0, 0];
-  if (!range || minQueries < 1 || maxQueries < minQueries) fail(`--benign-queries must be MIN-MAX with 1 ≤ MIN ≤ MAX, e.g. 20-100; got "${flags.benignQueries}"`);
+  if (!range || minQueries < 1 || maxQueries < minQueries)
+    fail(`--benign-queries must be MIN-MAX with 1 ≤ MIN ≤ MAX, e.g. 20-100; got "${flags.benignQueries}"`);
   let detection: Record<string, unknown> | undefined;
   try {
     detection = flags.detectionOptions === undefined ? undefined : (JSON.parse(flags.detectionOptions) as Record<string, unknown>);
@@ -88,12 +99,27 @@ async function runDetectionCommand(flags: EvalFlags, config: EvalConfig, outDir:
   const { evaluateDetection } = await import('../eval/detection/evaluate-detection.js');
   const started = Date.now();
   const { DetectionConfigError } = await import('../detection/index.js');
-  const { report, files } = await evaluateDetection({ config, outDir, cacheDir, attackerQueries, benign: { clients, minQueries, maxQueries }, detection, log, progress: (label, total) => createProgress({ label, total, silent: flags.quiet }) }).catch((error: unknown) => {
+  const { report, files } = await evaluateDetection({
+    config,
+    outDir,
+    cacheDir,
+    attackerQueries,
+    benign: { clients, minQueries, maxQueries },
+    detection,
+    log,
+    progress: (label, total) => createProgress({ label, total, silent: flags.quiet }),
+  }).catch((error: unknown) => {
     if (error instanceof DetectionConfigError) fail(`--detection-options: ${error.message}`);
     throw error;
   });
-  process.stdout.write(`benign: ${report.benign.flagged.any} of ${report.benign.clients} clients flagged (${Object.entries(report.benign.flagged).map(([d, n]) => `${d} ${n}`).join(', ')}); targets ${report.targets.met ? 'met' : 'not met'}\n`);
-  process.stdout.write(`detection: ${files.json} in ${((Date.now() - started) / 1000).toFixed(0)} s${files.insertedInto ? `; section added to ${files.insertedInto}` : ''}\n`);
+  process.stdout.write(
+    `benign: ${report.benign.flagged.any} of ${report.benign.clients} clients flagged (${Object.entries(report.benign.flagged)
+      .map(([d, n]) => `${d} ${n}`)
+      .join(', ')}); targets ${report.targets.met ? 'met' : 'not met'}\n`,
+  );
+  process.stdout.write(
+    `detection: ${files.json} in ${((Date.now() - started) / 1000).toFixed(0)} s${files.insertedInto ? `; section added to ${files.insertedInto}` : ''}\n`,
+  );
 }
 
 export function registerEvalCommand(program: Command): void {
@@ -107,10 +133,13 @@ export function registerEvalCommand(program: Command): void {
     .option('-o, --out <dir>', 'results folder (default results/<preset or config name>)')
     .option('--seed <n>', 'seed of every random choice (models, splits, policies)')
     .option('--cache-dir <dir>', 'where trained victims are kept (default .cache/eval-models)')
-    .option('--seeds <n>', 'attacker seeds per setting (victim fixed); tables show mean ± 95% CI (default: the preset\'s, quick 3)')
+    .option('--seeds <n>', "attacker seeds per setting (victim fixed); tables show mean ± 95% CI (default: the preset's, quick 3)")
     .option('-j, --jobs <n>', `parallel processes for the runs (default: the core count, ${cpus().length} here)`)
     .option('-q, --quiet', 'no progress bars')
-    .option('--detection', 'instead of the grid: per-client detection against the Knockoff and JBDA attackers and benign clients (detection.json, report section)')
+    .option(
+      '--detection',
+      'instead of the grid: per-client detection against the Knockoff and JBDA attackers and benign clients (detection.json, report section)',
+    )
     .option('--attacker-queries <n>', 'with --detection: queries per attacker', '1000')
     .option('--benign-clients <n>', 'with --detection: benign clients', '120')
     .option('--benign-queries <min-max>', 'with --detection: queries per benign client, uniform in this range', '20-100')

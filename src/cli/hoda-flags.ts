@@ -33,8 +33,14 @@ export const HODA_FLAG_NAMES = ['hodaCheckpoints', 'hodaCalibration', 'hodaEngin
 
 export function addHodaFlags(command: Command): Command {
   return command
-    .option('--hoda-checkpoints <list>', 'with --client-id: turn HODA on from the victim’s training checkpoints in training order (the last is the final model): comma-separated TF.js model directories or .onnx files, or one TF.js model directory holding checkpoints.bin')
-    .option('--hoda-calibration <path>', 'with --hoda-checkpoints: held-out benign examples of the victim’s own data to calibrate HODA at start (IDX, .npy, or an image folder decoded with the --image-* preprocessing)')
+    .option(
+      '--hoda-checkpoints <list>',
+      'with --client-id: turn HODA on from the victim’s training checkpoints in training order (the last is the final model): comma-separated TF.js model directories or .onnx files, or one TF.js model directory holding checkpoints.bin',
+    )
+    .option(
+      '--hoda-calibration <path>',
+      'with --hoda-checkpoints: held-out benign examples of the victim’s own data to calibrate HODA at start (IDX, .npy, or an image folder decoded with the --image-* preprocessing)',
+    )
     .option('--hoda-engine <tfjs|onnx>', 'with --hoda-checkpoints: where TF.js checkpoints run (default tfjs; onnx converts them to run on onnxruntime-node)');
 }
 
@@ -45,22 +51,32 @@ const fail = (message: string): never => {
 /** Checks the combination without loading anything (the cluster primary runs only this). */
 export function checkHodaFlags(flags: HodaFlags): void {
   if (!flags.hodaCheckpoints) {
-    if (flags.hodaCalibration !== undefined || flags.hodaEngine !== undefined) fail('--hoda-calibration and --hoda-engine need --hoda-checkpoints (the models whose agreement gives a query’s hardness)');
+    if (flags.hodaCalibration !== undefined || flags.hodaEngine !== undefined)
+      fail('--hoda-calibration and --hoda-engine need --hoda-checkpoints (the models whose agreement gives a query’s hardness)');
     return;
   }
   if (!flags.clientId) fail('--hoda-checkpoints needs --client-id (client detection is on with it), e.g. --client-id header:x-api-key');
-  if (flags.hodaEngine !== undefined && flags.hodaEngine !== 'tfjs' && flags.hodaEngine !== 'onnx') fail(`--hoda-engine must be tfjs or onnx, got "${flags.hodaEngine}"`);
+  if (flags.hodaEngine !== undefined && flags.hodaEngine !== 'tfjs' && flags.hodaEngine !== 'onnx')
+    fail(`--hoda-engine must be tfjs or onnx, got "${flags.hodaEngine}"`);
   const sources = checkpointSources(flags.hodaCheckpoints);
   if (sources.length === 1 && !existsSync(join(sources[0], 'checkpoints.bin'))) {
-    fail(`--hoda-checkpoints ${sources[0]}: one source must be a TF.js model directory holding checkpoints.bin; otherwise list the checkpoints, comma-separated, in training order`);
+    fail(
+      `--hoda-checkpoints ${sources[0]}: one source must be a TF.js model directory holding checkpoints.bin; otherwise list the checkpoints, comma-separated, in training order`,
+    );
   }
   const given = readDetectionOptions(flags.detection).hoda;
-  if (flags.hodaCalibration === undefined && !given) fail('--hoda-checkpoints needs a calibration: --hoda-calibration PATH (held-out benign examples of the victim’s own data), or hoda.benignHistogram and hoda.thresholds in --detection');
+  if (flags.hodaCalibration === undefined && !given)
+    fail(
+      '--hoda-checkpoints needs a calibration: --hoda-calibration PATH (held-out benign examples of the victim’s own data), or hoda.benignHistogram and hoda.thresholds in --detection',
+    );
   if (flags.hodaCalibration !== undefined && given) fail('--hoda-calibration and a hoda calibration in --detection both calibrate HODA; give one');
 }
 
 function checkpointSources(list: string): string[] {
-  const sources = list.split(',').map((s) => s.trim()).filter(Boolean);
+  const sources = list
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   if (sources.length === 0) fail('--hoda-checkpoints is empty; list the checkpoints, comma-separated, in training order');
   return sources;
 }
@@ -97,13 +113,16 @@ export async function hodaFromFlags(flags: HodaFlags, inputs: InputOptions | und
         if (engine === 'onnx') layers!.forEach((m) => m.dispose());
       }
     } else {
-      for (const source of sources) checkpoints.push(await models.loadSurrogate({ dir: source, ...(engine && !source.toLowerCase().endsWith('.onnx') ? { engine } : {}) }));
+      for (const source of sources)
+        checkpoints.push(await models.loadSurrogate({ dir: source, ...(engine && !source.toLowerCase().endsWith('.onnx') ? { engine } : {}) }));
     }
     if (checkpoints.length < 2) fail(`--hoda-checkpoints: HODA needs at least 2 checkpoints, got ${checkpoints.length}`);
     const [first] = checkpoints;
     for (const [i, c] of checkpoints.entries()) {
       if (c.classes !== first.classes || c.inputShape.join('×') !== first.inputShape.join('×')) {
-        fail(`--hoda-checkpoints: checkpoint ${i + 1} takes ${c.inputShape.join('×')} and answers ${c.classes} classes; checkpoint 1 takes ${first.inputShape.join('×')} and answers ${first.classes}`);
+        fail(
+          `--hoda-checkpoints: checkpoint ${i + 1} takes ${c.inputShape.join('×')} and answers ${c.classes} classes; checkpoint 1 takes ${first.inputShape.join('×')} and answers ${first.classes}`,
+        );
       }
     }
     const width = first.inputShape.reduce((a, b) => a * b, 1);
@@ -112,9 +131,19 @@ export async function hodaFromFlags(flags: HodaFlags, inputs: InputOptions | und
     if (flags.hodaCalibration !== undefined) {
       const held = await calibrationRows(flags.hodaCalibration, width, inputs);
       const calibration = await models.calibrateHodaWithSurrogates(checkpoints, held.x, held.rows);
-      if (calibration.thresholds.length === 0) fail(`--hoda-calibration ${flags.hodaCalibration}: ${held.rows} examples, fewer than HODA’s shortest test (100 queries); give at least 100, better 1000 or more`);
+      if (calibration.thresholds.length === 0)
+        fail(
+          `--hoda-calibration ${flags.hodaCalibration}: ${held.rows} examples, fewer than HODA’s shortest test (100 queries); give at least 100, better 1000 or more`,
+        );
       const given = readDetectionOptions(flags.detection);
-      detection = JSON.stringify({ ...given, hoda: { ...(given.hoda as object | undefined), benignHistogram: calibration.benignHistogram, thresholds: calibration.thresholds.map(({ length, threshold }) => ({ length, threshold })) } });
+      detection = JSON.stringify({
+        ...given,
+        hoda: {
+          ...(given.hoda as object | undefined),
+          benignHistogram: calibration.benignHistogram,
+          thresholds: calibration.thresholds.map(({ length, threshold }) => ({ length, threshold })),
+        },
+      });
       calibrated = `calibrated on ${held.rows} held-out examples`;
     }
     return {

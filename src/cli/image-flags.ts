@@ -38,7 +38,10 @@ export function registerInputFlags(command: Command): Command {
     .option('--max-pixels <n>', 'largest image accepted, width × height from its header (400 past it)')
     .option('--max-image-bytes <n>', 'largest encoded image in bytes (413 past it)')
     .option('--max-image-side <n>', 'longest image side in pixels, from its header (400 past it; default 16384)')
-    .option('--max-request-pixels <n>', 'pixel budget of one request: its images’ width × height added up, from their headers, before any is decoded (413 past it; default 100000000)')
+    .option(
+      '--max-request-pixels <n>',
+      'pixel budget of one request: its images’ width × height added up, from their headers, before any is decoded (413 past it; default 100000000)',
+    )
     .option('--max-concurrent-decodes <n>', 'images decoded at once, all requests together (default: the number of CPUs)');
 }
 
@@ -78,9 +81,12 @@ export function inputOptionsFromFlags(flags: InputFlags): InputOptions | undefin
   if (flags.maxImageSide !== undefined) inputs.maxImageSide = parseInteger(flags.maxImageSide, '--max-image-side');
   if (flags.maxRequestPixels !== undefined) inputs.maxRequestPixels = parseInteger(flags.maxRequestPixels, '--max-request-pixels');
   if (flags.maxConcurrentDecodes !== undefined) inputs.maxConcurrentDecodes = parseInteger(flags.maxConcurrentDecodes, '--max-concurrent-decodes');
-  const imageFlags = (['imageResize', 'imageChannels', 'imageLayout', 'imageScale', 'imageMean', 'imageStd', 'imageStrictChannels'] as const).filter((k) => flags[k] !== undefined);
+  const imageFlags = (['imageResize', 'imageChannels', 'imageLayout', 'imageScale', 'imageMean', 'imageStd', 'imageStrictChannels'] as const).filter(
+    (k) => flags[k] !== undefined,
+  );
   if (flags.imageSize === undefined) {
-    if (imageFlags.length) fail(`${imageFlags.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')} need(s) --image-size, e.g. --image-size 224x224`);
+    if (imageFlags.length)
+      fail(`${imageFlags.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')} need(s) --image-size, e.g. --image-size 224x224`);
   } else {
     const size = /^\s*(\d+)\s*[x×]\s*(\d+)\s*$/i.exec(flags.imageSize);
     if (!size) fail(`--image-size must be WIDTHxHEIGHT such as 224x224, got "${flags.imageSize}"`);

@@ -5,7 +5,9 @@ import { ModelError, formatBackendInfo, initBackend, onnxRuntimeStatus } from '.
 export function registerInfoCommand(program: Command): void {
   program
     .command('info')
-    .description('print the TensorFlow.js backend in use (MSD_BACKEND forces one), versions, threads, why other backends are unavailable, and whether onnxruntime-node (ONNX surrogates, fast training) is installed')
+    .description(
+      'print the TensorFlow.js backend in use (MSD_BACKEND forces one), versions, threads, why other backends are unavailable, and whether onnxruntime-node (ONNX surrogates, fast training) is installed',
+    )
     .option('--json', 'print JSON')
     .action(async (opts: { json?: boolean }) => {
       try {
@@ -15,7 +17,9 @@ export function registerInfoCommand(program: Command): void {
           process.stdout.write(`${JSON.stringify({ ...info, onnxruntime: onnx }, null, 2)}\n`);
           return;
         }
-        const onnxLine = onnx.available ? `onnx:      onnxruntime-node ${onnx.version} (ONNX surrogates, --surrogate-engine onnx, training engine)` : `onnx:      not available: onnxruntime-node is not installed; to enable ONNX surrogates and the faster training engine: ${onnx.install}`;
+        const onnxLine = onnx.available
+          ? `onnx:      onnxruntime-node ${onnx.version} (ONNX surrogates, --surrogate-engine onnx, training engine)`
+          : `onnx:      not available: onnxruntime-node is not installed; to enable ONNX surrogates and the faster training engine: ${onnx.install}`;
         process.stdout.write(`${formatBackendInfo(info)}\n${onnxLine}\n`);
       } catch (error) {
         if (!(error instanceof ModelError)) throw error;

@@ -19,10 +19,7 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
 };
 
 const program = new Command();
-program
-  .name('msd')
-  .description('Defend a served model against model stealing: perturb, serve, proxy, train, info, eval, eval-worker.')
-  .showHelpAfterError();
+program.name('msd').description('Defend a served model against model stealing: perturb, serve, proxy, train, info, eval, eval-worker.').showHelpAfterError();
 
 const requested = process.argv[2];
 const names = requested && requested in COMMANDS ? [requested] : Object.keys(COMMANDS);

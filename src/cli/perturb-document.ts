@@ -3,15 +3,7 @@
  * in  {"probs": [[...]], "surrogateProbs"?: [[...]], "misinformationProbs"?: [[...]], "inputKeys"?: ["..."]}
  * out {"probs": [[...]], "l1": [...], "top1Changed": [...]}
  */
-import {
-  batchFromRows,
-  batchToRows,
-  InvalidBatchError,
-  utilityCost,
-  type Defense,
-  type DefenseContext,
-  type ProbBatch,
-} from '../defenses/index.js';
+import { batchFromRows, batchToRows, InvalidBatchError, utilityCost, type Defense, type DefenseContext, type ProbBatch } from '../defenses/index.js';
 import { shortestFloat32 } from '../server/protocols/numbers.js';
 
 export interface PerturbInput {

@@ -40,7 +40,12 @@ export async function readInputRows(file: string, expectedRows: number): Promise
 }
 
 /** The context fields `needs` asks for that `present` lacks, computed with the given models. */
-export async function modelContext(needs: readonly ContextNeed[], present: DefenseContext, rows: number, options: ModelContextOptions): Promise<DefenseContext> {
+export async function modelContext(
+  needs: readonly ContextNeed[],
+  present: DefenseContext,
+  rows: number,
+  options: ModelContextOptions,
+): Promise<DefenseContext> {
   const missing = needs.filter(
     (need) =>
       (need === 'surrogate' && !present.surrogateProbs) ||

@@ -18,7 +18,8 @@ type Message =
   | { type: 'msd:metrics-answer'; id: number; text?: string; error?: string }
   | { type: 'msd:drain' };
 
-const isMessage = (value: unknown): value is Message => typeof value === 'object' && value !== null && typeof (value as { type?: unknown }).type === 'string' && (value as { type: string }).type.startsWith('msd:');
+const isMessage = (value: unknown): value is Message =>
+  typeof value === 'object' && value !== null && typeof (value as { type?: unknown }).type === 'string' && (value as { type: string }).type.startsWith('msd:');
 
 /** How long past the drain deadline the primary waits before killing a worker that has not exited. */
 const KILL_GRACE_MS = 2000;
@@ -73,7 +74,9 @@ function runPrimary(settings: ProxySettings): void {
       serving = message.settings;
       if (!announced && listening.size >= settings.workers) {
         announced = true;
-        log(`${message.url} → ${settings.upstream} (${settings.protocol}), ${settings.workers} workers, defense ${message.defense}, metrics at ${message.url}/metrics, health at /healthz and /readyz`);
+        log(
+          `${message.url} → ${settings.upstream} (${settings.protocol}), ${settings.workers} workers, defense ${message.defense}, metrics at ${message.url}/metrics, health at /healthz and /readyz`,
+        );
       }
     }
   });
@@ -107,10 +110,12 @@ function runPrimary(settings: ProxySettings): void {
     reloading = true;
     const before = serving;
     log('SIGHUP: reloading the settings, replacing the workers one at a time');
-    rollingRestart().then(
-      () => log(`SIGHUP: every worker replaced; serving ${serving}${serving === before ? ' (unchanged)' : ` (was ${before})`}`),
-      (error: Error) => log(`SIGHUP: rolling restart stopped: ${error.message}`),
-    ).finally(() => (reloading = false));
+    rollingRestart()
+      .then(
+        () => log(`SIGHUP: every worker replaced; serving ${serving}${serving === before ? ' (unchanged)' : ` (was ${before})`}`),
+        (error: Error) => log(`SIGHUP: rolling restart stopped: ${error.message}`),
+      )
+      .finally(() => (reloading = false));
   });
 
   /** One worker at a time: start its replacement, wait until it listens, then drain the old one. */
@@ -180,12 +185,22 @@ async function runWorker(settings: ProxySettings, start: StartProxy): Promise<vo
   process.on('SIGINT', () => {});
   process.on('SIGTERM', () => void drain());
   process.on('disconnect', () => void drain());
-  process.send?.({ type: 'msd:listening', url: running.url, defense: running.proxy.defense.spec, settings: describeSettings(settings, running.proxy.defense.spec) } satisfies Message);
+  process.send?.({
+    type: 'msd:listening',
+    url: running.url,
+    defense: running.proxy.defense.spec,
+    settings: describeSettings(settings, running.proxy.defense.spec),
+  } satisfies Message);
 }
 
 /** The settings a reload may change, in one line for the log (no secrets: the noise secret is not named). */
 function describeSettings(settings: ProxySettings, defense: string): string {
-  const parts = [`defense ${defense}`, `upstream ${settings.upstream} (${settings.protocol})`, `timeout ${settings.timeoutMs} ms`, `max body ${settings.maxBody} bytes`];
+  const parts = [
+    `defense ${defense}`,
+    `upstream ${settings.upstream} (${settings.protocol})`,
+    `timeout ${settings.timeoutMs} ms`,
+    `max body ${settings.maxBody} bytes`,
+  ];
   const surrogate = settings.surrogate ?? settings.surrogateFrom ?? settings.surrogateOnnx;
   if (surrogate) parts.push(`surrogate ${surrogate}${settings.reinit !== undefined ? ` (reinit ${settings.reinit})` : ''}`);
   if (settings.onFailure !== 'error') parts.push(`on failure ${settings.onFailure}`);

@@ -138,11 +138,13 @@ export const shadowObject: Validator<ShadowSettings> = {
         return fail(name, 'a JSON object such as {"heldOut": "data/test-images-idx3-ubyte.gz", "sample": 0.1, "every": "300s"}', value);
       }
     }
-    if (!object || typeof object !== 'object' || Array.isArray(object)) return fail(name, 'an object such as { heldOut: PATH, sample: 0.1, every: "300s" }', value);
+    if (!object || typeof object !== 'object' || Array.isArray(object))
+      return fail(name, 'an object such as { heldOut: PATH, sample: 0.1, every: "300s" }', value);
     const settings: ShadowSettings = {};
     for (const [key, given] of Object.entries(object)) {
       if (key === 'heldOut' || key === 'heldOutAnswers') settings[key] = text.parse(given, member(name, key));
-      else if ((SHADOW_FIELD_NAMES as string[]).includes(key)) settings[key as ShadowFieldName] = parseShadowField(key as ShadowFieldName, given, member(name, key));
+      else if ((SHADOW_FIELD_NAMES as string[]).includes(key))
+        settings[key as ShadowFieldName] = parseShadowField(key as ShadowFieldName, given, member(name, key));
       else throw new ServingOptionError(`${member(name, key)} is not a shadow setting; allowed: heldOut, heldOutAnswers, ${SHADOW_FIELD_NAMES.join(', ')}`);
     }
     return settings;
@@ -157,35 +159,97 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 export const PROXY_FIELDS: readonly ProxyField[] = [
   { key: 'upstream', flags: '-u, --upstream <url>', help: 'base URL of the model server, e.g. http://127.0.0.1:8080 (required)', type: text },
   { key: 'protocol', flags: '--protocol <name>', help: `wire protocol: ${PROTOCOLS.join(', ')}`, type: oneOf(PROTOCOLS), default: 'kserve-v2' },
-  { key: 'defense', flags: '-d, --defense <spec>', help: 'defense spec, e.g. "mad-argmax:eps=0.8" (see: msd perturb --list)', type: text, default: 'rounding:decimals=3' },
-  { key: 'surrogate', flags: '--surrogate <path>', help: `${SURROGATE_HELP}; it reads the request inputs as sent, or as --input-scale/--image-* prepare them`, type: text },
+  {
+    key: 'defense',
+    flags: '-d, --defense <spec>',
+    help: 'defense spec, e.g. "mad-argmax:eps=0.8" (see: msd perturb --list)',
+    type: text,
+    default: 'rounding:decimals=3',
+  },
+  {
+    key: 'surrogate',
+    flags: '--surrogate <path>',
+    help: `${SURROGATE_HELP}; it reads the request inputs as sent, or as --input-scale/--image-* prepare them`,
+    type: text,
+  },
   { key: 'surrogateFrom', flags: '--surrogate-from <path>', help: SURROGATE_FROM_HELP, type: text },
   { key: 'surrogateOnnx', flags: '--surrogate-onnx <file>', help: SURROGATE_ONNX_HELP, type: text },
   { key: 'reinit', flags: '--reinit <seed>', help: REINIT_HELP, type: scalar },
   { key: 'surrogateThread', flags: '--surrogate-thread', help: SURROGATE_THREAD_HELP, type: flag },
   { key: 'surrogateEngine', flags: '--surrogate-engine <tfjs|onnx>', help: SURROGATE_ENGINE_HELP, type: oneOf(['tfjs', 'onnx']) },
-  { key: 'inputScale', flags: '--input-scale <factor>', help: 'multiply numeric request inputs by this before the surrogate sees them, e.g. 1/255 for 0..255 pixels', type: scalar },
-  { key: 'imageSize', flags: '--image-size <WxH>', help: 'the model takes images of this size, e.g. 224x224; base64 images in requests are decoded and preprocessed for the surrogate', type: scalar },
+  {
+    key: 'inputScale',
+    flags: '--input-scale <factor>',
+    help: 'multiply numeric request inputs by this before the surrogate sees them, e.g. 1/255 for 0..255 pixels',
+    type: scalar,
+  },
+  {
+    key: 'imageSize',
+    flags: '--image-size <WxH>',
+    help: 'the model takes images of this size, e.g. 224x224; base64 images in requests are decoded and preprocessed for the surrogate',
+    type: scalar,
+  },
   { key: 'imageResize', flags: '--image-resize <mode>', help: 'stretch (default), cover (fill and centre-crop) or contain (fit and pad black)', type: scalar },
   { key: 'imageChannels', flags: '--image-channels <order>', help: 'rgb (default), bgr or grayscale', type: scalar },
   { key: 'imageLayout', flags: '--image-layout <layout>', help: 'nhwc (default) or nchw', type: scalar },
   { key: 'imageScale', flags: '--image-scale <factor>', help: 'multiply 0..255 pixels by this first, e.g. 1/255', type: scalar },
   { key: 'imageMean', flags: '--image-mean <list>', help: 'per-channel mean subtracted after scaling, e.g. 0.485,0.456,0.406', type: scalar },
   { key: 'imageStd', flags: '--image-std <list>', help: 'per-channel std divided by after the mean, e.g. 0.229,0.224,0.225', type: scalar },
-  { key: 'imageStrictChannels', flags: '--image-strict-channels', help: 'refuse (400) images whose colour channels differ from --image-channels instead of converting them', type: flag },
+  {
+    key: 'imageStrictChannels',
+    flags: '--image-strict-channels',
+    help: 'refuse (400) images whose colour channels differ from --image-channels instead of converting them',
+    type: flag,
+  },
   { key: 'maxPixels', flags: '--max-pixels <n>', help: 'largest image accepted, width × height from its header (400 past it)', type: scalar },
   { key: 'maxImageBytes', flags: '--max-image-bytes <n>', help: 'largest encoded image in bytes (413 past it)', type: scalar },
   { key: 'maxImageSide', flags: '--max-image-side <n>', help: 'longest image side in pixels, from its header (400 past it; default 16384)', type: scalar },
-  { key: 'maxRequestPixels', flags: '--max-request-pixels <n>', help: 'pixel budget of one request: its images’ width × height added up, from their headers, before any is decoded (413 past it; default 100000000)', type: scalar },
-  { key: 'maxConcurrentDecodes', flags: '--max-concurrent-decodes <n>', help: 'images decoded at once, all requests together (default: the number of CPUs)', type: scalar },
-  { key: 'batchWindowMs', flags: '--batch-window-ms <ms>', help: 'milliseconds a surrogate batch waits for concurrent requests to join it (default 2)', type: scalar },
-  { key: 'maxBatchRows', flags: '--max-batch-rows <n>', help: 'rows per surrogate forward pass; larger requests are split and take turns (default 32)', type: scalar },
-  { key: 'maxQueueRows', flags: '--max-queue-rows <n>', help: 'rows waiting for the surrogate past which requests get 503 with Retry-After (default 16384)', type: scalar },
-  { key: 'maxRows', flags: '--max-rows <n>', help: 'rows per request for defenses that use the surrogate (413 past it, before forwarding; default 4096)', type: scalar },
+  {
+    key: 'maxRequestPixels',
+    flags: '--max-request-pixels <n>',
+    help: 'pixel budget of one request: its images’ width × height added up, from their headers, before any is decoded (413 past it; default 100000000)',
+    type: scalar,
+  },
+  {
+    key: 'maxConcurrentDecodes',
+    flags: '--max-concurrent-decodes <n>',
+    help: 'images decoded at once, all requests together (default: the number of CPUs)',
+    type: scalar,
+  },
+  {
+    key: 'batchWindowMs',
+    flags: '--batch-window-ms <ms>',
+    help: 'milliseconds a surrogate batch waits for concurrent requests to join it (default 2)',
+    type: scalar,
+  },
+  {
+    key: 'maxBatchRows',
+    flags: '--max-batch-rows <n>',
+    help: 'rows per surrogate forward pass; larger requests are split and take turns (default 32)',
+    type: scalar,
+  },
+  {
+    key: 'maxQueueRows',
+    flags: '--max-queue-rows <n>',
+    help: 'rows waiting for the surrogate past which requests get 503 with Retry-After (default 16384)',
+    type: scalar,
+  },
+  {
+    key: 'maxRows',
+    flags: '--max-rows <n>',
+    help: 'rows per request for defenses that use the surrogate (413 past it, before forwarding; default 4096)',
+    type: scalar,
+  },
   { key: 'port', flags: '-p, --port <n>', help: 'port to listen on (0: any free port)', type: integer(0), default: 8081 },
   { key: 'host', flags: '--host <host>', help: 'address to listen on', type: text, default: '127.0.0.1' },
   { key: 'timeoutMs', flags: '--timeout-ms <ms>', help: 'upstream timeout in milliseconds (504 past it)', type: integer(1), default: 30_000 },
-  { key: 'maxBody', flags: '--max-body <bytes>', help: 'largest request body on an inference route (413 past it)', type: integer(1), default: 10 * 1024 * 1024 },
+  {
+    key: 'maxBody',
+    flags: '--max-body <bytes>',
+    help: 'largest request body on an inference route (413 past it)',
+    type: integer(1),
+    default: 10 * 1024 * 1024,
+  },
   { key: 'outputName', flags: '--output-name <name>', help: 'kserve-v2: the output holding the probabilities (others are dropped)', type: text },
   { key: 'inputName', flags: '--input-name <name>', help: 'kserve-v2: the input tensor the surrogate reads', type: text },
   { key: 'outputKey', flags: '--output-key <key>', help: 'tf-serving: the prediction key holding the probabilities', type: text },
@@ -194,22 +258,105 @@ export const PROXY_FIELDS: readonly ProxyField[] = [
   { key: 'inputsPath', flags: '--inputs-path <path>', help: 'json-path: where the input rows are, e.g. "instances"', type: text },
   { key: 'inferRoutes', flags: '--infer-route <route>', help: 'an inference route, e.g. "POST /predict" (repeatable)', type: list, default: [] },
   { key: 'passRoutes', flags: '--pass-route <route>', help: 'a route passed through untouched, e.g. "GET /health" (repeatable)', type: list, default: [] },
-  { key: 'passUnknownRoutes', flags: '--pass-unknown-routes', help: 'pass every unlisted route through untouched (off: unlisted routes get 404)', type: flag, default: false },
-  { key: 'onFailure', flags: '--on-failure <mode>', help: 'when the defense fails: "error" or "argmax" (label only)', type: oneOf(['error', 'argmax']), default: 'error' },
+  {
+    key: 'passUnknownRoutes',
+    flags: '--pass-unknown-routes',
+    help: 'pass every unlisted route through untouched (off: unlisted routes get 404)',
+    type: flag,
+    default: false,
+  },
+  {
+    key: 'onFailure',
+    flags: '--on-failure <mode>',
+    help: 'when the defense fails: "error" or "argmax" (label only)',
+    type: oneOf(['error', 'argmax']),
+    default: 'error',
+  },
   { key: 'logits', flags: '--logits', help: 'the model answers logits, not probabilities', type: flag, default: false },
-  { key: 'secret', flags: '--secret <secret>', help: 'secret keying deterministic noise; prefer the environment variable MSD_NOISE_SECRET (the command line is visible to other users)', type: text, env: 'MSD_NOISE_SECRET', notInFile: true },
+  {
+    key: 'secret',
+    flags: '--secret <secret>',
+    help: 'secret keying deterministic noise; prefer the environment variable MSD_NOISE_SECRET (the command line is visible to other users)',
+    type: text,
+    env: 'MSD_NOISE_SECRET',
+    notInFile: true,
+  },
   { key: 'logLevel', flags: '--log-level <level>', help: `pino log level: ${LOG_LEVELS.join(', ')}`, type: oneOf(LOG_LEVELS), default: 'info' },
-  { key: 'upstreamHealthPath', flags: '--upstream-health-path <path>', help: 'GET this upstream path for /readyz (a 2xx is ready); default /v2/health/ready for kserve-v2, else any answer below 500 to GET /', type: text },
-  { key: 'workers', flags: '--workers <n>', help: 'worker processes sharing the port (node:cluster); metrics are aggregated across them', type: integer(1), default: 1 },
-  { key: 'shutdownTimeoutMs', flags: '--shutdown-timeout-ms <ms>', help: 'on SIGTERM, how long in-flight requests may take to finish; new ones get 503', type: integer(1), default: 10_000 },
-  { key: 'shadow', flags: '--shadow <json>', help: 'the shadow attacker’s settings as one JSON object (config file: the `shadow` object); the --shadow-* flags override its members', type: shadowObject },
-  { key: 'shadowHeldOut', flags: '--shadow-held-out <path>', help: 'turn the shadow attacker on: the owner’s labelled held-out data to score its knockoffs on (IDX or .npy with their labels file, or an image folder with one sub-folder per class, decoded with the --image-* preprocessing)', type: text, fileKey: 'shadow.heldOut' },
-  { key: 'shadowHeldOutAnswers', flags: '--shadow-held-out-answers <path>', help: 'the model’s own answers (probabilities, .npy or IDX, rows × classes) on the held-out rows: adds agreement on the held-out set, the model’s and the defended accuracy', type: text, fileKey: 'shadow.heldOutAnswers' },
-  { key: 'shadowSample', flags: '--shadow-sample <share>', help: 'share of answered requests the shadow samples (default 0.1)', type: shadowField('sample'), fileKey: 'shadow.sample' },
-  { key: 'shadowEvery', flags: '--shadow-every <when>', help: 'how often the shadow trains: a time ("300s", "5m") or new sampled rows ("2000 samples"); default 300s', type: shadowField('every'), fileKey: 'shadow.every' },
-  { key: 'shadowArch', flags: '--shadow-arch <arch>', help: `the shadow knockoffs’ network: ${SHADOW_ARCHS.join(', ')} (auto: an MLP for flat inputs, a small CNN for images), or a TF.js model path re-initialised each round`, type: shadowField('arch'), fileKey: 'shadow.arch' },
-  { key: 'shadowCpu', flags: '--shadow-cpu <share>', help: 'share of one CPU core the shadow’s training may use on average (default 0.25)', type: shadowField('cpu'), fileKey: 'shadow.cpu' },
-  { key: 'shadowMinProtection', flags: '--shadow-min-protection <ratio>', help: 'protection (the knockoff’s accuracy on original minus on defended answers) under which the MsdShadowProtectionLow alert fires, e.g. 0.05', type: shadowField('minProtection'), fileKey: 'shadow.minProtection' },
+  {
+    key: 'upstreamHealthPath',
+    flags: '--upstream-health-path <path>',
+    help: 'GET this upstream path for /readyz (a 2xx is ready); default /v2/health/ready for kserve-v2, else any answer below 500 to GET /',
+    type: text,
+  },
+  {
+    key: 'workers',
+    flags: '--workers <n>',
+    help: 'worker processes sharing the port (node:cluster); metrics are aggregated across them',
+    type: integer(1),
+    default: 1,
+  },
+  {
+    key: 'shutdownTimeoutMs',
+    flags: '--shutdown-timeout-ms <ms>',
+    help: 'on SIGTERM, how long in-flight requests may take to finish; new ones get 503',
+    type: integer(1),
+    default: 10_000,
+  },
+  {
+    key: 'shadow',
+    flags: '--shadow <json>',
+    help: 'the shadow attacker’s settings as one JSON object (config file: the `shadow` object); the --shadow-* flags override its members',
+    type: shadowObject,
+  },
+  {
+    key: 'shadowHeldOut',
+    flags: '--shadow-held-out <path>',
+    help: 'turn the shadow attacker on: the owner’s labelled held-out data to score its knockoffs on (IDX or .npy with their labels file, or an image folder with one sub-folder per class, decoded with the --image-* preprocessing)',
+    type: text,
+    fileKey: 'shadow.heldOut',
+  },
+  {
+    key: 'shadowHeldOutAnswers',
+    flags: '--shadow-held-out-answers <path>',
+    help: 'the model’s own answers (probabilities, .npy or IDX, rows × classes) on the held-out rows: adds agreement on the held-out set, the model’s and the defended accuracy',
+    type: text,
+    fileKey: 'shadow.heldOutAnswers',
+  },
+  {
+    key: 'shadowSample',
+    flags: '--shadow-sample <share>',
+    help: 'share of answered requests the shadow samples (default 0.1)',
+    type: shadowField('sample'),
+    fileKey: 'shadow.sample',
+  },
+  {
+    key: 'shadowEvery',
+    flags: '--shadow-every <when>',
+    help: 'how often the shadow trains: a time ("300s", "5m") or new sampled rows ("2000 samples"); default 300s',
+    type: shadowField('every'),
+    fileKey: 'shadow.every',
+  },
+  {
+    key: 'shadowArch',
+    flags: '--shadow-arch <arch>',
+    help: `the shadow knockoffs’ network: ${SHADOW_ARCHS.join(', ')} (auto: an MLP for flat inputs, a small CNN for images), or a TF.js model path re-initialised each round`,
+    type: shadowField('arch'),
+    fileKey: 'shadow.arch',
+  },
+  {
+    key: 'shadowCpu',
+    flags: '--shadow-cpu <share>',
+    help: 'share of one CPU core the shadow’s training may use on average (default 0.25)',
+    type: shadowField('cpu'),
+    fileKey: 'shadow.cpu',
+  },
+  {
+    key: 'shadowMinProtection',
+    flags: '--shadow-min-protection <ratio>',
+    help: 'protection (the knockoff’s accuracy on original minus on defended answers) under which the MsdShadowProtectionLow alert fires, e.g. 0.05',
+    type: shadowField('minProtection'),
+    fileKey: 'shadow.minProtection',
+  },
 ];
 
 /** The --shadow-* flags: settings key → member of the shadow object. */
@@ -229,9 +376,18 @@ const collect = (value: string, previous: string[] | undefined): string[] => [..
 
 /** Adds every field's flag (no commander defaults: a flag left out must not hide the config file's value). */
 export function addProxyFlags(command: Command): Command {
-  command.option('-c, --config <file>', 'config file (JSON, or YAML for .yaml/.yml) holding any of the settings below by their camelCase names; flags override it');
+  command.option(
+    '-c, --config <file>',
+    'config file (JSON, or YAML for .yaml/.yml) holding any of the settings below by their camelCase names; flags override it',
+  );
   for (const field of PROXY_FIELDS) {
-    const option = new Option(field.flags, field.help + (field.default !== undefined && !(Array.isArray(field.default) && field.default.length === 0) && field.default !== false ? ` (default: ${JSON.stringify(field.default)})` : ''));
+    const option = new Option(
+      field.flags,
+      field.help +
+        (field.default !== undefined && !(Array.isArray(field.default) && field.default.length === 0) && field.default !== false
+          ? ` (default: ${JSON.stringify(field.default)})`
+          : ''),
+    );
     if (field.type.repeatable) option.argParser(collect);
     command.addOption(option);
   }
@@ -258,7 +414,8 @@ export async function readProxyConfigFile(file: string): Promise<Record<string, 
   } catch (error) {
     throw new ServingOptionError(`config file ${file}: cannot parse it (${(error as Error).message.split('\n')[0]})`);
   }
-  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new ServingOptionError(`config file ${file}: must hold an object of settings, e.g. {"upstream": "http://127.0.0.1:8080"}`);
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed))
+    throw new ServingOptionError(`config file ${file}: must hold an object of settings, e.g. {"upstream": "http://127.0.0.1:8080"}`);
   return parsed as Record<string, unknown>;
 }
 
@@ -266,13 +423,25 @@ export async function readProxyConfigFile(file: string): Promise<Record<string, 
  * Merges the config file's values, the flags and the environment, validating each value once.
  * Errors name the field as the user wrote it: `config file proxy.json: "timeoutMs" ...` or `--timeout-ms ...`.
  */
-export function resolveProxySettings(flags: Record<string, unknown>, file: { name: string; values: Record<string, unknown> } | undefined, env: NodeJS.ProcessEnv = process.env): ProxySettings {
+export function resolveProxySettings(
+  flags: Record<string, unknown>,
+  file: { name: string; values: Record<string, unknown> } | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+): ProxySettings {
   const settings: Record<string, unknown> = {};
   if (file) {
     for (const [key, value] of Object.entries(file.values)) {
       const field = byKey.get(key as keyof ProxySettings);
-      if (!field) throw new ServingOptionError(`config file ${file.name}: unknown field "${key}"; allowed: ${PROXY_FIELDS.filter((f) => !f.notInFile && !f.fileKey).map((f) => f.key).join(', ')}`);
-      if (field.notInFile) throw new ServingOptionError(`config file ${file.name}: "${key}" is a secret and is not read from files; set ${field.env ?? `--${key}`} in the environment instead`);
+      if (!field)
+        throw new ServingOptionError(
+          `config file ${file.name}: unknown field "${key}"; allowed: ${PROXY_FIELDS.filter((f) => !f.notInFile && !f.fileKey)
+            .map((f) => f.key)
+            .join(', ')}`,
+        );
+      if (field.notInFile)
+        throw new ServingOptionError(
+          `config file ${file.name}: "${key}" is a secret and is not read from files; set ${field.env ?? `--${key}`} in the environment instead`,
+        );
       if (field.fileKey) {
         const [object, inner] = field.fileKey.split('.');
         throw new ServingOptionError(`config file ${file.name}: "${key}" is written inside the ${object} object: ${object}: { ${inner}: ... }`);
@@ -283,7 +452,8 @@ export function resolveProxySettings(flags: Record<string, unknown>, file: { nam
   for (const field of PROXY_FIELDS) {
     const value = flags[attributeOf(field)];
     if (value !== undefined) settings[field.key] = field.type.parse(value, flagName(field));
-    else if (settings[field.key] === undefined && field.env && env[field.env] !== undefined && env[field.env] !== '') settings[field.key] = field.type.parse(env[field.env], field.env);
+    else if (settings[field.key] === undefined && field.env && env[field.env] !== undefined && env[field.env] !== '')
+      settings[field.key] = field.type.parse(env[field.env], field.env);
     if (settings[field.key] === undefined && field.default !== undefined) settings[field.key] = field.default;
   }
   if (settings.upstream === undefined) throw new ServingOptionError('upstream is required: pass --upstream URL, or set "upstream" in the config file');

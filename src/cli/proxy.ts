@@ -6,7 +6,14 @@ import { inputOptionsFromFlags } from './image-flags.js';
 import { addClientFlags, clientOptionsFromFlags, type ClientFlags } from './client-flags.js';
 import { addDetectionFlags, detectionFromFlags, tierNeeds, type DetectionFlags, type DetectionSetup } from './detection-flags.js';
 import { addHodaFlags, checkHodaFlags, HODA_FLAG_NAMES, hodaFromFlags, type HodaFlags, type HodaSetup } from './hoda-flags.js';
-import { addProxyFlags, readProxyConfigFile, resolveProxySettings, SHADOW_FLAG_KEYS, type ProxySettings as TableSettings, type ShadowSettings } from './proxy-config.js';
+import {
+  addProxyFlags,
+  readProxyConfigFile,
+  resolveProxySettings,
+  SHADOW_FLAG_KEYS,
+  type ProxySettings as TableSettings,
+  type ShadowSettings,
+} from './proxy-config.js';
 import { surrogateSourceFromFlags, type SurrogateSource } from './surrogate-flags.js';
 import { DefenseError, parseDefense, type ContextNeed } from '../defenses/index.js';
 import type { BatchingOptions } from '../server/batching/options.js';
@@ -19,14 +26,29 @@ import { PROTOCOLS, type ProtocolConfig, type ProtocolName } from '../server/pro
 /** The settings table's, plus the client detection flags (command line only; see client-flags.ts and detection-flags.ts). */
 type ProxySettings = TableSettings & ClientFlags & DetectionFlags & HodaFlags;
 
-const CLIENT_FLAG_NAMES = ['clientId', 'trustProxy', 'redis', 'clientFailMode', 'anonymous', 'adminTokenEnv', 'adminPath', 'idSecretEnv', 'maxClients', 'clientTtlS', 'detection', 'tier', ...HODA_FLAG_NAMES] as const;
+const CLIENT_FLAG_NAMES = [
+  'clientId',
+  'trustProxy',
+  'redis',
+  'clientFailMode',
+  'anonymous',
+  'adminTokenEnv',
+  'adminPath',
+  'idSecretEnv',
+  'maxClients',
+  'clientTtlS',
+  'detection',
+  'tier',
+  ...HODA_FLAG_NAMES,
+] as const;
 
 function protocolConfig(flags: ProxySettings): ProtocolConfig {
   const name = flags.protocol as ProtocolName;
   if (!PROTOCOLS.includes(name)) throw new ServingOptionError(`--protocol must be one of ${PROTOCOLS.join(', ')}, got "${flags.protocol}"`);
   if (name === 'kserve-v2') return { name, outputName: flags.outputName, inputName: flags.inputName };
   if (name === 'tf-serving') return { name, outputKey: flags.outputKey, inputKey: flags.inputKey };
-  if (!flags.probsPath) throw new ServingOptionError('--protocol json-path needs --probs-path (e.g. "predictions[*].scores") and --infer-route (e.g. "POST /predict")');
+  if (!flags.probsPath)
+    throw new ServingOptionError('--protocol json-path needs --probs-path (e.g. "predictions[*].scores") and --infer-route (e.g. "POST /predict")');
   return { name, probsPath: flags.probsPath, inputsPath: flags.inputsPath };
 }
 
@@ -55,7 +77,9 @@ export function shadowSettingsOf(flags: TableSettings): ShadowSettings | undefin
   }
   if (Object.keys(settings).length === 0) return undefined;
   if (settings.heldOut === undefined) {
-    throw new ServingOptionError('the shadow attacker needs labelled held-out data to score its knockoffs on: pass --shadow-held-out PATH (or shadow.heldOut in the config file)');
+    throw new ServingOptionError(
+      'the shadow attacker needs labelled held-out data to score its knockoffs on: pass --shadow-held-out PATH (or shadow.heldOut in the config file)',
+    );
   }
   return settings;
 }
@@ -68,21 +92,31 @@ async function shadowOptionsFrom(settings: ShadowSettings, inputs: ProxyOptions[
   let answers: Float32Array | undefined;
   if (heldOutAnswers !== undefined) {
     const read = await readHeldOutRows(heldOutAnswers, { flag: '--shadow-held-out-answers' });
-    if (read.rows !== held.rows) throw new ServingOptionError(`--shadow-held-out-answers ${heldOutAnswers}: ${read.rows} rows of answers for ${held.rows} held-out rows`);
+    if (read.rows !== held.rows)
+      throw new ServingOptionError(`--shadow-held-out-answers ${heldOutAnswers}: ${read.rows} rows of answers for ${held.rows} held-out rows`);
     for (let r = 0; r < read.rows; r++) {
       let sum = 0;
       for (let c = 0; c < read.features; c++) sum += read.x[r * read.features + c];
-      if (Math.abs(sum - 1) > 0.01) throw new ServingOptionError(`--shadow-held-out-answers ${heldOutAnswers}: row ${r} sums to ${sum.toFixed(3)}; give the model’s probabilities (rows × classes, each row summing to 1)`);
+      if (Math.abs(sum - 1) > 0.01)
+        throw new ServingOptionError(
+          `--shadow-held-out-answers ${heldOutAnswers}: row ${r} sums to ${sum.toFixed(3)}; give the model’s probabilities (rows × classes, each row summing to 1)`,
+        );
     }
     answers = read.x;
   }
-  return { ...(rest as Omit<NonNullable<ProxyOptions['shadow']>, 'heldOut'>), heldOut: { x: held.x, rows: held.rows, labels: held.labels!, answers, source: held.source } };
+  return {
+    ...(rest as Omit<NonNullable<ProxyOptions['shadow']>, 'heldOut'>),
+    heldOut: { x: held.x, rows: held.rows, labels: held.labels!, answers, source: held.source },
+  };
 }
 
 /** Client detection from --client-id (undefined without it; its other flags are then refused). */
 function detectionFor(flags: ProxySettings): DetectionSetup | undefined {
   // Workers are separate processes: with memory stores a client's queries would be split between them.
-  if (flags.clientId && flags.workers > 1 && !flags.redis) throw new ServingOptionError(`--workers ${flags.workers} with --client-id needs --redis URL (each worker would keep its own part of a client's history), or --workers 1`);
+  if (flags.clientId && flags.workers > 1 && !flags.redis)
+    throw new ServingOptionError(
+      `--workers ${flags.workers} with --client-id needs --redis URL (each worker would keep its own part of a client's history), or --workers 1`,
+    );
   const detecting = detectionFromFlags(flags, surrogateSourceFromFlags(flags, refuse) !== undefined, flags.secret);
   clientOptionsFromFlags(flags, process.env, detecting?.detection);
   return detecting;
@@ -101,9 +135,14 @@ function neededContext(flags: ProxySettings, noiseSecret: string | undefined): r
     throw error;
   }
   if ((needs.includes('surrogate') || needs.includes('surrogateGram')) && !surrogateSourceFromFlags(flags, refuse)) {
-    throw new ServingOptionError(`defense "${flags.defense}" needs a surrogate model: pass --surrogate PATH (a TF.js model's JSON file or directory, or an ONNX file), with --reinit SEED for the victim's architecture freshly initialised`);
+    throw new ServingOptionError(
+      `defense "${flags.defense}" needs a surrogate model: pass --surrogate PATH (a TF.js model's JSON file or directory, or an ONNX file), with --reinit SEED for the victim's architecture freshly initialised`,
+    );
   }
-  if (needs.includes('misinformation')) throw new ServingOptionError(`defense "${flags.defense}" needs a misinformation model, which the proxy does not load; use it through the middleware (poisonPredictions with a context)`);
+  if (needs.includes('misinformation'))
+    throw new ServingOptionError(
+      `defense "${flags.defense}" needs a misinformation model, which the proxy does not load; use it through the middleware (poisonPredictions with a context)`,
+    );
   return needs;
 }
 
@@ -160,7 +199,11 @@ export async function proxyOptionsFromSettings(flags: ProxySettings): Promise<Pr
  * The defense context from the request's inputs (decoded and scaled by the inputs stage): the
  * surrogate's forward passes batched and bounded (see server/batching) when a surrogate is given.
  */
-async function contextFor(source: SurrogateSource | undefined, batching: BatchingOptions, needs: readonly ContextNeed[]): Promise<NonNullable<ProxyOptions['context']>> {
+async function contextFor(
+  source: SurrogateSource | undefined,
+  batching: BatchingOptions,
+  needs: readonly ContextNeed[],
+): Promise<NonNullable<ProxyOptions['context']>> {
   // Loaded on demand: proxies without a surrogate never start TensorFlow.js.
   const { surrogateContext, checkSurrogateForNeeds } = await import('../server/surrogate-context.js');
   const { batchedSurrogateContext } = await import('../server/batching/batched-context.js');
@@ -188,7 +231,10 @@ export async function proxySettingsFrom(flags: Record<string, unknown>): Promise
 }
 
 /** Starts one proxy in this process; `metricsText` replaces its /metrics source (a cluster worker's aggregate). */
-export async function startProxyProcess(settings: ProxySettings, { announce, metricsText }: { announce: boolean; metricsText?: () => Promise<string> }): Promise<RunningProxy> {
+export async function startProxyProcess(
+  settings: ProxySettings,
+  { announce, metricsText }: { announce: boolean; metricsText?: () => Promise<string> },
+): Promise<RunningProxy> {
   const { detectionSetup, hoda, ...options } = await proxyOptionsFromSettings(settings);
   if (metricsText) options.metricsText = metricsText;
   let running: RunningProxy;
@@ -208,11 +254,16 @@ export async function startProxyProcess(settings: ProxySettings, { announce, met
       }
     };
   }
-  if (announce) process.stderr.write(`proxy: ${running.url} → ${settings.upstream} (${settings.protocol}), defense ${running.proxy.defense.spec}, metrics at ${running.url}/metrics, health at /healthz and /readyz\n`);
+  if (announce)
+    process.stderr.write(
+      `proxy: ${running.url} → ${settings.upstream} (${settings.protocol}), defense ${running.proxy.defense.spec}, metrics at ${running.url}/metrics, health at /healthz and /readyz\n`,
+    );
   if (announce && running.proxy.shadow) process.stderr.write(`proxy: ${running.proxy.shadow.summary}\n`);
   if (announce && detectionSetup) {
     const ladder = detectionSetup.ladder.map((step) => (detectionSetup.tiers[step] ? `${step} (${detectionSetup.tiers[step]})` : step)).join(' → ');
-    process.stderr.write(`proxy: client detection by ${settings.clientId} (${settings.redis ? 'Redis' : 'memory'} store), escalation ${ladder}${detectionSetup.notice ? `; ${detectionSetup.notice}` : ''}; ${hoda ? hoda.summary : 'HODA off (--hoda-checkpoints turns it on)'}\n`);
+    process.stderr.write(
+      `proxy: client detection by ${settings.clientId} (${settings.redis ? 'Redis' : 'memory'} store), escalation ${ladder}${detectionSetup.notice ? `; ${detectionSetup.notice}` : ''}; ${hoda ? hoda.summary : 'HODA off (--hoda-checkpoints turns it on)'}\n`,
+    );
   }
   return running;
 }

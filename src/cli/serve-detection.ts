@@ -17,7 +17,12 @@ export interface ServeDetection {
   dispose(): void;
 }
 
-export async function serveDetection(flags: ClientFlags & DetectionFlags, modelDir: string, heldOut: { x: Float32Array; rows: number }, noiseSecret?: string): Promise<ServeDetection | undefined> {
+export async function serveDetection(
+  flags: ClientFlags & DetectionFlags,
+  modelDir: string,
+  heldOut: { x: Float32Array; rows: number },
+  noiseSecret?: string,
+): Promise<ServeDetection | undefined> {
   if (!flags.clientId) {
     detectionFromFlags(flags, true, noiseSecret);
     clientOptionsFromFlags(flags, process.env, undefined);
@@ -35,7 +40,11 @@ export async function serveDetection(flags: ClientFlags & DetectionFlags, modelD
     } catch {
       given = undefined;
     }
-    if (given && typeof given === 'object' && !('hoda' in given)) options = JSON.stringify({ ...given, hoda: { benignHistogram: calibration.benignHistogram, thresholds: calibration.thresholds.map(({ length, threshold }) => ({ length, threshold })) } });
+    if (given && typeof given === 'object' && !('hoda' in given))
+      options = JSON.stringify({
+        ...given,
+        hoda: { benignHistogram: calibration.benignHistogram, thresholds: calibration.thresholds.map(({ length, threshold }) => ({ length, threshold })) },
+      });
     hoda = `HODA on (${checkpoints.length} checkpoints, calibrated on ${heldOut.rows} held-out images)`;
   }
   const setup = detectionFromFlags({ ...flags, detection: options }, true, noiseSecret)!;

@@ -54,119 +54,131 @@ export function registerServeCommand(program: Command): void {
     .option('--secret <secret>', 'secret keying deterministic noise (default: env MSD_NOISE_SECRET)')
     .option('--log-level <level>', 'pino log level (one JSON line per request)', 'info')
     .option('--shutdown-timeout-ms <ms>', 'on SIGTERM, how long in-flight requests may take to finish before their connections are closed', '10000');
-  addDetectionFlags(addClientFlags(addSurrogateFlags(command)))
-    .action(async (flags: ServeFlags) => {
-      const port = integerFlag(flags.port, '--port', 0, fail);
-      const epochs = integerFlag(flags.epochs, '--epochs', 1, fail);
-      const shutdownTimeoutMs = integerFlag(flags.shutdownTimeoutMs, '--shutdown-timeout-ms', 1, fail);
-      const batching = batchingFromFlags(flags, fail);
-      const surrogateSource = surrogateSourceFromFlags(flags, fail);
-      const noiseSecret = flags.secret ?? process.env.MSD_NOISE_SECRET;
-      let needs: readonly string[];
-      try {
-        needs = parseDefense(flags.defense, { noiseSecret }).needs;
-      } catch (error) {
-        if (error instanceof DefenseError) fail(error.message);
-        throw error;
-      }
-      if (needs.includes('misinformation')) fail('the demo has no misinformation model; `npm run eval` evaluates that defense');
+  addDetectionFlags(addClientFlags(addSurrogateFlags(command))).action(async (flags: ServeFlags) => {
+    const port = integerFlag(flags.port, '--port', 0, fail);
+    const epochs = integerFlag(flags.epochs, '--epochs', 1, fail);
+    const shutdownTimeoutMs = integerFlag(flags.shutdownTimeoutMs, '--shutdown-timeout-ms', 1, fail);
+    const batching = batchingFromFlags(flags, fail);
+    const surrogateSource = surrogateSourceFromFlags(flags, fail);
+    const noiseSecret = flags.secret ?? process.env.MSD_NOISE_SECRET;
+    let needs: readonly string[];
+    try {
+      needs = parseDefense(flags.defense, { noiseSecret }).needs;
+    } catch (error) {
+      if (error instanceof DefenseError) fail(error.message);
+      throw error;
+    }
+    if (needs.includes('misinformation')) fail('the demo has no misinformation model; `npm run eval` evaluates that defense');
 
-      await initBackend();
-      const cacheRoot = defaultCacheRoot();
-      const dataset = await loadDataset('mnist', { log: (line) => process.stderr.write(`${line}\n`) });
-      const modelDir = flags.modelDir ?? join(cacheRoot, 'models', 'demo-mnist-mlp');
-      const batchesPerEpoch = Math.ceil(dataset.train.rows / DEMO_BATCH_SIZE);
-      const bar = createProgress({ label: `train the MNIST victim (${epochs} epochs, first start only), batches`, total: epochs * batchesPerEpoch });
-      const victim = await loadOrTrainDemoVictim({
-        dir: modelDir,
-        train: dataset.train,
-        test: dataset.test,
-        features: dataset.train.x.length / dataset.train.rows,
-        classes: dataset.classes,
-        epochs,
-        batchSize: DEMO_BATCH_SIZE,
-        onProgress: (p) => bar.update((p.epoch - 1) * p.batches + p.batch, `epoch ${p.epoch}/${p.epochs} loss ${p.loss.toFixed(3)} acc ${(p.accuracy * 100).toFixed(1)}%`),
-      });
-      if (!victim.fromCache) bar.finish(`saved to ${relative(process.cwd(), modelDir) || modelDir}`);
-      process.stderr.write(`victim: MNIST MLP, test accuracy ${(victim.testAccuracy * 100).toFixed(2)}%${victim.fromCache ? ` (loaded from ${relative(process.cwd(), modelDir) || modelDir})` : ''}\n`);
+    await initBackend();
+    const cacheRoot = defaultCacheRoot();
+    const dataset = await loadDataset('mnist', { log: (line) => process.stderr.write(`${line}\n`) });
+    const modelDir = flags.modelDir ?? join(cacheRoot, 'models', 'demo-mnist-mlp');
+    const batchesPerEpoch = Math.ceil(dataset.train.rows / DEMO_BATCH_SIZE);
+    const bar = createProgress({ label: `train the MNIST victim (${epochs} epochs, first start only), batches`, total: epochs * batchesPerEpoch });
+    const victim = await loadOrTrainDemoVictim({
+      dir: modelDir,
+      train: dataset.train,
+      test: dataset.test,
+      features: dataset.train.x.length / dataset.train.rows,
+      classes: dataset.classes,
+      epochs,
+      batchSize: DEMO_BATCH_SIZE,
+      onProgress: (p) =>
+        bar.update((p.epoch - 1) * p.batches + p.batch, `epoch ${p.epoch}/${p.epochs} loss ${p.loss.toFixed(3)} acc ${(p.accuracy * 100).toFixed(1)}%`),
+    });
+    if (!victim.fromCache) bar.finish(`saved to ${relative(process.cwd(), modelDir) || modelDir}`);
+    process.stderr.write(
+      `victim: MNIST MLP, test accuracy ${(victim.testAccuracy * 100).toFixed(2)}%${victim.fromCache ? ` (loaded from ${relative(process.cwd(), modelDir) || modelDir})` : ''}\n`,
+    );
 
-      const features = dataset.train.x.length / dataset.train.rows;
-      let detecting: Awaited<ReturnType<typeof serveDetection>>;
+    const features = dataset.train.x.length / dataset.train.rows;
+    let detecting: Awaited<ReturnType<typeof serveDetection>>;
+    try {
+      // The first half of the test split calibrates HODA; a client of the demo may send the other half.
+      detecting = await serveDetection(
+        flags,
+        modelDir,
+        { x: dataset.test.x.subarray(0, Math.min(5000, dataset.test.rows) * features), rows: Math.min(5000, dataset.test.rows) },
+        noiseSecret,
+      );
+    } catch (error) {
+      if (error instanceof ServingOptionError) fail(error.message);
+      throw error;
+    }
+    if (detecting) process.stderr.write(`${detecting.summary}\n`);
+    let surrogate: SurrogateModel | undefined;
+    try {
+      surrogate =
+        needs.length === 0 && !detecting
+          ? undefined
+          : surrogateSource
+            ? await loadSurrogate({ ...surrogateSource, check: { victim: modelDir } })
+            : Surrogate.random({ arch: 'mlp', inputShape: [features], classes: dataset.classes, seed: 7 });
+    } catch (error) {
+      if (error instanceof ModelError) fail(error.message);
+      throw error;
+    }
+    let server: Server;
+    let draining: DrainingServer;
+    // The surrogate's and the victim's forward passes are asynchronous and batched: a large request cannot stall the others.
+    if (surrogate) {
       try {
-        // The first half of the test split calibrates HODA; a client of the demo may send the other half.
-        detecting = await serveDetection(flags, modelDir, { x: dataset.test.x.subarray(0, Math.min(5000, dataset.test.rows) * features), rows: Math.min(5000, dataset.test.rows) }, noiseSecret);
+        checkSurrogateForNeeds(needs as ContextNeed[], surrogate);
       } catch (error) {
         if (error instanceof ServingOptionError) fail(error.message);
         throw error;
       }
-      if (detecting) process.stderr.write(`${detecting.summary}\n`);
-      let surrogate: SurrogateModel | undefined;
-      try {
-        surrogate = needs.length === 0 && !detecting ? undefined : surrogateSource ? await loadSurrogate({ ...surrogateSource, check: { victim: modelDir } }) : Surrogate.random({ arch: 'mlp', inputShape: [features], classes: dataset.classes, seed: 7 });
-      } catch (error) {
-        if (error instanceof ModelError) fail(error.message);
-        throw error;
-      }
-      let server: Server;
-      let draining: DrainingServer;
-      // The surrogate's and the victim's forward passes are asynchronous and batched: a large request cannot stall the others.
-      if (surrogate) {
-        try {
-          checkSurrogateForNeeds(needs as ContextNeed[], surrogate);
-        } catch (error) {
-          if (error instanceof ServingOptionError) fail(error.message);
-          throw error;
-        }
-      }
-      const context = surrogate ? batchedSurrogateContext({ surrogate }, batching) : undefined;
-      let demo: DemoApp | undefined;
-      try {
-        demo = buildDemoApp({
-          model: victim.model,
-          modelName: MODEL_NAME,
-          defense: parseDefense(flags.defense, { noiseSecret }),
-          context,
-          batching,
-          tiers: detecting?.setup.tiers,
-          clients: detecting?.clients,
-          logger: createLogger({ level: flags.logLevel }),
-        });
-        server = await new Promise<Server>((resolve, reject) => {
-          const s = demo!.app.listen(port, flags.host, () => resolve(s));
-          s.once('error', reject);
-        });
-        draining = drainingServer(server);
-        const address = server.address();
-        const base = `http://${flags.host}:${typeof address === 'object' && address ? address.port : port}`;
-        const requestFile = join(cacheRoot, 'demo-request.json');
-        const image = Array.from(dataset.test.x.subarray(0, features), (v) => Math.round(v * 255));
-        await mkdir(dirname(requestFile), { recursive: true });
-        await writeFile(requestFile, `${JSON.stringify({ inputs: [{ name: DEMO_INPUT_NAME, shape: [1, features], datatype: 'UINT8', data: image }] })}\n`);
-        // Relative only below the working directory; elsewhere (the installed package's cache) the absolute path pastes anywhere.
-        const below = relative(process.cwd(), requestFile);
-        const shown = below && !below.startsWith('..') && !isAbsolute(below) ? below : requestFile;
-        process.stdout.write(
-          [
-            `demo model server on ${base}, defense ${demo.guard.defense.spec}`,
-            `  an MNIST test image (a ${dataset.test.labels[0]}), defended answer:`,
-            `    curl -s -H 'content-type: application/json' -d @${shown} ${base}/v2/models/${MODEL_NAME}/infer`,
-            `  metadata ${base}/v2/models/${MODEL_NAME}   health ${base}/v2/health/ready   metrics ${base}/metrics`,
-            '',
-          ].join('\n'),
-        );
-      } catch (error) {
-        if (error instanceof ServingOptionError || (error as NodeJS.ErrnoException).code === 'EADDRINUSE') fail((error as Error).message);
-        throw error;
-      }
-      closeOnSignals(async () => {
-        // The answers in flight finish first (up to --shutdown-timeout-ms); the models are disposed after.
-        await draining.close(shutdownTimeoutMs);
-        await demo?.close();
-        await context?.close();
-        surrogate?.dispose();
-        detecting?.dispose();
-        victim.model.dispose();
+    }
+    const context = surrogate ? batchedSurrogateContext({ surrogate }, batching) : undefined;
+    let demo: DemoApp | undefined;
+    try {
+      demo = buildDemoApp({
+        model: victim.model,
+        modelName: MODEL_NAME,
+        defense: parseDefense(flags.defense, { noiseSecret }),
+        context,
+        batching,
+        tiers: detecting?.setup.tiers,
+        clients: detecting?.clients,
+        logger: createLogger({ level: flags.logLevel }),
       });
+      server = await new Promise<Server>((resolve, reject) => {
+        const s = demo!.app.listen(port, flags.host, () => resolve(s));
+        s.once('error', reject);
+      });
+      draining = drainingServer(server);
+      const address = server.address();
+      const base = `http://${flags.host}:${typeof address === 'object' && address ? address.port : port}`;
+      const requestFile = join(cacheRoot, 'demo-request.json');
+      const image = Array.from(dataset.test.x.subarray(0, features), (v) => Math.round(v * 255));
+      await mkdir(dirname(requestFile), { recursive: true });
+      await writeFile(requestFile, `${JSON.stringify({ inputs: [{ name: DEMO_INPUT_NAME, shape: [1, features], datatype: 'UINT8', data: image }] })}\n`);
+      // Relative only below the working directory; elsewhere (the installed package's cache) the absolute path pastes anywhere.
+      const below = relative(process.cwd(), requestFile);
+      const shown = below && !below.startsWith('..') && !isAbsolute(below) ? below : requestFile;
+      process.stdout.write(
+        [
+          `demo model server on ${base}, defense ${demo.guard.defense.spec}`,
+          `  an MNIST test image (a ${dataset.test.labels[0]}), defended answer:`,
+          `    curl -s -H 'content-type: application/json' -d @${shown} ${base}/v2/models/${MODEL_NAME}/infer`,
+          `  metadata ${base}/v2/models/${MODEL_NAME}   health ${base}/v2/health/ready   metrics ${base}/metrics`,
+          '',
+        ].join('\n'),
+      );
+    } catch (error) {
+      if (error instanceof ServingOptionError || (error as NodeJS.ErrnoException).code === 'EADDRINUSE') fail((error as Error).message);
+      throw error;
+    }
+    closeOnSignals(async () => {
+      // The answers in flight finish first (up to --shutdown-timeout-ms); the models are disposed after.
+      await draining.close(shutdownTimeoutMs);
+      await demo?.close();
+      await context?.close();
+      surrogate?.dispose();
+      detecting?.dispose();
+      victim.model.dispose();
     });
+  });
   addBatchingFlags(command);
 }

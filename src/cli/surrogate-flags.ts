@@ -50,17 +50,22 @@ export interface SurrogateSource {
 }
 
 /** Help of --surrogate, the one flag for every kind of surrogate. */
-export const SURROGATE_HELP = 'MAD’s surrogate: a TF.js model’s JSON file by any name (weight files beside it, as its manifest names them) or its directory (layers or graph model, nsfwjs bundles), or an ONNX file; add --reinit SEED for its architecture freshly initialised (--surrogate-from and --surrogate-onnx are aliases)';
+export const SURROGATE_HELP =
+  'MAD’s surrogate: a TF.js model’s JSON file by any name (weight files beside it, as its manifest names them) or its directory (layers or graph model, nsfwjs bundles), or an ONNX file; add --reinit SEED for its architecture freshly initialised (--surrogate-from and --surrogate-onnx are aliases)';
 
-export const SURROGATE_THREAD_HELP = 'run the surrogate in a worker thread: the event loop stays free during its forward passes, at the cost of a second copy of the model in memory';
+export const SURROGATE_THREAD_HELP =
+  'run the surrogate in a worker thread: the event loop stays free during its forward passes, at the cost of a second copy of the model in memory';
 
-export const SURROGATE_ENGINE_HELP = 'with --surrogate naming a TF.js layers model: run it on TF.js (default; differentiable) or convert it to ONNX at start and run it on onnxruntime-node (forward-only; MobileNetV2 11–12× faster on CPU here)';
+export const SURROGATE_ENGINE_HELP =
+  'with --surrogate naming a TF.js layers model: run it on TF.js (default; differentiable) or convert it to ONNX at start and run it on onnxruntime-node (forward-only; MobileNetV2 11–12× faster on CPU here)';
 
 export const SURROGATE_FROM_HELP = 'alias of --surrogate: any TF.js model (its JSON file or directory) or an ONNX file';
 
-export const SURROGATE_ONNX_HELP = 'alias of --surrogate for an ONNX model, read as ONNX whatever its name (onnxruntime-node; forward-only, so no mad jacobian=full)';
+export const SURROGATE_ONNX_HELP =
+  'alias of --surrogate for an ONNX model, read as ONNX whatever its name (onnxruntime-node; forward-only, so no mad jacobian=full)';
 
-export const REINIT_HELP = 'with --surrogate (or its aliases): the same architecture, freshly initialised from this seed, for layers models, graph models and ONNX (the MAD paper’s best surrogate)';
+export const REINIT_HELP =
+  'with --surrogate (or its aliases): the same architecture, freshly initialised from this seed, for layers models, graph models and ONNX (the MAD paper’s best surrogate)';
 
 /**
  * Adds --surrogate (when the command has not defined its own), --surrogate-from, --surrogate-onnx,
@@ -79,20 +84,33 @@ export function addSurrogateFlags(command: Command): Command {
 /** The surrogate the flags ask for, undefined when none; a bad combination goes to `fail` saying what to write. */
 export function surrogateSourceFromFlags(flags: SurrogateFlags, fail: (message: string) => never): SurrogateSource | undefined {
   const given = [flags.surrogate && '--surrogate', flags.surrogateFrom && '--surrogate-from', flags.surrogateOnnx && '--surrogate-onnx'].filter(Boolean);
-  if (given.length > 1) fail(`${given.join(' and ')} both name a surrogate; give one (--surrogate PATH takes any of them: a TF.js model’s JSON file or directory, or an ONNX file)`);
+  if (given.length > 1)
+    fail(
+      `${given.join(' and ')} both name a surrogate; give one (--surrogate PATH takes any of them: a TF.js model’s JSON file or directory, or an ONNX file)`,
+    );
   let reinit: number | undefined;
   if (flags.reinit !== undefined) {
     const seed = Number(flags.reinit);
-    if (flags.reinit.trim() === '' || !Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) fail(`--reinit must be an integer seed in 0..4294967295, got "${flags.reinit}"`);
-    if (given.length === 0) fail('--reinit needs the architecture to re-initialise: add --surrogate PATH (e.g. the victim’s model: its JSON file or directory, or an ONNX file; as before, you can also add --surrogate-from DIR or --surrogate-onnx FILE)');
+    if (flags.reinit.trim() === '' || !Number.isInteger(seed) || seed < 0 || seed > 0xffffffff)
+      fail(`--reinit must be an integer seed in 0..4294967295, got "${flags.reinit}"`);
+    if (given.length === 0)
+      fail(
+        '--reinit needs the architecture to re-initialise: add --surrogate PATH (e.g. the victim’s model: its JSON file or directory, or an ONNX file; as before, you can also add --surrogate-from DIR or --surrogate-onnx FILE)',
+      );
     reinit = seed;
   }
-  if (flags.surrogateThread && given.length === 0) fail('--surrogate-thread needs a surrogate to run: add --surrogate-from DIR|FILE.onnx, or --surrogate PATH (the same: a TF.js model’s JSON file or directory, or an ONNX file)');
+  if (flags.surrogateThread && given.length === 0)
+    fail(
+      '--surrogate-thread needs a surrogate to run: add --surrogate-from DIR|FILE.onnx, or --surrogate PATH (the same: a TF.js model’s JSON file or directory, or an ONNX file)',
+    );
   let engine: SurrogateSource['engine'];
   const tfjsPath = flags.surrogate ?? flags.surrogateFrom;
   if (flags.surrogateEngine !== undefined) {
     if (flags.surrogateEngine !== 'tfjs' && flags.surrogateEngine !== 'onnx') fail(`--surrogate-engine must be tfjs or onnx, got "${flags.surrogateEngine}"`);
-    if (!tfjsPath || tfjsPath.toLowerCase().endsWith('.onnx')) fail('--surrogate-engine chooses where a TF.js model runs: give it with --surrogate-from DIR, or --surrogate PATH naming a TF.js model (an ONNX file always runs on onnxruntime)');
+    if (!tfjsPath || tfjsPath.toLowerCase().endsWith('.onnx'))
+      fail(
+        '--surrogate-engine chooses where a TF.js model runs: give it with --surrogate-from DIR, or --surrogate PATH naming a TF.js model (an ONNX file always runs on onnxruntime)',
+      );
     engine = flags.surrogateEngine;
   }
   const thread = flags.surrogateThread ? { thread: true } : {};

@@ -59,7 +59,11 @@ export function registerTrainCommand(program: Command): void {
     .option('--limit <n>', 'train on the first n training images only')
     .option('--test-limit <n>', 'score on the first n test images only')
     .option('--backend <name>', 'force a tfjs backend (tensorflow-gpu, tensorflow, wasm, cpu); default: MSD_BACKEND or the best available')
-    .option('--engine <name>', `what runs the steps: ${TRAIN_ENGINES.join(', ')} (auto: onnxruntime-node when installed and the model is covered)`, process.env.MSD_TRAIN_ENGINE || 'auto')
+    .option(
+      '--engine <name>',
+      `what runs the steps: ${TRAIN_ENGINES.join(', ')} (auto: onnxruntime-node when installed and the model is covered)`,
+      process.env.MSD_TRAIN_ENGINE || 'auto',
+    )
     .option('--threads <n>', 'onnxruntime threads per operator', '1')
     .option('-q, --quiet', 'no progress bar')
     .action(async (opts: TrainCommandOptions) => {

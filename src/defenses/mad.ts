@@ -20,11 +20,17 @@ export const mad = defineDefense({
     eps: { type: 'number', min: 0, exclusiveMin: true, default: 0.5, description: 'perturbation budget ε in the chosen norm' },
     norm: { type: 'enum', values: ['l1', 'l2', 'kl'], default: 'l1', description: 'distance that the budget bounds' },
     oracle: { type: 'enum', values: ['extreme', 'argmax'], default: 'extreme', description: 'extreme: best one-hot target; argmax: keep the top-1 class' },
-    jacobian: { type: 'enum', values: ['last-layer', 'full'], default: 'last-layer', description: 'gradients over the surrogate’s last layer (closed form) or all its parameters (Gram matrices)' },
+    jacobian: {
+      type: 'enum',
+      values: ['last-layer', 'full'],
+      default: 'last-layer',
+      description: 'gradients over the surrogate’s last layer (closed form) or all its parameters (Gram matrices)',
+    },
   },
   check({ eps, norm }) {
     const limit = norm === 'l1' ? 2 : norm === 'l2' ? Math.SQRT2 : Infinity;
-    if (eps > limit) throw new DefenseSpecError(`mad: eps=${eps} exceeds the largest possible ${norm} distance between two probability vectors (${limit.toFixed(4)})`);
+    if (eps > limit)
+      throw new DefenseSpecError(`mad: eps=${eps} exceeds the largest possible ${norm} distance between two probability vectors (${limit.toFixed(4)})`);
   },
   create: ({ eps, norm, oracle, jacobian }) => {
     const distance = norm as DistanceNorm;

@@ -80,8 +80,17 @@ export function buildDemoApp(options: DemoAppOptions): DemoApp {
   const codec = kserveV2Codec({ inputName: DEMO_INPUT_NAME, outputName: DEMO_OUTPUT_NAME });
   const scaledContext: ContextProvider | undefined = options.context && mapContextInputs(options.context, pixelsInUnitRange);
   const hardness = options.clients?.hardness;
-  const clients = options.clients && (hardness ? { ...options.clients, hardness: (inputs: InputRows) => hardness(pixelsInUnitRange(inputs)) } : options.clients);
-  const guard = poisonPredictions({ defense: options.defense ?? DEMO_DEFENSE, protocol: codec, context: scaledContext, registry, logger: options.clients ? options.logger : undefined, tiers: options.tiers, clients });
+  const clients =
+    options.clients && (hardness ? { ...options.clients, hardness: (inputs: InputRows) => hardness(pixelsInUnitRange(inputs)) } : options.clients);
+  const guard = poisonPredictions({
+    defense: options.defense ?? DEMO_DEFENSE,
+    protocol: codec,
+    context: scaledContext,
+    registry,
+    logger: options.clients ? options.logger : undefined,
+    tiers: options.tiers,
+    clients,
+  });
 
   const app = express();
   app.disable('x-powered-by');
@@ -111,17 +120,27 @@ export function buildDemoApp(options: DemoAppOptions): DemoApp {
     if (req.body === undefined) throw new ServingError('send the request as JSON (content-type: application/json)', 400, 'bad_request');
     // The guard's reading of the inputs (once per request, shared with the defense and the detectors):
     // malformed, too deeply nested or non-finite (1e400) inputs are the client's 400, not the model's 500.
-    guard.inputsOf(req).then((read) => {
-      const inputs = pixelsInUnitRange(read);
-      if (inputs.cols !== features) throw new ServingError(`input "${DEMO_INPUT_NAME}" has ${inputs.cols} values per row; the model takes ${features}`, 400, 'bad_request');
-      const answer = (probs: Float32Array): void => {
-        const id = typeof req.body?.id === 'string' ? { id: req.body.id } : {};
-        res.json({ model_name: name, model_version: '1', ...id, outputs: [{ name: DEMO_OUTPUT_NAME, shape: [inputs.rows, classes], datatype: 'FP32', data: Array.from(probs) }] });
-      };
-      if (!batched) return answer(predictProbs(model, inputs.data, inputs.rows));
-      if (inputs.rows > batched.maxRowsPerRequest) throw new ServingError(`${inputs.rows} input rows; at most ${batched.maxRowsPerRequest} per request are accepted, split the batch`, 413, 'too_large');
-      return batched.batcher.submit(inputs.data, inputs.rows).then(answer);
-    }).catch(next);
+    guard
+      .inputsOf(req)
+      .then((read) => {
+        const inputs = pixelsInUnitRange(read);
+        if (inputs.cols !== features)
+          throw new ServingError(`input "${DEMO_INPUT_NAME}" has ${inputs.cols} values per row; the model takes ${features}`, 400, 'bad_request');
+        const answer = (probs: Float32Array): void => {
+          const id = typeof req.body?.id === 'string' ? { id: req.body.id } : {};
+          res.json({
+            model_name: name,
+            model_version: '1',
+            ...id,
+            outputs: [{ name: DEMO_OUTPUT_NAME, shape: [inputs.rows, classes], datatype: 'FP32', data: Array.from(probs) }],
+          });
+        };
+        if (!batched) return answer(predictProbs(model, inputs.data, inputs.rows));
+        if (inputs.rows > batched.maxRowsPerRequest)
+          throw new ServingError(`${inputs.rows} input rows; at most ${batched.maxRowsPerRequest} per request are accepted, split the batch`, 413, 'too_large');
+        return batched.batcher.submit(inputs.data, inputs.rows).then(answer);
+      })
+      .catch(next);
   });
 
   // Errors in the protocol's style: {"error": "..."}; malformed JSON from express.json is a 400.
@@ -139,6 +158,10 @@ export function buildDemoApp(options: DemoAppOptions): DemoApp {
 function batchedForward(model: LayersModel, options: BatchingOptions): { batcher: Batcher<Float32Array>; maxRowsPerRequest: number } {
   const resolved = resolveBatching(options);
   const forward = asyncSurrogate(new Surrogate(model));
-  const batcher = createBatcher(async (inputs, rows) => (await forward.probsAsync(inputs, rows)).data, { ...resolved, width: inputSize(model), what: 'the model' });
+  const batcher = createBatcher(async (inputs, rows) => (await forward.probsAsync(inputs, rows)).data, {
+    ...resolved,
+    width: inputSize(model),
+    what: 'the model',
+  });
   return { batcher, maxRowsPerRequest: resolved.maxRowsPerRequest };
 }

@@ -16,7 +16,10 @@ export const DEFAULT_HARDNESS_CHUNK_ROWS = 128;
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /** clients.hardness over `checkpoints`: the same values as checkpointHardness, chunk by chunk, pending I/O served between chunks. */
-export function chunkedHardness(checkpoints: readonly LayersModel[], options: ChunkedHardnessOptions = {}): (inputs: { readonly rows: number; readonly cols: number; readonly data: Float32Array }) => Promise<Int8Array> {
+export function chunkedHardness(
+  checkpoints: readonly LayersModel[],
+  options: ChunkedHardnessOptions = {},
+): (inputs: { readonly rows: number; readonly cols: number; readonly data: Float32Array }) => Promise<Int8Array> {
   const chunkRows = options.chunkRows ?? DEFAULT_HARDNESS_CHUNK_ROWS;
   if (!Number.isInteger(chunkRows) || chunkRows < 1) throw new RangeError(`chunkRows must be a positive integer, got ${chunkRows}`);
   return async ({ rows, cols, data }) => {

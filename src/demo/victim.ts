@@ -4,7 +4,20 @@
  */
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
-import { accuracy, checkpointRecorder, createModel, DEFAULT_CHECKPOINTS, loadModel, readModelMeta, saveCheckpoints, saveModel, trainModel, writeModelMeta, type LayersModel, type TrainProgress } from '../models/index.js';
+import {
+  accuracy,
+  checkpointRecorder,
+  createModel,
+  DEFAULT_CHECKPOINTS,
+  loadModel,
+  readModelMeta,
+  saveCheckpoints,
+  saveModel,
+  trainModel,
+  writeModelMeta,
+  type LayersModel,
+  type TrainProgress,
+} from '../models/index.js';
 
 export interface LabelledRows {
   /** rows × features pixels in [0, 1]. */
@@ -50,7 +63,11 @@ export async function loadOrTrainDemoVictim(options: DemoVictimOptions): Promise
   // HODA's checkpoints: the weights at 11 evenly spaced points of training, saved beside the model.
   const recorder = checkpointRecorder(model, DEFAULT_CHECKPOINTS);
   try {
-    await trainModel(model, { x: train.x, rows: train.rows, labels: Int32Array.from(train.labels) }, { epochs: options.epochs ?? 3, batchSize: options.batchSize ?? 128, seed: options.seed ?? 1, onProgress: options.onProgress, onStep: recorder.onStep });
+    await trainModel(
+      model,
+      { x: train.x, rows: train.rows, labels: Int32Array.from(train.labels) },
+      { epochs: options.epochs ?? 3, batchSize: options.batchSize ?? 128, seed: options.seed ?? 1, onProgress: options.onProgress, onStep: recorder.onStep },
+    );
   } catch (error) {
     model.dispose();
     throw error;

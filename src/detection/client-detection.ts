@@ -115,7 +115,10 @@ export function createClientDetection(options: DetectionOptions = {}): ClientDet
       const win = updateWindows(config.window, config.ood, before.win, time, observation.probs);
       const prada = before.prada && observation.inputs && rows > 0 ? updatePrada(config.prada, before.prada, observation.inputs, labels) : before.prada;
       const hoda = before.hoda && observation.hardness ? updateHoda(config.hoda, before.hoda, observation.hardness) : before.hoda;
-      const fp = observation.matches && config.fingerprint.enabled ? addMatches(liveMatches(before.fp, time, config.window.lengthMs), time, config.window.bucketMs, observation.matches) : before.fp;
+      const fp =
+        observation.matches && config.fingerprint.enabled
+          ? addMatches(liveMatches(before.fp, time, config.window.lengthMs), time, config.window.bucketMs, observation.matches)
+          : before.fp;
       const next: DetectionState = { ...before, t: time, win, ...(prada ? { prada } : {}), ...(hoda ? { hoda } : {}), ...(fp ? { fp } : {}) };
       const found = verdicts(next, time);
       const stepped = stepPolicy(config.policy, before.pol, time, rows, found.anyFlagged, found.maxLevel);
@@ -204,15 +207,24 @@ function checkTime(time: number): number {
 /** Validates the shapes and returns the victim's label (argmax) per row. */
 function checkObservation(observation: ClientObservation): Uint16Array {
   const { probs, inputs, hardness } = observation;
-  if (!probs || !Number.isInteger(probs.rows) || !Number.isInteger(probs.cols) || probs.rows < 0 || probs.cols < 1 || probs.data.length !== probs.rows * probs.cols) {
+  if (
+    !probs ||
+    !Number.isInteger(probs.rows) ||
+    !Number.isInteger(probs.cols) ||
+    probs.rows < 0 ||
+    probs.cols < 1 ||
+    probs.data.length !== probs.rows * probs.cols
+  ) {
     throw new DetectionInputError('observation.probs must be rows × cols with data of rows·cols values');
   }
   if (probs.cols > 65535) throw new DetectionInputError(`observation.probs has ${probs.cols} classes; detection supports at most 65535`);
   if (inputs && (inputs.rows !== probs.rows || inputs.cols < 1 || inputs.data.length !== inputs.rows * inputs.cols)) {
     throw new DetectionInputError(`observation.inputs must have the ${probs.rows} rows of probs and data of rows·cols values`);
   }
-  if (hardness && hardness.length !== probs.rows) throw new DetectionInputError(`observation.hardness must have one value per row (${probs.rows}), got ${hardness.length}`);
-  if (observation.matches && observation.matches.length !== probs.rows) throw new DetectionInputError(`observation.matches must have one value per row (${probs.rows}), got ${observation.matches.length}`);
+  if (hardness && hardness.length !== probs.rows)
+    throw new DetectionInputError(`observation.hardness must have one value per row (${probs.rows}), got ${hardness.length}`);
+  if (observation.matches && observation.matches.length !== probs.rows)
+    throw new DetectionInputError(`observation.matches must have one value per row (${probs.rows}), got ${observation.matches.length}`);
   return labelsOf(probs);
 }
 

@@ -85,7 +85,8 @@ function num(path: string, value: unknown, fallback: number, check: Check): numb
   const high = check.max === undefined ? '' : `${check.maxExclusive ? '<' : '≤'} ${check.max}`;
   const range = [low, high].filter(Boolean).join(' and ');
   const what = `${check.integer ? 'an integer' : 'a number'}${range ? ` ${range}` : ''}`;
-  const bad = () => new DetectionConfigError(`detection option ${path} must be ${what}, e.g. ${path.split('.').pop()}: ${check.example}; got ${JSON.stringify(value)}`);
+  const bad = () =>
+    new DetectionConfigError(`detection option ${path} must be ${what}, e.g. ${path.split('.').pop()}: ${check.example}; got ${JSON.stringify(value)}`);
   if (typeof value !== 'number' || !Number.isFinite(value)) throw bad();
   if (check.integer && !Number.isInteger(value)) throw bad();
   if (check.min !== undefined && (check.minExclusive ? value <= check.min : value < check.min)) throw bad();
@@ -119,7 +120,8 @@ export function parseStep(text: unknown, index: number): PolicyStep {
   if (step === 'refuse') return { action: 'refuse' };
   if (step.startsWith('throttle')) {
     const match = /^throttle:(\d+)$/.exec(step);
-    if (!match || Number(match[1]) < 1) throw new DetectionConfigError(`detection option ${path} "${step}": write "throttle:SECONDS" with whole seconds ≥ 1, e.g. "throttle:60"`);
+    if (!match || Number(match[1]) < 1)
+      throw new DetectionConfigError(`detection option ${path} "${step}": write "throttle:SECONDS" with whole seconds ≥ 1, e.g. "throttle:60"`);
     return { action: 'throttle', retryAfterSeconds: Number(match[1]) };
   }
   return { action: 'escalate', tier: step };
@@ -131,13 +133,26 @@ export function resolveOptions(options: DetectionOptions = {}): DetectionConfig 
 
   const w = object('window', top.window, ['lengthMs', 'bucketMs']);
   const lengthMs = num('window.lengthMs', w.lengthMs, D.window.lengthMs, { integer: true, min: 1000, example: '3600000' });
-  const bucketMs = num('window.bucketMs', w.bucketMs, Math.min(D.window.bucketMs, lengthMs), { integer: true, min: 1, max: lengthMs, example: String(Math.min(D.window.bucketMs, lengthMs)) });
-  if (lengthMs / bucketMs > 1000) throw new DetectionConfigError(`detection option window.bucketMs ${bucketMs} makes ${Math.ceil(lengthMs / bucketMs)} buckets; use at most 1000 (bucketMs ≥ ${Math.ceil(lengthMs / 1000)})`);
+  const bucketMs = num('window.bucketMs', w.bucketMs, Math.min(D.window.bucketMs, lengthMs), {
+    integer: true,
+    min: 1,
+    max: lengthMs,
+    example: String(Math.min(D.window.bucketMs, lengthMs)),
+  });
+  if (lengthMs / bucketMs > 1000)
+    throw new DetectionConfigError(
+      `detection option window.bucketMs ${bucketMs} makes ${Math.ceil(lengthMs / bucketMs)} buckets; use at most 1000 (bucketMs ≥ ${Math.ceil(lengthMs / 1000)})`,
+    );
 
   const o = object('ood', top.ood, ['enabled', 'confidenceThreshold', 'maxRate', 'minQueries']);
   const ood: OodConfig = {
     enabled: bool('ood.enabled', o.enabled, D.ood.enabled),
-    confidenceThreshold: num('ood.confidenceThreshold', o.confidenceThreshold, D.ood.confidenceThreshold, { min: 0, max: 1, minExclusive: true, example: '0.7' }),
+    confidenceThreshold: num('ood.confidenceThreshold', o.confidenceThreshold, D.ood.confidenceThreshold, {
+      min: 0,
+      max: 1,
+      minExclusive: true,
+      example: '0.7',
+    }),
     maxRate: num('ood.maxRate', o.maxRate, D.ood.maxRate, { min: 0, max: 1, maxExclusive: true, example: '0.5' }),
     minQueries: num('ood.minQueries', o.minQueries, D.ood.minQueries, { integer: true, min: 1, example: '50' }),
   };
@@ -153,7 +168,12 @@ export function resolveOptions(options: DetectionOptions = {}): DetectionConfig 
     maxKeptPoints: num('prada.maxKeptPoints', p.maxKeptPoints, D.prada.maxKeptPoints, { integer: true, min: 1, example: '320' }),
     maxDistances,
     minDistancesPerClass: num('prada.minDistancesPerClass', p.minDistancesPerClass, D.prada.minDistancesPerClass, { integer: true, min: 1, example: '10' }),
-    minPooled: num('prada.minPooled', p.minPooled, Math.min(D.prada.minPooled, maxDistances - 1), { integer: true, min: 3, max: maxDistances - 1, example: '100' }),
+    minPooled: num('prada.minPooled', p.minPooled, Math.min(D.prada.minPooled, maxDistances - 1), {
+      integer: true,
+      min: 3,
+      max: maxDistances - 1,
+      example: '100',
+    }),
     testEvery: num('prada.testEvery', p.testEvery, D.prada.testEvery, { integer: true, min: 1, example: '10' }),
   };
 
@@ -166,11 +186,15 @@ export function resolveOptions(options: DetectionOptions = {}): DetectionConfig 
       throw new DetectionConfigError(`detection option hoda.benignHistogram must be an array of ≥ 2 non-negative numbers, one per hardness bin; ${hint}`);
     }
     if (histogram.every((v) => v === histogram[0])) {
-      throw new DetectionConfigError(`detection option hoda.benignHistogram is flat: its Pearson distance to anything is undefined; ${hint} on real benign queries`);
+      throw new DetectionConfigError(
+        `detection option hoda.benignHistogram is flat: its Pearson distance to anything is undefined; ${hint} on real benign queries`,
+      );
     }
-    if (histogram.length > 255) throw new DetectionConfigError('detection option hoda.benignHistogram has more than 255 bins; use one bin per checkpoint (about 11)');
+    if (histogram.length > 255)
+      throw new DetectionConfigError('detection option hoda.benignHistogram has more than 255 bins; use one bin per checkpoint (about 11)');
     const thresholds = h.thresholds;
-    if (!Array.isArray(thresholds) || thresholds.length === 0) throw new DetectionConfigError(`detection option hoda.thresholds must be a non-empty array of { length, threshold }; ${hint}`);
+    if (!Array.isArray(thresholds) || thresholds.length === 0)
+      throw new DetectionConfigError(`detection option hoda.thresholds must be a non-empty array of { length, threshold }; ${hint}`);
     const parsed = thresholds.map((t, i) => {
       const entry = object(`hoda.thresholds[${i}]`, t, ['length', 'threshold', 'sequences']);
       return {
@@ -180,7 +204,8 @@ export function resolveOptions(options: DetectionOptions = {}): DetectionConfig 
     });
     parsed.sort((a, b) => a.length - b.length);
     for (let i = 1; i < parsed.length; i++) {
-      if (parsed[i].length === parsed[i - 1].length) throw new DetectionConfigError(`detection option hoda.thresholds has length ${parsed[i].length} twice; give one threshold per length`);
+      if (parsed[i].length === parsed[i - 1].length)
+        throw new DetectionConfigError(`detection option hoda.thresholds has length ${parsed[i].length} twice; give one threshold per length`);
     }
     hoda = { enabled: bool('hoda.enabled', h.enabled, true), bins: histogram.length, benignHistogram: [...histogram], thresholds: parsed };
   }
@@ -196,13 +221,18 @@ export function resolveOptions(options: DetectionOptions = {}): DetectionConfig 
   if (top.budget !== false) {
     const b = object('budget', top.budget, ['maxQueries', 'action']);
     const action = b.action ?? D.budget.action;
-    if (action !== 'throttle' && action !== 'refuse') throw new DetectionConfigError(`detection option budget.action must be "throttle" or "refuse"; got ${JSON.stringify(action)}`);
-    budget = { maxQueries: num('budget.maxQueries', b.maxQueries, D.budget.maxQueries, { integer: true, min: 1, example: '10000 (or budget: false for none)' }), action };
+    if (action !== 'throttle' && action !== 'refuse')
+      throw new DetectionConfigError(`detection option budget.action must be "throttle" or "refuse"; got ${JSON.stringify(action)}`);
+    budget = {
+      maxQueries: num('budget.maxQueries', b.maxQueries, D.budget.maxQueries, { integer: true, min: 1, example: '10000 (or budget: false for none)' }),
+      action,
+    };
   }
 
   const pol = object('policy', top.policy, ['steps', 'release', 'stepQueries', 'calmQueries', 'calmMs']);
   const rawSteps = pol.steps ?? D.policy.steps;
-  if (!Array.isArray(rawSteps)) throw new DetectionConfigError('detection option policy.steps must be an array such as ["mad-argmax", "argmax", "throttle:60", "refuse"]');
+  if (!Array.isArray(rawSteps))
+    throw new DetectionConfigError('detection option policy.steps must be an array such as ["mad-argmax", "argmax", "throttle:60", "refuse"]');
   const steps = rawSteps.map(parseStep);
   const policy: PolicyConfig = {
     steps,

@@ -44,12 +44,17 @@ export interface FingerprintOptions {
 export const FINGERPRINT_DEFAULTS = { window: 24, levels: 5, hashes: 20, matchThreshold: 10, positional: true, positionBuckets: 8, seed: 0xb1ac } as const;
 
 export function resolveFingerprintOptions(options: FingerprintOptions = {}): FingerprintConfig {
-  if (typeof options !== 'object' || options === null) throw new DetectionConfigError('fingerprint options must be an object such as { window: 20, levels: 5, hashes: 20, matchThreshold: 10 }');
+  if (typeof options !== 'object' || options === null)
+    throw new DetectionConfigError('fingerprint options must be an object such as { window: 20, levels: 5, hashes: 20, matchThreshold: 10 }');
   const known = Object.keys(FINGERPRINT_DEFAULTS);
-  for (const key of Object.keys(options)) if (!known.includes(key)) throw new DetectionConfigError(`unknown fingerprint option ${key}; write one of: ${known.join(', ')}`);
+  for (const key of Object.keys(options))
+    if (!known.includes(key)) throw new DetectionConfigError(`unknown fingerprint option ${key}; write one of: ${known.join(', ')}`);
   const int = (name: keyof typeof FINGERPRINT_DEFAULTS, min: number, max: number): number => {
     const value = (options as Record<string, unknown>)[name] ?? FINGERPRINT_DEFAULTS[name];
-    if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) throw new DetectionConfigError(`fingerprint option ${name} must be an integer from ${min} to ${max}, e.g. ${name}: ${FINGERPRINT_DEFAULTS[name]}; got ${JSON.stringify(value)}`);
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max)
+      throw new DetectionConfigError(
+        `fingerprint option ${name} must be an integer from ${min} to ${max}, e.g. ${name}: ${FINGERPRINT_DEFAULTS[name]}; got ${JSON.stringify(value)}`,
+      );
     return value;
   };
   const hashes = int('hashes', 1, 255);
@@ -57,7 +62,15 @@ export function resolveFingerprintOptions(options: FingerprintOptions = {}): Fin
   if (matchThreshold > hashes) throw new DetectionConfigError(`fingerprint option matchThreshold (${matchThreshold}) must be at most hashes (${hashes})`);
   const positional = options.positional ?? FINGERPRINT_DEFAULTS.positional;
   if (typeof positional !== 'boolean') throw new DetectionConfigError(`fingerprint option positional must be true or false; got ${JSON.stringify(positional)}`);
-  return { window: int('window', 2, 4096), levels: int('levels', 2, 256), hashes, matchThreshold, positional, positionBuckets: int('positionBuckets', 1, 1024), seed: int('seed', 0, 2 ** 31 - 1) };
+  return {
+    window: int('window', 2, 4096),
+    levels: int('levels', 2, 256),
+    hashes,
+    matchThreshold,
+    positional,
+    positionBuckets: int('positionBuckets', 1, 1024),
+    seed: int('seed', 0, 2 ** 31 - 1),
+  };
 }
 
 /** murmur3's finaliser. */

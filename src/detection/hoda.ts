@@ -152,7 +152,8 @@ export function updateHoda(config: HodaConfig, state: HodaState, hardness: Array
   for (let i = 0; i < hardness.length; i++) {
     const v = hardness[i];
     if (v < 0 || capacity === 0) continue;
-    if (!Number.isInteger(v) || v >= config.bins) throw new DetectionInputError(`hardness ${v} of row ${i} is not an integer in [0, ${config.bins - 1}] (or -1 for unknown)`);
+    if (!Number.isInteger(v) || v >= config.bins)
+      throw new DetectionInputError(`hardness ${v} of row ${i} is not an integer in [0, ${config.bins - 1}] (or -1 for unknown)`);
     ring[head] = v;
     head = (head + 1) % capacity;
     if (len < capacity) len++;

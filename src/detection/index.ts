@@ -23,4 +23,11 @@ export {
   type PopulationLayout,
   type PopulationOptions,
 } from './population.js';
-export { FINGERPRINT_DEFAULTS, fingerprintRows, resolveFingerprintOptions, sharedHashes, type FingerprintConfig, type FingerprintOptions } from './fingerprint.js';
+export {
+  FINGERPRINT_DEFAULTS,
+  fingerprintRows,
+  resolveFingerprintOptions,
+  sharedHashes,
+  type FingerprintConfig,
+  type FingerprintOptions,
+} from './fingerprint.js';

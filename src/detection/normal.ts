@@ -73,7 +73,7 @@ export function normalQuantile(p: number): number {
   }
   // Halley refinement on the accurate cdf: two steps take Acklam's 1e-9 to full precision.
   for (let i = 0; i < 2; i++) {
-    const e = p < 0.5 ? normalCdf(x) - p : (1 - p) - normalUpperTail(x);
+    const e = p < 0.5 ? normalCdf(x) - p : 1 - p - normalUpperTail(x);
     const u = e * Math.sqrt(2 * Math.PI) * Math.exp((x * x) / 2);
     x = x - u / (1 + (x * u) / 2);
   }

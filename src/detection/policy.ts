@@ -45,14 +45,7 @@ export function initialPolicyState(): PolicyState {
 }
 
 /** The ladder after an observation of `rows` queries with these detector findings. */
-export function stepPolicy(
-  config: PolicyConfig,
-  state: PolicyState,
-  time: number,
-  rows: number,
-  anyFlagged: boolean,
-  maxLevel: number,
-): PolicyState {
+export function stepPolicy(config: PolicyConfig, state: PolicyState, time: number, rows: number, anyFlagged: boolean, maxLevel: number): PolicyState {
   const queries = state.queries + rows;
   let { level, steppedAt, calmQ, calmT } = state;
   if (anyFlagged) {

@@ -109,7 +109,12 @@ function object(path: string, value: unknown, known: readonly string[]): Record<
   return value as Record<string, unknown>;
 }
 
-function number(path: string, value: unknown, fallback: number, check: { integer?: boolean; min: number; max?: number; minExclusive?: boolean; maxExclusive?: boolean; example: string }): number {
+function number(
+  path: string,
+  value: unknown,
+  fallback: number,
+  check: { integer?: boolean; min: number; max?: number; minExclusive?: boolean; maxExclusive?: boolean; example: string },
+): number {
   if (value === undefined) return fallback;
   const ok =
     typeof value === 'number' &&
@@ -140,22 +145,36 @@ export function resolvePopulationOptions(options: PopulationOptions = {}, hodaFa
   const w = object('window', top.window, ['lengthMs', 'bucketMs']);
   const lengthMs = number('window.lengthMs', w.lengthMs, D.window.lengthMs, { integer: true, min: 1000, example: '600000' });
   const bucketMs = number('window.bucketMs', w.bucketMs, Math.min(D.window.bucketMs, lengthMs), { integer: true, min: 100, max: lengthMs, example: '60000' });
-  if (lengthMs / bucketMs > 100) throw new DetectionConfigError(`population option window.bucketMs ${bucketMs} makes ${Math.ceil(lengthMs / bucketMs)} buckets; use at most 100 (bucketMs ≥ ${Math.ceil(lengthMs / 100)})`);
+  if (lengthMs / bucketMs > 100)
+    throw new DetectionConfigError(
+      `population option window.bucketMs ${bucketMs} makes ${Math.ceil(lengthMs / bucketMs)} buckets; use at most 100 (bucketMs ≥ ${Math.ceil(lengthMs / 100)})`,
+    );
   const o = object('ood', top.ood, ['enabled', 'confidenceThreshold', 'maxRate']);
   const ood = {
     enabled: flag('ood.enabled', o.enabled, D.ood.enabled),
-    confidenceThreshold: number('ood.confidenceThreshold', o.confidenceThreshold, D.ood.confidenceThreshold, { min: 0, max: 1, minExclusive: true, example: '0.7' }),
+    confidenceThreshold: number('ood.confidenceThreshold', o.confidenceThreshold, D.ood.confidenceThreshold, {
+      min: 0,
+      max: 1,
+      minExclusive: true,
+      example: '0.7',
+    }),
     maxRate: number('ood.maxRate', o.maxRate, D.ood.maxRate, { min: 0, max: 1, maxExclusive: true, example: '0.15 (a few points above the benign rate)' }),
   };
   let hoda: HodaConfig = hodaFallback?.enabled ? hodaFallback : { enabled: false, bins: 0, benignHistogram: [], thresholds: [] };
   if (top.hoda !== undefined) {
     const h = object('hoda', top.hoda, ['enabled', 'benignHistogram', 'thresholds']);
     const histogram = h.benignHistogram;
-    if (!Array.isArray(histogram) || histogram.length < 2 || !histogram.every((v) => typeof v === 'number' && Number.isFinite(v) && v >= 0) || histogram.every((v) => v === histogram[0])) {
+    if (
+      !Array.isArray(histogram) ||
+      histogram.length < 2 ||
+      !histogram.every((v) => typeof v === 'number' && Number.isFinite(v) && v >= 0) ||
+      histogram.every((v) => v === histogram[0])
+    ) {
       fail('hoda.benignHistogram', 'an array of ≥ 2 non-negative numbers, not all equal (calibrateHoda’s)', '[0.6, 0.2, ...]', histogram);
     }
     const thresholds = h.thresholds;
-    if (!Array.isArray(thresholds) || thresholds.length === 0) fail('hoda.thresholds', 'a non-empty array of { length, threshold } (calibrateHoda’s)', '[{ "length": 1000, "threshold": 0.05 }]', thresholds);
+    if (!Array.isArray(thresholds) || thresholds.length === 0)
+      fail('hoda.thresholds', 'a non-empty array of { length, threshold } (calibrateHoda’s)', '[{ "length": 1000, "threshold": 0.05 }]', thresholds);
     const parsed = (thresholds as unknown[]).map((t, i) => {
       const entry = object(`hoda.thresholds[${i}]`, t, ['length', 'threshold', 'sequences']);
       return {
@@ -170,7 +189,12 @@ export function resolvePopulationOptions(options: PopulationOptions = {}, hodaFa
   let reference: number[] | undefined;
   if (c.reference !== undefined) {
     const r = c.reference;
-    if (!Array.isArray(r) || r.length < 2 || !r.every((v) => typeof v === 'number' && Number.isFinite(v) && v >= 0) || !(r.reduce((a: number, b: number) => a + b, 0) > 0)) {
+    if (
+      !Array.isArray(r) ||
+      r.length < 2 ||
+      !r.every((v) => typeof v === 'number' && Number.isFinite(v) && v >= 0) ||
+      !(r.reduce((a: number, b: number) => a + b, 0) > 0)
+    ) {
       fail('classes.reference', 'the benign class histogram, one non-negative number per class', '[0.1, 0.1, ...]', r);
     }
     const sum = (r as number[]).reduce((a, b) => a + b, 0);
@@ -178,7 +202,13 @@ export function resolvePopulationOptions(options: PopulationOptions = {}, hodaFa
   }
   const classes = {
     enabled: flag('classes.enabled', c.enabled, D.classes.enabled),
-    maxDistance: number('classes.maxDistance', c.maxDistance, D.classes.maxDistance, { min: 0, max: 1, minExclusive: true, maxExclusive: true, example: '0.25' }),
+    maxDistance: number('classes.maxDistance', c.maxDistance, D.classes.maxDistance, {
+      min: 0,
+      max: 1,
+      minExclusive: true,
+      maxExclusive: true,
+      example: '0.25',
+    }),
     reference,
   };
   const m = object('matches', top.matches, ['enabled', 'maxRate']);
@@ -251,13 +281,25 @@ export function totalVariation(counts: ArrayLike<number>, reference: readonly nu
 }
 
 /** Each population detector's verdict on the window's counts; level = score over its threshold (0 before minQueries). */
-export function populationVerdicts(config: PopulationConfig, layout: PopulationLayout, totals: ArrayLike<number>): { verdicts: DetectorVerdict[]; anyFlagged: boolean; maxLevel: number } {
+export function populationVerdicts(
+  config: PopulationConfig,
+  layout: PopulationLayout,
+  totals: ArrayLike<number>,
+): { verdicts: DetectorVerdict[]; anyFlagged: boolean; maxLevel: number } {
   const queries = totals[Q] ?? 0;
   const evaluated = queries >= config.minQueries;
   const found: { verdict: DetectorVerdict; level: number }[] = [];
   if (config.ood.enabled) {
     const rate = queries ? totals[LOW] / queries : 0;
-    found.push({ verdict: { detector: 'ood', flagged: evaluated && rate > config.ood.maxRate, score: rate, evidence: { queries, unsure: totals[LOW], rate, threshold: config.ood.maxRate } }, level: evaluated ? rate / config.ood.maxRate : 0 });
+    found.push({
+      verdict: {
+        detector: 'ood',
+        flagged: evaluated && rate > config.ood.maxRate,
+        score: rate,
+        evidence: { queries, unsure: totals[LOW], rate, threshold: config.ood.maxRate },
+      },
+      level: evaluated ? rate / config.ood.maxRate : 0,
+    });
   }
   if (config.hoda.enabled && layout.bins === config.hoda.bins && layout.bins > 0) {
     const at = CLASSES_AT + layout.classes;
@@ -270,7 +312,15 @@ export function populationVerdicts(config: PopulationConfig, layout: PopulationL
       for (let b = 0; b < layout.bins; b++) histogram[b] /= known;
       const distance = pearsonDistance(histogram, config.hoda.benignHistogram);
       const level = due.threshold > 0 ? distance / due.threshold : distance > 0 ? Infinity : 0;
-      found.push({ verdict: { detector: 'hoda', flagged: distance > due.threshold, score: distance, evidence: { queries: known, distance, threshold: due.threshold, length: due.length } }, level });
+      found.push({
+        verdict: {
+          detector: 'hoda',
+          flagged: distance > due.threshold,
+          score: distance,
+          evidence: { queries: known, distance, threshold: due.threshold, length: due.length },
+        },
+        level,
+      });
     } else {
       found.push({ verdict: { detector: 'hoda', flagged: false, score: 0, evidence: { queries: known } }, level: 0 });
     }
@@ -278,11 +328,27 @@ export function populationVerdicts(config: PopulationConfig, layout: PopulationL
   if (config.classes.enabled && layout.classes >= 2) {
     const reference = config.classes.reference && config.classes.reference.length === layout.classes ? config.classes.reference : undefined;
     const distance = totalVariation(Array.prototype.slice.call(totals, CLASSES_AT, CLASSES_AT + layout.classes) as number[], reference);
-    found.push({ verdict: { detector: 'classes', flagged: evaluated && distance > config.classes.maxDistance, score: distance, evidence: { queries, distance, threshold: config.classes.maxDistance } }, level: evaluated ? distance / config.classes.maxDistance : 0 });
+    found.push({
+      verdict: {
+        detector: 'classes',
+        flagged: evaluated && distance > config.classes.maxDistance,
+        score: distance,
+        evidence: { queries, distance, threshold: config.classes.maxDistance },
+      },
+      level: evaluated ? distance / config.classes.maxDistance : 0,
+    });
   }
   if (config.matches.enabled) {
     const rate = queries ? totals[MATCHED] / queries : 0;
-    found.push({ verdict: { detector: 'matches', flagged: evaluated && rate > config.matches.maxRate, score: rate, evidence: { queries, matched: totals[MATCHED], rate, threshold: config.matches.maxRate } }, level: evaluated ? rate / config.matches.maxRate : 0 });
+    found.push({
+      verdict: {
+        detector: 'matches',
+        flagged: evaluated && rate > config.matches.maxRate,
+        score: rate,
+        evidence: { queries, matched: totals[MATCHED], rate, threshold: config.matches.maxRate },
+      },
+      level: evaluated ? rate / config.matches.maxRate : 0,
+    });
   }
   return { verdicts: found.map((f) => f.verdict), anyFlagged: found.some((f) => f.verdict.flagged), maxLevel: found.reduce((m, f) => Math.max(m, f.level), 0) };
 }
@@ -297,7 +363,13 @@ export interface AlarmState {
 export const initialAlarmState = (): AlarmState => ({ on: false, since: -1, calmT: -1 });
 
 /** The alarm after a judgement at `time`; `started` / `ended` say whether it just changed (log it). */
-export function stepAlarm(config: PopulationConfig['alarm'], state: AlarmState, time: number, anyFlagged: boolean, maxLevel: number): { state: AlarmState; started: boolean; ended: boolean } {
+export function stepAlarm(
+  config: PopulationConfig['alarm'],
+  state: AlarmState,
+  time: number,
+  anyFlagged: boolean,
+  maxLevel: number,
+): { state: AlarmState; started: boolean; ended: boolean } {
   if (anyFlagged) {
     return { state: { on: true, since: state.on ? state.since : time, calmT: -1 }, started: !state.on, ended: false };
   }
@@ -342,7 +414,8 @@ export function calibratePopulation(
   const count = options.draws ?? 200;
   const margin = options.margin ?? 0.05;
   const threshold = options.confidenceThreshold ?? POPULATION_DEFAULTS.ood.confidenceThreshold;
-  if (!(probs.rows >= windowQueries)) throw new RangeError(`calibratePopulation needs at least windowQueries (${windowQueries}) benign rows, got ${probs.rows}`);
+  if (!(probs.rows >= windowQueries))
+    throw new RangeError(`calibratePopulation needs at least windowQueries (${windowQueries}) benign rows, got ${probs.rows}`);
   const layout = { classes: probs.cols, bins: 0 };
   const all = summarise(layout, threshold, probs);
   const reference = Array.from(all.subarray(CLASSES_AT, CLASSES_AT + probs.cols), (v) => v / probs.rows);

@@ -198,7 +198,19 @@ export function updatePrada(
   }
   // Until the ring is full, head === len: the used values are the first len.
   const used = len < config.maxDistances ? len : config.maxDistances;
-  return { n, width, classes, d: encodeFloat32(distances.subarray(0, used)), dc: encodeUint16(distanceClasses.subarray(0, used)), len, head, w, wMin, p, pooled };
+  return {
+    n,
+    width,
+    classes,
+    d: encodeFloat32(distances.subarray(0, used)),
+    dc: encodeUint16(distanceClasses.subarray(0, used)),
+    len,
+    head,
+    w,
+    wMin,
+    p,
+    pooled,
+  };
 }
 
 function allFinite(row: Float32Array): boolean {

@@ -43,7 +43,8 @@ export class ClientOptionError extends Error {
 
 /** Checks the options once and returns the client (no request is sent). */
 export function externalClient(options: ExternalClientOptions): InferenceClient {
-  if (!EXTERNAL_PROTOCOLS.includes(options.protocol)) throw new ClientOptionError(`protocol must be one of ${EXTERNAL_PROTOCOLS.join(', ')}, got "${String(options.protocol)}"`);
+  if (!EXTERNAL_PROTOCOLS.includes(options.protocol))
+    throw new ClientOptionError(`protocol must be one of ${EXTERNAL_PROTOCOLS.join(', ')}, got "${String(options.protocol)}"`);
   try {
     new URL(options.url);
   } catch {
@@ -59,7 +60,9 @@ export function externalClient(options: ExternalClientOptions): InferenceClient 
     const values = scaled(x, pixelScale);
     if (options.protocol === 'kserve-v2') {
       const datatype = pixelScale === 255 ? 'UINT8' : 'FP32';
-      return JSON.stringify({ inputs: [{ name: options.inputName ?? INPUT_NAME, shape: [rows, ...(options.inputShape ?? [features])], datatype, data: values }] });
+      return JSON.stringify({
+        inputs: [{ name: options.inputName ?? INPUT_NAME, shape: [rows, ...(options.inputShape ?? [features])], datatype, data: values }],
+      });
     }
     const instances = Array.from({ length: rows }, (_, r) => nest(values.slice(r * features, (r + 1) * features), options.inputShape));
     if (options.protocol === 'tf-serving') return JSON.stringify({ instances });
@@ -111,7 +114,8 @@ function parseTemplate(text: string): unknown {
   } catch (error) {
     throw new ClientOptionError(`the request template is not JSON: ${(error as Error).message}`);
   }
-  if (!JSON.stringify(template).includes('"$INPUTS"')) throw new ClientOptionError('the request template must hold the string "$INPUTS" where the rows go, e.g. {"instances": "$INPUTS"}');
+  if (!JSON.stringify(template).includes('"$INPUTS"'))
+    throw new ClientOptionError('the request template must hold the string "$INPUTS" where the rows go, e.g. {"instances": "$INPUTS"}');
   return template;
 }
 
@@ -148,17 +152,22 @@ function tfServingRows(body: unknown, outputKey: string | undefined): unknown[] 
 
 function kserveRows(body: unknown, rows: number): ProbBatch {
   const outputs = (body as { outputs?: unknown })?.outputs;
-  if (!Array.isArray(outputs) || outputs.length === 0) throw new EndpointError(`the endpoint answered without "outputs": ${JSON.stringify(body).slice(0, 200)}`);
+  if (!Array.isArray(outputs) || outputs.length === 0)
+    throw new EndpointError(`the endpoint answered without "outputs": ${JSON.stringify(body).slice(0, 200)}`);
   const { shape, data } = outputs[0] as { shape?: number[]; data?: unknown };
   const flat = (Array.isArray(data) ? data : []).flat(2) as unknown[];
   const cols = Array.isArray(shape) && shape.length === 2 && shape[0] === rows ? shape[1] : flat.length / rows;
-  return toBatch(Array.from({ length: rows }, (_, r) => flat.slice(r * cols, (r + 1) * cols)), rows);
+  return toBatch(
+    Array.from({ length: rows }, (_, r) => flat.slice(r * cols, (r + 1) * cols)),
+    rows,
+  );
 }
 
 function toBatch(rowsOut: unknown[], rows: number): ProbBatch {
   if (rowsOut.length !== rows) throw new EndpointError(`the endpoint answered ${rowsOut.length} rows for ${rows} images`);
   const first = rowsOut[0];
-  if (!Array.isArray(first) || first.length < 2) throw new EndpointError(`an answer row is not a list of probabilities: ${JSON.stringify(first).slice(0, 100)}`);
+  if (!Array.isArray(first) || first.length < 2)
+    throw new EndpointError(`an answer row is not a list of probabilities: ${JSON.stringify(first).slice(0, 100)}`);
   const cols = first.length;
   const data = new Float32Array(rows * cols);
   rowsOut.forEach((row, r) => {

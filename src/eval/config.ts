@@ -140,7 +140,16 @@ export interface RestorerSettings {
   heldOut: number;
 }
 
-export const DEFAULT_RESTORER: RestorerSettings = { shadowFraction: 0.2, shadowEpochs: 10, hidden: 128, epochs: 30, pairs: 20000, temperatures: [0.1, 0.3, 1, 3], synthetic: true, heldOut: 0.1 };
+export const DEFAULT_RESTORER: RestorerSettings = {
+  shadowFraction: 0.2,
+  shadowEpochs: 10,
+  hidden: 128,
+  epochs: 30,
+  pairs: 20000,
+  temperatures: [0.1, 0.3, 1, 3],
+  synthetic: true,
+  heldOut: 0.1,
+};
 
 /** Caps on the data used, for smoke tests and tiny runs (undefined: everything). */
 export interface DataLimits {
@@ -387,7 +396,8 @@ export function validateConfig(raw: Record<string, unknown>): EvalConfig {
     base = presetConfig(preset);
   }
   const name = raw.name === undefined ? (base.name ?? 'custom') : nonEmptyString('name', raw.name);
-  if (!/^[\w.-]+$/.test(name)) throw new EvalConfigError(`name must hold only letters, digits, ".", "_" and "-" (it names the results folder), got ${JSON.stringify(name)}`);
+  if (!/^[\w.-]+$/.test(name))
+    throw new EvalConfigError(`name must hold only letters, digits, ".", "_" and "-" (it names the results folder), got ${JSON.stringify(name)}`);
 
   const world = raw.world === undefined ? base.world : oneOf('world', raw.world, WORLDS);
   const closedWorldPool = raw.closedWorldPool === undefined ? base.closedWorldPool : positiveInteger('closedWorldPool', raw.closedWorldPool);
@@ -399,9 +409,21 @@ export function validateConfig(raw: Record<string, unknown>): EvalConfig {
     seed: raw.seed === undefined ? base.seed : integer('seed', raw.seed),
     seeds: raw.seeds === undefined ? base.seeds : positiveInteger('seeds', raw.seeds),
     defenses: raw.defenses === undefined ? requireBase('defenses', base.defenses) : expandDefenses(raw.defenses),
-    policies: raw.policies === undefined ? requireBase('policies', base.policies) : unique('policies', list('policies', raw.policies, (v, f) => oneOf(f, v, POLICIES))),
+    policies:
+      raw.policies === undefined
+        ? requireBase('policies', base.policies)
+        : unique(
+            'policies',
+            list('policies', raw.policies, (v, f) => oneOf(f, v, POLICIES)),
+          ),
     budgets: [...new Set(budgets)].sort((a, b) => a - b),
-    attackerLabels: raw.attackerLabels === undefined ? base.attackerLabels : unique('attackerLabels', list('attackerLabels', raw.attackerLabels, (v, f) => oneOf(f, v, ATTACKER_LABELS))),
+    attackerLabels:
+      raw.attackerLabels === undefined
+        ? base.attackerLabels
+        : unique(
+            'attackerLabels',
+            list('attackerLabels', raw.attackerLabels, (v, f) => oneOf(f, v, ATTACKER_LABELS)),
+          ),
     victimTraining: training('victimTraining', raw.victimTraining, base.victimTraining),
     knockoffTraining: training('knockoffTraining', raw.knockoffTraining, base.knockoffTraining),
     surrogateArch: raw.surrogateArch === undefined ? base.surrogateArch : oneOf('surrogateArch', raw.surrogateArch, ARCHITECTURES),
@@ -442,7 +464,10 @@ function checkBudgetsFit(config: EvalConfig): void {
   const largestBudget = config.budgets[config.budgets.length - 1];
   const largest = pooled.every((p) => p === 'smoothing') ? Math.ceil(largestBudget / config.smoothing.copies) : largestBudget;
   if (capacity !== undefined && largest > capacity) {
-    const where = config.world === 'closed' && capacity === config.closedWorldPool ? `the closed-world pool (closedWorldPool = ${capacity})` : `limits.attackerPool (${capacity})`;
+    const where =
+      config.world === 'closed' && capacity === config.closedWorldPool
+        ? `the closed-world pool (closedWorldPool = ${capacity})`
+        : `limits.attackerPool (${capacity})`;
     throw new EvalConfigError(`budget ${largest} exceeds ${where}: the random policy draws without replacement; lower the budgets or raise the pool`);
   }
 }
@@ -461,7 +486,10 @@ export function expandDefenses(raw: unknown): DefenseSetting[] {
       throw new EvalConfigError(`${field} must be a spec string such as "mad:eps=0.5" or an object {"name": "mad", "eps": [0.1, 0.5]}`);
     }
     const { name, family, params, surrogate, ...flat } = entry;
-    const kinds = surrogate === undefined ? [undefined] : list(`${field}.surrogate`, Array.isArray(surrogate) ? surrogate : [surrogate], (v, f) => oneOf(f, v, SURROGATE_KINDS));
+    const kinds =
+      surrogate === undefined
+        ? [undefined]
+        : list(`${field}.surrogate`, Array.isArray(surrogate) ? surrogate : [surrogate], (v, f) => oneOf(f, v, SURROGATE_KINDS));
     if (params !== undefined && !isObject(params)) throw new EvalConfigError(`${field}.params must be an object`);
     if (family !== undefined && (typeof family !== 'string' || !family)) throw new EvalConfigError(`${field}.family must be a non-empty string`);
     const all = { ...flat, ...(params ?? {}) } as Record<string, unknown>;
@@ -521,7 +549,10 @@ function settingFromSpec(field: string, spec: string | { name: string; params: R
 /** The setting that describes a ready defense: its family (the plot's curve) and its parameters. */
 export function describeDefense(defense: Defense, family?: string): DefenseSetting {
   const stages = defense.spec.split('|');
-  const params = stages.map((stage) => (stage.includes(':') ? stage.slice(stage.indexOf(':') + 1) : '')).filter(Boolean).join('|');
+  const params = stages
+    .map((stage) => (stage.includes(':') ? stage.slice(stage.indexOf(':') + 1) : ''))
+    .filter(Boolean)
+    .join('|');
   const inferred = stages
     .map((stage) => {
       const name = stage.split(':')[0];
@@ -602,7 +633,8 @@ function smoothingSettings(raw: unknown, base: SmoothingSettings): SmoothingSett
   if (copies < 2) throw new EvalConfigError('smoothing.copies must be at least 2 (one query per image is the plain Knockoff attacker)');
   const shift = object.shift === undefined ? base.shift : integer('smoothing.shift', object.shift);
   if (shift < 0) throw new EvalConfigError(`smoothing.shift must be ≥ 0 pixels, got ${shift}`);
-  if (object.flip !== undefined && typeof object.flip !== 'boolean' && object.flip !== 'auto') throw new EvalConfigError(`smoothing.flip must be true, false or "auto", got ${JSON.stringify(object.flip)}`);
+  if (object.flip !== undefined && typeof object.flip !== 'boolean' && object.flip !== 'auto')
+    throw new EvalConfigError(`smoothing.flip must be true, false or "auto", got ${JSON.stringify(object.flip)}`);
   return {
     copies,
     shift,
@@ -614,7 +646,8 @@ function smoothingSettings(raw: unknown, base: SmoothingSettings): SmoothingSett
 function restorerSettings(raw: unknown, base: RestorerSettings): RestorerSettings {
   if (raw === undefined) return base;
   const object = fields('restorer', raw, ['shadowFraction', 'shadowEpochs', 'hidden', 'epochs', 'pairs', 'temperatures', 'synthetic', 'heldOut']);
-  if (object.synthetic !== undefined && typeof object.synthetic !== 'boolean') throw new EvalConfigError(`restorer.synthetic must be true or false, got ${JSON.stringify(object.synthetic)}`);
+  if (object.synthetic !== undefined && typeof object.synthetic !== 'boolean')
+    throw new EvalConfigError(`restorer.synthetic must be true or false, got ${JSON.stringify(object.synthetic)}`);
   const fraction = (field: string, value: unknown, max: number): number => {
     const n = positiveNumber(field, value);
     if (n >= max) throw new EvalConfigError(`${field} must be in (0, ${max}), got ${n}`);

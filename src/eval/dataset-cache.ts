@@ -36,7 +36,10 @@ export async function writeCache(file: string, dataset: CachedDataset): Promise<
   await mkdir(dirname(file), { recursive: true });
   // Write then rename, so a reader never sees half a file.
   const temporary = `${file}.${process.pid}.tmp`;
-  await writeFile(temporary, Buffer.concat([Buffer.from(MAGIC, 'ascii'), length, json, dataset.train.pixels, dataset.test.pixels, dataset.train.labels, dataset.test.labels]));
+  await writeFile(
+    temporary,
+    Buffer.concat([Buffer.from(MAGIC, 'ascii'), length, json, dataset.train.pixels, dataset.test.pixels, dataset.train.labels, dataset.test.labels]),
+  );
   await rename(temporary, file);
 }
 

@@ -19,7 +19,8 @@ export function parseIdx(buffer: Uint8Array, file: string): IdxArray {
   }
   const dims = view.getUint8(3);
   const headerBytes = 4 + dims * 4;
-  if (dims === 0 || buffer.byteLength < headerBytes) throw new Error(`${file}: IDX header declares ${dims} dimensions but the file is ${buffer.byteLength} bytes`);
+  if (dims === 0 || buffer.byteLength < headerBytes)
+    throw new Error(`${file}: IDX header declares ${dims} dimensions but the file is ${buffer.byteLength} bytes`);
   const shape: number[] = [];
   for (let d = 0; d < dims; d++) shape.push(view.getUint32(4 + d * 4));
   const count = shape.reduce((a, b) => a * b, 1);

@@ -170,7 +170,8 @@ function mnistSource(): Source {
       );
       const split = (images: typeof trainImages, labels: typeof trainLabels, file: string): CachedSplit => {
         const rows = images.shape[0];
-        if (images.shape.length !== 3 || images.shape[1] * images.shape[2] !== WIDTH) throw new Error(`${file}: images of shape [${images.shape.join(', ')}], expected [N, 28, 28]`);
+        if (images.shape.length !== 3 || images.shape[1] * images.shape[2] !== WIDTH)
+          throw new Error(`${file}: images of shape [${images.shape.join(', ')}], expected [N, 28, 28]`);
         if (labels.shape[0] !== rows) throw new Error(`${file}: ${rows} images but ${labels.shape[0]} labels`);
         return { pixels: images.data, labels: labels.data, rows };
       };

@@ -86,27 +86,47 @@ export function buildDefense(setting: DefenseSetting, config: EvalConfig): Defen
 
 const needsSurrogate = (d: Defense) => d.needs.includes('surrogate') || d.needs.includes('surrogateGram');
 
-export async function openSession(config: EvalConfig, world: EvaluationWorld, defenses: Defense[], options: Pick<EvaluateOptions, 'cacheDir'>, progress: ProgressFactory, log: (line: string) => void): Promise<Session & { dispose(): void }> {
+export async function openSession(
+  config: EvalConfig,
+  world: EvaluationWorld,
+  defenses: Defense[],
+  options: Pick<EvaluateOptions, 'cacheDir'>,
+  progress: ProgressFactory,
+  log: (line: string) => void,
+): Promise<Session & { dispose(): void }> {
   const victim = await prepareVictim(config, world, options.cacheDir, progress);
   log(`victim: ${victim.fromCache ? 'loaded from' : 'trained and saved to'} ${victim.dir}`);
   const providers: ContextProviders = {};
   const disposers: (() => void)[] = [() => victim.model.dispose()];
   if (defenses.some(needsSurrogate)) {
     // The paper's best surrogate: the victim's architecture, randomly initialised, never trained.
-    const surrogate = Surrogate.random({ arch: config.surrogateArch, inputShape: [world.features], classes: world.classes, seed: deriveSeed(config.seed, 'surrogate') });
+    const surrogate = Surrogate.random({
+      arch: config.surrogateArch,
+      inputShape: [world.features],
+      classes: world.classes,
+      seed: deriveSeed(config.seed, 'surrogate'),
+    });
     providers.surrogate = surrogate;
     disposers.push(() => surrogate.dispose());
   }
   if (defenses.some((d) => d.needs.includes('misinformation'))) {
     const misinformation = await prepareMisinformationModel(config, world, options.cacheDir, progress);
-    log(`misinformation model: ${misinformation.fromCache ? 'loaded from' : 'trained and saved to'} ${misinformation.dir} (right on ${(misinformation.testAccuracy * 100).toFixed(1)}% of the test set)`);
+    log(
+      `misinformation model: ${misinformation.fromCache ? 'loaded from' : 'trained and saved to'} ${misinformation.dir} (right on ${(misinformation.testAccuracy * 100).toFixed(1)}% of the test set)`,
+    );
     providers.misinformation = misinformation.model;
     disposers.push(() => misinformation.model.dispose());
   }
-  const undefended: ProbBatch = { rows: world.victimTest.rows, cols: world.classes, data: predictProbs(victim.model, world.victimTest.x, world.victimTest.rows) };
+  const undefended: ProbBatch = {
+    rows: world.victimTest.rows,
+    cols: world.classes,
+    data: predictProbs(victim.model, world.victimTest.x, world.victimTest.rows),
+  };
   const victimTop1 = argmaxRows(undefended);
   const victimAccuracy = accuracy(victimTop1, world.victimTest.labels);
-  log(`victim test accuracy ${(victimAccuracy * 100).toFixed(2)}% on ${world.victimTest.rows} images; attacker pool: ${world.pool.rows} images (${world.poolSource})`);
+  log(
+    `victim test accuracy ${(victimAccuracy * 100).toFixed(2)}% on ${world.victimTest.rows} images; attacker pool: ${world.pool.rows} images (${world.poolSource})`,
+  );
   return {
     config,
     world,
@@ -132,7 +152,13 @@ export function attackSeed(config: EvalConfig, run: RunSpec): number {
 }
 
 /** Serves one defense setting and runs all its pending runs against it; `onRecord` stores each finished run. */
-export async function runDefense(session: Session, setting: DefenseSetting, defense: Defense, runs: RunSpec[], onRecord: (record: RunRecord) => Promise<void>): Promise<void> {
+export async function runDefense(
+  session: Session,
+  setting: DefenseSetting,
+  defense: Defense,
+  runs: RunSpec[],
+  onRecord: (record: RunRecord) => Promise<void>,
+): Promise<void> {
   const { config, world } = session;
   const ablated = setting.surrogate ? ablationSurrogate(setting.surrogate, config, world, session.log) : undefined;
   const providers = ablated ? { ...session.providers, surrogate: ablated } : session.providers;
@@ -170,7 +196,8 @@ export async function runDefense(session: Session, setting: DefenseSetting, defe
         seed: attackSeed(config, run),
         // Measurement only: the undefended victim's answers to the attacker's queries.
         truth: (x, rows) => ({ rows, cols: world.classes, data: predictProbs(session.victim, x, rows) }),
-        onProgress: (phase, done, total) => (phase === 'query' ? runBar.update(done, 'querying') : runBar.update(run.budget, `training knockoffs, epoch ${done}/${total}`)),
+        onProgress: (phase, done, total) =>
+          phase === 'query' ? runBar.update(done, 'querying') : runBar.update(run.budget, `training knockoffs, epoch ${done}/${total}`),
       });
       const record: RunRecord = {
         key: runKey(config, run),
@@ -225,7 +252,12 @@ export function publishGauges(metrics: ServingMetrics, records: readonly RunReco
 
 function describeRecord(record: RunRecord): string {
   const attackers = record.attackers.map((a) => `${attackerName(record.policy, a.labels)} ${(a.accuracy * 100).toFixed(1)}%`).join(', ');
-  const run = describeRun({ defense: { family: record.defense, params: record.params, spec: record.spec }, policy: record.policy, budget: record.budget, attackerSeed: record.attackerSeed });
+  const run = describeRun({
+    defense: { family: record.defense, params: record.params, spec: record.spec },
+    policy: record.policy,
+    budget: record.budget,
+    attackerSeed: record.attackerSeed,
+  });
   return `${run}: defender ${(record.defender.accuracy * 100).toFixed(2)}% (loss ${(record.defender.accuracyLoss * 100).toFixed(2)} pt, L1 ${record.defender.l1Mean.toFixed(3)}), ${attackers}, ${record.seconds.toFixed(0)} s`;
 }
 
@@ -283,7 +315,17 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluationResu
     const jobs = Math.max(1, Math.min(options.jobs ?? 1, pending.length));
     const custom = config.defenses.some((d) => d.defense !== undefined);
     if (jobs > 1 && custom && !options.queue) log('--jobs: the grid holds defenses given as objects, which cannot travel to other processes; running serially');
-    if (options.queue) failed = await (await import('./queue/coordinator.js')).runOnQueue({ config, world, pending, cacheDir: options.cacheDir, progress, log, onRecord, queue: options.queue });
+    if (options.queue)
+      failed = await (await import('./queue/coordinator.js')).runOnQueue({
+        config,
+        world,
+        pending,
+        cacheDir: options.cacheDir,
+        progress,
+        log,
+        onRecord,
+        queue: options.queue,
+      });
     else if (jobs > 1 && !custom) await runInParallel({ config, world, pending, jobs, cacheDir: options.cacheDir, progress, log, onRecord });
     else await runSerially(config, world, pending, options, progress, log, onRecord);
     const leaked = tf.memory().numTensors - tensorsBefore;

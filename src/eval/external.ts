@@ -65,18 +65,23 @@ export interface ExternalEvaluationResult {
 }
 
 /** Checks what can be checked without a query: sizes, budgets against the transfer set, the defense-aware families' needs. */
-export function checkExternalPlan(options: Pick<ExternalEvaluationOptions, 'transfer' | 'test' | 'policies' | 'budgets' | 'jbda' | 'targetDefense' | 'smoothing'>): void {
+export function checkExternalPlan(
+  options: Pick<ExternalEvaluationOptions, 'transfer' | 'test' | 'policies' | 'budgets' | 'jbda' | 'targetDefense' | 'smoothing'>,
+): void {
   const { transfer, test } = options;
   if (transfer.features !== test.features) throw new RangeError(`the transfer images hold ${transfer.features} values each, the test images ${test.features}`);
   const largest = Math.max(...options.budgets);
   const pooled = options.policies.filter(drawsFromPool);
   const needed = pooled.some((p) => p !== 'smoothing') ? largest : Math.ceil(largest / options.smoothing.copies);
   if (pooled.length > 0 && needed > transfer.rows) {
-    throw new RangeError(`budget ${largest} needs ${needed} of the ${transfer.rows} transfer images (the Knockoff-based attackers query each image once); lower the budget or give more images`);
+    throw new RangeError(
+      `budget ${largest} needs ${needed} of the ${transfer.rows} transfer images (the Knockoff-based attackers query each image once); lower the budget or give more images`,
+    );
   }
   if (options.targetDefense !== undefined) parseDefense(options.targetDefense);
   const aware = options.policies.filter((p) => p === 'restorer' || p === 'inversion' || p === 'restorer-jbtop3');
-  if (aware.length > 0 && options.targetDefense === undefined) throw new RangeError(`${aware.join(', ')} know the target's defense (Kerckhoffs): give it with --target-defense SPEC, e.g. --target-defense mad:eps=0.5`);
+  if (aware.length > 0 && options.targetDefense === undefined)
+    throw new RangeError(`${aware.join(', ')} know the target's defense (Kerckhoffs): give it with --target-defense SPEC, e.g. --target-defense mad:eps=0.5`);
   if (options.targetDefense !== undefined && options.policies.includes('inversion') && !attackerApplies('inversion', options.targetDefense)) {
     throw new RangeError(`inversion: ${options.targetDefense} has no closed-form inverse (only reverse sigmoid has one); leave inversion out of --attackers`);
   }
@@ -117,10 +122,18 @@ export async function evaluateExternal(options: ExternalEvaluationOptions): Prom
   const defender = undefended ? defenderOutcome(undefended, defended, test.labels) : undefinedOutcome(defended, test.labels);
   const victimAccuracy = undefended ? accuracy(argmaxRows(undefended), test.labels) : Number.NaN;
   bar.finish(`accuracy ${(defender.accuracy * 100).toFixed(2)}%${undefended ? `, mean L1 ${defender.l1Mean.toFixed(3)}` : ''}`);
-  log(`target accuracy ${(defender.accuracy * 100).toFixed(2)}% on ${test.rows} test images${undefended ? `; reference ${(victimAccuracy * 100).toFixed(2)}%, mean L1 ${defender.l1Mean.toFixed(3)}, top-1 changed ${(defender.top1ChangeRate * 100).toFixed(2)}%` : ' (no --reference: L1 and top-1 changes not measured)'}`);
+  log(
+    `target accuracy ${(defender.accuracy * 100).toFixed(2)}% on ${test.rows} test images${undefended ? `; reference ${(victimAccuracy * 100).toFixed(2)}%, mean L1 ${defender.l1Mean.toFixed(3)}, top-1 changed ${(defender.top1ChangeRate * 100).toFixed(2)}%` : ' (no --reference: L1 and top-1 changes not measured)'}`,
+  );
 
   const victimTop1 = argmaxRows(undefended ?? defended);
-  const pool = { x: transfer.x, rows: transfer.rows, features, labels: transfer.labels ?? new Int32Array(transfer.rows), classes: transfer.classNames?.length ?? 1 };
+  const pool = {
+    x: transfer.x,
+    rows: transfer.rows,
+    features,
+    labels: transfer.labels ?? new Int32Array(transfer.rows),
+    classes: transfer.classNames?.length ?? 1,
+  };
   const described = options.targetDefense ? describeDefense(parseDefense(options.targetDefense)) : undefined;
   const endpoints: Endpoint[] = [
     {
@@ -136,7 +149,15 @@ export async function evaluateExternal(options: ExternalEvaluationOptions): Prom
   if (options.reference) {
     // The same attackers against the undefended endpoint: the report's "none" row, what the defense buys.
     const clean: DefenderOutcome = { accuracy: victimAccuracy, accuracyLoss: 0, l1Mean: 0, l1Median: 0, top1ChangeRate: 0 };
-    endpoints.push({ role: 'reference', client: options.reference, url: options.referenceUrl ?? 'reference', family: 'none', params: '', defender: clean, known: { spec: 'none', surrogateArch: options.surrogateArch, misinformation: options.misinformation } });
+    endpoints.push({
+      role: 'reference',
+      client: options.reference,
+      url: options.referenceUrl ?? 'reference',
+      family: 'none',
+      params: '',
+      defender: clean,
+      known: { spec: 'none', surrogateArch: options.surrogateArch, misinformation: options.misinformation },
+    });
   }
   const records: RunRecord[] = [];
   for (const endpoint of endpoints) {
@@ -172,10 +193,22 @@ export async function evaluateExternal(options: ExternalEvaluationOptions): Prom
             labels: options.attackerLabels,
             test: { x: test.x, rows: test.rows, labels: test.labels, victimTop1 },
             seed: deriveSeed(options.seed, attackerSeed === 0 ? `attack-${family}` : `attack-${family}-seed${attackerSeed}`),
-            onProgress: (phase, done, total) => (phase === 'query' ? runBar.update(done, 'querying') : runBar.update(budget, `training knockoffs, epoch ${done}/${total}`)),
+            onProgress: (phase, done, total) =>
+              phase === 'query' ? runBar.update(done, 'querying') : runBar.update(budget, `training knockoffs, epoch ${done}/${total}`),
           });
           runBar.finish(attack.outcomes.map((o) => `${attackerName(policy, o.labels)} ${(o.accuracy * 100).toFixed(1)}%`).join(', '));
-          const identity = JSON.stringify({ target: endpoint.url, role: endpoint.role, defense: endpoint.known?.spec, policy, budget, seed: options.seed, attackerSeed, knockoff: options.knockoff, transfer: transfer.source, test: test.source });
+          const identity = JSON.stringify({
+            target: endpoint.url,
+            role: endpoint.role,
+            defense: endpoint.known?.spec,
+            policy,
+            budget,
+            seed: options.seed,
+            attackerSeed,
+            knockoff: options.knockoff,
+            transfer: transfer.source,
+            test: test.source,
+          });
           const record: RunRecord = {
             key: `external-${endpoint.role}-${policy}-${budget}${attackerSeed > 0 ? `-s${attackerSeed}` : ''}-${createHash('sha256').update(identity).digest('hex').slice(0, 16)}`,
             victim: 'external',
@@ -199,12 +232,21 @@ export async function evaluateExternal(options: ExternalEvaluationOptions): Prom
             knockoffArch: options.knockoff.arch,
             ...(attack.restorer ? { restorer: attack.restorer } : {}),
           };
-          log(`${endpoint.role} · ${attackerFamily(policy)} · ${budget}: ${attack.outcomes.map((o) => `${attackerName(policy, o.labels)} ${(o.accuracy * 100).toFixed(1)}%`).join(', ')} (${attack.queries} queries, ${record.seconds.toFixed(0)} s)${attack.restorer ? `; restorer L1 ${attack.restorer.defendedL1.toFixed(3)} → ${attack.restorer.restoredL1.toFixed(3)} on held-out shadow answers` : ''}`);
+          log(
+            `${endpoint.role} · ${attackerFamily(policy)} · ${budget}: ${attack.outcomes.map((o) => `${attackerName(policy, o.labels)} ${(o.accuracy * 100).toFixed(1)}%`).join(', ')} (${attack.queries} queries, ${record.seconds.toFixed(0)} s)${attack.restorer ? `; restorer L1 ${attack.restorer.defendedL1.toFixed(3)} → ${attack.restorer.restoredL1.toFixed(3)} on held-out shadow answers` : ''}`,
+          );
           records.push(record);
         }
       }
     }
   }
-  const files = await writeReport(options.outDir, records, { name: options.name, victim: `external ${options.targetUrl}`, world: 'external', seed: options.seed, generatedAt: new Date().toISOString(), notes: options.notes });
+  const files = await writeReport(options.outDir, records, {
+    name: options.name,
+    victim: `external ${options.targetUrl}`,
+    world: 'external',
+    seed: options.seed,
+    generatedAt: new Date().toISOString(),
+    notes: options.notes,
+  });
   return { records, files };
 }

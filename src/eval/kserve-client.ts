@@ -17,9 +17,12 @@ export class EndpointError extends Error {
   override name = 'EndpointError';
 }
 
-
 /** The request body for a batch of [0, 1] images, as UINT8 pixels. */
-export function imageRequest(x: Float32Array, rows: number, features: number): { inputs: { name: string; shape: number[]; datatype: string; data: number[] }[] } {
+export function imageRequest(
+  x: Float32Array,
+  rows: number,
+  features: number,
+): { inputs: { name: string; shape: number[]; datatype: string; data: number[] }[] } {
   if (x.length !== rows * features) throw new RangeError(`got ${x.length} values for ${rows}×${features} images`);
   const data = new Array<number>(x.length);
   for (let i = 0; i < x.length; i++) data[i] = Math.max(0, Math.min(255, Math.round(x[i] * 255)));
@@ -29,9 +32,11 @@ export function imageRequest(x: Float32Array, rows: number, features: number): {
 /** Reads the first output of a KServe V2 answer as a rows×K batch. */
 export function readProbabilities(body: unknown, rows: number): ProbBatch {
   const outputs = (body as { outputs?: unknown })?.outputs;
-  if (!Array.isArray(outputs) || outputs.length === 0) throw new EndpointError(`the endpoint answered without "outputs": ${JSON.stringify(body).slice(0, 200)}`);
+  if (!Array.isArray(outputs) || outputs.length === 0)
+    throw new EndpointError(`the endpoint answered without "outputs": ${JSON.stringify(body).slice(0, 200)}`);
   const { shape, data } = outputs[0] as { shape?: unknown; data?: unknown };
-  if (!Array.isArray(shape) || shape.length !== 2 || shape[0] !== rows) throw new EndpointError(`expected an output of shape [${rows}, K], got ${JSON.stringify(shape)}`);
+  if (!Array.isArray(shape) || shape.length !== 2 || shape[0] !== rows)
+    throw new EndpointError(`expected an output of shape [${rows}, K], got ${JSON.stringify(shape)}`);
   const cols = Number(shape[1]);
   const flat = (Array.isArray(data) ? data : []).flat(2) as unknown[];
   if (flat.length !== rows * cols) throw new EndpointError(`the output holds ${flat.length} values, expected ${rows}×${cols}`);
@@ -95,7 +100,14 @@ export function gatherRows(x: Float32Array, features: number, indices: ArrayLike
 }
 
 /** Sends `rows` images in requests of at most `requestRows`, returning all answers in order. */
-export async function inferAll(client: InferenceClient, x: Float32Array, rows: number, features: number, requestRows: number, onProgress?: (done: number) => void): Promise<ProbBatch> {
+export async function inferAll(
+  client: InferenceClient,
+  x: Float32Array,
+  rows: number,
+  features: number,
+  requestRows: number,
+  onProgress?: (done: number) => void,
+): Promise<ProbBatch> {
   let out: Float32Array | undefined;
   let cols = 0;
   for (let start = 0; start < rows; start += requestRows) {

@@ -25,7 +25,10 @@ export interface RunRef {
   attackerSeed: number;
 }
 
-export type ParentMessage = { type: 'init'; config: EvalConfig; world: EvaluationWorld; cacheDir: string } | { type: 'unit'; runs: RunRef[] } | { type: 'exit' };
+export type ParentMessage =
+  | { type: 'init'; config: EvalConfig; world: EvaluationWorld; cacheDir: string }
+  | { type: 'unit'; runs: RunRef[] }
+  | { type: 'exit' };
 export type ChildMessage = { type: 'ready' } | { type: 'record'; record: RunRecord } | { type: 'idle' } | { type: 'error'; message: string };
 
 export interface ParallelOptions {

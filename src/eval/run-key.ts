@@ -70,7 +70,10 @@ export function stableJson(value: unknown): string {
 
 /** A short readable prefix plus a hash of the full identity, e.g. "mad-random-10000-3f9a…". */
 export function runKey(config: EvalConfig, run: RunSpec): string {
-  const hash = createHash('sha256').update(stableJson(runIdentity(config, run))).digest('hex').slice(0, 16);
+  const hash = createHash('sha256')
+    .update(stableJson(runIdentity(config, run)))
+    .digest('hex')
+    .slice(0, 16);
   const family = run.defense.family.replace(/[^\w-]+/g, '_');
   return `${family}-${run.policy}-${run.budget}${run.attackerSeed > 0 ? `-s${run.attackerSeed}` : ''}-${hash}`;
 }

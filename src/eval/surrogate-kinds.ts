@@ -40,8 +40,18 @@ export function surrogateMicrosPerRow(surrogate: Surrogate, x: Float32Array, row
 }
 
 /** The setting's surrogate, with its forward cost per row told to `log` (the ablation's cost column). */
-export function ablationSurrogate(kind: SurrogateKind, config: Pick<EvalConfig, 'seed' | 'surrogateArch'>, world: Pick<EvaluationWorld, 'features' | 'classes' | 'victimTest'>, log: (line: string) => void): Surrogate {
-  const surrogate = createSurrogate(kind, { arch: config.surrogateArch, features: world.features, classes: world.classes, seed: deriveSeed(config.seed, 'surrogate') });
+export function ablationSurrogate(
+  kind: SurrogateKind,
+  config: Pick<EvalConfig, 'seed' | 'surrogateArch'>,
+  world: Pick<EvaluationWorld, 'features' | 'classes' | 'victimTest'>,
+  log: (line: string) => void,
+): Surrogate {
+  const surrogate = createSurrogate(kind, {
+    arch: config.surrogateArch,
+    features: world.features,
+    classes: world.classes,
+    seed: deriveSeed(config.seed, 'surrogate'),
+  });
   const rows = Math.min(1000, world.victimTest.rows);
   log(`surrogate ${kind}: ${surrogateMicrosPerRow(surrogate, world.victimTest.x, rows).toFixed(1)} µs per row (forward pass, ${rows} rows)`);
   return surrogate;

@@ -5,7 +5,20 @@
 import { createHash } from 'node:crypto';
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
-import { accuracy, checkpointRecorder, createModel, DEFAULT_CHECKPOINTS, saveCheckpoints, loadModel, MODEL_FILE, readModelMeta, saveModel, trainModel, writeModelMeta, type LayersModel } from '../models/index.js';
+import {
+  accuracy,
+  checkpointRecorder,
+  createModel,
+  DEFAULT_CHECKPOINTS,
+  saveCheckpoints,
+  loadModel,
+  MODEL_FILE,
+  readModelMeta,
+  saveModel,
+  trainModel,
+  writeModelMeta,
+  type LayersModel,
+} from '../models/index.js';
 import type { EvalConfig, TrainingSettings } from './config.js';
 import type { ProgressFactory } from './progress.js';
 import { deriveSeed, permutation, seededRandom } from './random.js';
@@ -57,12 +70,24 @@ async function trainOrLoad(config: EvalConfig, world: EvaluationWorld, recipe: M
   if (await exists(join(dir, MODEL_FILE))) {
     const model = await loadModel(dir);
     const meta = await readModelMeta(dir);
-    const testAccuracy = typeof meta?.testAccuracy === 'number' ? meta.testAccuracy : accuracy(model, world.victimTest.x, world.victimTest.labels, world.victimTest.rows);
+    const testAccuracy =
+      typeof meta?.testAccuracy === 'number' ? meta.testAccuracy : accuracy(model, world.victimTest.x, world.victimTest.labels, world.victimTest.rows);
     return { model, testAccuracy, fromCache: true, dir };
   }
   const { training } = recipe;
-  const model = createModel({ arch: training.arch, inputShape: [world.features], classes: world.classes, seed: deriveSeed(config.seed, `${recipe.kind}-init`) });
-  const train = training.maxRows === undefined || training.maxRows >= world.victimTrain.rows ? world.victimTrain : subset(world.victimTrain, permutation(world.victimTrain.rows, seededRandom(deriveSeed(config.seed, `${recipe.kind}-rows`))).subarray(0, training.maxRows));
+  const model = createModel({
+    arch: training.arch,
+    inputShape: [world.features],
+    classes: world.classes,
+    seed: deriveSeed(config.seed, `${recipe.kind}-init`),
+  });
+  const train =
+    training.maxRows === undefined || training.maxRows >= world.victimTrain.rows
+      ? world.victimTrain
+      : subset(
+          world.victimTrain,
+          permutation(world.victimTrain.rows, seededRandom(deriveSeed(config.seed, `${recipe.kind}-rows`))).subarray(0, training.maxRows),
+        );
   const batches = Math.ceil(train.rows / training.batchSize);
   const bar = progress(`train ${recipe.kind} (${config.victim}, ${training.arch})`, training.epochs * batches);
   const recorder = checkpointRecorder(model, DEFAULT_CHECKPOINTS);
@@ -77,7 +102,8 @@ async function trainOrLoad(config: EvalConfig, world: EvaluationWorld, recipe: M
         seed: deriveSeed(config.seed, `${recipe.kind}-shuffle`),
         loss: recipe.loss,
         onStep: recipe.kind === 'victim' ? recorder.onStep : undefined,
-        onProgress: (p) => bar.update((p.epoch - 1) * batches + p.batch, `epoch ${p.epoch}/${p.epochs} loss ${p.loss.toFixed(3)} acc ${(p.accuracy * 100).toFixed(1)}%`),
+        onProgress: (p) =>
+          bar.update((p.epoch - 1) * batches + p.batch, `epoch ${p.epoch}/${p.epochs} loss ${p.loss.toFixed(3)} acc ${(p.accuracy * 100).toFixed(1)}%`),
       },
     );
   } catch (error) {
@@ -88,7 +114,14 @@ async function trainOrLoad(config: EvalConfig, world: EvaluationWorld, recipe: M
   bar.finish(`test accuracy ${(testAccuracy * 100).toFixed(2)}%`);
   await saveModel(model, dir);
   if (recorder.checkpoints.length) await saveCheckpoints(dir, recorder.checkpoints);
-  await writeModelMeta(dir, { dataset: config.victim, arch: training.arch, classes: world.classes, inputShape: [world.features], testAccuracy, role: recipe.kind });
+  await writeModelMeta(dir, {
+    dataset: config.victim,
+    arch: training.arch,
+    classes: world.classes,
+    inputShape: [world.features],
+    testAccuracy,
+    role: recipe.kind,
+  });
   return { model, testAccuracy, fromCache: false, dir };
 }
 

@@ -8,7 +8,8 @@ import type { ChildMessage, ParentMessage } from './parallel.js';
 import { silentProgress } from './progress.js';
 import type { RunSpec } from './run-key.js';
 
-const send = (message: ChildMessage) => new Promise<void>((resolve, reject) => process.send!(message, undefined, {}, (error) => (error ? reject(error) : resolve())));
+const send = (message: ChildMessage) =>
+  new Promise<void>((resolve, reject) => process.send!(message, undefined, {}, (error) => (error ? reject(error) : resolve())));
 
 let session: (Session & { dispose(): void }) | undefined;
 let queue = Promise.resolve();

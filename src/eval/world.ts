@@ -67,7 +67,8 @@ export async function buildWorld(config: EvalConfig, load: DatasetLoader): Promi
   if (config.world === 'open') {
     const other = await load(otherDataset(config.victim));
     const otherFeatures = other.train.x.length / other.train.rows;
-    if (otherFeatures !== features) throw new RangeError(`${otherDataset(config.victim)} images have ${otherFeatures} pixels, ${config.victim} images ${features}`);
+    if (otherFeatures !== features)
+      throw new RangeError(`${otherDataset(config.victim)} images have ${otherFeatures} pixels, ${config.victim} images ${features}`);
     victimTrain = victim.train;
     pool = other.train;
     poolClasses = other.classes;

@@ -68,7 +68,18 @@ export { BackendError, MissingProviderError, ModelError, ModelFileError, ModelIn
 export { seededFloats } from './random.js';
 export type { SurrogateModel } from './surrogate-model.js';
 export { SURROGATE_OUTPUTS, looksLikeProbabilities, type SurrogateOutput } from './surrogate-output.js';
-export { CHANNEL_ORDERS, IMAGE_LAYOUTS, LUMA, channelCount, convertLayout, exampleShape, pixelsToTensor, type ChannelOrder, type ImageLayout, type PixelPreprocessing } from './preprocess.js';
+export {
+  CHANNEL_ORDERS,
+  IMAGE_LAYOUTS,
+  LUMA,
+  channelCount,
+  convertLayout,
+  exampleShape,
+  pixelsToTensor,
+  type ChannelOrder,
+  type ImageLayout,
+  type PixelPreprocessing,
+} from './preprocess.js';
 
 // tfjs/
 export { tf } from './tfjs/tf.js';
@@ -85,7 +96,17 @@ export {
   type BackendName,
   type InitBackendOptions,
 } from './tfjs/backend.js';
-export { ARCHITECTURES, classCount, convolutionFits, createModel, fittingArchitecture, inputSize, MIN_CONV_SIDE, type Architecture, type ModelSpec } from './tfjs/architectures.js';
+export {
+  ARCHITECTURES,
+  classCount,
+  convolutionFits,
+  createModel,
+  fittingArchitecture,
+  inputSize,
+  MIN_CONV_SIDE,
+  type Architecture,
+  type ModelSpec,
+} from './tfjs/architectures.js';
 export { META_FILE, MODEL_FILE, WEIGHTS_FILE, loadModel, readModelMeta, saveModel, writeModelMeta, type ModelMeta } from './tfjs/io.js';
 export { readModelDir, loadTfjsModel, modelPathKind, type ModelDirArtifacts, type ModelPathKind } from './tfjs/model-dir.js';
 export { reinitFromTopology, reinitLayersModel, reinitWeights, type ReinitOptions } from './tfjs/reinit.js';
@@ -107,14 +128,46 @@ export { loadOnnxRuntime, onnxRuntimeStatus } from './onnx/runtime.js';
 export { OnnxSurrogate, type OnnxSurrogateOptions } from './onnx/onnx-surrogate.js';
 
 // training/
-export { describeTrainingEngine, TRAIN_ENGINES, TRAIN_LOSSES, trainModel, type EpochRecord, type TrainData, type TrainEngine, type TrainLoss, type TrainOptions, type TrainProgress, type TrainResult } from './training/train.js';
+export {
+  describeTrainingEngine,
+  TRAIN_ENGINES,
+  TRAIN_LOSSES,
+  trainModel,
+  type EpochRecord,
+  type TrainData,
+  type TrainEngine,
+  type TrainLoss,
+  type TrainOptions,
+  type TrainProgress,
+  type TrainResult,
+} from './training/train.js';
 
 // checkpoints/
-export { checkpointRecorder, loadCheckpointModels, saveCheckpoints, CHECKPOINTS_FILE, DEFAULT_CHECKPOINTS, type CheckpointWeights } from './checkpoints/checkpoints.js';
-export { calibrateHodaOnHeldOut, calibrateHodaWithSurrogates, checkpointHardness, surrogateHardness, type HeldOutCalibrationOptions } from './checkpoints/hoda-hardness.js';
+export {
+  checkpointRecorder,
+  loadCheckpointModels,
+  saveCheckpoints,
+  CHECKPOINTS_FILE,
+  DEFAULT_CHECKPOINTS,
+  type CheckpointWeights,
+} from './checkpoints/checkpoints.js';
+export {
+  calibrateHodaOnHeldOut,
+  calibrateHodaWithSurrogates,
+  checkpointHardness,
+  surrogateHardness,
+  type HeldOutCalibrationOptions,
+} from './checkpoints/hoda-hardness.js';
 
 // surrogates/
-export { computeDefenseContext, computeDefenseContextAsync, inputKeys, nonDifferentiableMessage, type ContextProviders, type ProbabilityModel } from './surrogates/defense-context.js';
+export {
+  computeDefenseContext,
+  computeDefenseContextAsync,
+  inputKeys,
+  nonDifferentiableMessage,
+  type ContextProviders,
+  type ProbabilityModel,
+} from './surrogates/defense-context.js';
 export { loadSurrogate, SURROGATE_ENGINES, type LoadSurrogateOptions, type SurrogateEngine } from './surrogates/load-surrogate.js';
 export { loadThreadedSurrogate, type ThreadedSurrogate, type ThreadedSurrogateOptions } from './surrogates/threaded-surrogate.js';
 export {

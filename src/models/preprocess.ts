@@ -49,7 +49,8 @@ export function pixelsToTensor(pixels: Uint8Array, spec: PixelPreprocessing, out
   const c = channelCount(spec.channels);
   const plane = spec.width * spec.height;
   if (pixels.length !== plane * 3) throw new RangeError(`expected ${spec.height}×${spec.width}×3 = ${plane * 3} bytes of RGB pixels, got ${pixels.length}`);
-  if (!Number.isInteger(offset) || offset < 0 || offset + plane * c > out.length) throw new RangeError(`the output has no room for ${plane * c} values at ${offset}`);
+  if (!Number.isInteger(offset) || offset < 0 || offset + plane * c > out.length)
+    throw new RangeError(`the output has no room for ${plane * c} values at ${offset}`);
   // Per output channel: value = pixel × a + b, with a = scale/std and b = −mean/std (one multiply-add per value).
   const a = new Float64Array(c);
   const b = new Float64Array(c);
@@ -80,7 +81,15 @@ export function pixelsToTensor(pixels: Uint8Array, spec: PixelPreprocessing, out
  * Converts `rows` examples of height × width × channels between layouts; returns `data` itself when
  * the layouts are the same (no copy).
  */
-export function convertLayout(data: Float32Array, rows: number, height: number, width: number, channels: number, from: ImageLayout, to: ImageLayout): Float32Array {
+export function convertLayout(
+  data: Float32Array,
+  rows: number,
+  height: number,
+  width: number,
+  channels: number,
+  from: ImageLayout,
+  to: ImageLayout,
+): Float32Array {
   if (from === to || channels === 1) return data;
   const plane = height * width;
   const size = plane * channels;

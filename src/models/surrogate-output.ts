@@ -80,7 +80,11 @@ export interface ChunkedOutputs {
 }
 
 /** Probabilities for `rows` rows, `chunkRows` at a time, letting the event loop run between chunks. */
-export async function probabilitiesInChunks(inputs: Float32Array, rows: number, how: ChunkedOutputs): Promise<{ rows: number; cols: number; data: Float32Array }> {
+export async function probabilitiesInChunks(
+  inputs: Float32Array,
+  rows: number,
+  how: ChunkedOutputs,
+): Promise<{ rows: number; cols: number; data: Float32Array }> {
   const { width, classes, chunkRows } = how;
   checkRows(inputs, rows, width);
   const data = new Float32Array(rows * classes);

@@ -24,10 +24,29 @@ export {
   type TfServingOptions,
 } from './protocols/index.js';
 export { shortestFloat32 } from './protocols/numbers.js';
-export { createServingMetrics, DEFAULT_METRICS_PREFIX, metricsHandler, recordEvaluation, type EvaluationFigures, type MetricsOptions, type RequestOutcome, type ServingMetrics } from './metrics.js';
+export {
+  createServingMetrics,
+  DEFAULT_METRICS_PREFIX,
+  metricsHandler,
+  recordEvaluation,
+  type EvaluationFigures,
+  type MetricsOptions,
+  type RequestOutcome,
+  type ServingMetrics,
+} from './metrics.js';
 export { createHttpLogger, createLogger, defenseRecordOf, type DefenseRecord } from './logger.js';
 export { AnswerFormatError, RequestFormatError, ServingError, ServingOptionError, type FailureOutcome } from './errors.js';
-export { createInputReader, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS, resolveInputOptions, RESIZE_MODES, type ImageInputOptions, type InputOptions, type InputReader, type ResizeMode } from './inputs/index.js';
+export {
+  createInputReader,
+  DEFAULT_MAX_IMAGE_BYTES,
+  DEFAULT_MAX_PIXELS,
+  resolveInputOptions,
+  RESIZE_MODES,
+  type ImageInputOptions,
+  type InputOptions,
+  type InputReader,
+  type ResizeMode,
+} from './inputs/index.js';
 export {
   adminHandler,
   ClientRefusal,
@@ -48,7 +67,13 @@ export {
   type SuspiciousClient,
 } from './clients/index.js';
 export { createBatcher, type BatchForward, type Batcher, type BatcherConfig, type BatcherObserver } from './batching/batcher.js';
-export { batchedSurrogateContext, mapContextInputs, type AsyncProbabilityModel, type BatchedContextModels, type BatchedContextProvider } from './batching/batched-context.js';
+export {
+  batchedSurrogateContext,
+  mapContextInputs,
+  type AsyncProbabilityModel,
+  type BatchedContextModels,
+  type BatchedContextProvider,
+} from './batching/batched-context.js';
 export { BATCHING_DEFAULTS, resolveBatching, type BatchingOptions, type ResolvedBatching } from './batching/options.js';
 export { OverloadedError } from './errors.js';
 export type { ContextProviderHooks } from './perturber.js';

@@ -20,7 +20,14 @@ export type RequestOutcome = 'defended' | 'undefended' | 'fallback_argmax' | 'pa
 export const CLIENT_OUTCOMES: readonly RequestOutcome[] = ['bad_request', 'too_large', 'not_found', 'unidentified', 'client_refused', 'client_throttled'];
 
 /** Failures of the service: what an error-rate alert counts (client mistakes and deliberate refusals excluded). */
-export const SERVICE_ERROR_OUTCOMES: readonly RequestOutcome[] = ['bad_answer', 'defense_failed', 'upstream_unavailable', 'upstream_timeout', 'store_unavailable', 'overloaded'];
+export const SERVICE_ERROR_OUTCOMES: readonly RequestOutcome[] = [
+  'bad_answer',
+  'defense_failed',
+  'upstream_unavailable',
+  'upstream_timeout',
+  'store_unavailable',
+  'overloaded',
+];
 
 export interface ServingMetrics {
   readonly registry: Registry;
@@ -43,7 +50,18 @@ export interface MetricsOptions {
 type MetricClass<T> = new (config: never) => T;
 
 /** The metric of that name in the registry (checked to be of that type), or a new one registered there. */
-export function getOrCreateMetric<T extends Metric<string>>(registry: Registry, Kind: MetricClass<T>, config: { name: string; help: string; labelNames: readonly string[]; buckets?: number[]; collect?: () => void; aggregator?: 'sum' | 'max' | 'min' | 'average' | 'first' | 'omit' }): T {
+export function getOrCreateMetric<T extends Metric<string>>(
+  registry: Registry,
+  Kind: MetricClass<T>,
+  config: {
+    name: string;
+    help: string;
+    labelNames: readonly string[];
+    buckets?: number[];
+    collect?: () => void;
+    aggregator?: 'sum' | 'max' | 'min' | 'average' | 'first' | 'omit';
+  },
+): T {
   const existing = registry.getSingleMetric(config.name);
   if (existing) {
     if (!(existing instanceof Kind)) {
@@ -56,7 +74,8 @@ export function getOrCreateMetric<T extends Metric<string>>(registry: Registry, 
 
 export function createServingMetrics(options: MetricsOptions = {}): ServingMetrics {
   const prefix = options.prefix ?? DEFAULT_METRICS_PREFIX;
-  if (!/^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(prefix)) throw new ServingOptionError(`metrics prefix ${JSON.stringify(prefix)} is not a valid Prometheus name prefix; write something like "msd_"`);
+  if (!/^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(prefix))
+    throw new ServingOptionError(`metrics prefix ${JSON.stringify(prefix)} is not a valid Prometheus name prefix; write something like "msd_"`);
   const registry = options.registry ?? new Registry();
   const defense = ['defense'] as const;
   return {
@@ -67,14 +86,22 @@ export function createServingMetrics(options: MetricsOptions = {}): ServingMetri
       help: 'Inference requests answered, by defense and outcome',
       labelNames: ['defense', 'outcome'],
     }),
-    rows: getOrCreateMetric(registry, Counter<'defense'>, { name: `${prefix}perturbed_rows_total`, help: 'Probability rows passed through a defense', labelNames: defense }),
+    rows: getOrCreateMetric(registry, Counter<'defense'>, {
+      name: `${prefix}perturbed_rows_total`,
+      help: 'Probability rows passed through a defense',
+      labelNames: defense,
+    }),
     l1: getOrCreateMetric(registry, Histogram<'defense'>, {
       name: `${prefix}perturbation_l1`,
       help: 'L1 distance between the model’s and the returned probabilities, per row (0..2)',
       labelNames: defense,
       buckets: [0.001, 0.01, 0.05, 0.1, 0.2, 0.5, 1, 1.5, 2],
     }),
-    top1Changes: getOrCreateMetric(registry, Counter<'defense'>, { name: `${prefix}top1_changes_total`, help: 'Rows whose top-1 class the defense changed', labelNames: defense }),
+    top1Changes: getOrCreateMetric(registry, Counter<'defense'>, {
+      name: `${prefix}top1_changes_total`,
+      help: 'Rows whose top-1 class the defense changed',
+      labelNames: defense,
+    }),
     latency: getOrCreateMetric(registry, Histogram<'defense'>, {
       name: `${prefix}defense_duration_seconds`,
       help: 'Time to compute the defense context and apply the defense, per request',
@@ -107,7 +134,10 @@ export interface EvaluationFigures {
 
 /** Publishes the figures an evaluation measured, so one dashboard shows utility lost against attacker accuracy. */
 export function recordEvaluation(metrics: ServingMetrics, figures: EvaluationFigures): void {
-  for (const [name, value] of [['utilityLoss', figures.utilityLoss], ['attackerAccuracy', figures.attackerAccuracy]] as const) {
+  for (const [name, value] of [
+    ['utilityLoss', figures.utilityLoss],
+    ['attackerAccuracy', figures.attackerAccuracy],
+  ] as const) {
     if (value === undefined) continue;
     if (!Number.isFinite(value) || value < 0 || value > 1) throw new RangeError(`${name} must be a ratio in [0, 1], got ${value}`);
     metrics[name].set({ defense: figures.defense }, value);
@@ -115,7 +145,10 @@ export function recordEvaluation(metrics: ServingMetrics, figures: EvaluationFig
 }
 
 /** A request handler (Express or node:http) that serves the registry (or `text`, e.g. a cluster's aggregate) in the Prometheus text format. */
-export function metricsHandler(registry: Registry, text: () => Promise<string> = () => registry.metrics()): (req: IncomingMessage, res: ServerResponse) => void {
+export function metricsHandler(
+  registry: Registry,
+  text: () => Promise<string> = () => registry.metrics(),
+): (req: IncomingMessage, res: ServerResponse) => void {
   return (_req, res) => {
     text().then(
       (text) => {

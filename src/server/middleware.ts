@@ -86,7 +86,8 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
   /** The ticket's observer: the client's observation, then the defense its assessment names. */
   const observerFor = (req: Request, ticket: ClientTicket) => async (probs: Parameters<ClientGate['observe']>[1]) => {
     let inputs: InputRows | undefined;
-    if (gate!.requiresInputs && req.body === undefined) throw new ServingError('client detection needs the request body: mount express.json() before poisonPredictions', 500, 'defense_failed');
+    if (gate!.requiresInputs && req.body === undefined)
+      throw new ServingError('client detection needs the request body: mount express.json() before poisonPredictions', 500, 'defense_failed');
     if (gate!.observeInputs && req.body !== undefined) {
       try {
         inputs = await readInputs(req);
@@ -128,7 +129,10 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
 
     const logRecord = (record: DefenseRecord): void => {
       if (!logger) return;
-      const level = record.outcome === 'defended' || record.outcome === 'undefended' || record.outcome === 'passed_error' || record.outcome === 'fallback_argmax' ? 'info' : 'warn';
+      const level =
+        record.outcome === 'defended' || record.outcome === 'undefended' || record.outcome === 'passed_error' || record.outcome === 'fallback_argmax'
+          ? 'info'
+          : 'warn';
       logger[level]({ ...record, method: req.method, url: req.originalUrl }, 'model answer');
     };
 
@@ -165,7 +169,12 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
         return;
       }
       if (defense && defense.needs.length > 0 && req.body === undefined) {
-        emit(perturber.failure(label, new ServingError('the defense needs the request body: mount express.json() before poisonPredictions', 500, 'defense_failed')));
+        emit(
+          perturber.failure(
+            label,
+            new ServingError('the defense needs the request body: mount express.json() before poisonPredictions', 500, 'defense_failed'),
+          ),
+        );
         return;
       }
       currentChoice.set(req, defense);
@@ -302,7 +311,10 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
     metricsHandler: { value: ((req: Request, res: Response) => serveMetrics(req, res)) as RequestHandler, enumerable: true },
     defense: { value: resolved.defense, enumerable: true },
     clients: { value: gate, enumerable: true },
-    adminHandler: { value: gate && resolved.clientsAdmin ? (adminHandler(gate, resolved.clientsAdmin) as unknown as RequestHandler) : undefined, enumerable: true },
+    adminHandler: {
+      value: gate && resolved.clientsAdmin ? (adminHandler(gate, resolved.clientsAdmin) as unknown as RequestHandler) : undefined,
+      enumerable: true,
+    },
     inputsOf: { value: inputsOf, enumerable: true },
     errorHandler: { value: errorHandler, enumerable: true },
     shadow: { value: shadow, enumerable: true },

@@ -83,10 +83,31 @@ export interface ResolvedServing<Req> {
   shadow?: ShadowAttacker;
 }
 
-export const SERVING_OPTION_NAMES = ['defense', 'protocol', 'inputFormat', 'noiseSecret', 'context', 'tiers', 'chooseDefense', 'onFailure', 'registry', 'metricsPrefix', 'logger', 'inputs', 'clients', 'shadow'];
+export const SERVING_OPTION_NAMES = [
+  'defense',
+  'protocol',
+  'inputFormat',
+  'noiseSecret',
+  'context',
+  'tiers',
+  'chooseDefense',
+  'onFailure',
+  'registry',
+  'metricsPrefix',
+  'logger',
+  'inputs',
+  'clients',
+  'shadow',
+];
 
 export function isDefense(value: unknown): value is Defense {
-  return typeof value === 'object' && value !== null && !Array.isArray(value) && typeof (value as Defense).apply === 'function' && Array.isArray((value as Defense).needs);
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    !Array.isArray(value) &&
+    typeof (value as Defense).apply === 'function' &&
+    Array.isArray((value as Defense).needs)
+  );
 }
 
 function buildDefense(option: DefenseOption | undefined, where: string, inputFormat: InputFormat, noiseSecret: string | undefined): Defense {
@@ -101,25 +122,31 @@ function buildDefense(option: DefenseOption | undefined, where: string, inputFor
 }
 
 export function resolveServingOptions<Req>(options: ServingOptions<Req>): ResolvedServing<Req> {
-  if (!options || typeof options !== 'object') throw new ServingOptionError('options are required, e.g. { defense: "mad:eps=0.5,oracle=argmax", context: surrogateContext({ surrogate }) }');
+  if (!options || typeof options !== 'object')
+    throw new ServingOptionError('options are required, e.g. { defense: "mad:eps=0.5,oracle=argmax", context: surrogateContext({ surrogate }) }');
   const unknown = Object.keys(options).filter((key) => !SERVING_OPTION_NAMES.includes(key));
   if (unknown.length) throw new ServingOptionError(`unknown option(s) ${unknown.join(', ')}; allowed: ${SERVING_OPTION_NAMES.join(', ')}`);
   const inputFormat = options.inputFormat ?? 'probs';
-  if (inputFormat !== 'probs' && inputFormat !== 'logits') throw new ServingOptionError(`inputFormat must be "probs" or "logits", got ${JSON.stringify(inputFormat)}`);
+  if (inputFormat !== 'probs' && inputFormat !== 'logits')
+    throw new ServingOptionError(`inputFormat must be "probs" or "logits", got ${JSON.stringify(inputFormat)}`);
   if (options.inputFormat !== undefined && isDefense(options.defense)) {
     throw new ServingOptionError('inputFormat applies to spec strings; for a ready Defense build it with parseDefense(spec, { inputFormat }) instead');
   }
   const onFailure = options.onFailure ?? 'error';
   if (onFailure !== 'error' && onFailure !== 'argmax') throw new ServingOptionError(`onFailure must be "error" or "argmax", got ${JSON.stringify(onFailure)}`);
-  if (options.chooseDefense !== undefined && typeof options.chooseDefense !== 'function') throw new ServingOptionError('chooseDefense must be a function (req) => tier name | null | undefined');
-  if (options.context !== undefined && typeof options.context !== 'function') throw new ServingOptionError('context must be a function (needs, inputs) => DefenseContext, e.g. surrogateContext({ surrogate })');
+  if (options.chooseDefense !== undefined && typeof options.chooseDefense !== 'function')
+    throw new ServingOptionError('chooseDefense must be a function (req) => tier name | null | undefined');
+  if (options.context !== undefined && typeof options.context !== 'function')
+    throw new ServingOptionError('context must be a function (needs, inputs) => DefenseContext, e.g. surrogateContext({ surrogate })');
 
   const defense = buildDefense(options.defense, 'defense', inputFormat, options.noiseSecret);
   const tiers = new Map<string, Defense>();
   for (const [name, spec] of Object.entries(options.tiers ?? {})) tiers.set(name, buildDefense(spec, `tiers.${name}`, inputFormat, options.noiseSecret));
   for (const [where, candidate] of [['defense', defense] as const, ...[...tiers].map(([name, d]) => [`tiers.${name}`, d] as const)]) {
     if (candidate.needs.length > 0 && !options.context) {
-      throw new ServingOptionError(`${where} (${candidate.spec}) needs ${candidate.needs.join(', ')}; pass context: surrogateContext({ surrogate: await Surrogate.load(dir) }), or choose a defense without a surrogate such as "rounding:decimals=2"`);
+      throw new ServingOptionError(
+        `${where} (${candidate.spec}) needs ${candidate.needs.join(', ')}; pass context: surrogateContext({ surrogate: await Surrogate.load(dir) }), or choose a defense without a surrogate such as "rounding:decimals=2"`,
+      );
     }
     const noGram = candidate.needs.includes('surrogateGram') ? lacksGram(options.context) : undefined;
     if (noGram) throw new ServingOptionError(`${where} (${candidate.spec}): ${noGram}`);
@@ -147,7 +174,21 @@ export function resolveServingOptions<Req>(options: ServingOptions<Req>): Resolv
         imageLayout: inputOptions.image?.layout,
       })
     : undefined;
-  return { codec, defense, tiers, chooseDefense: options.chooseDefense, onFailure, inputFormat, context: options.context, metrics, logger: options.logger, readInputs, clients, clientsAdmin: options.clients?.admin, shadow };
+  return {
+    codec,
+    defense,
+    tiers,
+    chooseDefense: options.chooseDefense,
+    onFailure,
+    inputFormat,
+    context: options.context,
+    metrics,
+    logger: options.logger,
+    readInputs,
+    clients,
+    clientsAdmin: options.clients?.admin,
+    shadow,
+  };
 }
 
 /** The defense for one request: the default, a tier chosen by the hook, or null to skip. An unknown tier fails closed. */
@@ -157,6 +198,11 @@ export function selectDefense<Req>(resolved: ResolvedServing<Req>, req: Req): De
   if (choice === undefined) return resolved.defense;
   if (choice === null) return null;
   const tier = resolved.tiers.get(choice);
-  if (!tier) throw new ServingError(`chooseDefense returned "${choice}", which is not a configured tier (${[...resolved.tiers.keys()].join(', ') || 'none configured'})`, 500, 'defense_failed');
+  if (!tier)
+    throw new ServingError(
+      `chooseDefense returned "${choice}", which is not a configured tier (${[...resolved.tiers.keys()].join(', ') || 'none configured'})`,
+      500,
+      'defense_failed',
+    );
   return tier;
 }

@@ -42,7 +42,8 @@ export interface ContextProviderHooks {
 /** A request with more rows than the context provider accepts: 413, before any work. */
 export function checkRowLimit(context: ContextProvider | undefined, rows: number): void {
   const limit = context?.maxRowsPerRequest;
-  if (limit !== undefined && rows > limit) throw new RequestFormatError(`request: ${rows} input rows; at most ${limit} per request are accepted, split the batch`, 413);
+  if (limit !== undefined && rows > limit)
+    throw new RequestFormatError(`request: ${rows} input rows; at most ${limit} per request are accepted, split the batch`, 413);
 }
 
 /** Before the upstream works on a request: 413 over the row limit, 503 (Retry-After) when the provider's queue is full. */
@@ -102,7 +103,12 @@ export interface Perturber {
    * `readInputs` gives the request's model inputs (called only when the defense needs context);
    * a promise when images are decoded.
    */
-  perturb(defense: Defense | null, readInputs: () => InputRows | Promise<InputRows>, answerBody: unknown, observer?: AnswerObserver): Outcome | Promise<Outcome>;
+  perturb(
+    defense: Defense | null,
+    readInputs: () => InputRows | Promise<InputRows>,
+    answerBody: unknown,
+    observer?: AnswerObserver,
+  ): Outcome | Promise<Outcome>;
   /** An error answer (status >= 400) passes unchanged unless it holds probabilities the codec can read. */
   screenErrorAnswer(label: string, status: number, answerBody: unknown): Outcome;
   /** The error outcome for a failure outside the defense (bad request, upstream fault), counted under `label`. */
@@ -135,7 +141,8 @@ export function createPerturber(config: PerturberConfig): Perturber {
     if (error instanceof AnswerFormatError) return { status: config.answerErrorStatus, outcome: 'bad_answer', message: error.message };
     if (error instanceof ServingError) return { status: error.status, outcome: error.outcome, message: error.message, headers: error.headers };
     // Defense-layer messages may quote an entry of the answer, so the client gets a generic one.
-    if (error instanceof InvalidBatchError) return { status: config.answerErrorStatus, outcome: 'bad_answer', message: 'model answer: not a valid batch of probability rows for the defense' };
+    if (error instanceof InvalidBatchError)
+      return { status: config.answerErrorStatus, outcome: 'bad_answer', message: 'model answer: not a valid batch of probability rows for the defense' };
     return { status: 500, outcome: 'defense_failed', message: 'the defense failed, so the answer was withheld' };
   };
 
@@ -196,7 +203,8 @@ export function createPerturber(config: PerturberConfig): Perturber {
   };
 
   /** A failure to read the request's inputs: a request the client got wrong is answered as such, even with the argmax fallback. */
-  const failInputs = (label: string, view: AnswerView, error: unknown): Outcome => (isRefusal(error) ? failure(label, error) : failAfterRead(label, view, error));
+  const failInputs = (label: string, view: AnswerView, error: unknown): Outcome =>
+    isRefusal(error) ? failure(label, error) : failAfterRead(label, view, error);
 
   const withContext = (label: string, defense: Defense, view: AnswerView, inputs: InputRows, started: number): Outcome | Promise<Outcome> => {
     try {
@@ -204,7 +212,8 @@ export function createPerturber(config: PerturberConfig): Perturber {
     } catch (error) {
       return failure(label, error);
     }
-    if (inputs.rows !== view.batch.rows) return failAfterRead(label, view, new AnswerFormatError(`model answer: ${view.batch.rows} rows for ${inputs.rows} input rows`));
+    if (inputs.rows !== view.batch.rows)
+      return failAfterRead(label, view, new AnswerFormatError(`model answer: ${view.batch.rows} rows for ${inputs.rows} input rows`));
     return Promise.resolve()
       .then(() => config.context!(defense.needs, inputs))
       .then(
@@ -213,7 +222,12 @@ export function createPerturber(config: PerturberConfig): Perturber {
       );
   };
 
-  const defendAnswer = (defense: Defense | null, readInputs: () => InputRows | Promise<InputRows>, answerBody: unknown, known?: AnswerView): Outcome | Promise<Outcome> => {
+  const defendAnswer = (
+    defense: Defense | null,
+    readInputs: () => InputRows | Promise<InputRows>,
+    answerBody: unknown,
+    known?: AnswerView,
+  ): Outcome | Promise<Outcome> => {
     if (!defense) {
       count(SKIPPED_LABEL, 'undefended');
       return { status: 200, body: answerBody, record: { defense: SKIPPED_LABEL, outcome: 'undefended', rows: 0 } };
@@ -229,7 +243,8 @@ export function createPerturber(config: PerturberConfig): Perturber {
     if (defense.needs.length === 0) return finish(label, defense, view, {}, started);
     let inputs: InputRows | Promise<InputRows>;
     try {
-      if (!config.context) throw new DefenseError(`defense ${defense.spec} needs ${defense.needs.join(', ')} but no context provider (surrogate) was configured`);
+      if (!config.context)
+        throw new DefenseError(`defense ${defense.spec} needs ${defense.needs.join(', ')} but no context provider (surrogate) was configured`);
       inputs = readInputs();
     } catch (error) {
       return failInputs(label, view, error);
@@ -243,7 +258,12 @@ export function createPerturber(config: PerturberConfig): Perturber {
     return withContext(label, defense, view, inputs, started);
   };
 
-  const perturb = (defense: Defense | null, readInputs: () => InputRows | Promise<InputRows>, answerBody: unknown, observer?: AnswerObserver): Outcome | Promise<Outcome> => {
+  const perturb = (
+    defense: Defense | null,
+    readInputs: () => InputRows | Promise<InputRows>,
+    answerBody: unknown,
+    observer?: AnswerObserver,
+  ): Outcome | Promise<Outcome> => {
     if (!observer) return defendAnswer(defense, readInputs, answerBody);
     const label = defense ? defense.spec : SKIPPED_LABEL;
     let view: AnswerView;

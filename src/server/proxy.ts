@@ -26,7 +26,18 @@ import { createHttpLogger, redactingHeaders, setDefenseRecord } from './logger.j
 import { metricsHandler, type ServingMetrics } from './metrics.js';
 import { resolveServingOptions, selectDefense, SERVING_OPTION_NAMES, type ServingOptions } from './options.js';
 import { admitRows, createPerturber, SKIPPED_LABEL, type Outcome } from './perturber.js';
-import { BODYLESS_METHODS, BodyTooLargeError, decodeBody, forwardableHeaders, framingDoubt, isIdentityEncoding, parseAnswerJson, parseRequestJson, readBody, serialiseRequest } from './proxy/bodies.js';
+import {
+  BODYLESS_METHODS,
+  BodyTooLargeError,
+  decodeBody,
+  forwardableHeaders,
+  framingDoubt,
+  isIdentityEncoding,
+  parseAnswerJson,
+  parseRequestJson,
+  readBody,
+  serialiseRequest,
+} from './proxy/bodies.js';
 import { createHealth } from './proxy/health.js';
 import { createRouteTable, type RouteOptions } from './proxy/routes.js';
 import type { InputRows } from './protocols/index.js';
@@ -73,7 +84,20 @@ export interface DefenseProxy {
   close(): void;
 }
 
-const PROXY_OPTION_NAMES = ['upstream', 'timeoutMs', 'maxBodyBytes', 'maxAnswerBytes', 'metricsPath', 'metricsText', 'livePath', 'readyPath', 'upstreamHealthPath', 'inferRoutes', 'passRoutes', 'passUnknownRoutes'];
+const PROXY_OPTION_NAMES = [
+  'upstream',
+  'timeoutMs',
+  'maxBodyBytes',
+  'maxAnswerBytes',
+  'metricsPath',
+  'metricsText',
+  'livePath',
+  'readyPath',
+  'upstreamHealthPath',
+  'inferRoutes',
+  'passRoutes',
+  'passUnknownRoutes',
+];
 /** Not forwarded to the client with a rewritten answer: they describe the original body. */
 const ANSWER_HEADERS_DROPPED = ['content-length', 'content-encoding', 'etag', 'content-md5', 'accept-ranges', 'content-range'];
 
@@ -93,7 +117,8 @@ function upstreamUnavailable(error: unknown): ServingError {
 
 function positiveInteger(value: unknown, name: string, fallback: number): number {
   if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) throw new ServingOptionError(`${name} must be a positive integer, got ${JSON.stringify(value)}`);
+  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0)
+    throw new ServingOptionError(`${name} must be a positive integer, got ${JSON.stringify(value)}`);
   return value;
 }
 
@@ -116,11 +141,13 @@ function parseUpstream(upstream: unknown): URL {
 }
 
 export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
-  if (!options || typeof options !== 'object') throw new ServingOptionError('options are required, e.g. { upstream: "http://127.0.0.1:8080", defense: "rounding:decimals=2" }');
+  if (!options || typeof options !== 'object')
+    throw new ServingOptionError('options are required, e.g. { upstream: "http://127.0.0.1:8080", defense: "rounding:decimals=2" }');
   const serving: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(options)) {
     if (PROXY_OPTION_NAMES.includes(key)) continue;
-    if (!SERVING_OPTION_NAMES.includes(key)) throw new ServingOptionError(`unknown option ${key}; allowed: ${[...PROXY_OPTION_NAMES, ...SERVING_OPTION_NAMES].join(', ')}`);
+    if (!SERVING_OPTION_NAMES.includes(key))
+      throw new ServingOptionError(`unknown option ${key}; allowed: ${[...PROXY_OPTION_NAMES, ...SERVING_OPTION_NAMES].join(', ')}`);
     serving[key] = value;
   }
   const resolved = resolveServingOptions(serving as unknown as ServingOptions<IncomingMessage>);
@@ -132,17 +159,27 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
   const metricsPath = options.metricsPath === undefined ? '/metrics' : options.metricsPath;
   const livePath = ownPath(options.livePath, 'livePath', '/healthz');
   const readyPath = ownPath(options.readyPath, 'readyPath', '/readyz');
-  if (metricsPath !== false && (typeof metricsPath !== 'string' || !metricsPath.startsWith('/'))) throw new ServingOptionError('metricsPath must be a path such as "/metrics", or false');
-  if (options.upstreamHealthPath !== undefined && (typeof options.upstreamHealthPath !== 'string' || !options.upstreamHealthPath.startsWith('/'))) throw new ServingOptionError('upstreamHealthPath must be a path such as "/v2/health/ready"');
+  if (metricsPath !== false && (typeof metricsPath !== 'string' || !metricsPath.startsWith('/')))
+    throw new ServingOptionError('metricsPath must be a path such as "/metrics", or false');
+  if (options.upstreamHealthPath !== undefined && (typeof options.upstreamHealthPath !== 'string' || !options.upstreamHealthPath.startsWith('/')))
+    throw new ServingOptionError('upstreamHealthPath must be a path such as "/v2/health/ready"');
   const routes = createRouteTable(resolved.codec.name, options);
   const transport = upstream.protocol === 'https:' ? https : http;
   const agent = new transport.Agent({ keepAlive: true, maxSockets: 256 });
   // The defense's context is started while the upstream computes (see batching/prefetch.ts); the perturber takes it from there.
   const prefetcher = resolved.context && contextPrefetcher(resolved.context);
-  const perturber = createPerturber({ codec: resolved.codec, metrics: resolved.metrics, onFailure: resolved.onFailure, inputFormat: resolved.inputFormat, context: prefetcher?.context, answerErrorStatus: 502 });
+  const perturber = createPerturber({
+    codec: resolved.codec,
+    metrics: resolved.metrics,
+    onFailure: resolved.onFailure,
+    inputFormat: resolved.inputFormat,
+    context: prefetcher?.context,
+    answerErrorStatus: 502,
+  });
   const serveMetrics = metricsHandler(resolved.metrics.registry, options.metricsText);
   // The request line never carries a client's API key, whatever header holds it.
-  const identityHeader = typeof options.clients?.identity === 'string' && options.clients.identity.startsWith('header:') ? [options.clients.identity.slice(7)] : [];
+  const identityHeader =
+    typeof options.clients?.identity === 'string' && options.clients.identity.startsWith('header:') ? [options.clients.identity.slice(7)] : [];
   const httpLogger = resolved.logger ? createHttpLogger(redactingHeaders(resolved.logger, identityHeader)) : undefined;
   const gate = resolved.clients;
   // An escalation tier may need the inputs (a surrogate) where the default defense does not.
@@ -150,7 +187,8 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
   const adminPath = gate && resolved.clientsAdmin ? (resolved.clientsAdmin.path ?? DEFAULT_ADMIN_PATH) : undefined;
   const serveAdmin = gate && resolved.clientsAdmin ? adminHandler(gate, resolved.clientsAdmin) : undefined;
   /** A refusal (403/429/401/503) with its Retry-After, counted like any failure. */
-  const refuse = (res: ServerResponse, label: string, error: unknown): void => send(res, perturber.failure(label, error), error instanceof ClientRefusal ? { ...error.headers } : {});
+  const refuse = (res: ServerResponse, label: string, error: unknown): void =>
+    send(res, perturber.failure(label, error), error instanceof ClientRefusal ? { ...error.headers } : {});
   let draining = false;
   let inFlight = 0;
   const onIdle: (() => void)[] = [];
@@ -202,12 +240,28 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
    * connection of its own ("connection: close"), so that nothing an exchange whose answer the proxy
    * streams without reading could leave on it ever meets another request.
    */
-  const callUpstream = (req: IncomingMessage, res: ServerResponse, path: string, headers: http.OutgoingHttpHeaders, body: Buffer | null, timer: { onFire?: () => void }, pooled: boolean): Promise<IncomingMessage> =>
+  const callUpstream = (
+    req: IncomingMessage,
+    res: ServerResponse,
+    path: string,
+    headers: http.OutgoingHttpHeaders,
+    body: Buffer | null,
+    timer: { onFire?: () => void },
+    pooled: boolean,
+  ): Promise<IncomingMessage> =>
     new Promise((resolve, reject) => {
       if (body) headers['content-length'] = body.length;
       const send = (fresh: boolean): void => {
         const upstreamReq = transport.request(
-          { protocol: upstream.protocol, hostname: upstream.hostname, port: upstream.port, method: req.method, path: basePath + path, headers, agent: fresh ? false : agent },
+          {
+            protocol: upstream.protocol,
+            hostname: upstream.hostname,
+            port: upstream.port,
+            method: req.method,
+            path: basePath + path,
+            headers,
+            agent: fresh ? false : agent,
+          },
           (answer) => {
             // Later faults surface on the answer (read with its own listeners). The pooled socket may
             // keep this request object reachable, so it must no longer hold this exchange's closures.
@@ -277,7 +331,14 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
     answer.once('aborted', () => res.destroy());
   };
 
-  const infer = async (req: IncomingMessage, res: ServerResponse, path: string, defense: Defense | null, label: string, ticket?: ClientTicket): Promise<void> => {
+  const infer = async (
+    req: IncomingMessage,
+    res: ServerResponse,
+    path: string,
+    defense: Defense | null,
+    label: string,
+    ticket?: ClientTicket,
+  ): Promise<void> => {
     /** What goes to the model: the request as parsed here, serialised again (see serialiseRequest). */
     let forwarded: Buffer;
     // The inputs a defense needs are read now: a request without them is refused before the
@@ -287,12 +348,15 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
     try {
       const raw = await readBody(req, maxBodyBytes);
       // Most requests are not compressed: those skip the asynchronous decoder (a promise per request).
-      const decoded = isIdentityEncoding(req.headers['content-encoding']) ? raw : await decodeBody(raw, req.headers['content-encoding'], maxBodyBytes).catch((error: Error) => {
-        throw error.message.includes('maxOutputLength') || (error as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE'
-          ? new BodyTooLargeError(`the decoded body is over the limit of ${maxBodyBytes} bytes`)
-          : new RequestFormatError(`the request body could not be decoded (${error.message})`);
-      });
-      if (!decoded) throw new RequestFormatError(`unsupported request content-encoding "${req.headers['content-encoding']}"; send gzip, deflate, br or none`, 415);
+      const decoded = isIdentityEncoding(req.headers['content-encoding'])
+        ? raw
+        : await decodeBody(raw, req.headers['content-encoding'], maxBodyBytes).catch((error: Error) => {
+            throw error.message.includes('maxOutputLength') || (error as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE'
+              ? new BodyTooLargeError(`the decoded body is over the limit of ${maxBodyBytes} bytes`)
+              : new RequestFormatError(`the request body could not be decoded (${error.message})`);
+          });
+      if (!decoded)
+        throw new RequestFormatError(`unsupported request content-encoding "${req.headers['content-encoding']}"; send gzip, deflate, br or none`, 415);
       requestBody = parseRequestJson(decoded.toString('utf8'));
       if (defense && defense.needs.length > 0) {
         // Numeric tensors come back synchronously; images are decoded (off the event loop) before anything is forwarded,
@@ -337,12 +401,18 @@ export function createDefenseProxy(options: ProxyOptions): DefenseProxy {
           reject(new UpstreamTimeoutError(timeoutMs));
         };
         readBody(answer, maxAnswerBytes).then(resolve, (error: unknown) =>
-          reject(error instanceof BodyTooLargeError ? new ServingError(`model answer: over the limit of ${maxAnswerBytes} bytes`, 502, 'bad_answer') : upstreamUnavailable(error)),
+          reject(
+            error instanceof BodyTooLargeError
+              ? new ServingError(`model answer: over the limit of ${maxAnswerBytes} bytes`, 502, 'bad_answer')
+              : upstreamUnavailable(error),
+          ),
         );
       });
-      const decoded = isIdentityEncoding(answer.headers['content-encoding']) ? answerRaw : await decodeBody(answerRaw, answer.headers['content-encoding'], maxAnswerBytes).catch(() => {
-        throw new ServingError('model answer: could not be decoded', 502, 'bad_answer');
-      });
+      const decoded = isIdentityEncoding(answer.headers['content-encoding'])
+        ? answerRaw
+        : await decodeBody(answerRaw, answer.headers['content-encoding'], maxAnswerBytes).catch(() => {
+            throw new ServingError('model answer: could not be decoded', 502, 'bad_answer');
+          });
       if (!decoded) throw new ServingError(`model answer: unsupported content-encoding "${answer.headers['content-encoding']}"`, 502, 'bad_answer');
       answerText = decoded.toString('utf8');
     } catch (error) {

@@ -43,7 +43,10 @@ describe('msd eval from another directory', { timeout: 600_000 }, () => {
     });
     assert.doesNotMatch(stdout + stderr, /ERR_MODULE_NOT_FOUND/);
     assert.match(stdout + stderr, /over 2 processes/);
-    const records = (await readFile(join(dir, 'out', 'runs.jsonl'), 'utf8')).trim().split('\n').map((line) => JSON.parse(line));
+    const records = (await readFile(join(dir, 'out', 'runs.jsonl'), 'utf8'))
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line));
     assert.deepEqual(records.map((r: { defense: string }) => r.defense).sort(), ['none', 'rounding']);
   });
 });

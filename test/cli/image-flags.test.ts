@@ -24,7 +24,17 @@ describe('image input flags', () => {
       numericScale: 0.5,
       maxPixels: 1_000_000,
       maxImageBytes: 65536,
-      image: { width: 224, height: 160, resize: 'cover', channels: 'bgr', layout: 'nchw', scale: 1 / 255, mean: [0.485, 0.456, 0.406], std: 0.5, strictChannels: true },
+      image: {
+        width: 224,
+        height: 160,
+        resize: 'cover',
+        channels: 'bgr',
+        layout: 'nchw',
+        scale: 1 / 255,
+        mean: [0.485, 0.456, 0.406],
+        std: 0.5,
+        strictChannels: true,
+      },
     });
     assert.equal(resolveInputOptions(inputs).image?.std.length, 3, 'and pass the option check');
     assert.equal(inputOptionsFromFlags({}), undefined);
@@ -40,7 +50,11 @@ describe('image input flags', () => {
       [{ maxRequestPixels: '1e9x' }, /--max-request-pixels must be a positive integer/],
       [{ maxConcurrentDecodes: '1.5' }, /--max-concurrent-decodes must be a positive integer/],
     ] as const) {
-      assert.throws(() => inputOptionsFromFlags(flags), (e: Error) => e instanceof ServingOptionError && message.test(e.message), JSON.stringify(flags));
+      assert.throws(
+        () => inputOptionsFromFlags(flags),
+        (e: Error) => e instanceof ServingOptionError && message.test(e.message),
+        JSON.stringify(flags),
+      );
     }
   });
 
@@ -58,7 +72,12 @@ describe('image input flags', () => {
       [{ maxPixels: '-3' }, /--max-pixels must be a positive integer/],
       [{ inputScale: '0' }, /--input-scale must be a positive number/],
     ];
-    for (const [flags, message] of bad) assert.throws(() => inputOptionsFromFlags(flags), (e: Error) => e instanceof ServingOptionError && message.test(e.message), JSON.stringify(flags));
+    for (const [flags, message] of bad)
+      assert.throws(
+        () => inputOptionsFromFlags(flags),
+        (e: Error) => e instanceof ServingOptionError && message.test(e.message),
+        JSON.stringify(flags),
+      );
   });
 
   it('msd proxy exits 2 with the option check’s message on a bad image declaration', () => {

@@ -30,7 +30,11 @@ describe('perturb with a saved surrogate and model inputs', () => {
   after(() => rm(dir, { recursive: true, force: true }));
 
   it('computes the surrogate’s probabilities from the inputs, as the library does', async () => {
-    const result = runCli(['perturb', '-d', 'mad:eps=0.4', '-i', join(dir, 'answers.json'), '--inputs', join(dir, 'inputs.json'), '--surrogate', join(dir, 'surrogate')], undefined, { MSD_BACKEND: 'cpu' });
+    const result = runCli(
+      ['perturb', '-d', 'mad:eps=0.4', '-i', join(dir, 'answers.json'), '--inputs', join(dir, 'inputs.json'), '--surrogate', join(dir, 'surrogate')],
+      undefined,
+      { MSD_BACKEND: 'cpu' },
+    );
     assert.equal(result.status, 0, result.stderr);
     const out = JSON.parse(result.stdout) as { probs: number[][]; l1: number[] };
     const surrogate = await Surrogate.load(join(dir, 'surrogate'));
@@ -41,7 +45,21 @@ describe('perturb with a saved surrogate and model inputs', () => {
   });
 
   it('computes Gram matrices for jacobian=full', () => {
-    const result = runCli(['perturb', '-d', 'mad-argmax:eps=0.4,jacobian=full', '-i', join(dir, 'answers.json'), '--inputs', join(dir, 'inputs.json'), '--surrogate', join(dir, 'surrogate')], undefined, { MSD_BACKEND: 'cpu' });
+    const result = runCli(
+      [
+        'perturb',
+        '-d',
+        'mad-argmax:eps=0.4,jacobian=full',
+        '-i',
+        join(dir, 'answers.json'),
+        '--inputs',
+        join(dir, 'inputs.json'),
+        '--surrogate',
+        join(dir, 'surrogate'),
+      ],
+      undefined,
+      { MSD_BACKEND: 'cpu' },
+    );
     assert.equal(result.status, 0, result.stderr);
     const out = JSON.parse(result.stdout) as { top1Changed: boolean[] };
     assert.deepEqual(out.top1Changed, [false, false]);
@@ -52,7 +70,11 @@ describe('perturb with a saved surrogate and model inputs', () => {
     const short = runCli(['perturb', '-d', 'mad', '-i', join(dir, 'answers.json'), '--inputs', join(dir, 'short.json'), '--surrogate', join(dir, 'surrogate')]);
     assert.equal(short.status, 2);
     assert.match(short.stderr, /1 input rows for 2 probability rows/);
-    const missing = runCli(['perturb', '-d', 'mad', '-i', join(dir, 'answers.json'), '--inputs', join(dir, 'inputs.json'), '--surrogate', join(dir, 'nowhere')], undefined, { MSD_BACKEND: 'cpu' });
+    const missing = runCli(
+      ['perturb', '-d', 'mad', '-i', join(dir, 'answers.json'), '--inputs', join(dir, 'inputs.json'), '--surrogate', join(dir, 'nowhere')],
+      undefined,
+      { MSD_BACKEND: 'cpu' },
+    );
     assert.equal(missing.status, 2);
     assert.match(missing.stderr, /nowhere/);
     assert.equal(missing.stdout, '');

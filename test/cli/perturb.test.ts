@@ -41,6 +41,7 @@ describe('perturb command', () => {
   it('lists the defenses with their parameters', () => {
     const result = runCli(['perturb', '--list']);
     assert.equal(result.status, 0);
-    for (const name of ['mad', 'reverse-sigmoid', 'misinformation', 'noise', 'topk', 'rounding', 'argmax']) assert.match(result.stdout, new RegExp(`^${name}`, 'm'));
+    for (const name of ['mad', 'reverse-sigmoid', 'misinformation', 'noise', 'topk', 'rounding', 'argmax'])
+      assert.match(result.stdout, new RegExp(`^${name}`, 'm'));
   });
 });

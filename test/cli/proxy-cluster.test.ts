@@ -16,12 +16,16 @@ const PATH = '/v2/models/mnist/infer';
 /** A request on a fresh connection each time, so the cluster spreads them over its workers. */
 function send(url: string, path: string, headers: http.OutgoingHttpHeaders = {}, body?: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = http.request(`${url}${path}`, { method: body === undefined ? 'GET' : 'POST', agent: false, headers: { 'content-type': 'application/json', ...headers } }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (text += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
-    });
+    const req = http.request(
+      `${url}${path}`,
+      { method: body === undefined ? 'GET' : 'POST', agent: false, headers: { 'content-type': 'application/json', ...headers } },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+      },
+    );
     req.once('error', reject);
     req.end(body);
   });
@@ -40,9 +44,15 @@ describe('msd proxy --workers 2 --config FILE', { timeout: 120_000 }, () => {
     upstream = await startStubUpstream('kserve-v2');
     const dir = await scratchDir('msd-proxy-cluster-');
     config = join(dir, 'proxy.yaml');
-    await writeFile(config, `upstream: ${upstream.url}\ndefense: argmax\nworkers: 2\nport: 8\nlogLevel: warn\ntimeoutMs: ${SLOW_ANSWER_MS * 2}\nshutdownTimeoutMs: ${SLOW_ANSWER_MS * 3}\n`);
+    await writeFile(
+      config,
+      `upstream: ${upstream.url}\ndefense: argmax\nworkers: 2\nport: 8\nlogLevel: warn\ntimeoutMs: ${SLOW_ANSWER_MS * 2}\nshutdownTimeoutMs: ${SLOW_ANSWER_MS * 3}\n`,
+    );
     // --port overrides the file's (privileged) port 8.
-    child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'proxy', '--config', config, '--port', '0'], { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] });
+    child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'proxy', '--config', config, '--port', '0'], {
+      cwd: root,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     exited = new Promise((resolve) => child.once('exit', resolve));
     url = await new Promise<string>((resolve, reject) => {
       child.stderr!.on('data', (c: Buffer) => {
@@ -101,7 +111,11 @@ describe('msd proxy --workers 2 --config FILE', { timeout: 120_000 }, () => {
     const seen = upstream.requests.length;
     const inFlight = send(url, PATH, { 'x-stub-mode': 'slow' }, JSON.stringify(kserveRequest()));
     // In flight: a worker has forwarded it, and the upstream holds it for SLOW_ANSWER_MS.
-    await waitFor(() => upstream.requests.slice(seen).some((r) => r.headers['x-stub-mode'] === 'slow'), { what: 'the upstream to receive the slow request', timeoutMs: SLOW_ANSWER_MS, detail: () => stderr });
+    await waitFor(() => upstream.requests.slice(seen).some((r) => r.headers['x-stub-mode'] === 'slow'), {
+      what: 'the upstream to receive the slow request',
+      timeoutMs: SLOW_ANSWER_MS,
+      detail: () => stderr,
+    });
     child.kill('SIGTERM');
     const answer = await within(inFlight, { what: 'the answer to the request in flight', timeoutMs: SLOW_ANSWER_MS * 3, detail: () => stderr });
     assert.equal(answer.status, 200, answer.body);

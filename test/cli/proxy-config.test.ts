@@ -16,8 +16,14 @@ function flagsOf(args: string[]): Record<string, unknown> {
 describe('proxy settings: config file, flags, environment', () => {
   it('reads JSON and YAML files to the same settings, with defaults for the rest', async () => {
     const dir = await scratchDir('msd-proxy-config-');
-    await writeFile(join(dir, 'proxy.json'), JSON.stringify({ upstream: 'http://10.0.0.1:8080', protocol: 'tf-serving', workers: 2, passRoutes: ['GET /health'], timeoutMs: 500 }));
-    await writeFile(join(dir, 'proxy.yaml'), 'upstream: http://10.0.0.1:8080\nprotocol: tf-serving\nworkers: 2\npassRoutes:\n  - GET /health\ntimeoutMs: 500\n');
+    await writeFile(
+      join(dir, 'proxy.json'),
+      JSON.stringify({ upstream: 'http://10.0.0.1:8080', protocol: 'tf-serving', workers: 2, passRoutes: ['GET /health'], timeoutMs: 500 }),
+    );
+    await writeFile(
+      join(dir, 'proxy.yaml'),
+      'upstream: http://10.0.0.1:8080\nprotocol: tf-serving\nworkers: 2\npassRoutes:\n  - GET /health\ntimeoutMs: 500\n',
+    );
     const fromJson = resolveProxySettings({}, { name: 'proxy.json', values: await readProxyConfigFile(join(dir, 'proxy.json')) }, {});
     const fromYaml = resolveProxySettings({}, { name: 'proxy.yaml', values: await readProxyConfigFile(join(dir, 'proxy.yaml')) }, {});
     assert.deepEqual(fromYaml, fromJson);
@@ -29,7 +35,9 @@ describe('proxy settings: config file, flags, environment', () => {
 
   it('lets flags override the file, and takes the secret from the environment', () => {
     const file = { name: 'proxy.json', values: { upstream: 'http://a:1', port: 9000, defense: 'argmax', inferRoutes: ['POST /a'] } };
-    const settings = resolveProxySettings(flagsOf(['--port', '9100', '--infer-route', 'POST /b', '--infer-route', 'POST /c']), file, { MSD_NOISE_SECRET: 's3cret' });
+    const settings = resolveProxySettings(flagsOf(['--port', '9100', '--infer-route', 'POST /b', '--infer-route', 'POST /c']), file, {
+      MSD_NOISE_SECRET: 's3cret',
+    });
     assert.equal(settings.port, 9100);
     assert.equal(settings.defense, 'argmax');
     assert.deepEqual(settings.inferRoutes, ['POST /b', 'POST /c']);
@@ -44,7 +52,10 @@ describe('proxy settings: config file, flags, environment', () => {
     assert.throws(() => resolveProxySettings({}, file({ protocol: 'grpc' }), {}), /"protocol" must be one of kserve-v2, tf-serving, json-path/);
     assert.throws(() => resolveProxySettings({}, file({ passRoutes: 'GET /x' }), {}), /"passRoutes" must be a list of strings/);
     assert.throws(() => resolveProxySettings({}, file({ upstrem: 'x' }), {}), /unknown field "upstrem"; allowed: upstream,/);
-    assert.throws(() => resolveProxySettings({}, file({ secret: 'x' }), {}), /"secret" is a secret and is not read from files; set MSD_NOISE_SECRET in the environment/);
+    assert.throws(
+      () => resolveProxySettings({}, file({ secret: 'x' }), {}),
+      /"secret" is a secret and is not read from files; set MSD_NOISE_SECRET in the environment/,
+    );
     assert.throws(() => resolveProxySettings(flagsOf(['--port', 'eighty']), file({}), {}), /--port must be an integer ≥ 0, got "eighty"/);
     assert.throws(() => resolveProxySettings({}, undefined, {}), /upstream is required: pass --upstream URL, or set "upstream" in the config file/);
     const dir = await scratchDir('msd-proxy-config-');

@@ -49,15 +49,28 @@ before(async () => {
   model.dispose();
   const held = Float32Array.from({ length: 300 * WIDTH }, (_, i) => ((i * 7919) % 1000) / 1000);
   await writeFile(join(dir, 'held.npy'), encodeNpy(held, [300, WIDTH]));
-  for (const [c, count] of [[0, 60], [1, 60]] as const) {
+  for (const [c, count] of [
+    [0, 60],
+    [1, 60],
+  ] as const) {
     await mkdir(join(dir, 'images', `class-${c}`), { recursive: true });
     for (let i = 0; i < count; i++) {
       const pixels = Buffer.from(Array.from({ length: WIDTH }, (_, k) => (i * 31 + k * 17 + c * 101) % 256));
-      await writeFile(join(dir, 'images', `class-${c}`, `${i}.png`), await sharp(pixels, { raw: { width: 4, height: 4, channels: 3 } }).png().toBuffer());
+      await writeFile(
+        join(dir, 'images', `class-${c}`, `${i}.png`),
+        await sharp(pixels, { raw: { width: 4, height: 4, channels: 3 } })
+          .png()
+          .toBuffer(),
+      );
     }
   }
   await mkdir(join(dir, 'few'));
-  await writeFile(join(dir, 'few', 'a.png'), await sharp(Buffer.alloc(WIDTH, 9), { raw: { width: 4, height: 4, channels: 3 } }).png().toBuffer());
+  await writeFile(
+    join(dir, 'few', 'a.png'),
+    await sharp(Buffer.alloc(WIDTH, 9), { raw: { width: 4, height: 4, channels: 3 } })
+      .png()
+      .toBuffer(),
+  );
 });
 after(() => tf.disposeVariables());
 
@@ -69,13 +82,25 @@ const settings = (extra: Record<string, unknown>) => ({
 
 describe('msd proxy --hoda-checkpoints', () => {
   it('refuses bad combinations before loading anything, saying what to write', () => {
-    const refused = (flags: Record<string, unknown>, message: RegExp) => assert.throws(() => checkHodaFlags(flags), (e: unknown) => e instanceof ServingOptionError && message.test(e.message));
+    const refused = (flags: Record<string, unknown>, message: RegExp) =>
+      assert.throws(
+        () => checkHodaFlags(flags),
+        (e: unknown) => e instanceof ServingOptionError && message.test(e.message),
+      );
     refused({ hodaCheckpoints: listed.join(','), hodaCalibration: 'x.npy' }, /needs --client-id/);
     refused({ clientId: 'header:k', hodaCalibration: 'x.npy' }, /need --hoda-checkpoints/);
     refused({ clientId: 'header:k', hodaCheckpoints: listed.join(','), hodaCalibration: 'x.npy', hodaEngine: 'torch' }, /--hoda-engine must be tfjs or onnx/);
     refused({ clientId: 'header:k', hodaCheckpoints: listed[0], hodaCalibration: 'x.npy' }, /holding checkpoints\.bin; otherwise list the checkpoints/);
     refused({ clientId: 'header:k', hodaCheckpoints: listed.join(',') }, /needs a calibration: --hoda-calibration PATH/);
-    refused({ clientId: 'header:k', hodaCheckpoints: listed.join(','), hodaCalibration: 'x.npy', detection: '{"hoda":{"benignHistogram":[1,1,1],"thresholds":[{"length":100,"threshold":0.5}]}}' }, /give one/);
+    refused(
+      {
+        clientId: 'header:k',
+        hodaCheckpoints: listed.join(','),
+        hodaCalibration: 'x.npy',
+        detection: '{"hoda":{"benignHistogram":[1,1,1],"thresholds":[{"length":100,"threshold":0.5}]}}',
+      },
+      /give one/,
+    );
   });
 
   it('calibrates on a .npy of held-out examples and gives the detectors each request’s hardness', async () => {
@@ -85,7 +110,10 @@ describe('msd proxy --hoda-checkpoints', () => {
       assert.equal(options.clients!.hardness, options.hoda!.hardness);
       const calibration = JSON.parse(options.hoda!.detection).hoda;
       assert.equal(calibration.benignHistogram.length, 3);
-      assert.deepEqual(calibration.thresholds.map((t: { length: number }) => t.length), [100]);
+      assert.deepEqual(
+        calibration.thresholds.map((t: { length: number }) => t.length),
+        [100],
+      );
       assert.ok(options.detectionSetup!.detection.initialState(0).hoda, 'the HODA detector is on');
       // The hardness of a row: the first checkpoint from which all later ones agree with the last.
       const rows = Float32Array.from({ length: 20 * WIDTH }, (_, i) => 4 * Math.sin(i * 12.9898 + Math.floor(i / WIDTH)));
@@ -105,7 +133,9 @@ describe('msd proxy --hoda-checkpoints', () => {
   });
 
   it('reads the project’s checkpoints.bin, and an image folder through the proxy’s image preprocessing', async () => {
-    const options = await proxyOptionsFromSettings(settings({ hodaCheckpoints: join(dir, 'own'), hodaCalibration: join(dir, 'images'), imageSize: '4x4', imageScale: '1/255' }));
+    const options = await proxyOptionsFromSettings(
+      settings({ hodaCheckpoints: join(dir, 'own'), hodaCalibration: join(dir, 'images'), imageSize: '4x4', imageScale: '1/255' }),
+    );
     try {
       assert.match(options.hoda!.summary, /HODA on \(4 checkpoints, calibrated on 120 held-out examples\)/);
     } finally {
@@ -117,19 +147,39 @@ describe('msd proxy --hoda-checkpoints', () => {
     const attempt = (extra: Record<string, unknown>) => proxyOptionsFromSettings(settings({ hodaCheckpoints: listed.join(','), ...extra }));
     await assert.rejects(attempt({ hodaCalibration: join(dir, 'missing.npy') }), /--hoda-calibration .*missing\.npy: file not found/);
     await assert.rejects(attempt({ hodaCalibration: join(dir, 'images') }), /is an image folder: declare the model’s image preprocessing \(--image-size/);
-    await assert.rejects(attempt({ hodaCalibration: join(dir, 'few'), imageSize: '4x4', imageScale: '1/255' }), /1 examples, fewer than HODA’s shortest test \(100 queries\)/);
+    await assert.rejects(
+      attempt({ hodaCalibration: join(dir, 'few'), imageSize: '4x4', imageScale: '1/255' }),
+      /1 examples, fewer than HODA’s shortest test \(100 queries\)/,
+    );
     await assert.rejects(attempt({ hodaCalibration: join(dir, 'images'), imageSize: '2x2' }), /images decode to 12 values, the checkpoints take 48/);
   });
 
   it('runs from the command line: says HODA is on, answers through it, and exits 2 on a bad flag', async () => {
     const upstream = await startStubUpstream('tf-serving');
-    const args = ['--upstream', upstream.url, '--protocol', 'tf-serving', '--defense', 'rounding:decimals=1', '--client-id', 'header:x-api-key', '--hoda-checkpoints', listed.join(','), '--hoda-calibration', join(dir, 'held.npy')];
+    const args = [
+      '--upstream',
+      upstream.url,
+      '--protocol',
+      'tf-serving',
+      '--defense',
+      'rounding:decimals=1',
+      '--client-id',
+      'header:x-api-key',
+      '--hoda-checkpoints',
+      listed.join(','),
+      '--hoda-calibration',
+      join(dir, 'held.npy'),
+    ];
     try {
       const { url, stop, waitFor } = await startProxyCommand(args);
       try {
         assert.match(await waitFor(/client detection/), /HODA on \(3 checkpoints, calibrated on 300 held-out examples\)/);
         const row = Array.from({ length: WIDTH }, (_, i) => (i % 7) / 7);
-        const res = await fetch(`${url}/v1/models/mnist:predict`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': 'client-1' }, body: JSON.stringify({ instances: [row, row] }) });
+        const res = await fetch(`${url}/v1/models/mnist:predict`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'x-api-key': 'client-1' },
+          body: JSON.stringify({ instances: [row, row] }),
+        });
         assert.equal(res.status, 200, await res.clone().text());
         assert.equal(((await res.json()) as { predictions: number[][] }).predictions.length, 2);
       } finally {

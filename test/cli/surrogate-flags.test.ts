@@ -20,9 +20,17 @@ describe('surrogate flags', () => {
     assert.deepEqual(surrogateSourceFromFlags({ surrogate: 'm' }, fail), { dir: 'm', reinit: undefined });
     assert.deepEqual(surrogateSourceFromFlags({ surrogateFrom: 'victim', reinit: '7' }, fail), { dir: 'victim', reinit: 7 });
     assert.deepEqual(surrogateSourceFromFlags({ surrogateOnnx: 'm.onnx', reinit: '0' }, fail), { onnx: 'm.onnx', reinit: 0 });
-    assert.deepEqual(surrogateSourceFromFlags({ surrogateFrom: 'victim', reinit: '7', surrogateThread: true }, fail), { dir: 'victim', reinit: 7, thread: true });
+    assert.deepEqual(surrogateSourceFromFlags({ surrogateFrom: 'victim', reinit: '7', surrogateThread: true }, fail), {
+      dir: 'victim',
+      reinit: 7,
+      thread: true,
+    });
     assert.deepEqual(surrogateSourceFromFlags({ surrogateOnnx: 'm.onnx', surrogateThread: true }, fail), { onnx: 'm.onnx', reinit: undefined, thread: true });
-    assert.deepEqual(surrogateSourceFromFlags({ surrogateFrom: 'victim', reinit: '7', surrogateEngine: 'onnx' }, fail), { dir: 'victim', reinit: 7, engine: 'onnx' });
+    assert.deepEqual(surrogateSourceFromFlags({ surrogateFrom: 'victim', reinit: '7', surrogateEngine: 'onnx' }, fail), {
+      dir: 'victim',
+      reinit: 7,
+      engine: 'onnx',
+    });
   });
 
   it('refuse a bad combination, saying what to write', () => {
@@ -31,7 +39,10 @@ describe('surrogate flags', () => {
     assert.throws(() => surrogateSourceFromFlags({ surrogateFrom: 'a', reinit: '1.5' }, fail), /integer seed/);
     assert.throws(() => surrogateSourceFromFlags({ surrogate: 'a', surrogateOnnx: 'b' }, fail), /give one/);
     assert.throws(() => surrogateSourceFromFlags({ surrogateThread: true }, fail), /--surrogate-thread needs a surrogate to run: add --surrogate-from/);
-    assert.throws(() => surrogateSourceFromFlags({ surrogateFrom: 'victim', surrogateEngine: 'torch' }, fail), /--surrogate-engine must be tfjs or onnx, got "torch"/);
+    assert.throws(
+      () => surrogateSourceFromFlags({ surrogateFrom: 'victim', surrogateEngine: 'torch' }, fail),
+      /--surrogate-engine must be tfjs or onnx, got "torch"/,
+    );
     assert.throws(() => surrogateSourceFromFlags({ surrogateOnnx: 'm.onnx', surrogateEngine: 'onnx' }, fail), /give it with --surrogate-from DIR/);
     assert.throws(() => surrogateSourceFromFlags({ surrogateFrom: 'm.onnx', surrogateEngine: 'tfjs' }, fail), /give it with --surrogate-from DIR/);
   });
@@ -50,7 +61,19 @@ describe('perturb with a TF.js surrogate converted to ONNX (--surrogate-engine o
   after(() => rm(dir, { recursive: true, force: true }));
 
   it('runs mad on the re-initialised MobileNetV2 through onnxruntime, and refuses jacobian=full', () => {
-    const args = ['perturb', '-i', join(dir, 'doc.json'), '--inputs', join(dir, 'inputs.json'), '--surrogate-from', NSFW, '--reinit', '1', '--surrogate-engine', 'onnx'];
+    const args = [
+      'perturb',
+      '-i',
+      join(dir, 'doc.json'),
+      '--inputs',
+      join(dir, 'inputs.json'),
+      '--surrogate-from',
+      NSFW,
+      '--reinit',
+      '1',
+      '--surrogate-engine',
+      'onnx',
+    ];
     const ok = runCli([...args, '-d', 'mad:eps=0.5,oracle=argmax']);
     assert.equal(ok.status, 0, ok.stderr);
     const [row] = (JSON.parse(ok.stdout) as { probs: number[][] }).probs;
@@ -78,8 +101,22 @@ describe('perturb with an ONNX surrogate', () => {
       ],
     });
     await writeFile(join(dir, 'm.onnx'), model);
-    await writeFile(join(dir, 'doc.json'), JSON.stringify({ probs: [[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]] }));
-    await writeFile(join(dir, 'inputs.json'), JSON.stringify([[1, 2], [-1, 0.5]]));
+    await writeFile(
+      join(dir, 'doc.json'),
+      JSON.stringify({
+        probs: [
+          [0.7, 0.2, 0.1],
+          [0.1, 0.1, 0.8],
+        ],
+      }),
+    );
+    await writeFile(
+      join(dir, 'inputs.json'),
+      JSON.stringify([
+        [1, 2],
+        [-1, 0.5],
+      ]),
+    );
   });
   after(() => rm(dir, { recursive: true, force: true }));
 
@@ -120,7 +157,10 @@ describe('perturb with an ONNX surrogate', () => {
     const options = await proxyOptionsFromSettings(flags('mad:eps=0.5'));
     const context = await options.context!(['surrogate'], { rows: 2, cols: 2, data: Float32Array.from([1, 2, -1, 0.5]) });
     assert.equal(context.surrogateProbs?.rows, 2);
-    await assert.rejects(proxyOptionsFromSettings(flags('mad:eps=0.5,jacobian=full')), (e: unknown) => e instanceof ServingOptionError && /jacobian=last-layer/.test(e.message));
+    await assert.rejects(
+      proxyOptionsFromSettings(flags('mad:eps=0.5,jacobian=full')),
+      (e: unknown) => e instanceof ServingOptionError && /jacobian=last-layer/.test(e.message),
+    );
   });
 
   it('runs the proxy’s surrogate in a worker thread with surrogateThread (config file) or --surrogate-thread, with the same answers', async () => {
@@ -130,7 +170,10 @@ describe('perturb with an ONNX surrogate', () => {
     const inThread = resolveProxySettings(base, undefined, {});
     for (const settings of [fromFile, fromFlag]) assert.equal(surrogateSourceFromFlags(settings, fail)?.thread, true);
     assert.equal(surrogateSourceFromFlags(inThread, fail)?.thread, undefined);
-    assert.throws(() => resolveProxySettings({}, { name: 'proxy.json', values: { ...base, surrogateThread: 'yes' } }, {}), /"surrogateThread" must be true or false/);
+    assert.throws(
+      () => resolveProxySettings({}, { name: 'proxy.json', values: { ...base, surrogateThread: 'yes' } }, {}),
+      /"surrogateThread" must be true or false/,
+    );
     const rows = { rows: 2, cols: 2, data: Float32Array.from([1, 2, -1, 0.5]) };
     const threaded = await proxyOptionsFromSettings(fromFile);
     const local = await proxyOptionsFromSettings(inThread);

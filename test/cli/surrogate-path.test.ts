@@ -23,7 +23,15 @@ describe('--surrogate PATH: one flag for a TF.js model’s JSON file or director
     // Two 8×8×3 images, each a colour of its own, and the victim's (made-up) answers for them.
     const images = inputs(2, 192, 5).map((v, i) => Math.min(1, Math.max(0, (i < 192 ? 0.2 : 0.8) + 0.15 * v)));
     await writeFile(join(dir, 'inputs.json'), JSON.stringify([Array.from(images.subarray(0, 192)), Array.from(images.subarray(192))]));
-    await writeFile(join(dir, 'doc.json'), JSON.stringify({ probs: [[0.05, 0.05, 0.85, 0.05], [0.1, 0.7, 0.1, 0.1]] }));
+    await writeFile(
+      join(dir, 'doc.json'),
+      JSON.stringify({
+        probs: [
+          [0.05, 0.05, 0.85, 0.05],
+          [0.1, 0.7, 0.1, 0.1],
+        ],
+      }),
+    );
   });
   after(() => rm(dir, { recursive: true, force: true }));
 

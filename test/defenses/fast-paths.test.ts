@@ -161,11 +161,15 @@ describe('many-class fast paths give the previous answers', () => {
           geometry.setLastLayer(p, r * k, y, r * k);
           referenceGeometry.setLastLayer(p, r * k, y, r * k);
           // The private searches themselves: solve() sends small K and degenerate rows elsewhere.
+          // biome-ignore lint/complexity/useLiteralKeys: private member, reached on purpose
           oracle['fastGreedy'](geometry, t, fast);
+          // biome-ignore lint/complexity/useLiteralKeys: private member, reached on purpose
           reference['greedy'](referenceGeometry, t, before);
           assert.deepEqual(fast, before, `K ${k} row ${r}`);
           // Every step up to where the search stopped, ties included, not just the best prefix.
+          // biome-ignore lint/complexity/useLiteralKeys: private member, reached on purpose
           const entered = oracle['lastLayerGreedy']!.entered;
+          // biome-ignore lint/complexity/useLiteralKeys: private members, reached on purpose
           assert.deepEqual(oracle['order'].subarray(0, entered), reference['order'].subarray(0, entered), `K ${k} row ${r}: order`);
         }
       }),

@@ -40,7 +40,7 @@ function candidates(k: number, t: number, oracle: 'extreme' | 'argmax'): number[
 }
 
 /** The published algorithm, by brute force: best candidate by H, then the L1 line search. */
-function referenceMad(g: number[][], y: number[], eps: number, oracle: 'extreme' | 'argmax'): { target: number[]; best: number } {
+function referenceMad(g: number[][], y: number[], _eps: number, oracle: 'extreme' | 'argmax'): { target: number[]; best: number } {
   const t = argmax(y);
   let best = -Infinity;
   let target: number[] = [];

@@ -26,7 +26,16 @@ describe('passive defenses, hand-computed', () => {
   });
 
   it('argmax answers the one-hot label, first index on ties', () => {
-    close(run('argmax', [[0.2, 0.5, 0.3], [0.4, 0.4, 0.2]]), [[0, 1, 0], [1, 0, 0]]);
+    close(
+      run('argmax', [
+        [0.2, 0.5, 0.3],
+        [0.4, 0.4, 0.2],
+      ]),
+      [
+        [0, 1, 0],
+        [1, 0, 0],
+      ],
+    );
   });
 
   it('reverse sigmoid follows the formula of Lee et al.', () => {
@@ -41,14 +50,30 @@ describe('passive defenses, hand-computed', () => {
 
   it('reverse sigmoid stays finite and on the simplex for a very large beta', () => {
     // r = 50·(σ(log 9) − ½) = 20 clips the top entry to 0; the small ones are raised and clip to 1.
-    const out = run('reverse-sigmoid:beta=50,gamma=1', [[0.9, 0.05, 0.05], [1, 0, 0]]);
+    const out = run('reverse-sigmoid:beta=50,gamma=1', [
+      [0.9, 0.05, 0.05],
+      [1, 0, 0],
+    ]);
     assert.ok(out.flat().every(Number.isFinite));
-    close(out, [[0, 0.5, 0.5], [0, 0.5, 0.5]]);
+    close(out, [
+      [0, 0.5, 0.5],
+      [0, 0.5, 0.5],
+    ]);
   });
 
   it('adaptive misinformation blends by the sigmoid of the confidence gap', () => {
-    const mis = batchFromRows([[0.05, 0.9, 0.05], [0.05, 0.9, 0.05]]);
-    const out = run('misinformation:tau=0.5,nu=10', [[0.6, 0.3, 0.1], [0.4, 0.35, 0.25]], { misinformationProbs: mis });
+    const mis = batchFromRows([
+      [0.05, 0.9, 0.05],
+      [0.05, 0.9, 0.05],
+    ]);
+    const out = run(
+      'misinformation:tau=0.5,nu=10',
+      [
+        [0.6, 0.3, 0.1],
+        [0.4, 0.35, 0.25],
+      ],
+      { misinformationProbs: mis },
+    );
     const a0 = 1 / (1 + Math.exp(-10 * (0.5 - 0.6)));
     const a1 = 1 / (1 + Math.exp(-10 * (0.5 - 0.4)));
     close(out, [

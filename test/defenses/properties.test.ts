@@ -43,7 +43,10 @@ const SPECS = [
 function onSimplex(batch: ProbBatch): void {
   for (let r = 0; r < batch.rows; r++) {
     const row = rowOf(batch, r);
-    assert.ok(row.every((v) => Number.isFinite(v) && v >= 0), `row ${r} has a negative or non-finite entry`);
+    assert.ok(
+      row.every((v) => Number.isFinite(v) && v >= 0),
+      `row ${r} has a negative or non-finite entry`,
+    );
     const sum = row.reduce((s, v) => s + v, 0);
     assert.ok(Math.abs(sum - 1) <= 1e-6, `row ${r} sums to ${sum}`);
   }
@@ -69,7 +72,11 @@ describe('properties of every defense over random batches (K = 2 … 1000)', () 
     });
   }
 
-  for (const [norm, eps] of [['l1', 0.4], ['l2', 0.25], ['kl', 0.05]] as const) {
+  for (const [norm, eps] of [
+    ['l1', 0.4],
+    ['l2', 0.25],
+    ['kl', 0.05],
+  ] as const) {
     for (const oracle of ['extreme', 'argmax']) {
       it(`mad ${oracle} stays within its ${norm} budget of ${eps}`, () => {
         const defense = parseDefense(`mad:eps=${eps},norm=${norm},oracle=${oracle}`);
@@ -97,7 +104,9 @@ describe('properties of every defense over random batches (K = 2 … 1000)', () 
           const source = rowOf(batch, r);
           assert.ok(row.filter((v) => v > 0).length <= 2);
           // Rows are first put exactly on the simplex (they are accepted within 1e-3), so kept entries match to float32 rounding.
-          row.forEach((v, c) => assert.ok(v === 0 || Math.abs(v - source[c]) <= 1e-6 * source[c], `entry ${c}: ${v} is neither 0 nor the input's ${source[c]}`));
+          row.forEach((v, c) =>
+            assert.ok(v === 0 || Math.abs(v - source[c]) <= 1e-6 * source[c], `entry ${c}: ${v} is neither 0 nor the input's ${source[c]}`),
+          );
           assert.equal(argmax(row), argmax(source));
         }
       }),

@@ -1,12 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import {
-  batchFromRows,
-  DefenseSpecError,
-  InvalidBatchError,
-  MissingContextError,
-  parseDefense,
-} from '../../src/defenses/index.js';
+import { batchFromRows, DefenseSpecError, InvalidBatchError, MissingContextError, parseDefense } from '../../src/defenses/index.js';
 
 const batch = (data: number[], rows: number, cols: number) => ({ rows, cols, data: Float32Array.from(data) });
 
@@ -70,7 +64,11 @@ describe('defense specs', () => {
     ['', /empty/],
   ];
   for (const [spec, message] of bad) {
-    it(`rejects "${spec}" at parse time`, () => assert.throws(() => parseDefense(spec), (e: unknown) => e instanceof DefenseSpecError && message.test((e as Error).message)));
+    it(`rejects "${spec}" at parse time`, () =>
+      assert.throws(
+        () => parseDefense(spec),
+        (e: unknown) => e instanceof DefenseSpecError && message.test((e as Error).message),
+      ));
   }
 
   it('prints a canonical spec with every parameter, which parses back to the same defense', () => {

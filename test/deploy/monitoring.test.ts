@@ -54,8 +54,14 @@ function balanced(expr: string): boolean {
 
 const dashboard = JSON.parse(readFileSync(DASHBOARD, 'utf8')) as { panels: { title: string; type: string; targets?: { expr: string }[] }[] };
 // Row panels hold no queries.
-const dashboardExprs = dashboard.panels.flatMap((p) => (p.targets ?? []).map((t) => ({ where: `panel "${p.title}"`, expr: t.expr.replace(/\$__rate_interval/g, '5m').replace(/\$defense/g, '.*') })));
-const rules = (parse(readFileSync(ALERTS, 'utf8')) as { groups: { rules: { alert: string; expr: string; for?: string; labels?: { severity?: string }; annotations?: { summary?: string } }[] }[] }).groups.flatMap((g) => g.rules);
+const dashboardExprs = dashboard.panels.flatMap((p) =>
+  (p.targets ?? []).map((t) => ({ where: `panel "${p.title}"`, expr: t.expr.replace(/\$__rate_interval/g, '5m').replace(/\$defense/g, '.*') })),
+);
+const rules = (
+  parse(readFileSync(ALERTS, 'utf8')) as {
+    groups: { rules: { alert: string; expr: string; for?: string; labels?: { severity?: string }; annotations?: { summary?: string } }[] }[];
+  }
+).groups.flatMap((g) => g.rules);
 
 describe('deploy/: dashboard and alerts', () => {
   it('the metric-name reader finds names and ignores functions and labels', () => {
@@ -80,7 +86,14 @@ describe('deploy/: dashboard and alerts', () => {
 
   it('the dashboard shows outcomes, L1, top-1 changes, latency, utility loss and attacker accuracy', () => {
     const all = dashboardExprs.map((e) => e.expr).join('\n');
-    for (const needed of ['msd_requests_total', 'msd_perturbation_l1_bucket', 'msd_top1_changes_total', 'msd_defense_duration_seconds_bucket', 'msd_utility_loss_ratio', 'msd_attacker_accuracy_ratio']) {
+    for (const needed of [
+      'msd_requests_total',
+      'msd_perturbation_l1_bucket',
+      'msd_top1_changes_total',
+      'msd_defense_duration_seconds_bucket',
+      'msd_utility_loss_ratio',
+      'msd_attacker_accuracy_ratio',
+    ]) {
       assert.ok(all.includes(needed), `no panel reads ${needed}`);
     }
   });
@@ -88,15 +101,35 @@ describe('deploy/: dashboard and alerts', () => {
   it('the dashboard has a trade-off row: the shadow knockoffs’ accuracies against the live utility loss', () => {
     const row = dashboard.panels.findIndex((p) => p.type === 'row' && /trade-off/i.test(p.title));
     assert.ok(row >= 0, 'no trade-off row');
-    const below = dashboard.panels.slice(row + 1).flatMap((p) => (p.targets ?? []).map((t) => t.expr)).join('\n');
-    for (const needed of ['msd_shadow_attacker_accuracy_ratio', 'msd_shadow_protection_ratio', 'msd_shadow_protection_min_ratio', 'msd_shadow_attacker_agreement_ratio', 'msd_shadow_training_rows', 'msd_top1_changes_total', 'msd_perturbation_l1_sum', 'msd_shadow_defended_accuracy_ratio']) {
+    const below = dashboard.panels
+      .slice(row + 1)
+      .flatMap((p) => (p.targets ?? []).map((t) => t.expr))
+      .join('\n');
+    for (const needed of [
+      'msd_shadow_attacker_accuracy_ratio',
+      'msd_shadow_protection_ratio',
+      'msd_shadow_protection_min_ratio',
+      'msd_shadow_attacker_agreement_ratio',
+      'msd_shadow_training_rows',
+      'msd_top1_changes_total',
+      'msd_perturbation_l1_sum',
+      'msd_shadow_defended_accuracy_ratio',
+    ]) {
       assert.ok(below.includes(needed), `the trade-off row reads no ${needed}`);
     }
   });
 
   it('the alerts cover error rate, fail-closed answers, top-1 changes, latency and the shadow’s protection, each with a severity and a summary', () => {
     const byName = new Map(rules.map((r) => [r.alert, r]));
-    assert.deepEqual([...byName.keys()].sort(), ['MsdClientErrorsHigh', 'MsdDefenseLatencyHigh', 'MsdFailClosedAnswers', 'MsdHighErrorRate', 'MsdShadowProtectionLow', 'MsdShadowRoundsFailing', 'MsdTop1ChangeRateHigh']);
+    assert.deepEqual([...byName.keys()].sort(), [
+      'MsdClientErrorsHigh',
+      'MsdDefenseLatencyHigh',
+      'MsdFailClosedAnswers',
+      'MsdHighErrorRate',
+      'MsdShadowProtectionLow',
+      'MsdShadowRoundsFailing',
+      'MsdTop1ChangeRateHigh',
+    ]);
     // The threshold is the owner's (a gauge they set), not a number written in the rule.
     assert.match(byName.get('MsdShadowProtectionLow')!.expr, /msd_shadow_protection_ratio.*<.*msd_shadow_protection_min_ratio/);
     for (const rule of rules) {

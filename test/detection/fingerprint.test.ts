@@ -34,8 +34,14 @@ describe('query fingerprints (Blacklight-style)', () => {
     assert.equal(prints.length, rows * config.hashes);
     for (let r = 0; r < 2; r++) {
       const row = Array.from(prints.subarray(r * config.hashes, (r + 1) * config.hashes));
-      assert.ok(row.every((h) => h > 0), 'a drawing has enough distinct windows');
-      assert.deepEqual(row, [...row].sort((a, b) => a - b));
+      assert.ok(
+        row.every((h) => h > 0),
+        'a drawing has enough distinct windows',
+      );
+      assert.deepEqual(
+        row,
+        [...row].sort((a, b) => a - b),
+      );
       assert.equal(new Set(row).size, row.length);
     }
     assert.ok(prints.subarray(2 * config.hashes).every((h) => h === 0));
@@ -64,7 +70,12 @@ describe('the per-client fingerprint detector and the cohort detection', () => {
   const probs = (rows: number) => ({ rows, cols: 2, data: new Float32Array(rows * 2).fill(0.5).map((_, i) => (i % 2 ? 0.05 : 0.95)) });
 
   it('flags a client once minMatches of its queries matched another identity and their share is above maxShare', () => {
-    const detection = createClientDetection({ prada: { enabled: false }, ood: { enabled: false }, budget: false, fingerprint: { minMatches: 3, maxShare: 0.2 } });
+    const detection = createClientDetection({
+      prada: { enabled: false },
+      ood: { enabled: false },
+      budget: false,
+      fingerprint: { minMatches: 3, maxShare: 0.2 },
+    });
     let state = detection.initialState(0);
     // No matches sent (fingerprints off in the serving layer): no verdict at all.
     state = detection.observe(state, { time: 0, probs: probs(5) }).state;
@@ -87,7 +98,12 @@ describe('the per-client fingerprint detector and the cohort detection', () => {
   });
 
   it('a cohort detection has no budget and one step, "cohort"', () => {
-    const cohort = createCohortDetection({ prada: { enabled: false }, budget: { maxQueries: 5 }, window: { lengthMs: 60_000, bucketMs: 1000 }, ood: { minQueries: 20 } });
+    const cohort = createCohortDetection({
+      prada: { enabled: false },
+      budget: { maxQueries: 5 },
+      window: { lengthMs: 60_000, bucketMs: 1000 },
+      ood: { minQueries: 20 },
+    });
     assert.equal(cohort.config.budget, undefined);
     assert.deepEqual(cohort.config.policy.steps, [{ action: 'escalate', tier: 'cohort' }]);
     let state = cohort.initialState(0);

@@ -57,10 +57,21 @@ describe('HODA math', () => {
     ];
     const { benignHistogram, thresholds } = calibrateHoda(sequences, { bins: 3, lengths: [2, 4] });
     assert.deepEqual(benignHistogram, [4 / 10, 3 / 10, 3 / 10]);
-    const chunks2 = [[0, 0], [1, 1], [2, 0], [0, 1], [2, 2]];
+    const chunks2 = [
+      [0, 0],
+      [1, 1],
+      [2, 0],
+      [0, 1],
+      [2, 2],
+    ];
     const expected2 = Math.max(...chunks2.map((c) => pearsonDistance(hardnessHistogram(c, 3), benignHistogram)));
     assert.deepEqual(thresholds[0], { length: 2, threshold: expected2, sequences: 5 });
-    const expected4 = Math.max(...[[0, 0, 1, 1], [0, 1, 2, 2]].map((c) => pearsonDistance(hardnessHistogram(c, 3), benignHistogram)));
+    const expected4 = Math.max(
+      ...[
+        [0, 0, 1, 1],
+        [0, 1, 2, 2],
+      ].map((c) => pearsonDistance(hardnessHistogram(c, 3), benignHistogram)),
+    );
     assert.deepEqual(thresholds[1], { length: 4, threshold: expected4, sequences: 2 });
     assert.throws(() => calibrateHoda(sequences, { bins: 3, lengths: [7] }), /no benign sequence has 7/);
   });

@@ -33,7 +33,12 @@ const MINUTE = 60_000;
 describe('population counts and detectors', () => {
   it('summarises a request into additive counts: queries, unsure, matched, confidence, classes, hardness', () => {
     const layout = { classes: 4, bins: 3 };
-    const probs = probsOf(4, 4, (r) => r % 4, (r) => [0.9, 0.5, 0.95, 0.6][r]);
+    const probs = probsOf(
+      4,
+      4,
+      (r) => r % 4,
+      (r) => [0.9, 0.5, 0.95, 0.6][r],
+    );
     const counts = summarise(layout, 0.7, probs, Int8Array.of(0, 2, -1, 1), Uint8Array.of(1, 0, 0, 1));
     assert.equal(counts.length, countsLength(layout));
     assert.equal(counts[Q], 4);
@@ -46,16 +51,45 @@ describe('population counts and detectors', () => {
   it('flags the unsure share, the class distance and the match share only once minQueries are in', () => {
     const config = resolvePopulationOptions({ minQueries: 100, ood: { maxRate: 0.15 }, classes: { maxDistance: 0.3 }, matches: { maxRate: 0.05 } });
     const layout = { classes: 10, bins: 0 };
-    const benign = summarise(layout, 0.7, probsOf(300, 10, (r) => r % 10, (r) => (r % 50 === 0 ? 0.5 : 0.95)));
+    const benign = summarise(
+      layout,
+      0.7,
+      probsOf(
+        300,
+        10,
+        (r) => r % 10,
+        (r) => (r % 50 === 0 ? 0.5 : 0.95),
+      ),
+    );
     const found = populationVerdicts(config, layout, benign);
     assert.equal(found.anyFlagged, false, JSON.stringify(found.verdicts));
     assert.ok(found.maxLevel < 0.8, 'benign traffic is calm');
     // A thief: unsure on 40% of its queries, all of them in two classes.
-    const thief = summarise(layout, 0.7, probsOf(99, 10, (r) => r % 2, (r) => (r % 5 < 2 ? 0.4 : 0.9)), undefined, new Uint8Array(99).fill(1));
+    const thief = summarise(
+      layout,
+      0.7,
+      probsOf(
+        99,
+        10,
+        (r) => r % 2,
+        (r) => (r % 5 < 2 ? 0.4 : 0.9),
+      ),
+      undefined,
+      new Uint8Array(99).fill(1),
+    );
     const early = populationVerdicts(config, layout, thief);
     assert.equal(early.anyFlagged, false, 'below minQueries nothing is judged');
     assert.equal(early.maxLevel, 0);
-    const more = summarise(layout, 0.7, probsOf(1, 10, () => 0, () => 0.4));
+    const more = summarise(
+      layout,
+      0.7,
+      probsOf(
+        1,
+        10,
+        () => 0,
+        () => 0.4,
+      ),
+    );
     const total = thief.map((v, i) => v + more[i]);
     const judged = populationVerdicts(config, layout, total);
     const by = Object.fromEntries(judged.verdicts.map((v) => [v.detector, v]));
@@ -66,12 +100,24 @@ describe('population counts and detectors', () => {
   });
 
   it('judges the hardness histogram with the calibration threshold of the longest length the window holds', () => {
-    const hoda = { benignHistogram: [0.7, 0.2, 0.1], thresholds: [{ length: 100, threshold: 0.2 }, { length: 1000, threshold: 0.05 }] };
+    const hoda = {
+      benignHistogram: [0.7, 0.2, 0.1],
+      thresholds: [
+        { length: 100, threshold: 0.2 },
+        { length: 1000, threshold: 0.05 },
+      ],
+    };
     const config = resolvePopulationOptions({ minQueries: 50, hoda });
     const layout = { classes: 2, bins: 3 };
     const benignHardness = (n: number) => Int8Array.from({ length: n }, (_, i) => (i % 10 < 7 ? 0 : i % 10 < 9 ? 1 : 2));
     const hardHardness = (n: number) => Int8Array.from({ length: n }, (_, i) => (i % 10 < 2 ? 0 : 2));
-    const probs = (n: number) => probsOf(n, 2, (r) => r % 2, () => 0.9);
+    const probs = (n: number) =>
+      probsOf(
+        n,
+        2,
+        (r) => r % 2,
+        () => 0.9,
+      );
     const hodaOf = (counts: Float64Array) => populationVerdicts(config, layout, counts).verdicts.find((v) => v.detector === 'hoda')!;
     assert.equal(hodaOf(summarise(layout, 0.7, probs(60), hardHardness(60))).evidence.threshold, undefined, 'under the shortest calibrated length: not judged');
     const short = hodaOf(summarise(layout, 0.7, probs(500), hardHardness(500)));
@@ -94,7 +140,10 @@ describe('population counts and detectors', () => {
   });
 
   it('validates the options, saying what to write', () => {
-    assert.throws(() => resolvePopulationOptions({ ood: { maxRate: 2 } }), (e: Error) => e instanceof DetectionConfigError && /ood\.maxRate must be a number ≥ 0 and < 1/.test(e.message));
+    assert.throws(
+      () => resolvePopulationOptions({ ood: { maxRate: 2 } }),
+      (e: Error) => e instanceof DetectionConfigError && /ood\.maxRate must be a number ≥ 0 and < 1/.test(e.message),
+    );
     assert.throws(() => resolvePopulationOptions({ youngQueries: 0 }), /youngQueries must be an integer ≥ 1/);
     assert.throws(() => resolvePopulationOptions({ nope: 1 } as never), /unknown population option nope/);
     assert.throws(() => resolvePopulationOptions({ window: { lengthMs: 600_000, bucketMs: 1000 } }), /use at most 100/);
@@ -153,7 +202,12 @@ describe('the population alarm: hysteresis', () => {
 
 describe('calibratePopulation', () => {
   it('sets the thresholds a margin above what benign draws of minQueries rows reach', () => {
-    const benign = probsOf(5000, 10, (r) => r % 10, (r) => (r % 25 === 0 ? 0.5 : 0.97));
+    const benign = probsOf(
+      5000,
+      10,
+      (r) => r % 10,
+      (r) => (r % 25 === 0 ? 0.5 : 0.97),
+    );
     const calibration = calibratePopulation(benign, { windowQueries: 200, draws: 100, margin: 0.05 });
     assert.ok(Math.abs(calibration.benignRate - 0.04) < 1e-9);
     assert.ok(calibration.draws.maxRate >= 0.04 && calibration.draws.maxRate < 0.12, JSON.stringify(calibration.draws));
@@ -164,6 +218,17 @@ describe('calibratePopulation', () => {
     // A benign window of the same traffic is not flagged.
     const layout = { classes: 10, bins: 0 };
     assert.equal(populationVerdicts(config, layout, summarise(layout, 0.7, benign)).anyFlagged, false);
-    assert.throws(() => calibratePopulation(probsOf(10, 10, () => 0, () => 0.9)), /at least windowQueries/);
+    assert.throws(
+      () =>
+        calibratePopulation(
+          probsOf(
+            10,
+            10,
+            () => 0,
+            () => 0.9,
+          ),
+        ),
+      /at least windowQueries/,
+    );
   });
 });

@@ -48,7 +48,12 @@ describe('PRADA bookkeeping', () => {
   it('the threshold rises to mean − std of the kept distances', () => {
     // Kept distances 1 (from (1,0)), then 10 (from (11,0)): mean 5.5, std 4.5, T = max(1, 1) = 1;
     // then (31, 0): d = 20 > 1, kept; {1, 10, 20}: mean 31/3, std √(Σd²/3 − mean²).
-    const s = feed(initialPradaState(config), [[0, 0, 0], [1, 0, 0], [11, 0, 0], [31, 0, 0]]);
+    const s = feed(initialPradaState(config), [
+      [0, 0, 0],
+      [1, 0, 0],
+      [11, 0, 0],
+      [31, 0, 0],
+    ]);
     const mean = 31 / 3;
     const std = Math.sqrt((1 + 100 + 400) / 3 - mean * mean);
     assert.ok(Math.abs(s.classes[0].t - Math.max(1, mean - std)) < 1e-9);
@@ -57,14 +62,31 @@ describe('PRADA bookkeeping', () => {
 
   it('evicts the oldest kept point at the per-class cap, and from the largest class at the total cap', () => {
     const capped = { ...config, maxKeptPerClass: 2 };
-    let s = feed(initialPradaState(capped), [[0, 0, 0], [3, 4, 0], [10, 0, 0]], capped);
+    let s = feed(
+      initialPradaState(capped),
+      [
+        [0, 0, 0],
+        [3, 4, 0],
+        [10, 0, 0],
+      ],
+      capped,
+    );
     assert.deepEqual(points(s, 0), [3, 4, 10, 0]);
     // The evicted (0, 0) no longer counts: (0, 1) is √(9+9) = √18 from (3, 4), not 1 from (0, 0).
     s = feed(s, [[0, 1, 0]], capped);
     assert.ok(Math.abs(decodeFloat32(s.d)[s.len - 1] - Math.sqrt(18)) < 1e-5);
 
     const total = { ...config, maxKeptPoints: 3 };
-    s = feed(initialPradaState(total), [[0, 0, 0], [5, 0, 0], [0, 0, 1], [0, 9, 1]], total);
+    s = feed(
+      initialPradaState(total),
+      [
+        [0, 0, 0],
+        [5, 0, 0],
+        [0, 0, 1],
+        [0, 9, 1],
+      ],
+      total,
+    );
     // Four kept, cap 3: class 0 and 1 hold two each; the tie goes to class 0, whose oldest goes.
     assert.deepEqual(points(s, 0), [5, 0]);
     assert.deepEqual(points(s, 1), [0, 0, 0, 9]);

@@ -1,13 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import {
-  createClientDetection,
-  DetectionConfigError,
-  DetectionInputError,
-  type ClientObservation,
-  type ClientState,
-} from '../../src/detection/index.js';
+import { createClientDetection, DetectionConfigError, DetectionInputError, type ClientObservation, type ClientState } from '../../src/detection/index.js';
 import { calibrateHoda } from '../../src/detection/index.js';
 import { gaussian, jbdaQueries, naturalQueries, observationOf, rng } from './synthetic.js';
 
@@ -80,7 +74,7 @@ describe('client state', () => {
     let state = defaults.initialState(0);
     let largest = 0;
     queries.forEach((q, i) => {
-      const observation = { ...observationOf(q, i * 50, 10, 0.3 + 0.7 * ((i * 37) % 100) / 100), hardness: Int8Array.of(i % 11) };
+      const observation = { ...observationOf(q, i * 50, 10, 0.3 + (0.7 * ((i * 37) % 100)) / 100), hardness: Int8Array.of(i % 11) };
       state = defaults.observe(state, observation).state;
       if (i % 500 === 499) largest = Math.max(largest, JSON.stringify(state).length);
     });
@@ -107,7 +101,10 @@ describe('client state', () => {
     assert.throws(() => detection.observe(state, { time: 0, probs: { rows: 2, cols: 2, data: new Float32Array(3) } }), DetectionInputError);
     assert.throws(() => detection.observe(state, { time: 0, probs, inputs: { rows: 1, cols: 2, data: new Float32Array(2) } }), /2 rows of probs/);
     assert.throws(() => detection.observe(state, { time: 0, probs, hardness: new Int8Array(1) }), /one value per row/);
-    assert.throws(() => detection.observe(state, { time: 0, probs, hardness: Int8Array.of(0, 11) }), (e: Error) => e instanceof DetectionInputError && /hardness 11/.test(e.message));
+    assert.throws(
+      () => detection.observe(state, { time: 0, probs, hardness: Int8Array.of(0, 11) }),
+      (e: Error) => e instanceof DetectionInputError && /hardness 11/.test(e.message),
+    );
     assert.throws(() => detection.observe(state, { time: Number.NaN, probs }), /time must be finite/);
     assert.throws(() => detection.assess({ hello: 1 }, 0), /initialState/);
   });
@@ -140,14 +137,20 @@ describe('options', () => {
   ];
   for (const [options, message] of bad) {
     it(`rejects ${JSON.stringify(options)}`, () => {
-      assert.throws(() => createClientDetection(options as never), (e: Error) => e instanceof DetectionConfigError && message.test(e.message));
+      assert.throws(
+        () => createClientDetection(options as never),
+        (e: Error) => e instanceof DetectionConfigError && message.test(e.message),
+      );
     });
   }
 
   it('documents its defaults', () => {
     const { config } = createClientDetection();
     assert.equal(config.prada.delta, 0.95);
-    assert.deepEqual(config.policy.steps, [{ action: 'escalate', tier: 'mad-argmax' }, { action: 'escalate', tier: 'argmax' }]);
+    assert.deepEqual(config.policy.steps, [
+      { action: 'escalate', tier: 'mad-argmax' },
+      { action: 'escalate', tier: 'argmax' },
+    ]);
     assert.deepEqual(config.budget, { maxQueries: 10_000, action: 'throttle' });
     const parsed = createClientDetection({ policy: { steps: ['mad-argmax', 'throttle:60', 'refuse'] }, budget: false }).config;
     assert.deepEqual(parsed.policy.steps, [{ action: 'escalate', tier: 'mad-argmax' }, { action: 'throttle', retryAfterSeconds: 60 }, { action: 'refuse' }]);

@@ -66,29 +66,44 @@ describe('window counts', () => {
     const config = { lengthMs: 10_000, bucketMs: 1_000 };
     const ood = { enabled: true, confidenceThreshold: 0.7, maxRate: 0.5, minQueries: 1 };
     fc.assert(
-      fc.property(fc.array(fc.tuple(fc.integer({ min: 0, max: 4_000 }), fc.integer({ min: 0, max: 5 }), fc.boolean()), { maxLength: 40 }), fc.integer({ min: 0, max: 15_000 }), (steps, later) => {
-        let state = initialWindowState(0);
-        let time = 0;
-        const seen: { time: number; rows: number; low: boolean }[] = [];
-        for (const [dt, rows, low] of steps) {
-          time += dt;
-          const probs = { rows, cols: 2, data: new Float32Array(rows * 2).fill(low ? 0.5 : 0.1).map((v, i) => (low || i % 2 ? v : 0.9)) };
-          state = updateWindows(config, ood, state, time, probs);
-          seen.push({ time, rows, low });
-        }
-        const now = time + later;
-        const live = seen.filter((o) => Math.floor(o.time / 1000) * 1000 > now - 10_000);
-        const totals = windowTotals(config, state, now);
-        assert.equal(totals.queries, live.reduce((n, o) => n + o.rows, 0));
-        assert.equal(totals.lowConfidence, live.filter((o) => o.low).reduce((n, o) => n + o.rows, 0));
-        assert.ok(state.b.length <= 11, 'at most one bucket per bucketMs of the window, plus the current one');
-      }),
+      fc.property(
+        fc.array(fc.tuple(fc.integer({ min: 0, max: 4_000 }), fc.integer({ min: 0, max: 5 }), fc.boolean()), { maxLength: 40 }),
+        fc.integer({ min: 0, max: 15_000 }),
+        (steps, later) => {
+          let state = initialWindowState(0);
+          let time = 0;
+          const seen: { time: number; rows: number; low: boolean }[] = [];
+          for (const [dt, rows, low] of steps) {
+            time += dt;
+            const probs = { rows, cols: 2, data: new Float32Array(rows * 2).fill(low ? 0.5 : 0.1).map((v, i) => (low || i % 2 ? v : 0.9)) };
+            state = updateWindows(config, ood, state, time, probs);
+            seen.push({ time, rows, low });
+          }
+          const now = time + later;
+          const live = seen.filter((o) => Math.floor(o.time / 1000) * 1000 > now - 10_000);
+          const totals = windowTotals(config, state, now);
+          assert.equal(
+            totals.queries,
+            live.reduce((n, o) => n + o.rows, 0),
+          );
+          assert.equal(
+            totals.lowConfidence,
+            live.filter((o) => o.low).reduce((n, o) => n + o.rows, 0),
+          );
+          assert.ok(state.b.length <= 11, 'at most one bucket per bucketMs of the window, plus the current one');
+        },
+      ),
     );
   });
 });
 
 describe('query budget', () => {
-  const detection = createClientDetection({ window: { lengthMs: 10 * MINUTE, bucketMs: MINUTE }, prada: { enabled: false }, ood: { enabled: false }, budget: { maxQueries: 100 } });
+  const detection = createClientDetection({
+    window: { lengthMs: 10 * MINUTE, bucketMs: MINUTE },
+    prada: { enabled: false },
+    ood: { enabled: false },
+    budget: { maxQueries: 100 },
+  });
 
   it('throttles once the window holds maxQueries, with Retry-After until enough expires', () => {
     let s = detection.initialState(0);
@@ -188,15 +203,18 @@ describe('policy hysteresis', () => {
 
   it('never descends while the evidence hovers between release and the flag threshold', () => {
     fc.assert(
-      fc.property(fc.array(fc.tuple(fc.double({ min: 0.8, max: 1.5, noNaN: true }), fc.integer({ min: 1, max: 400 })), { minLength: 1, maxLength: 60 }), (steps) => {
-        let s = stepPolicy(policy, initialPolicyState(), 0, 1, true, 1.5);
-        let previous = s.level;
-        steps.forEach(([level, rows], i) => {
-          s = stepPolicy(policy, s, i, rows, level > 1, level);
-          assert.ok(s.level >= previous, `went down from ${previous} to ${s.level} at level ${level}`);
-          previous = s.level;
-        });
-      }),
+      fc.property(
+        fc.array(fc.tuple(fc.double({ min: 0.8, max: 1.5, noNaN: true }), fc.integer({ min: 1, max: 400 })), { minLength: 1, maxLength: 60 }),
+        (steps) => {
+          let s = stepPolicy(policy, initialPolicyState(), 0, 1, true, 1.5);
+          let previous = s.level;
+          steps.forEach(([level, rows], i) => {
+            s = stepPolicy(policy, s, i, rows, level > 1, level);
+            assert.ok(s.level >= previous, `went down from ${previous} to ${s.level} at level ${level}`);
+            previous = s.level;
+          });
+        },
+      ),
     );
   });
 

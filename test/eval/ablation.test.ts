@@ -18,8 +18,14 @@ describe('MAD surrogate ablation', () => {
   it('expands one MAD setting into one setting per surrogate kind, each its own curve and spec', () => {
     const settings = expandDefenses(['none', { name: 'mad', eps: 0.5, surrogate: ['victim-arch', 'small', 'uniform'] }]);
     assert.equal(settings.length, 4);
-    assert.deepEqual(settings.map((s) => s.surrogate), [undefined, 'victim-arch', 'small', 'uniform']);
-    assert.deepEqual(settings.slice(1).map((s) => s.family), ['mad/victim-arch-surrogate', 'mad/small-surrogate', 'mad/uniform-surrogate']);
+    assert.deepEqual(
+      settings.map((s) => s.surrogate),
+      [undefined, 'victim-arch', 'small', 'uniform'],
+    );
+    assert.deepEqual(
+      settings.slice(1).map((s) => s.family),
+      ['mad/victim-arch-surrogate', 'mad/small-surrogate', 'mad/uniform-surrogate'],
+    );
     assert.equal(new Set(settings.map((s) => s.spec)).size, 4);
     assert.ok(settings.slice(1).every((s) => s.defense?.spec.startsWith('mad:') && /surrogate=/.test(s.params)));
     assert.throws(() => expandDefenses([{ name: 'rounding', decimals: 1, surrogate: 'small' }]), /uses no surrogate/);
@@ -31,7 +37,12 @@ describe('MAD surrogate ablation', () => {
     const shape = { arch: 'mlp' as const, features: 16, classes: 5, seed: 3 };
     const x = Float32Array.from({ length: 4 * 16 }, (_, i) => (i % 7) / 7);
     const tensorsBefore = tf.memory().numTensors;
-    const [victimArch, small, uniform, again] = [createSurrogate('victim-arch', shape), createSurrogate('small', shape), createSurrogate('uniform', shape), createSurrogate('small', shape)];
+    const [victimArch, small, uniform, again] = [
+      createSurrogate('victim-arch', shape),
+      createSurrogate('small', shape),
+      createSurrogate('uniform', shape),
+      createSurrogate('small', shape),
+    ];
     try {
       assert.ok(uniform.probs(x, 4).data.every((p) => Math.abs(p - 0.2) < 1e-7));
       assert.ok(parameterCount(small) < parameterCount(victimArch) / 4);
@@ -64,9 +75,15 @@ describe('MAD surrogate ablation', () => {
     const result = await evaluate({ config, outDir, cacheDir, loadDataset: syntheticLoader({ train: 900, test: 200 }), log: (l) => lines.push(l) });
     assert.equal(tf.memory().numTensors - tensorsBefore, 0, 'tensors leaked');
     assert.equal(result.records.length, 4);
-    assert.deepEqual(result.records.map((r) => r.attacker), ['knockoff-random', 'jbself', 'knockoff-random', 'jbself']);
+    assert.deepEqual(
+      result.records.map((r) => r.attacker),
+      ['knockoff-random', 'jbself', 'knockoff-random', 'jbself'],
+    );
     assert.ok(result.records.every((r) => r.queries === 250));
-    assert.ok(lines.some((l) => /surrogate uniform: [\d.]+ µs per row/.test(l)), lines.join('\n'));
+    assert.ok(
+      lines.some((l) => /surrogate uniform: [\d.]+ µs per row/.test(l)),
+      lines.join('\n'),
+    );
     // A uniform p leaves MAD a different target than a random network's p: the answers differ.
     const [small, uniform] = [result.records[0], result.records[2]];
     assert.notEqual(small.defender.l1Mean, 0);
@@ -74,6 +91,9 @@ describe('MAD surrogate ablation', () => {
     const csv = parseCsv(await readFile(result.files.csv, 'utf8'));
     assert.deepEqual(csv[0], [...REPORT_COLUMNS]);
     const column = REPORT_COLUMNS.indexOf('attacker');
-    assert.deepEqual(csv.slice(1).map((row) => row[column]), ['knockoff-random', 'jbself', 'knockoff-random', 'jbself']);
+    assert.deepEqual(
+      csv.slice(1).map((row) => row[column]),
+      ['knockoff-random', 'jbself', 'knockoff-random', 'jbself'],
+    );
   });
 });

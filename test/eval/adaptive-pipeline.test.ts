@@ -26,11 +26,23 @@ describe('the adaptive attackers in the grid, through the HTTP middleware', () =
     });
     const lines: string[] = [];
     const tensorsBefore = tf.memory().numTensors;
-    const result = await evaluate({ config, outDir: await scratchDir('msd-eval-adaptive-'), cacheDir: await scratchDir('msd-cache-'), loadDataset: syntheticLoader({ train: 900, test: 300 }), log: (l) => lines.push(l) });
+    const result = await evaluate({
+      config,
+      outDir: await scratchDir('msd-eval-adaptive-'),
+      cacheDir: await scratchDir('msd-cache-'),
+      loadDataset: syntheticLoader({ train: 900, test: 300 }),
+      log: (l) => lines.push(l),
+    });
     assert.equal(tf.memory().numTensors - tensorsBefore, 0, 'tensors leaked');
     // Against no defense: nothing to restore, nothing to invert.
-    assert.deepEqual(result.records.map((r) => `${r.defense}/${r.policy}`), ['none/random', 'none/smoothing', 'reverse-sigmoid/random', 'reverse-sigmoid/smoothing', 'reverse-sigmoid/restorer', 'reverse-sigmoid/inversion']);
-    assert.ok(lines.some((l) => /not run: .*restorer: nothing to restore against none.*inversion: none has no closed-form inverse/.test(l)), lines.join('\n'));
+    assert.deepEqual(
+      result.records.map((r) => `${r.defense}/${r.policy}`),
+      ['none/random', 'none/smoothing', 'reverse-sigmoid/random', 'reverse-sigmoid/smoothing', 'reverse-sigmoid/restorer', 'reverse-sigmoid/inversion'],
+    );
+    assert.ok(
+      lines.some((l) => /not run: .*restorer: nothing to restore against none.*inversion: none has no closed-form inverse/.test(l)),
+      lines.join('\n'),
+    );
     const record = (defense: string, policy: string) => result.records.find((r) => r.defense === defense && r.policy === policy)!;
     for (const r of result.records) {
       assert.equal(r.queries, 150, `${r.defense}/${r.policy} spends the budget`);
@@ -50,8 +62,15 @@ describe('the adaptive attackers in the grid, through the HTTP middleware', () =
     assert.deepEqual(csv[0], [...REPORT_COLUMNS]);
     assert.equal(csv.length, 1 + 6 * 2);
     const column = (name: (typeof REPORT_COLUMNS)[number]) => REPORT_COLUMNS.indexOf(name);
-    assert.deepEqual(new Set(csv.slice(1).map((r) => r[column('attacker_name')])), new Set(['knockoff-random', 'top-1', 'smoothing', 'smoothing top-1', 'restorer', 'restorer top-1', 'inversion', 'inversion top-1']));
-    for (const row of csv.slice(1)) assert.ok(row[column('worst_case_attacker')] !== '' && Number(row[column('worst_case_accuracy')]) >= Number(row[column('attacker_accuracy')]) - 1e-9, row.join(','));
+    assert.deepEqual(
+      new Set(csv.slice(1).map((r) => r[column('attacker_name')])),
+      new Set(['knockoff-random', 'top-1', 'smoothing', 'smoothing top-1', 'restorer', 'restorer top-1', 'inversion', 'inversion top-1']),
+    );
+    for (const row of csv.slice(1))
+      assert.ok(
+        row[column('worst_case_attacker')] !== '' && Number(row[column('worst_case_accuracy')]) >= Number(row[column('attacker_accuracy')]) - 1e-9,
+        row.join(','),
+      );
     const html = await readFile(result.files.html, 'utf8');
     assert.match(html, /What does the best attacker still get\? The worst case over 8 attackers, 150 queries/);
     assert.match(html, /What the adaptive attackers recovered/);

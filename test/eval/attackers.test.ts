@@ -17,14 +17,18 @@ import { tf } from '../../src/models/index.js';
 import { TOY_CLASSES, TOY_FEATURES, toyAttack, toyVictim, type ToyVictim } from './helpers/toy-victim.js';
 
 const best = (result: AttackResult) => Math.max(...result.outcomes.map((o) => o.accuracy));
-const describeResult = (result: AttackResult) => `${result.outcomes.map((o) => `${o.labels} ${(o.accuracy * 100).toFixed(1)}%`).join(', ')}; top-1 changed ${result.quality?.rawTop1Changed.toFixed(3)} → ${result.quality?.usedTop1Changed.toFixed(3)}`;
+const describeResult = (result: AttackResult) =>
+  `${result.outcomes.map((o) => `${o.labels} ${(o.accuracy * 100).toFixed(1)}%`).join(', ')}; top-1 changed ${result.quality?.rawTop1Changed.toFixed(3)} → ${result.quality?.usedTop1Changed.toFixed(3)}`;
 
 /** Softmax rows with a margin on one class: the victim's usual confident answers. */
 function confidentRows(rows: number, classes: number, margin: number, seed: number): ProbBatch {
   const random = seededRandom(seed);
   const data = new Float32Array(rows * classes);
   for (let r = 0; r < rows; r++) {
-    const logits = Array.from({ length: classes }, (_, c) => (c === r % classes ? margin : 0) + 1.5 * Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random()));
+    const logits = Array.from(
+      { length: classes },
+      (_, c) => (c === r % classes ? margin : 0) + 1.5 * Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random()),
+    );
     const max = Math.max(...logits);
     const exp = logits.map((l) => Math.exp(l - max));
     const total = exp.reduce((a, b) => a + b, 0);
@@ -62,7 +66,10 @@ describe('inversion: the closed-form inverse of reverse sigmoid', () => {
 
   it('is not monotone: g has three pieces for γ < 1, so unsure rows are ambiguous (what the report measures)', () => {
     const inverse = new ReverseSigmoidInverse(0.5, 0.2);
-    assert.deepEqual(inverse.pieces.map((p) => p.increasing), [false, true, false]);
+    assert.deepEqual(
+      inverse.pieces.map((p) => p.increasing),
+      [false, true, false],
+    );
     // g(1 − y) = 1 − g(y), and the turning point y* where g' = 0 sits near 0.022 for β = 0.5, γ = 0.2.
     assert.ok(Math.abs(reverseSigmoidMap(0.9, 0.5, 0.2) - (1 - reverseSigmoidMap(0.1, 0.5, 0.2))) < 1e-12);
     const turn = inverse.preimage(inverse.pieces[1], inverse.pieces[1].low);
@@ -81,7 +88,7 @@ describe('top-1: the knockoff on the answers’ top-1 labels', () => {
     assert.deepEqual(trainingTargets(x, rows, 'argmax').labels, top1Labels(rows));
     assert.equal(trainingTargets(x, rows, 'soft').targets, rows.data);
     for (const spec of ['mad:eps=1,oracle=argmax', 'modelguard-w:eps=1', 'topk:k=2', 'argmax']) {
-      let defense;
+      let defense: ReturnType<typeof parseDefense> | undefined;
       try {
         defense = parseDefense(spec);
       } catch {
@@ -120,7 +127,15 @@ describe('attackers on a toy victim', () => {
     const plainClient = victim.client(spec);
     const plain = await runAttack({ ...base, pool, policy: 'random', client: plainClient });
     const smoothingClient = victim.client(spec);
-    const smoothing = await runAttack({ ...base, pool, budget: 750, policy: 'smoothing', smoothing: { copies: 5, shift: 0, noise: 0.03, flip: false }, flip: false, client: smoothingClient });
+    const smoothing = await runAttack({
+      ...base,
+      pool,
+      budget: 750,
+      policy: 'smoothing',
+      smoothing: { copies: 5, shift: 0, noise: 0.03, flip: false },
+      flip: false,
+      client: smoothingClient,
+    });
     assert.equal(plainClient.rows, 150);
     assert.equal(smoothing.queries, 750);
     assert.equal(smoothingClient.rows, 750, 'every copy is a query');
@@ -142,7 +157,10 @@ describe('attackers on a toy victim', () => {
     const restored = await runAttack({ ...base, policy: 'restorer', known, restorer: restorerSettings, client });
     assert.equal(client.rows, 400, 'the shadow’s queries are part of the budget');
     assert.equal(restored.restorer!.shadowQueries, 120);
-    assert.ok(restored.restorer!.restoredL1 < restored.restorer!.defendedL1 * 0.7, `held-out shadow L1 ${restored.restorer!.defendedL1} → ${restored.restorer!.restoredL1}`);
+    assert.ok(
+      restored.restorer!.restoredL1 < restored.restorer!.defendedL1 * 0.7,
+      `held-out shadow L1 ${restored.restorer!.defendedL1} → ${restored.restorer!.restoredL1}`,
+    );
     assert.ok(best(plain) < 0.4, `plain ${describeResult(plain)}`);
     assert.ok(best(restored) > best(plain) + 0.4, `restorer ${describeResult(restored)} against plain ${describeResult(plain)}`);
     assert.ok(restored.quality!.usedTop1Changed < 0.25, describeResult(restored));
@@ -169,16 +187,27 @@ describe('attackers on a toy victim', () => {
     const restored = await runAttack({ ...base, policy: 'restorer-jbtop3', known, restorer: restorerSettings, client });
     assert.equal(client.rows, 400);
     assert.equal(plainClient.rows, 400);
-    assert.ok(restored.restorer!.shadowQueries >= 120 && restored.restorer!.shadowQueries < 400, `restorer built after ${restored.restorer!.shadowQueries} answers`);
+    assert.ok(
+      restored.restorer!.shadowQueries >= 120 && restored.restorer!.shadowQueries < 400,
+      `restorer built after ${restored.restorer!.shadowQueries} answers`,
+    );
     assert.ok(restored.quality!.usedTop1Changed < restored.quality!.rawTop1Changed / 2, describeResult(restored));
     assert.ok(best(restored) > best(plain) + 0.3, `restorer-jbtop3 ${describeResult(restored)} against jbtop3 ${describeResult(plain)}`);
   });
 
   it('the restorer and inversion need the defense; inversion needs one with a closed form', async () => {
     const base = toyAttack(victim, { budget: 50 });
-    await assert.rejects(runAttack({ ...base, policy: 'restorer', client: victim.client('none') }), (e: unknown) => e instanceof AttackerConfigError && /--target-defense/.test((e as Error).message));
     await assert.rejects(
-      runAttack({ ...base, policy: 'inversion', known: { spec: 'mad:eps=0.5', surrogateArch: 'mlp', misinformation: base.knockoff }, client: victim.client('none') }),
+      runAttack({ ...base, policy: 'restorer', client: victim.client('none') }),
+      (e: unknown) => e instanceof AttackerConfigError && /--target-defense/.test((e as Error).message),
+    );
+    await assert.rejects(
+      runAttack({
+        ...base,
+        policy: 'inversion',
+        known: { spec: 'mad:eps=0.5', surrogateArch: 'mlp', misinformation: base.knockoff },
+        client: victim.client('none'),
+      }),
       (e: unknown) => e instanceof AttackerConfigError && /closed-form inverse/.test((e as Error).message),
     );
   });
@@ -198,7 +227,10 @@ describe('smoothing copies and the restorer input', () => {
     };
     augmentImage(image, out, [4, 4, 1], { shift: 1, noise: 0 }, false, sequence([0.99, 0.99]));
     assert.equal(out[10], 1, 'moved to row 2, column 2');
-    assert.equal(out.reduce((a, b) => a + b, 0), 1);
+    assert.equal(
+      out.reduce((a, b) => a + b, 0),
+      1,
+    );
     augmentImage(image, out, [4, 4, 1], { shift: 0, noise: 0 }, true, sequence([0.5, 0.5, 0.1]));
     assert.equal(out[6], 1, 'flipped: row 1, column 2');
     augmentImage(image, out, [4, 4, 1], { shift: 0, noise: 0.05 }, false, seededRandom(4));

@@ -19,7 +19,10 @@ describe('eval config', () => {
       assert.equal(preset.name, name);
       assert.deepEqual(preset.policies, ['random']);
       assert.equal(preset.budgets.length, 1);
-      assert.deepEqual(preset.defenses.map((d) => d.family), expected[name]);
+      assert.deepEqual(
+        preset.defenses.map((d) => d.family),
+        expected[name],
+      );
       assert.equal(preset.world, 'open');
       // The calibrated attacker: a CNN knockoff for 15 epochs, several seeds; the worst case over soft and top-1.
       assert.deepEqual(preset.attackerLabels, ['soft', 'argmax']);
@@ -37,7 +40,9 @@ describe('eval config', () => {
     // The newer defenses join once registered (they are: src/defenses/registry.ts).
     for (const family of ['modelguard-w', 'modelguard-s', 'grad2']) assert.equal(families.includes(family), defenseNames().includes(family), family);
     assert.deepEqual(
-      adaptive.defenses.filter((d) => ['reverse-sigmoid', 'mad', 'mad-argmax', 'misinformation', 'noise'].includes(d.family)).map((d) => d.params.split(',')[0]),
+      adaptive.defenses
+        .filter((d) => ['reverse-sigmoid', 'mad', 'mad-argmax', 'misinformation', 'noise'].includes(d.family))
+        .map((d) => d.params.split(',')[0]),
       ['beta=0.5', 'eps=0.5', 'eps=1', 'tau=0.7', 'scale=1'],
       'the settings of the defenses table',
     );
@@ -56,7 +61,12 @@ describe('eval config', () => {
     const settings = adaptive.defenses.length;
     assert.equal(plan.length, 3 * (settings * 5 + (settings - 1) * 2 + 1));
     // A config file may start from it and trim it.
-    const trimmed = validateConfig({ preset: 'adaptive', defenses: ['none', 'noise:scale=1'], policies: ['random', 'smoothing'], smoothing: { copies: 5, shift: 0 } });
+    const trimmed = validateConfig({
+      preset: 'adaptive',
+      defenses: ['none', 'noise:scale=1'],
+      policies: ['random', 'smoothing'],
+      smoothing: { copies: 5, shift: 0 },
+    });
     assert.deepEqual(trimmed.smoothing, { copies: 5, shift: 0, noise: 0.02, flip: 'auto' });
   });
 
@@ -74,7 +84,12 @@ describe('eval config', () => {
     const settings = expandDefenses([{ name: 'mad', eps: [0.1, 0.5], norm: 'l1' }, 'mad-argmax:eps=1', 'rounding:decimals=2|argmax']);
     assert.deepEqual(
       settings.map((s) => s.spec),
-      ['mad:eps=0.1,norm=l1,oracle=extreme,jacobian=last-layer', 'mad:eps=0.5,norm=l1,oracle=extreme,jacobian=last-layer', 'mad:eps=1,norm=l1,oracle=argmax,jacobian=last-layer', 'rounding:decimals=2|argmax'],
+      [
+        'mad:eps=0.1,norm=l1,oracle=extreme,jacobian=last-layer',
+        'mad:eps=0.5,norm=l1,oracle=extreme,jacobian=last-layer',
+        'mad:eps=1,norm=l1,oracle=argmax,jacobian=last-layer',
+        'rounding:decimals=2|argmax',
+      ],
     );
     assert.deepEqual(
       settings.map((s) => s.family),
@@ -107,7 +122,11 @@ describe('eval config', () => {
       [{ preset: 'quick', name: '../x' }, /name must hold only/],
     ];
     for (const [raw, pattern] of cases) {
-      assert.throws(() => validateConfig(raw), (error: unknown) => error instanceof EvalConfigError && pattern.test(error.message), JSON.stringify(raw));
+      assert.throws(
+        () => validateConfig(raw),
+        (error: unknown) => error instanceof EvalConfigError && pattern.test(error.message),
+        JSON.stringify(raw),
+      );
     }
   });
 

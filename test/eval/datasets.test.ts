@@ -47,7 +47,10 @@ describe('dataset cache', () => {
     await writeCache(file, dataset);
     const loaded = await readCache(file, 'sig-1');
     assert.ok(loaded);
-    assert.deepEqual(Array.from(loaded.train.x), Array.from([0, 255, 51, 102, 7, 8], (v) => Math.fround(v / 255)));
+    assert.deepEqual(
+      Array.from(loaded.train.x),
+      Array.from([0, 255, 51, 102, 7, 8], (v) => Math.fround(v / 255)),
+    );
     assert.deepEqual(Array.from(loaded.train.labels), [1, 0, 3]);
     assert.deepEqual(Array.from(loaded.test.x), [1, 0]);
     const limited = await readCache(file, 'sig-1', { train: 1, test: 0 });

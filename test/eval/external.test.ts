@@ -79,7 +79,14 @@ function startStub(): Promise<{ server: Server; base: string; requests: () => nu
       const json = JSON.parse(body);
       const defended = req.url!.includes('defended');
       const reverseSigmoid = req.url!.includes('rs=1');
-      const answer = (rows: number[][]) => rows.map((row) => (reverseSigmoid ? Array.from(rs.apply({ rows: 1, cols: CLASSES, data: Float32Array.from(model(row)) }).data) : defended ? defend(model(row)) : model(row)));
+      const answer = (rows: number[][]) =>
+        rows.map((row) =>
+          reverseSigmoid
+            ? Array.from(rs.apply({ rows: 1, cols: CLASSES, data: Float32Array.from(model(row)) }).data)
+            : defended
+              ? defend(model(row))
+              : model(row),
+        );
       res.setHeader('content-type', 'application/json');
       if (req.url!.startsWith('/v2/')) {
         const input = json.inputs[0];
@@ -95,7 +102,9 @@ function startStub(): Promise<{ server: Server; base: string; requests: () => nu
       }
     });
   });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ server, base: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, requests: () => count })));
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () => resolve({ server, base: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, requests: () => count })),
+  );
 }
 
 function runCliAsync(args: string[]): Promise<{ status: number; stderr: string; stdout: string }> {
@@ -122,14 +131,28 @@ describe('evaluation of an external endpoint', () => {
     await writeFile(join(dir, 't10k-labels-idx1-ubyte'), idx(test.labels, [80]));
     // .npy: float32 transfer images, uint8 test images with int64 labels in y.npy.
     await mkdir(join(dir, 'npy'));
-    await writeFile(join(dir, 'npy', 'transfer.npy'), encodeNpy(Float32Array.from(train.pixels, (v) => v / 255), [200, SIDE, SIDE]));
+    await writeFile(
+      join(dir, 'npy', 'transfer.npy'),
+      encodeNpy(
+        Float32Array.from(train.pixels, (v) => v / 255),
+        [200, SIDE, SIDE],
+      ),
+    );
     await writeFile(join(dir, 'npy', 'x.npy'), encodeNpy(test.pixels, [80, SIDE, SIDE, 1]));
-    await writeFile(join(dir, 'npy', 'y.npy'), encodeNpy(BigInt64Array.from(test.labels, (l) => BigInt(l)), [80]));
+    await writeFile(
+      join(dir, 'npy', 'y.npy'),
+      encodeNpy(
+        BigInt64Array.from(test.labels, (l) => BigInt(l)),
+        [80],
+      ),
+    );
     // An image folder, one sub-folder per class.
     for (let c = 0; c < CLASSES; c++) await mkdir(join(dir, 'folder', `class-${c}`), { recursive: true });
     for (let r = 0; r < 40; r++) {
       const pixels = Buffer.from(test.pixels.subarray(r * FEATURES, (r + 1) * FEATURES));
-      await sharp(pixels, { raw: { width: SIDE, height: SIDE, channels: 1 } }).png().toFile(join(dir, 'folder', `class-${test.labels[r]}`, `${r}.png`));
+      await sharp(pixels, { raw: { width: SIDE, height: SIDE, channels: 1 } })
+        .png()
+        .toFile(join(dir, 'folder', `class-${test.labels[r]}`, `${r}.png`));
     }
   });
 
@@ -153,7 +176,9 @@ describe('evaluation of an external endpoint', () => {
     // Folder order: class by class, files sorted by name; every image decodes to its IDX row.
     for (let r = 0; r < folder.rows; r++) {
       const row = folder.x.subarray(r * FEATURES, (r + 1) * FEATURES);
-      const match = Array.from({ length: 40 }, (_, i) => i).find((i) => fromIdx.labels![i] === folder.labels![r] && fromIdx.x.subarray(i * FEATURES, (i + 1) * FEATURES).every((v, f) => Math.abs(v - row[f]) < 1e-6));
+      const match = Array.from({ length: 40 }, (_, i) => i).find(
+        (i) => fromIdx.labels![i] === folder.labels![r] && fromIdx.x.subarray(i * FEATURES, (i + 1) * FEATURES).every((v, f) => Math.abs(v - row[f]) < 1e-6),
+      );
       assert.ok(match !== undefined, `folder image ${r} matches no test image of its class`);
     }
     const npy = parseNpy(encodeNpy(Float64Array.from([1.5, -2]), [2]), 'x.npy');
@@ -212,7 +237,10 @@ describe('evaluation of an external endpoint', () => {
         outDir: out,
       });
       // The same attacker against the target and, as the undefended "none" row, the reference.
-      assert.deepEqual(result.records.map((r) => r.defense), ['target', 'none']);
+      assert.deepEqual(
+        result.records.map((r) => r.defense),
+        ['target', 'none'],
+      );
       const [record, undefendedRun] = result.records;
       assert.equal(record.queries, 150);
       assert.equal(undefendedRun.queries, 150);
@@ -281,14 +309,39 @@ describe('evaluation of an external endpoint', () => {
     const out = await mkdtemp(join(tmpdir(), 'msd-external-cli-'));
     t.after(() => rm(out, { recursive: true, force: true }));
     const url = `${stub.base}/v2/models/m/infer`;
-    const common = ['eval', '--target', `${url}?rs=1`, '--transfer', join(dir, 'train-images-idx3-ubyte.gz'), '--test', join(dir, 't10k-images-idx3-ubyte'), '--classes', '4', '-q', '--out', out];
+    const common = [
+      'eval',
+      '--target',
+      `${url}?rs=1`,
+      '--transfer',
+      join(dir, 'train-images-idx3-ubyte.gz'),
+      '--test',
+      join(dir, 't10k-images-idx3-ubyte'),
+      '--classes',
+      '4',
+      '-q',
+      '--out',
+      out,
+    ];
     const refused = await runCliAsync([...common, '--attackers', 'random,restorer']);
     assert.equal(refused.status, 2, refused.stderr);
     assert.match(refused.stderr, /--target-defense SPEC/);
     const badSpec = await runCliAsync([...common, '--target-defense', 'reverse-sigmoid:beta=-1']);
     assert.equal(badSpec.status, 2, badSpec.stderr);
     assert.match(badSpec.stderr, /--target-defense: reverse-sigmoid: parameter "beta"/);
-    const ran = await runCliAsync([...common, '--target-defense', RS_SPEC, '--reference', url, '--attackers', 'random,inversion', '--budget', '60', '--knockoff-epochs', '1']);
+    const ran = await runCliAsync([
+      ...common,
+      '--target-defense',
+      RS_SPEC,
+      '--reference',
+      url,
+      '--attackers',
+      'random,inversion',
+      '--budget',
+      '60',
+      '--knockoff-epochs',
+      '1',
+    ]);
     assert.equal(ran.status, 0, ran.stderr);
     assert.match(ran.stderr, /^training: (onnxruntime-node|tfjs wasm)/m);
     assert.doesNotMatch(ran.stderr + ran.stdout, /install our node backend/);
@@ -320,7 +373,11 @@ describe('evaluation of an external endpoint', () => {
       [join(dir, 't10k-images-idx3-ubyte'), /images of 16 values, the endpoint takes 784/, { features: 784 }],
     ];
     for (const [path, message, extra] of cases) {
-      await assert.rejects(loadExternalImages(path, { requireLabels: true, classes: CLASSES, ...extra }), (error: Error) => error instanceof DataFileError && message.test(error.message), path);
+      await assert.rejects(
+        loadExternalImages(path, { requireLabels: true, classes: CLASSES, ...extra }),
+        (error: Error) => error instanceof DataFileError && message.test(error.message),
+        path,
+      );
     }
     // Through the command line: exit code 2, the problem on stderr, and no request reached the endpoint.
     const before = stub.requests();
@@ -328,7 +385,18 @@ describe('evaluation of an external endpoint', () => {
       [join(bad, 'x.npy'), /y\.npy: 2 labels for 3 images/],
       [join(bad, 'empty'), /empty folder/],
     ] as const) {
-      const result = await runCliAsync(['eval', '--target', `${stub.base}/v2/models/m/infer`, '--transfer', join(dir, 'train-images-idx3-ubyte.gz'), '--test', test, '--classes', '4', '-q']);
+      const result = await runCliAsync([
+        'eval',
+        '--target',
+        `${stub.base}/v2/models/m/infer`,
+        '--transfer',
+        join(dir, 'train-images-idx3-ubyte.gz'),
+        '--test',
+        test,
+        '--classes',
+        '4',
+        '-q',
+      ]);
       assert.equal(result.status, 2, result.stderr);
       assert.match(result.stderr, message);
     }

@@ -81,11 +81,17 @@ describe('Jacobian-based dataset augmentation', () => {
       assert.equal(result.transfer.answers.rows, budget);
       for (const row of client.rowsSeen) {
         assert.equal(row.length, FEATURES);
-        assert.ok(row.every((v) => v >= 0 && v <= 1), 'a synthetic point left the pixel range');
+        assert.ok(
+          row.every((v) => v >= 0 && v <= 1),
+          'a synthetic point left the pixel range',
+        );
       }
       // The first 100 queries are the seed set; the next ones lie near it.
       const seed = options.seedSet.x;
-      assert.deepEqual(client.rowsSeen.slice(0, 100).map((r) => Array.from(r)), Array.from({ length: 100 }, (_, i) => Array.from(seed.subarray(i * FEATURES, (i + 1) * FEATURES))));
+      assert.deepEqual(
+        client.rowsSeen.slice(0, 100).map((r) => Array.from(r)),
+        Array.from({ length: 100 }, (_, i) => Array.from(seed.subarray(i * FEATURES, (i + 1) * FEATURES))),
+      );
       const synthetic = client.rowsSeen.slice(100, 200);
       const maxStep = DEFAULT_JBDA[variant === 'jbtop3' ? 'pgd' : 'lambda'] as number | { radius: number };
       const radius = typeof maxStep === 'number' ? maxStep : maxStep.radius;
@@ -93,7 +99,10 @@ describe('Jacobian-based dataset augmentation', () => {
         const nearest = Math.min(...Array.from({ length: 100 }, (_, i) => row.reduce((m, v, f) => Math.max(m, Math.abs(v - seed[i * FEATURES + f])), 0)));
         assert.ok(nearest <= radius + 1 / 255 + 1e-6, `a synthetic point is ${nearest} from every seed point`);
       }
-      assert.ok(synthetic.some((row, i) => row.some((v, f) => v !== client.rowsSeen[i][f])), 'the synthetic points must move');
+      assert.ok(
+        synthetic.some((row, i) => row.some((v, f) => v !== client.rowsSeen[i][f])),
+        'the synthetic points must move',
+      );
       assert.equal(result.outcomes.length, 1);
       assert.equal(result.requests, client.requests);
       if (variant === 'jbtop3' && budget === 400) {
@@ -103,7 +112,10 @@ describe('Jacobian-based dataset augmentation', () => {
           const distances = Array.from({ length: 100 }, (_, i) => row.reduce((m, v, f) => Math.max(m, Math.abs(v - seed[i * FEATURES + f])), 0));
           perSeed[distances.indexOf(Math.min(...distances))] += 1;
         }
-        assert.ok(perSeed.every((n) => n === 3), `queries per seed point: ${perSeed.join(',')}`);
+        assert.ok(
+          perSeed.every((n) => n === 3),
+          `queries per seed point: ${perSeed.join(',')}`,
+        );
       }
     });
   }

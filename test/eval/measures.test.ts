@@ -59,14 +59,38 @@ describe('attacker client', () => {
     assert.deepEqual(body.inputs[0].shape, [2, 3]);
     assert.equal(body.inputs[0].datatype, 'UINT8');
     assert.deepEqual(body.inputs[0].data, [0, 1, 128, 255, 128, 64]);
-    assert.deepEqual(Array.from(gatherRows(x, 3, [1, 0])), [1, 0.5, 0.25, 0, 1 / 255, 128 / 255].map((v) => Math.fround(v)));
+    assert.deepEqual(
+      Array.from(gatherRows(x, 3, [1, 0])),
+      [1, 0.5, 0.25, 0, 1 / 255, 128 / 255].map((v) => Math.fround(v)),
+    );
     assert.throws(() => imageRequest(x, 3, 3), /6 values for 3×3 images/);
   });
 
   it('reads flat and nested answers and says what is wrong with a bad one', () => {
     assert.deepEqual(Array.from(readProbabilities({ outputs: [{ shape: [1, 2], data: [0.25, 0.75] }] }, 1).data), [0.25, 0.75]);
-    assert.deepEqual(Array.from(readProbabilities({ outputs: [{ shape: [2, 2], data: [[1, 0], [0, 1]] }] }, 2).data), [1, 0, 0, 1]);
-    assert.throws(() => readProbabilities({ error: 'nope' }, 1), (e: unknown) => e instanceof EndpointError && /without "outputs"/.test(e.message));
+    assert.deepEqual(
+      Array.from(
+        readProbabilities(
+          {
+            outputs: [
+              {
+                shape: [2, 2],
+                data: [
+                  [1, 0],
+                  [0, 1],
+                ],
+              },
+            ],
+          },
+          2,
+        ).data,
+      ),
+      [1, 0, 0, 1],
+    );
+    assert.throws(
+      () => readProbabilities({ error: 'nope' }, 1),
+      (e: unknown) => e instanceof EndpointError && /without "outputs"/.test(e.message),
+    );
     assert.throws(() => readProbabilities({ outputs: [{ shape: [2, 2], data: [1, 0] }] }, 1), /shape \[1, K\]/);
     assert.throws(() => readProbabilities({ outputs: [{ shape: [1, 2], data: [1] }] }, 1), /holds 1 values/);
     assert.throws(() => readProbabilities({ outputs: [{ shape: [1, 2], data: [1, 'x'] }] }, 1), /non-number/);

@@ -35,7 +35,8 @@ describe('--jobs', () => {
     const parallel = await evaluate({ config, outDir: await temp('msd-eval-'), cacheDir, loadDataset: loader, jobs: 2 });
     assert.equal(serial.ran, 4);
     assert.equal(parallel.ran, 4);
-    const outcome = (records: typeof serial.records) => records.map((r) => ({ key: r.key, attackerSeed: r.attackerSeed, defender: r.defender, attackers: r.attackers, queries: r.queries }));
+    const outcome = (records: typeof serial.records) =>
+      records.map((r) => ({ key: r.key, attackerSeed: r.attackerSeed, defender: r.defender, attackers: r.attackers, queries: r.queries }));
     assert.deepEqual(outcome(parallel.records), outcome(serial.records));
     // The two attacker seeds are two runs of the setting, stored apart.
     const none = serial.records.filter((r) => r.defense === 'none');

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { scratchDir } from '../helpers/scratch.js';
 import type { Defense, ProbBatch } from '../../src/defenses/index.js';
@@ -61,7 +60,8 @@ describe('evaluation pipeline on a tiny slice', () => {
     assert.equal(none.queries, 300);
     assert.equal(none.requests, Math.ceil(300 / config.requestRows));
     const uniformRun = byDefense.get('uniform')!;
-    for (const attacker of uniformRun.attackers) assert.ok(attacker.accuracy < chance + 0.12, `uniform-defended ${attacker.labels} attacker ${attacker.accuracy}`);
+    for (const attacker of uniformRun.attackers)
+      assert.ok(attacker.accuracy < chance + 0.12, `uniform-defended ${attacker.labels} attacker ${attacker.accuracy}`);
     assert.ok(uniformRun.defender.accuracy < 0.3);
     const mad = byDefense.get('mad')!;
     assert.ok(Math.abs(mad.defender.l1Mean - 0.5) < 0.01, `MAD L1 ${mad.defender.l1Mean}`);
@@ -76,8 +76,19 @@ describe('evaluation pipeline on a tiny slice', () => {
     assert.deepEqual(csv[0], [...REPORT_COLUMNS]);
     assert.equal(csv.length, 1 + 3 * 2);
     // One seed: no interval to show; every other cell is filled.
-    const optional = new Set<string>(['params', 'attacker_accuracy_ci95', 'attacker_agreement_ci95', 'worst_case_ci95', 'restorer_l1_defended', 'restorer_l1_restored']);
-    for (const row of csv.slice(1)) assert.ok(row.every((cell, i) => cell !== '' || optional.has(REPORT_COLUMNS[i])), row.join(','));
+    const optional = new Set<string>([
+      'params',
+      'attacker_accuracy_ci95',
+      'attacker_agreement_ci95',
+      'worst_case_ci95',
+      'restorer_l1_defended',
+      'restorer_l1_restored',
+    ]);
+    for (const row of csv.slice(1))
+      assert.ok(
+        row.every((cell, i) => cell !== '' || optional.has(REPORT_COLUMNS[i])),
+        row.join(','),
+      );
     for (const row of csv.slice(1)) assert.equal(row[REPORT_COLUMNS.indexOf('knockoff_arch')], config.knockoffTraining.arch);
 
     // A restart finds every run finished: nothing is loaded or trained again.
@@ -87,7 +98,10 @@ describe('evaluation pipeline on a tiny slice', () => {
     const second = await evaluate({ config, outDir, cacheDir, loadDataset: failingLoader });
     assert.equal(second.ran, 0);
     assert.equal(second.skipped, 3);
-    assert.deepEqual(second.records.map((r) => r.key), first.records.map((r) => r.key));
+    assert.deepEqual(
+      second.records.map((r) => r.key),
+      first.records.map((r) => r.key),
+    );
 
     // A grown grid runs only the new setting; the victim comes from the cache.
     const grown = tinyConfig(['none', 'mad:eps=0.5', 'argmax']);
@@ -96,13 +110,21 @@ describe('evaluation pipeline on a tiny slice', () => {
     const third = await evaluate({ config: grown, outDir, cacheDir, loadDataset: loader, log: (l) => lines.push(l) });
     assert.equal(third.ran, 1);
     assert.equal(third.records.length, 4);
-    assert.ok(lines.some((l) => /victim: loaded from/.test(l)), lines.join('\n'));
+    assert.ok(
+      lines.some((l) => /victim: loaded from/.test(l)),
+      lines.join('\n'),
+    );
   });
 
   it('on a real MNIST slice: the undefended attacker beats chance, a uniform answer leaves it near chance', async () => {
     // The first rows of each split only (a few hundred images), one epoch of training each.
     const loader: DatasetLoader = (name) => loadDataset(name, { limit: { train: 1400, test: 400 } });
-    const config = tinyConfig(['none'], { closedWorldPool: 400, budgets: [400], victimTraining: { epochs: 2, batchSize: 16 }, knockoffTraining: { epochs: 1, batchSize: 16 } });
+    const config = tinyConfig(['none'], {
+      closedWorldPool: 400,
+      budgets: [400],
+      victimTraining: { epochs: 2, batchSize: 16 },
+      knockoffTraining: { epochs: 1, batchSize: 16 },
+    });
     config.defenses.push({ ...describeDefense(uniform), defense: uniform });
     const outDir = await scratchDir('msd-eval-mnist-');
     const result = await evaluate({ config, outDir, cacheDir: await scratchDir('msd-cache-'), loadDataset: loader });
@@ -115,4 +137,3 @@ describe('evaluation pipeline on a tiny slice', () => {
     assert.equal(csv.length, 1 + 2 * 2);
   });
 });
-

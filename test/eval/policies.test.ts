@@ -107,7 +107,13 @@ describe('query policies', () => {
   it('adaptive: favours the class whose answers are certain, never repeats an image, and retrains on schedule', async () => {
     let retrains = 0;
     const probe: KnockoffProbe = { predict: () => undefined, retrain: async () => void retrains++ };
-    const settings = { ...presetConfig('quick').adaptive, retrainEvery: 100, stepSize: 8, rewardWeights: { certainty: 1, diversity: 0, loss: 0 }, learningRate: 0.2 };
+    const settings = {
+      ...presetConfig('quick').adaptive,
+      retrainEvery: 100,
+      stepSize: 8,
+      rewardWeights: { certainty: 1, diversity: 0, loss: 0 },
+      learningRate: 0.2,
+    };
     const policy = adaptivePolicy(pool, settings, 1, probe);
     const seen = new Set<number>();
     for (let step = 0; step < 30; step++) {
@@ -116,7 +122,10 @@ describe('query policies', () => {
         assert.ok(!seen.has(i), `image ${i} picked twice`);
         seen.add(i);
       }
-      await policy.observe(picks, onehotAnswers(picks, labels, 4, (label) => label === 3));
+      await policy.observe(
+        picks,
+        onehotAnswers(picks, labels, 4, (label) => label === 3),
+      );
     }
     assert.equal(retrains, 2);
     const pi = policy.bandit.policy();

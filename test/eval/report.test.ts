@@ -12,7 +12,16 @@ import { parseCsv, REPORT_COLUMNS, toCsv, reportRows } from '../../src/eval/repo
 import { writeReport } from '../../src/eval/report/write.js';
 import { sampleRecord } from './helpers/sample-record.js';
 
-function record(defense: string, params: string, policy: 'random' | 'adaptive', budget: number, loss: number, l1: number, soft: number, argmax: number): RunRecord {
+function record(
+  defense: string,
+  params: string,
+  policy: 'random' | 'adaptive',
+  budget: number,
+  loss: number,
+  l1: number,
+  soft: number,
+  argmax: number,
+): RunRecord {
   return sampleRecord(`${defense}-${params}-${policy}-${budget}`, {
     defense,
     params,
@@ -57,7 +66,21 @@ describe('report', () => {
     const csv = parseCsv(await readFile(files.csv, 'utf8'));
     assert.deepEqual(csv[0], [...REPORT_COLUMNS]);
     assert.equal(csv.length, 1 + grid.length * 2);
-    for (const column of ['defense', 'params', 'policy', 'budget', 'world', 'defender_accuracy', 'l1_mean', 'l1_median', 'top1_change_rate', 'attacker_accuracy', 'attacker_agreement', 'queries', 'seconds']) {
+    for (const column of [
+      'defense',
+      'params',
+      'policy',
+      'budget',
+      'world',
+      'defender_accuracy',
+      'l1_mean',
+      'l1_median',
+      'top1_change_rate',
+      'attacker_accuracy',
+      'attacker_agreement',
+      'queries',
+      'seconds',
+    ]) {
       assert.ok((csv[0] as string[]).includes(column), column);
     }
     const json = JSON.parse(await readFile(files.json, 'utf8'));
@@ -90,7 +113,20 @@ describe('report', () => {
   });
 
   it('escapes text in the plots and the CSV', () => {
-    const svg = lineChart({ title: 'a <b> & "c"', xLabel: 'x', yLabel: 'y', series: [{ name: '<s>', points: [{ x: 0, y: 0 }, { x: 1, y: 1 }] }] });
+    const svg = lineChart({
+      title: 'a <b> & "c"',
+      xLabel: 'x',
+      yLabel: 'y',
+      series: [
+        {
+          name: '<s>',
+          points: [
+            { x: 0, y: 0 },
+            { x: 1, y: 1 },
+          ],
+        },
+      ],
+    });
     assert.match(svg, /a &lt;b&gt; &amp; &quot;c&quot;/);
     assert.doesNotMatch(svg, /<s>/);
     const csv = toCsv(reportRows([sampleRecord('k', { params: 'a=1,b="2"' })]));
@@ -140,7 +176,11 @@ describe('report over seeded runs', () => {
     const names = files.plots.map((p) => p.replace(/^.*[\\/]/, ''));
     assert.ok(!names.some((n) => n.startsWith('budget')), `one budget, yet ${names.join(', ')}`);
     // The undefended setting alone gives no curve: no trade-off plot at all.
-    const alone = await writeReport(await scratchDir('msd-report-none-'), runs.filter((r) => r.defense === 'none'), { name: 'none', victim: 'mnist', world: 'open', seed: 1, generatedAt: 'now' });
+    const alone = await writeReport(
+      await scratchDir('msd-report-none-'),
+      runs.filter((r) => r.defense === 'none'),
+      { name: 'none', victim: 'mnist', world: 'open', seed: 1, generatedAt: 'now' },
+    );
     assert.deepEqual(alone.plots, []);
     assert.ok(names.length > 0);
     const svg = await readFile(files.plots[0], 'utf8');
@@ -169,7 +209,15 @@ describe('report over seeded runs', () => {
   it('says whether the adaptive attacker beats random sampling, per setting and budget', async () => {
     const policy = (spec: string, name: 'random' | 'adaptive', accuracies: number[]) =>
       accuracies.map((accuracy, seed) =>
-        sampleRecord(`${spec}-${name}-${seed}`, { defense: spec, params: '', spec, policy: name, budget: 5000, attackerSeed: seed, attackers: [{ labels: 'soft', accuracy, agreement: accuracy }] }),
+        sampleRecord(`${spec}-${name}-${seed}`, {
+          defense: spec,
+          params: '',
+          spec,
+          policy: name,
+          budget: 5000,
+          attackerSeed: seed,
+          attackers: [{ labels: 'soft', accuracy, agreement: accuracy }],
+        }),
       );
     const both = [
       ...policy('none', 'random', [0.45, 0.46, 0.47]),
@@ -184,7 +232,9 @@ describe('report over seeded runs', () => {
     // t = 0.1 / sqrt(2 · 0.01² / 3) = 12.2 on 4 degrees of freedom: p ≈ 0.0003.
     assert.equal(verdicts.get('argmax'), 'adaptive stronger (p=<0.001)');
     assert.equal(verdicts.get('mad'), 'untested (one seed)');
-    const flipped = adaptiveAgainstRandom(aggregateRuns(both.map((r) => (r.defense === 'argmax' ? { ...r, policy: r.policy === 'random' ? 'adaptive' : 'random' } : r))));
+    const flipped = adaptiveAgainstRandom(
+      aggregateRuns(both.map((r) => (r.defense === 'argmax' ? { ...r, policy: r.policy === 'random' ? 'adaptive' : 'random' } : r))),
+    );
     assert.match(flipped.find((c) => c.spec === 'argmax')!.verdict, /^random stronger/);
     assert.match(summaryText(both), /Adaptive against random[\s\S]*argmax\s+5000.*adaptive stronger/);
     const dir = await scratchDir('msd-report-policies-');

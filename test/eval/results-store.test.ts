@@ -18,7 +18,10 @@ describe('results store', () => {
     const lines = (await readFile(join(dir, RUNS_FILE), 'utf8')).trim().split('\n');
     assert.equal(lines.length, 2);
     const reopened = await ResultsStore.open(dir);
-    assert.deepEqual(reopened.all().map((r) => r.key), ['a', 'b']);
+    assert.deepEqual(
+      reopened.all().map((r) => r.key),
+      ['a', 'b'],
+    );
     assert.equal(reopened.get('b')?.budget, 2000);
   });
 
@@ -29,10 +32,16 @@ describe('results store', () => {
     await appendFile(join(dir, RUNS_FILE), JSON.stringify(sampleRecord('cut')).slice(0, 40));
     const reopened = await ResultsStore.open(dir);
     assert.deepEqual(reopened.skippedLines, [2]);
-    assert.deepEqual(reopened.all().map((r) => r.key), ['a']);
+    assert.deepEqual(
+      reopened.all().map((r) => r.key),
+      ['a'],
+    );
     await reopened.append(sampleRecord('c'));
     const again = await ResultsStore.open(dir);
-    assert.deepEqual(again.all().map((r) => r.key), ['a', 'c']);
+    assert.deepEqual(
+      again.all().map((r) => r.key),
+      ['a', 'c'],
+    );
   });
 
   it('refuses an incomplete record', async () => {

@@ -15,12 +15,18 @@ describe('run keys', () => {
     assert.match(keys[0], /^none-random-1000-[0-9a-f]{16}$/);
     assert.match(keys[1], /^none-random-1000-s1-[0-9a-f]{16}$/);
     // Only the attacker seed differs between the seeded runs of a setting.
-    assert.deepEqual(runs.slice(0, 3).map((r) => r.attackerSeed), [0, 1, 2]);
+    assert.deepEqual(
+      runs.slice(0, 3).map((r) => r.attackerSeed),
+      [0, 1, 2],
+    );
   });
 
   it('is stable for the same settings and changes with anything that changes the outcome', () => {
     const run = planRuns(config)[3];
-    assert.equal(runKey(config, run), runKey(validateConfig({ preset: 'quick', defenses: ['none', 'mad:eps=0.5'], budgets: [2000, 1000], policies: ['random', 'adaptive'] }), run));
+    assert.equal(
+      runKey(config, run),
+      runKey(validateConfig({ preset: 'quick', defenses: ['none', 'mad:eps=0.5'], budgets: [2000, 1000], policies: ['random', 'adaptive'] }), run),
+    );
     const changed = [
       { ...config, seed: 2 },
       { ...config, world: 'closed' as const },

@@ -3,7 +3,8 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { confidenceInterval, mean, sampleSd, tCdf, tQuantile, welchTest } from '../../src/eval/stats.js';
 
-const close = (actual: number, expected: number, tolerance: number, what: string) => assert.ok(Math.abs(actual - expected) <= tolerance, `${what}: ${actual} vs ${expected}`);
+const close = (actual: number, expected: number, tolerance: number, what: string) =>
+  assert.ok(Math.abs(actual - expected) <= tolerance, `${what}: ${actual} vs ${expected}`);
 
 describe('statistics for seeded runs', () => {
   it('Student t quantiles match the printed tables', () => {
@@ -15,7 +16,8 @@ describe('statistics for seeded runs', () => {
       [4, 2.776],
       [9, 2.262],
       [30, 2.042],
-    ]) close(tQuantile(0.975, df), t, 5e-4, `t(0.975, ${df})`);
+    ])
+      close(tQuantile(0.975, df), t, 5e-4, `t(0.975, ${df})`);
     close(tQuantile(0.975, 1e6), 1.95996, 1e-4, 'large df → normal');
     close(tCdf(0, 3), 0.5, 1e-12, 'median');
     // df = 1 is the Cauchy distribution: P(T ≤ 1) = 3/4.

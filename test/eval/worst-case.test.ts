@@ -14,7 +14,15 @@ import { sampleRecord } from './helpers/sample-record.js';
 type Accuracies = Partial<Record<AttackerLabels, number[]>>;
 
 /** One setting measured by one attacker family over three seeds. */
-function runs(defense: string, params: string, policy: PolicyName, loss: number, top1Change: number, accuracies: Accuracies, extra: Partial<RunRecord> = {}): RunRecord[] {
+function runs(
+  defense: string,
+  params: string,
+  policy: PolicyName,
+  loss: number,
+  top1Change: number,
+  accuracies: Accuracies,
+  extra: Partial<RunRecord> = {},
+): RunRecord[] {
   return [0, 1, 2].map((seed) =>
     sampleRecord(`${defense}-${params}-${policy}-${seed}`, {
       defense,
@@ -25,7 +33,11 @@ function runs(defense: string, params: string, policy: PolicyName, loss: number,
       budget: 10000,
       attackerSeed: seed,
       defender: { accuracy: 0.978 - loss, accuracyLoss: loss, l1Mean: 0.5, l1Median: 0.5, top1ChangeRate: top1Change },
-      attackers: (Object.entries(accuracies) as [AttackerLabels, number[]][]).map(([labels, values]) => ({ labels, accuracy: values[seed], agreement: values[seed] })),
+      attackers: (Object.entries(accuracies) as [AttackerLabels, number[]][]).map(([labels, values]) => ({
+        labels,
+        accuracy: values[seed],
+        agreement: values[seed],
+      })),
       ...extra,
     }),
   );
@@ -40,7 +52,15 @@ const grid: RunRecord[] = [
   // MAD-argmax keeps every top-1 label: its soft attacker is cut, its top-1 attacker is not.
   ...runs('mad-argmax', 'eps=1', 'random', 0, 0, { soft: [0.55, 0.56, 0.57], argmax: top1None }, { answerQuality: quality(0) }),
   ...runs('mad-argmax', 'eps=1', 'smoothing', 0, 0, { soft: [0.5, 0.51, 0.52], argmax: [0.5, 0.5, 0.5] }),
-  ...runs('mad-argmax', 'eps=1', 'restorer', 0, 0, { soft: [0.6, 0.61, 0.6], argmax: [0.62, 0.63, 0.61] }, { restorer: { shadowQueries: 2000, pairs: 20000, heldOut: 2000, defendedL1: 0.9, restoredL1: 0.3 } }),
+  ...runs(
+    'mad-argmax',
+    'eps=1',
+    'restorer',
+    0,
+    0,
+    { soft: [0.6, 0.61, 0.6], argmax: [0.62, 0.63, 0.61] },
+    { restorer: { shadowQueries: 2000, pairs: 20000, heldOut: 2000, defendedL1: 0.9, restoredL1: 0.3 } },
+  ),
   // Adaptive misinformation changes top-1 on suspicious queries only: 0.98 point of defender accuracy.
   ...runs('misinformation', 'tau=0.7', 'random', 0.0098, 0.018, { soft: [0.47, 0.48, 0.49], argmax: [0.5, 0.51, 0.52] }, { answerQuality: quality(0.3) }),
   ...runs('misinformation', 'tau=0.7', 'smoothing', 0.0098, 0.018, { soft: [0.45, 0.46, 0.44], argmax: [0.46, 0.45, 0.47] }),
@@ -87,7 +107,10 @@ describe('worst case over every attacker', () => {
     assert.match(summary.verdicts.get('reverse-sigmoid')!, /^weaker \(p=/);
     assert.equal(summary.recommended?.family, 'misinformation');
     assert.match(summary.recommendation, /Recommended within 1 point of defender accuracy, on the worst case: misinformation tau=0\.7/);
-    assert.match(summary.recommendation, /\(restorer\) still reaches 53\.0% ± [\d.]+ against 70\.0% ± [\d.]+ \(knockoff-random\) undefended, 17\.0 points less/);
+    assert.match(
+      summary.recommendation,
+      /\(restorer\) still reaches 53\.0% ± [\d.]+ against 70\.0% ± [\d.]+ \(knockoff-random\) undefended, 17\.0 points less/,
+    );
     assert.match(summary.recommendation, /changes the top-1 label of 1\.8% of the test answers/);
     // By construction: the top-1-keeping defense cannot fall below the undefended top-1 attacker.
     assert.match(summary.top1Note, /cannot beat the top-1 attacker, by construction/);

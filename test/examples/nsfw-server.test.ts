@@ -18,7 +18,9 @@ const PATH = '/v1/models/nsfw:predict';
 async function testImage(seed: number): Promise<{ png: Buffer; pixels: Uint8Array }> {
   const pixels = new Uint8Array(224 * 224 * 3);
   for (let i = 0; i < pixels.length; i++) pixels[i] = (Math.imul(i + seed, 2654435761) >>> 24) ^ ((i / 3) % 224);
-  const png = await sharp(pixels, { raw: { width: 224, height: 224, channels: 3 } }).png().toBuffer();
+  const png = await sharp(pixels, { raw: { width: 224, height: 224, channels: 3 } })
+    .png()
+    .toBuffer();
   return { png, pixels };
 }
 
@@ -66,7 +68,10 @@ describe('examples/nsfw-server', () => {
     for (const seed of [1, 2]) {
       const { png, pixels } = await testImage(seed);
       surrogate.seen.length = 0;
-      const res = await request(server.app).post(PATH).send({ instances: [{ b64: png.toString('base64') }] }).expect(200);
+      const res = await request(server.app)
+        .post(PATH)
+        .send({ instances: [{ b64: png.toString('base64') }] })
+        .expect(200);
       const [answer] = res.body.predictions as number[][];
       assert.equal(answer.length, CLASSES.length);
       assert.ok(Math.abs(answer.reduce((a, b) => a + b, 0) - 1) < 1e-4);
@@ -78,13 +83,19 @@ describe('examples/nsfw-server', () => {
       assert.equal(argmax(answer), argmax(original));
       // The middleware's `inputs.image` gave the surrogate the victim's tensor: pixels / 255, NHWC.
       assert.equal(surrogate.seen.length, 1);
-      assert.deepEqual(surrogate.seen[0], Float32Array.from(pixels, (v) => v / 255));
+      assert.deepEqual(
+        surrogate.seen[0],
+        Float32Array.from(pixels, (v) => v / 255),
+      );
     }
   });
 
   it('answers several images in one request, row by row', async () => {
     const images = await Promise.all([3, 4].map(testImage));
-    const res = await request(server.app).post(PATH).send({ instances: images.map(({ png }) => ({ b64: png.toString('base64') })) }).expect(200);
+    const res = await request(server.app)
+      .post(PATH)
+      .send({ instances: images.map(({ png }) => ({ b64: png.toString('base64') })) })
+      .expect(200);
     assert.equal(res.body.predictions.length, 2);
     for (const [i, { pixels }] of images.entries()) {
       const original = await victimProbs(pixels);
@@ -94,15 +105,24 @@ describe('examples/nsfw-server', () => {
   });
 
   it('refuses bad requests with a 400 (413 for an oversized image) naming the problem', async () => {
-    let res = await request(server.app).post(PATH).send({ instances: [{ b64: Buffer.from('not an image').toString('base64') }] }).expect(400);
+    let res = await request(server.app)
+      .post(PATH)
+      .send({ instances: [{ b64: Buffer.from('not an image').toString('base64') }] })
+      .expect(400);
     assert.match(res.body.error, /the image in the \{"b64": \.\.\.\} inputs is not an image/);
     res = await request(server.app).post(PATH).send({ inputs: [] }).expect(400);
     assert.match(res.body.error, /"instances"/);
-    res = await request(server.app).post(PATH).send({ instances: new Array(9).fill({ b64: 'AAAA' }) }).expect(400);
+    res = await request(server.app)
+      .post(PATH)
+      .send({ instances: new Array(9).fill({ b64: 'AAAA' }) })
+      .expect(400);
     assert.match(res.body.error, /1 to 8 images/);
     res = await request(server.app).post(PATH).set('content-type', 'application/json').send('{"instances": [').expect(400);
     assert.equal(res.body.predictions, undefined);
-    res = await request(server.app).post(PATH).send({ instances: [{ b64: Buffer.alloc((4 << 20) + 1, 0xff).toString('base64') }] }).expect(413);
+    res = await request(server.app)
+      .post(PATH)
+      .send({ instances: [{ b64: Buffer.alloc((4 << 20) + 1, 0xff).toString('base64') }] })
+      .expect(413);
     assert.match(res.body.error, /the image in the \{"b64": \.\.\.\} inputs is 4194305 bytes, over the limit of 4194304/);
   });
 
@@ -127,7 +147,10 @@ describe('examples/nsfw-server with both models in worker threads', () => {
       // onnxruntime-node is installed here, so the default engine converts the surrogate to ONNX.
       assert.equal(threaded.surrogateEngine, 'onnx');
       const { png, pixels } = await testImage(6);
-      const res = await request(threaded.app).post(PATH).send({ instances: [{ b64: png.toString('base64') }] }).expect(200);
+      const res = await request(threaded.app)
+        .post(PATH)
+        .send({ instances: [{ b64: png.toString('base64') }] })
+        .expect(200);
       const [answer] = res.body.predictions as number[][];
       const probs = tf.tidy(() => victim.infer(tf.tensor3d(pixels, [224, 224, 3], 'int32')) as tf.Tensor);
       const original = Array.from(await probs.data());
@@ -139,7 +162,12 @@ describe('examples/nsfw-server with both models in worker threads', () => {
       // Undefended, the threaded victim answers nsfwjs's own probabilities.
       const plain = await buildNsfwApp({ defense: 'none', victimThread: true });
       try {
-        const undefended = (await request(plain.app).post(PATH).send({ instances: [{ b64: png.toString('base64') }] }).expect(200)).body.predictions[0] as number[];
+        const undefended = (
+          await request(plain.app)
+            .post(PATH)
+            .send({ instances: [{ b64: png.toString('base64') }] })
+            .expect(200)
+        ).body.predictions[0] as number[];
         undefended.forEach((p, k) => assert.ok(Math.abs(p - original[k]) < 1e-5, `class ${k}: ${p} vs ${original[k]}`));
       } finally {
         await plain.close();

@@ -37,7 +37,10 @@ function post(url: string, body: string, agent: http.Agent): { started: Promise<
 }
 
 it('answers the request in flight on SIGTERM, then exits 0', async () => {
-  const child = spawn(process.execPath, ['--import', 'tsx', SERVER], { env: { ...process.env, PORT: '0', DEFENSE: 'none' }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', SERVER], {
+    env: { ...process.env, PORT: '0', DEFENSE: 'none' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   const agent = new http.Agent({ keepAlive: true });
   after(() => {
     agent.destroy();
@@ -54,7 +57,9 @@ it('answers the request in flight on SIGTERM, then exits 0', async () => {
     child.once('exit', (code) => reject(new Error(`server exited with ${code}: ${out}`)));
   });
   const url = await within(listening, { what: 'the example server to listen (its "listening on" line)', timeoutMs: 120_000, detail: () => out });
-  const png = await sharp({ create: { width: 64, height: 48, channels: 3, background: { r: 200, g: 120, b: 40 } } }).png().toBuffer();
+  const png = await sharp({ create: { width: 64, height: 48, channels: 3, background: { r: 200, g: 120, b: 40 } } })
+    .png()
+    .toBuffer();
   const one = JSON.stringify({ instances: [{ b64: png.toString('base64') }] });
   // The first request opens a kept-alive connection; the second (8 images, 8 forward passes) is in flight on it when SIGTERM comes.
   assert.equal((await within(post(url, one, agent).answer, { what: 'the first answer', timeoutMs: 60_000 })).status, 200);

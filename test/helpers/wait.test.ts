@@ -14,13 +14,17 @@ describe('waitFor and within', () => {
     const started = performance.now();
     await assert.rejects(
       waitFor(() => false, { what: 'the upstream to receive the request', timeoutMs: 50, detail: () => ({ seen: 0 }) }),
-      (error: unknown) => error instanceof WaitTimeoutError && /timed out after 50 ms waiting for the upstream to receive the request; \{"seen":0\}/.test(error.message),
+      (error: unknown) =>
+        error instanceof WaitTimeoutError && /timed out after 50 ms waiting for the upstream to receive the request; \{"seen":0\}/.test(error.message),
     );
     assert.ok(performance.now() - started >= 45);
   });
 
   it('waitFor fails at its deadline even while a check hangs', async () => {
-    await assert.rejects(waitFor(() => new Promise<boolean>(() => {}), { what: 'a check that never answers', timeoutMs: 30 }), WaitTimeoutError);
+    await assert.rejects(
+      waitFor(() => new Promise<boolean>(() => {}), { what: 'a check that never answers', timeoutMs: 30 }),
+      WaitTimeoutError,
+    );
   });
 
   it('an error thrown by the check fails the wait at once', async () => {
@@ -53,6 +57,9 @@ describe('waitFor and within', () => {
   });
 
   it('refuses a deadline that is not a positive number', async () => {
-    await assert.rejects(waitFor(() => true, { what: 'x', timeoutMs: 0 }), /timeoutMs must be a positive number/);
+    await assert.rejects(
+      waitFor(() => true, { what: 'x', timeoutMs: 0 }),
+      /timeoutMs must be a positive number/,
+    );
   });
 });

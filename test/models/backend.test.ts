@@ -40,7 +40,10 @@ describe('initBackend', () => {
     const saved = process.env.MSD_BACKEND;
     try {
       process.env.MSD_BACKEND = 'tensorflow-gpu';
-      await assert.rejects(initBackend({ log: () => {} }), (e: unknown) => e instanceof BackendError && /MSD_BACKEND=tensorflow-gpu cannot start \(tensorflow-gpu: package not installed\)/.test(e.message));
+      await assert.rejects(
+        initBackend({ log: () => {} }),
+        (e: unknown) => e instanceof BackendError && /MSD_BACKEND=tensorflow-gpu cannot start \(tensorflow-gpu: package not installed\)/.test(e.message),
+      );
       process.env.MSD_BACKEND = 'tpu';
       await assert.rejects(initBackend({ log: () => {} }), /MSD_BACKEND "tpu" is not a backend; use one of tensorflow-gpu, tensorflow, wasm, cpu/);
     } finally {
@@ -69,26 +72,47 @@ describe('withCpuFallback', () => {
       return 42;
     };
     if (active === 'cpu') {
-      assert.equal(withCpuFallback('work', work, (l) => lines.push(l)), 42);
+      assert.equal(
+        withCpuFallback('work', work, (l) => lines.push(l)),
+        42,
+      );
       assert.deepEqual(backends, ['cpu']);
       return;
     }
-    assert.equal(withCpuFallback('the work', work, (l) => lines.push(l)), 42);
-    assert.equal(withCpuFallback('the work', work, (l) => lines.push(l)), 42);
+    assert.equal(
+      withCpuFallback('the work', work, (l) => lines.push(l)),
+      42,
+    );
+    assert.equal(
+      withCpuFallback('the work', work, (l) => lines.push(l)),
+      42,
+    );
     assert.deepEqual(backends, [active, 'cpu', active, 'cpu']);
     assert.deepEqual(lines, [`tfjs backend ${active} has no FakeKernel kernel: running the work on cpu`]);
     assert.equal(tf.getBackend(), active);
   });
 
   it('passes other errors through', () => {
-    assert.throws(() => withCpuFallback('work', () => { throw new RangeError('not a kernel problem'); }, () => {}), RangeError);
+    assert.throws(
+      () =>
+        withCpuFallback(
+          'work',
+          () => {
+            throw new RangeError('not a kernel problem');
+          },
+          () => {},
+        ),
+      RangeError,
+    );
   });
 
   it('lets a real missing kernel work (a convolution filter gradient on wasm)', () => {
     const filterGradient = () =>
       tf.tidy(() => {
         const x = tf.ones([1, 4, 4, 1]) as tf.Tensor4D;
-        return tf.grad((f: tf.Tensor) => tf.conv2d(x, f as tf.Tensor4D, 1, 'valid').sum())(tf.ones([2, 2, 1, 1])).dataSync();
+        return tf
+          .grad((f: tf.Tensor) => tf.conv2d(x, f as tf.Tensor4D, 1, 'valid').sum())(tf.ones([2, 2, 1, 1]))
+          .dataSync();
       });
     const gradient = withCpuFallback('a filter gradient', filterGradient, () => {});
     assert.deepEqual(Array.from(gradient), [9, 9, 9, 9]);

@@ -42,7 +42,16 @@ function constantModel(): LayersModel {
 
 /** A dense model with huge weights: one-hot softmax, whose top class changes with the input. */
 function oneHotModel(): LayersModel {
-  return tf.sequential({ layers: [tf.layers.dense({ units: 3, inputShape: [16], kernelInitializer: tf.initializers.randomUniform({ minval: -300, maxval: 300, seed: 4 }), biasInitializer: 'zeros' })] });
+  return tf.sequential({
+    layers: [
+      tf.layers.dense({
+        units: 3,
+        inputShape: [16],
+        kernelInitializer: tf.initializers.randomUniform({ minval: -300, maxval: 300, seed: 4 }),
+        biasInitializer: 'zeros',
+      }),
+    ],
+  });
 }
 
 const codes = (warnings: { code: string }[]) => warnings.map((w) => w.code);
@@ -125,16 +134,22 @@ describe('checkSurrogate', () => {
   it('compares ONNX surrogates with an ONNX victim by their initializers', async () => {
     const file = join(dir, 'victim.onnx');
     const W = Float32Array.from([1, -1, 0.5, 0.2, 0.3, -0.4]);
-    await writeFile(file, writeOnnxModel({
-      inputs: [{ name: 'x', shape: ['n', 2] }],
-      outputs: [{ name: 'y', shape: ['n', 3] }],
-      initializers: [{ name: 'W', dims: [2, 3], data: W }, { name: 'b', dims: [3], data: Float32Array.from([0.1, -0.2, 0.3]) }],
-      nodes: [
-        { op: 'MatMul', inputs: ['x', 'W'], outputs: ['z'] },
-        { op: 'Add', inputs: ['z', 'b'], outputs: ['l'] },
-        { op: 'Softmax', inputs: ['l'], outputs: ['y'], attributes: { axis: 1 } },
-      ],
-    }));
+    await writeFile(
+      file,
+      writeOnnxModel({
+        inputs: [{ name: 'x', shape: ['n', 2] }],
+        outputs: [{ name: 'y', shape: ['n', 3] }],
+        initializers: [
+          { name: 'W', dims: [2, 3], data: W },
+          { name: 'b', dims: [3], data: Float32Array.from([0.1, -0.2, 0.3]) },
+        ],
+        nodes: [
+          { op: 'MatMul', inputs: ['x', 'W'], outputs: ['z'] },
+          { op: 'Add', inputs: ['z', 'b'], outputs: ['l'] },
+          { op: 'Softmax', inputs: ['l'], outputs: ['y'], attributes: { axis: 1 } },
+        ],
+      }),
+    );
     const same = await loadSurrogate({ onnx: file });
     assert.deepEqual(codes(await checkSurrogate(same, { victim: file })), ['victim-weights']);
     same.dispose();

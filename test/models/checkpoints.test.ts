@@ -3,7 +3,18 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
-import { checkpointHardness, checkpointRecorder, createModel, loadCheckpointModels, loadModel, predictClasses, saveCheckpoints, saveModel, tf, trainModel } from '../../src/models/index.js';
+import {
+  checkpointHardness,
+  checkpointRecorder,
+  createModel,
+  loadCheckpointModels,
+  loadModel,
+  predictClasses,
+  saveCheckpoints,
+  saveModel,
+  tf,
+  trainModel,
+} from '../../src/models/index.js';
 import { setUpBackend } from './helpers.js';
 
 describe('training checkpoints (HODA)', () => {
@@ -18,12 +29,23 @@ describe('training checkpoints (HODA)', () => {
     const model = createModel({ arch: 'mlp', inputShape: [4], classes: 3, seed: 3, hidden: [8] });
     const recorder = checkpointRecorder(model, 11);
     const steps: number[] = [];
-    await trainModel(model, { x, rows, labels }, { epochs: 4, batchSize: 16, seed: 1, onStep: (step, total) => (steps.push(total), recorder.onStep(step, total)) });
+    await trainModel(
+      model,
+      { x, rows, labels },
+      { epochs: 4, batchSize: 16, seed: 1, onStep: (step, total) => (steps.push(total), recorder.onStep(step, total)) },
+    );
     assert.equal(recorder.checkpoints.length, 11);
     assert.equal(steps[0], 4 * 13, 'steps over all epochs');
     const final = model.getWeights().map((w) => Array.from(w.dataSync()));
-    assert.deepEqual(recorder.checkpoints[10].map((w) => Array.from(w)), final, 'the last checkpoint is the final model');
-    assert.notDeepEqual(recorder.checkpoints[0].map((w) => Array.from(w)), final);
+    assert.deepEqual(
+      recorder.checkpoints[10].map((w) => Array.from(w)),
+      final,
+      'the last checkpoint is the final model',
+    );
+    assert.notDeepEqual(
+      recorder.checkpoints[0].map((w) => Array.from(w)),
+      final,
+    );
     await saveModel(model, dir);
     await saveCheckpoints(dir, recorder.checkpoints);
     const before = tf.memory().numTensors;
@@ -54,10 +76,18 @@ describe('HODA calibration on held-out images', () => {
       const x = Float32Array.from({ length: rows * 4 }, (_, i) => Math.cos(i * 3.1) * 0.5 + 0.5);
       const one = calibrateHodaOnHeldOut(models, x, rows, { orders: 1 });
       const many = calibrateHodaOnHeldOut(models, x, rows, { orders: 20 });
-      assert.deepEqual(one.thresholds.map((t) => [t.length, t.sequences]), [[100, 2]], 'lengths longer than the held-out rows are left out');
+      assert.deepEqual(
+        one.thresholds.map((t) => [t.length, t.sequences]),
+        [[100, 2]],
+        'lengths longer than the held-out rows are left out',
+      );
       assert.equal(many.thresholds[0].sequences, 40);
       const { hardnessHistogram } = await import('../../src/detection/index.js');
-      assert.deepEqual(many.benignHistogram, Array.from(hardnessHistogram(checkpointHardness(models, x, rows), 3)), 'the benign histogram is that of all held-out rows, whatever the order');
+      assert.deepEqual(
+        many.benignHistogram,
+        Array.from(hardnessHistogram(checkpointHardness(models, x, rows), 3)),
+        'the benign histogram is that of all held-out rows, whatever the order',
+      );
       assert.ok(many.thresholds[0].threshold >= 0);
     } finally {
       for (const m of models) m.dispose();

@@ -13,7 +13,24 @@ const msd = (...args: string[]) => runCli(args);
 describe('msd train', () => {
   it('trains on a slice of MNIST, prints the test accuracy and saves the model with its meta', () => {
     const out = join(scratch, 'model');
-    const run = msd('train', '--dataset', 'mnist', '--arch', 'mlp', '--epochs', '1', '--limit', '1500', '--test-limit', '1000', '--batch-size', '100', '--out', out, '--quiet');
+    const run = msd(
+      'train',
+      '--dataset',
+      'mnist',
+      '--arch',
+      'mlp',
+      '--epochs',
+      '1',
+      '--limit',
+      '1500',
+      '--test-limit',
+      '1000',
+      '--batch-size',
+      '100',
+      '--out',
+      out,
+      '--quiet',
+    );
     assert.equal(run.status, 0, run.stderr);
     assert.match(run.stdout, /^test accuracy \d+\.\d\d% \(mnist, mlp, soft-ce, 1 epochs, .* images\/s on (wasm|cpu|onnxruntime \(1 thread\))\) → /);
     assert.ok(existsSync(join(out, 'model.json')) && existsSync(join(out, 'weights.bin')));

@@ -33,8 +33,14 @@ describe('computeDefenseContext', () => {
   });
 
   it('says whose fault a missing piece is', () => {
-    assert.throws(() => computeDefenseContext(['inputKey'], undefined, 2), (e: unknown) => e instanceof ModelInputError && /needs the model inputs \(for inputKey\)/.test(e.message));
-    assert.throws(() => computeDefenseContext(['surrogate'], inputs(1, 16), 1), (e: unknown) => e instanceof MissingProviderError && /no surrogate model was configured/.test(e.message));
+    assert.throws(
+      () => computeDefenseContext(['inputKey'], undefined, 2),
+      (e: unknown) => e instanceof ModelInputError && /needs the model inputs \(for inputKey\)/.test(e.message),
+    );
+    assert.throws(
+      () => computeDefenseContext(['surrogate'], inputs(1, 16), 1),
+      (e: unknown) => e instanceof MissingProviderError && /no surrogate model was configured/.test(e.message),
+    );
     assert.throws(() => computeDefenseContext(['misinformation'], inputs(1, 16), 1, {}), MissingProviderError);
     const surrogate = new Surrogate(tinyMlp());
     assert.throws(() => computeDefenseContext(['surrogateGram'], inputs(1, 15), 1, { surrogate }), ModelInputError);

@@ -12,7 +12,14 @@ import { inputs, setUpBackend, withoutLeaks } from './helpers.js';
 before(setUpBackend);
 
 function tensor(shape: number[], salt: number): tf.Tensor {
-  return tf.tensor(inputs(1, shape.reduce((a, b) => a * b, 1), salt), shape);
+  return tf.tensor(
+    inputs(
+      1,
+      shape.reduce((a, b) => a * b, 1),
+      salt,
+    ),
+    shape,
+  );
 }
 
 function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, what: string): void {
@@ -29,7 +36,9 @@ function gradients(f: (a: tf.Tensor, k: tf.Tensor, b: tf.Tensor) => tf.Tensor, s
       const out = f(x, y, z);
       return tf.sum(tf.mul(out, tensor(out.shape, 9)));
     };
-    return tf.grads(probe)([a, k, b]).map((g) => g.dataSync() as Float32Array);
+    return tf
+      .grads(probe)([a, k, b])
+      .map((g) => g.dataSync() as Float32Array);
   });
 }
 
@@ -41,24 +50,20 @@ describe('conv2d and dense with their own gradients', () => {
     ['valid', [2, 1]],
   ] as const) {
     it(`conv2d (${padding}, strides ${strides.join('×')}) matches tfjs's gradients`, async () => {
-      const shapes = [
-        [2, 7, 6, 3],
-        [3, 2, 3, 4],
-        [4],
-      ];
+      const shapes = [[2, 7, 6, 3], [3, 2, 3, 4], [4]];
       const ours = await withoutLeaks(() => gradients((a, k, b) => conv2d(a, k, b, [...strides], padding, true), shapes));
       // The reference needs Conv2DBackpropFilter, which wasm lacks.
-      const reference = withCpuFallback('the reference', () => gradients((a, k, b) => tf.add(tf.conv2d(a as tf.Tensor4D, k as tf.Tensor4D, [...strides], padding), b), shapes), () => {});
+      const reference = withCpuFallback(
+        'the reference',
+        () => gradients((a, k, b) => tf.add(tf.conv2d(a as tf.Tensor4D, k as tf.Tensor4D, [...strides], padding), b), shapes),
+        () => {},
+      );
       ['input', 'kernel', 'bias'].forEach((name, i) => assertClose(ours[i], reference[i], name));
     });
   }
 
   it('dense matches tfjs’s gradients, and skips the input gradient when asked', async () => {
-    const shapes = [
-      [5, 7],
-      [7, 3],
-      [3],
-    ];
+    const shapes = [[5, 7], [7, 3], [3]];
     const reference = gradients((a, k, b) => tf.add(tf.matMul(a, k), b), shapes);
     const ours = await withoutLeaks(() => gradients((a, k, b) => dense(a, k, b, true), shapes));
     ['input', 'kernel', 'bias'].forEach((name, i) => assertClose(ours[i], reference[i], name));
@@ -82,7 +87,12 @@ describe('max pooling for training', () => {
         tf.tidy(() => {
           const a = tensor([...shape], 4);
           const w = tensor(f(a).shape, 9);
-          return [f(a).dataSync() as Float32Array, tf.grad((x: tf.Tensor) => tf.sum(tf.mul(f(x), w)))(a).dataSync() as Float32Array];
+          return [
+            f(a).dataSync() as Float32Array,
+            tf
+              .grad((x: tf.Tensor) => tf.sum(tf.mul(f(x), w)))(a)
+              .dataSync() as Float32Array,
+          ];
         });
       const ours = await withoutLeaks(() => run(pool));
       const expected = onCpu(() => run(reference));

@@ -12,7 +12,7 @@ import {
   loadTfjsModel,
   readModelDir,
   reinitGraphArtifacts,
-  TfjsSurrogate,
+  type TfjsSurrogate,
   tf,
 } from '../../src/models/index.js';
 import { EXPECTED_ROLES, GRAPH_CLASSES, GRAPH_SHAPE, writeGraphModel, type WrittenGraphModel } from './graph-fixture.js';
@@ -87,7 +87,10 @@ describe('graph model (tfjs-converter format) re-initialised from a seed', () =>
         }
         assert.notDeepEqual(values, wt.get(name), `${name}: changed`);
         if (role.kind === 'constant') {
-          assert.ok(values.every((v) => v === role.value), `${name}: all ${role.value}`);
+          assert.ok(
+            values.every((v) => v === role.value),
+            `${name}: all ${role.value}`,
+          );
           continue;
         }
         assert.notDeepEqual(values, wc.get(name), `${name}: another seed, other values`);
@@ -98,8 +101,12 @@ describe('graph model (tfjs-converter format) re-initialised from a seed', () =>
       // The quantized weights became plain float32 in the re-initialised manifest.
       const read = await readModelDir(model.json);
       const specs = reinitGraphArtifacts(read.artifacts, 3).weightSpecs!;
-      assert.ok(read.artifacts.weightSpecs!.some((s) => s.quantization?.dtype === 'uint8') && read.artifacts.weightSpecs!.some((s) => s.quantization?.dtype === 'float16'));
-      for (const spec of specs) if (spec.dtype === 'float32' && EXPECTED_ROLES[spec.name]?.kind !== 'keep') assert.equal(spec.quantization, undefined, spec.name);
+      assert.ok(
+        read.artifacts.weightSpecs!.some((s) => s.quantization?.dtype === 'uint8') &&
+          read.artifacts.weightSpecs!.some((s) => s.quantization?.dtype === 'float16'),
+      );
+      for (const spec of specs)
+        if (spec.dtype === 'float32' && EXPECTED_ROLES[spec.name]?.kind !== 'keep') assert.equal(spec.quantization, undefined, spec.name);
       assert.ok(a.differentiable === false && a.classes === GRAPH_CLASSES);
       for (const s of [trained, a, b, c]) s.dispose();
     });
@@ -127,12 +134,19 @@ describe('graph model (tfjs-converter format) re-initialised from a seed', () =>
     try {
       const answers = await victim.probsAsync(IMAGES, ROWS);
       const defense = parseDefense('mad-argmax:eps=0.8');
-      const poisoned = (surrogate: typeof victim) => computeDefenseContextAsync(defense.needs, IMAGES, ROWS, { surrogate }).then((ctx) => defense.apply(answers, ctx));
+      const poisoned = (surrogate: typeof victim) =>
+        computeDefenseContextAsync(defense.needs, IMAGES, ROWS, { surrogate }).then((ctx) => defense.apply(answers, ctx));
       // The victim as surrogate: p = y, the geometry is degenerate, every answer gets the fallback
       // (mass spread over every other class) — and the start-up check says so.
       const degenerate = gainedClasses(await poisoned(victim), answers);
-      assert.ok(degenerate.every((gained) => gained.split(',').length === GRAPH_CLASSES - 1), degenerate.join(' | '));
-      assert.deepEqual((await checkSurrogate(victim, { victim: model.json })).map((w) => w.code), ['victim-weights']);
+      assert.ok(
+        degenerate.every((gained) => gained.split(',').length === GRAPH_CLASSES - 1),
+        degenerate.join(' | '),
+      );
+      assert.deepEqual(
+        (await checkSurrogate(victim, { victim: model.json })).map((w) => w.code),
+        ['victim-weights'],
+      );
       // Re-initialised: the targets follow the images.
       const steered = gainedClasses(await poisoned(fresh), answers);
       assert.ok(new Set(steered).size >= 2, `targets per image: ${steered.join(' | ')}`);

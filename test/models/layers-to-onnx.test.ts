@@ -25,7 +25,15 @@ function everyLayerModel(): tf.LayersModel {
   const project = apply(tf.layers.conv2d({ filters: 8, kernelSize: 1, useBias: false }), depthwise);
   const residual = apply(tf.layers.add(), [norm, project]);
   const mixed = apply(tf.layers.multiply(), [apply(tf.layers.average(), [residual, norm]), apply(tf.layers.activation({ activation: 'sigmoid' }), residual)]);
-  const padded = apply(tf.layers.zeroPadding2d({ padding: [[1, 0], [0, 1]] }), mixed); // 6×6×8
+  const padded = apply(
+    tf.layers.zeroPadding2d({
+      padding: [
+        [1, 0],
+        [0, 1],
+      ],
+    }),
+    mixed,
+  ); // 6×6×8
   const separable = apply(tf.layers.separableConv2d({ filters: 6, kernelSize: 3, strides: 2, padding: 'valid', activation: 'tanh' }), padded); // 2×2×6
   const wide = apply(tf.layers.concatenate(), [residual, apply(tf.layers.conv2d({ filters: 4, kernelSize: 2, padding: 'same', dilationRate: 2 }), residual)]); // 5×5×12
   const maxed = apply(tf.layers.maxPooling2d({ poolSize: 2, strides: 1, padding: 'same' }), wide);
@@ -36,8 +44,14 @@ function everyLayerModel(): tf.LayersModel {
     apply(tf.layers.flatten(), averaged),
     apply(tf.layers.flatten(), separable),
   ]);
-  const hidden = apply(tf.layers.dropout({ rate: 0.5 }), apply(tf.layers.batchNormalization({}), apply(tf.layers.dense({ units: 16, activation: 'elu' }), features)));
-  const out = apply(tf.layers.dense({ units: CLASSES, activation: 'softmax' }), apply(tf.layers.maximum(), [hidden, apply(tf.layers.minimum(), [hidden, apply(tf.layers.activation({ activation: 'relu' }), hidden)])]));
+  const hidden = apply(
+    tf.layers.dropout({ rate: 0.5 }),
+    apply(tf.layers.batchNormalization({}), apply(tf.layers.dense({ units: 16, activation: 'elu' }), features)),
+  );
+  const out = apply(
+    tf.layers.dense({ units: CLASSES, activation: 'softmax' }),
+    apply(tf.layers.maximum(), [hidden, apply(tf.layers.minimum(), [hidden, apply(tf.layers.activation({ activation: 'relu' }), hidden)])]),
+  );
   const model = tf.model({ inputs: input, outputs: out });
   // Trained-looking weights: every value drawn, variances positive.
   model.weights.forEach((weight, i) => {
@@ -74,11 +88,17 @@ describe('layers model → ONNX', () => {
     const model = everyLayerModel();
     try {
       const rows = 3;
-      const x = inputs(rows, SHAPE.reduce((a, b) => a * b));
+      const x = inputs(
+        rows,
+        SHAPE.reduce((a, b) => a * b),
+      );
       const expected = tfjsProbs(model, x, rows, SHAPE);
       const got = await withoutLeaks(() => onnxProbs(model, x, rows));
       assert.ok(maxDifference(got, expected) < 2e-5, `max difference ${maxDifference(got, expected)}`);
-      assert.ok(maxDifference(expected, new Float32Array(expected.length).fill(1 / CLASSES)) > 0.01, 'the probabilities are not uniform, so the comparison means something');
+      assert.ok(
+        maxDifference(expected, new Float32Array(expected.length).fill(1 / CLASSES)) > 0.01,
+        'the probabilities are not uniform, so the comparison means something',
+      );
     } finally {
       model.dispose();
     }
@@ -106,7 +126,10 @@ describe('layers model → ONNX', () => {
     const up = tf.layers.upSampling2d({ size: [2, 2], name: 'grow' }).apply(input) as tf.SymbolicTensor;
     const model = tf.model({ inputs: input, outputs: tf.layers.dense({ units: 2 }).apply(tf.layers.flatten().apply(up)) as tf.SymbolicTensor });
     try {
-      assert.throws(() => layersModelToOnnx(model), (error: unknown) => error instanceof UnsupportedModelError && /layer "grow" \(UpSampling2D\): not supported.*engine 'tfjs'/.test(error.message));
+      assert.throws(
+        () => layersModelToOnnx(model),
+        (error: unknown) => error instanceof UnsupportedModelError && /layer "grow" \(UpSampling2D\): not supported.*engine 'tfjs'/.test(error.message),
+      );
     } finally {
       model.dispose();
     }
@@ -134,6 +157,9 @@ describe('layers model → ONNX', () => {
   });
 
   it('checks the engine option', async () => {
-    await assert.rejects(loadSurrogate({ dir: NSFW, engine: 'torch' as never }), (error: unknown) => error instanceof ModelError && /engine must be one of tfjs, onnx/.test(error.message));
+    await assert.rejects(
+      loadSurrogate({ dir: NSFW, engine: 'torch' as never }),
+      (error: unknown) => error instanceof ModelError && /engine must be one of tfjs, onnx/.test(error.message),
+    );
   });
 });

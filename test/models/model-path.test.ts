@@ -44,7 +44,11 @@ describe('a surrogate by any model path: <name>.json, its directory, an ONNX fil
       surrogate.dispose();
     }
     await copyFile(json, join(graphDir, 'other.json'));
-    await assert.rejects(loadSurrogate({ path: graphDir }), (e: unknown) => e instanceof ModelFileError && /several JSON files \(mobilenet_v2_140_224.json, other.json\): give the model's JSON file itself/.test(e.message));
+    await assert.rejects(
+      loadSurrogate({ path: graphDir }),
+      (e: unknown) =>
+        e instanceof ModelFileError && /several JSON files \(mobilenet_v2_140_224.json, other.json\): give the model's JSON file itself/.test(e.message),
+    );
   });
 
   it('reads an ONNX file by its extension or, under another name, by its first bytes', async () => {
@@ -66,7 +70,10 @@ describe('a surrogate by any model path: <name>.json, its directory, an ONNX fil
   });
 
   it('names what it wants when the path is missing or holds neither', async () => {
-    await assert.rejects(loadSurrogate({ path: join(dir, 'nowhere') }), (e: unknown) => e instanceof ModelFileError && /nowhere: not found \(give a TF.js model’s JSON file or its directory, or an ONNX file\)/.test(e.message));
+    await assert.rejects(
+      loadSurrogate({ path: join(dir, 'nowhere') }),
+      (e: unknown) => e instanceof ModelFileError && /nowhere: not found \(give a TF.js model’s JSON file or its directory, or an ONNX file\)/.test(e.message),
+    );
     const junk = join(dir, 'junk.dat');
     await writeFile(junk, Buffer.from([0xde, 0xad, 0xbe, 0xef]));
     await assert.rejects(loadSurrogate({ path: junk }), /junk.dat: is neither a TF.js model .* nor an ONNX model/);

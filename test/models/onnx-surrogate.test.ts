@@ -73,7 +73,15 @@ function initializerValues(bytes: Uint8Array): Map<string, Float32Array> {
     const type = Number(t.find((f) => f.field === ONNX_FIELDS.tensor.dataType)!.varint);
     const raw = t.find((f) => f.field === ONNX_FIELDS.tensor.rawData)!.payload!;
     const dims = repeatedInts(t, ONNX_FIELDS.tensor.dims).map(Number);
-    if (type === 1) out.set(name, new Float32Array(raw.slice().buffer, 0, dims.reduce((a, b) => a * b, 1)));
+    if (type === 1)
+      out.set(
+        name,
+        new Float32Array(
+          raw.slice().buffer,
+          0,
+          dims.reduce((a, b) => a * b, 1),
+        ),
+      );
   }
   return out;
 }
@@ -91,7 +99,10 @@ describe('ONNX surrogates (onnxruntime-node) on a model written by onnx-writer',
   it('reads the graph: the fed input (initializers excluded), its shape, the output', () => {
     const info = readOnnxGraph(writeOnnxModel(spec()));
     assert.deepEqual(info.inputs, [{ name: 'x', shape: [null, 4] }]);
-    assert.deepEqual(info.outputs.map((o) => o.name), ['probs']);
+    assert.deepEqual(
+      info.outputs.map((o) => o.name),
+      ['probs'],
+    );
     assert.equal(info.initializers.length, 8);
   });
 
@@ -104,7 +115,10 @@ describe('ONNX surrogates (onnxruntime-node) on a model written by onnx-writer',
     const probs = await surrogate.probsAsync(x, rows);
     byHand(x, rows).forEach((v, i) => assert.ok(Math.abs(probs.data[i] - v) < 1e-5, `entry ${i}: ${probs.data[i]} vs ${v}`));
     await assert.rejects(surrogate.probsAsync(x.subarray(1), rows), /inputs hold 19 values/);
-    await assert.rejects(computeDefenseContextAsync(['surrogateGram'], x, rows, { surrogate }), (e: unknown) => e instanceof MissingProviderError && /jacobian=last-layer/.test(e.message));
+    await assert.rejects(
+      computeDefenseContextAsync(['surrogateGram'], x, rows, { surrogate }),
+      (e: unknown) => e instanceof MissingProviderError && /jacobian=last-layer/.test(e.message),
+    );
     surrogate.dispose();
   });
 
@@ -132,7 +146,10 @@ describe('ONNX surrogates (onnxruntime-node) on a model written by onnx-writer',
     for (const name of ['W1', 'b1', 'W2']) assert.notDeepEqual(a.get(name), c.get(name), `${name}: another seed`);
     // Fan-in: W1 [4, 3] (Gemm, no transB) sees 4 inputs, W2 [2, 3] (transB) sees 3; biases ±1/√fan_in.
     assert.ok(a.get('W1')!.every((v) => Math.abs(v) <= Math.sqrt(6 / 4)));
-    assert.ok(a.get('W1')!.some((v) => Math.abs(v) > 1 / Math.sqrt(4)), 'weights use the He bound, wider than the bias bound');
+    assert.ok(
+      a.get('W1')!.some((v) => Math.abs(v) > 1 / Math.sqrt(4)),
+      'weights use the He bound, wider than the bias bound',
+    );
     assert.ok(a.get('W2')!.every((v) => Math.abs(v) <= Math.sqrt(6 / 3)));
     assert.ok(a.get('b1')!.every((v) => Math.abs(v) <= 1 / Math.sqrt(4)));
     assert.deepEqual([...a.get('bn_scale')!, ...a.get('bn_bias')!, ...a.get('bn_mean')!, ...a.get('bn_var')!], [1, 1, 0, 0, 0, 0, 1, 1]);
@@ -148,7 +165,10 @@ describe('ONNX surrogates (onnxruntime-node) on a model written by onnx-writer',
   });
 
   it('names the file when it is missing or not ONNX', async () => {
-    await assert.rejects(loadSurrogate({ onnx: join(dir, 'absent.onnx') }), (e: unknown) => e instanceof ModelFileError && /absent\.onnx: file not found/.test(e.message));
+    await assert.rejects(
+      loadSurrogate({ onnx: join(dir, 'absent.onnx') }),
+      (e: unknown) => e instanceof ModelFileError && /absent\.onnx: file not found/.test(e.message),
+    );
     const junk = join(dir, 'junk.onnx');
     await writeFile(junk, 'not a protobuf at all');
     await assert.rejects(loadSurrogate({ dir: junk }), (e: unknown) => e instanceof ModelFileError && e.message.startsWith(junk));
@@ -157,7 +177,10 @@ describe('ONNX surrogates (onnxruntime-node) on a model written by onnx-writer',
   it('is refused with jacobian=full when the middleware is built, saying what to use instead', async () => {
     const surrogate = await loadSurrogate({ onnx: file });
     const context = surrogateContext({ surrogate });
-    assert.throws(() => poisonPredictions({ defense: 'mad:eps=0.5,jacobian=full', context }), (e: unknown) => e instanceof ServingOptionError && /jacobian=last-layer/.test(e.message) && /forward-only/.test(e.message));
+    assert.throws(
+      () => poisonPredictions({ defense: 'mad:eps=0.5,jacobian=full', context }),
+      (e: unknown) => e instanceof ServingOptionError && /jacobian=last-layer/.test(e.message) && /forward-only/.test(e.message),
+    );
     assert.throws(() => surrogateContext({ surrogate }, { needs: ['surrogateGram'] }), ServingOptionError);
     // Last-layer MAD is fine.
     assert.doesNotThrow(() => poisonPredictions({ defense: 'mad:eps=0.5', context }));

@@ -71,7 +71,11 @@ describe('training on onnxruntime', () => {
     const rows = 30;
     const seen: Float32Array[][] = [];
     const initial = weightsOf(model);
-    await trainModel(model, { x: inputs(rows, 20, 3), rows, targets: softTargets(rows, 3) }, { epochs: 1, batchSize: 10, engine: 'onnxruntime', onStep: () => seen.push(weightsOf(model)) });
+    await trainModel(
+      model,
+      { x: inputs(rows, 20, 3), rows, targets: softTargets(rows, 3) },
+      { epochs: 1, batchSize: 10, engine: 'onnxruntime', onStep: () => seen.push(weightsOf(model)) },
+    );
     assert.equal(seen.length, 3);
     assert.ok(meanDifference(seen[0], initial) > 0, 'the first step changed the model');
     assert.ok(meanDifference(seen[1], seen[0]) > 0 && meanDifference(seen[2], seen[1]) > 0, 'each step changed the model');
@@ -82,9 +86,18 @@ describe('training on onnxruntime', () => {
   it('names what it does not cover; auto then trains on tfjs', async () => {
     const sigmoid = tf.sequential({ layers: [tf.layers.dense({ inputShape: [6], units: 4, activation: 'sigmoid' }), tf.layers.dense({ units: 3 })] });
     assert.equal(onnxTrainingSupport(planOf(sigmoid)), 'activation sigmoid');
-    const strided = tf.sequential({ layers: [tf.layers.conv2d({ inputShape: [8, 8, 1], filters: 2, kernelSize: 3, strides: 2 }), tf.layers.flatten(), tf.layers.dense({ units: 3 })] });
+    const strided = tf.sequential({
+      layers: [tf.layers.conv2d({ inputShape: [8, 8, 1], filters: 2, kernelSize: 3, strides: 2 }), tf.layers.flatten(), tf.layers.dense({ units: 3 })],
+    });
     assert.equal(onnxTrainingSupport(planOf(strided)), 'a strided convolution');
-    const averaged = tf.sequential({ layers: [tf.layers.conv2d({ inputShape: [8, 8, 1], filters: 2, kernelSize: 3 }), tf.layers.averagePooling2d({ poolSize: 2 }), tf.layers.flatten(), tf.layers.dense({ units: 3 })] });
+    const averaged = tf.sequential({
+      layers: [
+        tf.layers.conv2d({ inputShape: [8, 8, 1], filters: 2, kernelSize: 3 }),
+        tf.layers.averagePooling2d({ poolSize: 2 }),
+        tf.layers.flatten(),
+        tf.layers.dense({ units: 3 }),
+      ],
+    });
     assert.equal(onnxTrainingSupport(planOf(averaged)), 'average pooling');
     assert.equal(onnxTrainingSupport(planOf(createModel({ arch: 'cnn', inputShape: [28, 28, 1], classes: 10, seed: 1 }))), undefined);
 
@@ -113,13 +126,19 @@ describe('training on onnxruntime', () => {
         const twoThreads = await trainModel(model, { x: inputs(10, 20, 3), rows: 10, targets: softTargets(10, 3) }, { epochs: 1 });
         assert.equal(twoThreads.backend, 'onnxruntime (2 threads)');
         process.env.MSD_TRAIN_THREADS = 'many';
-        await assert.rejects(trainModel(model, { x: inputs(10, 20, 3), rows: 10, targets: softTargets(10, 3) }, { epochs: 1 }), /threads must be an integer ≥ 1, got MSD_TRAIN_THREADS="many"/);
+        await assert.rejects(
+          trainModel(model, { x: inputs(10, 20, 3), rows: 10, targets: softTargets(10, 3) }, { epochs: 1 }),
+          /threads must be an integer ≥ 1, got MSD_TRAIN_THREADS="many"/,
+        );
       } finally {
         if (savedThreads === undefined) delete process.env.MSD_TRAIN_THREADS;
         else process.env.MSD_TRAIN_THREADS = savedThreads;
       }
       process.env.MSD_TRAIN_ENGINE = 'pytorch';
-      await assert.rejects(trainModel(model, { x: inputs(10, 20, 3), rows: 10, targets: softTargets(10, 3) }, { epochs: 1 }), /MSD_TRAIN_ENGINE "pytorch" is not one of auto, tfjs, onnxruntime/);
+      await assert.rejects(
+        trainModel(model, { x: inputs(10, 20, 3), rows: 10, targets: softTargets(10, 3) }, { epochs: 1 }),
+        /MSD_TRAIN_ENGINE "pytorch" is not one of auto, tfjs, onnxruntime/,
+      );
       model.dispose();
     } finally {
       if (saved === undefined) delete process.env.MSD_TRAIN_ENGINE;
@@ -129,15 +148,18 @@ describe('training on onnxruntime', () => {
 
   it('converts kernels between [kh, kw, in, out] and [out, in, kh, kw] without loss', () => {
     fc.assert(
-      fc.property(fc.tuple(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 3 })), (shape) => {
-        const [kh, kw, cin, cout] = shape;
-        const values = Float32Array.from({ length: kh * kw * cin * cout }, (_, i) => i);
-        const onnx = toOnnxKernel(values, shape);
-        // Entry (y, x, i, o) of the model's kernel is entry (o, i, y, x) of ONNX's.
-        const [y, x, i, o] = [kh - 1, 0, cin - 1, cout - 1];
-        assert.equal(onnx[((o * cin + i) * kh + y) * kw + x], values[((y * kw + x) * cin + i) * cout + o]);
-        assert.deepEqual(fromOnnxKernel(onnx, shape), values);
-      }),
+      fc.property(
+        fc.tuple(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 3 })),
+        (shape) => {
+          const [kh, kw, cin, cout] = shape;
+          const values = Float32Array.from({ length: kh * kw * cin * cout }, (_, i) => i);
+          const onnx = toOnnxKernel(values, shape);
+          // Entry (y, x, i, o) of the model's kernel is entry (o, i, y, x) of ONNX's.
+          const [y, x, i, o] = [kh - 1, 0, cin - 1, cout - 1];
+          assert.equal(onnx[((o * cin + i) * kh + y) * kw + x], values[((y * kw + x) * cin + i) * cout + o]);
+          assert.deepEqual(fromOnnxKernel(onnx, shape), values);
+        },
+      ),
     );
   });
 });

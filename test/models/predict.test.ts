@@ -7,7 +7,9 @@ before(setUpBackend);
 
 /** The layers API's own forward, independent of the plan the project runs. */
 function reference(model: tf.LayersModel, x: Float32Array, rows: number): Float32Array {
-  return tf.tidy(() => tf.softmax(model.predict(tf.tensor(x, [rows, ...(model.inputs[0].shape.slice(1) as number[])])) as tf.Tensor).dataSync() as Float32Array);
+  return tf.tidy(
+    () => tf.softmax(model.predict(tf.tensor(x, [rows, ...(model.inputs[0].shape.slice(1) as number[])])) as tf.Tensor).dataSync() as Float32Array,
+  );
 }
 
 describe('predictProbs', () => {
@@ -55,10 +57,16 @@ describe('predictProbs', () => {
 
   it('rejects inputs of the wrong length or with non-finite values', () => {
     const model = tinyMlp();
-    assert.throws(() => predictProbs(model, new Float32Array(15), 1), (e: unknown) => e instanceof ModelInputError && /15 values; 1 rows of 16/.test(e.message));
+    assert.throws(
+      () => predictProbs(model, new Float32Array(15), 1),
+      (e: unknown) => e instanceof ModelInputError && /15 values; 1 rows of 16/.test(e.message),
+    );
     const bad = inputs(2, 16);
     bad[20] = Number.NaN;
-    assert.throws(() => predictProbs(model, bad, 2), (e: unknown) => e instanceof ModelInputError && /row 1/.test(e.message));
+    assert.throws(
+      () => predictProbs(model, bad, 2),
+      (e: unknown) => e instanceof ModelInputError && /row 1/.test(e.message),
+    );
     model.dispose();
   });
 });

@@ -3,7 +3,16 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { convertLayout, exampleShape, LUMA, pixelsToTensor, type PixelPreprocessing } from '../../src/models/preprocess.js';
 
-const spec = (over: Partial<PixelPreprocessing>): PixelPreprocessing => ({ width: 2, height: 1, channels: 'rgb', layout: 'nhwc', scale: 1, mean: [0, 0, 0], std: [1, 1, 1], ...over });
+const spec = (over: Partial<PixelPreprocessing>): PixelPreprocessing => ({
+  width: 2,
+  height: 1,
+  channels: 'rgb',
+  layout: 'nhwc',
+  scale: 1,
+  mean: [0, 0, 0],
+  std: [1, 1, 1],
+  ...over,
+});
 /** Two pixels, RGB: (10, 20, 30) then (40, 50, 60). */
 const PIXELS = Uint8Array.from([10, 20, 30, 40, 50, 60]);
 
@@ -51,16 +60,22 @@ describe('pixelsToTensor', () => {
 
   it('NCHW output is the NHWC output transposed, for any image and normalisation', () => {
     fc.assert(
-      fc.property(fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 5 }), fc.constantFrom('rgb', 'bgr', 'grayscale' as const), fc.double({ min: 0.001, max: 2, noNaN: true }), (w, h, channels, scale) => {
-        const pixels = Uint8Array.from({ length: w * h * 3 }, (_, i) => (i * 37 + w) % 256);
-        const base = spec({ width: w, height: h, channels, scale, mean: [0.1, 0.2, 0.3], std: [0.5, 1, 2] });
-        const c = channels === 'grayscale' ? 1 : 3;
-        const nhwc = new Float32Array(w * h * c);
-        const nchw = new Float32Array(w * h * c);
-        pixelsToTensor(pixels, base, nhwc);
-        pixelsToTensor(pixels, { ...base, layout: 'nchw' }, nchw);
-        assert.deepEqual(convertLayout(nhwc, 1, h, w, c, 'nhwc', 'nchw'), nchw);
-      }),
+      fc.property(
+        fc.integer({ min: 1, max: 5 }),
+        fc.integer({ min: 1, max: 5 }),
+        fc.constantFrom('rgb', 'bgr', 'grayscale' as const),
+        fc.double({ min: 0.001, max: 2, noNaN: true }),
+        (w, h, channels, scale) => {
+          const pixels = Uint8Array.from({ length: w * h * 3 }, (_, i) => (i * 37 + w) % 256);
+          const base = spec({ width: w, height: h, channels, scale, mean: [0.1, 0.2, 0.3], std: [0.5, 1, 2] });
+          const c = channels === 'grayscale' ? 1 : 3;
+          const nhwc = new Float32Array(w * h * c);
+          const nchw = new Float32Array(w * h * c);
+          pixelsToTensor(pixels, base, nhwc);
+          pixelsToTensor(pixels, { ...base, layout: 'nchw' }, nchw);
+          assert.deepEqual(convertLayout(nhwc, 1, h, w, c, 'nhwc', 'nchw'), nchw);
+        },
+      ),
       { numRuns: 60 },
     );
   });
@@ -77,11 +92,17 @@ describe('convertLayout', () => {
 
   it('round-trips NHWC → NCHW → NHWC for any batch', () => {
     fc.assert(
-      fc.property(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 4 }), (rows, h, w, c) => {
-        const data = Float32Array.from({ length: rows * h * w * c }, (_, i) => i * 0.5 - 3);
-        const there = convertLayout(data, rows, h, w, c, 'nhwc', 'nchw');
-        assert.deepEqual(convertLayout(there, rows, h, w, c, 'nchw', 'nhwc'), data);
-      }),
+      fc.property(
+        fc.integer({ min: 1, max: 3 }),
+        fc.integer({ min: 1, max: 4 }),
+        fc.integer({ min: 1, max: 4 }),
+        fc.integer({ min: 1, max: 4 }),
+        (rows, h, w, c) => {
+          const data = Float32Array.from({ length: rows * h * w * c }, (_, i) => i * 0.5 - 3);
+          const there = convertLayout(data, rows, h, w, c, 'nhwc', 'nchw');
+          assert.deepEqual(convertLayout(there, rows, h, w, c, 'nchw', 'nhwc'), data);
+        },
+      ),
       { numRuns: 80 },
     );
   });

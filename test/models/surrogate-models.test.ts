@@ -10,7 +10,7 @@ import {
   ModelError,
   ModelInputError,
   Surrogate,
-  TfjsSurrogate,
+  type TfjsSurrogate,
   tf,
   withCpuFallback,
 } from '../../src/models/index.js';
@@ -25,7 +25,15 @@ const CLASSES = 4;
 function functionalModel(seed: number, finalActivation: 'linear' | 'softmax' = 'linear'): tf.LayersModel {
   const init = (s: number) => tf.initializers.glorotUniform({ seed: seed * 100 + s });
   const input = tf.input({ shape: SHAPE });
-  const conv = tf.layers.conv2d({ filters: 3, kernelSize: 3, padding: 'same', kernelInitializer: init(1), biasInitializer: tf.initializers.randomUniform({ minval: -0.2, maxval: 0.2, seed: seed + 2 }) }).apply(input) as tf.SymbolicTensor;
+  const conv = tf.layers
+    .conv2d({
+      filters: 3,
+      kernelSize: 3,
+      padding: 'same',
+      kernelInitializer: init(1),
+      biasInitializer: tf.initializers.randomUniform({ minval: -0.2, maxval: 0.2, seed: seed + 2 }),
+    })
+    .apply(input) as tf.SymbolicTensor;
   const norm = tf.layers
     .batchNormalization({
       gammaInitializer: tf.initializers.constant({ value: 1.3 }),
@@ -38,7 +46,14 @@ function functionalModel(seed: number, finalActivation: 'linear' | 'softmax' = '
   const depthwise = tf.layers.depthwiseConv2d({ kernelSize: 3, padding: 'same', depthwiseInitializer: init(3) }).apply(relu) as tf.SymbolicTensor;
   const sum = tf.layers.add().apply([relu, depthwise]) as tf.SymbolicTensor;
   const pooled = tf.layers.globalAveragePooling2d({}).apply(sum) as tf.SymbolicTensor;
-  const out = tf.layers.dense({ units: CLASSES, activation: finalActivation, kernelInitializer: init(4), biasInitializer: tf.initializers.randomUniform({ minval: -0.3, maxval: 0.3, seed: seed + 5 }) }).apply(pooled) as tf.SymbolicTensor;
+  const out = tf.layers
+    .dense({
+      units: CLASSES,
+      activation: finalActivation,
+      kernelInitializer: init(4),
+      biasInitializer: tf.initializers.randomUniform({ minval: -0.3, maxval: 0.3, seed: seed + 5 }),
+    })
+    .apply(pooled) as tf.SymbolicTensor;
   return tf.model({ inputs: input, outputs: out });
 }
 
@@ -82,7 +97,8 @@ function assertRelClose(actual: Float64Array, expected: Float64Array, tolerance:
   for (let r = 0; r < actual.length / k2; r++) {
     const scale = Math.max(...Array.from(expected.subarray(r * k2, (r + 1) * k2), Math.abs));
     assert.ok(scale > 0);
-    for (let i = r * k2; i < (r + 1) * k2; i++) assert.ok(Math.abs(actual[i] - expected[i]) <= tolerance * scale, `row ${r} entry ${i - r * k2}: ${actual[i]} vs ${expected[i]}`);
+    for (let i = r * k2; i < (r + 1) * k2; i++)
+      assert.ok(Math.abs(actual[i] - expected[i]) <= tolerance * scale, `row ${r} entry ${i - r * k2}: ${actual[i]} vs ${expected[i]}`);
   }
 }
 
@@ -143,8 +159,16 @@ describe('TfjsSurrogate on a functional model (residual add, batch norm, depthwi
       for (const [name, values] of original) {
         assert.deepEqual(wa.get(name), wb.get(name), `${name}: same seed, same values`);
         assert.notDeepEqual(wa.get(name), values, `${name}: changed`);
-        if (/moving_mean|beta/.test(name)) assert.ok(wa.get(name)!.every((v) => v === 0), name);
-        else if (/moving_variance|gamma/.test(name)) assert.ok(wa.get(name)!.every((v) => v === 1), name);
+        if (/moving_mean|beta/.test(name))
+          assert.ok(
+            wa.get(name)!.every((v) => v === 0),
+            name,
+          );
+        else if (/moving_variance|gamma/.test(name))
+          assert.ok(
+            wa.get(name)!.every((v) => v === 1),
+            name,
+          );
         else assert.notDeepEqual(wa.get(name), wc.get(name), `${name}: another seed, other values`);
       }
       // The model passed in is untouched and still usable.
@@ -190,7 +214,11 @@ describe('GraphModel surrogate (hand-written graph model.json: MatMul, BiasAdd, 
       modelTopology: {
         node: [
           { name: 'x', op: 'Placeholder', attr: { dtype: { type: 'DT_FLOAT' }, shape: { shape: { dim: [{ size: '-1' }, { size: '3' }] } } } },
-          { name: 'w', op: 'Const', attr: { dtype: { type: 'DT_FLOAT' }, value: { tensor: { dtype: 'DT_FLOAT', tensorShape: { dim: [{ size: '3' }, { size: '3' }] } } } } },
+          {
+            name: 'w',
+            op: 'Const',
+            attr: { dtype: { type: 'DT_FLOAT' }, value: { tensor: { dtype: 'DT_FLOAT', tensorShape: { dim: [{ size: '3' }, { size: '3' }] } } } },
+          },
           { name: 'b', op: 'Const', attr: { dtype: { type: 'DT_FLOAT' }, value: { tensor: { dtype: 'DT_FLOAT', tensorShape: { dim: [{ size: '3' }] } } } } },
           { name: 'mm', op: 'MatMul', input: ['x', 'w'], attr: { ...floatAttr, transpose_a: { b: false }, transpose_b: { b: false } } },
           { name: 'logits', op: 'BiasAdd', input: ['mm', 'b'], attr: floatAttr },
@@ -198,7 +226,15 @@ describe('GraphModel surrogate (hand-written graph model.json: MatMul, BiasAdd, 
         ],
         versions: { producer: 1 },
       },
-      weightsManifest: [{ paths: ['weights.bin'], weights: [{ name: 'w', shape: [3, 3], dtype: 'float32' }, { name: 'b', shape: [3], dtype: 'float32' }] }],
+      weightsManifest: [
+        {
+          paths: ['weights.bin'],
+          weights: [
+            { name: 'w', shape: [3, 3], dtype: 'float32' },
+            { name: 'b', shape: [3], dtype: 'float32' },
+          ],
+        },
+      ],
     };
     await writeFile(join(dir, 'model.json'), JSON.stringify(modelJson));
     await writeFile(join(dir, 'weights.bin'), new Uint8Array(Float32Array.from([...W, ...B]).buffer));
@@ -234,7 +270,10 @@ describe('nsfwjs MobileNetV2 as a surrogate', () => {
     await withoutLeaks(async () => {
       const { model } = await loadTfjsModel(dir);
       const layers = model as tf.LayersModel;
-      assert.ok(layers.layers.some((l) => l.getClassName() === 'Add'), 'a functional (residual) network');
+      assert.ok(
+        layers.layers.some((l) => l.getClassName() === 'Add'),
+        'a functional (residual) network',
+      );
       // Keyed by name: freezing changes the order of model.weights (trainable ones first).
       const byName = (m: tf.LayersModel) => new Map(m.weights.map((w) => [w.originalName, w.read().dataSync()]));
       const trained = byName(layers);
@@ -247,8 +286,16 @@ describe('nsfwjs MobileNetV2 as a surrogate', () => {
       for (const [name, values] of trained) {
         assert.notDeepEqual(wa.get(name), values, `${name} changed`);
         assert.deepEqual(wa.get(name), wb.get(name), `${name}: same seed, same values`);
-        if (/moving_mean|beta/.test(name)) assert.ok(wa.get(name)!.every((v) => v === 0), name);
-        else if (/moving_variance|gamma/.test(name)) assert.ok(wa.get(name)!.every((v) => v === 1), name);
+        if (/moving_mean|beta/.test(name))
+          assert.ok(
+            wa.get(name)!.every((v) => v === 0),
+            name,
+          );
+        else if (/moving_variance|gamma/.test(name))
+          assert.ok(
+            wa.get(name)!.every((v) => v === 1),
+            name,
+          );
         else {
           assert.notDeepEqual(wa.get(name), wc.get(name), `${name}: another seed, other values`);
           redrawn++;

@@ -19,11 +19,23 @@ function bruteForceGram(model: tf.LayersModel, x: Float32Array, rows: number): F
     const gradients: Float64Array[] = [];
     for (let k = 0; k < classes; k++) {
       // wasm lacks Conv2DBackpropFilter: the brute force runs on cpu there.
-      const flat = withCpuFallback('brute force', () => tf.tidy(() => {
-        const input = tf.tensor(x.subarray(r * width, (r + 1) * width), [1, ...shape]);
-        const { grads } = tf.variableGrads(() => tf.logSoftmax(model.apply(input) as tf.Tensor2D).slice([0, k], [1, 1]).sum() as tf.Scalar, variables);
-        return tf.concat(variables.map((v) => grads[v.name].flatten())).dataSync();
-      }), () => {});
+      const flat = withCpuFallback(
+        'brute force',
+        () =>
+          tf.tidy(() => {
+            const input = tf.tensor(x.subarray(r * width, (r + 1) * width), [1, ...shape]);
+            const { grads } = tf.variableGrads(
+              () =>
+                tf
+                  .logSoftmax(model.apply(input) as tf.Tensor2D)
+                  .slice([0, k], [1, 1])
+                  .sum() as tf.Scalar,
+              variables,
+            );
+            return tf.concat(variables.map((v) => grads[v.name].flatten())).dataSync();
+          }),
+        () => {},
+      );
       gradients.push(Float64Array.from(flat));
     }
     for (let k = 0; k < classes; k++) {

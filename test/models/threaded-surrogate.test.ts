@@ -34,7 +34,9 @@ const CLASSES = 3;
 function residualModel(): tf.LayersModel {
   const init = (seed: number) => tf.initializers.glorotUniform({ seed });
   const input = tf.input({ shape: SHAPE });
-  const conv = tf.layers.conv2d({ filters: 3, kernelSize: 3, padding: 'same', kernelInitializer: init(1), biasInitializer: tf.initializers.constant({ value: 0.05 }) }).apply(input) as tf.SymbolicTensor;
+  const conv = tf.layers
+    .conv2d({ filters: 3, kernelSize: 3, padding: 'same', kernelInitializer: init(1), biasInitializer: tf.initializers.constant({ value: 0.05 }) })
+    .apply(input) as tf.SymbolicTensor;
   const norm = tf.layers
     .batchNormalization({
       gammaInitializer: tf.initializers.constant({ value: 1.2 }),
@@ -47,13 +49,16 @@ function residualModel(): tf.LayersModel {
   const branch = tf.layers.conv2d({ filters: 3, kernelSize: 3, padding: 'same', kernelInitializer: init(2) }).apply(relu) as tf.SymbolicTensor;
   const sum = tf.layers.add().apply([relu, branch]) as tf.SymbolicTensor;
   const pooled = tf.layers.globalAveragePooling2d({}).apply(sum) as tf.SymbolicTensor;
-  const logits = tf.layers.dense({ units: CLASSES, kernelInitializer: init(3), biasInitializer: tf.initializers.constant({ value: 0.2 }) }).apply(pooled) as tf.SymbolicTensor;
+  const logits = tf.layers
+    .dense({ units: CLASSES, kernelInitializer: init(3), biasInitializer: tf.initializers.constant({ value: 0.2 }) })
+    .apply(pooled) as tf.SymbolicTensor;
   return tf.model({ inputs: input, outputs: logits });
 }
 
 function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tolerance: number): void {
   assert.equal(actual.length, expected.length);
-  for (let i = 0; i < expected.length; i++) assert.ok(Math.abs(actual[i] - expected[i]) <= tolerance * Math.max(1, Math.abs(expected[i])), `value ${i}: ${actual[i]} vs ${expected[i]}`);
+  for (let i = 0; i < expected.length; i++)
+    assert.ok(Math.abs(actual[i] - expected[i]) <= tolerance * Math.max(1, Math.abs(expected[i])), `value ${i}: ${actual[i]} vs ${expected[i]}`);
 }
 
 /** Both surrogates' probabilities (and Gram matrices when asked) on the same rows. */
@@ -163,7 +168,10 @@ describe('loadThreadedSurrogate: errors', () => {
     const model = residualModel();
     try {
       await assert.rejects(loadThreadedSurrogate({ model }), (e: unknown) => e instanceof ModelError && /pass its directory \(dir\)/.test(e.message));
-      await assert.rejects(loadSurrogate({ model, thread: true }), (e: unknown) => e instanceof ModelError && /cannot be moved to a worker thread/.test(e.message));
+      await assert.rejects(
+        loadSurrogate({ model, thread: true }),
+        (e: unknown) => e instanceof ModelError && /cannot be moved to a worker thread/.test(e.message),
+      );
       await assert.rejects(loadSurrogate({ model, backend: 'cpu' }), (e: unknown) => e instanceof ModelError && /thread: true/.test(e.message));
     } finally {
       model.dispose();

@@ -22,82 +22,100 @@ function weightsOf(model: tf.LayersModel): number[] {
   return model.getWeights().flatMap((w) => Array.from(w.dataSync()));
 }
 
-for (const engine of ['tfjs', 'onnxruntime'] as const) describe(`trainModel on ${engine}`, () => {
-  const ranOn = (backend: string) => (engine === 'tfjs' ? assert.equal(backend, tf.getBackend()) : assert.match(backend, /^onnxruntime \(1 thread\)$/));
+for (const engine of ['tfjs', 'onnxruntime'] as const)
+  describe(`trainModel on ${engine}`, () => {
+    const ranOn = (backend: string) => (engine === 'tfjs' ? assert.equal(backend, tf.getBackend()) : assert.match(backend, /^onnxruntime \(1 thread\)$/));
 
-  it('learns separable data from hard labels, reporting progress, without leaking tensors', async () => {
-    const model = tinyMlp(11);
-    const { x, labels } = separable(300);
-    const test = separable(90, 7);
-    const reports: TrainProgress[] = [];
-    const result = await withoutLeaks(() =>
-      trainModel(model, { x, rows: 300, labels }, { epochs: 8, batchSize: 32, learningRate: 0.01, validation: { x: test.x, labels: test.labels }, onProgress: (p) => reports.push(p), progressIntervalMs: 0, engine }),
-    );
-    assert.equal(result.history.length, 8);
-    assert.ok(result.history[7].loss < result.history[0].loss / 2, `loss ${result.history[0].loss} → ${result.history[7].loss}`);
-    assert.ok(accuracy(model, test.x, test.labels, 90) > 0.95);
-    assert.ok(result.history[7].validationAccuracy! > 0.95);
-    assert.ok(result.imagesPerSecond > 0);
-    ranOn(result.backend);
-    const epochEnds = reports.filter((p) => p.epochDone);
-    assert.equal(epochEnds.length, 8);
-    assert.deepEqual(epochEnds.map((p) => p.epoch), [1, 2, 3, 4, 5, 6, 7, 8]);
-    assert.ok(reports.some((p) => !p.epochDone && p.batch < p.batches), 'progress within an epoch');
-    model.dispose();
-  });
-
-  it('learns from soft labels (what a knockoff gets)', async () => {
-    const teacher = tinyMlp(12);
-    const { x } = separable(240);
-    // Sharpen a random teacher's answers a little so there is something to learn.
-    const targets = predictProbs(teacher, x, 240);
-    const student = tinyMlp(13);
-    const agreement = () => {
-      const s = predictProbs(student, x, 240);
-      let same = 0;
-      for (let r = 0; r < 240; r++) {
-        const top = (p: Float32Array) => [0, 1, 2].reduce((b, k) => (p[r * 3 + k] > p[r * 3 + b] ? k : b), 0);
-        if (top(s) === top(targets)) same++;
-      }
-      return same / 240;
-    };
-    const start = agreement();
-    await withoutLeaks(() => trainModel(student, { x, rows: 240, targets }, { epochs: 20, batchSize: 32, learningRate: 0.01, engine }));
-    assert.ok(agreement() > Math.max(0.9, start), `agreement ${start} → ${agreement()}`);
-    [teacher, student].forEach((m) => m.dispose());
-  });
-
-  it('is reproducible: the same seed gives the same weights, another seed other weights', async () => {
-    const { x, labels } = separable(64);
-    const run = async (seed: number) => {
-      const model = tinyMlp(1);
-      await trainModel(model, { x, rows: 64, labels }, { epochs: 2, batchSize: 16, seed, engine });
-      const w = weightsOf(model);
+    it('learns separable data from hard labels, reporting progress, without leaking tensors', async () => {
+      const model = tinyMlp(11);
+      const { x, labels } = separable(300);
+      const test = separable(90, 7);
+      const reports: TrainProgress[] = [];
+      const result = await withoutLeaks(() =>
+        trainModel(
+          model,
+          { x, rows: 300, labels },
+          {
+            epochs: 8,
+            batchSize: 32,
+            learningRate: 0.01,
+            validation: { x: test.x, labels: test.labels },
+            onProgress: (p) => reports.push(p),
+            progressIntervalMs: 0,
+            engine,
+          },
+        ),
+      );
+      assert.equal(result.history.length, 8);
+      assert.ok(result.history[7].loss < result.history[0].loss / 2, `loss ${result.history[0].loss} → ${result.history[7].loss}`);
+      assert.ok(accuracy(model, test.x, test.labels, 90) > 0.95);
+      assert.ok(result.history[7].validationAccuracy! > 0.95);
+      assert.ok(result.imagesPerSecond > 0);
+      ranOn(result.backend);
+      const epochEnds = reports.filter((p) => p.epochDone);
+      assert.equal(epochEnds.length, 8);
+      assert.deepEqual(
+        epochEnds.map((p) => p.epoch),
+        [1, 2, 3, 4, 5, 6, 7, 8],
+      );
+      assert.ok(
+        reports.some((p) => !p.epochDone && p.batch < p.batches),
+        'progress within an epoch',
+      );
       model.dispose();
-      return w;
-    };
-    const a = await run(5);
-    assert.deepEqual(await run(5), a);
-    assert.notDeepEqual(await run(6), a);
-  });
+    });
 
-  it('trains a LeNet on the active backend (its convolution gradients need no missing kernel)', async () => {
-    const model = tinyLenet(15);
-    const rows = 24;
-    const x = inputs(rows, 144, 5);
-    const labels = new Uint8Array(rows).map((_, i) => i % 3);
-    const lines: string[] = [];
-    const before = weightsOf(model);
-    const active = tf.getBackend();
-    const result = await withoutLeaks(() => trainModel(model, { x, rows, labels }, { epochs: 2, batchSize: 8, log: (l) => lines.push(l), engine }));
-    assert.notDeepEqual(weightsOf(model), before);
-    if (engine === 'tfjs') assert.equal(result.backend, active);
-    else ranOn(result.backend);
-    assert.deepEqual(lines, []);
-    model.dispose();
-  });
+    it('learns from soft labels (what a knockoff gets)', async () => {
+      const teacher = tinyMlp(12);
+      const { x } = separable(240);
+      // Sharpen a random teacher's answers a little so there is something to learn.
+      const targets = predictProbs(teacher, x, 240);
+      const student = tinyMlp(13);
+      const agreement = () => {
+        const s = predictProbs(student, x, 240);
+        let same = 0;
+        for (let r = 0; r < 240; r++) {
+          const top = (p: Float32Array) => [0, 1, 2].reduce((b, k) => (p[r * 3 + k] > p[r * 3 + b] ? k : b), 0);
+          if (top(s) === top(targets)) same++;
+        }
+        return same / 240;
+      };
+      const start = agreement();
+      await withoutLeaks(() => trainModel(student, { x, rows: 240, targets }, { epochs: 20, batchSize: 32, learningRate: 0.01, engine }));
+      assert.ok(agreement() > Math.max(0.9, start), `agreement ${start} → ${agreement()}`);
+      [teacher, student].forEach((m) => m.dispose());
+    });
 
-});
+    it('is reproducible: the same seed gives the same weights, another seed other weights', async () => {
+      const { x, labels } = separable(64);
+      const run = async (seed: number) => {
+        const model = tinyMlp(1);
+        await trainModel(model, { x, rows: 64, labels }, { epochs: 2, batchSize: 16, seed, engine });
+        const w = weightsOf(model);
+        model.dispose();
+        return w;
+      };
+      const a = await run(5);
+      assert.deepEqual(await run(5), a);
+      assert.notDeepEqual(await run(6), a);
+    });
+
+    it('trains a LeNet on the active backend (its convolution gradients need no missing kernel)', async () => {
+      const model = tinyLenet(15);
+      const rows = 24;
+      const x = inputs(rows, 144, 5);
+      const labels = new Uint8Array(rows).map((_, i) => i % 3);
+      const lines: string[] = [];
+      const before = weightsOf(model);
+      const active = tf.getBackend();
+      const result = await withoutLeaks(() => trainModel(model, { x, rows, labels }, { epochs: 2, batchSize: 8, log: (l) => lines.push(l), engine }));
+      assert.notDeepEqual(weightsOf(model), before);
+      if (engine === 'tfjs') assert.equal(result.backend, active);
+      else ranOn(result.backend);
+      assert.deepEqual(lines, []);
+      model.dispose();
+    });
+  });
 
 describe('trainModel', () => {
   it('with the misinformation loss moves the mass away from the true class', async () => {
@@ -129,8 +147,14 @@ describe('trainModel', () => {
     const model = tinyMlp();
     const x = inputs(4, 16);
     const labels = new Uint8Array([0, 1, 2, 0]);
-    await assert.rejects(trainModel(model, { x, rows: 4, labels }, { epochs: 1, engine: 'onnxruntime', loss: 'misinformation' }), /onnxruntime does not cover the misinformation loss; use engine "tfjs" or "auto"/);
-    await assert.rejects(trainModel(model, { x, rows: 4, labels }, { epochs: 1, engine: 'gpu' as never }), /engine "gpu" is not one of auto, tfjs, onnxruntime/);
+    await assert.rejects(
+      trainModel(model, { x, rows: 4, labels }, { epochs: 1, engine: 'onnxruntime', loss: 'misinformation' }),
+      /onnxruntime does not cover the misinformation loss; use engine "tfjs" or "auto"/,
+    );
+    await assert.rejects(
+      trainModel(model, { x, rows: 4, labels }, { epochs: 1, engine: 'gpu' as never }),
+      /engine "gpu" is not one of auto, tfjs, onnxruntime/,
+    );
     await assert.rejects(trainModel(model, { x, rows: 4, labels }, { epochs: 1, threads: 0 }), /threads must be an integer ≥ 1/);
     // auto: the misinformation loss stays on tfjs rather than failing.
     const result = await trainModel(model, { x, rows: 4, labels }, { epochs: 1, loss: 'misinformation' });

@@ -18,7 +18,9 @@ const env = { ...process.env, npm_config_update_notifier: 'false', npm_config_fu
 const npm = (args: string[], cwd: string, timeout = 180_000) => run('npm', args, { cwd, env, timeout, maxBuffer: 16 * 1024 * 1024 });
 const node = (args: string[], cwd: string, input?: string) =>
   new Promise<{ stdout: string; stderr: string }>((resolve, reject) => {
-    const child = execFile(process.execPath, args, { cwd, env, timeout: 60_000 }, (error, stdout, stderr) => (error ? reject(Object.assign(error, { stderr })) : resolve({ stdout, stderr })));
+    const child = execFile(process.execPath, args, { cwd, env, timeout: 60_000 }, (error, stdout, stderr) =>
+      error ? reject(Object.assign(error, { stderr })) : resolve({ stdout, stderr }),
+    );
     if (input !== undefined) child.stdin?.end(input);
   });
 
@@ -141,11 +143,28 @@ describe('the packed package, installed into a fresh app', { timeout: 300_000 },
   });
 
   it('its declarations compile with skipLibCheck false: the README mount example, and each entry', async () => {
-    await writeFile(join(app, 'tsconfig.json'), JSON.stringify({ compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, skipLibCheck: false, noEmit: true, types: ['node'] }, include: ['*.ts'] }));
+    await writeFile(
+      join(app, 'tsconfig.json'),
+      JSON.stringify({
+        compilerOptions: {
+          target: 'ES2022',
+          module: 'NodeNext',
+          moduleResolution: 'NodeNext',
+          strict: true,
+          skipLibCheck: false,
+          noEmit: true,
+          types: ['node'],
+        },
+        include: ['*.ts'],
+      }),
+    );
     await writeFile(join(app, 'entries.ts'), TYPED_ENTRIES);
     await writeFile(join(app, 'mount.ts'), TYPED_MOUNT);
     const tsc = join(app, 'node_modules', 'typescript', 'bin', 'tsc');
-    const result = await node([tsc, '-p', '.'], app).then(() => '', (error: { stdout?: string }) => String(error.stdout ?? error));
+    const result = await node([tsc, '-p', '.'], app).then(
+      () => '',
+      (error: { stdout?: string }) => String(error.stdout ?? error),
+    );
     // TensorFlow.js 4.22's own declarations do not compile under strict with skipLibCheck false (its
     // TS2411/Long errors): those are theirs. Nothing may be wrong in ours or in the example.
     const errors = result.split('\n').filter((line) => /error TS\d+/.test(line));

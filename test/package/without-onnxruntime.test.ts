@@ -43,17 +43,21 @@ describe('without onnxruntime-node installed', { timeout: 300_000 }, () => {
     dir = await mkdtemp(join(tmpdir(), 'msd-no-ort-'));
     // The sources are copied (TypeScript and Node resolve packages from a file's real path); every
     // dependency but onnxruntime is linked.
-    for (const entry of ['src', 'bin', 'package.json', 'tsconfig.json', 'tsconfig.build.json']) await cp(join(root, entry), join(dir, entry), { recursive: true });
+    for (const entry of ['src', 'bin', 'package.json', 'tsconfig.json', 'tsconfig.build.json'])
+      await cp(join(root, entry), join(dir, entry), { recursive: true });
     await mkdir(join(dir, 'node_modules'));
     for (const name of await readdir(join(root, 'node_modules'))) {
       if (!WITHOUT.has(name)) await symlink(join(root, 'node_modules', name), join(dir, 'node_modules', name));
     }
-    await writeFile(join(dir, 'tiny.onnx'), writeOnnxModel({
-      inputs: [{ name: 'x', shape: ['batch', 2] }],
-      outputs: [{ name: 'p', shape: ['batch', 2] }],
-      initializers: [],
-      nodes: [{ op: 'Softmax', inputs: ['x'], outputs: ['p'], attributes: { axis: 1 } }],
-    }));
+    await writeFile(
+      join(dir, 'tiny.onnx'),
+      writeOnnxModel({
+        inputs: [{ name: 'x', shape: ['batch', 2] }],
+        outputs: [{ name: 'p', shape: ['batch', 2] }],
+        initializers: [],
+        nodes: [{ op: 'Softmax', inputs: ['x'], outputs: ['p'], attributes: { axis: 1 } }],
+      }),
+    );
   });
 
   after(async () => {
@@ -87,7 +91,18 @@ describe('without onnxruntime-node installed', { timeout: 300_000 }, () => {
   it('refuses an ONNX surrogate with the install line', async () => {
     await writeFile(join(dir, 'probs.json'), JSON.stringify({ probs: [[0.3, 0.7]] }));
     await writeFile(join(dir, 'inputs.json'), JSON.stringify([[0.1, 0.2]]));
-    const failed = await node(['dist/src/cli/main.js', 'perturb', '-d', 'mad:eps=0.5', '--surrogate-onnx', 'tiny.onnx', '--inputs', 'inputs.json', '-i', 'probs.json']).then(
+    const failed = await node([
+      'dist/src/cli/main.js',
+      'perturb',
+      '-d',
+      'mad:eps=0.5',
+      '--surrogate-onnx',
+      'tiny.onnx',
+      '--inputs',
+      'inputs.json',
+      '-i',
+      'probs.json',
+    ]).then(
       () => assert.fail('perturb with an ONNX surrogate succeeded without onnxruntime-node'),
       (error: { code: number; stderr: string }) => error,
     );

@@ -97,7 +97,9 @@ describe('batched surrogate context, mount mode', () => {
   it('concurrent requests share one forward pass, and each gets its own rows', async () => {
     const fake = fakeSurrogate();
     const app = appWith(newContext(fake.model, { windowMs: 50 }));
-    const bodies = [0, 1, 2].map((shift) => ({ inputs: [{ name: 'image', shape: [2, FEATURES], datatype: 'FP32', data: Array.from({ length: 2 * FEATURES }, (_, i) => i + shift) }] }));
+    const bodies = [0, 1, 2].map((shift) => ({
+      inputs: [{ name: 'image', shape: [2, FEATURES], datatype: 'FP32', data: Array.from({ length: 2 * FEATURES }, (_, i) => i + shift) }],
+    }));
     const answers = await Promise.all(bodies.map((body) => request(app).post('/v2/models/mnist/infer').send(body).expect(200)));
     assert.deepEqual(fake.passes, [6]);
     for (const [i, res] of answers.entries()) {
@@ -113,9 +115,15 @@ describe('batched surrogate context, mount mode', () => {
     fake.hold();
     const context = newContext(fake.model, { windowMs: 0, maxBatchRows: 2, maxQueueRows: 2, maxRowsPerRequest: 2 });
     const app = serve(context, 'argmax');
-    const first = request(app).post('/v2/models/mnist/infer').send(kserveRequest()).then((r) => r);
+    const first = request(app)
+      .post('/v2/models/mnist/infer')
+      .send(kserveRequest())
+      .then((r) => r);
     await waitFor(() => fake.passes.length === 1, { what: 'the first request’s forward pass', timeoutMs: 5000 }); // computing, so its rows left the queue
-    const second = request(app).post('/v2/models/mnist/infer').send(kserveRequest()).then((r) => r);
+    const second = request(app)
+      .post('/v2/models/mnist/infer')
+      .send(kserveRequest())
+      .then((r) => r);
     await waitFor(() => queueFull(context), { what: 'the second request to fill the queue', timeoutMs: 5000 }); // the second one waits
     const routeCalls = routeCalled;
     const refused = await request(app).post('/v2/models/mnist/infer').send(kserveRequest()).expect(503);
@@ -249,12 +257,18 @@ describe('asyncSurrogate with the batched context', () => {
       const expectedProbs = surrogate.probs(data, rows).data;
       const expectedGram = surrogate.gram(data, rows);
       full.surrogateProbs!.data.forEach((v, i) => assert.ok(Math.abs(v - expectedProbs[i]) < 1e-6, `prob ${i}`));
-      full.gram!.forEach((v, i) => assert.ok(Math.abs(v - expectedGram[i]) < 1e-4 * Math.max(1, Math.abs(expectedGram[i])), `gram ${i}: ${v} vs ${expectedGram[i]}`));
+      full.gram!.forEach((v, i) =>
+        assert.ok(Math.abs(v - expectedGram[i]) < 1e-4 * Math.max(1, Math.abs(expectedGram[i])), `gram ${i}: ${v} vs ${expectedGram[i]}`),
+      );
       parts.forEach((part, r) => part.surrogateProbs!.data.forEach((v, k) => assert.ok(Math.abs(v - expectedProbs[r * CLASSES + k]) < 1e-6)));
 
       const app = express();
       app.use(express.json());
-      app.post('/v2/models/mnist/infer', poisonPredictions({ defense: 'mad-argmax:eps=0.8,jacobian=full', context }), (_req, res) => void res.json(kserveAnswer()));
+      app.post(
+        '/v2/models/mnist/infer',
+        poisonPredictions({ defense: 'mad-argmax:eps=0.8,jacobian=full', context }),
+        (_req, res) => void res.json(kserveAnswer()),
+      );
       const res = await request(app).post('/v2/models/mnist/infer').send(kserveRequest(2, FEATURES)).expect(200);
       assertNoOriginalNumbers(res.text);
       assert.equal(tf.memory().numTensors, before);

@@ -53,8 +53,14 @@ describe('batcher', () => {
             return { expected: rowFunction(inputs, rows), got: await batcher.submit(inputs, rows) };
           });
           for (const { expected, got } of await Promise.all(answers)) assert.deepEqual(got, expected);
-          assert.ok(batches.every((rows) => rows >= 1 && rows <= maxBatchRows), `batches ${batches} within ${maxBatchRows}`);
-          assert.equal(batches.reduce((a, b) => a + b, 0), requests.reduce((a, r) => a + r.rows, 0));
+          assert.ok(
+            batches.every((rows) => rows >= 1 && rows <= maxBatchRows),
+            `batches ${batches} within ${maxBatchRows}`,
+          );
+          assert.equal(
+            batches.reduce((a, b) => a + b, 0),
+            requests.reduce((a, r) => a + r.rows, 0),
+          );
           await batcher.close();
         },
       ),
@@ -67,7 +73,10 @@ describe('batcher', () => {
     const batcher = createBatcher(forward, { windowMs: 20, maxBatchRows: 32, maxQueueRows: 100, width: WIDTH });
     const answers = await Promise.all([1, 2, 3, 1, 1].map((rows, i) => batcher.submit(inputsFor(rows, i), rows)));
     assert.deepEqual(batches, [8]);
-    assert.deepEqual(answers.map((a) => a.length / 2), [1, 2, 3, 1, 1]);
+    assert.deepEqual(
+      answers.map((a) => a.length / 2),
+      [1, 2, 3, 1, 1],
+    );
     await batcher.close();
   });
 

@@ -13,7 +13,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { serveDetection } from '../../src/cli/serve-detection.js';
-import { checkpointHardness, checkpointRecorder, createModel, initBackend, loadCheckpointModels, loadModel, saveCheckpoints, saveModel, Surrogate, trainModel, type LayersModel } from '../../src/models/index.js';
+import {
+  checkpointHardness,
+  checkpointRecorder,
+  createModel,
+  initBackend,
+  loadCheckpointModels,
+  loadModel,
+  saveCheckpoints,
+  saveModel,
+  Surrogate,
+  trainModel,
+  type LayersModel,
+} from '../../src/models/index.js';
 import { buildDemoApp, type DemoApp } from '../../src/demo/app.js';
 import { chunkedHardness } from '../../src/demo/hardness.js';
 import { surrogateContext } from '../../src/server/surrogate-context.js';
@@ -30,7 +42,11 @@ describe('demo HODA: hardness computed in chunks, off the event loop’s critica
     const model = createModel({ arch: 'mlp', inputShape: [FEATURES], classes: 10, seed: 3, hidden: [32] });
     const recorder = checkpointRecorder(model, 11);
     const rows = 64;
-    await trainModel(model, { x: pixels(rows, 0), rows, labels: Int32Array.from({ length: rows }, (_, r) => r % 10) }, { epochs: 2, batchSize: 8, onStep: recorder.onStep });
+    await trainModel(
+      model,
+      { x: pixels(rows, 0), rows, labels: Int32Array.from({ length: rows }, (_, r) => r % 10) },
+      { epochs: 2, batchSize: 8, onStep: recorder.onStep },
+    );
     await saveModel(model, modelDir);
     await saveCheckpoints(modelDir, recorder.checkpoints);
     victim = model;
@@ -80,7 +96,14 @@ describe('demo HODA: hardness computed in chunks, off the event loop’s critica
     let demo: DemoApp | undefined;
     let server: Server | undefined;
     try {
-      demo = buildDemoApp({ model: victim, defense: 'rounding:decimals=2', context: surrogateContext({ surrogate }), tiers: detecting.setup.tiers, clients: detecting.clients, processMetrics: false });
+      demo = buildDemoApp({
+        model: victim,
+        defense: 'rounding:decimals=2',
+        context: surrogateContext({ surrogate }),
+        tiers: detecting.setup.tiers,
+        clients: detecting.clients,
+        processMetrics: false,
+      });
       server = await new Promise<Server>((resolve) => {
         const s = demo!.app.listen(0, '127.0.0.1', () => resolve(s));
       });
@@ -88,11 +111,13 @@ describe('demo HODA: hardness computed in chunks, off the event loop’s critica
       const rows = 4000;
       const data = Array.from({ length: rows * FEATURES }, (_, i) => (i * 31) % 256);
       const body = JSON.stringify({ inputs: [{ name: 'image', shape: [rows, FEATURES], datatype: 'UINT8', data }] });
-      const big = fetch(`${base}/v2/models/mnist/infer`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': 'k1' }, body }).then(async (res) => {
-        const text = await res.text();
-        events.push('big answered');
-        return { status: res.status, text };
-      });
+      const big = fetch(`${base}/v2/models/mnist/infer`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': 'k1' }, body }).then(
+        async (res) => {
+          const text = await res.text();
+          events.push('big answered');
+          return { status: res.status, text };
+        },
+      );
       await started;
       const health = await fetch(`${base}/v2/health/live`).then(async (res) => {
         const json = await res.json();

@@ -51,7 +51,11 @@ describe('demo inference server', () => {
     const res = await request(app).post('/v2/models/mnist/infer').send(inferBody(data, rows)).expect(200);
     const output = res.body.outputs[0];
     assert.deepEqual(output.shape, [rows, CLASSES]);
-    const original = predictProbs(model, Float32Array.from(data, (v) => v / 255), rows);
+    const original = predictProbs(
+      model,
+      Float32Array.from(data, (v) => v / 255),
+      rows,
+    );
     let moved = 0;
     for (let r = 0; r < rows; r++) {
       const got = output.data.slice(r * CLASSES, (r + 1) * CLASSES) as number[];
@@ -69,7 +73,10 @@ describe('demo inference server', () => {
     const { app } = demo();
     const malformed = await request(app).post('/v2/models/mnist/infer').set('content-type', 'application/json').send('{"inputs": [').expect(400);
     assert.equal(typeof malformed.body.error, 'string');
-    const narrow = await request(app).post('/v2/models/mnist/infer').send({ inputs: [{ name: 'image', shape: [1, 3], datatype: 'FP32', data: [0, 0, 0] }] }).expect(400);
+    const narrow = await request(app)
+      .post('/v2/models/mnist/infer')
+      .send({ inputs: [{ name: 'image', shape: [1, 3], datatype: 'FP32', data: [0, 0, 0] }] })
+      .expect(400);
     assert.match(narrow.body.error, /3 values per row; the model takes 16/);
   });
 
@@ -89,8 +96,15 @@ describe('demo inference server', () => {
     const app = express();
     app.use(express.json());
     const guard = poisonPredictions({ defense: 'mad:eps=0.5', context: surrogateContext({ surrogate }) });
-    app.post('/v2/models/m/infer', guard, (_req, res) => void res.json({ outputs: [{ name: 'p', shape: [1, CLASSES], datatype: 'FP32', data: [0.1, 0.2, 0.3, 0.4] }] }));
-    const res = await request(app).post('/v2/models/m/infer').send({ inputs: [{ name: 'x', shape: [1, 3], datatype: 'FP32', data: [1, 2, 3] }] }).expect(400);
+    app.post(
+      '/v2/models/m/infer',
+      guard,
+      (_req, res) => void res.json({ outputs: [{ name: 'p', shape: [1, CLASSES], datatype: 'FP32', data: [0.1, 0.2, 0.3, 0.4] }] }),
+    );
+    const res = await request(app)
+      .post('/v2/models/m/infer')
+      .send({ inputs: [{ name: 'x', shape: [1, 3], datatype: 'FP32', data: [1, 2, 3] }] })
+      .expect(400);
     assert.match(res.body.error, /^request: /);
     assert.doesNotMatch(res.text, /0\.1|0\.3/);
   });
@@ -100,7 +114,11 @@ describe('demo inference server', () => {
     try {
       const random = seededRandom(5);
       const rows = 64;
-      const split = { x: Float32Array.from({ length: rows * FEATURES }, () => random()), labels: Uint8Array.from({ length: rows }, (_, i) => i % CLASSES), rows };
+      const split = {
+        x: Float32Array.from({ length: rows * FEATURES }, () => random()),
+        labels: Uint8Array.from({ length: rows }, (_, i) => i % CLASSES),
+        rows,
+      };
       const options = { dir, train: split, test: split, features: FEATURES, classes: CLASSES, epochs: 1, batchSize: 32 };
       const first = await loadOrTrainDemoVictim(options);
       const second = await loadOrTrainDemoVictim(options);

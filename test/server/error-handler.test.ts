@@ -12,7 +12,13 @@ import { poisonPredictions } from '../../src/server/middleware.js';
 import { ORIGINAL_ROWS } from './helpers/fixtures.js';
 import { b64, encode, stripes } from './helpers/images.js';
 
-const solidJpeg = (w: number, h: number, c: readonly [number, number, number]) => encode(stripes(w, h, () => c), w, h, 'jpeg');
+const solidJpeg = (w: number, h: number, c: readonly [number, number, number]) =>
+  encode(
+    stripes(w, h, () => c),
+    w,
+    h,
+    'jpeg',
+  );
 
 const PATH = '/v1/models/m:predict';
 
@@ -32,7 +38,10 @@ function appWith(framework: typeof express, mountErrorHandler: boolean) {
   return { app, mw };
 }
 
-for (const [name, framework] of [['Express 5', express], ['Express 4', express4 as unknown as typeof express]] as const) {
+for (const [name, framework] of [
+  ['Express 5', express],
+  ['Express 4', express4 as unknown as typeof express],
+] as const) {
   describe(`mw.errorHandler (${name})`, () => {
     const bad = async () => {
       const jpeg = await solidJpeg(8, 8, [10, 200, 30]);
@@ -57,13 +66,18 @@ for (const [name, framework] of [['Express 5', express], ['Express 4', express4 
 
     it('without it, the same request reaches the app’s own handler (what the handler fixes)', async () => {
       const { app } = appWith(framework, false);
-      const res = await request(app).post(PATH).send((await bad())['bad base64']);
+      const res = await request(app)
+        .post(PATH)
+        .send((await bad())['bad base64']);
       assert.doesNotMatch(String(res.headers['content-type']), /application\/json/);
     });
 
     it('still defends a good request, and leaves other errors to the next handler', async () => {
       const { app } = appWith(framework, true);
-      const ok = await request(app).post(PATH).send({ instances: [{ b64: b64(await solidJpeg(8, 8, [10, 200, 30])) }] }).expect(200);
+      const ok = await request(app)
+        .post(PATH)
+        .send({ instances: [{ b64: b64(await solidJpeg(8, 8, [10, 200, 30])) }] })
+        .expect(200);
       for (const v of ok.body.predictions[0]) assert.equal(Math.round(v * 100) / 100, v);
       const other = framework();
       other.get('/boom', () => {

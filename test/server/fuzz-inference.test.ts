@@ -64,7 +64,9 @@ const bodyText = fc.oneof(
   fc.string({ maxLength: 60 }),
   fc.integer({ min: 100, max: 20_000 }).map((d) => `{"inputs":[{"name":"image","shape":[1,4],"datatype":"FP32","data":${nested(d)}}]}`),
   fc.constantFrom('1e400', '-1e400', 'NaN', 'Infinity').map((v) => `{"inputs":[{"name":"image","shape":[1,4],"datatype":"FP32","data":[${v},0,0,0]}]}`),
-  fc.constant('{"inputs":[{"name":"image","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}],"inputs":[{"name":"image","shape":[1,4],"datatype":"FP32","data":[9,9,9,9]}]}'),
+  fc.constant(
+    '{"inputs":[{"name":"image","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}],"inputs":[{"name":"image","shape":[1,4],"datatype":"FP32","data":[9,9,9,9]}]}',
+  ),
   fc.constant('{"__proto__":{"polluted":1},"inputs":[]}'),
   fc.constant(smuggled(INFER)),
   fc.constant(`${JSON.stringify(goodBody())}${smuggled(INFER)}`),
@@ -72,7 +74,18 @@ const bodyText = fc.oneof(
 
 const framing = fc.constantFrom('content-length', 'chunked', 'both', 'connection-content-length', 'connection-transfer-encoding', 'none');
 const method = fc.constantFrom('GET', 'POST', 'HEAD', 'PUT', 'DELETE', 'OPTIONS');
-const path = fc.constantFrom(INFER, `${INFER}?x=1`, '/v2/models/mnist/versions/1/infer', '/v2/health/ready', '/v2/models/mnist', '/V2/MODELS/MNIST/INFER', '/v2/models/mnist/infer/../infer', '//v2/models/mnist/infer', '/v2/models/mnist%2Finfer', '/unknown');
+const path = fc.constantFrom(
+  INFER,
+  `${INFER}?x=1`,
+  '/v2/models/mnist/versions/1/infer',
+  '/v2/health/ready',
+  '/v2/models/mnist',
+  '/V2/MODELS/MNIST/INFER',
+  '/v2/models/mnist/infer/../infer',
+  '//v2/models/mnist/infer',
+  '/v2/models/mnist%2Finfer',
+  '/unknown',
+);
 
 /** The raw request: method, path and body framed one of several ways, then a plain follow-up request on the same connection. */
 function rawRequest(m: string, p: string, body: string, frame: string, follow: string): Buffer {
@@ -124,7 +137,13 @@ describe('fuzzing the proxy in front of a real Node model server', { timeout: 60
   let proxy: RunningProxy;
   before(async () => {
     upstream = await startStubUpstream('kserve-v2');
-    proxy = await startDefenseProxy({ upstream: upstream.url, protocol: 'kserve-v2', defense: 'rounding:decimals=2', timeoutMs: 4000, maxBodyBytes: 256 * 1024 });
+    proxy = await startDefenseProxy({
+      upstream: upstream.url,
+      protocol: 'kserve-v2',
+      defense: 'rounding:decimals=2',
+      timeoutMs: 4000,
+      maxBodyBytes: 256 * 1024,
+    });
   });
   after(async () => {
     await proxy.close();
@@ -148,7 +167,10 @@ describe('fuzzing the proxy in front of a real Node model server', { timeout: 60
         // The upstream ran no inference the client did not send as one (a smuggled request is one:
         // its answer skips the defense and detection even when no client reads it).
         const sent = (c.method === 'POST' ? 1 : 0) + 1;
-        assert.ok(upstreamInferences() - inferBefore <= sent, `${c.method} ${c.path} (${c.frame}): the upstream ran ${upstreamInferences() - inferBefore} inferences for ${sent} sent`);
+        assert.ok(
+          upstreamInferences() - inferBefore <= sent,
+          `${c.method} ${c.path} (${c.frame}): the upstream ran ${upstreamInferences() - inferBefore} inferences for ${sent} sent`,
+        );
       }),
       { numRuns: RUNS },
     );

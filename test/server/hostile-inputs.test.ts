@@ -37,11 +37,12 @@ const deepTfServing = () => ({ instances: [nested(DEPTH)] });
 const deepTfServingText = () => `{"instances":[${nestedText(DEPTH)}]}`;
 /** A BYTES tensor of rank 10,001 (all ones) over data nested as deep: its strings would be flattened that deep. */
 const deepBytes = () => ({ inputs: [{ name: 'image', shape: new Array(DEPTH + 1).fill(1), datatype: 'BYTES', data: [nested(DEPTH)] }] });
-const deepBytesText = () => `{"inputs":[{"name":"image","shape":[${new Array(DEPTH + 1).fill(1).join(',')}],"datatype":"BYTES","data":[${nestedText(DEPTH)}]}]}`;
+const deepBytesText = () =>
+  `{"inputs":[{"name":"image","shape":[${new Array(DEPTH + 1).fill(1).join(',')}],"datatype":"BYTES","data":[${nestedText(DEPTH)}]}]}`;
 /** JSON text with the literal 1e400 (JSON.parse gives Infinity), as a client can send it. */
 const overflowText = (features: number) => `{"inputs":[{"name":"image","shape":[1,${features}],"datatype":"FP32","data":[1e400${',0'.repeat(features - 1)}]}]}`;
 
-const TOO_DEEP = new RegExp(`nested deeper than ${MAX_NESTING} levels`);
+const _TOO_DEEP = new RegExp(`nested deeper than ${MAX_NESTING} levels`);
 const NOT_FINITE = /input row 0 value 0 is not a finite number \(Infinity: a JSON number past ±3\.4e38, such as 1e400, overflows\)/;
 
 describe('hostile inputs: the readers', () => {
@@ -62,7 +63,11 @@ describe('hostile inputs: the readers', () => {
       [tfServingCodec(), deepTfServing()],
       [kserveV2Codec(), deepBytes()],
     ] as const) {
-      assert.throws(() => codec.readInputs(body), (e: Error & { status?: number }) => e.name === 'RequestFormatError' && e.status === 400 && /nested deeper than|dimensions/.test(e.message), codec.name);
+      assert.throws(
+        () => codec.readInputs(body),
+        (e: Error & { status?: number }) => e.name === 'RequestFormatError' && e.status === 400 && /nested deeper than|dimensions/.test(e.message),
+        codec.name,
+      );
     }
   });
 });
@@ -72,7 +77,11 @@ describe('hostile inputs: through the middleware', () => {
     const app = express();
     app.use(express.json({ limit: '2mb' }));
     const answer = protocol === 'kserve-v2' ? kserveAnswer() : { predictions: ORIGINAL_ROWS };
-    app.post('/infer', poisonPredictions({ defense: contextEchoDefense(), protocol, context: uniformSurrogate(3).provider } as ServingOptions<Request>), (_req, res) => void res.json(answer));
+    app.post(
+      '/infer',
+      poisonPredictions({ defense: contextEchoDefense(), protocol, context: uniformSurrogate(3).provider } as ServingOptions<Request>),
+      (_req, res) => void res.json(answer),
+    );
     return app;
   };
 
@@ -144,7 +153,11 @@ describe('hostile inputs: the demo app (msd serve)', () => {
       try {
         const deep = await request(demo.app).post('/v2/models/mnist/infer').set('content-type', 'application/json').send(deepKserveText(FEATURES)).expect(400);
         assert.match(deep.body.error, /input "image" "data" is nested deeper than 32 levels/);
-        const overflow = await request(demo.app).post('/v2/models/mnist/infer').set('content-type', 'application/json').send(overflowText(FEATURES)).expect(400);
+        const overflow = await request(demo.app)
+          .post('/v2/models/mnist/infer')
+          .set('content-type', 'application/json')
+          .send(overflowText(FEATURES))
+          .expect(400);
         assert.match(overflow.body.error, NOT_FINITE);
         const notJson = await request(demo.app).post('/v2/models/mnist/infer').set('content-type', 'text/plain').send('1, 2, 3').expect(400);
         assert.match(notJson.body.error, /send the request as JSON|expected a JSON object/);

@@ -80,7 +80,10 @@ describe('image limits: the image count is checked before any image is read', ()
   it('refuses more images than the row limit with 413, reading no header and decoding nothing', async () => {
     // Five images that would each be refused with 400 if their header were read.
     const { counts, read } = readerWith({ image: IMAGE }, 4);
-    await assert.rejects(read(Array.from({ length: 5 }, corruptPngText)), refusal(413, /request: 5 images in the test; at most 4 per request are accepted, split the batch/));
+    await assert.rejects(
+      read(Array.from({ length: 5 }, corruptPngText)),
+      refusal(413, /request: 5 images in the test; at most 4 per request are accepted, split the batch/),
+    );
     assert.deepEqual([counts.headers, counts.pixels], [0, 0]);
   });
 
@@ -94,8 +97,15 @@ describe('image limits: the image count is checked before any image is read', ()
     const { provider, seen } = limitedProvider(4);
     const app = express();
     app.use(express.json({ limit: '2mb' }));
-    app.post('/v2/models/m/infer', poisonPredictions({ defense: contextEchoDefense(), protocol: 'kserve-v2', context: provider, inputs: { image: IMAGE } } as never), (_req: Request, res) => void res.json(kserveAnswer()));
-    const res = await request(app).post('/v2/models/m/infer').send(kserveBody(Array.from({ length: 5 }, corruptPngText))).expect(413);
+    app.post(
+      '/v2/models/m/infer',
+      poisonPredictions({ defense: contextEchoDefense(), protocol: 'kserve-v2', context: provider, inputs: { image: IMAGE } } as never),
+      (_req: Request, res) => void res.json(kserveAnswer()),
+    );
+    const res = await request(app)
+      .post('/v2/models/m/infer')
+      .send(kserveBody(Array.from({ length: 5 }, corruptPngText)))
+      .expect(413);
     assert.match(res.body.error, /5 images in input "image"; at most 4 per request/);
     assert.equal(seen.length, 0);
   });
@@ -106,7 +116,13 @@ describe('image limits: the image count is checked before any image is read', ()
     const { provider, seen } = limitedProvider(4);
     before(async () => {
       upstream = await startStubUpstream('kserve-v2');
-      proxy = await startDefenseProxy({ upstream: upstream.url, defense: contextEchoDefense(), context: provider, protocol: 'kserve-v2', inputs: { image: IMAGE } });
+      proxy = await startDefenseProxy({
+        upstream: upstream.url,
+        defense: contextEchoDefense(),
+        context: provider,
+        protocol: 'kserve-v2',
+        inputs: { image: IMAGE },
+      });
     });
     after(async () => {
       await proxy.close(0);
@@ -114,14 +130,20 @@ describe('image limits: the image count is checked before any image is read', ()
     });
 
     it('413 for too many images before anything is read or forwarded', async () => {
-      const res = await request(proxy.url).post('/v2/models/m/infer').send(kserveBody(Array.from({ length: 5 }, corruptPngText))).expect(413);
+      const res = await request(proxy.url)
+        .post('/v2/models/m/infer')
+        .send(kserveBody(Array.from({ length: 5 }, corruptPngText)))
+        .expect(413);
       assert.match(res.body.error, /request: 5 input rows; at most 4 per request are accepted/);
       assert.equal(upstream.requests.length, 0);
       assert.equal(seen.length, 0);
     });
 
     it('a 1 × 20,000,000 PNG (78 KB) is refused by its side before it is decoded or forwarded', async () => {
-      const res = await request(proxy.url).post('/v2/models/m/infer').send(kserveBody([b64(blackPng(1, 20_000_000))])).expect(400);
+      const res = await request(proxy.url)
+        .post('/v2/models/m/infer')
+        .send(kserveBody([b64(blackPng(1, 20_000_000))]))
+        .expect(400);
       assert.match(res.body.error, /the image in input "image" is 1×20000000 pixels: a side over the limit of 16384/);
       assert.equal(upstream.requests.length, 0);
     });
@@ -149,7 +171,10 @@ describe('image limits: sides, the request’s pixel budget, concurrent decodes'
   it('refuses a request whose images together pass maxRequestPixels with 413, before decoding any', async () => {
     const tile = b64(await solidPng(20, 20, [10, 20, 30]));
     const { counts, read } = readerWith({ image: IMAGE, maxRequestPixels: 1000 });
-    await assert.rejects(read([tile, tile, tile]), refusal(413, /image 2 of the test brings the request’s images to 1200 pixels \(width × height, from their headers\), over the limit of 1000 per request/));
+    await assert.rejects(
+      read([tile, tile, tile]),
+      refusal(413, /image 2 of the test brings the request’s images to 1200 pixels \(width × height, from their headers\), over the limit of 1000 per request/),
+    );
     assert.equal(counts.pixels, 0);
     assert.equal((await read([tile, tile])).rows, 2, 'two tiles (800 pixels) fit');
     assert.equal(counts.pixels, 2);
@@ -184,6 +209,11 @@ describe('image limits: sides, the request’s pixel budget, concurrent decodes'
       [{ maxImageSide: 1.5 }, /inputs: maxImageSide must be an integer from 1 to 65535/],
       [{ maxConcurrentDecodes: '4' as unknown as number }, /inputs: maxConcurrentDecodes must be an integer from 1 to 1024/],
     ];
-    for (const [options, message] of bad) assert.throws(() => resolveInputOptions(options), (e: Error) => e instanceof ServingOptionError && message.test(e.message), JSON.stringify(options));
+    for (const [options, message] of bad)
+      assert.throws(
+        () => resolveInputOptions(options),
+        (e: Error) => e instanceof ServingOptionError && message.test(e.message),
+        JSON.stringify(options),
+      );
   });
 });

@@ -38,8 +38,18 @@ interface Protocol {
 }
 
 const PROTOCOLS: Protocol[] = [
-  { name: 'kserve-v2', options: { protocol: 'kserve-v2' }, path: '/v2/models/mnist/infer', body: (images) => ({ inputs: [{ name: 'image', shape: [images.length], datatype: 'BYTES', data: images }] }) },
-  { name: 'tf-serving', options: { protocol: 'tf-serving' }, path: '/v1/models/mnist:predict', body: (images) => ({ instances: images.map((b) => ({ b64: b })) }) },
+  {
+    name: 'kserve-v2',
+    options: { protocol: 'kserve-v2' },
+    path: '/v2/models/mnist/infer',
+    body: (images) => ({ inputs: [{ name: 'image', shape: [images.length], datatype: 'BYTES', data: images }] }),
+  },
+  {
+    name: 'tf-serving',
+    options: { protocol: 'tf-serving' },
+    path: '/v1/models/mnist:predict',
+    body: (images) => ({ instances: images.map((b) => ({ b64: b })) }),
+  },
   {
     name: 'json-path',
     options: { protocol: { name: 'json-path', probsPath: 'result.items[*].scores', inputsPath: 'images' }, inferRoutes: ['POST /predict'] },
@@ -61,16 +71,36 @@ const BAD: BadCase[] = [
   {
     what: 'a truncated JPEG',
     second: async () => {
-      const jpeg = await encode(stripes(32, 32, (x) => [x * 8, 90, 40]), 32, 32, 'jpeg');
+      const jpeg = await encode(
+        stripes(32, 32, (x) => [x * 8, 90, 40]),
+        32,
+        32,
+        'jpeg',
+      );
       return b64(jpeg.subarray(0, jpeg.length >> 1));
     },
     status: 400,
     message: /image 1 of .* is truncated or corrupt/,
   },
-  { what: 'a PNG header declaring 50000×50000 pixels', second: async () => b64(await pngDeclaring(50_000, 50_000)), status: 400, message: /image 1 of .* is 50000×50000 = 2500000000 pixels, over the limit of 1000000/ },
-  { what: 'a grayscale image where RGB is required (strict)', second: async () => b64(await grayPng(8, 8, 7)), status: 400, message: /image 1 of .* has 1 colour channel \(grayscale\); the model takes 3/ },
+  {
+    what: 'a PNG header declaring 50000×50000 pixels',
+    second: async () => b64(await pngDeclaring(50_000, 50_000)),
+    status: 400,
+    message: /image 1 of .* is 50000×50000 = 2500000000 pixels, over the limit of 1000000/,
+  },
+  {
+    what: 'a grayscale image where RGB is required (strict)',
+    second: async () => b64(await grayPng(8, 8, 7)),
+    status: 400,
+    message: /image 1 of .* has 1 colour channel \(grayscale\); the model takes 3/,
+  },
   { what: 'bad base64', second: async () => 'not base64 at all!', status: 400, message: /image 1 of .* is not valid base64/ },
-  { what: 'an image over maxImageBytes', second: async () => b64(await noisePng(100, 100)), status: 413, message: /image 1 of .* is \d+ bytes, over the limit of 20000 bytes per image/ },
+  {
+    what: 'an image over maxImageBytes',
+    second: async () => b64(await noisePng(100, 100)),
+    status: 413,
+    message: /image 1 of .* is \d+ bytes, over the limit of 20000 bytes per image/,
+  },
 ];
 const LIMITS = { image: { ...IMAGE, strictChannels: true }, maxPixels: 1_000_000, maxImageBytes: 20_000 };
 
@@ -87,25 +117,40 @@ function assertDecoded(seen: InputRows[]): void {
 
 for (const protocol of PROTOCOLS) {
   describe(`base64 images through the middleware, ${protocol.name}`, () => {
-    const routeAnswer = protocol.name === 'kserve-v2' ? kserveAnswer() : protocol.name === 'tf-serving' ? { predictions: ORIGINAL_ROWS } : { result: { items: ORIGINAL_ROWS.map((scores) => ({ scores })) } };
+    const routeAnswer =
+      protocol.name === 'kserve-v2'
+        ? kserveAnswer()
+        : protocol.name === 'tf-serving'
+          ? { predictions: ORIGINAL_ROWS }
+          : { result: { items: ORIGINAL_ROWS.map((scores) => ({ scores })) } };
     const appWith = (options: Partial<ServingOptions<Request>>) => {
       const app = express();
       app.use(express.json({ limit: '2mb' }));
-      app.post(protocol.path, poisonPredictions({ defense: contextEchoDefense(), protocol: protocol.options.protocol, ...options } as ServingOptions<Request>), (_req, res) => void res.json(routeAnswer));
+      app.post(
+        protocol.path,
+        poisonPredictions({ defense: contextEchoDefense(), protocol: protocol.options.protocol, ...options } as ServingOptions<Request>),
+        (_req, res) => void res.json(routeAnswer),
+      );
       return { app };
     };
 
     it('gives the defense the decoded rows', async () => {
       const surrogate = recordingSurrogate();
       const { app } = appWith({ context: surrogate.provider, inputs: { image: IMAGE } });
-      const res = await request(app).post(protocol.path).send(protocol.body([b64(await redPng()), b64(await bluePng())])).expect(200);
+      const res = await request(app)
+        .post(protocol.path)
+        .send(protocol.body([b64(await redPng()), b64(await bluePng())]))
+        .expect(200);
       assertDecoded(surrogate.seen);
       assertNoOriginalNumbers(res.text);
     });
 
     it('answers a bad image with 400 even when failures fall back to the argmax label', async () => {
       const { app } = appWith({ context: recordingSurrogate().provider, inputs: LIMITS, onFailure: 'argmax' });
-      const res = await request(app).post(protocol.path).send(protocol.body(['AAAA'])).expect(400);
+      const res = await request(app)
+        .post(protocol.path)
+        .send(protocol.body(['AAAA']))
+        .expect(400);
       assert.match(res.body.error, /the image in .* is not an image/);
       assertNoOriginalNumbers(res.text);
     });
@@ -114,7 +159,10 @@ for (const protocol of PROTOCOLS) {
       it(`answers ${bad.status} for ${bad.what}, never the route's answer`, async () => {
         const surrogate = recordingSurrogate();
         const { app } = appWith({ context: surrogate.provider, inputs: LIMITS });
-        const res = await request(app).post(protocol.path).send(protocol.body([b64(await redPng()), await bad.second()])).expect(bad.status);
+        const res = await request(app)
+          .post(protocol.path)
+          .send(protocol.body([b64(await redPng()), await bad.second()]))
+          .expect(bad.status);
         assert.match(res.body.error, bad.message);
         assert.equal(surrogate.seen.length, 0, 'the surrogate never ran');
         assertNoOriginalNumbers(res.text);
@@ -128,7 +176,14 @@ for (const protocol of PROTOCOLS) {
     const surrogate = recordingSurrogate();
     before(async () => {
       upstream = await startStubUpstream(protocol.name);
-      proxy = await startDefenseProxy({ upstream: upstream.url, defense: contextEchoDefense(), context: surrogate.provider, inputs: LIMITS, maxBodyBytes: 1 << 20, ...protocol.options } as ProxyOptions);
+      proxy = await startDefenseProxy({
+        upstream: upstream.url,
+        defense: contextEchoDefense(),
+        context: surrogate.provider,
+        inputs: LIMITS,
+        maxBodyBytes: 1 << 20,
+        ...protocol.options,
+      } as ProxyOptions);
     });
     after(async () => {
       await proxy.close();
@@ -148,7 +203,10 @@ for (const protocol of PROTOCOLS) {
       it(`refuses ${bad.what} with ${bad.status} before forwarding`, async () => {
         const before = upstream.requests.length;
         surrogate.seen.length = 0;
-        const res = await request(proxy.url).post(protocol.path).send(protocol.body([b64(await redPng()), await bad.second()])).expect(bad.status);
+        const res = await request(proxy.url)
+          .post(protocol.path)
+          .send(protocol.body([b64(await redPng()), await bad.second()]))
+          .expect(bad.status);
         assert.match(res.body.error, bad.message);
         assert.equal(upstream.requests.length, before, 'the upstream was never called');
         assert.equal(surrogate.seen.length, 0);
@@ -160,18 +218,33 @@ for (const protocol of PROTOCOLS) {
 describe('noise keyed by the decoded input', () => {
   it('answers the same for an image sent as a PNG and as the same pixels in a numeric tensor, through the proxy', async () => {
     const upstream = await startStubUpstream('kserve-v2');
-    const proxy = await startDefenseProxy({ upstream: upstream.url, defense: 'noise:scale=1', noiseSecret: 's3cret', context: surrogateContext({}), inputs: { image: { width: 2, height: 2 } } });
+    const proxy = await startDefenseProxy({
+      upstream: upstream.url,
+      defense: 'noise:scale=1',
+      noiseSecret: 's3cret',
+      context: surrogateContext({}),
+      inputs: { image: { width: 2, height: 2 } },
+    });
     try {
       const pixels = stripes(2, 2, (x) => (x === 0 ? [10, 200, 30] : [250, 5, 60]));
       const png = b64(await encode(pixels, 2, 2, 'png'));
-      const asImage = await request(proxy.url).post('/v2/models/m/infer').send({ inputs: [{ name: 'image', shape: [2], datatype: 'BYTES', data: [png, png] }] }).expect(200);
+      const asImage = await request(proxy.url)
+        .post('/v2/models/m/infer')
+        .send({ inputs: [{ name: 'image', shape: [2], datatype: 'BYTES', data: [png, png] }] })
+        .expect(200);
       // The same pixels as a numeric NCHW tensor: mapped to the declared NHWC before keying.
       const nchw = [0, 1, 2].flatMap((c) => [0, 1, 2, 3].map((p) => pixels[p * 3 + c]));
-      const asTensor = await request(proxy.url).post('/v2/models/m/infer').send({ inputs: [{ name: 'image', shape: [2, 3, 2, 2], datatype: 'UINT8', data: [...nchw, ...nchw] }] }).expect(200);
+      const asTensor = await request(proxy.url)
+        .post('/v2/models/m/infer')
+        .send({ inputs: [{ name: 'image', shape: [2, 3, 2, 2], datatype: 'UINT8', data: [...nchw, ...nchw] }] })
+        .expect(200);
       assert.deepEqual(asImage.body.outputs[0].data, asTensor.body.outputs[0].data);
       assertNoOriginalNumbers(asImage.text);
       const other = b64(await solidPng(2, 2, [1, 2, 3]));
-      const differs = await request(proxy.url).post('/v2/models/m/infer').send({ inputs: [{ name: 'image', shape: [2], datatype: 'BYTES', data: [other, other] }] }).expect(200);
+      const differs = await request(proxy.url)
+        .post('/v2/models/m/infer')
+        .send({ inputs: [{ name: 'image', shape: [2], datatype: 'BYTES', data: [other, other] }] })
+        .expect(200);
       assert.notDeepEqual(differs.body.outputs[0].data, asImage.body.outputs[0].data, 'another image, other noise');
     } finally {
       await proxy.close();

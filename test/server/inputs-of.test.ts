@@ -67,7 +67,10 @@ const body = async () => ({ instances: [{ b64: b64(await solidPng(6, 6, [255, 0,
 describe('mw.inputsOf(req)', () => {
   it('gives the route the decoded rows the surrogate sees, read once per request', async () => {
     const { app, codec, surrogateSaw, routeSaw } = appWith();
-    const res = await request(app).post(PATH).send(await body()).expect(200);
+    const res = await request(app)
+      .post(PATH)
+      .send(await body())
+      .expect(200);
     assertNoOriginalNumbers(res.text);
     assert.equal(codec.reads, 1, 'the inputs were read once for the route and the defense');
     assert.equal(routeSaw.length, 1);
@@ -79,17 +82,25 @@ describe('mw.inputsOf(req)', () => {
 
   it('shares the read with the detectors too, and each request reads its own', async () => {
     const { app, codec, surrogateSaw, routeSaw, detection } = appWith({ detection: true });
-    for (let i = 0; i < 2; i++) await request(app).post(PATH).set('x-api-key', 'key-alice-0001').send(await body()).expect(200);
+    for (let i = 0; i < 2; i++)
+      await request(app)
+        .post(PATH)
+        .set('x-api-key', 'key-alice-0001')
+        .send(await body())
+        .expect(200);
     assert.equal(codec.reads, 2, 'one read per request for the route, the detectors and the defense');
     assert.equal(detection.observed.length, 2);
-    assert.equal(detection.observed[1].inputs?.data, routeSaw[1].data, "the detectors saw the same pixels");
+    assert.equal(detection.observed[1].inputs?.data, routeSaw[1].data, 'the detectors saw the same pixels');
     assert.equal(surrogateSaw[1], routeSaw[1]);
     assert.notEqual(routeSaw[0], routeSaw[1]);
   });
 
   it('rejects with the client’s 400 for a bad image, and the answer is the error', async () => {
     const { app, surrogateSaw, routeSaw } = appWith();
-    const res = await request(app).post(PATH).send({ instances: [{ b64: b64(Buffer.from('not an image at all')) }] }).expect(400);
+    const res = await request(app)
+      .post(PATH)
+      .send({ instances: [{ b64: b64(Buffer.from('not an image at all')) }] })
+      .expect(400);
     assert.equal(res.body.kind, new RequestFormatError('x').name);
     assert.match(res.body.error, /is not an image/);
     assert.deepEqual([surrogateSaw.length, routeSaw.length], [0, 0]);
@@ -97,7 +108,10 @@ describe('mw.inputsOf(req)', () => {
 
   it('says what to mount when the body was not parsed', async () => {
     const { app } = appWith({ bodyParser: false });
-    const res = await request(app).post(PATH).send(await body()).expect(500);
+    const res = await request(app)
+      .post(PATH)
+      .send(await body())
+      .expect(500);
     assert.match(res.body.error, /mount express\.json\(\) before poisonPredictions/);
   });
 });

@@ -35,6 +35,7 @@ const halves = { rows: 2, cols: 3, data: new Float32Array(6).fill(0.5) };
 describe('kserve-v2 codec: parameters of the answer', () => {
   it('drops every parameter by default: top-level, in the defended output and in a kept output', () => {
     const codec = kserveV2Codec({ outputName: 'probabilities', keepOutputs: ['label'] });
+    // biome-ignore lint/suspicious/noExplicitAny: the test walks an arbitrary answer body
     const written = codec.readAnswer(leakyAnswer()).write(halves) as Record<string, any>;
     assert.deepEqual(written, {
       model_name: 'mnist',
@@ -50,6 +51,7 @@ describe('kserve-v2 codec: parameters of the answer', () => {
   it('keeps the keys listed in keepParameters, and only those', () => {
     const codec = kserveV2Codec({ outputName: 'probabilities', keepOutputs: ['label'], keepParameters: ['content_type', 'binary_data'] });
     const original = leakyAnswer();
+    // biome-ignore lint/suspicious/noExplicitAny: the test walks an arbitrary answer body
     const written = codec.readAnswer(original).write(halves) as Record<string, any>;
     assert.deepEqual(written.parameters, { content_type: 'np' });
     assert.deepEqual(written.outputs[0].parameters, { binary_data: false });
@@ -59,7 +61,11 @@ describe('kserve-v2 codec: parameters of the answer', () => {
   });
 
   it('checks keepParameters when built', () => {
-    for (const bad of ['content_type', [1], [''], {}]) assert.throws(() => kserveV2Codec({ keepParameters: bad as never }), (e: Error) => e instanceof ServingOptionError && /keepParameters must be a list/.test(e.message));
+    for (const bad of ['content_type', [1], [''], {}])
+      assert.throws(
+        () => kserveV2Codec({ keepParameters: bad as never }),
+        (e: Error) => e instanceof ServingOptionError && /keepParameters must be a list/.test(e.message),
+      );
   });
 });
 
@@ -91,7 +97,11 @@ describe('parameters of the answer, served', () => {
   it('the middleware drops them, and keeps what keepParameters lists', async () => {
     const app = express();
     app.use(express.json());
-    app.post('/v2/models/mnist/infer', poisonPredictions({ defense: 'rounding:decimals=2', protocol: { name: 'kserve-v2', outputName: 'probabilities', keepParameters: ['content_type'] } }), (_req, res) => void res.json(leakyAnswer()));
+    app.post(
+      '/v2/models/mnist/infer',
+      poisonPredictions({ defense: 'rounding:decimals=2', protocol: { name: 'kserve-v2', outputName: 'probabilities', keepParameters: ['content_type'] } }),
+      (_req, res) => void res.json(leakyAnswer()),
+    );
     const res = await request(app).post('/v2/models/mnist/infer').send(kserveRequest()).expect(200);
     assert.deepEqual(res.body.parameters, { content_type: 'np' });
     assert.equal(res.body.outputs[0].parameters, undefined);

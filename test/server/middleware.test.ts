@@ -7,10 +7,22 @@ import request from 'supertest';
 import { createLogger } from '../../src/server/logger.js';
 import { poisonPredictions } from '../../src/server/middleware.js';
 import type { ServingOptions } from '../../src/server/options.js';
-import { assertNoOriginalNumbers, contextEchoDefense, kserveAnswer, kserveRequest, lineCollector, ORIGINAL_ROWS, throwingDefense, uniformSurrogate } from './helpers/fixtures.js';
+import {
+  assertNoOriginalNumbers,
+  contextEchoDefense,
+  kserveAnswer,
+  kserveRequest,
+  lineCollector,
+  ORIGINAL_ROWS,
+  throwingDefense,
+  uniformSurrogate,
+} from './helpers/fixtures.js';
 
 /** Most running servers are still on Express 4: every case runs against 4 and 5. */
-for (const [version, express] of [['5', express5], ['4', express4 as unknown as typeof express5]] as const) {
+for (const [version, express] of [
+  ['5', express5],
+  ['4', express4 as unknown as typeof express5],
+] as const) {
   /** An app whose inference route answers `answer` (or what `route` sends) behind the middleware. */
   function appWith(options: ServingOptions<Request>, route: (req: Request, res: Response) => void = (_req, res) => void res.json(kserveAnswer())) {
     const app = express();
@@ -69,7 +81,11 @@ for (const [version, express] of [['5', express5], ['4', express4 as unknown as 
     });
 
     it('fails closed when the route answers something the codec cannot read', async () => {
-      const answers = ['0.7123457,0.2034567', { predictions: ORIGINAL_ROWS }, { outputs: [{ name: 'p', shape: [2, 3], datatype: 'INT32', data: [1, 2, 3, 4, 5, 6] }] }];
+      const answers = [
+        '0.7123457,0.2034567',
+        { predictions: ORIGINAL_ROWS },
+        { outputs: [{ name: 'p', shape: [2, 3], datatype: 'INT32', data: [1, 2, 3, 4, 5, 6] }] },
+      ];
       for (const answer of answers) {
         const { app } = appWith({ defense: 'rounding' }, (_req, res) => void res.status(200).send(answer));
         const res = await request(app).post('/v2/models/mnist/infer').send(kserveRequest()).expect(500);
@@ -87,7 +103,10 @@ for (const [version, express] of [['5', express5], ['4', express4 as unknown as 
 
     it('logs why an answer was withheld without quoting its numbers', async () => {
       const collector = lineCollector();
-      const { app } = appWith({ defense: 'rounding', logger: createLogger({ level: 'info' }, collector.stream) }, (_req, res) => void res.json(kserveAnswer([[0.7123457, -0.2034567, 0.4911110]])));
+      const { app } = appWith(
+        { defense: 'rounding', logger: createLogger({ level: 'info' }, collector.stream) },
+        (_req, res) => void res.json(kserveAnswer([[0.7123457, -0.2034567, 0.491111]])),
+      );
       await request(app).post('/v2/models/mnist/infer').send(kserveRequest(1)).expect(500);
       assert.equal(collector.lines.length, 1);
       assert.equal(collector.lines[0].outcome, 'bad_answer');
@@ -111,7 +130,10 @@ for (const [version, express] of [['5', express5], ['4', express4 as unknown as 
       const res = await request(app).post('/v2/models/mnist/infer').send(kserveRequest(1)).expect(200);
       const e = [Math.exp(2), 1, Math.exp(-1)];
       const sum = e[0] + e[1] + e[2];
-      assert.deepEqual(dataOf(res.body), e.map((v) => Math.round((v / sum) * 1000) / 1000));
+      assert.deepEqual(
+        dataOf(res.body),
+        e.map((v) => Math.round((v / sum) * 1000) / 1000),
+      );
     });
 
     it('gives surrogate-based defenses the inputs of the request, and rejects a request without them (400)', async () => {
@@ -131,7 +153,11 @@ for (const [version, express] of [['5', express5], ['4', express4 as unknown as 
 
     it('says so when express.json() is missing before a defense that reads the request', async () => {
       const app = express();
-      app.post('/infer', poisonPredictions({ defense: contextEchoDefense(), context: uniformSurrogate(3).provider }), (_req, res) => void res.json(kserveAnswer()));
+      app.post(
+        '/infer',
+        poisonPredictions({ defense: contextEchoDefense(), context: uniformSurrogate(3).provider }),
+        (_req, res) => void res.json(kserveAnswer()),
+      );
       const res = await request(app).post('/infer').send(kserveRequest()).expect(500);
       assert.match(res.body.error, /mount express\.json\(\) before poisonPredictions/);
       assertNoOriginalNumbers(res.text);

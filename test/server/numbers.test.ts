@@ -27,12 +27,17 @@ describe('shortestFloat32', () => {
   });
 
   it('writes familiar probabilities as they were meant', () => {
-    assert.deepEqual([0.06, 0.055, 0.5, 1, 0, 0.1].map((v) => shortestFloat32(Math.fround(v))), [0.06, 0.055, 0.5, 1, 0, 0.1]);
+    assert.deepEqual(
+      [0.06, 0.055, 0.5, 1, 0, 0.1].map((v) => shortestFloat32(Math.fround(v))),
+      [0.06, 0.055, 0.5, 1, 0, 0.1],
+    );
   });
 });
 
 describe('reading numeric tensors: the flat fast path equals the general one', () => {
-  const rowsArb = fc.integer({ min: 1, max: 6 }).chain((cols) => fc.array(fc.array(fc.double({ noNaN: true, min: -1e6, max: 1e6 }), { minLength: cols, maxLength: cols }), { minLength: 1, maxLength: 5 }));
+  const rowsArb = fc
+    .integer({ min: 1, max: 6 })
+    .chain((cols) => fc.array(fc.array(fc.double({ noNaN: true, min: -1e6, max: 1e6 }), { minLength: cols, maxLength: cols }), { minLength: 1, maxLength: 5 }));
 
   it('inputsToRows: flat rows as float32, the same as the rows nested one level deeper', () => {
     fc.assert(
@@ -56,7 +61,10 @@ describe('reading numeric tensors: the flat fast path equals the general one', (
         const cols = rows[0].length;
         const broken = rows.map((_, r) => values.slice(r * cols, (r + 1) * cols));
         assert.equal(typeof inputsToRows(broken), 'string');
-        assert.throws(() => kserveV2Codec().readInputs({ inputs: [{ name: 'x', shape: [rows.length, cols], datatype: 'FP32', data: values }] }), RequestFormatError);
+        assert.throws(
+          () => kserveV2Codec().readInputs({ inputs: [{ name: 'x', shape: [rows.length, cols], datatype: 'FP32', data: values }] }),
+          RequestFormatError,
+        );
       }),
     );
     assert.match(inputsToRows([[1, 2], [3]]) as string, /input row 1 has 1 values, expected 2/);

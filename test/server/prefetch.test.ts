@@ -10,11 +10,16 @@ import type { AddressInfo } from 'node:net';
 import { after, describe, it } from 'node:test';
 import request from 'supertest';
 import type { ContextNeed, DefenseContext } from '../../src/defenses/index.js';
-import { batchedSurrogateContext, type AsyncProbabilityModel, type BatchedContextProvider, type ContextCallOptions } from '../../src/server/batching/batched-context.js';
+import {
+  batchedSurrogateContext,
+  type AsyncProbabilityModel,
+  type BatchedContextProvider,
+  type ContextCallOptions,
+} from '../../src/server/batching/batched-context.js';
 import { contextPrefetcher, PrefetchCancelled } from '../../src/server/batching/prefetch.js';
 import type { ContextProvider } from '../../src/server/perturber.js';
 import type { InputRows } from '../../src/server/protocols/index.js';
-import { startDefenseProxy, type RunningProxy } from '../../src/server/proxy.js';
+import { startDefenseProxy } from '../../src/server/proxy.js';
 import { contextEchoDefense, kserveRequest } from './helpers/fixtures.js';
 import { waitFor, within } from '../helpers/wait.js';
 
@@ -40,7 +45,17 @@ async function heldUpstream() {
           const body =
             how === 'error'
               ? JSON.stringify({ error: 'model is loading' })
-              : JSON.stringify({ model_name: 'mnist', outputs: [{ name: 'probabilities', shape: [rows, CLASSES], datatype: 'FP32', data: Array.from({ length: rows * CLASSES }, (_, i) => [0.6, 0.3, 0.1][i % CLASSES]) }] });
+              : JSON.stringify({
+                  model_name: 'mnist',
+                  outputs: [
+                    {
+                      name: 'probabilities',
+                      shape: [rows, CLASSES],
+                      datatype: 'FP32',
+                      data: Array.from({ length: rows * CLASSES }, (_, i) => [0.6, 0.3, 0.1][i % CLASSES]),
+                    },
+                  ],
+                });
           res.writeHead(how === 'error' ? 503 : 200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
           res.end(body);
         },
@@ -89,11 +104,13 @@ function gatedSurrogate() {
 }
 
 /** A KServe request of `rows` rows whose every input value is `tag` (so a pass shows whose rows it computed). */
-const taggedRequest = (rows: number, tag: number) => ({ inputs: [{ name: 'image', shape: [rows, FEATURES], datatype: 'FP32', data: new Array(rows * FEATURES).fill(tag) }] });
+const taggedRequest = (rows: number, tag: number) => ({
+  inputs: [{ name: 'image', shape: [rows, FEATURES], datatype: 'FP32', data: new Array(rows * FEATURES).fill(tag) }],
+});
 const taggedInputs = (rows: number, tag: number): InputRows => ({ rows, cols: FEATURES, data: new Float32Array(rows * FEATURES).fill(tag) });
 
 describe('proxy, surrogate work started before the upstream answers', () => {
-  const cleanups: (() => Promise<unknown> | void)[] = [];
+  const cleanups: (() => Promise<unknown> | undefined)[] = [];
   after(async () => {
     for (const cleanup of cleanups.reverse()) await cleanup();
   });
@@ -111,7 +128,10 @@ describe('proxy, surrogate work started before the upstream answers', () => {
     const defense = contextEchoDefense();
     const proxy = await startDefenseProxy({ upstream: upstream.url, defense, context: provider });
     cleanups.push(() => proxy.close());
-    const answered = request(proxy.url).post(PATH).send(kserveRequest(2, FEATURES)).then((res) => res);
+    const answered = request(proxy.url)
+      .post(PATH)
+      .send(kserveRequest(2, FEATURES))
+      .then((res) => res);
     await waitFor(() => upstream.held.length === 1, { what: 'the upstream to receive the request' });
     await waitFor(() => calls.length === 1, { what: 'the surrogate work to start while the upstream holds its answer' });
     events.push('upstream answers');
@@ -135,8 +155,14 @@ describe('proxy, surrogate work started before the upstream answers', () => {
     // A large request's first chunk computing (tag 1), the rest of it waiting.
     const large = context(['surrogate'], taggedInputs(6, 1));
     await waitFor(() => fake.waiting() === 1, { what: 'the large request’s first pass' });
-    const small = request(proxy.url).post(PATH).send(taggedRequest(1, 2)).then((res) => res);
-    await waitFor(() => upstream.held.length === 1 && queued(context) === 4 + 1, { what: 'the small request’s row in the queue', detail: () => queued(context) });
+    const small = request(proxy.url)
+      .post(PATH)
+      .send(taggedRequest(1, 2))
+      .then((res) => res);
+    await waitFor(() => upstream.held.length === 1 && queued(context) === 4 + 1, {
+      what: 'the small request’s row in the queue',
+      detail: () => queued(context),
+    });
     fake.open();
     await waitFor(() => fake.passes.length === 2, { what: 'the next pass' });
     assert.deepEqual(fake.passes, [[1, 1], [2]], 'the small request’s row went next, alone, while its upstream still held the answer');
@@ -145,7 +171,10 @@ describe('proxy, surrogate work started before the upstream answers', () => {
     assert.equal((await within(small, { what: 'the small request’s answer' })).status, 200);
     fake.run();
     await within(large, { what: 'the large request' });
-    assert.deepEqual(fake.passes.slice(2), [[1, 1], [1, 1]]);
+    assert.deepEqual(fake.passes.slice(2), [
+      [1, 1],
+      [1, 1],
+    ]);
   });
 
   for (const how of ['reset', 'error'] as const) {
@@ -159,7 +188,10 @@ describe('proxy, surrogate work started before the upstream answers', () => {
       cleanups.push(() => proxy.close());
       const computing = context(['surrogate'], taggedInputs(2, 1));
       await waitFor(() => fake.waiting() === 1, { what: 'a pass to be computing' });
-      const failed = request(proxy.url).post(PATH).send(taggedRequest(2, 2)).then((res) => res);
+      const failed = request(proxy.url)
+        .post(PATH)
+        .send(taggedRequest(2, 2))
+        .then((res) => res);
       await waitFor(() => upstream.held.length === 1 && queued(context) === 2, { what: 'the request’s rows in the queue', detail: () => queued(context) });
       upstream.held[0].answer(how);
       const res = await within(failed, { what: 'the proxy’s answer' });

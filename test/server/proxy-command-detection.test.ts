@@ -8,9 +8,18 @@ import { startStubUpstream, type StubUpstream } from './helpers/stub-upstream.js
 import { startProxyCommand } from './helpers/proxy-command.js';
 
 // Every stub answer has top probability ≤ 0.72: with a 0.8 confidence threshold all are "unsure", so OOD flags after 4 queries.
-const DETECTION = JSON.stringify({ ood: { minQueries: 4, confidenceThreshold: 0.8 }, prada: { enabled: false }, policy: { steps: ['argmax', 'refuse'], stepQueries: 4 } });
+const DETECTION = JSON.stringify({
+  ood: { minQueries: 4, confidenceThreshold: 0.8 },
+  prada: { enabled: false },
+  policy: { steps: ['argmax', 'refuse'], stepQueries: 4 },
+});
 const PREDICT = '/v1/models/mnist:predict';
-const BODY = { instances: [[1, 2], [3, 4]] };
+const BODY = {
+  instances: [
+    [1, 2],
+    [3, 4],
+  ],
+};
 
 describe('msd proxy with client detection', () => {
   let upstream: StubUpstream;
@@ -25,14 +34,45 @@ describe('msd proxy with client detection', () => {
   });
 
   it('escalates, then refuses a client flagged by OOD, through Redis, while another client keeps the default', async () => {
-    const { url, stop, waitFor } = await startProxyCommand(['--upstream', upstream.url, '--protocol', 'tf-serving', '--defense', 'rounding:decimals=1', '--client-id', 'header:x-api-key', '--redis', redis.url, '--detection', DETECTION]);
+    const { url, stop, waitFor } = await startProxyCommand([
+      '--upstream',
+      upstream.url,
+      '--protocol',
+      'tf-serving',
+      '--defense',
+      'rounding:decimals=1',
+      '--client-id',
+      'header:x-api-key',
+      '--redis',
+      redis.url,
+      '--detection',
+      DETECTION,
+    ]);
     try {
       assert.match(await waitFor(/client detection/), /client detection by header:x-api-key \(Redis store\), escalation argmax \(argmax\) → refuse/);
       const thief = () => request(url).post(PREDICT).set('x-api-key', 'thief').send(BODY);
       const first = await thief().expect(200);
-      assert.deepEqual(first.body, { predictions: [[0.7, 0.2, 0.1], [0.1, 0.7, 0.2]] }, 'the default defense before any flag');
+      assert.deepEqual(
+        first.body,
+        {
+          predictions: [
+            [0.7, 0.2, 0.1],
+            [0.1, 0.7, 0.2],
+          ],
+        },
+        'the default defense before any flag',
+      );
       const second = await thief().expect(200);
-      assert.deepEqual(second.body, { predictions: [[1, 0, 0], [0, 1, 0]] }, 'the query that crosses the threshold is answered by the argmax tier');
+      assert.deepEqual(
+        second.body,
+        {
+          predictions: [
+            [1, 0, 0],
+            [0, 1, 0],
+          ],
+        },
+        'the query that crosses the threshold is answered by the argmax tier',
+      );
       assertNoOriginalNumbers(second.text);
       await thief().expect(200);
       const refused = await thief().expect(403);

@@ -51,8 +51,21 @@ describe('msd proxy', () => {
   it('serves the defended upstream, logs JSON lines, and exits 0 on SIGTERM', async () => {
     const { url, stop, output } = await startProxyCommand(['--upstream', upstream.url, '--protocol', 'tf-serving', '--defense', 'argmax']);
     try {
-      const res = await request(url).post('/v1/models/mnist:predict').send({ instances: [[1, 2], [3, 4]] }).expect(200);
-      assert.deepEqual(res.body, { predictions: [[1, 0, 0], [0, 1, 0]] });
+      const res = await request(url)
+        .post('/v1/models/mnist:predict')
+        .send({
+          instances: [
+            [1, 2],
+            [3, 4],
+          ],
+        })
+        .expect(200);
+      assert.deepEqual(res.body, {
+        predictions: [
+          [1, 0, 0],
+          [0, 1, 0],
+        ],
+      });
       assertNoOriginalNumbers(res.text);
     } finally {
       assert.equal(await stop(), 0);
@@ -72,16 +85,48 @@ describe('msd proxy', () => {
       const surrogate = createModel({ arch: 'mlp', inputShape: [2], classes: 3, seed: 4, hidden: [4] });
       await saveModel(surrogate, dir);
       surrogate.dispose();
-      const { url, stop } = await startProxyCommand(['--upstream', upstream.url, '--protocol', 'tf-serving', '--defense', 'mad-argmax:eps=0.5', '--surrogate', dir, '--input-scale', '0.5', '--max-rows', '2', '--batch-window-ms', '1']);
+      const { url, stop } = await startProxyCommand([
+        '--upstream',
+        upstream.url,
+        '--protocol',
+        'tf-serving',
+        '--defense',
+        'mad-argmax:eps=0.5',
+        '--surrogate',
+        dir,
+        '--input-scale',
+        '0.5',
+        '--max-rows',
+        '2',
+        '--batch-window-ms',
+        '1',
+      ]);
       try {
-        const res = await request(url).post('/v1/models/mnist:predict').send({ instances: [[1, 2], [3, 4]] }).expect(200);
+        const res = await request(url)
+          .post('/v1/models/mnist:predict')
+          .send({
+            instances: [
+              [1, 2],
+              [3, 4],
+            ],
+          })
+          .expect(200);
         const rows = res.body.predictions as number[][];
         assert.equal(rows[0].indexOf(Math.max(...rows[0])), 0, 'MAD-argmax keeps the top-1 class');
         assert.equal(rows[1].indexOf(Math.max(...rows[1])), 1);
         const l1 = rows.flat().reduce((sum, v, i) => sum + Math.abs(v - ORIGINAL_ROWS.flat()[i]), 0);
         assert.ok(l1 > 0.1 && l1 <= 1 + 1e-4, `moved within 2 × eps: ${l1}`);
         const forwarded = upstream.requests.length;
-        const tooMany = await request(url).post('/v1/models/mnist:predict').send({ instances: [[1, 2], [3, 4], [5, 6]] }).expect(413);
+        const tooMany = await request(url)
+          .post('/v1/models/mnist:predict')
+          .send({
+            instances: [
+              [1, 2],
+              [3, 4],
+              [5, 6],
+            ],
+          })
+          .expect(413);
         assert.match(tooMany.body.error, /at most 2 per request/);
         assert.equal(upstream.requests.length, forwarded, 'refused before forwarding');
       } finally {

@@ -13,14 +13,24 @@ import { closedPort, SLOW_ANSWER_MS, startStubUpstream, type StubUpstream } from
 const PATH = '/v2/models/mnist/infer';
 
 /** One request on `agent` (keep-alive: the same connection across calls). */
-function send(url: string, agent: http.Agent, path: string, headers: http.OutgoingHttpHeaders = {}, body?: string): Promise<{ status: number; body: string; connection?: string }> {
+function send(
+  url: string,
+  agent: http.Agent,
+  path: string,
+  headers: http.OutgoingHttpHeaders = {},
+  body?: string,
+): Promise<{ status: number; body: string; connection?: string }> {
   return new Promise((resolve, reject) => {
-    const req = http.request(`${url}${path}`, { method: body === undefined ? 'GET' : 'POST', agent, headers: { 'content-type': 'application/json', ...headers } }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (text += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text, connection: res.headers.connection }));
-    });
+    const req = http.request(
+      `${url}${path}`,
+      { method: body === undefined ? 'GET' : 'POST', agent, headers: { 'content-type': 'application/json', ...headers } },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text, connection: res.headers.connection }));
+      },
+    );
     req.once('error', reject);
     req.end(body);
   });
@@ -66,10 +76,16 @@ describe('proxy health and graceful shutdown', () => {
       const seen = upstream.requests.length;
       const inFlight = send(running.url, slowAgent, PATH, { 'x-stub-mode': 'slow' }, JSON.stringify(kserveRequest()));
       // In flight: the proxy has forwarded it, and the upstream holds it for SLOW_ANSWER_MS.
-      await waitFor(() => upstream.requests.slice(seen).some((r) => r.headers['x-stub-mode'] === 'slow'), { what: 'the upstream to receive the slow request', timeoutMs: SLOW_ANSWER_MS });
+      await waitFor(() => upstream.requests.slice(seen).some((r) => r.headers['x-stub-mode'] === 'slow'), {
+        what: 'the upstream to receive the slow request',
+        timeoutMs: SLOW_ANSWER_MS,
+      });
       const closed = running.close(SLOW_ANSWER_MS * 3);
       // close() stops listening before it returns; a request arriving meanwhile gets 503 or a refused connection.
-      const late = await send(running.url, new http.Agent(), PATH, {}, JSON.stringify(kserveRequest())).catch((error: NodeJS.ErrnoException) => ({ status: 0, body: error.code ?? '' }));
+      const late = await send(running.url, new http.Agent(), PATH, {}, JSON.stringify(kserveRequest())).catch((error: NodeJS.ErrnoException) => ({
+        status: 0,
+        body: error.code ?? '',
+      }));
       assert.ok(late.status === 503 || late.body === 'ECONNREFUSED', `late request: ${late.status} ${late.body}`);
       const answer = await within(inFlight, { what: 'the answer to the request in flight', timeoutMs: SLOW_ANSWER_MS * 3 });
       assert.equal(answer.status, 200, answer.body);

@@ -34,7 +34,11 @@ async function startModelStub(): Promise<ModelStub> {
         res.end(text);
       };
       // Inference takes a moment, as on a real model server: its answer comes after the GET's.
-      if (req.method === 'POST' && req.url === '/v2/models/m/infer') return void setTimeout(() => json(200, { model_name: 'm', outputs: [{ name: 'probabilities', shape: [1, 3], datatype: 'FP32', data: RAW_PROBS }] }), 15);
+      if (req.method === 'POST' && req.url === '/v2/models/m/infer')
+        return void setTimeout(
+          () => json(200, { model_name: 'm', outputs: [{ name: 'probabilities', shape: [1, 3], datatype: 'FP32', data: RAW_PROBS }] }),
+          15,
+        );
       if ((req.method === 'GET' || req.method === 'HEAD') && req.url?.startsWith('/v2/health/')) return json(200, { ready: true });
       if (req.method === 'POST' && req.url === '/v2/repository/index') return json(200, { received: Buffer.concat(chunks).length });
       return json(404, { error: `no route ${req.method} ${req.url}` });
@@ -140,7 +144,12 @@ describe('proxy: no request smuggling through pass-through routes', () => {
   let port: number;
   before(async () => {
     model = await startModelStub();
-    proxy = await startDefenseProxy({ upstream: `http://127.0.0.1:${model.port}`, defense: 'rounding:decimals=2', passRoutes: ['POST /v2/repository/index'], maxBodyBytes: 4096 });
+    proxy = await startDefenseProxy({
+      upstream: `http://127.0.0.1:${model.port}`,
+      defense: 'rounding:decimals=2',
+      passRoutes: ['POST /v2/repository/index'],
+      maxBodyBytes: 4096,
+    });
     port = Number(new URL(proxy.url).port);
   });
   after(async () => {
@@ -158,7 +167,11 @@ describe('proxy: no request smuggling through pass-through routes', () => {
       // The smuggled request's answer comes a moment after the GET's: plain GETs sent just after the
       // attack, on the same connection and on others, are the ones that would receive it.
       for (const delay of [0, 1, 2, 4, 6, 8, 10, 15, 25]) {
-        const [attacked, ...plain] = await Promise.all([converse(port, [attack, PLAIN_GET, PLAIN_GET], { firstGapMs: delay }), converse(port, [PLAIN_GET + PLAIN_GET, PLAIN_GET], { startMs: delay, answers: 3 }), converse(port, [PLAIN_GET], { startMs: delay + 2, answers: 1 })]);
+        const [attacked, ...plain] = await Promise.all([
+          converse(port, [attack, PLAIN_GET, PLAIN_GET], { firstGapMs: delay }),
+          converse(port, [PLAIN_GET + PLAIN_GET, PLAIN_GET], { startMs: delay, answers: 3 }),
+          converse(port, [PLAIN_GET], { startMs: delay + 2, answers: 1 }),
+        ]);
         attacks.push(attacked);
         others.push(...plain);
       }
@@ -167,7 +180,10 @@ describe('proxy: no request smuggling through pass-through routes', () => {
       for (const text of attacks) assert.equal(statuses(text)[0], 400, `the attack itself is refused with 400:\n${text}`);
       // Plain requests from the other connections went on being served.
       for (const text of others) assert.ok(statuses(text).length > 0 && statuses(text).every((s) => s === 200), text);
-      assert.ok(model.seen.slice(before).every((r) => r.line === 'GET /v2/health/ready' && r.body === ''), JSON.stringify(model.seen.slice(before)));
+      assert.ok(
+        model.seen.slice(before).every((r) => r.line === 'GET /v2/health/ready' && r.body === ''),
+        JSON.stringify(model.seen.slice(before)),
+      );
     });
   }
 
@@ -194,7 +210,13 @@ describe('proxy: no request smuggling through pass-through routes', () => {
   });
 
   it('a Connection header cannot remove the headers that matter (authorization, content-type), only others', async () => {
-    const text = await converse(port, ['GET /v2/health/ready HTTP/1.1\r\nHost: proxy\r\nConnection: keep-alive, authorization, content-type, host, x-hop\r\nAuthorization: Bearer t\r\nContent-Type: application/json\r\nX-Hop: 1\r\n\r\n'], { answers: 1 });
+    const text = await converse(
+      port,
+      [
+        'GET /v2/health/ready HTTP/1.1\r\nHost: proxy\r\nConnection: keep-alive, authorization, content-type, host, x-hop\r\nAuthorization: Bearer t\r\nContent-Type: application/json\r\nX-Hop: 1\r\n\r\n',
+      ],
+      { answers: 1 },
+    );
     assert.deepEqual(statuses(text), [200], text);
     const seen = model.seen.at(-1)!;
     assert.equal(seen.headers.authorization, 'Bearer t');
@@ -243,7 +265,13 @@ describe('proxy: no request smuggling through pass-through routes', () => {
     try {
       const chunk = `${Buffer.byteLength(INFER_BODY).toString(16)}\r\n${INFER_BODY}\r\n0\r\n\r\n`;
       for (const head of ['POST /v2/models/m/infer', 'GET /v2/health/ready']) {
-        const text = await converse(lenientPort, [`${head} HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\nContent-Length: ${chunk.length}\r\nTransfer-Encoding: chunked\r\n\r\n${chunk}`], { answers: 1 });
+        const text = await converse(
+          lenientPort,
+          [
+            `${head} HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\nContent-Length: ${chunk.length}\r\nTransfer-Encoding: chunked\r\n\r\n${chunk}`,
+          ],
+          { answers: 1 },
+        );
         assert.equal(statuses(text)[0], 400, text);
         assert.match(text, /both Content-Length and Transfer-Encoding/);
         assert.ok(!text.includes(RAW_MARK));

@@ -13,6 +13,7 @@ interface ProtocolCase {
   inferPath: string;
   requestBody: unknown;
   /** The defended rows from an answer body. */
+  // biome-ignore lint/suspicious/noExplicitAny: answer bodies of three protocols
   rowsOf(body: any): number[][];
   passPaths: string[];
 }
@@ -30,15 +31,29 @@ const CASES: ProtocolCase[] = [
     protocol: 'tf-serving',
     options: { protocol: 'tf-serving' },
     inferPath: '/v1/models/mnist:predict',
-    requestBody: { instances: [[0, 1, 2, 3], [4, 5, 6, 7]] },
+    requestBody: {
+      instances: [
+        [0, 1, 2, 3],
+        [4, 5, 6, 7],
+      ],
+    },
     rowsOf: (body) => body.predictions,
     passPaths: ['/v1/models/mnist', '/v1/models/mnist/metadata'],
   },
   {
     protocol: 'json-path',
-    options: { protocol: { name: 'json-path', probsPath: 'result.items[*].scores', inputsPath: 'images' }, inferRoutes: ['POST /predict'], passRoutes: ['GET /health'] },
+    options: {
+      protocol: { name: 'json-path', probsPath: 'result.items[*].scores', inputsPath: 'images' },
+      inferRoutes: ['POST /predict'],
+      passRoutes: ['GET /health'],
+    },
     inferPath: '/predict',
-    requestBody: { images: [[0, 1, 2, 3], [4, 5, 6, 7]] },
+    requestBody: {
+      images: [
+        [0, 1, 2, 3],
+        [4, 5, 6, 7],
+      ],
+    },
     rowsOf: (body) => body.result.items.map((item: { scores: number[] }) => item.scores),
     passPaths: ['/health'],
   },
@@ -49,7 +64,14 @@ for (const c of CASES) {
     let upstream: StubUpstream;
     let proxy: RunningProxy;
     const startProxy = (logs = lineCollector()) =>
-      startDefenseProxy({ upstream: upstream.url, defense: 'rounding:decimals=2', timeoutMs: SLOW_ANSWER_MS / 3, maxBodyBytes: 2048, logger: createLogger({ level: 'info' }, logs.stream), ...c.options } as ProxyOptions);
+      startDefenseProxy({
+        upstream: upstream.url,
+        defense: 'rounding:decimals=2',
+        timeoutMs: SLOW_ANSWER_MS / 3,
+        maxBodyBytes: 2048,
+        logger: createLogger({ level: 'info' }, logs.stream),
+        ...c.options,
+      } as ProxyOptions);
     before(async () => {
       upstream = await startStubUpstream(c.protocol);
       proxy = await startProxy();
@@ -66,7 +88,10 @@ for (const c of CASES) {
 
     it('defends the answer of an inference route and forwards method, path, query and headers', async () => {
       const res = await infer().expect(200);
-      assert.deepEqual(c.rowsOf(res.body), [[0.71, 0.2, 0.09], [0.14, 0.64, 0.22]]);
+      assert.deepEqual(c.rowsOf(res.body), [
+        [0.71, 0.2, 0.09],
+        [0.14, 0.64, 0.22],
+      ]);
       assertNoOriginalNumbers(res.text);
       assert.equal(res.headers['x-model-version'], '7');
       assert.equal(res.headers.etag, undefined, 'the etag of the original body is dropped');
@@ -82,10 +107,23 @@ for (const c of CASES) {
       await new Promise<void>((resolve, reject) => {
         const body = JSON.stringify(c.requestBody);
         const url = new URL(c.inferPath, proxy.url);
-        const req = http.request(url, { method: 'POST', headers: { connection: 'keep-alive, x-hop', 'x-hop': '1', 'keep-alive': 'timeout=5', 'proxy-authorization': 'x', 'content-type': 'application/json' } }, (res) => {
-          res.resume();
-          res.on('end', resolve);
-        });
+        const req = http.request(
+          url,
+          {
+            method: 'POST',
+            headers: {
+              connection: 'keep-alive, x-hop',
+              'x-hop': '1',
+              'keep-alive': 'timeout=5',
+              'proxy-authorization': 'x',
+              'content-type': 'application/json',
+            },
+          },
+          (res) => {
+            res.resume();
+            res.on('end', resolve);
+          },
+        );
         req.on('error', reject);
         req.end(body);
       });
@@ -113,7 +151,10 @@ for (const c of CASES) {
     it('decodes gzip and brotli answers', async () => {
       for (const encoding of ['gzip', 'br']) {
         const res = await infer(undefined, { 'x-stub-encoding': encoding }).expect(200);
-        assert.deepEqual(c.rowsOf(res.body), [[0.71, 0.2, 0.09], [0.14, 0.64, 0.22]]);
+        assert.deepEqual(c.rowsOf(res.body), [
+          [0.71, 0.2, 0.09],
+          [0.14, 0.64, 0.22],
+        ]);
         assert.equal(res.headers['content-encoding'], undefined);
       }
     });
@@ -139,7 +180,11 @@ for (const c of CASES) {
     });
 
     it('answers 413 for a request body over the limit and 400 for malformed JSON', async () => {
-      const big = await request(proxy.url).post(c.inferPath).set('content-type', 'application/json').send(JSON.stringify({ pad: 'x'.repeat(4096) })).expect(413);
+      const big = await request(proxy.url)
+        .post(c.inferPath)
+        .set('content-type', 'application/json')
+        .send(JSON.stringify({ pad: 'x'.repeat(4096) }))
+        .expect(413);
       assert.match(big.body.error, /over the limit of 2048/);
       const malformed = await request(proxy.url).post(c.inferPath).set('content-type', 'application/json').send('{"inputs": [').expect(400);
       assert.match(malformed.body.error, /not valid JSON/);
@@ -162,7 +207,11 @@ for (const c of CASES) {
       try {
         await infer(undefined, {}, own).expect(200);
         await infer('slow', {}, own).expect(504);
-        await request(own.url).post(c.inferPath).set('content-type', 'application/json').send(JSON.stringify({ pad: 'x'.repeat(4096) })).expect(413);
+        await request(own.url)
+          .post(c.inferPath)
+          .set('content-type', 'application/json')
+          .send(JSON.stringify({ pad: 'x'.repeat(4096) }))
+          .expect(413);
         const text = (await request(own.url).get('/metrics').expect(200)).text;
         assert.match(text, /msd_requests_total\{defense="rounding:decimals=2",outcome="defended"\} 1\n/);
         assert.match(text, /msd_requests_total\{defense="rounding:decimals=2",outcome="upstream_timeout"\} 1\n/);
@@ -263,7 +312,10 @@ describe('proxy, fail-closed and configuration', () => {
   it('checks its options when built', async () => {
     await assert.rejects(startDefenseProxy({ upstream: 'ftp://x', defense: 'rounding' }), /http:\/\/ or https:\/\//);
     await assert.rejects(startDefenseProxy({ upstream: upstream.url, defense: 'rounding', timeoutMs: -1 }), /timeoutMs must be a positive integer/);
-    await assert.rejects(startDefenseProxy({ upstream: upstream.url, defense: 'rounding', protocol: { name: 'json-path', probsPath: 'p' } }), /pass inferRoutes/);
+    await assert.rejects(
+      startDefenseProxy({ upstream: upstream.url, defense: 'rounding', protocol: { name: 'json-path', probsPath: 'p' } }),
+      /pass inferRoutes/,
+    );
     await assert.rejects(startDefenseProxy({ upstream: upstream.url, defense: 'rounding', inferRoutes: ['predict'] }), /cannot read route "predict"/);
     await assert.rejects(startDefenseProxy({ upstream: upstream.url, defense: 'rounding', upsteam: 'x' } as never), /unknown option upsteam/);
   });

@@ -48,7 +48,10 @@ describe('msd serve (the demo)', () => {
 
   it('prints the request file absolutely when its cache lies outside the working directory (as when installed)', async () => {
     const cache = await mkdtemp(join(tmpdir(), 'msd-serve-cache-'));
-    const serve = await startServeCommand(['--model-dir', modelDir, '--defense', 'rounding:decimals=2', '--log-level', 'warn'], { ...process.env, MSD_CACHE_DIR: cache });
+    const serve = await startServeCommand(['--model-dir', modelDir, '--defense', 'rounding:decimals=2', '--log-level', 'warn'], {
+      ...process.env,
+      MSD_CACHE_DIR: cache,
+    });
     try {
       const match = /-d @(\S+) /.exec(serve.curl);
       assert.ok(match, serve.curl);

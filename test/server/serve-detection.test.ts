@@ -19,7 +19,11 @@ describe('msd serve --client-id (the demo with detection)', () => {
     const model = createModel({ arch: 'mlp', inputShape: [784], classes: 10, seed: 3, hidden: [8] });
     const recorder = checkpointRecorder(model, 11);
     const rows = 64;
-    await trainModel(model, { x: Float32Array.from({ length: rows * 784 }, (_, i) => ((i * 7919) % 255) / 255), rows, labels: Int32Array.from({ length: rows }, (_, r) => r % 10) }, { epochs: 2, batchSize: 8, onStep: recorder.onStep });
+    await trainModel(
+      model,
+      { x: Float32Array.from({ length: rows * 784 }, (_, i) => ((i * 7919) % 255) / 255), rows, labels: Int32Array.from({ length: rows }, (_, r) => r % 10) },
+      { epochs: 2, batchSize: 8, onStep: recorder.onStep },
+    );
     await saveModel(model, modelDir);
     await saveCheckpoints(modelDir, recorder.checkpoints);
     model.dispose();
@@ -30,11 +34,25 @@ describe('msd serve --client-id (the demo with detection)', () => {
 
   it('turns HODA on from the checkpoints, escalates with MAD, and refuses a client past its budget', async () => {
     const detection = JSON.stringify({ budget: { maxQueries: 2, action: 'refuse' }, ood: { enabled: false } });
-    const serve = await startServeCommand(['--model-dir', modelDir, '--defense', 'rounding:decimals=2', '--log-level', 'warn', '--client-id', 'header:x-api-key', '--detection', detection]);
+    const serve = await startServeCommand([
+      '--model-dir',
+      modelDir,
+      '--defense',
+      'rounding:decimals=2',
+      '--log-level',
+      'warn',
+      '--client-id',
+      'header:x-api-key',
+      '--detection',
+      detection,
+    ]);
     const { curl } = serve;
     let exitCode: number | null = null;
     try {
-      assert.match(serve.stderr(), /client detection by header:x-api-key \(memory store\), escalation mad-argmax → argmax; HODA on \(11 checkpoints, calibrated on 5000 held-out images\)/);
+      assert.match(
+        serve.stderr(),
+        /client detection by header:x-api-key \(memory store\), escalation mad-argmax → argmax; HODA on \(11 checkpoints, calibrated on 5000 held-out images\)/,
+      );
       const match = /-d @(\S+) (http:\/\/\S+)$/.exec(curl)!;
       const body = JSON.parse(await readFile(join(root, match[1]), 'utf8'));
       const url = new URL(match[2]);

@@ -74,7 +74,21 @@ describe('msd serve: shutdown and the admin route', () => {
 
   it('--admin-token-env mounts the admin route: 200 with the token, 401 without', async () => {
     const token = 'a-test-admin-token-of-32-characters';
-    const serve = await startServeCommand(['--model-dir', modelDir, '--defense', 'rounding:decimals=2', '--log-level', 'warn', '--client-id', 'header:x-api-key', '--admin-token-env', 'MSD_TEST_ADMIN_TOKEN'], { ...process.env, MSD_TEST_ADMIN_TOKEN: token });
+    const serve = await startServeCommand(
+      [
+        '--model-dir',
+        modelDir,
+        '--defense',
+        'rounding:decimals=2',
+        '--log-level',
+        'warn',
+        '--client-id',
+        'header:x-api-key',
+        '--admin-token-env',
+        'MSD_TEST_ADMIN_TOKEN',
+      ],
+      { ...process.env, MSD_TEST_ADMIN_TOKEN: token },
+    );
     let exitCode: number | null = null;
     try {
       const origin = originOf(serve.curl);

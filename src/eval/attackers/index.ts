@@ -62,7 +62,8 @@ export async function runAttack(options: RunAttackOptions): Promise<AttackResult
   if (policy === 'inversion') {
     const known = requireKnown(options);
     const inverter = inverterFor(known.spec);
-    if (!inverter || !attackerApplies(policy, known.spec)) throw new AttackerConfigError(`the inversion attacker needs a defense with a closed-form inverse (reverse sigmoid), got "${baseSpec(known.spec)}"`);
+    if (!inverter || !attackerApplies(policy, known.spec))
+      throw new AttackerConfigError(`the inversion attacker needs a defense with a closed-form inverse (reverse sigmoid), got "${baseSpec(known.spec)}"`);
     const collected = await collectKnockoffTransfer(options, 'random');
     const inverted = inverter.invert(collected.transfer.answers);
     const quality = answerQuality(options.truth, collected.transfer.x, collected.transfer.answers, inverted);
@@ -82,7 +83,17 @@ export async function runAttack(options: RunAttackOptions): Promise<AttackResult
       restoration: {
         after: shadowQueries(options.budget, options.restorer),
         // The attacker's own images are its JB points so far: the shadow answers on them.
-        build: (set) => buildRestorer({ known, shadowSet: set, images: { x: set.x, rows: set.x.length / features }, settings: options.restorer, knockoff: options.knockoff, inputShape: options.inputShape, classes: options.classes, seed: options.seed }),
+        build: (set) =>
+          buildRestorer({
+            known,
+            shadowSet: set,
+            images: { x: set.x, rows: set.x.length / features },
+            settings: options.restorer,
+            knockoff: options.knockoff,
+            inputShape: options.inputShape,
+            classes: options.classes,
+            seed: options.seed,
+          }),
       },
     });
   }

@@ -56,7 +56,10 @@ export function inverterFor(spec: string): AnswerInverter | undefined {
   if (stage?.name === 'reverse-sigmoid') {
     const { beta, gamma } = stage.params;
     const inverse = new ReverseSigmoidInverse(beta, gamma);
-    return { description: `reverse sigmoid β = ${beta}, γ = ${gamma} inverted per entry and renormalised (confident reading where g is not monotone)`, invert: (batch) => inverse.invert(batch) };
+    return {
+      description: `reverse sigmoid β = ${beta}, γ = ${gamma} inverted per entry and renormalised (confident reading where g is not monotone)`,
+      invert: (batch) => inverse.invert(batch),
+    };
   }
   return undefined;
 }
@@ -119,7 +122,7 @@ export class ReverseSigmoidInverse {
     for (let i = 1; i < GRID; i++) {
       const increasing = this.g[from + 1] >= this.g[from];
       const last = i === GRID - 1;
-      const turns = !last && (this.g[i + 1] >= this.g[i]) !== increasing;
+      const turns = !last && this.g[i + 1] >= this.g[i] !== increasing;
       if (turns || last) {
         const a = this.g[from];
         const b = this.g[i];
@@ -178,7 +181,10 @@ export class ReverseSigmoidInverse {
 
   /** The middle piece (where g increases): the monotone reading. */
   private middle(): Piece {
-    return this.pieces.reduce((best, p) => (p.increasing && p.to - p.from > best.to - best.from ? p : best), this.pieces.find((p) => p.increasing) ?? this.pieces[0]);
+    return this.pieces.reduce(
+      (best, p) => (p.increasing && p.to - p.from > best.to - best.from ? p : best),
+      this.pieces.find((p) => p.increasing) ?? this.pieces[0],
+    );
   }
 
   /** Inverts one normalised answer row into `out` (a distribution). */

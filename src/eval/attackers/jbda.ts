@@ -105,7 +105,15 @@ class TransferBuffer {
  * Sends `rows` images through the endpoint in requests of at most `requestRows` and stores the
  * answers; `afterRequest` runs after each request (the restorer is built there once enough are in).
  */
-async function queryInto(buffer: TransferBuffer, client: InferenceClient, x: Float32Array, rows: number, requestRows: number, onAnswered: (total: number) => void, afterRequest?: () => Promise<void>): Promise<void> {
+async function queryInto(
+  buffer: TransferBuffer,
+  client: InferenceClient,
+  x: Float32Array,
+  rows: number,
+  requestRows: number,
+  onAnswered: (total: number) => void,
+  afterRequest?: () => Promise<void>,
+): Promise<void> {
   const { features, classes } = buffer;
   if (rows > buffer.remaining) throw new RangeError(`${rows} queries exceed the remaining budget of ${buffer.remaining}`);
   for (let start = 0; start < rows; start += requestRows) {
@@ -185,7 +193,16 @@ export function targetedPgd(substitute: LayersModel, x: Float32Array, target: In
  * The next round's synthetic points, at most `limit` of them: the candidates (one per point, or k
  * per point for jbtop-k) are drawn in a seeded order and only the chosen ones are computed.
  */
-export function synthesise(variant: JbdaVariant, substitute: LayersModel, set: { x: Float32Array; answers: Float32Array; rows: number }, classes: number, round: number, limit: number, settings: JbdaSettings, seed: number): { x: Float32Array; rows: number } {
+export function synthesise(
+  variant: JbdaVariant,
+  substitute: LayersModel,
+  set: { x: Float32Array; answers: Float32Array; rows: number },
+  classes: number,
+  round: number,
+  limit: number,
+  settings: JbdaSettings,
+  seed: number,
+): { x: Float32Array; rows: number } {
   const features = set.x.length / Math.max(1, set.rows);
   const k = topK(variant);
   const candidates = set.rows * Math.max(1, k);
@@ -233,7 +250,8 @@ export async function runJbdaAttack(options: JbdaAttackOptions): Promise<AttackR
   const { client, budget, classes, settings, variant } = options;
   const features = options.inputShape.reduce((a, b) => a * b, 1);
   if (options.seedSet.rows < 1) throw new RangeError('the JBDA seed set is empty');
-  if (options.seedSet.x.length !== options.seedSet.rows * features) throw new RangeError(`the seed set holds ${options.seedSet.x.length} values, not ${options.seedSet.rows} images of ${features}`);
+  if (options.seedSet.x.length !== options.seedSet.rows * features)
+    throw new RangeError(`the seed set holds ${options.seedSet.x.length} values, not ${options.seedSet.rows} images of ${features}`);
   const buffer = new TransferBuffer(budget, features, classes);
   const requestsBefore = client.requests;
   const onAnswered = (total: number) => options.onProgress?.('query', total, budget);
@@ -243,7 +261,10 @@ export async function runJbdaAttack(options: JbdaAttackOptions): Promise<AttackR
     ? async () => {
         if (restorer || buffer.rows < Math.min(restoration.after, budget)) return;
         const rows = buffer.rows;
-        restorer = await restoration.build({ x: buffer.x.slice(0, rows * features), answers: { rows, cols: classes, data: buffer.raw.slice(0, rows * classes) } });
+        restorer = await restoration.build({
+          x: buffer.x.slice(0, rows * features),
+          answers: { rows, cols: classes, data: buffer.raw.slice(0, rows * classes) },
+        });
         buffer.restore = (answers) => restorer!.restore(answers);
         buffer.answers.set(restorer.restore({ rows, cols: classes, data: buffer.raw.subarray(0, rows * classes) }).data, 0);
       }
@@ -253,15 +274,24 @@ export async function runJbdaAttack(options: JbdaAttackOptions): Promise<AttackR
     const seedRows = Math.min(settings.seedSize, options.seedSet.rows, budget);
     await queryInto(buffer, client, quantise(options.seedSet.x.slice(0, seedRows * features)), seedRows, options.requestRows, onAnswered, afterRequest);
     for (let round = 0; buffer.remaining > 0; round++) {
-      const substitute = createModel({ arch: fittingArchitecture(options.knockoff.arch, options.inputShape), inputShape: options.inputShape, classes, seed: deriveSeed(options.seed, `jbda-substitute-${round}`) });
+      const substitute = createModel({
+        arch: fittingArchitecture(options.knockoff.arch, options.inputShape),
+        inputShape: options.inputShape,
+        classes,
+        seed: deriveSeed(options.seed, `jbda-substitute-${round}`),
+      });
       try {
         const set = buffer.view();
-        await trainModel(substitute, { x: set.x, rows: set.rows, targets: set.answers }, {
-          epochs: settings.roundEpochs,
-          batchSize: options.knockoff.batchSize,
-          learningRate: options.knockoff.learningRate,
-          seed: deriveSeed(options.seed, `jbda-shuffle-${round}`),
-        });
+        await trainModel(
+          substitute,
+          { x: set.x, rows: set.rows, targets: set.answers },
+          {
+            epochs: settings.roundEpochs,
+            batchSize: options.knockoff.batchSize,
+            learningRate: options.knockoff.learningRate,
+            seed: deriveSeed(options.seed, `jbda-shuffle-${round}`),
+          },
+        );
         const synthetic = synthesise(variant, substitute, set, classes, round, buffer.remaining, settings, options.seed);
         await queryInto(buffer, client, synthetic.x, synthetic.rows, options.requestRows, onAnswered, afterRequest);
       } finally {
@@ -275,7 +305,14 @@ export async function runJbdaAttack(options: JbdaAttackOptions): Promise<AttackR
     const raw: ProbBatch = { rows: set.rows, cols: classes, data: buffer.raw.subarray(0, set.rows * classes) };
     const quality = answerQuality(options.truth, set.x, raw, restorer ? answers : raw);
     const outcomes = await trainKnockoffs(transfer, options);
-    return { outcomes, transfer, queries: set.rows, requests: client.requests - requestsBefore, ...(quality ? { quality } : {}), ...(restorer ? { restorer: restorer.report } : {}) };
+    return {
+      outcomes,
+      transfer,
+      queries: set.rows,
+      requests: client.requests - requestsBefore,
+      ...(quality ? { quality } : {}),
+      ...(restorer ? { restorer: restorer.report } : {}),
+    };
   } finally {
     restorer?.dispose();
   }

@@ -23,9 +23,19 @@ import type { AttackOptions, AttackResult, TransferSet } from './types.js';
 export type { AttackOptions, AttackResult, TransferSet, VictimTestSet } from './types.js';
 
 /** Trains a fresh knockoff on the transfer set and scores it on the victim's test set. */
-export async function trainKnockoff(transfer: Pick<TransferSet, 'x' | 'answers'>, labels: AttackerLabels, options: Pick<AttackOptions, 'classes' | 'inputShape' | 'knockoff' | 'test' | 'seed'>, onEpoch?: (epoch: number) => void): Promise<AttackerOutcome> {
+export async function trainKnockoff(
+  transfer: Pick<TransferSet, 'x' | 'answers'>,
+  labels: AttackerLabels,
+  options: Pick<AttackOptions, 'classes' | 'inputShape' | 'knockoff' | 'test' | 'seed'>,
+  onEpoch?: (epoch: number) => void,
+): Promise<AttackerOutcome> {
   const { knockoff, test } = options;
-  const model = createModel({ arch: fittingArchitecture(knockoff.arch, options.inputShape), inputShape: options.inputShape, classes: options.classes, seed: deriveSeed(options.seed, `knockoff-${labels}`) });
+  const model = createModel({
+    arch: fittingArchitecture(knockoff.arch, options.inputShape),
+    inputShape: options.inputShape,
+    classes: options.classes,
+    seed: deriveSeed(options.seed, `knockoff-${labels}`),
+  });
   try {
     await trainModel(model, trainingTargets(transfer.x, transfer.answers, labels), {
       epochs: knockoff.epochs,
@@ -63,7 +73,12 @@ class PolicyKnockoff implements KnockoffProbe {
   async retrain(): Promise<void> {
     const { knockoff, adaptive, seed, classes, inputShape } = this.options;
     this.model ??= createModel({ arch: fittingArchitecture(knockoff.arch, inputShape), inputShape, classes, seed: deriveSeed(seed, 'policy-knockoff') });
-    await trainModel(this.model, this.answered(), { epochs: adaptive.retrainEpochs, batchSize: knockoff.batchSize, learningRate: knockoff.learningRate, seed: deriveSeed(seed, 'policy-knockoff-shuffle') });
+    await trainModel(this.model, this.answered(), {
+      epochs: adaptive.retrainEpochs,
+      batchSize: knockoff.batchSize,
+      learningRate: knockoff.learningRate,
+      seed: deriveSeed(seed, 'policy-knockoff-shuffle'),
+    });
   }
 
   dispose(): void {
@@ -81,7 +96,10 @@ export interface CollectedTransfer {
 }
 
 /** Builds the transfer set through the endpoint with the run's policy (random or adaptive). */
-export async function collectKnockoffTransfer(options: AttackOptions, policyName: 'random' | 'adaptive' = options.policy === 'adaptive' ? 'adaptive' : 'random'): Promise<CollectedTransfer> {
+export async function collectKnockoffTransfer(
+  options: AttackOptions,
+  policyName: 'random' | 'adaptive' = options.policy === 'adaptive' ? 'adaptive' : 'random',
+): Promise<CollectedTransfer> {
   const { pool, client, budget, classes } = options;
   const features = pool.features;
   if (budget > pool.rows) throw new RangeError(`budget ${budget} exceeds the attacker's pool of ${pool.rows} images`);
@@ -91,7 +109,11 @@ export async function collectKnockoffTransfer(options: AttackOptions, policyName
   let answered = 0;
   const requestsBefore = client.requests;
 
-  const probe = new PolicyKnockoff(options, () => ({ x: x.subarray(0, answered * features), rows: answered, targets: answers.subarray(0, answered * classes) }));
+  const probe = new PolicyKnockoff(options, () => ({
+    x: x.subarray(0, answered * features),
+    rows: answered,
+    targets: answers.subarray(0, answered * classes),
+  }));
   const policySeed = deriveSeed(options.seed, `policy-${policyName}`);
   const policy: QueryPolicy = policyName === 'random' ? randomPolicy(pool, policySeed) : adaptivePolicy(pool, options.adaptive, policySeed, probe);
   try {
@@ -113,13 +135,20 @@ export async function collectKnockoffTransfer(options: AttackOptions, policyName
   } finally {
     probe.dispose();
   }
-  const transfer: TransferSet = { x: x.subarray(0, answered * features), answers: { rows: answered, cols: classes, data: answers.subarray(0, answered * classes) }, indices: indices.subarray(0, answered) };
+  const transfer: TransferSet = {
+    x: x.subarray(0, answered * features),
+    answers: { rows: answered, cols: classes, data: answers.subarray(0, answered * classes) },
+    indices: indices.subarray(0, answered),
+  };
   const picks = 'picks' in policy ? Array.from((policy as { picks: Int32Array }).picks) : undefined;
   return { transfer, queries: answered, requests: client.requests - requestsBefore, picks };
 }
 
 /** Trains and scores one knockoff per label variant (soft, top-1) on the transfer set. */
-export async function trainKnockoffs(transfer: TransferSet, options: Pick<AttackOptions, 'classes' | 'inputShape' | 'knockoff' | 'test' | 'seed' | 'labels' | 'onProgress'>): Promise<AttackerOutcome[]> {
+export async function trainKnockoffs(
+  transfer: TransferSet,
+  options: Pick<AttackOptions, 'classes' | 'inputShape' | 'knockoff' | 'test' | 'seed' | 'labels' | 'onProgress'>,
+): Promise<AttackerOutcome[]> {
   const outcomes: AttackerOutcome[] = [];
   const totalEpochs = options.labels.length * options.knockoff.epochs;
   for (const [i, labels] of options.labels.entries()) {

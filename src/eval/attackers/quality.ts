@@ -25,7 +25,8 @@ function compare(clean: ProbBatch, answers: ProbBatch): { l1: number; top1Change
 export function answerQuality(truth: TruthOracle | undefined, x: Float32Array, raw: ProbBatch, used: ProbBatch = raw): AnswerQuality | undefined {
   if (!truth || raw.rows === 0) return undefined;
   const clean = truth(x, raw.rows);
-  if (clean.rows !== raw.rows || clean.cols !== raw.cols) throw new RangeError(`the clean answers are ${clean.rows}×${clean.cols}, the attacker's ${raw.rows}×${raw.cols}`);
+  if (clean.rows !== raw.rows || clean.cols !== raw.cols)
+    throw new RangeError(`the clean answers are ${clean.rows}×${clean.cols}, the attacker's ${raw.rows}×${raw.cols}`);
   const before = compare(clean, raw);
   const after = used === raw ? before : compare(clean, used);
   return { rows: raw.rows, rawL1: before.l1, usedL1: after.l1, rawTop1Changed: before.top1Changed, usedTop1Changed: after.top1Changed };

@@ -145,20 +145,45 @@ function meanL1(a: Float32Array, b: Float32Array, rows: number, classes: number)
 }
 
 /** The attacker's providers for its copy of the defense: a random surrogate, a misinformation model of its own. */
-async function attackerProviders(defense: Defense, options: BuildRestorerOptions, images: { x: Float32Array; rows: number }, shadowLabels: () => Int32Array): Promise<{ providers: ContextProviders; dispose(): void }> {
+async function attackerProviders(
+  defense: Defense,
+  options: BuildRestorerOptions,
+  images: { x: Float32Array; rows: number },
+  shadowLabels: () => Int32Array,
+): Promise<{ providers: ContextProviders; dispose(): void }> {
   const providers: ContextProviders = {};
   const disposers: (() => void)[] = [];
   const features = options.inputShape.reduce((a, b) => a * b, 1);
   if (defense.needs.includes('surrogate') || defense.needs.includes('surrogateGram')) {
-    const surrogate = Surrogate.random({ arch: options.known.surrogateArch, inputShape: [features], classes: options.classes, seed: deriveSeed(options.seed, 'restorer-surrogate') });
+    const surrogate = Surrogate.random({
+      arch: options.known.surrogateArch,
+      inputShape: [features],
+      classes: options.classes,
+      seed: deriveSeed(options.seed, 'restorer-surrogate'),
+    });
     providers.surrogate = surrogate;
     disposers.push(() => surrogate.dispose());
   }
   if (defense.needs.includes('misinformation')) {
     const training = options.known.misinformation;
-    const model = createModel({ arch: fittingArchitecture(training.arch, [features]), inputShape: [features], classes: options.classes, seed: deriveSeed(options.seed, 'restorer-misinformation') });
+    const model = createModel({
+      arch: fittingArchitecture(training.arch, [features]),
+      inputShape: [features],
+      classes: options.classes,
+      seed: deriveSeed(options.seed, 'restorer-misinformation'),
+    });
     const rows = Math.min(images.rows, training.maxRows ?? images.rows);
-    await trainModel(model, { x: images.x.subarray(0, rows * features), rows, labels: shadowLabels().subarray(0, rows) }, { epochs: training.epochs, batchSize: training.batchSize, learningRate: training.learningRate, seed: deriveSeed(options.seed, 'restorer-misinformation-shuffle'), loss: 'misinformation' });
+    await trainModel(
+      model,
+      { x: images.x.subarray(0, rows * features), rows, labels: shadowLabels().subarray(0, rows) },
+      {
+        epochs: training.epochs,
+        batchSize: training.batchSize,
+        learningRate: training.learningRate,
+        seed: deriveSeed(options.seed, 'restorer-misinformation-shuffle'),
+        loss: 'misinformation',
+      },
+    );
     providers.misinformation = model;
     disposers.push(() => model.dispose());
   }
@@ -176,12 +201,16 @@ export async function buildRestorer(options: BuildRestorerOptions): Promise<Rest
   let restorer: LayersModel | undefined;
   try {
     const shadowRows = options.shadowSet.answers.rows;
-    await trainModel(shadow, { x: options.shadowSet.x, rows: shadowRows, labels: top1Labels(options.shadowSet.answers) }, {
-      epochs: settings.shadowEpochs,
-      batchSize: options.knockoff.batchSize,
-      learningRate: options.knockoff.learningRate,
-      seed: deriveSeed(seed, 'restorer-shadow-shuffle'),
-    });
+    await trainModel(
+      shadow,
+      { x: options.shadowSet.x, rows: shadowRows, labels: top1Labels(options.shadowSet.answers) },
+      {
+        epochs: settings.shadowEpochs,
+        batchSize: options.knockoff.batchSize,
+        learningRate: options.knockoff.learningRate,
+        seed: deriveSeed(seed, 'restorer-shadow-shuffle'),
+      },
+    );
 
     // 2. Pairs: the shadow's answers on the attacker's own images, clean and defended by the attacker's copy,
     // each image `draws` times at temperatures drawn log-uniformly over the settings' range.
@@ -230,12 +259,16 @@ export async function buildRestorer(options: BuildRestorerOptions): Promise<Rest
     const trainRows = shuffled.subarray(heldOut);
     const testRows = shuffled.subarray(0, heldOut);
     restorer = createModel({ arch: 'mlp', inputShape: [classes], classes, hidden: [settings.hidden], seed: deriveSeed(seed, 'restorer-net') });
-    await trainModel(restorer, { x: restorerInput(take(trainRows, defended), trainRows.length, classes), rows: trainRows.length, targets: take(trainRows, clean) }, {
-      epochs: settings.epochs,
-      batchSize: 128,
-      learningRate: 0.001,
-      seed: deriveSeed(seed, 'restorer-net-shuffle'),
-    });
+    await trainModel(
+      restorer,
+      { x: restorerInput(take(trainRows, defended), trainRows.length, classes), rows: trainRows.length, targets: take(trainRows, clean) },
+      {
+        epochs: settings.epochs,
+        batchSize: 128,
+        learningRate: 0.001,
+        seed: deriveSeed(seed, 'restorer-net-shuffle'),
+      },
+    );
     const testIn = take(testRows, defended);
     const testClean = take(testRows, clean);
     const restoredTest = predictProbs(restorer, restorerInput(testIn, heldOut, classes), heldOut);
@@ -252,7 +285,11 @@ export async function buildRestorer(options: BuildRestorerOptions): Promise<Rest
       report,
       restore(answers: ProbBatch): ProbBatch {
         if (answers.cols !== classes) throw new RangeError(`the restorer takes ${classes} classes, got ${answers.cols}`);
-        return { rows: answers.rows, cols: classes, data: answers.rows ? predictProbs(model, restorerInput(answers.data, answers.rows, classes), answers.rows) : new Float32Array(0) };
+        return {
+          rows: answers.rows,
+          cols: classes,
+          data: answers.rows ? predictProbs(model, restorerInput(answers.data, answers.rows, classes), answers.rows) : new Float32Array(0),
+        };
       },
       dispose: () => model.dispose(),
     };
@@ -284,7 +321,10 @@ export async function runRestorerAttack(options: RestorerAttackOptions): Promise
   const shadowRows = shadowQueries(transfer.answers.rows, options.restorer);
   const restorer = await buildRestorer({
     known: options.known,
-    shadowSet: { x: transfer.x.subarray(0, shadowRows * features), answers: { rows: shadowRows, cols: transfer.answers.cols, data: transfer.answers.data.subarray(0, shadowRows * transfer.answers.cols) } },
+    shadowSet: {
+      x: transfer.x.subarray(0, shadowRows * features),
+      answers: { rows: shadowRows, cols: transfer.answers.cols, data: transfer.answers.data.subarray(0, shadowRows * transfer.answers.cols) },
+    },
     images: options.pool,
     settings: options.restorer,
     knockoff: options.knockoff,

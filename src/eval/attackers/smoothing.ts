@@ -43,7 +43,14 @@ function gaussian(random: () => number): number {
  * One augmented copy of `image` into `out`: shifted by (dy, dx) with zeros coming in, flipped when
  * asked, Gaussian noise added, clipped to [0, 1] and put on the 1/255 grid the endpoint receives.
  */
-export function augmentImage(image: Float32Array, out: Float32Array, shape: readonly number[] | undefined, settings: Pick<SmoothingSettings, 'shift' | 'noise'>, flip: boolean, random: () => number): void {
+export function augmentImage(
+  image: Float32Array,
+  out: Float32Array,
+  shape: readonly number[] | undefined,
+  settings: Pick<SmoothingSettings, 'shift' | 'noise'>,
+  flip: boolean,
+  random: () => number,
+): void {
   if (shape && shape.length === 3) {
     const [h, w, c] = shape;
     const dy = Math.floor(random() * (2 * settings.shift + 1)) - settings.shift;
@@ -72,7 +79,8 @@ export async function runSmoothingAttack(options: SmoothingAttackOptions): Promi
   const copies = smoothing.copies;
   const images = Math.floor(budget / copies);
   if (images < 1) throw new RangeError(`budget ${budget} buys no image at ${copies} queries per image`);
-  if (images > pool.rows) throw new RangeError(`budget ${budget} at ${copies} queries per image needs ${images} images; the attacker's pool holds ${pool.rows}`);
+  if (images > pool.rows)
+    throw new RangeError(`budget ${budget} at ${copies} queries per image needs ${images} images; the attacker's pool holds ${pool.rows}`);
   const shape = options.imageShape ?? guessImageShape(features);
   // The plain attacker's image order (same seed, same first images), so the two compare pairwise.
   const policy = randomPolicy(pool, deriveSeed(options.seed, 'policy-random'));
@@ -92,7 +100,8 @@ export async function runSmoothingAttack(options: SmoothingAttackOptions): Promi
     for (let i = 0; i < picked.length; i++) {
       const image = originals.subarray(i * features, (i + 1) * features);
       batch.set(image, i * copies * features);
-      for (let k = 1; k < copies; k++) augmentImage(image, batch.subarray((i * copies + k) * features, (i * copies + k + 1) * features), shape, smoothing, options.flip, random);
+      for (let k = 1; k < copies; k++)
+        augmentImage(image, batch.subarray((i * copies + k) * features, (i * copies + k + 1) * features), shape, smoothing, options.flip, random);
     }
     const answer = normaliseAnswers(await client.infer(batch, picked.length * copies, features));
     if (answer.cols !== classes) throw new RangeError(`the endpoint answered ${answer.cols} classes, the victim has ${classes}`);

@@ -23,7 +23,11 @@ export function top1Labels(answers: ProbBatch): Int32Array {
 }
 
 /** What a knockoff trains on: the (normalised) answers, or their top-1 labels. */
-export function trainingTargets(x: Float32Array, answers: ProbBatch, labels: AttackerLabels): { x: Float32Array; rows: number; targets?: Float32Array; labels?: Int32Array } {
+export function trainingTargets(
+  x: Float32Array,
+  answers: ProbBatch,
+  labels: AttackerLabels,
+): { x: Float32Array; rows: number; targets?: Float32Array; labels?: Int32Array } {
   if (labels === 'soft') return { x, rows: answers.rows, targets: answers.data };
   return { x, rows: answers.rows, labels: top1Labels(answers) };
 }

@@ -62,14 +62,18 @@ export async function loadExternalImages(path: string, options: ExternalDataOpti
     if (labelsPath && existsSync(labelsPath)) images.labels = toLabels(labelsPath, await readArrayFile(labelsPath), images.rows);
   }
   if (options.requireLabels && !images.labels) {
-    throw new DataFileError(path, `no labels: give the labels file (expected ${info.isDirectory() ? 'one sub-folder per class' : (siblingLabels(path) ?? 'a labels file')})`);
+    throw new DataFileError(
+      path,
+      `no labels: give the labels file (expected ${info.isDirectory() ? 'one sub-folder per class' : (siblingLabels(path) ?? 'a labels file')})`,
+    );
   }
   if (options.features !== undefined && images.features !== options.features) {
     throw new DataFileError(path, `images of ${images.features} values, the endpoint takes ${options.features} (wrong dimensions)`);
   }
   if (images.labels && options.classes !== undefined) {
     const bad = images.labels.findIndex((l) => l < 0 || l >= options.classes!);
-    if (bad >= 0) throw new DataFileError(options.labels ?? siblingLabels(path) ?? path, `label ${images.labels[bad]} at row ${bad} is outside 0..${options.classes - 1}`);
+    if (bad >= 0)
+      throw new DataFileError(options.labels ?? siblingLabels(path) ?? path, `label ${images.labels[bad]} at row ${bad} is outside 0..${options.classes - 1}`);
   }
   return images;
 }
@@ -110,7 +114,7 @@ async function readArrayFile(path: string): Promise<RawArray> {
     const array = parseIdx(buffer, path);
     return { shape: array.shape, data: array.data, bytes: true };
   } catch (error) {
-    throw new DataFileError(path, (error as Error).message.replace(`${path}: `, '') + ' (IDX; .npy files must end in .npy)');
+    throw new DataFileError(path, `${(error as Error).message.replace(`${path}: `, '')} (IDX; .npy files must end in .npy)`);
   }
 }
 
@@ -123,7 +127,8 @@ function toImages(path: string, raw: RawArray, scale = 1): ExternalImages {
   const divide = raw.bytes ? 255 : scale;
   for (let i = 0; i < x.length; i++) {
     const v = raw.data[i];
-    if (!Number.isFinite(v) || v < 0 || v > divide) throw new DataFileError(path, `pixel ${v} at value ${i} is outside 0..${divide}${raw.bytes ? '' : ' (float data: give the scale, e.g. 255)'}`);
+    if (!Number.isFinite(v) || v < 0 || v > divide)
+      throw new DataFileError(path, `pixel ${v} at value ${i} is outside 0..${divide}${raw.bytes ? '' : ' (float data: give the scale, e.g. 255)'}`);
     x[i] = v / divide;
   }
   return { x, rows, features, source: `${path} (${rows} images of ${raw.shape.slice(1).join('×')})` };
@@ -145,16 +150,27 @@ function toLabels(path: string, raw: RawArray, rows: number): Int32Array {
 async function loadImageFolder(root: string, options: ExternalDataOptions): Promise<ExternalImages> {
   const [height, width, channels] = options.imageShape ?? [28, 28, 1];
   const entries = await readdir(root, { withFileTypes: true });
-  const classNames = entries.filter((e) => e.isDirectory()).map((e) => e.name).sort();
+  const classNames = entries
+    .filter((e) => e.isDirectory())
+    .map((e) => e.name)
+    .sort();
   const files: { file: string; label?: number }[] = [];
   if (classNames.length > 0) {
     for (const [label, name] of classNames.entries()) {
-      const inside = (await readdir(join(root, name), { withFileTypes: true })).filter((e) => e.isFile() && !e.name.startsWith('.')).map((e) => e.name).sort();
+      const inside = (await readdir(join(root, name), { withFileTypes: true }))
+        .filter((e) => e.isFile() && !e.name.startsWith('.'))
+        .map((e) => e.name)
+        .sort();
       if (inside.length === 0) throw new DataFileError(join(root, name), 'empty class folder');
       files.push(...inside.map((f) => ({ file: join(root, name, f), label })));
     }
   } else {
-    files.push(...entries.filter((e) => e.isFile() && !e.name.startsWith('.')).map((e) => ({ file: join(root, e.name) })).sort((a, b) => (a.file < b.file ? -1 : 1)));
+    files.push(
+      ...entries
+        .filter((e) => e.isFile() && !e.name.startsWith('.'))
+        .map((e) => ({ file: join(root, e.name) }))
+        .sort((a, b) => (a.file < b.file ? -1 : 1)),
+    );
   }
   if (files.length === 0) throw new DataFileError(root, 'empty folder: expected one sub-folder per class holding images');
   const { default: sharp } = await import('sharp');

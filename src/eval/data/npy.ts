@@ -29,7 +29,8 @@ export function parseNpy(buffer: Uint8Array, file: string): NpyArray {
   const descr = /'descr'\s*:\s*'([^']+)'/.exec(header)?.[1];
   const fortran = /'fortran_order'\s*:\s*(True|False)/.exec(header)?.[1];
   const shapeText = /'shape'\s*:\s*\(([^)]*)\)/.exec(header)?.[1];
-  if (descr === undefined || fortran === undefined || shapeText === undefined) throw new DataFileError(file, `cannot read the .npy header ${JSON.stringify(header.trim())}`);
+  if (descr === undefined || fortran === undefined || shapeText === undefined)
+    throw new DataFileError(file, `cannot read the .npy header ${JSON.stringify(header.trim())}`);
   if (fortran === 'True') throw new DataFileError(file, 'the array is in Fortran order; save it in C order (np.ascontiguousarray)');
   const match = /^([<|=])([uif])(\d)$/.exec(descr);
   const dtype = match ? (`${match[2]}${match[3]}` as NpyDtype) : undefined;
@@ -45,7 +46,8 @@ export function parseNpy(buffer: Uint8Array, file: string): NpyArray {
   const count = shape.reduce((a, b) => a * b, 1);
   const dataStart = headerStart + headerLength;
   const bytes = count * SIZES[dtype];
-  if (buffer.byteLength - dataStart !== bytes) throw new DataFileError(file, `shape (${shape.join(', ')}) of ${dtype} needs ${bytes} bytes of data, the file holds ${buffer.byteLength - dataStart}`);
+  if (buffer.byteLength - dataStart !== bytes)
+    throw new DataFileError(file, `shape (${shape.join(', ')}) of ${dtype} needs ${bytes} bytes of data, the file holds ${buffer.byteLength - dataStart}`);
   // A copy: the typed array must start at a multiple of its element size.
   const raw = buffer.slice(dataStart, dataStart + bytes);
   const data =
@@ -65,10 +67,19 @@ export function parseNpy(buffer: Uint8Array, file: string): NpyArray {
 
 /** A .npy file's bytes (v1 header, C order, little-endian): for tests and for exporting data. */
 export function encodeNpy(data: Uint8Array | Float32Array | Float64Array | Int32Array | BigInt64Array, shape: readonly number[]): Uint8Array {
-  const descr = data instanceof Uint8Array ? '|u1' : data instanceof Float32Array ? '<f4' : data instanceof Float64Array ? '<f8' : data instanceof Int32Array ? '<i4' : '<i8';
+  const descr =
+    data instanceof Uint8Array
+      ? '|u1'
+      : data instanceof Float32Array
+        ? '<f4'
+        : data instanceof Float64Array
+          ? '<f8'
+          : data instanceof Int32Array
+            ? '<i4'
+            : '<i8';
   let header = `{'descr': '${descr}', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`;
   const total = 10 + header.length + 1;
-  header += ' '.repeat((64 - (total % 64)) % 64) + '\n';
+  header += `${' '.repeat((64 - (total % 64)) % 64)}\n`;
   const out = new Uint8Array(10 + header.length + data.byteLength);
   out.set(MAGIC, 0);
   out[6] = 1;

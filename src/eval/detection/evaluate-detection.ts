@@ -35,7 +35,9 @@ export interface EvaluateDetectionOptions {
   log?: (line: string) => void;
 }
 
-export async function evaluateDetection(options: EvaluateDetectionOptions): Promise<{ report: DetectionReport; files: { json: string; html: string; insertedInto?: string } }> {
+export async function evaluateDetection(
+  options: EvaluateDetectionOptions,
+): Promise<{ report: DetectionReport; files: { json: string; html: string; insertedInto?: string } }> {
   const { config } = options;
   const log = options.log ?? (() => {});
   await initBackend({ log });
@@ -45,7 +47,14 @@ export async function evaluateDetection(options: EvaluateDetectionOptions): Prom
   log(`victim: ${victim.fromCache ? 'loaded from' : 'trained and saved to'} ${victim.dir}`);
   const checkpoints = await loadCheckpointModels(victim.dir, () => loadModel(victim.dir));
   if (!checkpoints) log('the victim has no training checkpoints (trained before they were kept): HODA off');
-  const providers: ContextProviders = { surrogate: Surrogate.random({ arch: config.surrogateArch, inputShape: [world.features], classes: world.classes, seed: deriveSeed(config.seed, 'surrogate') }) };
+  const providers: ContextProviders = {
+    surrogate: Surrogate.random({
+      arch: config.surrogateArch,
+      inputShape: [world.features],
+      classes: world.classes,
+      seed: deriveSeed(config.seed, 'surrogate'),
+    }),
+  };
   const undefended = { rows: world.victimTest.rows, cols: world.classes, data: predictProbs(victim.model, world.victimTest.x, world.victimTest.rows) };
   const test = { x: world.victimTest.x, rows: world.victimTest.rows, labels: world.victimTest.labels, victimTop1: argmaxRows(undefended) };
   const budget = options.attackerQueries ?? 1000;

@@ -36,7 +36,9 @@ export interface EvaluateThievesOptions {
   log?: (line: string) => void;
 }
 
-export async function evaluateThieves(options: EvaluateThievesOptions): Promise<{ report: PopulationReport; files: { json: string; html: string; insertedInto?: string } }> {
+export async function evaluateThieves(
+  options: EvaluateThievesOptions,
+): Promise<{ report: PopulationReport; files: { json: string; html: string; insertedInto?: string } }> {
   const { config } = options;
   const log = options.log ?? (() => {});
   await initBackend({ log });
@@ -46,7 +48,14 @@ export async function evaluateThieves(options: EvaluateThievesOptions): Promise<
   log(`victim: ${victim.fromCache ? 'loaded from' : 'trained and saved to'} ${victim.dir}`);
   const checkpoints = await loadCheckpointModels(victim.dir, () => loadModel(victim.dir));
   if (!checkpoints) log('the victim has no training checkpoints (trained before they were kept): HODA off');
-  const providers: ContextProviders = { surrogate: Surrogate.random({ arch: config.surrogateArch, inputShape: [world.features], classes: world.classes, seed: deriveSeed(config.seed, 'surrogate') }) };
+  const providers: ContextProviders = {
+    surrogate: Surrogate.random({
+      arch: config.surrogateArch,
+      inputShape: [world.features],
+      classes: world.classes,
+      seed: deriveSeed(config.seed, 'surrogate'),
+    }),
+  };
   const undefended = { rows: world.victimTest.rows, cols: world.classes, data: predictProbs(victim.model, world.victimTest.x, world.victimTest.rows) };
   const test = { x: world.victimTest.x, rows: world.victimTest.rows, labels: world.victimTest.labels, victimTop1: argmaxRows(undefended) };
   const thiefQueries = options.thiefQueries ?? 10_000;
@@ -59,7 +68,7 @@ export async function evaluateThieves(options: EvaluateThievesOptions): Promise<
       features: world.features,
       classes: world.classes,
       scenarios: options.scenarios,
-      streamFor: (scenario) => attackStream(scenario.policy, world, config, thiefQueries, test),
+      streamFor: (scenario) => attackStream(scenario.policy as Exclude<typeof scenario.policy, 'none'>, world, config, thiefQueries, test),
       thiefQueries,
       knockoff: config.knockoffTraining,
       seed: config.seed,

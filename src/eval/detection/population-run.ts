@@ -9,7 +9,15 @@
  * undefended; and what the benign clients paid (answers changed in top-1, clients refused).
  */
 import { argmaxRows, parseDefense } from '../../defenses/index.js';
-import { calibrateHoda, calibratePopulation, createClientDetection, createCohortDetection, type DetectionOptions, type HodaCalibration, type PopulationCalibration } from '../../detection/index.js';
+import {
+  calibrateHoda,
+  calibratePopulation,
+  createClientDetection,
+  createCohortDetection,
+  type DetectionOptions,
+  type HodaCalibration,
+  type PopulationCalibration,
+} from '../../detection/index.js';
 import { checkpointHardness, predictProbs, type ContextProviders, type LayersModel } from '../../models/index.js';
 import type { FingerprintServingOptions, PopulationServingOptions } from '../../server/clients/options.js';
 import { trainKnockoff, type TransferSet, type VictimTestSet } from '../attackers/index.js';
@@ -172,9 +180,15 @@ export async function runPopulationEvaluation(options: PopulationEvalOptions): P
   const checkpoints = options.checkpoints && options.checkpoints.length >= 2 ? options.checkpoints : undefined;
   const hodaCalibration = checkpoints && held.rows >= 100 ? calibrateHodaOn(checkpoints, held, seed) : undefined;
   const detectionOptions: DetectionOptions = { ...options.detection };
-  if (hodaCalibration) detectionOptions.hoda = { benignHistogram: hodaCalibration.benignHistogram, thresholds: hodaCalibration.thresholds.map(({ length, threshold }) => ({ length, threshold })) };
+  if (hodaCalibration)
+    detectionOptions.hoda = {
+      benignHistogram: hodaCalibration.benignHistogram,
+      thresholds: hodaCalibration.thresholds.map(({ length, threshold }) => ({ length, threshold })),
+    };
   const madTier = options.providers.surrogate !== undefined;
-  const tiers: Record<string, string> = madTier ? { 'mad-argmax': 'mad-argmax:eps=0.8', argmax: 'argmax' } : { 'reverse-sigmoid': 'reverse-sigmoid:beta=0.7,gamma=0.2', argmax: 'argmax' };
+  const tiers: Record<string, string> = madTier
+    ? { 'mad-argmax': 'mad-argmax:eps=0.8', argmax: 'argmax' }
+    : { 'reverse-sigmoid': 'reverse-sigmoid:beta=0.7,gamma=0.2', argmax: 'argmax' };
   const ladder = detectionOptions.policy?.steps ? [...detectionOptions.policy.steps] : Object.keys(tiers);
   detectionOptions.policy = { ...detectionOptions.policy, steps: ladder };
   const probationTier = madTier ? 'mad-argmax' : 'argmax';
@@ -189,10 +203,17 @@ export async function runPopulationEvaluation(options: PopulationEvalOptions): P
     classes: { ...calibration.options.classes, ...options.population?.classes },
   };
   const fingerprints = options.fingerprints ?? {};
-  log(`population: benign unsure share ${(calibration.benignRate * 100).toFixed(1)}%, flag above ${((populationOptions.ood?.maxRate ?? 0) * 100).toFixed(1)}%; class distance above ${(populationOptions.classes?.maxDistance ?? 0).toFixed(3)}`);
+  log(
+    `population: benign unsure share ${(calibration.benignRate * 100).toFixed(1)}%, flag above ${((populationOptions.ood?.maxRate ?? 0) * 100).toFixed(1)}%; class distance above ${(populationOptions.classes?.maxDistance ?? 0).toFixed(3)}`,
+  );
 
   const undefendedTest = { rows: options.victimTest.rows, cols: classes, data: predictProbs(victim, options.victimTest.x, options.victimTest.rows) };
-  const test: VictimTestSet = { x: options.victimTest.x, rows: options.victimTest.rows, labels: options.victimTest.labels, victimTop1: argmaxRows(undefendedTest) };
+  const test: VictimTestSet = {
+    x: options.victimTest.x,
+    rows: options.victimTest.rows,
+    labels: options.victimTest.labels,
+    victimTop1: argmaxRows(undefendedTest),
+  };
   const benignClean = predictProbs(victim, asSent(benignPool.x), benignPool.rows);
   const benignTop1 = argmaxRows({ rows: benignPool.rows, cols: classes, data: benignClean });
   const hardness = checkpoints ? (inputs: { rows: number; data: Float32Array }) => checkpointHardness(checkpoints, inputs.data, inputs.rows) : undefined;
@@ -217,7 +238,15 @@ export async function runPopulationEvaluation(options: PopulationEvalOptions): P
         store: { memory: { maxClients: 1_000_000, ttlMs: 30 * 24 * 3_600_000 } },
         hardness,
         clock: () => clock,
-        ...(above ? { cohort: 'header:x-tenant', cohortDetection: cohortRecorder.detection, population: populationOptions, ...(fingerprints ? { fingerprints } : {}), probationTier } : {}),
+        ...(above
+          ? {
+              cohort: 'header:x-tenant',
+              cohortDetection: cohortRecorder.detection,
+              population: populationOptions,
+              ...(fingerprints ? { fingerprints } : {}),
+              probationTier,
+            }
+          : {}),
       },
     });
     const gate = endpoint.guard.clients!;
@@ -238,13 +267,34 @@ export async function runPopulationEvaluation(options: PopulationEvalOptions): P
       const count = benignSettings.minQueries + Math.floor(random() * (benignSettings.maxQueries - benignSettings.minQueries + 1));
       const start = next;
       next += count;
-      return { key: `benign-${i}`, tenant: `benign-org-${i % 10}`, start, count, sent: 0, due: t0 + Math.floor(random() * benignSpan), record: newRecord(), refused: false };
+      return {
+        key: `benign-${i}`,
+        tenant: `benign-org-${i % 10}`,
+        start,
+        count,
+        sent: 0,
+        due: t0 + Math.floor(random() * benignSpan),
+        record: newRecord(),
+        refused: false,
+      };
     });
     const cohortRecords = new Map<string, ClientRecord>();
     const cohortRecordOf = (tenant: string) => cohortRecords.get(tenant) ?? (cohortRecords.set(tenant, newRecord()), cohortRecords.get(tenant)!);
-    const cost: BenignCost = { clients: benignClients.length, answers: 0, changed: 0, top1Changed: 0, top1ChangedShare: 0, duringAlarm: 0, alarmStarts: { all: 0, young: 0 }, refusedClients: 0, escalatedClients: 0 };
+    const cost: BenignCost = {
+      clients: benignClients.length,
+      answers: 0,
+      changed: 0,
+      top1Changed: 0,
+      top1ChangedShare: 0,
+      duringAlarm: 0,
+      alarmStarts: { all: 0, young: 0 },
+      refusedClients: 0,
+      escalatedClients: 0,
+    };
     const benignAlarm: Record<string, boolean> = { all: false, young: false };
-    const benignClientsByKey = new Map(benignClients.map((c) => [c.key, kserveClient(endpoint.url, { headers: { 'x-api-key': c.key, 'x-tenant': c.tenant }, label: c.key })]));
+    const benignClientsByKey = new Map(
+      benignClients.map((c) => [c.key, kserveClient(endpoint.url, { headers: { 'x-api-key': c.key, 'x-tenant': c.tenant }, label: c.key })]),
+    );
     const alarmOn = () => {
       const status = gate.populationStatus();
       return status !== undefined && (status.views.all.alarm || status.views.young.alarm);
@@ -328,7 +378,13 @@ export async function runPopulationEvaluation(options: PopulationEvalOptions): P
       }
     };
     const coverOrder = permutation(options.cover.rows, seededRandom(deriveSeed(seed, `population-cover-${scenario.name}`)));
-    const cover = scenario.dilution > 0 ? subset(options.cover, coverOrder.subarray(0, Math.min(options.cover.rows, Math.ceil((options.thiefQueries * scenario.dilution) / (1 - scenario.dilution)) + 100))) : undefined;
+    const cover =
+      scenario.dilution > 0
+        ? subset(
+            options.cover,
+            coverOrder.subarray(0, Math.min(options.cover.rows, Math.ceil((options.thiefQueries * scenario.dilution) / (1 - scenario.dilution)) + 100)),
+          )
+        : undefined;
     const thief = thiefClient({
       url: endpoint.url,
       scenario,
@@ -382,9 +438,14 @@ export async function runPopulationEvaluation(options: PopulationEvalOptions): P
         cleanAfterAction: { noAlarm: 0, duringAlarm: 0 },
         detected: false,
         benign: cost,
-        target: { what: 'no population alarm, no benign client refused', met: cost.alarmStarts.all + cost.alarmStarts.young === 0 && cost.refusedClients === 0 },
+        target: {
+          what: 'no population alarm, no benign client refused',
+          met: cost.alarmStarts.all + cost.alarmStarts.young === 0 && cost.refusedClients === 0,
+        },
       });
-      log(`benign only: ${cost.answers} answers to ${cost.clients} clients; population alarms started: all ${cost.alarmStarts.all}, young ${cost.alarmStarts.young}; answers changed ${cost.changed}, top-1 changed ${cost.top1Changed}; refused clients ${cost.refusedClients}; ${((Date.now() - started) / 1000).toFixed(0)} s`);
+      log(
+        `benign only: ${cost.answers} answers to ${cost.clients} clients; population alarms started: all ${cost.alarmStarts.all}, young ${cost.alarmStarts.young}; answers changed ${cost.changed}, top-1 changed ${cost.top1Changed}; refused clients ${cost.refusedClients}; ${((Date.now() - started) / 1000).toFixed(0)} s`,
+      );
       continue;
     }
     const done: TransferSet = transfer;
@@ -397,15 +458,20 @@ export async function runPopulationEvaluation(options: PopulationEvalOptions): P
         ? done
         : {
             x: Float32Array.from(kept.flatMap((r) => Array.from(done.x.subarray(r * features, (r + 1) * features)))),
-            answers: { rows: kept.length, cols: classes, data: Float32Array.from(kept.flatMap((r) => Array.from(done.answers.data.subarray(r * classes, (r + 1) * classes)))) },
+            answers: {
+              rows: kept.length,
+              cols: classes,
+              data: Float32Array.from(kept.flatMap((r) => Array.from(done.answers.data.subarray(r * classes, (r + 1) * classes)))),
+            },
             indices: Int32Array.from(kept, (r) => done.indices[r]),
           };
-    const withDetection = received.answers.rows > 0 ? (await trainKnockoff(received, 'soft', settings)).accuracy : accuracy(new Int32Array(test.rows), test.labels);
+    const withDetection =
+      received.answers.rows > 0 ? (await trainKnockoff(received, 'soft', settings)).accuracy : accuracy(new Int32Array(test.rows), test.labels);
     // The undefended baseline depends only on the queries: the random Knockoff's are the same in every scenario.
     const cleanKey = scenario.policy === 'random' ? `random:${done.answers.rows}` : undefined;
     let undefended = cleanKey !== undefined ? cleanCache.get(cleanKey) : undefined;
     if (undefended === undefined) {
-      const clean = { ...done, answers: { rows: done.answers.rows, cols: classes, data: predictProbs(victim, done.x, done.answers.rows) } };
+      const clean = { ...done, answers: { rows: done.answers.rows, cols: classes, data: predictProbs(victim, asSent(done.x), done.answers.rows) } };
       undefended = (await trainKnockoff(clean, 'soft', settings)).accuracy;
       if (cleanKey !== undefined) cleanCache.set(cleanKey, undefended);
     }
@@ -433,14 +499,18 @@ export async function runPopulationEvaluation(options: PopulationEvalOptions): P
     };
     thieves.push(report);
     log(
-      `${scenario.name}: ${tally.attack} queries (+${tally.cover} cover) over ${tally.identitiesUsed} identities; clean ${tally.clean} (${tally.cleanBeforeAction} before the first action), defended ${tally.defended}, refused ${tally.refused}; first: ${Object.entries(firstAction)
-        .sort((a, b) => a[1] - b[1])
-        .map(([d, q]) => `${d} ${q}`)
-        .join(', ') || 'none'}; knockoff ${(undefended * 100).toFixed(1)}% undefended, ${(withDetection * 100).toFixed(1)}% with detection; benign top-1 changed ${cost.top1Changed}/${cost.answers}, refused clients ${cost.refusedClients}; ${((Date.now() - started) / 1000).toFixed(0)} s`,
+      `${scenario.name}: ${tally.attack} queries (+${tally.cover} cover) over ${tally.identitiesUsed} identities; clean ${tally.clean} (${tally.cleanBeforeAction} before the first action), defended ${tally.defended}, refused ${tally.refused}; first: ${
+        Object.entries(firstAction)
+          .sort((a, b) => a[1] - b[1])
+          .map(([d, q]) => `${d} ${q}`)
+          .join(', ') || 'none'
+      }; knockoff ${(undefended * 100).toFixed(1)}% undefended, ${(withDetection * 100).toFixed(1)}% with detection; benign top-1 changed ${cost.top1Changed}/${cost.answers}, refused clients ${cost.refusedClients}; ${((Date.now() - started) / 1000).toFixed(0)} s`,
     );
   }
 
-  const met = thieves.every((t) => t.target?.met !== false && t.benign.refusedClients === 0 && t.benign.top1ChangedShare <= POPULATION_TARGETS.benignTop1Changed);
+  const met = thieves.every(
+    (t) => t.target?.met !== false && t.benign.refusedClients === 0 && t.benign.top1ChangedShare <= POPULATION_TARGETS.benignTop1Changed,
+  );
   return {
     generatedAt: new Date().toISOString(),
     seed,

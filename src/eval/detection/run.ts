@@ -135,9 +135,15 @@ export async function runDetectionEvaluation(options: DetectionEvalOptions): Pro
   const checkpoints = options.checkpoints && options.checkpoints.length >= 2 ? options.checkpoints : undefined;
   const hodaCalibration = checkpoints && held.rows >= 100 ? calibrate(checkpoints, held, seed) : undefined;
   const detectionOptions: DetectionOptions = { ...options.detection };
-  if (hodaCalibration) detectionOptions.hoda = { benignHistogram: hodaCalibration.benignHistogram, thresholds: hodaCalibration.thresholds.map(({ length, threshold }) => ({ length, threshold })) };
+  if (hodaCalibration)
+    detectionOptions.hoda = {
+      benignHistogram: hodaCalibration.benignHistogram,
+      thresholds: hodaCalibration.thresholds.map(({ length, threshold }) => ({ length, threshold })),
+    };
   const madTier = options.providers.surrogate !== undefined;
-  const tiers: Record<string, string> = madTier ? { 'mad-argmax': 'mad-argmax:eps=0.8', argmax: 'argmax' } : { 'reverse-sigmoid': 'reverse-sigmoid:beta=0.7,gamma=0.2', argmax: 'argmax' };
+  const tiers: Record<string, string> = madTier
+    ? { 'mad-argmax': 'mad-argmax:eps=0.8', argmax: 'argmax' }
+    : { 'reverse-sigmoid': 'reverse-sigmoid:beta=0.7,gamma=0.2', argmax: 'argmax' };
   const ladder = detectionOptions.policy?.steps ? [...detectionOptions.policy.steps] : Object.keys(tiers);
   detectionOptions.policy = { ...detectionOptions.policy, steps: ladder };
   const recorder = recordingDetection(createClientDetection(detectionOptions));
@@ -148,11 +154,21 @@ export async function runDetectionEvaluation(options: DetectionEvalOptions): Pro
     defense: parseDefense('none'),
     providers: options.providers,
     tiers,
-    clients: { identity: 'header:x-api-key', detection: recorder.detection, store: { memory: { maxClients: 1_000_000, ttlMs: 30 * 24 * 3_600_000 } }, hardness },
+    clients: {
+      identity: 'header:x-api-key',
+      detection: recorder.detection,
+      store: { memory: { maxClients: 1_000_000, ttlMs: 30 * 24 * 3_600_000 } },
+      hardness,
+    },
   });
   let clock = Date.UTC(2026, 0, 1);
   const undefendedTest = { rows: options.victimTest.rows, cols: classes, data: predictProbs(victim, options.victimTest.x, options.victimTest.rows) };
-  const test: VictimTestSet = { x: options.victimTest.x, rows: options.victimTest.rows, labels: options.victimTest.labels, victimTop1: argmaxRows(undefendedTest) };
+  const test: VictimTestSet = {
+    x: options.victimTest.x,
+    rows: options.victimTest.rows,
+    labels: options.victimTest.labels,
+    victimTop1: argmaxRows(undefendedTest),
+  };
   const victimTestAccuracy = accuracy(test.victimTop1, test.labels);
   const figures = (record: ClientRecord): DetectorFigures => Object.fromEntries(DETECTORS.map((d) => [d, record.firstFlag[d] ?? null]));
 
@@ -187,7 +203,9 @@ export async function runDetectionEvaluation(options: DetectionEvalOptions): Pro
         lastEvidence: record.last,
       };
       attackers.push(result);
-      log(`${stream.name}: ${record.queries} queries, first flag ${flaggedAt ?? 'none'} (${DETECTORS.map((d) => `${d} ${result.firstFlag[d] ?? '–'}`).join(', ')}); knockoff ${(cleanOutcome.accuracy * 100).toFixed(1)}% clean, ${(withDetection.accuracy * 100).toFixed(1)}% with detection`);
+      log(
+        `${stream.name}: ${record.queries} queries, first flag ${flaggedAt ?? 'none'} (${DETECTORS.map((d) => `${d} ${result.firstFlag[d] ?? '–'}`).join(', ')}); knockoff ${(cleanOutcome.accuracy * 100).toFixed(1)}% clean, ${(withDetection.accuracy * 100).toFixed(1)}% with detection`,
+      );
     }
 
     // Benign clients: slices of the victim's held-out test half, at human-ish rates, interleaved.
@@ -226,7 +244,8 @@ export async function runDetectionEvaluation(options: DetectionEvalOptions): Pro
   }
 
   const flagged: Record<string, number> = {};
-  for (const d of [...DETECTORS, 'any'] as const) flagged[d] = benignRecords.filter((r) => (d === 'any' ? Object.keys(r.firstFlag).length > 0 : r.firstFlag[d] !== undefined)).length;
+  for (const d of [...DETECTORS, 'any'] as const)
+    flagged[d] = benignRecords.filter((r) => (d === 'any' ? Object.keys(r.firstFlag).length > 0 : r.firstFlag[d] !== undefined)).length;
   const falsePositiveRate = Object.fromEntries(Object.entries(flagged).map(([d, n]) => [d, benignRecords.length ? n / benignRecords.length : 0]));
   const benign = {
     clients: benignRecords.length,
@@ -244,7 +263,12 @@ export async function runDetectionEvaluation(options: DetectionEvalOptions): Pro
     tiers,
     ladder,
     hoda: checkpoints
-      ? { enabled: hodaCalibration !== undefined, checkpoints: checkpoints.length, calibration: hodaCalibration, note: hodaCalibration ? undefined : 'fewer than 100 held-out images: HODA not calibrated' }
+      ? {
+          enabled: hodaCalibration !== undefined,
+          checkpoints: checkpoints.length,
+          calibration: hodaCalibration,
+          note: hodaCalibration ? undefined : 'fewer than 100 held-out images: HODA not calibrated',
+        }
       : { enabled: false, checkpoints: 0, note: 'the victim has no training checkpoints: HODA off' },
     requestRows,
     attackers,

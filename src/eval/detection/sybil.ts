@@ -55,7 +55,15 @@ export class ScenarioError extends Error {
 
 /** "target", "all", or a comma-separated list of specs. */
 export function parseScenarios(text: string): ThiefScenario[] {
-  const specs = text === 'target' ? [...TARGET_SCENARIOS] : text === 'all' ? [...ALL_SCENARIOS] : text.split(',').map((s) => s.trim()).filter(Boolean);
+  const specs =
+    text === 'target'
+      ? [...TARGET_SCENARIOS]
+      : text === 'all'
+        ? [...ALL_SCENARIOS]
+        : text
+            .split(',')
+            .map((s) => s.trim())
+            .filter(Boolean);
   if (specs.length === 0) throw new ScenarioError('no thief scenario given: write "target", "all" or specs such as "random:200,random:200:cohort"');
   return specs.map(parseScenario);
 }
@@ -66,7 +74,8 @@ export function parseScenario(spec: string): ThiefScenario {
   const hint = `write "benign" or ATTACK:IDENTITIES[:cohort][:dilute=R][:slow][:perclient] with ATTACK one of ${QUERY_POLICIES.join(', ')}, e.g. "random:200:dilute=0.5"`;
   if (!QUERY_POLICIES.includes(policy as PolicyName)) throw new ScenarioError(`thief scenario "${spec}": unknown attacker "${policy}"; ${hint}`);
   const identities = Number(count);
-  if (!Number.isInteger(identities) || identities < 1 || identities > 100_000) throw new ScenarioError(`thief scenario "${spec}": identities must be an integer from 1 to 100000; ${hint}`);
+  if (!Number.isInteger(identities) || identities < 1 || identities > 100_000)
+    throw new ScenarioError(`thief scenario "${spec}": identities must be an integer from 1 to 100000; ${hint}`);
   let cohort = false;
   let dilution = 0;
   let slow = false;
@@ -77,7 +86,8 @@ export function parseScenario(spec: string): ThiefScenario {
     else if (mod === 'perclient') perClient = true;
     else if (/^dilute=/.test(mod)) {
       dilution = Number(mod.slice(7));
-      if (!(dilution >= 0 && dilution < 1)) throw new ScenarioError(`thief scenario "${spec}": dilute=R needs 0 ≤ R < 1 (the in-distribution share), e.g. dilute=0.5`);
+      if (!(dilution >= 0 && dilution < 1))
+        throw new ScenarioError(`thief scenario "${spec}": dilute=R needs 0 ≤ R < 1 (the in-distribution share), e.g. dilute=0.5`);
     } else throw new ScenarioError(`thief scenario "${spec}": unknown modifier "${mod}"; ${hint}`);
   }
   return { name: spec, policy: policy as PolicyName, identities, cohort, dilution, slow, perClient };

@@ -105,7 +105,8 @@ export function adaptivePolicy(pool: AttackerPool, settings: AdaptiveSettings, s
   const order = permutation(pool.rows, random);
   for (const index of order) {
     const label = pool.labels[index];
-    if (!Number.isInteger(label) || label < 0 || label >= classes) throw new RangeError(`pool image ${index} has coarse label ${label}, expected 0..${classes - 1}`);
+    if (!Number.isInteger(label) || label < 0 || label >= classes)
+      throw new RangeError(`pool image ${index} has coarse label ${label}, expected 0..${classes - 1}`);
     members[label].push(index);
   }
   const cursors = new Int32Array(classes);

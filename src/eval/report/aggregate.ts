@@ -39,7 +39,9 @@ export function aggregateRuns(records: readonly RunRecord[]): RunRecord[] {
     const qualities = runs.map((r) => r.answerQuality).filter((q): q is AnswerQuality => q !== undefined);
     const restorers = runs.map((r) => r.restorer).filter((q): q is RestorerReport => q !== undefined);
     const meanOf = <T extends object>(items: T[]): T | undefined =>
-      items.length === 0 ? undefined : (Object.fromEntries(Object.keys(items[0]).map((k) => [k, mean(items.map((i) => (i as Record<string, number>)[k]))])) as T);
+      items.length === 0
+        ? undefined
+        : (Object.fromEntries(Object.keys(items[0]).map((k) => [k, mean(items.map((i) => (i as Record<string, number>)[k]))])) as T);
     return {
       ...first,
       key: runs.map((r) => r.key).join(' '),

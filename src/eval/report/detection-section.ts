@@ -23,8 +23,12 @@ export function renderDetectionSection(report: DetectionReport): string {
     })
     .join('');
   const b = report.benign;
-  const benignRows = [...report.detectors, 'any'].map((d) => `<tr><td>${escapeXml(d)}</td><td>${b.flagged[d] ?? 0} / ${b.clients}</td><td>${pct(b.falsePositiveRate[d] ?? 0)}</td></tr>`).join('');
-  const hoda = report.hoda.enabled ? `HODA on: ${report.hoda.checkpoints} checkpoints, thresholds ${report.hoda.calibration!.thresholds.map((t) => `L=${t.length}: ${t.threshold.toFixed(4)} (${t.sequences} benign chunks)`).join(', ')}` : `HODA off (${escapeXml(report.hoda.note ?? '')})`;
+  const benignRows = [...report.detectors, 'any']
+    .map((d) => `<tr><td>${escapeXml(d)}</td><td>${b.flagged[d] ?? 0} / ${b.clients}</td><td>${pct(b.falsePositiveRate[d] ?? 0)}</td></tr>`)
+    .join('');
+  const hoda = report.hoda.enabled
+    ? `HODA on: ${report.hoda.checkpoints} checkpoints, thresholds ${report.hoda.calibration!.thresholds.map((t) => `L=${t.length}: ${t.threshold.toFixed(4)} (${t.sequences} benign chunks)`).join(', ')}`
+    : `HODA off (${escapeXml(report.hoda.note ?? '')})`;
   return `${MARK_START}
 <section id="detection">
 <h2>Per-client detection</h2>
@@ -45,7 +49,10 @@ export async function writeDetectionReport(dir: string, report: DetectionReport)
   const html = join(dir, 'detection.html');
   await writeFile(json, `${JSON.stringify(report, null, 2)}\n`);
   const section = renderDetectionSection(report);
-  await writeFile(html, `<!doctype html><html><head><meta charset="utf-8"><title>Detection</title><style>body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em}</style></head><body>${section}</body></html>\n`);
+  await writeFile(
+    html,
+    `<!doctype html><html><head><meta charset="utf-8"><title>Detection</title><style>body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em}</style></head><body>${section}</body></html>\n`,
+  );
   const main = join(dir, 'report.html');
   let page: string;
   try {

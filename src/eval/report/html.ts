@@ -22,7 +22,18 @@ const pct = (v: number) => `${(v * 100).toFixed(1)}%`;
 
 function cell(column: keyof ReportRow, value: unknown): string {
   if (typeof value === 'number') {
-    if (['victim_accuracy', 'defender_accuracy', 'attacker_accuracy', 'attacker_agreement', 'top1_change_rate', 'worst_case_accuracy', 'query_top1_change_rate'].includes(column)) return pct(value);
+    if (
+      [
+        'victim_accuracy',
+        'defender_accuracy',
+        'attacker_accuracy',
+        'attacker_agreement',
+        'top1_change_rate',
+        'worst_case_accuracy',
+        'query_top1_change_rate',
+      ].includes(column)
+    )
+      return pct(value);
     if (column === 'attacker_accuracy_ci95' || column === 'attacker_agreement_ci95' || column === 'worst_case_ci95') return `± ${(value * 100).toFixed(1)} pt`;
     if (column === 'defender_accuracy_loss') return `${(value * 100).toFixed(2)} pt`;
     if (['l1_mean', 'l1_median', 'answers_l1_raw', 'answers_l1_used', 'restorer_l1_defended', 'restorer_l1_restored'].includes(column)) return value.toFixed(3);
@@ -73,7 +84,9 @@ function worstCaseSection(records: readonly RunRecord[]): string {
         const text = escapeXml(accuracyText(cell.outcome));
         return `<td>${cell === row.worst ? `<strong>${text}</strong>` : text}</td>`;
       });
-      const changed = Number.isNaN(row.defender.top1ChangeRate) ? '—' : `${pct(row.defender.top1ChangeRate)}${row.queryTop1Changed === undefined ? '' : ` / ${pct(row.queryTop1Changed)}`}`;
+      const changed = Number.isNaN(row.defender.top1ChangeRate)
+        ? '—'
+        : `${pct(row.defender.top1ChangeRate)}${row.queryTop1Changed === undefined ? '' : ` / ${pct(row.queryTop1Changed)}`}`;
       const loss = Number.isNaN(row.defender.accuracyLoss) ? '—' : `${(row.defender.accuracyLoss * 100).toFixed(2)} pt`;
       return `<tr><td>${escapeXml(settingLabel(row, shortParams))}</td><td>${loss}</td><td>${Number.isNaN(row.defender.l1Mean) ? '—' : row.defender.l1Mean.toFixed(3)}</td><td>${changed}</td>${cells.join('')}<td><strong>${escapeXml(accuracyText(row.worst.outcome))}</strong></td><td>${escapeXml(row.worst.name)}</td></tr>`;
     })
@@ -102,7 +115,11 @@ ${recoverySection(records)}`;
 /** What the adaptive attackers got back: answers against the clean ones before and after their processing, and the restorer's own estimate. */
 function recoverySection(records: readonly RunRecord[]): string {
   const budget = largestBudget(records);
-  const adaptive = records.filter((r) => r.budget === budget && (r.restorer || (r.answerQuality && (r.policy === 'smoothing' || r.policy === 'restorer' || r.policy === 'inversion' || r.policy === 'restorer-jbtop3'))));
+  const adaptive = records.filter(
+    (r) =>
+      r.budget === budget &&
+      (r.restorer || (r.answerQuality && (r.policy === 'smoothing' || r.policy === 'restorer' || r.policy === 'inversion' || r.policy === 'restorer-jbtop3'))),
+  );
   if (adaptive.length === 0) return '';
   const num = (v: number | undefined, digits = 3) => (v === undefined ? '—' : v.toFixed(digits));
   const rate = (v: number | undefined) => (v === undefined ? '—' : pct(v));
@@ -120,7 +137,10 @@ function recoverySection(records: readonly RunRecord[]): string {
 function policySection(records: readonly RunRecord[]): string {
   const comparisons = adaptiveAgainstRandom(records);
   if (comparisons.length === 0) return '';
-  const rows = comparisons.map((c) => `<tr><td>${escapeXml(c.spec)}</td><td>${c.budget}</td><td>${escapeXml(ATTACKER_NAMES[c.labels])}</td><td>${escapeXml(withInterval(c.random))}</td><td>${escapeXml(withInterval(c.adaptive))}</td><td>${escapeXml(c.verdict)}</td></tr>`);
+  const rows = comparisons.map(
+    (c) =>
+      `<tr><td>${escapeXml(c.spec)}</td><td>${c.budget}</td><td>${escapeXml(ATTACKER_NAMES[c.labels])}</td><td>${escapeXml(withInterval(c.random))}</td><td>${escapeXml(withInterval(c.adaptive))}</td><td>${escapeXml(c.verdict)}</td></tr>`,
+  );
   return `<h2>Does the adaptive attacker beat random sampling?</h2>
 <p>The attacker’s accuracy with each query policy, same setting and budget; Welch’s two-sided t-test at 5% on the per-seed accuracies. Knockoff Nets’ published gain from the adaptive policy comes from pools whose classes overlap the victim’s domain; where it is tied or weaker here, this pool does not give it that.</p>
 <table><thead><tr><th>defense</th><th>budget</th><th>attacker</th><th>random</th><th>adaptive</th><th>verdict</th></tr></thead><tbody>${rows.join('')}</tbody></table>`;

@@ -47,7 +47,12 @@ function tradeoffSeries(records: readonly RunRecord[], labels: AttackerLabels, x
       name: family,
       color: colors(family),
       points: runs
-        .map((r) => ({ x: x(r), y: attackerOutcome(r, labels)!.accuracy, yError: attackerOutcome(r, labels)!.accuracyHalfWidth, label: `${r.spec}: defender loss ${points(r.defender.accuracyLoss)} pt, L1 ${r.defender.l1Mean.toFixed(3)}, attacker ${withInterval(attackerOutcome(r, labels)!)}` }))
+        .map((r) => ({
+          x: x(r),
+          y: attackerOutcome(r, labels)!.accuracy,
+          yError: attackerOutcome(r, labels)!.accuracyHalfWidth,
+          label: `${r.spec}: defender loss ${points(r.defender.accuracyLoss)} pt, L1 ${r.defender.l1Mean.toFixed(3)}, attacker ${withInterval(attackerOutcome(r, labels)!)}`,
+        }))
         .sort((a, b) => a.x - b.x || a.y - b.y),
     }));
 }
@@ -75,7 +80,12 @@ function worstCaseSeries(rows: readonly WorstCaseRow[], x: (r: WorstCaseRow) => 
     name: family,
     color: colors(family),
     points: settings
-      .map((r) => ({ x: x(r), y: r.worst.outcome.accuracy, yError: r.worst.outcome.accuracyHalfWidth, label: `${r.spec}: defender loss ${points(r.defender.accuracyLoss)} pt, L1 ${r.defender.l1Mean.toFixed(3)}, worst case ${withInterval(r.worst.outcome)} (${r.worst.name})` }))
+      .map((r) => ({
+        x: x(r),
+        y: r.worst.outcome.accuracy,
+        yError: r.worst.outcome.accuracyHalfWidth,
+        label: `${r.spec}: defender loss ${points(r.defender.accuracyLoss)} pt, L1 ${r.defender.l1Mean.toFixed(3)}, worst case ${withInterval(r.worst.outcome)} (${r.worst.name})`,
+      }))
       .filter((p) => Number.isFinite(p.x))
       .sort((a, b) => a.x - b.x || a.y - b.y),
   }));
@@ -98,7 +108,16 @@ export function buildPlots(seeded: readonly RunRecord[]): Plot[] {
     plots.push({
       file: 'tradeoff-accuracy-loss-worst-case.svg',
       title: `Best attacker's accuracy vs defender accuracy loss (${worstContext})`,
-      svg: lineChart({ title: "Best attacker's accuracy vs defender accuracy loss", subtitle: worstContext, xLabel: 'defender accuracy loss (points)', yLabel: 'strongest attacker’s accuracy on the victim’s test set', series: worstLoss, reference: worstReference, xFormat: points, yFormat: percent }),
+      svg: lineChart({
+        title: "Best attacker's accuracy vs defender accuracy loss",
+        subtitle: worstContext,
+        xLabel: 'defender accuracy loss (points)',
+        yLabel: 'strongest attacker’s accuracy on the victim’s test set',
+        series: worstLoss,
+        reference: worstReference,
+        xFormat: points,
+        yFormat: percent,
+      }),
     });
   }
   const worstL1 = worstCaseSeries(worst, (r) => r.defender.l1Mean, colors);
@@ -106,7 +125,16 @@ export function buildPlots(seeded: readonly RunRecord[]): Plot[] {
     plots.push({
       file: 'tradeoff-l1-worst-case.svg',
       title: `Best attacker's accuracy vs mean L1 perturbation (${worstContext})`,
-      svg: lineChart({ title: "Best attacker's accuracy vs mean L1 perturbation", subtitle: worstContext, xLabel: 'mean L1 distance between true and defended answers', yLabel: 'strongest attacker’s accuracy on the victim’s test set', series: worstL1, reference: worstReference, xDomain: [0, 2], yFormat: percent }),
+      svg: lineChart({
+        title: "Best attacker's accuracy vs mean L1 perturbation",
+        subtitle: worstContext,
+        xLabel: 'mean L1 distance between true and defended answers',
+        yLabel: 'strongest attacker’s accuracy on the victim’s test set',
+        series: worstL1,
+        reference: worstReference,
+        xDomain: [0, 2],
+        yFormat: percent,
+      }),
     });
   }
   for (const labels of labelsOf(records)) {
@@ -118,35 +146,37 @@ export function buildPlots(seeded: readonly RunRecord[]): Plot[] {
       const lossTitle = 'Attacker accuracy vs defender accuracy loss';
       const lossSeries = tradeoffSeries(runs, labels, (r) => r.defender.accuracyLoss, colors);
       const l1Series = tradeoffSeries(runs, labels, (r) => r.defender.l1Mean, colors);
-      if (distinctX(lossSeries) >= 2) plots.push({
-        file: `tradeoff-accuracy-loss-${suffix(policy, labels)}.svg`,
-        title: `${lossTitle} (${context})`,
-        svg: lineChart({
-          title: lossTitle,
-          subtitle: context,
-          xLabel: 'defender accuracy loss (points)',
-          yLabel: 'attacker accuracy on the victim’s test set',
-          series: lossSeries,
-          reference,
-          xFormat: points,
-          yFormat: percent,
-        }),
-      });
+      if (distinctX(lossSeries) >= 2)
+        plots.push({
+          file: `tradeoff-accuracy-loss-${suffix(policy, labels)}.svg`,
+          title: `${lossTitle} (${context})`,
+          svg: lineChart({
+            title: lossTitle,
+            subtitle: context,
+            xLabel: 'defender accuracy loss (points)',
+            yLabel: 'attacker accuracy on the victim’s test set',
+            series: lossSeries,
+            reference,
+            xFormat: points,
+            yFormat: percent,
+          }),
+        });
       const l1Title = 'Attacker accuracy vs mean L1 perturbation';
-      if (distinctX(l1Series) >= 2) plots.push({
-        file: `tradeoff-l1-${suffix(policy, labels)}.svg`,
-        title: `${l1Title} (${context})`,
-        svg: lineChart({
-          title: l1Title,
-          subtitle: context,
-          xLabel: 'mean L1 distance between true and defended answers',
-          yLabel: 'attacker accuracy on the victim’s test set',
-          series: l1Series,
-          reference,
-          xDomain: [0, 2],
-          yFormat: percent,
-        }),
-      });
+      if (distinctX(l1Series) >= 2)
+        plots.push({
+          file: `tradeoff-l1-${suffix(policy, labels)}.svg`,
+          title: `${l1Title} (${context})`,
+          svg: lineChart({
+            title: l1Title,
+            subtitle: context,
+            xLabel: 'mean L1 distance between true and defended answers',
+            yLabel: 'attacker accuracy on the victim’s test set',
+            series: l1Series,
+            reference,
+            xDomain: [0, 2],
+            yFormat: percent,
+          }),
+        });
     }
     if (new Set(records.map((r) => r.budget)).size < 2) continue;
     const budgetTitle = 'Attacker accuracy vs query budget';
@@ -181,7 +211,12 @@ function budgetSeries(records: readonly RunRecord[], labels: AttackerLabels, bud
         color: colors(choice.family),
         dashed: policy === 'adaptive',
         name: `${choice.family}${params ? ` ${params}` : ''}${policiesOf(records).length > 1 ? ` (${policy})` : ''}`,
-        points: runs.map((r) => ({ x: r.budget, y: attackerOutcome(r, labels)!.accuracy, yError: attackerOutcome(r, labels)!.accuracyHalfWidth, label: `${r.spec}, ${policy}, ${r.budget} queries: ${withInterval(attackerOutcome(r, labels)!)}` })),
+        points: runs.map((r) => ({
+          x: r.budget,
+          y: attackerOutcome(r, labels)!.accuracy,
+          yError: attackerOutcome(r, labels)!.accuracyHalfWidth,
+          label: `${r.spec}, ${policy}, ${r.budget} queries: ${withInterval(attackerOutcome(r, labels)!)}`,
+        })),
       });
     }
   }

@@ -52,12 +52,21 @@ export interface FamilyChoice {
  * Per family, among the runs of one policy and budget, the setting within `maxLoss` of defender
  * accuracy loss that gives the lowest accuracy to the `labels` attacker.
  */
-export function bestWithinUtility(records: readonly RunRecord[], policy: PolicyName, budget: number, labels: AttackerLabels, maxLoss = DEFAULT_MAX_ACCURACY_LOSS): FamilyChoice[] {
+export function bestWithinUtility(
+  records: readonly RunRecord[],
+  policy: PolicyName,
+  budget: number,
+  labels: AttackerLabels,
+  maxLoss = DEFAULT_MAX_ACCURACY_LOSS,
+): FamilyChoice[] {
   const candidates = records.filter((r) => r.policy === policy && r.budget === budget && attackerOutcome(r, labels));
   return [...byFamily(candidates)].map(([family, runs]) => {
     // A tiny tolerance so a loss of exactly one point (0.0100000001 in floats) still counts.
     const fitting = runs.filter((r) => r.defender.accuracyLoss <= maxLoss + 1e-9);
-    const best = fitting.reduce<RunRecord | undefined>((acc, r) => (!acc || attackerOutcome(r, labels)!.accuracy < attackerOutcome(acc, labels)!.accuracy ? r : acc), undefined);
+    const best = fitting.reduce<RunRecord | undefined>(
+      (acc, r) => (!acc || attackerOutcome(r, labels)!.accuracy < attackerOutcome(acc, labels)!.accuracy ? r : acc),
+      undefined,
+    );
     return { family, best, settings: runs.length, withinBudget: fitting.length };
   });
 }
@@ -69,7 +78,10 @@ export function bestWithinUtility(records: readonly RunRecord[], policy: PolicyN
  */
 export function comparedWithStrongest(choices: readonly FamilyChoice[], labels: AttackerLabels): Map<string, string> {
   const candidates = choices.filter((c) => c.best && c.family !== 'none');
-  const strongest = candidates.reduce<FamilyChoice | undefined>((acc, c) => (!acc || attackerOutcome(c.best!, labels)!.accuracy < attackerOutcome(acc.best!, labels)!.accuracy ? c : acc), undefined);
+  const strongest = candidates.reduce<FamilyChoice | undefined>(
+    (acc, c) => (!acc || attackerOutcome(c.best!, labels)!.accuracy < attackerOutcome(acc.best!, labels)!.accuracy ? c : acc),
+    undefined,
+  );
   const verdicts = new Map<string, string>();
   if (!strongest) return verdicts;
   const samples = (c: FamilyChoice) => attackerOutcome(c.best!, labels)!.accuracies ?? [];
@@ -79,7 +91,10 @@ export function comparedWithStrongest(choices: readonly FamilyChoice[], labels: 
       continue;
     }
     const test = welchTest(samples(strongest), samples(choice));
-    verdicts.set(choice.family, test === undefined ? 'untested (one seed)' : `${test.p >= 0.05 ? 'tied' : 'weaker'} (p=${test.p < 0.001 ? '<0.001' : test.p.toFixed(3)})`);
+    verdicts.set(
+      choice.family,
+      test === undefined ? 'untested (one seed)' : `${test.p >= 0.05 ? 'tied' : 'weaker'} (p=${test.p < 0.001 ? '<0.001' : test.p.toFixed(3)})`,
+    );
   }
   return verdicts;
 }

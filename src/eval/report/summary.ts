@@ -18,14 +18,26 @@ function worstCaseText(records: ReturnType<typeof aggregateRuns>): string[] {
   const matrix = table(
     ['attacker', '', ...rows.map((r) => settingLabel(r, shortParams))],
     [
-      ...columns.map((column) => [column.name, '', ...rows.map((row) => {
-        const cell = row.cells.find((c) => c.name === column.name);
-        return cell ? `${accuracyText(cell.outcome)}${cell === row.worst ? ' *' : ''}` : '-';
-      })]),
+      ...columns.map((column) => [
+        column.name,
+        '',
+        ...rows.map((row) => {
+          const cell = row.cells.find((c) => c.name === column.name);
+          return cell ? `${accuracyText(cell.outcome)}${cell === row.worst ? ' *' : ''}` : '-';
+        }),
+      ]),
       ['worst case', '', ...rows.map((r) => accuracyText(r.worst.outcome))],
       ['by', '', ...rows.map((r) => r.worst.name)],
       ['defender loss pt', '', ...rows.map((r) => (Number.isNaN(r.defender.accuracyLoss) ? '-' : (r.defender.accuracyLoss * 100).toFixed(2)))],
-      ['top-1 chg test/queries', '', ...rows.map((r) => (Number.isNaN(r.defender.top1ChangeRate) ? '-' : `${pct(r.defender.top1ChangeRate)}${r.queryTop1Changed === undefined ? '' : `/${pct(r.queryTop1Changed)}`}`))],
+      [
+        'top-1 chg test/queries',
+        '',
+        ...rows.map((r) =>
+          Number.isNaN(r.defender.top1ChangeRate)
+            ? '-'
+            : `${pct(r.defender.top1ChangeRate)}${r.queryTop1Changed === undefined ? '' : `/${pct(r.queryTop1Changed)}`}`,
+        ),
+      ],
     ],
   );
   const ranking = table(
@@ -35,7 +47,15 @@ function worstCaseText(records: ReturnType<typeof aggregateRuns>): string[] {
       .map((c) => {
         if (!c.best) return [c.family, c.measured ? 'none within 1 pt' : 'loss not measured', '-', '-', '-', '-', '-'];
         const b = c.best;
-        return [c.family, shortParams(b.params) || '-', (b.defender.accuracyLoss * 100).toFixed(2), accuracyText(b.worst.outcome), b.worst.name, undefended ? `${((undefended.worst.outcome.accuracy - b.worst.outcome.accuracy) * 100).toFixed(1)} pt` : '-', verdicts.get(c.family) ?? '-'];
+        return [
+          c.family,
+          shortParams(b.params) || '-',
+          (b.defender.accuracyLoss * 100).toFixed(2),
+          accuracyText(b.worst.outcome),
+          b.worst.name,
+          undefended ? `${((undefended.worst.outcome.accuracy - b.worst.outcome.accuracy) * 100).toFixed(1)} pt` : '-',
+          verdicts.get(c.family) ?? '-',
+        ];
       }),
   );
   return [
@@ -59,7 +79,20 @@ export function summaryText(seeded: readonly RunRecord[]): string {
   const records = aggregateRuns(seeded);
   const labels = labelsOf(records);
   const runs = table(
-    ['defense', 'params', 'attacker', 'budget', 'def acc', 'loss pt', 'L1 mean', 'top1 chg', ...labels.map((l) => (l === 'soft' ? 'soft' : 'top-1')), 'agree', 'seeds', 'sec'],
+    [
+      'defense',
+      'params',
+      'attacker',
+      'budget',
+      'def acc',
+      'loss pt',
+      'L1 mean',
+      'top1 chg',
+      ...labels.map((l) => (l === 'soft' ? 'soft' : 'top-1')),
+      'agree',
+      'seeds',
+      'sec',
+    ],
     records.map((r) => [
       r.defense,
       shortParams(r.params) || '-',
@@ -90,7 +123,15 @@ export function summaryText(seeded: readonly RunRecord[]): string {
         .map((c) => {
           if (!c.best) return [c.family, 'none within 1 pt', '-', '-', '-', '-', '-'];
           const acc = attackerOutcome(c.best, l)!.accuracy;
-          return [c.family, shortParams(c.best.params) || '-', (c.best.defender.accuracyLoss * 100).toFixed(2), c.best.defender.l1Mean.toFixed(3), withInterval(attackerOutcome(c.best, l)!), undefended === undefined ? '-' : `${((undefended - acc) * 100).toFixed(1)} pt`, verdicts.get(c.family) ?? '-'];
+          return [
+            c.family,
+            shortParams(c.best.params) || '-',
+            (c.best.defender.accuracyLoss * 100).toFixed(2),
+            c.best.defender.l1Mean.toFixed(3),
+            withInterval(attackerOutcome(c.best, l)!),
+            undefended === undefined ? '-' : `${((undefended - acc) * 100).toFixed(1)} pt`,
+            verdicts.get(c.family) ?? '-',
+          ];
         });
       sections.push(
         `${attackerName(policy, l)} (trained on ${l === 'soft' ? 'the answers' : 'their top-1 labels'}), ${budget} queries: strongest setting per defense within 1 point of defender accuracy (undefended attacker ${pct(undefended)})\n` +

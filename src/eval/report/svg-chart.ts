@@ -76,7 +76,10 @@ function logTicks(lo: number, hi: number): number[] {
 function slug(text: string): string {
   let hash = 0;
   for (let i = 0; i < text.length; i++) hash = (Math.imul(hash, 31) + text.charCodeAt(i)) >>> 0;
-  return `${text.toLowerCase().replace(/[^a-z0-9]+/g, '-').slice(0, 40)}-${hash.toString(36)}`;
+  return `${text
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .slice(0, 40)}-${hash.toString(36)}`;
 }
 
 function shortNumber(value: number): string {
@@ -125,7 +128,12 @@ export function lineChart(options: ChartOptions): string {
   const plotH = height - margin.top - margin.bottom;
   const allPoints = options.series.flatMap((s) => s.points).filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y));
 
-  let [x0, x1] = options.xDomain ?? domain(allPoints.map((p) => p.x), [0, 1]);
+  let [x0, x1] =
+    options.xDomain ??
+    domain(
+      allPoints.map((p) => p.x),
+      [0, 1],
+    );
   if (options.xLog) {
     x0 = Math.max(x0, 1e-9);
     x1 = Math.max(x1, x0 * 10);
@@ -144,7 +152,9 @@ export function lineChart(options: ChartOptions): string {
   const yFormat = options.yFormat ?? shortNumber;
 
   const parts: string[] = [];
-  parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="system-ui, -apple-system, Segoe UI, sans-serif" font-size="12">`);
+  parts.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="system-ui, -apple-system, Segoe UI, sans-serif" font-size="12">`,
+  );
   parts.push(`<title>${escapeXml(options.subtitle ? `${options.title} (${options.subtitle})` : options.title)}</title>`);
   parts.push(`<rect width="${width}" height="${height}" fill="#fff"/>`);
   parts.push(`<text x="${margin.left}" y="20" font-size="14" font-weight="600">${escapeXml(options.title)}</text>`);
@@ -181,15 +191,20 @@ export function lineChart(options: ChartOptions): string {
     const kind = MARKERS[Math.floor(i / PALETTE.length) % MARKERS.length];
     const points = series.points.filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y) && (!options.xLog || p.x > 0));
     if (points.length > 1) {
-      parts.push(`<polyline fill="none" stroke="${color}" stroke-width="1.8"${series.dashed ? ' stroke-dasharray="6 3"' : ''} points="${points.map((p) => `${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join(' ')}"/>`);
+      parts.push(
+        `<polyline fill="none" stroke="${color}" stroke-width="1.8"${series.dashed ? ' stroke-dasharray="6 3"' : ''} points="${points.map((p) => `${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join(' ')}"/>`,
+      );
     }
     for (const p of points) {
       if (p.yError !== undefined && p.yError > 0 && Number.isFinite(p.yError)) {
         const [x, top, bottom] = [sx(p.x).toFixed(1), sy(p.y + p.yError).toFixed(1), sy(p.y - p.yError).toFixed(1)];
-        parts.push(`<path class="error-bar" d="M${x},${top}V${bottom}M${(sx(p.x) - 3).toFixed(1)},${top}h6M${(sx(p.x) - 3).toFixed(1)},${bottom}h6" stroke="${color}" stroke-width="1" fill="none"/>`);
+        parts.push(
+          `<path class="error-bar" d="M${x},${top}V${bottom}M${(sx(p.x) - 3).toFixed(1)},${top}h6M${(sx(p.x) - 3).toFixed(1)},${bottom}h6" stroke="${color}" stroke-width="1" fill="none"/>`,
+        );
       }
     }
-    for (const p of points) parts.push(marker(i < PALETTE.length ? 'circle' : kind, sx(p.x), sy(p.y), color, p.label ?? `${series.name}: (${xFormat(p.x)}, ${yFormat(p.y)})`));
+    for (const p of points)
+      parts.push(marker(i < PALETTE.length ? 'circle' : kind, sx(p.x), sy(p.y), color, p.label ?? `${series.name}: (${xFormat(p.x)}, ${yFormat(p.y)})`));
   });
   parts.push('</g>');
 

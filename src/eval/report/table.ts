@@ -95,7 +95,8 @@ export function reportRows(records: readonly RunRecord[]): ReportRow[] {
   const aggregated = aggregateRuns(records);
   const worst = new Map<string, { name: string; accuracy: number; halfWidth?: number }>();
   for (const budget of new Set(aggregated.map((r) => r.budget))) {
-    for (const row of worstCaseRows(aggregated, budget)) worst.set(`${row.spec}\u0000${budget}`, { name: row.worst.name, accuracy: row.worst.outcome.accuracy, halfWidth: row.worst.outcome.accuracyHalfWidth });
+    for (const row of worstCaseRows(aggregated, budget))
+      worst.set(`${row.spec}\u0000${budget}`, { name: row.worst.name, accuracy: row.worst.outcome.accuracy, halfWidth: row.worst.outcome.accuracyHalfWidth });
   }
   const blank = (v: number | undefined): number | '' => (v === undefined ? '' : v);
   return aggregated.flatMap((record) =>

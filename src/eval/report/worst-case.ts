@@ -45,7 +45,9 @@ export interface WorstCaseRow {
 /** The attackers present in the (aggregated) records, in the report's column order. */
 export function attackerColumns(records: readonly RunRecord[]): AttackerColumn[] {
   const present = new Set(records.flatMap((r) => r.attackers.map((a) => `${r.policy}\u0000${a.labels}`)));
-  return POLICIES.flatMap((policy) => ATTACKER_LABELS.filter((labels) => present.has(`${policy}\u0000${labels}`)).map((labels) => ({ name: attackerName(policy, labels), policy, labels })));
+  return POLICIES.flatMap((policy) =>
+    ATTACKER_LABELS.filter((labels) => present.has(`${policy}\u0000${labels}`)).map((labels) => ({ name: attackerName(policy, labels), policy, labels })),
+  );
 }
 
 /** One row per setting at `budget` (aggregated records: one per setting, family and budget), settings in order of first appearance. */
@@ -118,7 +120,10 @@ const pValue = (p: number) => (p < 0.001 ? '<0.001' : p.toFixed(3));
 export function worstCaseVerdicts(choices: readonly WorstCaseChoice[]): Map<string, string> {
   const candidates = choices.filter((c) => c.best && c.family !== 'none');
   const verdicts = new Map<string, string>();
-  const strongest = candidates.reduce<WorstCaseChoice | undefined>((acc, c) => (!acc || c.best!.worst.outcome.accuracy < acc.best!.worst.outcome.accuracy ? c : acc), undefined);
+  const strongest = candidates.reduce<WorstCaseChoice | undefined>(
+    (acc, c) => (!acc || c.best!.worst.outcome.accuracy < acc.best!.worst.outcome.accuracy ? c : acc),
+    undefined,
+  );
   if (!strongest) return verdicts;
   const samples = (c: WorstCaseChoice) => c.best!.worst.outcome.accuracies ?? [];
   for (const choice of candidates) {
@@ -159,7 +164,10 @@ export function settingLabel(row: Pick<WorstCaseRow, 'family' | 'params'>, short
 }
 
 /** The worst-case view of a grid (aggregated records) at its largest budget; undefined for no records. */
-export function worstCaseSummary(records: readonly RunRecord[], options: { maxLoss?: number; short?: (params: string) => string } = {}): WorstCaseSummary | undefined {
+export function worstCaseSummary(
+  records: readonly RunRecord[],
+  options: { maxLoss?: number; short?: (params: string) => string } = {},
+): WorstCaseSummary | undefined {
   if (records.length === 0) return undefined;
   const budget = largestBudget(records);
   const rows = worstCaseRows(records, budget);
@@ -173,19 +181,23 @@ export function worstCaseSummary(records: readonly RunRecord[], options: { maxLo
   const budgetText = `${(maxLoss * 100).toFixed(maxLoss * 100 >= 1 ? 0 : 1)} point${maxLoss === 0.01 ? '' : 's'} of defender accuracy`;
   let recommendation: string;
   if (choices.every((c) => c.family === 'none' || !c.measured)) {
-    recommendation = "The defender's accuracy loss was not measured (no undefended reference to compare with; --target takes it as --reference URL): no ranking at equal utility.";
+    recommendation =
+      "The defender's accuracy loss was not measured (no undefended reference to compare with; --target takes it as --reference URL): no ranking at equal utility.";
   } else if (!recommended?.best) {
     recommendation = `No defense setting stays within ${budgetText}: nothing to recommend at ${budget} queries.`;
   } else {
     const best = recommended.best;
-    const cut = undefended ? ` against ${accuracyText(undefended.worst.outcome)} (${undefended.worst.name}) undefended, ${((undefended.worst.outcome.accuracy - best.worst.outcome.accuracy) * 100).toFixed(1)} points less` : '';
+    const cut = undefended
+      ? ` against ${accuracyText(undefended.worst.outcome)} (${undefended.worst.name}) undefended, ${((undefended.worst.outcome.accuracy - best.worst.outcome.accuracy) * 100).toFixed(1)} points less`
+      : '';
     const tied = [...verdicts].filter(([, v]) => v.startsWith('tied')).map(([f]) => f);
     const untested = [...verdicts].some(([, v]) => v.startsWith('untested'));
-    const changes = best.defender.top1ChangeRate > 0
-      ? ` It changes the top-1 label of ${pct(best.defender.top1ChangeRate)} of the test answers (${(best.defender.accuracyLoss * 100).toFixed(2)} points of accuracy): that is what denies the top-1 attacker the clean labels.`
-      : Number.isNaN(best.defender.top1ChangeRate)
-        ? ''
-        : ' It changes no top-1 label on the test set.';
+    const changes =
+      best.defender.top1ChangeRate > 0
+        ? ` It changes the top-1 label of ${pct(best.defender.top1ChangeRate)} of the test answers (${(best.defender.accuracyLoss * 100).toFixed(2)} points of accuracy): that is what denies the top-1 attacker the clean labels.`
+        : Number.isNaN(best.defender.top1ChangeRate)
+          ? ''
+          : ' It changes no top-1 label on the test set.';
     recommendation =
       `Recommended within ${budgetText}, on the worst case: ${settingLabel(best, short)}: the strongest of ${best.cells.length} attacker${best.cells.length === 1 ? '' : 's'} (${best.worst.name}) still reaches ${accuracyText(best.worst.outcome)}${cut}.` +
       (tied.length ? ` Statistically tied with it (Welch's t-test, 5%): ${tied.join(', ')}.` : '') +
@@ -197,11 +209,22 @@ export function worstCaseSummary(records: readonly RunRecord[], options: { maxLo
   const measuredTop1 = rows.some((r) => r.cells.some((c) => c.labels === 'argmax'));
   let top1Note =
     'A defense that keeps every top-1 label cannot beat the top-1 attacker, by construction: that attacker trains on the argmax of the answers, which are then exactly the undefended labels (what the argmax defense gives).';
-  if (top1Undefended) top1Note += ` Against no defense the top-1 attacker reaches ${accuracyText(top1Undefended.outcome)}: no top-1-keeping defense's worst case can fall below it.`;
+  if (top1Undefended)
+    top1Note += ` Against no defense the top-1 attacker reaches ${accuracyText(top1Undefended.outcome)}: no top-1-keeping defense's worst case can fall below it.`;
   if (keeping.length) {
     const list = keeping.map((r) => `${settingLabel(r, short)}${r.queryTop1Changed === undefined ? '' : ' (0 of the attacker’s queries changed)'}`).join(', ');
     top1Note += ` Here ${keeping.length === 1 ? 'this setting changed' : 'these settings changed'} no top-1 label on the test set: ${list}.`;
   }
   if (!measuredTop1) top1Note += ' This grid did not train the top-1 attacker ("attackerLabels": ["soft", "argmax"] adds it): its worst case leaves it out.';
-  return { budget, columns: attackerColumns(rows.flatMap((r) => r.cells.map((c) => c.record))), rows, choices, verdicts, undefended, recommended, recommendation, top1Note };
+  return {
+    budget,
+    columns: attackerColumns(rows.flatMap((r) => r.cells.map((c) => c.record))),
+    rows,
+    choices,
+    verdicts,
+    undefended,
+    recommended,
+    recommendation,
+    top1Note,
+  };
 }

@@ -16,7 +16,10 @@ export const DEFAULT_CHECKPOINTS = 11;
 export type CheckpointWeights = Float32Array[][];
 
 /** An onStep hook for trainModel that keeps `count` evenly spaced snapshots of the weights. */
-export function checkpointRecorder(model: LayersModel, count = DEFAULT_CHECKPOINTS): { onStep: (step: number, steps: number) => void; checkpoints: CheckpointWeights } {
+export function checkpointRecorder(
+  model: LayersModel,
+  count = DEFAULT_CHECKPOINTS,
+): { onStep: (step: number, steps: number) => void; checkpoints: CheckpointWeights } {
   if (!Number.isInteger(count) || count < 2) throw new RangeError(`checkpoints must be an integer ≥ 2, got ${count}`);
   const checkpoints: CheckpointWeights = [];
   return {
@@ -65,7 +68,8 @@ export async function loadCheckpointModels(dir: string, load: () => Promise<Laye
       const model = await load();
       models.push(model);
       const shapes = model.getWeights().map((w) => w.shape);
-      if (shapes.length !== tensors) throw new ModelFileError(join(dir, CHECKPOINTS_FILE), `holds ${tensors} tensors per checkpoint; the model has ${shapes.length}`);
+      if (shapes.length !== tensors)
+        throw new ModelFileError(join(dir, CHECKPOINTS_FILE), `holds ${tensors} tensors per checkpoint; the model has ${shapes.length}`);
       const weights = shapes.map((shape) => {
         const size = shape.reduce((a, b) => a * b, 1);
         if (offset + 4 * size > aligned.byteLength) throw new ModelFileError(join(dir, CHECKPOINTS_FILE), 'is truncated');

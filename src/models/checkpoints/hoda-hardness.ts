@@ -25,7 +25,10 @@ function hardnessOfLabels(labels: readonly ArrayLike<number>[], rows: number): I
 
 /** Per row, the hardness (0 .. checkpoints − 1) from the checkpoints' top-1 labels. */
 export function checkpointHardness(models: readonly LayersModel[], inputs: Float32Array, rows: number): Int8Array {
-  return hardnessOfLabels(models.map((m) => predictClasses(m, inputs, rows)), rows);
+  return hardnessOfLabels(
+    models.map((m) => predictClasses(m, inputs, rows)),
+    rows,
+  );
 }
 
 /**
@@ -33,7 +36,12 @@ export function checkpointHardness(models: readonly LayersModel[], inputs: Float
  * in `orders` seeded orders, so the benign maximum distance is taken over many chunks (a threshold
  * from few chunks lets about one benign chunk in (chunks + 1) through).
  */
-export function calibrateHodaOnHeldOut(models: readonly LayersModel[], x: Float32Array, rows: number, options: HeldOutCalibrationOptions = {}): HodaCalibration {
+export function calibrateHodaOnHeldOut(
+  models: readonly LayersModel[],
+  x: Float32Array,
+  rows: number,
+  options: HeldOutCalibrationOptions = {},
+): HodaCalibration {
   return calibrationFromHardness(checkpointHardness(models, x, rows), models.length, options);
 }
 
@@ -63,7 +71,12 @@ export async function surrogateHardness(models: readonly SurrogateModel[], input
 }
 
 /** calibrateHodaOnHeldOut for checkpoints given as surrogates; the held-out rows go through in chunks of `chunkRows` (default 256). */
-export async function calibrateHodaWithSurrogates(models: readonly SurrogateModel[], x: Float32Array, rows: number, options: HeldOutCalibrationOptions & { chunkRows?: number } = {}): Promise<HodaCalibration> {
+export async function calibrateHodaWithSurrogates(
+  models: readonly SurrogateModel[],
+  x: Float32Array,
+  rows: number,
+  options: HeldOutCalibrationOptions & { chunkRows?: number } = {},
+): Promise<HodaCalibration> {
   const width = x.length / rows;
   const chunk = options.chunkRows ?? 256;
   const hardness = new Int8Array(rows);

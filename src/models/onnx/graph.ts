@@ -184,7 +184,10 @@ export function reinitOnnx(model: Uint8Array, seed: number, file = 'model.onnx')
         }
         const size = init.dims.reduce((a, c) => a * c, 1);
         const role = roles.get(init.name) ?? defaultRole(init.dims);
-        const data = role.kind === 'constant' ? new Float32Array(size).fill(role.value) : seededFloats(size, role.kind === 'weight' ? Math.sqrt(6 / role.fanIn) : 1 / Math.sqrt(role.fanIn), seed, init.name);
+        const data =
+          role.kind === 'constant'
+            ? new Float32Array(size).fill(role.value)
+            : seededFloats(size, role.kind === 'weight' ? Math.sqrt(6 / role.fanIn) : 1 / Math.sqrt(role.fanIn), seed, init.name);
         g.message(F.graph.initializer, (t) => writeTensor(t, { name: init.name, dims: init.dims, data }));
       }
     });

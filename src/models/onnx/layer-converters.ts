@@ -12,10 +12,31 @@ import type { OnnxGraphBuilder } from './graph-builder.js';
 
 /** The layer classes converted (inference-time identities included). */
 export const ONNX_CONVERTIBLE_LAYERS = [
-  'InputLayer', 'Conv2D', 'DepthwiseConv2D', 'SeparableConv2D', 'Dense', 'BatchNormalization', 'ReLU', 'Activation',
-  'Add', 'Multiply', 'Average', 'Maximum', 'Minimum', 'Concatenate', 'ZeroPadding2D', 'MaxPooling2D',
-  'AveragePooling2D', 'GlobalAveragePooling2D', 'GlobalMaxPooling2D', 'Flatten', 'Dropout', 'SpatialDropout1D',
-  'GaussianNoise', 'GaussianDropout', 'AlphaDropout',
+  'InputLayer',
+  'Conv2D',
+  'DepthwiseConv2D',
+  'SeparableConv2D',
+  'Dense',
+  'BatchNormalization',
+  'ReLU',
+  'Activation',
+  'Add',
+  'Multiply',
+  'Average',
+  'Maximum',
+  'Minimum',
+  'Concatenate',
+  'ZeroPadding2D',
+  'MaxPooling2D',
+  'AveragePooling2D',
+  'GlobalAveragePooling2D',
+  'GlobalMaxPooling2D',
+  'Flatten',
+  'Dropout',
+  'SpatialDropout1D',
+  'GaussianNoise',
+  'GaussianDropout',
+  'AlphaDropout',
 ] as const;
 
 /** The classes with a converter: all but InputLayer, which is the graph's input itself. */
@@ -160,10 +181,21 @@ const separableConv2d: LayerConverter = (layer) => {
   const x = spatial(layer);
   const [kh, kw, cin, multiplier] = shapes[0];
   const cout = shapes[1][3];
-  const depthwise = convolution(layer, x, graph.constant(`${name}_depthwise`, [cin * multiplier, 1, kh, kw], depthwiseKernel(weights[0], kh, kw, cin, multiplier)), undefined, [kh, kw], cin);
+  const depthwise = convolution(
+    layer,
+    x,
+    graph.constant(`${name}_depthwise`, [cin * multiplier, 1, kh, kw], depthwiseKernel(weights[0], kh, kw, cin, multiplier)),
+    undefined,
+    [kh, kw],
+    cin,
+  );
   const pointwise = graph.constant(`${name}_pointwise`, [cout, cin * multiplier, 1, 1], transposeKernel(weights[1], 1, 1, cin * multiplier, cout));
   const bias = biasOf(layer, c.use_bias, 2, cout);
-  const mixed = graph.node('Conv', bias ? [depthwise.name, pointwise, bias] : [depthwise.name, pointwise], { kernel_shape: [1, 1], strides: [1, 1], pads: [0, 0, 0, 0] });
+  const mixed = graph.node('Conv', bias ? [depthwise.name, pointwise, bias] : [depthwise.name, pointwise], {
+    kernel_shape: [1, 1],
+    strides: [1, 1],
+    pads: [0, 0, 0, 0],
+  });
   return activate(layer, { ...depthwise, name: mixed }, c.activation);
 };
 
@@ -197,7 +229,13 @@ const relu: LayerConverter = (layer) => {
   const x = single(layer);
   if (Number(c.negative_slope ?? 0) !== 0 || Number(c.threshold ?? 0) !== 0) layer.refuse('a leaky or thresholded ReLU');
   const max = c.max_value;
-  return { ...x, name: max === null || max === undefined ? graph.node('Relu', [x.name]) : graph.node('Clip', [x.name, layer.zero, graph.constant('max', [], Float32Array.of(Number(max)))]) };
+  return {
+    ...x,
+    name:
+      max === null || max === undefined
+        ? graph.node('Relu', [x.name])
+        : graph.node('Clip', [x.name, layer.zero, graph.constant('max', [], Float32Array.of(Number(max)))]),
+  };
 };
 
 const activation: LayerConverter = (layer) => activate(layer, single(layer), layer.config.activation);
@@ -208,7 +246,10 @@ function merge(op: string, average = false): LayerConverter {
     const { inbound, graph } = layer;
     if (inbound.length < 2) layer.refuse('a merge of fewer than two inputs');
     if (inbound.some((v) => v.rank !== inbound[0].rank || v.nchw !== inbound[0].nchw)) layer.refuse('inputs of different ranks');
-    let merged = graph.node(op, inbound.map((v) => v.name));
+    let merged = graph.node(
+      op,
+      inbound.map((v) => v.name),
+    );
     if (average) merged = graph.node('Div', [merged, graph.constant('count', [], Float32Array.of(inbound.length))]);
     return { ...inbound[0], name: merged };
   };
@@ -222,13 +263,31 @@ const concatenate: LayerConverter = (layer) => {
   if (axis < 0) axis += rank;
   // NHWC axis → NCHW axis: channels (3) → 1, height (1) → 2, width (2) → 3.
   if (inbound[0].nchw) axis = [0, 2, 3, 1][axis] ?? axis;
-  return { ...inbound[0], name: graph.node('Concat', inbound.map((v) => v.name), { axis }) };
+  return {
+    ...inbound[0],
+    name: graph.node(
+      'Concat',
+      inbound.map((v) => v.name),
+      { axis },
+    ),
+  };
 };
 
 const zeroPadding2d: LayerConverter = (layer) => {
   const x = spatial(layer);
   const p = layer.config.padding;
-  const [[top, bottom], [left, right]] = typeof p === 'number' ? [[p, p], [p, p]] : Array.isArray(p) && typeof p[0] === 'number' ? [[p[0], p[0]], [p[1], p[1]]] : (p as number[][]);
+  const [[top, bottom], [left, right]] =
+    typeof p === 'number'
+      ? [
+          [p, p],
+          [p, p],
+        ]
+      : Array.isArray(p) && typeof p[0] === 'number'
+        ? [
+            [p[0], p[0]],
+            [p[1], p[1]],
+          ]
+        : (p as number[][]);
   const pads = layer.graph.constant('pads', [8], BigInt64Array.from([0, 0, top, left, 0, 0, bottom, right].map((v) => BigInt(v))));
   return { ...x, name: layer.graph.node('Pad', [x.name, pads]), h: x.h! + top + bottom, w: x.w! + left + right };
 };
@@ -296,17 +355,23 @@ export const LAYER_CONVERTERS: Readonly<Record<ConvertedLayerClass, LayerConvert
 /** TF's convolution kernel [kh, kw, cin, cout] as ONNX's [cout, cin, kh, kw]. */
 function transposeKernel(w: Float32Array, kh: number, kw: number, cin: number, cout: number): Float32Array {
   const out = new Float32Array(w.length);
-  for (let i = 0; i < kh; i++) for (let j = 0; j < kw; j++) for (let ci = 0; ci < cin; ci++) for (let co = 0; co < cout; co++) {
-    out[((co * cin + ci) * kh + i) * kw + j] = w[((i * kw + j) * cin + ci) * cout + co];
-  }
+  for (let i = 0; i < kh; i++)
+    for (let j = 0; j < kw; j++)
+      for (let ci = 0; ci < cin; ci++)
+        for (let co = 0; co < cout; co++) {
+          out[((co * cin + ci) * kh + i) * kw + j] = w[((i * kw + j) * cin + ci) * cout + co];
+        }
   return out;
 }
 
 /** TF's depthwise kernel [kh, kw, cin, multiplier] as ONNX's grouped [cin × multiplier, 1, kh, kw] (output channel c·multiplier + m, as TF orders them). */
 function depthwiseKernel(w: Float32Array, kh: number, kw: number, cin: number, multiplier: number): Float32Array {
   const out = new Float32Array(w.length);
-  for (let i = 0; i < kh; i++) for (let j = 0; j < kw; j++) for (let ci = 0; ci < cin; ci++) for (let m = 0; m < multiplier; m++) {
-    out[((ci * multiplier + m) * kh + i) * kw + j] = w[((i * kw + j) * cin + ci) * multiplier + m];
-  }
+  for (let i = 0; i < kh; i++)
+    for (let j = 0; j < kw; j++)
+      for (let ci = 0; ci < cin; ci++)
+        for (let m = 0; m < multiplier; m++) {
+          out[((ci * multiplier + m) * kh + i) * kw + j] = w[((i * kw + j) * cin + ci) * multiplier + m];
+        }
   return out;
 }

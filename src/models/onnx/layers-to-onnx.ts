@@ -33,15 +33,20 @@ interface ModelJson {
 /** The ONNX bytes of `model` (input `input` [batch, ...], output `output`). Throws UnsupportedModelError naming a layer it cannot convert. */
 export function layersModelToOnnx(model: LayersModel): Uint8Array {
   const json = model.toJSON(undefined, false) as unknown as ModelJson;
-  if (model.inputs.length !== 1 || model.outputs.length !== 1) throw new UnsupportedModelError(`${model.name}: one input and one output are converted to ONNX; the model has ${model.inputs.length} and ${model.outputs.length}`);
+  if (model.inputs.length !== 1 || model.outputs.length !== 1)
+    throw new UnsupportedModelError(
+      `${model.name}: one input and one output are converted to ONNX; the model has ${model.inputs.length} and ${model.outputs.length}`,
+    );
   const inputShape = model.inputs[0].shape.slice(1);
-  if (!inputShape.every((d): d is number => typeof d === 'number' && d > 0)) throw new UnsupportedModelError(`${model.name}: the input shape ${JSON.stringify(model.inputs[0].shape)} has open dimensions besides the batch`);
+  if (!inputShape.every((d): d is number => typeof d === 'number' && d > 0))
+    throw new UnsupportedModelError(`${model.name}: the input shape ${JSON.stringify(model.inputs[0].shape)} has open dimensions besides the batch`);
   const outputShape = model.outputs[0].shape;
 
   const graph = new OnnxGraphBuilder();
   const zero = graph.constant('zero', [], Float32Array.of(0));
   let input: Value = { name: 'input', rank: inputShape.length + 1, nchw: false };
-  if (input.rank === 4) input = { name: graph.node('Transpose', ['input'], { perm: [0, 3, 1, 2] }, 'input_nchw'), rank: 4, nchw: true, h: inputShape[0], w: inputShape[1] };
+  if (input.rank === 4)
+    input = { name: graph.node('Transpose', ['input'], { perm: [0, 3, 1, 2] }, 'input_nchw'), rank: 4, nchw: true, h: inputShape[0], w: inputShape[1] };
 
   const sequential = json.class_name === 'Sequential';
   const values = new Map<string, Value>();
@@ -68,10 +73,20 @@ export function layersModelToOnnx(model: LayersModel): Uint8Array {
 }
 
 /** Writes one layer (not the InputLayer) through its converter; `inbound` is given for a sequential model, else read from the layer's inbound node. */
-function convertLayer(model: LayersModel, config: LayerConfig, name: string, inbound: Value[] | undefined, values: ReadonlyMap<string, Value>, graph: OnnxGraphBuilder, zero: string): Value {
+function convertLayer(
+  model: LayersModel,
+  config: LayerConfig,
+  name: string,
+  inbound: Value[] | undefined,
+  values: ReadonlyMap<string, Value>,
+  graph: OnnxGraphBuilder,
+  zero: string,
+): Value {
   const className = config.class_name;
   const refuse = (why: string): never => {
-    throw new UnsupportedModelError(`layer "${name}" (${className}): ${why}; the ONNX engine converts ${ONNX_CONVERTIBLE_LAYERS.join(', ')} (use engine 'tfjs' for this model)`);
+    throw new UnsupportedModelError(
+      `layer "${name}" (${className}): ${why}; the ONNX engine converts ${ONNX_CONVERTIBLE_LAYERS.join(', ')} (use engine 'tfjs' for this model)`,
+    );
   };
   if (!(ONNX_CONVERTIBLE_LAYERS as readonly string[]).includes(className)) refuse('not supported');
   const inputs = inbound ?? inboundValues(config, values, refuse);

@@ -6,7 +6,7 @@
  * differentiable TF.js surrogate.
  */
 import { readFile } from 'node:fs/promises';
-import { ModelError, ModelFileError, UnsupportedModelError } from '../errors.js';
+import { ModelFileError, UnsupportedModelError } from '../errors.js';
 import { readOnnxGraph, reinitOnnx } from './graph.js';
 import { loadOnnxRuntime, type OnnxRuntime, type OrtSession } from './runtime.js';
 import type { SurrogateModel } from '../surrogate-model.js';
@@ -74,7 +74,10 @@ export class OnnxSurrogate implements SurrogateModel {
     } else bytes = source;
     if (options.reinit !== undefined) bytes = reinitOnnx(bytes, options.reinit, file);
     const graph = readOnnxGraph(bytes, file);
-    if (graph.inputs.length !== 1) throw new UnsupportedModelError(`${file}: the surrogate feeds one input, but the model takes ${graph.inputs.length} (${graph.inputs.map((i) => i.name).join(', ')})`);
+    if (graph.inputs.length !== 1)
+      throw new UnsupportedModelError(
+        `${file}: the surrogate feeds one input, but the model takes ${graph.inputs.length} (${graph.inputs.map((i) => i.name).join(', ')})`,
+      );
     const input = graph.inputs[0];
     const inputShape = options.inputShape ?? input.shape.slice(1);
     if (inputShape.length === 0 || !inputShape.every((d): d is number => typeof d === 'number' && d > 0)) {
@@ -89,12 +92,30 @@ export class OnnxSurrogate implements SurrogateModel {
     } catch (error) {
       throw new ModelFileError(file, `onnxruntime cannot load it (${error instanceof Error ? error.message.split('\n')[0] : String(error)})`);
     }
-    const surrogate = new OnnxSurrogate(ort, session, inputShape, 0, input.name, output.name, options.output ?? 'auto', Math.max(1, Math.floor(options.chunkRows ?? defaultChunkRows(inputShape.reduce((a, b) => a * b, 1)))));
+    const surrogate = new OnnxSurrogate(
+      ort,
+      session,
+      inputShape,
+      0,
+      input.name,
+      output.name,
+      options.output ?? 'auto',
+      Math.max(1, Math.floor(options.chunkRows ?? defaultChunkRows(inputShape.reduce((a, b) => a * b, 1)))),
+    );
     let classes = output.shape[output.shape.length - 1];
     if (typeof classes !== 'number' || classes <= 0 || output.shape.length !== 2) {
       classes = (await surrogate.run(new Float32Array(surrogate.width), 1)).length;
     }
-    return new OnnxSurrogate(ort, session, inputShape, classes, input.name, output.name, options.output ?? 'auto', Math.max(1, Math.floor(options.chunkRows ?? defaultChunkRows(inputShape.reduce((a, b) => a * b, 1)))));
+    return new OnnxSurrogate(
+      ort,
+      session,
+      inputShape,
+      classes,
+      input.name,
+      output.name,
+      options.output ?? 'auto',
+      Math.max(1, Math.floor(options.chunkRows ?? defaultChunkRows(inputShape.reduce((a, b) => a * b, 1)))),
+    );
   }
 
   private async run(inputs: Float32Array, rows: number): Promise<Float32Array> {
@@ -119,7 +140,8 @@ export class OnnxSurrogate implements SurrogateModel {
       // The session may keep the buffer it was given: each chunk gets its own copy.
       run: async (chunk, n) => {
         const values = await this.run(chunk.slice(), n);
-        if (values.length !== n * this.classes) throw new UnsupportedModelError(`output "${this.outputName}" holds ${values.length} values for ${n} rows, not ${n * this.classes}`);
+        if (values.length !== n * this.classes)
+          throw new UnsupportedModelError(`output "${this.outputName}" holds ${values.length} values for ${n} rows, not ${n * this.classes}`);
         return values;
       },
     });

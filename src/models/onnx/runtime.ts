@@ -25,7 +25,8 @@ export interface OnnxRuntime {
 }
 
 /** How to install the package so that npm keeps it (its install script would fetch CUDA binaries). */
-export const ONNX_RUNTIME_INSTALL_HINT = 'ONNXRUNTIME_NODE_INSTALL=skip npm install onnxruntime-node (the CPU binaries ship in its package; "skip" stops its install script from fetching CUDA binaries, which fails offline and makes npm drop the package)';
+export const ONNX_RUNTIME_INSTALL_HINT =
+  'ONNXRUNTIME_NODE_INSTALL=skip npm install onnxruntime-node (the CPU binaries ship in its package; "skip" stops its install script from fetching CUDA binaries, which fails offline and makes npm drop the package)';
 
 /** A variable, not a literal: TypeScript then never looks for the package's own declarations. */
 const PACKAGE = 'onnxruntime-node';
@@ -40,7 +41,9 @@ export function loadOnnxRuntime(): Promise<OnnxRuntime> {
     (error: unknown) => {
       ortModule = undefined;
       const message = error instanceof Error ? error.message : String(error);
-      throw new ModelError(`ONNX models need the optional package onnxruntime-node, which is not installed (${message.split('\n')[0]}); install it with: ${ONNX_RUNTIME_INSTALL_HINT}`);
+      throw new ModelError(
+        `ONNX models need the optional package onnxruntime-node, which is not installed (${message.split('\n')[0]}); install it with: ${ONNX_RUNTIME_INSTALL_HINT}`,
+      );
     },
   );
   return ortModule;

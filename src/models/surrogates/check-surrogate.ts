@@ -81,7 +81,8 @@ const SHARED_SHARE = 0.5;
 const DEFAULT_PROBE_ROWS = 4;
 
 const REINIT_HINT = 'load it re-initialised instead (--reinit SEED, or reinit: seed): the same architecture with fresh weights, the MAD paper’s surrogate';
-const SAME_FALLBACK = 'MAD’s surrogate then agrees with every answer (p = y), its gradient geometry is degenerate and mad-argmax answers every input with the same fallback (the mass spread evenly over the other classes)';
+const SAME_FALLBACK =
+  'MAD’s surrogate then agrees with every answer (p = y), its gradient geometry is degenerate and mad-argmax answers every input with the same fallback (the mass spread evenly over the other classes)';
 
 /** One float weight tensor, summarised: its size, rank and (unless all its values are equal) a hash of its values. */
 interface WeightDigest {
@@ -95,7 +96,11 @@ interface WeightDigest {
 function digest(name: string, shape: readonly number[], values: Float32Array): WeightDigest {
   let varied = false;
   for (let i = 1; i < values.length && !varied; i++) varied = values[i] !== values[0];
-  const hash = varied ? createHash('sha256').update(new Uint8Array(values.buffer, values.byteOffset, values.byteLength)).digest('hex') : undefined;
+  const hash = varied
+    ? createHash('sha256')
+        .update(new Uint8Array(values.buffer, values.byteOffset, values.byteLength))
+        .digest('hex')
+    : undefined;
   return { name, size: values.length, rank: shape.length, hash };
 }
 
@@ -111,10 +116,12 @@ function digestsOfModel(model: LayersModel | tf.GraphModel): WeightDigest[] {
       return t && t.dtype === 'float32' ? [digest(name, t.shape, t.dataSync() as Float32Array)] : [];
     });
   }
-  return model.weights.filter((w) => w.dtype === 'float32').map((w) => {
-    const t = w.read();
-    return digest(w.originalName, t.shape, t.dataSync() as Float32Array);
-  });
+  return model.weights
+    .filter((w) => w.dtype === 'float32')
+    .map((w) => {
+      const t = w.read();
+      return digest(w.originalName, t.shape, t.dataSync() as Float32Array);
+    });
 }
 
 /** Digests of the float weights in TF.js artifacts (quantized ones dequantized as tfjs does when loading). */
@@ -194,7 +201,12 @@ function victimLabel(victim: VictimSource): string {
 /** The seeded default probes: two rows in [0, 1), one in [−1, 1), one in [0, 255). */
 export function defaultProbes(width: number): Float32Array {
   const random = seededRandom(0x5eed);
-  const ranges: [number, number][] = [[0, 1], [0, 1], [-1, 1], [0, 255]];
+  const ranges: [number, number][] = [
+    [0, 1],
+    [0, 1],
+    [-1, 1],
+    [0, 255],
+  ];
   const out = new Float32Array(DEFAULT_PROBE_ROWS * width);
   for (let r = 0; r < DEFAULT_PROBE_ROWS; r++) {
     const [lo, hi] = ranges[r];
@@ -256,9 +268,15 @@ export async function checkSurrogate(surrogate: SurrogateModel, options: CheckSu
     const total = counted.reduce((sum, d) => sum + d.size, 0);
     const shared = counted.filter((d) => victimHashes.has(d.hash as string)).reduce((sum, d) => sum + d.size, 0);
     if (total > 0 && shared === total) {
-      warnings.push({ code: 'victim-weights', message: `the surrogate is the served model itself: every one of its weight tensors is ${victimLabel(options.victim)}’s. ${SAME_FALLBACK}. ${REINIT_HINT[0].toUpperCase()}${REINIT_HINT.slice(1)}` });
+      warnings.push({
+        code: 'victim-weights',
+        message: `the surrogate is the served model itself: every one of its weight tensors is ${victimLabel(options.victim)}’s. ${SAME_FALLBACK}. ${REINIT_HINT[0].toUpperCase()}${REINIT_HINT.slice(1)}`,
+      });
     } else if (total > 0 && shared / total >= SHARED_SHARE) {
-      warnings.push({ code: 'victim-weights', message: `${((100 * shared) / total).toFixed(0)}% of the surrogate’s weights are ${victimLabel(options.victim)}’s trained weights: MAD’s directions then largely follow the victim’s own gradients; ${REINIT_HINT}` });
+      warnings.push({
+        code: 'victim-weights',
+        message: `${((100 * shared) / total).toFixed(0)}% of the surrogate’s weights are ${victimLabel(options.victim)}’s trained weights: MAD’s directions then largely follow the victim’s own gradients; ${REINIT_HINT}`,
+      });
     }
   } else if (own && options.victim === undefined && own.some((d) => d.hash && d.rank === 1)) {
     warnings.push({
@@ -270,11 +288,17 @@ export async function checkSurrogate(surrogate: SurrogateModel, options: CheckSu
     const width = surrogate.inputShape.reduce((a, b) => a * b, 1);
     const given = options.probes !== undefined;
     const x = options.probes ?? defaultProbes(width);
-    if (width === 0 || x.length % width !== 0 || x.length === 0) throw new ModelInputError(`probes hold ${x.length} values, not a whole number of rows of ${width} (the surrogate’s input shape ${JSON.stringify(surrogate.inputShape)})`);
+    if (width === 0 || x.length % width !== 0 || x.length === 0)
+      throw new ModelInputError(
+        `probes hold ${x.length} values, not a whole number of rows of ${width} (the surrogate’s input shape ${JSON.stringify(surrogate.inputShape)})`,
+      );
     try {
       warnings.push(...probeWarnings(await surrogate.probsAsync(x, x.length / width), given));
     } catch (error) {
-      warnings.push({ code: 'probe-failed', message: `the surrogate failed on probe inputs (${error instanceof Error ? error.message : String(error)}); it may fail on requests too` });
+      warnings.push({
+        code: 'probe-failed',
+        message: `the surrogate failed on probe inputs (${error instanceof Error ? error.message : String(error)}); it may fail on requests too`,
+      });
     }
   }
   return warnings;

@@ -27,7 +27,12 @@ export interface ContextProviders {
  * ModelInputError when inputs are needed but absent or malformed (the client's fault) and
  * MissingProviderError when no surrogate or misinformation model was configured (the operator's).
  */
-export function computeDefenseContext(needs: readonly ContextNeed[], inputs: Float32Array | undefined, rows: number, providers: ContextProviders = {}): DefenseContext {
+export function computeDefenseContext(
+  needs: readonly ContextNeed[],
+  inputs: Float32Array | undefined,
+  rows: number,
+  providers: ContextProviders = {},
+): DefenseContext {
   const context: { -readonly [K in keyof DefenseContext]: DefenseContext[K] } = {};
   const unique = [...new Set(needs)];
   if (unique.length === 0) return context;
@@ -58,7 +63,12 @@ export function computeDefenseContext(needs: readonly ContextNeed[], inputs: Flo
  * gramAsync), so any SurrogateModel (a functional TF.js model, a GraphModel, ONNX) can serve. The
  * serving layer uses this one.
  */
-export async function computeDefenseContextAsync(needs: readonly ContextNeed[], inputs: Float32Array | undefined, rows: number, providers: ContextProviders = {}): Promise<DefenseContext> {
+export async function computeDefenseContextAsync(
+  needs: readonly ContextNeed[],
+  inputs: Float32Array | undefined,
+  rows: number,
+  providers: ContextProviders = {},
+): Promise<DefenseContext> {
   const unique = [...new Set(needs)];
   const rest = unique.filter((need) => need !== 'surrogate' && need !== 'surrogateGram');
   // Input checks and the non-surrogate needs (fast, synchronous) first.
@@ -77,13 +87,17 @@ export async function computeDefenseContextAsync(needs: readonly ContextNeed[], 
 }
 
 function requireSurrogate(providers: ContextProviders, need: ContextNeed): Surrogate | SurrogateModel {
-  if (!providers.surrogate) throw new MissingProviderError(`the defense needs ${need === 'surrogateGram' ? 'the surrogate’s Gram matrices' : 'the surrogate’s probabilities'}, but no surrogate model was configured`);
+  if (!providers.surrogate)
+    throw new MissingProviderError(
+      `the defense needs ${need === 'surrogateGram' ? 'the surrogate’s Gram matrices' : 'the surrogate’s probabilities'}, but no surrogate model was configured`,
+    );
   return providers.surrogate;
 }
 
 function syncSurrogate(providers: ContextProviders, need: ContextNeed): Surrogate {
   const surrogate = requireSurrogate(providers, need);
-  if (!('probs' in surrogate) || !('gram' in surrogate)) throw new MissingProviderError('this surrogate computes asynchronously: use computeDefenseContextAsync');
+  if (!('probs' in surrogate) || !('gram' in surrogate))
+    throw new MissingProviderError('this surrogate computes asynchronously: use computeDefenseContextAsync');
   return surrogate;
 }
 

@@ -77,10 +77,13 @@ function checkSeed(seed: number | undefined): void {
 export async function loadSurrogate(options: LoadSurrogateOptions): Promise<SurrogateModel> {
   const sources = (['path', 'dir', 'model', 'onnx'] as const).filter((key) => options[key] !== undefined);
   if (sources.length !== 1) {
-    throw new ModelError(`give exactly one of dir, model or onnx for the surrogate (path is dir’s other name; got ${sources.length ? sources.join(' and ') : 'none'})`);
+    throw new ModelError(
+      `give exactly one of dir, model or onnx for the surrogate (path is dir’s other name; got ${sources.length ? sources.join(' and ') : 'none'})`,
+    );
   }
   checkSeed(options.reinit);
-  if (options.engine !== undefined && !SURROGATE_ENGINES.includes(options.engine)) throw new ModelError(`engine must be one of ${SURROGATE_ENGINES.join(', ')}, got ${JSON.stringify(options.engine)}`);
+  if (options.engine !== undefined && !SURROGATE_ENGINES.includes(options.engine))
+    throw new ModelError(`engine must be one of ${SURROGATE_ENGINES.join(', ')}, got ${JSON.stringify(options.engine)}`);
   const surrogate = await loadUnchecked(options);
   const { path, dir, onnx, model, reinit } = options;
   recordSurrogateOrigin(surrogate, { path: path ?? dir, onnx, model, reinit });
@@ -101,15 +104,31 @@ async function loadUnchecked(options: LoadSurrogateOptions): Promise<SurrogateMo
     const { thread: _, check: __, ...rest } = options;
     return loadThreadedSurrogate(rest);
   }
-  if (options.backend !== undefined) throw new ModelError('backend applies to a threaded surrogate (thread: true); in this thread the surrogate uses the process’s backend (initBackend, MSD_BACKEND)');
+  if (options.backend !== undefined)
+    throw new ModelError(
+      'backend applies to a threaded surrogate (thread: true); in this thread the surrogate uses the process’s backend (initBackend, MSD_BACKEND)',
+    );
   const output = parseSurrogateOutput(options.output);
   const path = options.path ?? options.dir;
   const onnx = options.onnx ?? (path !== undefined && (await modelPathKind(path)) === 'onnx' ? path : undefined);
   if (onnx !== undefined) {
-    return OnnxSurrogate.load(onnx, { reinit: options.reinit, output, chunkRows: options.chunkRows, inputShape: options.inputShape, outputName: options.outputName, threads: options.threads });
+    return OnnxSurrogate.load(onnx, {
+      reinit: options.reinit,
+      output,
+      chunkRows: options.chunkRows,
+      inputShape: options.inputShape,
+      outputName: options.outputName,
+      threads: options.threads,
+    });
   }
   if (options.engine === 'onnx') return onnxFromLayers(options, output);
-  const tfjsOptions: TfjsSurrogateOptions = { output, chunkRows: options.chunkRows, inputShape: options.inputShape, outputName: options.outputName, classes: options.classes };
+  const tfjsOptions: TfjsSurrogateOptions = {
+    output,
+    chunkRows: options.chunkRows,
+    inputShape: options.inputShape,
+    outputName: options.outputName,
+    classes: options.classes,
+  };
   if (options.model) {
     if (options.reinit === undefined) return choose(options.model, tfjsOptions, options.usePlan);
     if (options.model instanceof tf.GraphModel) return ownedSurrogate(await reinitGraphModel(options.model, options.reinit), tfjsOptions, options.usePlan);
@@ -119,7 +138,8 @@ async function loadUnchecked(options: LoadSurrogateOptions): Promise<SurrogateMo
   if (options.reinit !== undefined) {
     // Only the topology (and, for a graph model, the manifest) is needed: the trained weights are never decoded.
     const read = await readModelDir(target);
-    if (read.kind === 'graph') return ownedSurrogate(await loadGraphArtifacts(reinitGraphArtifacts(read.artifacts, options.reinit, read.file), read.file), tfjsOptions, options.usePlan);
+    if (read.kind === 'graph')
+      return ownedSurrogate(await loadGraphArtifacts(reinitGraphArtifacts(read.artifacts, options.reinit, read.file), read.file), tfjsOptions, options.usePlan);
     return ownedSurrogate(await reinitFromTopology(read.artifacts.modelTopology as object, options.reinit), tfjsOptions, options.usePlan);
   }
   const { model } = await loadTfjsModel(target);
@@ -138,7 +158,8 @@ const GRAPH_NOT_CONVERTED = 'engine onnx converts layers models, not graph model
 
 /** A TF.js layers model (trained, or re-initialised first) converted to ONNX and run by onnxruntime-node. */
 async function onnxFromLayers(options: LoadSurrogateOptions, output: ReturnType<typeof parseSurrogateOutput>): Promise<SurrogateModel> {
-  if (options.outputName !== undefined) throw new ModelError('outputName does not apply with engine onnx: the converted model has the layers model’s one output');
+  if (options.outputName !== undefined)
+    throw new ModelError('outputName does not apply with engine onnx: the converted model has the layers model’s one output');
   let model: LayersModel | tf.GraphModel;
   let owned = true;
   if (options.model) {

@@ -16,7 +16,13 @@ if (!port) throw new Error('surrogate-thread.worker is a worker thread entry; lo
 function serialise(error: unknown): SerialisedError {
   if (!(error instanceof Error)) return { name: 'Error', message: String(error) };
   const { file, code } = error as Error & { file?: unknown; code?: unknown };
-  return { name: error.name, message: error.message, stack: error.stack, file: typeof file === 'string' ? file : undefined, code: typeof code === 'string' ? code : undefined };
+  return {
+    name: error.name,
+    message: error.message,
+    stack: error.stack,
+    file: typeof file === 'string' ? file : undefined,
+    code: typeof code === 'string' ? code : undefined,
+  };
 }
 
 /** The typed array's own buffer when it spans all of it (transferable), else a copy: never a view into wasm memory. */

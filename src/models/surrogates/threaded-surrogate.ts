@@ -114,7 +114,11 @@ const workers = new WeakMap<SurrogateModel, Worker>();
  */
 export function loadThreadedSurrogate(options: ThreadedSurrogateOptions): Promise<ThreadedSurrogate> {
   if (options.model !== undefined) {
-    return Promise.reject(new ModelError('a model object cannot be moved to a worker thread (it lives in this thread’s TF.js): pass its directory (dir) or an ONNX file (onnx) instead, or drop thread'));
+    return Promise.reject(
+      new ModelError(
+        'a model object cannot be moved to a worker thread (it lives in this thread’s TF.js): pass its directory (dir) or an ONNX file (onnx) instead, or drop thread',
+      ),
+    );
   }
   const loadOptions: ThreadStart['options'] = {};
   for (const key of SERIALISABLE) if (options[key] !== undefined) (loadOptions as Record<string, unknown>)[key] = options[key];
@@ -148,10 +152,14 @@ export function loadThreadedSurrogate(options: ThreadedSurrogateOptions): Promis
     });
     worker.on('exit', (code) => {
       const why = lastError ? `: ${lastError.message}` : '';
-      const error = new SurrogateThreadError(`the surrogate's worker thread exited with code ${code}${why}; its calls fail (the defense fails closed) until a new surrogate is loaded`);
+      const error = new SurrogateThreadError(
+        `the surrogate's worker thread exited with code ${code}${why}; its calls fail (the defense fails closed) until a new surrogate is loaded`,
+      );
       if (loading) {
         loading = false;
-        rejectLoad(lastError instanceof ModelError ? lastError : new SurrogateThreadError(`the surrogate's worker thread exited with code ${code} while loading${why}`));
+        rejectLoad(
+          lastError instanceof ModelError ? lastError : new SurrogateThreadError(`the surrogate's worker thread exited with code ${code} while loading${why}`),
+        );
       }
       failAll(error);
     });

@@ -44,7 +44,10 @@ export function createModel(spec: ModelSpec): LayersModel {
     const [c1, c2] = spec.filters ?? (spec.arch === 'cnn' ? [32, 64] : [6, 16]);
     const shape = spec.inputShape.length === 1 ? squareImage(spec.inputShape[0]) : [...spec.inputShape];
     if (shape.length !== 3) throw new ModelInputError(`lenet needs an image input [height, width, channels], got [${spec.inputShape.join(', ')}]`);
-    if (!convolutionFits(shape)) throw new ModelInputError(`${spec.arch} needs images of at least ${MIN_CONV_SIDE}×${MIN_CONV_SIDE}, got [${spec.inputShape.join(', ')}]; use arch "mlp" for smaller inputs`);
+    if (!convolutionFits(shape))
+      throw new ModelInputError(
+        `${spec.arch} needs images of at least ${MIN_CONV_SIDE}×${MIN_CONV_SIDE}, got [${spec.inputShape.join(', ')}]; use arch "mlp" for smaller inputs`,
+      );
     if (spec.inputShape.length === 1) model.add(tf.layers.reshape({ inputShape: [...spec.inputShape], targetShape: shape }));
     const first = spec.inputShape.length === 1 ? {} : { inputShape: shape };
     model.add(tf.layers.conv2d({ ...first, filters: c1, kernelSize: 5, padding: 'same', activation: 'relu', kernelInitializer: init() }));
@@ -57,7 +60,9 @@ export function createModel(spec: ModelSpec): LayersModel {
     }
   }
   const noHidden = spec.arch === 'mlp' && spec.inputShape.length === 1 && (spec.hidden ?? [256, 128]).length === 0;
-  model.add(tf.layers.dense({ ...(noHidden ? { inputShape: [...spec.inputShape] } : {}), units: spec.classes, activation: 'linear', kernelInitializer: init() }));
+  model.add(
+    tf.layers.dense({ ...(noHidden ? { inputShape: [...spec.inputShape] } : {}), units: spec.classes, activation: 'linear', kernelInitializer: init() }),
+  );
   return model;
 }
 

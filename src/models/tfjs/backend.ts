@@ -119,7 +119,9 @@ async function choose(forced: BackendName | undefined, options: InitBackendOptio
   }
   const detail = tried.map((f) => `${f.backend}: ${f.reason}`).join('; ');
   throw new BackendError(
-    forced ? `MSD_BACKEND=${forced} cannot start (${detail}); unset it or choose one of ${BACKEND_ORDER.join(', ')}` : `no TensorFlow.js backend could start (${detail})`,
+    forced
+      ? `MSD_BACKEND=${forced} cannot start (${detail}); unset it or choose one of ${BACKEND_ORDER.join(', ')}`
+      : `no TensorFlow.js backend could start (${detail})`,
   );
 }
 

@@ -100,7 +100,7 @@ const weightOp = (op: string | undefined): boolean => op !== undefined && (CONV.
 
 /** The role of every float32 weight in the manifest, read from the graph (see the file comment). */
 export function graphWeightRoles(topology: unknown, specs: readonly tf.io.WeightsManifestEntry[]): Map<string, GraphWeightRole> {
-  const nodes: GraphNodeJson[] = Array.isArray((topology as { node?: unknown })?.node) ? ((topology as { node: GraphNodeJson[] }).node) : [];
+  const nodes: GraphNodeJson[] = Array.isArray((topology as { node?: unknown })?.node) ? (topology as { node: GraphNodeJson[] }).node : [];
   const shapes = new Map(specs.map((s) => [s.name, s.shape]));
   const floats = new Set(specs.filter((s) => s.dtype === 'float32').map((s) => s.name));
   const byName = new Map(nodes.filter((n) => typeof n.name === 'string').map((n) => [n.name as string, n]));
@@ -137,10 +137,13 @@ export function graphWeightRoles(topology: unknown, specs: readonly tf.io.Weight
     if (known !== undefined) return known;
     afterWeights.set(name, false);
     const node = byName.get(name);
-    const result = !!node && (weightOp(node.op) || (node.input ?? []).some((input) => {
-      const producer = producerName(input);
-      return producer !== undefined && !shapes.has(producer) && dependsOnWeights(producer);
-    }));
+    const result =
+      !!node &&
+      (weightOp(node.op) ||
+        (node.input ?? []).some((input) => {
+          const producer = producerName(input);
+          return producer !== undefined && !shapes.has(producer) && dependsOnWeights(producer);
+        }));
     afterWeights.set(name, result);
     return result;
   };
@@ -168,13 +171,20 @@ export function graphWeightRoles(topology: unknown, specs: readonly tf.io.Weight
       for (const [index, name] of consts(node)) {
         if (index < 2) continue;
         const arg = index - 2;
-        if (fused[0] === 'FusedBatchNorm' && arg < 4) set(name, { kind: 'constant', value: BATCH_NORM_VALUES[arg], why: `${op} fused batch norm argument ${arg} (${node.name})` });
-        else if (fused[0] !== 'FusedBatchNorm' && arg === 0 && (fused.length === 0 || fused[0] === 'BiasAdd')) set(name, { kind: 'bias', fanIn, why: `${op} fused BiasAdd (${node.name})` });
+        if (fused[0] === 'FusedBatchNorm' && arg < 4)
+          set(name, { kind: 'constant', value: BATCH_NORM_VALUES[arg], why: `${op} fused batch norm argument ${arg} (${node.name})` });
+        else if (fused[0] !== 'FusedBatchNorm' && arg === 0 && (fused.length === 0 || fused[0] === 'BiasAdd'))
+          set(name, { kind: 'bias', fanIn, why: `${op} fused BiasAdd (${node.name})` });
       }
     }
     if (BATCH_NORM.has(op)) {
       for (const [index, name] of consts(node)) {
-        if (index >= 1 && index <= 4) set(name, { kind: 'constant', value: BATCH_NORM_VALUES[index - 1], why: `${op} ${['scale', 'offset', 'mean', 'variance'][index - 1]} (${node.name})` });
+        if (index >= 1 && index <= 4)
+          set(name, {
+            kind: 'constant',
+            value: BATCH_NORM_VALUES[index - 1],
+            why: `${op} ${['scale', 'offset', 'mean', 'variance'][index - 1]} (${node.name})`,
+          });
       }
     }
   }
@@ -203,7 +213,12 @@ export function graphWeightRoles(topology: unknown, specs: readonly tf.io.Weight
         return !!producer?.name && dependsOnWeights(producer.name);
       });
       if (!after) set(name, { kind: 'keep', why: `${op} on the graph input before any weight: preprocessing (${node.name})` });
-      else set(name, { kind: 'constant', value: SCALES.has(op) ? 1 : 0, why: `${op} after weights: a folded normalisation ${SCALES.has(op) ? 'scale' : 'offset'} (${node.name})` });
+      else
+        set(name, {
+          kind: 'constant',
+          value: SCALES.has(op) ? 1 : 0,
+          why: `${op} after weights: a folded normalisation ${SCALES.has(op) ? 'scale' : 'offset'} (${node.name})`,
+        });
     }
   }
   // Rule 6: anything else, by its shape.
@@ -244,7 +259,10 @@ export function reinitGraphArtifacts(artifacts: tf.io.ModelArtifacts, seed: numb
       outSpecs.push(spec);
     } else {
       const count = product(spec.shape);
-      const values = role.kind === 'constant' ? new Float32Array(count).fill(role.value) : seededFloats(count, role.kind === 'weight' ? Math.sqrt(6 / role.fanIn) : 1 / Math.sqrt(role.fanIn), seed, spec.name);
+      const values =
+        role.kind === 'constant'
+          ? new Float32Array(count).fill(role.value)
+          : seededFloats(count, role.kind === 'weight' ? Math.sqrt(6 / role.fanIn) : 1 / Math.sqrt(role.fanIn), seed, spec.name);
       parts.push(new Uint8Array(values.buffer));
       // Re-drawn weights are plain float32: a quantized weight's scale and minimum no longer apply.
       const { quantization: _, ...plain } = spec;
@@ -271,7 +289,8 @@ export async function graphModelArtifacts(model: tf.GraphModel): Promise<tf.io.M
       return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
     },
   });
-  if (!captured?.weightSpecs || captured.weightData === undefined) throw new ModelError('this GraphModel keeps no weight data to re-initialise; load it from its files (path) instead');
+  if (!captured?.weightSpecs || captured.weightData === undefined)
+    throw new ModelError('this GraphModel keeps no weight data to re-initialise; load it from its files (path) instead');
   return captured;
 }
 

@@ -69,7 +69,10 @@ async function readArtifacts(dir: string): Promise<tf.io.ModelArtifacts> {
   const expected = specs.reduce((sum, spec) => sum + expectedBytes(spec, modelPath), 0);
   if (weightData.byteLength !== expected) {
     const files = json.weightsManifest.flatMap((g) => g.paths);
-    throw new ModelFileError(join(dir, files[0] ?? WEIGHTS_FILE), `holds ${weightData.byteLength} bytes of weights but ${MODEL_FILE} describes ${expected} (weight files: ${files.join(', ')})`);
+    throw new ModelFileError(
+      join(dir, files[0] ?? WEIGHTS_FILE),
+      `holds ${weightData.byteLength} bytes of weights but ${MODEL_FILE} describes ${expected} (weight files: ${files.join(', ')})`,
+    );
   }
   return {
     modelTopology: json.modelTopology,

@@ -24,7 +24,6 @@ export interface ModelDirArtifacts {
   readonly file: string;
 }
 
-
 /** The value a CommonJS/UMD bundle exports, evaluated with nothing but `module` and `exports` in scope. */
 function bundleExports(source: string, file: string): unknown {
   const module = { exports: {} as unknown };
@@ -54,12 +53,15 @@ export type ModelPathKind = 'onnx' | 'tfjs';
  */
 export async function modelPathKind(path: string): Promise<ModelPathKind> {
   if (path.toLowerCase().endsWith('.onnx')) return 'onnx';
-  let info;
+  let info: Awaited<ReturnType<typeof stat>>;
   try {
     info = await stat(path);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    throw new ModelFileError(path, code === 'ENOENT' ? 'not found (give a TF.js model’s JSON file or its directory, or an ONNX file)' : `cannot be read (${code ?? String(error)})`);
+    throw new ModelFileError(
+      path,
+      code === 'ENOENT' ? 'not found (give a TF.js model’s JSON file or its directory, or an ONNX file)' : `cannot be read (${code ?? String(error)})`,
+    );
   }
   if (info.isDirectory() || /\.(json|js)$/i.test(path)) return 'tfjs';
   const head = await firstBytes(path, 16);
@@ -96,12 +98,15 @@ async function firstBytes(path: string, count: number): Promise<Uint8Array> {
  * ModelFileError naming the file at fault.
  */
 export async function readModelDir(path: string): Promise<ModelDirArtifacts> {
-  let info;
+  let info: Awaited<ReturnType<typeof stat>>;
   try {
     info = await stat(path);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    throw new ModelFileError(path, code === 'ENOENT' ? 'not found (give a TF.js model’s JSON file or its directory)' : `cannot be read (${code ?? String(error)})`);
+    throw new ModelFileError(
+      path,
+      code === 'ENOENT' ? 'not found (give a TF.js model’s JSON file or its directory)' : `cannot be read (${code ?? String(error)})`,
+    );
   }
   let dir: string;
   let file: string;
@@ -120,7 +125,8 @@ export async function readModelDir(path: string): Promise<ModelDirArtifacts> {
       // No model.json: a converter's `<name>.json` when it is the only JSON file (meta.json aside).
       const jsons = names.filter((n) => n.toLowerCase().endsWith('.json') && n !== META_FILE).sort();
       if (jsons.length === 1) file = join(dir, jsons[0]);
-      else if (jsons.length > 1) throw new ModelFileError(path, `holds no model.json and several JSON files (${jsons.join(', ')}): give the model's JSON file itself`);
+      else if (jsons.length > 1)
+        throw new ModelFileError(path, `holds no model.json and several JSON files (${jsons.join(', ')}): give the model's JSON file itself`);
     }
   } else {
     // A file: the model's JSON by any name (tfjs-converter's `<name>.json`), or a bundle's `.js`.

@@ -32,7 +32,10 @@ function rolesOfLayer(layer: LayersModel['layers'][number]): Role[] {
   const names = layer.weights.map((w) => suffix(w.originalName));
   const kernelIndex = names.findIndex((n) => n.endsWith('kernel'));
   // A bias follows the layer's last kernel (pointwise after depthwise in a separable convolution).
-  const lastKernel = names.map((n, i) => (n.endsWith('kernel') ? i : -1)).filter((i) => i >= 0).pop();
+  const lastKernel = names
+    .map((n, i) => (n.endsWith('kernel') ? i : -1))
+    .filter((i) => i >= 0)
+    .pop();
   return layer.weights.map((w, i) => {
     const name = names[i];
     if (name in CONSTANTS) return { kind: 'constant', value: CONSTANTS[name] };
@@ -55,7 +58,10 @@ export function reinitWeights(model: LayersModel, seed: number): void {
       const shape = w.shape as number[];
       const size = shape.reduce((a, b) => a * b, 1);
       const role = roles[i];
-      const data = role.kind === 'constant' ? new Float32Array(size).fill(role.value) : seededFloats(size, role.kind === 'weight' ? Math.sqrt(6 / role.fanIn) : 1 / Math.sqrt(role.fanIn), seed, w.originalName);
+      const data =
+        role.kind === 'constant'
+          ? new Float32Array(size).fill(role.value)
+          : seededFloats(size, role.kind === 'weight' ? Math.sqrt(6 / role.fanIn) : 1 / Math.sqrt(role.fanIn), seed, w.originalName);
       return tf.tensor(data, shape, 'float32');
     });
     try {

@@ -37,7 +37,12 @@ export interface TfjsSurrogateOptions {
 type AnyModel = LayersModel | tf.GraphModel;
 
 /** Backward kernels of convolutions, which some backends lack (wasm: the filter gradients and the depthwise input gradient). */
-export const BACKWARD_KERNELS: readonly string[] = ['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'DepthwiseConv2dNativeBackpropFilter', 'DepthwiseConv2dNativeBackpropInput'];
+export const BACKWARD_KERNELS: readonly string[] = [
+  'Conv2DBackpropFilter',
+  'Conv2DBackpropInput',
+  'DepthwiseConv2dNativeBackpropFilter',
+  'DepthwiseConv2dNativeBackpropInput',
+];
 const CONVOLUTIONS = new Set(['Conv1D', 'Conv2D', 'Conv2DTranspose', 'DepthwiseConv2D', 'SeparableConv2D', 'Conv3D']);
 const announced = new Set<string>();
 
@@ -82,7 +87,10 @@ export class TfjsSurrogate implements SurrogateModel {
 
   /** Wraps a loaded model (which the surrogate then owns: dispose() disposes it). */
   static async create(model: AnyModel, options: TfjsSurrogateOptions = {}): Promise<TfjsSurrogate> {
-    if (model.inputs.length !== 1) throw new UnsupportedModelError(`the surrogate feeds one input tensor, but the model has ${model.inputs.length} (${model.inputs.map((i) => i.name).join(', ')})`);
+    if (model.inputs.length !== 1)
+      throw new UnsupportedModelError(
+        `the surrogate feeds one input tensor, but the model has ${model.inputs.length} (${model.inputs.map((i) => i.name).join(', ')})`,
+      );
     const declared = options.inputShape ?? (model.inputs[0].shape ?? []).slice(1);
     if (declared.length === 0 || !declared.every((d): d is number => typeof d === 'number' && d > 0)) {
       throw new UnsupportedModelError(`the model’s input shape ${JSON.stringify(model.inputs[0].shape)} is not fixed; pass inputShape (e.g. [224, 224, 3])`);
@@ -140,7 +148,10 @@ export class TfjsSurrogate implements SurrogateModel {
 
   /** B×K×K Gram matrices over all trainable parameters (row-major); see the file comment. */
   async gramAsync(inputs: Float32Array, rows: number): Promise<Float64Array> {
-    if (!this.differentiable) throw new UnsupportedModelError('this surrogate is forward-only (a GraphModel, or no trainable weights): it has no Gram matrices; use mad with jacobian=last-layer');
+    if (!this.differentiable)
+      throw new UnsupportedModelError(
+        'this surrogate is forward-only (a GraphModel, or no trainable weights): it has no Gram matrices; use mad with jacobian=last-layer',
+      );
     checkRows(inputs, rows, this.width);
     const k2 = this.classes * this.classes;
     const out = new Float64Array(rows * k2);

@@ -26,7 +26,14 @@ export interface TrainingGraph {
 }
 
 /** Feed names besides the weights. */
-export const TRAINING_INPUTS = { x: 'x', targets: 'targets', rows: 'rows', learningRate: 'learning_rate', oneMinusBeta1Power: 'one_minus_beta1_power', oneMinusBeta2Power: 'one_minus_beta2_power' } as const;
+export const TRAINING_INPUTS = {
+  x: 'x',
+  targets: 'targets',
+  rows: 'rows',
+  learningRate: 'learning_rate',
+  oneMinusBeta1Power: 'one_minus_beta1_power',
+  oneMinusBeta2Power: 'one_minus_beta2_power',
+} as const;
 export const TRAINING_OUTPUTS = { lossSum: 'loss_sum', correct: 'correct' } as const;
 export const NEXT = '_next';
 
@@ -34,7 +41,8 @@ export const NEXT = '_next';
 export function onnxTrainingSupport(plan: ModelPlan): string | undefined {
   let rank = plan.inputShape.length;
   for (const step of plan.steps) {
-    if ((step.kind === 'dense' || step.kind === 'conv2d' || step.kind === 'activation') && !supportedActivation(step.activation)) return `activation ${step.activation}`;
+    if ((step.kind === 'dense' || step.kind === 'conv2d' || step.kind === 'activation') && !supportedActivation(step.activation))
+      return `activation ${step.activation}`;
     if (step.kind === 'conv2d') {
       if (rank !== 3) return 'a convolution on a non-image tensor';
       if (step.strides[0] !== 1 || step.strides[1] !== 1) return 'a strided convolution';
@@ -60,7 +68,8 @@ export function buildTrainingGraph(plan: ModelPlan): TrainingGraph {
   plan.steps.forEach((step, index) => convertStep(step, pass, plan.steps[index + 1]));
   pass.runBackward(lossAndGradient(pass));
   adamUpdates(pass);
-  if (pass.weights.length !== plan.variables.length) throw new Error(`the training graph covers ${pass.weights.length} of the plan's ${plan.variables.length} variables`);
+  if (pass.weights.length !== plan.variables.length)
+    throw new Error(`the training graph covers ${pass.weights.length} of the plan's ${plan.variables.length} variables`);
   return { spec: trainingSpec(plan, pass), weights: pass.weights };
 }
 
@@ -72,7 +81,11 @@ function lossAndGradient(pass: ForwardPass): string {
   const { graph } = pass;
   const logits = pass.value;
   const targets = TRAINING_INPUTS.targets;
-  graph.nodes.push({ op: 'Neg', inputs: [pass.one('ReduceSum', [pass.one('Mul', [targets, pass.one('LogSoftmax', [logits], { axis: 1 })])], { keepdims: 0 })], outputs: [TRAINING_OUTPUTS.lossSum] });
+  graph.nodes.push({
+    op: 'Neg',
+    inputs: [pass.one('ReduceSum', [pass.one('Mul', [targets, pass.one('LogSoftmax', [logits], { axis: 1 })])], { keepdims: 0 })],
+    outputs: [TRAINING_OUTPUTS.lossSum],
+  });
   const matches = pass.one('Cast', [pass.one('Equal', [pass.one('ArgMax', [logits], { axis: 1 }), pass.one('ArgMax', [targets], { axis: 1 })])], { to: 1 });
   graph.nodes.push({ op: 'ReduceSum', inputs: [matches], outputs: [TRAINING_OUTPUTS.correct], attributes: { keepdims: 0 } });
   const targetMass = pass.one('ReduceSum', [targets, pass.axes('axes_class', [1])], { keepdims: 1 });
@@ -94,11 +107,23 @@ function adamUpdates(pass: ForwardPass): void {
   for (const weight of pass.weights) {
     const g = pass.gradients.get(weight);
     if (!g) throw new Error(`no gradient reached ${weight.value}`);
-    graph.nodes.push({ op: 'Add', inputs: [pass.one('Mul', [weight.firstMoment, beta1]), pass.one('Mul', [g, oneMinusBeta1])], outputs: [weight.firstMoment + NEXT] });
-    graph.nodes.push({ op: 'Add', inputs: [pass.one('Mul', [weight.secondMoment, beta2]), pass.one('Mul', [pass.one('Mul', [g, g]), oneMinusBeta2])], outputs: [weight.secondMoment + NEXT] });
+    graph.nodes.push({
+      op: 'Add',
+      inputs: [pass.one('Mul', [weight.firstMoment, beta1]), pass.one('Mul', [g, oneMinusBeta1])],
+      outputs: [weight.firstMoment + NEXT],
+    });
+    graph.nodes.push({
+      op: 'Add',
+      inputs: [pass.one('Mul', [weight.secondMoment, beta2]), pass.one('Mul', [pass.one('Mul', [g, g]), oneMinusBeta2])],
+      outputs: [weight.secondMoment + NEXT],
+    });
     const corrected = pass.one('Div', [weight.firstMoment + NEXT, TRAINING_INPUTS.oneMinusBeta1Power]);
     const scale = pass.one('Add', [pass.one('Sqrt', [pass.one('Div', [weight.secondMoment + NEXT, TRAINING_INPUTS.oneMinusBeta2Power])]), epsilon]);
-    graph.nodes.push({ op: 'Sub', inputs: [weight.value, pass.one('Mul', [pass.one('Div', [corrected, scale]), TRAINING_INPUTS.learningRate])], outputs: [weight.value + NEXT] });
+    graph.nodes.push({
+      op: 'Sub',
+      inputs: [weight.value, pass.one('Mul', [pass.one('Div', [corrected, scale]), TRAINING_INPUTS.learningRate])],
+      outputs: [weight.value + NEXT],
+    });
   }
 }
 
@@ -111,7 +136,10 @@ function trainingSpec(plan: ModelPlan, pass: ForwardPass): OnnxModelSpec {
     inputs: [
       { name: TRAINING_INPUTS.x, shape: ['rows', width] },
       { name: TRAINING_INPUTS.targets, shape: ['rows', plan.classes] },
-      ...[TRAINING_INPUTS.rows, TRAINING_INPUTS.learningRate, TRAINING_INPUTS.oneMinusBeta1Power, TRAINING_INPUTS.oneMinusBeta2Power].map((name) => ({ name, shape: [] })),
+      ...[TRAINING_INPUTS.rows, TRAINING_INPUTS.learningRate, TRAINING_INPUTS.oneMinusBeta1Power, TRAINING_INPUTS.oneMinusBeta2Power].map((name) => ({
+        name,
+        shape: [],
+      })),
       ...stateInputs,
     ],
     outputs: [

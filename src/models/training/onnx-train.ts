@@ -14,7 +14,6 @@ import { permutation, seededRandom } from '../random.js';
 import { tf, type LayersModel } from '../tfjs/tf.js';
 import type { EpochRecord, TrainData, TrainOptions, TrainResult } from './train-types.js';
 
-
 export interface OnnxTrainSettings {
   epochs: number;
   batchSize: number;
@@ -25,7 +24,13 @@ export interface OnnxTrainSettings {
   threads: number;
 }
 
-export async function trainOnOnnxRuntime(model: LayersModel, plan: ModelPlan, data: TrainData, options: TrainOptions, settings: OnnxTrainSettings): Promise<TrainResult> {
+export async function trainOnOnnxRuntime(
+  model: LayersModel,
+  plan: ModelPlan,
+  data: TrainData,
+  options: TrainOptions,
+  settings: OnnxTrainSettings,
+): Promise<TrainResult> {
   const ort = await loadOnnxRuntime();
   const graph = buildTrainingGraph(plan);
   const session = await ort.InferenceSession.create(writeOnnxModel(graph.spec), {
@@ -89,7 +94,14 @@ export async function trainOnOnnxRuntime(model: LayersModel, plan: ModelPlan, da
           state.get(name)!.dispose();
           state.set(name, results[name + NEXT]);
         }
-        for (const name of [TRAINING_INPUTS.x, TRAINING_INPUTS.targets, TRAINING_INPUTS.rows, TRAINING_INPUTS.oneMinusBeta1Power, TRAINING_INPUTS.oneMinusBeta2Power]) feeds[name].dispose();
+        for (const name of [
+          TRAINING_INPUTS.x,
+          TRAINING_INPUTS.targets,
+          TRAINING_INPUTS.rows,
+          TRAINING_INPUTS.oneMinusBeta1Power,
+          TRAINING_INPUTS.oneMinusBeta2Power,
+        ])
+          feeds[name].dispose();
         if (options.onStep) {
           writeBack();
           options.onStep((epoch - 1) * batches + batch + 1, epochs * batches);
@@ -115,7 +127,11 @@ export async function trainOnOnnxRuntime(model: LayersModel, plan: ModelPlan, da
     learningRate.dispose();
     await session.release();
   }
-  return { history, imagesPerSecond: (rows * epochs) / Math.max(trainSeconds, 1e-9), backend: `onnxruntime (${settings.threads} thread${settings.threads === 1 ? '' : 's'})` };
+  return {
+    history,
+    imagesPerSecond: (rows * epochs) / Math.max(trainSeconds, 1e-9),
+    backend: `onnxruntime (${settings.threads} thread${settings.threads === 1 ? '' : 's'})`,
+  };
 }
 
 /** The rows of `index` and their targets (one-hot when the data has hard labels). */

@@ -18,9 +18,28 @@ import { forwardLogits, planOf, type ModelPlan } from '../tfjs/plan/plan.js';
 import { accuracy } from '../tfjs/plan/predict.js';
 import { permutation, seededRandom } from '../random.js';
 import { tf, type LayersModel, type Tensor } from '../tfjs/tf.js';
-import { TRAIN_ENGINES, TRAIN_LOSSES, type EpochRecord, type TrainData, type TrainEngine, type TrainLoss, type TrainOptions, type TrainResult } from './train-types.js';
+import {
+  TRAIN_ENGINES,
+  TRAIN_LOSSES,
+  type EpochRecord,
+  type TrainData,
+  type TrainEngine,
+  type TrainLoss,
+  type TrainOptions,
+  type TrainResult,
+} from './train-types.js';
 
-export { TRAIN_ENGINES, TRAIN_LOSSES, type EpochRecord, type TrainData, type TrainEngine, type TrainLoss, type TrainOptions, type TrainProgress, type TrainResult } from './train-types.js';
+export {
+  TRAIN_ENGINES,
+  TRAIN_LOSSES,
+  type EpochRecord,
+  type TrainData,
+  type TrainEngine,
+  type TrainLoss,
+  type TrainOptions,
+  type TrainProgress,
+  type TrainResult,
+} from './train-types.js';
 
 /** Trains `model` in place. Resolves when done; memory (tensor count) is the same before and after. */
 export async function trainModel(model: LayersModel, data: TrainData, options: TrainOptions): Promise<TrainResult> {
@@ -62,7 +81,9 @@ export async function describeTrainingEngine(): Promise<string> {
   if (engine === 'tfjs') return `training: tfjs ${tf.getBackend()} (MSD_TRAIN_ENGINE=tfjs)`;
   if (engine === 'auto' && !['wasm', 'cpu'].includes(tf.getBackend())) return `training: tfjs ${tf.getBackend()}`;
   if (installed) return 'training: onnxruntime-node (models and losses it covers; the others on tfjs)';
-  return engine === 'onnxruntime' ? 'training: onnxruntime-node asked for but not installed' : `training: tfjs ${tf.getBackend()} (onnxruntime-node not installed, which trains faster: ${ONNX_RUNTIME_INSTALL_HINT})`;
+  return engine === 'onnxruntime'
+    ? 'training: onnxruntime-node asked for but not installed'
+    : `training: tfjs ${tf.getBackend()} (onnxruntime-node not installed, which trains faster: ${ONNX_RUNTIME_INSTALL_HINT})`;
 }
 
 async function useOnnxRuntime(plan: ModelPlan, loss: TrainLoss, engine: TrainEngine): Promise<boolean> {
@@ -96,12 +117,15 @@ function checkOptions(plan: ModelPlan, data: TrainData, options: TrainOptions): 
   }
   if (!Number.isInteger(settings.epochs) || settings.epochs < 1) throw new ModelInputError(`epochs must be an integer ≥ 1, got ${options.epochs}`);
   if (!Number.isInteger(settings.batchSize) || settings.batchSize < 1) throw new ModelInputError(`batchSize must be an integer ≥ 1, got ${options.batchSize}`);
-  if (!(settings.learningRate > 0) || !Number.isFinite(settings.learningRate)) throw new ModelInputError(`learningRate must be a positive number, got ${options.learningRate}`);
+  if (!(settings.learningRate > 0) || !Number.isFinite(settings.learningRate))
+    throw new ModelInputError(`learningRate must be a positive number, got ${options.learningRate}`);
   if (!TRAIN_LOSSES.includes(settings.loss)) throw new ModelInputError(`loss "${String(settings.loss)}" is not one of ${TRAIN_LOSSES.join(', ')}`);
   const width = plan.inputShape.reduce((a, b) => a * b, 1);
   if (!Number.isInteger(data.rows) || data.rows < 1) throw new ModelInputError(`training needs at least one row, got ${data.rows}`);
-  if (data.x.length !== data.rows * width) throw new ModelInputError(`x holds ${data.x.length} values; ${data.rows} rows of ${width} need ${data.rows * width}`);
-  if ((data.targets === undefined) === (data.labels === undefined)) throw new ModelInputError('give either targets (soft labels) or labels, not both or neither');
+  if (data.x.length !== data.rows * width)
+    throw new ModelInputError(`x holds ${data.x.length} values; ${data.rows} rows of ${width} need ${data.rows * width}`);
+  if ((data.targets === undefined) === (data.labels === undefined))
+    throw new ModelInputError('give either targets (soft labels) or labels, not both or neither');
   if (data.targets && data.targets.length !== data.rows * plan.classes) {
     throw new ModelInputError(`targets hold ${data.targets.length} values; ${data.rows} rows of ${plan.classes} classes need ${data.rows * plan.classes}`);
   }

@@ -86,22 +86,31 @@ export function batchedSurrogateContext(models: BatchedContextModels, options: B
   const widths = new Map<BatchedModel, number>();
   const attached = new WeakSet<object>();
 
-  const add = (name: BatchedModel, model: AsyncProbabilityModel, forward: (inputs: Float32Array, rows: number) => Promise<Float32Array | Float64Array>): void => {
+  const add = (
+    name: BatchedModel,
+    model: AsyncProbabilityModel,
+    forward: (inputs: Float32Array, rows: number) => Promise<Float32Array | Float64Array>,
+  ): void => {
     const width = widthOf(model, name === 'misinformation' ? 'misinformation' : 'surrogate');
     const list: BatcherObserver[] = [];
     observers.set(name, list);
     widths.set(name, width);
-    batchers.set(name, createBatcher(forward, { ...batching, width, what: name === 'misinformation' ? 'the misinformation model' : 'the surrogate', observer: fanOut(list) }));
+    batchers.set(
+      name,
+      createBatcher(forward, { ...batching, width, what: name === 'misinformation' ? 'the misinformation model' : 'the surrogate', observer: fanOut(list) }),
+    );
   };
   const probsOf = (model: AsyncProbabilityModel) => async (inputs: Float32Array, rows: number) => {
     const probs = await model.probsAsync(inputs, rows);
-    if (probs.rows !== rows || probs.cols !== model.classes || probs.data.length !== rows * model.classes) throw new Error(`the model answered ${probs.rows}×${probs.cols} probabilities for ${rows} rows of ${model.classes} classes`);
+    if (probs.rows !== rows || probs.cols !== model.classes || probs.data.length !== rows * model.classes)
+      throw new Error(`the model answered ${probs.rows}×${probs.cols} probabilities for ${rows} rows of ${model.classes} classes`);
     return probs.data;
   };
   const { surrogate, misinformation } = models;
   if (surrogate) {
     add('surrogate', surrogate, probsOf(surrogate));
-    if (surrogate.differentiable !== false && typeof surrogate.gramAsync === 'function') add('surrogate_gram', surrogate, (inputs, rows) => surrogate.gramAsync!(inputs, rows));
+    if (surrogate.differentiable !== false && typeof surrogate.gramAsync === 'function')
+      add('surrogate_gram', surrogate, (inputs, rows) => surrogate.gramAsync!(inputs, rows));
   }
   if (misinformation) add('misinformation', misinformation, probsOf(misinformation));
 
@@ -109,27 +118,44 @@ export function batchedSurrogateContext(models: BatchedContextModels, options: B
     const batcher = batchers.get(name);
     if (!batcher) return Promise.reject(new ServingError(missing, 500, 'defense_failed'));
     const width = widths.get(name)!;
-    if (inputs.cols !== width) return Promise.reject(new RequestFormatError(`request: ${inputs.cols} input values per row; the ${name === 'misinformation' ? 'misinformation model' : 'surrogate'} takes ${width}`));
+    if (inputs.cols !== width)
+      return Promise.reject(
+        new RequestFormatError(
+          `request: ${inputs.cols} input values per row; the ${name === 'misinformation' ? 'misinformation model' : 'surrogate'} takes ${width}`,
+        ),
+      );
     return batcher.submit(inputs.data, inputs.rows, signal);
   };
 
   const provider = async (needs: readonly ContextNeed[], inputs: InputRows, options: ContextCallOptions = {}): Promise<DefenseContext> => {
     const { signal } = options;
     signal?.throwIfAborted();
-    if (inputs.rows > batching.maxRowsPerRequest) throw new RequestFormatError(`request: ${inputs.rows} input rows; at most ${batching.maxRowsPerRequest} per request are accepted, split the batch`, 413);
+    if (inputs.rows > batching.maxRowsPerRequest)
+      throw new RequestFormatError(`request: ${inputs.rows} input rows; at most ${batching.maxRowsPerRequest} per request are accepted, split the batch`, 413);
     for (let i = 0; i < inputs.data.length; i++) {
-      if (!Number.isFinite(inputs.data[i])) throw new RequestFormatError(`request: input row ${Math.floor(i / Math.max(1, inputs.cols))} holds a non-finite value`);
+      if (!Number.isFinite(inputs.data[i]))
+        throw new RequestFormatError(`request: input row ${Math.floor(i / Math.max(1, inputs.cols))} holds a non-finite value`);
     }
     const context: { -readonly [K in keyof DefenseContext]: DefenseContext[K] } = {};
     const pending: Promise<void>[] = [];
     for (const need of new Set(needs)) {
       if (need === 'surrogate') {
-        pending.push(run('surrogate', inputs, 'the defense needs the surrogate’s probabilities, but no surrogate was configured', signal).then((data) => void (context.surrogateProbs = { rows: inputs.rows, cols: surrogate!.classes, data: data as Float32Array })));
+        pending.push(
+          run('surrogate', inputs, 'the defense needs the surrogate’s probabilities, but no surrogate was configured', signal).then(
+            (data) => void (context.surrogateProbs = { rows: inputs.rows, cols: surrogate!.classes, data: data as Float32Array }),
+          ),
+        );
       } else if (need === 'surrogateGram') {
         const missing = surrogate ? nonDifferentiableMessage() : 'the defense needs the surrogate’s Gram matrices, but no surrogate was configured';
-        pending.push(run('surrogate_gram', inputs, missing, signal).then((data) => void (context.gram = data instanceof Float64Array ? data : Float64Array.from(data))));
+        pending.push(
+          run('surrogate_gram', inputs, missing, signal).then((data) => void (context.gram = data instanceof Float64Array ? data : Float64Array.from(data))),
+        );
       } else if (need === 'misinformation') {
-        pending.push(run('misinformation', inputs, 'the defense needs a misinformation model, but none was configured', signal).then((data) => void (context.misinformationProbs = { rows: inputs.rows, cols: misinformation!.classes, data: data as Float32Array })));
+        pending.push(
+          run('misinformation', inputs, 'the defense needs a misinformation model, but none was configured', signal).then(
+            (data) => void (context.misinformationProbs = { rows: inputs.rows, cols: misinformation!.classes, data: data as Float32Array }),
+          ),
+        );
       } else if (need === 'inputKey') {
         context.inputKeys = inputKeys(inputs.data, inputs.rows);
       } else {

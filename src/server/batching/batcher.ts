@@ -194,7 +194,8 @@ export function createBatcher<Out extends Float32Array | Float64Array>(forward: 
     for (const { job, start, rows: n, offset } of parts) {
       if (job.settled) continue;
       job.result ??= new (out.constructor as new (length: number) => Out)(job.rows * outWidth);
-      if (job.result.length !== job.rows * outWidth) throw new Error(`${what} answered ${outWidth} values per row, not ${job.result.length / job.rows} as before`);
+      if (job.result.length !== job.rows * outWidth)
+        throw new Error(`${what} answered ${outWidth} values per row, not ${job.result.length / job.rows} as before`);
       job.result.set(out.subarray(offset * outWidth, (offset + n) * outWidth), start * outWidth);
       job.done += n;
       if (job.done === job.rows) {
@@ -272,14 +273,16 @@ export function createBatcher<Out extends Float32Array | Float64Array>(forward: 
 
   const admit = (rows: number): void => {
     if (closed) throw new OverloadedError(`${what} is shutting down`, 1);
-    if (queuedRows + rows > maxQueueRows) throw new OverloadedError(`${what} is busy (${queuedRows} rows waiting, limit ${maxQueueRows}); retry later`, retryAfter(rows));
+    if (queuedRows + rows > maxQueueRows)
+      throw new OverloadedError(`${what} is busy (${queuedRows} rows waiting, limit ${maxQueueRows}); retry later`, retryAfter(rows));
   };
 
   const submit = (inputs: Float32Array, rows: number, signal?: AbortSignal): Promise<Out> => {
     if (signal?.aborted) return Promise.reject(signal.reason);
     if (closed) return Promise.reject(new OverloadedError(`${what} is shutting down`, 1));
     if (!Number.isInteger(rows) || rows < 1) return Promise.reject(new RequestFormatError(`request: ${rows} input rows; send at least one`));
-    if (inputs.length !== rows * width) return Promise.reject(new RequestFormatError(`request: inputs hold ${inputs.length} values; ${rows} rows of ${width} need ${rows * width}`));
+    if (inputs.length !== rows * width)
+      return Promise.reject(new RequestFormatError(`request: inputs hold ${inputs.length} values; ${rows} rows of ${width} need ${rows * width}`));
     try {
       admit(rows);
     } catch (error) {

@@ -24,7 +24,9 @@ const NAMES = Object.keys(BATCHING_DEFAULTS);
 
 function checkNumber(value: unknown, name: string, min: number, integer: boolean): void {
   if (typeof value !== 'number' || !Number.isFinite(value) || value < min || (integer && !Number.isInteger(value))) {
-    throw new ServingOptionError(`batching.${name} must be ${integer ? 'an integer' : 'a number'} ≥ ${min}, got ${JSON.stringify(value)}; e.g. ${name}: ${BATCHING_DEFAULTS[name as keyof ResolvedBatching]}`);
+    throw new ServingOptionError(
+      `batching.${name} must be ${integer ? 'an integer' : 'a number'} ≥ ${min}, got ${JSON.stringify(value)}; e.g. ${name}: ${BATCHING_DEFAULTS[name as keyof ResolvedBatching]}`,
+    );
   }
 }
 
@@ -39,10 +41,13 @@ export function resolveBatching(options: BatchingOptions = {}): ResolvedBatching
     checkNumber(value, name, name === 'windowMs' ? 0 : 1, name !== 'windowMs');
     resolved[name] = value;
   }
-  if (resolved.windowMs > 1000) throw new ServingOptionError(`batching.windowMs is ${resolved.windowMs}: a window over 1000 ms delays every request by that much; use a few milliseconds`);
+  if (resolved.windowMs > 1000)
+    throw new ServingOptionError(`batching.windowMs is ${resolved.windowMs}: a window over 1000 ms delays every request by that much; use a few milliseconds`);
   // A request larger than the queue could never be admitted: say so now rather than 503 forever.
   if (resolved.maxRowsPerRequest > resolved.maxQueueRows) {
-    throw new ServingOptionError(`batching.maxRowsPerRequest (${resolved.maxRowsPerRequest}) exceeds maxQueueRows (${resolved.maxQueueRows}); such a request could never be queued: raise maxQueueRows or lower maxRowsPerRequest`);
+    throw new ServingOptionError(
+      `batching.maxRowsPerRequest (${resolved.maxRowsPerRequest}) exceeds maxQueueRows (${resolved.maxQueueRows}); such a request could never be queued: raise maxQueueRows or lower maxRowsPerRequest`,
+    );
   }
   return resolved;
 }

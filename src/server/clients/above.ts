@@ -65,7 +65,14 @@ export interface AboveClient {
    * Adds the request to the population views and judges them; returns why the answer gets the
    * probation tier (undefined: it does not). `own` is the client's assessment after its update.
    */
-  after(args: { own: Assessment; historyBefore: number; cohort: Assessment | undefined; observation: ClientObservation; anonymous: boolean; time: number }): ProbationReason | undefined;
+  after(args: {
+    own: Assessment;
+    historyBefore: number;
+    cohort: Assessment | undefined;
+    observation: ClientObservation;
+    anonymous: boolean;
+    time: number;
+  }): ProbationReason | undefined;
   readonly probationTier: Defense | undefined;
   countProbation(reason: ProbationReason): void;
   /** The population views as of the last judgement (undefined without population detection). */
@@ -88,7 +95,11 @@ export interface AboveDeps {
 const topScore = (verdicts: readonly DetectorVerdict[]): number => verdicts.reduce((m, v) => Math.max(m, Number.isFinite(v.score) ? v.score : 0), 0);
 
 /** The probation tier: given, else escalationTier, else the ladder's first tier that keeps top-1, else mad-argmax / argmax when configured. */
-function resolveProbationTier(options: ClientsOptions<never>, detection: ClientDetection, tiers: ReadonlyMap<string, Defense>): { name: string; defense: Defense } | undefined {
+function resolveProbationTier(
+  options: ClientsOptions<never>,
+  detection: ClientDetection,
+  tiers: ReadonlyMap<string, Defense>,
+): { name: string; defense: Defense } | undefined {
   const mapped = (policyTier: string) => options.tierNames?.[policyTier] ?? policyTier;
   const named = options.probationTier ?? options.escalationTier;
   if (named !== undefined) {
@@ -131,8 +142,12 @@ export function createAboveClient(options: ClientsOptions<never>, deps: AboveDep
   if (!wantsCohorts && !populationOptions && !fingerprintOptions) return undefined;
 
   const withConfig = deps.detection as Partial<ClientDetectionWithConfig>;
-  const readCohort = wantsCohorts ? createCohortReader({ cohort: options.cohort as ClientsOptions['cohort'] & {}, trustProxy: options.trustProxy, idSecret: options.idSecret }) : undefined;
-  const cohortDetection = wantsCohorts ? (options.cohortDetection ?? (withConfig.options ? createCohortDetection(withConfig.options) : deps.detection)) : undefined;
+  const readCohort = wantsCohorts
+    ? createCohortReader({ cohort: options.cohort as ClientsOptions['cohort'] & {}, trustProxy: options.trustProxy, idSecret: options.idSecret })
+    : undefined;
+  const cohortDetection = wantsCohorts
+    ? (options.cohortDetection ?? (withConfig.options ? createCohortDetection(withConfig.options) : deps.detection))
+    : undefined;
 
   let population: PopulationConfig | undefined;
   if (populationOptions) {
@@ -154,12 +169,22 @@ export function createAboveClient(options: ClientsOptions<never>, deps: AboveDep
 
   let tracker: PopulationTracker | undefined = population ? createPopulationTracker(population) : undefined;
   if (population && typeof deps.detection.history !== 'function') {
-    logger?.warn('population detection: clients.detection has no history(state), so only identities new to the store count as young; build it with createClientDetection, or give history');
+    logger?.warn(
+      'population detection: clients.detection has no history(state), so only identities new to the store count as young; build it with createClientDetection, or give history',
+    );
   }
   logger?.info(
     {
       cohort: typeof options.cohort === 'function' ? 'function' : options.cohort,
-      population: population ? { youngQueries: population.youngQueries, windowSeconds: population.window.lengthMs / 1000, minQueries: population.minQueries, oodMaxRate: population.ood.maxRate, hoda: population.hoda.enabled } : false,
+      population: population
+        ? {
+            youngQueries: population.youngQueries,
+            windowSeconds: population.window.lengthMs / 1000,
+            minQueries: population.minQueries,
+            oodMaxRate: population.ood.maxRate,
+            hoda: population.hoda.enabled,
+          }
+        : false,
       fingerprints: fingerprint ? { window: fingerprint.window, hashes: fingerprint.hashes, matchThreshold: fingerprint.matchThreshold } : false,
       probationTier: probation?.name,
     },
@@ -171,7 +196,9 @@ export function createAboveClient(options: ClientsOptions<never>, deps: AboveDep
     views: () => {
       const status = tracker?.status();
       if (!status) return {};
-      return Object.fromEntries(VIEWS.map((view) => [view, { alarm: status[view].alarm, scores: Object.fromEntries(status[view].verdicts.map((v) => [v.detector, v.score])) }]));
+      return Object.fromEntries(
+        VIEWS.map((view) => [view, { alarm: status[view].alarm, scores: Object.fromEntries(status[view].verdicts.map((v) => [v.detector, v.score])) }]),
+      );
     },
     fingerprintEntries: () => fingerprints?.size(),
   });
@@ -242,8 +269,9 @@ export function createAboveClient(options: ClientsOptions<never>, deps: AboveDep
     noteCohort,
     after({ own, historyBefore, cohort, observation, anonymous, time }) {
       let young = false;
-      if (tracker && population && !anonymous) {
-        young = historyBefore < population.youngQueries;
+      if (tracker && population) {
+        // The anonymous class is one shared history: in the `all` view, never young.
+        young = !anonymous && historyBefore < population.youngQueries;
         const layout = tracker.layoutFor(observation.probs.cols);
         tracker.observe(summarise(layout, population.ood.confidenceThreshold, observation.probs, observation.hardness, observation.matches), young, time);
         for (const change of tracker.judge(time)) logAlarm(change);

@@ -86,11 +86,13 @@ function ipSpec(spec: string): { v4: number; v6: number } | undefined {
   if (!match) return undefined;
   const v4 = match[1] === undefined ? DEFAULT_IPV4_PREFIX : Number(match[1]);
   const v6 = match[2] === undefined ? DEFAULT_IPV6_PREFIX : Number(match[2]);
-  if (v4 < 1 || v4 > 32 || v6 < 1 || v6 > 128) throw new ServingOptionError(`clients.cohort "${spec}": prefix lengths must be 1–32 (IPv4) and 1–128 (IPv6), e.g. "ip/24/64"`);
+  if (v4 < 1 || v4 > 32 || v6 < 1 || v6 > 128)
+    throw new ServingOptionError(`clients.cohort "${spec}": prefix lengths must be 1–32 (IPv4) and 1–128 (IPv6), e.g. "ip/24/64"`);
   return { v4, v6 };
 }
 
-const SPECS = '"ip" (the /24 or /64 of the client address; "ip/V4/V6" for other prefixes), "jwt:CLAIM" (e.g. "jwt:org"), "header:NAME" (e.g. "header:x-tenant-id"), "prefix:N" (the first N characters of the raw identity), or a function (req, rawId) => key';
+const SPECS =
+  '"ip" (the /24 or /64 of the client address; "ip/V4/V6" for other prefixes), "jwt:CLAIM" (e.g. "jwt:org"), "header:NAME" (e.g. "header:x-tenant-id"), "prefix:N" (the first N characters of the raw identity), or a function (req, rawId) => key';
 
 /** Builds the cohort reader once; a bad spec throws with what to write instead. Returns the hashed cohort id, or undefined. */
 export function createCohortReader(config: CohortConfig): (req: IncomingMessage, rawId: string | undefined) => string | undefined {

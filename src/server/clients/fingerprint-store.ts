@@ -153,7 +153,12 @@ return out
 type FingerprintRedis = Redis & { msdFingerprints(current: string, previous: string, ...args: (string | number)[]): Promise<number[]> };
 
 /** The shared store on the client store's Redis connection (`redis`), keys under `prefix`. */
-export function createRedisFingerprintStore(redis: Redis, prefix: string, config: Pick<FingerprintConfig, 'hashes'>, options: FingerprintStoreOptions = {}): FingerprintStore {
+export function createRedisFingerprintStore(
+  redis: Redis,
+  prefix: string,
+  config: Pick<FingerprintConfig, 'hashes'>,
+  options: FingerprintStoreOptions = {},
+): FingerprintStore {
   const maxEntries = options.maxEntries ?? FINGERPRINT_STORE_DEFAULTS.maxEntries;
   const ttlMs = Math.max(2, Math.floor(options.ttlMs ?? FINGERPRINT_STORE_DEFAULTS.ttlMs));
   const half = Math.floor(ttlMs / 2);

@@ -143,7 +143,11 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
   const detection: ClientDetection = options.detection;
   const now = deps.now ?? options.clock ?? Date.now;
   const failMode: StoreFailMode = options.failMode ?? 'local';
-  const identify = createRawIdentifier({ identity: options.identity as ClientsOptions['identity'], trustProxy: options.identity === 'ip' ? options.trustProxy : undefined, idSecret: options.idSecret });
+  const identify = createRawIdentifier({
+    identity: options.identity as ClientsOptions['identity'],
+    trustProxy: options.identity === 'ip' ? options.trustProxy : undefined,
+    idSecret: options.idSecret,
+  });
   const refuseAnonymous = options.anonymous === 'refuse';
   const { logger } = deps;
   // Cohorts, population views and fingerprints (undefined when none is configured).
@@ -159,7 +163,12 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
   const storeKind = shared ? 'redis' : 'memory';
   // Population counts and fingerprints go to the shared Redis once it is there (until then, and in memory mode, this process's).
   void shared?.then(
-    (store) => above?.attachRedis(store, (operation, error) => storeFailed(operation, error), () => storeWorked()),
+    (store) =>
+      above?.attachRedis(
+        store,
+        (operation, error) => storeFailed(operation, error),
+        () => storeWorked(),
+      ),
     () => {},
   );
 
@@ -189,7 +198,13 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
     }
     flags.set(
       id,
-      { action: assessment.action, tier: assessment.tier, retryAfterSeconds: assessment.retryAfterSeconds, flagged: assessment.verdicts.some((v) => v.flagged), seenAt: time },
+      {
+        action: assessment.action,
+        tier: assessment.tier,
+        retryAfterSeconds: assessment.retryAfterSeconds,
+        flagged: assessment.verdicts.some((v) => v.flagged),
+        seenAt: time,
+      },
       SEVERITY[assessment.action],
     );
   };
@@ -206,20 +221,34 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
       retryAfterSeconds = left > 0 ? left : seconds;
     }
     const evidence = { ageSeconds: Math.round((time - r.seenAt) / 1000) };
-    return { action: r.action, ...(r.tier !== undefined ? { tier: r.tier } : {}), ...(retryAfterSeconds !== undefined ? { retryAfterSeconds } : {}), changed: false, verdicts: [{ detector: 'remembered', flagged: true, score: 0, evidence }] };
+    return {
+      action: r.action,
+      ...(r.tier !== undefined ? { tier: r.tier } : {}),
+      ...(retryAfterSeconds !== undefined ? { retryAfterSeconds } : {}),
+      changed: false,
+      verdicts: [{ detector: 'remembered', flagged: true, score: 0, evidence }],
+    };
   };
-  const stronger = (a: Assessment | undefined, b: Assessment | undefined): Assessment | undefined => (!a ? b : !b ? a : SEVERITY[b.action] > SEVERITY[a.action] ? b : a);
+  const stronger = (a: Assessment | undefined, b: Assessment | undefined): Assessment | undefined =>
+    !a ? b : !b ? a : SEVERITY[b.action] > SEVERITY[a.action] ? b : a;
 
   // The new-identity rule: identities new to the store per minute (this process's count, a sliding
   // window over two one-minute buckets); above the limit, clients with little history get a tier.
   const newClients = options.newClients === false ? undefined : { ...NEW_CLIENTS_DEFAULTS, ...(options.newClients ?? {}) };
   const policyTier = firstPolicyTier(detection);
-  const probationTierName = newClients ? (options.newClients ? options.newClients.tier : undefined) ?? options.escalationTier ?? (policyTier !== undefined ? (options.tierNames?.[policyTier] ?? policyTier) : undefined) : undefined;
+  const probationTierName = newClients
+    ? ((options.newClients ? options.newClients.tier : undefined) ??
+      options.escalationTier ??
+      (policyTier !== undefined ? (options.tierNames?.[policyTier] ?? policyTier) : undefined))
+    : undefined;
   const probationTier = probationTierName !== undefined ? deps.tiers.get(probationTierName) : undefined;
   if (newClients && options.newClients && !probationTier) {
-    throw new ServingOptionError(`clients.newClients needs a tier for clients on probation: set newClients.tier (or escalationTier) to one of tiers (${[...deps.tiers.keys()].join(', ') || 'none configured'}), or newClients: false`);
+    throw new ServingOptionError(
+      `clients.newClients needs a tier for clients on probation: set newClients.tier (or escalationTier) to one of tiers (${[...deps.tiers.keys()].join(', ') || 'none configured'}), or newClients: false`,
+    );
   }
-  if (newClients && !probationTier) logger?.info({ tiers: [...deps.tiers.keys()] }, 'new-identity rule off: no tier to give new clients (set clients.newClients.tier or escalationTier)');
+  if (newClients && !probationTier)
+    logger?.info({ tiers: [...deps.tiers.keys()] }, 'new-identity rule off: no tier to give new clients (set clients.newClients.tier or escalationTier)');
   const MINUTE = 60_000;
   let newBucket = 0;
   let newCurrent = 0;
@@ -239,7 +268,11 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
     const rate = newRate(time);
     const over = rate > newClients.maxPerMinute;
     if (over !== flooding) {
-      if (over) logger?.warn({ newPerMinute: Math.round(rate), limit: newClients.maxPerMinute, tier: probationTierName, historyQueries: newClients.historyQueries }, 'new client identities over the limit: clients with little history get the probation tier');
+      if (over)
+        logger?.warn(
+          { newPerMinute: Math.round(rate), limit: newClients.maxPerMinute, tier: probationTierName, historyQueries: newClients.historyQueries },
+          'new client identities over the limit: clients with little history get the probation tier',
+        );
       else logger?.info({ newPerMinute: Math.round(rate), limit: newClients.maxPerMinute }, 'new client identities back under the limit');
     }
     flooding = over;
@@ -264,7 +297,11 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
   };
 
   /** Reads through the shared store, or the local one; on a shared-store failure, the fail mode decides. */
-  const withStore = async <T>(ticket: ClientTicket | undefined, operation: string, run: (store: ClientStore) => Promise<T>): Promise<{ value: T; degraded: boolean; local?: boolean }> => {
+  const withStore = async <T>(
+    ticket: ClientTicket | undefined,
+    operation: string,
+    run: (store: ClientStore) => Promise<T>,
+  ): Promise<{ value: T; degraded: boolean; local?: boolean }> => {
     if (!shared) return { value: await run(local), degraded: false };
     try {
       const value = await run(await shared);
@@ -274,7 +311,8 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
       // Not the store: a refusal, or an answer the detectors cannot use (see step in observe).
       if (error instanceof ServingError) throw error;
       storeFailed(operation, error);
-      if (failMode === 'refuse') throw new ClientRefusal('the client store is unavailable, so the request was refused; retry later', 503, 'store_unavailable', { 'retry-after': '5' });
+      if (failMode === 'refuse')
+        throw new ClientRefusal('the client store is unavailable, so the request was refused; retry later', 503, 'store_unavailable', { 'retry-after': '5' });
       metrics.degraded.inc();
       return { value: await run(local), degraded: true, local: true };
     }
@@ -313,7 +351,8 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
     if (assessment === undefined) return ticket;
     // A change by time alone (a throttle that ran out) is logged here, where it is first seen.
     const previous = actions.get(client.id);
-    if (previous !== undefined && (previous.action !== assessment.action || previous.tier !== assessment.tier)) logChange(client.id, assessment, previous.action);
+    if (previous !== undefined && (previous.action !== assessment.action || previous.tier !== assessment.tier))
+      logChange(client.id, assessment, previous.action);
     noteAction(client.id, assessment);
     const refusal = refusalFor(assessment);
     if (refusal) {
@@ -327,7 +366,12 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
     const policyTier = assessment.tier;
     const name = policyTier !== undefined ? (options.tierNames?.[policyTier] ?? policyTier) : options.escalationTier;
     const tier = name === undefined ? undefined : deps.tiers.get(name);
-    if (!tier) throw new ServingError(`the detection policy escalated to tier "${name ?? '(none named)'}", which is not configured in tiers (${[...deps.tiers.keys()].join(', ') || 'none'})`, 500, 'defense_failed');
+    if (!tier)
+      throw new ServingError(
+        `the detection policy escalated to tier "${name ?? '(none named)'}", which is not configured in tiers (${[...deps.tiers.keys()].join(', ') || 'none'})`,
+        500,
+        'defense_failed',
+      );
     return tier;
   };
 
@@ -356,7 +400,8 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
     } catch (error) {
       throw new ServingError(`clients.hardness failed: ${(error as Error).message}`, 500, 'defense_failed');
     }
-    if (!(hardness instanceof Int8Array) || hardness.length !== rows.rows) throw new ServingError(`clients.hardness must return an Int8Array of ${rows.rows} values (one per row)`, 500, 'defense_failed');
+    if (!(hardness instanceof Int8Array) || hardness.length !== rows.rows)
+      throw new ServingError(`clients.hardness must return an Int8Array of ${rows.rows} values (one per row)`, 500, 'defense_failed');
     return hardness;
   };
 
@@ -365,7 +410,8 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
    * fault (502 behind the proxy), anything else a detection failure (500, its cause logged, not told).
    */
   const detectionFailure = (error: unknown): ServingError => {
-    if (error instanceof DetectionInputError) return new AnswerFormatError(`model answer: client detection cannot use it (${error.message}), so it was withheld`);
+    if (error instanceof DetectionInputError)
+      return new AnswerFormatError(`model answer: client detection cannot use it (${error.message}), so it was withheld`);
     logger?.error({ err: (error as Error)?.message ?? String(error) }, 'client detection failed');
     return new ServingError('client detection failed, so the answer was withheld', 500, 'defense_failed');
   };
@@ -397,26 +443,33 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
     ]);
     if (cohortResult) above!.noteCohort(ticket.cohort!, cohortResult.value.assessment);
     let assessment: Assessment = value.assessment;
+    // Every observed request counts in the population views (escalated and refused clients' too).
+    const historyBefore = value.history !== undefined ? value.history - probs.rows : ticket.fresh ? 0 : Infinity;
+    const probation = above?.after({
+      own: assessment,
+      historyBefore,
+      cohort: cohortResult?.value.assessment,
+      observation,
+      anonymous: ticket.client.anonymous,
+      time,
+    });
     for (const verdict of assessment.verdicts) metrics.evaluations.inc({ detector: verdict.detector, flagged: String(verdict.flagged) });
     if (usedLocal) assessment = stronger(assessment, recalled(ticket.client.id, time))!;
     else remember(ticket.client.id, assessment, time);
     noteAction(ticket.client.id, assessment);
     // `changed` compares with the action at the client's last observation; a change by time alone was
     // already logged at admission (previous then holds the new action and tier), so log it only once.
-    if (assessment.changed && (previous?.action !== assessment.action || previous.tier !== assessment.tier)) logChange(ticket.client.id, assessment, previous?.action);
+    if (assessment.changed && (previous?.action !== assessment.action || previous.tier !== assessment.tier))
+      logChange(ticket.client.id, assessment, previous?.action);
     countAction(assessment);
     const refusal = refusalFor(assessment);
     if (refusal) throw refusal;
     if (assessment.action === 'escalate') return tierDefense(assessment);
     // Detection above the client: the cohort flagged, or a population alarm and a young (or suspect)
     // client; the probation tier keeps top-1. A tier chooseDefense picked for the request stays.
-    if (above) {
-      const historyBefore = value.history !== undefined ? value.history - probs.rows : ticket.fresh ? 0 : Infinity;
-      const reason = above.after({ own: assessment, historyBefore, cohort: cohortResult?.value.assessment, observation, anonymous: ticket.client.anonymous, time });
-      if (reason && above.probationTier && (chosen === null || chosen === deps.defense)) {
-        above.countProbation(reason);
-        return above.probationTier;
-      }
+    if (above && probation && above.probationTier && (chosen === null || chosen === deps.defense)) {
+      above.countProbation(probation);
+      return above.probationTier;
     }
     // New identities coming fast: a client without history yet gets the probation tier instead of the
     // default defense (or a skipped one); a tier chooseDefense picked for the request stays.
@@ -457,7 +510,10 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
     metrics.unreadableInputs.inc();
     const status = error instanceof ServingError && error.status === 413 ? 413 : 400;
     // No body content in the log: the reader's message may quote the request (tensor names, values).
-    logger?.warn({ status, err: (error as Error)?.name ?? 'Error' }, 'request refused: client detection cannot read its inputs (configure where they are, e.g. the input name)');
+    logger?.warn(
+      { status, err: (error as Error)?.name ?? 'Error' },
+      'request refused: client detection cannot read its inputs (configure where they are, e.g. the input name)',
+    );
     const why = error instanceof ServingError ? error.message : 'they are not in a form the server reads';
     return new RequestFormatError(
       `client detection needs this request's model inputs, which could not be read (${why}); the request was not served. The server must be told where the inputs are (e.g. the input tensor's name: --input-name / protocol.inputName, or the image options)`,
@@ -487,4 +543,3 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
     },
   };
 }
-

@@ -48,7 +48,8 @@ export function parseTrustedProxies(entries: readonly string[]): BlockList {
       continue;
     }
     const prefix = Number(prefixText);
-    if (!Number.isInteger(prefix) || prefix < 0 || prefix > (family === 4 ? 32 : 128)) throw new ServingOptionError(`trustProxy: bad prefix length in "${entry}"`);
+    if (!Number.isInteger(prefix) || prefix < 0 || prefix > (family === 4 ? 32 : 128))
+      throw new ServingOptionError(`trustProxy: bad prefix length in "${entry}"`);
     list.addSubnet(address, prefix, type);
   }
   return list;
@@ -67,7 +68,7 @@ export function clientAddress(req: IncomingMessage, trusted: BlockList | undefin
   const peer = req.socket?.remoteAddress ? normalizeAddress(req.socket.remoteAddress) : undefined;
   if (!peer || !trusted || !isTrusted(trusted, peer)) return peer;
   const header = req.headers['x-forwarded-for'];
-  const hops = (Array.isArray(header) ? header.join(',') : header ?? '').split(',').map(normalizeAddress).filter(Boolean);
+  const hops = (Array.isArray(header) ? header.join(',') : (header ?? '')).split(',').map(normalizeAddress).filter(Boolean);
   let client = peer;
   for (let i = hops.length - 1; i >= 0; i--) {
     client = hops[i];
@@ -128,7 +129,9 @@ export function createRawIdentifier(config: IdentityConfig): (req: IncomingMessa
       return typeof value === 'string' || (typeof value === 'number' && Number.isFinite(value)) ? String(value) : undefined;
     };
   } else {
-    throw new ServingOptionError(`clients.identity must be "header:NAME" (e.g. "header:x-api-key"), "jwt:CLAIM" (e.g. "jwt:sub"), "ip", or a function (req) => id; got ${JSON.stringify(identity)}`);
+    throw new ServingOptionError(
+      `clients.identity must be "header:NAME" (e.g. "header:x-api-key"), "jwt:CLAIM" (e.g. "jwt:sub"), "ip", or a function (req) => id; got ${JSON.stringify(identity)}`,
+    );
   }
   if (trusted && kind !== 'ip') throw new ServingOptionError('clients.trustProxy applies to identity "ip" only; remove it or use identity: "ip"');
   const hash = (raw: string): string =>

@@ -1,6 +1,14 @@
 /** Client identity, detection state stores and the per-request gate. Re-exports only. */
 export { adminHandler, DEFAULT_ADMIN_PATH } from './admin.js';
-export { ClientRefusal, createClientGate, NEW_CLIENTS_DEFAULTS, type ClientGate, type ClientTicket, type DefenseOverride, type SuspiciousClient } from './gate.js';
+export {
+  ClientRefusal,
+  createClientGate,
+  NEW_CLIENTS_DEFAULTS,
+  type ClientGate,
+  type ClientTicket,
+  type DefenseOverride,
+  type SuspiciousClient,
+} from './gate.js';
 export { ANONYMOUS_ID, clientAddress, createIdentifier, type ClientIdentity, type IdentityOption } from './identity.js';
 export { CLIENTS_OPTION_NAMES, type ClientsOptions, type NewClientsOption, type StoreFailMode, type StoreOption } from './options.js';
 export { ClientStoreError, type ClientStore, type StoredClient } from './store.js';

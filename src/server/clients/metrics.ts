@@ -37,14 +37,46 @@ export function createClientMetrics(serving: ServingMetrics, countByAction: () =
     },
   });
   return {
-    actions: getOrCreateMetric(registry, Counter<'action' | 'detector'>, { name: `${prefix}client_actions_total`, help: 'Requests on which a detection action (escalate, throttle, refuse) was applied', labelNames: ['action', 'detector'] }),
-    actionChanges: getOrCreateMetric(registry, Counter<'action' | 'detector'>, { name: `${prefix}client_action_changes_total`, help: 'Changes of a client’s action, by new action and flagging detector', labelNames: ['action', 'detector'] }),
-    evaluations: getOrCreateMetric(registry, Counter<'detector' | 'flagged'>, { name: `${prefix}detector_evaluations_total`, help: 'Detector evaluations, by detector and verdict', labelNames: ['detector', 'flagged'] }),
-    storeErrors: getOrCreateMetric(registry, Counter<'store' | 'operation'>, { name: `${prefix}client_store_errors_total`, help: 'Client store operations that failed (outage, timeout, contention)', labelNames: ['store', 'operation'] }),
-    degraded: getOrCreateMetric(registry, Counter<string>, { name: `${prefix}client_store_fallback_total`, help: 'Requests served from local fallback state because the client store failed', labelNames: [] }),
-    unreadableInputs: getOrCreateMetric(registry, Counter<string>, { name: `${prefix}client_unreadable_inputs_total`, help: 'Requests refused (400) because client detection needs their inputs and could not read them', labelNames: [] }),
-    newIdentities: getOrCreateMetric(registry, Counter<string>, { name: `${prefix}client_new_identities_total`, help: 'Client identities the store held no state for at admission', labelNames: [] }),
-    probation: getOrCreateMetric(registry, Counter<string>, { name: `${prefix}client_probation_total`, help: 'Answers given the probation tier because new identities came over the limit', labelNames: [] }),
+    actions: getOrCreateMetric(registry, Counter<'action' | 'detector'>, {
+      name: `${prefix}client_actions_total`,
+      help: 'Requests on which a detection action (escalate, throttle, refuse) was applied',
+      labelNames: ['action', 'detector'],
+    }),
+    actionChanges: getOrCreateMetric(registry, Counter<'action' | 'detector'>, {
+      name: `${prefix}client_action_changes_total`,
+      help: 'Changes of a client’s action, by new action and flagging detector',
+      labelNames: ['action', 'detector'],
+    }),
+    evaluations: getOrCreateMetric(registry, Counter<'detector' | 'flagged'>, {
+      name: `${prefix}detector_evaluations_total`,
+      help: 'Detector evaluations, by detector and verdict',
+      labelNames: ['detector', 'flagged'],
+    }),
+    storeErrors: getOrCreateMetric(registry, Counter<'store' | 'operation'>, {
+      name: `${prefix}client_store_errors_total`,
+      help: 'Client store operations that failed (outage, timeout, contention)',
+      labelNames: ['store', 'operation'],
+    }),
+    degraded: getOrCreateMetric(registry, Counter<string>, {
+      name: `${prefix}client_store_fallback_total`,
+      help: 'Requests served from local fallback state because the client store failed',
+      labelNames: [],
+    }),
+    unreadableInputs: getOrCreateMetric(registry, Counter<string>, {
+      name: `${prefix}client_unreadable_inputs_total`,
+      help: 'Requests refused (400) because client detection needs their inputs and could not read them',
+      labelNames: [],
+    }),
+    newIdentities: getOrCreateMetric(registry, Counter<string>, {
+      name: `${prefix}client_new_identities_total`,
+      help: 'Client identities the store held no state for at admission',
+      labelNames: [],
+    }),
+    probation: getOrCreateMetric(registry, Counter<string>, {
+      name: `${prefix}client_probation_total`,
+      help: 'Answers given the probation tier because new identities came over the limit',
+      labelNames: [],
+    }),
   };
 }
 
@@ -82,7 +114,8 @@ export function createPopulationMetrics(serving: ServingMetrics, gauges: Populat
     help: 'Population detectors’ scores per view as of the last judgement: unsure share (ood), hardness distance (hoda), class distance (classes), fingerprint match share (matches)',
     labelNames: ['view', 'detector'],
     collect(this: Gauge<'view' | 'detector'>) {
-      for (const [view, status] of Object.entries(gauges.views())) for (const [detector, score] of Object.entries(status.scores)) this.set({ view, detector }, score);
+      for (const [view, status] of Object.entries(gauges.views()))
+        for (const [detector, score] of Object.entries(status.scores)) this.set({ view, detector }, score);
     },
   });
   getOrCreateMetric(registry, Gauge<string>, {
@@ -95,9 +128,25 @@ export function createPopulationMetrics(serving: ServingMetrics, gauges: Populat
     },
   });
   return {
-    alarms: getOrCreateMetric(registry, Counter<'view'>, { name: `${prefix}population_alarms_total`, help: 'Population alarms started, by view', labelNames: ['view'] }),
-    probation: getOrCreateMetric(registry, Counter<'reason'>, { name: `${prefix}population_probation_total`, help: 'Answers given the probation tier by cohort or population detection, by reason (young, suspect, cohort)', labelNames: ['reason'] }),
-    cohortChanges: getOrCreateMetric(registry, Counter<'action'>, { name: `${prefix}cohort_action_changes_total`, help: 'Changes of a cohort’s action, by new action', labelNames: ['action'] }),
-    fingerprintMatches: getOrCreateMetric(registry, Counter<string>, { name: `${prefix}fingerprint_matches_total`, help: 'Query rows whose fingerprint matched a query of another identity', labelNames: [] }),
+    alarms: getOrCreateMetric(registry, Counter<'view'>, {
+      name: `${prefix}population_alarms_total`,
+      help: 'Population alarms started, by view',
+      labelNames: ['view'],
+    }),
+    probation: getOrCreateMetric(registry, Counter<'reason'>, {
+      name: `${prefix}population_probation_total`,
+      help: 'Answers given the probation tier by cohort or population detection, by reason (young, suspect, cohort)',
+      labelNames: ['reason'],
+    }),
+    cohortChanges: getOrCreateMetric(registry, Counter<'action'>, {
+      name: `${prefix}cohort_action_changes_total`,
+      help: 'Changes of a cohort’s action, by new action',
+      labelNames: ['action'],
+    }),
+    fingerprintMatches: getOrCreateMetric(registry, Counter<string>, {
+      name: `${prefix}fingerprint_matches_total`,
+      help: 'Query rows whose fingerprint matched a query of another identity',
+      labelNames: [],
+    }),
   };
 }

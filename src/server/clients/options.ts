@@ -44,7 +44,12 @@ export interface ClientsOptions<Req = IncomingMessage> {
    * the final label; -1 when unknown), e.g. from `checkpointHardness(models, …)` of src/models. Without
    * it HODA sees no hardness and stays silent. Needs the inputs, so they are read for it.
    */
-  hardness?: (inputs: { readonly rows: number; readonly cols: number; readonly data: Float32Array; readonly datatype?: string }) => Promise<Int8Array> | Int8Array;
+  hardness?: (inputs: {
+    readonly rows: number;
+    readonly cols: number;
+    readonly data: Float32Array;
+    readonly datatype?: string;
+  }) => Promise<Int8Array> | Int8Array;
   /** The admin route listing the most suspicious clients; off unless given. */
   admin?: { token: string; path?: string; limit?: number };
   /**
@@ -104,46 +109,92 @@ export interface NewClientsOption {
   tier?: string;
 }
 
-export const CLIENTS_OPTION_NAMES = ['identity', 'trustProxy', 'idSecret', 'anonymous', 'detection', 'store', 'failMode', 'tierNames', 'escalationTier', 'observeInputs', 'hardness', 'admin', 'newClients', 'cohort', 'cohortDetection', 'population', 'fingerprints', 'probationTier', 'clock'];
+export const CLIENTS_OPTION_NAMES = [
+  'identity',
+  'trustProxy',
+  'idSecret',
+  'anonymous',
+  'detection',
+  'store',
+  'failMode',
+  'tierNames',
+  'escalationTier',
+  'observeInputs',
+  'hardness',
+  'admin',
+  'newClients',
+  'cohort',
+  'cohortDetection',
+  'population',
+  'fingerprints',
+  'probationTier',
+  'clock',
+];
 
 export function checkClientsOptions(options: ClientsOptions<never>, tierNames: readonly string[]): void {
-  if (!options || typeof options !== 'object') throw new ServingOptionError('clients must be an object, e.g. { identity: "header:x-api-key", detection, store: "memory" }');
+  if (!options || typeof options !== 'object')
+    throw new ServingOptionError('clients must be an object, e.g. { identity: "header:x-api-key", detection, store: "memory" }');
   const unknown = Object.keys(options).filter((key) => !CLIENTS_OPTION_NAMES.includes(key));
   if (unknown.length) throw new ServingOptionError(`unknown clients option(s) ${unknown.join(', ')}; allowed: ${CLIENTS_OPTION_NAMES.join(', ')}`);
   const d = options.detection;
   if (!d || typeof d.initialState !== 'function' || typeof d.observe !== 'function' || typeof d.assess !== 'function') {
     throw new ServingOptionError('clients.detection must be a ClientDetection (initialState, observe, assess), e.g. one built by src/detection');
   }
-  if (options.anonymous !== undefined && options.anonymous !== 'allow' && options.anonymous !== 'refuse') throw new ServingOptionError(`clients.anonymous must be "allow" or "refuse", got ${JSON.stringify(options.anonymous)}`);
-  if (options.failMode !== undefined && options.failMode !== 'local' && options.failMode !== 'refuse') throw new ServingOptionError(`clients.failMode must be "local" or "refuse", got ${JSON.stringify(options.failMode)}`);
+  if (options.anonymous !== undefined && options.anonymous !== 'allow' && options.anonymous !== 'refuse')
+    throw new ServingOptionError(`clients.anonymous must be "allow" or "refuse", got ${JSON.stringify(options.anonymous)}`);
+  if (options.failMode !== undefined && options.failMode !== 'local' && options.failMode !== 'refuse')
+    throw new ServingOptionError(`clients.failMode must be "local" or "refuse", got ${JSON.stringify(options.failMode)}`);
   const store = options.store;
   if (store !== undefined && store !== 'memory' && !(typeof store === 'object' && store !== null && ('memory' in store || 'redis' in store))) {
     throw new ServingOptionError('clients.store must be "memory", { memory: { maxClients, ttlMs } } or { redis: "redis://127.0.0.1:6379" }');
   }
   const limits: [string, unknown][] =
     typeof store === 'object' && 'memory' in store
-      ? [['store.memory.maxClients', store.memory.maxClients], ['store.memory.ttlMs', store.memory.ttlMs]]
+      ? [
+          ['store.memory.maxClients', store.memory.maxClients],
+          ['store.memory.ttlMs', store.memory.ttlMs],
+        ]
       : typeof store === 'object' && 'redis' in store
-        ? [['store.ttlMs', store.ttlMs], ['store.commandTimeoutMs', store.commandTimeoutMs], ['store.maxAttempts', store.maxAttempts], ['store.maxClients', store.maxClients]]
+        ? [
+            ['store.ttlMs', store.ttlMs],
+            ['store.commandTimeoutMs', store.commandTimeoutMs],
+            ['store.maxAttempts', store.maxAttempts],
+            ['store.maxClients', store.maxClients],
+          ]
         : [];
   for (const [name, value] of limits) {
-    if (value !== undefined && (typeof value !== 'number' || !Number.isInteger(value) || value < 1)) throw new ServingOptionError(`clients.${name} must be a positive integer, got ${JSON.stringify(value)}`);
+    if (value !== undefined && (typeof value !== 'number' || !Number.isInteger(value) || value < 1))
+      throw new ServingOptionError(`clients.${name} must be a positive integer, got ${JSON.stringify(value)}`);
   }
   const cached = typeof store === 'object' && 'redis' in store ? store.cachedClients : undefined;
-  if (cached !== undefined && (typeof cached !== 'number' || !Number.isInteger(cached) || cached < 0)) throw new ServingOptionError(`clients.store.cachedClients must be an integer ≥ 0 (0 turns the cache off), got ${JSON.stringify(cached)}`);
-  for (const [policyTier, servingTier] of [...Object.entries(options.tierNames ?? {}), ...(options.escalationTier ? [['escalationTier', options.escalationTier]] : [])]) {
-    if (!tierNames.includes(servingTier)) throw new ServingOptionError(`clients: ${policyTier} names tier "${servingTier}", which is not in tiers (${tierNames.join(', ') || 'none configured'}); add it to tiers`);
+  if (cached !== undefined && (typeof cached !== 'number' || !Number.isInteger(cached) || cached < 0))
+    throw new ServingOptionError(`clients.store.cachedClients must be an integer ≥ 0 (0 turns the cache off), got ${JSON.stringify(cached)}`);
+  for (const [policyTier, servingTier] of [
+    ...Object.entries(options.tierNames ?? {}),
+    ...(options.escalationTier ? [['escalationTier', options.escalationTier]] : []),
+  ]) {
+    if (!tierNames.includes(servingTier))
+      throw new ServingOptionError(
+        `clients: ${policyTier} names tier "${servingTier}", which is not in tiers (${tierNames.join(', ') || 'none configured'}); add it to tiers`,
+      );
   }
   const fresh = options.newClients;
   if (fresh !== undefined && fresh !== false) {
-    if (typeof fresh !== 'object' || fresh === null) throw new ServingOptionError('clients.newClients must be false or { maxPerMinute, historyQueries, tier }, e.g. { maxPerMinute: 600, historyQueries: 50, tier: "argmax" }');
+    if (typeof fresh !== 'object' || fresh === null)
+      throw new ServingOptionError(
+        'clients.newClients must be false or { maxPerMinute, historyQueries, tier }, e.g. { maxPerMinute: 600, historyQueries: 50, tier: "argmax" }',
+      );
     const extra = Object.keys(fresh).filter((key) => !['maxPerMinute', 'historyQueries', 'tier'].includes(key));
     if (extra.length) throw new ServingOptionError(`unknown clients.newClients option(s) ${extra.join(', ')}; allowed: maxPerMinute, historyQueries, tier`);
     for (const key of ['maxPerMinute', 'historyQueries'] as const) {
       const value = fresh[key];
-      if (value !== undefined && (typeof value !== 'number' || !Number.isInteger(value) || value < 1)) throw new ServingOptionError(`clients.newClients.${key} must be a positive integer, got ${JSON.stringify(value)}`);
+      if (value !== undefined && (typeof value !== 'number' || !Number.isInteger(value) || value < 1))
+        throw new ServingOptionError(`clients.newClients.${key} must be a positive integer, got ${JSON.stringify(value)}`);
     }
-    if (fresh.tier !== undefined && !tierNames.includes(fresh.tier)) throw new ServingOptionError(`clients.newClients.tier names tier "${fresh.tier}", which is not in tiers (${tierNames.join(', ') || 'none configured'}); add it to tiers`);
+    if (fresh.tier !== undefined && !tierNames.includes(fresh.tier))
+      throw new ServingOptionError(
+        `clients.newClients.tier names tier "${fresh.tier}", which is not in tiers (${tierNames.join(', ') || 'none configured'}); add it to tiers`,
+      );
   }
   if (options.trustProxy !== undefined && options.identity !== 'ip' && !(typeof options.cohort === 'string' && options.cohort.startsWith('ip'))) {
     throw new ServingOptionError('clients.trustProxy applies to identity "ip" or cohort "ip" only; remove it or use identity: "ip"');
@@ -152,32 +203,47 @@ export function checkClientsOptions(options: ClientsOptions<never>, tierNames: r
   if (cd !== undefined && (!cd || typeof cd.initialState !== 'function' || typeof cd.observe !== 'function' || typeof cd.assess !== 'function')) {
     throw new ServingOptionError('clients.cohortDetection must be a ClientDetection, e.g. createCohortDetection(options) of src/detection');
   }
-  if (cd !== undefined && options.cohort === undefined) throw new ServingOptionError('clients.cohortDetection needs clients.cohort (which key makes a cohort), e.g. cohort: "ip"');
+  if (cd !== undefined && options.cohort === undefined)
+    throw new ServingOptionError('clients.cohortDetection needs clients.cohort (which key makes a cohort), e.g. cohort: "ip"');
   for (const name of ['population', 'fingerprints'] as const) {
     const value = options[name];
-    if (value !== undefined && value !== false && (typeof value !== 'object' || value === null || Array.isArray(value))) throw new ServingOptionError(`clients.${name} must be false or an object of options ({} for the defaults)`);
+    if (value !== undefined && value !== false && (typeof value !== 'object' || value === null || Array.isArray(value)))
+      throw new ServingOptionError(`clients.${name} must be false or an object of options ({} for the defaults)`);
   }
   const population = options.population;
-  if (population && population.flushMs !== undefined && (typeof population.flushMs !== 'number' || !Number.isInteger(population.flushMs) || population.flushMs < 10)) {
+  if (
+    population &&
+    population.flushMs !== undefined &&
+    (typeof population.flushMs !== 'number' || !Number.isInteger(population.flushMs) || population.flushMs < 10)
+  ) {
     throw new ServingOptionError(`clients.population.flushMs must be an integer ≥ 10 (ms), got ${JSON.stringify(population.flushMs)}`);
   }
   const fingerprints = options.fingerprints;
   if (fingerprints) {
     for (const key of ['maxEntries', 'ttlMs'] as const) {
       const value = fingerprints[key];
-      if (value !== undefined && (typeof value !== 'number' || !Number.isInteger(value) || value < 2)) throw new ServingOptionError(`clients.fingerprints.${key} must be an integer ≥ 2, got ${JSON.stringify(value)}`);
+      if (value !== undefined && (typeof value !== 'number' || !Number.isInteger(value) || value < 2))
+        throw new ServingOptionError(`clients.fingerprints.${key} must be an integer ≥ 2, got ${JSON.stringify(value)}`);
     }
     if (options.observeInputs === false) throw new ServingOptionError('clients.fingerprints needs the inputs: remove observeInputs: false, or fingerprints');
   }
   if (options.probationTier !== undefined && !tierNames.includes(options.probationTier)) {
-    throw new ServingOptionError(`clients.probationTier names tier "${options.probationTier}", which is not in tiers (${tierNames.join(', ') || 'none configured'}); add it to tiers`);
+    throw new ServingOptionError(
+      `clients.probationTier names tier "${options.probationTier}", which is not in tiers (${tierNames.join(', ') || 'none configured'}); add it to tiers`,
+    );
   }
-  if (options.clock !== undefined && typeof options.clock !== 'function') throw new ServingOptionError('clients.clock must be a function returning ms since the epoch, e.g. Date.now');
-  if (options.hardness !== undefined && typeof options.hardness !== 'function') throw new ServingOptionError('clients.hardness must be a function (inputs) => Int8Array of hardness per row, e.g. built with checkpointHardness of src/models');
+  if (options.clock !== undefined && typeof options.clock !== 'function')
+    throw new ServingOptionError('clients.clock must be a function returning ms since the epoch, e.g. Date.now');
+  if (options.hardness !== undefined && typeof options.hardness !== 'function')
+    throw new ServingOptionError(
+      'clients.hardness must be a function (inputs) => Int8Array of hardness per row, e.g. built with checkpointHardness of src/models',
+    );
   if (options.admin !== undefined) {
     const { token, path } = options.admin;
-    if (typeof token !== 'string' || token.length < 16) throw new ServingOptionError('clients.admin.token must be a secret of at least 16 characters (e.g. from an environment variable)');
-    if (path !== undefined && (typeof path !== 'string' || !path.startsWith('/'))) throw new ServingOptionError('clients.admin.path must be a path such as "/admin/clients"');
+    if (typeof token !== 'string' || token.length < 16)
+      throw new ServingOptionError('clients.admin.token must be a secret of at least 16 characters (e.g. from an environment variable)');
+    if (path !== undefined && (typeof path !== 'string' || !path.startsWith('/')))
+      throw new ServingOptionError('clients.admin.path must be a path such as "/admin/clients"');
   }
 }
 

@@ -13,7 +13,15 @@
  * window: older buckets are dropped).
  */
 import type { Redis } from 'ioredis';
-import { countsLength, initialAlarmState, populationVerdicts, stepAlarm, type AlarmState, type PopulationConfig, type PopulationLayout } from '../../detection/population.js';
+import {
+  countsLength,
+  initialAlarmState,
+  populationVerdicts,
+  stepAlarm,
+  type AlarmState,
+  type PopulationConfig,
+  type PopulationLayout,
+} from '../../detection/population.js';
 import type { DetectorVerdict } from '../../detection/types.js';
 
 export const VIEWS = ['all', 'young'] as const;
@@ -202,7 +210,11 @@ export function createPopulationTracker(config: PopulationConfig, sync?: Populat
     const ttl = lengthMs + bucketMs;
     flushing = (async () => {
       try {
-        const pipeline = redis.pipeline() as unknown as { msdPopulationAdd(key: string, ...args: (string | number)[]): void; hgetall(key: string): void; exec(): Promise<[Error | null, unknown][] | null> };
+        const pipeline = redis.pipeline() as unknown as {
+          msdPopulationAdd(key: string, ...args: (string | number)[]): void;
+          hgetall(key: string): void;
+          exec(): Promise<[Error | null, unknown][] | null>;
+        };
         for (const { view, start, counts } of sending.values()) {
           const args: (string | number)[] = [];
           for (let i = 0; i < counts.length; i++) if (counts[i] !== 0) args.push(i, counts[i]);

@@ -60,7 +60,9 @@ const FIT = { stretch: 'fill', cover: 'cover', contain: 'contain' } as const;
 
 /** libvips' first line, for the client: says what is wrong ("VipsJpeg: Premature end of input file") without a stack. */
 function vipsReason(error: unknown): string {
-  return String((error as Error)?.message ?? error).split('\n')[0].slice(0, 200);
+  return String((error as Error)?.message ?? error)
+    .split('\n')[0]
+    .slice(0, 200);
 }
 
 /**
@@ -81,7 +83,8 @@ export async function readImageHeader(bytes: Buffer, name: string, limits: Heade
   } catch (error) {
     throw new RequestFormatError(`request: ${name} is truncated or corrupt: its ${format.toUpperCase()} header cannot be read (${vipsReason(error)})`);
   }
-  if (!width || !height || !channels) throw new RequestFormatError(`request: ${name} is truncated or corrupt: its ${format.toUpperCase()} header gives no size`);
+  if (!width || !height || !channels)
+    throw new RequestFormatError(`request: ${name} is truncated or corrupt: its ${format.toUpperCase()} header gives no size`);
   if (width * height > limits.maxPixels) {
     throw new RequestFormatError(`request: ${name} is ${width}×${height} = ${width * height} pixels, over the limit of ${limits.maxPixels}`);
   }

@@ -89,13 +89,15 @@ const fail = (message: string): never => {
 
 function positiveInteger(value: unknown, name: string, fallback: number | undefined, max = Number.MAX_SAFE_INTEGER): number {
   if (value === undefined && fallback !== undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max) fail(`${name} must be an integer from 1 to ${max}, got ${JSON.stringify(value)}`);
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max)
+    fail(`${name} must be an integer from 1 to ${max}, got ${JSON.stringify(value)}`);
   return value as number;
 }
 
 function positiveNumber(value: unknown, name: string, example: string): number {
   if (value === undefined) return 1;
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) fail(`${name} must be a positive number such as ${example}, got ${JSON.stringify(value)}`);
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0)
+    fail(`${name} must be a positive number such as ${example}, got ${JSON.stringify(value)}`);
   return value as number;
 }
 
@@ -111,7 +113,9 @@ function perChannel(value: unknown, name: string, count: number, fallback: numbe
   const list = typeof value === 'number' ? new Array<number>(count).fill(value) : value;
   const example = count === 1 ? '0.5' : name === 'std' ? '[0.229, 0.224, 0.225]' : '[0.485, 0.456, 0.406]';
   if (!Array.isArray(list) || list.length !== count || !list.every((v) => typeof v === 'number' && Number.isFinite(v) && (!positive || v > 0))) {
-    fail(`image.${name} must be ${count === 1 ? 'one' : `one number or ${count}`} finite ${positive ? 'positive ' : ''}number${count === 1 ? '' : 's'} (one per channel of the declared order), e.g. ${example}; got ${JSON.stringify(value)}`);
+    fail(
+      `image.${name} must be ${count === 1 ? 'one' : `one number or ${count}`} finite ${positive ? 'positive ' : ''}number${count === 1 ? '' : 's'} (one per channel of the declared order), e.g. ${example}; got ${JSON.stringify(value)}`,
+    );
   }
   return list as number[];
 }
@@ -123,9 +127,17 @@ function unknownKeys(record: object, allowed: readonly string[], where: string):
 
 export function resolveInputOptions(options: InputOptions | undefined): ResolvedInputOptions {
   if (options === undefined) {
-    return { maxPixels: DEFAULT_MAX_PIXELS, maxImageBytes: DEFAULT_MAX_IMAGE_BYTES, maxImageSide: DEFAULT_MAX_IMAGE_SIDE, maxRequestPixels: DEFAULT_MAX_REQUEST_PIXELS, maxConcurrentDecodes: availableParallelism(), numericScale: 1 };
+    return {
+      maxPixels: DEFAULT_MAX_PIXELS,
+      maxImageBytes: DEFAULT_MAX_IMAGE_BYTES,
+      maxImageSide: DEFAULT_MAX_IMAGE_SIDE,
+      maxRequestPixels: DEFAULT_MAX_REQUEST_PIXELS,
+      maxConcurrentDecodes: availableParallelism(),
+      numericScale: 1,
+    };
   }
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) fail('must be an object, e.g. { image: { width: 224, height: 224, scale: 1 / 255 } }');
+  if (typeof options !== 'object' || options === null || Array.isArray(options))
+    fail('must be an object, e.g. { image: { width: 224, height: 224, scale: 1 / 255 } }');
   unknownKeys(options, INPUT_OPTION_NAMES, '');
   const resolved: ResolvedInputOptions = {
     maxPixels: positiveInteger(options.maxPixels, 'maxPixels', DEFAULT_MAX_PIXELS),
@@ -137,7 +149,8 @@ export function resolveInputOptions(options: InputOptions | undefined): Resolved
   };
   const image = options.image;
   if (image === undefined) return resolved;
-  if (typeof image !== 'object' || image === null || Array.isArray(image)) fail('image must be an object, e.g. { width: 224, height: 224, resize: "cover", scale: 1 / 255 }');
+  if (typeof image !== 'object' || image === null || Array.isArray(image))
+    fail('image must be an object, e.g. { width: 224, height: 224, resize: "cover", scale: 1 / 255 }');
   unknownKeys(image, IMAGE_OPTION_NAMES, 'image ');
   const channels = oneOf(image.channels, 'image.channels', CHANNEL_ORDERS, 'rgb');
   const count = channelCount(channels);
@@ -150,7 +163,14 @@ export function resolveInputOptions(options: InputOptions | undefined): Resolved
     scale: positiveNumber(image.scale, 'image.scale', '0.00392156862745098 (1/255)'),
     mean: perChannel(image.mean, 'mean', count, 0, false),
     std: perChannel(image.std, 'std', count, 1, true),
-    strictChannels: image.strictChannels === undefined ? false : image.strictChannels === true ? true : image.strictChannels === false ? false : fail(`image.strictChannels must be true or false, got ${JSON.stringify(image.strictChannels)}`),
+    strictChannels:
+      image.strictChannels === undefined
+        ? false
+        : image.strictChannels === true
+          ? true
+          : image.strictChannels === false
+            ? false
+            : fail(`image.strictChannels must be true or false, got ${JSON.stringify(image.strictChannels)}`),
   };
   return resolved;
 }

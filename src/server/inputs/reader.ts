@@ -54,7 +54,9 @@ export function createInputReader(options: ResolvedInputOptions, limits: InputRe
     for (let i = 0; i < data.length; i++) {
       if (!Number.isFinite(data[i])) {
         const cols = Math.max(1, inputs.cols);
-        throw new RequestFormatError(`request: input row ${Math.floor(i / cols)} value ${i % cols} is not a finite number (${data[i]}: a JSON number past ±3.4e38, such as 1e400, overflows)`);
+        throw new RequestFormatError(
+          `request: input row ${Math.floor(i / cols)} value ${i % cols} is not a finite number (${data[i]}: a JSON number past ±3.4e38, such as 1e400, overflows)`,
+        );
       }
     }
     if (image) {
@@ -63,12 +65,17 @@ export function createInputReader(options: ResolvedInputOptions, limits: InputRe
       const other: ImageLayout = image.layout === 'nhwc' ? 'nchw' : 'nhwc';
       const otherShape = exampleShape({ ...image, layout: other });
       if (inputs.cols !== declared[0] * declared[1] * declared[2]) {
-        throw new RequestFormatError(`request: the input rows have ${inputs.cols} values${shape ? ` (shape ${shapeText(shape)})` : ''}; the model takes ${shapeText(declared)} (${image.layout}) = ${declared[0] * declared[1] * declared[2]}`);
+        throw new RequestFormatError(
+          `request: the input rows have ${inputs.cols} values${shape ? ` (shape ${shapeText(shape)})` : ''}; the model takes ${shapeText(declared)} (${image.layout}) = ${declared[0] * declared[1] * declared[2]}`,
+        );
       }
       const matches = (s: readonly number[]) => shape!.length === 3 && s.every((d, i) => d === shape![i]);
       // Rank-3 examples say their layout by their shape; one that fits both (C = H = W) is taken as declared.
       if (shape && shape.length === 3 && !matches(declared)) {
-        if (!matches(otherShape)) throw new RequestFormatError(`request: input examples of shape ${shapeText(shape)}; the model takes ${shapeText(declared)} (${image.layout}) or ${shapeText(otherShape)} (${other})`);
+        if (!matches(otherShape))
+          throw new RequestFormatError(
+            `request: input examples of shape ${shapeText(shape)}; the model takes ${shapeText(declared)} (${image.layout}) or ${shapeText(otherShape)} (${other})`,
+          );
         data = convertLayout(data, inputs.rows, image.height, image.width, c, other, image.layout);
       }
       shape = declared;
@@ -79,10 +86,13 @@ export function createInputReader(options: ResolvedInputOptions, limits: InputRe
 
   const readImages = async (inputs: EncodedImages): Promise<InputRows> => {
     if (!image) {
-      throw new RequestFormatError(`request: ${inputs.where} holds encoded images, but this server declares no image preprocessing (the inputs.image option, or --image-size); send a numeric tensor`);
+      throw new RequestFormatError(
+        `request: ${inputs.where} holds encoded images, but this server declares no image preprocessing (the inputs.image option, or --image-size); send a numeric tensor`,
+      );
     }
     // The count first: a request over the row limit costs nothing more.
-    if (inputs.rows > maxImages) throw new RequestFormatError(`request: ${inputs.rows} images in ${inputs.where}; at most ${maxImages} per request are accepted, split the batch`, 413);
+    if (inputs.rows > maxImages)
+      throw new RequestFormatError(`request: ${inputs.rows} images in ${inputs.where}; at most ${maxImages} per request are accepted, split the batch`, 413);
     const names = inputs.images.map((_, r) => (inputs.rows === 1 ? `the image in ${inputs.where}` : `image ${r} of ${inputs.where}`));
     const shape = exampleShape(image);
     const cols = shape[0] * shape[1] * shape[2];
@@ -107,7 +117,10 @@ export function createInputReader(options: ResolvedInputOptions, limits: InputRe
     for (let r = 0; r < inputs.rows; r++) {
       pixels += headers[r].width * headers[r].height;
       if (pixels > maxRequestPixels) {
-        throw new RequestFormatError(`request: ${names[r]} brings the request’s images to ${pixels} pixels (width × height, from their headers), over the limit of ${maxRequestPixels} per request; send fewer or smaller images`, 413);
+        throw new RequestFormatError(
+          `request: ${names[r]} brings the request’s images to ${pixels} pixels (width × height, from their headers), over the limit of ${maxRequestPixels} per request; send fewer or smaller images`,
+          413,
+        );
       }
     }
     const data = new Float32Array(inputs.rows * cols);

@@ -98,7 +98,12 @@ function locate(root: unknown, steps: readonly Step[], fail: (m: string) => Erro
   return {
     rows,
     single: false,
-    rebuild: (newRows) => setAt(root, head, list.map((item, i) => setAt(item, tail, newRows[i]))),
+    rebuild: (newRows) =>
+      setAt(
+        root,
+        head,
+        list.map((item, i) => setAt(item, tail, newRows[i])),
+      ),
   };
 }
 
@@ -111,7 +116,8 @@ function encodedImages(rows: readonly unknown[], path: string, fail: (m: string)
 }
 
 export function jsonPathCodec(options: JsonPathOptions): Codec {
-  if (!options || typeof options.probsPath !== 'string') throw new ServingOptionError('the json-path protocol needs probsPath, e.g. { probsPath: "predictions[*].scores" }');
+  if (!options || typeof options.probsPath !== 'string')
+    throw new ServingOptionError('the json-path protocol needs probsPath, e.g. { probsPath: "predictions[*].scores" }');
   const probsSteps = parsePath(options.probsPath);
   const inputSteps = options.inputsPath === undefined ? undefined : parsePath(options.inputsPath);
   const answerError = (m: string) => new AnswerFormatError(`model answer: ${m}`);

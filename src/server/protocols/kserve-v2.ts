@@ -38,7 +38,8 @@ interface Tensor {
 
 function pickTensor(list: unknown, wanted: string | undefined, kind: 'output' | 'input', fail: (m: string) => Error): Tensor {
   const field = `${kind}s`;
-  if (!Array.isArray(list) || list.length === 0) throw fail(`expected a KServe V2 ${kind === 'output' ? 'inference response' : 'inference request'} with a non-empty "${field}" array`);
+  if (!Array.isArray(list) || list.length === 0)
+    throw fail(`expected a KServe V2 ${kind === 'output' ? 'inference response' : 'inference request'} with a non-empty "${field}" array`);
   const names = list.map((t) => (isRecord(t) ? String(t.name) : '?'));
   let chosen: unknown;
   if (wanted !== undefined) {
@@ -47,12 +48,15 @@ function pickTensor(list: unknown, wanted: string | undefined, kind: 'output' | 
   } else if (list.length === 1) {
     chosen = list[0];
   } else {
-    throw fail(`the ${kind}s are ${names.join(', ')}; configure which one holds the ${kind === 'output' ? 'probabilities (outputName)' : 'model input (inputName)'}`);
+    throw fail(
+      `the ${kind}s are ${names.join(', ')}; configure which one holds the ${kind === 'output' ? 'probabilities (outputName)' : 'model input (inputName)'}`,
+    );
   }
   if (!isRecord(chosen)) throw fail(`${kind} is not an object`);
   const { shape, datatype, data } = chosen;
   const label = `${kind} "${String(chosen.name)}"`;
-  if (!Array.isArray(shape) || shape.length === 0 || !shape.every((d) => Number.isInteger(d) && d >= 0)) throw fail(`${label} needs "shape", an array of non-negative integers`);
+  if (!Array.isArray(shape) || shape.length === 0 || !shape.every((d) => Number.isInteger(d) && d >= 0))
+    throw fail(`${label} needs "shape", an array of non-negative integers`);
   if (shape.length > MAX_NESTING) throw fail(`${label} has ${shape.length} dimensions; at most ${MAX_NESTING} are accepted`);
   if (typeof datatype !== 'string') throw fail(`${label} needs a "datatype"`);
   if (!Array.isArray(data)) throw fail(`${label} needs a "data" array`);
@@ -84,7 +88,8 @@ function tensorValues(tensor: Tensor, expected: number, label: string, fail: (m:
 /** A BYTES tensor of shape [B] or [B, 1]: one base64 image per row (JSON strings, flat or nested). */
 function bytesImages(input: Tensor, label: string, fail: (m: string) => Error): RequestInputs {
   const rows = input.shape[0];
-  if (rows < 1 || input.shape.slice(1).some((d) => d !== 1)) throw fail(`${label} is a BYTES tensor of shape [${input.shape.join(', ')}]; images go as shape [batch] or [batch, 1], one base64 string each`);
+  if (rows < 1 || input.shape.slice(1).some((d) => d !== 1))
+    throw fail(`${label} is a BYTES tensor of shape [${input.shape.join(', ')}]; images go as shape [batch] or [batch, 1], one base64 string each`);
   const strings = (input.data as unknown[]).flat(input.shape.length);
   if (strings.length !== rows) throw fail(`${label} has ${strings.length} elements but shape [${input.shape.join(', ')}] needs ${rows}`);
   const images = rowsToImages(strings, true, label);
@@ -142,8 +147,16 @@ export function kserveV2Codec(options: KServeV2Options = {}): Codec {
       return {
         batch,
         write(defended: ProbBatch) {
-          const replaced = withKeptParameters({ ...(original.outputs as Record<string, unknown>[]).find((t) => t.name === output.name), data: nested ? batchRows(defended) : batchFlat(defended) }, keepParameters);
-          const outputs = (original.outputs as Record<string, unknown>[]).flatMap((t) => (t.name === output.name ? [replaced] : isRecord(t) && keep.has(String(t.name)) ? [withKeptParameters(t, keepParameters)] : []));
+          const replaced = withKeptParameters(
+            {
+              ...(original.outputs as Record<string, unknown>[]).find((t) => t.name === output.name),
+              data: nested ? batchRows(defended) : batchFlat(defended),
+            },
+            keepParameters,
+          );
+          const outputs = (original.outputs as Record<string, unknown>[]).flatMap((t) =>
+            t.name === output.name ? [replaced] : isRecord(t) && keep.has(String(t.name)) ? [withKeptParameters(t, keepParameters)] : [],
+          );
           const out: Record<string, unknown> = {};
           for (const field of RESPONSE_FIELDS) if (original[field] !== undefined) out[field] = original[field];
           const parameters = keptParameters(original.parameters, keepParameters);
@@ -158,7 +171,8 @@ export function kserveV2Codec(options: KServeV2Options = {}): Codec {
       const input = pickTensor(body.inputs, options.inputName, 'input', requestError);
       const label = `input "${input.name}"`;
       if (input.datatype === 'BYTES') return bytesImages(input, label, requestError);
-      if (!NUMERIC_TYPES.has(input.datatype)) throw requestError(`${label} has datatype ${input.datatype}; a numeric tensor or a BYTES tensor of base64 images is needed`);
+      if (!NUMERIC_TYPES.has(input.datatype))
+        throw requestError(`${label} has datatype ${input.datatype}; a numeric tensor or a BYTES tensor of base64 images is needed`);
       const rows = input.shape[0];
       const cols = input.shape.slice(1).reduce((a, b) => a * b, 1);
       if (rows < 1 || cols < 1) throw requestError(`${label} has shape [${input.shape.join(', ')}]; expected [batch, features...] with at least one row`);

@@ -168,12 +168,17 @@ export function looksEncoded(value: unknown): boolean {
 }
 
 /** Each row as the base64 text of one image; a message naming the first row that is not one. */
-export function rowsToImages(rows: readonly unknown[], allowPlainString: boolean, where: string): { kind: 'encoded-images'; rows: number; images: string[]; where: string } | string {
+export function rowsToImages(
+  rows: readonly unknown[],
+  allowPlainString: boolean,
+  where: string,
+): { kind: 'encoded-images'; rows: number; images: string[]; where: string } | string {
   if (rows.length === 0) return 'no input rows';
   const images: string[] = [];
   for (let r = 0; r < rows.length; r++) {
     const text = encodedImageText(rows[r], allowPlainString);
-    if (text === undefined) return `input row ${r} is not an encoded image like row 0 (${allowPlainString ? 'a base64 string' : 'write {"b64": "<base64 JPEG or PNG>"}'})`;
+    if (text === undefined)
+      return `input row ${r} is not an encoded image like row 0 (${allowPlainString ? 'a base64 string' : 'write {"b64": "<base64 JPEG or PNG>"}'})`;
     images.push(text);
   }
   return { kind: 'encoded-images', rows: rows.length, images, where };

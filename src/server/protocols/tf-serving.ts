@@ -71,7 +71,9 @@ export function tfServingCodec(options: TfServingOptions = {}): Codec {
           const batch = toBatch(rows, `predictions[].${key}`);
           return {
             batch,
-            write: (defended) => ({ predictions: predictions.map((p, r) => ({ ...keptFields(p as Record<string, unknown>, key), [key]: rowNumbers(defended, r) })) }),
+            write: (defended) => ({
+              predictions: predictions.map((p, r) => ({ ...keptFields(p as Record<string, unknown>, key), [key]: rowNumbers(defended, r) })),
+            }),
           };
         }
         const batch = toBatch(predictions, 'predictions');
@@ -96,14 +98,15 @@ export function tfServingCodec(options: TfServingOptions = {}): Codec {
       if (Array.isArray(body.instances)) {
         const instances = body.instances as unknown[];
         // An instance {"b64": "..."} is itself the (binary) input; otherwise objects hold it under inputKey.
-        rows = instances.length > 0 && isRecord(instances[0]) && !isB64Instance(instances[0])
-          ? instances.map((instance, r) => {
-              if (!isRecord(instance)) throw requestError(`instance ${r} is not an object like instance 0`);
-              const picked = pickKey(instance, options.inputKey, `instance ${r}`, 'inputKey');
-              if ('problem' in picked) throw requestError(picked.problem);
-              return instance[picked.key];
-            })
-          : instances;
+        rows =
+          instances.length > 0 && isRecord(instances[0]) && !isB64Instance(instances[0])
+            ? instances.map((instance, r) => {
+                if (!isRecord(instance)) throw requestError(`instance ${r} is not an object like instance 0`);
+                const picked = pickKey(instance, options.inputKey, `instance ${r}`, 'inputKey');
+                if ('problem' in picked) throw requestError(picked.problem);
+                return instance[picked.key];
+              })
+            : instances;
       } else if (Array.isArray(body.inputs)) {
         rows = body.inputs;
       } else if (isRecord(body.inputs)) {

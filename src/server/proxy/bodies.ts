@@ -8,7 +8,17 @@ import zlib from 'node:zlib';
 import { AnswerFormatError, RequestFormatError } from '../errors.js';
 
 /** RFC 9110 §7.6.1 connection-specific headers, never forwarded. */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
 
 /** The headers that frame a message body: the proxy never forwards a client's, it frames what it forwards itself. */
 const FRAMING = new Set(['content-length', 'transfer-encoding']);
@@ -62,7 +72,8 @@ export function framingDoubt(method: string, headers: IncomingHttpHeaders): stri
   if (chunked && length !== undefined) return 'the request has both Content-Length and Transfer-Encoding';
   const named = connectionOptions(headers).filter((name) => FRAMING.has(name));
   if (named.length > 0) return `the Connection header names ${named.join(', ')}, which frames the body; remove it from Connection`;
-  if (BODYLESS_METHODS.has(method) && (chunked || (length !== undefined && length.trim() !== '0'))) return `a ${method} request carries no body; send it without one`;
+  if (BODYLESS_METHODS.has(method) && (chunked || (length !== undefined && length.trim() !== '0')))
+    return `a ${method} request carries no body; send it without one`;
   return undefined;
 }
 

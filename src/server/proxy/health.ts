@@ -39,7 +39,15 @@ export function createHealth(options: HealthOptions): Health {
   const probe = (): Promise<{ ok: boolean; detail: string }> =>
     new Promise((resolve) => {
       const req = transport.request(
-        { protocol: options.upstream.protocol, hostname: options.upstream.hostname, port: options.upstream.port, method: 'GET', path: probePath, agent: false, timeout: options.timeoutMs },
+        {
+          protocol: options.upstream.protocol,
+          hostname: options.upstream.hostname,
+          port: options.upstream.port,
+          method: 'GET',
+          path: probePath,
+          agent: false,
+          timeout: options.timeoutMs,
+        },
         (res) => {
           res.resume();
           const status = res.statusCode ?? 0;

@@ -49,11 +49,27 @@ const BUILT_IN: Record<ProtocolName, { infer: RoutePattern[]; pass: RoutePattern
     refuse: [],
   },
   'tf-serving': {
-    infer: [{ methods: POST, regex: new RegExp(`^/v1/models/${NAME}(/versions/${NAME}|/labels/${NAME})?:predict$`), source: 'POST /v1/models/{name}[/versions/{v}]:predict' }],
-    pass: [{ methods: READ_METHODS, regex: new RegExp(`^/v1/models/${NAME}(/versions/${NAME}|/labels/${NAME})?(/metadata)?$`), source: 'GET /v1/models/{name}[/versions/{v}][/metadata]' }],
+    infer: [
+      {
+        methods: POST,
+        regex: new RegExp(`^/v1/models/${NAME}(/versions/${NAME}|/labels/${NAME})?:predict$`),
+        source: 'POST /v1/models/{name}[/versions/{v}]:predict',
+      },
+    ],
+    pass: [
+      {
+        methods: READ_METHODS,
+        regex: new RegExp(`^/v1/models/${NAME}(/versions/${NAME}|/labels/${NAME})?(/metadata)?$`),
+        source: 'GET /v1/models/{name}[/versions/{v}][/metadata]',
+      },
+    ],
     refuse: [
       {
-        pattern: { methods: null, regex: new RegExp(`^/v1/models/${NAME}(/versions/${NAME}|/labels/${NAME})?:(classify|regress)$`), source: ':classify / :regress' },
+        pattern: {
+          methods: null,
+          regex: new RegExp(`^/v1/models/${NAME}(/versions/${NAME}|/labels/${NAME})?:(classify|regress)$`),
+          source: ':classify / :regress',
+        },
         status: 501,
         message: ':classify and :regress answer scores this proxy does not defend; use :predict',
       },
@@ -81,6 +97,10 @@ export function createRouteTable(protocol: ProtocolName | string, options: Route
     if (matches(infer, method, path)) return { kind: 'infer' };
     for (const { pattern, status, message } of builtIn.refuse) if (matches([pattern], method, path)) return { kind: 'refuse', status, message };
     if (matches(pass, method, path) || passUnknown) return { kind: 'pass' };
-    return { kind: 'refuse', status: 404, message: `${method} ${path} is not a route this proxy serves (inference: ${infer.map((p) => p.source).join(', ')}; passed through: ${pass.map((p) => p.source).join(', ') || 'none'})` };
+    return {
+      kind: 'refuse',
+      status: 404,
+      message: `${method} ${path} is not a route this proxy serves (inference: ${infer.map((p) => p.source).join(', ')}; passed through: ${pass.map((p) => p.source).join(', ') || 'none'})`,
+    };
   };
 }

@@ -33,7 +33,8 @@ function betweenClasses(rows: number): AttackerStream {
     async run(client, requestRows) {
       const random = seededRandom(rows);
       const x = new Float32Array(rows * FEATURES);
-      for (let r = 0; r < rows; r++) for (let i = 0; i < FEATURES; i++) x[r * FEATURES + i] = (CENTERS[r % 3][i] + CENTERS[(r + 1) % 3][i]) / 2 + (random() - 0.5) * 0.1;
+      for (let r = 0; r < rows; r++)
+        for (let i = 0; i < FEATURES; i++) x[r * FEATURES + i] = (CENTERS[r % 3][i] + CENTERS[(r + 1) % 3][i]) / 2 + (random() - 0.5) * 0.1;
       const answers = new Float32Array(rows * CLASSES);
       for (let done = 0; done < rows; done += requestRows) {
         const n = Math.min(requestRows, rows - done);
@@ -71,7 +72,7 @@ describe('thieves with many identities (synthetic, small)', () => {
         cover: blobs(2000, 5),
         features: FEATURES,
         classes: CLASSES,
-        scenarios: parseScenarios('random:30,random:30:cohort,random:30:perclient,random:30:dilute=0.5'),
+        scenarios: parseScenarios('benign,random:30,random:30:cohort,random:30:perclient,random:30:dilute=0.5'),
         streamFor: () => betweenClasses(300),
         thiefQueries: 300,
         knockoff: { arch: 'mlp', epochs: 1, batchSize: 32, learningRate: 0.01 },
@@ -82,7 +83,13 @@ describe('thieves with many identities (synthetic, small)', () => {
         spanMs: 1_800_000,
         log: (line) => lines.push(line),
       });
-      assert.equal(report.thieves.length, 4);
+      assert.equal(report.thieves.length, 5);
+      const benignOnly = report.thieves.shift()!;
+      assert.equal(benignOnly.attacker, 'none');
+      assert.equal(benignOnly.knockoffAccuracy, undefined);
+      assert.deepEqual(benignOnly.benign.alarmStarts, { all: 0, young: 0 }, 'benign traffic alone raises no population alarm');
+      assert.equal(benignOnly.benign.changed, 0, 'and its answers are untouched');
+      assert.equal(benignOnly.target?.met, true);
       assert.equal(report.probationTier, 'argmax', 'no surrogate: the probation tier is argmax (top-1 kept)');
       for (const thief of report.thieves) {
         assert.equal(thief.attackQueries, 300);
@@ -91,7 +98,7 @@ describe('thieves with many identities (synthetic, small)', () => {
         assert.equal(thief.benign.clients, 30);
         assert.equal(thief.benign.refusedClients, 0, `${thief.scenario}: no benign client refused`);
         assert.ok(thief.benign.top1ChangedShare <= 0.01, `${thief.scenario}: ${JSON.stringify(thief.benign)}`);
-        assert.ok(thief.knockoffAccuracy.undefended >= 0 && thief.knockoffAccuracy.withDetection <= 1);
+        assert.ok(thief.knockoffAccuracy!.undefended >= 0 && thief.knockoffAccuracy!.withDetection <= 1);
       }
       const [sybil, cohort, perClient, diluted] = report.thieves;
       // 30 identities × 10 queries: no identity reaches OOD's 50 queries; the young population does.
@@ -114,6 +121,7 @@ describe('thieves with many identities (synthetic, small)', () => {
       assert.equal(page.split('<section id="population">').length, 2, 'one section, replaced on a rerun');
       assert.match(page, /random:30:cohort/);
       assert.equal(JSON.parse(await readFile(files.json, 'utf8')).thieves.length, 4);
+      assert.ok(benignOnly.benign.answers > 0);
     } finally {
       victim.dispose();
       for (const m of checkpoints) m.dispose();
@@ -121,8 +129,17 @@ describe('thieves with many identities (synthetic, small)', () => {
   });
 
   it('parses scenario specs and refuses bad ones', () => {
-    assert.deepEqual(parseScenarios('adaptive:100:cohort:dilute=0.8:slow')[0], { name: 'adaptive:100:cohort:dilute=0.8:slow', policy: 'adaptive', identities: 100, cohort: true, dilution: 0.8, slow: true, perClient: false });
-    assert.equal(parseScenarios('target').length, 3);
+    assert.deepEqual(parseScenarios('adaptive:100:cohort:dilute=0.8:slow')[0], {
+      name: 'adaptive:100:cohort:dilute=0.8:slow',
+      policy: 'adaptive',
+      identities: 100,
+      cohort: true,
+      dilution: 0.8,
+      slow: true,
+      perClient: false,
+    });
+    assert.equal(parseScenarios('target').length, 4);
+    assert.equal(parseScenarios('benign')[0].policy, 'none');
     assert.ok(parseScenarios('all').length >= 15);
     assert.throws(() => parseScenarios('nope:10'), /unknown attacker/);
     assert.throws(() => parseScenarios('random:0'), /identities/);

@@ -32,7 +32,8 @@ const betweenClasses: AttackerStream = {
   async run(client, requestRows) {
     const rows = 150;
     const x = new Float32Array(rows * FEATURES);
-    for (let r = 0; r < rows; r++) for (let i = 0; i < FEATURES; i++) x[r * FEATURES + i] = (CENTERS[r % 3][i] + CENTERS[(r + 1) % 3][i]) / 2 + ((r * 7 + i) % 5) * 0.001;
+    for (let r = 0; r < rows; r++)
+      for (let i = 0; i < FEATURES; i++) x[r * FEATURES + i] = (CENTERS[r % 3][i] + CENTERS[(r + 1) % 3][i]) / 2 + ((r * 7 + i) % 5) * 0.001;
     const answers = new Float32Array(rows * CLASSES);
     for (let done = 0; done < rows; done += requestRows) {
       const n = Math.min(requestRows, rows - done);

@@ -17,13 +17,20 @@ function images(prototypes: Float32Array[], rows: number, features: number, nois
   return { x, labels, rows };
 }
 
-export function syntheticDataset(seed: number, options: { classes?: number; features?: number; train?: number; test?: number; noise?: number } = {}): DatasetLike {
+export function syntheticDataset(
+  seed: number,
+  options: { classes?: number; features?: number; train?: number; test?: number; noise?: number } = {},
+): DatasetLike {
   const classes = options.classes ?? 10;
   const features = options.features ?? 784;
   const random = seededRandom(seed);
   const prototypes = Array.from({ length: classes }, () => Float32Array.from({ length: features }, () => (random() < 0.3 ? random() : 0)));
   const noise = options.noise ?? 0.6;
-  return { train: images(prototypes, options.train ?? 600, features, noise, random), test: images(prototypes, options.test ?? 200, features, noise, random), classes };
+  return {
+    train: images(prototypes, options.train ?? 600, features, noise, random),
+    test: images(prototypes, options.test ?? 200, features, noise, random),
+    classes,
+  };
 }
 
 export function syntheticLoader(options: Parameters<typeof syntheticDataset>[1] = {}): DatasetLoader {

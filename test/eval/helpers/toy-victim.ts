@@ -26,7 +26,11 @@ export async function toyVictim(seed = 21): Promise<ToyVictim> {
   await initBackend({ log: () => {} });
   const data = syntheticDataset(seed, { train: 1200, test: 300, features: TOY_FEATURES, classes: TOY_CLASSES, noise: 0.5 });
   const model = createModel({ arch: 'mlp', inputShape: [TOY_FEATURES], classes: TOY_CLASSES, seed, hidden: [32] });
-  await trainModel(model, { x: data.train.x, rows: data.train.rows, labels: Int32Array.from(data.train.labels) }, { epochs: 8, batchSize: 32, seed, learningRate: 0.003, log: () => {} });
+  await trainModel(
+    model,
+    { x: data.train.x, rows: data.train.rows, labels: Int32Array.from(data.train.labels) },
+    { epochs: 8, batchSize: 32, seed, learningRate: 0.003, log: () => {} },
+  );
   const clean = (x: Float32Array, rows: number): ProbBatch => ({ rows, cols: TOY_CLASSES, data: predictProbs(model, x, rows) });
   return {
     data,

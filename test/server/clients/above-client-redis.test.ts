@@ -13,7 +13,8 @@ import { rng } from '../../detection/synthetic.js';
 import { lineCollector } from '../helpers/fixtures.js';
 import { startRedis, type TestRedis } from '../helpers/redis-server.js';
 
-const req = (key: string, headers: Record<string, string> = {}) => ({ headers: { 'x-api-key': key, ...headers }, socket: { remoteAddress: '198.51.100.7' } }) as unknown as IncomingMessage;
+const req = (key: string, headers: Record<string, string> = {}) =>
+  ({ headers: { 'x-api-key': key, ...headers }, socket: { remoteAddress: '198.51.100.7' } }) as unknown as IncomingMessage;
 const defense = parseDefense('rounding:decimals=2');
 const argmax = parseDefense('argmax');
 const tiers = new Map([['argmax', argmax]]);
@@ -41,7 +42,11 @@ describe('detection above the client, shared across replicas in Redis', () => {
   }
 
   it('a thief split over replicas and identities: the population alarm from their summed counts, cohorts and fingerprints shared', async () => {
-    const options: Partial<ClientsOptions> = { population: { minQueries: 40, youngQueries: 20, classes: { enabled: false }, flushMs: 10 }, cohort: 'header:x-tenant', fingerprints: { maxEntries: 10_000 } };
+    const options: Partial<ClientsOptions> = {
+      population: { minQueries: 40, youngQueries: 20, classes: { enabled: false }, flushMs: 10 },
+      cohort: 'header:x-tenant',
+      fingerprints: { maxEntries: 10_000 },
+    };
     const [a, b] = [replica(options), replica(options)];
     await a.gate.ready();
     await b.gate.ready();

@@ -11,7 +11,8 @@ import { createServingMetrics } from '../../../src/server/metrics.js';
 import { rng } from '../../detection/synthetic.js';
 import { lineCollector } from '../helpers/fixtures.js';
 
-const req = (key: string, headers: Record<string, string> = {}, address = '198.51.100.7') => ({ headers: { 'x-api-key': key, ...headers }, socket: { remoteAddress: address } }) as unknown as IncomingMessage;
+const req = (key: string, headers: Record<string, string> = {}, address = '198.51.100.7') =>
+  ({ headers: { 'x-api-key': key, ...headers }, socket: { remoteAddress: address } }) as unknown as IncomingMessage;
 const defense = parseDefense('rounding:decimals=2');
 const argmax = parseDefense('argmax');
 const reverseSigmoid = parseDefense('reverse-sigmoid:beta=0.7,gamma=0.2');
@@ -29,7 +30,10 @@ function gateWith(extra: Partial<ClientsOptions>, start = 1_800_000_000_000) {
   const metrics = createServingMetrics();
   // Per-client detectors that stay silent for these short histories (OOD needs 50 queries).
   const detection = createClientDetection({ prada: { enabled: false }, budget: false, policy: { steps: ['reverse-sigmoid', 'argmax'] } });
-  const gate = createClientGate({ identity: 'header:x-api-key', detection, newClients: false, ...extra }, { defense, tiers, metrics, logger: createLogger({}, logs.stream), now: () => time });
+  const gate = createClientGate(
+    { identity: 'header:x-api-key', detection, newClients: false, ...extra },
+    { defense, tiers, metrics, logger: createLogger({}, logs.stream), now: () => time },
+  );
   const ask = async (key: string, probs = confident, headers: Record<string, string> = {}, inputs?: { rows: number; cols: number; data: Float32Array }) =>
     gate.observe(await gate.admit(req(key, headers)), probs, inputs, defense);
   return { gate, logs, metrics, ask, advance: (ms: number) => (time += ms), now: () => time };
@@ -37,16 +41,21 @@ function gateWith(extra: Partial<ClientsOptions>, start = 1_800_000_000_000) {
 
 describe('population detection in the gate', () => {
   it('during an alarm young identities get the probation tier (top-1 kept), older clean ones keep the default; pino lines at start and end', async () => {
-    const { gate, logs, metrics, ask, advance } = gateWith({ population: { minQueries: 40, youngQueries: 20, classes: { enabled: false }, alarm: { calmMs: 5 * MINUTE } } });
+    const { gate, logs, metrics, ask, advance } = gateWith({
+      population: { minQueries: 40, youngQueries: 20, classes: { enabled: false }, alarm: { calmMs: 5 * MINUTE } },
+    });
     // An old, clean client (30 confident queries) and an old client whose own share of unsure queries is high.
     for (let i = 0; i < 30; i++) assert.equal(await ask('regular-client'), undefined);
     for (let i = 0; i < 30; i++) assert.equal(await ask('old-suspect', i % 5 === 0 ? unsure : confident), undefined, 'no alarm yet');
     // A Sybil thief: 40 identities, 5 unsure queries each (young: fewer than 20 queries).
     const answers: unknown[] = [];
     for (let round = 0; round < 5; round++) for (let id = 0; id < 40; id++) answers.push(await ask(`sybil-${id}`, unsure));
-    const firstProbation = answers.findIndex((a) => a === argmax);
+    const firstProbation = answers.indexOf(argmax);
     assert.ok(firstProbation > 0 && firstProbation <= 40, `the young view flags once 40 young queries are in (first probation at ${firstProbation})`);
-    assert.ok(answers.slice(firstProbation).every((a) => a === argmax), 'every later thief answer is on probation');
+    assert.ok(
+      answers.slice(firstProbation).every((a) => a === argmax),
+      'every later thief answer is on probation',
+    );
     assert.equal(await ask('newcomer', confident), argmax, 'an honest newcomer during the alarm: probation, top-1 kept');
     assert.equal(await ask('regular-client'), undefined, 'an older client with a clean history keeps its answers');
     assert.equal(await ask('old-suspect'), argmax, 'an older client unsure on a fifth of its queries (over suspectRate 0.15) is a suspect');
@@ -85,9 +94,18 @@ describe('population detection in the gate', () => {
       () => createClientGate({ identity: 'ip', detection, population: {} }, { defense, tiers: new Map([['reverse-sigmoid', reverseSigmoid]]), metrics }),
       /need a probation tier that keeps top-1/,
     );
-    assert.throws(() => createClientGate({ identity: 'ip', detection, population: { ood: { maxRate: 3 } } }, { defense, tiers, metrics }), /clients\.population: population option ood\.maxRate/);
-    assert.throws(() => createClientGate({ identity: 'ip', detection, fingerprints: { hashes: 0 } }, { defense, tiers, metrics }), /clients\.fingerprints: fingerprint option hashes/);
-    assert.throws(() => createClientGate({ identity: 'header:x', detection, trustProxy: ['10.0.0.0/8'] }, { defense, tiers, metrics }), /identity "ip" or cohort "ip"/);
+    assert.throws(
+      () => createClientGate({ identity: 'ip', detection, population: { ood: { maxRate: 3 } } }, { defense, tiers, metrics }),
+      /clients\.population: population option ood\.maxRate/,
+    );
+    assert.throws(
+      () => createClientGate({ identity: 'ip', detection, fingerprints: { hashes: 0 } }, { defense, tiers, metrics }),
+      /clients\.fingerprints: fingerprint option hashes/,
+    );
+    assert.throws(
+      () => createClientGate({ identity: 'header:x', detection, trustProxy: ['10.0.0.0/8'] }, { defense, tiers, metrics }),
+      /identity "ip" or cohort "ip"/,
+    );
     // trustProxy with cohort "ip" and another identity is fine.
     const gate = createClientGate({ identity: 'header:x-api-key', cohort: 'ip', trustProxy: ['10.0.0.0/8'], detection }, { defense, tiers, metrics });
     void gate.close();
@@ -102,7 +120,7 @@ describe('cohorts in the gate', () => {
     // 60 identities of one tenant, one unsure query each: each alone is far under OOD's 50 queries.
     const answers: unknown[] = [];
     for (let id = 0; id < 60; id++) answers.push(await ask(`member-${id}`, unsure, thiefOrg));
-    assert.equal(answers.findIndex((a) => a === argmax), 49, 'the cohort’s OOD flags at its 50th query, and that answer is already on probation');
+    assert.equal(answers.indexOf(argmax), 49, 'the cohort’s OOD flags at its 50th query, and that answer is already on probation');
     assert.ok(answers.slice(49).every((a) => a === argmax));
     assert.equal(await ask('new-member', confident, thiefOrg), argmax, 'a confident query of the flagged cohort too');
     for (let id = 0; id < 10; id++) assert.equal(await ask(`honest-${id}`, confident, honestOrg), undefined, 'another cohort is not affected');
@@ -114,7 +132,10 @@ describe('cohorts in the gate', () => {
     assert.ok(!logs.raw.join('').includes('org-thief'));
     const overview = await gate.overview(10);
     assert.equal(overview.cohorts?.[0].action, 'escalate');
-    assert.ok(overview.clients.every((c) => !c.id.startsWith('~cohort:')), 'cohorts are listed apart from clients');
+    assert.ok(
+      overview.clients.every((c) => !c.id.startsWith('~cohort:')),
+      'cohorts are listed apart from clients',
+    );
     await gate.close();
   });
 });
@@ -131,7 +152,7 @@ describe('fingerprints in the gate', () => {
     for (let s = 0; s < 10; s++) assert.equal(await ask('alice', confident, {}, inputs(s)), undefined);
     const bob: unknown[] = [];
     for (let s = 0; s < 10; s++) bob.push(await ask('bob', confident, {}, inputs(s)));
-    assert.equal(bob.findIndex((a) => a === reverseSigmoid), 4, 'flagged at its 5th matching query (minMatches 5): the ladder’s first tier');
+    assert.equal(bob.indexOf(reverseSigmoid), 4, 'flagged at its 5th matching query (minMatches 5): the ladder’s first tier');
     // Carol's own images match nobody.
     for (let s = 100; s < 110; s++) assert.equal(await ask('carol', confident, {}, inputs(s)), undefined);
     assert.match(await metrics.registry.getSingleMetricAsString('msd_fingerprint_matches_total'), /msd_fingerprint_matches_total 10/);

@@ -10,7 +10,20 @@ const parse = (argv: string[]): ClientFlags => addClientFlags(new Command().exit
 
 describe('client detection flags', () => {
   it('turn into clients options that the serving layer accepts', async () => {
-    const flags = parse(['--client-id', 'ip', '--trust-proxy', '10.0.0.0/8, 192.168.1.1', '--redis', 'redis://127.0.0.1:6390', '--admin-token-env', 'MSD_ADMIN', '--client-fail-mode', 'refuse', '--client-ttl-s', '60']);
+    const flags = parse([
+      '--client-id',
+      'ip',
+      '--trust-proxy',
+      '10.0.0.0/8, 192.168.1.1',
+      '--redis',
+      'redis://127.0.0.1:6390',
+      '--admin-token-env',
+      'MSD_ADMIN',
+      '--client-fail-mode',
+      'refuse',
+      '--client-ttl-s',
+      '60',
+    ]);
     const detection = countDetection({});
     const options = clientOptionsFromFlags(flags, { MSD_ADMIN: 'admin-token-0123456789' }, detection)!;
     assert.deepEqual(options.trustProxy, ['10.0.0.0/8', '192.168.1.1']);
@@ -23,7 +36,17 @@ describe('client detection flags', () => {
   });
 
   it('--cohort, --population, --fingerprints and --probation-tier: options of detection above the client', async () => {
-    const flags = parse(['--client-id', 'header:x-api-key', '--cohort', 'jwt:org', '--population', '{"youngQueries":50,"ood":{"maxRate":0.1}}', '--fingerprints', '--probation-tier', 'argmax']);
+    const flags = parse([
+      '--client-id',
+      'header:x-api-key',
+      '--cohort',
+      'jwt:org',
+      '--population',
+      '{"youngQueries":50,"ood":{"maxRate":0.1}}',
+      '--fingerprints',
+      '--probation-tier',
+      'argmax',
+    ]);
     const options = clientOptionsFromFlags(flags, {}, countDetection({}))!;
     assert.equal(options.cohort, 'jwt:org');
     assert.deepEqual(options.population, { youngQueries: 50, ood: { maxRate: 0.1 } });
@@ -34,14 +57,20 @@ describe('client detection flags', () => {
     await guard.clients!.close();
     assert.equal(parse(['--client-id', 'ip']).population, undefined, 'off unless given');
     assert.throws(() => clientOptionsFromFlags(parse(['--client-id', 'ip', '--population', '{nope']), {}, countDetection({})), /--population must be JSON/);
-    assert.throws(() => clientOptionsFromFlags(parse(['--client-id', 'ip', '--fingerprints', '[1]']), {}, countDetection({})), /--fingerprints must be an object/);
+    assert.throws(
+      () => clientOptionsFromFlags(parse(['--client-id', 'ip', '--fingerprints', '[1]']), {}, countDetection({})),
+      /--fingerprints must be an object/,
+    );
     assert.throws(() => clientOptionsFromFlags(parse(['--cohort', 'ip']), {}, countDetection({})), /need --client-id/);
   });
 
   it('leave detection off without --client-id, and refuse half-configurations', () => {
     assert.equal(clientOptionsFromFlags(parse([]), {}, countDetection({})), undefined);
     assert.throws(() => clientOptionsFromFlags(parse(['--redis', 'redis://x']), {}, countDetection({})), /need --client-id/);
-    assert.throws(() => clientOptionsFromFlags(parse(['--client-id', 'ip', '--admin-token-env', 'NOPE']), {}, countDetection({})), (e: Error) => e instanceof ServingOptionError && /NOPE is not set/.test(e.message));
+    assert.throws(
+      () => clientOptionsFromFlags(parse(['--client-id', 'ip', '--admin-token-env', 'NOPE']), {}, countDetection({})),
+      (e: Error) => e instanceof ServingOptionError && /NOPE is not set/.test(e.message),
+    );
     assert.throws(() => clientOptionsFromFlags(parse(['--client-id', 'ip', '--client-fail-mode', 'open']), {}, countDetection({})), /"local" or "refuse"/);
     assert.throws(() => clientOptionsFromFlags(parse(['--client-id', 'ip']), {}, undefined), /detection/);
   });

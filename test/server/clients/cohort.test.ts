@@ -8,7 +8,8 @@ function fakeRequest(headers: Record<string, string>, remoteAddress = '203.0.113
   return { headers, socket: { remoteAddress } } as unknown as IncomingMessage;
 }
 
-const jwt = (claims: object): string => `Bearer ${Buffer.from('{"alg":"HS256"}').toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.c2lnbmF0dXJl`;
+const jwt = (claims: object): string =>
+  `Bearer ${Buffer.from('{"alg":"HS256"}').toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.c2lnbmF0dXJl`;
 
 describe('cohort keys', () => {
   it('IPv4 prefixes: /24 by default, any length', () => {
@@ -69,7 +70,15 @@ describe('cohort keys', () => {
     assert.equal(prefix(fakeRequest({}), 'short'), undefined, 'an identity no longer than the prefix has no cohort');
     const fn = createCohortReader({ cohort: (req) => req.headers['x-team'] as string | undefined });
     assert.equal(fn(fakeRequest({ 'x-team': 'a' }), undefined), fn(fakeRequest({ 'x-team': 'a' }), undefined));
-    assert.equal(createCohortReader({ cohort: () => { throw new Error('boom'); } })(fakeRequest({}), undefined), undefined, 'a throwing function: no cohort');
+    assert.equal(
+      createCohortReader({
+        cohort: () => {
+          throw new Error('boom');
+        },
+      })(fakeRequest({}), undefined),
+      undefined,
+      'a throwing function: no cohort',
+    );
     // The hash depends on the secret and on the kind of key (a tenant named like a header value does not collide).
     assert.notEqual(createCohortReader({ cohort: 'jwt:org', idSecret: 's1' })(fakeRequest({ authorization: jwt({ org: 'acme' }) }), undefined), acme);
     assert.notEqual(createCohortReader({ cohort: 'header:x-org' })(fakeRequest({ 'x-org': 'acme' }), undefined), acme);
@@ -77,7 +86,11 @@ describe('cohort keys', () => {
 
   it('rejects bad specs with what to write instead', () => {
     for (const spec of ['cookie:x', 'ip/99', 'ip/24/200', 'prefix:0', 'ipv4', 42]) {
-      assert.throws(() => createCohortReader({ cohort: spec as string }), (e: Error) => e instanceof ServingOptionError && /clients\.cohort/.test(e.message), String(spec));
+      assert.throws(
+        () => createCohortReader({ cohort: spec as string }),
+        (e: Error) => e instanceof ServingOptionError && /clients\.cohort/.test(e.message),
+        String(spec),
+      );
     }
   });
 });

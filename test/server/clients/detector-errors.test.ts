@@ -82,7 +82,7 @@ describe('a detector rejecting the answer is an answer error, not a store outage
     await store.ready();
     class DetectorSaysNo extends Error {}
     await assert.rejects(
-      store.update('c1', (): { state: ClientState; result: void } => {
+      store.update('c1', (): { state: ClientState; result: undefined } => {
         throw new DetectorSaysNo('no');
       }),
       (e: Error) => e instanceof DetectorSaysNo && !(e instanceof ClientStoreError),

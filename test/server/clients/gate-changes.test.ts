@@ -3,7 +3,7 @@ import type { IncomingMessage } from 'node:http';
 import { describe, it } from 'node:test';
 import { parseDefense } from '../../../src/defenses/index.js';
 import { createClientDetection } from '../../../src/detection/index.js';
-import { ClientRefusal, createClientGate } from '../../../src/server/clients/gate.js';
+import { type ClientRefusal, createClientGate } from '../../../src/server/clients/gate.js';
 import { createLogger } from '../../../src/server/logger.js';
 import { createServingMetrics } from '../../../src/server/metrics.js';
 import { countDetection } from '../helpers/count-detection.js';
@@ -16,12 +16,20 @@ describe('client gate with the real detection', () => {
   it('logs a change first seen at admission once, not again at the next observation', async () => {
     // The real detection reports `changed` against the action stored at its last observe, so the
     // first observe after a throttle ran out reports default-after-throttle again.
-    const detection = createClientDetection({ window: { lengthMs: 60_000, bucketMs: 1_000 }, budget: { maxQueries: 3 }, ood: { enabled: false }, prada: { enabled: false } });
+    const detection = createClientDetection({
+      window: { lengthMs: 60_000, bucketMs: 1_000 },
+      budget: { maxQueries: 3 },
+      ood: { enabled: false },
+      prada: { enabled: false },
+    });
     let time = 1_000_000;
     const logs = lineCollector();
     const defense = parseDefense('argmax');
     const metrics = createServingMetrics();
-    const gate = createClientGate({ identity: 'header:x-api-key', detection }, { defense, tiers: new Map(), metrics, logger: createLogger({}, logs.stream), now: () => time });
+    const gate = createClientGate(
+      { identity: 'header:x-api-key', detection },
+      { defense, tiers: new Map(), metrics, logger: createLogger({}, logs.stream), now: () => time },
+    );
     const ask = async () => gate.observe(await gate.admit(req('key-1')), probs, undefined, defense);
     for (let i = 0; i < 2; i++) await ask();
     await assert.rejects(ask(), (e: ClientRefusal) => e.status === 429);
@@ -29,13 +37,22 @@ describe('client gate with the real detection', () => {
     await ask();
     await ask();
     const changes = logs.lines.filter((l) => l.msg === 'client action changed').map((l) => [l.action, l.previous]);
-    assert.deepEqual(changes, [['throttle', 'default'], ['default', 'throttle']]);
-    const counted = (await metrics.registry.getSingleMetricAsString('msd_client_action_changes_total')).split('\n').filter((l) => !l.startsWith('#') && l.trim());
-    assert.equal(counted.reduce((sum, l) => sum + Number(l.split(' ').pop()), 0), 2, counted.join('\n'));
+    assert.deepEqual(changes, [
+      ['throttle', 'default'],
+      ['default', 'throttle'],
+    ]);
+    const counted = (await metrics.registry.getSingleMetricAsString('msd_client_action_changes_total'))
+      .split('\n')
+      .filter((l) => !l.startsWith('#') && l.trim());
+    assert.equal(
+      counted.reduce((sum, l) => sum + Number(l.split(' ').pop()), 0),
+      2,
+      counted.join('\n'),
+    );
     await gate.close();
   });
 
-  it('passes each row\'s hardness from clients.hardness to the detectors, and withholds the answer when it fails', async () => {
+  it("passes each row's hardness from clients.hardness to the detectors, and withholds the answer when it fails", async () => {
     const detection = countDetection({});
     const seen: number[][] = [];
     let broken = false;
@@ -45,7 +62,10 @@ describe('client gate with the real detection', () => {
       return Int8Array.from({ length: inputs.rows }, (_, r) => Math.round(inputs.data[r * inputs.cols] * 10));
     };
     const defense = parseDefense('argmax');
-    const gate = createClientGate({ identity: 'header:x-api-key', detection, observeInputs: false, hardness }, { defense, tiers: new Map(), metrics: createServingMetrics() });
+    const gate = createClientGate(
+      { identity: 'header:x-api-key', detection, observeInputs: false, hardness },
+      { defense, tiers: new Map(), metrics: createServingMetrics() },
+    );
     assert.equal(gate.observeInputs, true, 'the inputs are read for the hardness');
     const inputs = { rows: 2, cols: 2, data: Float32Array.from([0.25, 0, 0.75, 1]) };
     await gate.observe(await gate.admit(req('a')), { rows: 2, cols: 2, data: Float32Array.from([0.6, 0.4, 0.2, 0.8]) }, inputs, defense);
@@ -53,8 +73,14 @@ describe('client gate with the real detection', () => {
     assert.deepEqual(Array.from(detection.observed[0].hardness!), [3, 8]);
     assert.equal(detection.observed[0].inputs, undefined, 'observeInputs false keeps the inputs from the detectors');
     broken = true;
-    await assert.rejects(gate.observe(await gate.admit(req('a')), probs, { rows: 1, cols: 2, data: Float32Array.from([0.1, 0.2]) }, defense), (e: Error & { status?: number }) => e.status === 500 && /clients.hardness failed/.test(e.message));
-    assert.throws(() => createClientGate({ identity: 'ip', detection, hardness: 3 as never }, { defense, tiers: new Map(), metrics: createServingMetrics() }), /clients.hardness must be a function/);
+    await assert.rejects(
+      gate.observe(await gate.admit(req('a')), probs, { rows: 1, cols: 2, data: Float32Array.from([0.1, 0.2]) }, defense),
+      (e: Error & { status?: number }) => e.status === 500 && /clients.hardness failed/.test(e.message),
+    );
+    assert.throws(
+      () => createClientGate({ identity: 'ip', detection, hardness: 3 as never }, { defense, tiers: new Map(), metrics: createServingMetrics() }),
+      /clients.hardness must be a function/,
+    );
     await gate.close();
   });
 });

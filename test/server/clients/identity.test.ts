@@ -8,7 +8,8 @@ function fakeRequest(headers: Record<string, string>, remoteAddress = '203.0.113
   return { headers, socket: { remoteAddress } } as unknown as IncomingMessage;
 }
 
-const jwt = (claims: object): string => `Bearer ${Buffer.from('{"alg":"HS256"}').toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.c2lnbmF0dXJl`;
+const jwt = (claims: object): string =>
+  `Bearer ${Buffer.from('{"alg":"HS256"}').toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.c2lnbmF0dXJl`;
 
 describe('client identity', () => {
   it('hashes an API-key header: the same key, the same id; never the raw key', () => {
@@ -76,7 +77,10 @@ describe('client identity', () => {
   });
 
   it('rejects bad specs with what to write instead', () => {
-    assert.throws(() => createIdentifier({ identity: 'cookie:sid' }), (e: Error) => e instanceof ServingOptionError && /header:NAME/.test(e.message));
+    assert.throws(
+      () => createIdentifier({ identity: 'cookie:sid' }),
+      (e: Error) => e instanceof ServingOptionError && /header:NAME/.test(e.message),
+    );
     assert.throws(() => createIdentifier({ identity: 'ip', trustProxy: ['10.0.0.0/99'] }), ServingOptionError);
     assert.throws(() => createIdentifier({ identity: 'ip', trustProxy: ['not-an-ip'] }), /CIDR/);
     assert.throws(() => createIdentifier({ identity: 'header:x-api-key', trustProxy: ['10.0.0.0/8'] }), /identity "ip"/);

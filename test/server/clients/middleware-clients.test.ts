@@ -48,7 +48,10 @@ describe('client detection through the middleware', () => {
     const { app, detection } = appWith({});
     await ask(app, 'key-alice-0001').expect(200);
     const seen = detection.observed[0];
-    assert.deepEqual(Array.from(seen.probs.data, (v) => Math.round(v * 1e6) / 1e6), ORIGINAL_ROWS.flat().map((v) => Math.round(v * 1e6) / 1e6));
+    assert.deepEqual(
+      Array.from(seen.probs.data, (v) => Math.round(v * 1e6) / 1e6),
+      ORIGINAL_ROWS.flat().map((v) => Math.round(v * 1e6) / 1e6),
+    );
     assert.equal(seen.inputs?.rows, 2);
     assert.equal(seen.inputs?.cols, 4);
   });
@@ -117,7 +120,12 @@ describe('client detection through the middleware', () => {
   });
 
   it('fails closed when the detection throws: an error, never the answer', async () => {
-    const broken = { ...countDetection({}), observe: () => { throw new Error('detector bug'); } };
+    const broken = {
+      ...countDetection({}),
+      observe: () => {
+        throw new Error('detector bug');
+      },
+    };
     const { app } = appWith({}, { detection: broken });
     const res = await ask(app, 'key-alice-0001').expect(500);
     assertNoOriginalNumbers(res.text);
@@ -149,7 +157,13 @@ describe('client detection through the middleware', () => {
     assert.throws(build({ identity: 'header:x-api-key', detection: countDetection({}), admin: { token: 'short' } }), /at least 16/);
     assert.throws(build({ identity: 'header:x-api-key', detection: countDetection({}), escalationTier: 'mad' }), /not in tiers/);
     assert.throws(build({ identity: 'header:x-api-key', detection: countDetection({}), color: 1 }), /unknown clients option/);
-    assert.throws(build({ identity: 'header:x-api-key', detection: countDetection({}), store: { memory: { maxClients: 0 } } }), /maxClients must be a positive integer/);
-    assert.throws(build({ identity: 'header:x-api-key', detection: countDetection({}), store: { redis: 'redis://x', ttlMs: -5 } }), /ttlMs must be a positive integer/);
+    assert.throws(
+      build({ identity: 'header:x-api-key', detection: countDetection({}), store: { memory: { maxClients: 0 } } }),
+      /maxClients must be a positive integer/,
+    );
+    assert.throws(
+      build({ identity: 'header:x-api-key', detection: countDetection({}), store: { redis: 'redis://x', ttlMs: -5 } }),
+      /ttlMs must be a positive integer/,
+    );
   });
 });

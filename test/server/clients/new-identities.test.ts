@@ -21,7 +21,10 @@ function gateWith(newClients: ClientsOptions['newClients'], start = 1_800_000_00
   const logs = lineCollector();
   const metrics = createServingMetrics();
   const detection = createClientDetection({ prada: { enabled: false }, ood: { enabled: false } });
-  const gate = createClientGate({ identity: 'header:x-api-key', detection, newClients }, { defense, tiers, metrics, logger: createLogger({}, logs.stream), now: () => time });
+  const gate = createClientGate(
+    { identity: 'header:x-api-key', detection, newClients },
+    { defense, tiers, metrics, logger: createLogger({}, logs.stream), now: () => time },
+  );
   /** One query of `key`: the defense replacing the chosen one (the probation tier), or undefined. */
   const ask = async (key: string) => gate.observe(await gate.admit(req(key)), probs, undefined, defense);
   return { gate, logs, metrics, ask, advance: (ms: number) => (time += ms) };
@@ -68,13 +71,27 @@ describe('the new-identity rule: identities cost something', () => {
       () => createClientGate({ identity: 'ip', detection, newClients: { tier: 'nope' } }, { defense, tiers, metrics: createServingMetrics() }),
       (e: Error) => e instanceof ServingOptionError && /newClients\.tier names tier "nope"/.test(e.message),
     );
-    assert.throws(() => createClientGate({ identity: 'ip', detection, newClients: { maxPerMinute: 0 } }, { defense, tiers, metrics: createServingMetrics() }), /maxPerMinute must be a positive integer/);
+    assert.throws(
+      () => createClientGate({ identity: 'ip', detection, newClients: { maxPerMinute: 0 } }, { defense, tiers, metrics: createServingMetrics() }),
+      /maxPerMinute must be a positive integer/,
+    );
   });
 
   it('is on by default with the detection policy’s first tier (600 new identities a minute)', async () => {
     const time = 1_800_000_000_000;
     const madArgmax = parseDefense('mad:eps=0.5,oracle=argmax');
-    const gate = createClientGate({ identity: 'header:x-api-key', detection: createClientDetection({ prada: { enabled: false } }) }, { defense, tiers: new Map([['mad-argmax', madArgmax], ['argmax', argmax]]), metrics: createServingMetrics(), now: () => time });
+    const gate = createClientGate(
+      { identity: 'header:x-api-key', detection: createClientDetection({ prada: { enabled: false } }) },
+      {
+        defense,
+        tiers: new Map([
+          ['mad-argmax', madArgmax],
+          ['argmax', argmax],
+        ]),
+        metrics: createServingMetrics(),
+        now: () => time,
+      },
+    );
     const seen: unknown[] = [];
     for (let i = 0; i < 601; i++) seen.push(await gate.observe(await gate.admit(req(`key-${i}`)), probs, undefined, defense));
     assert.equal(seen.filter((d) => d === undefined).length, 600);

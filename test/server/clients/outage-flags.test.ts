@@ -31,7 +31,12 @@ describe('fail mode "local": what the shared store said of a client holds throug
       upstream: upstream.url,
       defense: 'rounding:decimals=2',
       tiers: { argmax: 'argmax' },
-      clients: { identity: 'header:x-api-key', detection: countDetection(policy), store: { redis: redis.url, keyPrefix, commandTimeoutMs: 200 }, failMode: 'local' },
+      clients: {
+        identity: 'header:x-api-key',
+        detection: countDetection(policy),
+        store: { redis: redis.url, keyPrefix, commandTimeoutMs: 200 },
+        failMode: 'local',
+      },
     });
     running.push(proxy);
     return (key: string) => request(proxy.url).post(PATH).set('x-api-key', key).send(kserveRequest());

@@ -104,7 +104,14 @@ describe('population counts', () => {
     tracker.observe(unsure, true, 3);
     tracker.observe(unsure, true, 4);
     const changes = tracker.judge(5);
-    assert.deepEqual(changes.map((c) => [c.view, c.started]), [['all', true], ['young', true]], 'all: 20 of 40 unsure; young: 20 of 20');
+    assert.deepEqual(
+      changes.map((c) => [c.view, c.started]),
+      [
+        ['all', true],
+        ['young', true],
+      ],
+      'all: 20 of 40 unsure; young: 20 of 20',
+    );
     assert.equal(tracker.status().young.queries, 20);
     assert.equal(tracker.status().all.queries, 40);
     // The young thief leaves; old clients' confident traffic calms `all` down, `young` empties.
@@ -113,7 +120,10 @@ describe('population counts', () => {
       tracker.observe(confident, false, t);
       ended.push(...tracker.judge(t));
     }
-    assert.ok(ended.some((c) => c.view === 'all' && !c.started), JSON.stringify(ended));
+    assert.ok(
+      ended.some((c) => c.view === 'all' && !c.started),
+      JSON.stringify(ended),
+    );
     assert.equal(tracker.alarm('all'), false);
   });
 
@@ -122,7 +132,14 @@ describe('population counts', () => {
     const clients = [new Redis(redis.url), new Redis(redis.url)];
     let time = 1_000_000;
     const errors: unknown[] = [];
-    const sync = (redisClient: Redis) => ({ redis: redisClient, prefix: 'pop:', flushMs: 60_000, onError: (e: unknown) => errors.push(e), onSuccess: () => {}, now: () => time });
+    const sync = (redisClient: Redis) => ({
+      redis: redisClient,
+      prefix: 'pop:',
+      flushMs: 60_000,
+      onError: (e: unknown) => errors.push(e),
+      onSuccess: () => {},
+      now: () => time,
+    });
     const [a, b] = clients.map((c) => createPopulationTracker(config, sync(c)));
     const layout = a.layoutFor(2);
     b.layoutFor(2);
@@ -167,7 +184,14 @@ describe('population counts', () => {
     const dead = new Redis({ port: 1, lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0 });
     dead.on('error', () => {});
     const errors: unknown[] = [];
-    const tracker = createPopulationTracker(config, { redis: dead, prefix: 'x:', flushMs: 60_000, onError: (e) => errors.push(e), onSuccess: () => {}, now: () => 0 });
+    const tracker = createPopulationTracker(config, {
+      redis: dead,
+      prefix: 'x:',
+      flushMs: 60_000,
+      onError: (e) => errors.push(e),
+      onSuccess: () => {},
+      now: () => 0,
+    });
     const layout = tracker.layoutFor(2);
     tracker.observe(summarise(layout, 0.7, { rows: 10, cols: 2, data: new Float32Array(20).fill(0.5) }), true, 0);
     await tracker.flush(0);

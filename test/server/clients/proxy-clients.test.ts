@@ -93,7 +93,10 @@ describe('client detection through the proxy', () => {
     running.push(proxy);
     assert.deepEqual(dataOf((await ask(proxy, 'key-gina-0007').expect(200)).body), ROUNDED);
     const escalated = await ask(proxy, 'key-gina-0007').expect(200);
-    assert.deepEqual(dataOf(escalated.body).map((v) => Math.round(v * 1000) / 1000), Array(6).fill(0.333));
+    assert.deepEqual(
+      dataOf(escalated.body).map((v) => Math.round(v * 1000) / 1000),
+      Array(6).fill(0.333),
+    );
     assert.deepEqual(surrogate.calls, [{ rows: 2, cols: 4 }]);
   });
 
@@ -152,11 +155,20 @@ describe('client detection through the proxy', () => {
           await ask(proxy, 'key-hank-0008').expect(200);
           return false;
         },
-        { what: 'the proxy to log "client store available again" once Redis is back', timeoutMs: 20_000, intervalMs: 100, detail: () => logs.lines.map((l) => l.msg).join(' | ') },
+        {
+          what: 'the proxy to log "client store available again" once Redis is back',
+          timeoutMs: 20_000,
+          intervalMs: 100,
+          detail: () => logs.lines.map((l) => l.msg).join(' | '),
+        },
       );
       const fallbacks = (await proxy.proxy.metrics.registry.getSingleMetric('msd_client_store_fallback_total')!.get()).values[0].value;
       await ask(proxy, 'key-hank-0008').expect(200);
-      assert.equal((await proxy.proxy.metrics.registry.getSingleMetric('msd_client_store_fallback_total')!.get()).values[0].value, fallbacks, 'no fallback once Redis is back');
+      assert.equal(
+        (await proxy.proxy.metrics.registry.getSingleMetric('msd_client_store_fallback_total')!.get()).values[0].value,
+        fallbacks,
+        'no fallback once Redis is back',
+      );
     } finally {
       await first.stop();
       await second?.stop();

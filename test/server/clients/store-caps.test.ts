@@ -8,7 +8,8 @@ import type { ClientStore } from '../../../src/server/clients/store.js';
 import { startRedis, type TestRedis } from '../helpers/redis-server.js';
 
 /** Ranks as the gate writes them: 0 clean, 1 escalated, 2 throttled, 3 refused. */
-const write = (store: ClientStore, id: string, rank: number) => store.update(id, (state: ClientState | undefined) => ({ state: { id, n: ((state?.n as number) ?? 0) + 1 }, result: undefined, rank }));
+const write = (store: ClientStore, id: string, rank: number) =>
+  store.update(id, (state: ClientState | undefined) => ({ state: { id, n: ((state?.n as number) ?? 0) + 1 }, result: undefined, rank }));
 
 /**
  * 3 flagged clients (refused, throttled, escalated), then a flood of 20 fresh clean identities into a
@@ -33,7 +34,10 @@ describe('client store caps: clean clients go before flagged ones', () => {
     await floodCappedStore(store, async () => {});
     assert.equal(store.size, 5);
     // The admin listing sees the flagged clients first.
-    assert.deepEqual((await store.list(3)).map((c) => c.id), ['refused', 'throttled', 'escalated']);
+    assert.deepEqual(
+      (await store.list(3)).map((c) => c.id),
+      ['refused', 'throttled', 'escalated'],
+    );
     // With only flagged clients left to evict, the lowest rank (escalated) goes before the refused.
     const full = createMemoryStore({ maxClients: 2 });
     await write(full, 'refused', 3);
@@ -72,7 +76,10 @@ describe('client store caps: clean clients go before flagged ones', () => {
       await floodCappedStore(alternating, () => new Promise((resolve) => setTimeout(resolve, 2)));
       const keys = (await raw.keys('cap:*')).filter((k) => !k.includes('~'));
       assert.equal(keys.length, 5, keys.join(', '));
-      assert.deepEqual((await one.list(3)).map((c) => c.id), ['refused', 'throttled', 'escalated']);
+      assert.deepEqual(
+        (await one.list(3)).map((c) => c.id),
+        ['refused', 'throttled', 'escalated'],
+      );
     });
 
     it('drops index entries whose keys expired, so they never count against the cap', async () => {

@@ -17,7 +17,10 @@ describe('memory client store', () => {
     const store = createMemoryStore();
     const results = await Promise.all(Array.from({ length: 200 }, () => store.update('c1', increment)));
     assert.deepEqual((await store.get('c1'))?.count, 200);
-    assert.deepEqual([...results].sort((a, b) => a - b), Array.from({ length: 200 }, (_, i) => i + 1));
+    assert.deepEqual(
+      [...results].sort((a, b) => a - b),
+      Array.from({ length: 200 }, (_, i) => i + 1),
+    );
   });
 
   it('forgets a client ttlMs after its last update', async () => {
@@ -103,7 +106,10 @@ describe('redis client store (real redis-server)', () => {
   it('never takes a key that expired and was created again elsewhere for the one it cached', async () => {
     const one = await open({ keyPrefix: 'aba:', ttlMs: 100 });
     const two = await open({ keyPrefix: 'aba:', ttlMs: 100 });
-    const writer = (name: string) => (state: ClientState | undefined) => ({ state: { writers: [...((state?.writers as string[] | undefined) ?? []), name] }, result: 0 });
+    const writer = (name: string) => (state: ClientState | undefined) => ({
+      state: { writers: [...((state?.writers as string[] | undefined) ?? []), name] },
+      result: 0,
+    });
     await one.update('c', writer('one'));
     await new Promise((resolve) => setTimeout(resolve, 250));
     // A new history with the same number of writes as the one `one` remembers.

@@ -21,7 +21,9 @@ const twoInputs = () => ({
 });
 
 const unreadableCount = async (registry: { getSingleMetricAsString(name: string): Promise<string> }) => {
-  const line = (await registry.getSingleMetricAsString('msd_client_unreadable_inputs_total')).split('\n').find((l) => l.startsWith('msd_client_unreadable_inputs_total'));
+  const line = (await registry.getSingleMetricAsString('msd_client_unreadable_inputs_total'))
+    .split('\n')
+    .find((l) => l.startsWith('msd_client_unreadable_inputs_total'));
   return Number(line?.split(' ').pop());
 };
 

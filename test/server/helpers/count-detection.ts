@@ -35,7 +35,7 @@ export function countDetection(policy: CountPolicy, options: { record?: boolean 
     return {
       action,
       tier: action === 'escalate' ? policy.tier : undefined,
-      retryAfterSeconds: action === 'throttle' ? policy.retryAfterSeconds ?? 30 : undefined,
+      retryAfterSeconds: action === 'throttle' ? (policy.retryAfterSeconds ?? 30) : undefined,
       changed,
       verdicts: [{ detector: 'count', flagged: action !== 'default', score: queries, evidence: { queries } }],
     };

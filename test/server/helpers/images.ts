@@ -17,12 +17,20 @@ export function encode(raw: Buffer, width: number, height: number, format: 'png'
 }
 
 export function solidPng(width: number, height: number, colour: Rgb): Promise<Buffer> {
-  return encode(stripes(width, height, () => colour), width, height, 'png');
+  return encode(
+    stripes(width, height, () => colour),
+    width,
+    height,
+    'png',
+  );
 }
 
 /** A true one-channel (grayscale) PNG. */
 export function grayPng(width: number, height: number, level: number): Promise<Buffer> {
-  return sharp(Buffer.alloc(width * height, level), { raw: { width, height, channels: 1 } }).toColourspace('b-w').png().toBuffer();
+  return sharp(Buffer.alloc(width * height, level), { raw: { width, height, channels: 1 } })
+    .toColourspace('b-w')
+    .png()
+    .toBuffer();
 }
 
 /** A valid PNG whose header (IHDR, checksum fixed) declares width × height: a decompression bomb's shape. */
@@ -68,8 +76,14 @@ export function blackPng(width: number, height: number): Buffer {
   header[9] = 2; // RGB
   // Each row: filter byte 0, then width × 3 zero bytes.
   const pixels = zlib.deflateSync(Buffer.alloc(height * (1 + width * 3)), { level: 9 });
-  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', header), chunk('IDAT', pixels), chunk('IEND', Buffer.alloc(0))]);
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', header),
+    chunk('IDAT', pixels),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
 }
 
 /** Base64 text that passes the base64 and format checks (a PNG signature) but is no image: reading its header fails with 400. */
-export const corruptPngText = (): string => Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), Buffer.from('not a PNG header at all')]).toString('base64');
+export const corruptPngText = (): string =>
+  Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), Buffer.from('not a PNG header at all')]).toString('base64');

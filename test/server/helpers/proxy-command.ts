@@ -14,14 +14,17 @@ export interface ProxyCommand {
 }
 
 export async function startProxyCommand(args: string[], env: NodeJS.ProcessEnv = {}): Promise<ProxyCommand> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'proxy', ...args, '--port', '0'], { cwd: root, env: { ...process.env, ...env } });
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'proxy', ...args, '--port', '0'], {
+    cwd: root,
+    env: { ...process.env, ...env },
+  });
   let stderr = '';
   let stdout = '';
   const waiters: { pattern: RegExp; resolve: (s: string) => void }[] = [];
   child.stdout.on('data', (c: Buffer) => (stdout += c));
   child.stderr.on('data', (c: Buffer) => {
     stderr += c;
-    for (const w of waiters.splice(0)) (w.pattern.test(stderr) ? w.resolve(stderr) : waiters.push(w));
+    for (const w of waiters.splice(0)) w.pattern.test(stderr) ? w.resolve(stderr) : waiters.push(w);
   });
   const waitFor = (pattern: RegExp): Promise<string> =>
     pattern.test(stderr)

@@ -29,7 +29,8 @@ export interface StubUpstream {
 }
 
 function answerFor(protocol: StubProtocol, rows: number[][]): unknown {
-  if (protocol === 'kserve-v2') return { model_name: 'mnist', outputs: [{ name: 'probabilities', shape: [rows.length, rows[0].length], datatype: 'FP32', data: rows.flat() }] };
+  if (protocol === 'kserve-v2')
+    return { model_name: 'mnist', outputs: [{ name: 'probabilities', shape: [rows.length, rows[0].length], datatype: 'FP32', data: rows.flat() }] };
   if (protocol === 'tf-serving') return { predictions: rows };
   return { result: { items: rows.map((scores, i) => ({ id: i, scores })) } };
 }
@@ -58,8 +59,12 @@ export async function startStubUpstream(protocol: StubProtocol, rows: number[][]
         res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
         res.end(text);
       };
-      if (req.method === 'GET' && /health|ready|^\/v2\/?$|^\/v1\/models\/[^:]+$/.test(path)) return json(200, JSON.stringify({ ready: true, path }), { 'x-upstream': 'stub' });
-      if (req.method === 'GET' && /^\/v2\/models\/[^/]+$|metadata$/.test(path)) return json(200, JSON.stringify({ name: 'mnist', platform: 'stub', inputs: [{ name: 'image', datatype: 'FP32', shape: [-1, 784] }] }), { 'x-upstream': 'stub' });
+      if (req.method === 'GET' && /health|ready|^\/v2\/?$|^\/v1\/models\/[^:]+$/.test(path))
+        return json(200, JSON.stringify({ ready: true, path }), { 'x-upstream': 'stub' });
+      if (req.method === 'GET' && /^\/v2\/models\/[^/]+$|metadata$/.test(path))
+        return json(200, JSON.stringify({ name: 'mnist', platform: 'stub', inputs: [{ name: 'image', datatype: 'FP32', shape: [-1, 784] }] }), {
+          'x-upstream': 'stub',
+        });
       if (!INFER[protocol].test(path)) return json(404, JSON.stringify({ error: `no route ${path}` }));
       switch (mode) {
         case 'reset':
@@ -85,7 +90,15 @@ export async function startStubUpstream(protocol: StubProtocol, rows: number[][]
           res.end(`<html>${rows.flat().join(' ')}</html>`);
           return;
         case 'bad-shape':
-          return json(200, JSON.stringify({ model_name: 'mnist', outputs: [{ name: 'probabilities', shape: [7], datatype: 'FP32', data: rows.flat() }], predictions: [rows.flat()], result: { items: 'none' } }));
+          return json(
+            200,
+            JSON.stringify({
+              model_name: 'mnist',
+              outputs: [{ name: 'probabilities', shape: [7], datatype: 'FP32', data: rows.flat() }],
+              predictions: [rows.flat()],
+              result: { items: 'none' },
+            }),
+          );
         case 'error-json':
           return json(503, JSON.stringify({ error: 'model is loading' }));
         case 'error-html':

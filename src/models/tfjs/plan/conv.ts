@@ -24,7 +24,14 @@ type ConvFunction = (a: Tensor, kernel: Tensor, bias: Tensor) => Tensor;
 const cache = new Map<string, ConvFunction>();
 
 /** conv2d(a, kernel) + bias with the gradients above; `inputGradient: false` when `a` is the data. */
-export function conv2d(a: Tensor, kernel: Tensor, bias: Tensor | undefined, strides: [number, number], padding: 'same' | 'valid', inputGradient: boolean): Tensor {
+export function conv2d(
+  a: Tensor,
+  kernel: Tensor,
+  bias: Tensor | undefined,
+  strides: [number, number],
+  padding: 'same' | 'valid',
+  inputGradient: boolean,
+): Tensor {
   const key = `${strides.join('x')}:${padding}:${inputGradient}`;
   let op = cache.get(key);
   if (!op) {
@@ -99,6 +106,18 @@ function inputGradientByConv(dy: Tensor, kernel: Tensor, padding: 'same' | 'vali
   // 'valid' forward: pad dy by k−1 on each side. 'same': the forward padding, mirrored.
   const [, [top, bottom], [left, right]] = samePadding(kh, kw);
   const pads: [[number, number], [number, number], [number, number], [number, number]] =
-    padding === 'valid' ? [[0, 0], [kh - 1, kh - 1], [kw - 1, kw - 1], [0, 0]] : [[0, 0], [bottom, top], [right, left], [0, 0]];
+    padding === 'valid'
+      ? [
+          [0, 0],
+          [kh - 1, kh - 1],
+          [kw - 1, kw - 1],
+          [0, 0],
+        ]
+      : [
+          [0, 0],
+          [bottom, top],
+          [right, left],
+          [0, 0],
+        ];
   return tf.conv2d(tf.pad(dy, pads) as tf.Tensor4D, flipped as tf.Tensor4D, 1, 'valid');
 }

@@ -68,7 +68,10 @@ function denseGram(plan: ModelPlan, x: Tensor): Tensor {
   let gram: Tensor = tf.zeros([batch, classes, classes]);
   for (let l = last; l >= 0; l--) {
     const a = trace.inputs[l];
-    const scale = tf.sum(tf.square(a), 1).add(steps[l].bias ? 1 : 0).reshape([batch, 1, 1]);
+    const scale = tf
+      .sum(tf.square(a), 1)
+      .add(steps[l].bias ? 1 : 0)
+      .reshape([batch, 1, 1]);
     gram = tf.add(gram, tf.mul(matMul(delta, delta, false, true), scale));
     if (l > 0) {
       const width = a.shape[1] as number;
@@ -107,7 +110,10 @@ function autodiffGram(plan: ModelPlan, x: Tensor): Tensor {
 /** (δ_k·δ_j)(a·a + bias) for one dense layer; delta [B, K, m], a [B, n]. */
 function denseLayerGram(delta: Tensor, a: Tensor, hasBias: boolean): Tensor {
   const batch = a.shape[0];
-  const scale = tf.sum(tf.square(a), 1).add(hasBias ? 1 : 0).reshape([batch, 1, 1]);
+  const scale = tf
+    .sum(tf.square(a), 1)
+    .add(hasBias ? 1 : 0)
+    .reshape([batch, 1, 1]);
   return tf.mul(matMul(delta, delta, false, true), scale);
 }
 
@@ -121,7 +127,9 @@ function convLayerGram(step: Extract<ParametricStep, { kind: 'conv2d' }>, delta:
   const p = patches.reshape([batch, positions, features]);
   // delta [B, K, H', W', C] → [B, P, K·C]
   const d = tf.transpose(delta.reshape([batch, classes, positions, cout]), [0, 2, 1, 3]).reshape([batch, positions, classes * cout]);
-  const kernelGrads = tf.transpose(matMul(p, d, true, false).reshape([batch, features, classes, cout]), [0, 2, 1, 3]).reshape([batch, classes, features * cout]);
+  const kernelGrads = tf
+    .transpose(matMul(p, d, true, false).reshape([batch, features, classes, cout]), [0, 2, 1, 3])
+    .reshape([batch, classes, features * cout]);
   let gram = matMul(kernelGrads, kernelGrads, false, true);
   if (step.bias) {
     const biasGrads = tf.sum(delta.reshape([batch, classes, positions, cout]), 2);

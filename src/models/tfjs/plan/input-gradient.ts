@@ -17,7 +17,8 @@ export function lossGradientSign(model: LayersModel, x: Float32Array, rows: numb
   const plan = planOf(model);
   const width = plan.inputShape.reduce((a, b) => a * b, 1);
   if (x.length !== rows * width) throw new ModelInputError(`x holds ${x.length} values; ${rows} rows of ${width} need ${rows * width}`);
-  if (targets.length !== rows * plan.classes) throw new ModelInputError(`targets hold ${targets.length} values; ${rows} rows of ${plan.classes} classes need ${rows * plan.classes}`);
+  if (targets.length !== rows * plan.classes)
+    throw new ModelInputError(`targets hold ${targets.length} values; ${rows} rows of ${plan.classes} classes need ${rows * plan.classes}`);
   return withCpuFallback('input gradients', () =>
     tf.tidy(() => {
       const input = tf.tensor2d(x, [rows, width]);

@@ -106,7 +106,8 @@ function buildPlan(model: LayersModel): ModelPlan {
         if (className === 'Dense') {
           steps.push({ kind: 'dense', kernel, bias, activation });
         } else {
-          if (config.dataFormat !== undefined && config.dataFormat !== 'channelsLast') throw new UnsupportedModelError(`${where}: only channelsLast is supported`);
+          if (config.dataFormat !== undefined && config.dataFormat !== 'channelsLast')
+            throw new UnsupportedModelError(`${where}: only channelsLast is supported`);
           const dilation = pair(config.dilationRate ?? 1, where);
           if (dilation[0] !== 1 || dilation[1] !== 1) throw new UnsupportedModelError(`${where}: dilated convolutions are not supported`);
           steps.push({ kind: 'conv2d', kernel, bias, strides: pair(config.strides ?? 1, where), padding: readPadding(config.padding, where), activation });
@@ -239,7 +240,8 @@ export function forwardLogits(plan: ModelPlan, x: Tensor, options: ForwardOption
         } else {
           // The first parametric step sees only data, whose gradient nothing needs (unless asked for).
           const needsInput = parametric > 0 || options.inputGradient === true;
-          let z = step.kind === 'dense' ? dense(a, step.kernel, step.bias, needsInput) : conv2d(a, step.kernel, step.bias, step.strides, step.padding, needsInput);
+          let z =
+            step.kind === 'dense' ? dense(a, step.kernel, step.bias, needsInput) : conv2d(a, step.kernel, step.bias, step.strides, step.padding, needsInput);
           const offset = options.offsets?.[parametric];
           if (offset) z = tf.add(z, offset);
           options.trace?.inputs.push(a);
@@ -279,7 +281,13 @@ function denseFused(step: DenseStep, a: Tensor): Tensor {
 
 function convFused(step: ConvStep, a: Tensor): Tensor {
   const activation = step.activation === 'tanh' ? 'linear' : step.activation;
-  const out = tf.fused.conv2d({ x: a as tf.Tensor4D, filter: step.kernel as tf.Tensor as tf.Tensor4D, strides: step.strides, pad: step.padding, bias: step.bias, activation });
+  const out = tf.fused.conv2d({
+    x: a as tf.Tensor4D,
+    filter: step.kernel as tf.Tensor as tf.Tensor4D,
+    strides: step.strides,
+    pad: step.padding,
+    bias: step.bias,
+    activation,
+  });
   return step.activation === 'tanh' ? tf.tanh(out) : out;
 }
-

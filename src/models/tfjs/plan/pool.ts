@@ -8,8 +8,20 @@
 import { tf, type Tensor } from '../tf.js';
 
 /** Whether maxPool(a, poolSize, strides, padding) tiles `a` exactly. */
-export function tilesExactly(shape: readonly number[], poolSize: readonly [number, number], strides: readonly [number, number], padding: 'same' | 'valid'): boolean {
-  return padding === 'valid' && shape.length === 4 && poolSize[0] === strides[0] && poolSize[1] === strides[1] && shape[1] % poolSize[0] === 0 && shape[2] % poolSize[1] === 0;
+export function tilesExactly(
+  shape: readonly number[],
+  poolSize: readonly [number, number],
+  strides: readonly [number, number],
+  padding: 'same' | 'valid',
+): boolean {
+  return (
+    padding === 'valid' &&
+    shape.length === 4 &&
+    poolSize[0] === strides[0] &&
+    poolSize[1] === strides[1] &&
+    shape[1] % poolSize[0] === 0 &&
+    shape[2] % poolSize[1] === 0
+  );
 }
 
 const tiledMaxPool = tf.customGrad(((a: Tensor, window: Tensor, save: tf.GradSaveFunc) => {

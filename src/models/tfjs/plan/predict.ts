@@ -20,7 +20,7 @@ export function predictLogits(model: LayersModel, inputs: Float32Array, rows: nu
 
 /** B×K softmax probabilities (row-major). */
 export function predictProbs(model: LayersModel, inputs: Float32Array, rows: number, options: PredictOptions = {}): Float32Array {
-  return runChunks(model, inputs, rows, options, (x) => (outputsProbabilities(model) ? model.predict(x) as Tensor : tf.softmax(logitsOf(model, x))));
+  return runChunks(model, inputs, rows, options, (x) => (outputsProbabilities(model) ? (model.predict(x) as Tensor) : tf.softmax(logitsOf(model, x))));
 }
 
 /** Top-1 class per row. */
