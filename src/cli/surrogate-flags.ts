@@ -57,7 +57,7 @@ export const SURROGATE_THREAD_HELP =
   'run the surrogate in a worker thread: the event loop stays free during its forward passes, at the cost of a second copy of the model in memory';
 
 export const SURROGATE_ENGINE_HELP =
-  'with --surrogate naming a TF.js layers model: run it on TF.js (default; differentiable) or convert it to ONNX at start and run it on onnxruntime-node (forward-only; MobileNetV2 11–12× faster on CPU here)';
+  'with --surrogate naming a TF.js layers model: run it on TF.js (default; differentiable) or convert it to ONNX at start and run it on onnxruntime-node (forward-only; many times faster on CPU)';
 
 export const SURROGATE_FROM_HELP = 'alias of --surrogate: any TF.js model (its JSON file or directory) or an ONNX file';
 

@@ -46,7 +46,7 @@ function sketchFor(cols: number, dims: number, seed: number): Sketch {
 export function projectRow(row: Float32Array, dims: number, seed: number): Float32Array {
   if (row.length <= dims) return Float32Array.from(row);
   const { bucket, sign } = sketchFor(row.length, dims, seed);
-  // Accumulate in float64 (2.5× faster in V8 than read-modify-write on float32, and exact enough).
+  // Accumulate in float64 (faster in V8 than read-modify-write on float32, and exact enough).
   // A non-finite input value leaves its bucket non-finite, so checking the copy checks the row.
   const sums = new Float64Array(dims);
   for (let j = 0; j < row.length; j++) sums[bucket[j]] += sign[j] * row[j];

@@ -32,9 +32,8 @@ export interface OnnxSurrogateOptions {
 }
 
 /**
- * onnxruntime's thread pool spins between runs by default: measured here, an idle session kept 18% of
- * a core busy after each run (35 ms of CPU in 200 ms idle, against 1 ms without). A server shares its
- * cores with the victim and the event loop, so the threads sleep instead.
+ * onnxruntime's thread pool spins between runs by default, keeping part of a core busy while idle. A
+ * server shares its cores with the victim and the event loop, so the threads sleep instead.
  */
 function sessionOptions(threads: number | undefined): Record<string, unknown> {
   return {

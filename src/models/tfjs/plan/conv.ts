@@ -88,7 +88,7 @@ function samePadding(kh: number, kw: number): [[number, number], [number, number
 /**
  * Stride 1: dW[i,j,c,o] = Σ_{b,y,x} a[b,y+i,x+j,c]·dy[b,y,x,o] is itself a 'valid' convolution, with the
  * channels of `a` as its batch, the batch as its input channels and dy as its kernel. wasm runs
- * convolutions 10× faster than the patch matrix this replaces (no kh·kw-fold copy of the input).
+ * convolutions much faster than the patch matrix this replaces (no kh·kw-fold copy of the input).
  */
 function filterGradientByConv(a: Tensor, dy: Tensor, shape: [number, number, number, number], padding: 'same' | 'valid'): Tensor {
   const [kh, kw] = shape;
