@@ -202,8 +202,9 @@ async function serveGrid(
       running.set(key, { key, label, since: Date.now() });
       void beat();
       const tryNo = job.attemptsStarted;
-      log(`running ${label} (${key}), try ${tryNo}`);
+      // The job's own log first: once the line below is printed, the try is on record in Redis even if this worker dies at once.
       await job.log(`${new Date().toISOString()} ${name}: started (try ${tryNo})`).catch(() => {});
+      log(`running ${label} (${key}), try ${tryNo}`);
       try {
         const records = await pool!.run([job.data.run], (line) => void job.log(`${name}: ${line}`).catch(() => {}));
         const record = records.find((r) => r.key === key);
