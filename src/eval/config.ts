@@ -241,9 +241,8 @@ export type DefenseEntry = string | { name: string; family?: string; params?: Re
 /**
  * The `adaptive` preset's settings: every family at its ≤ 1 point setting: the `defenses` table of
  * docs/evaluation-results.md, keyed noise (the smoothing attacker's target), and the newer defenses
- * when the registry has them. Defender side on the `quick` victim (MNIST MLP, 97.87%), measured
- * 2026-12-03: noise scale 1 costs 0.42 point (1.2% of top-1 labels changed); ModelGuard-W ε = 1 and
- * ModelGuard-S ε = 0.5 keep every top-1 label (0 point); GRAD² ε = 0.5 costs 0.24 point (ε = 1: 95).
+ * when the registry has them. ModelGuard-W/S keep every top-1 label; the defender side of each
+ * setting is in docs/evaluation-results.md (attackers that know the defense).
  */
 export function adaptivePresetDefenses(): DefenseEntry[] {
   const registered = new Set(defenseNames());
