@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// The system programs the test suite runs for real: redis-server (the Redis store's tests) and promtool
-// (the alerting rules). `npm test` calls this first: a program that is missing is installed with
+// The system programs the test suite runs for real: redis-server (the Redis store's tests), promtool
+// (the alerting rules) and openssl (the Redis queue's TLS test). `npm test` calls this first: a program that is missing is installed with
 // Debian's apt-get where this user may (root, or sudo without a password); elsewhere it stops with what
 // to install. So a newcomer and CI get the same suite, every test running.
 import { spawnSync } from 'node:child_process';
@@ -19,6 +19,7 @@ const TOOLS = [
     debian: 'prometheus',
     other: "Prometheus's promtool (brew install prometheus, or a release archive's promtool on the PATH)",
   },
+  { program: 'openssl', path: undefined, debian: 'openssl', other: 'OpenSSL (it makes the certificates of the Redis queue TLS test)' },
 ];
 
 const found = (tool) => (tool.path ? existsSync(tool.path) : spawnSync('sh', ['-c', `command -v ${tool.program}`], { stdio: 'ignore' }).status === 0);
