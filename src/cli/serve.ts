@@ -148,6 +148,17 @@ export function registerServeCommand(program: Command): void {
         s.once('error', reject);
       });
       draining = drainingServer(server);
+      // Signals are handled from the moment the port is open: the ready line below may be read, and a
+      // SIGTERM sent, at once.
+      closeOnSignals(async () => {
+        // The answers in flight finish first (up to --shutdown-timeout-ms); the models are disposed after.
+        await draining.close(shutdownTimeoutMs);
+        await demo?.close();
+        await context?.close();
+        surrogate?.dispose();
+        detecting?.dispose();
+        victim.model.dispose();
+      });
       const address = server.address();
       const base = `http://${flags.host}:${typeof address === 'object' && address ? address.port : port}`;
       const requestFile = join(cacheRoot, 'demo-request.json');
@@ -170,15 +181,6 @@ export function registerServeCommand(program: Command): void {
       if (error instanceof ServingOptionError || (error as NodeJS.ErrnoException).code === 'EADDRINUSE') fail((error as Error).message);
       throw error;
     }
-    closeOnSignals(async () => {
-      // The answers in flight finish first (up to --shutdown-timeout-ms); the models are disposed after.
-      await draining.close(shutdownTimeoutMs);
-      await demo?.close();
-      await context?.close();
-      surrogate?.dispose();
-      detecting?.dispose();
-      victim.model.dispose();
-    });
   });
   addBatchingFlags(command);
 }
