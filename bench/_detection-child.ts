@@ -2,9 +2,10 @@
  * A child process of bench/server-detection.ts. Roles:
  *   stub                 a KServe V2 stub answering fixed probabilities (no model work)
  *   proxy UPSTREAM MODE  the defense proxy (rounding) with client detection MODE: off | memory | memory-noinputs |
- *                        memory+above | REDIS_URL | REDIS_URL#nocache | REDIS_URL#above
+ *                        memory+population | memory+above | REDIS_URL | REDIS_URL#nocache | REDIS_URL#population | REDIS_URL#above
  *                        (#nocache: the Redis store reads each client before every update, as before its cache;
- *                        +above / #above: cohorts by IP prefix, population detection and fingerprints on too)
+ *                        +population / #population: cohorts by IP prefix and population detection on too;
+ *                        +above / #above: and fingerprints)
  * The detection is a counter per client (test/server/helpers/count-detection.ts) that never flags:
  * the figures are the serving layer's cost (identity, store read, atomic update, observation; with
  * "above", the cohort's update, the fingerprints' lookup and write and the population's counts and
@@ -24,7 +25,8 @@ if (role === 'stub') {
   url = (await startStubUpstream('kserve-v2', [row], { record: false })).url;
 } else {
   const above = mode.endsWith('+above') || mode.endsWith('#above');
-  const base = mode.replace(/\+above$|#above$/, '');
+  const population = above || mode.endsWith('+population') || mode.endsWith('#population');
+  const base = mode.replace(/[+#](above|population)$/, '');
   const store = base.startsWith('memory')
     ? ('memory' as const)
     : base.endsWith('#nocache')
@@ -38,10 +40,12 @@ if (role === 'stub') {
           detection: countDetection({}, { record: false }),
           store,
           observeInputs: !base.endsWith('-noinputs'),
-          ...(above ? { cohort: 'ip', population: {}, fingerprints: {}, probationTier: 'argmax' } : {}),
+          ...(population ? { cohort: 'ip', population: {}, probationTier: 'argmax' } : {}),
+          ...(above ? { fingerprints: {} } : {}),
         };
-  url = (await startDefenseProxy({ upstream, defense: 'rounding:decimals=3', timeoutMs: 10_000, clients, ...(above ? { tiers: { argmax: 'argmax' } } : {}) }))
-    .url;
+  url = (
+    await startDefenseProxy({ upstream, defense: 'rounding:decimals=3', timeoutMs: 10_000, clients, ...(population ? { tiers: { argmax: 'argmax' } } : {}) })
+  ).url;
 }
 process.on('SIGINT', () => process.exit(0));
 process.on('message', (message: { type: string }) => {

@@ -265,6 +265,13 @@ export async function runThievesCommand(
     throw error;
   });
   for (const t of report.thieves) {
+    if (t.attacker === 'none') {
+      const alarms = t.benign.alarmStarts.all + t.benign.alarmStarts.young;
+      process.stdout.write(
+        `benign only: ${alarms} population alarms; answers changed ${t.benign.changed}/${t.benign.answers}, top-1 ${t.benign.top1Changed}; refused clients ${t.benign.refusedClients}\n`,
+      );
+      continue;
+    }
     process.stdout.write(
       `${t.scenario}: ${t.answers.clean} clean, ${t.answers.defended} defended, ${t.answers.refused} refused of ${t.attackQueries}; ${t.knockoffAccuracy ? `knockoff ${(t.knockoffAccuracy.undefended * 100).toFixed(1)}% → ${(t.knockoffAccuracy.withDetection * 100).toFixed(1)}%; ` : ''}benign top-1 changed ${t.benign.top1Changed}/${t.benign.answers}, refused ${t.benign.refusedClients}${t.target ? `; target (${t.target.what}) ${t.target.met ? 'met' : 'missed'}` : ''}\n`,
     );

@@ -17,8 +17,16 @@
 import { DetectionConfigError } from './errors.js';
 
 export interface FingerprintConfig {
-  /** Values per window (Blacklight: 20 pixels; 24 here, which keeps distinct MNIST digits apart). */
+  /** Values per window, after pooling (Blacklight: 20 pixels). */
   readonly window: number;
+  /** Consecutive values averaged into one before quantising (1: none): a shorter row to hash, and steadier under small changes. */
+  readonly pool: number;
+  /**
+   * Windows with fewer changes of level between neighbours are skipped: blank and nearly blank
+   * windows (a background with the edge of one stroke) are shared by most images of a domain, and
+   * would make distinct images match.
+   */
+  readonly minChanges: number;
   /** Quantisation levels over the row's range (Blacklight: 256/50 ≈ 5). */
   readonly levels: number;
   /** Hashes kept per query (Blacklight: 50). */
@@ -33,6 +41,8 @@ export interface FingerprintConfig {
 
 export interface FingerprintOptions {
   window?: number;
+  pool?: number;
+  minChanges?: number;
   levels?: number;
   hashes?: number;
   matchThreshold?: number;
@@ -41,7 +51,17 @@ export interface FingerprintOptions {
   seed?: number;
 }
 
-export const FINGERPRINT_DEFAULTS = { window: 24, levels: 5, hashes: 20, matchThreshold: 10, positional: true, positionBuckets: 8, seed: 0xb1ac } as const;
+export const FINGERPRINT_DEFAULTS = {
+  window: 12,
+  pool: 3,
+  minChanges: 5,
+  levels: 5,
+  hashes: 20,
+  matchThreshold: 10,
+  positional: true,
+  positionBuckets: 8,
+  seed: 0xb1ac,
+} as const;
 
 export function resolveFingerprintOptions(options: FingerprintOptions = {}): FingerprintConfig {
   if (typeof options !== 'object' || options === null)
@@ -64,6 +84,8 @@ export function resolveFingerprintOptions(options: FingerprintOptions = {}): Fin
   if (typeof positional !== 'boolean') throw new DetectionConfigError(`fingerprint option positional must be true or false; got ${JSON.stringify(positional)}`);
   return {
     window: int('window', 2, 4096),
+    pool: int('pool', 1, 64),
+    minChanges: int('minChanges', 1, 4096),
     levels: int('levels', 2, 256),
     hashes,
     matchThreshold,
@@ -73,72 +95,115 @@ export function resolveFingerprintOptions(options: FingerprintOptions = {}): Fin
   };
 }
 
-/** murmur3's finaliser. */
+/** murmur3's finaliser, as a signed 32-bit integer (kept in V8's small-integer range: no doubles in the loop). */
 function fmix(h: number): number {
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;
   h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
+  return h ^ (h >>> 16);
 }
 
 const BASE = 0x01000193;
 
+/** The quantised row, reused between calls (synchronous, so never shared by two at once). */
+let scratch = new Uint16Array(1024);
+let pooled = new Float64Array(1024);
+
 /**
- * The fingerprints of `rows` rows of `cols` values: `rows × hashes` uint32 hashes, each row's sorted
+ * The fingerprints of `rows` rows of `cols` values: `rows × hashes` 32-bit hashes (signed), each row's sorted
  * ascending; a row with fewer distinct non-blank windows fills the rest with 0 (no hash is 0: 0 maps
  * to 1).
  */
-export function fingerprintRows(config: FingerprintConfig, rows: number, cols: number, data: Float32Array): Uint32Array {
+export function fingerprintRows(config: FingerprintConfig, rows: number, cols: number, data: Float32Array): Int32Array {
   const k = config.hashes;
-  const out = new Uint32Array(rows * k);
-  const w = Math.min(config.window, cols);
+  const out = new Int32Array(rows * k);
+  const p = config.pool;
+  // The pooled row's length: consecutive values averaged `pool` at a time.
+  const n = Math.ceil(cols / p);
+  const w = Math.min(config.window, n);
   // BASE^(w-1), to take the oldest value out of the rolling hash.
   let top = 1;
   for (let i = 1; i < w; i++) top = Math.imul(top, BASE);
-  const q = new Uint16Array(cols);
-  const kept = new Uint32Array(k);
-  const span = Math.max(1, cols - w + 1);
+  if (scratch.length < n) {
+    scratch = new Uint16Array(n);
+    pooled = new Float64Array(n);
+  }
+  const q = scratch;
+  const span = Math.max(1, n - w + 1);
+  const maxLevel = config.levels - 1;
+  const seed = config.seed;
+  const minChanges = config.minChanges;
+  const buckets = config.positional ? config.positionBuckets : 0;
   for (let r = 0; r < rows; r++) {
-    const row = data.subarray(r * cols, (r + 1) * cols);
+    const offset = r * cols;
     let lo = Infinity;
     let hi = -Infinity;
-    for (let i = 0; i < cols; i++) {
-      const v = row[i];
+    // Pooled values are sums (the quantisation is relative to the row's own range); a last, shorter
+    // group is scaled up to a full one.
+    const full = Math.floor(cols / p);
+    for (let j = 0; j < n; j++) {
+      let v: number;
+      const from = offset + j * p;
+      if (p === 1) v = data[from];
+      else if (p === 2 && j < full) v = data[from] + data[from + 1];
+      else {
+        const to = j < full ? from + p : offset + cols;
+        v = 0;
+        for (let i = from; i < to; i++) v += data[i];
+        if (j >= full) v = (v * p) / (to - from);
+      }
+      pooled[j] = v;
       if (v < lo) lo = v;
       if (v > hi) hi = v;
     }
     // A constant row (or one with a non-finite value) has no fingerprint.
     if (!(hi > lo) || !Number.isFinite(hi - lo)) continue;
     const scale = config.levels / (hi - lo);
-    for (let i = 0; i < cols; i++) q[i] = Math.min(config.levels - 1, Math.floor((row[i] - lo) * scale));
+    for (let j = 0; j < n; j++) {
+      // Non-negative, so `| 0` is the floor.
+      const level = ((pooled[j] - lo) * scale) | 0;
+      q[j] = level > maxLevel ? maxLevel : level;
+    }
+    const base = r * k;
+    let limit = 2147483647;
     let count = 0;
     let hash = 0;
-    let run = 0;
-    for (let i = 0; i < cols; i++) {
+    // Changes of level between neighbours inside the current window.
+    let changes = 0;
+    // The window's position bucket, floor(start · buckets / span), advanced without a division.
+    let bucket = 0;
+    let bound = span;
+    for (let i = 0; i < n; i++) {
       // Rolling: drop q[i - w], add q[i].
       if (i >= w) hash = (hash - Math.imul(q[i - w] + 1, top)) | 0;
       hash = (Math.imul(hash, BASE) + q[i] + 1) | 0;
-      run = i > 0 && q[i] === q[i - 1] ? run + 1 : 1;
-      if (i < w - 1 || run >= w) continue;
-      const start = i - w + 1;
-      let h = hash ^ config.seed;
-      if (config.positional) h = Math.imul(h ^ Math.floor((start * config.positionBuckets) / span), 0x9e3779b1);
+      if (i > 0 && q[i] !== q[i - 1]) changes++;
+      // The change between the value leaving the window and the next one leaves with it.
+      if (i >= w && q[i - w + 1] !== q[i - w]) changes--;
+      if (i < w - 1 || changes < minChanges) continue;
+      let h = hash ^ seed;
+      if (buckets > 0) {
+        const scaled = (i - w + 1) * buckets;
+        while (scaled >= bound) {
+          bucket++;
+          bound += span;
+        }
+        h = Math.imul(h ^ bucket, 0x9e3779b1);
+      }
       h = fmix(h) || 1;
-      // Bottom-k of the distinct hashes, kept sorted ascending.
-      if (count === k && h >= kept[k - 1]) continue;
+      // Bottom-k of the distinct hashes, kept sorted ascending in the row's slots of `out`; `limit`
+      // is the largest kept once full (most windows stop at this one comparison).
+      if (h >= limit) continue;
       let at = count < k ? count : k - 1;
-      while (at > 0 && kept[at - 1] > h) at--;
-      if (at > 0 && kept[at - 1] === h) continue;
-      if (at < count && kept[at] === h) continue;
-      const end = count < k ? count : k - 1;
-      kept.copyWithin(at + 1, at, end);
-      kept[at] = h;
+      while (at > 0 && out[base + at - 1] > h) at--;
+      if ((at > 0 && out[base + at - 1] === h) || (at < count && out[base + at] === h)) continue;
+      // Shift the larger ones up one slot (the largest drops out when full).
+      for (let j = count < k ? count : k - 1; j > at; j--) out[base + j] = out[base + j - 1];
+      out[base + at] = h;
       if (count < k) count++;
+      if (count === k) limit = out[base + k - 1];
     }
-    out.set(kept.subarray(0, count), r * k);
-    kept.fill(0);
   }
   return out;
 }

@@ -15,9 +15,10 @@
  * and the detectors read the sum over the window:
  * - `ood`: the share of queries on which the victim is unsure (max probability under a threshold),
  *   flagged above `maxRate` (set it from the benign rate: `calibratePopulation`);
- * - `hoda`: the Pearson distance of the window's hardness histogram to the benign one, flagged above
- *   the calibration's threshold for the longest calibrated length the window holds (a larger window
- *   is tighter than the benign chunks the threshold was taken over, so this is conservative);
+ * - `hoda`: the total-variation distance of the window's hardness histogram (HODA's checkpoints) to
+ *   the benign one, flagged above `maxDistance` (`calibratePopulation` with hardness). Not HODA's
+ *   per-client Pearson distance: a thief's queries mixed into benign traffic add a flatter histogram
+ *   to the benign one, which keeps the Pearson correlation near 1 while the total variation grows;
  * - `classes`: the total-variation distance of the victim's class histogram to the benign one
  *   (uniform unless given), flagged above `maxDistance`;
  * - `matches`: the share of queries whose fingerprint matches another identity's, above `maxRate`.
@@ -27,8 +28,6 @@
  * moves, so evidence hovering around a threshold does not flap.
  */
 import { DetectionConfigError } from './errors.js';
-import type { HodaConfig, HodaThreshold } from './hoda.js';
-import { pearsonDistance } from './hoda.js';
 import type { DetectorVerdict } from './types.js';
 import { CONFIDENCE_BINS } from './windows.js';
 
@@ -55,7 +54,7 @@ export interface PopulationConfig {
   /** An identity is young while it has fewer queries than this (its own history, all time). */
   readonly youngQueries: number;
   readonly ood: { readonly enabled: boolean; readonly confidenceThreshold: number; readonly maxRate: number };
-  readonly hoda: HodaConfig;
+  readonly hoda: { readonly enabled: boolean; readonly bins: number; readonly reference: readonly number[]; readonly maxDistance: number };
   readonly classes: { readonly enabled: boolean; readonly maxDistance: number; readonly reference: readonly number[] | undefined };
   readonly matches: { readonly enabled: boolean; readonly maxRate: number };
   readonly alarm: { readonly release: number; readonly calmMs: number };
@@ -72,8 +71,11 @@ export interface PopulationOptions {
   youngQueries?: number;
   /** Default on: confidence < 0.7 is unsure; flag above 15% (set it a few points above your benign rate). */
   ood?: { enabled?: boolean; confidenceThreshold?: number; maxRate?: number };
-  /** HODA over the population: the per-client calibration (calibrateHoda); off without it. */
-  hoda?: { enabled?: boolean; benignHistogram: readonly number[]; thresholds: readonly HodaThreshold[] };
+  /**
+   * HODA over the population: the benign hardness histogram (one number per checkpoint) and the
+   * largest total-variation distance to it; `calibratePopulation` with hardness gives both. Off without it.
+   */
+  hoda?: { enabled?: boolean; reference: readonly number[]; maxDistance: number };
   /** Default on: flag when the class histogram is more than 0.25 (total variation) from the reference (uniform unless given). */
   classes?: { enabled?: boolean; maxDistance?: number; reference?: readonly number[] };
   /** Default on (silent without fingerprints): flag when more than 5% of the queries match another identity's. */
@@ -129,17 +131,28 @@ function number(
   return value as number;
 }
 
+/** A histogram option: ≥ 2 non-negative numbers, not all zero; returned summing to 1. */
+function normalised(path: string, value: unknown, what: string): number[] {
+  if (
+    !Array.isArray(value) ||
+    value.length < 2 ||
+    !value.every((v) => typeof v === 'number' && Number.isFinite(v) && v >= 0) ||
+    !(value.reduce((a: number, b: number) => a + b, 0) > 0)
+  ) {
+    fail(path, what, '[0.1, 0.1, ...]', value);
+  }
+  const sum = (value as number[]).reduce((a, b) => a + b, 0);
+  return (value as number[]).map((v) => v / sum);
+}
+
 function flag(path: string, value: unknown, fallback: boolean): boolean {
   if (value === undefined) return fallback;
   if (typeof value !== 'boolean') fail(path, 'true or false', 'true', value);
   return value as boolean;
 }
 
-/**
- * Validated options with defaults. `hodaFallback`: the per-client detection's HODA calibration, used
- * when the options give none (the serving layer passes it).
- */
-export function resolvePopulationOptions(options: PopulationOptions = {}, hodaFallback?: HodaConfig): PopulationConfig {
+/** Validated options with defaults; each mistake says what to write. */
+export function resolvePopulationOptions(options: PopulationOptions = {}): PopulationConfig {
   const top = object('', options, POPULATION_KEYS);
   const D = POPULATION_DEFAULTS;
   const w = object('window', top.window, ['lengthMs', 'bucketMs']);
@@ -160,46 +173,30 @@ export function resolvePopulationOptions(options: PopulationOptions = {}, hodaFa
     }),
     maxRate: number('ood.maxRate', o.maxRate, D.ood.maxRate, { min: 0, max: 1, maxExclusive: true, example: '0.15 (a few points above the benign rate)' }),
   };
-  let hoda: HodaConfig = hodaFallback?.enabled ? hodaFallback : { enabled: false, bins: 0, benignHistogram: [], thresholds: [] };
+  let hoda: PopulationConfig['hoda'] = { enabled: false, bins: 0, reference: [], maxDistance: 1 };
   if (top.hoda !== undefined) {
-    const h = object('hoda', top.hoda, ['enabled', 'benignHistogram', 'thresholds']);
-    const histogram = h.benignHistogram;
-    if (
-      !Array.isArray(histogram) ||
-      histogram.length < 2 ||
-      !histogram.every((v) => typeof v === 'number' && Number.isFinite(v) && v >= 0) ||
-      histogram.every((v) => v === histogram[0])
-    ) {
-      fail('hoda.benignHistogram', 'an array of ≥ 2 non-negative numbers, not all equal (calibrateHoda’s)', '[0.6, 0.2, ...]', histogram);
-    }
-    const thresholds = h.thresholds;
-    if (!Array.isArray(thresholds) || thresholds.length === 0)
-      fail('hoda.thresholds', 'a non-empty array of { length, threshold } (calibrateHoda’s)', '[{ "length": 1000, "threshold": 0.05 }]', thresholds);
-    const parsed = (thresholds as unknown[]).map((t, i) => {
-      const entry = object(`hoda.thresholds[${i}]`, t, ['length', 'threshold', 'sequences']);
-      return {
-        length: number(`hoda.thresholds[${i}].length`, entry.length, Number.NaN, { integer: true, min: 1, example: '1000' }),
-        threshold: number(`hoda.thresholds[${i}].threshold`, entry.threshold, Number.NaN, { min: 0, max: 2, example: '0.05' }),
-      };
-    });
-    parsed.sort((a, b) => a.length - b.length);
-    hoda = { enabled: flag('hoda.enabled', h.enabled, true), bins: histogram.length, benignHistogram: [...(histogram as number[])], thresholds: parsed };
+    const h = object('hoda', top.hoda, ['enabled', 'reference', 'maxDistance']);
+    const reference = normalised(
+      'hoda.reference',
+      h.reference,
+      'the benign hardness histogram, one number per checkpoint (calibratePopulation’s, with hardness)',
+    );
+    hoda = {
+      enabled: flag('hoda.enabled', h.enabled, true),
+      bins: reference.length,
+      reference,
+      maxDistance: number('hoda.maxDistance', h.maxDistance, Number.NaN, {
+        min: 0,
+        max: 1,
+        minExclusive: true,
+        maxExclusive: true,
+        example: '0.1 (calibratePopulation’s)',
+      }),
+    };
   }
   const c = object('classes', top.classes, ['enabled', 'maxDistance', 'reference']);
-  let reference: number[] | undefined;
-  if (c.reference !== undefined) {
-    const r = c.reference;
-    if (
-      !Array.isArray(r) ||
-      r.length < 2 ||
-      !r.every((v) => typeof v === 'number' && Number.isFinite(v) && v >= 0) ||
-      !(r.reduce((a: number, b: number) => a + b, 0) > 0)
-    ) {
-      fail('classes.reference', 'the benign class histogram, one non-negative number per class', '[0.1, 0.1, ...]', r);
-    }
-    const sum = (r as number[]).reduce((a, b) => a + b, 0);
-    reference = (r as number[]).map((v) => v / sum);
-  }
+  const reference =
+    c.reference === undefined ? undefined : normalised('classes.reference', c.reference, 'the benign class histogram, one non-negative number per class');
   const classes = {
     enabled: flag('classes.enabled', c.enabled, D.classes.enabled),
     maxDistance: number('classes.maxDistance', c.maxDistance, D.classes.maxDistance, {
@@ -272,12 +269,70 @@ export function summarise(
 
 /** Total-variation distance between a count histogram and a reference distribution (uniform when undefined). */
 export function totalVariation(counts: ArrayLike<number>, reference: readonly number[] | undefined): number {
+  return variationAt(counts, 0, counts.length, reference);
+}
+
+/** totalVariation of counts[from .. from + length) (no copy). */
+function variationAt(counts: ArrayLike<number>, from: number, length: number, reference: readonly number[] | undefined): number {
   let total = 0;
-  for (let i = 0; i < counts.length; i++) total += counts[i];
+  for (let i = 0; i < length; i++) total += counts[from + i];
   if (!(total > 0)) return 0;
   let distance = 0;
-  for (let i = 0; i < counts.length; i++) distance += Math.abs(counts[i] / total - (reference ? (reference[i] ?? 0) : 1 / counts.length));
+  for (let i = 0; i < length; i++) distance += Math.abs(counts[from + i] / total - (reference ? (reference[i] ?? 0) : 1 / length));
   return distance / 2;
+}
+
+/** The detectors' scores, with whether each is judged (enough queries in the window); NaN: the detector is off. */
+interface Scores {
+  queries: number;
+  ood: number;
+  hodaKnown: number;
+  hoda: number;
+  classes: number;
+  matches: number;
+}
+
+function scoresOf(config: PopulationConfig, layout: PopulationLayout, totals: ArrayLike<number>, out: Scores): Scores {
+  const queries = totals[Q] ?? 0;
+  out.queries = queries;
+  out.ood = config.ood.enabled ? (queries ? totals[LOW] / queries : 0) : Number.NaN;
+  out.hoda = Number.NaN;
+  out.hodaKnown = 0;
+  if (config.hoda.enabled && layout.bins === config.hoda.bins && layout.bins > 0) {
+    const at = CLASSES_AT + layout.classes;
+    for (let b = 0; b < layout.bins; b++) out.hodaKnown += totals[at + b];
+    out.hoda = variationAt(totals, at, layout.bins, config.hoda.reference);
+  }
+  out.classes = Number.NaN;
+  if (config.classes.enabled && layout.classes >= 2) {
+    const reference = config.classes.reference && config.classes.reference.length === layout.classes ? config.classes.reference : undefined;
+    out.classes = variationAt(totals, CLASSES_AT, layout.classes, reference);
+  }
+  out.matches = config.matches.enabled ? (queries ? totals[MATCHED] / queries : 0) : Number.NaN;
+  return out;
+}
+
+const scratchScores: Scores = { queries: 0, ood: 0, hodaKnown: 0, hoda: 0, classes: 0, matches: 0 };
+
+/**
+ * Whether a detector flags and the largest level, without building verdicts (the serving layer
+ * judges every request; the verdicts are built only for logs and listings).
+ */
+export function populationLevels(config: PopulationConfig, layout: PopulationLayout, totals: ArrayLike<number>): { anyFlagged: boolean; maxLevel: number } {
+  const s = scoresOf(config, layout, totals, scratchScores);
+  const evaluated = s.queries >= config.minQueries;
+  let anyFlagged = false;
+  let maxLevel = 0;
+  const add = (score: number, threshold: number, judged: boolean): void => {
+    if (Number.isNaN(score) || !judged) return;
+    if (score > threshold) anyFlagged = true;
+    maxLevel = Math.max(maxLevel, score / threshold);
+  };
+  add(s.ood, config.ood.maxRate, evaluated);
+  add(s.hoda, config.hoda.maxDistance, s.hodaKnown >= config.minQueries);
+  add(s.classes, config.classes.maxDistance, evaluated);
+  add(s.matches, config.matches.maxRate, evaluated);
+  return { anyFlagged, maxLevel };
 }
 
 /** Each population detector's verdict on the window's counts; level = score over its threshold (0 before minQueries). */
@@ -286,71 +341,44 @@ export function populationVerdicts(
   layout: PopulationLayout,
   totals: ArrayLike<number>,
 ): { verdicts: DetectorVerdict[]; anyFlagged: boolean; maxLevel: number } {
-  const queries = totals[Q] ?? 0;
-  const evaluated = queries >= config.minQueries;
-  const found: { verdict: DetectorVerdict; level: number }[] = [];
-  if (config.ood.enabled) {
-    const rate = queries ? totals[LOW] / queries : 0;
-    found.push({
-      verdict: {
-        detector: 'ood',
-        flagged: evaluated && rate > config.ood.maxRate,
-        score: rate,
-        evidence: { queries, unsure: totals[LOW], rate, threshold: config.ood.maxRate },
-      },
-      level: evaluated ? rate / config.ood.maxRate : 0,
+  const s = scoresOf(config, layout, totals, { queries: 0, ood: 0, hodaKnown: 0, hoda: 0, classes: 0, matches: 0 });
+  const evaluated = s.queries >= config.minQueries;
+  const { queries } = s;
+  const verdicts: DetectorVerdict[] = [];
+  if (!Number.isNaN(s.ood)) {
+    verdicts.push({
+      detector: 'ood',
+      flagged: evaluated && s.ood > config.ood.maxRate,
+      score: s.ood,
+      evidence: { queries, unsure: totals[LOW], rate: s.ood, threshold: config.ood.maxRate },
     });
   }
-  if (config.hoda.enabled && layout.bins === config.hoda.bins && layout.bins > 0) {
-    const at = CLASSES_AT + layout.classes;
-    const histogram = new Float64Array(layout.bins);
-    let known = 0;
-    for (let b = 0; b < layout.bins; b++) known += histogram[b] = totals[at + b];
-    let due: HodaThreshold | undefined;
-    for (const t of config.hoda.thresholds) if (t.length <= known) due = t;
-    if (due && evaluated) {
-      for (let b = 0; b < layout.bins; b++) histogram[b] /= known;
-      const distance = pearsonDistance(histogram, config.hoda.benignHistogram);
-      const level = due.threshold > 0 ? distance / due.threshold : distance > 0 ? Infinity : 0;
-      found.push({
-        verdict: {
-          detector: 'hoda',
-          flagged: distance > due.threshold,
-          score: distance,
-          evidence: { queries: known, distance, threshold: due.threshold, length: due.length },
-        },
-        level,
-      });
-    } else {
-      found.push({ verdict: { detector: 'hoda', flagged: false, score: 0, evidence: { queries: known } }, level: 0 });
-    }
-  }
-  if (config.classes.enabled && layout.classes >= 2) {
-    const reference = config.classes.reference && config.classes.reference.length === layout.classes ? config.classes.reference : undefined;
-    const distance = totalVariation(Array.prototype.slice.call(totals, CLASSES_AT, CLASSES_AT + layout.classes) as number[], reference);
-    found.push({
-      verdict: {
-        detector: 'classes',
-        flagged: evaluated && distance > config.classes.maxDistance,
-        score: distance,
-        evidence: { queries, distance, threshold: config.classes.maxDistance },
-      },
-      level: evaluated ? distance / config.classes.maxDistance : 0,
+  if (!Number.isNaN(s.hoda)) {
+    const judged = s.hodaKnown >= config.minQueries;
+    verdicts.push({
+      detector: 'hoda',
+      flagged: judged && s.hoda > config.hoda.maxDistance,
+      score: s.hoda,
+      evidence: { queries: s.hodaKnown, distance: s.hoda, threshold: config.hoda.maxDistance },
     });
   }
-  if (config.matches.enabled) {
-    const rate = queries ? totals[MATCHED] / queries : 0;
-    found.push({
-      verdict: {
-        detector: 'matches',
-        flagged: evaluated && rate > config.matches.maxRate,
-        score: rate,
-        evidence: { queries, matched: totals[MATCHED], rate, threshold: config.matches.maxRate },
-      },
-      level: evaluated ? rate / config.matches.maxRate : 0,
+  if (!Number.isNaN(s.classes)) {
+    verdicts.push({
+      detector: 'classes',
+      flagged: evaluated && s.classes > config.classes.maxDistance,
+      score: s.classes,
+      evidence: { queries, distance: s.classes, threshold: config.classes.maxDistance },
     });
   }
-  return { verdicts: found.map((f) => f.verdict), anyFlagged: found.some((f) => f.verdict.flagged), maxLevel: found.reduce((m, f) => Math.max(m, f.level), 0) };
+  if (!Number.isNaN(s.matches)) {
+    verdicts.push({
+      detector: 'matches',
+      flagged: evaluated && s.matches > config.matches.maxRate,
+      score: s.matches,
+      evidence: { queries, matched: totals[MATCHED], rate: s.matches, threshold: config.matches.maxRate },
+    });
+  }
+  return { verdicts, ...populationLevels(config, layout, totals) };
 }
 
 /** A view's alarm: on since `since`; `calmT` the start of the current calm run (-1: not calm). */
@@ -395,20 +423,42 @@ function seeded(seed: number): () => number {
 export interface PopulationCalibration {
   /** The benign unsure share (max probability under the threshold) over all the rows given. */
   readonly benignRate: number;
-  /** Options to pass as `population`: ood.maxRate and classes.{reference, maxDistance}. */
-  readonly options: { ood: { maxRate: number }; classes: { reference: number[]; maxDistance: number } };
-  /** The largest unsure share and class distance seen over the benign draws of `windowQueries` rows. */
-  readonly draws: { readonly count: number; readonly windowQueries: number; readonly maxRate: number; readonly maxDistance: number };
+  /** Options to pass as `population`: ood.maxRate, classes.{reference, maxDistance} and, with hardness, hoda. */
+  readonly options: {
+    ood: { maxRate: number };
+    classes: { reference: number[]; maxDistance: number };
+    hoda?: { reference: number[]; maxDistance: number };
+  };
+  /** The largest unsure share, class distance and hardness distance seen over the benign draws of `windowQueries` rows. */
+  readonly draws: {
+    readonly count: number;
+    readonly windowQueries: number;
+    readonly maxRate: number;
+    readonly maxDistance: number;
+    readonly maxHardnessDistance?: number;
+  };
 }
 
 /**
  * Thresholds from benign traffic (e.g. the victim's held-out data): `draws` seeded draws of
  * `windowQueries` rows (the smallest window a view is judged on, `minQueries`); each threshold is the
- * largest value the benign draws reached plus `margin`.
+ * largest value the benign draws reached plus `margin` (`hodaMargin` for the hardness distance).
+ * With `hardness` (HODA's bin per row, -1 unknown) and `bins`, HODA's population threshold too: the
+ * reference is the histogram of half the rows and the draws come from the other half, so the
+ * threshold covers two independent benign samples differing, not only a window's own noise.
  */
 export function calibratePopulation(
   probs: { readonly rows: number; readonly cols: number; readonly data: Float32Array },
-  options: { windowQueries?: number; draws?: number; confidenceThreshold?: number; margin?: number; seed?: number } = {},
+  options: {
+    windowQueries?: number;
+    draws?: number;
+    confidenceThreshold?: number;
+    margin?: number;
+    hodaMargin?: number;
+    seed?: number;
+    hardness?: ArrayLike<number>;
+    bins?: number;
+  } = {},
 ): PopulationCalibration {
   const windowQueries = options.windowQueries ?? POPULATION_DEFAULTS.minQueries;
   const count = options.draws ?? 200;
@@ -442,9 +492,42 @@ export function calibratePopulation(
     maxRate = Math.max(maxRate, low / windowQueries);
     maxDistance = Math.max(maxDistance, totalVariation(histogram, reference));
   }
+  let hoda: PopulationCalibration['options']['hoda'];
+  let maxHardnessDistance: number | undefined;
+  if (options.hardness && options.bins) {
+    const bins = options.bins;
+    const known: number[] = [];
+    for (let r = 0; r < Math.min(probs.rows, options.hardness.length); r++) {
+      const h = options.hardness[r];
+      if (h >= 0 && h < bins && Number.isInteger(h)) known.push(h);
+    }
+    if (known.length < 2 * windowQueries)
+      throw new RangeError(`calibratePopulation needs at least 2 × windowQueries (${2 * windowQueries}) known hardness values, got ${known.length}`);
+    // Reference from the even rows, draws from the odd ones.
+    const reference = new Float64Array(bins);
+    const pool: number[] = [];
+    known.forEach((h, i) => (i % 2 === 0 ? reference[h]++ : pool.push(h)));
+    const sum = reference.reduce((a, b) => a + b, 0);
+    for (let b = 0; b < bins; b++) reference[b] /= sum;
+    maxHardnessDistance = 0;
+    const window = new Float64Array(bins);
+    for (let d = 0; d < count; d++) {
+      window.fill(0);
+      for (let i = 0; i < windowQueries; i++) window[pool[Math.floor(random() * pool.length)]]++;
+      for (let b = 0; b < bins; b++) window[b] /= windowQueries;
+      maxHardnessDistance = Math.max(maxHardnessDistance, totalVariation(window, Array.from(reference)));
+    }
+    const all = new Float64Array(bins);
+    for (const h of known) all[h]++;
+    hoda = { reference: Array.from(all, (v) => v / known.length), maxDistance: Math.min(0.99, maxHardnessDistance + (options.hodaMargin ?? margin)) };
+  }
   return {
     benignRate: all[LOW] / probs.rows,
-    options: { ood: { maxRate: Math.min(0.99, maxRate + margin) }, classes: { reference, maxDistance: Math.min(0.99, maxDistance + margin) } },
-    draws: { count, windowQueries, maxRate, maxDistance },
+    options: {
+      ood: { maxRate: Math.min(0.99, maxRate + margin) },
+      classes: { reference, maxDistance: Math.min(0.99, maxDistance + margin) },
+      ...(hoda ? { hoda } : {}),
+    },
+    draws: { count, windowQueries, maxRate, maxDistance, ...(maxHardnessDistance !== undefined ? { maxHardnessDistance } : {}) },
   };
 }

@@ -99,15 +99,9 @@ describe('population counts and detectors', () => {
     assert.ok(Math.abs(by.classes.score - 0.8) < 1e-9, 'two classes of ten: total variation 0.8');
   });
 
-  it('judges the hardness histogram with the calibration threshold of the longest length the window holds', () => {
-    const hoda = {
-      benignHistogram: [0.7, 0.2, 0.1],
-      thresholds: [
-        { length: 100, threshold: 0.2 },
-        { length: 1000, threshold: 0.05 },
-      ],
-    };
-    const config = resolvePopulationOptions({ minQueries: 50, hoda });
+  it('judges the hardness histogram by total variation to the benign one, once minQueries known values are in', () => {
+    const config = resolvePopulationOptions({ minQueries: 100, hoda: { reference: [7, 2, 1], maxDistance: 0.1 } });
+    assert.deepEqual(config.hoda.reference, [0.7, 0.2, 0.1], 'normalised');
     const layout = { classes: 2, bins: 3 };
     const benignHardness = (n: number) => Int8Array.from({ length: n }, (_, i) => (i % 10 < 7 ? 0 : i % 10 < 9 ? 1 : 2));
     const hardHardness = (n: number) => Int8Array.from({ length: n }, (_, i) => (i % 10 < 2 ? 0 : 2));
@@ -119,17 +113,17 @@ describe('population counts and detectors', () => {
         () => 0.9,
       );
     const hodaOf = (counts: Float64Array) => populationVerdicts(config, layout, counts).verdicts.find((v) => v.detector === 'hoda')!;
-    assert.equal(hodaOf(summarise(layout, 0.7, probs(60), hardHardness(60))).evidence.threshold, undefined, 'under the shortest calibrated length: not judged');
-    const short = hodaOf(summarise(layout, 0.7, probs(500), hardHardness(500)));
-    assert.equal(short.evidence.threshold, 0.2);
-    assert.equal(short.flagged, true);
-    const long = hodaOf(summarise(layout, 0.7, probs(2000), benignHardness(2000)));
-    assert.equal(long.evidence.threshold, 0.05);
-    assert.equal(long.flagged, false);
-    // Without its own calibration, the per-client one is used.
-    const fallback = resolvePopulationOptions({}, { enabled: true, bins: 3, benignHistogram: [0.7, 0.2, 0.1], thresholds: [{ length: 100, threshold: 0.2 }] });
-    assert.equal(fallback.hoda.enabled, true);
-    assert.equal(resolvePopulationOptions({}).hoda.enabled, false);
+    assert.equal(hodaOf(summarise(layout, 0.7, probs(60), hardHardness(60))).flagged, false, 'under minQueries: not judged');
+    const hard = hodaOf(summarise(layout, 0.7, probs(500), hardHardness(500)));
+    assert.ok(Math.abs(hard.score - 0.7) < 1e-9, `total variation ${hard.score}`);
+    assert.equal(hard.flagged, true);
+    assert.equal(hodaOf(summarise(layout, 0.7, probs(2000), benignHardness(2000))).flagged, false);
+    // A thief's hard queries mixed half and half into benign ones: the Pearson correlation of the
+    // histograms stays high, the total variation does not.
+    const mixed = Int8Array.from({ length: 1000 }, (_, i) => (i % 2 ? hardHardness(10)[i % 10] : benignHardness(10)[i % 10]));
+    assert.equal(hodaOf(summarise(layout, 0.7, probs(1000), mixed)).flagged, true);
+    assert.equal(resolvePopulationOptions({}).hoda.enabled, false, 'off without a calibration');
+    assert.throws(() => resolvePopulationOptions({ hoda: { reference: [1, 1], maxDistance: 2 } }), /hoda\.maxDistance/);
   });
 
   it('total variation against a reference, uniform by default', () => {
@@ -230,5 +224,51 @@ describe('calibratePopulation', () => {
         ),
       /at least windowQueries/,
     );
+  });
+
+  it('with hardness: a HODA threshold at the window size, from draws independent of the reference', () => {
+    const random = rng(11);
+    const rows = 4000;
+    const benign = probsOf(
+      rows,
+      10,
+      (r) => r % 10,
+      () => 0.97,
+    );
+    const draw = (weights: number[]) => {
+      let u = random();
+      for (let b = 0; b < weights.length; b++) if ((u -= weights[b]) < 0) return b;
+      return weights.length - 1;
+    };
+    // Benign hardness: mostly easy.
+    const benignWeights = [0.5, 0.2, 0.1, 0.08, 0.06, 0.03, 0.02, 0.01];
+    const hardness = Int8Array.from({ length: rows }, () => draw(benignWeights));
+    const calibration = calibratePopulation(benign, { windowQueries: 200, draws: 100, hardness, bins: 8 });
+    const hoda = calibration.options.hoda!;
+    assert.equal(hoda.reference.length, 8);
+    assert.ok(hoda.maxDistance > calibration.draws.maxHardnessDistance!, 'the margin on top');
+    const config = resolvePopulationOptions({ minQueries: 200, ...calibration.options });
+    const layout = { classes: 10, bins: 8 };
+    const hodaOf = (h: Int8Array) =>
+      populationVerdicts(
+        config,
+        layout,
+        summarise(
+          layout,
+          0.7,
+          probsOf(
+            h.length,
+            10,
+            (r) => r % 10,
+            () => 0.97,
+          ),
+          h,
+        ),
+      ).verdicts.find((v) => v.detector === 'hoda')!;
+    // Fresh benign traffic (another sample) is calm; a thief's hard queries are not, even mixed half and half.
+    assert.equal(hodaOf(Int8Array.from({ length: 1500 }, () => draw(benignWeights))).flagged, false);
+    const thiefWeights = [0.1, 0.1, 0.1, 0.1, 0.15, 0.15, 0.15, 0.15];
+    assert.equal(hodaOf(Int8Array.from({ length: 1500 }, (_, i) => draw(i % 2 ? thiefWeights : benignWeights))).flagged, true);
+    assert.throws(() => calibratePopulation(benign, { windowQueries: 3000, hardness, bins: 8 }), /2 × windowQueries/);
   });
 });

@@ -150,8 +150,7 @@ function parts(test: LabelledImages, seed: number): { calibration: LabelledImage
   return { calibration: subset(test, order.subarray(0, held)), benign: subset(test, order.subarray(held)) };
 }
 
-function calibrateHodaOn(checkpoints: readonly LayersModel[], held: LabelledImages, seed: number): HodaCalibration {
-  const hardness = checkpointHardness(checkpoints, held.x, held.rows);
+function calibrateHodaOn(checkpoints: readonly LayersModel[], held: LabelledImages, hardness: Int8Array, seed: number): HodaCalibration {
   const sequences = Array.from({ length: 20 }, (_, i) => {
     const order = permutation(held.rows, seededRandom(deriveSeed(seed, `population-hoda-${i}`)));
     return Int8Array.from(order, (r) => hardness[r]);
@@ -178,7 +177,8 @@ export async function runPopulationEvaluation(options: PopulationEvalOptions): P
   const benignSettings: BenignSettings = { ...DEFAULT_BENIGN, clients: 100, ...options.benign };
   const { calibration: held, benign: benignPool } = parts(options.victimTest, seed);
   const checkpoints = options.checkpoints && options.checkpoints.length >= 2 ? options.checkpoints : undefined;
-  const hodaCalibration = checkpoints && held.rows >= 100 ? calibrateHodaOn(checkpoints, held, seed) : undefined;
+  const heldHardness = checkpoints ? checkpointHardness(checkpoints, asSent(held.x), held.rows) : undefined;
+  const hodaCalibration = checkpoints && heldHardness && held.rows >= 100 ? calibrateHodaOn(checkpoints, held, heldHardness, seed) : undefined;
   const detectionOptions: DetectionOptions = { ...options.detection };
   if (hodaCalibration)
     detectionOptions.hoda = {
@@ -196,15 +196,20 @@ export async function runPopulationEvaluation(options: PopulationEvalOptions): P
   // Population thresholds from the held-out part's undefended answers (benign traffic).
   const heldProbs = { rows: held.rows, cols: classes, data: predictProbs(victim, held.x, held.rows) };
   const minQueries = options.population?.minQueries ?? 200;
-  const calibration = calibratePopulation(heldProbs, { windowQueries: minQueries, seed: deriveSeed(seed, 'population-calibration') });
+  const calibration = calibratePopulation(heldProbs, {
+    windowQueries: minQueries,
+    seed: deriveSeed(seed, 'population-calibration'),
+    ...(heldHardness && checkpoints ? { hardness: heldHardness, bins: checkpoints.length } : {}),
+  });
   const populationOptions: PopulationServingOptions = {
     ...options.population,
     ood: { ...calibration.options.ood, ...options.population?.ood },
     classes: { ...calibration.options.classes, ...options.population?.classes },
+    ...(calibration.options.hoda && !options.population?.hoda ? { hoda: calibration.options.hoda } : {}),
   };
   const fingerprints = options.fingerprints ?? {};
   log(
-    `population: benign unsure share ${(calibration.benignRate * 100).toFixed(1)}%, flag above ${((populationOptions.ood?.maxRate ?? 0) * 100).toFixed(1)}%; class distance above ${(populationOptions.classes?.maxDistance ?? 0).toFixed(3)}`,
+    `population: benign unsure share ${(calibration.benignRate * 100).toFixed(1)}%, flag above ${((populationOptions.ood?.maxRate ?? 0) * 100).toFixed(1)}%; class distance above ${(populationOptions.classes?.maxDistance ?? 0).toFixed(3)}; hardness distance above ${populationOptions.hoda?.maxDistance.toFixed(3) ?? '– (HODA off)'}`,
   );
 
   const undefendedTest = { rows: options.victimTest.rows, cols: classes, data: predictProbs(victim, options.victimTest.x, options.victimTest.rows) };

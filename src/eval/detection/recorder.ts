@@ -50,9 +50,12 @@ export function recordingDetection(inner: ClientDetection): DetectionRecorder {
       return result;
     },
     assess: (state: ClientState) => inner.assess(state, now),
-    // The serving layer reads these too: whether to read the inputs, and a client's history (young or not).
+    // The serving layer reads these too: whether to read the inputs, a client's history (young or not),
+    // and the detection's own config and options (the ladder's tiers, HODA's calibration for the population).
     ...(inner.needsInputs !== undefined ? { needsInputs: inner.needsInputs } : {}),
     ...(inner.history ? { history: (state: ClientState) => inner.history!(state) } : {}),
+    ...('config' in inner ? { config: (inner as { config: unknown }).config } : {}),
+    ...('options' in inner ? { options: (inner as { options: unknown }).options } : {}),
   };
   return {
     detection,

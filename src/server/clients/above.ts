@@ -152,7 +152,7 @@ export function createAboveClient(options: ClientsOptions<never>, deps: AboveDep
   let population: PopulationConfig | undefined;
   if (populationOptions) {
     const { flushMs: _flushMs, ...rest } = populationOptions;
-    population = wrapConfigError('population', () => resolvePopulationOptions(rest, withConfig.config?.hoda));
+    population = wrapConfigError('population', () => resolvePopulationOptions(rest));
   }
   let fingerprint: FingerprintConfig | undefined;
   if (fingerprintOptions) {

@@ -109,9 +109,16 @@ export function createCohortReader(config: CohortConfig): (req: IncomingMessage,
     if (!bits) throw new ServingOptionError(`clients.cohort must be ${SPECS}; got ${JSON.stringify(cohort)}`);
     const trusted = config.trustProxy && config.trustProxy.length > 0 ? parseTrustedProxies(config.trustProxy) : undefined;
     kind = `ip${bits.v4}/${bits.v6}`;
+    // An address's prefix is the same every time: the last ones are kept (parsing is most of the cost).
+    const prefixes = new Map<string, string | undefined>();
     read = (req) => {
       const address = clientAddress(req, trusted);
-      return address ? addressPrefix(address, bits.v4, bits.v6) : undefined;
+      if (!address) return undefined;
+      if (prefixes.has(address)) return prefixes.get(address);
+      const prefix = addressPrefix(address, bits.v4, bits.v6);
+      if (prefixes.size >= 10_000) prefixes.delete(prefixes.keys().next().value as string);
+      prefixes.set(address, prefix);
+      return prefix;
     };
   } else if (/^header:[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(cohort)) {
     kind = 'header';
@@ -138,6 +145,17 @@ export function createCohortReader(config: CohortConfig): (req: IncomingMessage,
   }
   const hash = (raw: string): string =>
     (config.idSecret ? createHmac('sha256', config.idSecret) : createHash('sha256')).update(`cohort:${kind}:${raw}`).digest('hex').slice(0, 32);
+  // Hashing is the costly part and a cohort key repeats across its members: the last hashes are kept.
+  const hashed = new Map<string, string>();
+  const hashOf = (raw: string): string => {
+    let id = hashed.get(raw);
+    if (id === undefined) {
+      id = hash(raw);
+      if (hashed.size >= 10_000) hashed.delete(hashed.keys().next().value as string);
+      hashed.set(raw, id);
+    }
+    return id;
+  };
   return (req, rawId) => {
     let raw: string | null | undefined;
     try {
@@ -146,6 +164,6 @@ export function createCohortReader(config: CohortConfig): (req: IncomingMessage,
       raw = undefined;
     }
     if (raw === undefined || raw === null || raw === '') return undefined;
-    return hash(String(raw));
+    return hashOf(String(raw));
   };
 }

@@ -12,11 +12,15 @@
  * the next one starts (lookups go on).
  */
 import { randomInt } from 'node:crypto';
+
+/** Query numbers: a per-process counter from a random start (distinct within a process, unlikely to collide across). */
+let nextQuery = randomInt(2 ** 26);
+const queryNumber = (): number => (nextQuery = (nextQuery + 1) % 2 ** 26);
 import type { Redis } from 'ioredis';
 import type { FingerprintConfig } from '../../detection/fingerprint.js';
 
 export interface FingerprintStoreOptions {
-  /** Hashes kept, both generations together. Default 500 000 (about 40 MB in memory or in Redis). */
+  /** Hashes kept, both generations together. Default 500 000 (the memory it takes: docs/detection.md#fingerprints). */
   maxEntries?: number;
   /** A hash is forgotten between ttlMs/2 and ttlMs after its last write. Default 1 hour. */
   ttlMs?: number;
@@ -31,7 +35,7 @@ export interface FingerprintStore {
    * `owner` (a hashed client id). Resolves with, per row, the most hashes shared with one earlier
    * query of another owner.
    */
-  check(owner: string, fingerprints: Uint32Array, rows: number, now: number): Promise<Uint8Array>;
+  check(owner: string, fingerprints: Int32Array, rows: number, now: number): Promise<Uint8Array>;
   /** Hashes held (memory; Redis: the live generations' sizes, as last seen). */
   size(): number;
   close(): Promise<void>;
@@ -46,18 +50,21 @@ export function ownerTag(owner: string): number {
 
 const QUERY_SPACE = 2 ** 26;
 
-/** Best count per row from the looked-up entries (entry = owner * 2^26 + query; 0 = none). */
-function bestShared(entries: ArrayLike<number>, rows: number, k: number, owner: number): Uint8Array {
+/** Best count per row from the looked-up entries (entry = owner * 2^26 + query; 0 = none): k is small, so counted in place. */
+function bestShared(entries: Float64Array, rows: number, k: number, owner: number): Uint8Array {
   const out = new Uint8Array(rows);
-  const counts = new Map<number, number>();
   for (let r = 0; r < rows; r++) {
-    counts.clear();
+    const base = r * k;
     let best = 0;
     for (let j = 0; j < k; j++) {
-      const e = entries[r * k + j];
+      const e = entries[base + j];
       if (!e || Math.floor(e / QUERY_SPACE) === owner) continue;
-      const c = (counts.get(e) ?? 0) + 1;
-      counts.set(e, c);
+      // Count e once, at its first occurrence in the row.
+      let seen = false;
+      for (let i = 0; i < j && !seen; i++) seen = entries[base + i] === e;
+      if (seen) continue;
+      let c = 1;
+      for (let i = j + 1; i < k; i++) if (entries[base + i] === e) c++;
       if (c > best) best = c;
     }
     out[r] = Math.min(255, best);
@@ -65,16 +72,72 @@ function bestShared(entries: ArrayLike<number>, rows: number, k: number, owner: 
   return out;
 }
 
+/**
+ * One generation in memory: an open-addressing hash table in typed arrays (keys: the 32-bit hashes,
+ * 0 = empty; values: the entries), allocated lazily at a fixed capacity: no per-entry objects for the
+ * garbage collector, whatever the traffic.
+ */
+class Generation {
+  private keys: Int32Array | undefined;
+  private values: Float64Array | undefined;
+  size = 0;
+
+  constructor(readonly cap: number) {}
+
+  private slots(): number {
+    // A power of two at least twice the cap: probes stay short.
+    let capacity = 16;
+    while (capacity < 2 * this.cap) capacity *= 2;
+    return capacity;
+  }
+
+  get(hash: number): number {
+    const keys = this.keys;
+    if (!keys) return 0;
+    const mask = keys.length - 1;
+    for (let at = Math.imul(hash, 0x9e3779b1) & mask; ; at = (at + 1) & mask) {
+      const key = keys[at];
+      if (key === hash) return this.values![at];
+      if (key === 0) return 0;
+    }
+  }
+
+  /** Sets the entry; false (nothing written) when the hash is new and the generation is full. */
+  set(hash: number, value: number): boolean {
+    if (!this.keys) {
+      const capacity = this.slots();
+      this.keys = new Int32Array(capacity);
+      this.values = new Float64Array(capacity);
+    }
+    const keys = this.keys;
+    const mask = keys.length - 1;
+    for (let at = Math.imul(hash, 0x9e3779b1) & mask; ; at = (at + 1) & mask) {
+      const key = keys[at];
+      if (key === hash) {
+        this.values![at] = value;
+        return true;
+      }
+      if (key === 0) {
+        if (this.size >= this.cap) return false;
+        keys[at] = hash;
+        this.values![at] = value;
+        this.size++;
+        return true;
+      }
+    }
+  }
+}
+
 export function createMemoryFingerprintStore(config: Pick<FingerprintConfig, 'hashes'>, options: FingerprintStoreOptions = {}): FingerprintStore {
   const maxEntries = options.maxEntries ?? FINGERPRINT_STORE_DEFAULTS.maxEntries;
   const half = Math.max(1, Math.floor(options.ttlMs ?? FINGERPRINT_STORE_DEFAULTS.ttlMs) / 2);
   const cap = Math.max(1, Math.floor(maxEntries / 2));
-  let current = new Map<number, number>();
-  let previous = new Map<number, number>();
+  let current = new Generation(cap);
+  let previous = new Generation(cap);
   let startedAt = -Infinity;
   const rotate = (now: number): void => {
-    previous = now - startedAt >= 2 * half ? new Map() : current;
-    current = new Map();
+    previous = now - startedAt >= 2 * half ? new Generation(cap) : current;
+    current = new Generation(cap);
     startedAt = now;
   };
   return {
@@ -86,24 +149,27 @@ export function createMemoryFingerprintStore(config: Pick<FingerprintConfig, 'ha
       const entries = new Float64Array(rows * k);
       for (let i = 0; i < rows * k; i++) {
         const h = fingerprints[i];
-        if (h) entries[i] = current.get(h) ?? previous.get(h) ?? 0;
+        if (h) entries[i] = current.get(h) || previous.get(h);
       }
       const shared = bestShared(entries, rows, k, tag);
       for (let r = 0; r < rows; r++) {
-        const entry = tag * QUERY_SPACE + randomInt(QUERY_SPACE);
+        const entry = tag * QUERY_SPACE + queryNumber();
         for (let j = 0; j < k; j++) {
           const h = fingerprints[r * k + j];
           if (!h) continue;
-          if (current.size >= cap && !current.has(h)) rotate(now);
-          current.set(h, entry);
+          // A full generation rotates early: at most maxEntries in the two.
+          if (!current.set(h, entry)) {
+            rotate(now);
+            current.set(h, entry);
+          }
         }
       }
       return shared;
     },
     size: () => current.size + previous.size,
     close: async () => {
-      current.clear();
-      previous.clear();
+      current = new Generation(cap);
+      previous = new Generation(cap);
     },
   };
 }
@@ -173,7 +239,7 @@ export function createRedisFingerprintStore(
       const generation = Math.floor(now / half);
       const tag = String(ownerTag(owner));
       const args: (string | number)[] = [tag, k, cap, ttlMs, rows];
-      for (let i = 0; i < rows; i++) args.push(`${tag}:${randomInt(QUERY_SPACE)}`);
+      for (let i = 0; i < rows; i++) args.push(`${tag}:${queryNumber()}`);
       for (let i = 0; i < rows * k; i++) args.push(fingerprints[i] ? fingerprints[i].toString(36) : '0');
       const result = await r.msdFingerprints(`${prefix}~fp:${generation}`, `${prefix}~fp:${generation - 1}`, ...args);
       lastSize = Number(result[rows]) || 0;

@@ -32,7 +32,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Logger } from 'pino';
 import type { Defense, ProbBatch } from '../../defenses/index.js';
 import { DetectionInputError } from '../../detection/errors.js';
-import type { Assessment, ClientAction, ClientDetection, ClientState, DetectorVerdict } from '../../detection/types.js';
+import type { Assessment, ClientAction, ClientDetection, ClientObservation, ClientState, DetectorVerdict } from '../../detection/types.js';
 import { AnswerFormatError, RequestFormatError, ServingError, ServingOptionError } from '../errors.js';
 import type { ServingMetrics } from '../metrics.js';
 import type { InputRows } from '../protocols/index.js';
@@ -416,6 +416,57 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
     return new ServingError('client detection failed, so the answer was withheld', 500, 'defense_failed');
   };
 
+  /**
+   * A cohort's updates are group-committed: while one is in flight (a Redis round trip), the
+   * observations of the cohort's other requests queue and go in the next one, all applied in order in
+   * one atomic update. A large cohort (a /24 behind a NAT, a big tenant) is one key that every member's
+   * request updates: one at a time, it would serialise them all on the store's round trip.
+   */
+  interface CohortWaiter {
+    observation: ClientObservation;
+    resolve(assessment: Assessment): void;
+    reject(error: unknown): void;
+  }
+  const cohortQueues = new Map<string, CohortWaiter[]>();
+  const COHORT_BATCH = 256;
+  const drainCohort = async (ticket: ClientTicket, cohort: string, judge: ClientDetection, queue: CohortWaiter[]): Promise<void> => {
+    while (queue.length > 0) {
+      const batch = queue.splice(0, COHORT_BATCH);
+      try {
+        const { value } = await withStore(ticket, 'update', (store) =>
+          store.update(COHORT_PREFIX + cohort, (state) => {
+            let current = state;
+            const assessments: Assessment[] = [];
+            for (const waiter of batch) {
+              let observed: ReturnType<ClientDetection['observe']>;
+              try {
+                observed = judge.observe(current ?? judge.initialState(waiter.observation.time), waiter.observation);
+              } catch (error) {
+                throw detectionFailure(error);
+              }
+              current = observed.state;
+              assessments.push(observed.assessment);
+            }
+            return { state: current!, result: assessments, rank: SEVERITY[assessments[assessments.length - 1].action] };
+          }),
+        );
+        batch.forEach((waiter, i) => waiter.resolve(value[i]));
+      } catch (error) {
+        for (const waiter of batch) waiter.reject(error);
+      }
+    }
+    cohortQueues.delete(cohort);
+  };
+  const cohortUpdate = (ticket: ClientTicket, judge: ClientDetection, observation: ClientObservation): Promise<Assessment> =>
+    new Promise((resolve, reject) => {
+      const cohort = ticket.cohort!;
+      let queue = cohortQueues.get(cohort);
+      const start = !queue;
+      if (!queue) cohortQueues.set(cohort, (queue = []));
+      queue.push({ observation, resolve, reject });
+      if (start) void drainCohort(ticket, cohort, judge, queue);
+    });
+
   const observe = async (ticket: ClientTicket, probs: ProbBatch, inputs: InputRows | undefined, chosen: Defense | null): Promise<DefenseOverride> => {
     const time = now();
     // An answer with other rows than the request is the model's fault, found before the store is touched.
@@ -437,18 +488,23 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
     const previous = actions.get(ticket.client.id);
     // The cohort's update runs beside the client's (another key of the same store).
     const cohortJudge = ticket.cohort !== undefined ? above?.cohortDetection : undefined;
-    const [{ value, degraded, local: usedLocal }, cohortResult] = await Promise.all([
+    const [{ value, degraded, local: usedLocal }, cohortAssessment] = await Promise.all([
       withStore(ticket, 'update', (store) => store.update(ticket.client.id, stepWith(detection))),
-      cohortJudge ? withStore(ticket, 'update', (store) => store.update(COHORT_PREFIX + ticket.cohort, stepWith(cohortJudge))) : undefined,
+      // In memory an update is synchronous: nothing to group.
+      cohortJudge
+        ? shared
+          ? cohortUpdate(ticket, cohortJudge, observation)
+          : withStore(ticket, 'update', (store) => store.update(COHORT_PREFIX + ticket.cohort, stepWith(cohortJudge))).then(({ value: v }) => v.assessment)
+        : undefined,
     ]);
-    if (cohortResult) above!.noteCohort(ticket.cohort!, cohortResult.value.assessment);
+    if (cohortAssessment) above!.noteCohort(ticket.cohort!, cohortAssessment);
     let assessment: Assessment = value.assessment;
     // Every observed request counts in the population views (escalated and refused clients' too).
     const historyBefore = value.history !== undefined ? value.history - probs.rows : ticket.fresh ? 0 : Infinity;
     const probation = above?.after({
       own: assessment,
       historyBefore,
-      cohort: cohortResult?.value.assessment,
+      cohort: cohortAssessment,
       observation,
       anonymous: ticket.client.anonymous,
       time,

@@ -10,7 +10,26 @@ export {
   type SuspiciousClient,
 } from './gate.js';
 export { ANONYMOUS_ID, clientAddress, createIdentifier, type ClientIdentity, type IdentityOption } from './identity.js';
-export { CLIENTS_OPTION_NAMES, type ClientsOptions, type NewClientsOption, type StoreFailMode, type StoreOption } from './options.js';
+export {
+  CLIENTS_OPTION_NAMES,
+  type ClientsOptions,
+  type CohortOption,
+  type FingerprintServingOptions,
+  type NewClientsOption,
+  type PopulationServingOptions,
+  type StoreFailMode,
+  type StoreOption,
+} from './options.js';
+export { addressPrefix, COHORT_PREFIX, createCohortReader } from './cohort.js';
+export {
+  createMemoryFingerprintStore,
+  createRedisFingerprintStore,
+  FINGERPRINT_STORE_DEFAULTS,
+  type FingerprintStore,
+  type FingerprintStoreOptions,
+} from './fingerprint-store.js';
+export { createPopulationTracker, type PopulationTracker, type PopulationView, type ViewStatus } from './population.js';
+export type { CohortSummary, PopulationOverview } from './above.js';
 export { ClientStoreError, type ClientStore, type StoredClient } from './store.js';
 export { createMemoryStore, DEFAULT_MEMORY_MAX_CLIENTS, type MemoryClientStore, type MemoryStoreOptions } from './store-memory.js';
 export { createRedisStore, DEFAULT_REDIS_MAX_CLIENTS, type RedisClientStore, type RedisStoreOptions } from './store-redis.js';

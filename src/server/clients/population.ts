@@ -16,6 +16,7 @@ import type { Redis } from 'ioredis';
 import {
   countsLength,
   initialAlarmState,
+  populationLevels,
   populationVerdicts,
   stepAlarm,
   type AlarmState,
@@ -25,6 +26,7 @@ import {
 import type { DetectorVerdict } from '../../detection/types.js';
 
 export const VIEWS = ['all', 'young'] as const;
+const NO_CHANGES: AlarmChange[] = [];
 export type PopulationView = (typeof VIEWS)[number];
 
 /** Counts per time bucket with running totals; buckets leave the window by the time passed in. */
@@ -153,7 +155,8 @@ export function createPopulationTracker(config: PopulationConfig, sync?: Populat
   // Redis: counts not yet sent, per view and bucket.
   let pending = new Map<string, { view: PopulationView; start: number; counts: Float64Array }>();
   const alarms: Record<PopulationView, AlarmState> = { all: initialAlarmState(), young: initialAlarmState() };
-  const last: Record<PopulationView, ViewStatus> = { all: { alarm: false, queries: 0, verdicts: [] }, young: { alarm: false, queries: 0, verdicts: [] } };
+  // The time of the last judgement: status() shows the views as of then.
+  let lastJudged = 0;
 
   const layoutFor = (classes: number): PopulationLayout => {
     if (!layout || layout.classes !== classes) {
@@ -183,20 +186,27 @@ export function createPopulationTracker(config: PopulationConfig, sync?: Populat
     }
   };
 
+  /** A view as of now (verdicts built: for logs and listings, not per request). */
+  const statusOf = (view: PopulationView, time: number): ViewStatus => {
+    if (!layout) return { alarm: false, queries: 0, verdicts: [] };
+    const totals = windows.get(view)!.sum(time);
+    const state = alarms[view];
+    return { alarm: state.on, ...(state.on ? { since: state.since } : {}), queries: totals[0], verdicts: populationVerdicts(config, layout, totals).verdicts };
+  };
+
   const judge = (time: number): AlarmChange[] => {
     if (!layout) return [];
-    const changes: AlarmChange[] = [];
+    lastJudged = time;
+    let changes: AlarmChange[] | undefined;
     for (const view of VIEWS) {
-      const totals = windows.get(view)!.sum(time);
-      const found = populationVerdicts(config, layout, totals);
+      const found = populationLevels(config, layout, windows.get(view)!.sum(time));
       const before = alarms[view];
       const stepped = stepAlarm(config.alarm, before, time, found.anyFlagged, found.maxLevel);
       alarms[view] = stepped.state;
-      last[view] = { alarm: stepped.state.on, ...(stepped.state.on ? { since: stepped.state.since } : {}), queries: totals[0], verdicts: found.verdicts };
-      if (stepped.started) changes.push({ view, started: true, status: last[view] });
-      if (stepped.ended) changes.push({ view, started: false, status: last[view], durationMs: time - before.since });
+      if (stepped.started) (changes ??= []).push({ view, started: true, status: statusOf(view, time) });
+      if (stepped.ended) (changes ??= []).push({ view, started: false, status: statusOf(view, time), durationMs: time - before.since });
     }
-    return changes;
+    return changes ?? NO_CHANGES;
   };
 
   let flushing: Promise<void> | undefined;
@@ -281,7 +291,7 @@ export function createPopulationTracker(config: PopulationConfig, sync?: Populat
     layoutFor,
     judge,
     alarm: (view) => alarms[view].on,
-    status: () => ({ all: last.all, young: last.young }),
+    status: () => ({ all: statusOf('all', lastJudged), young: statusOf('young', lastJudged) }),
     flush,
     close: async () => {
       if (timer) clearInterval(timer);

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { describe, it } from 'node:test';
 import { parseDefense } from '../../../src/defenses/index.js';
 import { createClientDetection } from '../../../src/detection/index.js';
+import { adminHandler } from '../../../src/server/clients/admin.js';
 import { createClientGate } from '../../../src/server/clients/gate.js';
 import type { ClientsOptions } from '../../../src/server/clients/options.js';
 import { ServingOptionError } from '../../../src/server/errors.js';
@@ -136,6 +137,21 @@ describe('cohorts in the gate', () => {
       overview.clients.every((c) => !c.id.startsWith('~cohort:')),
       'cohorts are listed apart from clients',
     );
+    // The admin route answers the same listing.
+    const token = 'admin-token-0123456789';
+    const answer = await new Promise<{ status: number; body: { clients: unknown[]; cohorts: { action: string }[] } }>((resolve) => {
+      let status = 0;
+      const res = {
+        writeHead: (code: number) => {
+          status = code;
+        },
+        end: (text: string) => resolve({ status, body: JSON.parse(text) }),
+      } as unknown as ServerResponse;
+      adminHandler(gate, { token })({ method: 'GET', headers: { authorization: `Bearer ${token}` } } as IncomingMessage, res);
+    });
+    assert.equal(answer.status, 200);
+    assert.equal(answer.body.cohorts[0].action, 'escalate');
+    assert.ok(answer.body.clients.length > 0);
     await gate.close();
   });
 });

@@ -8,17 +8,17 @@ import { startRedis, type TestRedis } from '../helpers/redis-server.js';
 
 const K = 4;
 /** One request's fingerprints: `rows` rows of K=4 hashes from `base` on. */
-const prints = (rows: number, base: number) => Uint32Array.from({ length: rows * K }, (_, i) => base + i);
+const prints = (rows: number, base: number) => Int32Array.from({ length: rows * K }, (_, i) => base + i);
 
 async function fingerprintContract(make: (opts: { maxEntries: number; ttlMs: number }) => FingerprintStore) {
   // Matches another owner's query, never the owner's own.
   let store = make({ maxEntries: 1000, ttlMs: 60_000 });
   assert.deepEqual(Array.from(await store.check('alice', prints(2, 100), 2, 0)), [0, 0]);
   assert.deepEqual(Array.from(await store.check('alice', prints(2, 100), 2, 1)), [0, 0], 'the same owner again: no match');
-  const bob = await store.check('bob', Uint32Array.of(100, 101, 102, 900, 104, 105, 0, 0), 2, 2);
+  const bob = await store.check('bob', Int32Array.of(100, 101, 102, 900, 104, 105, 0, 0), 2, 2);
   assert.deepEqual(Array.from(bob), [3, 2], 'shared hashes with the best query of another owner; 0 is no hash');
   // Per earlier query, not the union: hashes from two different earlier queries do not add up.
-  assert.deepEqual(Array.from(await store.check('carol', Uint32Array.of(102, 103, 104, 105), 1, 3)), [2]);
+  assert.deepEqual(Array.from(await store.check('carol', Int32Array.of(102, 103, 104, 105), 1, 3)), [2]);
   await store.close();
 
   // Expiry: a hash lives between ttl/2 and ttl after its last write.
@@ -55,11 +55,12 @@ describe('the fingerprint store', () => {
     assert.deepEqual(Array.from(await store.check('late', prints(1, 10_000), 1, 201)), [0], 'the oldest went first');
   });
 
-  it('Redis: the same contract, shared by two replicas, in two keys whatever the traffic', async () => {
+  it('Redis: the same contract, shared by two replicas, in two keys whatever the traffic', async (t) => {
     let prefix = 0;
     await fingerprintContract((opts) => createRedisFingerprintStore(client, `t${prefix++}:`, { hashes: K }, opts));
     const one = createRedisFingerprintStore(client, 'shared:', { hashes: K }, { maxEntries: 40, ttlMs: 3_600_000 });
     const otherClient = new Redis(redis.url);
+    t.after(() => otherClient.disconnect());
     const other = createRedisFingerprintStore(otherClient, 'shared:', { hashes: K }, { maxEntries: 40, ttlMs: 3_600_000 });
     await one.check('alice', prints(1, 42), 1, 1000);
     assert.deepEqual(Array.from(await other.check('bob', prints(1, 42), 1, 1001)), [4], 'a replica sees another’s fingerprints');
@@ -70,7 +71,6 @@ describe('the fingerprint store', () => {
     assert.ok((await client.pttl(keys[0])) > 3_000_000, 'with a TTL');
     assert.ok(one.size() <= 20);
     assert.notEqual(ownerTag('alice'), ownerTag('bob'));
-    otherClient.disconnect();
   });
 });
 
@@ -127,9 +127,12 @@ describe('population counts', () => {
     assert.equal(tracker.alarm('all'), false);
   });
 
-  it('Redis: replicas judge the sum of their counts, in bounded keys', async () => {
+  it('Redis: replicas judge the sum of their counts, in bounded keys', async (t) => {
     const config = resolvePopulationOptions({ minQueries: 30, classes: { enabled: false }, window: { lengthMs: 60_000, bucketMs: 10_000 } });
     const clients = [new Redis(redis.url), new Redis(redis.url)];
+    t.after(() => {
+      for (const c of clients) c.disconnect();
+    });
     let time = 1_000_000;
     const errors: unknown[] = [];
     const sync = (redisClient: Redis) => ({
@@ -176,13 +179,13 @@ describe('population counts', () => {
     assert.equal(a.status().all.queries, 60, 'the window holds its 6 buckets of 10 queries');
     await a.close();
     await b.close();
-    for (const c of clients) c.disconnect();
   });
 
-  it('Redis down: counts stay local and are sent when it is back', async () => {
+  it('Redis down: counts stay local and are sent when it is back', async (t) => {
     const config = resolvePopulationOptions({ minQueries: 5, classes: { enabled: false } });
     const dead = new Redis({ port: 1, lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0 });
     dead.on('error', () => {});
+    t.after(() => dead.disconnect());
     const errors: unknown[] = [];
     const tracker = createPopulationTracker(config, {
       redis: dead,
@@ -198,6 +201,5 @@ describe('population counts', () => {
     assert.equal(errors.length, 1);
     assert.equal(tracker.judge(1).length, 2, 'judged on this process’s own counts meanwhile');
     await tracker.close();
-    dead.disconnect();
   });
 });
