@@ -7,8 +7,8 @@
  *   npm run bench -- eval-queries [--rows 10000] [--request-rows 256] [--defenses none,rounding:decimals=1,mad:eps=0.5,mad-argmax:eps=1]
  */
 import { parseDefense } from '../src/defenses/index.js';
-import { startDefendedEndpoint } from '../src/eval/endpoint.js';
-import { inferAll, kserveClient } from '../src/eval/kserve-client.js';
+import { startDefendedEndpoint } from '../src/eval/endpoint/defended-endpoint.js';
+import { inferAll, kserveClient } from '../src/eval/endpoint/kserve-client.js';
 import { seededRandom } from '../src/eval/random.js';
 import { createModel, initBackend, predictProbs, Surrogate } from '../src/models/index.js';
 

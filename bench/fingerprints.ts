@@ -8,7 +8,7 @@
  *   npm run bench -- fingerprints [--rows 3000] [--options '{"window":24,"levels":5}']
  */
 import { fingerprintRows, resolveFingerprintOptions, sharedHashes } from '../src/detection/fingerprint.js';
-import { loadDataset } from '../src/eval/datasets.js';
+import { loadDataset } from '../src/eval/world/datasets.js';
 
 const args = new Map<string, string>();
 for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i].replace(/^--/, ''), process.argv[i + 1]);

@@ -8,7 +8,7 @@
  *   npm run bench -- models-gram [--backends wasm,cpu] [--rows 512] [--chunk 128]
  */
 import { parseDefense } from '../src/defenses/index.js';
-import { loadDataset } from '../src/eval/datasets.js';
+import { loadDataset } from '../src/eval/world/datasets.js';
 import { Surrogate, computeDefenseContext, createModel, initBackend, predictProbs, tf, type BackendName, type GramMethod } from '../src/models/index.js';
 
 const args = new Map<string, string>();

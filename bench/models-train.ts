@@ -7,7 +7,7 @@
  *
  *   npm run bench -- models-train [--backends wasm,cpu] [--batches 32,64,128,256] [--rows 12000] [--cpu-rows 2000]
  */
-import { loadDataset } from '../src/eval/datasets.js';
+import { loadDataset } from '../src/eval/world/datasets.js';
 import { createModel, initBackend, tf, trainModel, type BackendName } from '../src/models/index.js';
 
 const args = new Map<string, string>();

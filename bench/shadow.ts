@@ -14,7 +14,7 @@
  *
  *   node --import tsx bench/shadow.ts tradeoff --defense mad-argmax:eps=1 [--thief 10000] [--benign 1000] [--arch cnn] [--epochs 5] [--cpu 0.5]
  *   node --import tsx bench/shadow.ts tradeoff --defense misinformation:tau=0.7 [...]
- *   node --import tsx bench/shadow.ts throughput [--seconds 10] [--connections 8] [--repeats 2]
+ *   node --import tsx bench/shadow.ts throughput [--seconds 10] [--connections 8] [--repeats 2] [--every "300 samples"] [--cpu 0.25]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -29,7 +29,7 @@ import { parseDefense } from '../src/defenses/index.js';
 import { buildDemoApp } from '../src/demo/app.js';
 import { loadOrTrainDemoVictim } from '../src/demo/victim.js';
 import { encodeNpy } from '../src/eval/data/npy.js';
-import { defaultCacheRoot, loadDataset } from '../src/eval/datasets.js';
+import { defaultCacheRoot, loadDataset } from '../src/eval/world/datasets.js';
 import { createModel, initBackend, predictProbs, saveModel, trainModel, type LayersModel } from '../src/models/index.js';
 import { createLogger } from '../src/server/logger.js';
 import { poisonPredictions } from '../src/server/middleware.js';
@@ -318,9 +318,21 @@ try {
     const connections = Number(args.get('connections') ?? 8);
     const body = requestBody(mnist.test.x, [HELD_OUT + 10]);
     const base = ['-d', 'mad-argmax:eps=1', '--surrogate', surrogateDir, '--input-scale', String(1 / 255)];
-    const on = ['--shadow-held-out', join(scratch, 'x.npy'), '--shadow-every', '300 samples', '--shadow', JSON.stringify({ minSamples: 100 })];
+    // The worst case by default: a round every 300 sampled rows, so that rounds follow each other under load.
+    const every = args.get('every') ?? '300 samples';
+    const shadowCpu = args.get('cpu');
+    const on = [
+      '--shadow-held-out',
+      join(scratch, 'x.npy'),
+      '--shadow-every',
+      every,
+      ...(shadowCpu ? ['--shadow-cpu', shadowCpu] : []),
+      '--shadow',
+      JSON.stringify({ minSamples: 100 }),
+    ];
+    const roundsDuringLoad = /samples?$/.test(every.trim());
     console.log(
-      `throughput: msd proxy (mad-argmax:eps=1, random MLP surrogate) in front of the demo victim, one image per request, ${connections} connections, ${seconds} s per run after a warm-up (with the shadow on: until its first round has finished); shadow on = the defaults (--shadow-sample 0.1, --shadow-arch auto: MLPs of 10 epochs on up to 4000 rows, --shadow-cpu 0.25) but --shadow-every "300 samples" and minSamples 100, so that rounds follow each other during the load`,
+      `throughput: msd proxy (mad-argmax:eps=1, random MLP surrogate) in front of the demo victim, one image per request, ${connections} connections, ${seconds} s per run after a warm-up${roundsDuringLoad ? ' (with the shadow on: until its first round has finished)' : ''}; shadow on = the defaults (--shadow-sample 0.1, --shadow-arch auto: MLPs of 10 epochs on up to 4000 rows) with --shadow-cpu ${shadowCpu ?? '0.25 (default)'}, --shadow-every "${every}" and minSamples 100`,
     );
     const results: Record<string, number[]> = { off: [], on: [] };
     const repeats = Number(args.get('repeats') ?? 2);
@@ -335,7 +347,7 @@ try {
         await load(proxy.url, 5);
         // With the shadow on, the load goes on until a round has finished: its trainer thread has started
         // (a one-off start-up that loads TF.js and onnxruntime in the thread) and rounds follow each other.
-        for (let waited = 0; which === 'on' && done(await metricsOf(proxy.url)) < 1 && waited < 120; waited += 5) await load(proxy.url, 5);
+        for (let waited = 0; which === 'on' && roundsDuringLoad && done(await metricsOf(proxy.url)) < 1 && waited < 120; waited += 5) await load(proxy.url, 5);
         const before = await metricsOf(proxy.url);
         const cpuBefore = cpuSeconds(proxy.process.pid!);
         const result = await load(proxy.url, seconds);

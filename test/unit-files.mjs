@@ -25,7 +25,7 @@ const SLOW = [
   {
     why: 'loads or trains TF.js models',
     pattern:
-      /\binitBackend\b|\bsetUpBackend\b|\bcreateModel\b|\bloadSurrogate\b|\bSurrogate\.random\b|\btrain(Model|Knockoff)\b|src\/models\/(index|tfjs\/[\w/-]+)\.js|src\/eval\/(evaluate|knockoff)\.js|@tensorflow\//,
+      /\binitBackend\b|\bsetUpBackend\b|\bcreateModel\b|\bloadSurrogate\b|\bSurrogate\.random\b|\btrain(Model|Knockoff)\b|src\/models\/(index|tfjs\/[\w/-]+)\.js|src\/eval\/(grid\/evaluate|knockoff)\.js|@tensorflow\//,
   },
   { why: 'decodes images with sharp', pattern: /from 'sharp'/ },
 ];

@@ -9,6 +9,7 @@ import type { Command } from 'commander';
 import { parse as parseYaml } from 'yaml';
 import type { ClientDetection } from '../detection/types.js';
 import { ServingOptionError } from '../server/errors.js';
+import { fromText, oneOf, optionStyle, parseOptions, positiveInteger } from '../validation/index.js';
 import type { ClientsOptions, FingerprintServingOptions, PopulationServingOptions } from '../server/clients/options.js';
 
 export interface ClientFlags {
@@ -82,9 +83,7 @@ export function readObjectFlag(flag: string, value: string | boolean): Record<st
 }
 
 function positive(value: string | undefined, flag: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new ServingOptionError(`${flag} must be a positive integer, got "${value}"`);
-  return n;
+  return parseOptions(fromText(positiveInteger()), value, optionStyle(ServingOptionError, flag));
 }
 
 function secretFrom(env: NodeJS.ProcessEnv, variable: string, flag: string): string {
@@ -104,10 +103,12 @@ export function clientOptionsFromFlags(flags: ClientFlags, env: NodeJS.ProcessEn
   if (!detection) throw new ServingOptionError('--client-id needs a client detection (src/detection), which this build does not provide');
   const ttlMs = positive(flags.clientTtlS ?? '21600', '--client-ttl-s') * 1000;
   const maxClients = positive(flags.maxClients ?? '100000', '--max-clients');
-  const failMode = flags.clientFailMode ?? 'local';
-  if (failMode !== 'local' && failMode !== 'refuse') throw new ServingOptionError(`--client-fail-mode must be "local" or "refuse", got "${failMode}"`);
-  const anonymous = flags.anonymous ?? 'allow';
-  if (anonymous !== 'allow' && anonymous !== 'refuse') throw new ServingOptionError(`--anonymous must be "allow" or "refuse", got "${anonymous}"`);
+  const failMode = parseOptions(
+    oneOf(['local', 'refuse'], '"local" or "refuse"'),
+    flags.clientFailMode ?? 'local',
+    optionStyle(ServingOptionError, '--client-fail-mode'),
+  );
+  const anonymous = parseOptions(oneOf(['allow', 'refuse'], '"allow" or "refuse"'), flags.anonymous ?? 'allow', optionStyle(ServingOptionError, '--anonymous'));
   return {
     identity: flags.clientId,
     trustProxy: flags.trustProxy

@@ -15,6 +15,9 @@ import { parse as parseYaml } from 'yaml';
 import { DefenseError, parseDefense } from '../defenses/index.js';
 import { createClientDetection, DetectionConfigError, type ClientDetection, type DetectionOptions } from '../detection/index.js';
 import { ServingOptionError } from '../server/errors.js';
+import { z } from 'zod';
+import { fromText, optionStyle, parseOptions, positiveInteger } from '../validation/index.js';
+import { parseFlag } from './flags.js';
 
 export interface DetectionFlags {
   detection?: string;
@@ -187,11 +190,7 @@ export async function thiefSettingsFromFlags(flags: ThiefFlags): Promise<ThiefSe
     if (error instanceof ScenarioError) throw new ServingOptionError(`--thieves: ${error.message}`);
     throw error;
   }
-  const positive = (value: string | undefined, flag: string): number => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < 1) throw new ServingOptionError(`${flag} must be a positive integer, got "${value}"`);
-    return n;
-  };
+  const positive = (value: string | undefined, flag: string): number => parseOptions(fromText(positiveInteger()), value, optionStyle(ServingOptionError, flag));
   const json = (text: string | undefined, flag: string): Record<string, unknown> | undefined => {
     if (text === undefined) return undefined;
     let parsed: unknown;
@@ -217,6 +216,13 @@ export async function thiefSettingsFromFlags(flags: ThiefFlags): Promise<ThiefSe
   };
 }
 
+/** --benign-queries: "MIN-MAX" queries per benign client, 1 ≤ MIN ≤ MAX. */
+const QUERY_RANGE = z
+  .string()
+  .transform((text) => /^(\d+)-(\d+)$/.exec(text))
+  .refine((match) => match !== null && Number(match[1]) >= 1 && Number(match[2]) >= Number(match[1]), { error: 'MIN-MAX with 1 ≤ MIN ≤ MAX, e.g. 20-100' })
+  .transform((match) => ({ min: Number(match![1]), max: Number(match![2]) }));
+
 /**
  * Runs `msd eval --detection --thieves ...` (called by the eval command): parses the flags, runs the
  * scenarios, prints one line per target and where the report went.
@@ -233,10 +239,8 @@ export async function runThievesCommand(
     if (error instanceof ServingOptionError) fail(error.message);
     throw error;
   }
-  const clients = Number(flags.benignClients ?? '100');
-  const range = /^(\d+)-(\d+)$/.exec(flags.benignQueries ?? '20-100');
-  if (!Number.isInteger(clients) || clients < 1 || !range || Number(range[1]) < 1 || Number(range[2]) < Number(range[1]))
-    fail('--benign-clients must be a positive integer and --benign-queries MIN-MAX, e.g. 20-100');
+  const clients = parseFlag(fromText(positiveInteger()), flags.benignClients ?? '100', '--benign-clients', fail);
+  const range = parseFlag(QUERY_RANGE, flags.benignQueries ?? '20-100', '--benign-queries', fail);
   let detection: DetectionOptions | undefined;
   try {
     detection = flags.detectionOptions === undefined ? undefined : (JSON.parse(flags.detectionOptions) as DetectionOptions);
@@ -255,7 +259,7 @@ export async function runThievesCommand(
     spanMs: settings.spanMs,
     population: settings.population,
     fingerprints: settings.fingerprints,
-    benign: { clients, minQueries: Number(range![1]), maxQueries: Number(range![2]) },
+    benign: { clients, minQueries: range.min, maxQueries: range.max },
     detection,
     log: context.log,
     progress: (label, total) => createProgress({ label, total, silent: flags.quiet }),

@@ -4,12 +4,12 @@
  */
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { ClientOptionError, EXTERNAL_PROTOCOLS, externalClient, type ExternalClientOptions, type ExternalProtocol } from '../eval/clients.js';
+import { ClientOptionError, EXTERNAL_PROTOCOLS, externalClient, type ExternalClientOptions, type ExternalProtocol } from '../eval/target/clients.js';
 import { attackerApplies } from '../eval/attackers/applies.js';
 import { DEFENSE_AWARE_POLICIES, presetConfig, POLICIES, type PolicyName } from '../eval/config.js';
 import { DataFileError } from '../eval/data/errors.js';
 import { loadExternalImages } from '../eval/data/external-data.js';
-import { checkExternalPlan, evaluateExternal } from '../eval/external.js';
+import { checkExternalPlan, evaluateExternal } from '../eval/target/external.js';
 import { summaryText } from '../eval/report/summary.js';
 import { DefenseError, parseDefense } from '../defenses/index.js';
 import { describeTrainingEngine, initBackend } from '../models/index.js';

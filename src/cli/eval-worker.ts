@@ -7,7 +7,7 @@
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { defaultCacheRoot } from '../eval/datasets.js';
+import { defaultCacheRoot } from '../eval/world/datasets.js';
 import { failCommand, integerFlag } from './flags.js';
 import { createProgress } from './progress.js';
 import { checkQueue, QUEUE_ENV, queueUrl } from './queue-flags.js';

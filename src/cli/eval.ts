@@ -19,8 +19,8 @@ import {
   type EvalConfig,
   type PresetName,
 } from '../eval/config.js';
-import { defaultCacheRoot } from '../eval/datasets.js';
-import { evaluate } from '../eval/evaluate.js';
+import { defaultCacheRoot } from '../eval/world/datasets.js';
+import { evaluate } from '../eval/grid/evaluate.js';
 import { summaryText } from '../eval/report/summary.js';
 import { addExternalEvalOptions, runExternalEval, type ExternalEvalFlags } from './eval-external.js';
 import { createProgress } from './progress.js';

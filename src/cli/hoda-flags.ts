@@ -15,6 +15,8 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
+import { oneOf } from '../validation/index.js';
+import { parseFlag } from './flags.js';
 import { readDetectionOptions } from './detection-flags.js';
 import { ServingOptionError } from '../server/errors.js';
 import type { ClientsOptions } from '../server/clients/options.js';
@@ -56,8 +58,7 @@ export function checkHodaFlags(flags: HodaFlags): void {
     return;
   }
   if (!flags.clientId) fail('--hoda-checkpoints needs --client-id (client detection is on with it), e.g. --client-id header:x-api-key');
-  if (flags.hodaEngine !== undefined && flags.hodaEngine !== 'tfjs' && flags.hodaEngine !== 'onnx')
-    fail(`--hoda-engine must be tfjs or onnx, got "${flags.hodaEngine}"`);
+  if (flags.hodaEngine !== undefined) parseFlag(oneOf(['tfjs', 'onnx'], 'tfjs or onnx'), flags.hodaEngine, '--hoda-engine', fail);
   const sources = checkpointSources(flags.hodaCheckpoints);
   if (sources.length === 1 && !existsSync(join(sources[0], 'checkpoints.bin'))) {
     fail(

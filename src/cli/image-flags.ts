@@ -4,7 +4,9 @@
  * any command (or a config file) can take the same declarations.
  */
 import type { Command } from 'commander';
+import { z } from 'zod';
 import { ServingOptionError } from '../server/errors.js';
+import { fromText, optionStyle, parseOptions, positiveInteger, positiveNumber } from '../validation/index.js';
 import type { ImageInputOptions, InputOptions } from '../server/inputs/index.js';
 
 export interface InputFlags {
@@ -49,38 +51,37 @@ const fail = (message: string): never => {
   throw new ServingOptionError(message);
 };
 
-/** "0.5", "1e-3" or a fraction "1/255". */
-function parseNumber(text: string, flag: string): number {
+/** "0.5", "1e-3" or a fraction "1/255" as a number; other text passes unchanged (and is refused). */
+function fromFraction(text: unknown): unknown {
+  if (typeof text !== 'string') return text;
   const fraction = /^\s*([^/]+)\/([^/]+)\s*$/.exec(text);
-  const value = fraction ? Number(fraction[1]) / Number(fraction[2]) : text.trim() === '' ? NaN : Number(text);
-  if (!Number.isFinite(value)) fail(`${flag} must be a number or a fraction such as 1/255, got "${text}"`);
-  return value;
+  const value = fraction ? Number(fraction[1]) / Number(fraction[2]) : text.trim() === '' ? Number.NaN : Number(text);
+  return Number.isFinite(value) ? value : text;
 }
 
-function parseList(text: string, flag: string): number | number[] {
-  const values = text.split(',').map((part) => parseNumber(part, flag));
+const NUMBER = z.preprocess(fromFraction, z.number({ error: 'a number or a fraction such as 1/255' }));
+const POSITIVE = z.preprocess(fromFraction, positiveNumber());
+const COUNT = fromText(positiveInteger());
+const SIZE = z.string().regex(/^\s*\d+\s*[x×]\s*\d+\s*$/i, { error: 'WIDTHxHEIGHT such as 224x224' });
+
+const flag = <S extends z.ZodType>(schema: S, text: string, name: string): z.output<S> => parseOptions(schema, text, optionStyle(ServingOptionError, name));
+
+function parseList(text: string, name: string): number | number[] {
+  const values = text.split(',').map((part) => flag(NUMBER, part, name));
   return values.length === 1 ? values[0] : values;
-}
-
-function parseInteger(text: string, flag: string): number {
-  const value = Number(text);
-  if (text.trim() === '' || !Number.isInteger(value) || value < 1) fail(`${flag} must be a positive integer, got "${text}"`);
-  return value;
 }
 
 /** The inputs option from the flags; undefined when none was given. Values are checked again (with the option's messages) when the proxy is built. */
 export function inputOptionsFromFlags(flags: InputFlags): InputOptions | undefined {
   const inputs: InputOptions = {};
   if (flags.inputScale !== undefined) {
-    const scale = parseNumber(flags.inputScale, '--input-scale');
-    if (scale <= 0) fail(`--input-scale must be a positive number, got "${flags.inputScale}"`);
-    inputs.numericScale = scale;
+    inputs.numericScale = flag(POSITIVE, flags.inputScale, '--input-scale');
   }
-  if (flags.maxPixels !== undefined) inputs.maxPixels = parseInteger(flags.maxPixels, '--max-pixels');
-  if (flags.maxImageBytes !== undefined) inputs.maxImageBytes = parseInteger(flags.maxImageBytes, '--max-image-bytes');
-  if (flags.maxImageSide !== undefined) inputs.maxImageSide = parseInteger(flags.maxImageSide, '--max-image-side');
-  if (flags.maxRequestPixels !== undefined) inputs.maxRequestPixels = parseInteger(flags.maxRequestPixels, '--max-request-pixels');
-  if (flags.maxConcurrentDecodes !== undefined) inputs.maxConcurrentDecodes = parseInteger(flags.maxConcurrentDecodes, '--max-concurrent-decodes');
+  if (flags.maxPixels !== undefined) inputs.maxPixels = flag(COUNT, flags.maxPixels, '--max-pixels');
+  if (flags.maxImageBytes !== undefined) inputs.maxImageBytes = flag(COUNT, flags.maxImageBytes, '--max-image-bytes');
+  if (flags.maxImageSide !== undefined) inputs.maxImageSide = flag(COUNT, flags.maxImageSide, '--max-image-side');
+  if (flags.maxRequestPixels !== undefined) inputs.maxRequestPixels = flag(COUNT, flags.maxRequestPixels, '--max-request-pixels');
+  if (flags.maxConcurrentDecodes !== undefined) inputs.maxConcurrentDecodes = flag(COUNT, flags.maxConcurrentDecodes, '--max-concurrent-decodes');
   const imageFlags = (['imageResize', 'imageChannels', 'imageLayout', 'imageScale', 'imageMean', 'imageStd', 'imageStrictChannels'] as const).filter(
     (k) => flags[k] !== undefined,
   );
@@ -88,13 +89,12 @@ export function inputOptionsFromFlags(flags: InputFlags): InputOptions | undefin
     if (imageFlags.length)
       fail(`${imageFlags.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')} need(s) --image-size, e.g. --image-size 224x224`);
   } else {
-    const size = /^\s*(\d+)\s*[x×]\s*(\d+)\s*$/i.exec(flags.imageSize);
-    if (!size) fail(`--image-size must be WIDTHxHEIGHT such as 224x224, got "${flags.imageSize}"`);
-    const image: ImageInputOptions = { width: Number(size![1]), height: Number(size![2]) };
+    const [width, height] = flag(SIZE, flags.imageSize, '--image-size').split(/[x×]/i).map(Number);
+    const image: ImageInputOptions = { width, height };
     if (flags.imageResize !== undefined) image.resize = flags.imageResize as ImageInputOptions['resize'];
     if (flags.imageChannels !== undefined) image.channels = flags.imageChannels as ImageInputOptions['channels'];
     if (flags.imageLayout !== undefined) image.layout = flags.imageLayout as ImageInputOptions['layout'];
-    if (flags.imageScale !== undefined) image.scale = parseNumber(flags.imageScale, '--image-scale');
+    if (flags.imageScale !== undefined) image.scale = flag(NUMBER, flags.imageScale, '--image-scale');
     if (flags.imageMean !== undefined) image.mean = parseList(flags.imageMean, '--image-mean');
     if (flags.imageStd !== undefined) image.std = parseList(flags.imageStd, '--image-std');
     if (flags.imageStrictChannels) image.strictChannels = true;

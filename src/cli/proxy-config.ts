@@ -1,21 +1,22 @@
 /**
- * The proxy's settings, one table: each field is a command-line flag, a config-file key and a
- * validator. Settings come from the config file (JSON or YAML), then flags override them, then
- * defaults fill the rest. Secrets come from the environment, never from the config file.
- * A new setting is one line in PROXY_FIELDS (and a field in ProxySettings).
+ * The proxy's settings, one table: each field is a command-line flag, a config-file key and a zod
+ * schema. Settings come from the config file (JSON or YAML), then flags override them, then
+ * defaults fill the rest; the config file's JSON Schema is generated from the same table
+ * (proxy-config-schema.ts). Secrets come from the environment, never from the config file.
+ * A new setting is one line in PROXY_FIELDS (and a field in ProxySettings); then regenerate the
+ * JSON Schema (`node --import tsx scripts/config-schema.ts --write`).
  */
 import { readFile } from 'node:fs/promises';
 import { extname } from 'node:path';
 import { Option, type Command } from 'commander';
+import { z } from 'zod';
 import { ServingOptionError } from '../server/errors.js';
 import { PROTOCOLS } from '../server/protocols/index.js';
+import { fromText, integerAtLeast, joinPath, nonEmptyText, oneOf, optionStyle, parseOptions, trueOrFalse } from '../validation/index.js';
 import type { BatchingFlags } from './batching-flags.js';
 import type { InputFlags } from './image-flags.js';
-import { parseShadowField, SHADOW_ARCHS, SHADOW_FIELD_NAMES, type ShadowFieldName } from '../server/shadow/index.js';
+import { SHADOW_ARCHS, SHADOW_FIELD_SCHEMAS, SHADOW_FIELDS, type ShadowFieldName } from '../server/shadow/index.js';
 import { REINIT_HELP, SURROGATE_ENGINE_HELP, SURROGATE_FROM_HELP, SURROGATE_HELP, SURROGATE_ONNX_HELP, SURROGATE_THREAD_HELP } from './surrogate-flags.js';
-
-/** Reads one value, from a flag (a string, or true for a switch, or string[] when repeatable) or from the config file (any JSON value). */
-type Validator<T> = { parse(value: unknown, name: string): T; repeatable?: boolean; switch?: boolean };
 
 export interface ProxyField<T = unknown> {
   /** Config-file key, and the property of ProxySettings. */
@@ -23,7 +24,10 @@ export interface ProxyField<T = unknown> {
   /** Commander flags, e.g. "-p, --port <n>". */
   flags: string;
   help: string;
-  type: Validator<T>;
+  /** What a value must be; it parses a flag's text (or list, or switch) and the config file's value alike. */
+  type: z.ZodType<T>;
+  /** A flag given more than once collects its values. */
+  repeatable?: boolean;
   default?: T;
   /** Environment variable read when neither the flags nor the file set it. */
   env?: string;
@@ -78,83 +82,47 @@ export interface ProxySettings extends InputFlags, BatchingFlags {
 /** The shadow attacker's settings as the command line has them: the held-out data as paths, the rest parsed. */
 export type ShadowSettings = { heldOut?: string; heldOutAnswers?: string } & { [K in ShadowFieldName]?: unknown };
 
-const fail = (name: string, expected: string, value: unknown): never => {
-  throw new ServingOptionError(`${name} must be ${expected}, got ${JSON.stringify(value)}`);
-};
+export const text = nonEmptyText();
 
-export const text: Validator<string> = {
-  parse: (value, name) => (typeof value === 'string' && value.length > 0 ? value : fail(name, 'a non-empty string', value)),
-};
-
-export const integer = (min: number): Validator<number> => ({
-  parse(value, name) {
-    const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
-    return typeof n === 'number' && Number.isInteger(n) && n >= min ? n : fail(name, `an integer ≥ ${min}`, value);
-  },
-});
-
-export const positiveNumber: Validator<number> = {
-  parse(value, name) {
-    const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
-    return typeof n === 'number' && Number.isFinite(n) && n > 0 ? n : fail(name, 'a positive number', value);
-  },
-};
-
-export const oneOf = (choices: readonly string[]): Validator<string> => ({
-  parse: (value, name) => (typeof value === 'string' && choices.includes(value) ? value : fail(name, `one of ${choices.join(', ')}`, value)),
-});
-
-export const flag: Validator<boolean> = {
-  switch: true,
-  parse: (value, name) => (typeof value === 'boolean' ? value : fail(name, 'true or false', value)),
-};
+export const integer = (min: number) => fromText(integerAtLeast(min));
 
 /** A value parsed later by the flag group that owns it: a string, a number, or a list of numbers (written "a,b,c"). */
-export const scalar: Validator<string> = {
-  parse(value, name) {
-    if (typeof value === 'string' && value.trim() !== '') return value;
-    if (typeof value === 'number' && Number.isFinite(value)) return String(value);
-    if (Array.isArray(value) && value.length > 0 && value.every((v) => typeof v === 'number' && Number.isFinite(v))) return value.join(',');
-    return fail(name, 'a string, a number or a list of numbers', value);
-  },
-};
+export const scalar = z
+  .union([z.string().refine((value) => value.trim() !== ''), z.number(), z.array(z.number()).min(1)], {
+    error: 'a string, a number or a list of numbers',
+  })
+  .transform((value) => (Array.isArray(value) ? value.join(',') : String(value)));
 
-export const list: Validator<string[]> = {
-  repeatable: true,
-  parse: (value, name) => (Array.isArray(value) && value.every((v) => typeof v === 'string') ? value : fail(name, 'a list of strings', value)),
-};
+export const list = z.array(z.string({ error: 'a string' }), { error: 'a list of strings' });
 
-/** Joins a setting's name and a member: `config file p.yaml: "shadow"` → `config file p.yaml: "shadow.sample"`, `--shadow` → `--shadow.sample`. */
-const member = (name: string, key: string): string => (name.endsWith('"') ? `${name.slice(0, -1)}.${key}"` : `${name}.${key}`);
-
-/** The `shadow` object (a file's value, or JSON text from --shadow): each member checked by the shadow's own parsers. */
-export const shadowObject: Validator<ShadowSettings> = {
-  parse(value, name) {
-    let object = value;
-    if (typeof value === 'string') {
-      try {
-        object = JSON.parse(value);
-      } catch {
-        return fail(name, 'a JSON object such as {"heldOut": "data/test-images-idx3-ubyte.gz", "sample": 0.1, "every": "300s"}', value);
-      }
+/** The `shadow` object as the command line has it (held-out data as paths): a file's object, or JSON text from --shadow. */
+export const shadowObject: z.ZodType<ShadowSettings> = z.preprocess(
+  (value) => {
+    if (typeof value !== 'string') return value;
+    try {
+      return JSON.parse(value);
+    } catch {
+      return value;
     }
-    if (!object || typeof object !== 'object' || Array.isArray(object))
-      return fail(name, 'an object such as { heldOut: PATH, sample: 0.1, every: "300s" }', value);
-    const settings: ShadowSettings = {};
-    for (const [key, given] of Object.entries(object)) {
-      if (key === 'heldOut' || key === 'heldOutAnswers') settings[key] = text.parse(given, member(name, key));
-      else if ((SHADOW_FIELD_NAMES as string[]).includes(key))
-        settings[key as ShadowFieldName] = parseShadowField(key as ShadowFieldName, given, member(name, key));
-      else throw new ServingOptionError(`${member(name, key)} is not a shadow setting; allowed: heldOut, heldOutAnswers, ${SHADOW_FIELD_NAMES.join(', ')}`);
-    }
-    return settings;
   },
-};
+  z.strictObject(
+    {
+      heldOut: text
+        .meta({ description: 'the owner’s labelled held-out data (IDX or .npy with its labels file, or an image folder); turns the shadow on' })
+        .optional(),
+      heldOutAnswers: text.meta({ description: 'the model’s own answers (probabilities, .npy or IDX) on the held-out rows' }).optional(),
+      ...SHADOW_FIELD_SCHEMAS,
+    },
+    {
+      error: (issue) =>
+        typeof issue.input === 'string'
+          ? 'a JSON object such as {"heldOut": "data/test-images-idx3-ubyte.gz", "sample": 0.1, "every": "300s"}'
+          : 'an object such as { heldOut: PATH, sample: 0.1, every: "300s" }',
+    },
+  ),
+) as z.ZodType<ShadowSettings>;
 
-/** One shadow setting given as its own flag. */
-const shadowField = (key: ShadowFieldName): Validator<unknown> => ({ parse: (value, name) => parseShadowField(key, value, name) });
-
-const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 export const PROXY_FIELDS: readonly ProxyField[] = [
   { key: 'upstream', flags: '-u, --upstream <url>', help: 'base URL of the model server, e.g. http://127.0.0.1:8080 (required)', type: text },
@@ -175,7 +143,7 @@ export const PROXY_FIELDS: readonly ProxyField[] = [
   { key: 'surrogateFrom', flags: '--surrogate-from <path>', help: SURROGATE_FROM_HELP, type: text },
   { key: 'surrogateOnnx', flags: '--surrogate-onnx <file>', help: SURROGATE_ONNX_HELP, type: text },
   { key: 'reinit', flags: '--reinit <seed>', help: REINIT_HELP, type: scalar },
-  { key: 'surrogateThread', flags: '--surrogate-thread', help: SURROGATE_THREAD_HELP, type: flag },
+  { key: 'surrogateThread', flags: '--surrogate-thread', help: SURROGATE_THREAD_HELP, type: trueOrFalse() },
   { key: 'surrogateEngine', flags: '--surrogate-engine <tfjs|onnx>', help: SURROGATE_ENGINE_HELP, type: oneOf(['tfjs', 'onnx']) },
   {
     key: 'inputScale',
@@ -199,7 +167,7 @@ export const PROXY_FIELDS: readonly ProxyField[] = [
     key: 'imageStrictChannels',
     flags: '--image-strict-channels',
     help: 'refuse (400) images whose colour channels differ from --image-channels instead of converting them',
-    type: flag,
+    type: trueOrFalse(),
   },
   { key: 'maxPixels', flags: '--max-pixels <n>', help: 'largest image accepted, width × height from its header (400 past it)', type: scalar },
   { key: 'maxImageBytes', flags: '--max-image-bytes <n>', help: 'largest encoded image in bytes (413 past it)', type: scalar },
@@ -256,13 +224,27 @@ export const PROXY_FIELDS: readonly ProxyField[] = [
   { key: 'inputKey', flags: '--input-key <key>', help: 'tf-serving: the instance key holding the model input', type: text },
   { key: 'probsPath', flags: '--probs-path <path>', help: 'json-path: where the probability rows are, e.g. "predictions[*].scores"', type: text },
   { key: 'inputsPath', flags: '--inputs-path <path>', help: 'json-path: where the input rows are, e.g. "instances"', type: text },
-  { key: 'inferRoutes', flags: '--infer-route <route>', help: 'an inference route, e.g. "POST /predict" (repeatable)', type: list, default: [] },
-  { key: 'passRoutes', flags: '--pass-route <route>', help: 'a route passed through untouched, e.g. "GET /health" (repeatable)', type: list, default: [] },
+  {
+    key: 'inferRoutes',
+    flags: '--infer-route <route>',
+    help: 'an inference route, e.g. "POST /predict" (repeatable)',
+    type: list,
+    repeatable: true,
+    default: [],
+  },
+  {
+    key: 'passRoutes',
+    flags: '--pass-route <route>',
+    help: 'a route passed through untouched, e.g. "GET /health" (repeatable)',
+    type: list,
+    repeatable: true,
+    default: [],
+  },
   {
     key: 'passUnknownRoutes',
     flags: '--pass-unknown-routes',
     help: 'pass every unlisted route through untouched (off: unlisted routes get 404)',
-    type: flag,
+    type: trueOrFalse(),
     default: false,
   },
   {
@@ -272,7 +254,7 @@ export const PROXY_FIELDS: readonly ProxyField[] = [
     type: oneOf(['error', 'argmax']),
     default: 'error',
   },
-  { key: 'logits', flags: '--logits', help: 'the model answers logits, not probabilities', type: flag, default: false },
+  { key: 'logits', flags: '--logits', help: 'the model answers logits, not probabilities', type: trueOrFalse(), default: false },
   {
     key: 'secret',
     flags: '--secret <secret>',
@@ -326,35 +308,35 @@ export const PROXY_FIELDS: readonly ProxyField[] = [
     key: 'shadowSample',
     flags: '--shadow-sample <share>',
     help: 'share of answered requests the shadow samples (default 0.1)',
-    type: shadowField('sample'),
+    type: SHADOW_FIELDS.sample.schema,
     fileKey: 'shadow.sample',
   },
   {
     key: 'shadowEvery',
     flags: '--shadow-every <when>',
     help: 'how often the shadow trains: a time ("300s", "5m") or new sampled rows ("2000 samples"); default 300s',
-    type: shadowField('every'),
+    type: SHADOW_FIELDS.every.schema,
     fileKey: 'shadow.every',
   },
   {
     key: 'shadowArch',
     flags: '--shadow-arch <arch>',
     help: `the shadow knockoffs’ network: ${SHADOW_ARCHS.join(', ')} (auto: an MLP for flat inputs, a small CNN for images), or a TF.js model path re-initialised each round`,
-    type: shadowField('arch'),
+    type: SHADOW_FIELDS.arch.schema,
     fileKey: 'shadow.arch',
   },
   {
     key: 'shadowCpu',
     flags: '--shadow-cpu <share>',
     help: 'share of one CPU core the shadow’s training may use on average (default 0.25)',
-    type: shadowField('cpu'),
+    type: SHADOW_FIELDS.cpu.schema,
     fileKey: 'shadow.cpu',
   },
   {
     key: 'shadowMinProtection',
     flags: '--shadow-min-protection <ratio>',
     help: 'protection (the knockoff’s accuracy on original minus on defended answers) under which the MsdShadowProtectionLow alert fires, e.g. 0.05',
-    type: shadowField('minProtection'),
+    type: SHADOW_FIELDS.minProtection.schema,
     fileKey: 'shadow.minProtection',
   },
 ];
@@ -372,6 +354,31 @@ export const SHADOW_FLAG_KEYS = {
 
 const byKey = new Map(PROXY_FIELDS.map((f) => [f.key, f]));
 
+/** Fields the config file holds by their own key (secrets come from the environment; shadow.* inside `shadow`). */
+const FILE_FIELDS = PROXY_FIELDS.filter((f) => !f.notInFile && !f.fileKey);
+
+/** The help line of a field, with its default when it has one worth printing. */
+const helpOf = (field: ProxyField): string =>
+  field.help +
+  (field.default !== undefined && !(Array.isArray(field.default) && field.default.length === 0) && field.default !== false
+    ? ` (default: ${JSON.stringify(field.default)})`
+    : '');
+
+/**
+ * The config file, one schema: every file field with its help as its description, so that editors
+ * complete and check `proxy.yaml` from the JSON Schema generated from it (scripts/config-schema.ts).
+ * `$schema` may name that JSON Schema in a JSON file; it is not a setting.
+ */
+export const PROXY_CONFIG_SCHEMA = z.strictObject({
+  ...Object.fromEntries(
+    FILE_FIELDS.map((field) => [
+      field.key,
+      field.type.meta({ description: helpOf(field), ...(field.default !== undefined ? { default: field.default } : {}) }).optional(),
+    ]),
+  ),
+  $schema: z.string().meta({ description: 'the JSON Schema of this file, for editors; not a setting' }).optional(),
+});
+
 const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
 
 /** Adds every field's flag (no commander defaults: a flag left out must not hide the config file's value). */
@@ -381,14 +388,8 @@ export function addProxyFlags(command: Command): Command {
     'config file (JSON, or YAML for .yaml/.yml) holding any of the settings below by their camelCase names; flags override it',
   );
   for (const field of PROXY_FIELDS) {
-    const option = new Option(
-      field.flags,
-      field.help +
-        (field.default !== undefined && !(Array.isArray(field.default) && field.default.length === 0) && field.default !== false
-          ? ` (default: ${JSON.stringify(field.default)})`
-          : ''),
-    );
-    if (field.type.repeatable) option.argParser(collect);
+    const option = new Option(field.flags, helpOf(field));
+    if (field.repeatable) option.argParser(collect);
     command.addOption(option);
   }
   return command;
@@ -419,6 +420,22 @@ export async function readProxyConfigFile(file: string): Promise<Record<string, 
   return parsed as Record<string, unknown>;
 }
 
+/** Names a config file's field as the user wrote it: `config file p.yaml: "shadow.every"`; unknown ones listed with the allowed. */
+const fileStyle = (file: string) =>
+  optionStyle(ServingOptionError, '', {
+    name: (path) => `config file ${file}: "${joinPath('', path)}"`,
+    unknownKeys: (_name, keys, allowed, path) =>
+      path.length === 0
+        ? `config file ${file}: unknown field "${keys[0]}"; allowed: ${allowed.filter((key) => key !== '$schema').join(', ')}`
+        : `config file ${file}: "${joinPath('', [...path, keys[0]])}" is not a ${String(path[path.length - 1])} setting; allowed: ${allowed.join(', ')}`,
+  });
+
+/** Names a flag (or an environment variable) as the user wrote it: `--timeout-ms`, `--shadow.every`. */
+const flagStyle = (flag: string, field: ProxyField) =>
+  optionStyle(ServingOptionError, flag, {
+    unknownKeys: (_name, keys, allowed, path) => `${joinPath(flag, [...path, keys[0]])} is not a ${field.key} setting; allowed: ${allowed.join(', ')}`,
+  });
+
 /**
  * Merges the config file's values, the flags and the environment, validating each value once.
  * Errors name the field as the user wrote it: `config file proxy.json: "timeoutMs" ...` or `--timeout-ms ...`.
@@ -430,30 +447,25 @@ export function resolveProxySettings(
 ): ProxySettings {
   const settings: Record<string, unknown> = {};
   if (file) {
-    for (const [key, value] of Object.entries(file.values)) {
+    for (const key of Object.keys(file.values)) {
       const field = byKey.get(key as keyof ProxySettings);
-      if (!field)
-        throw new ServingOptionError(
-          `config file ${file.name}: unknown field "${key}"; allowed: ${PROXY_FIELDS.filter((f) => !f.notInFile && !f.fileKey)
-            .map((f) => f.key)
-            .join(', ')}`,
-        );
-      if (field.notInFile)
+      if (field?.notInFile)
         throw new ServingOptionError(
           `config file ${file.name}: "${key}" is a secret and is not read from files; set ${field.env ?? `--${key}`} in the environment instead`,
         );
-      if (field.fileKey) {
+      if (field?.fileKey) {
         const [object, inner] = field.fileKey.split('.');
         throw new ServingOptionError(`config file ${file.name}: "${key}" is written inside the ${object} object: ${object}: { ${inner}: ... }`);
       }
-      settings[key] = field.type.parse(value, `config file ${file.name}: "${key}"`);
     }
+    const { $schema: _editorsOnly, ...values } = parseOptions(PROXY_CONFIG_SCHEMA, file.values, fileStyle(file.name));
+    for (const [key, value] of Object.entries(values)) if (value !== undefined) settings[key] = value;
   }
   for (const field of PROXY_FIELDS) {
     const value = flags[attributeOf(field)];
-    if (value !== undefined) settings[field.key] = field.type.parse(value, flagName(field));
+    if (value !== undefined) settings[field.key] = parseOptions(field.type, value, flagStyle(flagName(field), field));
     else if (settings[field.key] === undefined && field.env && env[field.env] !== undefined && env[field.env] !== '')
-      settings[field.key] = field.type.parse(env[field.env], field.env);
+      settings[field.key] = parseOptions(field.type, env[field.env], flagStyle(field.env, field));
     if (settings[field.key] === undefined && field.default !== undefined) settings[field.key] = field.default;
   }
   if (settings.upstream === undefined) throw new ServingOptionError('upstream is required: pass --upstream URL, or set "upstream" in the config file');

@@ -7,7 +7,8 @@ import type { EvalConfig } from '../eval/config.js';
 import { untransportable } from '../eval/queue/grid.js';
 import { QueueUrlError, parseQueueUrl } from '../eval/queue/redis-url.js';
 import type { FailedRun, QueueOptions } from '../eval/queue/coordinator.js';
-import { integerFlag } from './flags.js';
+import { fromText, numberIn } from '../validation/index.js';
+import { integerFlag, parseFlag } from './flags.js';
 
 export const QUEUE_ENV = 'MSD_QUEUE_URL';
 
@@ -64,8 +65,7 @@ export async function queueOptionsFromFlags(
   if (url === undefined) return undefined;
   if (flags.detection) fail('--queue runs a grid; --detection runs here only');
   if (flags.target !== undefined) fail('--queue runs a grid; --target runs here only');
-  const visibility = Number(flags.visibilityTimeout ?? '30');
-  if (!Number.isFinite(visibility) || visibility < 1) fail(`--visibility-timeout must be a number of seconds ≥ 1, got "${flags.visibilityTimeout}"`);
+  const visibility = parseFlag(fromText(numberIn({ min: 1 }, 'a number of seconds ≥ 1')), flags.visibilityTimeout ?? '30', '--visibility-timeout', fail);
   await checkQueue(url, fail);
   return {
     url,

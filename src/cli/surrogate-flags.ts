@@ -21,6 +21,8 @@
  * when its softmax is constant or one-hot on probe inputs, since MAD cannot steer with it.
  */
 import type { Command } from 'commander';
+import { fromText, integerAtLeast, oneOf } from '../validation/index.js';
+import { parseFlag } from './flags.js';
 
 export interface SurrogateFlags {
   surrogate?: string;
@@ -90,9 +92,7 @@ export function surrogateSourceFromFlags(flags: SurrogateFlags, fail: (message: 
     );
   let reinit: number | undefined;
   if (flags.reinit !== undefined) {
-    const seed = Number(flags.reinit);
-    if (flags.reinit.trim() === '' || !Number.isInteger(seed) || seed < 0 || seed > 0xffffffff)
-      fail(`--reinit must be an integer seed in 0..4294967295, got "${flags.reinit}"`);
+    const seed = parseFlag(fromText(integerAtLeast(0, 'an integer seed in 0..4294967295', 0xffffffff)), flags.reinit, '--reinit', fail);
     if (given.length === 0)
       fail(
         '--reinit needs the architecture to re-initialise: add --surrogate PATH (e.g. the victim’s model: its JSON file or directory, or an ONNX file; as before, you can also add --surrogate-from DIR or --surrogate-onnx FILE)',
@@ -106,12 +106,12 @@ export function surrogateSourceFromFlags(flags: SurrogateFlags, fail: (message: 
   let engine: SurrogateSource['engine'];
   const tfjsPath = flags.surrogate ?? flags.surrogateFrom;
   if (flags.surrogateEngine !== undefined) {
-    if (flags.surrogateEngine !== 'tfjs' && flags.surrogateEngine !== 'onnx') fail(`--surrogate-engine must be tfjs or onnx, got "${flags.surrogateEngine}"`);
+    const chosen = parseFlag(oneOf(['tfjs', 'onnx'], 'tfjs or onnx'), flags.surrogateEngine, '--surrogate-engine', fail);
     if (!tfjsPath || tfjsPath.toLowerCase().endsWith('.onnx'))
       fail(
         '--surrogate-engine chooses where a TF.js model runs: give it with --surrogate-from DIR, or --surrogate PATH naming a TF.js model (an ONNX file always runs on onnxruntime)',
       );
-    engine = flags.surrogateEngine;
+    engine = chosen;
   }
   const thread = flags.surrogateThread ? { thread: true } : {};
   const withEngine = engine ? { engine } : {};

@@ -1,7 +1,7 @@
 /** `train`: train a model on MNIST or FashionMNIST and save it with a meta.json beside it. */
 import type { Command } from 'commander';
 import { failCommand, integerFlag } from './flags.js';
-import { DATASET_NAMES, loadDataset, type DatasetName } from '../eval/datasets.js';
+import { DATASET_NAMES, loadDataset, type DatasetName } from '../eval/world/datasets.js';
 import {
   ARCHITECTURES,
   ModelError,

@@ -1,7 +1,11 @@
 /**
- * Named, validated defense parameters. Each defense declares a schema; spec strings and JSON
- * configs are both checked against it, so every error names the defense, the field and what is allowed.
+ * Named, validated defense parameters. Each defense declares its parameters in a small table (type,
+ * range, default, description: what `msd perturb --list` prints); the table is compiled once into a
+ * zod schema, against which spec strings and JSON configs are both checked, so every error names the
+ * defense, the field and what is allowed, and the allowed keys come from the schema.
  */
+import { z } from 'zod';
+import { numberIn, numericText, oneOfList, parseOptions, SENTENCE, type OptionStyle } from '../validation/index.js';
 import { DefenseSpecError } from './errors.js';
 
 export type ParamValue = number | string | boolean;
@@ -49,48 +53,53 @@ export function describeParam(schema: ParamSchema): string {
   }
 }
 
-function coerce(defense: string, name: string, schema: ParamSchema, raw: unknown): ParamValue {
-  const fail = (): never => {
-    throw new DefenseSpecError(`${defense}: parameter "${name}" must be ${describeParam(schema)}, got ${JSON.stringify(raw)}`);
+/** Spec strings carry text: "true"/"1" and "false"/"0" are booleans there. */
+const booleanText = (value: unknown): unknown => (value === 'true' || value === '1' ? true : value === 'false' || value === '0' ? false : value);
+const lowerCase = (value: unknown): unknown => (typeof value === 'string' ? value.toLowerCase() : value);
+
+/** One parameter's schema: its value from text or JSON, checked against the table's type and range. */
+function fieldSchema(param: ParamSchema): z.ZodType<ParamValue> {
+  const what = describeParam(param);
+  let value: z.ZodType<ParamValue>;
+  if (param.type === 'boolean') value = z.preprocess(booleanText, z.boolean({ error: what }));
+  else if (param.type === 'enum') value = z.preprocess(lowerCase, oneOfList(param.values, what));
+  else {
+    const bounds = { integer: param.type === 'integer', min: param.min, minExclusive: param.exclusiveMin, max: param.max };
+    value = z.preprocess(numericText, numberIn(bounds, what));
+  }
+  if (param.default !== undefined) return value.default(param.default) as unknown as z.ZodType<ParamValue>;
+  const present = z.custom((given) => given !== undefined, { error: `is required (${what})`, params: SENTENCE, abort: true });
+  return present.pipe(value) as unknown as z.ZodType<ParamValue>;
+}
+
+/** Compiled once per defense (parsing happens once per configuration, never per row). */
+const compiled = new WeakMap<ParamSchemas, z.ZodType<Record<string, ParamValue>>>();
+
+function schemaOf(schemas: ParamSchemas): z.ZodType<Record<string, ParamValue>> {
+  let schema = compiled.get(schemas);
+  if (!schema) {
+    const shape = Object.fromEntries(Object.entries(schemas).map(([name, param]) => [name, fieldSchema(param)]));
+    schema = z.strictObject(shape) as unknown as z.ZodType<Record<string, ParamValue>>;
+    compiled.set(schemas, schema);
+  }
+  return schema;
+}
+
+/** Messages read `mad: parameter "eps" must be a number > 0, got "abc"`. */
+function paramStyle(defense: string, schemas: ParamSchemas): OptionStyle {
+  return {
+    error: DefenseSpecError,
+    name: (path) => (path.length === 0 ? defense : `${defense}: parameter "${String(path[0])}"`),
+    unknownKeys: (_name, keys, allowed) => {
+      const hint = allowed.length ? `allowed: ${allowed.map((k) => `${k} (${describeParam(schemas[k])})`).join(', ')}` : 'it takes no parameters';
+      return `${defense}: unknown parameter${keys.length > 1 ? 's' : ''} ${keys.map((k) => `"${k}"`).join(', ')}; ${hint}`;
+    },
   };
-  if (schema.type === 'boolean') {
-    if (typeof raw === 'boolean') return raw;
-    if (raw === 'true' || raw === '1') return true;
-    if (raw === 'false' || raw === '0') return false;
-    return fail();
-  }
-  if (schema.type === 'enum') {
-    const value = typeof raw === 'string' ? raw.toLowerCase() : raw;
-    if (typeof value === 'string' && schema.values.includes(value)) return value;
-    return fail();
-  }
-  const value = typeof raw === 'number' ? raw : typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : NaN;
-  if (!Number.isFinite(value)) return fail();
-  if (schema.type === 'integer' && !Number.isInteger(value)) return fail();
-  if (schema.min !== undefined && (schema.exclusiveMin ? value <= schema.min : value < schema.min)) return fail();
-  if (schema.max !== undefined && value > schema.max) return fail();
-  return value;
 }
 
 /** Checks raw values (strings from a spec, or JSON values) against a schema; fills defaults. */
 export function resolveParams<S extends ParamSchemas>(defense: string, schemas: S, raw: Readonly<Record<string, unknown>>): ParamsOf<S> {
-  const allowed = Object.keys(schemas);
-  for (const key of Object.keys(raw)) {
-    if (!(key in schemas)) {
-      const hint = allowed.length ? `allowed: ${allowed.map((k) => `${k} (${describeParam(schemas[k])})`).join(', ')}` : 'it takes no parameters';
-      throw new DefenseSpecError(`${defense}: unknown parameter "${key}"; ${hint}`);
-    }
-  }
-  const out: Record<string, ParamValue> = {};
-  for (const [name, schema] of Object.entries(schemas)) {
-    if (raw[name] === undefined) {
-      if (schema.default === undefined) throw new DefenseSpecError(`${defense}: parameter "${name}" is required (${describeParam(schema)})`);
-      out[name] = schema.default;
-    } else {
-      out[name] = coerce(defense, name, schema, raw[name]);
-    }
-  }
-  return out as ParamsOf<S>;
+  return parseOptions(schemaOf(schemas), raw, paramStyle(defense, schemas)) as ParamsOf<S>;
 }
 
 /** "name:a=1,b=x" with every parameter spelled out, in schema order. */

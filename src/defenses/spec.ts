@@ -3,6 +3,8 @@
  * config ({ "name": "mad", "eps": 0.5 } or { "name": "mad", "params": {...} }, arrays for pipelines).
  * Every mistake is reported at parse time with what is allowed.
  */
+import { z } from 'zod';
+import { oneOf, optionStyle, parseOptions, SENTENCE, shown } from '../validation/index.js';
 import type { DefenseOptions } from './definition.js';
 import { DefenseSpecError } from './errors.js';
 import { canonicalSpec, resolveParams } from './params.js';
@@ -47,15 +49,28 @@ function parseStageString(text: string): RawStage {
   return { name, params };
 }
 
+const stageConfigSchema = z.looseObject(
+  {
+    name: z.custom<string>((name) => typeof name === 'string', {
+      error: (issue) => `needs a "name" string, e.g. { "name": "mad", "eps": 0.5 }${issue.input === undefined ? '' : `, got ${shown(issue.input)}`}`,
+      params: SENTENCE,
+      abort: true,
+    }),
+    params: z.record(z.string(), z.unknown(), { error: 'an object of parameters, e.g. { "eps": 0.5 }' }).optional(),
+  } satisfies Record<'name' | 'params', z.ZodType>,
+  { error: 'a spec string or an object with a "name", e.g. { "name": "mad", "eps": 0.5 }' },
+);
+
+/** Messages read `a defense config needs a "name" ...` and `mad: "params" must be an object ...`. */
+const stageConfigStyle = (config: unknown) =>
+  optionStyle(DefenseSpecError, '', {
+    name: (path) => (path[0] === 'params' ? `${(config as StageConfig).name}: "params"` : 'a defense config'),
+  });
+
 function stageFromConfig(config: string | StageConfig): RawStage[] {
   if (typeof config === 'string') return config.split('|').map(parseStageString);
-  if (!config || typeof config !== 'object' || typeof config.name !== 'string') {
-    throw new DefenseSpecError(`a defense config needs a "name" string, got ${JSON.stringify(config)}`);
-  }
+  parseOptions(stageConfigSchema, config, stageConfigStyle(config));
   const { name, params, ...flat } = config;
-  if (params !== undefined && (typeof params !== 'object' || params === null || Array.isArray(params))) {
-    throw new DefenseSpecError(`${name}: "params" must be an object`);
-  }
   return [{ name, params: { ...flat, ...(params ?? {}) } }];
 }
 
@@ -73,11 +88,14 @@ function buildStage(raw: RawStage, options: ParseOptions): NamedStage {
   return { name: definition.name, spec: canonicalSpec(definition.name, definition.params, params), stage: definition.create(params, options) };
 }
 
+const parseOptionsSchema = z.strictObject({
+  inputFormat: oneOf(['probs', 'logits'], '"probs" or "logits"').optional(),
+  noiseSecret: z.union([z.string(), z.instanceof(Buffer)], { error: 'a string or a Buffer (the key of the noise hash)' }).optional(),
+} satisfies Record<keyof ParseOptions, z.ZodType>);
+
 export function parseDefense(config: DefenseConfig, options: ParseOptions = {}): Defense {
+  parseOptions(parseOptionsSchema, options, { error: DefenseSpecError });
   const inputFormat = options.inputFormat ?? 'probs';
-  if (inputFormat !== 'probs' && inputFormat !== 'logits') {
-    throw new DefenseSpecError(`inputFormat must be "probs" or "logits", got ${JSON.stringify(inputFormat)}`);
-  }
   if (typeof config === 'string' && !config.trim()) throw new DefenseSpecError('the defense spec is empty; try "none" or "mad:eps=0.5"');
   const items = Array.isArray(config) ? config : [config as string | StageConfig];
   const raws = items.flatMap((item) => stageFromConfig(item));

@@ -2,6 +2,8 @@
  * Options of `createClientDetection`, their defaults, and their validation (once, at construction;
  * each error names the option and says what to write).
  */
+import { z } from 'zod';
+import { joinPath, numberIn, numberText, oneOf, optionStyle, parseOptions, shown, trueOrFalse, type NumberBounds } from '../validation/index.js';
 import { DetectionConfigError } from './errors.js';
 import type { HodaConfig, HodaThreshold } from './hoda.js';
 import type { PolicyConfig, PolicyStep } from './policy.js';
@@ -77,38 +79,92 @@ export const DEFAULT_OPTIONS = {
   policy: { steps: ['mad-argmax', 'argmax'], release: 0.8, stepQueries: 200, calmQueries: 500, calmMs: 3_600_000 },
 } as const;
 
-type Check = { integer?: boolean; min?: number; max?: number; minExclusive?: boolean; maxExclusive?: boolean; example: string };
+/** A number option, its error saying what to write with an example: "a number > 0 and < 1, e.g. delta: 0.95". */
+const num = (key: string, example: string, bounds: NumberBounds) => numberIn(bounds, `${numberText(bounds)}, e.g. ${key}: ${example}`).optional();
+const bool = trueOrFalse().optional();
 
-function num(path: string, value: unknown, fallback: number, check: Check): number {
-  if (value === undefined) return fallback;
-  const low = check.min === undefined ? '' : `${check.minExclusive ? '>' : '≥'} ${check.min}`;
-  const high = check.max === undefined ? '' : `${check.maxExclusive ? '<' : '≤'} ${check.max}`;
-  const range = [low, high].filter(Boolean).join(' and ');
-  const what = `${check.integer ? 'an integer' : 'a number'}${range ? ` ${range}` : ''}`;
-  const bad = () =>
-    new DetectionConfigError(`detection option ${path} must be ${what}, e.g. ${path.split('.').pop()}: ${check.example}; got ${JSON.stringify(value)}`);
-  if (typeof value !== 'number' || !Number.isFinite(value)) throw bad();
-  if (check.integer && !Number.isInteger(value)) throw bad();
-  if (check.min !== undefined && (check.minExclusive ? value <= check.min : value < check.min)) throw bad();
-  if (check.max !== undefined && (check.maxExclusive ? value >= check.max : value > check.max)) throw bad();
-  return value;
-}
+/** An object of options; its error lists the keys it takes. */
+const options = <S extends z.ZodRawShape>(shape: S) => z.strictObject(shape, { error: `an object with some of: ${Object.keys(shape).join(', ')}` });
 
-function bool(path: string, value: unknown, fallback: boolean): boolean {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'boolean') throw new DetectionConfigError(`detection option ${path} must be true or false; got ${JSON.stringify(value)}`);
-  return value;
-}
+const HODA_HINT = 'pass the output of calibrateHoda(benignSequences, { bins: 11, lengths: [100, 1000] })';
 
-function object(path: string, value: unknown, known: readonly string[]): Record<string, unknown> {
-  if (value === undefined) return {};
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new DetectionConfigError(`detection option ${path} must be an object with some of: ${known.join(', ')}; got ${JSON.stringify(value)}`);
-  }
-  for (const key of Object.keys(value)) {
-    if (!known.includes(key)) throw new DetectionConfigError(`unknown detection option ${path}.${key}; write one of: ${known.join(', ')}`);
-  }
-  return value as Record<string, unknown>;
+/** The shape of DetectionOptions; bounds that depend on another option (bucketMs ≤ lengthMs, ...) are checked after it. */
+const detectionSchema = options({
+  window: options({
+    lengthMs: num('lengthMs', '3600000', { integer: true, min: 1000 }),
+    bucketMs: num('bucketMs', '300000', { integer: true, min: 1 }),
+  }).optional(),
+  ood: options({
+    enabled: bool,
+    confidenceThreshold: num('confidenceThreshold', '0.7', { min: 0, max: 1, minExclusive: true }),
+    maxRate: num('maxRate', '0.5', { min: 0, max: 1, maxExclusive: true }),
+    minQueries: num('minQueries', '50', { integer: true, min: 1 }),
+  }).optional(),
+  prada: options({
+    enabled: bool,
+    delta: num('delta', '0.95 (published 0.9 to 0.99)', { min: 0, max: 1, minExclusive: true, maxExclusive: true }),
+    dims: num('dims', '32', { integer: true, min: 2, max: 4096 }),
+    seed: num('seed', '24301', { integer: true, min: 0, max: 2 ** 32 - 1 }),
+    maxKeptPerClass: num('maxKeptPerClass', '32', { integer: true, min: 1 }),
+    maxKeptPoints: num('maxKeptPoints', '320', { integer: true, min: 1 }),
+    maxDistances: num('maxDistances', '1000', { integer: true, min: 20, max: SHAPIRO_WILK_MAX_N }),
+    minDistancesPerClass: num('minDistancesPerClass', '10', { integer: true, min: 1 }),
+    minPooled: num('minPooled', '100', { integer: true, min: 3 }),
+    testEvery: num('testEvery', '10', { integer: true, min: 1 }),
+  } satisfies Record<keyof typeof DEFAULT_OPTIONS.prada, z.ZodType>).optional(),
+  hoda: options({
+    enabled: bool,
+    benignHistogram: z
+      .array(z.number().min(0), { error: `an array of ≥ 2 non-negative numbers, one per hardness bin; ${HODA_HINT}` })
+      .min(2, { error: `an array of ≥ 2 non-negative numbers, one per hardness bin; ${HODA_HINT}` }),
+    thresholds: z
+      .array(
+        options({
+          length: numberIn({ integer: true, min: 1, max: 100_000 }, 'an integer ≥ 1 and ≤ 100000, e.g. length: 100'),
+          threshold: numberIn({ min: 0, max: 2 }, 'a number ≥ 0 and ≤ 2, e.g. threshold: 0.3'),
+          // calibrateHoda's output carries it; it is not read.
+          sequences: z.unknown().optional(),
+        }),
+        { error: `a non-empty array of { length, threshold }; ${HODA_HINT}` },
+      )
+      .min(1, { error: `a non-empty array of { length, threshold }; ${HODA_HINT}` }),
+  }).optional(),
+  fingerprint: options({
+    enabled: bool,
+    minMatches: num('minMatches', '5', { integer: true, min: 1 }),
+    maxShare: num('maxShare', '0.2', { min: 0, max: 1, maxExclusive: true }),
+  }).optional(),
+  budget: z
+    .union(
+      [
+        z.literal(false),
+        options({
+          maxQueries: num('maxQueries', '10000 (or budget: false for none)', { integer: true, min: 1 }),
+          action: oneOf(['throttle', 'refuse'], '"throttle" or "refuse"').optional(),
+        }),
+      ],
+      {
+        error: 'false (no budget) or an object with some of: maxQueries, action',
+      },
+    )
+    .optional(),
+  policy: options({
+    steps: z.array(z.unknown(), { error: 'an array such as ["mad-argmax", "argmax", "throttle:60", "refuse"]' }).optional(),
+    release: num('release', '0.8', { min: 0, max: 1, minExclusive: true, maxExclusive: true }),
+    stepQueries: num('stepQueries', '200', { integer: true, min: 1 }),
+    calmQueries: num('calmQueries', '500', { integer: true, min: 1 }),
+    calmMs: num('calmMs', '3600000', { integer: true, min: 0 }),
+  }).optional(),
+} satisfies Record<keyof DetectionOptions, z.ZodType>);
+
+const style = optionStyle(DetectionConfigError, '', {
+  name: (path) => (path.length ? `detection option ${joinPath('', path)}` : 'detection options'),
+  unknownKeys: (_name, keys, allowed, path) => `unknown detection option ${joinPath('', [...path, keys[0]])}; write one of: ${allowed.join(', ')}`,
+});
+
+/** A bound that depends on another option, refused in the same words as the schema's. */
+function refuse(path: string, what: string, value: unknown): never {
+  throw new DetectionConfigError(`detection option ${path} must be ${what}, got ${shown(value)}`);
 }
 
 export function parseStep(text: unknown, index: number): PolicyStep {
@@ -127,120 +183,56 @@ export function parseStep(text: unknown, index: number): PolicyStep {
   return { action: 'escalate', tier: step };
 }
 
-export function resolveOptions(options: DetectionOptions = {}): DetectionConfig {
-  const top = object('detection', options, ['window', 'ood', 'prada', 'hoda', 'fingerprint', 'budget', 'policy']);
+export function resolveOptions(given: DetectionOptions = {}): DetectionConfig {
+  const top = parseOptions(detectionSchema, given, style);
   const D = DEFAULT_OPTIONS;
 
-  const w = object('window', top.window, ['lengthMs', 'bucketMs']);
-  const lengthMs = num('window.lengthMs', w.lengthMs, D.window.lengthMs, { integer: true, min: 1000, example: '3600000' });
-  const bucketMs = num('window.bucketMs', w.bucketMs, Math.min(D.window.bucketMs, lengthMs), {
-    integer: true,
-    min: 1,
-    max: lengthMs,
-    example: String(Math.min(D.window.bucketMs, lengthMs)),
-  });
+  const lengthMs = top.window?.lengthMs ?? D.window.lengthMs;
+  const bucketMs = top.window?.bucketMs ?? Math.min(D.window.bucketMs, lengthMs);
+  if (bucketMs > lengthMs)
+    refuse('window.bucketMs', `an integer ≥ 1 and ≤ ${lengthMs} (window.lengthMs), e.g. bucketMs: ${Math.min(D.window.bucketMs, lengthMs)}`, bucketMs);
   if (lengthMs / bucketMs > 1000)
     throw new DetectionConfigError(
       `detection option window.bucketMs ${bucketMs} makes ${Math.ceil(lengthMs / bucketMs)} buckets; use at most 1000 (bucketMs ≥ ${Math.ceil(lengthMs / 1000)})`,
     );
 
-  const o = object('ood', top.ood, ['enabled', 'confidenceThreshold', 'maxRate', 'minQueries']);
-  const ood: OodConfig = {
-    enabled: bool('ood.enabled', o.enabled, D.ood.enabled),
-    confidenceThreshold: num('ood.confidenceThreshold', o.confidenceThreshold, D.ood.confidenceThreshold, {
-      min: 0,
-      max: 1,
-      minExclusive: true,
-      example: '0.7',
-    }),
-    maxRate: num('ood.maxRate', o.maxRate, D.ood.maxRate, { min: 0, max: 1, maxExclusive: true, example: '0.5' }),
-    minQueries: num('ood.minQueries', o.minQueries, D.ood.minQueries, { integer: true, min: 1, example: '50' }),
-  };
-
-  const p = object('prada', top.prada, Object.keys(D.prada));
-  const maxDistances = num('prada.maxDistances', p.maxDistances, D.prada.maxDistances, { integer: true, min: 20, max: SHAPIRO_WILK_MAX_N, example: '1000' });
-  const prada: PradaConfig = {
-    enabled: bool('prada.enabled', p.enabled, D.prada.enabled),
-    delta: num('prada.delta', p.delta, D.prada.delta, { min: 0, max: 1, minExclusive: true, maxExclusive: true, example: '0.95 (published 0.9 to 0.99)' }),
-    dims: num('prada.dims', p.dims, D.prada.dims, { integer: true, min: 2, max: 4096, example: '32' }),
-    seed: num('prada.seed', p.seed, D.prada.seed, { integer: true, min: 0, max: 2 ** 32 - 1, example: '24301' }),
-    maxKeptPerClass: num('prada.maxKeptPerClass', p.maxKeptPerClass, D.prada.maxKeptPerClass, { integer: true, min: 1, example: '32' }),
-    maxKeptPoints: num('prada.maxKeptPoints', p.maxKeptPoints, D.prada.maxKeptPoints, { integer: true, min: 1, example: '320' }),
-    maxDistances,
-    minDistancesPerClass: num('prada.minDistancesPerClass', p.minDistancesPerClass, D.prada.minDistancesPerClass, { integer: true, min: 1, example: '10' }),
-    minPooled: num('prada.minPooled', p.minPooled, Math.min(D.prada.minPooled, maxDistances - 1), {
-      integer: true,
-      min: 3,
-      max: maxDistances - 1,
-      example: '100',
-    }),
-    testEvery: num('prada.testEvery', p.testEvery, D.prada.testEvery, { integer: true, min: 1, example: '10' }),
-  };
+  const ood: OodConfig = { ...D.ood, ...defined(top.ood) };
+  const pradaGiven = defined(top.prada);
+  const maxDistances = pradaGiven.maxDistances ?? D.prada.maxDistances;
+  const minPooled = pradaGiven.minPooled ?? Math.min(D.prada.minPooled, maxDistances - 1);
+  if (minPooled > maxDistances - 1)
+    refuse('prada.minPooled', `an integer ≥ 3 and ≤ ${maxDistances - 1} (below prada.maxDistances), e.g. minPooled: 100`, minPooled);
+  const prada: PradaConfig = { ...D.prada, ...pradaGiven, minPooled };
 
   let hoda: HodaConfig = { enabled: false, bins: 0, benignHistogram: [], thresholds: [] };
   if (top.hoda !== undefined) {
-    const h = object('hoda', top.hoda, ['enabled', 'benignHistogram', 'thresholds']);
-    const hint = 'pass the output of calibrateHoda(benignSequences, { bins: 11, lengths: [100, 1000] })';
-    const histogram = h.benignHistogram;
-    if (!Array.isArray(histogram) || histogram.length < 2 || !histogram.every((v) => typeof v === 'number' && Number.isFinite(v) && v >= 0)) {
-      throw new DetectionConfigError(`detection option hoda.benignHistogram must be an array of ≥ 2 non-negative numbers, one per hardness bin; ${hint}`);
-    }
+    const histogram = top.hoda.benignHistogram;
     if (histogram.every((v) => v === histogram[0])) {
       throw new DetectionConfigError(
-        `detection option hoda.benignHistogram is flat: its Pearson distance to anything is undefined; ${hint} on real benign queries`,
+        `detection option hoda.benignHistogram is flat: its Pearson distance to anything is undefined; ${HODA_HINT} on real benign queries`,
       );
     }
     if (histogram.length > 255)
       throw new DetectionConfigError('detection option hoda.benignHistogram has more than 255 bins; use one bin per checkpoint (about 11)');
-    const thresholds = h.thresholds;
-    if (!Array.isArray(thresholds) || thresholds.length === 0)
-      throw new DetectionConfigError(`detection option hoda.thresholds must be a non-empty array of { length, threshold }; ${hint}`);
-    const parsed = thresholds.map((t, i) => {
-      const entry = object(`hoda.thresholds[${i}]`, t, ['length', 'threshold', 'sequences']);
-      return {
-        length: num(`hoda.thresholds[${i}].length`, entry.length, Number.NaN, { integer: true, min: 1, max: 100_000, example: '100' }),
-        threshold: num(`hoda.thresholds[${i}].threshold`, entry.threshold, Number.NaN, { min: 0, max: 2, example: '0.3' }),
-      };
-    });
+    const parsed = top.hoda.thresholds.map(({ length, threshold }) => ({ length, threshold }));
     parsed.sort((a, b) => a.length - b.length);
     for (let i = 1; i < parsed.length; i++) {
       if (parsed[i].length === parsed[i - 1].length)
         throw new DetectionConfigError(`detection option hoda.thresholds has length ${parsed[i].length} twice; give one threshold per length`);
     }
-    hoda = { enabled: bool('hoda.enabled', h.enabled, true), bins: histogram.length, benignHistogram: [...histogram], thresholds: parsed };
+    hoda = { enabled: top.hoda.enabled ?? true, bins: histogram.length, benignHistogram: [...histogram], thresholds: parsed };
   }
 
-  const f = object('fingerprint', top.fingerprint, ['enabled', 'minMatches', 'maxShare']);
-  const fingerprint = {
-    enabled: bool('fingerprint.enabled', f.enabled, D.fingerprint.enabled),
-    minMatches: num('fingerprint.minMatches', f.minMatches, D.fingerprint.minMatches, { integer: true, min: 1, example: '5' }),
-    maxShare: num('fingerprint.maxShare', f.maxShare, D.fingerprint.maxShare, { min: 0, max: 1, maxExclusive: true, example: '0.2' }),
-  };
+  const fingerprint = { ...D.fingerprint, ...defined(top.fingerprint) };
+  const budget: DetectionConfig['budget'] = top.budget === false ? undefined : { ...D.budget, ...defined(top.budget) };
 
-  let budget: DetectionConfig['budget'];
-  if (top.budget !== false) {
-    const b = object('budget', top.budget, ['maxQueries', 'action']);
-    const action = b.action ?? D.budget.action;
-    if (action !== 'throttle' && action !== 'refuse')
-      throw new DetectionConfigError(`detection option budget.action must be "throttle" or "refuse"; got ${JSON.stringify(action)}`);
-    budget = {
-      maxQueries: num('budget.maxQueries', b.maxQueries, D.budget.maxQueries, { integer: true, min: 1, example: '10000 (or budget: false for none)' }),
-      action,
-    };
-  }
-
-  const pol = object('policy', top.policy, ['steps', 'release', 'stepQueries', 'calmQueries', 'calmMs']);
-  const rawSteps = pol.steps ?? D.policy.steps;
-  if (!Array.isArray(rawSteps))
-    throw new DetectionConfigError('detection option policy.steps must be an array such as ["mad-argmax", "argmax", "throttle:60", "refuse"]');
-  const steps = rawSteps.map(parseStep);
-  const policy: PolicyConfig = {
-    steps,
-    release: num('policy.release', pol.release, D.policy.release, { min: 0, max: 1, minExclusive: true, maxExclusive: true, example: '0.8' }),
-    stepQueries: num('policy.stepQueries', pol.stepQueries, D.policy.stepQueries, { integer: true, min: 1, example: '200' }),
-    calmQueries: num('policy.calmQueries', pol.calmQueries, D.policy.calmQueries, { integer: true, min: 1, example: '500' }),
-    calmMs: num('policy.calmMs', pol.calmMs, D.policy.calmMs, { integer: true, min: 0, example: '3600000' }),
-  };
+  const steps = (top.policy?.steps ?? D.policy.steps).map(parseStep);
+  const policy: PolicyConfig = { ...D.policy, ...defined(top.policy), steps };
 
   return { window: { lengthMs, bucketMs }, ood, prada, hoda, fingerprint, budget, policy };
+}
+
+/** The options that were given (an undefined one keeps its default). */
+function defined<T extends object>(options: T | undefined): Partial<T> {
+  return Object.fromEntries(Object.entries(options ?? {}).filter(([, value]) => value !== undefined)) as Partial<T>;
 }

@@ -106,18 +106,53 @@ function fmix(h: number): number {
 
 const BASE = 0x01000193;
 
-/** The quantised row, reused between calls (synchronous, so never shared by two at once). */
+/**
+ * The pooled and quantised row, its window hashes and the candidates for its bottom-k: reused between
+ * calls (synchronous, so never shared by two at once).
+ */
 let scratch = new Uint16Array(1024);
 let pooled = new Float64Array(1024);
+let windowHashes = new Int32Array(1024);
+let candidates = new Int32Array(1024);
+
+/**
+ * The `k` smallest distinct of hashes[0, m), ascending, into out[base, base + k) (0 for those
+ * missing). The hashes are close to uniform over the 32-bit range, so a threshold expected to let
+ * about 2k + 8 of them through nearly always leaves k distinct ones: those are sorted, not all m
+ * (a sorted insertion of each in turn costs more than the hashing). With too few (repeated
+ * windows), the threshold is raised until all are taken.
+ */
+function bottomK(hashes: Int32Array, m: number, k: number, out: Int32Array, base: number): void {
+  for (let expected = 2 * k + 8; ; expected *= 4) {
+    const all = expected >= m;
+    const threshold = all ? Infinity : -2147483648 + (expected / m) * 4294967296;
+    let c = 0;
+    for (let i = 0; i < m; i++) {
+      const h = hashes[i];
+      if (h < threshold) candidates[c++] = h;
+    }
+    const sorted = candidates.subarray(0, c).sort();
+    let d = 0;
+    for (let i = 0; i < c && d < k; i++) {
+      const h = sorted[i];
+      if (d === 0 || h !== out[base + d - 1]) out[base + d++] = h;
+    }
+    if (d === k || all) {
+      out.fill(0, base + d, base + k);
+      return;
+    }
+  }
+}
 
 /**
  * The fingerprints of `rows` rows of `cols` values: `rows × hashes` 32-bit hashes (signed), each row's sorted
  * ascending; a row with fewer distinct non-blank windows fills the rest with 0 (no hash is 0: 0 maps
- * to 1).
+ * to 1). Written into `into` when given (rows × hashes long, a buffer the caller reuses).
  */
-export function fingerprintRows(config: FingerprintConfig, rows: number, cols: number, data: Float32Array): Int32Array {
+export function fingerprintRows(config: FingerprintConfig, rows: number, cols: number, data: Float32Array, into?: Int32Array): Int32Array {
   const k = config.hashes;
-  const out = new Int32Array(rows * k);
+  if (into && into.length !== rows * k) throw new RangeError(`fingerprintRows: into holds ${into.length} values, not rows × hashes = ${rows * k}`);
+  const out = into ?? new Int32Array(rows * k);
   const p = config.pool;
   // The pooled row's length: consecutive values averaged `pool` at a time.
   const n = Math.ceil(cols / p);
@@ -128,46 +163,74 @@ export function fingerprintRows(config: FingerprintConfig, rows: number, cols: n
   if (scratch.length < n) {
     scratch = new Uint16Array(n);
     pooled = new Float64Array(n);
+    windowHashes = new Int32Array(n);
+    candidates = new Int32Array(n);
   }
   const q = scratch;
+  const sums = pooled;
+  const hashes = windowHashes;
   const span = Math.max(1, n - w + 1);
-  const maxLevel = config.levels - 1;
+  const levels = config.levels;
+  const maxLevel = levels - 1;
   const seed = config.seed;
   const minChanges = config.minChanges;
   const buckets = config.positional ? config.positionBuckets : 0;
+  // Groups of `pool` values; a last, shorter group (cols not a multiple of pool) is scaled up to a full one.
+  const full = Math.floor(cols / p);
   for (let r = 0; r < rows; r++) {
     const offset = r * cols;
     let lo = Infinity;
     let hi = -Infinity;
-    // Pooled values are sums (the quantisation is relative to the row's own range); a last, shorter
-    // group is scaled up to a full one.
-    const full = Math.floor(cols / p);
-    for (let j = 0; j < n; j++) {
-      let v: number;
-      const from = offset + j * p;
-      if (p === 1) v = data[from];
-      else if (p === 2 && j < full) v = data[from] + data[from + 1];
-      else {
-        const to = j < full ? from + p : offset + cols;
-        v = 0;
-        for (let i = from; i < to; i++) v += data[i];
-        if (j >= full) v = (v * p) / (to - from);
+    // Pooled values are sums (the quantisation is relative to the row's own range), added in the
+    // row's order; the common pool sizes unrolled.
+    if (p === 1) {
+      for (let j = 0; j < n; j++) {
+        const v = data[offset + j];
+        sums[j] = v;
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
       }
-      pooled[j] = v;
+    } else if (p === 3) {
+      for (let j = 0, from = offset; j < full; j++, from += 3) {
+        const v = data[from] + data[from + 1] + data[from + 2];
+        sums[j] = v;
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
+      }
+    } else if (p === 2) {
+      for (let j = 0, from = offset; j < full; j++, from += 2) {
+        const v = data[from] + data[from + 1];
+        sums[j] = v;
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
+      }
+    } else {
+      for (let j = 0, from = offset; j < full; j++, from += p) {
+        let v = data[from];
+        for (let i = 1; i < p; i++) v += data[from + i];
+        sums[j] = v;
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
+      }
+    }
+    if (full < n) {
+      const from = offset + full * p;
+      const to = offset + cols;
+      let v = data[from];
+      for (let i = from + 1; i < to; i++) v += data[i];
+      v = (v * p) / (to - from);
+      sums[full] = v;
       if (v < lo) lo = v;
       if (v > hi) hi = v;
     }
     // A constant row (or one with a non-finite value) has no fingerprint.
-    if (!(hi > lo) || !Number.isFinite(hi - lo)) continue;
-    const scale = config.levels / (hi - lo);
-    for (let j = 0; j < n; j++) {
-      // Non-negative, so `| 0` is the floor.
-      const level = ((pooled[j] - lo) * scale) | 0;
-      q[j] = level > maxLevel ? maxLevel : level;
+    if (!(hi > lo) || !Number.isFinite(hi - lo)) {
+      if (into) out.fill(0, r * k, (r + 1) * k);
+      continue;
     }
-    const base = r * k;
-    let limit = 2147483647;
-    let count = 0;
+    const scale = levels / (hi - lo);
+    // The row's window hashes (those with enough changes of level).
+    let m = 0;
     let hash = 0;
     // Changes of level between neighbours inside the current window.
     let changes = 0;
@@ -175,12 +238,18 @@ export function fingerprintRows(config: FingerprintConfig, rows: number, cols: n
     let bucket = 0;
     let bound = span;
     for (let i = 0; i < n; i++) {
+      // Quantised as the window reaches it (non-negative, so `| 0` is the floor).
+      const level = ((sums[i] - lo) * scale) | 0;
+      const value = level > maxLevel ? maxLevel : level;
+      q[i] = value;
       // Rolling: drop q[i - w], add q[i].
-      if (i >= w) hash = (hash - Math.imul(q[i - w] + 1, top)) | 0;
-      hash = (Math.imul(hash, BASE) + q[i] + 1) | 0;
-      if (i > 0 && q[i] !== q[i - 1]) changes++;
-      // The change between the value leaving the window and the next one leaves with it.
-      if (i >= w && q[i - w + 1] !== q[i - w]) changes--;
+      if (i >= w) {
+        hash = (hash - Math.imul(q[i - w] + 1, top)) | 0;
+        // The change between the value leaving the window and the next one leaves with it.
+        if (q[i - w + 1] !== q[i - w]) changes--;
+      }
+      hash = (Math.imul(hash, BASE) + value + 1) | 0;
+      if (i > 0 && value !== q[i - 1]) changes++;
       if (i < w - 1 || changes < minChanges) continue;
       let h = hash ^ seed;
       if (buckets > 0) {
@@ -191,19 +260,9 @@ export function fingerprintRows(config: FingerprintConfig, rows: number, cols: n
         }
         h = Math.imul(h ^ bucket, 0x9e3779b1);
       }
-      h = fmix(h) || 1;
-      // Bottom-k of the distinct hashes, kept sorted ascending in the row's slots of `out`; `limit`
-      // is the largest kept once full (most windows stop at this one comparison).
-      if (h >= limit) continue;
-      let at = count < k ? count : k - 1;
-      while (at > 0 && out[base + at - 1] > h) at--;
-      if ((at > 0 && out[base + at - 1] === h) || (at < count && out[base + at] === h)) continue;
-      // Shift the larger ones up one slot (the largest drops out when full).
-      for (let j = count < k ? count : k - 1; j > at; j--) out[base + j] = out[base + j - 1];
-      out[base + at] = h;
-      if (count < k) count++;
-      if (count === k) limit = out[base + k - 1];
+      hashes[m++] = fmix(h) || 1;
     }
+    bottomK(hashes, m, k, out, r * k);
   }
   return out;
 }

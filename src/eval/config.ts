@@ -7,6 +7,19 @@
 import { readFile } from 'node:fs/promises';
 import { DefenseError, defenseNames, parseDefense, type Defense } from '../defenses/index.js';
 import { ARCHITECTURES, type Architecture } from '../models/index.js';
+import { z } from 'zod';
+import {
+  integerAtLeast,
+  joinPath,
+  nonEmptyText,
+  numberIn,
+  oneOfList,
+  optionStyle,
+  parseOptions,
+  positiveInteger,
+  positiveNumber,
+  trueOrFalse,
+} from '../validation/index.js';
 
 export type VictimDataset = 'mnist' | 'fashion-mnist';
 export type AttackerWorld = 'open' | 'closed';
@@ -278,30 +291,110 @@ const PRESET_DEFENSES: Record<'quick' | 'defenses' | 'paper', DefenseEntry[]> = 
 export const PRESET_NAMES = ['quick', 'defenses', 'adaptive', 'paper', 'ablation'] as const;
 export type PresetName = (typeof PRESET_NAMES)[number];
 
-/** Fields a config file may set; anything else is a typo and is reported. */
-const CONFIG_FIELDS = [
-  'name',
-  'preset',
-  'victim',
-  'world',
-  'seed',
-  'seeds',
-  'defenses',
-  'policies',
-  'budgets',
-  'attackerLabels',
-  'victimTraining',
-  'knockoffTraining',
-  'surrogateArch',
-  'misinformationTraining',
-  'adaptive',
-  'jbda',
-  'smoothing',
-  'restorer',
-  'requestRows',
-  'closedWorldPool',
-  'limits',
-] as const;
+const quotedOneOf = <T extends string>(choices: readonly T[]) => oneOfList(choices, `one of ${choices.map((c) => `"${c}"`).join(', ')}`);
+const positiveInt = positiveInteger();
+const positiveNum = positiveNumber('a number > 0');
+const nonNegative = numberIn({ min: 0 }, 'a number >= 0');
+/** A share of something: strictly between 0 and `max`. */
+const fraction = (max: number) => numberIn({ min: 0, max, minExclusive: true, maxExclusive: true }, `in (0, ${max})`);
+const nonEmptyList = <S extends z.ZodType>(item: S) => z.array(item, { error: 'a non-empty list' }).min(1, { error: 'a non-empty list' });
+
+/** A section of the config: an object whose error lists its fields, each optional (the base fills the rest). */
+const section = <S extends z.ZodRawShape>(shape: S) =>
+  z.strictObject(shape, { error: `an object with the fields ${Object.keys(shape).join(', ')}` }).optional();
+
+const SURROGATE_KIND = quotedOneOf(SURROGATE_KINDS);
+
+/** A grid entry: a spec string, or a name with (lists of) parameters, flat or under `params`. */
+const defenseEntrySchema = z.union(
+  [
+    z.string(),
+    z.looseObject({
+      name: z.string({ error: 'a defense name such as "mad"' }),
+      family: nonEmptyText().optional(),
+      params: z.record(z.string(), z.unknown(), { error: 'an object' }).optional(),
+      surrogate: z
+        .union([SURROGATE_KIND, nonEmptyList(SURROGATE_KIND)], { error: `one of ${SURROGATE_KINDS.map((k) => `"${k}"`).join(', ')}, or a list of them` })
+        .optional(),
+    }),
+  ],
+  { error: 'a spec string such as "mad:eps=0.5" or an object {"name": "mad", "eps": [0.1, 0.5]}' },
+);
+
+const trainingSchema = section({
+  arch: quotedOneOf(ARCHITECTURES).optional(),
+  epochs: positiveInt.optional(),
+  batchSize: positiveInt.optional(),
+  learningRate: positiveNum.optional(),
+  maxRows: positiveInt.optional(),
+} satisfies Record<keyof TrainingSettings, z.ZodType>);
+
+/** What a config file (or code) may set; anything else is a typo and is reported with the allowed fields. */
+const configSchema = z.strictObject({
+  name: z
+    .string({ error: 'a non-empty string' })
+    .refine((name) => name.trim() !== '', { error: 'a non-empty string' })
+    .optional(),
+  preset: quotedOneOf(PRESET_NAMES).optional(),
+  victim: quotedOneOf(VICTIM_DATASETS).optional(),
+  world: quotedOneOf(WORLDS).optional(),
+  seed: integerAtLeast(Number.MIN_SAFE_INTEGER, 'an integer').optional(),
+  seeds: positiveInt.optional(),
+  defenses: nonEmptyList(defenseEntrySchema).optional(),
+  policies: nonEmptyList(quotedOneOf(POLICIES)).optional(),
+  budgets: nonEmptyList(positiveInt).optional(),
+  attackerLabels: nonEmptyList(quotedOneOf(ATTACKER_LABELS)).optional(),
+  victimTraining: trainingSchema,
+  knockoffTraining: trainingSchema,
+  surrogateArch: quotedOneOf(ARCHITECTURES).optional(),
+  misinformationTraining: trainingSchema,
+  adaptive: section({
+    retrainEvery: positiveInt.optional(),
+    retrainEpochs: positiveInt.optional(),
+    learningRate: positiveNum.optional(),
+    rewardWeights: section({ certainty: nonNegative.optional(), diversity: nonNegative.optional(), loss: nonNegative.optional() }),
+    diversityWindow: positiveInt.optional(),
+    stepSize: positiveInt.optional(),
+  } satisfies Record<keyof AdaptiveSettings, z.ZodType>),
+  jbda: section({
+    seedSize: positiveInt.optional(),
+    lambda: positiveNum.optional(),
+    flipEvery: positiveInt.optional(),
+    roundEpochs: positiveInt.optional(),
+    pgd: section({ iterations: positiveInt.optional(), step: positiveNum.optional(), radius: positiveNum.optional() }),
+  } satisfies Record<keyof JbdaSettings, z.ZodType>),
+  smoothing: section({
+    copies: integerAtLeast(2, 'at least 2 (one query per image is the plain Knockoff attacker)').optional(),
+    shift: integerAtLeast(0, 'an integer ≥ 0 (pixels)').optional(),
+    noise: nonNegative.optional(),
+    flip: z.union([z.boolean(), z.literal('auto')], { error: 'true, false or "auto"' }).optional(),
+  } satisfies Record<keyof SmoothingSettings, z.ZodType>),
+  restorer: section({
+    shadowFraction: fraction(1).optional(),
+    shadowEpochs: positiveInt.optional(),
+    hidden: positiveInt.optional(),
+    epochs: positiveInt.optional(),
+    pairs: positiveInt.optional(),
+    temperatures: nonEmptyList(positiveNum).optional(),
+    synthetic: trueOrFalse().optional(),
+    heldOut: fraction(0.5).optional(),
+  } satisfies Record<keyof RestorerSettings, z.ZodType>),
+  requestRows: positiveInt.optional(),
+  closedWorldPool: positiveInt.optional(),
+  limits: section({ victimTrain: positiveInt.optional(), victimTest: positiveInt.optional(), attackerPool: positiveInt.optional() } satisfies Record<
+    keyof DataLimits,
+    z.ZodType
+  >),
+});
+
+type RawConfig = z.output<typeof configSchema>;
+
+const style = optionStyle(EvalConfigError, '', {
+  unknownKeys: (_name, keys, allowed, path) =>
+    path.length === 0
+      ? `unknown config field "${keys[0]}"; allowed: ${allowed.join(', ')}`
+      : `unknown field "${joinPath('', [...path, keys[0]])}"; allowed: ${allowed.join(', ')}`,
+});
 
 export function presetConfig(name: PresetName): EvalConfig {
   if (name === 'quick' || name === 'defenses') {
@@ -383,60 +476,53 @@ export async function loadConfigFile(file: string): Promise<EvalConfig> {
  * Checks a raw config (from JSON or code) and fills the defaults. With `preset`, the preset's
  * values are the defaults and the raw fields replace them.
  */
-export function validateConfig(raw: Record<string, unknown>): EvalConfig {
-  for (const key of Object.keys(raw)) {
-    if (!(CONFIG_FIELDS as readonly string[]).includes(key)) {
-      throw new EvalConfigError(`unknown config field "${key}"; allowed: ${CONFIG_FIELDS.join(', ')}`);
-    }
-  }
+export function validateConfig(input: Record<string, unknown>): EvalConfig {
+  const raw = parseOptions(configSchema, input, style);
   let base: Omit<EvalConfig, 'name' | 'defenses' | 'policies' | 'budgets'> & Partial<EvalConfig> = DEFAULT_BASE;
-  if (raw.preset !== undefined) {
-    const preset = oneOf('preset', raw.preset, PRESET_NAMES);
-    base = presetConfig(preset);
-  }
-  const name = raw.name === undefined ? (base.name ?? 'custom') : nonEmptyString('name', raw.name);
+  if (raw.preset !== undefined) base = presetConfig(raw.preset);
+  const name = raw.name === undefined ? (base.name ?? 'custom') : raw.name.trim();
   if (!/^[\w.-]+$/.test(name))
     throw new EvalConfigError(`name must hold only letters, digits, ".", "_" and "-" (it names the results folder), got ${JSON.stringify(name)}`);
 
-  const world = raw.world === undefined ? base.world : oneOf('world', raw.world, WORLDS);
-  const closedWorldPool = raw.closedWorldPool === undefined ? base.closedWorldPool : positiveInteger('closedWorldPool', raw.closedWorldPool);
-  const budgets = raw.budgets === undefined ? requireBase('budgets', base.budgets) : list('budgets', raw.budgets, (v, f) => positiveInteger(f, v));
+  const budgets = raw.budgets ?? requireBase('budgets', base.budgets);
   const config: EvalConfig = {
     name,
-    victim: raw.victim === undefined ? base.victim : oneOf('victim', raw.victim, VICTIM_DATASETS),
-    world,
-    seed: raw.seed === undefined ? base.seed : integer('seed', raw.seed),
-    seeds: raw.seeds === undefined ? base.seeds : positiveInteger('seeds', raw.seeds),
+    victim: raw.victim ?? base.victim,
+    world: raw.world ?? base.world,
+    seed: raw.seed ?? base.seed,
+    seeds: raw.seeds ?? base.seeds,
     defenses: raw.defenses === undefined ? requireBase('defenses', base.defenses) : expandDefenses(raw.defenses),
-    policies:
-      raw.policies === undefined
-        ? requireBase('policies', base.policies)
-        : unique(
-            'policies',
-            list('policies', raw.policies, (v, f) => oneOf(f, v, POLICIES)),
-          ),
+    policies: raw.policies === undefined ? requireBase('policies', base.policies) : unique('policies', raw.policies),
     budgets: [...new Set(budgets)].sort((a, b) => a - b),
-    attackerLabels:
-      raw.attackerLabels === undefined
-        ? base.attackerLabels
-        : unique(
-            'attackerLabels',
-            list('attackerLabels', raw.attackerLabels, (v, f) => oneOf(f, v, ATTACKER_LABELS)),
-          ),
-    victimTraining: training('victimTraining', raw.victimTraining, base.victimTraining),
-    knockoffTraining: training('knockoffTraining', raw.knockoffTraining, base.knockoffTraining),
-    surrogateArch: raw.surrogateArch === undefined ? base.surrogateArch : oneOf('surrogateArch', raw.surrogateArch, ARCHITECTURES),
-    misinformationTraining: training('misinformationTraining', raw.misinformationTraining, base.misinformationTraining),
+    attackerLabels: raw.attackerLabels === undefined ? base.attackerLabels : unique('attackerLabels', raw.attackerLabels),
+    victimTraining: { ...base.victimTraining, ...defined(raw.victimTraining) },
+    knockoffTraining: { ...base.knockoffTraining, ...defined(raw.knockoffTraining) },
+    surrogateArch: raw.surrogateArch ?? base.surrogateArch,
+    misinformationTraining: { ...base.misinformationTraining, ...defined(raw.misinformationTraining) },
     adaptive: adaptive(raw.adaptive, base.adaptive),
-    jbda: jbdaSettings(raw.jbda, base.jbda),
-    smoothing: smoothingSettings(raw.smoothing, base.smoothing),
-    restorer: restorerSettings(raw.restorer, base.restorer),
-    requestRows: raw.requestRows === undefined ? base.requestRows : positiveInteger('requestRows', raw.requestRows),
-    closedWorldPool,
-    limits: limits(raw.limits, base.limits),
+    jbda: raw.jbda === undefined ? base.jbda : { ...base.jbda, ...defined(raw.jbda), pgd: { ...base.jbda.pgd, ...defined(raw.jbda.pgd) } },
+    smoothing: { ...base.smoothing, ...defined(raw.smoothing) },
+    restorer: { ...base.restorer, ...defined(raw.restorer) },
+    requestRows: raw.requestRows ?? base.requestRows,
+    closedWorldPool: raw.closedWorldPool ?? base.closedWorldPool,
+    limits: { ...base.limits, ...defined(raw.limits) },
   };
   checkBudgetsFit(config);
   return config;
+}
+
+/** The fields that were given (an undefined one keeps the base's value). */
+function defined<T extends object>(section: T | undefined): Partial<T> {
+  return Object.fromEntries(Object.entries(section ?? {}).filter(([, value]) => value !== undefined)) as Partial<T>;
+}
+
+function adaptive(raw: RawConfig['adaptive'], base: AdaptiveSettings): AdaptiveSettings {
+  if (raw === undefined) return base;
+  const rewardWeights = { ...base.rewardWeights, ...defined(raw.rewardWeights) };
+  if (raw.rewardWeights !== undefined && rewardWeights.certainty + rewardWeights.diversity + rewardWeights.loss === 0) {
+    throw new EvalConfigError('adaptive.rewardWeights are all 0; give at least one reward a positive weight');
+  }
+  return { ...base, ...defined(raw), rewardWeights };
 }
 
 /** Replaces the world (CLI override); budgets that no longer fit the attacker's pool are an error. */
@@ -473,7 +559,7 @@ function checkBudgetsFit(config: EvalConfig): void {
 
 /** Expands the grid: array-valued parameters give one setting per value (cartesian product). */
 export function expandDefenses(raw: unknown): DefenseSetting[] {
-  const entries = list('defenses', raw, (v) => v as DefenseEntry);
+  const entries = parseOptions(nonEmptyList(defenseEntrySchema), raw, { ...style, name: (path) => joinPath('defenses', path) });
   const settings: DefenseSetting[] = [];
   entries.forEach((entry, index) => {
     const field = `defenses[${index}]`;
@@ -481,16 +567,8 @@ export function expandDefenses(raw: unknown): DefenseSetting[] {
       settings.push(settingFromSpec(field, entry));
       return;
     }
-    if (!isObject(entry) || typeof entry.name !== 'string') {
-      throw new EvalConfigError(`${field} must be a spec string such as "mad:eps=0.5" or an object {"name": "mad", "eps": [0.1, 0.5]}`);
-    }
     const { name, family, params, surrogate, ...flat } = entry;
-    const kinds =
-      surrogate === undefined
-        ? [undefined]
-        : list(`${field}.surrogate`, Array.isArray(surrogate) ? surrogate : [surrogate], (v, f) => oneOf(f, v, SURROGATE_KINDS));
-    if (params !== undefined && !isObject(params)) throw new EvalConfigError(`${field}.params must be an object`);
-    if (family !== undefined && (typeof family !== 'string' || !family)) throw new EvalConfigError(`${field}.family must be a non-empty string`);
+    const kinds: (SurrogateKind | undefined)[] = surrogate === undefined ? [undefined] : Array.isArray(surrogate) ? surrogate : [surrogate];
     const all = { ...flat, ...(params ?? {}) } as Record<string, unknown>;
     const keys = Object.keys(all);
     const values = keys.map((k) => {
@@ -503,7 +581,7 @@ export function expandDefenses(raw: unknown): DefenseSetting[] {
     });
     for (const combination of cartesian(values)) {
       const params = Object.fromEntries(keys.map((k, i) => [k, combination[i]]));
-      const setting = settingFromSpec(field, { name, params }, family as string | undefined);
+      const setting = settingFromSpec(field, { name, params }, family);
       for (const kind of kinds) settings.push(kind === undefined ? setting : withSurrogate(field, setting, kind));
     }
   });
@@ -565,169 +643,14 @@ function cartesian(values: unknown[][]): unknown[][] {
   return values.reduce<unknown[][]>((acc, options) => acc.flatMap((prefix) => options.map((o) => [...prefix, o])), [[]]);
 }
 
-function training(field: string, raw: unknown, base: TrainingSettings): TrainingSettings {
-  if (raw === undefined) return base;
-  const object = fields(field, raw, ['arch', 'epochs', 'batchSize', 'learningRate', 'maxRows']);
-  const settings: TrainingSettings = {
-    arch: object.arch === undefined ? base.arch : oneOf(`${field}.arch`, object.arch, ARCHITECTURES),
-    epochs: object.epochs === undefined ? base.epochs : positiveInteger(`${field}.epochs`, object.epochs),
-    batchSize: object.batchSize === undefined ? base.batchSize : positiveInteger(`${field}.batchSize`, object.batchSize),
-    learningRate: object.learningRate === undefined ? base.learningRate : positiveNumber(`${field}.learningRate`, object.learningRate),
-  };
-  const maxRows = object.maxRows === undefined ? base.maxRows : positiveInteger(`${field}.maxRows`, object.maxRows);
-  if (maxRows !== undefined) settings.maxRows = maxRows;
-  return settings;
-}
-
-function adaptive(raw: unknown, base: AdaptiveSettings): AdaptiveSettings {
-  if (raw === undefined) return base;
-  const object = fields('adaptive', raw, ['retrainEvery', 'retrainEpochs', 'learningRate', 'rewardWeights', 'diversityWindow', 'stepSize']);
-  let rewardWeights = base.rewardWeights;
-  if (object.rewardWeights !== undefined) {
-    const w = fields('adaptive.rewardWeights', object.rewardWeights, ['certainty', 'diversity', 'loss']);
-    rewardWeights = {
-      certainty: w.certainty === undefined ? base.rewardWeights.certainty : nonNegativeNumber('adaptive.rewardWeights.certainty', w.certainty),
-      diversity: w.diversity === undefined ? base.rewardWeights.diversity : nonNegativeNumber('adaptive.rewardWeights.diversity', w.diversity),
-      loss: w.loss === undefined ? base.rewardWeights.loss : nonNegativeNumber('adaptive.rewardWeights.loss', w.loss),
-    };
-    if (rewardWeights.certainty + rewardWeights.diversity + rewardWeights.loss === 0) {
-      throw new EvalConfigError('adaptive.rewardWeights are all 0; give at least one reward a positive weight');
-    }
-  }
-  return {
-    retrainEvery: object.retrainEvery === undefined ? base.retrainEvery : positiveInteger('adaptive.retrainEvery', object.retrainEvery),
-    retrainEpochs: object.retrainEpochs === undefined ? base.retrainEpochs : positiveInteger('adaptive.retrainEpochs', object.retrainEpochs),
-    learningRate: object.learningRate === undefined ? base.learningRate : positiveNumber('adaptive.learningRate', object.learningRate),
-    rewardWeights,
-    diversityWindow: object.diversityWindow === undefined ? base.diversityWindow : positiveInteger('adaptive.diversityWindow', object.diversityWindow),
-    stepSize: object.stepSize === undefined ? base.stepSize : positiveInteger('adaptive.stepSize', object.stepSize),
-  };
-}
-
-function jbdaSettings(raw: unknown, base: JbdaSettings): JbdaSettings {
-  if (raw === undefined) return base;
-  const object = fields('jbda', raw, ['seedSize', 'lambda', 'flipEvery', 'roundEpochs', 'pgd']);
-  let pgd = base.pgd;
-  if (object.pgd !== undefined) {
-    const p = fields('jbda.pgd', object.pgd, ['iterations', 'step', 'radius']);
-    pgd = {
-      iterations: p.iterations === undefined ? base.pgd.iterations : positiveInteger('jbda.pgd.iterations', p.iterations),
-      step: p.step === undefined ? base.pgd.step : positiveNumber('jbda.pgd.step', p.step),
-      radius: p.radius === undefined ? base.pgd.radius : positiveNumber('jbda.pgd.radius', p.radius),
-    };
-  }
-  return {
-    seedSize: object.seedSize === undefined ? base.seedSize : positiveInteger('jbda.seedSize', object.seedSize),
-    lambda: object.lambda === undefined ? base.lambda : positiveNumber('jbda.lambda', object.lambda),
-    flipEvery: object.flipEvery === undefined ? base.flipEvery : positiveInteger('jbda.flipEvery', object.flipEvery),
-    roundEpochs: object.roundEpochs === undefined ? base.roundEpochs : positiveInteger('jbda.roundEpochs', object.roundEpochs),
-    pgd,
-  };
-}
-
-function smoothingSettings(raw: unknown, base: SmoothingSettings): SmoothingSettings {
-  if (raw === undefined) return base;
-  const object = fields('smoothing', raw, ['copies', 'shift', 'noise', 'flip']);
-  const copies = object.copies === undefined ? base.copies : positiveInteger('smoothing.copies', object.copies);
-  if (copies < 2) throw new EvalConfigError('smoothing.copies must be at least 2 (one query per image is the plain Knockoff attacker)');
-  const shift = object.shift === undefined ? base.shift : integer('smoothing.shift', object.shift);
-  if (shift < 0) throw new EvalConfigError(`smoothing.shift must be ≥ 0 pixels, got ${shift}`);
-  if (object.flip !== undefined && typeof object.flip !== 'boolean' && object.flip !== 'auto')
-    throw new EvalConfigError(`smoothing.flip must be true, false or "auto", got ${JSON.stringify(object.flip)}`);
-  return {
-    copies,
-    shift,
-    noise: object.noise === undefined ? base.noise : nonNegativeNumber('smoothing.noise', object.noise),
-    flip: object.flip === undefined ? base.flip : (object.flip as boolean | 'auto'),
-  };
-}
-
-function restorerSettings(raw: unknown, base: RestorerSettings): RestorerSettings {
-  if (raw === undefined) return base;
-  const object = fields('restorer', raw, ['shadowFraction', 'shadowEpochs', 'hidden', 'epochs', 'pairs', 'temperatures', 'synthetic', 'heldOut']);
-  if (object.synthetic !== undefined && typeof object.synthetic !== 'boolean')
-    throw new EvalConfigError(`restorer.synthetic must be true or false, got ${JSON.stringify(object.synthetic)}`);
-  const fraction = (field: string, value: unknown, max: number): number => {
-    const n = positiveNumber(field, value);
-    if (n >= max) throw new EvalConfigError(`${field} must be in (0, ${max}), got ${n}`);
-    return n;
-  };
-  return {
-    shadowFraction: object.shadowFraction === undefined ? base.shadowFraction : fraction('restorer.shadowFraction', object.shadowFraction, 1),
-    shadowEpochs: object.shadowEpochs === undefined ? base.shadowEpochs : positiveInteger('restorer.shadowEpochs', object.shadowEpochs),
-    hidden: object.hidden === undefined ? base.hidden : positiveInteger('restorer.hidden', object.hidden),
-    epochs: object.epochs === undefined ? base.epochs : positiveInteger('restorer.epochs', object.epochs),
-    pairs: object.pairs === undefined ? base.pairs : positiveInteger('restorer.pairs', object.pairs),
-    temperatures: object.temperatures === undefined ? base.temperatures : list('restorer.temperatures', object.temperatures, (v, f) => positiveNumber(f, v)),
-    synthetic: object.synthetic === undefined ? base.synthetic : (object.synthetic as boolean),
-    heldOut: object.heldOut === undefined ? base.heldOut : fraction('restorer.heldOut', object.heldOut, 0.5),
-  };
-}
-
-function limits(raw: unknown, base: DataLimits): DataLimits {
-  if (raw === undefined) return base;
-  const object = fields('limits', raw, ['victimTrain', 'victimTest', 'attackerPool']);
-  const out: DataLimits = { ...base };
-  for (const key of ['victimTrain', 'victimTest', 'attackerPool'] as const) {
-    if (object[key] !== undefined) out[key] = positiveInteger(`limits.${key}`, object[key]);
-  }
-  return out;
-}
-
-function fields(field: string, raw: unknown, allowed: readonly string[]): Record<string, unknown> {
-  if (!isObject(raw)) throw new EvalConfigError(`${field} must be an object with the fields ${allowed.join(', ')}`);
-  for (const key of Object.keys(raw)) {
-    if (!allowed.includes(key)) throw new EvalConfigError(`unknown field "${field}.${key}"; allowed: ${allowed.join(', ')}`);
-  }
-  return raw;
-}
-
 function requireBase<T>(field: string, value: T | undefined): T {
   if (value === undefined) throw new EvalConfigError(`"${field}" is required (or set "preset": "quick" to start from a preset)`);
   return value;
 }
 
-function list<T>(field: string, raw: unknown, item: (value: unknown, field: string) => T): T[] {
-  if (!Array.isArray(raw) || raw.length === 0) throw new EvalConfigError(`${field} must be a non-empty list, got ${JSON.stringify(raw)}`);
-  return raw.map((v, i) => item(v, `${field}[${i}]`));
-}
-
 function unique<T>(field: string, values: T[]): T[] {
   if (new Set(values).size !== values.length) throw new EvalConfigError(`${field} lists a value twice: ${JSON.stringify(values)}`);
   return values;
-}
-
-function oneOf<T extends string>(field: string, raw: unknown, allowed: readonly T[]): T {
-  if (typeof raw !== 'string' || !allowed.includes(raw as T)) {
-    throw new EvalConfigError(`${field} must be one of ${allowed.map((a) => `"${a}"`).join(', ')}, got ${JSON.stringify(raw)}`);
-  }
-  return raw as T;
-}
-
-function nonEmptyString(field: string, raw: unknown): string {
-  if (typeof raw !== 'string' || !raw.trim()) throw new EvalConfigError(`${field} must be a non-empty string, got ${JSON.stringify(raw)}`);
-  return raw.trim();
-}
-
-function integer(field: string, raw: unknown): number {
-  if (typeof raw !== 'number' || !Number.isSafeInteger(raw)) throw new EvalConfigError(`${field} must be an integer, got ${JSON.stringify(raw)}`);
-  return raw;
-}
-
-function positiveInteger(field: string, raw: unknown): number {
-  const value = integer(field, raw);
-  if (value < 1) throw new EvalConfigError(`${field} must be a positive integer, got ${value}`);
-  return value;
-}
-
-function positiveNumber(field: string, raw: unknown): number {
-  if (typeof raw !== 'number' || !Number.isFinite(raw) || raw <= 0) throw new EvalConfigError(`${field} must be a number > 0, got ${JSON.stringify(raw)}`);
-  return raw;
-}
-
-function nonNegativeNumber(field: string, raw: unknown): number {
-  if (typeof raw !== 'number' || !Number.isFinite(raw) || raw < 0) throw new EvalConfigError(`${field} must be a number >= 0, got ${JSON.stringify(raw)}`);
-  return raw;
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {

@@ -5,6 +5,8 @@
 import type { Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import { DefenseError, parseDefense, type Defense, type DefenseConfig, type InputFormat } from '../defenses/index.js';
+import { z } from 'zod';
+import { callable, joinPath, keysOf, oneOf, optionStyle, parseOptions, secretText } from '../validation/index.js';
 import { ServingError, ServingOptionError } from './errors.js';
 import { createServingMetrics, type ServingMetrics } from './metrics.js';
 import type { ContextProvider, FailureMode } from './perturber.js';
@@ -83,22 +85,31 @@ export interface ResolvedServing<Req> {
   shadow?: ShadowAttacker;
 }
 
-export const SERVING_OPTION_NAMES = [
-  'defense',
-  'protocol',
-  'inputFormat',
-  'noiseSecret',
-  'context',
-  'tiers',
-  'chooseDefense',
-  'onFailure',
-  'registry',
-  'metricsPrefix',
-  'logger',
-  'inputs',
-  'clients',
-  'shadow',
-];
+/** The shape of ServingOptions; defenses, codecs, inputs, clients and shadow are checked by their own builders, which name them. */
+const servingSchema = z.strictObject(
+  {
+    defense: z.unknown().optional(),
+    protocol: z.unknown().optional(),
+    inputFormat: oneOf(['probs', 'logits'], '"probs" or "logits"').optional(),
+    noiseSecret: secretText(1, 'a non-empty string (the key of deterministic noise)').optional(),
+    context: callable<ContextProvider>('a function (needs, inputs) => DefenseContext, e.g. surrogateContext({ surrogate })').optional(),
+    tiers: z.record(z.string(), z.unknown(), { error: 'an object of tier name → defense, e.g. { argmax: "argmax" }' }).optional(),
+    chooseDefense: callable<NonNullable<ServingOptions['chooseDefense']>>('a function (req) => tier name | null | undefined').optional(),
+    onFailure: oneOf(['error', 'argmax'], '"error" or "argmax"').optional(),
+    registry: z.unknown().optional(),
+    metricsPrefix: z.string({ error: 'a string such as "msd_"' }).optional(),
+    logger: z.unknown().optional(),
+    inputs: z.unknown().optional(),
+    clients: z.unknown().optional(),
+    shadow: z.unknown().optional(),
+  } satisfies Record<keyof ServingOptions, z.ZodType>,
+  { error: 'an object, e.g. { defense: "mad:eps=0.5,oracle=argmax", context: surrogateContext({ surrogate }) }' },
+);
+
+/** Every option ServingOptions takes, read from its schema (the proxy adds its own). */
+export const SERVING_OPTION_NAMES: readonly string[] = keysOf(servingSchema);
+
+const style = optionStyle(ServingOptionError, '', { name: (path) => (path.length ? joinPath('', path) : 'options') });
 
 export function isDefense(value: unknown): value is Defense {
   return (
@@ -122,22 +133,12 @@ function buildDefense(option: DefenseOption | undefined, where: string, inputFor
 }
 
 export function resolveServingOptions<Req>(options: ServingOptions<Req>): ResolvedServing<Req> {
-  if (!options || typeof options !== 'object')
-    throw new ServingOptionError('options are required, e.g. { defense: "mad:eps=0.5,oracle=argmax", context: surrogateContext({ surrogate }) }');
-  const unknown = Object.keys(options).filter((key) => !SERVING_OPTION_NAMES.includes(key));
-  if (unknown.length) throw new ServingOptionError(`unknown option(s) ${unknown.join(', ')}; allowed: ${SERVING_OPTION_NAMES.join(', ')}`);
+  parseOptions(servingSchema, options, style);
   const inputFormat = options.inputFormat ?? 'probs';
-  if (inputFormat !== 'probs' && inputFormat !== 'logits')
-    throw new ServingOptionError(`inputFormat must be "probs" or "logits", got ${JSON.stringify(inputFormat)}`);
   if (options.inputFormat !== undefined && isDefense(options.defense)) {
     throw new ServingOptionError('inputFormat applies to spec strings; for a ready Defense build it with parseDefense(spec, { inputFormat }) instead');
   }
   const onFailure = options.onFailure ?? 'error';
-  if (onFailure !== 'error' && onFailure !== 'argmax') throw new ServingOptionError(`onFailure must be "error" or "argmax", got ${JSON.stringify(onFailure)}`);
-  if (options.chooseDefense !== undefined && typeof options.chooseDefense !== 'function')
-    throw new ServingOptionError('chooseDefense must be a function (req) => tier name | null | undefined');
-  if (options.context !== undefined && typeof options.context !== 'function')
-    throw new ServingOptionError('context must be a function (needs, inputs) => DefenseContext, e.g. surrogateContext({ surrogate })');
 
   const defense = buildDefense(options.defense, 'defense', inputFormat, options.noiseSecret);
   const tiers = new Map<string, Defense>();

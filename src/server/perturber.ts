@@ -131,27 +131,81 @@ function logDetail(error: unknown): string {
   return error instanceof DefenseError ? message.replace(/-?\d*\.\d+(e[-+]?\d+)?/gi, '…') : message;
 }
 
+/** Maps an error to a client status and message that repeat none of the answer's numbers. */
+function classify(
+  error: unknown,
+  answerErrorStatus: number,
+): { status: number; outcome: RequestOutcome; message: string; headers?: Readonly<Record<string, string>> } {
+  if (error instanceof AnswerFormatError) return { status: answerErrorStatus, outcome: 'bad_answer', message: error.message };
+  if (error instanceof ServingError) return { status: error.status, outcome: error.outcome, message: error.message, headers: error.headers };
+  // Defense-layer messages may quote an entry of the answer, so the client gets a generic one.
+  if (error instanceof InvalidBatchError)
+    return { status: answerErrorStatus, outcome: 'bad_answer', message: 'model answer: not a valid batch of probability rows for the defense' };
+  return { status: 500, outcome: 'defense_failed', message: 'the defense failed, so the answer was withheld' };
+}
+
+/** The error answer for a failure (its headers, e.g. Retry-After, included), counted under `label`. */
+function failureOutcome(config: PerturberConfig, label: string, error: unknown): Outcome {
+  const { status, outcome, message, headers } = classify(error, config.answerErrorStatus);
+  config.metrics.requests.inc({ defense: label, outcome });
+  const detail = logDetail(error);
+  return { status, body: config.codec.errorBody(message), record: { defense: label, outcome, rows: 0, error: detail }, ...(headers ? { headers } : {}) };
+}
+
+/** Whether the codec reads an answer (probabilities) in `body`. */
+function readsAsAnswer(codec: Codec, body: unknown): boolean {
+  try {
+    codec.readAnswer(body);
+    return true;
+  } catch {
+    // Unreadable as an answer: an ordinary error body, safe to pass.
+    return false;
+  }
+}
+
+/** A defended answer's metrics and log record: the perturbation per row, top-1 changes, the defense's time. */
+function measureAnswer(
+  config: PerturberConfig,
+  label: string,
+  defense: Defense,
+  batch: ProbBatch,
+  defended: ProbBatch,
+  started: number,
+): Pick<Outcome, 'record' | 'answered'> {
+  const { metrics } = config;
+  const seconds = (performance.now() - started) / 1000;
+  const rows = batch.rows;
+  let sumL1 = 0;
+  let changed = 0;
+  let original: ProbBatch | undefined;
+  try {
+    // Probability answers are measured as they came (the defense accepted them within 1e-3 of the simplex).
+    original = config.inputFormat === 'probs' ? batch : toProbabilities(batch, config.inputFormat);
+    const cost = utilityCost(original, defended);
+    for (let r = 0; r < rows; r++) {
+      metrics.l1.observe({ defense: label }, cost.l1[r]);
+      sumL1 += cost.l1[r];
+      changed += cost.top1Changed[r];
+    }
+  } catch {
+    // The defense accepted the rows, so measuring them cannot fail; if it does, the answer still goes out.
+  }
+  // `none` (alone or repeated) returns the model's answer: counted as what it is.
+  const outcome = defense.name.split('|').every((stage) => stage === 'none') ? 'undefended' : 'defended';
+  metrics.requests.inc({ defense: label, outcome });
+  metrics.rows.inc({ defense: label }, rows);
+  if (changed) metrics.top1Changes.inc({ defense: label }, changed);
+  metrics.latency.observe({ defense: label }, seconds);
+  const answered = original ? { answered: { defense, original, defended } } : {};
+  return { record: { defense: label, outcome, rows, meanL1: sumL1 / rows, top1Changed: changed, defenseMs: seconds * 1000 }, ...answered };
+}
+
 export function createPerturber(config: PerturberConfig): Perturber {
   const { codec, metrics } = config;
 
   const count = (label: string, outcome: RequestOutcome): void => metrics.requests.inc({ defense: label, outcome });
 
-  /** Maps an error to a client status and message that repeat none of the answer's numbers. */
-  const classify = (error: unknown): { status: number; outcome: RequestOutcome; message: string; headers?: Readonly<Record<string, string>> } => {
-    if (error instanceof AnswerFormatError) return { status: config.answerErrorStatus, outcome: 'bad_answer', message: error.message };
-    if (error instanceof ServingError) return { status: error.status, outcome: error.outcome, message: error.message, headers: error.headers };
-    // Defense-layer messages may quote an entry of the answer, so the client gets a generic one.
-    if (error instanceof InvalidBatchError)
-      return { status: config.answerErrorStatus, outcome: 'bad_answer', message: 'model answer: not a valid batch of probability rows for the defense' };
-    return { status: 500, outcome: 'defense_failed', message: 'the defense failed, so the answer was withheld' };
-  };
-
-  const failure = (label: string, error: unknown): Outcome => {
-    const { status, outcome, message, headers } = classify(error);
-    count(label, outcome);
-    const detail = logDetail(error);
-    return { status, body: codec.errorBody(message), record: { defense: label, outcome, rows: 0, error: detail }, ...(headers ? { headers } : {}) };
-  };
+  const failure = (label: string, error: unknown): Outcome => failureOutcome(config, label, error);
 
   /** After the rows were read, a failure may still answer with the label only, if so configured. */
   const failAfterRead = (label: string, view: AnswerView, error: unknown): Outcome => {
@@ -175,31 +229,7 @@ export function createPerturber(config: PerturberConfig): Perturber {
     } catch (error) {
       return failAfterRead(label, view, error);
     }
-    const seconds = (performance.now() - started) / 1000;
-    const rows = view.batch.rows;
-    let sumL1 = 0;
-    let changed = 0;
-    let original: ProbBatch | undefined;
-    try {
-      // Probability answers are measured as they came (the defense accepted them within 1e-3 of the simplex).
-      original = config.inputFormat === 'probs' ? view.batch : toProbabilities(view.batch, config.inputFormat);
-      const cost = utilityCost(original, defended);
-      for (let r = 0; r < rows; r++) {
-        metrics.l1.observe({ defense: label }, cost.l1[r]);
-        sumL1 += cost.l1[r];
-        changed += cost.top1Changed[r];
-      }
-    } catch {
-      // The defense accepted the rows, so measuring them cannot fail; if it does, the answer still goes out.
-    }
-    // `none` (alone or repeated) returns the model's answer: counted as what it is.
-    const outcome = defense.name.split('|').every((stage) => stage === 'none') ? 'undefended' : 'defended';
-    count(label, outcome);
-    metrics.rows.inc({ defense: label }, rows);
-    if (changed) metrics.top1Changes.inc({ defense: label }, changed);
-    metrics.latency.observe({ defense: label }, seconds);
-    const answered = original ? { answered: { defense, original, defended } } : {};
-    return { status: 200, body, record: { defense: label, outcome, rows, meanL1: sumL1 / rows, top1Changed: changed, defenseMs: seconds * 1000 }, ...answered };
+    return { status: 200, body, ...measureAnswer(config, label, defense, view.batch, defended, started) };
   };
 
   /** A failure to read the request's inputs: a request the client got wrong is answered as such, even with the argmax fallback. */
@@ -281,14 +311,8 @@ export function createPerturber(config: PerturberConfig): Perturber {
   };
 
   const screenErrorAnswer = (label: string, status: number, answerBody: unknown): Outcome => {
-    let readable = false;
-    try {
-      codec.readAnswer(answerBody);
-      readable = true;
-    } catch {
-      // Unreadable as an answer: an ordinary error body, safe to pass.
-    }
-    if (readable) return failure(label, new AnswerFormatError(`model answer: an error status ${status} that carries probabilities was withheld`));
+    if (readsAsAnswer(codec, answerBody))
+      return failure(label, new AnswerFormatError(`model answer: an error status ${status} that carries probabilities was withheld`));
     count(label, 'passed_error');
     return { status, body: answerBody, record: { defense: label, outcome: 'passed_error', rows: 0 } };
   };

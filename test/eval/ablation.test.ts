@@ -4,9 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { expandDefenses, presetConfig, validateConfig } from '../../src/eval/config.js';
-import { evaluate } from '../../src/eval/evaluate.js';
+import { evaluate } from '../../src/eval/grid/evaluate.js';
 import { parseCsv, REPORT_COLUMNS } from '../../src/eval/report/table.js';
-import { createSurrogate } from '../../src/eval/surrogate-kinds.js';
+import { createSurrogate } from '../../src/eval/run/surrogate-kinds.js';
 import { initBackend, tf } from '../../src/models/index.js';
 import { syntheticLoader } from './helpers/synthetic-data.js';
 

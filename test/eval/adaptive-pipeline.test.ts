@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { describe, it } from 'node:test';
 import { scratchDir } from '../helpers/scratch.js';
 import { validateConfig } from '../../src/eval/config.js';
-import { evaluate } from '../../src/eval/evaluate.js';
+import { evaluate } from '../../src/eval/grid/evaluate.js';
 import { summaryText } from '../../src/eval/report/summary.js';
 import { parseCsv, REPORT_COLUMNS } from '../../src/eval/report/table.js';
 import { tf } from '../../src/models/index.js';

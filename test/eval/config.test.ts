@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { scratchDir } from '../helpers/scratch.js';
 import { defenseNames } from '../../src/defenses/index.js';
 import { EvalConfigError, expandDefenses, loadConfigFile, presetConfig, validateConfig, withWorld } from '../../src/eval/config.js';
-import { planRuns } from '../../src/eval/run-key.js';
+import { planRuns } from '../../src/eval/run/run-key.js';
 
 describe('eval config', () => {
   it('quick and defenses presets: one budget, random policy, the calibrated attacker; quick trims the grid only', () => {

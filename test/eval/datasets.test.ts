@@ -3,9 +3,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { readCache, writeCache } from '../../src/eval/dataset-cache.js';
-import { parseIdx } from '../../src/eval/dataset-idx.js';
-import { cacheRootFor, loadDataset, sliceSplit } from '../../src/eval/datasets.js';
+import { readCache, writeCache } from '../../src/eval/world/dataset-cache.js';
+import { parseIdx } from '../../src/eval/data/idx.js';
+import { cacheRootFor, loadDataset, sliceSplit } from '../../src/eval/world/datasets.js';
 
 const scratch = mkdtempSync(join(tmpdir(), 'msd-datasets-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));

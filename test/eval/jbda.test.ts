@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { DEFAULT_JBDA, presetConfig, validateConfig, type JbdaVariant } from '../../src/eval/config.js';
 import { jacobianStep, roundStep, runJbdaAttack, substituteTargets, targetedPgd } from '../../src/eval/attackers/jbda.js';
-import type { InferenceClient } from '../../src/eval/kserve-client.js';
+import type { InferenceClient } from '../../src/eval/endpoint/kserve-client.js';
 import { createModel, initBackend, predictProbs, tf } from '../../src/models/index.js';
 import { syntheticDataset } from './helpers/synthetic-data.js';
 

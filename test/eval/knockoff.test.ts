@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { presetConfig } from '../../src/eval/config.js';
 import { runKnockoffAttack } from '../../src/eval/attackers/knockoff.js';
-import type { InferenceClient } from '../../src/eval/kserve-client.js';
+import type { InferenceClient } from '../../src/eval/endpoint/kserve-client.js';
 import { tf } from '../../src/models/index.js';
 import { syntheticDataset } from './helpers/synthetic-data.js';
 

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { batchFromRows } from '../../src/defenses/index.js';
-import { EndpointError, gatherRows, imageRequest, readProbabilities } from '../../src/eval/kserve-client.js';
-import { accuracy, defenderOutcome, median, normaliseAnswers } from '../../src/eval/measures.js';
+import { EndpointError, gatherRows, imageRequest, readProbabilities } from '../../src/eval/endpoint/kserve-client.js';
+import { accuracy, defenderOutcome, median, normaliseAnswers } from '../../src/eval/records/measures.js';
 
 describe('evaluation measures', () => {
   it('defender outcome: accuracy, its loss, L1 mean and median, top-1 change rate', () => {

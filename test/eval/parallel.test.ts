@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { validateConfig } from '../../src/eval/config.js';
-import { evaluate } from '../../src/eval/evaluate.js';
+import { evaluate } from '../../src/eval/grid/evaluate.js';
 import { syntheticLoader } from './helpers/synthetic-data.js';
 
 const dirs: string[] = [];

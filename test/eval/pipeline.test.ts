@@ -4,10 +4,10 @@ import { describe, it } from 'node:test';
 import { scratchDir } from '../helpers/scratch.js';
 import type { Defense, ProbBatch } from '../../src/defenses/index.js';
 import { describeDefense, validateConfig } from '../../src/eval/config.js';
-import { evaluate } from '../../src/eval/evaluate.js';
+import { evaluate } from '../../src/eval/grid/evaluate.js';
 import { parseCsv, REPORT_COLUMNS } from '../../src/eval/report/table.js';
-import { loadDataset } from '../../src/eval/datasets.js';
-import type { DatasetLoader } from '../../src/eval/world.js';
+import { loadDataset } from '../../src/eval/world/datasets.js';
+import type { DatasetLoader } from '../../src/eval/world/world.js';
 import { tf } from '../../src/models/tfjs/tf.js';
 import { syntheticLoader } from './helpers/synthetic-data.js';
 
@@ -70,6 +70,11 @@ describe('evaluation pipeline on a tiny slice', () => {
     const metrics = await first.registry.metrics();
     assert.match(metrics, /msd_attacker_accuracy_ratio\{defense="none"\} [\d.]+/);
     assert.match(metrics, /msd_utility_loss_ratio\{defense="uniform"\} 0\.\d+/);
+    // And the worst case beside the soft Knockoff attacker: the strongest of the soft and top-1 attackers.
+    const strongest = Math.max(...none.attackers.map((a) => a.accuracy));
+    const worst = metrics.match(/msd_worst_case_attacker_accuracy_ratio\{defense="none",attacker="([^"]+)"\} ([\d.e-]+)/);
+    assert.ok(worst, metrics);
+    assert.ok(Math.abs(Number(worst[2]) - strongest) < 1e-9, `worst case ${worst[2]}, strongest ${strongest}`);
 
     for (const file of [first.files.json, first.files.csv, first.files.html, ...first.files.plots]) assert.ok((await stat(file)).size > 0, file);
     const csv = parseCsv(await readFile(first.files.csv, 'utf8'));

@@ -6,7 +6,7 @@ import { fingerprintDifferences } from '../../src/eval/queue/fingerprint.js';
 import { configFromDefinition, gridDefinition, gridId, jobData, runOfJob, untransportable } from '../../src/eval/queue/grid.js';
 import { parseQueueUrl, QueueUrlError } from '../../src/eval/queue/redis-url.js';
 import { EtaEstimator, formatDuration, parseBeats, statusLines, type WorkerBeat } from '../../src/eval/queue/status.js';
-import { planRuns, runKey } from '../../src/eval/run-key.js';
+import { planRuns, runKey } from '../../src/eval/run/run-key.js';
 
 describe('queue address', () => {
   it('parses host, port, database, user and password, and hides the password', () => {

@@ -3,7 +3,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { scratchDir } from '../helpers/scratch.js';
-import type { RunRecord } from '../../src/eval/results.js';
+import type { RunRecord } from '../../src/eval/records/run-record.js';
 import { adaptiveAgainstRandom, bestWithinUtility } from '../../src/eval/report/selection.js';
 import { aggregateRuns } from '../../src/eval/report/aggregate.js';
 import { summaryText } from '../../src/eval/report/summary.js';

@@ -3,9 +3,9 @@ import { appendFile, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { scratchDir } from '../helpers/scratch.js';
-import type { RunRecord } from '../../src/eval/results.js';
+import type { RunRecord } from '../../src/eval/records/run-record.js';
 import { sampleRecord } from './helpers/sample-record.js';
-import { ResultsStore, RUNS_FILE } from '../../src/eval/results-store.js';
+import { ResultsStore, RUNS_FILE } from '../../src/eval/records/results-store.js';
 
 describe('results store', () => {
   it('appends one line per run and reads them back after a restart', async () => {

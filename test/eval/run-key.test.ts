@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { presetConfig, validateConfig } from '../../src/eval/config.js';
-import { planRuns, runKey, stableJson } from '../../src/eval/run-key.js';
+import { planRuns, runKey } from '../../src/eval/run/run-key.js';
+import { stableJson } from '../../src/eval/stable-json.js';
 
 describe('run keys', () => {
   const config = validateConfig({ preset: 'quick', defenses: ['none', 'mad:eps=0.5'], budgets: [1000, 2000], policies: ['random', 'adaptive'] });

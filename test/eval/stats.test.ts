@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { confidenceInterval, mean, sampleSd, tCdf, tQuantile, welchTest } from '../../src/eval/stats.js';
+import { confidenceInterval, mean, sampleSd, tCdf, tQuantile, welchTest } from '../../src/eval/records/stats.js';
 
 const close = (actual: number, expected: number, tolerance: number, what: string) =>
   assert.ok(Math.abs(actual - expected) <= tolerance, `${what}: ${actual} vs ${expected}`);

@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { describe, it } from 'node:test';
 import { scratchDir } from '../helpers/scratch.js';
 import type { AttackerLabels, PolicyName } from '../../src/eval/config.js';
-import type { RunRecord } from '../../src/eval/results.js';
+import type { RunRecord } from '../../src/eval/records/run-record.js';
 import { aggregateRuns } from '../../src/eval/report/aggregate.js';
 import { summaryText } from '../../src/eval/report/summary.js';
 import { parseCsv, REPORT_COLUMNS } from '../../src/eval/report/table.js';

@@ -21,9 +21,10 @@ import {
   writeOnnxModel,
   type SurrogateModel,
 } from '../../src/models/index.js';
-import { exitSurrogateThreadOnNextCall } from '../../src/models/surrogates/threaded-surrogate.js';
+import { exitSurrogateThreadOnNextCall, holdSurrogateThreadOnNextCall } from '../../src/models/surrogates/threaded-surrogate.js';
 import { batchedSurrogateContext } from '../../src/server/batching/batched-context.js';
 import { scratchDir } from '../helpers/scratch.js';
+import { waitFor } from '../helpers/wait.js';
 import { inputs, setUpBackend } from './helpers.js';
 
 const SHAPE = [5, 5, 2];
@@ -230,20 +231,24 @@ describe('loadThreadedSurrogate: the forward pass runs off this thread', () => {
       assert.ok(here.kernels.length > 0, 'the in-thread surrogate runs kernels here (the profile sees them)');
       const profile = await tf.profile(async () => void (await threaded.probsAsync(x, 8)));
       assert.deepEqual(profile.kernels, [], 'no kernel ran in this thread');
-      let turns = 0;
-      let counting = true;
-      const count = () => {
-        turns++;
-        if (counting) setImmediate(count);
-      };
-      // Enough rows that the worker's pass outlasts a turn of this loop (8 rows of this tiny model can
-      // come back before the first setImmediate runs).
-      const many = inputs(4096, WIDTH, 3);
-      setImmediate(count);
-      const result = await threaded.probsAsync(many, 4096);
-      counting = false;
-      assert.equal(result.rows, 4096);
-      assert.ok(turns > 0, 'the event loop turned while the worker computed');
+      // The worker holds the next call, its thread blocked before computing, until released: whatever
+      // the machine's speed, the turns counted below happen while the worker is busy with that call.
+      const held = holdSurrogateThreadOnNextCall(threaded);
+      let answered = false;
+      const call = threaded.probsAsync(x, 8).finally(() => {
+        answered = true;
+      });
+      try {
+        await waitFor(() => held.holding(), { what: 'the worker to hold the call' });
+        for (let turn = 0; turn < 3; turn++) await new Promise((resolve) => setImmediate(resolve));
+        assert.ok(held.holding(), 'the event loop turned while the worker was blocked in the call');
+        assert.equal(answered, false, 'the call is still in the worker');
+      } finally {
+        held.release();
+      }
+      const result = await call;
+      assert.equal(result.rows, 8);
+      assertClose(result.data, (await local.probsAsync(x, 8)).data, 1e-5);
     } finally {
       threaded.dispose();
       local.dispose();

@@ -1,6 +1,6 @@
 /**
  * Which attacker families a defense setting is measured against. No tensors here: the run planner
- * (run-key.ts) asks this for every (setting, family) pair.
+ * (run/run-key.ts) asks this for every (setting, family) pair.
  */
 import type { PolicyName } from '../config.js';
 import { inverterFor } from './inversion.js';

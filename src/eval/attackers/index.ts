@@ -1,6 +1,7 @@
 /**
  * The attacker families, one module each, behind one entry: `runAttack` dispatches a run to its
- * family. The grid (evaluate.ts), `msd eval --target` (external.ts) and the detection streams call it.
+ * family. The grid (run/session.ts), `msd eval --target` (target/external.ts) and the detection
+ * streams call it.
  *
  * | family | module | queries | trains on |
  * |---|---|---|---|
@@ -14,7 +15,7 @@
  */
 import type { JbdaSettings, RestorerSettings, SmoothingSettings } from '../config.js';
 import { deriveSeed } from '../random.js';
-import type { LabelledImages } from '../world.js';
+import type { LabelledImages } from '../world/world.js';
 import { attackerApplies, baseSpec } from './applies.js';
 import { isJbdaVariant, jbdaSeedSet, runJbdaAttack } from './jbda.js';
 import { collectKnockoffTransfer, runKnockoffAttack, trainKnockoffs } from './knockoff.js';

@@ -22,11 +22,11 @@
 import type { ProbBatch } from '../../defenses/index.js';
 import { createModel, fittingArchitecture, lossGradientSign, predictProbs, trainModel, type LayersModel } from '../../models/index.js';
 import type { JbdaSettings, JbdaVariant } from '../config.js';
-import type { InferenceClient } from '../kserve-client.js';
-import { normaliseAnswers } from '../measures.js';
+import type { InferenceClient } from '../endpoint/kserve-client.js';
+import { normaliseAnswers } from '../records/measures.js';
 import { deriveSeed, permutation, seededRandom } from '../random.js';
-import type { RestorerReport } from '../results.js';
-import type { LabelledImages } from '../world.js';
+import type { RestorerReport } from '../records/run-record.js';
+import type { LabelledImages } from '../world/world.js';
 import { trainKnockoffs } from './knockoff.js';
 import { answerQuality } from './quality.js';
 import type { AttackOptions, AttackResult, TransferSet } from './types.js';

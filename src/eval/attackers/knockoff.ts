@@ -9,13 +9,13 @@
 import type { ProbBatch } from '../../defenses/index.js';
 import { createModel, fittingArchitecture, predictClasses, predictProbs, trainModel, type LayersModel } from '../../models/index.js';
 import type { AttackerLabels } from '../config.js';
-import { gatherRows } from '../kserve-client.js';
-import { accuracy, normaliseAnswers } from '../measures.js';
+import { gatherRows } from '../endpoint/kserve-client.js';
+import { accuracy, normaliseAnswers } from '../records/measures.js';
 import { adaptivePolicy, type KnockoffProbe } from '../policies/adaptive.js';
 import { randomPolicy } from '../policies/random.js';
 import type { QueryPolicy } from '../policies/types.js';
 import { deriveSeed } from '../random.js';
-import type { AttackerOutcome } from '../results.js';
+import type { AttackerOutcome } from '../records/run-record.js';
 import { answerQuality } from './quality.js';
 import { trainingTargets } from './top1.js';
 import type { AttackOptions, AttackResult, TransferSet } from './types.js';

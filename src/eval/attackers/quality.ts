@@ -1,6 +1,6 @@
 /** Scores what an attacker trained on against the clean answers to the same queries (measurement only). */
 import type { ProbBatch } from '../../defenses/index.js';
-import type { AnswerQuality } from '../results.js';
+import type { AnswerQuality } from '../records/run-record.js';
 import type { TruthOracle } from './types.js';
 
 function compare(clean: ProbBatch, answers: ProbBatch): { l1: number; top1Changed: number } {

@@ -33,9 +33,9 @@ import {
   type LayersModel,
 } from '../../models/index.js';
 import type { RestorerSettings, TrainingSettings } from '../config.js';
-import { normaliseAnswers } from '../measures.js';
+import { normaliseAnswers } from '../records/measures.js';
 import { deriveSeed, permutation, seededRandom } from '../random.js';
-import type { RestorerReport } from '../results.js';
+import type { RestorerReport } from '../records/run-record.js';
 import { collectKnockoffTransfer, trainKnockoffs } from './knockoff.js';
 import { answerQuality } from './quality.js';
 import { top1Labels } from './top1.js';

@@ -13,8 +13,8 @@
  */
 import type { ProbBatch } from '../../defenses/index.js';
 import type { SmoothingSettings } from '../config.js';
-import { gatherRows } from '../kserve-client.js';
-import { normaliseAnswers } from '../measures.js';
+import { gatherRows } from '../endpoint/kserve-client.js';
+import { normaliseAnswers } from '../records/measures.js';
 import { randomPolicy } from '../policies/random.js';
 import { deriveSeed, seededRandom } from '../random.js';
 import { trainKnockoffs } from './knockoff.js';

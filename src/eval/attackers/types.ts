@@ -6,9 +6,9 @@
  */
 import type { ProbBatch } from '../../defenses/index.js';
 import type { AdaptiveSettings, AttackerLabels, PolicyName, TrainingSettings } from '../config.js';
-import type { InferenceClient } from '../kserve-client.js';
+import type { InferenceClient } from '../endpoint/kserve-client.js';
 import type { AttackerPool } from '../policies/types.js';
-import type { AnswerQuality, AttackerOutcome, RestorerReport } from '../results.js';
+import type { AnswerQuality, AttackerOutcome, RestorerReport } from '../records/run-record.js';
 
 /** The victim's test set, with the undefended victim's top-1 for the agreement score. */
 export interface VictimTestSet {

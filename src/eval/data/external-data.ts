@@ -16,7 +16,7 @@ import { existsSync } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { parseIdx } from '../dataset-idx.js';
+import { parseIdx } from './idx.js';
 import { DataFileError } from './errors.js';
 import { parseNpy } from './npy.js';
 

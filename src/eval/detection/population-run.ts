@@ -9,26 +9,19 @@
  * undefended; and what the benign clients paid (answers changed in top-1, clients refused).
  */
 import { argmaxRows, parseDefense } from '../../defenses/index.js';
-import {
-  calibrateHoda,
-  calibratePopulation,
-  createClientDetection,
-  createCohortDetection,
-  type DetectionOptions,
-  type HodaCalibration,
-  type PopulationCalibration,
-} from '../../detection/index.js';
+import { calibratePopulation, createClientDetection, createCohortDetection, type DetectionOptions, type PopulationCalibration } from '../../detection/index.js';
 import { checkpointHardness, predictProbs, type ContextProviders, type LayersModel } from '../../models/index.js';
 import type { FingerprintServingOptions, PopulationServingOptions } from '../../server/clients/options.js';
-import { trainKnockoff, type TransferSet, type VictimTestSet } from '../attackers/index.js';
+import { trainKnockoff, type TransferSet } from '../attackers/index.js';
 import type { TrainingSettings } from '../config.js';
-import { startDefendedEndpoint } from '../endpoint.js';
-import { EndpointError, kserveClient } from '../kserve-client.js';
-import { accuracy } from '../measures.js';
+import { startDefendedEndpoint } from '../endpoint/defended-endpoint.js';
+import { EndpointError, kserveClient } from '../endpoint/kserve-client.js';
+import { accuracy } from '../records/measures.js';
 import { deriveSeed, permutation, seededRandom } from '../random.js';
-import { subset, type LabelledImages } from '../world.js';
+import { subset, type LabelledImages } from '../world/world.js';
 import { newRecord, recordingDetection, type ClientRecord } from './recorder.js';
 import { DEFAULT_BENIGN, type BenignSettings } from './run.js';
+import { calibrateHodaOn, detectionTiers, EVAL_CLIENTS, hardnessOf, holdOut, victimTestSet } from './setup.js';
 import type { AttackerStream } from './streams.js';
 import { isRefusedRow, thiefClient, type ThiefScenario, type ThiefTally } from './sybil.js';
 
@@ -143,21 +136,6 @@ function asSent(x: Float32Array): Float32Array {
   return Float32Array.from(x, (v) => Math.max(0, Math.min(255, Math.round(v * 255))) / 255);
 }
 
-/** The test split's seeded parts: 3000 calibrate, the rest (7000 on MNIST) are the benign clients' queries, none sent twice. */
-function parts(test: LabelledImages, seed: number): { calibration: LabelledImages; benign: LabelledImages } {
-  const order = permutation(test.rows, seededRandom(deriveSeed(seed, 'population-test-parts')));
-  const held = Math.min(3000, Math.floor(test.rows * 0.3));
-  return { calibration: subset(test, order.subarray(0, held)), benign: subset(test, order.subarray(held)) };
-}
-
-function calibrateHodaOn(checkpoints: readonly LayersModel[], held: LabelledImages, hardness: Int8Array, seed: number): HodaCalibration {
-  const sequences = Array.from({ length: 20 }, (_, i) => {
-    const order = permutation(held.rows, seededRandom(deriveSeed(seed, `population-hoda-${i}`)));
-    return Int8Array.from(order, (r) => hardness[r]);
-  });
-  return calibrateHoda(sequences, { bins: checkpoints.length, lengths: [100, 1000].filter((l) => l <= held.rows) });
-}
-
 interface BenignClient {
   key: string;
   tenant: string;
@@ -175,22 +153,18 @@ export async function runPopulationEvaluation(options: PopulationEvalOptions): P
   const requestRows = options.requestRows ?? 10;
   const spanMs = options.spanMs ?? 3_600_000;
   const benignSettings: BenignSettings = { ...DEFAULT_BENIGN, clients: 100, ...options.benign };
-  const { calibration: held, benign: benignPool } = parts(options.victimTest, seed);
+  // 3000 of the test split (a seeded draw) calibrate, the rest (7000 on MNIST) are the benign clients' queries, none sent twice.
+  const { calibration: held, benign: benignPool } = holdOut(
+    options.victimTest,
+    Math.min(3000, Math.floor(options.victimTest.rows * 0.3)),
+    seed,
+    'population-test-parts',
+  );
   const checkpoints = options.checkpoints && options.checkpoints.length >= 2 ? options.checkpoints : undefined;
   const heldHardness = checkpoints ? checkpointHardness(checkpoints, asSent(held.x), held.rows) : undefined;
-  const hodaCalibration = checkpoints && heldHardness && held.rows >= 100 ? calibrateHodaOn(checkpoints, held, heldHardness, seed) : undefined;
-  const detectionOptions: DetectionOptions = { ...options.detection };
-  if (hodaCalibration)
-    detectionOptions.hoda = {
-      benignHistogram: hodaCalibration.benignHistogram,
-      thresholds: hodaCalibration.thresholds.map(({ length, threshold }) => ({ length, threshold })),
-    };
-  const madTier = options.providers.surrogate !== undefined;
-  const tiers: Record<string, string> = madTier
-    ? { 'mad-argmax': 'mad-argmax:eps=0.8', argmax: 'argmax' }
-    : { 'reverse-sigmoid': 'reverse-sigmoid:beta=0.7,gamma=0.2', argmax: 'argmax' };
-  const ladder = detectionOptions.policy?.steps ? [...detectionOptions.policy.steps] : Object.keys(tiers);
-  detectionOptions.policy = { ...detectionOptions.policy, steps: ladder };
+  const hodaCalibration =
+    checkpoints && heldHardness && held.rows >= 100 ? calibrateHodaOn(heldHardness, checkpoints.length, seed, 'population-hoda') : undefined;
+  const { detectionOptions, tiers, ladder, madTier } = detectionTiers(options.detection, hodaCalibration, options.providers);
   const probationTier = madTier ? 'mad-argmax' : 'argmax';
 
   // Population thresholds from the held-out part's undefended answers (benign traffic).
@@ -212,16 +186,10 @@ export async function runPopulationEvaluation(options: PopulationEvalOptions): P
     `population: benign unsure share ${(calibration.benignRate * 100).toFixed(1)}%, flag above ${((populationOptions.ood?.maxRate ?? 0) * 100).toFixed(1)}%; class distance above ${(populationOptions.classes?.maxDistance ?? 0).toFixed(3)}; hardness distance above ${populationOptions.hoda?.maxDistance.toFixed(3) ?? '– (HODA off)'}`,
   );
 
-  const undefendedTest = { rows: options.victimTest.rows, cols: classes, data: predictProbs(victim, options.victimTest.x, options.victimTest.rows) };
-  const test: VictimTestSet = {
-    x: options.victimTest.x,
-    rows: options.victimTest.rows,
-    labels: options.victimTest.labels,
-    victimTop1: argmaxRows(undefendedTest),
-  };
+  const test = victimTestSet(victim, options.victimTest, classes);
   const benignClean = predictProbs(victim, asSent(benignPool.x), benignPool.rows);
   const benignTop1 = argmaxRows({ rows: benignPool.rows, cols: classes, data: benignClean });
-  const hardness = checkpoints ? (inputs: { rows: number; data: Float32Array }) => checkpointHardness(checkpoints, inputs.data, inputs.rows) : undefined;
+  const hardness = hardnessOf(checkpoints);
   const cleanCache = new Map<string, number>();
   const settings = { classes, inputShape: [features], knockoff: options.knockoff, test, seed };
 
@@ -238,9 +206,8 @@ export async function runPopulationEvaluation(options: PopulationEvalOptions): P
       providers: options.providers,
       tiers,
       clients: {
-        identity: 'header:x-api-key',
+        ...EVAL_CLIENTS,
         detection: recorder.detection,
-        store: { memory: { maxClients: 1_000_000, ttlMs: 30 * 24 * 3_600_000 } },
         hardness,
         clock: () => clock,
         ...(above

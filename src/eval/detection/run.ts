@@ -6,17 +6,18 @@
  * flag, the escalated tier's after) against one trained on clean answers throughout; and, over the
  * benign clients, each detector's false-positive rate.
  */
-import { calibrateHoda, createClientDetection, type DetectionOptions, type HodaCalibration } from '../../detection/index.js';
-import { argmaxRows, parseDefense } from '../../defenses/index.js';
+import { createClientDetection, type DetectionOptions, type HodaCalibration } from '../../detection/index.js';
+import { parseDefense } from '../../defenses/index.js';
 import { checkpointHardness, predictProbs, type ContextProviders, type LayersModel } from '../../models/index.js';
 import type { TrainingSettings } from '../config.js';
-import { startDefendedEndpoint } from '../endpoint.js';
-import { EndpointError, kserveClient, type InferenceClient } from '../kserve-client.js';
-import { trainKnockoff, type VictimTestSet } from '../attackers/index.js';
-import { accuracy } from '../measures.js';
-import { deriveSeed, permutation, seededRandom } from '../random.js';
-import { subset, type LabelledImages } from '../world.js';
+import { startDefendedEndpoint } from '../endpoint/defended-endpoint.js';
+import { EndpointError, kserveClient, type InferenceClient } from '../endpoint/kserve-client.js';
+import { trainKnockoff } from '../attackers/index.js';
+import { accuracy } from '../records/measures.js';
+import { deriveSeed, seededRandom } from '../random.js';
+import type { LabelledImages } from '../world/world.js';
 import { newRecord, recordingDetection, type ClientRecord } from './recorder.js';
+import { calibrateHodaOn, detectionTiers, EVAL_CLIENTS, hardnessOf, holdOut, victimTestSet } from './setup.js';
 import type { AttackerStream } from './streams.js';
 
 export const DETECTORS = ['ood', 'prada', 'hoda', 'budget'] as const;
@@ -103,72 +104,30 @@ function detectingClient(url: string, key: string, onRequest: () => void): Infer
   return kserveClient(url, { headers: { 'x-api-key': key }, onRequest, label: `client ${key}` });
 }
 
-/**
- * A seeded random half of the test split calibrates HODA, the other half feeds the benign clients.
- * Not the first and second halves: a test split's order may carry a shift (MNIST's first 5000 test
- * images come from other writers than its last 5000), which would read as a false positive.
- */
-function halves(test: LabelledImages, seed: number): { calibration: LabelledImages; benign: LabelledImages } {
-  const order = permutation(test.rows, seededRandom(deriveSeed(seed, 'detection-test-halves')));
-  const half = Math.floor(test.rows / 2);
-  return { calibration: subset(test, order.subarray(0, half)), benign: subset(test, order.subarray(half)) };
-}
-
-/** HODA's benign calibration: the hardness of held-out images, in many seeded orders (so the benign maximum is taken over many chunks). */
-function calibrate(checkpoints: readonly LayersModel[], held: LabelledImages, seed: number): HodaCalibration {
-  const hardness = checkpointHardness(checkpoints, held.x, held.rows);
-  const orders = 20;
-  const sequences = Array.from({ length: orders }, (_, i) => {
-    const order = permutation(held.rows, seededRandom(deriveSeed(seed, `hoda-calibration-${i}`)));
-    return Int8Array.from(order, (r) => hardness[r]);
-  });
-  const lengths = [100, 1000].filter((l) => l <= held.rows);
-  return calibrateHoda(sequences, { bins: checkpoints.length, lengths });
-}
-
 export async function runDetectionEvaluation(options: DetectionEvalOptions): Promise<DetectionReport> {
   const log = options.log ?? (() => {});
   const { features, classes, victim, seed } = options;
   const requestRows = options.requestRows ?? 10;
   const benignSettings = { ...DEFAULT_BENIGN, ...options.benign };
-  const { calibration: held, benign: benignImages } = halves(options.victimTest, seed);
+  // A seeded random half of the test split calibrates HODA, the other half feeds the benign clients.
+  const { calibration: held, benign: benignImages } = holdOut(options.victimTest, Math.floor(options.victimTest.rows / 2), seed, 'detection-test-halves');
   const checkpoints = options.checkpoints && options.checkpoints.length >= 2 ? options.checkpoints : undefined;
-  const hodaCalibration = checkpoints && held.rows >= 100 ? calibrate(checkpoints, held, seed) : undefined;
-  const detectionOptions: DetectionOptions = { ...options.detection };
-  if (hodaCalibration)
-    detectionOptions.hoda = {
-      benignHistogram: hodaCalibration.benignHistogram,
-      thresholds: hodaCalibration.thresholds.map(({ length, threshold }) => ({ length, threshold })),
-    };
-  const madTier = options.providers.surrogate !== undefined;
-  const tiers: Record<string, string> = madTier
-    ? { 'mad-argmax': 'mad-argmax:eps=0.8', argmax: 'argmax' }
-    : { 'reverse-sigmoid': 'reverse-sigmoid:beta=0.7,gamma=0.2', argmax: 'argmax' };
-  const ladder = detectionOptions.policy?.steps ? [...detectionOptions.policy.steps] : Object.keys(tiers);
-  detectionOptions.policy = { ...detectionOptions.policy, steps: ladder };
+  const hodaCalibration =
+    checkpoints && held.rows >= 100
+      ? calibrateHodaOn(checkpointHardness(checkpoints, held.x, held.rows), checkpoints.length, seed, 'hoda-calibration')
+      : undefined;
+  const { detectionOptions, tiers, ladder } = detectionTiers(options.detection, hodaCalibration, options.providers);
   const recorder = recordingDetection(createClientDetection(detectionOptions));
-  const hardness = checkpoints ? (inputs: { rows: number; data: Float32Array }) => checkpointHardness(checkpoints, inputs.data, inputs.rows) : undefined;
 
   const endpoint = await startDefendedEndpoint({
     victim,
     defense: parseDefense('none'),
     providers: options.providers,
     tiers,
-    clients: {
-      identity: 'header:x-api-key',
-      detection: recorder.detection,
-      store: { memory: { maxClients: 1_000_000, ttlMs: 30 * 24 * 3_600_000 } },
-      hardness,
-    },
+    clients: { ...EVAL_CLIENTS, detection: recorder.detection, hardness: hardnessOf(checkpoints) },
   });
   let clock = Date.UTC(2026, 0, 1);
-  const undefendedTest = { rows: options.victimTest.rows, cols: classes, data: predictProbs(victim, options.victimTest.x, options.victimTest.rows) };
-  const test: VictimTestSet = {
-    x: options.victimTest.x,
-    rows: options.victimTest.rows,
-    labels: options.victimTest.labels,
-    victimTop1: argmaxRows(undefendedTest),
-  };
+  const test = victimTestSet(victim, options.victimTest, classes);
   const victimTestAccuracy = accuracy(test.victimTop1, test.labels);
   const figures = (record: ClientRecord): DetectorFigures => Object.fromEntries(DETECTORS.map((d) => [d, record.firstFlag[d] ?? null]));
 

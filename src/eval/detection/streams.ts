@@ -6,8 +6,8 @@
  */
 import { isJbdaVariant, runAttack, type TransferSet, type VictimTestSet } from '../attackers/index.js';
 import type { EvalConfig, PolicyName } from '../config.js';
-import type { InferenceClient } from '../kserve-client.js';
-import type { EvaluationWorld } from '../world.js';
+import type { InferenceClient } from '../endpoint/kserve-client.js';
+import type { EvaluationWorld } from '../world/world.js';
 
 export interface AttackerStream {
   /** Shown in the report, e.g. "knockoff-random". */

@@ -13,7 +13,7 @@
  */
 import type { ProbBatch } from '../../defenses/index.js';
 import { QUERY_POLICIES, type PolicyName } from '../config.js';
-import { EndpointError, kserveClient, type InferenceClient } from '../kserve-client.js';
+import { EndpointError, kserveClient, type InferenceClient } from '../endpoint/kserve-client.js';
 
 export interface ThiefScenario {
   /** As written, e.g. "random:200:dilute=0.5". */

@@ -1,5 +1,5 @@
 /**
- * The `--jobs` children of a queue worker: the same child processes (eval/worker.ts), the same init
+ * The `--jobs` children of a queue worker: the same child processes (eval/run/worker.ts), the same init
  * message and the same work units as a local `msd eval --jobs N`, handed out one run at a time as
  * the queue hands runs to this machine. A child that dies fails its run only; the next run gets a
  * fresh child. Each child's stderr is passed through and also told to the run it is working on (the
@@ -8,9 +8,9 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import type { EvalConfig } from '../config.js';
-import { initMessage, workerScript, type ChildMessage, type ParentMessage, type RunRef } from '../parallel.js';
-import type { RunRecord } from '../results.js';
-import type { EvaluationWorld } from '../world.js';
+import { initMessage, workerScript, type ChildMessage, type ParentMessage, type RunRef } from '../run/parallel.js';
+import type { RunRecord } from '../records/run-record.js';
+import type { EvaluationWorld } from '../world/world.js';
 
 interface Slot {
   child: ChildProcess;

@@ -9,8 +9,8 @@ import { parseDefense } from '../../defenses/index.js';
 import type { LayersModel } from '../../models/index.js';
 import type { EvalConfig } from '../config.js';
 import type { ProgressFactory } from '../progress.js';
-import { prepareMisinformationModel, prepareVictim } from '../victim.js';
-import type { EvaluationWorld, LabelledImages } from '../world.js';
+import { prepareMisinformationModel, prepareVictim } from '../world/victim.js';
+import type { EvaluationWorld, LabelledImages } from '../world/world.js';
 
 export interface Fingerprint {
   data: string;

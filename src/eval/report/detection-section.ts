@@ -3,15 +3,13 @@
  * knockoff's accuracy with the escalation; per detector, the benign false-positive rate. Written as
  * detection.html and, when the grid's report.html is in the same folder, inserted into it.
  */
-import { readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { DetectionReport } from '../detection/run.js';
+import { sectionMarkers, writeSectionFiles } from './section-file.js';
 import { escapeXml } from './svg-chart.js';
 
 const pct = (v: number) => `${(v * 100).toFixed(1)}%`;
 const queries = (v: number | null | undefined) => (v === null || v === undefined ? 'not flagged' : String(v));
-const MARK_START = '<!-- detection section -->';
-const MARK_END = '<!-- /detection section -->';
+const MARKS = sectionMarkers('detection');
 
 export function renderDetectionSection(report: DetectionReport): string {
   const head = report.detectors.map((d) => `<th>${escapeXml(d)}</th>`).join('');
@@ -29,7 +27,7 @@ export function renderDetectionSection(report: DetectionReport): string {
   const hoda = report.hoda.enabled
     ? `HODA on: ${report.hoda.checkpoints} checkpoints, thresholds ${report.hoda.calibration!.thresholds.map((t) => `L=${t.length}: ${t.threshold.toFixed(4)} (${t.sequences} benign chunks)`).join(', ')}`
     : `HODA off (${escapeXml(report.hoda.note ?? '')})`;
-  return `${MARK_START}
+  return `${MARKS.start}
 <section id="detection">
 <h2>Per-client detection</h2>
 <p>Each attacker and each benign client queried the real endpoint (middleware with client detection, memory store) under its own client id, ${report.requestRows} rows per attacker request. Answers are clean until the policy escalates (ladder ${escapeXml(report.ladder.join(' → '))}); the knockoff "with detection" is trained on what the attacker actually got. ${hoda}. Victim test accuracy ${pct(report.victimTestAccuracy)}.</p>
@@ -40,30 +38,10 @@ export function renderDetectionSection(report: DetectionReport): string {
 <table><thead><tr><th>detector</th><th>clients flagged</th><th>false-positive rate</th></tr></thead><tbody>${benignRows}</tbody></table>
 <p>Targets: every Knockoff attacker within ${report.targets.knockoff} queries, every JBDA attacker within ${report.targets.jbda}, 0 of at least ${report.targets.benignClients} benign clients flagged: <strong>${report.targets.met ? 'met' : 'not met'}</strong>.</p>
 </section>
-${MARK_END}`;
+${MARKS.end}`;
 }
 
 /** detection.json, detection.html, and the section in report.html when that exists (replacing an earlier one). */
-export async function writeDetectionReport(dir: string, report: DetectionReport): Promise<{ json: string; html: string; insertedInto?: string }> {
-  const json = join(dir, 'detection.json');
-  const html = join(dir, 'detection.html');
-  await writeFile(json, `${JSON.stringify(report, null, 2)}\n`);
-  const section = renderDetectionSection(report);
-  await writeFile(
-    html,
-    `<!doctype html><html><head><meta charset="utf-8"><title>Detection</title><style>body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em}</style></head><body>${section}</body></html>\n`,
-  );
-  const main = join(dir, 'report.html');
-  let page: string;
-  try {
-    page = await readFile(main, 'utf8');
-  } catch {
-    return { json, html };
-  }
-  const start = page.indexOf(MARK_START);
-  const end = page.indexOf(MARK_END);
-  const without = start >= 0 && end > start ? page.slice(0, start) + page.slice(end + MARK_END.length) : page;
-  const at = without.lastIndexOf('</body>');
-  await writeFile(main, at >= 0 ? `${without.slice(0, at)}${section}\n${without.slice(at)}` : `${without}${section}\n`);
-  return { json, html, insertedInto: main };
+export function writeDetectionReport(dir: string, report: DetectionReport): Promise<{ json: string; html: string; insertedInto?: string }> {
+  return writeSectionFiles(dir, { name: 'detection', title: 'Detection', width: '70em', section: renderDetectionSection(report), figures: report });
 }

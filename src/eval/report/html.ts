@@ -1,6 +1,6 @@
 /** The self-contained report page: summary, equal-utility comparison, plots inlined, full table. */
 import { attackerName } from '../config.js';
-import type { RunRecord } from '../results.js';
+import type { RunRecord } from '../records/run-record.js';
 import { ATTACKER_NAMES, withInterval, type Plot } from './plots.js';
 import { aggregateRuns } from './aggregate.js';
 import { adaptiveAgainstRandom, attackerOutcome, bestWithinUtility, comparedWithStrongest, labelsOf, largestBudget, policiesOf } from './selection.js';

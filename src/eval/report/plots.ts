@@ -4,7 +4,7 @@
  * at the largest budget), and attacker accuracy against the query budget.
  */
 import type { AttackerLabels, PolicyName } from '../config.js';
-import type { RunRecord } from '../results.js';
+import type { RunRecord } from '../records/run-record.js';
 import { aggregateRuns } from './aggregate.js';
 import { attackerOutcome, bestWithinUtility, byFamily, labelsOf, largestBudget, policiesOf } from './selection.js';
 import { lineChart, PALETTE, type ChartSeries } from './svg-chart.js';

@@ -3,8 +3,8 @@
  * accuracy), which setting of each defense family hurts the attacker most?
  */
 import { POLICIES, type AttackerLabels, type PolicyName } from '../config.js';
-import type { AttackerOutcome, RunRecord } from '../results.js';
-import { welchTest } from '../stats.js';
+import type { AttackerOutcome, RunRecord } from '../records/run-record.js';
+import { welchTest } from '../records/stats.js';
 
 /** The default utility budget: 1 point of defender accuracy. */
 export const DEFAULT_MAX_ACCURACY_LOSS = 0.01;

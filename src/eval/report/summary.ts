@@ -1,5 +1,5 @@
 /** The terminal summary printed at the end of an evaluation: the runs, then the equal-utility view. */
-import type { RunRecord } from '../results.js';
+import type { RunRecord } from '../records/run-record.js';
 import { ATTACKER_NAMES, withInterval } from './plots.js';
 import { shortParams } from './table.js';
 import { aggregateRuns } from './aggregate.js';

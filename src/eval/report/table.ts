@@ -3,7 +3,7 @@
  * attackers share the run's queries), with every column the CSV and the HTML page show.
  */
 import { attackerFamily, attackerName } from '../config.js';
-import type { RunRecord } from '../results.js';
+import type { RunRecord } from '../records/run-record.js';
 import { aggregateRuns } from './aggregate.js';
 import { worstCaseRows } from './worst-case.js';
 

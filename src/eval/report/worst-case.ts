@@ -11,8 +11,8 @@
  * the evaluation measured them).
  */
 import { ATTACKER_LABELS, attackerName, POLICIES, type AttackerLabels, type PolicyName } from '../config.js';
-import type { AttackerOutcome, DefenderOutcome, RunRecord } from '../results.js';
-import { welchTest } from '../stats.js';
+import type { AttackerOutcome, DefenderOutcome, RunRecord } from '../records/run-record.js';
+import { welchTest } from '../records/stats.js';
 import { DEFAULT_MAX_ACCURACY_LOSS, largestBudget } from './selection.js';
 
 export interface AttackerColumn {

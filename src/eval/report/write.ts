@@ -1,7 +1,7 @@
 /** Writes the report into the results folder: results.json, results.csv, the plots and report.html. */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { RunRecord } from '../results.js';
+import type { RunRecord } from '../records/run-record.js';
 import { renderHtml, type ReportMeta } from './html.js';
 import { buildPlots } from './plots.js';
 import { reportRows, toCsv } from './table.js';

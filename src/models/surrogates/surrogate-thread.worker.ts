@@ -8,6 +8,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { initBackend } from '../tfjs/backend.js';
 import { loadSurrogate } from './load-surrogate.js';
 import type { SurrogateModel } from '../surrogate-model.js';
+import { holdUntilReleased } from './call-hold.js';
 import type { SerialisedError, ThreadReply, ThreadRequest, ThreadStart } from './threaded-surrogate.js';
 
 const port = parentPort;
@@ -38,6 +39,8 @@ const { options, backend } = workerData as ThreadStart;
 let surrogate: SurrogateModel | undefined;
 /** Test hook: exit with this code when the next call arrives, leaving it unanswered (a crash mid-request). */
 let exitOnNextCall: number | undefined;
+/** Test hook: block this thread on the next call until the main thread releases this gate (holdSurrogateThreadOnNextCall). */
+let holdNextCall: SharedArrayBuffer | undefined;
 
 async function answer(request: Extract<ThreadRequest, { type: 'probs' | 'gram' }>): Promise<void> {
   const inputs = new Float32Array(request.inputs);
@@ -62,7 +65,16 @@ port.on('message', (request: ThreadRequest) => {
     exitOnNextCall = request.code;
     return;
   }
+  if (request.type === 'hold-next-call') {
+    holdNextCall = request.gate;
+    return;
+  }
   if (exitOnNextCall !== undefined) process.exit(exitOnNextCall);
+  if (holdNextCall) {
+    const gate = holdNextCall;
+    holdNextCall = undefined;
+    holdUntilReleased(gate);
+  }
   void answer(request);
 });
 

@@ -20,6 +20,7 @@ import { BackendError, MissingProviderError, ModelError, ModelFileError, ModelIn
 import type { LoadSurrogateOptions } from './load-surrogate.js';
 import { keepOnnxRuntimeOffline } from '../onnx/telemetry.js';
 import { checkRows } from '../surrogate-output.js';
+import { createCallHoldGate, type CallHoldGate } from './call-hold.js';
 import type { SurrogateModel } from '../surrogate-model.js';
 
 /** What crosses into the worker: everything but a model object (which cannot be cloned). */
@@ -53,7 +54,10 @@ export interface SerialisedError {
 }
 
 /** @internal Main → worker. */
-export type ThreadRequest = { type: 'probs' | 'gram'; id: number; inputs: ArrayBuffer; rows: number } | { type: 'exit-on-next-call'; code: number };
+export type ThreadRequest =
+  | { type: 'probs' | 'gram'; id: number; inputs: ArrayBuffer; rows: number }
+  | { type: 'exit-on-next-call'; code: number }
+  | { type: 'hold-next-call'; gate: SharedArrayBuffer };
 
 /** @internal Worker → main. */
 export type ThreadReply =
@@ -232,9 +236,25 @@ export function loadThreadedSurrogate(options: ThreadedSurrogateOptions): Promis
   }
 }
 
-/** Test hook: the worker exits with `code` when the next call reaches it, leaving that call unanswered. */
-export function exitSurrogateThreadOnNextCall(surrogate: SurrogateModel, code = 7): void {
+function workerOf(surrogate: SurrogateModel): Worker {
   const worker = workers.get(surrogate);
   if (!worker) throw new ModelError('not a threaded surrogate');
-  worker.postMessage({ type: 'exit-on-next-call', code } satisfies ThreadRequest);
+  return worker;
+}
+
+/** Test hook: the worker exits with `code` when the next call reaches it, leaving that call unanswered. */
+export function exitSurrogateThreadOnNextCall(surrogate: SurrogateModel, code = 7): void {
+  workerOf(surrogate).postMessage({ type: 'exit-on-next-call', code } satisfies ThreadRequest);
+}
+
+/**
+ * Test hook: the worker blocks its thread on the next call it receives, before computing it, until
+ * release(). While holding() is true the worker is provably busy with that call, whatever the
+ * machine's speed: what the main thread does meanwhile happens while the worker computes.
+ */
+export function holdSurrogateThreadOnNextCall(surrogate: SurrogateModel): Omit<CallHoldGate, 'buffer'> {
+  const worker = workerOf(surrogate);
+  const { buffer, holding, release } = createCallHoldGate();
+  worker.postMessage({ type: 'hold-next-call', gate: buffer } satisfies ThreadRequest);
+  return { holding, release };
 }

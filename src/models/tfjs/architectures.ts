@@ -3,7 +3,10 @@
  * Both end in a linear layer producing logits (plan/predict.ts turns them into probabilities), and both
  * are initialised from a seed, so a "random surrogate" is the same network on every run.
  */
+import { z } from 'zod';
+import { integerAtLeast, numberIn, parseOptions, positiveInteger } from '../../validation/index.js';
 import { ModelInputError } from '../errors.js';
+import { namedChoice } from '../option-fields.js';
 import { tf, type LayersModel } from './tf.js';
 
 /**
@@ -91,16 +94,24 @@ function squareImage(size: number): number[] {
   return [side, side, 1];
 }
 
+const layerWidth = positiveInteger('a positive integer (a layer width)');
+
+const modelSpecSchema = z.strictObject(
+  {
+    arch: namedChoice(ARCHITECTURES),
+    inputShape: z
+      .array(positiveInteger(), { error: 'a list of positive integers, e.g. [28, 28, 1] or [784]' })
+      .min(1, { error: 'a non-empty list of positive integers, e.g. [28, 28, 1] or [784]' }),
+    classes: integerAtLeast(2),
+    seed: numberIn({ integer: true }),
+    hidden: z.array(layerWidth, { error: 'a list of layer widths, e.g. [256, 128]' }).optional(),
+    filters: z.tuple([layerWidth, layerWidth], { error: 'two channel counts, e.g. [6, 16]' }).optional(),
+  } satisfies Record<keyof ModelSpec, z.ZodType>,
+  { error: 'an object, e.g. { arch: "mlp", inputShape: [784], classes: 10, seed: 1 }' },
+);
+
 function validate(spec: ModelSpec): void {
-  if (!ARCHITECTURES.includes(spec.arch)) throw new ModelInputError(`arch "${String(spec.arch)}" is not one of ${ARCHITECTURES.join(', ')}`);
-  if (!Number.isInteger(spec.classes) || spec.classes < 2) throw new ModelInputError(`classes must be an integer ≥ 2, got ${spec.classes}`);
-  if (spec.inputShape.length === 0 || !spec.inputShape.every((d) => Number.isInteger(d) && d > 0)) {
-    throw new ModelInputError(`inputShape must be positive integers, got [${spec.inputShape.join(', ')}]`);
-  }
-  if (!Number.isInteger(spec.seed)) throw new ModelInputError(`seed must be an integer, got ${spec.seed}`);
-  for (const units of [...(spec.hidden ?? []), ...(spec.filters ?? [])]) {
-    if (!Number.isInteger(units) || units < 1) throw new ModelInputError(`layer widths must be positive integers, got ${units}`);
-  }
+  parseOptions(modelSpecSchema, spec, { error: ModelInputError });
 }
 
 /** Values per input row (the product of the model's input shape without the batch axis). */

@@ -1,4 +1,7 @@
-/** What trainModel takes and returns, shared by its tfjs and onnxruntime loops. */
+/** What trainModel takes and returns, shared by its tfjs and onnxruntime loops; the schema of its options. */
+import { z } from 'zod';
+import { callable, fromText, integerAtLeast, numberIn, positiveInteger, positiveNumber } from '../../validation/index.js';
+import { namedChoice } from '../option-fields.js';
 
 export type TrainLoss = 'soft-ce' | 'misinformation';
 export const TRAIN_LOSSES: readonly TrainLoss[] = ['soft-ce', 'misinformation'];
@@ -64,6 +67,39 @@ export interface TrainOptions {
   /** onnxruntime's threads per operator (default MSD_TRAIN_THREADS, else 1: evaluations run one job per core). */
   threads?: number;
 }
+
+/** TrainOptions, checked once per training (the data's shape is checked against the model beside it). */
+export const trainOptionsSchema = z.strictObject(
+  {
+    epochs: integerAtLeast(1),
+    batchSize: integerAtLeast(1).optional(),
+    learningRate: positiveNumber().optional(),
+    seed: numberIn({ integer: true }).optional(),
+    loss: namedChoice(TRAIN_LOSSES).optional(),
+    validation: z
+      .looseObject(
+        {
+          x: z.instanceof(Float32Array, { error: 'a Float32Array of rows' }),
+          labels: z.custom<ArrayLike<number>>((labels) => ArrayBuffer.isView(labels) || Array.isArray(labels), { error: 'an array of class indices' }),
+          rows: positiveInteger().optional(),
+        },
+        { error: 'an object { x: Float32Array, labels, rows? }' },
+      )
+      .optional(),
+    onProgress: callable<NonNullable<TrainOptions['onProgress']>>('a function (progress) => void').optional(),
+    onStep: callable<NonNullable<TrainOptions['onStep']>>('a function (step, steps) => void').optional(),
+    progressIntervalMs: numberIn({ min: 0 }, 'a number of ms ≥ 0').optional(),
+    log: callable<NonNullable<TrainOptions['log']>>('a function (line) => void').optional(),
+    engine: namedChoice(TRAIN_ENGINES).optional(),
+    threads: integerAtLeast(1).optional(),
+  } satisfies Record<keyof TrainOptions, z.ZodType>,
+  { error: 'an object, e.g. { epochs: 10, batchSize: 64, learningRate: 0.001 }' },
+);
+
+/** MSD_TRAIN_THREADS, the default of TrainOptions.threads. */
+export const trainThreadsText = fromText(integerAtLeast(1));
+/** MSD_TRAIN_ENGINE, the default of TrainOptions.engine. */
+export const trainEngineText = namedChoice(TRAIN_ENGINES);
 
 export interface EpochRecord {
   readonly epoch: number;

@@ -18,9 +18,11 @@ import { forwardLogits, planOf, type ModelPlan } from '../tfjs/plan/plan.js';
 import { accuracy } from '../tfjs/plan/predict.js';
 import { permutation, seededRandom } from '../random.js';
 import { tf, type LayersModel, type Tensor } from '../tfjs/tf.js';
+import { parseOptions } from '../../validation/index.js';
 import {
-  TRAIN_ENGINES,
-  TRAIN_LOSSES,
+  trainEngineText,
+  trainOptionsSchema,
+  trainThreadsText,
   type EpochRecord,
   type TrainData,
   type TrainEngine,
@@ -67,8 +69,7 @@ interface Settings {
 
 function parseEngine(value: string | undefined): TrainEngine {
   if (value === undefined || value === '') return 'auto';
-  if (!TRAIN_ENGINES.includes(value as TrainEngine)) throw new ModelInputError(`MSD_TRAIN_ENGINE "${value}" is not one of ${TRAIN_ENGINES.join(', ')}`);
-  return value as TrainEngine;
+  return parseOptions(trainEngineText, value, { error: ModelInputError, name: () => 'MSD_TRAIN_ENGINE' });
 }
 
 /** What trainModel's default engine will run a covered model on here, in words (for logs and reports). */
@@ -87,7 +88,6 @@ export async function describeTrainingEngine(): Promise<string> {
 }
 
 async function useOnnxRuntime(plan: ModelPlan, loss: TrainLoss, engine: TrainEngine): Promise<boolean> {
-  if (!TRAIN_ENGINES.includes(engine)) throw new ModelInputError(`engine "${String(engine)}" is not one of ${TRAIN_ENGINES.join(', ')}`);
   if (engine === 'tfjs') return false;
   const problem = loss !== 'soft-ce' ? `the ${loss} loss` : onnxTrainingSupport(plan);
   if (engine === 'onnxruntime') {
@@ -103,6 +103,7 @@ async function useOnnxRuntime(plan: ModelPlan, loss: TrainLoss, engine: TrainEng
 }
 
 function checkOptions(plan: ModelPlan, data: TrainData, options: TrainOptions): Settings {
+  parseOptions(trainOptionsSchema, options, { error: ModelInputError });
   const settings: Settings = {
     epochs: options.epochs,
     batchSize: options.batchSize ?? 64,
@@ -110,16 +111,8 @@ function checkOptions(plan: ModelPlan, data: TrainData, options: TrainOptions): 
     seed: options.seed ?? 0,
     loss: options.loss ?? 'soft-ce',
     intervalMs: options.progressIntervalMs ?? 250,
-    threads: options.threads ?? Number(process.env.MSD_TRAIN_THREADS || 1),
+    threads: options.threads ?? parseOptions(trainThreadsText, process.env.MSD_TRAIN_THREADS || '1', { error: ModelInputError, name: () => 'MSD_TRAIN_THREADS' }),
   };
-  if (!Number.isInteger(settings.threads) || settings.threads < 1) {
-    throw new ModelInputError(`threads must be an integer ≥ 1, got ${options.threads ?? `MSD_TRAIN_THREADS="${process.env.MSD_TRAIN_THREADS}"`}`);
-  }
-  if (!Number.isInteger(settings.epochs) || settings.epochs < 1) throw new ModelInputError(`epochs must be an integer ≥ 1, got ${options.epochs}`);
-  if (!Number.isInteger(settings.batchSize) || settings.batchSize < 1) throw new ModelInputError(`batchSize must be an integer ≥ 1, got ${options.batchSize}`);
-  if (!(settings.learningRate > 0) || !Number.isFinite(settings.learningRate))
-    throw new ModelInputError(`learningRate must be a positive number, got ${options.learningRate}`);
-  if (!TRAIN_LOSSES.includes(settings.loss)) throw new ModelInputError(`loss "${String(settings.loss)}" is not one of ${TRAIN_LOSSES.join(', ')}`);
   const width = plan.inputShape.reduce((a, b) => a * b, 1);
   if (!Number.isInteger(data.rows) || data.rows < 1) throw new ModelInputError(`training needs at least one row, got ${data.rows}`);
   if (data.x.length !== data.rows * width)

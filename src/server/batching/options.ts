@@ -3,6 +3,8 @@
  * (windowMs), how many rows one forward pass takes (maxBatchRows), how many rows may wait before new
  * requests are refused with 503 (maxQueueRows), and the largest request accepted (maxRowsPerRequest, 413).
  */
+import { z } from 'zod';
+import { integerAtLeast, numberIn, optionStyle, parseOptions } from '../../validation/index.js';
 import { ServingOptionError } from '../errors.js';
 
 export interface BatchingOptions {
@@ -20,27 +22,24 @@ export type ResolvedBatching = Required<BatchingOptions>;
 
 export const BATCHING_DEFAULTS: ResolvedBatching = { windowMs: 2, maxBatchRows: 32, maxQueueRows: 16_384, maxRowsPerRequest: 4096 };
 
-const NAMES = Object.keys(BATCHING_DEFAULTS);
+const batchingSchema = z.strictObject(
+  {
+    windowMs: numberIn({ min: 0 }, `a number ≥ 0 (ms), e.g. windowMs: ${BATCHING_DEFAULTS.windowMs}`).optional(),
+    maxBatchRows: integerAtLeast(1, `an integer ≥ 1, e.g. maxBatchRows: ${BATCHING_DEFAULTS.maxBatchRows}`).optional(),
+    maxQueueRows: integerAtLeast(1, `an integer ≥ 1, e.g. maxQueueRows: ${BATCHING_DEFAULTS.maxQueueRows}`).optional(),
+    maxRowsPerRequest: integerAtLeast(1, `an integer ≥ 1, e.g. maxRowsPerRequest: ${BATCHING_DEFAULTS.maxRowsPerRequest}`).optional(),
+  } satisfies Record<keyof BatchingOptions, z.ZodType>,
+  { error: 'an object such as { windowMs: 2, maxBatchRows: 32 }' },
+);
 
-function checkNumber(value: unknown, name: string, min: number, integer: boolean): void {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || (integer && !Number.isInteger(value))) {
-    throw new ServingOptionError(
-      `batching.${name} must be ${integer ? 'an integer' : 'a number'} ≥ ${min}, got ${JSON.stringify(value)}; e.g. ${name}: ${BATCHING_DEFAULTS[name as keyof ResolvedBatching]}`,
-    );
-  }
-}
+const style = optionStyle(ServingOptionError, 'batching', {
+  unknownKeys: (_name, keys, allowed) => `unknown batching option(s) ${keys.join(', ')}; allowed: ${allowed.join(', ')}`,
+});
 
 export function resolveBatching(options: BatchingOptions = {}): ResolvedBatching {
-  if (!options || typeof options !== 'object') throw new ServingOptionError('batching must be an object such as { windowMs: 2, maxBatchRows: 32 }');
-  const unknown = Object.keys(options).filter((key) => !NAMES.includes(key));
-  if (unknown.length) throw new ServingOptionError(`unknown batching option(s) ${unknown.join(', ')}; allowed: ${NAMES.join(', ')}`);
-  const resolved = { ...BATCHING_DEFAULTS };
-  for (const name of NAMES as (keyof ResolvedBatching)[]) {
-    const value = options[name];
-    if (value === undefined) continue;
-    checkNumber(value, name, name === 'windowMs' ? 0 : 1, name !== 'windowMs');
-    resolved[name] = value;
-  }
+  const given = parseOptions(batchingSchema, options, style);
+  const resolved: ResolvedBatching = { ...BATCHING_DEFAULTS };
+  for (const [name, value] of Object.entries(given) as [keyof ResolvedBatching, number | undefined][]) if (value !== undefined) resolved[name] = value;
   if (resolved.windowMs > 1000)
     throw new ServingOptionError(`batching.windowMs is ${resolved.windowMs}: a window over 1000 ms delays every request by that much; use a few milliseconds`);
   // A request larger than the queue could never be admitted: say so now rather than 503 forever.

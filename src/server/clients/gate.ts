@@ -36,8 +36,8 @@ import type { Assessment, ClientAction, ClientDetection, ClientObservation, Clie
 import { AnswerFormatError, RequestFormatError, ServingError, ServingOptionError } from '../errors.js';
 import type { ServingMetrics } from '../metrics.js';
 import type { InputRows } from '../protocols/index.js';
-import { createAboveClient, type CohortSummary, type PopulationOverview } from './above.js';
-import { COHORT_PREFIX } from './cohort.js';
+import { createAboveClient, type CohortSummary, type PopulationOverview } from './above/above-client.js';
+import { COHORT_PREFIX } from './above/cohort.js';
 import { createRawIdentifier, type ClientIdentity } from './identity.js';
 import { CLIENT_ACTIONS, createClientMetrics, type ClientMetrics } from './metrics.js';
 import { checkClientsOptions, type ClientsOptions, type StoreFailMode } from './options.js';
@@ -424,8 +424,13 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
    */
   interface CohortWaiter {
     observation: ClientObservation;
-    resolve(assessment: Assessment): void;
+    resolve(result: CohortResult): void;
     reject(error: unknown): void;
+  }
+  interface CohortResult {
+    assessment: Assessment;
+    /** Judged on the local store: the shared one failed. */
+    local: boolean;
   }
   const cohortQueues = new Map<string, CohortWaiter[]>();
   const COHORT_BATCH = 256;
@@ -433,7 +438,7 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
     while (queue.length > 0) {
       const batch = queue.splice(0, COHORT_BATCH);
       try {
-        const { value } = await withStore(ticket, 'update', (store) =>
+        const { value, local: usedLocal } = await withStore(ticket, 'update', (store) =>
           store.update(COHORT_PREFIX + cohort, (state) => {
             let current = state;
             const assessments: Assessment[] = [];
@@ -450,14 +455,14 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
             return { state: current!, result: assessments, rank: SEVERITY[assessments[assessments.length - 1].action] };
           }),
         );
-        batch.forEach((waiter, i) => waiter.resolve(value[i]));
+        batch.forEach((waiter, i) => waiter.resolve({ assessment: value[i], local: usedLocal === true }));
       } catch (error) {
         for (const waiter of batch) waiter.reject(error);
       }
     }
     cohortQueues.delete(cohort);
   };
-  const cohortUpdate = (ticket: ClientTicket, judge: ClientDetection, observation: ClientObservation): Promise<Assessment> =>
+  const cohortUpdate = (ticket: ClientTicket, judge: ClientDetection, observation: ClientObservation): Promise<CohortResult> =>
     new Promise((resolve, reject) => {
       const cohort = ticket.cohort!;
       let queue = cohortQueues.get(cohort);
@@ -473,7 +478,8 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
     if (inputs && inputs.rows !== probs.rows) throw new AnswerFormatError(`model answer: ${probs.rows} rows for ${inputs.rows} input rows`);
     const rows = inputs ? { rows: inputs.rows, cols: inputs.cols, data: inputs.data } : undefined;
     const hardness = inputs && options.hardness ? await hardnessOf(inputs) : undefined;
-    const matches = above ? await above.matches(ticket.client.id, rows, time) : undefined;
+    const matching = above?.matches(ticket.client.id, rows, time);
+    const matches = matching instanceof Promise ? await matching : matching;
     const observation = { time, probs, ...(rows && observeInputs ? { inputs: rows } : {}), ...(hardness ? { hardness } : {}), ...(matches ? { matches } : {}) };
     const stepWith = (judge: ClientDetection) => (state: ClientState | undefined) => {
       let observed: ReturnType<ClientDetection['observe']>;
@@ -488,15 +494,25 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
     const previous = actions.get(ticket.client.id);
     // The cohort's update runs beside the client's (another key of the same store).
     const cohortJudge = ticket.cohort !== undefined ? above?.cohortDetection : undefined;
-    const [{ value, degraded, local: usedLocal }, cohortAssessment] = await Promise.all([
+    const [{ value, degraded, local: usedLocal }, cohortResult] = await Promise.all([
       withStore(ticket, 'update', (store) => store.update(ticket.client.id, stepWith(detection))),
       // In memory an update is synchronous: nothing to group.
       cohortJudge
         ? shared
           ? cohortUpdate(ticket, cohortJudge, observation)
-          : withStore(ticket, 'update', (store) => store.update(COHORT_PREFIX + ticket.cohort, stepWith(cohortJudge))).then(({ value: v }) => v.assessment)
+          : withStore(ticket, 'update', (store) => store.update(COHORT_PREFIX + ticket.cohort, stepWith(cohortJudge))).then(
+              ({ value: v, local }): CohortResult => ({ assessment: v.assessment, local: local === true }),
+            )
         : undefined,
     ]);
+    let cohortAssessment = cohortResult?.assessment;
+    if (cohortAssessment && shared) {
+      // Through an outage the cohort is judged on this process's local state, which never saw it
+      // flagged: what the shared store last said of it holds, as for a client.
+      const cohortId = COHORT_PREFIX + ticket.cohort;
+      if (cohortResult!.local) cohortAssessment = stronger(cohortAssessment, recalled(cohortId, time))!;
+      else remember(cohortId, cohortAssessment, time);
+    }
     if (cohortAssessment) above!.noteCohort(ticket.cohort!, cohortAssessment);
     let assessment: Assessment = value.assessment;
     // Every observed request counts in the population views (escalated and refused clients' too).

@@ -20,16 +20,16 @@ export {
   type StoreFailMode,
   type StoreOption,
 } from './options.js';
-export { addressPrefix, COHORT_PREFIX, createCohortReader } from './cohort.js';
+export { addressPrefix, COHORT_PREFIX, createCohortReader } from './above/cohort.js';
 export {
   createMemoryFingerprintStore,
   createRedisFingerprintStore,
   FINGERPRINT_STORE_DEFAULTS,
   type FingerprintStore,
   type FingerprintStoreOptions,
-} from './fingerprint-store.js';
-export { createPopulationTracker, type PopulationTracker, type PopulationView, type ViewStatus } from './population.js';
-export type { CohortSummary, PopulationOverview } from './above.js';
+} from './above/fingerprint-store.js';
+export { createPopulationTracker, type PopulationTracker, type PopulationView, type ViewStatus } from './above/population.js';
+export type { CohortSummary, PopulationOverview } from './above/above-client.js';
 export { ClientStoreError, type ClientStore, type StoredClient } from './store.js';
 export { createMemoryStore, DEFAULT_MEMORY_MAX_CLIENTS, type MemoryClientStore, type MemoryStoreOptions } from './store-memory.js';
 export { createRedisStore, DEFAULT_REDIS_MAX_CLIENTS, type RedisClientStore, type RedisStoreOptions } from './store-redis.js';

@@ -3,9 +3,23 @@ import type { IncomingMessage } from 'node:http';
 import type { FingerprintOptions } from '../../detection/fingerprint.js';
 import type { PopulationOptions } from '../../detection/population.js';
 import type { ClientDetection } from '../../detection/types.js';
+import { z } from 'zod';
+import {
+  callable,
+  integerAtLeast,
+  joinPath,
+  keysOf,
+  nonEmptyText,
+  oneOf,
+  optionStyle,
+  parseOptions,
+  positiveInteger,
+  secretText,
+  trueOrFalse,
+} from '../../validation/index.js';
 import { ServingOptionError } from '../errors.js';
-import type { CohortOption } from './cohort.js';
-import type { FingerprintStoreOptions } from './fingerprint-store.js';
+import type { CohortOption } from './above/cohort.js';
+import type { FingerprintStoreOptions } from './above/fingerprint-store.js';
 import type { IdentityOption } from './identity.js';
 import type { MemoryStoreOptions } from './store-memory.js';
 import type { RedisStoreOptions } from './store-redis.js';
@@ -109,66 +123,93 @@ export interface NewClientsOption {
   tier?: string;
 }
 
-export const CLIENTS_OPTION_NAMES = [
-  'identity',
-  'trustProxy',
-  'idSecret',
-  'anonymous',
-  'detection',
-  'store',
-  'failMode',
-  'tierNames',
-  'escalationTier',
-  'observeInputs',
-  'hardness',
-  'admin',
-  'newClients',
-  'cohort',
-  'cohortDetection',
-  'population',
-  'fingerprints',
-  'probationTier',
-  'clock',
-];
+const isDetection = (value: unknown): boolean => {
+  const d = value as ClientDetection | null | undefined;
+  return !!d && typeof d.initialState === 'function' && typeof d.observe === 'function' && typeof d.assess === 'function';
+};
+
+const storeLimit = positiveInteger().optional();
+
+const storeSchema = z.union(
+  [
+    z.literal('memory'),
+    z.strictObject({
+      memory: z.strictObject({ maxClients: storeLimit, ttlMs: storeLimit, now: callable<() => number>('a function returning ms').optional() }),
+    }),
+    z.strictObject({
+      redis: z.union([nonEmptyText(), z.looseObject({})], { error: 'a URL such as "redis://127.0.0.1:6379", or ioredis options' }),
+      keyPrefix: z.string().optional(),
+      ttlMs: storeLimit,
+      commandTimeoutMs: storeLimit,
+      maxAttempts: storeLimit,
+      cachedClients: integerAtLeast(0, 'an integer ≥ 0 (0 turns the cache off)').optional(),
+      maxClients: storeLimit,
+    } satisfies Record<keyof RedisStoreOptions, z.ZodType>),
+  ],
+  { error: '"memory", { memory: { maxClients, ttlMs } } or { redis: "redis://127.0.0.1:6379" }' },
+);
+
+const offOrOptions = (shape: z.ZodRawShape) =>
+  z.union([z.literal(false), z.looseObject(shape)], { error: 'false or an object of options ({} for the defaults)' }).optional();
+
+/** The shape of ClientsOptions; rules between options (tiers, cohorts, inputs) are checked after it. */
+const clientsSchema = z.strictObject(
+  {
+    // Its forms are read by identity.ts, which says what to write.
+    identity: z.unknown().optional(),
+    trustProxy: z.array(z.string(), { error: 'a list of CIDRs or addresses, e.g. ["10.0.0.0/8"]' }).optional(),
+    idSecret: secretText(1, 'a non-empty string (the key hashing client ids)').optional(),
+    anonymous: oneOf(['allow', 'refuse'], '"allow" or "refuse"').optional(),
+    detection: z.custom<ClientDetection>(isDetection, {
+      error: 'a ClientDetection (initialState, observe, assess), e.g. one built by src/detection',
+    }),
+    store: storeSchema.optional(),
+    failMode: oneOf(['local', 'refuse'], '"local" or "refuse"').optional(),
+    tierNames: z.record(z.string(), z.string(), { error: 'an object of policy tier → serving tier names' }).optional(),
+    escalationTier: z.string().optional(),
+    observeInputs: trueOrFalse().optional(),
+    hardness: callable<NonNullable<ClientsOptions['hardness']>>(
+      'a function (inputs) => Int8Array of hardness per row, e.g. built with checkpointHardness of src/models',
+    ).optional(),
+    admin: z
+      .strictObject({
+        token: secretText(16, 'a secret of at least 16 characters (e.g. from an environment variable)'),
+        path: z.string({ error: 'a path such as "/admin/clients"' }).startsWith('/', { error: 'a path such as "/admin/clients"' }).optional(),
+        limit: positiveInteger().optional(),
+      })
+      .optional(),
+    newClients: z
+      .union(
+        [
+          z.literal(false),
+          z.strictObject({ maxPerMinute: positiveInteger().optional(), historyQueries: positiveInteger().optional(), tier: z.string().optional() }),
+        ],
+        {
+          error: 'false or { maxPerMinute, historyQueries, tier }, e.g. { maxPerMinute: 600, historyQueries: 50, tier: "argmax" }',
+        },
+      )
+      .optional(),
+    // Its forms are read by cohort.ts, which says what to write.
+    cohort: z.unknown().optional(),
+    cohortDetection: z.custom<ClientDetection>(isDetection, { error: 'a ClientDetection, e.g. createCohortDetection(options) of src/detection' }).optional(),
+    // The population's and the fingerprints' own options are checked by src/detection, which names them.
+    population: offOrOptions({ flushMs: integerAtLeast(10, 'an integer ≥ 10 (ms)').optional() }),
+    fingerprints: offOrOptions({ maxEntries: integerAtLeast(2).optional(), ttlMs: integerAtLeast(2).optional() }),
+    probationTier: z.string().optional(),
+    clock: callable<() => number>('a function returning ms since the epoch, e.g. Date.now').optional(),
+  } satisfies Record<keyof ClientsOptions, z.ZodType>,
+  { error: 'an object, e.g. { identity: "header:x-api-key", detection, store: "memory" }' },
+);
+
+/** Every option ClientsOptions takes, read from its schema. */
+export const CLIENTS_OPTION_NAMES: readonly string[] = keysOf(clientsSchema);
+
+const style = optionStyle(ServingOptionError, 'clients', {
+  unknownKeys: (_name, keys, allowed, path) => `unknown ${joinPath('clients', path)} option(s) ${keys.join(', ')}; allowed: ${allowed.join(', ')}`,
+});
 
 export function checkClientsOptions(options: ClientsOptions<never>, tierNames: readonly string[]): void {
-  if (!options || typeof options !== 'object')
-    throw new ServingOptionError('clients must be an object, e.g. { identity: "header:x-api-key", detection, store: "memory" }');
-  const unknown = Object.keys(options).filter((key) => !CLIENTS_OPTION_NAMES.includes(key));
-  if (unknown.length) throw new ServingOptionError(`unknown clients option(s) ${unknown.join(', ')}; allowed: ${CLIENTS_OPTION_NAMES.join(', ')}`);
-  const d = options.detection;
-  if (!d || typeof d.initialState !== 'function' || typeof d.observe !== 'function' || typeof d.assess !== 'function') {
-    throw new ServingOptionError('clients.detection must be a ClientDetection (initialState, observe, assess), e.g. one built by src/detection');
-  }
-  if (options.anonymous !== undefined && options.anonymous !== 'allow' && options.anonymous !== 'refuse')
-    throw new ServingOptionError(`clients.anonymous must be "allow" or "refuse", got ${JSON.stringify(options.anonymous)}`);
-  if (options.failMode !== undefined && options.failMode !== 'local' && options.failMode !== 'refuse')
-    throw new ServingOptionError(`clients.failMode must be "local" or "refuse", got ${JSON.stringify(options.failMode)}`);
-  const store = options.store;
-  if (store !== undefined && store !== 'memory' && !(typeof store === 'object' && store !== null && ('memory' in store || 'redis' in store))) {
-    throw new ServingOptionError('clients.store must be "memory", { memory: { maxClients, ttlMs } } or { redis: "redis://127.0.0.1:6379" }');
-  }
-  const limits: [string, unknown][] =
-    typeof store === 'object' && 'memory' in store
-      ? [
-          ['store.memory.maxClients', store.memory.maxClients],
-          ['store.memory.ttlMs', store.memory.ttlMs],
-        ]
-      : typeof store === 'object' && 'redis' in store
-        ? [
-            ['store.ttlMs', store.ttlMs],
-            ['store.commandTimeoutMs', store.commandTimeoutMs],
-            ['store.maxAttempts', store.maxAttempts],
-            ['store.maxClients', store.maxClients],
-          ]
-        : [];
-  for (const [name, value] of limits) {
-    if (value !== undefined && (typeof value !== 'number' || !Number.isInteger(value) || value < 1))
-      throw new ServingOptionError(`clients.${name} must be a positive integer, got ${JSON.stringify(value)}`);
-  }
-  const cached = typeof store === 'object' && 'redis' in store ? store.cachedClients : undefined;
-  if (cached !== undefined && (typeof cached !== 'number' || !Number.isInteger(cached) || cached < 0))
-    throw new ServingOptionError(`clients.store.cachedClients must be an integer ≥ 0 (0 turns the cache off), got ${JSON.stringify(cached)}`);
+  parseOptions(clientsSchema, options, style);
   for (const [policyTier, servingTier] of [
     ...Object.entries(options.tierNames ?? {}),
     ...(options.escalationTier ? [['escalationTier', options.escalationTier]] : []),
@@ -179,71 +220,21 @@ export function checkClientsOptions(options: ClientsOptions<never>, tierNames: r
       );
   }
   const fresh = options.newClients;
-  if (fresh !== undefined && fresh !== false) {
-    if (typeof fresh !== 'object' || fresh === null)
-      throw new ServingOptionError(
-        'clients.newClients must be false or { maxPerMinute, historyQueries, tier }, e.g. { maxPerMinute: 600, historyQueries: 50, tier: "argmax" }',
-      );
-    const extra = Object.keys(fresh).filter((key) => !['maxPerMinute', 'historyQueries', 'tier'].includes(key));
-    if (extra.length) throw new ServingOptionError(`unknown clients.newClients option(s) ${extra.join(', ')}; allowed: maxPerMinute, historyQueries, tier`);
-    for (const key of ['maxPerMinute', 'historyQueries'] as const) {
-      const value = fresh[key];
-      if (value !== undefined && (typeof value !== 'number' || !Number.isInteger(value) || value < 1))
-        throw new ServingOptionError(`clients.newClients.${key} must be a positive integer, got ${JSON.stringify(value)}`);
-    }
-    if (fresh.tier !== undefined && !tierNames.includes(fresh.tier))
-      throw new ServingOptionError(
-        `clients.newClients.tier names tier "${fresh.tier}", which is not in tiers (${tierNames.join(', ') || 'none configured'}); add it to tiers`,
-      );
-  }
+  if (fresh && fresh.tier !== undefined && !tierNames.includes(fresh.tier))
+    throw new ServingOptionError(
+      `clients.newClients.tier names tier "${fresh.tier}", which is not in tiers (${tierNames.join(', ') || 'none configured'}); add it to tiers`,
+    );
   if (options.trustProxy !== undefined && options.identity !== 'ip' && !(typeof options.cohort === 'string' && options.cohort.startsWith('ip'))) {
     throw new ServingOptionError('clients.trustProxy applies to identity "ip" or cohort "ip" only; remove it or use identity: "ip"');
   }
-  const cd = options.cohortDetection;
-  if (cd !== undefined && (!cd || typeof cd.initialState !== 'function' || typeof cd.observe !== 'function' || typeof cd.assess !== 'function')) {
-    throw new ServingOptionError('clients.cohortDetection must be a ClientDetection, e.g. createCohortDetection(options) of src/detection');
-  }
-  if (cd !== undefined && options.cohort === undefined)
+  if (options.cohortDetection !== undefined && options.cohort === undefined)
     throw new ServingOptionError('clients.cohortDetection needs clients.cohort (which key makes a cohort), e.g. cohort: "ip"');
-  for (const name of ['population', 'fingerprints'] as const) {
-    const value = options[name];
-    if (value !== undefined && value !== false && (typeof value !== 'object' || value === null || Array.isArray(value)))
-      throw new ServingOptionError(`clients.${name} must be false or an object of options ({} for the defaults)`);
-  }
-  const population = options.population;
-  if (
-    population &&
-    population.flushMs !== undefined &&
-    (typeof population.flushMs !== 'number' || !Number.isInteger(population.flushMs) || population.flushMs < 10)
-  ) {
-    throw new ServingOptionError(`clients.population.flushMs must be an integer ≥ 10 (ms), got ${JSON.stringify(population.flushMs)}`);
-  }
-  const fingerprints = options.fingerprints;
-  if (fingerprints) {
-    for (const key of ['maxEntries', 'ttlMs'] as const) {
-      const value = fingerprints[key];
-      if (value !== undefined && (typeof value !== 'number' || !Number.isInteger(value) || value < 2))
-        throw new ServingOptionError(`clients.fingerprints.${key} must be an integer ≥ 2, got ${JSON.stringify(value)}`);
-    }
-    if (options.observeInputs === false) throw new ServingOptionError('clients.fingerprints needs the inputs: remove observeInputs: false, or fingerprints');
-  }
+  if (options.fingerprints && options.observeInputs === false)
+    throw new ServingOptionError('clients.fingerprints needs the inputs: remove observeInputs: false, or fingerprints');
   if (options.probationTier !== undefined && !tierNames.includes(options.probationTier)) {
     throw new ServingOptionError(
       `clients.probationTier names tier "${options.probationTier}", which is not in tiers (${tierNames.join(', ') || 'none configured'}); add it to tiers`,
     );
-  }
-  if (options.clock !== undefined && typeof options.clock !== 'function')
-    throw new ServingOptionError('clients.clock must be a function returning ms since the epoch, e.g. Date.now');
-  if (options.hardness !== undefined && typeof options.hardness !== 'function')
-    throw new ServingOptionError(
-      'clients.hardness must be a function (inputs) => Int8Array of hardness per row, e.g. built with checkpointHardness of src/models',
-    );
-  if (options.admin !== undefined) {
-    const { token, path } = options.admin;
-    if (typeof token !== 'string' || token.length < 16)
-      throw new ServingOptionError('clients.admin.token must be a secret of at least 16 characters (e.g. from an environment variable)');
-    if (path !== undefined && (typeof path !== 'string' || !path.startsWith('/')))
-      throw new ServingOptionError('clients.admin.path must be a path such as "/admin/clients"');
   }
 }
 

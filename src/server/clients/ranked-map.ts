@@ -4,6 +4,8 @@
  * recently goes first: a flood of new (clean) clients never pushes out a flagged one while a clean
  * one is left. One Map per rank, each in touch order, so every operation is O(1) (eviction O(ranks)).
  */
+const NONE: readonly string[] = Object.freeze([]);
+
 export class RankedMap<V> {
   private readonly byRank: Map<string, V>[];
   private readonly rankOf = new Map<string, number>();
@@ -35,21 +37,30 @@ export class RankedMap<V> {
 
   /** Marks the entry as just used (last to go within its rank). */
   touch(id: string): void {
+    this.getTouched(id);
+  }
+
+  /** get, then touch: one lookup of the rank instead of two (the client stores do both per request). */
+  getTouched(id: string): V | undefined {
     const rank = this.rankOf.get(id);
-    if (rank === undefined) return;
+    if (rank === undefined) return undefined;
     const map = this.byRank[rank];
     const value = map.get(id) as V;
     map.delete(id);
     map.set(id, value);
+    return value;
   }
 
   /** Sets (and touches) the entry; evicts beyond capacity; returns the ids evicted. */
-  set(id: string, value: V, rank: number): string[] {
+  set(id: string, value: V, rank: number): readonly string[] {
     const r = Math.max(0, Math.min(this.ranks - 1, Math.floor(rank) || 0));
     const previous = this.rankOf.get(id);
     if (previous !== undefined) this.byRank[previous].delete(id);
     this.byRank[r].set(id, value);
+    // Most updates keep the rank (and a known id cannot push the size over): nothing more to do.
+    if (previous === r) return NONE;
     this.rankOf.set(id, r);
+    if (this.rankOf.size <= this.capacity) return NONE;
     const evicted: string[] = [];
     while (this.rankOf.size > this.capacity) {
       const map = this.byRank.find((m) => m.size > 0)!;

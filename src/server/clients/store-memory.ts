@@ -38,8 +38,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryClien
   const now = options.now ?? Date.now;
   const entries = new RankedMap<Entry>(maxClients, MAX_RANK + 1);
 
-  const live = (id: string): Entry | undefined => {
-    const entry = entries.get(id);
+  const live = (id: string, touch = false): Entry | undefined => {
+    const entry = touch ? entries.getTouched(id) : entries.get(id);
     if (!entry) return undefined;
     if (entry.expiresAt <= now()) {
       entries.delete(id);
@@ -48,12 +48,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryClien
     return entry;
   };
 
-  const getSync = (id: string): ClientState | undefined => {
-    const entry = live(id);
-    if (!entry) return undefined;
-    entries.touch(id);
-    return entry.state;
-  };
+  const getSync = (id: string): ClientState | undefined => live(id, true)?.state;
 
   const updateSync = <T>(id: string, fn: UpdateFn<T>): T => {
     const { state, result, rank } = fn(live(id)?.state);

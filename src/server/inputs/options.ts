@@ -5,6 +5,8 @@
  */
 import { CHANNEL_ORDERS, IMAGE_LAYOUTS, channelCount, type ChannelOrder, type ImageLayout, type PixelPreprocessing } from '../../models/preprocess.js';
 import { availableParallelism } from 'node:os';
+import { z } from 'zod';
+import { integerAtLeast, joinPath, oneOfList, optionStyle, parseOptions, positiveNumber, trueOrFalse } from '../../validation/index.js';
 import { ServingOptionError } from '../errors.js';
 
 export type ResizeMode = 'stretch' | 'cover' | 'contain';
@@ -78,34 +80,53 @@ export const DEFAULT_MAX_REQUEST_PIXELS = 100_000_000;
 /** The largest maxImageSide accepted (a JPEG header cannot declare a longer side). */
 const MAX_IMAGE_SIDE_LIMIT = 65535;
 const MAX_CONCURRENT_DECODES_LIMIT = 1024;
-const INPUT_OPTION_NAMES = ['image', 'maxPixels', 'maxImageBytes', 'maxImageSide', 'maxRequestPixels', 'maxConcurrentDecodes', 'numericScale'];
-const IMAGE_OPTION_NAMES = ['width', 'height', 'resize', 'channels', 'layout', 'scale', 'mean', 'std', 'strictChannels'];
 /** Past this a side is surely a typo (and a tensor of it would not fit in memory). */
 const MAX_SIDE = 16384;
+const SCALE = 'a positive number such as 0.00392156862745098 (1/255)';
+const quoted = (choices: readonly string[]) => `one of ${choices.map((c) => `"${c}"`).join(', ')}`;
+const limit = (max = Number.MAX_SAFE_INTEGER) => integerAtLeast(1, `an integer from 1 to ${max}`, max).optional();
+const perChannelSchema = z
+  .union([z.number(), z.array(z.number())], { error: 'one number, or one per channel of the declared order, e.g. [0.485, 0.456, 0.406]' })
+  .optional();
+
+const imageSchema = z.strictObject(
+  {
+    width: integerAtLeast(1, `an integer from 1 to ${MAX_SIDE}`, MAX_SIDE),
+    height: integerAtLeast(1, `an integer from 1 to ${MAX_SIDE}`, MAX_SIDE),
+    resize: oneOfList(RESIZE_MODES, quoted(RESIZE_MODES)).optional(),
+    channels: oneOfList(CHANNEL_ORDERS, quoted(CHANNEL_ORDERS)).optional(),
+    layout: oneOfList(IMAGE_LAYOUTS, quoted(IMAGE_LAYOUTS)).optional(),
+    scale: positiveNumber(SCALE).optional(),
+    mean: perChannelSchema,
+    std: perChannelSchema,
+    strictChannels: trueOrFalse().optional(),
+  } satisfies Record<keyof ImageInputOptions, z.ZodType>,
+  { error: 'an object, e.g. { width: 224, height: 224, resize: "cover", scale: 1 / 255 }' },
+);
+
+const inputsSchema = z.strictObject(
+  {
+    image: imageSchema.optional(),
+    maxPixels: limit(),
+    maxImageBytes: limit(),
+    maxImageSide: limit(MAX_IMAGE_SIDE_LIMIT),
+    maxRequestPixels: limit(),
+    maxConcurrentDecodes: limit(MAX_CONCURRENT_DECODES_LIMIT),
+    numericScale: positiveNumber(SCALE).optional(),
+  } satisfies Record<keyof InputOptions, z.ZodType>,
+  { error: 'an object, e.g. { image: { width: 224, height: 224, scale: 1 / 255 } }' },
+);
+
+/** Messages read "inputs: image.width must be ..."; the option itself is "inputs". */
+const style = optionStyle(ServingOptionError, '', {
+  name: (path) => (path.length ? `inputs: ${joinPath('', path)}` : 'inputs'),
+  unknownKeys: (_name, keys, allowed, path) =>
+    `inputs: unknown ${path.length ? `${joinPath('', path)} ` : ''}option(s) ${keys.join(', ')}; allowed: ${allowed.join(', ')}`,
+});
 
 const fail = (message: string): never => {
   throw new ServingOptionError(`inputs: ${message}`);
 };
-
-function positiveInteger(value: unknown, name: string, fallback: number | undefined, max = Number.MAX_SAFE_INTEGER): number {
-  if (value === undefined && fallback !== undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max)
-    fail(`${name} must be an integer from 1 to ${max}, got ${JSON.stringify(value)}`);
-  return value as number;
-}
-
-function positiveNumber(value: unknown, name: string, example: string): number {
-  if (value === undefined) return 1;
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0)
-    fail(`${name} must be a positive number such as ${example}, got ${JSON.stringify(value)}`);
-  return value as number;
-}
-
-function oneOf<T extends string>(value: unknown, name: string, allowed: readonly T[], fallback: T): T {
-  if (value === undefined) return fallback;
-  if (!allowed.includes(value as T)) fail(`${name} must be one of ${allowed.map((a) => `"${a}"`).join(', ')}, got ${JSON.stringify(value)}`);
-  return value as T;
-}
 
 /** A per-channel list of `count` finite numbers from one number or a list; `positive` for std. */
 function perChannel(value: unknown, name: string, count: number, fallback: number, positive: boolean): number[] {
@@ -120,11 +141,6 @@ function perChannel(value: unknown, name: string, count: number, fallback: numbe
   return list as number[];
 }
 
-function unknownKeys(record: object, allowed: readonly string[], where: string): void {
-  const unknown = Object.keys(record).filter((k) => !allowed.includes(k));
-  if (unknown.length) fail(`unknown ${where}option(s) ${unknown.join(', ')}; allowed: ${allowed.join(', ')}`);
-}
-
 export function resolveInputOptions(options: InputOptions | undefined): ResolvedInputOptions {
   if (options === undefined) {
     return {
@@ -136,41 +152,29 @@ export function resolveInputOptions(options: InputOptions | undefined): Resolved
       numericScale: 1,
     };
   }
-  if (typeof options !== 'object' || options === null || Array.isArray(options))
-    fail('must be an object, e.g. { image: { width: 224, height: 224, scale: 1 / 255 } }');
-  unknownKeys(options, INPUT_OPTION_NAMES, '');
+  const given = parseOptions(inputsSchema, options, style);
   const resolved: ResolvedInputOptions = {
-    maxPixels: positiveInteger(options.maxPixels, 'maxPixels', DEFAULT_MAX_PIXELS),
-    maxImageBytes: positiveInteger(options.maxImageBytes, 'maxImageBytes', DEFAULT_MAX_IMAGE_BYTES),
-    maxImageSide: positiveInteger(options.maxImageSide, 'maxImageSide', DEFAULT_MAX_IMAGE_SIDE, MAX_IMAGE_SIDE_LIMIT),
-    maxRequestPixels: positiveInteger(options.maxRequestPixels, 'maxRequestPixels', DEFAULT_MAX_REQUEST_PIXELS),
-    maxConcurrentDecodes: positiveInteger(options.maxConcurrentDecodes, 'maxConcurrentDecodes', availableParallelism(), MAX_CONCURRENT_DECODES_LIMIT),
-    numericScale: positiveNumber(options.numericScale, 'numericScale', '0.00392156862745098 (1/255)'),
+    maxPixels: given.maxPixels ?? DEFAULT_MAX_PIXELS,
+    maxImageBytes: given.maxImageBytes ?? DEFAULT_MAX_IMAGE_BYTES,
+    maxImageSide: given.maxImageSide ?? DEFAULT_MAX_IMAGE_SIDE,
+    maxRequestPixels: given.maxRequestPixels ?? DEFAULT_MAX_REQUEST_PIXELS,
+    maxConcurrentDecodes: given.maxConcurrentDecodes ?? availableParallelism(),
+    numericScale: given.numericScale ?? 1,
   };
-  const image = options.image;
+  const image = given.image;
   if (image === undefined) return resolved;
-  if (typeof image !== 'object' || image === null || Array.isArray(image))
-    fail('image must be an object, e.g. { width: 224, height: 224, resize: "cover", scale: 1 / 255 }');
-  unknownKeys(image, IMAGE_OPTION_NAMES, 'image ');
-  const channels = oneOf(image.channels, 'image.channels', CHANNEL_ORDERS, 'rgb');
+  const channels = image.channels ?? 'rgb';
   const count = channelCount(channels);
   resolved.image = {
-    width: positiveInteger(image.width, 'image.width', undefined, MAX_SIDE),
-    height: positiveInteger(image.height, 'image.height', undefined, MAX_SIDE),
-    resize: oneOf(image.resize, 'image.resize', RESIZE_MODES, 'stretch'),
+    width: image.width,
+    height: image.height,
+    resize: image.resize ?? 'stretch',
     channels,
-    layout: oneOf(image.layout, 'image.layout', IMAGE_LAYOUTS, 'nhwc'),
-    scale: positiveNumber(image.scale, 'image.scale', '0.00392156862745098 (1/255)'),
+    layout: image.layout ?? 'nhwc',
+    scale: image.scale ?? 1,
     mean: perChannel(image.mean, 'mean', count, 0, false),
     std: perChannel(image.std, 'std', count, 1, true),
-    strictChannels:
-      image.strictChannels === undefined
-        ? false
-        : image.strictChannels === true
-          ? true
-          : image.strictChannels === false
-            ? false
-            : fail(`image.strictChannels must be true or false, got ${JSON.stringify(image.strictChannels)}`),
+    strictChannels: image.strictChannels ?? false,
   };
   return resolved;
 }

@@ -6,6 +6,7 @@ export {
   resolveShadowOptions,
   SHADOW_ARCHS,
   SHADOW_FIELD_NAMES,
+  SHADOW_FIELD_SCHEMAS,
   SHADOW_FIELDS,
   type ResolvedShadow,
   type ShadowArch,

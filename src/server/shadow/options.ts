@@ -1,9 +1,11 @@
 /**
- * The shadow attacker's options, one table: each setting has a name, a default and a parser whose
+ * The shadow attacker's options, one table: each setting has a name, a default and a schema whose
  * error says what to write. The middleware and the proxy check `shadow` with it once, when they are
  * built; `msd proxy` parses its --shadow-* flags and the config file's `shadow` object with the same
- * parsers (naming the flag or the file's field in its errors).
+ * schemas (naming the flag or the file's field in its errors).
  */
+import { z } from 'zod';
+import { fromText, integerAtLeast, numericText, oneOf, optionStyle, parseOptions, positiveNumber, SENTENCE, share } from '../../validation/index.js';
 import { ServingOptionError } from '../errors.js';
 
 /** The owner's labelled held-out set, as the surrogate sees request inputs (the serving preprocessing applied). */
@@ -89,107 +91,120 @@ export interface ResolvedShadow {
   engine: 'auto' | 'tfjs' | 'onnxruntime';
 }
 
-type Parser<T> = (value: unknown, name: string) => T;
-
-const fail = (name: string, expected: string, value: unknown): never => {
-  throw new ServingOptionError(`${name} must be ${expected}, got ${JSON.stringify(value)}`);
-};
-
-/** A number from a number or its text (flags arrive as text). */
-const numeric = (value: unknown): unknown => (typeof value === 'string' && value.trim() !== '' && Number.isFinite(Number(value)) ? Number(value) : value);
-
-const share =
-  (low: number, lowOpen: boolean, high: number, example: string): Parser<number> =>
-  (value, name) => {
-    const n = numeric(value);
-    const ok = typeof n === 'number' && Number.isFinite(n) && (lowOpen ? n > low : n >= low) && n <= high;
-    return ok ? (n as number) : fail(name, `a number in ${lowOpen ? '(' : '['}${low}, ${high}], e.g. ${example}`, value);
-  };
-
-const integerAtLeast =
-  (min: number): Parser<number> =>
-  (value, name) => {
-    const n = numeric(value);
-    return typeof n === 'number' && Number.isInteger(n) && n >= min ? n : fail(name, `an integer ≥ ${min}`, value);
-  };
-
-const positive: Parser<number> = (value, name) => {
-  const n = numeric(value);
-  return typeof n === 'number' && Number.isFinite(n) && n > 0 ? n : fail(name, 'a positive number', value);
-};
-
+const EVERY = 'a time such as "300s", "5m" or "1h", or a count of new samples such as "2000 samples"';
 const UNIT_SECONDS: Readonly<Record<string, number>> = { s: 1, m: 60, h: 3600 };
 
-/** "300s", "5m", "1h" → seconds; "2000 samples" → samples; { seconds } or { samples }. A bare number is refused: it could mean either. */
-export const parseEvery: Parser<ResolvedEvery> = (value, name) => {
-  const expected = 'a time such as "300s", "5m" or "1h", or a count of new samples such as "2000 samples"';
-  if (value && typeof value === 'object' && !Array.isArray(value)) {
-    const keys = Object.keys(value);
-    const { seconds, samples } = value as { seconds?: unknown; samples?: unknown };
-    if (keys.length === 1 && seconds !== undefined) return { seconds: positive(seconds, `${name}.seconds`) };
-    if (keys.length === 1 && samples !== undefined) return { samples: integerAtLeast(1)(samples, `${name}.samples`) };
-    return fail(name, `${expected} (as an object: { "seconds": 300 } or { "samples": 2000 })`, value);
-  }
-  if (typeof value !== 'string') return fail(name, expected, value);
+/** "300s", "5m", "1h" → seconds; "2000 samples" → samples; undefined for anything else. */
+function everyFromText(value: string): ResolvedEvery | undefined {
   const time = /^\s*(\d+(?:\.\d+)?)\s*([smh])\s*$/i.exec(value);
   if (time) {
     const seconds = Number(time[1]) * UNIT_SECONDS[time[2].toLowerCase()];
-    return seconds > 0 ? { seconds } : fail(name, expected, value);
+    return seconds > 0 ? { seconds } : undefined;
   }
   const count = /^\s*(\d+)\s*(samples?|rows?)\s*$/i.exec(value);
-  if (count && Number(count[1]) >= 1) return { samples: Number(count[1]) };
-  return fail(name, expected, value);
-};
+  return count && Number(count[1]) >= 1 ? { samples: Number(count[1]) } : undefined;
+}
+
+/** `every`: a time or a count of samples, as text or as { seconds } / { samples }. A bare number is refused: it could mean either. */
+const everySchema = z
+  .union(
+    [
+      z.string().meta({ examples: ['300s', '5m', '1h', '2000 samples'] }),
+      z.strictObject({ seconds: fromText(positiveNumber()) }),
+      z.strictObject({ samples: fromText(integerAtLeast(1)) }),
+    ],
+    { error: `${EVERY} (as an object: { "seconds": 300 } or { "samples": 2000 })` },
+  )
+  .transform((value, ctx): ResolvedEvery => {
+    if (typeof value !== 'string') return value as ResolvedEvery;
+    const every = everyFromText(value);
+    if (every) return every;
+    ctx.issues.push({ code: 'custom', message: EVERY, input: value });
+    return z.NEVER;
+  });
 
 export const SHADOW_ARCHS = ['auto', 'mlp', 'lenet', 'cnn'] as const;
 
-const parseArch: Parser<ShadowArch> = (value, name) => {
-  if (typeof value !== 'string' || value.trim() === '')
-    return fail(name, `one of ${SHADOW_ARCHS.join(', ')}, or the path of a TF.js model (its model.json or folder) to re-initialise`, value);
-  if (/\.onnx$/i.test(value)) {
-    throw new ServingOptionError(
-      `${name}: an ONNX file cannot be trained here (the training engine takes TF.js layers models); give the TF.js model, or one of ${SHADOW_ARCHS.join(', ')}`,
-    );
-  }
-  return value;
-};
+const ARCH = `one of ${SHADOW_ARCHS.join(', ')}, or the path of a TF.js model (its model.json or folder) to re-initialise`;
 
-const parseShape: Parser<readonly number[]> = (value, name) => {
-  const list = typeof value === 'string' ? value.split(/[x×,]/).map((v) => numeric(v.trim())) : value;
-  return Array.isArray(list) && list.length >= 1 && list.length <= 3 && list.every((d) => typeof d === 'number' && Number.isInteger(d) && d >= 1)
-    ? (list as number[])
-    : fail(name, 'the shape of one input, e.g. [28, 28, 1] or "28x28x1"', value);
-};
+const archSchema = z
+  .string({ error: ARCH })
+  .refine((value) => value.trim() !== '', { error: ARCH })
+  .superRefine((value, ctx) => {
+    if (/\.onnx$/i.test(value))
+      ctx.addIssue({
+        code: 'custom',
+        params: SENTENCE,
+        message: `: an ONNX file cannot be trained here (the training engine takes TF.js layers models); give the TF.js model, or one of ${SHADOW_ARCHS.join(', ')}`,
+      });
+  })
+  .meta({ examples: [...SHADOW_ARCHS] }) as z.ZodType<ShadowArch>;
 
-const parseEngine: Parser<'auto' | 'tfjs' | 'onnxruntime'> = (value, name) =>
-  value === 'auto' || value === 'tfjs' || value === 'onnxruntime' ? value : fail(name, 'one of auto, tfjs, onnxruntime', value);
+const SHAPE = 'the shape of one input, e.g. [28, 28, 1] or "28x28x1"';
 
-/** Every setting but the held-out data (the library takes arrays, the command line paths), with its default. */
+const shapeSchema = z.preprocess(
+  (value) => (typeof value === 'string' ? value.split(/[x×,]/).map((v) => numericText(v.trim())) : value),
+  z.array(integerAtLeast(1, SHAPE), { error: SHAPE }).min(1, { error: SHAPE }).max(3, { error: SHAPE }),
+);
+
+/** Every setting but the held-out data (the library takes arrays, the command line paths): its schema and its default. */
 export const SHADOW_FIELDS = {
-  sample: { parse: share(0, true, 1, '0.1'), default: 0.1 },
-  every: { parse: parseEvery, default: { seconds: 300 } as ResolvedEvery },
-  arch: { parse: parseArch, default: 'auto' as ShadowArch },
-  cpu: { parse: share(0, true, 1, '0.25'), default: 0.25 },
-  capacity: { parse: integerAtLeast(10), default: 4000 },
-  holdBack: { parse: share(0, false, 0.5, '0.2'), default: 0.2 },
-  maxMemoryMb: { parse: positive, default: 256 },
-  epochs: { parse: integerAtLeast(1), default: 10 },
-  batchSize: { parse: integerAtLeast(1), default: 64 },
-  learningRate: { parse: positive, default: 0.001 },
-  minSamples: { parse: integerAtLeast(2), default: 200 },
-  minProtection: { parse: share(0, false, 1, '0.05'), default: undefined },
-  inputShape: { parse: parseShape, default: undefined },
-  seed: { parse: integerAtLeast(0), default: 1 },
-  engine: { parse: parseEngine, default: 'auto' as const },
+  sample: { schema: fromText(share('0.1')).meta({ description: 'share of answered requests sampled, in (0, 1]' }), default: 0.1 },
+  every: {
+    schema: everySchema.meta({ description: 'how often a round runs: "300s", "5m", "1h", or "2000 samples" (new rows sampled); or { seconds } / { samples }' }),
+    default: { seconds: 300 } as ResolvedEvery,
+  },
+  arch: { schema: archSchema.meta({ description: ARCH }), default: 'auto' as ShadowArch },
+  cpu: { schema: fromText(share('0.25')).meta({ description: 'share of one CPU core the training may use on average, in (0, 1]' }), default: 0.25 },
+  capacity: { schema: fromText(integerAtLeast(10)).meta({ description: 'rows kept per tier for training' }), default: 4000 },
+  holdBack: {
+    schema: fromText(share('0.2', { lowOpen: false, high: 0.5 })).meta({
+      description: 'share of the sampled rows held back from training to measure agreement on',
+    }),
+    default: 0.2,
+  },
+  maxMemoryMb: { schema: fromText(positiveNumber()).meta({ description: 'memory for all reservoirs together, MiB' }), default: 256 },
+  epochs: { schema: fromText(integerAtLeast(1)).meta({ description: 'training epochs of each knockoff per round' }), default: 10 },
+  batchSize: { schema: fromText(integerAtLeast(1)).meta({ description: 'training batch size' }), default: 64 },
+  learningRate: { schema: fromText(positiveNumber()).meta({ description: 'Adam’s step size' }), default: 0.001 },
+  minSamples: { schema: fromText(integerAtLeast(2)).meta({ description: 'rows a tier needs before its knockoffs train' }), default: 200 },
+  minProtection: {
+    schema: fromText(share('0.05', { lowOpen: false })).meta({ description: 'protection (original − defended accuracy) under which the alert fires' }),
+    default: undefined,
+  },
+  inputShape: { schema: shapeSchema.meta({ description: SHAPE }), default: undefined },
+  seed: { schema: fromText(integerAtLeast(0)).meta({ description: 'seeds the sampling, the knockoffs’ weights and their shuffling' }), default: 1 },
+  engine: {
+    schema: oneOf(['auto', 'tfjs', 'onnxruntime']).meta({
+      description: 'where the knockoffs train: auto (onnxruntime-node where installed), tfjs or onnxruntime',
+    }),
+    default: 'auto' as const,
+  },
 } as const;
 
 export type ShadowFieldName = keyof typeof SHADOW_FIELDS;
 export const SHADOW_FIELD_NAMES = Object.keys(SHADOW_FIELDS) as ShadowFieldName[];
 
+/** The settings' schemas, each optional: what an object of shadow settings may hold besides the held-out data. */
+export const SHADOW_FIELD_SCHEMAS = Object.fromEntries(SHADOW_FIELD_NAMES.map((key) => [key, SHADOW_FIELDS[key].schema.optional()])) as {
+  [K in ShadowFieldName]: z.ZodOptional<(typeof SHADOW_FIELDS)[K]['schema']>;
+};
+
+type ShadowValue<K extends ShadowFieldName> = NonNullable<z.output<(typeof SHADOW_FIELDS)[K]['schema']>>;
+
 /** Parses one setting (from a flag's text or a file's value); `name` is how the user wrote it. */
-export function parseShadowField<K extends ShadowFieldName>(key: K, value: unknown, name: string): NonNullable<ReturnType<(typeof SHADOW_FIELDS)[K]['parse']>> {
-  return SHADOW_FIELDS[key].parse(value, name) as NonNullable<ReturnType<(typeof SHADOW_FIELDS)[K]['parse']>>;
+export function parseShadowField<K extends ShadowFieldName>(key: K, value: unknown, name: string): ShadowValue<K> {
+  return parseOptions(SHADOW_FIELDS[key].schema, value, optionStyle(ServingOptionError, name)) as ShadowValue<K>;
 }
+
+/** `every` alone (a flag's text or an option's value); `name` is how the user wrote it. */
+export const parseEvery = (value: unknown, name: string): ResolvedEvery => parseShadowField('every', value, name);
+
+/** The `shadow` option: the held-out data (checked below, it holds typed arrays) and the settings. */
+const shadowOptionsSchema = z.strictObject(
+  { heldOut: z.unknown().optional(), ...SHADOW_FIELD_SCHEMAS },
+  { error: 'an object, e.g. { heldOut: { x, labels }, sample: 0.1, every: "300s" }' },
+);
 
 function resolveHeldOut(heldOut: unknown, where: string): ResolvedShadow['heldOut'] {
   const example = `${where} must be { x: Float32Array (rows × features, as the surrogate sees request inputs), labels: class indices, answers?: the model's probabilities on them }`;
@@ -217,17 +232,9 @@ function resolveHeldOut(heldOut: unknown, where: string): ResolvedShadow['heldOu
 
 /** Checks `shadow` once; a bad value throws ServingOptionError naming it and saying what to write. */
 export function resolveShadowOptions(options: unknown, where = 'shadow'): ResolvedShadow {
-  if (!options || typeof options !== 'object' || Array.isArray(options)) {
-    throw new ServingOptionError(`${where} must be an object, e.g. { heldOut: { x, labels }, sample: 0.1, every: "300s" }`);
-  }
-  const given = options as Record<string, unknown>;
-  const unknown = Object.keys(given).filter((key) => key !== 'heldOut' && !(key in SHADOW_FIELDS));
-  if (unknown.length) throw new ServingOptionError(`${where}: unknown option(s) ${unknown.join(', ')}; allowed: heldOut, ${SHADOW_FIELD_NAMES.join(', ')}`);
+  const given = parseOptions(shadowOptionsSchema, options, optionStyle(ServingOptionError, where));
   const resolved: Record<string, unknown> = { heldOut: resolveHeldOut(given.heldOut, `${where}.heldOut`) };
-  for (const key of SHADOW_FIELD_NAMES) {
-    const value = given[key];
-    resolved[key] = value === undefined ? SHADOW_FIELDS[key].default : SHADOW_FIELDS[key].parse(value, `${where}.${key}`);
-  }
+  for (const key of SHADOW_FIELD_NAMES) resolved[key] = given[key] === undefined ? SHADOW_FIELDS[key].default : given[key];
   const result = resolved as unknown as ResolvedShadow;
   if (result.inputShape && result.inputShape.reduce((a, b) => a * b, 1) !== result.heldOut.features) {
     throw new ServingOptionError(

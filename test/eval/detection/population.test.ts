@@ -3,47 +3,17 @@ import { before, describe, it } from 'node:test';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { checkpointRecorder, createModel, initBackend, tf, trainModel } from '../../../src/models/index.js';
+import { initBackend } from '../../../src/models/index.js';
 import { runPopulationEvaluation } from '../../../src/eval/detection/population-run.js';
 import { writePopulationReport } from '../../../src/eval/detection/population-section.js';
-import type { AttackerStream } from '../../../src/eval/detection/streams.js';
 import { parseScenarios } from '../../../src/eval/detection/sybil.js';
 import { seededRandom } from '../../../src/eval/random.js';
-
-const FEATURES = 16;
-const CLASSES = 3;
-const CENTERS = [0, 1, 2].map((c) => Float32Array.from({ length: FEATURES }, (_, i) => (i % 3 === c ? 0.85 : 0.15)));
-
-function blobs(rows: number, seed: number) {
-  const random = seededRandom(seed);
-  const x = new Float32Array(rows * FEATURES);
-  const labels = new Int32Array(rows);
-  for (let r = 0; r < rows; r++) {
-    labels[r] = r % CLASSES;
-    for (let i = 0; i < FEATURES; i++) x[r * FEATURES + i] = Math.min(1, Math.max(0, CENTERS[labels[r]][i] + (random() - 0.5) * 0.2));
-  }
-  return { x, labels, rows };
-}
+import { betweenClasses, blobs, blobVictim, CLASSES, FEATURES } from '../helpers/blob-victim.js';
 
 /** A thief querying between two class centres, where the victim is unsure (out of distribution). */
-function betweenClasses(rows: number): AttackerStream {
-  return {
-    name: 'between-classes',
-    family: 'other',
-    async run(client, requestRows) {
-      const random = seededRandom(rows);
-      const x = new Float32Array(rows * FEATURES);
-      for (let r = 0; r < rows; r++)
-        for (let i = 0; i < FEATURES; i++) x[r * FEATURES + i] = (CENTERS[r % 3][i] + CENTERS[(r + 1) % 3][i]) / 2 + (random() - 0.5) * 0.1;
-      const answers = new Float32Array(rows * CLASSES);
-      for (let done = 0; done < rows; done += requestRows) {
-        const n = Math.min(requestRows, rows - done);
-        const got = await client.infer(x.subarray(done * FEATURES, (done + n) * FEATURES), n, FEATURES);
-        answers.set(got.data, done * CLASSES);
-      }
-      return { x, answers: { rows, cols: CLASSES, data: answers }, indices: Int32Array.from({ length: rows }, (_, i) => i) };
-    },
-  };
+function thief(rows: number) {
+  const random = seededRandom(rows);
+  return betweenClasses(rows, () => (random() - 0.5) * 0.1);
 }
 
 describe('thieves with many identities (synthetic, small)', () => {
@@ -52,17 +22,7 @@ describe('thieves with many identities (synthetic, small)', () => {
   it('spreads a thief over identities, catches it above the client, and measures what it and the benign clients got', async (t) => {
     const dir = await mkdtemp(join(tmpdir(), 'msd-population-report-'));
     t.after(() => rm(dir, { recursive: true, force: true }));
-    const train = blobs(600, 1);
-    const victim = createModel({ arch: 'mlp', inputShape: [FEATURES], classes: CLASSES, seed: 2, hidden: [16] });
-    const recorder = checkpointRecorder(victim, 11);
-    await trainModel(victim, train, { epochs: 8, batchSize: 32, learningRate: 0.01, seed: 3, onStep: recorder.onStep });
-    const checkpoints = recorder.checkpoints.map((weights) => {
-      const m = createModel({ arch: 'mlp', inputShape: [FEATURES], classes: CLASSES, seed: 2, hidden: [16] });
-      const tensors = weights.map((w, i) => tf.tensor(w, victim.getWeights()[i].shape));
-      m.setWeights(tensors);
-      tf.dispose(tensors);
-      return m;
-    });
+    const { victim, checkpoints, dispose } = await blobVictim();
     const lines: string[] = [];
     try {
       const report = await runPopulationEvaluation({
@@ -73,7 +33,7 @@ describe('thieves with many identities (synthetic, small)', () => {
         features: FEATURES,
         classes: CLASSES,
         scenarios: parseScenarios('benign,random:30,random:30:cohort,random:30:perclient,random:30:dilute=0.5'),
-        streamFor: () => betweenClasses(300),
+        streamFor: () => thief(300),
         thiefQueries: 300,
         knockoff: { arch: 'mlp', epochs: 1, batchSize: 32, learningRate: 0.01 },
         seed: 5,
@@ -123,8 +83,7 @@ describe('thieves with many identities (synthetic, small)', () => {
       assert.equal(JSON.parse(await readFile(files.json, 'utf8')).thieves.length, 4);
       assert.ok(benignOnly.benign.answers > 0);
     } finally {
-      victim.dispose();
-      for (const m of checkpoints) m.dispose();
+      dispose();
     }
   });
 

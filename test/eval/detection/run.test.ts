@@ -1,48 +1,15 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
-import { checkpointRecorder, createModel, initBackend, tf, trainModel } from '../../../src/models/index.js';
+import { initBackend, tf } from '../../../src/models/index.js';
 import { runDetectionEvaluation } from '../../../src/eval/detection/run.js';
 import { writeDetectionReport } from '../../../src/eval/report/detection-section.js';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { AttackerStream } from '../../../src/eval/detection/streams.js';
-import { seededRandom } from '../../../src/eval/random.js';
+import { betweenClasses, blobs, blobVictim, CLASSES, FEATURES } from '../helpers/blob-victim.js';
 
-const FEATURES = 16;
-const CLASSES = 3;
-const CENTERS = [0, 1, 2].map((c) => Float32Array.from({ length: FEATURES }, (_, i) => (i % 3 === c ? 0.85 : 0.15)));
-
-/** Blobs around three corners: the victim's in-distribution data. */
-function blobs(rows: number, seed: number) {
-  const random = seededRandom(seed);
-  const x = new Float32Array(rows * FEATURES);
-  const labels = new Int32Array(rows);
-  for (let r = 0; r < rows; r++) {
-    labels[r] = r % CLASSES;
-    for (let i = 0; i < FEATURES; i++) x[r * FEATURES + i] = Math.min(1, Math.max(0, CENTERS[labels[r]][i] + (random() - 0.5) * 0.2));
-  }
-  return { x, labels, rows };
-}
-
-/** An obviously out-of-distribution stream: points halfway between two class centres, where the victim is unsure. */
-const betweenClasses: AttackerStream = {
-  name: 'between-classes',
-  family: 'other',
-  async run(client, requestRows) {
-    const rows = 150;
-    const x = new Float32Array(rows * FEATURES);
-    for (let r = 0; r < rows; r++)
-      for (let i = 0; i < FEATURES; i++) x[r * FEATURES + i] = (CENTERS[r % 3][i] + CENTERS[(r + 1) % 3][i]) / 2 + ((r * 7 + i) % 5) * 0.001;
-    const answers = new Float32Array(rows * CLASSES);
-    for (let done = 0; done < rows; done += requestRows) {
-      const n = Math.min(requestRows, rows - done);
-      const got = await client.infer(x.subarray(done * FEATURES, (done + n) * FEATURES), n, FEATURES);
-      answers.set(got.data, done * CLASSES);
-    }
-    return { x, answers: { rows, cols: CLASSES, data: answers }, indices: Int32Array.from({ length: rows }, (_, i) => i) };
-  },
-};
+/** An obviously out-of-distribution stream: 150 points halfway between two class centres, where the victim is unsure. */
+const between = betweenClasses(150, (r, i) => ((r * 7 + i) % 5) * 0.001);
 
 describe('detection evaluation (synthetic, small)', () => {
   before(() => initBackend({ log: () => {} }));
@@ -51,17 +18,7 @@ describe('detection evaluation (synthetic, small)', () => {
     const dir = await mkdtemp(join(tmpdir(), 'msd-detection-report-'));
     t.after(() => rm(dir, { recursive: true, force: true }));
     const tensors = tf.memory().numTensors;
-    const train = blobs(600, 1);
-    const victim = createModel({ arch: 'mlp', inputShape: [FEATURES], classes: CLASSES, seed: 2, hidden: [16] });
-    const recorder = checkpointRecorder(victim, 11);
-    await trainModel(victim, train, { epochs: 8, batchSize: 32, learningRate: 0.01, seed: 3, onStep: recorder.onStep });
-    const checkpoints = recorder.checkpoints.map((weights) => {
-      const m = createModel({ arch: 'mlp', inputShape: [FEATURES], classes: CLASSES, seed: 2, hidden: [16] });
-      const tensors = weights.map((w, i) => tf.tensor(w, victim.getWeights()[i].shape));
-      m.setWeights(tensors);
-      tf.dispose(tensors);
-      return m;
-    });
+    const { victim, checkpoints, dispose } = await blobVictim();
     try {
       const report = await runDetectionEvaluation({
         victim,
@@ -69,7 +26,7 @@ describe('detection evaluation (synthetic, small)', () => {
         victimTest: blobs(400, 4),
         features: FEATURES,
         classes: CLASSES,
-        streams: [betweenClasses],
+        streams: [between],
         knockoff: { arch: 'mlp', epochs: 2, batchSize: 32, learningRate: 0.01 },
         seed: 5,
         providers: {},
@@ -101,8 +58,7 @@ describe('detection evaluation (synthetic, small)', () => {
       assert.match(page, /<h1>grid<\/h1>[\s\S]*between-classes<\/td><td>150<\/td><td>50<\/td>[\s\S]*<\/body>/);
       assert.deepEqual(JSON.parse(await readFile(files.json, 'utf8')).attackers[0].firstFlag, attacker.firstFlag);
     } finally {
-      victim.dispose();
-      for (const m of checkpoints) m.dispose();
+      dispose();
     }
     assert.equal(tf.memory().numTensors, tensors);
   });

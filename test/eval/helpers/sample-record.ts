@@ -1,5 +1,5 @@
 /** A complete run record for tests of the store and the report. */
-import type { RunRecord } from '../../../src/eval/results.js';
+import type { RunRecord } from '../../../src/eval/records/run-record.js';
 
 export function sampleRecord(key: string, overrides: Partial<RunRecord> = {}): RunRecord {
   return {

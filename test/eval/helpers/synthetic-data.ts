@@ -2,7 +2,7 @@
  * Small synthetic image sets for fast pipeline tests: each class is a fixed random prototype plus
  * pixel noise, so a small network learns it in one epoch. Two "datasets" differ in their prototypes.
  */
-import type { DatasetLike, DatasetLoader, LabelledImages } from '../../../src/eval/world.js';
+import type { DatasetLike, DatasetLoader, LabelledImages } from '../../../src/eval/world/world.js';
 import { seededRandom } from '../../../src/eval/random.js';
 
 function images(prototypes: Float32Array[], rows: number, features: number, noise: number, random: () => number): LabelledImages {

@@ -5,7 +5,7 @@
  */
 import { parseDefense, type Defense, type ProbBatch } from '../../../src/defenses/index.js';
 import { presetConfig } from '../../../src/eval/config.js';
-import type { InferenceClient } from '../../../src/eval/kserve-client.js';
+import type { InferenceClient } from '../../../src/eval/endpoint/kserve-client.js';
 import { computeDefenseContext, createModel, initBackend, predictProbs, trainModel, type LayersModel } from '../../../src/models/index.js';
 import { syntheticDataset } from './synthetic-data.js';
 

@@ -1,25 +1,15 @@
 import assert from 'node:assert/strict';
-import type { IncomingMessage } from 'node:http';
 import { after, before, describe, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { parseDefense } from '../../../src/defenses/index.js';
-import { createClientDetection } from '../../../src/detection/index.js';
-import { createClientGate } from '../../../src/server/clients/gate.js';
 import type { ClientsOptions } from '../../../src/server/clients/options.js';
-import { createLogger } from '../../../src/server/logger.js';
-import { createServingMetrics } from '../../../src/server/metrics.js';
 import { rng } from '../../detection/synthetic.js';
-import { lineCollector } from '../helpers/fixtures.js';
+import { waitFor } from '../../helpers/wait.js';
+import { aboveGate, confident, unsure } from '../helpers/above-gate.js';
 import { startRedis, type TestRedis } from '../helpers/redis-server.js';
 
-const req = (key: string, headers: Record<string, string> = {}) =>
-  ({ headers: { 'x-api-key': key, ...headers }, socket: { remoteAddress: '198.51.100.7' } }) as unknown as IncomingMessage;
-const defense = parseDefense('rounding:decimals=2');
 const argmax = parseDefense('argmax');
 const tiers = new Map([['argmax', argmax]]);
-const confident = { rows: 1, cols: 2, data: Float32Array.of(0.95, 0.05) };
-const unsure = { rows: 1, cols: 2, data: Float32Array.of(0.55, 0.45) };
 
 describe('detection above the client, shared across replicas in Redis', () => {
   let redis: TestRedis;
@@ -28,18 +18,7 @@ describe('detection above the client, shared across replicas in Redis', () => {
   });
   after(() => redis.stop());
 
-  function replica(extra: Partial<ClientsOptions>) {
-    const time = 1_800_000_000_000;
-    const logs = lineCollector();
-    const detection = createClientDetection({ prada: { enabled: false }, budget: false, policy: { steps: ['argmax'] } });
-    const gate = createClientGate(
-      { identity: 'header:x-api-key', detection, newClients: false, store: { redis: redis.url, keyPrefix: 'above:' }, ...extra },
-      { defense, tiers, metrics: createServingMetrics(), logger: createLogger({}, logs.stream), now: () => time },
-    );
-    const ask = async (key: string, probs = confident, headers: Record<string, string> = {}, inputs?: { rows: number; cols: number; data: Float32Array }) =>
-      gate.observe(await gate.admit(req(key, headers)), probs, inputs, defense);
-    return { gate, logs, ask };
-  }
+  const replica = (extra: Partial<ClientsOptions>) => aboveGate({ store: { redis: redis.url, keyPrefix: 'above:' }, ...extra }, { tiers });
 
   it('a thief split over replicas and identities: the population alarm from their summed counts, cohorts and fingerprints shared', async (t) => {
     const options: Partial<ClientsOptions> = {
@@ -56,7 +35,11 @@ describe('detection above the client, shared across replicas in Redis', () => {
     await b.gate.ready();
     // 30 unsure young queries at each replica, 60 in all: under minQueries (40) at each, over it together.
     for (let i = 0; i < 60; i++) await (i % 2 ? a : b).ask(`sybil-${i}`, unsure);
-    await sleep(100);
+    // Each replica flushes its counts every 10 ms and reads the other's back.
+    await waitFor(() => [a, b].every((r) => (r.gate.populationStatus()?.views.young.queries ?? 0) >= 60), {
+      what: 'both replicas to hold the 60 young queries of both',
+      detail: () => [a, b].map((r) => r.gate.populationStatus()?.views.young.queries),
+    });
     assert.equal(await a.ask('sybil-x', unsure), argmax, 'replica a judges the summed counts');
     assert.equal(await b.ask('sybil-y', unsure), argmax, 'and so does replica b');
     assert.ok(a.logs.lines.some((l) => String(l.msg).startsWith('population alarm started')));
@@ -87,5 +70,27 @@ describe('detection above the client, shared across replicas in Redis', () => {
     assert.ok(pop.length >= 2 && pop.length <= 4, pop.join(', '));
     assert.ok(fp.length >= 1 && fp.length <= 2, fp.join(', '));
     for (const key of [...pop, ...fp]) assert.ok((await probe.pttl(key)) > 0, `${key} expires`);
+  });
+});
+
+describe('a flagged cohort through a Redis outage', () => {
+  it('stays flagged (fail mode "local"): its members keep the probation tier while the store is out', async (t) => {
+    const redis = await startRedis();
+    const { gate, ask } = aboveGate(
+      { cohort: 'header:x-tenant', failMode: 'local', store: { redis: redis.url, keyPrefix: 'outage:', commandTimeoutMs: 200 } },
+      { tiers },
+    );
+    t.after(async () => {
+      await gate.close();
+      await redis.stop();
+    });
+    await gate.ready();
+    const thief = { 'x-tenant': 'org-thief' };
+    // 50 identities of one tenant, one unsure query each: the cohort's OOD flags at its 50th query.
+    for (let id = 0; id < 49; id++) assert.equal(await ask(`member-${id}`, unsure, thief), undefined);
+    assert.equal(await ask('member-49', unsure, thief), argmax, 'the cohort is flagged');
+    assert.equal(await ask('member-50', confident, thief), argmax, 'a member’s confident query too');
+    await redis.kill();
+    for (let id = 51; id < 54; id++) assert.equal(await ask(`member-${id}`, confident, thief), argmax, 'still on probation while the shared store is out');
   });
 });

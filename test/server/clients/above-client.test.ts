@@ -7,38 +7,18 @@ import { adminHandler } from '../../../src/server/clients/admin.js';
 import { createClientGate } from '../../../src/server/clients/gate.js';
 import type { ClientsOptions } from '../../../src/server/clients/options.js';
 import { ServingOptionError } from '../../../src/server/errors.js';
-import { createLogger } from '../../../src/server/logger.js';
 import { createServingMetrics } from '../../../src/server/metrics.js';
 import { rng } from '../../detection/synthetic.js';
-import { lineCollector } from '../helpers/fixtures.js';
+import { aboveGate, confident, defaultDefense as defense, unsure } from '../helpers/above-gate.js';
 
-const req = (key: string, headers: Record<string, string> = {}, address = '198.51.100.7') =>
-  ({ headers: { 'x-api-key': key, ...headers }, socket: { remoteAddress: address } }) as unknown as IncomingMessage;
-const defense = parseDefense('rounding:decimals=2');
 const argmax = parseDefense('argmax');
 const reverseSigmoid = parseDefense('reverse-sigmoid:beta=0.7,gamma=0.2');
 const tiers = new Map([
   ['reverse-sigmoid', reverseSigmoid],
   ['argmax', argmax],
 ]);
-const confident = { rows: 1, cols: 2, data: Float32Array.of(0.95, 0.05) };
-const unsure = { rows: 1, cols: 2, data: Float32Array.of(0.55, 0.45) };
 const MINUTE = 60_000;
-
-function gateWith(extra: Partial<ClientsOptions>, start = 1_800_000_000_000) {
-  let time = start;
-  const logs = lineCollector();
-  const metrics = createServingMetrics();
-  // Per-client detectors that stay silent for these short histories (OOD needs 50 queries).
-  const detection = createClientDetection({ prada: { enabled: false }, budget: false, policy: { steps: ['reverse-sigmoid', 'argmax'] } });
-  const gate = createClientGate(
-    { identity: 'header:x-api-key', detection, newClients: false, ...extra },
-    { defense, tiers, metrics, logger: createLogger({}, logs.stream), now: () => time },
-  );
-  const ask = async (key: string, probs = confident, headers: Record<string, string> = {}, inputs?: { rows: number; cols: number; data: Float32Array }) =>
-    gate.observe(await gate.admit(req(key, headers)), probs, inputs, defense);
-  return { gate, logs, metrics, ask, advance: (ms: number) => (time += ms), now: () => time };
-}
+const gateWith = (extra: Partial<ClientsOptions>) => aboveGate(extra, { tiers });
 
 describe('population detection in the gate', () => {
   it('during an alarm young identities get the probation tier (top-1 kept), older clean ones keep the default; pino lines at start and end', async () => {

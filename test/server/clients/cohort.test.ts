@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import type { IncomingMessage } from 'node:http';
 import { describe, it } from 'node:test';
-import { addressPrefix, createCohortReader, ipv6Groups } from '../../../src/server/clients/cohort.js';
+import { addressPrefix, createCohortReader, ipv6Groups } from '../../../src/server/clients/above/cohort.js';
 import { ServingOptionError } from '../../../src/server/errors.js';
 
 function fakeRequest(headers: Record<string, string>, remoteAddress = '203.0.113.9'): IncomingMessage {

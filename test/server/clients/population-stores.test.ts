@@ -1,12 +1,20 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
-import { resolvePopulationOptions, summarise } from '../../../src/detection/population.js';
-import { createMemoryFingerprintStore, createRedisFingerprintStore, ownerTag, type FingerprintStore } from '../../../src/server/clients/fingerprint-store.js';
-import { CountsWindow, createPopulationTracker } from '../../../src/server/clients/population.js';
+import { resolvePopulationOptions, summarise, type PopulationConfig } from '../../../src/detection/population.js';
+import {
+  createMemoryFingerprintStore,
+  createRedisFingerprintStore,
+  ownerTag,
+  type FingerprintStore,
+} from '../../../src/server/clients/above/fingerprint-store.js';
+import { CountsWindow, createPopulationTracker } from '../../../src/server/clients/above/population.js';
 import { startRedis, type TestRedis } from '../helpers/redis-server.js';
 
 const K = 4;
+/** A population tracker on Redis at a fixed time, flushed only when the test says. */
+const redisTracker = (config: PopulationConfig, redis: Redis, prefix: string, now: number, onError: (error: unknown) => void) =>
+  createPopulationTracker(config, { redis, prefix, flushMs: 60_000, onError, onSuccess: () => {}, now: () => now });
 /** One request's fingerprints: `rows` rows of K=4 hashes from `base` on. */
 const prints = (rows: number, base: number) => Int32Array.from({ length: rows * K }, (_, i) => base + i);
 
@@ -71,6 +79,22 @@ describe('the fingerprint store', () => {
     assert.ok((await client.pttl(keys[0])) > 3_000_000, 'with a TTL');
     assert.ok(one.size() <= 20);
     assert.notEqual(ownerTag('alice'), ownerTag('bob'));
+  });
+
+  it('Redis: a generation’s key expires once no lookup reads it, so steady traffic keeps two keys, not three', async () => {
+    const ttlMs = 3_600_000;
+    const half = ttlMs / 2;
+    const store = createRedisFingerprintStore(client, 'expiry:', { hashes: K }, { maxEntries: 1000, ttlMs });
+    // A write at the end of generation 10: it is read through generation 11, so its key is needed for
+    // one more half at most (not a whole ttl from the write, which would outlive generation 11).
+    const late = 11 * half - 1000;
+    await store.check('alice', prints(1, 300), 1, late);
+    const pttl = await client.pttl('expiry:~fp:10');
+    assert.ok(pttl > half - 60_000 && pttl <= half + 1000, `PTTL ${pttl} ms, generation 10 is last read at ${12 * half - late} ms from the write`);
+    // The next generation's first write: its key lives until the generation after it ends.
+    await store.check('bob', prints(1, 300), 1, 11 * half);
+    const next = await client.pttl('expiry:~fp:11');
+    assert.ok(next > ttlMs - 60_000 && next <= ttlMs, `PTTL ${next}`);
   });
 });
 
@@ -181,20 +205,51 @@ describe('population counts', () => {
     await b.close();
   });
 
+  it('Redis: a flush where one bucket’s add fails sends that one again, not the ones Redis took', async (t) => {
+    const config = resolvePopulationOptions({ minQueries: 5, classes: { enabled: false }, window: { lengthMs: 60_000, bucketMs: 10_000 } });
+    const connection = new Redis(redis.url);
+    t.after(() => connection.disconnect());
+    const errors: unknown[] = [];
+    const time = 2_000_000;
+    const tracker = redisTracker(config, connection, 'partial:', time, (e) => errors.push(e));
+    const layout = tracker.layoutFor(2);
+    // The `all` bucket's key holds a string: its add fails (WRONGTYPE), the `young` one's goes through.
+    await connection.set(`partial:~pop:all:${time}`, 'not a hash');
+    tracker.observe(summarise(layout, 0.7, { rows: 10, cols: 2, data: new Float32Array(20).fill(0.5) }), true, time);
+    await tracker.flush(time);
+    assert.equal(errors.length, 1, 'the failure is reported');
+    await connection.del(`partial:~pop:all:${time}`);
+    await tracker.flush(time + 1);
+    assert.equal(errors.length, 1);
+    tracker.judge(time + 1);
+    assert.equal(tracker.status().all.queries, 10, 'the failed add was sent again');
+    assert.equal(tracker.status().young.queries, 10, 'the young add went through the first time and was not sent twice');
+    await tracker.close();
+  });
+
+  it('Redis: a bucket’s key expires one bucket after it leaves the window, whenever it was last added to', async (t) => {
+    const config = resolvePopulationOptions({ minQueries: 5, classes: { enabled: false }, window: { lengthMs: 60_000, bucketMs: 10_000 } });
+    const connection = new Redis(redis.url);
+    t.after(() => connection.disconnect());
+    const start = 3_000_000;
+    const tracker = redisTracker(config, connection, 'expiry:', start + 9_999, (e) => assert.fail(String(e)));
+    const layout = tracker.layoutFor(2);
+    // Counts at the end of their bucket: the bucket is read until start + 60 s, so its key is needed 50 s more
+    // (+ one bucket of slack), not a whole window + bucket from this add.
+    tracker.observe(summarise(layout, 0.7, { rows: 10, cols: 2, data: new Float32Array(20).fill(0.5) }), false, start + 9_999);
+    await tracker.flush(start + 9_999);
+    const pttl = await connection.pttl(`expiry:~pop:all:${start}`);
+    assert.ok(pttl > 55_000 && pttl <= 60_001, `PTTL ${pttl} ms`);
+    await tracker.close();
+  });
+
   it('Redis down: counts stay local and are sent when it is back', async (t) => {
     const config = resolvePopulationOptions({ minQueries: 5, classes: { enabled: false } });
     const dead = new Redis({ port: 1, lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0 });
     dead.on('error', () => {});
     t.after(() => dead.disconnect());
     const errors: unknown[] = [];
-    const tracker = createPopulationTracker(config, {
-      redis: dead,
-      prefix: 'x:',
-      flushMs: 60_000,
-      onError: (e) => errors.push(e),
-      onSuccess: () => {},
-      now: () => 0,
-    });
+    const tracker = redisTracker(config, dead, 'x:', 0, (e) => errors.push(e));
     const layout = tracker.layoutFor(2);
     tracker.observe(summarise(layout, 0.7, { rows: 10, cols: 2, data: new Float32Array(20).fill(0.5) }), true, 0);
     await tracker.flush(0);

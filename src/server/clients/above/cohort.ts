@@ -1,0 +1,175 @@
+/**
+ * A client's cohort: a second key beside its identity, shared by identities that likely belong
+ * together, so that detectors can run over the cohort's traffic as over one client's. A thief who
+ * splits its queries over many API keys usually cannot split its network, its tenant or its key
+ * prefix as easily.
+ *
+ *   "ip"              the client address's /24 (IPv4) or /64 (IPv6) prefix; forwarding headers are
+ *                     believed only from trustProxy peers, as for identity "ip"
+ *   "ip/V4/V6"        other prefix lengths, e.g. "ip/16/48"
+ *   "jwt:CLAIM"       a claim of the bearer token (decoded, not verified), e.g. "jwt:org" or "jwt:tid"
+ *   "header:NAME"     a header, e.g. "header:x-tenant-id"
+ *   "prefix:N"        the first N characters of the raw identity (API keys issued as "<org>_<secret>")
+ *   (req, rawId) => … whatever the function returns (mount mode)
+ *
+ * Like ids, cohort keys are hashed (HMAC with idSecret) before they reach a store, a log or the admin
+ * route. No cohort (undefined, null, "") means the client is judged alone.
+ */
+import { createHash, createHmac } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import { isIP } from 'node:net';
+import { ServingOptionError } from '../../errors.js';
+import { clientAddress, jwtClaims, parseTrustedProxies } from '../identity.js';
+
+export type CohortOption = string | ((req: IncomingMessage, rawId: string | undefined) => string | null | undefined);
+
+export interface CohortConfig {
+  cohort: CohortOption;
+  trustProxy?: readonly string[];
+  idSecret?: string;
+}
+
+/** Cohort ids live in the client store beside the clients, under this prefix. */
+export const COHORT_PREFIX = '~cohort:';
+
+export const DEFAULT_IPV4_PREFIX = 24;
+export const DEFAULT_IPV6_PREFIX = 64;
+
+/** Cohort keys up to this length have their hash cached. */
+const MAX_CACHED_KEY = 256;
+
+/** The 8 groups of an IPv6 address (undefined when it is not one). An embedded IPv4 tail is read as two groups. */
+export function ipv6Groups(address: string): number[] | undefined {
+  if (isIP(address) !== 6) return undefined;
+  let text = address.split('%')[0].toLowerCase();
+  const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (v4) {
+    const [a, b, c, d] = v4.slice(1).map(Number);
+    text = `${text.slice(0, v4.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head, tail] = text.split('::');
+  const parse = (part: string | undefined) => (part ? part.split(':').map((g) => parseInt(g, 16)) : []);
+  const left = parse(head);
+  const right = parse(tail);
+  const groups = tail === undefined ? left : [...left, ...new Array<number>(8 - left.length - right.length).fill(0), ...right];
+  return groups.length === 8 && groups.every((g) => Number.isInteger(g) && g >= 0 && g <= 0xffff) ? groups : undefined;
+}
+
+/** The address's network prefix as text ("203.0.113.0/24", "2001:db8:1:2::/64"); undefined when not an address. */
+export function addressPrefix(address: string, v4Bits = DEFAULT_IPV4_PREFIX, v6Bits = DEFAULT_IPV6_PREFIX): string | undefined {
+  const trimmed = address.trim();
+  // IPv4 seen through a dual-stack socket is IPv4.
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(trimmed);
+  const text = mapped ? mapped[1] : trimmed;
+  const family = isIP(text);
+  if (family === 4) {
+    const value = text.split('.').reduce((acc, part) => acc * 256 + Number(part), 0);
+    // Bitwise operators are 32-bit signed: mask with arithmetic on non-negative numbers.
+    const network = value - (value % 2 ** (32 - v4Bits));
+    const bytes = [network / 2 ** 24, (network / 2 ** 16) % 256, (network / 2 ** 8) % 256, network % 256].map((b) => Math.floor(b));
+    return `${bytes.join('.')}/${v4Bits}`;
+  }
+  if (family === 6) {
+    const groups = ipv6Groups(text)!;
+    const out = groups.map((g, i) => {
+      const bitsBefore = i * 16;
+      if (v6Bits >= bitsBefore + 16) return g;
+      if (v6Bits <= bitsBefore) return 0;
+      const keep = v6Bits - bitsBefore;
+      return g & (0xffff << (16 - keep)) & 0xffff;
+    });
+    return `${out.map((g) => g.toString(16)).join(':')}/${v6Bits}`;
+  }
+  return undefined;
+}
+
+/** Parses "ip", "ip/24", "ip/24/64". */
+function ipSpec(spec: string): { v4: number; v6: number } | undefined {
+  const match = /^ip(?:\/(\d{1,2}))?(?:\/(\d{1,3}))?$/.exec(spec);
+  if (!match) return undefined;
+  const v4 = match[1] === undefined ? DEFAULT_IPV4_PREFIX : Number(match[1]);
+  const v6 = match[2] === undefined ? DEFAULT_IPV6_PREFIX : Number(match[2]);
+  if (v4 < 1 || v4 > 32 || v6 < 1 || v6 > 128)
+    throw new ServingOptionError(`clients.cohort "${spec}": prefix lengths must be 1–32 (IPv4) and 1–128 (IPv6), e.g. "ip/24/64"`);
+  return { v4, v6 };
+}
+
+const SPECS =
+  '"ip" (the /24 or /64 of the client address; "ip/V4/V6" for other prefixes), "jwt:CLAIM" (e.g. "jwt:org"), "header:NAME" (e.g. "header:x-tenant-id"), "prefix:N" (the first N characters of the raw identity), or a function (req, rawId) => key';
+
+/** Builds the cohort reader once; a bad spec throws with what to write instead. Returns the hashed cohort id, or undefined. */
+export function createCohortReader(config: CohortConfig): (req: IncomingMessage, rawId: string | undefined) => string | undefined {
+  const { cohort } = config;
+  let kind: string;
+  let read: (req: IncomingMessage, rawId: string | undefined) => string | null | undefined;
+  if (typeof cohort === 'function') {
+    kind = 'fn';
+    read = cohort;
+  } else if (typeof cohort !== 'string') {
+    throw new ServingOptionError(`clients.cohort must be ${SPECS}; got ${JSON.stringify(cohort)}`);
+  } else if (cohort.startsWith('ip')) {
+    const bits = ipSpec(cohort);
+    if (!bits) throw new ServingOptionError(`clients.cohort must be ${SPECS}; got ${JSON.stringify(cohort)}`);
+    const trusted = config.trustProxy && config.trustProxy.length > 0 ? parseTrustedProxies(config.trustProxy) : undefined;
+    kind = `ip${bits.v4}/${bits.v6}`;
+    // An address's prefix is the same every time: the last ones are kept (parsing is most of the cost).
+    const prefixes = new Map<string, string | undefined>();
+    read = (req) => {
+      const address = clientAddress(req, trusted);
+      if (!address) return undefined;
+      if (prefixes.has(address)) return prefixes.get(address);
+      const prefix = addressPrefix(address, bits.v4, bits.v6);
+      if (prefixes.size >= 10_000) prefixes.delete(prefixes.keys().next().value as string);
+      prefixes.set(address, prefix);
+      return prefix;
+    };
+  } else if (/^header:[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(cohort)) {
+    kind = 'header';
+    const name = cohort.slice(7).toLowerCase();
+    read = (req) => {
+      const value = req.headers[name];
+      return Array.isArray(value) ? value[0] : value;
+    };
+  } else if (/^jwt:[^\s]+$/.test(cohort)) {
+    kind = 'jwt';
+    const claim = cohort.slice(4);
+    read = (req) => {
+      const value = jwtClaims(req)?.[claim];
+      return typeof value === 'string' || (typeof value === 'number' && Number.isFinite(value)) ? String(value) : undefined;
+    };
+  } else if (/^prefix:\d+$/.test(cohort)) {
+    const n = Number(cohort.slice(7));
+    if (n < 1 || n > 256) throw new ServingOptionError(`clients.cohort "${cohort}": N must be from 1 to 256, e.g. "prefix:8"`);
+    kind = `prefix${n}`;
+    // A raw identity no longer than the prefix would make the cohort the identity itself: none then.
+    read = (_req, rawId) => (rawId !== undefined && rawId.length > n ? rawId.slice(0, n) : undefined);
+  } else {
+    throw new ServingOptionError(`clients.cohort must be ${SPECS}; got ${JSON.stringify(cohort)}`);
+  }
+  const hash = (raw: string): string =>
+    (config.idSecret ? createHmac('sha256', config.idSecret) : createHash('sha256')).update(`cohort:${kind}:${raw}`).digest('hex').slice(0, 32);
+  // Hashing is the costly part and a cohort key repeats across its members: the last hashes are kept.
+  // Only short keys: a client may send a header or claim of kilobytes, and 10 000 of those would be a
+  // lot of memory to hold for it.
+  const hashed = new Map<string, string>();
+  const hashOf = (raw: string): string => {
+    if (raw.length > MAX_CACHED_KEY) return hash(raw);
+    let id = hashed.get(raw);
+    if (id === undefined) {
+      id = hash(raw);
+      if (hashed.size >= 10_000) hashed.delete(hashed.keys().next().value as string);
+      hashed.set(raw, id);
+    }
+    return id;
+  };
+  return (req, rawId) => {
+    let raw: string | null | undefined;
+    try {
+      raw = read(req, rawId);
+    } catch {
+      raw = undefined;
+    }
+    if (raw === undefined || raw === null || raw === '') return undefined;
+    return hashOf(String(raw));
+  };
+}

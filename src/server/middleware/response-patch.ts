@@ -1,0 +1,220 @@
+/**
+ * The middleware's response patch: for one defended request, res.json, res.send and (for routes
+ * that write raw bytes) res.write/res.end are wrapped, so that whatever the route answers is
+ * defended before Express sends it, and no path leaves the original probabilities out.
+ *
+ * Error answers (status >= 400) pass unchanged unless the codec can read probabilities in them.
+ */
+import type { NextFunction, Request, Response } from 'express';
+import type { Defense } from '../../defenses/index.js';
+import type { ClientGate, ClientTicket } from '../clients/gate.js';
+import { ServingError } from '../errors.js';
+import { setDefenseRecord, type DefenseRecord } from '../logger.js';
+import { selectDefense, type ResolvedServing } from '../options.js';
+import { SKIPPED_LABEL, type AnswerObserver, type Outcome, type Perturber } from '../perturber.js';
+import type { InputRows } from '../protocols/index.js';
+
+const NO_BODY_STATUS = new Set([204, 304]);
+
+export interface ResponsePatchDeps {
+  resolved: ResolvedServing<Request>;
+  perturber: Perturber;
+  /** The request's model inputs, read once per request whoever asks first. */
+  readInputs(req: Request): InputRows | Promise<InputRows>;
+  /** Hands a sent answer to the shadow attacker (when one is drawn). */
+  toShadow(req: Request, res: Response, answered: NonNullable<Outcome['answered']>): void;
+}
+
+/** Patches `res` for one request, then calls `next` (the route); `ticket`: the client gate admitted the request. */
+export type DefendResponse = (req: Request, res: Response, next: NextFunction, ticket?: ClientTicket) => void;
+
+export interface ResponsePatch {
+  readonly defendResponse: DefendResponse;
+  /** Answers a patched request with `outcome`, past its patches (the error handler's way out); false for a request never patched. */
+  finish(req: Request, outcome: Outcome): boolean;
+}
+
+/** Express's own methods, kept before the patch: the defended answer goes out through them. */
+interface OriginalMethods {
+  json: Response['json'];
+  send: Response['send'];
+  write: Response['write'];
+  end: Response['end'];
+}
+
+/** One patched response: `handled` once set, every call goes straight to Express (our own output, or an answer already handled). */
+interface PatchState {
+  handled: boolean;
+  readonly original: OriginalMethods;
+}
+
+function levelOf(record: DefenseRecord): 'info' | 'warn' {
+  return record.outcome === 'defended' || record.outcome === 'undefended' || record.outcome === 'passed_error' || record.outcome === 'fallback_argmax'
+    ? 'info'
+    : 'warn';
+}
+
+/** Routes that write raw bytes: res.write and res.end hold them back until end(), then `handle` defends them like a JSON string. */
+function patchRawWrites(req: Request, res: Response, state: PatchState, handle: (body: unknown, isText: boolean) => void): void {
+  const { write: originalWrite, end: originalEnd } = state.original;
+  const buffered: Buffer[] = [];
+  const hold = (chunk: unknown, rest: unknown[]): void => {
+    if (chunk === undefined || chunk === null || typeof chunk === 'function') return;
+    buffered.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk), typeof rest[0] === 'string' ? (rest[0] as BufferEncoding) : 'utf8'));
+  };
+  const callbackIn = (args: unknown[]): (() => void) | undefined => args.find((a): a is () => void => typeof a === 'function');
+  res.write = function write(chunk: unknown, ...rest: unknown[]): boolean {
+    if (state.handled) return (originalWrite as (...args: unknown[]) => boolean).call(res, chunk, ...rest);
+    hold(chunk, rest);
+    const callback = callbackIn(rest);
+    if (callback) process.nextTick(callback);
+    return true;
+  } as Response['write'];
+  res.end = function end(chunk?: unknown, ...rest: unknown[]): Response {
+    if (state.handled) return (originalEnd as (...args: unknown[]) => Response).call(res, chunk, ...rest);
+    hold(chunk, rest);
+    const callback = callbackIn([chunk, ...rest]);
+    if (callback) res.once('finish', callback);
+    if (buffered.length === 0 && (NO_BODY_STATUS.has(res.statusCode) || req.method === 'HEAD')) {
+      state.handled = true;
+      return (originalEnd as () => Response).call(res);
+    }
+    handle(Buffer.concat(buffered).toString('utf8'), true);
+    return res;
+  } as Response['end'];
+}
+
+/** res.json and res.send: their body defended by `handle` (a string or Buffer as JSON text). */
+function patchJsonAndSend(res: Response, state: PatchState, handle: (body: unknown, isText: boolean) => void): void {
+  const { json: originalJson, send: originalSend } = state.original;
+  res.json = function json(body?: unknown): Response {
+    if (state.handled) return originalJson.call(res, body);
+    handle(body, false);
+    return res;
+  };
+  res.send = function send(body?: unknown): Response {
+    if (state.handled) return originalSend.call(res, body);
+    if (Buffer.isBuffer(body)) handle(body.toString('utf8'), true);
+    else if (typeof body === 'string') handle(body, true);
+    else handle(body, false);
+    return res;
+  };
+}
+
+export function createResponsePatch(deps: ResponsePatchDeps): ResponsePatch {
+  const { resolved, perturber, readInputs } = deps;
+  const { logger } = resolved;
+  const gate = resolved.clients;
+  // The defense chosen for a request before its observation (null: skipped), for the gate's fail mode.
+  const currentChoice = new WeakMap<Request, Defense | null>();
+  /** Per patched request: answers it with an outcome, past the response patches. */
+  const finishers = new WeakMap<Request, (outcome: Outcome) => void>();
+
+  /** The ticket's observer: the client's observation, then the defense its assessment names. */
+  const observerFor =
+    (req: Request, ticket: ClientTicket): AnswerObserver =>
+    async (probs: Parameters<ClientGate['observe']>[1]) => {
+      let inputs: InputRows | undefined;
+      if (gate!.requiresInputs && req.body === undefined)
+        throw new ServingError('client detection needs the request body: mount express.json() before poisonPredictions', 500, 'defense_failed');
+      if (gate!.observeInputs && req.body !== undefined) {
+        try {
+          inputs = await readInputs(req);
+        } catch (error) {
+          // A detector that needs the inputs would be blind to this request: refused (400), never observed as if seen.
+          if (gate!.requiresInputs) throw gate!.unreadableInputs(error);
+        }
+      }
+      return gate!.observe(ticket, probs, inputs, currentChoice.get(req) ?? null);
+    };
+
+  /** Sends the outcome through Express's own res.json (a refusal's Retry-After comes with the outcome's headers). */
+  const emit = (req: Request, res: Response, state: PatchState, outcome: Outcome): void => {
+    setDefenseRecord(res, outcome.record);
+    logger?.[levelOf(outcome.record)]({ ...outcome.record, method: req.method, url: req.originalUrl }, 'model answer');
+    if (res.headersSent) {
+      // The route already flushed headers (e.g. a Content-Length for the original body): the defended
+      // body cannot be sent in their frame, so the connection is cut rather than leak the original.
+      res.destroy();
+      return;
+    }
+    res.status(outcome.status);
+    if (outcome.headers) res.set(outcome.headers);
+    if (outcome.answered) deps.toShadow(req, res, outcome.answered);
+    state.original.json.call(res, outcome.body);
+  };
+
+  /** Defends one answer body (a parsed object, or text that must be JSON). */
+  const defendBody = (req: Request, res: Response, state: PatchState, ticket: ClientTicket | undefined, body: unknown, isText: boolean): void => {
+    state.handled = true;
+    let defense: Defense | null;
+    try {
+      defense = selectDefense(resolved, req);
+    } catch (error) {
+      emit(req, res, state, perturber.failure(resolved.defense.spec, error));
+      return;
+    }
+    if (NO_BODY_STATUS.has(res.statusCode) || req.method === 'HEAD') {
+      (state.original.end as () => Response).call(res);
+      return;
+    }
+    let parsed = body;
+    if (isText) {
+      try {
+        parsed = JSON.parse(body as string);
+      } catch {
+        parsed = undefined;
+      }
+    }
+    const label = defense ? defense.spec : SKIPPED_LABEL;
+    if (res.statusCode >= 400) {
+      // A non-JSON error page: no codec could find probabilities in it.
+      if (parsed === undefined) state.original.send.call(res, body);
+      else emit(req, res, state, perturber.screenErrorAnswer(label, res.statusCode, parsed));
+      return;
+    }
+    if (defense && defense.needs.length > 0 && req.body === undefined) {
+      const error = new ServingError('the defense needs the request body: mount express.json() before poisonPredictions', 500, 'defense_failed');
+      emit(req, res, state, perturber.failure(label, error));
+      return;
+    }
+    currentChoice.set(req, defense);
+    const result = perturber.perturb(defense, () => readInputs(req), parsed, ticket ? observerFor(req, ticket) : undefined);
+    if (result instanceof Promise)
+      result.then(
+        (outcome) => emit(req, res, state, outcome),
+        (error: unknown) => emit(req, res, state, perturber.failure(label, error)),
+      );
+    else emit(req, res, state, result);
+  };
+
+  const defendResponse: DefendResponse = (req, res, next, ticket) => {
+    const state: PatchState = { handled: false, original: { json: res.json, send: res.send, write: res.write, end: res.end } };
+    // The surrogate's queue is full: refuse (503, Retry-After) before the route spends work on the request.
+    if (resolved.context?.admit && !resolved.chooseDefense && resolved.defense.needs.length > 0) {
+      try {
+        resolved.context.admit(1);
+      } catch (error) {
+        state.handled = true;
+        emit(req, res, state, perturber.failure(resolved.defense.spec, error));
+        return;
+      }
+    }
+    const handle = (body: unknown, isText: boolean): void => defendBody(req, res, state, ticket, body, isText);
+    patchJsonAndSend(res, state, handle);
+    patchRawWrites(req, res, state, handle);
+    finishers.set(req, (outcome) => {
+      state.handled = true;
+      emit(req, res, state, outcome);
+    });
+    next();
+  };
+
+  const finish = (req: Request, outcome: Outcome): boolean => {
+    const finisher = finishers.get(req);
+    finisher?.(outcome);
+    return finisher !== undefined;
+  };
+
+  return { defendResponse, finish };
+}

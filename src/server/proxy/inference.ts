@@ -1,0 +1,238 @@
+/**
+ * The inference route: the request read whole and checked (its JSON, the inputs the defense or a
+ * detector needs), forwarded as parsed, the model's answer read whole, observed by the client gate,
+ * defended and sent. Every failure ends in an error body, never in the model's original answer.
+ * Upstream error answers (status >= 300) pass unchanged unless the codec reads probabilities in them.
+ */
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { Defense } from '../../defenses/index.js';
+import type { ContextPrefetcher } from '../batching/prefetch.js';
+import type { ClientGate, ClientTicket } from '../clients/gate.js';
+import { RequestFormatError, ServingError } from '../errors.js';
+import { setDefenseRecord } from '../logger.js';
+import { admitRows, type Outcome, type Perturber } from '../perturber.js';
+import type { InputRows } from '../protocols/index.js';
+import { tierOf } from '../shadow/index.js';
+import { requestBodyError, type ProxyAnswers } from './answer.js';
+import {
+  BodyTooLargeError,
+  decodeBody,
+  forwardableHeaders,
+  isIdentityEncoding,
+  parseAnswerJson,
+  parseRequestJson,
+  readBody,
+  serialiseRequest,
+} from './bodies.js';
+import type { ResolvedProxyOptions } from './options.js';
+import { requestHeaders, type Upstream } from './upstream.js';
+
+/** Not forwarded to the client with a rewritten answer: they describe the original body. */
+const ANSWER_HEADERS_DROPPED = ['content-length', 'content-encoding', 'etag', 'content-md5', 'accept-ranges', 'content-range'];
+
+export interface InferenceDeps {
+  options: ResolvedProxyOptions;
+  perturber: Perturber;
+  upstream: Upstream;
+  answers: ProxyAnswers;
+  /** Starts the defense's context while the upstream computes (see batching/prefetch.ts). */
+  prefetcher?: ContextPrefetcher;
+}
+
+/** Answers one admitted inference request; `defense` null: skipped for this request. */
+export type InferenceRoute = (
+  req: IncomingMessage,
+  res: ServerResponse,
+  path: string,
+  defense: Defense | null,
+  label: string,
+  ticket?: ClientTicket,
+) => Promise<void>;
+
+/** A request that passed every check, and what the defense and the detectors read of it. */
+interface CheckedRequest {
+  /** What goes to the model: the request as parsed here, serialised again (see serialiseRequest). */
+  forwarded: Buffer;
+  body: unknown;
+  /** Read before forwarding: only this compact Float32Array (not the JSON tree) waits for the answer. */
+  inputs?: InputRows;
+}
+
+/** The model's answer, read whole. */
+interface ModelAnswer {
+  status: number;
+  /** Its headers, less those that describe the original body. */
+  headers: OutgoingHttpHeaders;
+  text: string;
+}
+
+/** The route's dependencies, with what is derived from them once. */
+interface Route extends InferenceDeps {
+  /** An escalation tier may need the inputs (a surrogate) where the default defense does not. */
+  tiersNeedInputs: boolean;
+}
+
+/** The request's JSON: read within maxBodyBytes, decoded, parsed. */
+async function readRequestJson(req: IncomingMessage, maxBodyBytes: number): Promise<unknown> {
+  const raw = await readBody(req, maxBodyBytes);
+  // Most requests are not compressed: those skip the asynchronous decoder (a promise per request).
+  const decoded = isIdentityEncoding(req.headers['content-encoding'])
+    ? raw
+    : await decodeBody(raw, req.headers['content-encoding'], maxBodyBytes).catch((error: Error) => {
+        throw error.message.includes('maxOutputLength') || (error as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE'
+          ? new BodyTooLargeError(`the decoded body is over the limit of ${maxBodyBytes} bytes`)
+          : new RequestFormatError(`the request body could not be decoded (${error.message})`);
+      });
+  if (!decoded) throw new RequestFormatError(`unsupported request content-encoding "${req.headers['content-encoding']}"; send gzip, deflate, br or none`, 415);
+  return parseRequestJson(decoded.toString('utf8'));
+}
+
+/**
+ * The inputs a defense needs are read now: a request without them is refused before the upstream
+ * works on it. Undefined when neither the defense nor the client gate needs them.
+ */
+async function readInputs(route: Route, body: unknown, defense: Defense | null, ticket: ClientTicket | undefined): Promise<InputRows | undefined> {
+  const { serving } = route.options;
+  const gate = serving.clients;
+  if (defense && defense.needs.length > 0) {
+    // Numeric tensors come back synchronously; images are decoded (off the event loop) before anything is forwarded,
+    // once their count has passed the row limit and the surrogate's queue (413, 503 before any decoding).
+    const read = serving.readInputs(body, (rows) => admitRows(serving.context, rows));
+    const inputs = read instanceof Promise ? await read : read;
+    // Refused before the upstream spends any work on it: too many rows (413), or the surrogate's queue is full (503).
+    admitRows(serving.context, inputs.rows);
+    return inputs;
+  }
+  if (!ticket || !(gate!.observeInputs || route.tiersNeedInputs)) return undefined;
+  try {
+    const read = serving.readInputs(body);
+    return read instanceof Promise ? await read : read;
+  } catch (error) {
+    // A detector that needs the inputs would be blind to this request: refused (400), never observed as if seen.
+    if (gate!.requiresInputs) throw gate!.unreadableInputs(error);
+    // Otherwise (only an escalation tier would use them) the detectors see the probabilities only.
+    return undefined;
+  }
+}
+
+async function checkRequest(route: Route, req: IncomingMessage, defense: Defense | null, ticket: ClientTicket | undefined): Promise<CheckedRequest> {
+  const body = await readRequestJson(req, route.options.maxBodyBytes);
+  const inputs = await readInputs(route, body, defense, ticket);
+  // Last, once the request passed every check: the model gets what was parsed and read above.
+  return { forwarded: serialiseRequest(body), body, inputs };
+}
+
+/** Forwards the checked request and reads the model's whole answer, within one deadline. */
+async function exchange(
+  route: Route,
+  req: IncomingMessage,
+  res: ServerResponse,
+  path: string,
+  checked: CheckedRequest,
+  defense: Defense | null,
+): Promise<ModelAnswer> {
+  const { upstream, prefetcher } = route;
+  const timer = upstream.startTimer();
+  try {
+    // The answer is decoded here anyway, so the upstream is not invited to compress it. The body is
+    // JSON of our own: not encoded, and not in KServe's binary extension (whose JSON header length
+    // would no longer hold).
+    const headers = requestHeaders(req, ['accept-encoding', 'content-encoding', 'content-type', 'inference-header-content-length']);
+    headers['content-type'] = 'application/json';
+    const asked = upstream.call(req, res, path, headers, checked.forwarded, timer, true);
+    // The context depends on the inputs only: computed meanwhile (a small request's rows queue now, not after
+    // its upstream round trip). Work the answer does not use is cancelled once the exchange ends, however it ends.
+    if (prefetcher && checked.inputs && defense && defense.needs.length > 0) res.once('close', prefetcher.start(defense.needs, checked.inputs));
+    const answer = await asked;
+    const text = await upstream.readAnswer(answer, timer);
+    return { status: answer.statusCode ?? 502, headers: forwardableHeaders(answer.headers, ANSWER_HEADERS_DROPPED), text };
+  } finally {
+    timer.clear();
+  }
+}
+
+/** An upstream error answer: passed as it came, unless the codec finds probabilities in it. */
+function passErrorAnswer(route: Route, res: ServerResponse, label: string, answer: ModelAnswer): void {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(answer.text);
+  } catch {
+    // Not JSON, so no codec reads probabilities in it: an ordinary error page, passed as it came.
+    setDefenseRecord(res, route.perturber.screenErrorAnswer(label, answer.status, undefined).record);
+    res.writeHead(answer.status, { ...answer.headers, 'content-length': Buffer.byteLength(answer.text) });
+    res.end(answer.text);
+    return;
+  }
+  route.answers.send(res, route.perturber.screenErrorAnswer(label, answer.status, parsed), answer.headers);
+}
+
+/** A drawn request goes to the shadow once its answer has been sent (the response's 'finish'), never before. */
+function toShadow(
+  serving: ResolvedProxyOptions['serving'],
+  res: ServerResponse,
+  answered: NonNullable<Outcome['answered']>,
+  inputs: InputRows | (() => InputRows | Promise<InputRows>),
+): void {
+  const { shadow } = serving;
+  if (!shadow?.draw()) return;
+  const tier = tierOf(answered.defense, serving.defense, serving.tiers);
+  if (tier !== undefined) res.once('finish', () => shadow.offer({ tier, original: answered.original, defended: answered.defended, inputs }));
+}
+
+/** The model's answer, observed by the client gate (with a ticket) and defended; a refusal's headers come with its outcome. */
+async function defend(
+  route: Route,
+  res: ServerResponse,
+  label: string,
+  answer: ModelAnswer,
+  defense: Defense | null,
+  checked: CheckedRequest,
+  ticket: ClientTicket | undefined,
+): Promise<void> {
+  const { perturber, answers } = route;
+  const { serving } = route.options;
+  if (answer.status < 300 && answer.text.length === 0) {
+    answers.fail(res, label, new ServingError('model answer: empty', 502, 'bad_answer'));
+    return;
+  }
+  if (answer.status >= 300) {
+    passErrorAnswer(route, res, label, answer);
+    return;
+  }
+  let parsed: unknown;
+  try {
+    parsed = parseAnswerJson(answer.text);
+  } catch (error) {
+    answers.fail(res, label, error);
+    return;
+  }
+  const { inputs } = checked;
+  const gate = serving.clients;
+  const observer = ticket
+    ? (probs: Parameters<ClientGate['observe']>[1]) => gate!.observe(ticket, probs, gate!.observeInputs ? inputs : undefined, defense)
+    : undefined;
+  const outcome = await perturber.perturb(defense, () => inputs!, parsed, observer);
+  if (outcome.answered) toShadow(serving, res, outcome.answered, inputs ?? (() => serving.readInputs(checked.body)));
+  answers.send(res, outcome, answer.headers);
+}
+
+export function createInferenceRoute(deps: InferenceDeps): InferenceRoute {
+  const route: Route = { ...deps, tiersNeedInputs: [...deps.options.serving.tiers.values()].some((tier) => tier.needs.length > 0) };
+  return async (req, res, path, defense, label, ticket) => {
+    let checked: CheckedRequest;
+    try {
+      checked = await checkRequest(route, req, defense, ticket);
+    } catch (error) {
+      route.answers.fail(res, label, requestBodyError(error));
+      return;
+    }
+    let answer: ModelAnswer;
+    try {
+      answer = await exchange(route, req, res, path, checked, defense);
+    } catch (error) {
+      route.answers.fail(res, label, error);
+      return;
+    }
+    await defend(route, res, label, answer, defense, checked, ticket);
+  };
+}
