@@ -33,6 +33,8 @@ export type PopulationView = (typeof VIEWS)[number];
 export class CountsWindow {
   private readonly buckets = new Map<number, Float64Array>();
   private totals: Float64Array;
+  /** The earliest bucket's start: nothing to expire before it leaves (checked on every request). */
+  private oldest = Infinity;
 
   constructor(
     private readonly lengthMs: number,
@@ -48,18 +50,27 @@ export class CountsWindow {
 
   /** Drops the buckets that left the window at `time` (a bucket counts while its start is within lengthMs). */
   expire(time: number): void {
+    if (this.oldest > time - this.lengthMs) return;
+    let oldest = Infinity;
     for (const [start, counts] of this.buckets) {
-      if (start > time - this.lengthMs) continue;
+      if (start > time - this.lengthMs) {
+        oldest = Math.min(oldest, start);
+        continue;
+      }
       for (let i = 0; i < this.size; i++) this.totals[i] -= counts[i];
       this.buckets.delete(start);
     }
+    this.oldest = oldest;
   }
 
   add(delta: ArrayLike<number>, time: number): void {
     this.expire(time);
     const start = this.bucketOf(time);
     let bucket = this.buckets.get(start);
-    if (!bucket) this.buckets.set(start, (bucket = new Float64Array(this.size)));
+    if (!bucket) {
+      this.buckets.set(start, (bucket = new Float64Array(this.size)));
+      this.oldest = Math.min(this.oldest, start);
+    }
     for (let i = 0; i < this.size; i++) {
       bucket[i] += delta[i];
       this.totals[i] += delta[i];
@@ -70,9 +81,11 @@ export class CountsWindow {
   replace(buckets: Map<number, Float64Array>, time: number): void {
     this.buckets.clear();
     this.totals = new Float64Array(this.size);
+    this.oldest = Infinity;
     for (const [start, counts] of buckets) {
       const copy = Float64Array.from(counts);
       this.buckets.set(start, copy);
+      this.oldest = Math.min(this.oldest, start);
       for (let i = 0; i < this.size; i++) this.totals[i] += copy[i];
     }
     this.expire(time);
