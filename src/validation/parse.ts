@@ -43,6 +43,8 @@ export function shown(value: unknown): string {
   if (value === undefined) return 'undefined';
   if (typeof value === 'function') return 'a function';
   if (typeof value === 'bigint') return `${value}n`;
+  // JSON would print NaN and Infinity as null: say what was given.
+  if (typeof value === 'number' && !Number.isFinite(value)) return String(value);
   let text: string | undefined;
   try {
     text = JSON.stringify(value);

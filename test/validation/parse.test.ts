@@ -38,6 +38,8 @@ describe('parseOptions', () => {
     assert.equal(failure({ port: 'eighty' }), 'things.port must be an integer ≥ 0, got "eighty"');
     assert.equal(failure({ port: '-1' }), 'things.port must be an integer ≥ 0, got "-1"');
     assert.equal(failure({ mode: 'quick' }), 'things.mode must be one of fast, slow, got "quick"');
+    assert.equal(failure({ port: Number.NaN }), 'things.port must be an integer ≥ 0, got NaN');
+    assert.equal(failure({ list: [1, Number.POSITIVE_INFINITY] }).endsWith('got Infinity'), true);
     assert.equal(failure({ list: [1, 0] }), 'things.list[1] must be a positive integer, got 0');
     assert.equal(failure('x'), 'things must be an object, got "x"');
   });

@@ -19,6 +19,10 @@ import { Surrogate } from '../tfjs/plan/plan-surrogate.js';
 import { TfjsSurrogate, type TfjsSurrogateOptions } from '../tfjs/tfjs-surrogate.js';
 import { loadThreadedSurrogate } from './threaded-surrogate.js';
 import { tf, type LayersModel } from '../tfjs/tf.js';
+import { parseOptions } from '../../validation/index.js';
+import { loadSurrogateSchema } from './load-surrogate-schema.js';
+
+export { SURROGATE_ENGINES } from './load-surrogate-schema.js';
 
 export interface LoadSurrogateOptions extends TfjsSurrogateOptions {
   /**
@@ -65,25 +69,16 @@ export interface LoadSurrogateOptions extends TfjsSurrogateOptions {
 }
 
 export type SurrogateEngine = 'tfjs' | 'onnx';
-export const SURROGATE_ENGINES: readonly SurrogateEngine[] = ['tfjs', 'onnx'];
-
-function checkSeed(seed: number | undefined): void {
-  if (seed !== undefined && !(Number.isInteger(seed) && seed >= 0 && seed <= 0xffffffff)) {
-    throw new ModelError(`reinit must be an integer seed in 0..4294967295, got ${String(seed)}`);
-  }
-}
 
 /** Builds the surrogate `options` describe; throws ModelError (or ModelFileError naming a file) for a bad choice. */
 export async function loadSurrogate(options: LoadSurrogateOptions): Promise<SurrogateModel> {
+  parseOptions(loadSurrogateSchema, options, { error: ModelError });
   const sources = (['path', 'dir', 'model', 'onnx'] as const).filter((key) => options[key] !== undefined);
   if (sources.length !== 1) {
     throw new ModelError(
       `give exactly one of dir, model or onnx for the surrogate (path is dir’s other name; got ${sources.length ? sources.join(' and ') : 'none'})`,
     );
   }
-  checkSeed(options.reinit);
-  if (options.engine !== undefined && !SURROGATE_ENGINES.includes(options.engine))
-    throw new ModelError(`engine must be one of ${SURROGATE_ENGINES.join(', ')}, got ${JSON.stringify(options.engine)}`);
   const surrogate = await loadUnchecked(options);
   const { path, dir, onnx, model, reinit } = options;
   recordSurrogateOrigin(surrogate, { path: path ?? dir, onnx, model, reinit });

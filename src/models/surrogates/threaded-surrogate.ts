@@ -18,6 +18,7 @@ import type { ProbBatch } from '../../defenses/types.js';
 import { currentBackend, type BackendInfo, type BackendName } from '../tfjs/backend.js';
 import { BackendError, MissingProviderError, ModelError, ModelFileError, ModelInputError, SurrogateThreadError, UnsupportedModelError } from '../errors.js';
 import type { LoadSurrogateOptions } from './load-surrogate.js';
+import { SERIALISABLE_SURROGATE_OPTIONS } from './load-surrogate-schema.js';
 import { keepOnnxRuntimeOffline } from '../onnx/telemetry.js';
 import { checkRows } from '../surrogate-output.js';
 import { createCallHoldGate, type CallHoldGate } from './call-hold.js';
@@ -65,9 +66,6 @@ export type ThreadReply =
   | { type: 'failed'; error: SerialisedError }
   | { type: 'result'; id: number; data: ArrayBuffer; rows: number; cols: number }
   | { type: 'error'; id: number; error: SerialisedError };
-
-/** The options loadSurrogate reads, copied one by one so that nothing uncloneable travels. */
-const SERIALISABLE = ['path', 'dir', 'onnx', 'reinit', 'output', 'chunkRows', 'inputShape', 'outputName', 'classes', 'usePlan', 'threads', 'engine'] as const;
 
 const ERROR_CLASSES: Readonly<Record<string, new (message: string) => Error>> = {
   ModelError,
@@ -125,7 +123,8 @@ export function loadThreadedSurrogate(options: ThreadedSurrogateOptions): Promis
     );
   }
   const loadOptions: ThreadStart['options'] = {};
-  for (const key of SERIALISABLE) if (options[key] !== undefined) (loadOptions as Record<string, unknown>)[key] = options[key];
+  // Copied one by one (names from loadSurrogate's schema) so that nothing uncloneable travels.
+  for (const key of SERIALISABLE_SURROGATE_OPTIONS) if (options[key] !== undefined) (loadOptions as Record<string, unknown>)[key] = options[key];
   const start: ThreadStart = { options: loadOptions, backend: options.backend ?? currentBackend()?.name };
   // The worker's process.env is its own copy: only this thread's reaches onnxruntime's getenv.
   keepOnnxRuntimeOffline();

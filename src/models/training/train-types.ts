@@ -1,6 +1,6 @@
 /** What trainModel takes and returns, shared by its tfjs and onnxruntime loops; the schema of its options. */
 import { z } from 'zod';
-import { callable, fromText, integerAtLeast, numberIn, positiveInteger, positiveNumber } from '../../validation/index.js';
+import { callable, fromText, integerAtLeast, numberIn, positiveInteger, positiveNumber, SENTENCE } from '../../validation/index.js';
 import { namedChoice } from '../option-fields.js';
 
 export type TrainLoss = 'soft-ce' | 'misinformation';
@@ -96,8 +96,13 @@ export const trainOptionsSchema = z.strictObject(
   { error: 'an object, e.g. { epochs: 10, batchSize: 64, learningRate: 0.001 }' },
 );
 
-/** MSD_TRAIN_THREADS, the default of TrainOptions.threads. */
-export const trainThreadsText = fromText(integerAtLeast(1));
+/** MSD_TRAIN_THREADS, the default of TrainOptions.threads: a wrong value names the variable it came from. */
+export const trainThreadsText = fromText(
+  z.custom<number>((threads) => Number.isInteger(threads) && (threads as number) >= 1, {
+    error: (issue) => `must be an integer ≥ 1, got MSD_TRAIN_THREADS="${String(issue.input)}"`,
+    params: SENTENCE,
+  }),
+);
 /** MSD_TRAIN_ENGINE, the default of TrainOptions.engine. */
 export const trainEngineText = namedChoice(TRAIN_ENGINES);
 

@@ -111,7 +111,7 @@ function checkOptions(plan: ModelPlan, data: TrainData, options: TrainOptions): 
     seed: options.seed ?? 0,
     loss: options.loss ?? 'soft-ce',
     intervalMs: options.progressIntervalMs ?? 250,
-    threads: options.threads ?? parseOptions(trainThreadsText, process.env.MSD_TRAIN_THREADS || '1', { error: ModelInputError, name: () => 'MSD_TRAIN_THREADS' }),
+    threads: options.threads ?? parseOptions(trainThreadsText, process.env.MSD_TRAIN_THREADS || '1', { error: ModelInputError, name: () => 'threads' }),
   };
   const width = plan.inputShape.reduce((a, b) => a * b, 1);
   if (!Number.isInteger(data.rows) || data.rows < 1) throw new ModelInputError(`training needs at least one row, got ${data.rows}`);

@@ -9,6 +9,8 @@
 import { createHash, createHmac } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { BlockList, isIP } from 'node:net';
+import { z } from 'zod';
+import { optionStyle, parseOptions, SENTENCE } from '../../validation/index.js';
 import { ServingOptionError } from '../errors.js';
 
 /** "header:x-api-key", "jwt:sub", "ip", or a function returning the raw id (undefined/null/"" = anonymous). */
@@ -36,21 +38,52 @@ function normalizeAddress(address: string): string {
   return /^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(trimmed) ? trimmed.slice(7) : trimmed;
 }
 
+/** An address or a CIDR, split into what BlockList takes; undefined when it is neither. */
+function proxyEntry(entry: string): { address: string; type: 'ipv4' | 'ipv6'; prefix?: number } | undefined {
+  const [address, prefixText, ...rest] = entry.trim().split('/');
+  const family = isIP(address);
+  if (family === 0 || rest.length > 0) return undefined;
+  const type = family === 4 ? 'ipv4' : 'ipv6';
+  if (prefixText === undefined) return { address, type };
+  const prefix = /^\d+$/.test(prefixText) ? Number(prefixText) : NaN;
+  return prefix <= (family === 4 ? 32 : 128) ? { address, type, prefix } : undefined;
+}
+
+const trustProxySchema = z.array(
+  z.custom<string>((entry) => typeof entry === 'string' && proxyEntry(entry) !== undefined, {
+    error: 'an address or CIDR, e.g. "10.0.0.0/8" or "127.0.0.1" (a prefix length up to 32 for IPv4, 128 for IPv6)',
+  }),
+  { error: 'a list of CIDRs or addresses, e.g. ["10.0.0.0/8"]' },
+);
+
+const IDENTITY_SPEC = /^(ip|header:[A-Za-z0-9!#$%&'*+.^_`|~-]+|jwt:[^\s]+)$/;
+
+const identityConfigSchema = z
+  .strictObject(
+    {
+      identity: z.custom<IdentityOption>((identity) => typeof identity === 'function' || (typeof identity === 'string' && IDENTITY_SPEC.test(identity)), {
+        error: '"header:NAME" (e.g. "header:x-api-key"), "jwt:CLAIM" (e.g. "jwt:sub"), "ip", or a function (req) => id',
+      }),
+      trustProxy: trustProxySchema.optional(),
+      idSecret: z.string({ error: 'a string (the key hashing client ids)' }).optional(),
+    } satisfies Record<keyof IdentityConfig, z.ZodType>,
+    { error: 'an object, e.g. { identity: "header:x-api-key" }' },
+  )
+  .superRefine((config, context) => {
+    if (config.trustProxy && config.trustProxy.length > 0 && config.identity !== 'ip')
+      context.addIssue({ code: 'custom', path: ['trustProxy'], message: 'applies to identity "ip" only; remove it or use identity: "ip"', params: SENTENCE });
+  });
+
+const identityStyle = optionStyle(ServingOptionError, 'clients');
+
+/** The peers whose X-Forwarded-For is believed; a bad entry throws ServingOptionError naming it. */
 export function parseTrustedProxies(entries: readonly string[]): BlockList {
+  parseOptions(trustProxySchema, entries, optionStyle(ServingOptionError, 'clients.trustProxy'));
   const list = new BlockList();
   for (const entry of entries) {
-    const [address, prefixText] = entry.trim().split('/');
-    const family = isIP(address);
-    if (family === 0) throw new ServingOptionError(`trustProxy: "${entry}" is not an address or CIDR; write e.g. "10.0.0.0/8" or "127.0.0.1"`);
-    const type = family === 4 ? 'ipv4' : 'ipv6';
-    if (prefixText === undefined) {
-      list.addAddress(address, type);
-      continue;
-    }
-    const prefix = Number(prefixText);
-    if (!Number.isInteger(prefix) || prefix < 0 || prefix > (family === 4 ? 32 : 128))
-      throw new ServingOptionError(`trustProxy: bad prefix length in "${entry}"`);
-    list.addSubnet(address, prefix, type);
+    const { address, type, prefix } = proxyEntry(entry)!;
+    if (prefix === undefined) list.addAddress(address, type);
+    else list.addSubnet(address, prefix, type);
   }
   return list;
 }
@@ -107,9 +140,10 @@ export function createIdentifier(config: IdentityConfig): (req: IncomingMessage)
  * reads the raw API key). The raw id is for that only: never stored, logged or listed.
  */
 export function createRawIdentifier(config: IdentityConfig): (req: IncomingMessage) => { identity: ClientIdentity; raw: string | undefined } {
+  parseOptions(identityConfigSchema, config, identityStyle);
   const { identity } = config;
   const trusted = config.trustProxy && config.trustProxy.length > 0 ? parseTrustedProxies(config.trustProxy) : undefined;
-  let kind: string;
+  let kind: 'fn' | 'ip' | 'header' | 'jwt';
   let read: (req: IncomingMessage) => string | null | undefined;
   if (typeof identity === 'function') {
     kind = 'fn';
@@ -117,23 +151,18 @@ export function createRawIdentifier(config: IdentityConfig): (req: IncomingMessa
   } else if (identity === 'ip') {
     kind = 'ip';
     read = (req) => clientAddress(req, trusted);
-  } else if (typeof identity === 'string' && /^header:[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(identity)) {
+  } else if (identity.startsWith('header:')) {
     kind = 'header';
     const name = identity.slice(7).toLowerCase();
     read = (req) => headerValue(req, name);
-  } else if (typeof identity === 'string' && /^jwt:[^\s]+$/.test(identity)) {
+  } else {
     kind = 'jwt';
     const claim = identity.slice(4);
     read = (req) => {
       const value = jwtClaims(req)?.[claim];
       return typeof value === 'string' || (typeof value === 'number' && Number.isFinite(value)) ? String(value) : undefined;
     };
-  } else {
-    throw new ServingOptionError(
-      `clients.identity must be "header:NAME" (e.g. "header:x-api-key"), "jwt:CLAIM" (e.g. "jwt:sub"), "ip", or a function (req) => id; got ${JSON.stringify(identity)}`,
-    );
   }
-  if (trusted && kind !== 'ip') throw new ServingOptionError('clients.trustProxy applies to identity "ip" only; remove it or use identity: "ip"');
   const hash = (raw: string): string =>
     (config.idSecret ? createHmac('sha256', config.idSecret) : createHash('sha256')).update(`${kind}:${raw}`).digest('hex').slice(0, 32);
   return (req) => {

@@ -85,4 +85,21 @@ describe('client identity', () => {
     assert.throws(() => createIdentifier({ identity: 'ip', trustProxy: ['not-an-ip'] }), /CIDR/);
     assert.throws(() => createIdentifier({ identity: 'header:x-api-key', trustProxy: ['10.0.0.0/8'] }), /identity "ip"/);
   });
+
+  it('names the field, what was given and what to write; unknown keys get the allowed list', () => {
+    const refused = (config: unknown, message: RegExp) =>
+      assert.throws(
+        () => createIdentifier(config as never),
+        (e: Error) => e instanceof ServingOptionError && message.test(e.message),
+        `expected ${message}`,
+      );
+    refused({ identity: 'cookie:sid' }, /^clients\.identity must be "header:NAME" .*, got "cookie:sid"$/);
+    refused({ identity: 42 }, /^clients\.identity must be .* or a function \(req\) => id, got 42$/);
+    refused({ identity: 'ip', trustProxy: ['10.0.0.0/8', '10.0.0.0/33'] }, /^clients\.trustProxy\[1\] must be an address or CIDR, .*, got "10\.0\.0\.0\/33"$/);
+    refused({ identity: 'ip', trustProxy: ['10.0.0.0/'] }, /^clients\.trustProxy\[0\] must be an address or CIDR/);
+    refused({ identity: 'ip', trustProxy: '10.0.0.0/8' }, /^clients\.trustProxy must be a list of CIDRs or addresses, .*, got "10\.0\.0\.0\/8"$/);
+    refused({ identity: 'ip', idSecret: 7 }, /^clients\.idSecret must be a string .*, got 7$/);
+    refused({ identity: 'ip', trustedProxies: [] }, /^clients: unknown option\(s\) trustedProxies; allowed: identity, trustProxy, idSecret$/);
+    assert.equal(createIdentifier({ identity: 'ip', trustProxy: ['::1/128', '192.168.1.1'] })(fakeRequest({})).anonymous, false);
+  });
 });
