@@ -8,7 +8,7 @@ import { DetectionConfigError } from './errors.js';
 import type { HodaConfig, HodaThreshold } from './hoda.js';
 import type { PolicyConfig, PolicyStep } from './policy.js';
 import type { PradaConfig } from './prada.js';
-import { SHAPIRO_WILK_MAX_N } from './shapiro-wilk.js';
+import { SHAPIRO_WILK_MAX_N } from './math/shapiro-wilk.js';
 import type { OodConfig, WindowConfig } from './windows.js';
 
 export interface DetectionOptions {

@@ -7,7 +7,9 @@
  * (1 − correlation), and flagged above the largest distance seen over benign sequences of length L.
  */
 import { decodeUint8, encodeUint8 } from './encoding.js';
-import { DetectionInputError } from './errors.js';
+import { z } from 'zod';
+import { integerAtLeast, joinPath, optionStyle, parseOptions, positiveInteger } from '../validation/index.js';
+import { DetectionConfigError, DetectionInputError } from './errors.js';
 import type { DetectorVerdict } from './types.js';
 
 /** Hardness from the labels each checkpoint gives one input, in training order (the last is the final model). */
@@ -74,14 +76,46 @@ export interface HodaCalibration {
   readonly thresholds: Array<HodaThreshold & { readonly sequences: number }>;
 }
 
+export interface HodaCalibrationOptions {
+  /** Hardness bins: one per checkpoint. */
+  readonly bins: number;
+  /** The chunk lengths to calibrate a threshold for, e.g. [100, 1000]. */
+  readonly lengths: readonly number[];
+  /** The benign histogram (one value per bin); default: that of all the benign values. */
+  readonly benignHistogram?: ArrayLike<number>;
+}
+
+const isHistogram = (value: unknown): value is ArrayLike<number> =>
+  typeof value === 'object' &&
+  value !== null &&
+  typeof (value as ArrayLike<unknown>).length === 'number' &&
+  Array.from(value as ArrayLike<unknown>).every((v) => typeof v === 'number' && Number.isFinite(v) && v >= 0);
+
+const calibrationSchema = z
+  .strictObject(
+    {
+      bins: integerAtLeast(2, 'an integer from 2 to 255 (one bin per checkpoint), e.g. 11', 255),
+      lengths: z.array(positiveInteger('a positive integer (a chunk length)'), { error: 'a list of chunk lengths, e.g. [100, 1000]' }),
+      benignHistogram: z.custom<ArrayLike<number>>(isHistogram, { error: 'a list of non-negative numbers, one per bin' }).optional(),
+    } satisfies Record<keyof HodaCalibrationOptions, z.ZodType>,
+    { error: 'an object, e.g. { bins: 11, lengths: [100, 1000] }' },
+  )
+  .superRefine((options, context) => {
+    if (options.benignHistogram && options.benignHistogram.length !== options.bins)
+      context.addIssue({ code: 'custom', path: ['benignHistogram'], message: `a list of ${options.bins} non-negative numbers (bins), one per bin` });
+  });
+
+const calibrationStyle = optionStyle(DetectionConfigError, '', {
+  name: (path) => (path.length ? `calibrateHoda option ${joinPath('', path)}` : 'calibrateHoda options'),
+  unknownKeys: (_name, keys, allowed) => `unknown calibrateHoda option ${keys[0]}; write one of: ${allowed.join(', ')}`,
+});
+
 /**
  * Thresholds from benign hardness sequences (e.g. the victim's held-out data, as a stream of clients).
  * The benign histogram is that of all their values unless given.
  */
-export function calibrateHoda(
-  benignSequences: readonly ArrayLike<number>[],
-  options: { readonly bins: number; readonly lengths: readonly number[]; readonly benignHistogram?: ArrayLike<number> },
-): HodaCalibration {
+export function calibrateHoda(benignSequences: readonly ArrayLike<number>[], options: HodaCalibrationOptions): HodaCalibration {
+  parseOptions(calibrationSchema, options, calibrationStyle);
   const { bins, lengths } = options;
   let benign: Float64Array;
   if (options.benignHistogram) {
@@ -92,7 +126,6 @@ export function calibrateHoda(
     benign = hardnessHistogram(all, bins);
   }
   const thresholds = lengths.map((length) => {
-    if (!Number.isInteger(length) || length < 1) throw new RangeError(`calibration length ${length} is not a positive integer`);
     let threshold = 0;
     let sequences = 0;
     for (const sequence of benignSequences) {

@@ -7,14 +7,14 @@
  * beyond 3σ dropped, and when more than `minPooled` remain the Shapiro–Wilk W is computed; the client is
  * flagged when W < δ.
  *
- * Bounded memory (the paper keeps every query): kept points are reduced copies (see projection.ts), at
+ * Bounded memory (the paper keeps every query): kept points are reduced copies (see math/projection.ts), at
  * most `maxKeptPerClass` per class and `maxKeptPoints` in all, the oldest evicted first (from the class
  * holding the most when the total cap binds); the recorded distances are the last `maxDistances`
  * (a ring). The threshold statistics (count, sum, sum of squares of kept distances) are never evicted.
  */
 import { decodeFloat32, decodeUint16, encodeFloat32, encodeUint16 } from './encoding.js';
-import { projectRow } from './projection.js';
-import { shapiroWilk } from './shapiro-wilk.js';
+import { projectRow } from './math/projection.js';
+import { shapiroWilk } from './math/shapiro-wilk.js';
 import type { DetectorVerdict } from './types.js';
 
 export interface PradaConfig {

@@ -4,16 +4,18 @@
  * (`output: 'logits' | 'probs'`) or, with 'auto', looks at each batch: rows that are non-negative
  * and sum to 1 (within 1e-3) are probabilities, anything else is logits and gets a softmax.
  */
+import { oneOfList, parseOptions } from '../validation/index.js';
 import { ModelInputError } from './errors.js';
 
 export type SurrogateOutput = 'auto' | 'logits' | 'probs';
 
 export const SURROGATE_OUTPUTS: readonly SurrogateOutput[] = ['auto', 'logits', 'probs'];
 
+const outputSchema = oneOfList(SURROGATE_OUTPUTS).default('auto');
+
+/** The `output` option as a user writes it (undefined: 'auto'); anything else throws ModelInputError saying what to write. */
 export function parseSurrogateOutput(value: unknown): SurrogateOutput {
-  if (value === undefined) return 'auto';
-  if (typeof value === 'string' && (SURROGATE_OUTPUTS as readonly string[]).includes(value)) return value as SurrogateOutput;
-  throw new ModelInputError(`output must be one of ${SURROGATE_OUTPUTS.join(', ')}, got ${JSON.stringify(value)}`);
+  return parseOptions(outputSchema, value, { error: ModelInputError, name: () => 'output' });
 }
 
 /** Whether every row of `values` (rows × cols) is a probability vector. */

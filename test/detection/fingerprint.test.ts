@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createClientDetection, createCohortDetection } from '../../src/detection/index.js';
-import { fingerprintRows, resolveFingerprintOptions, sharedHashes } from '../../src/detection/fingerprint.js';
+import { fingerprintRows, resolveFingerprintOptions, sharedHashes } from '../../src/detection/above/fingerprint.js';
 import { rng } from './synthetic.js';
 
 /** A 28×28 "drawing": random strokes on a blank background. */

@@ -14,7 +14,7 @@ import {
   stepAlarm,
   summarise,
   totalVariation,
-} from '../../src/detection/population.js';
+} from '../../src/detection/above/population.js';
 import { rng } from './synthetic.js';
 
 /** `rows` rows over `classes` classes, row r's top class `label(r)` with probability `confidence(r)`. */

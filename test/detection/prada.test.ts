@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { createClientDetection, resolveOptions } from '../../src/detection/index.js';
 import { decodeFloat32, decodeUint16 } from '../../src/detection/encoding.js';
 import { initialPradaState, pooledTest, updatePrada, type PradaConfig, type PradaState } from '../../src/detection/prada.js';
-import { projectRow } from '../../src/detection/projection.js';
+import { projectRow } from '../../src/detection/math/projection.js';
 import { jbdaQueries, naturalQueries, observationOf } from './synthetic.js';
 
 const config: PradaConfig = { ...resolveOptions().prada, dims: 4 };

@@ -5,7 +5,7 @@
  * a detecting endpoint; writes detection.json and the report section.
  */
 import { QUERY_POLICIES, type EvalConfig, type PolicyName } from '../config.js';
-import { writeDetectionReport } from '../report/detection-section.js';
+import { writeDetectionReport } from './detection-section.js';
 import { runDetectionEvaluation, type DetectionReport } from './run.js';
 import { withDetectionWorld, type DetectionEvaluationOptions, type ReportFiles } from './setup.js';
 import { attackStream, type AttackerStream } from './streams.js';

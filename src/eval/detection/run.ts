@@ -12,11 +12,11 @@ import { checkpointHardness, predictProbs, type ContextProviders, type LayersMod
 import type { TrainingSettings } from '../config.js';
 import { startDefendedEndpoint } from '../endpoint/defended-endpoint.js';
 import { EndpointError, kserveClient, type InferenceClient } from '../endpoint/kserve-client.js';
-import { trainKnockoff } from '../attackers/index.js';
+import { trainKnockoff, type VictimTestSet } from '../attackers/index.js';
 import { accuracy } from '../records/measures.js';
 import { deriveSeed, seededRandom } from '../random.js';
 import type { LabelledImages } from '../world/world.js';
-import { newRecord, recordingDetection, type ClientRecord } from './recorder.js';
+import { newRecord, recordingDetection, type ClientRecord, type DetectionRecorder } from './recorder.js';
 import { calibrateHodaOn, detectionTiers, EVAL_CLIENTS, hardnessOf, holdOut, victimTestSet } from './setup.js';
 import type { AttackerStream } from './streams.js';
 
@@ -104,9 +104,127 @@ function detectingClient(url: string, key: string, onRequest: () => void): Infer
   return kserveClient(url, { headers: { 'x-api-key': key }, onRequest, label: `client ${key}` });
 }
 
-export async function runDetectionEvaluation(options: DetectionEvalOptions): Promise<DetectionReport> {
-  const log = options.log ?? (() => {});
+/** What every client of one detection run shares: the endpoint, the recording detection, the simulated clock. */
+interface DetectionRunContext {
+  options: DetectionEvalOptions;
+  url: string;
+  recorder: DetectionRecorder;
+  test: VictimTestSet;
+  /** Simulated time of the latest request (ms). */
+  clock: number;
+}
+
+const figures = (record: ClientRecord): DetectorFigures => Object.fromEntries(DETECTORS.map((d) => [d, record.firstFlag[d] ?? null]));
+
+/** One attacker's stream through the detecting endpoint, one request every attackerGapSeconds, then its knockoffs. */
+async function runAttacker(context: DetectionRunContext, stream: AttackerStream, requestRows: number): Promise<AttackerDetection> {
+  const { options, recorder, test } = context;
   const { features, classes, victim, seed } = options;
+  const record = newRecord();
+  const gap = (options.attackerGapSeconds ?? 1) * 1000;
+  const client = detectingClient(context.url, `attacker-${stream.name}`, () => recorder.next(record, (context.clock += gap)));
+  const transfer = await stream.run(client, requestRows);
+  const flags = Object.values(record.firstFlag);
+  const flaggedAt = flags.length ? Math.min(...flags) : null;
+  const target = stream.family === 'knockoff' ? TARGETS.knockoff : stream.family === 'jbda' ? TARGETS.jbda : null;
+  const settings = { classes, inputShape: [features], knockoff: options.knockoff, test, seed };
+  const clean = { ...transfer, answers: { rows: transfer.answers.rows, cols: classes, data: predictProbs(victim, transfer.x, transfer.answers.rows) } };
+  const withDetection = await trainKnockoff(transfer, 'soft', settings);
+  const cleanOutcome = await trainKnockoff(clean, 'soft', settings);
+  const result: AttackerDetection = {
+    name: stream.name,
+    family: stream.family,
+    queries: record.queries,
+    firstFlag: figures(record),
+    flaggedAt,
+    escalatedAt: record.firstAction ?? null,
+    target,
+    metTarget: target === null ? null : flaggedAt !== null && flaggedAt <= target,
+    knockoffAccuracy: { clean: cleanOutcome.accuracy, withDetection: withDetection.accuracy },
+    worstAction: record.worstAction,
+    lastEvidence: record.last,
+  };
+  options.log?.(
+    `${stream.name}: ${record.queries} queries, first flag ${flaggedAt ?? 'none'} (${DETECTORS.map((d) => `${d} ${result.firstFlag[d] ?? '–'}`).join(', ')}); knockoff ${(cleanOutcome.accuracy * 100).toFixed(1)}% clean, ${(withDetection.accuracy * 100).toFixed(1)}% with detection`,
+  );
+  return result;
+}
+
+interface BenignClientRun {
+  key: string;
+  start: number;
+  count: number;
+  sent: number;
+  record: ClientRecord;
+  due: number;
+}
+
+/** The benign clients, each a slice of `images` starting within the hour after the clock; their requests interleaved by due time. */
+async function runBenignClients(
+  context: DetectionRunContext,
+  images: LabelledImages,
+  settings: BenignSettings,
+  random: () => number,
+): Promise<BenignClientRun[]> {
+  const { features } = context.options;
+  const clients: BenignClientRun[] = Array.from({ length: settings.clients }, (_, i) => {
+    const want = settings.minQueries + Math.floor(random() * (settings.maxQueries - settings.minQueries + 1));
+    const count = Math.min(want, images.rows);
+    const start = Math.floor(random() * (images.rows - count + 1));
+    return { key: `benign-${i}`, start, count, sent: 0, record: newRecord(), due: context.clock + Math.floor(random() * 3_600_000) };
+  });
+  const [gapLow, gapHigh] = settings.gapSeconds;
+  for (;;) {
+    let next: BenignClientRun | undefined;
+    for (const c of clients) if (c.sent < c.count && (!next || c.due < next.due)) next = c;
+    if (!next) break;
+    const c = next;
+    const rows = Math.min(c.count - c.sent, 1 + Math.floor(random() * settings.maxRows));
+    const from = c.start + c.sent;
+    context.clock = Math.max(context.clock, c.due);
+    const client = detectingClient(context.url, c.key, () => context.recorder.next(c.record, context.clock));
+    try {
+      await client.infer(images.x.subarray(from * features, (from + rows) * features), rows, features);
+    } catch (error) {
+      // A benign client throttled or refused: counted through its record (worst action), and it stops.
+      if (!(error instanceof EndpointError)) throw error;
+      c.sent = c.count;
+      continue;
+    }
+    c.sent += rows;
+    c.due = context.clock + Math.round((gapLow + random() * (gapHigh - gapLow)) * 1000);
+  }
+  return clients;
+}
+
+/** Over the benign clients: how many each detector flagged, its false-positive rate, and how many were escalated. */
+function benignSummary(records: readonly ClientRecord[], queries: readonly number[]): DetectionReport['benign'] {
+  const flagged: Record<string, number> = {};
+  for (const d of [...DETECTORS, 'any'] as const)
+    flagged[d] = records.filter((r) => (d === 'any' ? Object.keys(r.firstFlag).length > 0 : r.firstFlag[d] !== undefined)).length;
+  const falsePositiveRate = Object.fromEntries(Object.entries(flagged).map(([d, n]) => [d, records.length ? n / records.length : 0]));
+  return {
+    clients: records.length,
+    queries: { total: queries.reduce((a, b) => a + b, 0), min: Math.min(...queries), max: Math.max(...queries) },
+    flagged,
+    falsePositiveRate,
+    escalated: records.filter((r) => r.worstAction !== 'default').length,
+  };
+}
+
+function hodaSummary(checkpoints: readonly LayersModel[] | undefined, calibration: HodaCalibration | undefined): DetectionReport['hoda'] {
+  return checkpoints
+    ? {
+        enabled: calibration !== undefined,
+        checkpoints: checkpoints.length,
+        calibration,
+        note: calibration ? undefined : 'fewer than 100 held-out images: HODA not calibrated',
+      }
+    : { enabled: false, checkpoints: 0, note: 'the victim has no training checkpoints: HODA off' };
+}
+
+export async function runDetectionEvaluation(options: DetectionEvalOptions): Promise<DetectionReport> {
+  const { classes, victim, seed } = options;
   const requestRows = options.requestRows ?? 10;
   const benignSettings = { ...DEFAULT_BENIGN, ...options.benign };
   // A seeded random half of the test split calibrates HODA, the other half feeds the benign clients.
@@ -126,94 +244,27 @@ export async function runDetectionEvaluation(options: DetectionEvalOptions): Pro
     tiers,
     clients: { ...EVAL_CLIENTS, detection: recorder.detection, hardness: hardnessOf(checkpoints) },
   });
-  let clock = Date.UTC(2026, 0, 1);
   const test = victimTestSet(victim, options.victimTest, classes);
+  const context: DetectionRunContext = { options, url: endpoint.url, recorder, test, clock: Date.UTC(2026, 0, 1) };
   const victimTestAccuracy = accuracy(test.victimTop1, test.labels);
-  const figures = (record: ClientRecord): DetectorFigures => Object.fromEntries(DETECTORS.map((d) => [d, record.firstFlag[d] ?? null]));
 
   const attackers: AttackerDetection[] = [];
   const random = seededRandom(deriveSeed(seed, 'detection-benign'));
-  let benignRecords: ClientRecord[] = [];
-  let benignQueries: number[] = [];
+  let benignClients: BenignClientRun[] = [];
   try {
-    for (const stream of options.streams) {
-      const record = newRecord();
-      const gap = (options.attackerGapSeconds ?? 1) * 1000;
-      const client = detectingClient(endpoint.url, `attacker-${stream.name}`, () => recorder.next(record, (clock += gap)));
-      const transfer = await stream.run(client, requestRows);
-      const flags = Object.values(record.firstFlag);
-      const flaggedAt = flags.length ? Math.min(...flags) : null;
-      const target = stream.family === 'knockoff' ? TARGETS.knockoff : stream.family === 'jbda' ? TARGETS.jbda : null;
-      const settings = { classes, inputShape: [features], knockoff: options.knockoff, test, seed };
-      const clean = { ...transfer, answers: { rows: transfer.answers.rows, cols: classes, data: predictProbs(victim, transfer.x, transfer.answers.rows) } };
-      const withDetection = await trainKnockoff(transfer, 'soft', settings);
-      const cleanOutcome = await trainKnockoff(clean, 'soft', settings);
-      const result: AttackerDetection = {
-        name: stream.name,
-        family: stream.family,
-        queries: record.queries,
-        firstFlag: figures(record),
-        flaggedAt,
-        escalatedAt: record.firstAction ?? null,
-        target,
-        metTarget: target === null ? null : flaggedAt !== null && flaggedAt <= target,
-        knockoffAccuracy: { clean: cleanOutcome.accuracy, withDetection: withDetection.accuracy },
-        worstAction: record.worstAction,
-        lastEvidence: record.last,
-      };
-      attackers.push(result);
-      log(
-        `${stream.name}: ${record.queries} queries, first flag ${flaggedAt ?? 'none'} (${DETECTORS.map((d) => `${d} ${result.firstFlag[d] ?? '–'}`).join(', ')}); knockoff ${(cleanOutcome.accuracy * 100).toFixed(1)}% clean, ${(withDetection.accuracy * 100).toFixed(1)}% with detection`,
-      );
-    }
-
+    for (const stream of options.streams) attackers.push(await runAttacker(context, stream, requestRows));
     // Benign clients: slices of the victim's held-out test half, at human-ish rates, interleaved.
-    const clients = Array.from({ length: benignSettings.clients }, (_, i) => {
-      const want = benignSettings.minQueries + Math.floor(random() * (benignSettings.maxQueries - benignSettings.minQueries + 1));
-      const count = Math.min(want, benignImages.rows);
-      const start = Math.floor(random() * (benignImages.rows - count + 1));
-      return { key: `benign-${i}`, start, count, sent: 0, record: newRecord(), due: clock + Math.floor(random() * 3_600_000) };
-    });
-    benignRecords = clients.map((c) => c.record);
-    benignQueries = clients.map((c) => c.count);
-    const [gapLow, gapHigh] = benignSettings.gapSeconds;
-    for (;;) {
-      let next: (typeof clients)[number] | undefined;
-      for (const c of clients) if (c.sent < c.count && (!next || c.due < next.due)) next = c;
-      if (!next) break;
-      const c = next;
-      const rows = Math.min(c.count - c.sent, 1 + Math.floor(random() * benignSettings.maxRows));
-      const from = c.start + c.sent;
-      clock = Math.max(clock, c.due);
-      const client = detectingClient(endpoint.url, c.key, () => recorder.next(c.record, clock));
-      try {
-        await client.infer(benignImages.x.subarray(from * features, (from + rows) * features), rows, features);
-      } catch (error) {
-        // A benign client throttled or refused: counted through its record (worst action), and it stops.
-        if (!(error instanceof EndpointError)) throw error;
-        c.sent = c.count;
-        continue;
-      }
-      c.sent += rows;
-      c.due = clock + Math.round((gapLow + random() * (gapHigh - gapLow)) * 1000);
-    }
+    benignClients = await runBenignClients(context, benignImages, benignSettings, random);
   } finally {
     await endpoint.close();
     await endpoint.guard.clients?.close();
   }
 
-  const flagged: Record<string, number> = {};
-  for (const d of [...DETECTORS, 'any'] as const)
-    flagged[d] = benignRecords.filter((r) => (d === 'any' ? Object.keys(r.firstFlag).length > 0 : r.firstFlag[d] !== undefined)).length;
-  const falsePositiveRate = Object.fromEntries(Object.entries(flagged).map(([d, n]) => [d, benignRecords.length ? n / benignRecords.length : 0]));
-  const benign = {
-    clients: benignRecords.length,
-    queries: { total: benignQueries.reduce((a, b) => a + b, 0), min: Math.min(...benignQueries), max: Math.max(...benignQueries) },
-    flagged,
-    falsePositiveRate,
-    escalated: benignRecords.filter((r) => r.worstAction !== 'default').length,
-  };
-  const met = attackers.every((a) => a.metTarget !== false) && flagged.any === TARGETS.benignFlagged && benign.clients >= TARGETS.benignClients;
+  const benign = benignSummary(
+    benignClients.map((c) => c.record),
+    benignClients.map((c) => c.count),
+  );
+  const met = attackers.every((a) => a.metTarget !== false) && benign.flagged.any === TARGETS.benignFlagged && benign.clients >= TARGETS.benignClients;
   return {
     generatedAt: new Date().toISOString(),
     seed,
@@ -221,14 +272,7 @@ export async function runDetectionEvaluation(options: DetectionEvalOptions): Pro
     detectors: [...DETECTORS],
     tiers,
     ladder,
-    hoda: checkpoints
-      ? {
-          enabled: hodaCalibration !== undefined,
-          checkpoints: checkpoints.length,
-          calibration: hodaCalibration,
-          note: hodaCalibration ? undefined : 'fewer than 100 held-out images: HODA not calibrated',
-        }
-      : { enabled: false, checkpoints: 0, note: 'the victim has no training checkpoints: HODA off' },
+    hoda: hodaSummary(checkpoints, hodaCalibration),
     requestRows,
     attackers,
     benign,

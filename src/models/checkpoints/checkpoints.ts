@@ -6,7 +6,8 @@
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ModelFileError } from '../errors.js';
+import { integerAtLeast, parseOptions } from '../../validation/index.js';
+import { ModelFileError, ModelInputError } from '../errors.js';
 import { tf, type LayersModel } from '../tfjs/tf.js';
 
 export const CHECKPOINTS_FILE = 'checkpoints.bin';
@@ -20,7 +21,7 @@ export function checkpointRecorder(
   model: LayersModel,
   count = DEFAULT_CHECKPOINTS,
 ): { onStep: (step: number, steps: number) => void; checkpoints: CheckpointWeights } {
-  if (!Number.isInteger(count) || count < 2) throw new RangeError(`checkpoints must be an integer ≥ 2, got ${count}`);
+  parseOptions(integerAtLeast(2), count, { error: ModelInputError, name: () => 'checkpoints' });
   const checkpoints: CheckpointWeights = [];
   return {
     checkpoints,

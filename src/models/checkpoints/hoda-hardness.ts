@@ -7,6 +7,9 @@
  */
 import { argmaxRows } from '../../defenses/index.js';
 import { calibrateHoda, hardnessFromLabels, type HodaCalibration } from '../../detection/hoda.js';
+import { z } from 'zod';
+import { integerAtLeast, parseOptions, positiveInteger } from '../../validation/index.js';
+import { ModelInputError } from '../errors.js';
 import { permutation, seededRandom } from '../random.js';
 import type { SurrogateModel } from '../surrogate-model.js';
 import { predictClasses } from '../tfjs/plan/predict.js';
@@ -42,6 +45,7 @@ export function calibrateHodaOnHeldOut(
   rows: number,
   options: HeldOutCalibrationOptions = {},
 ): HodaCalibration {
+  parseOptions(heldOutSchema, options, style);
   return calibrationFromHardness(checkpointHardness(models, x, rows), models.length, options);
 }
 
@@ -53,6 +57,19 @@ export interface HeldOutCalibrationOptions {
   /** Chunk lengths HODA tests at (default 100 and 1000; those longer than the data are dropped). */
   lengths?: readonly number[];
 }
+
+const heldOutShape = {
+  seed: integerAtLeast(0, 'an integer seed in 0..4294967295', 0xffffffff).optional(),
+  orders: positiveInteger().optional(),
+  lengths: z.array(positiveInteger('a positive integer (a chunk length)'), { error: 'a list of chunk lengths, e.g. [100, 1000]' }).optional(),
+} satisfies Record<keyof HeldOutCalibrationOptions, z.ZodType>;
+
+const heldOutSchema = z.strictObject(heldOutShape, { error: 'an object, e.g. { orders: 20, lengths: [100, 1000] }' });
+const withSurrogatesSchema = z.strictObject(
+  { ...heldOutShape, chunkRows: positiveInteger().optional() },
+  { error: 'an object, e.g. { orders: 20, lengths: [100, 1000], chunkRows: 256 }' },
+);
+const style = { error: ModelInputError };
 
 function calibrationFromHardness(hardness: Int8Array, checkpoints: number, options: HeldOutCalibrationOptions): HodaCalibration {
   const rows = hardness.length;
@@ -77,6 +94,7 @@ export async function calibrateHodaWithSurrogates(
   rows: number,
   options: HeldOutCalibrationOptions & { chunkRows?: number } = {},
 ): Promise<HodaCalibration> {
+  parseOptions(withSurrogatesSchema, options, style);
   const width = x.length / rows;
   const chunk = options.chunkRows ?? 256;
   const hardness = new Int8Array(rows);

@@ -11,7 +11,10 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
-import { BackendError } from '../errors.js';
+import { z } from 'zod';
+import { callable, parseOptions } from '../../validation/index.js';
+import { BackendError, ModelError } from '../errors.js';
+import { namedChoice } from '../option-fields.js';
 import { tf } from './tf.js';
 
 export type BackendName = 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu';
@@ -45,6 +48,14 @@ export interface InitBackendOptions {
   /** Where the one line announcing the choice goes (default stderr); pass `() => {}` for silence. */
   log?: (line: string) => void;
 }
+
+const initBackendSchema = z.strictObject(
+  {
+    prefer: namedChoice(BACKEND_ORDER).optional(),
+    log: callable<(line: string) => void>('a function (line) => void, e.g. () => {} for silence').optional(),
+  } satisfies Record<keyof InitBackendOptions, z.ZodType>,
+  { error: 'an object, e.g. { prefer: "wasm" }' },
+);
 
 const ALIASES: Readonly<Record<string, BackendName>> = {
   'tensorflow-gpu': 'tensorflow-gpu',
@@ -82,6 +93,7 @@ export function initBackend(options: InitBackendOptions = {}): Promise<BackendIn
   const env = process.env.MSD_BACKEND?.trim();
   let forced: BackendName | undefined;
   try {
+    parseOptions(initBackendSchema, options, { error: ModelError });
     forced = env ? parseBackendName(env, 'MSD_BACKEND') : undefined;
   } catch (error) {
     return Promise.reject(error);

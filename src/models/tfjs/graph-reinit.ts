@@ -35,6 +35,7 @@
  * The stream of each weight is determined by (seed, weight name): same seed, same weights.
  */
 import { ModelError } from '../errors.js';
+import { fusedOps, GraphIndex, kernelFanIn, product, weightOp, type GraphNodeJson } from './graph-index.js';
 import { specBytes } from './model-dir.js';
 import { seededFloats } from '../random.js';
 import { tf } from './tf.js';
@@ -46,189 +47,97 @@ export type GraphWeightRole =
   | { readonly kind: 'constant'; readonly value: number; readonly why: string }
   | { readonly kind: 'keep'; readonly why: string };
 
-interface GraphNodeJson {
-  name?: string;
-  op?: string;
-  input?: string[];
-  attr?: Record<string, { b?: boolean; list?: { s?: (string | number[])[] } } | undefined>;
-}
-
-const CONV = new Set(['Conv1D', 'Conv2D', 'Conv3D', '_FusedConv2D']);
-const DEPTHWISE = new Set(['DepthwiseConv2d', 'DepthwiseConv2dNative', 'FusedDepthwiseConv2dNative']);
-const TRANSPOSED = new Set(['Conv2DBackpropInput']);
-const MATMUL = new Set(['MatMul', '_FusedMatMul', 'BatchMatMul', 'BatchMatMulV2']);
 const FUSED = new Set(['_FusedConv2D', 'FusedDepthwiseConv2dNative', '_FusedMatMul']);
 const BATCH_NORM = new Set(['FusedBatchNorm', 'FusedBatchNormV2', 'FusedBatchNormV3']);
 const ADDS = new Set(['BiasAdd', 'Add', 'AddV2', 'Sub']);
 const SCALES = new Set(['Mul', 'RealDiv']);
-const PASS_THROUGH = new Set(['Identity']);
 const BATCH_NORM_VALUES = [1, 0, 0, 1];
 
-const product = (dims: readonly number[]): number => dims.reduce((a, b) => a * b, 1);
+/** Gives a float constant its role; the first rule that gives one wins. */
+type AssignRole = (name: string | undefined, role: GraphWeightRole) => void;
 
-/** A node input's producing node name: "^ctrl" (control edges) is none, "name:1" is "name". */
-function producerName(input: string): string | undefined {
-  if (input.startsWith('^')) return undefined;
-  const colon = input.lastIndexOf(':');
-  return colon > 0 && /^\d+$/.test(input.slice(colon + 1)) ? input.slice(0, colon) : input;
-}
-
-/** The fused operations of a fused node (base64-encoded strings in model.json, as tfjs-converter writes them). */
-function fusedOps(node: GraphNodeJson): string[] {
-  return (node.attr?.fused_ops?.list?.s ?? []).map((s) => (Array.isArray(s) ? String.fromCharCode(...s) : Buffer.from(s, 'base64').toString('latin1')));
-}
-
-const flag = (node: GraphNodeJson, name: string): boolean => node.attr?.[name]?.b === true;
-
-/** Fan-in of a kernel consumed by `node` at input `index`, or undefined when `node` takes no kernel there. */
-function kernelFanIn(node: GraphNodeJson, index: number, shape: readonly number[]): number | undefined {
+/** Rules 1–3 for one node: its kernels, its fused arguments, its batch norm. */
+function kernelAndNormRoles(graph: GraphIndex, node: GraphNodeJson, assign: AssignRole): void {
   const op = node.op ?? '';
-  const rank = shape.length;
-  if (CONV.has(op) && index === 1 && rank >= 2) return product(shape.slice(0, -1));
-  if (DEPTHWISE.has(op) && index === 1 && rank >= 3) return product(shape.slice(0, -2));
-  if (TRANSPOSED.has(op) && index === 1 && rank === 4) return shape[0] * shape[1] * shape[3];
-  if (MATMUL.has(op) && (index === 0 || index === 1) && rank >= 2) {
-    const transposed = index === 0 ? flag(node, 'transpose_a') || flag(node, 'adj_x') : flag(node, 'transpose_b') || flag(node, 'adj_y');
-    // y = x·W: W's rows are contracted ([in, out], or [out, in] transposed); W·x contracts W's columns.
-    if (index === 1) return transposed ? shape[rank - 1] : shape[rank - 2];
-    return transposed ? shape[rank - 2] : shape[rank - 1];
+  for (const [index, name] of graph.constantInputs(node)) {
+    const fanIn = kernelFanIn(node, index, graph.shapeOf(name));
+    if (fanIn !== undefined) assign(name, { kind: 'weight', fanIn: Math.max(1, fanIn), why: `${op} kernel (${node.name})` });
   }
-  return undefined;
-}
-
-const weightOp = (op: string | undefined): boolean => op !== undefined && (CONV.has(op) || DEPTHWISE.has(op) || TRANSPOSED.has(op) || MATMUL.has(op));
-
-/** The role of every float32 weight in the manifest, read from the graph (see the file comment). */
-export function graphWeightRoles(topology: unknown, specs: readonly tf.io.WeightsManifestEntry[]): Map<string, GraphWeightRole> {
-  const nodes: GraphNodeJson[] = Array.isArray((topology as { node?: unknown })?.node) ? (topology as { node: GraphNodeJson[] }).node : [];
-  const shapes = new Map(specs.map((s) => [s.name, s.shape]));
-  const floats = new Set(specs.filter((s) => s.dtype === 'float32').map((s) => s.name));
-  const byName = new Map(nodes.filter((n) => typeof n.name === 'string').map((n) => [n.name as string, n]));
-
-  /** The constant an input reads, through Identity nodes; undefined when it reads a computed value. */
-  const constantOf = (input: string): string | undefined => {
-    for (let name = producerName(input), hops = 0; name !== undefined && hops < 64; hops++) {
-      if (shapes.has(name)) return name;
-      const node = byName.get(name);
-      if (!node || !PASS_THROUGH.has(node.op ?? '') || !node.input?.length) return undefined;
-      name = producerName(node.input[0]);
-    }
-    return undefined;
-  };
-  /** The node producing an input, through Identity nodes. */
-  const producerOf = (input: string): GraphNodeJson | undefined => {
-    let node = byName.get(producerName(input) ?? '');
-    for (let hops = 0; node && PASS_THROUGH.has(node.op ?? '') && node.input?.length && hops < 64; hops++) node = byName.get(producerName(node.input[0]) ?? '');
-    return node;
-  };
-  /** Fan-in of the kernel a weight node takes (its constant input of rule 1), when it has one. */
-  const nodeFanIn = (node: GraphNodeJson): number | undefined => {
-    for (const [index, input] of (node.input ?? []).entries()) {
-      const name = constantOf(input);
-      const fanIn = name === undefined ? undefined : kernelFanIn(node, index, shapes.get(name) ?? []);
-      if (fanIn !== undefined) return fanIn;
-    }
-    return undefined;
-  };
-  // Whether a node's value depends on a weight node (memoised; a loop's back edge counts as no).
-  const afterWeights = new Map<string, boolean>();
-  const dependsOnWeights = (name: string): boolean => {
-    const known = afterWeights.get(name);
-    if (known !== undefined) return known;
-    afterWeights.set(name, false);
-    const node = byName.get(name);
-    const result =
-      !!node &&
-      (weightOp(node.op) ||
-        (node.input ?? []).some((input) => {
-          const producer = producerName(input);
-          return producer !== undefined && !shapes.has(producer) && dependsOnWeights(producer);
-        }));
-    afterWeights.set(name, result);
-    return result;
-  };
-
-  const roles = new Map<string, GraphWeightRole>();
-  const set = (name: string | undefined, role: GraphWeightRole): void => {
-    if (name !== undefined && floats.has(name) && !roles.has(name)) roles.set(name, role);
-  };
-  const consts = (node: GraphNodeJson): [number, string][] =>
-    (node.input ?? []).flatMap((input, index): [number, string][] => {
-      const name = constantOf(input);
-      return name === undefined ? [] : [[index, name]];
-    });
-
-  // Rules 1–3: kernels, fused arguments, batch norm.
-  for (const node of nodes) {
-    const op = node.op ?? '';
-    for (const [index, name] of consts(node)) {
-      const fanIn = kernelFanIn(node, index, shapes.get(name) ?? []);
-      if (fanIn !== undefined) set(name, { kind: 'weight', fanIn: Math.max(1, fanIn), why: `${op} kernel (${node.name})` });
-    }
-    if (FUSED.has(op)) {
-      const fused = fusedOps(node);
-      const fanIn = Math.max(1, nodeFanIn(node) ?? 1);
-      for (const [index, name] of consts(node)) {
-        if (index < 2) continue;
-        const arg = index - 2;
-        if (fused[0] === 'FusedBatchNorm' && arg < 4)
-          set(name, { kind: 'constant', value: BATCH_NORM_VALUES[arg], why: `${op} fused batch norm argument ${arg} (${node.name})` });
-        else if (fused[0] !== 'FusedBatchNorm' && arg === 0 && (fused.length === 0 || fused[0] === 'BiasAdd'))
-          set(name, { kind: 'bias', fanIn, why: `${op} fused BiasAdd (${node.name})` });
-      }
-    }
-    if (BATCH_NORM.has(op)) {
-      for (const [index, name] of consts(node)) {
-        if (index >= 1 && index <= 4)
-          set(name, {
-            kind: 'constant',
-            value: BATCH_NORM_VALUES[index - 1],
-            why: `${op} ${['scale', 'offset', 'mean', 'variance'][index - 1]} (${node.name})`,
-          });
-      }
+  if (FUSED.has(op)) {
+    const fused = fusedOps(node);
+    const fanIn = Math.max(1, graph.nodeFanIn(node) ?? 1);
+    for (const [index, name] of graph.constantInputs(node)) {
+      if (index < 2) continue;
+      const arg = index - 2;
+      if (fused[0] === 'FusedBatchNorm' && arg < 4)
+        assign(name, { kind: 'constant', value: BATCH_NORM_VALUES[arg], why: `${op} fused batch norm argument ${arg} (${node.name})` });
+      else if (fused[0] !== 'FusedBatchNorm' && arg === 0 && (fused.length === 0 || fused[0] === 'BiasAdd'))
+        assign(name, { kind: 'bias', fanIn, why: `${op} fused BiasAdd (${node.name})` });
     }
   }
-  // Rule 4: a bias added to a weight node's output.
-  for (const node of nodes) {
-    if (!ADDS.has(node.op ?? '')) continue;
-    const inputs = node.input ?? [];
-    for (const [index, name] of consts(node)) {
-      const other = inputs.find((input, i) => i !== index && !input.startsWith('^') && constantOf(input) === undefined);
-      const producer = other === undefined ? undefined : producerOf(other);
-      if (!producer || !weightOp(producer.op)) continue;
-      const fanIn = nodeFanIn(producer);
-      if (fanIn !== undefined) set(name, { kind: 'bias', fanIn: Math.max(1, fanIn), why: `${node.op} after ${producer.op} (${producer.name})` });
-    }
-  }
-  // Rule 5: folded normalisation (after weights) or preprocessing (before any).
-  for (const node of nodes) {
-    const op = node.op ?? '';
-    if (!ADDS.has(op) && !SCALES.has(op)) continue;
-    const inputs = node.input ?? [];
-    for (const [index, name] of consts(node)) {
-      if (product(shapes.get(name) ?? []) <= 1) continue;
-      const others = inputs.filter((input, i) => i !== index && !input.startsWith('^') && constantOf(input) === undefined);
-      const after = others.some((input) => {
-        const producer = producerOf(input);
-        return !!producer?.name && dependsOnWeights(producer.name);
-      });
-      if (!after) set(name, { kind: 'keep', why: `${op} on the graph input before any weight: preprocessing (${node.name})` });
-      else
-        set(name, {
+  if (BATCH_NORM.has(op)) {
+    for (const [index, name] of graph.constantInputs(node)) {
+      if (index >= 1 && index <= 4)
+        assign(name, {
           kind: 'constant',
-          value: SCALES.has(op) ? 1 : 0,
-          why: `${op} after weights: a folded normalisation ${SCALES.has(op) ? 'scale' : 'offset'} (${node.name})`,
+          value: BATCH_NORM_VALUES[index - 1],
+          why: `${op} ${['scale', 'offset', 'mean', 'variance'][index - 1]} (${node.name})`,
         });
     }
   }
-  // Rule 6: anything else, by its shape.
-  for (const name of floats) {
-    if (roles.has(name)) continue;
-    const shape = shapes.get(name) ?? [];
-    if (product(shape) <= 1) roles.set(name, { kind: 'keep', why: 'a single value: part of the architecture (a bound, an epsilon, a scale)' });
-    else if (shape.length > 1) roles.set(name, { kind: 'weight', fanIn: Math.max(1, product(shape.slice(0, -1))), why: 'by its shape (no known consumer)' });
-    else roles.set(name, { kind: 'bias', fanIn: Math.max(1, shape[0]), why: 'by its shape (no known consumer)' });
+}
+
+/** Rule 4 for one node: a bias added to a weight node's output. */
+function biasRoles(graph: GraphIndex, node: GraphNodeJson, assign: AssignRole): void {
+  if (!ADDS.has(node.op ?? '')) return;
+  for (const [index, name] of graph.constantInputs(node)) {
+    const other = graph.computedInputsBesides(node, index)[0];
+    const producer = other === undefined ? undefined : graph.producerOf(other);
+    if (!producer || !weightOp(producer.op)) continue;
+    const fanIn = graph.nodeFanIn(producer);
+    if (fanIn !== undefined) assign(name, { kind: 'bias', fanIn: Math.max(1, fanIn), why: `${node.op} after ${producer.op} (${producer.name})` });
   }
+}
+
+/** Rule 5 for one node: folded normalisation (after weights) or preprocessing (before any). */
+function foldedRoles(graph: GraphIndex, node: GraphNodeJson, assign: AssignRole): void {
+  const op = node.op ?? '';
+  if (!ADDS.has(op) && !SCALES.has(op)) return;
+  for (const [index, name] of graph.constantInputs(node)) {
+    if (product(graph.shapeOf(name)) <= 1) continue;
+    const after = graph.computedInputsBesides(node, index).some((input) => {
+      const producer = graph.producerOf(input);
+      return !!producer?.name && graph.dependsOnWeights(producer.name);
+    });
+    if (!after) assign(name, { kind: 'keep', why: `${op} on the graph input before any weight: preprocessing (${node.name})` });
+    else
+      assign(name, {
+        kind: 'constant',
+        value: SCALES.has(op) ? 1 : 0,
+        why: `${op} after weights: a folded normalisation ${SCALES.has(op) ? 'scale' : 'offset'} (${node.name})`,
+      });
+  }
+}
+
+/** Rule 6: a constant no other rule placed, by its shape. */
+function roleByShape(shape: readonly number[]): GraphWeightRole {
+  if (product(shape) <= 1) return { kind: 'keep', why: 'a single value: part of the architecture (a bound, an epsilon, a scale)' };
+  if (shape.length > 1) return { kind: 'weight', fanIn: Math.max(1, product(shape.slice(0, -1))), why: 'by its shape (no known consumer)' };
+  return { kind: 'bias', fanIn: Math.max(1, shape[0]), why: 'by its shape (no known consumer)' };
+}
+
+/** The role of every float32 weight in the manifest, read from the graph (see the file comment). */
+export function graphWeightRoles(topology: unknown, specs: readonly tf.io.WeightsManifestEntry[]): Map<string, GraphWeightRole> {
+  const graph = new GraphIndex(topology, specs);
+  const roles = new Map<string, GraphWeightRole>();
+  const assign: AssignRole = (name, role) => {
+    if (name !== undefined && graph.floats.has(name) && !roles.has(name)) roles.set(name, role);
+  };
+  // Rules 1–3 over every node, then rule 4 over every node, then rule 5: earlier rules win.
+  for (const node of graph.nodes) kernelAndNormRoles(graph, node, assign);
+  for (const node of graph.nodes) biasRoles(graph, node, assign);
+  for (const node of graph.nodes) foldedRoles(graph, node, assign);
+  for (const name of graph.floats) if (!roles.has(name)) roles.set(name, roleByShape(graph.shapeOf(name)));
   return roles;
 }
 

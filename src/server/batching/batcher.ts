@@ -25,6 +25,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { OverloadedError, RequestFormatError } from '../errors.js';
+import { BatchQueue, gather, scatter, type Job } from './batch-queue.js';
 import type { ResolvedBatching } from './options.js';
 
 /** One forward pass: `rows` rows of `width` values in, `rows` × (output width) values out, row-major. */
@@ -71,263 +72,203 @@ export interface Batcher<Out extends Float32Array | Float64Array> {
 /** The longest a hold delays the next pass, as a share of a full pass's duration. */
 export const HOLD_SHARE = 0.25;
 
-interface Job<Out> {
-  inputs: Float32Array;
-  rows: number;
-  /** Next row to send to a forward pass. */
-  next: number;
-  /** Rows computed so far. */
-  done: number;
-  submitted: number;
-  started: boolean;
-  settled: boolean;
-  result?: Out;
-  resolve(value: Out): void;
-  reject(error: unknown): void;
-  /** Detaches the abort listener, if any. */
-  detach?(): void;
+/** How the recent forward passes went: their speed (for Retry-After) and whether they block this thread (for holds). */
+class PassTimes {
+  // Rows per second of recent forward passes (exponential average).
+  rowsPerSecond = 0;
+  // Whether the last pass computed in this thread (its promise came back after most of its work).
+  blocking = false;
+  private lastPassMs = 0;
+  private fullPassMs = 0;
+
+  /** A pass of `rows` rows (`full`: as many as a pass takes) whose call returned after `syncMs` and answered after `totalMs`. */
+  record(rows: number, full: boolean, syncMs: number, totalMs: number): void {
+    this.lastPassMs = totalMs;
+    if (full) this.fullPassMs = totalMs;
+    this.blocking = syncMs >= 0.5 * totalMs;
+    const seconds = Math.max(1e-6, totalMs / 1000);
+    this.rowsPerSecond = this.rowsPerSecond === 0 ? rows / seconds : 0.8 * this.rowsPerSecond + 0.2 * (rows / seconds);
+  }
+
+  /** The longest a hold delays the next pass. */
+  holdMs(): number {
+    return Math.max(1, HOLD_SHARE * Math.max(this.fullPassMs, this.lastPassMs));
+  }
 }
 
-interface Part<Out> {
-  job: Job<Out>;
-  /** First row of the job in this part. */
-  start: number;
-  rows: number;
-  /** First row of the part in the batch. */
-  offset: number;
-}
-
-export function createBatcher<Out extends Float32Array | Float64Array>(forward: BatchForward<Out>, config: BatcherConfig): Batcher<Out> {
-  const { windowMs, maxBatchRows, maxQueueRows, width, observer = {} } = config;
-  const what = config.what ?? 'the model';
-  const queue: Job<Out>[] = [];
-  // Requests with a chunk in the pass computing and rows left: back in line when the next pass is taken.
-  let inPass: Job<Out>[] = [];
-  let queuedRows = 0;
-  let running: Promise<void> | undefined;
-  let timer: NodeJS.Timeout | undefined;
-  let immediate: NodeJS.Immediate | undefined;
-  let closed = false;
-  // Rows per second of recent forward passes (exponential average), for Retry-After.
-  let rowsPerSecond = 0;
+/** The batcher's state and turns; createBatcher hands out its public methods. */
+class DynamicBatcher<Out extends Float32Array | Float64Array> {
+  private readonly windowMs: number;
+  private readonly maxBatchRows: number;
+  private readonly maxQueueRows: number;
+  private readonly width: number;
+  private readonly observer: BatcherObserver;
+  private readonly what: string;
+  private readonly line: BatchQueue<Out>;
+  private readonly times = new PassTimes();
+  private running: Promise<void> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private immediate: NodeJS.Immediate | undefined;
+  private closed = false;
   // Requests the last pass carried: the window only pays when requests arrive together.
-  let lastPassRequests = 0;
-  // Holds (see hold()): whether the last pass computed in this thread (its promise came back after
-  // most of its work), how long the last pass and the last full one took, the promises waited for,
-  // the timer of a hold in progress, and whether a hold ran since the last pass (once per gap).
-  let blocking = false;
-  let lastPassMs = 0;
-  let fullPassMs = 0;
-  const holds = new Set<Promise<unknown>>();
-  let holding: NodeJS.Timeout | undefined;
-  let heldThisGap = false;
+  private lastPassRequests = 0;
+  // Holds (see hold()): the promises waited for, the timer of a hold in progress, and whether a hold
+  // ran since the last pass (once per gap).
+  private readonly holds = new Set<Promise<unknown>>();
+  private holding: NodeJS.Timeout | undefined;
+  private heldThisGap = false;
 
-  const setQueued = (delta: number): void => {
-    queuedRows += delta;
-    observer.queued?.(queuedRows);
-  };
+  constructor(
+    private readonly forward: BatchForward<Out>,
+    config: BatcherConfig,
+  ) {
+    ({ windowMs: this.windowMs, maxBatchRows: this.maxBatchRows, maxQueueRows: this.maxQueueRows, width: this.width } = config);
+    this.observer = config.observer ?? {};
+    this.what = config.what ?? 'the model';
+    this.line = new BatchQueue<Out>(this.maxBatchRows, this.observer);
+  }
 
-  const retryAfter = (extraRows: number): number => (rowsPerSecond > 0 ? Math.min(60, (queuedRows + extraRows) / rowsPerSecond) : 1);
+  get queuedRows(): number {
+    return this.line.queuedRows;
+  }
 
-  const fail = (job: Job<Out>, error: unknown): void => {
-    if (job.settled) return;
-    job.settled = true;
-    job.detach?.();
-    const index = queue.indexOf(job);
-    if (index >= 0) queue.splice(index, 1);
-    const parked = inPass.indexOf(job);
-    if (parked >= 0) inPass.splice(parked, 1);
-    // Its rows not yet sent to a pass no longer wait (those in the pass computing were counted out when taken).
-    if (job.rows > job.next) setQueued(-(job.rows - job.next));
-    job.next = job.rows;
-    job.reject(error);
-  };
-
-  const waiting = (): boolean => queue.length > 0 || inPass.length > 0;
-
-  /**
-   * Takes up to maxBatchRows rows, one chunk per request in turn. The requests of the last pass with
-   * rows left go behind those that arrived meanwhile; once the pass holds a request's first rows,
-   * requests that have had a pass already wait for the next one (they keep their place in line).
-   */
-  const takeBatch = (): { parts: Part<Out>[]; rows: number } => {
-    for (const job of inPass) queue.push(job);
-    inPass = [];
-    const parts: Part<Out>[] = [];
-    let filled = 0;
-    let newcomer = false;
-    for (let i = 0; filled < maxBatchRows && i < queue.length; ) {
-      const job = queue[i];
-      if (newcomer && job.started) {
-        i++;
-        continue;
-      }
-      queue.splice(i, 1);
-      const rows = Math.min(job.rows - job.next, maxBatchRows - filled);
-      parts.push({ job, start: job.next, rows, offset: filled });
-      if (!job.started) {
-        job.started = true;
-        newcomer = true;
-        observer.queueWait?.((performance.now() - job.submitted) / 1000);
-      }
-      job.next += rows;
-      filled += rows;
-      if (job.next < job.rows) inPass.push(job);
-    }
-    setQueued(-filled);
-    return { parts, rows: filled };
-  };
-
-  const gather = (parts: Part<Out>[], rows: number): Float32Array => {
-    if (parts.length === 1) {
-      const { job, start } = parts[0];
-      return job.inputs.subarray(start * width, (start + rows) * width);
-    }
-    const batch = new Float32Array(rows * width);
-    for (const { job, start, rows: n, offset } of parts) batch.set(job.inputs.subarray(start * width, (start + n) * width), offset * width);
-    return batch;
-  };
-
-  const scatter = (parts: Part<Out>[], rows: number, out: Out): void => {
-    const outWidth = out.length / rows;
-    if (!Number.isInteger(outWidth) || outWidth < 1) throw new Error(`${what} answered ${out.length} values for ${rows} rows`);
-    for (const { job, start, rows: n, offset } of parts) {
-      if (job.settled) continue;
-      job.result ??= new (out.constructor as new (length: number) => Out)(job.rows * outWidth);
-      if (job.result.length !== job.rows * outWidth)
-        throw new Error(`${what} answered ${outWidth} values per row, not ${job.result.length / job.rows} as before`);
-      job.result.set(out.subarray(offset * outWidth, (offset + n) * outWidth), start * outWidth);
-      job.done += n;
-      if (job.done === job.rows) {
-        job.settled = true;
-        job.detach?.();
-        job.resolve(job.result);
-      }
-    }
-  };
-
-  const runBatch = async (): Promise<void> => {
-    const { parts, rows } = takeBatch();
-    if (rows === 0) return;
-    lastPassRequests = new Set(parts.map((part) => part.job)).size;
-    observer.batch?.(rows);
-    const started = performance.now();
-    try {
-      const computing = forward(gather(parts, rows), rows);
-      const syncMs = performance.now() - started;
-      const out = await computing;
-      lastPassMs = performance.now() - started;
-      if (rows === maxBatchRows) fullPassMs = lastPassMs;
-      blocking = syncMs >= 0.5 * lastPassMs;
-      const seconds = Math.max(1e-6, lastPassMs / 1000);
-      rowsPerSecond = rowsPerSecond === 0 ? rows / seconds : 0.8 * rowsPerSecond + 0.2 * (rows / seconds);
-      scatter(parts, rows, out);
-    } catch (error) {
-      for (const part of parts) fail(part.job, error);
-    }
-  };
-
-  /** Ends the hold in progress `handle` (its promises settled, or its time is up) and dispatches. */
-  const endHold = (handle: NodeJS.Timeout): void => {
-    if (holding !== handle) return;
-    clearTimeout(handle);
-    holding = undefined;
-    dispatch();
-  };
-
-  const dispatch = (): void => {
-    timer = undefined;
-    immediate = undefined;
-    if (closed || running || holding || !waiting()) return;
-    if (blocking && holds.size > 0 && !heldThisGap) {
-      heldThisGap = true;
-      const handle = setTimeout(() => endHold(handle), Math.max(1, HOLD_SHARE * Math.max(fullPassMs, lastPassMs)));
-      holding = handle;
-      // On the next turn: what settled them (a defended answer) finishes its synchronous work first.
-      void Promise.allSettled([...holds]).then(() => setImmediate(() => endHold(handle)));
-      return;
-    }
-    heldThisGap = false;
-    running = runBatch().finally(() => {
-      running = undefined;
-      // A request still in line when close() came (its chunk was computing) is refused now.
-      if (closed) for (const job of [...inPass]) fail(job, new OverloadedError(`${what} is shutting down`, 1));
-      // Requests that queued during this pass have waited already: next pass on the next turn,
-      // after pending I/O (so a request arriving meanwhile joins the round robin first).
-      if (!closed && waiting()) immediate = setImmediate(dispatch);
-    });
-  };
-
-  const schedule = (): void => {
-    if (closed || running || immediate || holding) return;
-    // A lone client (the last pass carried one request) gains nothing by waiting: its next request
-    // goes at once, and the window comes back as soon as requests share a pass again.
-    if (queuedRows >= maxBatchRows || windowMs === 0 || lastPassRequests <= 1) {
-      if (timer) clearTimeout(timer);
-      timer = undefined;
-      immediate = setImmediate(dispatch);
-      return;
-    }
-    timer ??= setTimeout(dispatch, windowMs);
-  };
-
-  const admit = (rows: number): void => {
-    if (closed) throw new OverloadedError(`${what} is shutting down`, 1);
+  admit(rows: number): void {
+    const { what, maxQueueRows, queuedRows } = this;
+    if (this.closed) throw this.shuttingDown();
     if (queuedRows + rows > maxQueueRows)
-      throw new OverloadedError(`${what} is busy (${queuedRows} rows waiting, limit ${maxQueueRows}); retry later`, retryAfter(rows));
-  };
+      throw new OverloadedError(`${what} is busy (${queuedRows} rows waiting, limit ${maxQueueRows}); retry later`, this.retryAfter(rows));
+  }
 
-  const submit = (inputs: Float32Array, rows: number, signal?: AbortSignal): Promise<Out> => {
+  submit(inputs: Float32Array, rows: number, signal?: AbortSignal): Promise<Out> {
+    const { width } = this;
     if (signal?.aborted) return Promise.reject(signal.reason);
-    if (closed) return Promise.reject(new OverloadedError(`${what} is shutting down`, 1));
+    if (this.closed) return Promise.reject(this.shuttingDown());
     if (!Number.isInteger(rows) || rows < 1) return Promise.reject(new RequestFormatError(`request: ${rows} input rows; send at least one`));
     if (inputs.length !== rows * width)
       return Promise.reject(new RequestFormatError(`request: inputs hold ${inputs.length} values; ${rows} rows of ${width} need ${rows * width}`));
     try {
-      admit(rows);
+      this.admit(rows);
     } catch (error) {
       return Promise.reject(error);
     }
     return new Promise<Out>((resolve, reject) => {
       const job: Job<Out> = { inputs, rows, next: 0, done: 0, submitted: performance.now(), started: false, settled: false, resolve, reject };
       if (signal) {
-        const onAbort = (): void => fail(job, signal.reason);
+        const onAbort = (): void => this.line.fail(job, signal.reason);
         signal.addEventListener('abort', onAbort, { once: true });
         job.detach = () => signal.removeEventListener('abort', onAbort);
       }
-      queue.push(job);
-      setQueued(rows);
-      schedule();
+      this.line.add(job);
+      this.schedule();
     });
-  };
+  }
 
-  const hold = (until: Promise<unknown>): void => {
-    if (closed) return;
-    holds.add(until);
-    const settled = (): void => void holds.delete(until);
+  hold(until: Promise<unknown>): void {
+    if (this.closed) return;
+    this.holds.add(until);
+    const settled = (): void => void this.holds.delete(until);
     until.then(settled, settled);
-  };
+  }
 
-  const close = async (): Promise<void> => {
-    closed = true;
-    if (timer) clearTimeout(timer);
-    if (immediate) clearImmediate(immediate);
-    if (holding) clearTimeout(holding);
-    timer = undefined;
-    immediate = undefined;
-    holding = undefined;
-    holds.clear();
-    for (const job of [...queue, ...(running ? [] : inPass)]) fail(job, new OverloadedError(`${what} is shutting down`, 1));
-    await running;
-  };
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    if (this.immediate) clearImmediate(this.immediate);
+    if (this.holding) clearTimeout(this.holding);
+    this.timer = undefined;
+    this.immediate = undefined;
+    this.holding = undefined;
+    this.holds.clear();
+    this.line.failAll(() => this.shuttingDown(), this.running !== undefined);
+    await this.running;
+  }
 
+  private shuttingDown(): OverloadedError {
+    return new OverloadedError(`${this.what} is shutting down`, 1);
+  }
+
+  private retryAfter(extraRows: number): number {
+    const { rowsPerSecond } = this.times;
+    return rowsPerSecond > 0 ? Math.min(60, (this.queuedRows + extraRows) / rowsPerSecond) : 1;
+  }
+
+  private schedule(): void {
+    if (this.closed || this.running || this.immediate || this.holding) return;
+    // A lone client (the last pass carried one request) gains nothing by waiting: its next request
+    // goes at once, and the window comes back as soon as requests share a pass again.
+    if (this.queuedRows >= this.maxBatchRows || this.windowMs === 0 || this.lastPassRequests <= 1) {
+      if (this.timer) clearTimeout(this.timer);
+      this.timer = undefined;
+      this.immediate = setImmediate(() => this.dispatch());
+      return;
+    }
+    this.timer ??= setTimeout(() => this.dispatch(), this.windowMs);
+  }
+
+  private dispatch(): void {
+    this.timer = undefined;
+    this.immediate = undefined;
+    if (this.closed || this.running || this.holding || !this.line.waiting()) return;
+    if (this.times.blocking && this.holds.size > 0 && !this.heldThisGap) {
+      this.startHold();
+      return;
+    }
+    this.heldThisGap = false;
+    this.running = this.runBatch().finally(() => {
+      this.running = undefined;
+      // A request still in line when close() came (its chunk was computing) is refused now.
+      if (this.closed) this.line.failInPass(() => this.shuttingDown());
+      // Requests that queued during this pass have waited already: next pass on the next turn,
+      // after pending I/O (so a request arriving meanwhile joins the round robin first).
+      if (!this.closed && this.line.waiting()) this.immediate = setImmediate(() => this.dispatch());
+    });
+  }
+
+  /** Delays the next pass until the held promises settle, or its time is up. */
+  private startHold(): void {
+    this.heldThisGap = true;
+    const handle = setTimeout(() => this.endHold(handle), this.times.holdMs());
+    this.holding = handle;
+    // On the next turn: what settled them (a defended answer) finishes its synchronous work first.
+    void Promise.allSettled([...this.holds]).then(() => setImmediate(() => this.endHold(handle)));
+  }
+
+  /** Ends the hold in progress `handle` (its promises settled, or its time is up) and dispatches. */
+  private endHold(handle: NodeJS.Timeout): void {
+    if (this.holding !== handle) return;
+    clearTimeout(handle);
+    this.holding = undefined;
+    this.dispatch();
+  }
+
+  private async runBatch(): Promise<void> {
+    const pass = this.line.take();
+    const { parts, rows } = pass;
+    if (rows === 0) return;
+    this.lastPassRequests = new Set(parts.map((part) => part.job)).size;
+    this.observer.batch?.(rows);
+    const started = performance.now();
+    try {
+      const computing = this.forward(gather(pass, this.width), rows);
+      const syncMs = performance.now() - started;
+      const out = await computing;
+      this.times.record(rows, rows === this.maxBatchRows, syncMs, performance.now() - started);
+      scatter(pass, out, this.what);
+    } catch (error) {
+      for (const part of parts) this.line.fail(part.job, error);
+    }
+  }
+}
+
+export function createBatcher<Out extends Float32Array | Float64Array>(forward: BatchForward<Out>, config: BatcherConfig): Batcher<Out> {
+  const batcher = new DynamicBatcher(forward, config);
   return {
-    submit,
-    admit,
-    hold,
+    submit: (inputs, rows, signal) => batcher.submit(inputs, rows, signal),
+    admit: (rows) => batcher.admit(rows),
+    hold: (until) => batcher.hold(until),
     get queuedRows() {
-      return queuedRows;
+      return batcher.queuedRows;
     },
-    close,
+    close: () => batcher.close(),
   };
 }

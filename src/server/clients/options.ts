@@ -1,7 +1,7 @@
 /** Options of client detection (ServingOptions.clients), checked once when the gate is built. */
 import type { IncomingMessage } from 'node:http';
-import type { FingerprintOptions } from '../../detection/fingerprint.js';
-import type { PopulationOptions } from '../../detection/population.js';
+import type { FingerprintOptions } from '../../detection/above/fingerprint.js';
+import type { PopulationOptions } from '../../detection/above/population.js';
 import type { ClientDetection } from '../../detection/types.js';
 import { z } from 'zod';
 import {

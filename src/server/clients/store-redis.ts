@@ -94,43 +94,38 @@ function wrap(error: unknown): ClientStoreError {
   return error instanceof ClientStoreError ? error : new ClientStoreError(`redis: ${(error as Error)?.message ?? String(error)}`);
 }
 
-export async function createRedisStore(options: RedisStoreOptions): Promise<RedisClientStore> {
-  const { Redis: RedisClass } = await import('ioredis');
-  const prefix = options.keyPrefix ?? 'msd:client:';
-  const ttlMs = options.ttlMs ?? 6 * 3600_000;
-  const maxAttempts = options.maxAttempts ?? 20;
-  const cachedClients = options.cachedClients ?? 1000;
-  const maxClients = options.maxClients ?? DEFAULT_REDIS_MAX_CLIENTS;
-  const indexKeys = Array.from({ length: RANKS }, (_, rank) => `${prefix}~index:${rank}`);
-  const safety: RedisOptions = { commandTimeout: options.commandTimeoutMs ?? 500, maxRetriesPerRequest: 1, enableOfflineQueue: false, lazyConnect: true };
-  const redis = (typeof options.redis === 'string' ? new RedisClass(options.redis, safety) : new RedisClass({ ...options.redis, ...safety })) as CasRedis;
-  // Connection errors surface on the commands (counted by the gate); the event must have a listener.
-  redis.on('error', () => {});
-  redis.defineCommand('msdCompareAndSet', { numberOfKeys: 1 + RANKS, lua: COMPARE_AND_SET });
-  const connecting = redis.connect().catch((error: unknown) => {
-    throw wrap(error);
-  });
-  connecting.catch(() => {});
+/** A client's version ("" when absent) and state, as read from or written to Redis. */
+interface Versioned {
+  version: string;
+  state?: ClientState;
+}
 
-  // Most recently used last; an entry is dropped when its compare-and-set fails or the cache is full.
-  const cache = new Map<string, { version: string; state?: ClientState }>();
-  const remember = (id: string, entry: { version: string; state?: ClientState }): void => {
-    if (cachedClients <= 0) return;
-    cache.delete(id);
-    cache.set(id, entry);
-    if (cache.size > cachedClients) cache.delete(cache.keys().next().value as string);
-  };
+/** What this process last read or wrote of each client (see above): most recently used last, the oldest dropped when full. */
+class VersionCache {
+  private readonly entries = new Map<string, Versioned>();
 
-  const read = async (id: string): Promise<{ version: string; state?: ClientState }> => {
-    const [version, text] = await redis.hmget(prefix + id, 'v', 's');
-    const current = version === null || text === null ? { version: '' } : { version, state: JSON.parse(text) as ClientState };
-    remember(id, current);
-    return current;
-  };
-  const nextVersion = (version: string): string => `${(parseInt(version, 10) || 0) + 1}.${randomBytes(6).toString('hex')}`;
+  constructor(private readonly capacity: number) {}
 
+  get(id: string): Versioned | undefined {
+    return this.entries.get(id);
+  }
+
+  delete(id: string): void {
+    this.entries.delete(id);
+  }
+
+  remember(id: string, entry: Versioned): void {
+    if (this.capacity <= 0) return;
+    this.entries.delete(id);
+    this.entries.set(id, entry);
+    if (this.entries.size > this.capacity) this.entries.delete(this.entries.keys().next().value as string);
+  }
+}
+
+/** Runs the tasks of one key one after another, in order (a failed task does not stop the next). */
+function createKeyQueue(): <T>(id: string, task: () => Promise<T>) => Promise<T> {
   const queues = new Map<string, Promise<unknown>>();
-  const serialized = <T>(id: string, task: () => Promise<T>): Promise<T> => {
+  return <T>(id: string, task: () => Promise<T>): Promise<T> => {
     const previous = queues.get(id) ?? Promise.resolve();
     const run = previous.then(task, task);
     const tail = run.catch(() => {});
@@ -140,40 +135,136 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     });
     return run;
   };
+}
 
-  const update = <T>(id: string, fn: UpdateFn<T>): Promise<T> =>
-    serialized(id, async () => {
-      for (let attempt = 0; attempt < maxAttempts; attempt++) {
-        // First from what this process last saw of the client (no read), then from a fresh read.
-        const cached = attempt === 0 ? cache.get(id) : undefined;
-        cache.delete(id);
-        let current: { version: string; state?: ClientState };
-        try {
-          current = cached ?? (await read(id));
-        } catch (error) {
-          throw wrap(error);
-        }
-        // Outside the store's try: what `fn` throws (a detector rejecting the observation) is no store failure.
-        const { state, result, rank } = fn(current.state);
-        const next = nextVersion(current.version);
-        let written: number;
-        try {
-          const r = Math.max(0, Math.min(MAX_RANK, Math.floor(rank ?? 0) || 0));
-          written = await redis.msdCompareAndSet(prefix + id, ...indexKeys, current.version, next, JSON.stringify(state), ttlMs, r, maxClients, id, prefix);
-        } catch (error) {
-          throw wrap(error);
-        }
-        if (written === 1) {
-          remember(id, { version: next, state });
-          return result;
-        }
-        cache.delete(id);
-        if (cached) continue;
-        // Another replica wrote in between: back off a little, at random, and redo from its state.
-        await new Promise((resolve) => setTimeout(resolve, Math.random() * 2 * (attempt + 1)));
-      }
-      throw new ClientStoreError(`redis: client state still contended after ${maxAttempts} attempts`);
-    });
+/** The connection and settings the store's operations share. */
+interface RedisStoreContext {
+  readonly redis: CasRedis;
+  readonly prefix: string;
+  /** The index sorted sets, one per rank. */
+  readonly indexKeys: readonly string[];
+  readonly ttlMs: number;
+  readonly maxAttempts: number;
+  readonly maxClients: number;
+  readonly cache: VersionCache;
+}
+
+/** A new connection with the safety options (see above) and the compare-and-set script; not yet connecting. */
+function openConnection(RedisClass: typeof Redis, options: RedisStoreOptions): CasRedis {
+  const safety: RedisOptions = { commandTimeout: options.commandTimeoutMs ?? 500, maxRetriesPerRequest: 1, enableOfflineQueue: false, lazyConnect: true };
+  const redis = (typeof options.redis === 'string' ? new RedisClass(options.redis, safety) : new RedisClass({ ...options.redis, ...safety })) as CasRedis;
+  // Connection errors surface on the commands (counted by the gate); the event must have a listener.
+  redis.on('error', () => {});
+  redis.defineCommand('msdCompareAndSet', { numberOfKeys: 1 + RANKS, lua: COMPARE_AND_SET });
+  return redis;
+}
+
+async function readClient(ctx: RedisStoreContext, id: string): Promise<Versioned> {
+  const [version, text] = await ctx.redis.hmget(ctx.prefix + id, 'v', 's');
+  const current = version === null || text === null ? { version: '' } : { version, state: JSON.parse(text) as ClientState };
+  ctx.cache.remember(id, current);
+  return current;
+}
+
+const nextVersion = (version: string): string => `${(parseInt(version, 10) || 0) + 1}.${randomBytes(6).toString('hex')}`;
+
+/** Writes `state` if the client is still at `expected` (1: written; 0: another replica wrote first). */
+async function compareAndSet(
+  ctx: RedisStoreContext,
+  id: string,
+  expected: string,
+  next: string,
+  state: ClientState,
+  rank: number | undefined,
+): Promise<number> {
+  try {
+    const r = Math.max(0, Math.min(MAX_RANK, Math.floor(rank ?? 0) || 0));
+    return await ctx.redis.msdCompareAndSet(
+      ctx.prefix + id,
+      ...ctx.indexKeys,
+      expected,
+      next,
+      JSON.stringify(state),
+      ctx.ttlMs,
+      r,
+      ctx.maxClients,
+      id,
+      ctx.prefix,
+    );
+  } catch (error) {
+    throw wrap(error);
+  }
+}
+
+/** One update: `fn` on the current state, written by compare-and-set, redone on a conflict (at most maxAttempts times). */
+async function updateClient<T>(ctx: RedisStoreContext, id: string, fn: UpdateFn<T>): Promise<T> {
+  for (let attempt = 0; attempt < ctx.maxAttempts; attempt++) {
+    // First from what this process last saw of the client (no read), then from a fresh read.
+    const cached = attempt === 0 ? ctx.cache.get(id) : undefined;
+    ctx.cache.delete(id);
+    let current: Versioned;
+    try {
+      current = cached ?? (await readClient(ctx, id));
+    } catch (error) {
+      throw wrap(error);
+    }
+    // Outside the store's try: what `fn` throws (a detector rejecting the observation) is no store failure.
+    const { state, result, rank } = fn(current.state);
+    const next = nextVersion(current.version);
+    const written = await compareAndSet(ctx, id, current.version, next, state, rank);
+    if (written === 1) {
+      ctx.cache.remember(id, { version: next, state });
+      return result;
+    }
+    ctx.cache.delete(id);
+    if (cached) continue;
+    // Another replica wrote in between: back off a little, at random, and redo from its state.
+    await new Promise((resolve) => setTimeout(resolve, Math.random() * 2 * (attempt + 1)));
+  }
+  throw new ClientStoreError(`redis: client state still contended after ${ctx.maxAttempts} attempts`);
+}
+
+/** Up to `limit` clients from the index: highest rank first, the most recently written first within a rank. */
+async function listClients(ctx: RedisStoreContext, limit: number): Promise<StoredClient[]> {
+  const out: StoredClient[] = [];
+  for (let rank = MAX_RANK; rank >= 0 && out.length < limit; rank--) {
+    let offset = 0;
+    for (;;) {
+      const ids = await ctx.redis.zrevrange(ctx.indexKeys[rank], offset, offset + 499);
+      if (ids.length === 0) break;
+      offset += ids.length;
+      const pipeline = ctx.redis.pipeline();
+      for (const id of ids) pipeline.hget(ctx.prefix + id, 's');
+      const texts = (await pipeline.exec()) ?? [];
+      ids.forEach((id, i) => {
+        const [error, text] = texts[i] ?? [];
+        if (out.length < limit && !error && typeof text === 'string') out.push({ id, state: JSON.parse(text) as ClientState });
+      });
+      if (out.length >= limit) break;
+    }
+  }
+  return out;
+}
+
+export async function createRedisStore(options: RedisStoreOptions): Promise<RedisClientStore> {
+  const { Redis: RedisClass } = await import('ioredis');
+  const prefix = options.keyPrefix ?? 'msd:client:';
+  const ctx: RedisStoreContext = {
+    prefix,
+    ttlMs: options.ttlMs ?? 6 * 3600_000,
+    maxAttempts: options.maxAttempts ?? 20,
+    maxClients: options.maxClients ?? DEFAULT_REDIS_MAX_CLIENTS,
+    indexKeys: Array.from({ length: RANKS }, (_, rank) => `${prefix}~index:${rank}`),
+    redis: openConnection(RedisClass, options),
+    cache: new VersionCache(options.cachedClients ?? 1000),
+  };
+  const { redis } = ctx;
+  const connecting = redis.connect().catch((error: unknown) => {
+    throw wrap(error);
+  });
+  connecting.catch(() => {});
+  // Updates of one client from this process are queued: conflicts only arise between replicas.
+  const serialized = createKeyQueue();
 
   return {
     kind: 'redis',
@@ -182,33 +273,15 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     ready: () => connecting,
     get: async (id) => {
       try {
-        return (await read(id)).state;
+        return (await readClient(ctx, id)).state;
       } catch (error) {
         throw wrap(error);
       }
     },
-    update,
+    update: <T>(id: string, fn: UpdateFn<T>): Promise<T> => serialized(id, () => updateClient(ctx, id, fn)),
     list: async (limit) => {
       try {
-        const out: StoredClient[] = [];
-        // Highest rank first, the most recently written first within a rank.
-        for (let rank = MAX_RANK; rank >= 0 && out.length < limit; rank--) {
-          let offset = 0;
-          for (;;) {
-            const ids = await redis.zrevrange(indexKeys[rank], offset, offset + 499);
-            if (ids.length === 0) break;
-            offset += ids.length;
-            const pipeline = redis.pipeline();
-            for (const id of ids) pipeline.hget(prefix + id, 's');
-            const texts = (await pipeline.exec()) ?? [];
-            ids.forEach((id, i) => {
-              const [error, text] = texts[i] ?? [];
-              if (out.length < limit && !error && typeof text === 'string') out.push({ id, state: JSON.parse(text) as ClientState });
-            });
-            if (out.length >= limit) break;
-          }
-        }
-        return out;
+        return await listClients(ctx, limit);
       } catch (error) {
         throw wrap(error);
       }

@@ -4,6 +4,8 @@
  * own (upstream, limits, its own paths) are checked here.
  */
 import type { IncomingMessage } from 'node:http';
+import { z } from 'zod';
+import { callable, joinPath, keysOf, optionStyle, parseOptions, positiveInteger, SENTENCE, trueOrFalse } from '../../validation/index.js';
 import { ServingOptionError } from '../errors.js';
 import { resolveServingOptions, SERVING_OPTION_NAMES, type ResolvedServing, type ServingOptions } from '../options.js';
 import type { RouteOptions } from './routes.js';
@@ -46,70 +48,66 @@ export interface ResolvedProxyOptions {
   upstreamHealthPath?: string;
 }
 
-const PROXY_OPTION_NAMES = [
-  'upstream',
-  'timeoutMs',
-  'maxBodyBytes',
-  'maxAnswerBytes',
-  'metricsPath',
-  'metricsText',
-  'livePath',
-  'readyPath',
-  'upstreamHealthPath',
-  'inferRoutes',
-  'passRoutes',
-  'passUnknownRoutes',
-];
-
-function positiveInteger(value: unknown, name: string, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0)
-    throw new ServingOptionError(`${name} must be a positive integer, got ${JSON.stringify(value)}`);
-  return value;
-}
-
-function ownPath(value: unknown, name: string, fallback: string): string | false {
-  if (value === undefined) return fallback;
-  if (value === false || (typeof value === 'string' && value.startsWith('/'))) return value;
-  throw new ServingOptionError(`${name} must be a path such as "${fallback}", or false`);
-}
-
-function parseUpstream(upstream: unknown): URL {
-  let url: URL;
+/** What a user writes for the upstream: an http(s) URL without a query or fragment (a path prefix is kept). */
+const upstreamSchema = z.unknown().transform((value, context): URL => {
+  let url: URL | undefined;
   try {
-    url = new URL(String(upstream));
+    url = typeof value === 'string' || value instanceof URL ? new URL(String(value)) : undefined;
   } catch {
-    throw new ServingOptionError(`upstream must be a URL such as "http://127.0.0.1:8080", got ${JSON.stringify(upstream)}`);
+    url = undefined;
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ServingOptionError(`upstream must be an http:// or https:// URL, got ${url.protocol}`);
-  if (url.search || url.hash) throw new ServingOptionError('upstream must not carry a query or a fragment; the client’s query is forwarded');
-  return url;
-}
+  if (value === undefined) context.addIssue({ code: 'custom', message: 'is required: the model server’s URL, e.g. "http://127.0.0.1:8080"', params: SENTENCE });
+  else if (!url) context.addIssue({ code: 'custom', message: 'a URL such as "http://127.0.0.1:8080"' });
+  else if (url.protocol !== 'http:' && url.protocol !== 'https:') context.addIssue({ code: 'custom', message: 'an http:// or https:// URL' });
+  else if (url.search || url.hash)
+    context.addIssue({ code: 'custom', message: 'must not carry a query or a fragment; the client’s query is forwarded', params: SENTENCE });
+  else return url;
+  return z.NEVER;
+});
+
+/** One of the proxy's own paths, or false for none. */
+const ownPath = (fallback: string) => {
+  const what = `a path such as "${fallback}", or false`;
+  return z.union([z.literal(false), z.string().startsWith('/', { error: what })], { error: what }).default(fallback);
+};
+
+/** The proxy's own options, beside the serving options (whose shape ../options.ts checks, naming them). */
+const proxySchema = z.strictObject(
+  {
+    upstream: upstreamSchema,
+    timeoutMs: positiveInteger().default(30_000),
+    maxBodyBytes: positiveInteger().default(10 * 1024 * 1024),
+    maxAnswerBytes: positiveInteger().default(64 * 1024 * 1024),
+    metricsPath: ownPath('/metrics'),
+    metricsText: callable<() => Promise<string>>('a function () => Promise of the metrics text').optional(),
+    livePath: ownPath('/healthz'),
+    readyPath: ownPath('/readyz'),
+    upstreamHealthPath: z.string({ error: 'a path such as "/v2/health/ready"' }).startsWith('/', { error: 'a path such as "/v2/health/ready"' }).optional(),
+    // Each route is read by routes.ts, which says what to write.
+    inferRoutes: z.array(z.string(), { error: 'a list of routes such as ["POST /predict"]' }).optional(),
+    passRoutes: z.array(z.string(), { error: 'a list of routes such as ["GET /health"]' }).optional(),
+    passUnknownRoutes: trueOrFalse().optional(),
+    ...Object.fromEntries(SERVING_OPTION_NAMES.map((name) => [name, z.unknown().optional()])),
+  } satisfies Record<Exclude<keyof ProxyOptions, keyof ServingOptions>, z.ZodType>,
+  { error: 'an object, e.g. { upstream: "http://127.0.0.1:8080", defense: "rounding:decimals=2" }' },
+);
+
+/** Every option the proxy takes (its own and the serving options), read from its schema. */
+export const PROXY_OPTION_NAMES: readonly string[] = keysOf(proxySchema);
+
+const style = optionStyle(ServingOptionError, '', {
+  name: (path) => (path.length ? joinPath('', path) : 'options'),
+  unknownKeys: (_name, keys, allowed) => `unknown option${keys.length > 1 ? 's' : ''} ${keys.join(', ')}; allowed: ${allowed.join(', ')}`,
+});
 
 /** Checks the options (ServingOptionError naming the option) and fills in the defaults. */
 export function resolveProxyOptions(options: ProxyOptions): ResolvedProxyOptions {
-  if (!options || typeof options !== 'object')
-    throw new ServingOptionError('options are required, e.g. { upstream: "http://127.0.0.1:8080", defense: "rounding:decimals=2" }');
-  const servingOptions: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(options)) {
-    if (PROXY_OPTION_NAMES.includes(key)) continue;
-    if (!SERVING_OPTION_NAMES.includes(key))
-      throw new ServingOptionError(`unknown option ${key}; allowed: ${[...PROXY_OPTION_NAMES, ...SERVING_OPTION_NAMES].join(', ')}`);
-    servingOptions[key] = value;
-  }
+  // The proxy's own options first: a mistake there is found before the serving layer builds anything.
+  const own = parseOptions(proxySchema, options, style);
+  const servingOptions = Object.fromEntries(Object.entries(options).filter(([key]) => SERVING_OPTION_NAMES.includes(key)));
   const serving = resolveServingOptions(servingOptions as unknown as ServingOptions<IncomingMessage>);
-  const upstream = parseUpstream(options.upstream);
+  const { upstream, timeoutMs, maxBodyBytes, maxAnswerBytes, metricsPath, livePath, readyPath } = own;
   const basePath = upstream.pathname.replace(/\/$/, '');
-  const timeoutMs = positiveInteger(options.timeoutMs, 'timeoutMs', 30_000);
-  const maxBodyBytes = positiveInteger(options.maxBodyBytes, 'maxBodyBytes', 10 * 1024 * 1024);
-  const maxAnswerBytes = positiveInteger(options.maxAnswerBytes, 'maxAnswerBytes', 64 * 1024 * 1024);
-  const metricsPath = options.metricsPath === undefined ? '/metrics' : options.metricsPath;
-  const livePath = ownPath(options.livePath, 'livePath', '/healthz');
-  const readyPath = ownPath(options.readyPath, 'readyPath', '/readyz');
-  if (metricsPath !== false && (typeof metricsPath !== 'string' || !metricsPath.startsWith('/')))
-    throw new ServingOptionError('metricsPath must be a path such as "/metrics", or false');
-  if (options.upstreamHealthPath !== undefined && (typeof options.upstreamHealthPath !== 'string' || !options.upstreamHealthPath.startsWith('/')))
-    throw new ServingOptionError('upstreamHealthPath must be a path such as "/v2/health/ready"');
-  const upstreamHealthPath = options.upstreamHealthPath ?? (serving.codec.name === 'kserve-v2' ? '/v2/health/ready' : undefined);
+  const upstreamHealthPath = own.upstreamHealthPath ?? (serving.codec.name === 'kserve-v2' ? '/v2/health/ready' : undefined);
   return { serving, upstream, basePath, timeoutMs, maxBodyBytes, maxAnswerBytes, metricsPath, livePath, readyPath, upstreamHealthPath };
 }

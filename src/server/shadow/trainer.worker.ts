@@ -18,6 +18,7 @@ import { setPriority, getPriority } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { parentPort, threadId, workerData } from 'node:worker_threads';
 import type { Pair, RoundGroup, TierFigures, TrainerReply, TrainerRequest, TrainerStart } from './protocol.js';
+import { share } from './scores.js';
 
 const port = parentPort;
 if (!port) throw new Error('trainer.worker is the shadow attacker’s worker thread entry; turn the shadow on with the `shadow` option instead');
@@ -79,36 +80,51 @@ function message(error: unknown): string {
   return text.replace(/-?\d*\.\d+(e[-+]?\d+)?/gi, '…');
 }
 
-function share(predicted: Int32Array, truth: ArrayLike<number>): number {
-  let same = 0;
-  for (let i = 0; i < predicted.length; i++) if (predicted[i] === truth[i]) same++;
-  return predicted.length ? same / predicted.length : 0;
+type Models = typeof import('../../models/index.js');
+type Knockoff = Awaited<ReturnType<Models['createModel']>>;
+
+/** What every round needs: the models layer, the knockoffs' input shape, the held-out rows as they take them. */
+interface Knockoffs {
+  models: Models;
+  /** One input's shape as the knockoff takes it (channels last for the convolutional ones). */
+  inputShape: number[];
+  /** Rows in channels-first order turned to channels-last, for the convolutional knockoffs (else as they are). */
+  toChannelsLast(x: Float32Array, rows: number): Float32Array;
+  heldOut: TrainerStart['heldOut'];
+  /** A fresh knockoff: the built-in architecture from a seed, or the owner's model with seeded weights. */
+  fresh(seed: number): Promise<Knockoff>;
 }
 
-async function main(): Promise<void> {
-  if (start.lowPriority) {
-    try {
-      setPriority(19);
-    } catch {
-      // Not allowed here (some containers): the budget still holds.
-    }
+function lowerPriority(): void {
+  if (!start.lowPriority) return;
+  try {
+    setPriority(19);
+  } catch {
+    // Not allowed here (some containers): the budget still holds.
   }
-  const models = await import('../../models/index.js');
-  await models.initBackend({ log: () => {} });
+}
+
+function currentPriority(): number | undefined {
+  try {
+    return getPriority();
+  } catch {
+    return undefined;
+  }
+}
+
+function knockoffsOf(models: Models): Knockoffs {
   const { tf } = models;
   const conv = start.arch === 'lenet' || start.arch === 'cnn';
-  let inputShape = [...start.inputShape];
+  const channelsFirst = conv && start.layout === 'nchw' && start.inputShape.length === 3;
+  const inputShape = channelsFirst ? [start.inputShape[1], start.inputShape[2], start.inputShape[0]] : [...start.inputShape];
   const toChannelsLast = (x: Float32Array, rows: number): Float32Array => {
-    if (!conv || start.layout !== 'nchw' || inputShape.length !== 3) return x;
+    if (!channelsFirst) return x;
     const [c, h, w] = start.inputShape;
     return models.convertLayout(x, rows, h, w, c, 'nchw', 'nhwc');
   };
-  if (conv && start.layout === 'nchw' && inputShape.length === 3) inputShape = [inputShape[1], inputShape[2], inputShape[0]];
   const heldOut = { ...start.heldOut, x: toChannelsLast(start.heldOut.x, start.heldOut.rows) };
-
-  /** A fresh knockoff: the built-in architecture from a seed, or the owner's model with seeded weights. */
   const owner = start.arch !== 'auto' && start.arch !== 'mlp' && !conv ? start.arch : undefined;
-  const fresh = async (seed: number) => {
+  const fresh = async (seed: number): Promise<Knockoff> => {
     if (!owner)
       return models.createModel({ arch: start.arch === 'auto' ? 'mlp' : (start.arch as 'mlp' | 'lenet' | 'cnn'), inputShape, classes: start.classes, seed });
     const { model } = await models.loadTfjsModel(owner);
@@ -119,7 +135,11 @@ async function main(): Promise<void> {
     models.reinitWeights(model, seed);
     return model;
   };
-  // Checked once at start: the network takes the inputs and answers the classes (a bad --shadow-arch fails here, not at every round).
+  return { models, inputShape, toChannelsLast, heldOut, fresh };
+}
+
+/** Checked once at start: the network takes the inputs and answers the classes (a bad --shadow-arch fails here, not at every round). */
+async function checkProbe({ models, inputShape, fresh }: Knockoffs): Promise<void> {
   const probe = await fresh(start.seed);
   try {
     const width = models.inputSize(probe);
@@ -132,85 +152,95 @@ async function main(): Promise<void> {
   } finally {
     probe.dispose();
   }
-  const engine = start.engine === 'tfjs' ? `tfjs ${tf.getBackend()}` : await models.describeTrainingEngine();
-  let priority: number | undefined;
+}
+
+/** Trains one fresh knockoff on the rows with the given answers, and scores it. */
+async function trainAndScore(k: Knockoffs, group: RoundGroup, x: Float32Array, backX: Float32Array, answers: Float32Array, seed: number) {
+  const { models, heldOut } = k;
+  const model = await k.fresh(seed);
   try {
-    priority = getPriority();
-  } catch {
-    priority = undefined;
+    await models.trainModel(
+      model,
+      { x, rows: group.rows, targets: answers },
+      {
+        epochs: start.epochs,
+        batchSize: start.batchSize,
+        learningRate: start.learningRate,
+        seed: seed + 1,
+        loss: 'soft-ce',
+        engine: start.engine,
+        threads: 1,
+        progressIntervalMs: 200,
+        onProgress: pace,
+        log: () => {},
+      },
+    );
+    pace();
+    const predicted = models.predictClasses(model, heldOut.x, heldOut.rows);
+    const back = group.back.rows > 0 ? models.predictClasses(model, backX, group.back.rows) : undefined;
+    pace();
+    return {
+      accuracy: share(predicted, heldOut.labels),
+      heldBack: back ? share(back, group.back.originalTop1) : undefined,
+      heldOut: heldOut.answersTop1 ? share(predicted, heldOut.answersTop1) : undefined,
+    };
+  } finally {
+    model.dispose();
   }
-  reply({ type: 'ready', engine, priority, threadId });
+}
+
+/** One tier's figures: a knockoff on the defended answers and one on the original answers, from the same seed. */
+async function tierFigures(k: Knockoffs, group: RoundGroup, seed: number): Promise<TierFigures> {
+  const x = k.toChannelsLast(group.x, group.rows);
+  const backX = k.toChannelsLast(group.back.x, group.back.rows);
+  const defended = await trainAndScore(k, group, x, backX, group.defended, seed);
+  const original = await trainAndScore(k, group, x, backX, group.original, seed);
+  const pair = (key: 'accuracy' | 'heldBack' | 'heldOut'): Pair | undefined =>
+    defended[key] === undefined || original[key] === undefined ? undefined : { defended: defended[key]!, original: original[key]! };
+  return { tier: group.tier, rows: group.rows, accuracy: pair('accuracy')!, heldBack: pair('heldBack'), heldOut: pair('heldOut') };
+}
+
+let round = 0;
+
+async function runRound(k: Knockoffs, request: TrainerRequest): Promise<void> {
+  round += 1;
+  busySeconds = 0;
+  pausedSeconds = 0;
+  busySince = performance.now();
+  cpuSince = threadCpuSeconds();
+  const figures: TierFigures[] = [];
+  try {
+    for (const group of request.groups) {
+      const seed = (start.seed * 1_000_003 + round * 7919) >>> 0;
+      figures.push(await tierFigures(k, group, seed));
+    }
+    pace();
+    reportCpu(true);
+    reply({ type: 'result', id: request.id, figures, busySeconds, pausedSeconds });
+  } catch (error) {
+    pace();
+    reportCpu(true);
+    reply({ type: 'error', id: request.id, message: message(error), busySeconds });
+  }
+}
+
+async function main(): Promise<void> {
+  lowerPriority();
+  const models = await import('../../models/index.js');
+  await models.initBackend({ log: () => {} });
+  const k = knockoffsOf(models);
+  await checkProbe(k);
+  const engine = start.engine === 'tfjs' ? `tfjs ${models.tf.getBackend()}` : await models.describeTrainingEngine();
+  reply({ type: 'ready', engine, priority: currentPriority(), threadId });
   // The thread's start-up (TF.js, onnxruntime, the probe model) counts too.
   unreported += threadCpuSeconds() ?? 0;
   reportCpu(true);
-
-  let round = 0;
-  const trainAndScore = async (group: RoundGroup, x: Float32Array, backX: Float32Array, answers: Float32Array, seed: number) => {
-    const model = await fresh(seed);
-    try {
-      await models.trainModel(
-        model,
-        { x, rows: group.rows, targets: answers },
-        {
-          epochs: start.epochs,
-          batchSize: start.batchSize,
-          learningRate: start.learningRate,
-          seed: seed + 1,
-          loss: 'soft-ce',
-          engine: start.engine,
-          threads: 1,
-          progressIntervalMs: 200,
-          onProgress: pace,
-          log: () => {},
-        },
-      );
-      pace();
-      const predicted = models.predictClasses(model, heldOut.x, heldOut.rows);
-      const back = group.back.rows > 0 ? models.predictClasses(model, backX, group.back.rows) : undefined;
-      pace();
-      return {
-        accuracy: share(predicted, heldOut.labels),
-        heldBack: back ? share(back, group.back.originalTop1) : undefined,
-        heldOut: heldOut.answersTop1 ? share(predicted, heldOut.answersTop1) : undefined,
-      };
-    } finally {
-      model.dispose();
-    }
-  };
-
-  const runRound = async (request: TrainerRequest): Promise<void> => {
-    round += 1;
-    busySeconds = 0;
-    pausedSeconds = 0;
-    busySince = performance.now();
-    cpuSince = threadCpuSeconds();
-    const figures: TierFigures[] = [];
-    try {
-      for (const group of request.groups) {
-        const x = toChannelsLast(group.x, group.rows);
-        const backX = toChannelsLast(group.back.x, group.back.rows);
-        const seed = (start.seed * 1_000_003 + round * 7919) >>> 0;
-        const defended = await trainAndScore(group, x, backX, group.defended, seed);
-        const original = await trainAndScore(group, x, backX, group.original, seed);
-        const pair = (key: 'accuracy' | 'heldBack' | 'heldOut'): Pair | undefined =>
-          defended[key] === undefined || original[key] === undefined ? undefined : { defended: defended[key]!, original: original[key]! };
-        figures.push({ tier: group.tier, rows: group.rows, accuracy: pair('accuracy')!, heldBack: pair('heldBack'), heldOut: pair('heldOut') });
-      }
-      pace();
-      reportCpu(true);
-      reply({ type: 'result', id: request.id, figures, busySeconds, pausedSeconds });
-    } catch (error) {
-      pace();
-      reportCpu(true);
-      reply({ type: 'error', id: request.id, message: message(error), busySeconds });
-    }
-  };
 
   // Rounds one at a time, in order.
   let queue = Promise.resolve();
   port!.on('message', (request: TrainerRequest) => {
     if (request.type !== 'round') return;
-    queue = queue.then(() => runRound(request));
+    queue = queue.then(() => runRound(k, request));
   });
 }
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { initBackend, tf } from '../../../src/models/index.js';
 import { runDetectionEvaluation } from '../../../src/eval/detection/run.js';
-import { writeDetectionReport } from '../../../src/eval/report/detection-section.js';
+import { writeDetectionReport } from '../../../src/eval/detection/detection-section.js';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

@@ -4,6 +4,10 @@
  * loaded from disk. It answers the two things MAD asks: its softmax per input (last-layer MAD) and
  * per-input K×K Gram matrices of its log-probability gradients over all parameters (full Jacobian).
  */
+import { z } from 'zod';
+import { parseOptions, positiveInteger } from '../../../validation/index.js';
+import { ModelInputError } from '../../errors.js';
+import { namedChoice } from '../../option-fields.js';
 import { createModel, type ModelSpec } from '../architectures.js';
 import { withCpuFallback } from '../backend.js';
 import { gramTensor, supportsDenseGram, type GramMethod } from './gram.js';
@@ -21,6 +25,18 @@ export interface SurrogateOptions {
   gramMethod?: GramMethod;
 }
 
+const GRAM_METHODS: readonly GramMethod[] = ['dense', 'autodiff'];
+
+const surrogateOptionsSchema = z.strictObject(
+  {
+    gramChunkRows: positiveInteger().default(128),
+    gramMethod: namedChoice(GRAM_METHODS).optional(),
+  } satisfies Record<keyof SurrogateOptions, z.ZodType>,
+  { error: 'an object, e.g. { gramChunkRows: 128, gramMethod: "dense" }' },
+);
+
+const checkedOptions = (options: SurrogateOptions = {}) => parseOptions(surrogateOptionsSchema, options, { error: ModelInputError });
+
 /** A chain model's surrogate (synchronous, with the fast plan-based Gram paths); any other model: loadSurrogate. */
 export class Surrogate implements SurrogateModel {
   readonly classes: number;
@@ -35,21 +51,25 @@ export class Surrogate implements SurrogateModel {
     readonly model: LayersModel,
     options: SurrogateOptions = {},
   ) {
+    const { gramMethod, gramChunkRows } = checkedOptions(options);
     this.plan = planOf(model);
     this.classes = this.plan.classes;
     this.inputSize = this.plan.inputShape.reduce((a, b) => a * b, 1);
     this.inputShape = this.plan.inputShape;
-    this.method = options.gramMethod ?? (supportsDenseGram(this.plan) ? 'dense' : 'autodiff');
-    this.gramChunkRows = Math.max(1, Math.floor(options.gramChunkRows ?? 128));
+    this.method = gramMethod ?? (supportsDenseGram(this.plan) ? 'dense' : 'autodiff');
+    this.gramChunkRows = gramChunkRows;
   }
 
   /** A seeded, randomly initialised, untrained surrogate. */
   static random(spec: ModelSpec, options?: SurrogateOptions): Surrogate {
+    checkedOptions(options);
     return new Surrogate(createModel(spec), options);
   }
 
   /** A surrogate loaded from a model directory (see io.ts). */
   static async load(dir: string, options?: SurrogateOptions): Promise<Surrogate> {
+    // A mistake in the options is found before the model is read.
+    checkedOptions(options);
     return new Surrogate(await loadModel(dir), options);
   }
 

@@ -20,8 +20,8 @@
  */
 import type { Logger } from 'pino';
 import { createCohortDetection, type ClientDetectionWithConfig } from '../../../detection/client-detection.js';
-import { fingerprintRows, resolveFingerprintOptions, type FingerprintConfig } from '../../../detection/fingerprint.js';
-import { resolvePopulationOptions, summarise, type PopulationConfig } from '../../../detection/population.js';
+import { fingerprintRows, resolveFingerprintOptions, type FingerprintConfig } from '../../../detection/above/fingerprint.js';
+import { resolvePopulationOptions, summarise, type PopulationConfig } from '../../../detection/above/population.js';
 import type { Assessment, ClientDetection, ClientObservation, DetectorVerdict } from '../../../detection/types.js';
 import type { Defense } from '../../../defenses/index.js';
 import { DetectionConfigError } from '../../../detection/errors.js';

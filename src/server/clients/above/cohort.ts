@@ -18,6 +18,8 @@
 import { createHash, createHmac } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { isIP } from 'node:net';
+import { z } from 'zod';
+import { optionStyle, parseOptions, SENTENCE } from '../../../validation/index.js';
 import { ServingOptionError } from '../../errors.js';
 import { clientAddress, jwtClaims, parseTrustedProxies } from '../identity.js';
 
@@ -83,33 +85,61 @@ export function addressPrefix(address: string, v4Bits = DEFAULT_IPV4_PREFIX, v6B
   return undefined;
 }
 
-/** Parses "ip", "ip/24", "ip/24/64". */
+/** Reads "ip", "ip/24", "ip/24/64" (the prefix lengths, unchecked: the schema bounds them). */
 function ipSpec(spec: string): { v4: number; v6: number } | undefined {
   const match = /^ip(?:\/(\d{1,2}))?(?:\/(\d{1,3}))?$/.exec(spec);
   if (!match) return undefined;
-  const v4 = match[1] === undefined ? DEFAULT_IPV4_PREFIX : Number(match[1]);
-  const v6 = match[2] === undefined ? DEFAULT_IPV6_PREFIX : Number(match[2]);
-  if (v4 < 1 || v4 > 32 || v6 < 1 || v6 > 128)
-    throw new ServingOptionError(`clients.cohort "${spec}": prefix lengths must be 1–32 (IPv4) and 1–128 (IPv6), e.g. "ip/24/64"`);
-  return { v4, v6 };
+  return { v4: match[1] === undefined ? DEFAULT_IPV4_PREFIX : Number(match[1]), v6: match[2] === undefined ? DEFAULT_IPV6_PREFIX : Number(match[2]) };
 }
+
+const HEADER_SPEC = /^header:[A-Za-z0-9!#$%&'*+.^_`|~-]+$/;
+const JWT_SPEC = /^jwt:[^\s]+$/;
+const PREFIX_SPEC = /^prefix:\d+$/;
 
 const SPECS =
   '"ip" (the /24 or /64 of the client address; "ip/V4/V6" for other prefixes), "jwt:CLAIM" (e.g. "jwt:org"), "header:NAME" (e.g. "header:x-tenant-id"), "prefix:N" (the first N characters of the raw identity), or a function (req, rawId) => key';
 
+const isCohortSpec = (cohort: unknown): boolean =>
+  typeof cohort === 'function' ||
+  (typeof cohort === 'string' && (ipSpec(cohort) !== undefined || HEADER_SPEC.test(cohort) || JWT_SPEC.test(cohort) || PREFIX_SPEC.test(cohort)));
+
+/** The cohort's form, then the numbers inside a spec string (prefix lengths, N), each refused with what to write. */
+const cohortSchema = z.custom<CohortOption>(isCohortSpec, { error: SPECS, abort: true }).superRefine((cohort, context) => {
+  if (typeof cohort !== 'string') return;
+  const bits = ipSpec(cohort);
+  if (bits && (bits.v4 < 1 || bits.v4 > 32 || bits.v6 < 1 || bits.v6 > 128))
+    context.addIssue({
+      code: 'custom',
+      message: `"${cohort}": prefix lengths must be 1–32 (IPv4) and 1–128 (IPv6), e.g. "ip/24/64"`,
+      params: SENTENCE,
+    });
+  const n = PREFIX_SPEC.test(cohort) ? Number(cohort.slice(7)) : 1;
+  if (n < 1 || n > 256) context.addIssue({ code: 'custom', message: `"${cohort}": N must be from 1 to 256, e.g. "prefix:8"`, params: SENTENCE });
+});
+
+const cohortConfigSchema = z.strictObject(
+  {
+    cohort: cohortSchema,
+    // The entries are read by parseTrustedProxies (identity.ts), which names a bad one.
+    trustProxy: z.array(z.unknown(), { error: 'a list of CIDRs or addresses, e.g. ["10.0.0.0/8"]' }).optional(),
+    idSecret: z.string({ error: 'a string (the key hashing client ids)' }).optional(),
+  } satisfies Record<keyof CohortConfig, z.ZodType>,
+  { error: 'an object, e.g. { cohort: "ip" }' },
+);
+
+const cohortStyle = optionStyle(ServingOptionError, 'clients');
+
 /** Builds the cohort reader once; a bad spec throws with what to write instead. Returns the hashed cohort id, or undefined. */
 export function createCohortReader(config: CohortConfig): (req: IncomingMessage, rawId: string | undefined) => string | undefined {
+  parseOptions(cohortConfigSchema, config, cohortStyle);
   const { cohort } = config;
   let kind: string;
   let read: (req: IncomingMessage, rawId: string | undefined) => string | null | undefined;
+  const bits = typeof cohort === 'string' ? ipSpec(cohort) : undefined;
   if (typeof cohort === 'function') {
     kind = 'fn';
     read = cohort;
-  } else if (typeof cohort !== 'string') {
-    throw new ServingOptionError(`clients.cohort must be ${SPECS}; got ${JSON.stringify(cohort)}`);
-  } else if (cohort.startsWith('ip')) {
-    const bits = ipSpec(cohort);
-    if (!bits) throw new ServingOptionError(`clients.cohort must be ${SPECS}; got ${JSON.stringify(cohort)}`);
+  } else if (bits) {
     const trusted = config.trustProxy && config.trustProxy.length > 0 ? parseTrustedProxies(config.trustProxy) : undefined;
     kind = `ip${bits.v4}/${bits.v6}`;
     // An address's prefix is the same every time: the last ones are kept (parsing is most of the cost).
@@ -123,28 +153,25 @@ export function createCohortReader(config: CohortConfig): (req: IncomingMessage,
       prefixes.set(address, prefix);
       return prefix;
     };
-  } else if (/^header:[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(cohort)) {
+  } else if (HEADER_SPEC.test(cohort)) {
     kind = 'header';
     const name = cohort.slice(7).toLowerCase();
     read = (req) => {
       const value = req.headers[name];
       return Array.isArray(value) ? value[0] : value;
     };
-  } else if (/^jwt:[^\s]+$/.test(cohort)) {
+  } else if (JWT_SPEC.test(cohort)) {
     kind = 'jwt';
     const claim = cohort.slice(4);
     read = (req) => {
       const value = jwtClaims(req)?.[claim];
       return typeof value === 'string' || (typeof value === 'number' && Number.isFinite(value)) ? String(value) : undefined;
     };
-  } else if (/^prefix:\d+$/.test(cohort)) {
+  } else {
     const n = Number(cohort.slice(7));
-    if (n < 1 || n > 256) throw new ServingOptionError(`clients.cohort "${cohort}": N must be from 1 to 256, e.g. "prefix:8"`);
     kind = `prefix${n}`;
     // A raw identity no longer than the prefix would make the cohort the identity itself: none then.
     read = (_req, rawId) => (rawId !== undefined && rawId.length > n ? rawId.slice(0, n) : undefined);
-  } else {
-    throw new ServingOptionError(`clients.cohort must be ${SPECS}; got ${JSON.stringify(cohort)}`);
   }
   const hash = (raw: string): string =>
     (config.idSecret ? createHmac('sha256', config.idSecret) : createHash('sha256')).update(`cohort:${kind}:${raw}`).digest('hex').slice(0, 32);

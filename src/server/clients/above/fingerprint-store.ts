@@ -13,7 +13,7 @@
  */
 import { randomInt } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import type { FingerprintConfig } from '../../../detection/fingerprint.js';
+import type { FingerprintConfig } from '../../../detection/above/fingerprint.js';
 
 /** Query numbers: a per-process counter from a random start (distinct within a process, unlikely to collide across). */
 let nextQuery = randomInt(2 ** 26);

@@ -1,5 +1,5 @@
 /**
- * The serving side of population detection (src/detection/population.ts holds the math): two views of
+ * The serving side of population detection (src/detection/above/population.ts holds the math): two views of
  * the recent traffic, `all` (every identified client) and `young` (clients with fewer than
  * youngQueries queries before the request), each a window of additive counts in time buckets, judged
  * after every observation, with an alarm that has hysteresis.
@@ -22,92 +22,15 @@ import {
   type AlarmState,
   type PopulationConfig,
   type PopulationLayout,
-} from '../../../detection/population.js';
+} from '../../../detection/above/population.js';
 import type { DetectorVerdict } from '../../../detection/types.js';
+import { CountsWindow } from './counts-window.js';
+
+export { CountsWindow } from './counts-window.js';
 
 export const VIEWS = ['all', 'young'] as const;
 const NO_CHANGES: AlarmChange[] = [];
 export type PopulationView = (typeof VIEWS)[number];
-
-/** Counts per time bucket with running totals; buckets leave the window by the time passed in. */
-export class CountsWindow {
-  private readonly buckets = new Map<number, Float64Array>();
-  private totals: Float64Array;
-  /** The earliest bucket's start: nothing to expire before it leaves (checked on every request). */
-  private oldest = Infinity;
-
-  constructor(
-    private readonly lengthMs: number,
-    private readonly bucketMs: number,
-    private readonly size: number,
-  ) {
-    this.totals = new Float64Array(size);
-  }
-
-  bucketOf(time: number): number {
-    return Math.floor(time / this.bucketMs) * this.bucketMs;
-  }
-
-  /** Drops the buckets that left the window at `time` (a bucket counts while its start is within lengthMs). */
-  expire(time: number): void {
-    if (this.oldest > time - this.lengthMs) return;
-    let oldest = Infinity;
-    for (const [start, counts] of this.buckets) {
-      if (start > time - this.lengthMs) {
-        oldest = Math.min(oldest, start);
-        continue;
-      }
-      for (let i = 0; i < this.size; i++) this.totals[i] -= counts[i];
-      this.buckets.delete(start);
-    }
-    this.oldest = oldest;
-  }
-
-  add(delta: ArrayLike<number>, time: number): void {
-    this.expire(time);
-    const start = this.bucketOf(time);
-    let bucket = this.buckets.get(start);
-    if (!bucket) {
-      this.buckets.set(start, (bucket = new Float64Array(this.size)));
-      this.oldest = Math.min(this.oldest, start);
-    }
-    for (let i = 0; i < this.size; i++) {
-      bucket[i] += delta[i];
-      this.totals[i] += delta[i];
-    }
-  }
-
-  /** Replaces every bucket (a fresh read of the shared counts). */
-  replace(buckets: Map<number, Float64Array>, time: number): void {
-    this.buckets.clear();
-    this.totals = new Float64Array(this.size);
-    this.oldest = Infinity;
-    for (const [start, counts] of buckets) {
-      const copy = Float64Array.from(counts);
-      this.buckets.set(start, copy);
-      this.oldest = Math.min(this.oldest, start);
-      for (let i = 0; i < this.size; i++) this.totals[i] += copy[i];
-    }
-    this.expire(time);
-  }
-
-  /** The window's sums at `time`. */
-  sum(time: number): Float64Array {
-    this.expire(time);
-    return this.totals;
-  }
-
-  /** Starts of the buckets that can still be in the window at `time`. */
-  liveStarts(time: number): number[] {
-    const out: number[] = [];
-    for (let start = this.bucketOf(time); start > time - this.lengthMs; start -= this.bucketMs) out.push(start);
-    return out;
-  }
-
-  entries(): IterableIterator<[number, Float64Array]> {
-    return this.buckets.entries();
-  }
-}
 
 export interface ViewStatus {
   readonly alarm: boolean;
@@ -127,7 +50,7 @@ export interface AlarmChange {
 
 export interface PopulationTracker {
   readonly config: PopulationConfig;
-  /** Adds one request's counts (src/detection/population.ts `summarise`) to `all` and, for a young client, to `young`. */
+  /** Adds one request's counts (src/detection/above/population.ts `summarise`) to `all` and, for a young client, to `young`. */
   observe(delta: Float64Array, young: boolean, time: number): void;
   /** The layout the counts use (set by the first observation: K classes and HODA's bins). */
   layoutFor(classes: number): PopulationLayout;
@@ -160,166 +83,223 @@ return 1
 
 type PopulationRedis = Redis & { msdPopulationAdd(key: string, ...args: (string | number)[]): Promise<number> };
 
-export function createPopulationTracker(config: PopulationConfig, sync?: PopulationSync): PopulationTracker {
-  const { lengthMs, bucketMs } = config.window;
-  let layout: PopulationLayout | undefined;
-  let size = 0;
-  const windows = new Map<PopulationView, CountsWindow>();
-  // Redis: counts not yet sent, per view and bucket.
-  let pending = new Map<string, { view: PopulationView; start: number; counts: Float64Array }>();
-  const alarms: Record<PopulationView, AlarmState> = { all: initialAlarmState(), young: initialAlarmState() };
-  // The time of the last judgement: status() shows the views as of then.
-  let lastJudged = 0;
+interface PopulationPipeline {
+  msdPopulationAdd(key: string, ...args: (string | number)[]): void;
+  hgetall(key: string): void;
+  exec(): Promise<[Error | null, unknown][] | null>;
+}
 
-  const layoutFor = (classes: number): PopulationLayout => {
-    if (!layout || layout.classes !== classes) {
-      // A model with another number of classes: counts of the old shape cannot be added to.
-      layout = { classes, bins: config.hoda.enabled ? config.hoda.bins : 0 };
-      size = countsLength(layout);
-      for (const view of VIEWS) windows.set(view, new CountsWindow(lengthMs, bucketMs, size));
-      pending = new Map();
+/** Counts not yet sent to Redis, per view and bucket (keyed `<view>:<bucket start>`). */
+type PendingCounts = Map<string, { view: PopulationView; start: number; counts: Float64Array }>;
+
+/** Queues the adds of the unsent counts still worth sending; returns their pending keys, in pipeline order. */
+function queueAdds(
+  pipeline: PopulationPipeline,
+  sending: PendingCounts,
+  time: number,
+  { lengthMs, bucketMs }: PopulationConfig['window'],
+  keyOf: (view: PopulationView, start: number) => string,
+): string[] {
+  const adds: string[] = [];
+  for (const [key, { view, start, counts }] of sending) {
+    // A bucket is read while its start is within the window: its key lives until then, plus one
+    // bucket for replicas whose clocks run behind (a TTL from the last add would outlive it).
+    const expiresInMs = start + lengthMs + bucketMs - time;
+    if (expiresInMs <= bucketMs) continue;
+    const args: (string | number)[] = [];
+    for (let i = 0; i < counts.length; i++) if (counts[i] !== 0) args.push(i, counts[i]);
+    if (!args.length) continue;
+    pipeline.msdPopulationAdd(keyOf(view, start), ...args, expiresInMs);
+    adds.push(key);
+  }
+  return adds;
+}
+
+/** One bucket's counts from its hash (undefined: no field of this layout in it). */
+function countsOf(fields: Record<string, string>, size: number): Float64Array | undefined {
+  const counts = new Float64Array(size);
+  let any = false;
+  for (const [field, value] of Object.entries(fields)) {
+    const at = Number(field);
+    if (Number.isInteger(at) && at >= 0 && at < size) {
+      counts[at] = Number(value) || 0;
+      any = true;
     }
-    return layout;
-  };
+  }
+  return any ? counts : undefined;
+}
 
-  const keyOf = (view: PopulationView, start: number) => `${sync?.prefix ?? ''}~pop:${view}:${start}`;
+/** Adds the counts observed while the exchange ran (not in Redis yet) on top of what Redis answered. */
+function addOnTop(fresh: Map<PopulationView, Map<number, Float64Array>>, pending: PendingCounts, size: number): void {
+  for (const { view, start, counts } of pending.values()) {
+    const buckets = fresh.get(view)!;
+    const bucket = buckets.get(start) ?? new Float64Array(size);
+    for (let i = 0; i < size; i++) bucket[i] += counts[i];
+    buckets.set(start, bucket);
+  }
+}
 
-  const observe = (delta: Float64Array, young: boolean, time: number): void => {
-    if (!layout || delta.length !== size) return;
+/** The views' counts and alarms; with `sync`, the exchange of the counts with Redis. */
+class Tracker {
+  private layout: PopulationLayout | undefined;
+  private size = 0;
+  private readonly windows = new Map<PopulationView, CountsWindow>();
+  // Redis: counts not yet sent, per view and bucket.
+  private pending: PendingCounts = new Map();
+  private readonly alarms: Record<PopulationView, AlarmState> = { all: initialAlarmState(), young: initialAlarmState() };
+  // The time of the last judgement: status() shows the views as of then.
+  private lastJudged = 0;
+  private flushing: Promise<void> | undefined;
+
+  constructor(
+    readonly config: PopulationConfig,
+    private readonly sync?: PopulationSync,
+  ) {}
+
+  layoutFor(classes: number): PopulationLayout {
+    if (!this.layout || this.layout.classes !== classes) {
+      // A model with another number of classes: counts of the old shape cannot be added to.
+      this.layout = { classes, bins: this.config.hoda.enabled ? this.config.hoda.bins : 0 };
+      this.size = countsLength(this.layout);
+      for (const view of VIEWS) this.windows.set(view, new CountsWindow(this.config.window.lengthMs, this.config.window.bucketMs, this.size));
+      this.pending = new Map();
+    }
+    return this.layout;
+  }
+
+  private keyOf(view: PopulationView, start: number): string {
+    return `${this.sync?.prefix ?? ''}~pop:${view}:${start}`;
+  }
+
+  observe(delta: Float64Array, young: boolean, time: number): void {
+    if (!this.layout || delta.length !== this.size) return;
     for (const view of VIEWS) {
       if (view === 'young' && !young) continue;
-      const window = windows.get(view)!;
+      const window = this.windows.get(view)!;
       window.add(delta, time);
-      if (!sync) continue;
+      if (!this.sync) continue;
       const start = window.bucketOf(time);
       const key = `${view}:${start}`;
-      let entry = pending.get(key);
-      if (!entry) pending.set(key, (entry = { view, start, counts: new Float64Array(size) }));
-      for (let i = 0; i < size; i++) entry.counts[i] += delta[i];
+      let entry = this.pending.get(key);
+      if (!entry) this.pending.set(key, (entry = { view, start, counts: new Float64Array(this.size) }));
+      for (let i = 0; i < this.size; i++) entry.counts[i] += delta[i];
     }
-  };
+  }
+
+  alarm(view: PopulationView): boolean {
+    return this.alarms[view].on;
+  }
 
   /** A view as of now (verdicts built: for logs and listings, not per request). */
-  const statusOf = (view: PopulationView, time: number): ViewStatus => {
-    if (!layout) return { alarm: false, queries: 0, verdicts: [] };
-    const totals = windows.get(view)!.sum(time);
-    const state = alarms[view];
-    return { alarm: state.on, ...(state.on ? { since: state.since } : {}), queries: totals[0], verdicts: populationVerdicts(config, layout, totals).verdicts };
-  };
+  statusOf(view: PopulationView, time: number): ViewStatus {
+    if (!this.layout) return { alarm: false, queries: 0, verdicts: [] };
+    const totals = this.windows.get(view)!.sum(time);
+    const state = this.alarms[view];
+    return {
+      alarm: state.on,
+      ...(state.on ? { since: state.since } : {}),
+      queries: totals[0],
+      verdicts: populationVerdicts(this.config, this.layout, totals).verdicts,
+    };
+  }
 
-  const judge = (time: number): AlarmChange[] => {
-    if (!layout) return [];
-    lastJudged = time;
+  status(): Record<PopulationView, ViewStatus> {
+    return { all: this.statusOf('all', this.lastJudged), young: this.statusOf('young', this.lastJudged) };
+  }
+
+  judge(time: number): AlarmChange[] {
+    if (!this.layout) return [];
+    this.lastJudged = time;
     let changes: AlarmChange[] | undefined;
     for (const view of VIEWS) {
-      const found = populationLevels(config, layout, windows.get(view)!.sum(time));
-      const before = alarms[view];
-      const stepped = stepAlarm(config.alarm, before, time, found.anyFlagged, found.maxLevel);
-      alarms[view] = stepped.state;
-      if (stepped.started) (changes ??= []).push({ view, started: true, status: statusOf(view, time) });
-      if (stepped.ended) (changes ??= []).push({ view, started: false, status: statusOf(view, time), durationMs: time - before.since });
+      const found = populationLevels(this.config, this.layout, this.windows.get(view)!.sum(time));
+      const before = this.alarms[view];
+      const stepped = stepAlarm(this.config.alarm, before, time, found.anyFlagged, found.maxLevel);
+      this.alarms[view] = stepped.state;
+      if (stepped.started) (changes ??= []).push({ view, started: true, status: this.statusOf(view, time) });
+      if (stepped.ended) (changes ??= []).push({ view, started: false, status: this.statusOf(view, time), durationMs: time - before.since });
     }
     return changes ?? NO_CHANGES;
-  };
+  }
 
-  let flushing: Promise<void> | undefined;
-  const flush = async (time: number): Promise<void> => {
-    if (!sync || !layout) return;
-    if (flushing) return flushing;
-    const shape = layout;
-    const sending = pending;
-    pending = new Map();
-    const redis = sync.redis as PopulationRedis;
+  async flush(time: number): Promise<void> {
+    if (!this.sync || !this.layout) return;
+    if (this.flushing) return this.flushing;
+    const sending = this.pending;
+    this.pending = new Map();
+    this.flushing = this.exchange(this.sync, this.layout, sending, time);
+    return this.flushing;
+  }
+
+  /** Sends `sending` and reads every live bucket back, in one pipeline; on a failure keeps what Redis did not take. */
+  private async exchange(sync: PopulationSync, shape: PopulationLayout, sending: PendingCounts, time: number): Promise<void> {
     // The buckets whose counts Redis took: never sent again, even when another command of the exchange failed.
     const delivered = new Set<string>();
-    flushing = (async () => {
-      try {
-        const pipeline = redis.pipeline() as unknown as {
-          msdPopulationAdd(key: string, ...args: (string | number)[]): void;
-          hgetall(key: string): void;
-          exec(): Promise<[Error | null, unknown][] | null>;
-        };
-        const adds: string[] = [];
-        for (const [key, { view, start, counts }] of sending) {
-          // A bucket is read while its start is within the window: its key lives until then, plus one
-          // bucket for replicas whose clocks run behind (a TTL from the last add would outlive it).
-          const expiresInMs = start + lengthMs + bucketMs - time;
-          if (expiresInMs <= bucketMs) continue;
-          const args: (string | number)[] = [];
-          for (let i = 0; i < counts.length; i++) if (counts[i] !== 0) args.push(i, counts[i]);
-          if (!args.length) continue;
-          pipeline.msdPopulationAdd(keyOf(view, start), ...args, expiresInMs);
-          adds.push(key);
-        }
-        const reads: { view: PopulationView; start: number }[] = [];
-        for (const view of VIEWS) for (const start of windows.get(view)!.liveStarts(time)) reads.push({ view, start }), pipeline.hgetall(keyOf(view, start));
-        const results = (await pipeline.exec()) ?? [];
-        adds.forEach((key, i) => {
-          if (results[i] && !results[i][0]) delivered.add(key);
-        });
-        const failed = results.find(([error]) => error);
-        if (failed) throw failed[0];
-        if (layout !== shape) return;
-        const replies = results.slice(results.length - reads.length);
-        const fresh = new Map<PopulationView, Map<number, Float64Array>>(VIEWS.map((v) => [v, new Map()]));
-        reads.forEach(({ view, start }, i) => {
-          const fields = (replies[i]?.[1] ?? {}) as Record<string, string>;
-          const counts = new Float64Array(size);
-          let any = false;
-          for (const [field, value] of Object.entries(fields)) {
-            const at = Number(field);
-            if (Number.isInteger(at) && at >= 0 && at < size) {
-              counts[at] = Number(value) || 0;
-              any = true;
-            }
-          }
-          if (any) fresh.get(view)!.set(start, counts);
-        });
-        // What was observed while the exchange ran is not in Redis yet: add it back on top.
-        for (const { view, start, counts } of pending.values()) {
-          const buckets = fresh.get(view)!;
-          const bucket = buckets.get(start) ?? new Float64Array(size);
-          for (let i = 0; i < size; i++) bucket[i] += counts[i];
-          buckets.set(start, bucket);
-        }
-        for (const view of VIEWS) windows.get(view)!.replace(fresh.get(view)!, sync.now());
-        sync.onSuccess();
-      } catch (error) {
-        // Keep the unsent counts for the next flush (those still inside the window; not those Redis took).
-        if (layout === shape) {
-          for (const [key, entry] of sending) {
-            if (delivered.has(key) || entry.start <= time - lengthMs) continue;
-            const current = pending.get(key);
-            if (current) for (let i = 0; i < size; i++) current.counts[i] += entry.counts[i];
-            else pending.set(key, entry);
-          }
-        }
-        sync.onError(error);
-      } finally {
-        flushing = undefined;
-      }
-    })();
-    return flushing;
-  };
+    try {
+      const pipeline = (sync.redis as PopulationRedis).pipeline() as unknown as PopulationPipeline;
+      const adds = queueAdds(pipeline, sending, time, this.config.window, (view, start) => this.keyOf(view, start));
+      const reads: { view: PopulationView; start: number }[] = [];
+      for (const view of VIEWS)
+        for (const start of this.windows.get(view)!.liveStarts(time)) reads.push({ view, start }), pipeline.hgetall(this.keyOf(view, start));
+      const results = (await pipeline.exec()) ?? [];
+      adds.forEach((key, i) => {
+        if (results[i] && !results[i][0]) delivered.add(key);
+      });
+      const failed = results.find(([error]) => error);
+      if (failed) throw failed[0];
+      if (this.layout !== shape) return;
+      this.replaceWindows(sync, reads, results.slice(results.length - reads.length));
+      sync.onSuccess();
+    } catch (error) {
+      // Keep the unsent counts for the next flush (those still inside the window; not those Redis took).
+      if (this.layout === shape) this.keepUnsent(sending, delivered, time);
+      sync.onError(error);
+    } finally {
+      this.flushing = undefined;
+    }
+  }
 
+  /** The windows become what Redis holds, with this process's counts not yet sent on top. */
+  private replaceWindows(sync: PopulationSync, reads: readonly { view: PopulationView; start: number }[], replies: [Error | null, unknown][]): void {
+    const fresh = new Map<PopulationView, Map<number, Float64Array>>(VIEWS.map((v) => [v, new Map()]));
+    reads.forEach(({ view, start }, i) => {
+      const counts = countsOf((replies[i]?.[1] ?? {}) as Record<string, string>, this.size);
+      if (counts) fresh.get(view)!.set(start, counts);
+    });
+    addOnTop(fresh, this.pending, this.size);
+    for (const view of VIEWS) this.windows.get(view)!.replace(fresh.get(view)!, sync.now());
+  }
+
+  private keepUnsent(sending: PendingCounts, delivered: ReadonlySet<string>, time: number): void {
+    for (const [key, entry] of sending) {
+      if (delivered.has(key) || entry.start <= time - this.config.window.lengthMs) continue;
+      const current = this.pending.get(key);
+      if (current) for (let i = 0; i < this.size; i++) current.counts[i] += entry.counts[i];
+      else this.pending.set(key, entry);
+    }
+  }
+}
+
+export function createPopulationTracker(config: PopulationConfig, sync?: PopulationSync): PopulationTracker {
+  const tracker = new Tracker(config, sync);
   if (sync) {
     const redis = sync.redis as PopulationRedis;
     if (typeof redis.msdPopulationAdd !== 'function') redis.defineCommand('msdPopulationAdd', { numberOfKeys: 1, lua: ADD });
   }
-  const timer = sync ? setInterval(() => void flush(sync.now()), sync.flushMs) : undefined;
+  const timer = sync ? setInterval(() => void tracker.flush(sync.now()), sync.flushMs) : undefined;
   timer?.unref();
 
   return {
     config,
-    observe,
-    layoutFor,
-    judge,
-    alarm: (view) => alarms[view].on,
-    status: () => ({ all: statusOf('all', lastJudged), young: statusOf('young', lastJudged) }),
-    flush,
+    observe: (delta, young, time) => tracker.observe(delta, young, time),
+    layoutFor: (classes) => tracker.layoutFor(classes),
+    judge: (time) => tracker.judge(time),
+    alarm: (view) => tracker.alarm(view),
+    status: () => tracker.status(),
+    flush: (time) => tracker.flush(time),
     close: async () => {
       if (timer) clearInterval(timer);
-      if (sync) await flush(sync.now()).catch(() => {});
+      if (sync) await tracker.flush(sync.now()).catch(() => {});
     },
   };
 }

