@@ -9,13 +9,13 @@ import { Command } from 'commander';
 type Register = (program: Command) => void;
 
 const COMMANDS: Record<string, () => Promise<Register>> = {
-  perturb: async () => (await import('./perturb.js')).registerPerturbCommand,
-  serve: async () => (await import('./serve.js')).registerServeCommand,
-  proxy: async () => (await import('./proxy.js')).registerProxyCommand,
-  train: async () => (await import('./train.js')).registerTrainCommand,
-  info: async () => (await import('./info.js')).registerInfoCommand,
-  eval: async () => (await import('./eval.js')).registerEvalCommand,
-  'eval-worker': async () => (await import('./eval-worker.js')).registerEvalWorkerCommand,
+  perturb: async () => (await import('./commands/perturb.js')).registerPerturbCommand,
+  serve: async () => (await import('./commands/serve.js')).registerServeCommand,
+  proxy: async () => (await import('./commands/proxy.js')).registerProxyCommand,
+  train: async () => (await import('./commands/train.js')).registerTrainCommand,
+  info: async () => (await import('./commands/info.js')).registerInfoCommand,
+  eval: async () => (await import('./commands/eval.js')).registerEvalCommand,
+  'eval-worker': async () => (await import('./commands/eval-worker.js')).registerEvalWorkerCommand,
 };
 
 const program = new Command();

@@ -1,6 +1,6 @@
 /** Label only: the one-hot vector of the top-1 class. */
-import { defineDefense } from './definition.js';
-import { argmaxAt } from './simplex.js';
+import { defineDefense } from './spec/definition.js';
+import { argmaxAt } from './math/simplex.js';
 
 export const argmax = defineDefense({
   name: 'argmax',

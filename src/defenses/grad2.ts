@@ -22,9 +22,9 @@
  *     shrinks, each solved in closed form (see solveL2).
  * Both spend the whole budget unless the best point of the simplex is closer; neither keeps top-1.
  */
-import { defineDefense } from './definition.js';
+import { defineDefense } from './spec/definition.js';
 import { DefenseSpecError, InvalidBatchError, MissingContextError } from './errors.js';
-import { argmaxAt, checkCompanion } from './simplex.js';
+import { argmaxAt, checkCompanion } from './math/simplex.js';
 
 export type RedirectionTarget = 'reverse' | 'least' | 'next';
 export type RedirectionNorm = 'l1' | 'l2';

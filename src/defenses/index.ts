@@ -1,9 +1,9 @@
 /** The defense layer's public API: pure math on probability batches. */
 export type { ContextNeed, Defense, DefenseContext, ProbBatch } from './types.js';
 export { DefenseError, DefenseSpecError, InvalidBatchError, MissingContextError } from './errors.js';
-export { parseDefense, type DefenseConfig, type ParseOptions, type StageConfig } from './spec.js';
-export { DEFINITIONS, defenseNames } from './registry.js';
-export { describeParam } from './params.js';
+export { parseDefense, type DefenseConfig, type ParseOptions, type StageConfig } from './spec/spec.js';
+export { DEFINITIONS, defenseNames } from './spec/registry.js';
+export { describeParam } from './spec/params.js';
 export {
   argmaxRows,
   batchFromRows,
@@ -14,4 +14,4 @@ export {
   utilityCost,
   type DistanceNorm,
   type InputFormat,
-} from './simplex.js';
+} from './math/simplex.js';

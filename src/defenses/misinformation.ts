@@ -2,9 +2,9 @@
  * Adaptive misinformation (Kariyappa & Qureshi, 2020): α = σ(ν(τ − max y)),
  * ỹ = (1 − α)·y + α·softmax(F_mis(x)). Confident (in-distribution) answers pass nearly unchanged.
  */
-import { defineDefense } from './definition.js';
+import { defineDefense } from './spec/definition.js';
 import { MissingContextError } from './errors.js';
-import { checkCompanion } from './simplex.js';
+import { checkCompanion } from './math/simplex.js';
 
 export const misinformation = defineDefense({
   name: 'misinformation',

@@ -3,8 +3,8 @@
  * is drawn from a generator keyed by the row's input key (or, without one, by the row itself:
  * the model is deterministic, so the same input gives the same row).
  */
-import { defineDefense } from './definition.js';
-import { ephemeralSecret, KeyedRandom } from './keyed-random.js';
+import { defineDefense } from './spec/definition.js';
+import { ephemeralSecret, KeyedRandom } from './math/keyed-random.js';
 
 export const noise = defineDefense({
   name: 'noise',

@@ -1,5 +1,5 @@
 /** The identity: answers pass unchanged. The baseline of every comparison. */
-import { defineDefense } from './definition.js';
+import { defineDefense } from './spec/definition.js';
 
 export const none = defineDefense({
   name: 'none',

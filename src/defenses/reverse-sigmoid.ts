@@ -4,7 +4,7 @@
  * raised), yet published implementations return NaN when a row sums to zero after clipping; here
  * such a row would become uniform (no information), never NaN.
  */
-import { defineDefense } from './definition.js';
+import { defineDefense } from './spec/definition.js';
 
 const CLIP = 1e-9;
 

@@ -8,8 +8,8 @@
  * threshold remainder in O(K) instead of sorting the row; just the entries tied at the threshold
  * are ordered by the tie-breaks.
  */
-import { defineDefense } from './definition.js';
-import { RadixOrder } from './radix-order.js';
+import { defineDefense } from './spec/definition.js';
+import { RadixOrder } from './math/radix-order.js';
 
 export const rounding = defineDefense({
   name: 'rounding',

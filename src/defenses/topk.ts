@@ -1,5 +1,5 @@
 /** Keep the k largest probabilities, zero the rest; optionally renormalise the kept ones. */
-import { defineDefense } from './definition.js';
+import { defineDefense } from './spec/definition.js';
 
 export const topk = defineDefense({
   name: 'topk',

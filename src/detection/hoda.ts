@@ -102,7 +102,7 @@ const calibrationSchema = z
   )
   .superRefine((options, context) => {
     if (options.benignHistogram && options.benignHistogram.length !== options.bins)
-      context.addIssue({ code: 'custom', path: ['benignHistogram'], message: `a list of ${options.bins} non-negative numbers (bins), one per bin` });
+      context.addIssue({ code: 'custom', path: ['benignHistogram'], message: `a list of ${options.bins} non-negative numbers, one per bin` });
   });
 
 const calibrationStyle = optionStyle(DetectionConfigError, '', {

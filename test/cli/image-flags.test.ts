@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { inputOptionsFromFlags } from '../../src/cli/image-flags.js';
+import { inputOptionsFromFlags } from '../../src/cli/flags/image-flags.js';
 import { ServingOptionError } from '../../src/server/errors.js';
 import { resolveInputOptions } from '../../src/server/inputs/index.js';
 import { runCli } from '../helpers/run-cli.js';

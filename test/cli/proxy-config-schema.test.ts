@@ -7,8 +7,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
-import { PROXY_CONFIG_SCHEMA_PATH, proxyConfigJsonSchema, proxyConfigJsonSchemaText } from '../../src/cli/proxy-config-schema.js';
-import { PROXY_FIELDS, readProxyConfigFile, resolveProxySettings } from '../../src/cli/proxy-config.js';
+import { PROXY_CONFIG_SCHEMA_PATH, proxyConfigJsonSchema, proxyConfigJsonSchemaText } from '../../src/cli/config/proxy-config-schema.js';
+import { PROXY_FIELDS, readProxyConfigFile, resolveProxySettings } from '../../src/cli/config/proxy-config.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 

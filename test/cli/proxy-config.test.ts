@@ -3,7 +3,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { Command } from 'commander';
-import { addProxyFlags, PROXY_FIELDS, readProxyConfigFile, resolveProxySettings } from '../../src/cli/proxy-config.js';
+import { addProxyFlags, PROXY_FIELDS, readProxyConfigFile, resolveProxySettings } from '../../src/cli/config/proxy-config.js';
 import { scratchDir } from '../helpers/scratch.js';
 
 /** The flags commander reads from an argument list, as the proxy command gets them. */

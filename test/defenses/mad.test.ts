@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseDefense, rowDistance, type ProbBatch } from '../../src/defenses/index.js';
-import { TOP1_WEIGHT } from '../../src/defenses/mad-geometry.js';
+import { TOP1_WEIGHT } from '../../src/defenses/mad/mad-geometry.js';
 import { argmax, randomBatch, rowOf, seededRandom } from '../helpers/random-batches.js';
 
 /** H(a) = ‖Gᵀa/‖Gᵀa‖ − Gᵀy/‖Gᵀy‖‖², computed from an explicit gradient matrix G (K × D). */

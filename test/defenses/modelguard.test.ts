@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { DefenseSpecError, parseDefense, rowDistance, type ProbBatch } from '../../src/defenses/index.js';
-import { Quantizer, RESOLUTIONS } from '../../src/defenses/modelguard-s.js';
-import { MODELGUARD_LOG_OFFSET, ModelGuardW } from '../../src/defenses/modelguard-w.js';
+import { Quantizer, RESOLUTIONS } from '../../src/defenses/modelguard/modelguard-s.js';
+import { MODELGUARD_LOG_OFFSET, ModelGuardW } from '../../src/defenses/modelguard/modelguard-w.js';
 import { argmax, randomBatch, rowOf } from '../helpers/random-batches.js';
 import { vertexOptimum } from './helpers/lp-vertices.js';
 

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createClientDetection, createCohortDetection } from '../../src/detection/index.js';
-import { fingerprintRows, resolveFingerprintOptions, sharedHashes } from '../../src/detection/above/fingerprint.js';
+import { FINGERPRINT_DEFAULTS, fingerprintRows, resolveFingerprintOptions, sharedHashes } from '../../src/detection/above/fingerprint.js';
+import { DetectionConfigError } from '../../src/detection/errors.js';
 import { rng } from './synthetic.js';
 
 /** A 28×28 "drawing": random strokes on a blank background. */
@@ -63,6 +64,24 @@ describe('query fingerprints (Blacklight-style)', () => {
     assert.throws(() => resolveFingerprintOptions({ hashes: 10, matchThreshold: 11 }), /matchThreshold \(11\) must be at most hashes \(10\)/);
     assert.throws(() => resolveFingerprintOptions({ window: 1 }), /window must be an integer from 2/);
     assert.throws(() => resolveFingerprintOptions({ nope: 1 } as never), /unknown fingerprint option nope/);
+  });
+
+  it('names the option, what was given and what to write; unknown keys list the allowed ones', () => {
+    const refused = (options: object, message: RegExp) =>
+      assert.throws(
+        () => resolveFingerprintOptions(options as never),
+        (e: unknown) => e instanceof DetectionConfigError && message.test((e as Error).message),
+        `expected ${message}`,
+      );
+    refused({ levels: 2.5 }, /^fingerprint option levels must be an integer from 2 to 256, e\.g\. levels: 5, got 2\.5$/);
+    refused({ seed: '7' }, /^fingerprint option seed must be an integer from 0 to 2147483647, e\.g\. seed: \d+, got "7"$/);
+    refused({ positional: 1 }, /^fingerprint option positional must be true or false, got 1$/);
+    refused(
+      { hash: 20 },
+      /^unknown fingerprint option hash; write one of: window, pool, minChanges, levels, hashes, matchThreshold, positional, positionBuckets, seed$/,
+    );
+    refused([] as never, /^fingerprint options must be an object such as \{ window: 20, .*\}, got \[\]$/);
+    assert.deepEqual(resolveFingerprintOptions({ window: 20 }), { ...FINGERPRINT_DEFAULTS, window: 20 }, 'the defaults fill the rest');
   });
 });
 

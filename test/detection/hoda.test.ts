@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
+import { DetectionConfigError } from '../../src/detection/errors.js';
 import { calibrateHoda, createClientDetection, hardnessFromLabels, hardnessHistogram, pearsonDistance } from '../../src/detection/index.js';
 import { rng } from './synthetic.js';
 
@@ -74,6 +75,22 @@ describe('HODA math', () => {
     );
     assert.deepEqual(thresholds[1], { length: 4, threshold: expected4, sequences: 2 });
     assert.throws(() => calibrateHoda(sequences, { bins: 3, lengths: [7] }), /no benign sequence has 7/);
+  });
+
+  it('checks its options, naming the field, what was given and what to write', () => {
+    const refused = (options: object, message: RegExp) =>
+      assert.throws(
+        () => calibrateHoda([[0, 1, 2, 0]], options as never),
+        (e: unknown) => e instanceof DetectionConfigError && message.test((e as Error).message),
+        `expected ${message}`,
+      );
+    refused({ bins: 3, lengths: [0] }, /^calibrateHoda option lengths\[0\] must be a positive integer \(a chunk length\), got 0$/);
+    refused({ bins: 1, lengths: [2] }, /^calibrateHoda option bins must be an integer from 2 to 255 .*, got 1$/);
+    refused(
+      { bins: 3, lengths: [2], benignHistogram: [1, 2] },
+      /^calibrateHoda option benignHistogram must be a list of 3 non-negative numbers, one per bin, got \[1,2\]$/,
+    );
+    refused({ bins: 3, lengths: [2], length: 2 }, /^unknown calibrateHoda option length; write one of: bins, lengths, benignHistogram$/);
   });
 });
 

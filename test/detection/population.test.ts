@@ -146,6 +146,24 @@ describe('population counts and detectors', () => {
     assert.deepEqual(config.classes.reference, [0.25, 0.75], 'normalised');
     assert.equal(config.suspectRate, 0.1, 'suspectRate defaults to ood.maxRate');
   });
+
+  it('names the option, what was given and what to write; unknown keys list the allowed ones at their level', () => {
+    const refused = (options: object, message: RegExp) =>
+      assert.throws(
+        () => resolvePopulationOptions(options as never),
+        (e: unknown) => e instanceof DetectionConfigError && message.test((e as Error).message),
+        `expected ${message}`,
+      );
+    refused({ ood: { maxRate: 2 } }, /^population option ood\.maxRate must be a number ≥ 0 and < 1, e\.g\. maxRate: 0\.15 .*, got 2$/);
+    refused({ alarm: { calmMs: '60000' } }, /^population option alarm\.calmMs must be an integer ≥ 0, e\.g\. calmMs: 600000, got "60000"$/);
+    refused({ matches: { enabled: 'yes' } }, /^population option matches\.enabled must be true or false, got "yes"$/);
+    refused({ window: { lengthMs: 60_000, bucketMs: 120_000 } }, /^population option window\.bucketMs must be an integer ≥ 100 and ≤ 60000 .*, got 120000$/);
+    refused({ hoda: { reference: [1, 1] } }, /^population option hoda\.maxDistance must be a number > 0 and < 1, .*, got undefined$/);
+    refused({ hoda: { reference: [1, -1], maxDistance: 0.1 } }, /^population option hoda\.reference must be the benign hardness histogram, .*, got \[1,-1\]$/);
+    refused({ classes: 'uniform' }, /^population option classes must be an object with some of: enabled, maxDistance, reference, got "uniform"$/);
+    refused({ ood: { rate: 0.1 } }, /^unknown population option ood\.rate; write one of: enabled, confidenceThreshold, maxRate$/);
+    refused({ young: 1 }, /^unknown population option young; write one of: window, minQueries, youngQueries, ood, hoda, classes, matches, alarm, suspectRate$/);
+  });
 });
 
 describe('the population alarm: hysteresis', () => {

@@ -37,7 +37,7 @@ describe('eval config', () => {
     assert.equal(adaptive.name, 'adaptive');
     const families = adaptive.defenses.map((d) => d.family);
     for (const family of ['none', 'argmax', 'reverse-sigmoid', 'mad', 'mad-argmax', 'misinformation', 'noise']) assert.ok(families.includes(family), family);
-    // The newer defenses join once registered (they are: src/defenses/registry.ts).
+    // The newer defenses join once registered (they are: src/defenses/spec/registry.ts).
     for (const family of ['modelguard-w', 'modelguard-s', 'grad2']) assert.equal(families.includes(family), defenseNames().includes(family), family);
     assert.deepEqual(
       adaptive.defenses

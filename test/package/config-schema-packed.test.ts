@@ -4,7 +4,7 @@ import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
-import { PROXY_CONFIG_SCHEMA_PATH } from '../../src/cli/proxy-config-schema.js';
+import { PROXY_CONFIG_SCHEMA_PATH } from '../../src/cli/config/proxy-config-schema.js';
 
 const run = promisify(execFile);
 const root = fileURLToPath(new URL('../..', import.meta.url));

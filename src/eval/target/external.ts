@@ -101,14 +101,14 @@ interface Endpoint {
   known?: KnownDefense;
 }
 
-export async function evaluateExternal(options: ExternalEvaluationOptions): Promise<ExternalEvaluationResult> {
-  checkExternalPlan(options);
-  const log = options.log ?? (() => {});
-  const progress = options.progress ?? silentProgress;
-  const { test, transfer, classes } = options;
+/** The defender's side: the target's answers to the test images, and with the reference the L1 and top-1 changes against the undefended ones. */
+async function defenderSide(
+  options: ExternalEvaluationOptions,
+  progress: ProgressFactory,
+  log: (line: string) => void,
+): Promise<{ defender: DefenderOutcome; victimAccuracy: number; victimTop1: Int32Array }> {
+  const { test, classes } = options;
   const features = test.features;
-  const seeds = options.seeds ?? 1;
-
   const bar = progress('defender side: target', test.rows);
   const defended = await inferAll(options.target, test.x, test.rows, features, options.requestRows, (done) => bar.update(done));
   if (defended.cols !== classes) throw new RangeError(`the target answered ${defended.cols} classes, --classes says ${classes}`);
@@ -125,15 +125,11 @@ export async function evaluateExternal(options: ExternalEvaluationOptions): Prom
   log(
     `target accuracy ${(defender.accuracy * 100).toFixed(2)}% on ${test.rows} test images${undefended ? `; reference ${(victimAccuracy * 100).toFixed(2)}%, mean L1 ${defender.l1Mean.toFixed(3)}, top-1 changed ${(defender.top1ChangeRate * 100).toFixed(2)}%` : ' (no --reference: L1 and top-1 changes not measured)'}`,
   );
+  return { defender, victimAccuracy, victimTop1: argmaxRows(undefended ?? defended) };
+}
 
-  const victimTop1 = argmaxRows(undefended ?? defended);
-  const pool = {
-    x: transfer.x,
-    rows: transfer.rows,
-    features,
-    labels: transfer.labels ?? new Int32Array(transfer.rows),
-    classes: transfer.classNames?.length ?? 1,
-  };
+/** The endpoints the attackers steal from: the target, and the reference (the report's "none" row) when given. */
+function attackedEndpoints(options: ExternalEvaluationOptions, defender: DefenderOutcome, victimAccuracy: number): Endpoint[] {
   const described = options.targetDefense ? describeDefense(parseDefense(options.targetDefense)) : undefined;
   const endpoints: Endpoint[] = [
     {
@@ -159,8 +155,124 @@ export async function evaluateExternal(options: ExternalEvaluationOptions): Prom
       known: { spec: 'none', surrogateArch: options.surrogateArch, misinformation: options.misinformation },
     });
   }
+  return endpoints;
+}
+
+/** What every attack of the evaluation shares. */
+interface AttackContext {
+  options: ExternalEvaluationOptions;
+  progress: ProgressFactory;
+  log: (line: string) => void;
+  pool: { x: Float32Array; rows: number; features: number; labels: Int32Array; classes: number };
+  victimTop1: Int32Array;
+  victimAccuracy: number;
+}
+
+/** One attack setting against one endpoint (policy, budget, attacker seed), as a run record. */
+interface AttackSetting {
+  endpoint: Endpoint;
+  policy: PolicyName;
+  budget: number;
+  attackerSeed: number;
+}
+
+/** The run key: the setting and a hash of everything that identifies the run. */
+function externalRunKey(options: ExternalEvaluationOptions, { endpoint, policy, budget, attackerSeed }: AttackSetting): string {
+  const identity = JSON.stringify({
+    target: endpoint.url,
+    role: endpoint.role,
+    defense: endpoint.known?.spec,
+    policy,
+    budget,
+    seed: options.seed,
+    attackerSeed,
+    knockoff: options.knockoff,
+    transfer: options.transfer.source,
+    test: options.test.source,
+  });
+  return `external-${endpoint.role}-${policy}-${budget}${attackerSeed > 0 ? `-s${attackerSeed}` : ''}-${createHash('sha256').update(identity).digest('hex').slice(0, 16)}`;
+}
+
+async function attackEndpoint(context: AttackContext, setting: AttackSetting): Promise<RunRecord> {
+  const { options, pool } = context;
+  const { endpoint, policy, budget, attackerSeed } = setting;
+  const { test, transfer, classes } = options;
+  const seeds = options.seeds ?? 1;
+  const started = performance.now();
+  const family = seedFamily(policy);
+  const runBar = context.progress(`${endpoint.role} · ${attackerFamily(policy)} · ${budget}${seeds > 1 ? ` · seed #${attackerSeed + 1}` : ''}`, budget);
+  const attack = await runAttack({
+    pool,
+    client: endpoint.client,
+    policy,
+    budget,
+    requestRows: options.requestRows,
+    classes,
+    inputShape: [test.features],
+    imageShape: options.imageShape,
+    knockoff: options.knockoff,
+    adaptive: options.adaptive,
+    jbda: options.jbda,
+    smoothing: options.smoothing,
+    // The owner's domain is unknown: no flips unless the settings say so.
+    flip: options.smoothing.flip === true,
+    restorer: options.restorer,
+    known: endpoint.known,
+    seedImages: { x: transfer.x, rows: transfer.rows, labels: pool.labels },
+    labels: options.attackerLabels,
+    test: { x: test.x, rows: test.rows, labels: test.labels, victimTop1: context.victimTop1 },
+    seed: deriveSeed(options.seed, attackerSeed === 0 ? `attack-${family}` : `attack-${family}-seed${attackerSeed}`),
+    onProgress: (phase, done, total) =>
+      phase === 'query' ? runBar.update(done, 'querying') : runBar.update(budget, `training knockoffs, epoch ${done}/${total}`),
+  });
+  runBar.finish(attack.outcomes.map((o) => `${attackerName(policy, o.labels)} ${(o.accuracy * 100).toFixed(1)}%`).join(', '));
+  const record: RunRecord = {
+    key: externalRunKey(options, setting),
+    victim: 'external',
+    world: 'external',
+    seed: options.seed,
+    defense: endpoint.family,
+    params: endpoint.params,
+    spec: endpoint.url,
+    policy,
+    attacker: attackerFamily(policy),
+    budget,
+    victimAccuracy: context.victimAccuracy,
+    defender: endpoint.defender,
+    attackers: attack.outcomes,
+    queries: attack.queries,
+    requests: attack.requests,
+    seconds: (performance.now() - started) / 1000,
+    finishedAt: new Date().toISOString(),
+    attackerSeed,
+    attackerFamily: attackerFamily(policy),
+    knockoffArch: options.knockoff.arch,
+    ...(attack.restorer ? { restorer: attack.restorer } : {}),
+  };
+  context.log(
+    `${endpoint.role} · ${attackerFamily(policy)} · ${budget}: ${attack.outcomes.map((o) => `${attackerName(policy, o.labels)} ${(o.accuracy * 100).toFixed(1)}%`).join(', ')} (${attack.queries} queries, ${record.seconds.toFixed(0)} s)${attack.restorer ? `; restorer L1 ${attack.restorer.defendedL1.toFixed(3)} → ${attack.restorer.restoredL1.toFixed(3)} on held-out shadow answers` : ''}`,
+  );
+  return record;
+}
+
+export async function evaluateExternal(options: ExternalEvaluationOptions): Promise<ExternalEvaluationResult> {
+  checkExternalPlan(options);
+  const log = options.log ?? (() => {});
+  const progress = options.progress ?? silentProgress;
+  const { test, transfer } = options;
+  const seeds = options.seeds ?? 1;
+
+  const { defender, victimAccuracy, victimTop1 } = await defenderSide(options, progress, log);
+  const pool = {
+    x: transfer.x,
+    rows: transfer.rows,
+    features: test.features,
+    labels: transfer.labels ?? new Int32Array(transfer.rows),
+    classes: transfer.classNames?.length ?? 1,
+  };
+  const context: AttackContext = { options, progress, log, pool, victimTop1, victimAccuracy };
   const records: RunRecord[] = [];
-  for (const endpoint of endpoints) {
+  for (const endpoint of attackedEndpoints(options, defender, victimAccuracy)) {
     for (const policy of options.policies) {
       const spec = endpoint.known?.spec ?? 'target';
       if (endpoint.known && !attackerApplies(policy, spec)) {
@@ -168,75 +280,8 @@ export async function evaluateExternal(options: ExternalEvaluationOptions): Prom
         continue;
       }
       for (const budget of options.budgets) {
-        for (let attackerSeed = 0; attackerSeed < seeds; attackerSeed++) {
-          const started = performance.now();
-          const family = seedFamily(policy);
-          const runBar = progress(`${endpoint.role} · ${attackerFamily(policy)} · ${budget}${seeds > 1 ? ` · seed #${attackerSeed + 1}` : ''}`, budget);
-          const attack = await runAttack({
-            pool,
-            client: endpoint.client,
-            policy,
-            budget,
-            requestRows: options.requestRows,
-            classes,
-            inputShape: [features],
-            imageShape: options.imageShape,
-            knockoff: options.knockoff,
-            adaptive: options.adaptive,
-            jbda: options.jbda,
-            smoothing: options.smoothing,
-            // The owner's domain is unknown: no flips unless the settings say so.
-            flip: options.smoothing.flip === true,
-            restorer: options.restorer,
-            known: endpoint.known,
-            seedImages: { x: transfer.x, rows: transfer.rows, labels: pool.labels },
-            labels: options.attackerLabels,
-            test: { x: test.x, rows: test.rows, labels: test.labels, victimTop1 },
-            seed: deriveSeed(options.seed, attackerSeed === 0 ? `attack-${family}` : `attack-${family}-seed${attackerSeed}`),
-            onProgress: (phase, done, total) =>
-              phase === 'query' ? runBar.update(done, 'querying') : runBar.update(budget, `training knockoffs, epoch ${done}/${total}`),
-          });
-          runBar.finish(attack.outcomes.map((o) => `${attackerName(policy, o.labels)} ${(o.accuracy * 100).toFixed(1)}%`).join(', '));
-          const identity = JSON.stringify({
-            target: endpoint.url,
-            role: endpoint.role,
-            defense: endpoint.known?.spec,
-            policy,
-            budget,
-            seed: options.seed,
-            attackerSeed,
-            knockoff: options.knockoff,
-            transfer: transfer.source,
-            test: test.source,
-          });
-          const record: RunRecord = {
-            key: `external-${endpoint.role}-${policy}-${budget}${attackerSeed > 0 ? `-s${attackerSeed}` : ''}-${createHash('sha256').update(identity).digest('hex').slice(0, 16)}`,
-            victim: 'external',
-            world: 'external',
-            seed: options.seed,
-            defense: endpoint.family,
-            params: endpoint.params,
-            spec: endpoint.url,
-            policy,
-            attacker: attackerFamily(policy),
-            budget,
-            victimAccuracy,
-            defender: endpoint.defender,
-            attackers: attack.outcomes,
-            queries: attack.queries,
-            requests: attack.requests,
-            seconds: (performance.now() - started) / 1000,
-            finishedAt: new Date().toISOString(),
-            attackerSeed,
-            attackerFamily: attackerFamily(policy),
-            knockoffArch: options.knockoff.arch,
-            ...(attack.restorer ? { restorer: attack.restorer } : {}),
-          };
-          log(
-            `${endpoint.role} · ${attackerFamily(policy)} · ${budget}: ${attack.outcomes.map((o) => `${attackerName(policy, o.labels)} ${(o.accuracy * 100).toFixed(1)}%`).join(', ')} (${attack.queries} queries, ${record.seconds.toFixed(0)} s)${attack.restorer ? `; restorer L1 ${attack.restorer.defendedL1.toFixed(3)} → ${attack.restorer.restoredL1.toFixed(3)} on held-out shadow answers` : ''}`,
-          );
-          records.push(record);
-        }
+        for (let attackerSeed = 0; attackerSeed < seeds; attackerSeed++)
+          records.push(await attackEndpoint(context, { endpoint, policy, budget, attackerSeed }));
       }
     }
   }

@@ -6,7 +6,10 @@
  * differentiable TF.js surrogate.
  */
 import { readFile } from 'node:fs/promises';
-import { ModelFileError, UnsupportedModelError } from '../errors.js';
+import { z } from 'zod';
+import { parseOptions } from '../../validation/index.js';
+import { ModelError, ModelFileError, UnsupportedModelError } from '../errors.js';
+import { surrogateFields } from '../option-fields.js';
 import { readOnnxGraph, reinitOnnx } from './graph.js';
 import { loadOnnxRuntime, type OnnxRuntime, type OrtSession } from './runtime.js';
 import type { SurrogateModel } from '../surrogate-model.js';
@@ -30,6 +33,19 @@ export interface OnnxSurrogateOptions {
   /** Threads onnxruntime uses inside one operator (default its own choice). */
   threads?: number;
 }
+
+/** The options loadSurrogate passes on, checked in its words. */
+const onnxSurrogateSchema = z.strictObject(
+  {
+    reinit: surrogateFields.reinit,
+    output: surrogateFields.output,
+    chunkRows: surrogateFields.chunkRows,
+    inputShape: surrogateFields.inputShape,
+    outputName: surrogateFields.outputName,
+    threads: surrogateFields.threads,
+  } satisfies Record<keyof OnnxSurrogateOptions, z.ZodType>,
+  { error: 'an object, e.g. { output: "logits", threads: 2 }' },
+);
 
 /**
  * onnxruntime's thread pool spins between runs by default, keeping part of a core busy while idle. A
@@ -61,6 +77,7 @@ export class OnnxSurrogate implements SurrogateModel {
 
   /** From a file path or the model's bytes. */
   static async load(source: string | Uint8Array, options: OnnxSurrogateOptions = {}): Promise<OnnxSurrogate> {
+    parseOptions(onnxSurrogateSchema, options, { error: ModelError });
     const file = typeof source === 'string' ? source : 'the ONNX model';
     let bytes: Uint8Array;
     if (typeof source === 'string') {
@@ -99,7 +116,7 @@ export class OnnxSurrogate implements SurrogateModel {
       input.name,
       output.name,
       options.output ?? 'auto',
-      Math.max(1, Math.floor(options.chunkRows ?? defaultChunkRows(inputShape.reduce((a, b) => a * b, 1)))),
+      options.chunkRows ?? defaultChunkRows(inputShape.reduce((a, b) => a * b, 1)),
     );
     let classes = output.shape[output.shape.length - 1];
     if (typeof classes !== 'number' || classes <= 0 || output.shape.length !== 2) {
@@ -113,7 +130,7 @@ export class OnnxSurrogate implements SurrogateModel {
       input.name,
       output.name,
       options.output ?? 'auto',
-      Math.max(1, Math.floor(options.chunkRows ?? defaultChunkRows(inputShape.reduce((a, b) => a * b, 1)))),
+      options.chunkRows ?? defaultChunkRows(inputShape.reduce((a, b) => a * b, 1)),
     );
   }
 

@@ -4,8 +4,8 @@
  * surrogate (which loadSurrogate imports) both read it without an import cycle.
  */
 import { z } from 'zod';
-import { callable, integerAtLeast, keysOf, oneOfList, positiveInteger, trueOrFalse } from '../../validation/index.js';
-import { SURROGATE_OUTPUTS } from '../surrogate-output.js';
+import { callable, keysOf, oneOfList, trueOrFalse } from '../../validation/index.js';
+import { surrogateFields } from '../option-fields.js';
 import { BACKEND_ORDER } from '../tfjs/backend.js';
 import type { LoadSurrogateOptions, SurrogateEngine } from './load-surrogate.js';
 
@@ -18,10 +18,10 @@ export const loadSurrogateSchema = z.strictObject(
     dir: z.string({ error: 'a path to a TF.js model (JSON file or directory) or an ONNX file' }).optional(),
     model: z.custom<NonNullable<LoadSurrogateOptions['model']>>(isObject, { error: 'a TF.js LayersModel or GraphModel' }).optional(),
     onnx: z.union([z.string(), z.instanceof(Uint8Array)], { error: 'an ONNX file path or its bytes (Uint8Array)' }).optional(),
-    reinit: integerAtLeast(0, 'an integer seed in 0..4294967295', 0xffffffff).optional(),
+    reinit: surrogateFields.reinit,
     usePlan: trueOrFalse().optional(),
     engine: oneOfList(SURROGATE_ENGINES).optional(),
-    threads: integerAtLeast(0, 'an integer ≥ 0 (0: onnxruntime’s default)').optional(),
+    threads: surrogateFields.threads,
     thread: trueOrFalse().optional(),
     backend: oneOfList(BACKEND_ORDER).optional(),
     check: z
@@ -38,11 +38,11 @@ export const loadSurrogateSchema = z.strictObject(
         { error: 'true, false or { victim, probes, log }' },
       )
       .optional(),
-    output: oneOfList(SURROGATE_OUTPUTS).optional(),
-    chunkRows: positiveInteger().optional(),
-    outputName: z.string({ error: 'the name of an output node' }).optional(),
-    inputShape: z.array(positiveInteger(), { error: 'a list of positive integers, e.g. [224, 224, 3]' }).optional(),
-    classes: integerAtLeast(2).optional(),
+    output: surrogateFields.output,
+    chunkRows: surrogateFields.chunkRows,
+    outputName: surrogateFields.outputName,
+    inputShape: surrogateFields.inputShape,
+    classes: surrogateFields.classes,
   } satisfies Record<keyof LoadSurrogateOptions, z.ZodType>,
   { error: 'an object, e.g. { dir: "models/surrogate" } or { onnx: "surrogate.onnx" }' },
 );

@@ -11,7 +11,10 @@
  * Conv2DBackpropFilter, DepthwiseConv2dNativeBackpropFilter/Input) the Gram runs on cpu.
  */
 import { kernelsMissing, onCpu, withCpuFallback } from './backend.js';
-import { UnsupportedModelError } from '../errors.js';
+import { z } from 'zod';
+import { parseOptions } from '../../validation/index.js';
+import { ModelError, UnsupportedModelError } from '../errors.js';
+import { surrogateFields } from '../option-fields.js';
 import type { SurrogateModel } from '../surrogate-model.js';
 import { checkRows, defaultChunkRows, looksLikeProbabilities, probabilitiesInChunks, yieldToEventLoop, type SurrogateOutput } from '../surrogate-output.js';
 import { tf, type LayersModel, type Tensor, type Variable } from './tf.js';
@@ -35,6 +38,18 @@ export interface TfjsSurrogateOptions {
 }
 
 type AnyModel = LayersModel | tf.GraphModel;
+
+/** The options loadSurrogate passes on, checked in its words. */
+const tfjsSurrogateSchema = z.strictObject(
+  {
+    output: surrogateFields.output,
+    chunkRows: surrogateFields.chunkRows,
+    outputName: surrogateFields.outputName,
+    inputShape: surrogateFields.inputShape,
+    classes: surrogateFields.classes,
+  } satisfies Record<keyof TfjsSurrogateOptions, z.ZodType>,
+  { error: 'an object, e.g. { output: "logits", chunkRows: 64 }' },
+);
 
 /** Backward kernels of convolutions, which some backends lack (wasm: the filter gradients and the depthwise input gradient). */
 export const BACKWARD_KERNELS: readonly string[] = [
@@ -78,7 +93,7 @@ export class TfjsSurrogate implements SurrogateModel {
     this.inputShape = inputShape;
     this.width = inputShape.reduce((a, b) => a * b, 1);
     this.classes = classes;
-    this.chunkRows = Math.max(1, Math.floor(options.chunkRows ?? defaultChunkRows(this.width)));
+    this.chunkRows = options.chunkRows ?? defaultChunkRows(this.width);
     this.outputName = options.outputName;
     this.differentiable = !isGraphModel(model) && model.trainableWeights.length > 0;
     this.output = options.output ?? (!isGraphModel(model) && endsInSoftmax(model) ? 'probs' : 'auto');
@@ -87,6 +102,7 @@ export class TfjsSurrogate implements SurrogateModel {
 
   /** Wraps a loaded model (which the surrogate then owns: dispose() disposes it). */
   static async create(model: AnyModel, options: TfjsSurrogateOptions = {}): Promise<TfjsSurrogate> {
+    parseOptions(tfjsSurrogateSchema, options, { error: ModelError });
     if (model.inputs.length !== 1)
       throw new UnsupportedModelError(
         `the surrogate feeds one input tensor, but the model has ${model.inputs.length} (${model.inputs.map((i) => i.name).join(', ')})`,

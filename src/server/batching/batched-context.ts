@@ -79,89 +79,129 @@ function widthOf(model: AsyncProbabilityModel, name: string): number {
   return width;
 }
 
-export function batchedSurrogateContext(models: BatchedContextModels, options: BatchingOptions = {}): BatchedContextProvider {
-  const batching = resolveBatching(options);
-  const observers = new Map<BatchedModel, BatcherObserver[]>();
-  const batchers = new Map<BatchedModel, Batcher<Float32Array | Float64Array>>();
-  const widths = new Map<BatchedModel, number>();
-  const attached = new WeakSet<object>();
+type Forward = (inputs: Float32Array, rows: number) => Promise<Float32Array | Float64Array>;
 
-  const add = (
-    name: BatchedModel,
-    model: AsyncProbabilityModel,
-    forward: (inputs: Float32Array, rows: number) => Promise<Float32Array | Float64Array>,
-  ): void => {
-    const width = widthOf(model, name === 'misinformation' ? 'misinformation' : 'surrogate');
-    const list: BatcherObserver[] = [];
-    observers.set(name, list);
-    widths.set(name, width);
-    batchers.set(
-      name,
-      createBatcher(forward, { ...batching, width, what: name === 'misinformation' ? 'the misinformation model' : 'the surrogate', observer: fanOut(list) }),
-    );
-  };
-  const probsOf = (model: AsyncProbabilityModel) => async (inputs: Float32Array, rows: number) => {
+/** One model's batcher, its input width, and the observers its events go to. */
+interface ModelBatcher {
+  batcher: Batcher<Float32Array | Float64Array>;
+  width: number;
+  observers: BatcherObserver[];
+}
+
+type ModelBatchers = Map<BatchedModel, ModelBatcher>;
+
+/** The forward pass of a model's softmax, checked to answer one row of its classes per input row. */
+const probsOf =
+  (model: AsyncProbabilityModel): Forward =>
+  async (inputs, rows) => {
     const probs = await model.probsAsync(inputs, rows);
     if (probs.rows !== rows || probs.cols !== model.classes || probs.data.length !== rows * model.classes)
       throw new Error(`the model answered ${probs.rows}×${probs.cols} probabilities for ${rows} rows of ${model.classes} classes`);
     return probs.data;
   };
-  const { surrogate, misinformation } = models;
+
+/** A batcher per forward pass the models offer: the surrogate's softmax and Gram matrices (when it has them), the misinformation model's softmax. */
+function modelBatchers({ surrogate, misinformation }: BatchedContextModels, batching: ResolvedBatching): ModelBatchers {
+  const batchers: ModelBatchers = new Map();
+  const add = (name: BatchedModel, model: AsyncProbabilityModel, forward: Forward): void => {
+    const width = widthOf(model, name === 'misinformation' ? 'misinformation' : 'surrogate');
+    const observers: BatcherObserver[] = [];
+    const what = name === 'misinformation' ? 'the misinformation model' : 'the surrogate';
+    batchers.set(name, { batcher: createBatcher(forward, { ...batching, width, what, observer: fanOut(observers) }), width, observers });
+  };
   if (surrogate) {
     add('surrogate', surrogate, probsOf(surrogate));
     if (surrogate.differentiable !== false && typeof surrogate.gramAsync === 'function')
       add('surrogate_gram', surrogate, (inputs, rows) => surrogate.gramAsync!(inputs, rows));
   }
   if (misinformation) add('misinformation', misinformation, probsOf(misinformation));
+  return batchers;
+}
 
-  const run = (name: BatchedModel, inputs: InputRows, missing: string, signal: AbortSignal | undefined): Promise<Float32Array | Float64Array> => {
-    const batcher = batchers.get(name);
-    if (!batcher) return Promise.reject(new ServingError(missing, 500, 'defense_failed'));
-    const width = widths.get(name)!;
-    if (inputs.cols !== width)
-      return Promise.reject(
-        new RequestFormatError(
-          `request: ${inputs.cols} input values per row; the ${name === 'misinformation' ? 'misinformation model' : 'surrogate'} takes ${width}`,
+/** Submits the inputs to the named model's batcher; rejects when the model was not configured (`missing`) or takes another width. */
+function run(
+  batchers: ModelBatchers,
+  name: BatchedModel,
+  inputs: InputRows,
+  missing: string,
+  signal: AbortSignal | undefined,
+): Promise<Float32Array | Float64Array> {
+  const entry = batchers.get(name);
+  if (!entry) return Promise.reject(new ServingError(missing, 500, 'defense_failed'));
+  const { batcher, width } = entry;
+  if (inputs.cols !== width)
+    return Promise.reject(
+      new RequestFormatError(
+        `request: ${inputs.cols} input values per row; the ${name === 'misinformation' ? 'misinformation model' : 'surrogate'} takes ${width}`,
+      ),
+    );
+  return batcher.submit(inputs.data, inputs.rows, signal);
+}
+
+/** Refuses a request over the row limit (413) or with a value that is not finite (400), before any work. */
+function checkInputs(inputs: InputRows, maxRowsPerRequest: number): void {
+  if (inputs.rows > maxRowsPerRequest)
+    throw new RequestFormatError(`request: ${inputs.rows} input rows; at most ${maxRowsPerRequest} per request are accepted, split the batch`, 413);
+  for (let i = 0; i < inputs.data.length; i++) {
+    if (!Number.isFinite(inputs.data[i]))
+      throw new RequestFormatError(`request: input row ${Math.floor(i / Math.max(1, inputs.cols))} holds a non-finite value`);
+  }
+}
+
+type MutableContext = { -readonly [K in keyof DefenseContext]: DefenseContext[K] };
+
+/** Starts the work of each need into `context`: the forward passes it needs (pending), or the input keys at once. */
+function startNeeds(
+  needs: readonly ContextNeed[],
+  inputs: InputRows,
+  signal: AbortSignal | undefined,
+  models: BatchedContextModels,
+  batchers: ModelBatchers,
+  context: MutableContext,
+): Promise<void>[] {
+  const { surrogate, misinformation } = models;
+  const pending: Promise<void>[] = [];
+  for (const need of new Set(needs)) {
+    if (need === 'surrogate') {
+      pending.push(
+        run(batchers, 'surrogate', inputs, 'the defense needs the surrogate’s probabilities, but no surrogate was configured', signal).then(
+          (data) => void (context.surrogateProbs = { rows: inputs.rows, cols: surrogate!.classes, data: data as Float32Array }),
         ),
       );
-    return batcher.submit(inputs.data, inputs.rows, signal);
-  };
+    } else if (need === 'surrogateGram') {
+      const missing = surrogate ? nonDifferentiableMessage() : 'the defense needs the surrogate’s Gram matrices, but no surrogate was configured';
+      pending.push(
+        run(batchers, 'surrogate_gram', inputs, missing, signal).then(
+          (data) => void (context.gram = data instanceof Float64Array ? data : Float64Array.from(data)),
+        ),
+      );
+    } else if (need === 'misinformation') {
+      pending.push(
+        run(batchers, 'misinformation', inputs, 'the defense needs a misinformation model, but none was configured', signal).then(
+          (data) => void (context.misinformationProbs = { rows: inputs.rows, cols: misinformation!.classes, data: data as Float32Array }),
+        ),
+      );
+    } else if (need === 'inputKey') {
+      context.inputKeys = inputKeys(inputs.data, inputs.rows);
+    } else {
+      throw new ServingError(`unknown context need "${String(need)}"`, 500, 'defense_failed');
+    }
+  }
+  return pending;
+}
+
+export function batchedSurrogateContext(models: BatchedContextModels, options: BatchingOptions = {}): BatchedContextProvider {
+  const batching = resolveBatching(options);
+  const batchers = modelBatchers(models, batching);
+  const attached = new WeakSet<object>();
+  const { surrogate, misinformation } = models;
 
   const provider = async (needs: readonly ContextNeed[], inputs: InputRows, options: ContextCallOptions = {}): Promise<DefenseContext> => {
     const { signal } = options;
     signal?.throwIfAborted();
-    if (inputs.rows > batching.maxRowsPerRequest)
-      throw new RequestFormatError(`request: ${inputs.rows} input rows; at most ${batching.maxRowsPerRequest} per request are accepted, split the batch`, 413);
-    for (let i = 0; i < inputs.data.length; i++) {
-      if (!Number.isFinite(inputs.data[i]))
-        throw new RequestFormatError(`request: input row ${Math.floor(i / Math.max(1, inputs.cols))} holds a non-finite value`);
-    }
-    const context: { -readonly [K in keyof DefenseContext]: DefenseContext[K] } = {};
-    const pending: Promise<void>[] = [];
-    for (const need of new Set(needs)) {
-      if (need === 'surrogate') {
-        pending.push(
-          run('surrogate', inputs, 'the defense needs the surrogate’s probabilities, but no surrogate was configured', signal).then(
-            (data) => void (context.surrogateProbs = { rows: inputs.rows, cols: surrogate!.classes, data: data as Float32Array }),
-          ),
-        );
-      } else if (need === 'surrogateGram') {
-        const missing = surrogate ? nonDifferentiableMessage() : 'the defense needs the surrogate’s Gram matrices, but no surrogate was configured';
-        pending.push(
-          run('surrogate_gram', inputs, missing, signal).then((data) => void (context.gram = data instanceof Float64Array ? data : Float64Array.from(data))),
-        );
-      } else if (need === 'misinformation') {
-        pending.push(
-          run('misinformation', inputs, 'the defense needs a misinformation model, but none was configured', signal).then(
-            (data) => void (context.misinformationProbs = { rows: inputs.rows, cols: misinformation!.classes, data: data as Float32Array }),
-          ),
-        );
-      } else if (need === 'inputKey') {
-        context.inputKeys = inputKeys(inputs.data, inputs.rows);
-      } else {
-        throw new ServingError(`unknown context need "${String(need)}"`, 500, 'defense_failed');
-      }
-    }
+    checkInputs(inputs, batching.maxRowsPerRequest);
+    const context: MutableContext = {};
+    const pending = startNeeds(needs, inputs, signal, models, batchers, context);
     // Every pass settles before the answer: a failed one fails the request, never a partial context.
     const settled = await Promise.allSettled(pending);
     const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
@@ -175,21 +215,21 @@ export function batchedSurrogateContext(models: BatchedContextModels, options: B
     maxRowsPerRequest: batching.maxRowsPerRequest,
     batching,
     admit(rows: number): void {
-      for (const batcher of batchers.values()) batcher.admit(rows);
+      for (const { batcher } of batchers.values()) batcher.admit(rows);
     },
     hold(until: Promise<unknown>): void {
-      for (const batcher of batchers.values()) batcher.hold(until);
+      for (const { batcher } of batchers.values()) batcher.hold(until);
     },
     useMetrics(metrics: ServingMetrics): void {
       // Several middlewares on one registry count each forward pass once.
       if (attached.has(metrics.registry)) return;
       attached.add(metrics.registry);
       const observe = batchingObservers(metrics, batching.maxBatchRows);
-      for (const [name, list] of observers) list.push(observe(name));
+      for (const [name, { observers }] of batchers) observers.push(observe(name));
     },
     failure: (): Error | undefined => surrogate?.failure?.() ?? misinformation?.failure?.(),
     close: async (): Promise<void> => {
-      await Promise.all([...batchers.values()].map((b) => b.close()));
+      await Promise.all([...batchers.values()].map(({ batcher }) => batcher.close()));
     },
   });
 }

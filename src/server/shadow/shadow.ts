@@ -130,6 +130,17 @@ function publish(metrics: ShadowMetrics, figures: readonly TierFigures[]): void 
   }
 }
 
+/** A round's figures published (gauges, counters, one log line a tier), as runRound resolves with them. */
+function roundDone(metrics: ShadowMetrics, logger: Logger | undefined, result: RoundReply, started: number, trainerThreadId: number): ShadowRoundResult {
+  publish(metrics, result.figures);
+  metrics.rounds.inc({ result: 'done' });
+  metrics.lastRound.set(Date.now() / 1000);
+  const wallSeconds = (performance.now() - started) / 1000;
+  logRound(logger, result, wallSeconds);
+  const { figures, busySeconds, pausedSeconds } = result;
+  return { figures, busySeconds, pausedSeconds, wallSeconds, trainerThreadId };
+}
+
 /** One log line per tier of a finished round (figures rounded; no rows). */
 function logRound(logger: Logger | undefined, result: RoundReply, wallSeconds: number): void {
   for (const f of result.figures) {
@@ -185,13 +196,7 @@ export function createShadowAttacker(options: ResolvedShadow, deps: ShadowDeps):
       }
       const result = await trainer.run(groups, transfer, { shape: samples.inputShape!, classes: samples.classes! });
       failuresInARow = 0;
-      publish(metrics, result.figures);
-      metrics.rounds.inc({ result: 'done' });
-      metrics.lastRound.set(Date.now() / 1000);
-      const wallSeconds = (performance.now() - started) / 1000;
-      logRound(logger, result, wallSeconds);
-      const { figures, busySeconds, pausedSeconds } = result;
-      return { figures, busySeconds, pausedSeconds, wallSeconds, trainerThreadId: trainer.threadId };
+      return roundDone(metrics, logger, result, started, trainer.threadId);
     } catch (error) {
       metrics.rounds.inc({ result: 'failed' });
       failuresInARow += 1;

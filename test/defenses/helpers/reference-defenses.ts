@@ -3,7 +3,7 @@
  * property tests can check the fast versions give the same answers. Inputs are validated rows
  * (what a stage receives): run them through toProbabilities first.
  */
-import { argmaxAt, checkCompanion, enforceTop1, type DistanceNorm } from '../../../src/defenses/simplex.js';
+import { argmaxAt, checkCompanion, enforceTop1, type DistanceNorm } from '../../../src/defenses/math/simplex.js';
 import type { DefenseContext, ProbBatch } from '../../../src/defenses/index.js';
 import { GradientGeometry } from './reference-mad-geometry.js';
 import { lineSearch, MadOracle, type OracleKind } from './reference-mad-oracle.js';
@@ -15,7 +15,7 @@ export interface ReferenceMadParams {
   jacobian?: 'last-layer' | 'full';
 }
 
-/** The loop of src/defenses/mad.ts's run(), unchanged. */
+/** The loop of src/defenses/mad/mad.ts's run(), unchanged. */
 export function referenceMad(input: ProbBatch, ctx: DefenseContext, { eps, norm, oracle, jacobian = 'last-layer' }: ReferenceMadParams): Float32Array {
   const { rows, cols, data } = input;
   const out = new Float32Array(data.length);

@@ -1,4 +1,4 @@
-/** Frozen copy of src/defenses/mad-geometry.ts before the fast argmax search: the reference the property tests compare against. */
+/** Frozen copy of src/defenses/mad/mad-geometry.ts before the fast argmax search: the reference the property tests compare against. */
 /**
  * The geometry MAD's oracle needs: inner products between the attacker's gradient directions
  * Gᵀa for probability vectors a. With M = G Gᵀ (K×K), ⟨Gᵀa, Gᵀb⟩ = aᵀMb, so the oracle needs

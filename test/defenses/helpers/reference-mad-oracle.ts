@@ -1,4 +1,4 @@
-/** Frozen copy of src/defenses/mad-oracle.ts before the fast argmax search (Gray-code, quadratic greedy and 16-step KL bisection): the reference the property tests compare against. */
+/** Frozen copy of src/defenses/mad/mad-oracle.ts before the fast argmax search (Gray-code, quadratic greedy and 16-step KL bisection): the reference the property tests compare against. */
 /**
  * MAD's oracle: the target y* on the simplex that maximises the angular deviation
  * H(y*) = 2·(1 − cos∠(Gᵀy*, Gᵀy)), i.e. minimises the cosine.
@@ -12,7 +12,7 @@
  * are updated incrementally as classes enter or leave S (see SubsetState).
  */
 import { TOP1_WEIGHT, type GradientGeometry } from './reference-mad-geometry.js';
-import type { DistanceNorm } from '../../../src/defenses/simplex.js';
+import type { DistanceNorm } from '../../../src/defenses/math/simplex.js';
 
 /** Largest K searched exhaustively by the argmax oracle. */
 export const EXHAUSTIVE_MAX_K = 12;

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Command } from 'commander';
-import { addClientFlags, clientOptionsFromFlags, type ClientFlags } from '../../../src/cli/client-flags.js';
+import { addClientFlags, clientOptionsFromFlags, type ClientFlags } from '../../../src/cli/flags/client-flags.js';
 import { ServingOptionError } from '../../../src/server/errors.js';
 import { poisonPredictions } from '../../../src/server/middleware.js';
 import { countDetection } from '../helpers/count-detection.js';

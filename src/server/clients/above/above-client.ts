@@ -19,36 +19,23 @@
  * theirs untouched. Nothing here refuses or throttles: a cohort or a population holds honest clients.
  */
 import type { Logger } from 'pino';
-import { createCohortDetection, type ClientDetectionWithConfig } from '../../../detection/client-detection.js';
-import { fingerprintRows, resolveFingerprintOptions, type FingerprintConfig } from '../../../detection/above/fingerprint.js';
-import { resolvePopulationOptions, summarise, type PopulationConfig } from '../../../detection/above/population.js';
-import type { Assessment, ClientDetection, ClientObservation, DetectorVerdict } from '../../../detection/types.js';
+import type { Assessment, ClientDetection, ClientObservation } from '../../../detection/types.js';
 import type { Defense } from '../../../defenses/index.js';
-import { DetectionConfigError } from '../../../detection/errors.js';
-import { ServingOptionError } from '../../errors.js';
 import type { ServingMetrics } from '../../metrics.js';
-import { COHORT_PREFIX, createCohortReader } from './cohort.js';
-import { createMemoryFingerprintStore, createRedisFingerprintStore, type FingerprintStore } from './fingerprint-store.js';
-import { createPopulationMetrics, type PopulationMetrics } from '../metrics.js';
+import { createPopulationMetrics } from '../metrics.js';
 import type { ClientsOptions } from '../options.js';
-import { createPopulationTracker, VIEWS, type AlarmChange, type PopulationTracker, type PopulationView, type ViewStatus } from './population.js';
 import type { RedisClientStore } from '../store-redis.js';
 import type { StoredClient } from '../store.js';
+import { logAboveOn, resolveAboveConfig } from './above-config.js';
+import type { createCohortReader } from './cohort.js';
+import { listCohorts, noteCohortChange, type CohortSummary } from './cohort-report.js';
+import { FingerprintLookup } from './fingerprint-lookup.js';
+import { PopulationWatch, type PopulationOverview } from './population-watch.js';
+
+export type { CohortSummary } from './cohort-report.js';
+export type { PopulationOverview } from './population-watch.js';
 
 export type ProbationReason = 'young' | 'suspect' | 'cohort';
-
-export interface CohortSummary {
-  id: string;
-  action: Assessment['action'];
-  score: number;
-  verdicts: readonly DetectorVerdict[];
-}
-
-export interface PopulationOverview {
-  youngQueries: number;
-  tier?: string;
-  views: Record<PopulationView, ViewStatus>;
-}
 
 export interface AboveClient {
   /** Fingerprints read the inputs. */
@@ -99,251 +86,53 @@ export interface AboveDeps {
   now: () => number;
 }
 
-const topScore = (verdicts: readonly DetectorVerdict[]): number => verdicts.reduce((m, v) => Math.max(m, Number.isFinite(v.score) ? v.score : 0), 0);
-
-/** The probation tier: given, else escalationTier, else the ladder's first tier that keeps top-1, else mad-argmax / argmax when configured. */
-function resolveProbationTier(
-  options: ClientsOptions<never>,
-  detection: ClientDetection,
-  tiers: ReadonlyMap<string, Defense>,
-): { name: string; defense: Defense } | undefined {
-  const mapped = (policyTier: string) => options.tierNames?.[policyTier] ?? policyTier;
-  const named = options.probationTier ?? options.escalationTier;
-  if (named !== undefined) {
-    const defense = tiers.get(named);
-    if (!defense) throw new ServingOptionError(`the probation tier "${named}" is not in tiers (${[...tiers.keys()].join(', ') || 'none configured'})`);
-    if (!defense.keepsTop1) {
-      throw new ServingOptionError(
-        `the probation tier of cohort and population detection must keep top-1 (honest newcomers keep their answers), and "${named}" (${defense.spec}) does not: set clients.probationTier to a tier such as "mad-argmax:eps=0.8" or "argmax"`,
-      );
-    }
-    return { name: named, defense };
-  }
-  const steps = (detection as Partial<ClientDetectionWithConfig>).config?.policy?.steps ?? [];
-  for (const step of steps) {
-    if (step.action !== 'escalate') continue;
-    const defense = tiers.get(mapped(step.tier));
-    if (defense?.keepsTop1) return { name: mapped(step.tier), defense };
-  }
-  for (const name of ['mad-argmax', 'argmax']) {
-    const defense = tiers.get(name);
-    if (defense?.keepsTop1) return { name, defense };
-  }
-  return undefined;
-}
-
-function wrapConfigError<T>(what: string, build: () => T): T {
-  try {
-    return build();
-  } catch (error) {
-    if (error instanceof DetectionConfigError) throw new ServingOptionError(`clients.${what}: ${error.message}`);
-    throw error;
-  }
-}
-
 export function createAboveClient(options: ClientsOptions<never>, deps: AboveDeps): AboveClient | undefined {
+  const config = resolveAboveConfig(options, deps.detection, deps.tiers);
+  if (!config) return undefined;
   const { logger } = deps;
-  const wantsCohorts = options.cohort !== undefined;
-  const populationOptions = options.population ? options.population : undefined;
-  const fingerprintOptions = options.fingerprints ? options.fingerprints : undefined;
-  if (!wantsCohorts && !populationOptions && !fingerprintOptions) return undefined;
-
-  const withConfig = deps.detection as Partial<ClientDetectionWithConfig>;
-  const readCohort = wantsCohorts
-    ? createCohortReader({ cohort: options.cohort as ClientsOptions['cohort'] & {}, trustProxy: options.trustProxy, idSecret: options.idSecret })
-    : undefined;
-  const cohortDetection = wantsCohorts
-    ? (options.cohortDetection ?? (withConfig.options ? createCohortDetection(withConfig.options) : deps.detection))
-    : undefined;
-
-  let population: PopulationConfig | undefined;
-  if (populationOptions) {
-    const { flushMs: _flushMs, ...rest } = populationOptions;
-    population = wrapConfigError('population', () => resolvePopulationOptions(rest));
-  }
-  let fingerprint: FingerprintConfig | undefined;
-  if (fingerprintOptions) {
-    const { maxEntries: _maxEntries, ttlMs: _ttlMs, ...rest } = fingerprintOptions;
-    fingerprint = wrapConfigError('fingerprints', () => resolveFingerprintOptions(rest));
-  }
-
-  const probation = wantsCohorts || population ? resolveProbationTier(options, deps.detection, deps.tiers) : undefined;
-  if ((wantsCohorts || population) && !probation) {
-    throw new ServingOptionError(
-      `cohort and population detection need a probation tier that keeps top-1: add one to tiers (e.g. "mad-argmax": "mad-argmax:eps=0.8" or "argmax": "argmax") and name it in clients.probationTier; configured: ${[...deps.tiers.keys()].join(', ') || 'none'}`,
-    );
-  }
-
-  let tracker: PopulationTracker | undefined = population ? createPopulationTracker(population) : undefined;
-  if (population && typeof deps.detection.history !== 'function') {
-    logger?.warn(
-      'population detection: clients.detection has no history(state), so only identities new to the store count as young; build it with createClientDetection, or give history',
-    );
-  }
-  logger?.info(
-    {
-      cohort: typeof options.cohort === 'function' ? 'function' : options.cohort,
-      population: population
-        ? {
-            youngQueries: population.youngQueries,
-            windowSeconds: population.window.lengthMs / 1000,
-            minQueries: population.minQueries,
-            oodMaxRate: population.ood.maxRate,
-            hoda: population.hoda.enabled,
-          }
-        : false,
-      fingerprints: fingerprint ? { window: fingerprint.window, hashes: fingerprint.hashes, matchThreshold: fingerprint.matchThreshold } : false,
-      probationTier: probation?.name,
-    },
-    'detection above the client on',
-  );
-  let fingerprints: FingerprintStore | undefined = fingerprint ? createMemoryFingerprintStore(fingerprint, fingerprintOptions) : undefined;
-
-  const metrics: PopulationMetrics = createPopulationMetrics(deps.metrics, {
-    views: () => {
-      const status = tracker?.status();
-      if (!status) return {};
-      return Object.fromEntries(
-        VIEWS.map((view) => [view, { alarm: status[view].alarm, scores: Object.fromEntries(status[view].verdicts.map((v) => [v.detector, v.score])) }]),
-      );
-    },
+  const { probation, cohortDetection } = config;
+  logAboveOn(logger, options, config, deps.detection);
+  // The gauges read the views and the fingerprint store when scraped.
+  const metrics = createPopulationMetrics(deps.metrics, {
+    views: () => population?.gauges() ?? {},
     fingerprintEntries: () => fingerprints?.size(),
   });
-
-  let fingerprintFailed: ((error: unknown) => void) | undefined;
-  // One request's fingerprints, reused: the stores read them before check returns.
-  let prints = new Int32Array(0);
-  /** Per row 1 when it shared matchThreshold hashes with a query of another identity (in place: the store's answer is this request's own). */
-  const matchedRows = (shared: Uint8Array): Uint8Array => {
-    let matched = 0;
-    for (let r = 0; r < shared.length; r++) {
-      shared[r] = shared[r] >= fingerprint!.matchThreshold ? 1 : 0;
-      matched += shared[r];
-    }
-    if (matched) metrics.fingerprintMatches.inc(matched);
-    return shared;
-  };
-  // The shared store failed: this request's rows count as unmatched (the outage is counted and logged).
-  const storeFailed = (error: unknown): undefined => {
-    fingerprintFailed?.(error);
-    return undefined;
-  };
-
-  const logAlarm = (change: AlarmChange): void => {
-    const evidence = Object.fromEntries(change.status.verdicts.map((v) => [v.detector, { flagged: v.flagged, score: v.score, ...v.evidence }]));
-    if (change.started) {
-      metrics.alarms.inc({ view: change.view });
-      const flagged = change.status.verdicts.filter((v) => v.flagged).map((v) => v.detector);
-      logger?.warn(
-        { view: change.view, reason: `flagged by ${flagged.join(', ')}`, tier: probation?.name, youngQueries: population?.youngQueries, evidence },
-        `population alarm started: young identities${population && population.suspectRate < 1 ? ' and suspects' : ''} get the probation tier`,
-      );
-    } else {
-      logger?.info({ view: change.view, durationSeconds: Math.round((change.durationMs ?? 0) / 1000), evidence }, 'population alarm ended');
-    }
-  };
-
-  const noteCohort = (cohortId: string, assessment: Assessment): void => {
-    if (!assessment.changed) return;
-    metrics.cohortChanges.inc({ action: assessment.action });
-    const flagged = assessment.verdicts.filter((v) => v.flagged).map((v) => v.detector);
-    logger?.warn(
-      {
-        cohort: cohortId,
-        action: assessment.action,
-        tier: assessment.action === 'default' ? undefined : probation?.name,
-        reason: flagged.length ? `flagged by ${flagged.join(', ')}` : 'no detector flags the cohort now',
-        evidence: Object.fromEntries(assessment.verdicts.map((v) => [v.detector, { flagged: v.flagged, score: v.score, ...v.evidence }])),
-      },
-      'cohort action changed',
-    );
-  };
-
-  /** An older client whose own unsure share is above suspectRate (with at least 10 queries in its window). */
-  const suspect = (own: Assessment): boolean => {
-    if (!population) return false;
-    const ood = own.verdicts.find((v) => v.detector === 'ood');
-    const rate = ood?.evidence.rate;
-    const queries = ood?.evidence.queries ?? 0;
-    return typeof rate === 'number' && queries >= 10 && rate > population.suspectRate;
-  };
+  const report = { metrics, logger, tier: probation?.name };
+  const population = config.population ? new PopulationWatch(config.population, report) : undefined;
+  const fingerprints = config.fingerprint
+    ? new FingerprintLookup(config.fingerprint, config.fingerprintOptions, (rows) => metrics.fingerprintMatches.inc(rows))
+    : undefined;
 
   return {
-    needsInputs: fingerprint !== undefined,
+    needsInputs: fingerprints !== undefined,
     cohortDetection,
-    cohorts: wantsCohorts,
-    cohortOf: (req, raw) => readCohort?.(req, raw),
-    matches(clientId, inputs, time) {
-      if (!fingerprint || !fingerprints || !inputs || inputs.rows === 0) return undefined;
-      const size = inputs.rows * fingerprint.hashes;
-      if (prints.length !== size) prints = new Int32Array(size);
-      fingerprintRows(fingerprint, inputs.rows, inputs.cols, inputs.data, prints);
-      let shared: Uint8Array | Promise<Uint8Array>;
-      try {
-        shared = fingerprints.check(clientId, prints, inputs.rows, time);
-      } catch (error) {
-        return storeFailed(error);
-      }
-      // The memory store answers at once: no promise to wait for on every request.
-      return shared instanceof Promise ? shared.then(matchedRows, storeFailed) : matchedRows(shared);
-    },
-    noteCohort,
+    cohorts: config.cohorts,
+    cohortOf: (req, raw) => config.readCohort?.(req, raw),
+    matches: (clientId, inputs, time) => fingerprints?.matches(clientId, inputs, time),
+    noteCohort: (cohortId, assessment) => noteCohortChange(report, cohortId, assessment),
     after({ own, historyBefore, cohort, observation, anonymous, time }) {
-      let young = false;
-      if (tracker && population) {
-        // The anonymous class is one shared history: in the `all` view, never young.
-        young = !anonymous && historyBefore < population.youngQueries;
-        const layout = tracker.layoutFor(observation.probs.cols);
-        tracker.observe(summarise(layout, population.ood.confidenceThreshold, observation.probs, observation.hardness, observation.matches), young, time);
-        for (const change of tracker.judge(time)) logAlarm(change);
-      }
+      const young = population ? population.observe(observation, anonymous, historyBefore, time) : false;
       if (!probation || own.action !== 'default') return undefined;
       if (cohort && cohort.action !== 'default') return 'cohort';
-      if (tracker && !anonymous && (tracker.alarm('all') || tracker.alarm('young'))) {
+      if (population && !anonymous && population.alarmed()) {
         if (young) return 'young';
-        if (suspect(own)) return 'suspect';
+        if (population.suspect(own)) return 'suspect';
       }
       return undefined;
     },
     probationTier: probation?.defense,
-    population: () => (tracker && population ? { youngQueries: population.youngQueries, tier: probation?.name, views: tracker.status() } : undefined),
+    population: () => population?.overview(),
     countProbation: (reason) => metrics.probation.inc({ reason }),
-    overview(stored, time, limit) {
-      const cohorts: CohortSummary[] = [];
-      if (cohortDetection) {
-        for (const { id, state } of stored) {
-          if (!id.startsWith(COHORT_PREFIX)) continue;
-          const a = cohortDetection.assess(state, time);
-          cohorts.push({ id: id.slice(COHORT_PREFIX.length), action: a.action, score: topScore(a.verdicts), verdicts: a.verdicts });
-        }
-        const severity = { default: 0, escalate: 1, throttle: 2, refuse: 3 } as const;
-        cohorts.sort((x, y) => severity[y.action] - severity[x.action] || y.score - x.score);
-      }
-      return {
-        cohorts: cohorts.slice(0, limit),
-        ...(tracker && population ? { population: { youngQueries: population.youngQueries, tier: probation?.name, views: tracker.status() } } : {}),
-      };
-    },
+    overview: (stored, time, limit) => ({
+      cohorts: listCohorts(cohortDetection, stored, time, limit),
+      ...(population ? { population: population.overview() } : {}),
+    }),
     attachRedis(store, onError, onSuccess) {
-      if (population) {
-        const previous = tracker;
-        tracker = createPopulationTracker(population, {
-          redis: store.connection,
-          prefix: store.keyPrefix,
-          flushMs: populationOptions?.flushMs ?? 1000,
-          onError: (error) => onError('population', error),
-          onSuccess,
-          now: deps.now,
-        });
-        void previous?.close();
-      }
-      if (fingerprint) {
-        fingerprints = createRedisFingerprintStore(store.connection, store.keyPrefix, fingerprint, fingerprintOptions);
-        fingerprintFailed = (error) => onError('fingerprints', error);
-      }
+      population?.attachRedis(store, { flushMs: config.populationFlushMs ?? 1000, onError: (error) => onError('population', error), onSuccess, now: deps.now });
+      fingerprints?.attachRedis(store, (error) => onError('fingerprints', error));
     },
     async close() {
-      await tracker?.close();
+      await population?.close();
       await fingerprints?.close();
     },
   };

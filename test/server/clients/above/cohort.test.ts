@@ -93,4 +93,20 @@ describe('cohort keys', () => {
       );
     }
   });
+
+  it('names the field and what was given, and refuses unknown keys with the allowed ones', () => {
+    const refused = (config: object, message: RegExp) =>
+      assert.throws(
+        () => createCohortReader(config as never),
+        (e: unknown) => e instanceof ServingOptionError && message.test((e as Error).message),
+        `expected ${message}`,
+      );
+    refused({ cohort: 'cookie:x' }, /^clients\.cohort must be "ip" .*, or a function \(req, rawId\) => key, got "cookie:x"$/);
+    refused({ cohort: 'ip/33' }, /^clients\.cohort "ip\/33": prefix lengths must be 1–32 \(IPv4\) and 1–128 \(IPv6\)/);
+    refused({ cohort: 'prefix:300' }, /^clients\.cohort "prefix:300": N must be from 1 to 256/);
+    refused({ cohort: 'ip', trustProxy: '10.0.0.0/8' }, /^clients\.trustProxy must be a list of CIDRs or addresses, .*, got "10\.0\.0\.0\/8"$/);
+    refused({ cohort: 'ip', trustProxy: ['10.0.0.0/99'] }, /^clients\.trustProxy\[0\] must be an address or CIDR/);
+    refused({ cohort: 'ip', idSecret: 7 }, /^clients\.idSecret must be a string \(the key hashing client ids\), got 7$/);
+    refused({ cohort: 'ip', secret: 's' }, /^clients: unknown option\(s\) secret; allowed: cohort, trustProxy, idSecret$/);
+  });
 });

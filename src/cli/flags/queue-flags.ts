@@ -1,0 +1,95 @@
+/**
+ * The queue's flags: `msd eval --queue URL` (the coordinator) and `msd eval-worker --queue URL`.
+ * The address may also come from MSD_QUEUE_URL, which keeps a password out of the process list.
+ */
+import type { Command } from 'commander';
+import type { EvalConfig } from '../../eval/config.js';
+import { untransportable } from '../../eval/queue/grid.js';
+import { QueueUrlError, parseQueueUrl } from '../../eval/queue/redis-url.js';
+import type { FailedRun, QueueOptions } from '../../eval/queue/coordinator.js';
+import { fromText, numberIn } from '../../validation/index.js';
+import { integerFlag, parseFlag } from './flags.js';
+
+export const QUEUE_ENV = 'MSD_QUEUE_URL';
+
+export interface QueueFlags {
+  queue?: string | boolean;
+  queuePrefix?: string;
+  retries?: string;
+  visibilityTimeout?: string;
+  metricsPort?: string;
+  metricsHost?: string;
+}
+
+const URL_HELP = `redis://[user][:password]@host[:port][/db], rediss://… for TLS; without a value: $${QUEUE_ENV}`;
+
+/** The address given with --queue (or, for a bare --queue, $MSD_QUEUE_URL), checked; undefined without --queue. */
+export function queueUrl(flag: string | boolean | undefined, fail: (message: string) => never, required = false): string | undefined {
+  if (flag === undefined && !required) return undefined;
+  const url = typeof flag === 'string' ? flag : process.env[QUEUE_ENV];
+  if (!url) fail(`--queue needs the Redis address (${URL_HELP})`);
+  try {
+    parseQueueUrl(url);
+  } catch (error) {
+    if (error instanceof QueueUrlError) fail(`--queue: ${error.message}`);
+    throw error;
+  }
+  return url;
+}
+
+export function addQueueOptions(command: Command): Command {
+  return command
+    .option('--queue [url]', `run the pending runs on the workers of a Redis queue (msd eval-worker on any machine): ${URL_HELP}`)
+    .option('--retries <n>', 'with --queue: tries after the first for a run that fails or whose worker dies', '2')
+    .option('--visibility-timeout <seconds>', 'with --queue: a worker silent this long is taken for dead and its run goes back to the queue', '30')
+    .option('--metrics-port <port>', 'with --queue: serve /metrics (runs by state, ETA, workers) on this port')
+    .option('--metrics-host <host>', 'with --queue: address of the /metrics server', '127.0.0.1')
+    .option('--queue-prefix <prefix>', 'with --queue: key prefix on Redis', 'msd:eval');
+}
+
+/** Fails the command with one line when the queue cannot be reached (before any victim is trained). */
+export async function checkQueue(url: string, fail: (message: string) => never): Promise<void> {
+  const { probeRedis, QueueConnectionError } = await import('../../eval/queue/connect.js');
+  await probeRedis(url).catch((error: unknown) => {
+    if (error instanceof QueueConnectionError) fail(error.message);
+    throw error;
+  });
+}
+
+/** The coordinator's queue options, or undefined without --queue; the queue is reached once to check the address. */
+export async function queueOptionsFromFlags(
+  flags: QueueFlags & { detection?: boolean; target?: string },
+  fail: (message: string) => never,
+): Promise<QueueOptions | undefined> {
+  const url = queueUrl(flags.queue, fail);
+  if (url === undefined) return undefined;
+  if (flags.detection) fail('--queue runs a grid; --detection runs here only');
+  if (flags.target !== undefined) fail('--queue runs a grid; --target runs here only');
+  const visibility = parseFlag(fromText(numberIn({ min: 1 }, 'a number of seconds ≥ 1')), flags.visibilityTimeout ?? '30', '--visibility-timeout', fail);
+  await checkQueue(url, fail);
+  return {
+    url,
+    prefix: flags.queuePrefix,
+    retries: integerFlag(flags.retries ?? '2', '--retries', 0, fail),
+    visibilityTimeoutMs: Math.round(visibility * 1000),
+    metricsPort: flags.metricsPort === undefined ? undefined : integerFlag(flags.metricsPort, '--metrics-port', 0, fail),
+    metricsHost: flags.metricsHost,
+  };
+}
+
+/** A grid whose settings cannot travel (ready defense objects, the ablation's MAD surrogate kinds) runs locally only. */
+export function checkGridForQueue(config: EvalConfig, fail: (message: string) => never): void {
+  const custom = untransportable(config);
+  if (custom.length)
+    fail(
+      `--queue: ${custom.length} defense setting${custom.length === 1 ? '' : 's'} of this grid cannot travel to other machines (MAD surrogate kinds such as "${custom[0].spec}"); run this grid without --queue`,
+    );
+}
+
+/** Prints the runs that failed on every try (their logs went to stderr as they failed) and sets the exit code. */
+export function reportFailedRuns(failed: readonly FailedRun[] | undefined): void {
+  if (!failed?.length) return;
+  process.stdout.write(`${failed.length} run${failed.length === 1 ? '' : 's'} failed on every try (logs above; rerun the command to try again):\n`);
+  for (const run of failed) process.stdout.write(`  ${run.label} (${run.key}): ${run.reason}\n`);
+  process.exitCode = 1;
+}

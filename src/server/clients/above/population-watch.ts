@@ -1,0 +1,97 @@
+/**
+ * Population detection for the gate: every observed request goes into the views (`young` too, for
+ * a client with fewer than youngQueries queries before it), the views are judged and their alarms
+ * logged and counted. The counts are this process's until the shared Redis is attached.
+ */
+import type { Logger } from 'pino';
+import { summarise, type PopulationConfig } from '../../../detection/above/population.js';
+import type { Assessment, ClientObservation } from '../../../detection/types.js';
+import type { PopulationMetrics } from '../metrics.js';
+import type { RedisClientStore } from '../store-redis.js';
+import { createPopulationTracker, VIEWS, type AlarmChange, type PopulationTracker, type PopulationView, type ViewStatus } from './population.js';
+
+export interface PopulationOverview {
+  youngQueries: number;
+  tier?: string;
+  views: Record<PopulationView, ViewStatus>;
+}
+
+export interface PopulationWatchDeps {
+  metrics: PopulationMetrics;
+  logger?: Logger;
+  /** The probation tier's name, for the logs and the overview. */
+  tier?: string;
+}
+
+export class PopulationWatch {
+  private tracker: PopulationTracker;
+
+  constructor(
+    private readonly config: PopulationConfig,
+    private readonly deps: PopulationWatchDeps,
+  ) {
+    this.tracker = createPopulationTracker(config);
+  }
+
+  /** Adds one request to the views and judges them; returns whether its client counts as young. */
+  observe(observation: ClientObservation, anonymous: boolean, historyBefore: number, time: number): boolean {
+    // The anonymous class is one shared history: in the `all` view, never young.
+    const young = !anonymous && historyBefore < this.config.youngQueries;
+    const layout = this.tracker.layoutFor(observation.probs.cols);
+    this.tracker.observe(summarise(layout, this.config.ood.confidenceThreshold, observation.probs, observation.hardness, observation.matches), young, time);
+    for (const change of this.tracker.judge(time)) this.logAlarm(change);
+    return young;
+  }
+
+  /** A population alarm holds (either view). */
+  alarmed(): boolean {
+    return this.tracker.alarm('all') || this.tracker.alarm('young');
+  }
+
+  /** An older client whose own unsure share is above suspectRate (with at least 10 queries in its window). */
+  suspect(own: Assessment): boolean {
+    const ood = own.verdicts.find((v) => v.detector === 'ood');
+    const rate = ood?.evidence.rate;
+    const queries = ood?.evidence.queries ?? 0;
+    return typeof rate === 'number' && queries >= 10 && rate > this.config.suspectRate;
+  }
+
+  /** The views as of the last judgement. */
+  overview(): PopulationOverview {
+    return { youngQueries: this.config.youngQueries, tier: this.deps.tier, views: this.tracker.status() };
+  }
+
+  /** Per view, the alarm and the detectors' scores, for the metrics' gauges. */
+  gauges(): Record<string, { alarm: boolean; scores: Record<string, number> }> {
+    const status = this.tracker.status();
+    return Object.fromEntries(
+      VIEWS.map((view) => [view, { alarm: status[view].alarm, scores: Object.fromEntries(status[view].verdicts.map((v) => [v.detector, v.score])) }]),
+    );
+  }
+
+  /** From now on the counts are shared through Redis (this process's counts so far are left behind). */
+  attachRedis(store: RedisClientStore, sync: { flushMs: number; onError(error: unknown): void; onSuccess(): void; now: () => number }): void {
+    const previous = this.tracker;
+    this.tracker = createPopulationTracker(this.config, { redis: store.connection, prefix: store.keyPrefix, ...sync });
+    void previous.close();
+  }
+
+  close(): Promise<void> {
+    return this.tracker.close();
+  }
+
+  private logAlarm(change: AlarmChange): void {
+    const { metrics, logger } = this.deps;
+    const evidence = Object.fromEntries(change.status.verdicts.map((v) => [v.detector, { flagged: v.flagged, score: v.score, ...v.evidence }]));
+    if (change.started) {
+      metrics.alarms.inc({ view: change.view });
+      const flagged = change.status.verdicts.filter((v) => v.flagged).map((v) => v.detector);
+      logger?.warn(
+        { view: change.view, reason: `flagged by ${flagged.join(', ')}`, tier: this.deps.tier, youngQueries: this.config.youngQueries, evidence },
+        `population alarm started: young identities${this.config.suspectRate < 1 ? ' and suspects' : ''} get the probation tier`,
+      );
+    } else {
+      logger?.info({ view: change.view, durationSeconds: Math.round((change.durationMs ?? 0) / 1000), evidence }, 'population alarm ended');
+    }
+  }
+}

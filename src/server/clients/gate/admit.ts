@@ -1,0 +1,43 @@
+/**
+ * Admission: identity → the client's assessment (store read, `assess(state, now)`) → refuse (403),
+ * throttle (429 + Retry-After) or go on, before any model work.
+ */
+import type { IncomingMessage } from 'node:http';
+import type { Assessment } from '../../../detection/types.js';
+import type { ClientTicket } from '../gate.js';
+import { countAction, logChange } from './actions.js';
+import type { GateContext } from './context.js';
+import { stronger } from './outage-flags.js';
+import { ClientRefusal, refusalFor } from './refusal.js';
+
+export async function admit(ctx: GateContext, req: IncomingMessage): Promise<ClientTicket> {
+  const { identity: client, raw } = ctx.identify(req);
+  if (client.anonymous && ctx.refuseAnonymous)
+    throw new ClientRefusal('a client identity is required (see the server’s clients.identity)', 401, 'unidentified');
+  const time = ctx.now();
+  const { value: state, degraded } = await ctx.stores.use(undefined, 'read', (store) => store.get(client.id));
+  const cohort = ctx.above?.cohortOf(req, raw);
+  const ticket: ClientTicket = { client, degraded, fresh: !degraded && state === undefined, ...(cohort !== undefined ? { cohort } : {}) };
+  let assessment: Assessment | undefined = state === undefined ? undefined : ctx.detection.assess(state, time);
+  if (degraded) {
+    // The shared store is out: what it last said of this client still holds (refused stays refused).
+    assessment = stronger(assessment, ctx.flags.recalled(client.id, time));
+  } else if (ticket.fresh) {
+    ctx.flags.forget(client.id);
+    if (!client.anonymous) ctx.newIdentities.noteNewIdentity(time);
+  } else {
+    ctx.flags.remember(client.id, assessment!, time);
+  }
+  if (assessment === undefined) return ticket;
+  // A change by time alone (a throttle that ran out) is logged here, where it is first seen.
+  const previous = ctx.actions.previous(client.id);
+  if (previous !== undefined && (previous.action !== assessment.action || previous.tier !== assessment.tier))
+    logChange(ctx, client.id, assessment, previous.action);
+  ctx.actions.note(client.id, assessment);
+  const refusal = refusalFor(assessment);
+  if (refusal) {
+    countAction(ctx.metrics, assessment);
+    throw refusal;
+  }
+  return ticket;
+}
