@@ -49,7 +49,7 @@ export interface NsfwAppOptions {
   surrogate?: SurrogateModel;
   /**
    * Run the re-initialised surrogate in a worker thread (loadSurrogate's `thread`), so its forward
-   * passes never stall the event loop (default true; see docs/benchmarks.md, example-nsfw).
+   * passes never stall the event loop (default true; see docs/measurements/benchmarks.md, example-nsfw).
    */
   surrogateThread?: boolean;
   /** Run the victim (nsfwjs's MobileNetV2, loaded from the same files) in a worker thread too: its own forward pass is the other stall (default true). */

@@ -253,9 +253,9 @@ export type DefenseEntry = string | { name: string; family?: string; params?: Re
 
 /**
  * The `adaptive` preset's settings: every family at its ≤ 1 point setting: the `defenses` table of
- * docs/evaluation-results.md, keyed noise (the smoothing attacker's target), and the newer defenses
+ * docs/measurements/evaluation-results.md, keyed noise (the smoothing attacker's target), and the newer defenses
  * when the registry has them. ModelGuard-W/S keep every top-1 label; the defender side of each
- * setting is in docs/evaluation-results.md (attackers that know the defense).
+ * setting is in docs/measurements/evaluation-results.md (attackers that know the defense).
  */
 export function adaptivePresetDefenses(): DefenseEntry[] {
   const registered = new Set(defenseNames());

@@ -150,7 +150,7 @@ describe('eval config', () => {
     assert.throws(() => withWorld({ ...quick, closedWorldPool: 100 }, 'closed'), /exceeds the closed-world pool/);
   });
 
-  it('every example grid in examples/ loads (docs/evaluation-results.md runs them)', async () => {
+  it('every example grid in examples/ loads (docs/measurements/evaluation-results.md runs them)', async () => {
     const folder = fileURLToPath(new URL('../../examples/', import.meta.url));
     const files = (await readdir(folder)).filter((name) => /^eval-.*\.json$/.test(name));
     assert.ok(files.length >= 4, files.join(', '));

@@ -1,6 +1,6 @@
 /**
  * A TF.js layers model (sequential or functional) written as an ONNX graph, forward only, so that
- * onnxruntime-node runs it, many times faster than tfjs-wasm (docs/benchmarks.md, models-surrogates). The weights are the model's own (trained,
+ * onnxruntime-node runs it, many times faster than tfjs-wasm (docs/measurements/benchmarks.md, models-surrogates). The weights are the model's own (trained,
  * or re-initialised by tfjs/reinit.ts before the conversion).
  *
  * TF.js is NHWC; ONNX's convolutions are NCHW. The input image is transposed once, 4-D tensors stay

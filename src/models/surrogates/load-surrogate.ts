@@ -45,7 +45,7 @@ export interface LoadSurrogateOptions extends TfjsSurrogateOptions {
   /**
    * Where a TF.js layers model runs: 'tfjs' (default, differentiable) or 'onnx', converted at load
    * (../onnx/layers-to-onnx.ts) and run forward-only by onnxruntime-node, many times faster on CPU
-   * (docs/benchmarks.md, models-surrogates). Refused for graph models
+   * (docs/measurements/benchmarks.md, models-surrogates). Refused for graph models
    * and for layers the converter does not know (it names them).
    */
   engine?: SurrogateEngine;

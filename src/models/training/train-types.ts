@@ -8,7 +8,7 @@ export const TRAIN_LOSSES: readonly TrainLoss[] = ['soft-ce', 'misinformation'];
 
 /**
  * What runs the steps. 'onnxruntime': the optional onnxruntime-node package (native kernels, faster
- * than tfjs on CPU: docs/benchmarks.md, models-cnn; soft-label loss, ReLU/linear dense and stride-1
+ * than tfjs on CPU: docs/measurements/benchmarks.md, models-cnn; soft-label loss, ReLU/linear dense and stride-1
  * convolutions, non-overlapping max pooling). 'tfjs': the active tfjs backend. 'auto' (default):
  * onnxruntime when it is installed, the model and loss are covered and tfjs runs on wasm or cpu
  * (tfjs-node and GPUs keep their own kernels); tfjs otherwise.

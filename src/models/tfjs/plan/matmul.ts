@@ -1,6 +1,6 @@
 /**
  * Matrix products that run at full speed on every backend. wasm's BatchMatMul is many times slower
- * when asked to transpose an operand (docs/benchmarks.md, models-train), while an explicit transpose costs a few percent; tfjs's own matMul gradient uses those flags. So the
+ * when asked to transpose an operand (docs/measurements/benchmarks.md, models-train), while an explicit transpose costs a few percent; tfjs's own matMul gradient uses those flags. So the
  * products below transpose explicitly on wasm, and `dense` carries its own gradient built on them.
  */
 import { tf, type Tensor } from '../tf.js';
