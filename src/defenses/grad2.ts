@@ -22,9 +22,10 @@
  *     shrinks, each solved in closed form (see solveL2).
  * Both spend the whole budget unless the best point of the simplex is closer; neither keeps top-1.
  */
+import { gradientInputs } from './mad/gradient-inputs.js';
 import { defineDefense } from './spec/definition.js';
-import { DefenseSpecError, InvalidBatchError, MissingContextError } from './errors.js';
-import { argmaxAt, checkCompanion } from './math/simplex.js';
+import { DefenseSpecError } from './errors.js';
+import { argmaxAt } from './math/simplex.js';
 
 export type RedirectionTarget = 'reverse' | 'least' | 'next';
 export type RedirectionNorm = 'l1' | 'l2';
@@ -340,18 +341,7 @@ export const grad2 = defineDefense({
       onSimplex: true,
       run(input, out, ctx) {
         const { rows, cols, data } = input;
-        let surrogate: Float32Array | undefined;
-        let gram: ArrayLike<number> | undefined;
-        if (full) {
-          if (!ctx.gram) throw new MissingContextError('grad2 with jacobian=full needs the surrogate’s Gram matrices');
-          if (ctx.gram.length !== rows * cols * cols) {
-            throw new InvalidBatchError(`Gram matrices hold ${ctx.gram.length} values, expected ${rows}×${cols}×${cols}`);
-          }
-          gram = ctx.gram;
-        } else {
-          if (!ctx.surrogateProbs) throw new MissingContextError('grad2 needs the surrogate’s probabilities (surrogateProbs)');
-          surrogate = checkCompanion(ctx.surrogateProbs, input, 'surrogate probabilities').data;
-        }
+        const { gram, surrogate } = gradientInputs('grad2', full, input, ctx);
         const solver = new Redirection(cols);
         const w = new Float64Array(cols);
         const a = new Float64Array(cols);

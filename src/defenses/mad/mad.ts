@@ -6,11 +6,12 @@
  * The gradient geometry comes from the surrogate: its softmax (last-layer closed form) or
  * per-row K×K Gram matrices over all its parameters (jacobian=full).
  */
+import { gradientInputs } from './gradient-inputs.js';
 import { defineDefense } from '../spec/definition.js';
-import { DefenseSpecError, InvalidBatchError, MissingContextError } from '../errors.js';
+import { DefenseSpecError } from '../errors.js';
 import { GradientGeometry } from './mad-geometry.js';
 import { lineSearch, MadOracle, type OracleKind } from './mad-oracle.js';
-import { argmaxAt, checkCompanion, enforceTop1, type DistanceNorm } from '../math/simplex.js';
+import { argmaxAt, enforceTop1, type DistanceNorm } from '../math/simplex.js';
 
 export const mad = defineDefense({
   name: 'mad',
@@ -42,18 +43,7 @@ export const mad = defineDefense({
       onSimplex: true,
       run(input, out, ctx) {
         const { rows, cols, data } = input;
-        let surrogate: Float32Array | undefined;
-        let gram: ArrayLike<number> | undefined;
-        if (full) {
-          if (!ctx.gram) throw new MissingContextError('mad with jacobian=full needs the surrogate’s Gram matrices');
-          if (ctx.gram.length !== rows * cols * cols) {
-            throw new InvalidBatchError(`Gram matrices hold ${ctx.gram.length} values, expected ${rows}×${cols}×${cols}`);
-          }
-          gram = ctx.gram;
-        } else {
-          if (!ctx.surrogateProbs) throw new MissingContextError('mad needs the surrogate’s probabilities (surrogateProbs)');
-          surrogate = checkCompanion(ctx.surrogateProbs, input, 'surrogate probabilities').data;
-        }
+        const { gram, surrogate } = gradientInputs('mad', full, input, ctx);
         const geometry = new GradientGeometry(cols);
         const solver = new MadOracle(cols);
         const target = new Float64Array(cols);
