@@ -53,19 +53,15 @@ export class ScenarioError extends Error {
   override name = 'ScenarioError';
 }
 
-/** "target", "all", or a comma-separated list of specs. */
+/** A comma-separated list of specs, where "target" and "all" stand for their sets; each scenario once, in order. */
 export function parseScenarios(text: string): ThiefScenario[] {
-  const specs =
-    text === 'target'
-      ? [...TARGET_SCENARIOS]
-      : text === 'all'
-        ? [...ALL_SCENARIOS]
-        : text
-            .split(',')
-            .map((s) => s.trim())
-            .filter(Boolean);
+  const specs = text
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .flatMap((s) => (s === 'target' ? [...TARGET_SCENARIOS] : s === 'all' ? [...ALL_SCENARIOS] : [s]));
   if (specs.length === 0) throw new ScenarioError('no thief scenario given: write "target", "all" or specs such as "random:200,random:200:cohort"');
-  return specs.map(parseScenario);
+  return [...new Set(specs)].map(parseScenario);
 }
 
 export function parseScenario(spec: string): ThiefScenario {

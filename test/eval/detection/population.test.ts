@@ -98,6 +98,11 @@ describe('thieves with many identities (synthetic, small)', () => {
       perClient: false,
     });
     assert.equal(parseScenarios('target').length, 4);
+    // The shorthands mix with specs (the docs' command does), each scenario once.
+    assert.deepEqual(
+      parseScenarios('target,random:200:perclient,random:200').map((s) => s.name),
+      ['benign', 'random:200', 'random:200:cohort', 'random:200:dilute=0.5', 'random:200:perclient'],
+    );
     assert.equal(parseScenarios('benign')[0].policy, 'none');
     assert.ok(parseScenarios('all').length >= 15);
     assert.throws(() => parseScenarios('nope:10'), /unknown attacker/);
