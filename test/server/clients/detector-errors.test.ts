@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { createClientDetection } from '../../../src/detection/index.js';
 import type { ClientState } from '../../../src/detection/types.js';
 import { createRedisStore } from '../../../src/server/clients/store-redis.js';
@@ -8,8 +8,7 @@ import { createLogger } from '../../../src/server/logger.js';
 import { startDefenseProxy, type ProxyOptions, type RunningProxy } from '../../../src/server/proxy.js';
 import request from 'supertest';
 import { assertNoOriginalNumbers, kserveRequest, lineCollector } from '../helpers/fixtures.js';
-import { startRedis, type TestRedis } from '../helpers/redis-server.js';
-import { startStubUpstream, type StubUpstream } from '../helpers/stub-upstream.js';
+import { useStubAndRedis } from '../helpers/stub-and-redis.js';
 
 const PATH = '/v2/models/mnist/infer';
 
@@ -25,29 +24,18 @@ const metricTotal = async (proxy: RunningProxy, name: string): Promise<number> =
 };
 
 describe('a detector rejecting the answer is an answer error, not a store outage', () => {
-  let upstream: StubUpstream;
-  let redis: TestRedis;
-  const running: RunningProxy[] = [];
-  before(async () => {
-    upstream = await startStubUpstream('kserve-v2');
-    redis = await startRedis();
-  });
-  after(async () => {
-    for (const proxy of running) await proxy.close();
-    await upstream?.close();
-    await redis?.stop();
-  });
+  const env = useStubAndRedis();
 
   const start = async (clients: Partial<NonNullable<ProxyOptions['clients']>> = {}, onFailure: 'error' | 'argmax' = 'error') => {
     const logs = lineCollector();
     const proxy = await startDefenseProxy({
-      upstream: upstream.url,
+      upstream: env.upstream.url,
       defense: 'rounding:decimals=2',
       onFailure,
       logger: createLogger({ level: 'info' }, logs.stream),
       clients: { identity: 'header:x-api-key', detection: createClientDetection(), ...clients },
     });
-    running.push(proxy);
+    env.running.push(proxy);
     return { proxy, logs };
   };
 
@@ -68,17 +56,17 @@ describe('a detector rejecting the answer is an answer error, not a store outage
   });
 
   it('Redis store, fail mode "refuse": 502 (not 503 "store unavailable"), no outage counted or logged', async () => {
-    const { proxy, logs } = await start({ store: { redis: redis.url, keyPrefix: 'mismatch:' }, failMode: 'refuse' });
+    const { proxy, logs } = await start({ store: { redis: env.redis.url, keyPrefix: 'mismatch:' }, failMode: 'refuse' });
     await checkAnswerError(proxy, logs, 'key-redis-0001');
   });
 
   it('Redis store, fail mode "local": 502, never the original probabilities, even with onFailure argmax', async () => {
-    const { proxy, logs } = await start({ store: { redis: redis.url, keyPrefix: 'mismatch-local:' }, failMode: 'local' }, 'argmax');
+    const { proxy, logs } = await start({ store: { redis: env.redis.url, keyPrefix: 'mismatch-local:' }, failMode: 'local' }, 'argmax');
     await checkAnswerError(proxy, logs, 'key-redis-0002');
   });
 
   it('the Redis store passes an error of the update function on as it is (no ClientStoreError)', async () => {
-    const store = await createRedisStore({ redis: redis.url, keyPrefix: 'fn-error:' });
+    const store = await createRedisStore({ redis: env.redis.url, keyPrefix: 'fn-error:' });
     await store.ready();
     class DetectorSaysNo extends Error {}
     await assert.rejects(

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import request from 'supertest';
 import { createLogger } from '../../../src/server/logger.js';
 import { startDefenseProxy, type ProxyOptions, type RunningProxy } from '../../../src/server/proxy.js';
 import { countDetection, type CountPolicy } from '../helpers/count-detection.js';
 import { assertNoOriginalNumbers, contextEchoDefense, kserveRequest, lineCollector, uniformSurrogate } from '../helpers/fixtures.js';
 import { startRedis, type TestRedis } from '../helpers/redis-server.js';
-import { startStubUpstream, type StubUpstream } from '../helpers/stub-upstream.js';
+import { useStubAndRedis } from '../helpers/stub-and-redis.js';
 import { waitFor } from '../../helpers/wait.js';
 
 const PATH = '/v2/models/mnist/infer';
@@ -15,29 +15,18 @@ const ARGMAX = [1, 0, 0, 0, 1, 0];
 const dataOf = (body: { outputs: { data: number[] }[] }) => body.outputs[0].data;
 
 describe('client detection through the proxy', () => {
-  let upstream: StubUpstream;
-  let redis: TestRedis;
-  const running: RunningProxy[] = [];
-  before(async () => {
-    upstream = await startStubUpstream('kserve-v2');
-    redis = await startRedis();
-  });
-  after(async () => {
-    for (const proxy of running) await proxy.close();
-    await upstream?.close();
-    await redis?.stop();
-  });
+  const env = useStubAndRedis();
 
   const start = async (policy: CountPolicy, clients: Partial<NonNullable<ProxyOptions['clients']>> = {}) => {
     const logs = lineCollector();
     const proxy = await startDefenseProxy({
-      upstream: upstream.url,
+      upstream: env.upstream.url,
       defense: 'rounding:decimals=2',
       tiers: { argmax: 'argmax' },
       logger: createLogger({ level: 'info' }, logs.stream),
       clients: { identity: 'header:x-api-key', detection: countDetection(policy), ...clients },
     });
-    running.push(proxy);
+    env.running.push(proxy);
     return { proxy, logs };
   };
   const ask = (proxy: RunningProxy, key: string) => request(proxy.url).post(PATH).set('x-api-key', key).send(kserveRequest());
@@ -46,16 +35,16 @@ describe('client detection through the proxy', () => {
     const { proxy } = await start({ throttleAt: 2, refuseAt: 4, retryAfterSeconds: 9 });
     await ask(proxy, 'key-carol-0003').expect(200);
     await ask(proxy, 'key-carol-0003').expect(429);
-    const calls = upstream.requests.length;
+    const calls = env.upstream.requests.length;
     const throttled = await ask(proxy, 'key-carol-0003').expect(429);
     assert.equal(throttled.headers['retry-after'], '9');
-    assert.equal(upstream.requests.length, calls, 'the upstream was not called');
+    assert.equal(env.upstream.requests.length, calls, 'the upstream was not called');
     assertNoOriginalNumbers(throttled.text);
   });
 
   it('two proxies on one Redis see one history: a client alternating between them is escalated as early as with one', async () => {
     const key = `key-dave-${Date.now()}`;
-    const store = { redis: redis.url, keyPrefix: 'two:' };
+    const store = { redis: env.redis.url, keyPrefix: 'two:' };
     const { proxy: a } = await start({ escalateAt: 4, tier: 'argmax' }, { store });
     const { proxy: b } = await start({ escalateAt: 4, tier: 'argmax' }, { store });
     const answers: number[][] = [];
@@ -71,7 +60,7 @@ describe('client detection through the proxy', () => {
 
   it('counts N parallel requests of one client across two proxies exactly', async () => {
     const key = `key-erin-${Date.now()}`;
-    const store = { redis: redis.url, keyPrefix: 'par:' };
+    const store = { redis: env.redis.url, keyPrefix: 'par:' };
     const { proxy: a } = await start({}, { store, admin: { token: 'admin-token-0123456789' } });
     const { proxy: b } = await start({}, { store });
     await Promise.all(Array.from({ length: 30 }, (_, i) => ask(i % 2 ? b : a, key).expect(200)));
@@ -84,13 +73,13 @@ describe('client detection through the proxy', () => {
   it('escalates to a tier that needs the inputs (a surrogate) even when the detectors are not given them', async () => {
     const surrogate = uniformSurrogate(3);
     const proxy = await startDefenseProxy({
-      upstream: upstream.url,
+      upstream: env.upstream.url,
       defense: 'rounding:decimals=2',
       tiers: { echo: contextEchoDefense() },
       context: surrogate.provider,
       clients: { identity: 'header:x-api-key', detection: countDetection({ escalateAt: 2, tier: 'echo' }), observeInputs: false },
     });
-    running.push(proxy);
+    env.running.push(proxy);
     assert.deepEqual(dataOf((await ask(proxy, 'key-gina-0007').expect(200)).body), ROUNDED);
     const escalated = await ask(proxy, 'key-gina-0007').expect(200);
     assert.deepEqual(

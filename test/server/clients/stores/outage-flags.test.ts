@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import request from 'supertest';
-import { startDefenseProxy, type RunningProxy } from '../../../../src/server/proxy.js';
+import { startDefenseProxy } from '../../../../src/server/proxy.js';
 import { countDetection, type CountPolicy } from '../../helpers/count-detection.js';
 import { assertNoOriginalNumbers, kserveRequest } from '../../helpers/fixtures.js';
-import { startRedis, type TestRedis } from '../../helpers/redis-server.js';
-import { startStubUpstream, type StubUpstream } from '../../helpers/stub-upstream.js';
+import { useStubAndRedis } from '../../helpers/stub-and-redis.js';
 
 const PATH = '/v2/models/mnist/infer';
 const ROUNDED = [0.71, 0.2, 0.09, 0.14, 0.64, 0.22];
@@ -13,32 +12,21 @@ const ARGMAX = [1, 0, 0, 0, 1, 0];
 const dataOf = (body: { outputs: { data: number[] }[] }) => body.outputs[0].data;
 
 describe('fail mode "local": what the shared store said of a client holds through a Redis outage', () => {
-  let upstream: StubUpstream;
-  let redis: TestRedis;
-  const running: RunningProxy[] = [];
-  before(async () => {
-    upstream = await startStubUpstream('kserve-v2');
-    redis = await startRedis();
-  });
-  after(async () => {
-    for (const proxy of running) await proxy.close();
-    await upstream?.close();
-    await redis?.stop();
-  });
+  const env = useStubAndRedis();
 
   const start = async (policy: CountPolicy, keyPrefix: string) => {
     const proxy = await startDefenseProxy({
-      upstream: upstream.url,
+      upstream: env.upstream.url,
       defense: 'rounding:decimals=2',
       tiers: { argmax: 'argmax' },
       clients: {
         identity: 'header:x-api-key',
         detection: countDetection(policy),
-        store: { redis: redis.url, keyPrefix, commandTimeoutMs: 200 },
+        store: { redis: env.redis.url, keyPrefix, commandTimeoutMs: 200 },
         failMode: 'local',
       },
     });
-    running.push(proxy);
+    env.running.push(proxy);
     return (key: string) => request(proxy.url).post(PATH).set('x-api-key', key).send(kserveRequest());
   };
 
@@ -53,15 +41,15 @@ describe('fail mode "local": what the shared store said of a client holds throug
     await escalating('key-escalated-1').expect(200);
     assert.deepEqual(dataOf((await escalating('key-escalated-1').expect(200)).body), ARGMAX);
 
-    await redis.kill();
-    const calls = upstream.requests.length;
+    await env.redis.kill();
+    const calls = env.upstream.requests.length;
     for (let i = 0; i < 3; i++) {
       const refused = await refusing('key-refused-0001').expect(403);
       assertNoOriginalNumbers(refused.text);
       const throttled = await throttling('key-throttled-1').expect(429);
       assert.ok(Number(throttled.headers['retry-after']) > 500, `Retry-After ${throttled.headers['retry-after']}`);
     }
-    assert.equal(upstream.requests.length, calls, 'refused and throttled clients cost no model work during the outage');
+    assert.equal(env.upstream.requests.length, calls, 'refused and throttled clients cost no model work during the outage');
     for (let i = 0; i < 2; i++) assert.deepEqual(dataOf((await escalating('key-escalated-1').expect(200)).body), ARGMAX, 'still escalated');
     // A client the store knew nothing of is served from local state, defended as usual.
     assert.deepEqual(dataOf((await escalating('key-clean-00001').expect(200)).body), ROUNDED);
