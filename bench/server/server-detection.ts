@@ -18,7 +18,9 @@
  * matches nothing. The stub's answer is unsure (max 0.55) and always class 3, so population
  * detection is in alarm and answers young clients with the probation tier (argmax).
  *
- *   npm run bench -- server-detection [--connections 32] [--seconds 3] [--rounds 5] [--clients 1000] [--modes off,memory,memory+above,...]
+ * With --cpu-prof DIR each proxy writes V8 CPU profiles into DIR/<mode>/ when the benchmark ends.
+ *
+ *   npm run bench -- server-detection [--connections 32] [--seconds 3] [--rounds 5] [--clients 1000] [--modes off,memory,memory+above,...] [--cpu-prof DIR]
  */
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
@@ -47,11 +49,20 @@ function bodyOf(n: number): string {
   return JSON.stringify({ inputs: [{ name: 'image', shape: [1, 784], datatype: 'UINT8', data }] });
 }
 
+const profileDir = args.get('cpu-prof');
+
 function start(role: 'stub' | 'proxy', upstream = '', mode = ''): Promise<Started> {
-  return startChild(child, [role, upstream, mode], role);
+  // One folder per mode: every thread of the proxy (tsx's loader has one) writes its own profile.
+  const profile = role === 'proxy' && profileDir ? ['--cpu-prof', '--cpu-prof-dir', `${profileDir}/${mode.replace(/[^a-z+-]/gi, '_')}`] : [];
+  return startChild(child, [role, upstream, mode], role, profile);
 }
 
-const stop = stopChild;
+// A profiling proxy is stopped with SIGINT, on which it exits normally and writes its profile.
+const stop = (started: Started): void => {
+  if (!profileDir) return stopChild(started);
+  started.process.removeAllListeners('exit');
+  started.process.kill('SIGINT');
+};
 
 const cpuOf = (started: Started): Promise<number> =>
   new Promise((resolve) => {
