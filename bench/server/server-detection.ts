@@ -59,7 +59,10 @@ function start(role: 'stub' | 'proxy', upstream = '', mode = ''): Promise<Starte
 
 // A profiling proxy is stopped with SIGINT, on which it exits normally and writes its profile.
 const stop = (started: Started): void => {
-  if (!profileDir) return stopChild(started);
+  if (!profileDir) {
+    stopChild(started);
+    return;
+  }
   started.process.removeAllListeners('exit');
   started.process.kill('SIGINT');
 };

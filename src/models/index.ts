@@ -153,9 +153,11 @@ export {
 } from './checkpoints/checkpoints.js';
 export {
   calibrateHodaOnHeldOut,
+  calibrateHodaFromHardness,
   calibrateHodaWithSurrogates,
   checkpointHardness,
   surrogateHardness,
+  surrogateHardnessInChunks,
   type HeldOutCalibrationOptions,
 } from './checkpoints/hoda-hardness.js';
 

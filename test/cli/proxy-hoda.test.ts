@@ -14,6 +14,7 @@ import { proxyOptionsFromSettings } from '../../src/cli/commands/proxy.js';
 import { resolveProxySettings } from '../../src/cli/config/proxy-config.js';
 import { encodeNpy } from '../../src/eval/data/npy.js';
 import { checkpointRecorder, createModel, initBackend, saveCheckpoints, saveModel, tf } from '../../src/models/index.js';
+import type { PopulationServingOptions } from '../../src/server/clients/options.js';
 import { ServingOptionError } from '../../src/server/errors.js';
 import { runCli } from '../helpers/run-cli.js';
 import { scratchDir } from '../helpers/scratch.js';
@@ -21,6 +22,8 @@ import { startProxyCommand } from '../server/helpers/proxy-command.js';
 import { startStubUpstream } from '../server/helpers/stub-upstream.js';
 
 const WIDTH = 48; // 4×4×3 images
+/** The held-out examples of held.npy. */
+const HELD_OUT = Float32Array.from({ length: 300 * WIDTH }, (_, i) => ((i * 7919) % 1000) / 1000);
 let dir: string;
 const listed: string[] = [];
 
@@ -47,8 +50,7 @@ before(async () => {
   await saveModel(model, join(dir, 'own'));
   await saveCheckpoints(join(dir, 'own'), recorder.checkpoints);
   model.dispose();
-  const held = Float32Array.from({ length: 300 * WIDTH }, (_, i) => ((i * 7919) % 1000) / 1000);
-  await writeFile(join(dir, 'held.npy'), encodeNpy(held, [300, WIDTH]));
+  await writeFile(join(dir, 'held.npy'), encodeNpy(HELD_OUT, [300, WIDTH]));
   for (const [c, count] of [
     [0, 60],
     [1, 60],
@@ -129,6 +131,44 @@ describe('msd proxy --hoda-checkpoints', () => {
       assert.ok(new Set(expected).size > 1, 'the checkpoints disagree on some rows, so the check means something');
     } finally {
       options.hoda?.dispose();
+    }
+  });
+
+  it('calibrates population detection’s HODA on the same examples, unless --population gives its own', async () => {
+    const withPopulation = (population: string) =>
+      proxyOptionsFromSettings(settings({ hodaCheckpoints: listed.join(','), hodaCalibration: join(dir, 'held.npy'), population }));
+    const calibrated = await withPopulation('{"minQueries":100}');
+    try {
+      assert.match(
+        calibrated.hoda!.summary,
+        /HODA on \(3 checkpoints, calibrated on 300 held-out examples\); population HODA calibrated on the same examples \(max distance 0\.\d+ over windows of 100\)/,
+      );
+      const { hoda } = calibrated.clients!.population as PopulationServingOptions;
+      assert.ok(hoda!.maxDistance > 0 && hoda!.maxDistance <= 0.99, String(hoda!.maxDistance));
+      // The reference is the held-out examples' hardness histogram, as the detectors will see each request's.
+      const hardness = await calibrated.hoda!.hardness({ rows: 300, cols: WIDTH, data: HELD_OUT });
+      assert.deepEqual(
+        hoda!.reference,
+        [0, 1, 2].map((b) => Array.from(hardness).filter((h) => h === b).length / 300),
+      );
+      assert.ok(hoda!.reference.filter((v) => v > 0).length > 1, 'the checkpoints disagree on some held-out rows, so the histogram means something');
+    } finally {
+      calibrated.hoda?.dispose();
+    }
+    // Windows of the default minQueries (200) need 400 examples: off, and the start-up line says why.
+    const tooFew = await withPopulation('{}');
+    try {
+      assert.match(tooFew.hoda!.summary, /population HODA off: 300 held-out examples, and windows of 200 \(population minQueries\) need at least 400/);
+      assert.equal((tooFew.clients!.population as PopulationServingOptions).hoda, undefined);
+    } finally {
+      tooFew.hoda?.dispose();
+    }
+    const own = await withPopulation('{"minQueries":100,"hoda":{"reference":[0.5,0.3,0.2],"maxDistance":0.3}}');
+    try {
+      assert.match(own.hoda!.summary, /population HODA from --population/);
+      assert.deepEqual((own.clients!.population as PopulationServingOptions).hoda, { reference: [0.5, 0.3, 0.2], maxDistance: 0.3 });
+    } finally {
+      own.hoda?.dispose();
     }
   });
 

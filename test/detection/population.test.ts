@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import { DetectionConfigError } from '../../src/detection/errors.js';
 import {
   calibratePopulation,
+  calibratePopulationHoda,
   CLASSES_AT,
   countsLength,
   initialAlarmState,
@@ -288,5 +289,58 @@ describe('calibratePopulation', () => {
     const thiefWeights = [0.1, 0.1, 0.1, 0.1, 0.15, 0.15, 0.15, 0.15];
     assert.equal(hodaOf(Int8Array.from({ length: 1500 }, (_, i) => draw(i % 2 ? thiefWeights : benignWeights))).flagged, true);
     assert.throws(() => calibratePopulation(benign, { windowQueries: 3000, hardness, bins: 8 }), /2 × windowQueries/);
+  });
+
+  it('HODA alone (a proxy with checkpoints and held-out inputs, no answers): the same reference, a threshold that tells a thief from benign traffic', () => {
+    const random = rng(12);
+    const draw = (weights: number[]) => {
+      let u = random();
+      for (let b = 0; b < weights.length; b++) if ((u -= weights[b]) < 0) return b;
+      return weights.length - 1;
+    };
+    const benignWeights = [0.6, 0.2, 0.1, 0.06, 0.04];
+    // Unknown hardness (-1) is left out of the calibration.
+    const hardness = Int8Array.from({ length: 3000 }, (_, i) => (i % 10 === 9 ? -1 : draw(benignWeights)));
+    const calibration = calibratePopulationHoda(hardness, 5, { windowQueries: 200, draws: 100 });
+    assert.equal(calibration.rows, 2700);
+    const known = Array.from(hardness).filter((h) => h >= 0);
+    const expected = [0, 1, 2, 3, 4].map((b) => known.filter((h) => h === b).length / known.length);
+    calibration.options.reference.forEach((v, b) => assert.ok(Math.abs(v - expected[b]) < 1e-12, `bin ${b}: ${v} vs ${expected[b]}`));
+    assert.ok(Math.abs(calibration.options.maxDistance - (calibration.maxHardnessDistance + 0.05)) < 1e-12, 'the margin on top of the benign draws');
+    // The same reference as calibratePopulation's (its threshold comes from draws of the same seeded sequence, continued).
+    const withAnswers = calibratePopulation(
+      probsOf(
+        hardness.length,
+        4,
+        (r) => r % 4,
+        () => 0.9,
+      ),
+      { windowQueries: 200, draws: 100, hardness, bins: 5 },
+    );
+    assert.deepEqual(withAnswers.options.hoda!.reference, calibration.options.reference);
+    const config = resolvePopulationOptions({ minQueries: 200, hoda: calibration.options });
+    const layout = { classes: 4, bins: 5 };
+    const flagged = (h: Int8Array) =>
+      populationVerdicts(
+        config,
+        layout,
+        summarise(
+          layout,
+          0.7,
+          probsOf(
+            h.length,
+            4,
+            (r) => r % 4,
+            () => 0.9,
+          ),
+          h,
+        ),
+      ).verdicts.find((v) => v.detector === 'hoda')!.flagged;
+    assert.equal(flagged(Int8Array.from({ length: 1000 }, () => draw(benignWeights))), false);
+    assert.equal(flagged(Int8Array.from({ length: 1000 }, () => draw([0.1, 0.15, 0.25, 0.25, 0.25]))), true);
+    assert.throws(
+      () => calibratePopulationHoda(hardness.subarray(0, 300), 5, { windowQueries: 200 }),
+      /2 × windowQueries \(400\) known hardness values, got 27\d/,
+    );
   });
 });

@@ -5,7 +5,7 @@ import { batchingFromFlags } from '../flags/batching-flags.js';
 import { inputOptionsFromFlags } from '../flags/image-flags.js';
 import { addClientFlags, clientOptionsFromFlags, type ClientFlags } from '../flags/client-flags.js';
 import { addDetectionFlags, detectionFromFlags, tierNeeds, type DetectionFlags, type DetectionSetup } from '../flags/detection-flags.js';
-import { addHodaFlags, checkHodaFlags, HODA_FLAG_NAMES, hodaFromFlags, type HodaFlags, type HodaSetup } from '../flags/hoda-flags.js';
+import { addHodaFlags, checkHodaFlags, HODA_FLAG_NAMES, hodaFromFlags, type HodaFlags, type HodaSetup, withPopulationHoda } from '../flags/hoda-flags.js';
 import {
   addProxyFlags,
   readProxyConfigFile,
@@ -186,6 +186,12 @@ export async function proxyOptionsFromSettings(flags: ProxySettings): Promise<Pr
     if (hoda) {
       options.clients!.hardness = hoda.hardness;
       options.hoda = hoda;
+      const given = options.clients!.population;
+      if (given) {
+        const { population, note } = withPopulationHoda(given, hoda.heldOut);
+        options.clients!.population = population;
+        options.hoda = { ...hoda, summary: `${hoda.summary}; ${note}` };
+      }
     }
     options.detectionSetup = detecting;
     needs = [...new Set([...needs, ...tierNeeds(detecting.tiers, options.noiseSecret)])];

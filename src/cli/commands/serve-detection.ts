@@ -3,11 +3,12 @@
  * victim's training checkpoints (calibrated on the first half of the MNIST test split) when the
  * cached victim has them.
  */
-import { calibrateHodaOnHeldOut, loadCheckpointModels, loadModel, type LayersModel } from '../../models/index.js';
+import { calibrateHodaFromHardness, checkpointHardness, loadCheckpointModels, loadModel, type LayersModel } from '../../models/index.js';
 import { chunkedHardness } from '../../demo/hardness.js';
 import type { ClientsOptions } from '../../server/clients/options.js';
 import { clientOptionsFromFlags, type ClientFlags } from '../flags/client-flags.js';
 import { detectionFromFlags, type DetectionFlags, type DetectionSetup } from '../flags/detection-flags.js';
+import { withPopulationHoda, type HodaSetup } from '../flags/hoda-flags.js';
 
 export interface ServeDetection {
   clients: ClientsOptions;
@@ -31,8 +32,10 @@ export async function serveDetection(
   const checkpoints: LayersModel[] | undefined = await loadCheckpointModels(modelDir, () => loadModel(modelDir));
   let options = flags.detection;
   let hoda = 'HODA off (the cached victim has no training checkpoints; delete it to retrain)';
+  let heldOutHardness: HodaSetup['heldOut'];
   if (checkpoints) {
-    const calibration = calibrateHodaOnHeldOut(checkpoints, heldOut.x, heldOut.rows);
+    heldOutHardness = { hardness: checkpointHardness(checkpoints, heldOut.x, heldOut.rows), bins: checkpoints.length };
+    const calibration = calibrateHodaFromHardness(heldOutHardness.hardness, checkpoints.length);
     let given: Record<string, unknown> | undefined = {};
     try {
       // A file (@…) or bad JSON is left to detectionFromFlags, which reads it and says what is wrong.
@@ -51,6 +54,11 @@ export async function serveDetection(
   const clients = clientOptionsFromFlags(flags, process.env, setup.detection)!;
   // In chunks, the event loop served between them: a large request must not hold the others (health checks included).
   if (checkpoints) clients.hardness = chunkedHardness(checkpoints);
+  if (clients.population) {
+    const { population, note } = withPopulationHoda(clients.population, heldOutHardness, 'the cached victim has no training checkpoints');
+    clients.population = population;
+    hoda += `; ${note}`;
+  }
   return {
     clients,
     setup,

@@ -19,7 +19,8 @@ import { oneOf } from '../../validation/index.js';
 import { parseFlag } from './flags.js';
 import { readDetectionOptions } from './detection-flags.js';
 import { ServingOptionError } from '../../server/errors.js';
-import type { ClientsOptions } from '../../server/clients/options.js';
+import type { ClientsOptions, PopulationServingOptions } from '../../server/clients/options.js';
+import { calibratePopulationHoda, POPULATION_DEFAULTS } from '../../detection/above/population.js';
 import type { InputOptions } from '../../server/inputs/index.js';
 import type { SurrogateModel } from '../../models/index.js';
 
@@ -89,7 +90,39 @@ export interface HodaSetup {
   detection: string;
   /** Start-up line. */
   summary: string;
+  /** The held-out examples' hardness (with --hoda-calibration): population detection's HODA is calibrated on it too. */
+  heldOut?: { hardness: Int8Array; bins: number };
   dispose(): void;
+}
+
+/**
+ * Population detection's HODA (the hardness histogram of all recent traffic, and of young identities',
+ * against the benign one: what catches a thief who spreads its queries over many keys) calibrated on
+ * the held-out examples (--hoda-calibration), unless the population options carry their own `hoda`.
+ * The options as they are when there is nothing to calibrate; `note` says what was done, for the start-up line.
+ */
+export function withPopulationHoda(
+  population: PopulationServingOptions,
+  heldOut: HodaSetup['heldOut'],
+  /** Why there are no held-out examples, when there are none. */
+  missing = 'its calibration needs --hoda-calibration',
+): { population: PopulationServingOptions; note: string } {
+  if (population.hoda !== undefined) return { population, note: 'population HODA from --population' };
+  if (!heldOut) return { population, note: `population HODA off (${missing}, or hoda in --population)` };
+  const windowQueries = population.minQueries ?? POPULATION_DEFAULTS.minQueries;
+  try {
+    const calibrated = calibratePopulationHoda(heldOut.hardness, heldOut.bins, { windowQueries });
+    return {
+      population: { ...population, hoda: calibrated.options },
+      note: `population HODA calibrated on the same examples (max distance ${calibrated.options.maxDistance.toFixed(3)} over windows of ${windowQueries})`,
+    };
+  } catch (error) {
+    if (!(error instanceof RangeError)) throw error;
+    return {
+      population,
+      note: `population HODA off: ${heldOut.hardness.length} held-out examples, and windows of ${windowQueries} (population minQueries) need at least ${2 * windowQueries}`,
+    };
+  }
 }
 
 /** Loads the checkpoints and calibrates; undefined without --hoda-checkpoints. ServingOptionError for anything wrong, naming the file. */
@@ -129,9 +162,11 @@ export async function hodaFromFlags(flags: HodaFlags, inputs: InputOptions | und
     const width = first.inputShape.reduce((a, b) => a * b, 1);
     let detection = flags.detection;
     let calibrated = 'calibration from --detection';
+    let heldOutHardness: Int8Array | undefined;
     if (flags.hodaCalibration !== undefined) {
       const held = await calibrationRows(flags.hodaCalibration, width, inputs);
-      const calibration = await models.calibrateHodaWithSurrogates(checkpoints, held.x, held.rows);
+      heldOutHardness = await models.surrogateHardnessInChunks(checkpoints, held.x, held.rows);
+      const calibration = models.calibrateHodaFromHardness(heldOutHardness, checkpoints.length);
       if (calibration.thresholds.length === 0)
         fail(
           `--hoda-calibration ${flags.hodaCalibration}: ${held.rows} examples, fewer than HODA’s shortest test (100 queries); give at least 100, better 1000 or more`,
@@ -151,6 +186,7 @@ export async function hodaFromFlags(flags: HodaFlags, inputs: InputOptions | und
       hardness: (rows) => models.surrogateHardness(checkpoints, rows.data, rows.rows),
       detection: detection ?? '{}',
       summary: `HODA on (${checkpoints.length} checkpoints, ${calibrated})`,
+      ...(heldOutHardness ? { heldOut: { hardness: heldOutHardness, bins: checkpoints.length } } : {}),
       dispose,
     };
   } catch (error) {

@@ -459,31 +459,13 @@ export function calibratePopulation(
   let hoda: PopulationCalibration['options']['hoda'];
   let maxHardnessDistance: number | undefined;
   if (options.hardness && options.bins) {
-    const bins = options.bins;
-    const known: number[] = [];
-    for (let r = 0; r < Math.min(probs.rows, options.hardness.length); r++) {
-      const h = options.hardness[r];
-      if (h >= 0 && h < bins && Number.isInteger(h)) known.push(h);
-    }
-    if (known.length < 2 * windowQueries)
-      throw new RangeError(`calibratePopulation needs at least 2 × windowQueries (${2 * windowQueries}) known hardness values, got ${known.length}`);
-    // Reference from the even rows, draws from the odd ones.
-    const reference = new Float64Array(bins);
-    const pool: number[] = [];
-    known.forEach((h, i) => (i % 2 === 0 ? reference[h]++ : pool.push(h)));
-    const sum = reference.reduce((a, b) => a + b, 0);
-    for (let b = 0; b < bins; b++) reference[b] /= sum;
-    maxHardnessDistance = 0;
-    const window = new Float64Array(bins);
-    for (let d = 0; d < count; d++) {
-      window.fill(0);
-      for (let i = 0; i < windowQueries; i++) window[pool[Math.floor(random() * pool.length)]]++;
-      for (let b = 0; b < bins; b++) window[b] /= windowQueries;
-      maxHardnessDistance = Math.max(maxHardnessDistance, totalVariation(window, Array.from(reference)));
-    }
-    const all = new Float64Array(bins);
-    for (const h of known) all[h]++;
-    hoda = { reference: Array.from(all, (v) => v / known.length), maxDistance: Math.min(0.99, maxHardnessDistance + (options.hodaMargin ?? margin)) };
+    // The same generator, continued: the class draws above and the hardness draws are one seeded sequence.
+    const given = options.hardness;
+    // Rows past the answers given have no answer: not calibrated on.
+    const hardness = given.length > probs.rows ? Array.from({ length: probs.rows }, (_, r) => given[r]) : given;
+    const calibrated = hardnessCalibration(hardness, options.bins, windowQueries, count, options.hodaMargin ?? margin, random);
+    hoda = { reference: calibrated.reference, maxDistance: calibrated.maxDistance };
+    maxHardnessDistance = calibrated.maxHardnessDistance;
   }
   return {
     benignRate: all[LOW] / probs.rows,
@@ -493,5 +475,85 @@ export function calibratePopulation(
       ...(hoda ? { hoda } : {}),
     },
     draws: { count, windowQueries, maxRate, maxDistance, ...(maxHardnessDistance !== undefined ? { maxHardnessDistance } : {}) },
+  };
+}
+
+/** Population HODA's calibration: the benign hardness histogram and the distance threshold over windows of benign rows. */
+export interface PopulationHodaCalibration {
+  /** Pass as `population.hoda`. */
+  readonly options: { reference: number[]; maxDistance: number };
+  /** The largest distance the benign draws reached (before the margin). */
+  readonly maxHardnessDistance: number;
+  /** Known hardness values the calibration used. */
+  readonly rows: number;
+}
+
+/**
+ * calibratePopulation's hardness part alone, for a server that has HODA's checkpoints and held-out
+ * benign inputs but not the model's answers on them (the proxy with --hoda-calibration): the same
+ * reference and threshold, from `hardness` (HODA's bin per row, -1 unknown) over `bins` bins.
+ */
+export function calibratePopulationHoda(
+  hardness: ArrayLike<number>,
+  bins: number,
+  options: { windowQueries?: number; draws?: number; margin?: number; seed?: number } = {},
+): PopulationHodaCalibration {
+  const calibrated = hardnessCalibration(
+    hardness,
+    bins,
+    options.windowQueries ?? POPULATION_DEFAULTS.minQueries,
+    options.draws ?? 200,
+    options.margin ?? 0.05,
+    seeded(options.seed ?? 0x5eed),
+  );
+  return {
+    options: { reference: calibrated.reference, maxDistance: calibrated.maxDistance },
+    maxHardnessDistance: calibrated.maxHardnessDistance,
+    rows: calibrated.rows,
+  };
+}
+
+/**
+ * The reference is the histogram of all known rows; the threshold comes from draws of the odd rows
+ * against the histogram of the even ones, so it covers two independent benign samples differing,
+ * not only a window's own noise.
+ */
+function hardnessCalibration(
+  hardness: ArrayLike<number>,
+  bins: number,
+  windowQueries: number,
+  count: number,
+  margin: number,
+  random: () => number,
+): { reference: number[]; maxDistance: number; maxHardnessDistance: number; rows: number } {
+  const known: number[] = [];
+  for (let r = 0; r < hardness.length; r++) {
+    const h = hardness[r];
+    if (h >= 0 && h < bins && Number.isInteger(h)) known.push(h);
+  }
+  if (known.length < 2 * windowQueries)
+    throw new RangeError(`calibratePopulation needs at least 2 × windowQueries (${2 * windowQueries}) known hardness values, got ${known.length}`);
+  // Reference from the even rows, draws from the odd ones.
+  const half = new Float64Array(bins);
+  const pool: number[] = [];
+  known.forEach((h, i) => (i % 2 === 0 ? half[h]++ : pool.push(h)));
+  const sum = half.reduce((a, b) => a + b, 0);
+  for (let b = 0; b < bins; b++) half[b] /= sum;
+  const halfReference = Array.from(half);
+  let maxHardnessDistance = 0;
+  const window = new Float64Array(bins);
+  for (let d = 0; d < count; d++) {
+    window.fill(0);
+    for (let i = 0; i < windowQueries; i++) window[pool[Math.floor(random() * pool.length)]]++;
+    for (let b = 0; b < bins; b++) window[b] /= windowQueries;
+    maxHardnessDistance = Math.max(maxHardnessDistance, totalVariation(window, halfReference));
+  }
+  const all = new Float64Array(bins);
+  for (const h of known) all[h]++;
+  return {
+    reference: Array.from(all, (v) => v / known.length),
+    maxDistance: Math.min(0.99, maxHardnessDistance + margin),
+    maxHardnessDistance,
+    rows: known.length,
   };
 }

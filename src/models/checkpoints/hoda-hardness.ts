@@ -95,12 +95,22 @@ export async function calibrateHodaWithSurrogates(
   options: HeldOutCalibrationOptions & { chunkRows?: number } = {},
 ): Promise<HodaCalibration> {
   parseOptions(withSurrogatesSchema, options, style);
+  return calibrationFromHardness(await surrogateHardnessInChunks(models, x, rows, options.chunkRows), models.length, options);
+}
+
+/** surrogateHardness of many rows, `chunkRows` (default 256) at a time: the held-out rows of a calibration. */
+export async function surrogateHardnessInChunks(models: readonly SurrogateModel[], x: Float32Array, rows: number, chunkRows = 256): Promise<Int8Array> {
   const width = x.length / rows;
-  const chunk = options.chunkRows ?? 256;
   const hardness = new Int8Array(rows);
-  for (let start = 0; start < rows; start += chunk) {
-    const n = Math.min(chunk, rows - start);
+  for (let start = 0; start < rows; start += chunkRows) {
+    const n = Math.min(chunkRows, rows - start);
     hardness.set(await surrogateHardness(models, x.subarray(start * width, (start + n) * width), n), start);
   }
-  return calibrationFromHardness(hardness, models.length, options);
+  return hardness;
+}
+
+/** HODA's benign calibration from the held-out rows' hardness (0 .. checkpoints − 1 per row), as calibrateHodaOnHeldOut computes it. */
+export function calibrateHodaFromHardness(hardness: Int8Array, checkpoints: number, options: HeldOutCalibrationOptions = {}): HodaCalibration {
+  parseOptions(heldOutSchema, options, style);
+  return calibrationFromHardness(hardness, checkpoints, options);
 }

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { serveDetection } from '../../../src/cli/commands/serve-detection.js';
+import type { PopulationServingOptions } from '../../../src/server/clients/options.js';
 import {
   checkpointHardness,
   checkpointRecorder,
@@ -74,6 +75,22 @@ describe('demo HODA: hardness computed in chunks, off the event loop’s critica
       assert.ok(turns >= 4, `the event loop turned between the 5 chunks (${turns} turns)`);
     } finally {
       checkpoints.forEach((m) => m.dispose());
+    }
+  });
+
+  it('with --population, calibrates population detection’s HODA on the held-out split too', async () => {
+    const heldOut = { x: pixels(400, 3), rows: 400 };
+    const detecting = (await serveDetection({ clientId: 'header:x-api-key', population: '{"minQueries":150}' }, modelDir, heldOut))!;
+    try {
+      assert.match(
+        detecting.summary,
+        /HODA on \(11 checkpoints, calibrated on 400 held-out images\); population HODA calibrated on the same examples \(max distance 0\.\d+ over windows of 150\)/,
+      );
+      const { hoda } = detecting.clients.population as PopulationServingOptions;
+      assert.equal(hoda!.reference.length, 11);
+      assert.ok(Math.abs(hoda!.reference.reduce((a, b) => a + b, 0) - 1) < 1e-9);
+    } finally {
+      detecting.dispose();
     }
   });
 
