@@ -29,6 +29,17 @@ function probsOf(rows: number, classes: number, label: (r: number) => number, co
   return { rows, cols: classes, data };
 }
 
+/** The population's HODA verdict on a window of rows of hardness `h` (confident answers, the classes in turn). */
+function hodaVerdict(config: ReturnType<typeof resolvePopulationOptions>, layout: { classes: number; bins: number }, h: Int8Array, confidence: number) {
+  const probs = probsOf(
+    h.length,
+    layout.classes,
+    (r) => r % layout.classes,
+    () => confidence,
+  );
+  return populationVerdicts(config, layout, summarise(layout, 0.7, probs, h)).verdicts.find((v) => v.detector === 'hoda')!;
+}
+
 const MINUTE = 60_000;
 
 describe('population counts and detectors', () => {
@@ -268,22 +279,7 @@ describe('calibratePopulation', () => {
     assert.ok(hoda.maxDistance > calibration.draws.maxHardnessDistance!, 'the margin on top');
     const config = resolvePopulationOptions({ minQueries: 200, ...calibration.options });
     const layout = { classes: 10, bins: 8 };
-    const hodaOf = (h: Int8Array) =>
-      populationVerdicts(
-        config,
-        layout,
-        summarise(
-          layout,
-          0.7,
-          probsOf(
-            h.length,
-            10,
-            (r) => r % 10,
-            () => 0.97,
-          ),
-          h,
-        ),
-      ).verdicts.find((v) => v.detector === 'hoda')!;
+    const hodaOf = (h: Int8Array) => hodaVerdict(config, layout, h, 0.97);
     // Fresh benign traffic (another sample) is calm; a thief's hard queries are not, even mixed half and half.
     assert.equal(hodaOf(Int8Array.from({ length: 1500 }, () => draw(benignWeights))).flagged, false);
     const thiefWeights = [0.1, 0.1, 0.1, 0.1, 0.15, 0.15, 0.15, 0.15];
@@ -320,22 +316,7 @@ describe('calibratePopulation', () => {
     assert.deepEqual(withAnswers.options.hoda!.reference, calibration.options.reference);
     const config = resolvePopulationOptions({ minQueries: 200, hoda: calibration.options });
     const layout = { classes: 4, bins: 5 };
-    const flagged = (h: Int8Array) =>
-      populationVerdicts(
-        config,
-        layout,
-        summarise(
-          layout,
-          0.7,
-          probsOf(
-            h.length,
-            4,
-            (r) => r % 4,
-            () => 0.9,
-          ),
-          h,
-        ),
-      ).verdicts.find((v) => v.detector === 'hoda')!.flagged;
+    const flagged = (h: Int8Array) => hodaVerdict(config, layout, h, 0.9).flagged;
     assert.equal(flagged(Int8Array.from({ length: 1000 }, () => draw(benignWeights))), false);
     assert.equal(flagged(Int8Array.from({ length: 1000 }, () => draw([0.1, 0.15, 0.25, 0.25, 0.25]))), true);
     assert.throws(
