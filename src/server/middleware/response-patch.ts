@@ -42,10 +42,30 @@ interface OriginalMethods {
   end: Response['end'];
 }
 
-/** One patched response: `handled` once set, every call goes straight to Express (our own output, or an answer already handled). */
+/**
+ * One patched response's phase: `route` until the route answers; `defending` while its first answer is
+ * defended (a second answer of the route then is dropped: passed to Express it would go out
+ * undefended before the defended one); `sent` once the defended answer (or an error) is out, when
+ * every call goes straight to Express, which refuses a second answer as it would without the patch.
+ */
 interface PatchState {
-  handled: boolean;
+  phase: 'route' | 'defending' | 'sent';
   readonly original: OriginalMethods;
+  /** The route answered again while its first answer was being defended (logged once). */
+  dropped?: boolean;
+}
+
+/** What a patched method does with the route's call: defend it, drop it (a second answer while the first is defended), or pass it to Express. */
+type RouteCall = 'defend' | 'drop' | 'express';
+
+function routeCall(state: PatchState, onDrop: () => void): RouteCall {
+  if (state.phase === 'route') return 'defend';
+  if (state.phase === 'sent') return 'express';
+  if (!state.dropped) {
+    state.dropped = true;
+    onDrop();
+  }
+  return 'drop';
 }
 
 function levelOf(record: DefenseRecord): 'info' | 'warn' {
@@ -55,7 +75,7 @@ function levelOf(record: DefenseRecord): 'info' | 'warn' {
 }
 
 /** Routes that write raw bytes: res.write and res.end hold them back until end(), then `handle` defends them like a JSON string. */
-function patchRawWrites(req: Request, res: Response, state: PatchState, handle: (body: unknown, isText: boolean) => void): void {
+function patchRawWrites(req: Request, res: Response, state: PatchState, handle: (body: unknown, isText: boolean) => void, onDrop: () => void): void {
   const { write: originalWrite, end: originalEnd } = state.original;
   const buffered: Buffer[] = [];
   const hold = (chunk: unknown, rest: unknown[]): void => {
@@ -64,19 +84,24 @@ function patchRawWrites(req: Request, res: Response, state: PatchState, handle: 
   };
   const callbackIn = (args: unknown[]): (() => void) | undefined => args.find((a): a is () => void => typeof a === 'function');
   res.write = function write(chunk: unknown, ...rest: unknown[]): boolean {
-    if (state.handled) return (originalWrite as (...args: unknown[]) => boolean).call(res, chunk, ...rest);
+    const call = routeCall(state, onDrop);
+    // Bytes after the answer ended have nowhere to go (Node would raise write-after-end on the response).
+    if (call === 'express' && !res.writableEnded) return (originalWrite as (...args: unknown[]) => boolean).call(res, chunk, ...rest);
+    if (call !== 'defend') return false;
     hold(chunk, rest);
     const callback = callbackIn(rest);
     if (callback) process.nextTick(callback);
     return true;
   } as Response['write'];
   res.end = function end(chunk?: unknown, ...rest: unknown[]): Response {
-    if (state.handled) return (originalEnd as (...args: unknown[]) => Response).call(res, chunk, ...rest);
+    const call = routeCall(state, onDrop);
+    if (call === 'express' && !res.writableEnded) return (originalEnd as (...args: unknown[]) => Response).call(res, chunk, ...rest);
+    if (call !== 'defend') return res;
     hold(chunk, rest);
     const callback = callbackIn([chunk, ...rest]);
     if (callback) res.once('finish', callback);
     if (buffered.length === 0 && (NO_BODY_STATUS.has(res.statusCode) || req.method === 'HEAD')) {
-      state.handled = true;
+      state.phase = 'sent';
       return (originalEnd as () => Response).call(res);
     }
     handle(Buffer.concat(buffered).toString('utf8'), true);
@@ -85,15 +110,19 @@ function patchRawWrites(req: Request, res: Response, state: PatchState, handle: 
 }
 
 /** res.json and res.send: their body defended by `handle` (a string or Buffer as JSON text). */
-function patchJsonAndSend(res: Response, state: PatchState, handle: (body: unknown, isText: boolean) => void): void {
+function patchJsonAndSend(res: Response, state: PatchState, handle: (body: unknown, isText: boolean) => void, onDrop: () => void): void {
   const { json: originalJson, send: originalSend } = state.original;
   res.json = function json(body?: unknown): Response {
-    if (state.handled) return originalJson.call(res, body);
+    const call = routeCall(state, onDrop);
+    if (call === 'express') return originalJson.call(res, body);
+    if (call === 'drop') return res;
     handle(body, false);
     return res;
   };
   res.send = function send(body?: unknown): Response {
-    if (state.handled) return originalSend.call(res, body);
+    const call = routeCall(state, onDrop);
+    if (call === 'express') return originalSend.call(res, body);
+    if (call === 'drop') return res;
     if (Buffer.isBuffer(body)) handle(body.toString('utf8'), true);
     else if (typeof body === 'string') handle(body, true);
     else handle(body, false);
@@ -130,6 +159,9 @@ export function createResponsePatch(deps: ResponsePatchDeps): ResponsePatch {
 
   /** Sends the outcome through Express's own res.json (a refusal's Retry-After comes with the outcome's headers). */
   const emit = (req: Request, res: Response, state: PatchState, outcome: Outcome): void => {
+    // Answered already (the error handler's way out came first): this later outcome has nowhere to go.
+    if (state.phase === 'sent' && res.writableEnded) return;
+    state.phase = 'sent';
     setDefenseRecord(res, outcome.record);
     logger?.[levelOf(outcome.record)]({ ...outcome.record, method: req.method, url: req.originalUrl }, 'model answer');
     if (res.headersSent) {
@@ -146,7 +178,7 @@ export function createResponsePatch(deps: ResponsePatchDeps): ResponsePatch {
 
   /** Defends one answer body (a parsed object, or text that must be JSON). */
   const defendBody = (req: Request, res: Response, state: PatchState, ticket: ClientTicket | undefined, body: unknown, isText: boolean): void => {
-    state.handled = true;
+    state.phase = 'defending';
     let defense: Defense | null;
     try {
       defense = selectDefense(resolved, req);
@@ -155,6 +187,7 @@ export function createResponsePatch(deps: ResponsePatchDeps): ResponsePatch {
       return;
     }
     if (NO_BODY_STATUS.has(res.statusCode) || req.method === 'HEAD') {
+      state.phase = 'sent';
       (state.original.end as () => Response).call(res);
       return;
     }
@@ -169,8 +202,10 @@ export function createResponsePatch(deps: ResponsePatchDeps): ResponsePatch {
     const label = defense ? defense.spec : SKIPPED_LABEL;
     if (res.statusCode >= 400) {
       // A non-JSON error page: no codec could find probabilities in it.
-      if (parsed === undefined) state.original.send.call(res, body);
-      else emit(req, res, state, perturber.screenErrorAnswer(label, res.statusCode, parsed));
+      if (parsed === undefined) {
+        state.phase = 'sent';
+        state.original.send.call(res, body);
+      } else emit(req, res, state, perturber.screenErrorAnswer(label, res.statusCode, parsed));
       return;
     }
     if (defense && defense.needs.length > 0 && req.body === undefined) {
@@ -189,24 +224,22 @@ export function createResponsePatch(deps: ResponsePatchDeps): ResponsePatch {
   };
 
   const defendResponse: DefendResponse = (req, res, next, ticket) => {
-    const state: PatchState = { handled: false, original: { json: res.json, send: res.send, write: res.write, end: res.end } };
+    const state: PatchState = { phase: 'route', original: { json: res.json, send: res.send, write: res.write, end: res.end } };
     // The surrogate's queue is full: refuse (503, Retry-After) before the route spends work on the request.
     if (resolved.context?.admit && !resolved.chooseDefense && resolved.defense.needs.length > 0) {
       try {
         resolved.context.admit(1);
       } catch (error) {
-        state.handled = true;
         emit(req, res, state, perturber.failure(resolved.defense.spec, error));
         return;
       }
     }
     const handle = (body: unknown, isText: boolean): void => defendBody(req, res, state, ticket, body, isText);
-    patchJsonAndSend(res, state, handle);
-    patchRawWrites(req, res, state, handle);
-    finishers.set(req, (outcome) => {
-      state.handled = true;
-      emit(req, res, state, outcome);
-    });
+    const onDrop = (): void =>
+      logger?.warn({ method: req.method, url: req.originalUrl }, 'the route answered again while its answer was being defended: the second answer was dropped');
+    patchJsonAndSend(res, state, handle, onDrop);
+    patchRawWrites(req, res, state, handle, onDrop);
+    finishers.set(req, (outcome) => emit(req, res, state, outcome));
     next();
   };
 

@@ -150,6 +150,49 @@ describe('client detection through the middleware', () => {
     assert.ok(!res.text.includes('secret'));
   });
 
+  it('a route that answers again while its answer is being defended: the second answer never goes out', async () => {
+    const answer = kserveAnswer();
+    const routes: Record<string, (res: express.Response) => void> = {
+      '/twice-json': (res) => {
+        res.json(answer);
+        res.json(answer);
+      },
+      '/json-then-end': (res) => {
+        res.json(answer);
+        res.end(JSON.stringify(answer));
+      },
+      '/json-then-write': (res) => {
+        res.json(answer);
+        res.write(JSON.stringify(answer));
+        res.send(JSON.stringify(answer));
+      },
+    };
+    // With client detection the defense is asynchronous (the observation awaits the store); without it, synchronous.
+    for (const clients of [{ identity: 'header:x-api-key' as const, detection: countDetection({}) }, undefined]) {
+      const logs = lineCollector();
+      const app = express();
+      app.use(express.json());
+      const guard = poisonPredictions({
+        defense: 'rounding:decimals=2',
+        logger: createLogger({ level: 'info' }, logs.stream),
+        ...(clients ? { clients } : {}),
+      });
+      for (const [path, route] of Object.entries(routes)) app.post(path, guard, (_req, res) => route(res));
+      // Express's own error handler is quiet here: a second answer after the first went out throws, as it would unpatched.
+      app.use((_error: unknown, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+        if (!res.headersSent) res.status(500).end();
+      });
+      for (const path of Object.keys(routes)) {
+        const res = await request(app).post(path).set('x-api-key', 'key-twice-0001').send(kserveRequest());
+        assert.equal(res.status, 200, `${path}: ${res.text}`);
+        assertNoOriginalNumbers(res.text);
+        assert.deepEqual(dataOf(JSON.parse(res.text)), ROUNDED, path);
+      }
+      if (clients) assert.equal(logs.lines.filter((l) => String(l.msg).includes('the second answer was dropped')).length, 3, 'one warning per request');
+      await guard.clients?.close();
+    }
+  });
+
   it('rejects bad client options at construction with what to write instead', () => {
     const build = (clients: object) => () => poisonPredictions({ defense: 'argmax', clients } as ServingOptions<Request>);
     assert.throws(build({ identity: 'header:x-api-key' }), (e: Error) => e instanceof ServingOptionError && /ClientDetection/.test(e.message));
