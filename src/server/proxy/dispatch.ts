@@ -69,7 +69,8 @@ export function createDispatch(deps: DispatchDeps): (req: IncomingMessage, res: 
 
   return async (req, res) => {
     const method = req.method ?? 'GET';
-    // An absolute-form target ("http://host/...") matches no route and is refused.
+    // An absolute-form target ("http://host/...") matches no route: refused, or passed (--pass-unknown-routes)
+    // only when its path, like any passed path, reads as no defended route (routes.ts).
     const path = req.url ?? '/';
     const query = path.indexOf('?');
     const pathname = query < 0 ? path : path.slice(0, query);

@@ -2,9 +2,11 @@
  * Which requests the proxy defends, which it passes through untouched, and which it refuses.
  * Only known routes are passed: an unlisted route on the model server might answer probabilities
  * by another path (a V1 predict next to V2, TF Serving's :classify), so it is refused unless allowed.
+ * Nor is a path passed that a model server may read as a defended or refused route (path-normalise.ts).
  */
 import { ServingOptionError } from '../errors.js';
 import type { ProtocolName } from '../protocols/index.js';
+import { normalisePath } from './path-normalise.js';
 
 export type RouteDecision = { kind: 'infer' } | { kind: 'pass' } | { kind: 'refuse'; status: number; message: string };
 
@@ -93,10 +95,29 @@ export function createRouteTable(protocol: ProtocolName | string, options: Route
   const pass = [...builtIn.pass, ...(options.passRoutes ?? []).map((r) => parseRoutePattern(r, READ_METHODS))];
   if (infer.length === 0) throw new ServingOptionError(`the ${protocol} protocol has no built-in inference route; pass inferRoutes, e.g. ["POST /predict"]`);
   const passUnknown = options.passUnknownRoutes === true;
+  // Defended and refused routes, whatever the case, for a passed path as a model server may read it.
+  const guarded = [
+    ...infer.map((p) => ({ regex: new RegExp(p.regex.source, 'i'), what: `the inference route ${p.source}` })),
+    ...builtIn.refuse.map((r) => ({ regex: new RegExp(r.pattern.regex.source, 'i'), what: `a route this proxy refuses (${r.message})` })),
+  ];
+  const passUnlessGuarded = (method: string, path: string): RouteDecision => {
+    const read = normalisePath(path);
+    if (read === undefined) return { kind: 'refuse', status: 400, message: `${method} ${path}: malformed percent-escape in the path` };
+    // Any method but a CORS preflight (no inputs): a server may route on the path alone.
+    const hit = method === 'OPTIONS' ? undefined : guarded.find((g) => g.regex.test(read));
+    if (hit === undefined) return { kind: 'pass' };
+    return {
+      kind: 'refuse',
+      status: 400,
+      message:
+        `${method} ${path} is ambiguous: a model server may read it as ${read}, ${hit.what}; it is not passed through. ` +
+        'Send the route as written (lower-case, no percent-escapes, single slashes, no trailing slash or dot segments)',
+    };
+  };
   return (method, path) => {
     if (matches(infer, method, path)) return { kind: 'infer' };
     for (const { pattern, status, message } of builtIn.refuse) if (matches([pattern], method, path)) return { kind: 'refuse', status, message };
-    if (matches(pass, method, path) || passUnknown) return { kind: 'pass' };
+    if (matches(pass, method, path) || passUnknown) return passUnlessGuarded(method, path);
     return {
       kind: 'refuse',
       status: 404,
