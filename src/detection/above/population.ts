@@ -268,8 +268,9 @@ function scoresOf(config: PopulationConfig, layout: PopulationLayout, totals: Ar
     out.hoda = variationAt(totals, at, layout.bins, config.hoda.reference);
   }
   out.classes = Number.NaN;
-  if (config.classes.enabled && layout.classes >= 2) {
-    const reference = config.classes.reference && config.classes.reference.length === layout.classes ? config.classes.reference : undefined;
+  // A reference (and the threshold calibrated with it) is one model's: answers with another number of classes are not judged against it.
+  const reference = config.classes.reference;
+  if (config.classes.enabled && layout.classes >= 2 && (!reference || reference.length === layout.classes)) {
     out.classes = variationAt(totals, CLASSES_AT, layout.classes, reference);
   }
   out.matches = config.matches.enabled ? (queries ? totals[MATCHED] / queries : 0) : Number.NaN;

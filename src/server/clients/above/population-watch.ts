@@ -8,12 +8,24 @@ import { summarise, type PopulationConfig } from '../../../detection/above/popul
 import type { Assessment, ClientObservation } from '../../../detection/types.js';
 import type { PopulationMetrics } from '../metrics.js';
 import type { RedisClientStore } from '../store-redis.js';
-import { createPopulationTracker, VIEWS, type AlarmChange, type PopulationTracker, type PopulationView, type ViewStatus } from './population.js';
+import {
+  createPopulationTracker,
+  MAX_LAYOUTS,
+  VIEWS,
+  type AlarmChange,
+  type LayoutStatus,
+  type PopulationTracker,
+  type PopulationView,
+  type ViewStatus,
+} from './population.js';
 
 export interface PopulationOverview {
   youngQueries: number;
   tier?: string;
+  /** Per view: the layout whose alarm started first, else the one with the most queries in the window. */
   views: Record<PopulationView, ViewStatus>;
+  /** Every layout counted (one per number of classes answered), with its own views. */
+  layouts: LayoutStatus[];
 }
 
 export interface PopulationWatchDeps {
@@ -25,6 +37,7 @@ export interface PopulationWatchDeps {
 
 export class PopulationWatch {
   private tracker: PopulationTracker;
+  private warnedLayouts = false;
 
   constructor(
     private readonly config: PopulationConfig,
@@ -38,12 +51,14 @@ export class PopulationWatch {
     // The anonymous class is one shared history: in the `all` view, never young.
     const young = !anonymous && historyBefore < this.config.youngQueries;
     const layout = this.tracker.layoutFor(observation.probs.cols);
-    this.tracker.observe(summarise(layout, this.config.ood.confidenceThreshold, observation.probs, observation.hardness, observation.matches), young, time);
+    if (layout)
+      this.tracker.observe(summarise(layout, this.config.ood.confidenceThreshold, observation.probs, observation.hardness, observation.matches), young, time);
+    else this.warnUncounted(observation.probs.cols);
     for (const change of this.tracker.judge(time)) this.logAlarm(change);
     return young;
   }
 
-  /** A population alarm holds (either view). */
+  /** A population alarm holds (either view, any layout). */
   alarmed(): boolean {
     return this.tracker.alarm('all') || this.tracker.alarm('young');
   }
@@ -58,7 +73,7 @@ export class PopulationWatch {
 
   /** The views as of the last judgement. */
   overview(): PopulationOverview {
-    return { youngQueries: this.config.youngQueries, tier: this.deps.tier, views: this.tracker.status() };
+    return { youngQueries: this.config.youngQueries, tier: this.deps.tier, views: this.tracker.status(), layouts: this.tracker.layouts() };
   }
 
   /** Per view, the alarm and the detectors' scores, for the metrics' gauges. */
@@ -80,6 +95,16 @@ export class PopulationWatch {
     return this.tracker.close();
   }
 
+  /** Once per watch: answers of a layout past MAX_LAYOUTS are not counted. */
+  private warnUncounted(classes: number): void {
+    if (this.warnedLayouts) return;
+    this.warnedLayouts = true;
+    this.deps.logger?.warn(
+      { classes, layouts: MAX_LAYOUTS },
+      `population detection counts answers of at most ${MAX_LAYOUTS} numbers of classes (models): answers with ${classes} classes, and of any further one, are not counted`,
+    );
+  }
+
   private logAlarm(change: AlarmChange): void {
     const { metrics, logger } = this.deps;
     const evidence = Object.fromEntries(change.status.verdicts.map((v) => [v.detector, { flagged: v.flagged, score: v.score, ...v.evidence }]));
@@ -87,11 +112,21 @@ export class PopulationWatch {
       metrics.alarms.inc({ view: change.view });
       const flagged = change.status.verdicts.filter((v) => v.flagged).map((v) => v.detector);
       logger?.warn(
-        { view: change.view, reason: `flagged by ${flagged.join(', ')}`, tier: this.deps.tier, youngQueries: this.config.youngQueries, evidence },
+        {
+          view: change.view,
+          classes: change.layout.classes,
+          reason: `flagged by ${flagged.join(', ')}`,
+          tier: this.deps.tier,
+          youngQueries: this.config.youngQueries,
+          evidence,
+        },
         `population alarm started: young identities${this.config.suspectRate < 1 ? ' and suspects' : ''} get the probation tier`,
       );
     } else {
-      logger?.info({ view: change.view, durationSeconds: Math.round((change.durationMs ?? 0) / 1000), evidence }, 'population alarm ended');
+      logger?.info(
+        { view: change.view, classes: change.layout.classes, durationSeconds: Math.round((change.durationMs ?? 0) / 1000), evidence },
+        'population alarm ended',
+      );
     }
   }
 }

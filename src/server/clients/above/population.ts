@@ -4,13 +4,16 @@
  * youngQueries queries before the request), each a window of additive counts in time buckets, judged
  * after every observation, with an alarm that has hysteresis.
  *
+ * Per layout: answers with another number of classes (another model behind the same proxy) are
+ * counted in views of their own, with their own alarms; at most MAX_LAYOUTS layouts, the first seen.
+ *
  * Memory: the counts are this process's. Redis: each process adds its counts to per-bucket hashes
- * (`<prefix>~pop:<view>:<bucket start>`, HINCRBY in one script call per key, expiring one bucket after it leaves the window)
- * every flushMs and reads every live bucket back, so each replica judges the traffic of all of them
- * (its own not yet flushed counts added). Keys: 2 views × (buckets in the window + 1), whatever the
- * traffic. A Redis failure is counted and logged by the caller; the view goes on with what this
- * process knows (its own counts), and the unsent counts are kept for the next flush (bounded by the
- * window: older buckets are dropped).
+ * (`<prefix>~pop:<classes>x<bins>:<view>:<bucket start>`, HINCRBY in one script call per key, expiring one
+ * bucket after it leaves the window) every flushMs and reads every live bucket of its layouts back, so each
+ * replica judges the traffic of all of them (its own not yet flushed counts added). Keys: per layout,
+ * 2 views × (buckets in the window + 1), whatever the traffic. A Redis failure is counted and logged by
+ * the caller; the view goes on with what this process knows (its own counts), and the unsent counts are
+ * kept for the next flush (bounded by the window: older buckets are dropped).
  */
 import type { Redis } from 'ioredis';
 import {
@@ -42,23 +45,38 @@ export interface ViewStatus {
 
 export interface AlarmChange {
   readonly view: PopulationView;
+  readonly layout: PopulationLayout;
   readonly started: boolean;
   readonly status: ViewStatus;
   /** For an end: how long the alarm held. */
   readonly durationMs?: number;
 }
 
+/** One layout's views (K classes, HODA's bins). */
+export interface LayoutStatus extends PopulationLayout {
+  readonly views: Record<PopulationView, ViewStatus>;
+}
+
+/** At most this many layouts are counted (the first seen); answers of another one are not. */
+export const MAX_LAYOUTS = 16;
+
 export interface PopulationTracker {
   readonly config: PopulationConfig;
-  /** Adds one request's counts (src/detection/above/population.ts `summarise`) to `all` and, for a young client, to `young`. */
+  /**
+   * Adds one request's counts (src/detection/above/population.ts `summarise`, with a layout from
+   * layoutFor; its length tells the layout) to `all` and, for a young client, to `young`.
+   */
   observe(delta: Float64Array, young: boolean, time: number): void;
-  /** The layout the counts use (set by the first observation: K classes and HODA's bins). */
-  layoutFor(classes: number): PopulationLayout;
-  /** Judges both views at `time`; returns the alarms that started or ended. */
+  /** The layout of answers with `classes` classes (K classes and HODA's bins); undefined: not counted (MAX_LAYOUTS others are). */
+  layoutFor(classes: number): PopulationLayout | undefined;
+  /** Judges both views of every layout at `time`; returns the alarms that started or ended. */
   judge(time: number): AlarmChange[];
+  /** The view's alarm holds in some layout. */
   alarm(view: PopulationView): boolean;
-  /** Each view as of the last judgement. */
+  /** Each view as of the last judgement: the layout whose alarm started first, else the one with the most queries. */
   status(): Record<PopulationView, ViewStatus>;
+  /** Every layout's views as of the last judgement. */
+  layouts(): LayoutStatus[];
   /** Sends this process's counts and reads the shared ones (Redis); no-op in memory. */
   flush(time: number): Promise<void>;
   close(): Promise<void>;
@@ -90,18 +108,20 @@ interface PopulationPipeline {
 }
 
 /** Counts not yet sent to Redis, per view and bucket (keyed `<view>:<bucket start>`). */
-type PendingCounts = Map<string, { view: PopulationView; start: number; counts: Float64Array }>;
+type PendingEntry = { view: PopulationView; start: number; counts: Float64Array };
+type PendingCounts = Map<string, PendingEntry>;
 
-/** Queues the adds of the unsent counts still worth sending; returns their pending keys, in pipeline order. */
+/** Queues the adds of the unsent counts still worth sending; returns the entries queued, in pipeline order. */
 function queueAdds(
   pipeline: PopulationPipeline,
   sending: PendingCounts,
   time: number,
   { lengthMs, bucketMs }: PopulationConfig['window'],
   keyOf: (view: PopulationView, start: number) => string,
-): string[] {
-  const adds: string[] = [];
-  for (const [key, { view, start, counts }] of sending) {
+): PendingEntry[] {
+  const adds: PendingEntry[] = [];
+  for (const entry of sending.values()) {
+    const { view, start, counts } = entry;
     // A bucket is read while its start is within the window: its key lives until then, plus one
     // bucket for replicas whose clocks run behind (a TTL from the last add would outlive it).
     const expiresInMs = start + lengthMs + bucketMs - time;
@@ -110,7 +130,7 @@ function queueAdds(
     for (let i = 0; i < counts.length; i++) if (counts[i] !== 0) args.push(i, counts[i]);
     if (!args.length) continue;
     pipeline.msdPopulationAdd(keyOf(view, start), ...args, expiresInMs);
-    adds.push(key);
+    adds.push(entry);
   }
   return adds;
 }
@@ -139,14 +159,33 @@ function addOnTop(fresh: Map<PopulationView, Map<number, Float64Array>>, pending
   }
 }
 
-/** The views' counts and alarms; with `sync`, the exchange of the counts with Redis. */
-class Tracker {
-  private layout: PopulationLayout | undefined;
-  private size = 0;
-  private readonly windows = new Map<PopulationView, CountsWindow>();
+/** A bucket read back from Redis. */
+type Read = { counts: LayoutCounts; view: PopulationView; start: number };
+
+/** One layout's views: their windows, unsent counts and alarms. */
+class LayoutCounts {
+  readonly size: number;
+  /** The layout in the Redis keys: `<classes>x<bins>`. */
+  readonly tag: string;
+  readonly windows: Record<PopulationView, CountsWindow>;
   // Redis: counts not yet sent, per view and bucket.
-  private pending: PendingCounts = new Map();
-  private readonly alarms: Record<PopulationView, AlarmState> = { all: initialAlarmState(), young: initialAlarmState() };
+  pending: PendingCounts = new Map();
+  readonly alarms: Record<PopulationView, AlarmState> = { all: initialAlarmState(), young: initialAlarmState() };
+
+  constructor(
+    readonly layout: PopulationLayout,
+    { lengthMs, bucketMs }: PopulationConfig['window'],
+  ) {
+    this.size = countsLength(layout);
+    this.tag = `${layout.classes}x${layout.bins}`;
+    this.windows = { all: new CountsWindow(lengthMs, bucketMs, this.size), young: new CountsWindow(lengthMs, bucketMs, this.size) };
+  }
+}
+
+/** The views' counts and alarms, per layout; with `sync`, the exchange of the counts with Redis. */
+class Tracker {
+  // Per layout, keyed by the length of its counts (HODA's bins are the same for all).
+  private readonly layouts = new Map<number, LayoutCounts>();
   // The time of the last judgement: status() shows the views as of then.
   private lastJudged = 0;
   private flushing: Promise<void> | undefined;
@@ -156,126 +195,154 @@ class Tracker {
     private readonly sync?: PopulationSync,
   ) {}
 
-  layoutFor(classes: number): PopulationLayout {
-    if (!this.layout || this.layout.classes !== classes) {
-      // A model with another number of classes: counts of the old shape cannot be added to.
-      this.layout = { classes, bins: this.config.hoda.enabled ? this.config.hoda.bins : 0 };
-      this.size = countsLength(this.layout);
-      for (const view of VIEWS) this.windows.set(view, new CountsWindow(this.config.window.lengthMs, this.config.window.bucketMs, this.size));
-      this.pending = new Map();
-    }
-    return this.layout;
+  layoutFor(classes: number): PopulationLayout | undefined {
+    const layout = { classes, bins: this.config.hoda.enabled ? this.config.hoda.bins : 0 };
+    const known = this.layouts.get(countsLength(layout));
+    if (known) return known.layout;
+    if (this.layouts.size >= MAX_LAYOUTS) return undefined;
+    const counts = new LayoutCounts(layout, this.config.window);
+    this.layouts.set(counts.size, counts);
+    return layout;
   }
 
-  private keyOf(view: PopulationView, start: number): string {
-    return `${this.sync?.prefix ?? ''}~pop:${view}:${start}`;
+  private keyOf(counts: LayoutCounts, view: PopulationView, start: number): string {
+    return `${this.sync?.prefix ?? ''}~pop:${counts.tag}:${view}:${start}`;
   }
 
   observe(delta: Float64Array, young: boolean, time: number): void {
-    if (!this.layout || delta.length !== this.size) return;
+    const counts = this.layouts.get(delta.length);
+    if (!counts) return;
     for (const view of VIEWS) {
       if (view === 'young' && !young) continue;
-      const window = this.windows.get(view)!;
+      const window = counts.windows[view];
       window.add(delta, time);
       if (!this.sync) continue;
       const start = window.bucketOf(time);
       const key = `${view}:${start}`;
-      let entry = this.pending.get(key);
-      if (!entry) this.pending.set(key, (entry = { view, start, counts: new Float64Array(this.size) }));
-      for (let i = 0; i < this.size; i++) entry.counts[i] += delta[i];
+      let entry = counts.pending.get(key);
+      if (!entry) counts.pending.set(key, (entry = { view, start, counts: new Float64Array(counts.size) }));
+      for (let i = 0; i < counts.size; i++) entry.counts[i] += delta[i];
     }
   }
 
   alarm(view: PopulationView): boolean {
-    return this.alarms[view].on;
+    for (const counts of this.layouts.values()) if (counts.alarms[view].on) return true;
+    return false;
   }
 
-  /** A view as of now (verdicts built: for logs and listings, not per request). */
-  statusOf(view: PopulationView, time: number): ViewStatus {
-    if (!this.layout) return { alarm: false, queries: 0, verdicts: [] };
-    const totals = this.windows.get(view)!.sum(time);
-    const state = this.alarms[view];
+  /** A layout's view as of `time` (verdicts built: for logs and listings, not per request). */
+  private statusOf(counts: LayoutCounts, view: PopulationView, time: number): ViewStatus {
+    const totals = counts.windows[view].sum(time);
+    const state = counts.alarms[view];
     return {
       alarm: state.on,
       ...(state.on ? { since: state.since } : {}),
       queries: totals[0],
-      verdicts: populationVerdicts(this.config, this.layout, totals).verdicts,
+      verdicts: populationVerdicts(this.config, counts.layout, totals).verdicts,
     };
   }
 
+  /** Per view, the layout whose alarm started first, else the one with the most queries in the window. */
   status(): Record<PopulationView, ViewStatus> {
-    return { all: this.statusOf('all', this.lastJudged), young: this.statusOf('young', this.lastJudged) };
+    const lead = (view: PopulationView): ViewStatus => {
+      let best: ViewStatus | undefined;
+      for (const counts of this.layouts.values()) {
+        const status = this.statusOf(counts, view, this.lastJudged);
+        const ahead = !best || (best.alarm ? status.alarm && status.since! < best.since! : status.alarm || status.queries > best.queries);
+        if (ahead) best = status;
+      }
+      return best ?? { alarm: false, queries: 0, verdicts: [] };
+    };
+    return { all: lead('all'), young: lead('young') };
+  }
+
+  layoutStatus(): LayoutStatus[] {
+    return Array.from(this.layouts.values(), (counts) => ({
+      ...counts.layout,
+      views: { all: this.statusOf(counts, 'all', this.lastJudged), young: this.statusOf(counts, 'young', this.lastJudged) },
+    }));
   }
 
   judge(time: number): AlarmChange[] {
-    if (!this.layout) return [];
     this.lastJudged = time;
     let changes: AlarmChange[] | undefined;
-    for (const view of VIEWS) {
-      const found = populationLevels(this.config, this.layout, this.windows.get(view)!.sum(time));
-      const before = this.alarms[view];
-      const stepped = stepAlarm(this.config.alarm, before, time, found.anyFlagged, found.maxLevel);
-      this.alarms[view] = stepped.state;
-      if (stepped.started) (changes ??= []).push({ view, started: true, status: this.statusOf(view, time) });
-      if (stepped.ended) (changes ??= []).push({ view, started: false, status: this.statusOf(view, time), durationMs: time - before.since });
+    for (const counts of this.layouts.values()) {
+      const { layout } = counts;
+      for (const view of VIEWS) {
+        const found = populationLevels(this.config, layout, counts.windows[view].sum(time));
+        const before = counts.alarms[view];
+        const stepped = stepAlarm(this.config.alarm, before, time, found.anyFlagged, found.maxLevel);
+        counts.alarms[view] = stepped.state;
+        if (stepped.started) (changes ??= []).push({ view, layout, started: true, status: this.statusOf(counts, view, time) });
+        if (stepped.ended) (changes ??= []).push({ view, layout, started: false, status: this.statusOf(counts, view, time), durationMs: time - before.since });
+      }
     }
     return changes ?? NO_CHANGES;
   }
 
   async flush(time: number): Promise<void> {
-    if (!this.sync || !this.layout) return;
+    if (!this.sync || !this.layouts.size) return;
     if (this.flushing) return this.flushing;
-    const sending = this.pending;
-    this.pending = new Map();
-    this.flushing = this.exchange(this.sync, this.layout, sending, time);
+    const sending = new Map<LayoutCounts, PendingCounts>();
+    for (const counts of this.layouts.values()) {
+      sending.set(counts, counts.pending);
+      counts.pending = new Map();
+    }
+    this.flushing = this.exchange(this.sync, sending, time);
     return this.flushing;
   }
 
-  /** Sends `sending` and reads every live bucket back, in one pipeline; on a failure keeps what Redis did not take. */
-  private async exchange(sync: PopulationSync, shape: PopulationLayout, sending: PendingCounts, time: number): Promise<void> {
+  /** Sends `sending` and reads every live bucket of its layouts back, in one pipeline; on a failure keeps what Redis did not take. */
+  private async exchange(sync: PopulationSync, sending: Map<LayoutCounts, PendingCounts>, time: number): Promise<void> {
     // The buckets whose counts Redis took: never sent again, even when another command of the exchange failed.
-    const delivered = new Set<string>();
+    const delivered = new Set<PendingEntry>();
     try {
       const pipeline = (sync.redis as PopulationRedis).pipeline() as unknown as PopulationPipeline;
-      const adds = queueAdds(pipeline, sending, time, this.config.window, (view, start) => this.keyOf(view, start));
-      const reads: { view: PopulationView; start: number }[] = [];
-      for (const view of VIEWS)
-        for (const start of this.windows.get(view)!.liveStarts(time)) reads.push({ view, start }), pipeline.hgetall(this.keyOf(view, start));
+      const adds: PendingEntry[] = [];
+      for (const [counts, pending] of sending)
+        adds.push(...queueAdds(pipeline, pending, time, this.config.window, (view, start) => this.keyOf(counts, view, start)));
+      const reads: Read[] = [];
+      for (const counts of sending.keys())
+        for (const view of VIEWS)
+          for (const start of counts.windows[view].liveStarts(time)) reads.push({ counts, view, start }), pipeline.hgetall(this.keyOf(counts, view, start));
       const results = (await pipeline.exec()) ?? [];
-      adds.forEach((key, i) => {
-        if (results[i] && !results[i][0]) delivered.add(key);
+      adds.forEach((entry, i) => {
+        if (results[i] && !results[i][0]) delivered.add(entry);
       });
       const failed = results.find(([error]) => error);
       if (failed) throw failed[0];
-      if (this.layout !== shape) return;
       this.replaceWindows(sync, reads, results.slice(results.length - reads.length));
       sync.onSuccess();
     } catch (error) {
       // Keep the unsent counts for the next flush (those still inside the window; not those Redis took).
-      if (this.layout === shape) this.keepUnsent(sending, delivered, time);
+      for (const [counts, pending] of sending) this.keepUnsent(counts, pending, delivered, time);
       sync.onError(error);
     } finally {
       this.flushing = undefined;
     }
   }
 
-  /** The windows become what Redis holds, with this process's counts not yet sent on top. */
-  private replaceWindows(sync: PopulationSync, reads: readonly { view: PopulationView; start: number }[], replies: [Error | null, unknown][]): void {
-    const fresh = new Map<PopulationView, Map<number, Float64Array>>(VIEWS.map((v) => [v, new Map()]));
-    reads.forEach(({ view, start }, i) => {
-      const counts = countsOf((replies[i]?.[1] ?? {}) as Record<string, string>, this.size);
-      if (counts) fresh.get(view)!.set(start, counts);
+  /** Each layout read becomes what Redis holds, with this process's counts not yet sent on top. */
+  private replaceWindows(sync: PopulationSync, reads: readonly Read[], replies: [Error | null, unknown][]): void {
+    const fresh = new Map<LayoutCounts, Map<PopulationView, Map<number, Float64Array>>>();
+    reads.forEach(({ counts, view, start }, i) => {
+      let views = fresh.get(counts);
+      if (!views) fresh.set(counts, (views = new Map(VIEWS.map((v) => [v, new Map()]))));
+      const bucket = countsOf((replies[i]?.[1] ?? {}) as Record<string, string>, counts.size);
+      if (bucket) views.get(view)!.set(start, bucket);
     });
-    addOnTop(fresh, this.pending, this.size);
-    for (const view of VIEWS) this.windows.get(view)!.replace(fresh.get(view)!, sync.now());
+    for (const [counts, views] of fresh) {
+      addOnTop(views, counts.pending, counts.size);
+      for (const view of VIEWS) counts.windows[view].replace(views.get(view)!, sync.now());
+    }
   }
 
-  private keepUnsent(sending: PendingCounts, delivered: ReadonlySet<string>, time: number): void {
+  private keepUnsent(counts: LayoutCounts, sending: PendingCounts, delivered: ReadonlySet<PendingEntry>, time: number): void {
     for (const [key, entry] of sending) {
-      if (delivered.has(key) || entry.start <= time - this.config.window.lengthMs) continue;
-      const current = this.pending.get(key);
-      if (current) for (let i = 0; i < this.size; i++) current.counts[i] += entry.counts[i];
-      else this.pending.set(key, entry);
+      if (delivered.has(entry) || entry.start <= time - this.config.window.lengthMs) continue;
+      const current = counts.pending.get(key);
+      if (current) for (let i = 0; i < counts.size; i++) current.counts[i] += entry.counts[i];
+      else counts.pending.set(key, entry);
     }
   }
 }
@@ -296,6 +363,7 @@ export function createPopulationTracker(config: PopulationConfig, sync?: Populat
     judge: (time) => tracker.judge(time),
     alarm: (view) => tracker.alarm(view),
     status: () => tracker.status(),
+    layouts: () => tracker.layoutStatus(),
     flush: (time) => tracker.flush(time),
     close: async () => {
       if (timer) clearInterval(timer);

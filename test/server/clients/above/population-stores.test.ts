@@ -119,7 +119,7 @@ describe('population counts', () => {
   it('judges both views and keeps young traffic apart', () => {
     const config = resolvePopulationOptions({ minQueries: 20, classes: { enabled: false }, alarm: { calmMs: 1000 } });
     const tracker = createPopulationTracker(config);
-    const layout = tracker.layoutFor(2);
+    const layout = tracker.layoutFor(2)!;
     const confident = summarise(layout, 0.7, { rows: 10, cols: 2, data: new Float32Array(20).map((_, i) => (i % 2 ? 0.05 : 0.95)) });
     const unsure = summarise(layout, 0.7, { rows: 10, cols: 2, data: new Float32Array(20).fill(0.5) });
     tracker.observe(confident, false, 0);
@@ -168,7 +168,7 @@ describe('population counts', () => {
       now: () => time,
     });
     const [a, b] = clients.map((c) => createPopulationTracker(config, sync(c)));
-    const layout = a.layoutFor(2);
+    const layout = a.layoutFor(2)!;
     b.layoutFor(2);
     const unsure = summarise(layout, 0.7, { rows: 10, cols: 2, data: new Float32Array(20).fill(0.5) });
     // 20 unsure queries at each replica: under minQueries alone, over it together.
@@ -212,13 +212,13 @@ describe('population counts', () => {
     const errors: unknown[] = [];
     const time = 2_000_000;
     const tracker = redisTracker(config, connection, 'partial:', time, (e) => errors.push(e));
-    const layout = tracker.layoutFor(2);
+    const layout = tracker.layoutFor(2)!;
     // The `all` bucket's key holds a string: its add fails (WRONGTYPE), the `young` one's goes through.
-    await connection.set(`partial:~pop:all:${time}`, 'not a hash');
+    await connection.set(`partial:~pop:2x0:all:${time}`, 'not a hash');
     tracker.observe(summarise(layout, 0.7, { rows: 10, cols: 2, data: new Float32Array(20).fill(0.5) }), true, time);
     await tracker.flush(time);
     assert.equal(errors.length, 1, 'the failure is reported');
-    await connection.del(`partial:~pop:all:${time}`);
+    await connection.del(`partial:~pop:2x0:all:${time}`);
     await tracker.flush(time + 1);
     assert.equal(errors.length, 1);
     tracker.judge(time + 1);
@@ -233,12 +233,12 @@ describe('population counts', () => {
     t.after(() => connection.disconnect());
     const start = 3_000_000;
     const tracker = redisTracker(config, connection, 'expiry:', start + 9_999, (e) => assert.fail(String(e)));
-    const layout = tracker.layoutFor(2);
+    const layout = tracker.layoutFor(2)!;
     // Counts at the end of their bucket: the bucket is read until start + 60 s, so its key is needed 50 s more
     // (+ one bucket of slack), not a whole window + bucket from this add.
     tracker.observe(summarise(layout, 0.7, { rows: 10, cols: 2, data: new Float32Array(20).fill(0.5) }), false, start + 9_999);
     await tracker.flush(start + 9_999);
-    const pttl = await connection.pttl(`expiry:~pop:all:${start}`);
+    const pttl = await connection.pttl(`expiry:~pop:2x0:all:${start}`);
     assert.ok(pttl > 55_000 && pttl <= 60_001, `PTTL ${pttl} ms`);
     await tracker.close();
   });
@@ -250,7 +250,7 @@ describe('population counts', () => {
     t.after(() => dead.disconnect());
     const errors: unknown[] = [];
     const tracker = redisTracker(config, dead, 'x:', 0, (e) => errors.push(e));
-    const layout = tracker.layoutFor(2);
+    const layout = tracker.layoutFor(2)!;
     tracker.observe(summarise(layout, 0.7, { rows: 10, cols: 2, data: new Float32Array(20).fill(0.5) }), true, 0);
     await tracker.flush(0);
     assert.equal(errors.length, 1);
