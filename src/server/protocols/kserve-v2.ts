@@ -110,12 +110,16 @@ function keptParameters(parameters: unknown, keep: ReadonlySet<string>): Record<
   return any ? out : undefined;
 }
 
-/** A tensor as written back: its parameters reduced to the kept keys (the field left out when none is). */
+/** The fields of a tensor the V2 protocol defines; any other field an upstream adds could carry the original numbers. */
+const TENSOR_FIELDS = ['name', 'shape', 'datatype', 'data'] as const;
+
+/** A tensor as written back: the protocol's fields only, its parameters reduced to the kept keys (the field left out when none is). */
 function withKeptParameters(tensor: Record<string, unknown>, keep: ReadonlySet<string>): Record<string, unknown> {
-  if (!('parameters' in tensor)) return tensor;
-  const { parameters, ...rest } = tensor;
-  const kept = keptParameters(parameters, keep);
-  return kept ? { ...rest, parameters: kept } : rest;
+  const out: Record<string, unknown> = {};
+  for (const field of TENSOR_FIELDS) if (tensor[field] !== undefined) out[field] = tensor[field];
+  const kept = keptParameters(tensor.parameters, keep);
+  if (kept) out.parameters = kept;
+  return out;
 }
 
 export function kserveV2Codec(options: KServeV2Options = {}): Codec {

@@ -17,15 +17,24 @@ import { assertNoOriginalNumbers, kserveRequest, ORIGINAL_ROWS } from '../helper
 
 const RAW = ORIGINAL_ROWS.flat();
 
-/** An answer whose parameters (top-level, in the defended output, in a kept output) repeat the raw scores. */
+/** An answer whose parameters and extra tensor fields (top-level, in the defended output, in a kept output) repeat the raw scores. */
 function leakyAnswer() {
   return {
     model_name: 'mnist',
     id: 'r1',
     parameters: { raw_probs: RAW, content_type: 'np', nested: { again: RAW } },
     outputs: [
-      { name: 'probabilities', shape: [2, 3], datatype: 'FP32', parameters: { raw_probs: RAW, binary_data: false }, data: RAW },
-      { name: 'label', shape: [2], datatype: 'INT64', parameters: { scores: RAW }, data: [0, 1] },
+      // Fields the protocol does not define (a wrapper's additions) must not survive either.
+      {
+        name: 'probabilities',
+        shape: [2, 3],
+        datatype: 'FP32',
+        parameters: { raw_probs: RAW, binary_data: false },
+        data: RAW,
+        raw_logits: RAW,
+        extra: { p: RAW },
+      },
+      { name: 'label', shape: [2], datatype: 'INT64', parameters: { scores: RAW }, data: [0, 1], scores: RAW },
     ],
   };
 }
