@@ -219,6 +219,9 @@ out[rows + 1] = size
 return out
 `;
 
+/** Rows per script call: a bounded time during which Redis serves no other client. */
+const ROWS_PER_CALL = 64;
+
 type FingerprintRedis = Redis & { msdFingerprints(current: string, previous: string, ...args: (string | number)[]): Promise<number[]> };
 
 /** The shared store on the client store's Redis connection (`redis`), keys under `prefix`. */
@@ -243,12 +246,24 @@ export function createRedisFingerprintStore(
       const tag = String(ownerTag(owner));
       // A generation is read until the next one ends: a TTL of ttl from the last write would keep a third key alive.
       const expiresInMs = Math.max(1, (generation + 2) * half - now);
-      const args: (string | number)[] = [tag, k, cap, expiresInMs, rows];
-      for (let i = 0; i < rows; i++) args.push(`${tag}:${queryNumber()}`);
-      for (let i = 0; i < rows * k; i++) args.push(fingerprints[i] ? fingerprints[i].toString(36) : '0');
-      const result = await r.msdFingerprints(`${prefix}~fp:${generation}`, `${prefix}~fp:${generation - 1}`, ...args);
-      lastSize = Number(result[rows]) || 0;
-      return Uint8Array.from(result.slice(0, rows), (v) => Math.min(255, Number(v) || 0));
+      // Redis serves nothing else while a script runs: a large request goes in chunks of rows, one call
+      // each (its rows still never match one another: they share the owner). Every chunk's arguments are
+      // built before the first call: the caller reuses `fingerprints` once check returns.
+      const calls: { from: number; count: number; args: (string | number)[] }[] = [];
+      for (let from = 0; from < rows; from += ROWS_PER_CALL) {
+        const count = Math.min(ROWS_PER_CALL, rows - from);
+        const args: (string | number)[] = [tag, k, cap, expiresInMs, count];
+        for (let i = 0; i < count; i++) args.push(`${tag}:${queryNumber()}`);
+        for (let i = from * k; i < (from + count) * k; i++) args.push(fingerprints[i] ? fingerprints[i].toString(36) : '0');
+        calls.push({ from, count, args });
+      }
+      const shared = new Uint8Array(rows);
+      for (const { from, count, args } of calls) {
+        const result = await r.msdFingerprints(`${prefix}~fp:${generation}`, `${prefix}~fp:${generation - 1}`, ...args);
+        lastSize = Number(result[count]) || 0;
+        for (let i = 0; i < count; i++) shared[from + i] = Math.min(255, Number(result[i]) || 0);
+      }
+      return shared;
     },
     size: () => lastSize,
     close: async () => {},

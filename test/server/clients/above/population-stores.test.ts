@@ -81,6 +81,39 @@ describe('the fingerprint store', () => {
     assert.notEqual(ownerTag('alice'), ownerTag('bob'));
   });
 
+  it('Redis: a large request goes in chunks of rows (Redis is not held for one long script), with the same answers as in memory', async () => {
+    const rows = 150; // three calls of at most 64 rows
+    const memory = createMemoryFingerprintStore({ hashes: K }, { maxEntries: 100_000, ttlMs: 3_600_000 });
+    const shared = createRedisFingerprintStore(client, 'chunks:', { hashes: K }, { maxEntries: 100_000, ttlMs: 3_600_000 });
+    // The rows of each script call (its 5th argument after the two keys).
+    const calls: unknown[] = [];
+    const spied = client as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+    const script = spied.msdFingerprints;
+    spied.msdFingerprints = (...args: unknown[]) => {
+      calls.push(args[6]);
+      return script.apply(client, args);
+    };
+    try {
+      for (const store of [memory, shared]) {
+        const alice = prints(rows, 1);
+        // Rows of one request share hashes with one another: never a match (one owner).
+        alice.set(alice.subarray(0, K), 70 * K);
+        assert.deepEqual(Array.from(await store.check('alice', alice, rows, 0)), new Array(rows).fill(0), store.kind);
+        const bob = prints(rows, 1);
+        const answer = store.check('bob', bob, rows, 1);
+        // The caller reuses its buffer once check returns: the answer must not change.
+        bob.fill(0);
+        const got = Array.from(await answer);
+        const expected = new Array(rows).fill(K);
+        expected[70] = 0; // alice's row 70 carried her row 0's hashes, not these
+        assert.deepEqual(got, expected, `${store.kind}: every row matches alice's row of the same hashes`);
+      }
+      assert.deepEqual(calls, [64, 64, 22, 64, 64, 22], 'row counts per script call');
+    } finally {
+      spied.msdFingerprints = script;
+    }
+  });
+
   it('Redis: a generation’s key expires once no lookup reads it, so steady traffic keeps two keys, not three', async () => {
     const ttlMs = 3_600_000;
     const half = ttlMs / 2;
