@@ -13,6 +13,7 @@ import { checkHodaFlags } from '../../src/cli/flags/hoda-flags.js';
 import { proxyOptionsFromSettings } from '../../src/cli/commands/proxy.js';
 import { resolveProxySettings } from '../../src/cli/config/proxy-config.js';
 import { encodeNpy } from '../../src/eval/data/npy.js';
+import { resolvePopulationOptions } from '../../src/detection/above/population.js';
 import { checkpointRecorder, createModel, initBackend, saveCheckpoints, saveModel, tf } from '../../src/models/index.js';
 import type { PopulationServingOptions } from '../../src/server/clients/options.js';
 import { ServingOptionError } from '../../src/server/errors.js';
@@ -144,7 +145,7 @@ describe('msd proxy --hoda-checkpoints', () => {
         /HODA on \(3 checkpoints, calibrated on 300 held-out examples\); population HODA calibrated on the same examples \(max distance 0\.\d+ over windows of 100\)/,
       );
       const { hoda } = calibrated.clients!.population as PopulationServingOptions;
-      assert.ok(hoda!.maxDistance > 0 && hoda!.maxDistance <= 0.99, String(hoda!.maxDistance));
+      assert.ok(hoda!.maxDistance! > 0 && hoda!.maxDistance! <= 0.99, String(hoda!.maxDistance));
       // The reference is the held-out examples' hardness histogram, as the detectors will see each request's.
       const hardness = await calibrated.hoda!.hardness({ rows: 300, cols: WIDTH, data: HELD_OUT });
       assert.deepEqual(
@@ -169,6 +170,16 @@ describe('msd proxy --hoda-checkpoints', () => {
       assert.deepEqual((own.clients!.population as PopulationServingOptions).hoda, { reference: [0.5, 0.3, 0.2], maxDistance: 0.3 });
     } finally {
       own.hoda?.dispose();
+    }
+    // Turned off in --population: not calibrated, and the start-up line says so.
+    const off = await withPopulation('{"minQueries":100,"hoda":{"enabled":false}}');
+    try {
+      assert.match(off.hoda!.summary, /; population HODA off \(--population sets hoda\.enabled false\)$/);
+      const population = off.clients!.population as PopulationServingOptions;
+      assert.deepEqual(population.hoda, { enabled: false });
+      assert.equal(resolvePopulationOptions(population).hoda.enabled, false, 'options the population detector takes');
+    } finally {
+      off.hoda?.dispose();
     }
   });
 

@@ -138,6 +138,20 @@ describe('population counts and detectors', () => {
     assert.throws(() => resolvePopulationOptions({ hoda: { reference: [1, 1], maxDistance: 2 } }), /hoda\.maxDistance/);
   });
 
+  it('turns HODA off with hoda.enabled false alone; reference and maxDistance are needed only while it is on', () => {
+    const off = resolvePopulationOptions({ hoda: { enabled: false } });
+    assert.equal(off.hoda.enabled, false);
+    assert.equal(off.hoda.bins, 0, 'no hardness bins in the counts');
+    assert.equal(resolvePopulationOptions({ hoda: { enabled: false, reference: [1, 1] } }).hoda.enabled, false);
+    // Still checked when given while off: a typo is not silently kept for the day it is turned on.
+    assert.throws(() => resolvePopulationOptions({ hoda: { enabled: false, maxDistance: 2 } }), /hoda\.maxDistance must be a number > 0 and < 1/);
+    assert.throws(() => resolvePopulationOptions({ hoda: { enabled: true } as never }), /population option hoda\.reference must be/);
+    assert.throws(() => resolvePopulationOptions({ hoda: { maxDistance: 0.1 } as never }), /population option hoda\.reference must be .*enabled: false/);
+    assert.throws(() => resolvePopulationOptions({ hoda: { reference: [1, 1] } as never }), /population option hoda\.maxDistance must be .*enabled: false/);
+    const on = resolvePopulationOptions({ hoda: { enabled: true, reference: [1, 3], maxDistance: 0.2 } });
+    assert.deepEqual([on.hoda.enabled, on.hoda.bins, on.hoda.maxDistance], [true, 2, 0.2]);
+  });
+
   it('total variation against a reference, uniform by default', () => {
     assert.equal(totalVariation([5, 5], undefined), 0);
     assert.equal(totalVariation([10, 0], undefined), 0.5);

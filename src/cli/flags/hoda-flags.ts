@@ -98,7 +98,8 @@ export interface HodaSetup {
 /**
  * Population detection's HODA (the hardness histogram of all recent traffic, and of young identities',
  * against the benign one: what catches a thief who spreads its queries over many keys) calibrated on
- * the held-out examples (--hoda-calibration), unless the population options carry their own `hoda`.
+ * the held-out examples (--hoda-calibration), unless the population options carry their own `hoda`
+ * (a calibration, or `{ "enabled": false }` to keep it off).
  * The options as they are when there is nothing to calibrate; `note` says what was done, for the start-up line.
  */
 export function withPopulationHoda(
@@ -107,6 +108,8 @@ export function withPopulationHoda(
   /** Why there are no held-out examples, when there are none. */
   missing = 'its calibration needs --hoda-calibration',
 ): { population: PopulationServingOptions; note: string } {
+  // Turned off there ({ enabled: false }): not calibrated behind the owner's back.
+  if (population.hoda?.enabled === false) return { population, note: 'population HODA off (--population sets hoda.enabled false)' };
   if (population.hoda !== undefined) return { population, note: 'population HODA from --population' };
   if (!heldOut) return { population, note: `population HODA off (${missing}, or hoda in --population)` };
   const windowQueries = population.minQueries ?? POPULATION_DEFAULTS.minQueries;

@@ -75,9 +75,10 @@ export interface PopulationOptions {
   ood?: { enabled?: boolean; confidenceThreshold?: number; maxRate?: number };
   /**
    * HODA over the population: the benign hardness histogram (one number per checkpoint) and the
-   * largest total-variation distance to it; `calibratePopulation` with hardness gives both. Off without it.
+   * largest total-variation distance to it; `calibratePopulation` with hardness gives both. Off without it,
+   * and with `{ enabled: false }` alone (which also keeps a server from calibrating it on its own).
    */
-  hoda?: { enabled?: boolean; reference: readonly number[]; maxDistance: number };
+  hoda?: { enabled?: true; reference: readonly number[]; maxDistance: number } | { enabled: false; reference?: readonly number[]; maxDistance?: number };
   /** Default on: flag when the class histogram is more than 0.25 (total variation) from the reference (uniform unless given). */
   classes?: { enabled?: boolean; maxDistance?: number; reference?: readonly number[] };
   /** Default on (silent without fingerprints): flag when more than 5% of the queries match another identity's. */
@@ -116,6 +117,12 @@ const histogram = (what: string) => z.custom<readonly number[]>(isHistogram, { e
 
 const share = { min: 0, max: 1, minExclusive: true, maxExclusive: true };
 
+const HODA_OFF = 'or hoda: { enabled: false }';
+const hodaReference = histogram(`the benign hardness histogram, one number per checkpoint (calibratePopulation’s, with hardness; ${HODA_OFF})`);
+const hodaMaxDistance = num('maxDistance', `0.1 (calibratePopulation’s; ${HODA_OFF})`, share);
+/** population.hoda while on: reference and maxDistance required. */
+const hodaOnSchema = options({ hoda: options({ enabled: bool, reference: hodaReference, maxDistance: hodaMaxDistance }) });
+
 /** The shape of PopulationOptions; bounds that depend on another option (bucketMs ≤ lengthMs) are checked after it. */
 const populationSchema = options({
   window: options({
@@ -129,11 +136,8 @@ const populationSchema = options({
     confidenceThreshold: num('confidenceThreshold', '0.7', { min: 0, max: 1, minExclusive: true }).optional(),
     maxRate: num('maxRate', '0.15 (a few points above the benign rate)', { min: 0, max: 1, maxExclusive: true }).optional(),
   }).optional(),
-  hoda: options({
-    enabled: bool,
-    reference: histogram('the benign hardness histogram, one number per checkpoint (calibratePopulation’s, with hardness)'),
-    maxDistance: num('maxDistance', '0.1 (calibratePopulation’s)', share),
-  }).optional(),
+  // Both needed only while HODA is on (checked once parsed): { enabled: false } alone turns it off.
+  hoda: options({ enabled: bool, reference: hodaReference.optional(), maxDistance: hodaMaxDistance.optional() }).optional(),
   classes: options({
     enabled: bool,
     maxDistance: num('maxDistance', '0.25', share).optional(),
@@ -174,9 +178,11 @@ export function resolvePopulationOptions(given: PopulationOptions = {}): Populat
     maxRate: top.ood?.maxRate ?? D.ood.maxRate,
   };
   let hoda: PopulationConfig['hoda'] = { enabled: false, bins: 0, reference: [], maxDistance: 1 };
-  if (top.hoda !== undefined) {
-    const reference = normalised(top.hoda.reference);
-    hoda = { enabled: top.hoda.enabled ?? true, bins: reference.length, reference, maxDistance: top.hoda.maxDistance };
+  if (top.hoda !== undefined && top.hoda.enabled !== false) {
+    // Parsed again as on, so that a missing part is refused in the same words as a wrong one.
+    const on = parseOptions(hodaOnSchema, { hoda: top.hoda }, style).hoda;
+    const reference = normalised(on.reference);
+    hoda = { enabled: true, bins: reference.length, reference, maxDistance: on.maxDistance };
   }
   return {
     window: { lengthMs, bucketMs },

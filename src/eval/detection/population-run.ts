@@ -376,7 +376,7 @@ export async function runPopulationEvaluation(options: PopulationEvalOptions): P
   const { calibration, populationOptions, checkpoints, tiers } = detection;
   const fingerprints = options.fingerprints ?? {};
   log(
-    `population: benign unsure share ${(calibration.benignRate * 100).toFixed(1)}%, flag above ${((populationOptions.ood?.maxRate ?? 0) * 100).toFixed(1)}%; class distance above ${(populationOptions.classes?.maxDistance ?? 0).toFixed(3)}; hardness distance above ${populationOptions.hoda?.maxDistance.toFixed(3) ?? '– (HODA off)'}`,
+    `population: benign unsure share ${(calibration.benignRate * 100).toFixed(1)}%, flag above ${((populationOptions.ood?.maxRate ?? 0) * 100).toFixed(1)}%; class distance above ${(populationOptions.classes?.maxDistance ?? 0).toFixed(3)}; hardness distance above ${populationOptions.hoda?.maxDistance?.toFixed(3) ?? '– (HODA off)'}`,
   );
 
   const test = victimTestSet(victim, options.victimTest, classes);

@@ -28,7 +28,7 @@ export {
   type FingerprintStore,
   type FingerprintStoreOptions,
 } from './above/fingerprint-store.js';
-export { createPopulationTracker, type PopulationTracker, type PopulationView, type ViewStatus } from './above/population.js';
+export { createPopulationTracker, type LayoutStatus, type PopulationTracker, type PopulationView, type ViewStatus } from './above/population.js';
 export type { CohortSummary, PopulationOverview } from './above/above-client.js';
 export { ClientStoreError, type ClientStore, type StoredClient } from './store.js';
 export { createMemoryStore, DEFAULT_MEMORY_MAX_CLIENTS, type MemoryClientStore, type MemoryStoreOptions } from './store-memory.js';

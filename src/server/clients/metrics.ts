@@ -90,6 +90,8 @@ export interface PopulationMetrics {
   readonly cohortChanges: Counter<'action'>;
   /** Rows whose fingerprint matched a query of another identity. */
   readonly fingerprintMatches: Counter<string>;
+  /** Fingerprint store generations that filled (their later new hashes are not all kept). */
+  readonly fingerprintGenerationsFull: Counter<string>;
 }
 
 export interface PopulationGauges {
@@ -146,6 +148,11 @@ export function createPopulationMetrics(serving: ServingMetrics, gauges: Populat
     fingerprintMatches: getOrCreateMetric(registry, Counter<string>, {
       name: `${prefix}fingerprint_matches_total`,
       help: 'Query rows whose fingerprint matched a query of another identity',
+      labelNames: [],
+    }),
+    fingerprintGenerationsFull: getOrCreateMetric(registry, Counter<string>, {
+      name: `${prefix}fingerprint_generations_full_total`,
+      help: 'Fingerprint store generations that filled (memory: rotated early, reported at most once per ttl/2; Redis: a write refused, once per generation across replicas)',
       labelNames: [],
     }),
   };

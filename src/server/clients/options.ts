@@ -194,7 +194,11 @@ const clientsSchema = z.strictObject(
     cohortDetection: z.custom<ClientDetection>(isDetection, { error: 'a ClientDetection, e.g. createCohortDetection(options) of src/detection' }).optional(),
     // The population's and the fingerprints' own options are checked by src/detection, which names them.
     population: offOrOptions({ flushMs: integerAtLeast(10, 'an integer ≥ 10 (ms)').optional() }),
-    fingerprints: offOrOptions({ maxEntries: integerAtLeast(2).optional(), ttlMs: integerAtLeast(2).optional() }),
+    fingerprints: offOrOptions({
+      maxEntries: integerAtLeast(2).optional(),
+      ttlMs: integerAtLeast(2).optional(),
+      maxEntriesPerIdentity: integerAtLeast(1).optional(),
+    }),
     probationTier: z.string().optional(),
     clock: callable<() => number>('a function returning ms since the epoch, e.g. Date.now').optional(),
   } satisfies Record<keyof ClientsOptions, z.ZodType>,

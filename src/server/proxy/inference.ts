@@ -56,6 +56,8 @@ interface CheckedRequest {
   body: unknown;
   /** Read before forwarding: only this compact Float32Array (not the JSON tree) waits for the answer. */
   inputs?: InputRows;
+  /** Why the inputs could not be read, where only an escalation tier would use them: that tier's refusal. */
+  inputsError?: unknown;
 }
 
 /** The model's answer, read whole. */
@@ -89,9 +91,15 @@ async function readRequestJson(req: IncomingMessage, maxBodyBytes: number): Prom
 
 /**
  * The inputs a defense needs are read now: a request without them is refused before the upstream
- * works on it. Undefined when neither the defense nor the client gate needs them.
+ * works on it. None when neither the defense nor the client gate needs them; where only an escalation
+ * tier would use them, those that cannot be read give the error to answer with if the client is escalated.
  */
-async function readInputs(route: Route, body: unknown, defense: Defense | null, ticket: ClientTicket | undefined): Promise<InputRows | undefined> {
+async function readInputs(
+  route: Route,
+  body: unknown,
+  defense: Defense | null,
+  ticket: ClientTicket | undefined,
+): Promise<Pick<CheckedRequest, 'inputs' | 'inputsError'>> {
   const { serving } = route.options;
   const gate = serving.clients;
   if (defense && defense.needs.length > 0) {
@@ -101,25 +109,27 @@ async function readInputs(route: Route, body: unknown, defense: Defense | null, 
     const inputs = read instanceof Promise ? await read : read;
     // Refused before the upstream spends any work on it: too many rows (413), or the surrogate's queue is full (503).
     admitRows(serving.context, inputs.rows);
-    return inputs;
+    return { inputs };
   }
-  if (!ticket || !(gate!.observeInputs || route.tiersNeedInputs)) return undefined;
+  if (!ticket || !(gate!.observeInputs || route.tiersNeedInputs)) return {};
   try {
     const read = serving.readInputs(body);
-    return read instanceof Promise ? await read : read;
+    return { inputs: read instanceof Promise ? await read : read };
   } catch (error) {
     // A detector that needs the inputs would be blind to this request: refused (400), never observed as if seen.
     if (gate!.requiresInputs) throw gate!.unreadableInputs(error);
-    // Otherwise (only an escalation tier would use them) the detectors see the probabilities only.
-    return undefined;
+    // Otherwise (only an escalation tier would use them) the detectors see the probabilities only, and the
+    // request is refused with the reader's error (400 for inputs it cannot read) only if its client is
+    // escalated to such a tier: a defense failing on absent inputs would answer 500.
+    return { inputsError: error };
   }
 }
 
 async function checkRequest(route: Route, req: IncomingMessage, defense: Defense | null, ticket: ClientTicket | undefined): Promise<CheckedRequest> {
   const body = await readRequestJson(req, route.options.maxBodyBytes);
-  const inputs = await readInputs(route, body, defense, ticket);
+  const read = await readInputs(route, body, defense, ticket);
   // Last, once the request passed every check: the model gets what was parsed and read above.
-  return { forwarded: serialiseRequest(body), body, inputs };
+  return { forwarded: serialiseRequest(body), body, ...read };
 }
 
 /** Forwards the checked request and reads the model's whole answer, within one deadline. */
@@ -211,7 +221,11 @@ async function defend(
   const observer = ticket
     ? (probs: Parameters<ClientGate['observe']>[1]) => gate!.observe(ticket, probs, gate!.observeInputs ? inputs : undefined, defense)
     : undefined;
-  const outcome = await perturber.perturb(defense, () => inputs!, parsed, observer);
+  const inputsOf = (): InputRows | Promise<InputRows> => {
+    if (checked.inputsError !== undefined) throw checked.inputsError;
+    return inputs ?? serving.readInputs(checked.body);
+  };
+  const outcome = await perturber.perturb(defense, inputsOf, parsed, observer);
   if (outcome.answered) toShadow(serving, res, outcome.answered, inputs ?? (() => serving.readInputs(checked.body)));
   answers.send(res, outcome, answer.headers);
 }

@@ -6,7 +6,7 @@
  */
 import { ServingOptionError } from '../errors.js';
 import type { ProtocolName } from '../protocols/index.js';
-import { normalisePath } from './path-normalise.js';
+import { readPassedPath } from './path-normalise.js';
 
 export type RouteDecision = { kind: 'infer' } | { kind: 'pass' } | { kind: 'refuse'; status: number; message: string };
 
@@ -89,6 +89,10 @@ export interface RouteOptions {
   passUnknownRoutes?: boolean;
 }
 
+const ambiguous = (method: string, path: string, read: string, what: string): string =>
+  `${method} ${path} is ambiguous: a model server may read it as ${read}, ${what}; it is not passed through. ` +
+  'Send the route as written (lower-case ASCII, no percent-escapes, single slashes, no trailing slash)';
+
 export function createRouteTable(protocol: ProtocolName | string, options: RouteOptions): (method: string, path: string) => RouteDecision {
   const builtIn = BUILT_IN[protocol as ProtocolName] ?? BUILT_IN['json-path'];
   const infer = [...builtIn.infer, ...(options.inferRoutes ?? []).map((r) => parseRoutePattern(r, POST))];
@@ -101,18 +105,24 @@ export function createRouteTable(protocol: ProtocolName | string, options: Route
     ...builtIn.refuse.map((r) => ({ regex: new RegExp(r.pattern.regex.source, 'i'), what: `a route this proxy refuses (${r.message})` })),
   ];
   const passUnlessGuarded = (method: string, path: string): RouteDecision => {
-    const read = normalisePath(path);
-    if (read === undefined) return { kind: 'refuse', status: 400, message: `${method} ${path}: malformed percent-escape in the path` };
+    const reading = readPassedPath(path);
+    const refuse = (message: string): RouteDecision => ({ kind: 'refuse', status: 400, message });
+    if (reading.kind === 'malformed') return refuse(`${method} ${path}: malformed percent-escape in the path`);
+    if (reading.kind === 'hidden-character')
+      return refuse(
+        `${method} ${path}: a control or invisible character in the path (a model server may cut the path there, or drop it); it is not passed through`,
+      );
+    if (reading.kind === 'dot-segments')
+      return refuse(
+        `${method} ${path} is ambiguous: it holds dot segments (. or ..), which model servers resolve in different ways; it is not passed through. Send the path with them resolved`,
+      );
     // Any method but a CORS preflight (no inputs): a server may route on the path alone.
-    const hit = method === 'OPTIONS' ? undefined : guarded.find((g) => g.regex.test(read));
-    if (hit === undefined) return { kind: 'pass' };
-    return {
-      kind: 'refuse',
-      status: 400,
-      message:
-        `${method} ${path} is ambiguous: a model server may read it as ${read}, ${hit.what}; it is not passed through. ` +
-        'Send the route as written (lower-case, no percent-escapes, single slashes, no trailing slash or dot segments)',
-    };
+    if (method === 'OPTIONS') return { kind: 'pass' };
+    for (const { regex, what } of guarded) {
+      const read = reading.paths.find((p) => regex.test(p));
+      if (read !== undefined) return refuse(ambiguous(method, path, read, what));
+    }
+    return { kind: 'pass' };
   };
   return (method, path) => {
     if (matches(infer, method, path)) return { kind: 'infer' };

@@ -6,7 +6,8 @@ import { createClientDetection } from '../../../src/detection/index.js';
 import { createLogger } from '../../../src/server/logger.js';
 import { poisonPredictions } from '../../../src/server/middleware.js';
 import { startDefenseProxy, type ProxyOptions, type RunningProxy } from '../../../src/server/proxy.js';
-import { assertNoOriginalNumbers, kserveAnswer, kserveRequest, lineCollector } from '../helpers/fixtures.js';
+import { countDetection } from '../helpers/count-detection.js';
+import { assertNoOriginalNumbers, contextEchoDefense, kserveAnswer, kserveRequest, lineCollector, uniformSurrogate } from '../helpers/fixtures.js';
 import { startStubUpstream, type StubUpstream } from '../helpers/stub-upstream.js';
 
 const PATH = '/v2/models/mnist/infer';
@@ -103,6 +104,48 @@ describe('detectors that need the inputs never go blind silently', () => {
     assert.ok(!logs.raw.join('').includes('8675309'));
     await request(app).post(PATH).set('x-api-key', 'key-mallory-01').send(kserveRequest(1, 4)).expect(200);
     assert.equal(routeCalls, 1);
+    await guard.clients!.close();
+  });
+
+  // The gate does not require the inputs (observeInputs false), so an unreadable request is served until
+  // its client is escalated to a tier whose surrogate needs them: then it is the client's fault, a 400.
+  it('proxy: an escalation tier that needs inputs it cannot read answers 400 saying why, never 500 nor the answer', async () => {
+    const surrogate = uniformSurrogate(3);
+    const proxy = await startDefenseProxy({
+      upstream: upstream.url,
+      defense: 'rounding:decimals=2',
+      tiers: { echo: contextEchoDefense() },
+      context: surrogate.provider,
+      clients: { identity: 'header:x-api-key', detection: countDetection({ escalateAt: 1, tier: 'echo' }), observeInputs: false },
+    });
+    running.push(proxy);
+    const res = await request(proxy.url).post(PATH).set('x-api-key', 'key-ivan-0009').send(twoInputs());
+    assert.equal(res.status, 400, res.text);
+    assert.match(res.body.error, /inputs/);
+    assert.match(res.body.error, /inputName/);
+    assertNoOriginalNumbers(res.text);
+    assert.deepEqual(surrogate.calls, []);
+    // The same client's readable request is served by the tier.
+    await request(proxy.url).post(PATH).set('x-api-key', 'key-ivan-0009').send(kserveRequest()).expect(200);
+    assert.deepEqual(surrogate.calls, [{ rows: 2, cols: 4 }]);
+  });
+
+  it('middleware: the same request answers 400 too', async () => {
+    const surrogate = uniformSurrogate(3);
+    const guard = poisonPredictions({
+      defense: 'rounding:decimals=2',
+      tiers: { echo: contextEchoDefense() },
+      context: surrogate.provider,
+      clients: { identity: 'header:x-api-key', detection: countDetection({ escalateAt: 1, tier: 'echo' }), observeInputs: false },
+    });
+    const app = express();
+    app.use(express.json());
+    app.post(PATH, guard, (_req, res) => void res.json(kserveAnswer([[0.7123457, 0.2034567, 0.0841976]])));
+    const res = await request(app).post(PATH).set('x-api-key', 'key-ivan-0009').send(twoInputs());
+    assert.equal(res.status, 400, res.text);
+    assert.match(res.body.error, /inputName/);
+    assertNoOriginalNumbers(res.text);
+    assert.deepEqual(surrogate.calls, []);
     await guard.clients!.close();
   });
 });

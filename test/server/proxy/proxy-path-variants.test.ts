@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { normalisePath } from '../../../src/server/proxy/path-normalise.js';
+import { normalisePath, readPassedPath } from '../../../src/server/proxy/path-normalise.js';
 import { startDefenseProxy, type ProxyOptions, type RunningProxy } from '../../../src/server/proxy.js';
 import { assertNoOriginalNumbers } from '../helpers/fixtures.js';
 import { startStubUpstream, type StubUpstream } from '../helpers/stub-upstream.js';
@@ -59,6 +59,17 @@ const KSERVE_VARIANTS = [
   '/v2/models/mnist/infer#x',
   '/v2\\models\\mnist\\infer',
   'http://model/v2/models/mnist/infer',
+  // Read as ASCII by a server that folds Unicode (NFKC, case mapping, accents dropped) or trims segments.
+  '/v2/models/mnist/%EF%BD%89nfer',
+  '/v2/models/mnist/%C4%B1nfer',
+  '/v2/models/mnist/%C4%B0NFER',
+  '/v2/models/mnist/i%CC%81nfer',
+  '/v2/models/mnist%EF%BC%8Finfer',
+  '/v2/models/mnist/infer%20',
+  '/v2/models/mnist/infer.',
+  // Cut at a decoded ? or # by a server that decodes before it splits.
+  '/v2/models/mnist/infer%3Fx=1',
+  '/v2/models/mnist/infer%23x',
 ];
 
 const TF_VARIANTS = [
@@ -76,6 +87,11 @@ const TF_VARIANTS = [
   '/v1/models/mnist%3aclassify',
   '/v1/models/mnist:classify/',
   '/v1/models/mnist:REGRESS',
+  '/v1/models/mnist:pred%C4%B1ct',
+  '/v1/models/mnist:%EF%BD%90redict',
+  '/v1/models/mnist%EF%BC%9Apredict',
+  '/v1/models/mnist:predict%3F',
+  '/v1/models/mnist:cla%C5%BF%C5%BFify',
 ];
 
 interface Case {
@@ -84,11 +100,36 @@ interface Case {
   body: string;
   canonical: string;
   passPrefix: string;
+  /** A route passed through (GET), with a non-ASCII model name that reads as nothing defended. */
+  passedUnicode: string;
+  /** Dot segments that resolve to no defended route, or that a server may resolve to one. */
+  dotted: string[];
 }
 
 const CASES: Case[] = [
-  { protocol: 'kserve-v2', variants: KSERVE_VARIANTS, body: KSERVE_BODY, canonical: '/v2/models/mnist/infer', passPrefix: '* /v2/*' },
-  { protocol: 'tf-serving', variants: TF_VARIANTS, body: TF_BODY, canonical: '/v1/models/mnist:predict', passPrefix: '* /v1/*' },
+  {
+    protocol: 'kserve-v2',
+    variants: KSERVE_VARIANTS,
+    body: KSERVE_BODY,
+    canonical: '/v2/models/mnist/infer',
+    passPrefix: '* /v2/*',
+    passedUnicode: '/v2/models/caf%C3%A9/ready',
+    dotted: [
+      '/v2/models/mnist/versions/1/../../mnist/infer',
+      '/v2/health/../health/ready',
+      '/v2/models/mnist/%EF%BC%8E%EF%BC%8E/ready',
+      '/v2/models/mnist/..;/ready',
+    ],
+  },
+  {
+    protocol: 'tf-serving',
+    variants: TF_VARIANTS,
+    body: TF_BODY,
+    canonical: '/v1/models/mnist:predict',
+    passPrefix: '* /v1/*',
+    passedUnicode: '/v1/models/caf%C3%A9',
+    dotted: ['/v1/models/mnist/versions/1/../../mnist:predict', '/v1/models/./mnist', '/v1/models/mnist/%2e%2e/mnist'],
+  },
 ];
 
 for (const c of CASES) {
@@ -145,7 +186,7 @@ for (const c of CASES) {
       const defended = await send(proxy, 'POST', c.canonical, c.body);
       assert.equal(defended.status, 200, defended.body);
       assertNoOriginalNumbers(defended.body);
-      for (const target of [c.protocol === 'kserve-v2' ? '/v2/health/ready' : '/v1/models/mnist', '/some/other%2Froute/', '*']) {
+      for (const target of [c.protocol === 'kserve-v2' ? '/v2/health/ready' : '/v1/models/mnist', '/some/other%2Froute/', '*', c.passedUnicode]) {
         const asked = upstream.requests.length;
         await send(proxy, 'GET', target);
         assert.equal(upstream.requests.length, asked + 1, `GET ${target} was passed through`);
@@ -155,6 +196,52 @@ for (const c of CASES) {
       const asked = upstream.requests.length;
       await send(proxy, 'OPTIONS', `${c.canonical}/`);
       assert.equal(upstream.requests.length, asked + 1);
+    });
+
+    it('refuses control and invisible characters in a passed path, encoded or raw, with 400 and forwards nothing', async () => {
+      const proxy = await start({ passUnknownRoutes: true });
+      const encoded = [
+        `${c.canonical}%00.txt`,
+        `${c.canonical}%00`,
+        `${c.canonical}%2500`,
+        `${c.canonical}%0A`,
+        `${c.canonical}%7F`,
+        `${c.canonical}%C2%85`,
+        `${c.canonical.slice(0, -3)}%E2%80%8B${c.canonical.slice(-3)}`,
+        '/v2/health/ready%09',
+        '/anything%00/else',
+      ];
+      for (const target of encoded) {
+        for (const method of ['POST', 'GET', 'OPTIONS']) {
+          const asked = upstream.requests.length;
+          const answer = await send(proxy, method, target, method === 'POST' ? c.body : '');
+          assert.equal(answer.status, 400, `${method} ${target}: ${answer.body}`);
+          assert.match(JSON.parse(answer.body).error, /a control or invisible character in the path.*not passed through/);
+          assert.equal(upstream.requests.length, asked, `${method} ${target} reached the upstream`);
+          assertNoOriginalNumbers(answer.body);
+        }
+      }
+      // Raw ones: Node's parser refuses them (400) before the proxy sees the request.
+      for (const target of [`${c.canonical}\u0000.txt`, `${c.canonical}\u0001`, `${c.canonical}\u007f`]) {
+        const asked = upstream.requests.length;
+        const answer = await send(proxy, 'POST', target, c.body);
+        assert.equal(answer.status, 400, `${JSON.stringify(target)}: ${answer.body}`);
+        assert.equal(upstream.requests.length, asked);
+        assertNoOriginalNumbers(answer.body);
+      }
+    });
+
+    it('refuses a passed path with dot segments (400, saying so), whatever they resolve to', async () => {
+      const proxy = await start({ passUnknownRoutes: true });
+      for (const target of c.dotted) {
+        for (const method of ['POST', 'GET']) {
+          const asked = upstream.requests.length;
+          const answer = await send(proxy, method, target, method === 'POST' ? c.body : '');
+          assert.equal(answer.status, 400, `${method} ${target}: ${answer.body}`);
+          assert.match(JSON.parse(answer.body).error, /is ambiguous: it holds dot segments/);
+          assert.equal(upstream.requests.length, asked, `${method} ${target} reached the upstream`);
+        }
+      }
     });
 
     it('refuses a malformed percent-escape on a passed path with 400', async () => {
@@ -218,5 +305,45 @@ describe('normalisePath', () => {
       ['/v2/%zz/infer', undefined],
     ];
     for (const [path, read] of cases) assert.equal(normalisePath(path), read, path);
+  });
+});
+
+describe('readPassedPath', () => {
+  const readings = (path: string) => {
+    const read = readPassedPath(path);
+    assert.equal(read.kind, 'read', `${path}: ${JSON.stringify(read)}`);
+    return read.kind === 'read' ? read.paths : [];
+  };
+
+  it('adds the path as a server that folds Unicode, trims segments or cuts at a decoded ? or # may read it', () => {
+    assert.deepEqual(readings('/v2/models/m/infer'), ['/v2/models/m/infer']);
+    const cases: [string, string][] = [
+      ['/v2/models/m/%EF%BD%89nfer', '/v2/models/m/infer'], // fullwidth i (NFKC)
+      ['/v2/models/m/\uFF49nfer', '/v2/models/m/infer'], // the same, raw
+      ['/v1/models/m:pred\u0131ct', '/v1/models/m:predict'], // dotless i, upper-cased to I
+      ['/v1/models/m:\u212Alassify', '/v1/models/m:klassify'], // the Kelvin sign (NFKC: K)
+      ['/v2/models/m/\u0130NFER', '/v2/models/m/infer'], // dotted capital I, its dot dropped
+      ['/v2/models/m/i\u0301nfer', '/v2/models/m/infer'], // a combining accent dropped
+      ['/v1/models/m\uFF1Apredict', '/v1/models/m:predict'], // fullwidth colon
+      ['/v2/models/m\uFF0Finfer', '/v2/models/m/infer'], // fullwidth solidus
+      ['/v2/models/m/infer%20', '/v2/models/m/infer'],
+      ['/v2/models/m/infer..', '/v2/models/m/infer'],
+      ['/v2/models/m/infer%3Fa=b', '/v2/models/m/infer'],
+      ['/v2/models/m/infer%23a', '/v2/models/m/infer'],
+    ];
+    for (const [path, folded] of cases) assert.ok(readings(path).includes(folded), `${path}: ${JSON.stringify(readings(path))}`);
+  });
+
+  it('refuses control and invisible characters, encoded or raw, and dot segments, saying which', () => {
+    for (const path of ['/a%00b', '/a\u0000b', '/a%2500', '/a%0d%0a', '/a\tb', '/a%7F', '/a%C2%85', '/a%E2%80%8Bb', '/a%EF%BB%BF', '/a%E2%80%AEb']) {
+      const read = readPassedPath(path);
+      assert.equal(read.kind, 'hidden-character', `${path}: ${JSON.stringify(read)}`);
+    }
+    for (const path of ['/a/../b', '/a/./b', '/a/%2e%2E/b', '/a/..;/b', '/a\\..\\b', '/a/%EF%BC%8E%EF%BC%8E/b', '/..', '/a/%252e%252e/b']) {
+      const read = readPassedPath(path);
+      assert.equal(read.kind, 'dot-segments', `${path}: ${JSON.stringify(read)}`);
+    }
+    assert.equal(readPassedPath('/a/%zz').kind, 'malformed');
+    assert.deepEqual(readPassedPath('/a/...b/.c/d.'), { kind: 'read', paths: ['/a/...b/.c/d.', '/a/...b/.c/d'] });
   });
 });

@@ -87,8 +87,8 @@ describe('demo HODA: hardness computed in chunks, off the event loop’s critica
         /HODA on \(11 checkpoints, calibrated on 400 held-out images\); population HODA calibrated on the same examples \(max distance 0\.\d+ over windows of 150\)/,
       );
       const { hoda } = detecting.clients.population as PopulationServingOptions;
-      assert.equal(hoda!.reference.length, 11);
-      assert.ok(Math.abs(hoda!.reference.reduce((a, b) => a + b, 0) - 1) < 1e-9);
+      assert.equal(hoda!.reference!.length, 11);
+      assert.ok(Math.abs(hoda!.reference!.reduce((a, b) => a + b, 0) - 1) < 1e-9);
     } finally {
       detecting.dispose();
     }

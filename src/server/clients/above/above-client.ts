@@ -100,7 +100,10 @@ export function createAboveClient(options: ClientsOptions<never>, deps: AboveDep
   const report = { metrics, logger, tier: probation?.name };
   const population = config.population ? new PopulationWatch(config.population, report) : undefined;
   const fingerprints = config.fingerprint
-    ? new FingerprintLookup(config.fingerprint, config.fingerprintOptions, (rows) => metrics.fingerprintMatches.inc(rows))
+    ? new FingerprintLookup(config.fingerprint, config.fingerprintOptions, (rows) => metrics.fingerprintMatches.inc(rows), {
+        logger,
+        count: () => metrics.fingerprintGenerationsFull.inc(),
+      })
     : undefined;
 
   return {

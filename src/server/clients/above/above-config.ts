@@ -89,7 +89,7 @@ export function resolveAboveConfig(options: ClientsOptions<never>, detection: Cl
   }
   let fingerprint: FingerprintConfig | undefined;
   if (fingerprintOptions) {
-    const { maxEntries: _maxEntries, ttlMs: _ttlMs, ...rest } = fingerprintOptions;
+    const { maxEntries: _maxEntries, ttlMs: _ttlMs, maxEntriesPerIdentity: _maxEntriesPerIdentity, ...rest } = fingerprintOptions;
     fingerprint = wrapConfigError('fingerprints', () => resolveFingerprintOptions(rest));
   }
 

@@ -3,10 +3,24 @@
  * process's until the shared Redis is attached. A row that shares matchThreshold hashes with a query
  * of another identity is marked matched.
  */
+import type { Logger } from 'pino';
 import { fingerprintRows, type FingerprintConfig } from '../../../detection/above/fingerprint.js';
 import type { FingerprintServingOptions } from '../options.js';
 import type { RedisClientStore } from '../store-redis.js';
-import { createMemoryFingerprintStore, createRedisFingerprintStore, type FingerprintStore } from './fingerprint-store.js';
+import {
+  createMemoryFingerprintStore,
+  createRedisFingerprintStore,
+  identityQuota,
+  type FingerprintStore,
+  type FingerprintStoreEvents,
+  type GenerationFull,
+} from './fingerprint-store.js';
+
+/** Where a full generation is reported: one warn line and a count, no client in either. */
+export interface GenerationFullReport {
+  logger?: Logger;
+  count(): void;
+}
 
 export class FingerprintLookup {
   private store: FingerprintStore;
@@ -14,13 +28,24 @@ export class FingerprintLookup {
   // One request's fingerprints, reused: the stores read them before check returns.
   private prints = new Int32Array(0);
 
+  private readonly events: FingerprintStoreEvents = {
+    generationFull: ({ store, entries }: GenerationFull) => {
+      this.fullReport?.count();
+      this.fullReport?.logger?.warn(
+        { store, entriesPerGeneration: entries, maxEntriesPerIdentity: identityQuota(entries, this.options?.maxEntriesPerIdentity) },
+        'fingerprint store generation full: many identities filled it (a many-key flood, or maxEntries small for the traffic); until the next generation, older fingerprints go early (memory) or new ones are not recorded (Redis)',
+      );
+    },
+  };
+
   constructor(
     private readonly config: FingerprintConfig,
     private readonly options: FingerprintServingOptions | undefined,
     /** Counts the matched rows. */
     private readonly countMatches: (rows: number) => void,
+    private readonly fullReport?: GenerationFullReport,
   ) {
-    this.store = createMemoryFingerprintStore(config, options);
+    this.store = createMemoryFingerprintStore(config, options, this.events);
   }
 
   /** Per row 1 when it matched another identity's query; undefined without inputs. At once in memory, a promise with Redis. */
@@ -50,7 +75,7 @@ export class FingerprintLookup {
 
   /** From now on the fingerprints are shared through Redis; its failures go to `onError`. */
   attachRedis(store: RedisClientStore, onError: (error: unknown) => void): void {
-    this.store = createRedisFingerprintStore(store.connection, store.keyPrefix, this.config, this.options);
+    this.store = createRedisFingerprintStore(store.connection, store.keyPrefix, this.config, this.options, this.events);
     this.storeError = onError;
   }
 

@@ -10,6 +10,12 @@
  * In Redis (shared by every replica) each generation is one hash key `<prefix>~fp:<generation>` that
  * expires when the generation after it ends (the last moment it is read): two live keys, whatever the
  * traffic; a full generation takes no more writes until the next one starts (lookups go on).
+ *
+ * One identity adds at most `maxEntriesPerIdentity` new hashes to a generation: without it, one key's
+ * flood of distinct rows (random noise) fills a generation, which evicts everyone's fingerprints in
+ * memory and stops every later write in Redis, so cross-identity matching is off for all. Past its
+ * quota an identity's rows are still looked up, just not written. The counts live beside the
+ * generation (in Redis the hash key `<prefix>~fpn:<generation>`, same expiry: four live keys).
  */
 import { randomInt } from 'node:crypto';
 import type { Redis } from 'ioredis';
@@ -24,9 +30,38 @@ export interface FingerprintStoreOptions {
   maxEntries?: number;
   /** A hash is forgotten between ttlMs/2 and ttlMs after its last write. Default 1 hour. */
   ttlMs?: number;
+  /**
+   * New hashes one identity may add to a generation (rewriting a hash the generation holds takes no
+   * room, so no quota: an honest client re-sending its rows is not held back).
+   * Default: a hundredth of a generation (maxEntries / 200), at least 1000; never more than a generation.
+   */
+  maxEntriesPerIdentity?: number;
 }
 
 export const FINGERPRINT_STORE_DEFAULTS = { maxEntries: 500_000, ttlMs: 3_600_000 } as const;
+
+/**
+ * The quota of new hashes per identity and generation (`cap`: a generation's hashes). A hundredth of
+ * a generation: filling one takes a hundred keys within ttl/2, each of them young, which the
+ * population's young view sees; at the default 2500 hashes, 125 rows of 20 per key and half hour,
+ * past which one key is its own detectors' business (its rows are still looked up). At least 1000
+ * so that a small store still records a client's ordinary traffic.
+ */
+export function identityQuota(cap: number, maxEntriesPerIdentity?: number): number {
+  return Math.max(1, Math.min(cap, Math.floor(maxEntriesPerIdentity ?? Math.max(1000, Math.floor(cap / 100)))));
+}
+
+/** A generation that filled: reported at most once per generation (Redis: across replicas). No client in it. */
+export interface GenerationFull {
+  store: 'memory' | 'redis';
+  /** The hashes a generation holds. */
+  entries: number;
+}
+
+export interface FingerprintStoreEvents {
+  /** A generation filled: memory rotated early (at most once per ttl/2), Redis refused a write. */
+  generationFull?(event: GenerationFull): void;
+}
 
 export interface FingerprintStore {
   readonly kind: 'memory' | 'redis';
@@ -83,6 +118,8 @@ class Generation {
   private slots: Int32Array | undefined;
   private mask = 0;
   size = 0;
+  /** New hashes written per owner tag: an entry only for an owner that wrote one, so at most cap entries. */
+  readonly added = new Map<number, number>();
 
   constructor(readonly cap: number) {}
 
@@ -112,28 +149,43 @@ class Generation {
     return slots[at] === hash ? slots[at + 1] * QUERY_SPACE + slots[at + 2] : 0;
   }
 
-  /** Sets the entry; false (nothing written) when the hash is new and the generation is full. */
-  set(hash: number, tag: number, query: number): boolean {
+  /**
+   * Sets the entry: 'updated' (the hash was held), 'added', 'quota' (new, and the owner added `quota`
+   * already) or 'full' (new, and the generation is full); nothing is written in the last two.
+   */
+  set(hash: number, tag: number, query: number, quota: number): 'updated' | 'added' | 'quota' | 'full' {
     const slots = this.slots ?? this.allocate();
     const at = this.find(slots, hash);
+    let result: 'updated' | 'added' = 'updated';
     if (slots[at] !== hash) {
-      if (this.size >= this.cap) return false;
+      const added = this.added.get(tag) ?? 0;
+      if (added >= quota) return 'quota';
+      if (this.size >= this.cap) return 'full';
       slots[at] = hash;
       this.size++;
+      this.added.set(tag, added + 1);
+      result = 'added';
     }
     slots[at + 1] = tag;
     slots[at + 2] = query;
-    return true;
+    return result;
   }
 }
 
-export function createMemoryFingerprintStore(config: Pick<FingerprintConfig, 'hashes'>, options: FingerprintStoreOptions = {}): FingerprintStore {
+export function createMemoryFingerprintStore(
+  config: Pick<FingerprintConfig, 'hashes'>,
+  options: FingerprintStoreOptions = {},
+  events: FingerprintStoreEvents = {},
+): FingerprintStore {
   const maxEntries = options.maxEntries ?? FINGERPRINT_STORE_DEFAULTS.maxEntries;
   const half = Math.max(1, Math.floor(options.ttlMs ?? FINGERPRINT_STORE_DEFAULTS.ttlMs) / 2);
   const cap = Math.max(1, Math.floor(maxEntries / 2));
+  const quota = identityQuota(cap, options.maxEntriesPerIdentity);
   let current = new Generation(cap);
   let previous = new Generation(cap);
   let startedAt = -Infinity;
+  // Under a many-key flood every early rotation is a new generation: reported once per ttl/2, not each.
+  let reportedAt = -Infinity;
   // The looked-up entries of one request, reused (check runs to its end without awaiting).
   let entries = new Float64Array(64);
   const rotate = (now: number): void => {
@@ -161,9 +213,13 @@ export function createMemoryFingerprintStore(config: Pick<FingerprintConfig, 'ha
           const h = fingerprints[r * k + j];
           if (!h) continue;
           // A full generation rotates early: at most maxEntries in the two.
-          if (!current.set(h, tag, query)) {
+          if (current.set(h, tag, query, quota) === 'full') {
             rotate(now);
-            current.set(h, tag, query);
+            current.set(h, tag, query, quota);
+            if (now - reportedAt >= half) {
+              reportedAt = now;
+              events.generationFull?.({ store: 'memory', entries: cap });
+            }
           }
         }
       }
@@ -177,15 +233,18 @@ export function createMemoryFingerprintStore(config: Pick<FingerprintConfig, 'ha
   };
 }
 
-// KEYS[1] current generation, KEYS[2] previous one. ARGV[1] owner tag, ARGV[2] hashes per row,
-// ARGV[3] cap per generation, ARGV[4] ms until the current generation is no longer read, ARGV[5] rows, then per row its entry, then rows × k hashes.
-// Returns per row the best count shared with one query of another owner.
+// KEYS[1] current generation, KEYS[2] previous one, KEYS[3] the current generation's new hashes per
+// owner. ARGV[1] owner tag, ARGV[2] hashes per row, ARGV[3] cap per generation, ARGV[4] the owner's
+// quota of new hashes, ARGV[5] ms until the current generation is no longer read, ARGV[6] rows, then
+// per row its entry, then rows × k hashes. Returns per row the best count shared with one query of
+// another owner, then the generation's size, then 1 when this call is the first refused for a full generation.
 const CHECK = `
 local owner = ARGV[1]
 local k = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
-local rows = tonumber(ARGV[5])
-local base = 5 + rows
+local quota = tonumber(ARGV[4])
+local rows = tonumber(ARGV[6])
+local base = 6 + rows
 local out = {}
 for r = 0, rows - 1 do
   local counts = {}
@@ -205,24 +264,44 @@ for r = 0, rows - 1 do
   out[r + 1] = best
 end
 local size = redis.call('HLEN', KEYS[1])
+local before = tonumber(redis.call('HGET', KEYS[3], owner) or '0')
+local added = before
+local full = false
 for r = 0, rows - 1 do
-  local entry = ARGV[6 + r]
+  local entry = ARGV[7 + r]
   for j = 1, k do
     local h = ARGV[base + r * k + j]
-    if h ~= '0' and (size < cap or redis.call('HEXISTS', KEYS[1], h) == 1) then
-      if redis.call('HSET', KEYS[1], h, entry) == 1 then size = size + 1 end
+    if h ~= '0' then
+      if added < quota and size < cap then
+        if redis.call('HSET', KEYS[1], h, entry) == 1 then
+          size = size + 1
+          added = added + 1
+        end
+      elseif redis.call('HEXISTS', KEYS[1], h) == 1 then
+        redis.call('HSET', KEYS[1], h, entry)
+      elseif added < quota then
+        full = true
+      end
     end
   end
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
+if added > before then redis.call('HINCRBY', KEYS[3], owner, added - before) end
+-- The first refusal of the generation, across replicas, is the one reported.
+local first = 0
+if full then first = redis.call('HSETNX', KEYS[3], 'full', 1) end
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PEXPIRE', KEYS[3], ARGV[5])
 out[rows + 1] = size
+out[rows + 2] = first
 return out
 `;
 
 /** Rows per script call: a bounded time during which Redis serves no other client. */
 const ROWS_PER_CALL = 64;
 
-type FingerprintRedis = Redis & { msdFingerprints(current: string, previous: string, ...args: (string | number)[]): Promise<number[]> };
+type FingerprintRedis = Redis & {
+  msdFingerprints(current: string, previous: string, added: string, ...args: (string | number)[]): Promise<number[]>;
+};
 
 /** The shared store on the client store's Redis connection (`redis`), keys under `prefix`. */
 export function createRedisFingerprintStore(
@@ -230,13 +309,15 @@ export function createRedisFingerprintStore(
   prefix: string,
   config: Pick<FingerprintConfig, 'hashes'>,
   options: FingerprintStoreOptions = {},
+  events: FingerprintStoreEvents = {},
 ): FingerprintStore {
   const maxEntries = options.maxEntries ?? FINGERPRINT_STORE_DEFAULTS.maxEntries;
   const ttlMs = Math.max(2, Math.floor(options.ttlMs ?? FINGERPRINT_STORE_DEFAULTS.ttlMs));
   const half = Math.floor(ttlMs / 2);
   const cap = Math.max(1, Math.floor(maxEntries / 2));
+  const quota = identityQuota(cap, options.maxEntriesPerIdentity);
   const r = redis as FingerprintRedis;
-  if (typeof r.msdFingerprints !== 'function') r.defineCommand('msdFingerprints', { numberOfKeys: 2, lua: CHECK });
+  if (typeof r.msdFingerprints !== 'function') r.defineCommand('msdFingerprints', { numberOfKeys: 3, lua: CHECK });
   let lastSize = 0;
   return {
     kind: 'redis',
@@ -252,15 +333,16 @@ export function createRedisFingerprintStore(
       const calls: { from: number; count: number; args: (string | number)[] }[] = [];
       for (let from = 0; from < rows; from += ROWS_PER_CALL) {
         const count = Math.min(ROWS_PER_CALL, rows - from);
-        const args: (string | number)[] = [tag, k, cap, expiresInMs, count];
+        const args: (string | number)[] = [tag, k, cap, quota, expiresInMs, count];
         for (let i = 0; i < count; i++) args.push(`${tag}:${queryNumber()}`);
         for (let i = from * k; i < (from + count) * k; i++) args.push(fingerprints[i] ? fingerprints[i].toString(36) : '0');
         calls.push({ from, count, args });
       }
       const shared = new Uint8Array(rows);
       for (const { from, count, args } of calls) {
-        const result = await r.msdFingerprints(`${prefix}~fp:${generation}`, `${prefix}~fp:${generation - 1}`, ...args);
+        const result = await r.msdFingerprints(`${prefix}~fp:${generation}`, `${prefix}~fp:${generation - 1}`, `${prefix}~fpn:${generation}`, ...args);
         lastSize = Number(result[count]) || 0;
+        if (Number(result[count + 1]) === 1) events.generationFull?.({ store: 'redis', entries: cap });
         for (let i = 0; i < count; i++) shared[from + i] = Math.min(255, Number(result[i]) || 0);
       }
       return shared;

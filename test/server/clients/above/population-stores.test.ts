@@ -85,12 +85,12 @@ describe('the fingerprint store', () => {
     const rows = 150; // three calls of at most 64 rows
     const memory = createMemoryFingerprintStore({ hashes: K }, { maxEntries: 100_000, ttlMs: 3_600_000 });
     const shared = createRedisFingerprintStore(client, 'chunks:', { hashes: K }, { maxEntries: 100_000, ttlMs: 3_600_000 });
-    // The rows of each script call (its 5th argument after the two keys).
+    // The rows of each script call (its 6th argument after the three keys).
     const calls: unknown[] = [];
     const spied = client as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
     const script = spied.msdFingerprints;
     spied.msdFingerprints = (...args: unknown[]) => {
-      calls.push(args[6]);
+      calls.push(args[8]);
       return script.apply(client, args);
     };
     try {

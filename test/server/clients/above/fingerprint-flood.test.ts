@@ -1,0 +1,168 @@
+/**
+ * The fingerprint store under a flood of distinct rows from one key: a per-identity quota of new
+ * hashes per generation keeps the flood from evicting (memory) or blocking (Redis) everyone else's
+ * fingerprints; a full generation is reported once.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
+import { parseDefense } from '../../../../src/defenses/index.js';
+import { createClientDetection } from '../../../../src/detection/index.js';
+import {
+  createMemoryFingerprintStore,
+  createRedisFingerprintStore,
+  type FingerprintStore,
+  type FingerprintStoreEvents,
+  type FingerprintStoreOptions,
+} from '../../../../src/server/clients/above/fingerprint-store.js';
+import { createClientGate } from '../../../../src/server/clients/gate.js';
+import { createServingMetrics } from '../../../../src/server/metrics.js';
+import { rng } from '../../../detection/synthetic.js';
+import { aboveGate } from '../../helpers/above-gate.js';
+import { startRedis, type TestRedis } from '../../helpers/redis-server.js';
+
+const K = 4;
+/** `rows` rows of K hashes, from `base` on (distinct for distinct bases far enough apart). */
+const prints = (rows: number, base: number) => Int32Array.from({ length: rows * K }, (_, i) => base + i);
+/** Row `r` of prints(_, base). */
+const row = (base: number, r: number) => prints(1, base + r * K);
+
+type Make = (options: FingerprintStoreOptions, events?: FingerprintStoreEvents) => FingerprintStore;
+
+const BOB = 1000;
+const MALLORY = 100_000;
+const DAVE = 500_000;
+
+async function floodContract(make: Make) {
+  // A generation holds 200 hashes; one identity may add 20 new ones to it.
+  const store = make({ maxEntries: 400, ttlMs: 3_600_000, maxEntriesPerIdentity: 20 });
+  const t = 1_000_000;
+  await store.check('bob', prints(1, BOB), 1, t);
+  // Mallory floods 100 distinct rows (400 hashes, twice a generation's cap), in several requests.
+  for (let i = 0; i < 4; i++) await store.check('mallory', prints(25, MALLORY + i * 100), 25, t + 1 + i);
+  // Dave writes after the flood.
+  await store.check('dave', prints(1, DAVE), 1, t + 10);
+  assert.deepEqual(Array.from(await store.check('carol', row(BOB, 0), 1, t + 11)), [K], `${store.kind}: bob's row, written before the flood, still matches`);
+  assert.deepEqual(Array.from(await store.check('carol', row(DAVE, 0), 1, t + 12)), [K], `${store.kind}: dave's row, written after the flood, is recorded`);
+  // Mallory's first 20 hashes (5 rows) were written; the rest were looked up only.
+  assert.deepEqual(Array.from(await store.check('erin', prints(6, MALLORY), 6, t + 13)), [K, K, K, K, K, 0], `${store.kind}: mallory's quota`);
+  // Past her quota, her rows are still looked up: a match of another's row counts.
+  assert.deepEqual(Array.from(await store.check('mallory', row(DAVE, 0), 1, t + 14)), [K], `${store.kind}: looked up past the quota`);
+  await store.close();
+}
+
+async function quotaPerGeneration(make: Make) {
+  const ttlMs = 10_000; // generations of 5 s
+  const store = make({ maxEntries: 1000, ttlMs, maxEntriesPerIdentity: 8 });
+  const t = 2_000_000_000; // a generation boundary (a multiple of 5 s)
+  await store.check('mallory', prints(2, MALLORY), 2, t); // her 8 hashes
+  await store.check('mallory', prints(1, MALLORY + 100), 1, t + 100);
+  assert.deepEqual(Array.from(await store.check('carol', prints(1, MALLORY + 100), 1, t + 200)), [0], `${store.kind}: past the quota: not recorded`);
+  await store.check('mallory', prints(1, MALLORY + 200), 1, t + 5000);
+  assert.deepEqual(Array.from(await store.check('carol', prints(1, MALLORY + 200), 1, t + 5100)), [K], `${store.kind}: a new generation, a new quota`);
+  // Re-sending a row the generation holds takes no room, so no quota: 4 of her 8 are left after five re-sends.
+  for (let i = 0; i < 5; i++) await store.check('mallory', prints(1, MALLORY + 200), 1, t + 5200 + i);
+  await store.check('mallory', prints(1, MALLORY + 300), 1, t + 5300);
+  assert.deepEqual(Array.from(await store.check('carol', prints(1, MALLORY + 300), 1, t + 5400)), [K], `${store.kind}: rewrites are free`);
+  await store.close();
+}
+
+describe('the fingerprint store under a flood from one identity', () => {
+  let redis: TestRedis;
+  let client: Redis;
+  let prefix = 0;
+  before(async () => {
+    redis = await startRedis();
+    client = new Redis(redis.url);
+  });
+  after(async () => {
+    client.disconnect();
+    await redis.stop();
+  });
+  const memory: Make = (options, events) => createMemoryFingerprintStore({ hashes: K }, options, events);
+  const shared: Make = (options, events) => createRedisFingerprintStore(client, `flood${prefix++}:`, { hashes: K }, options, events);
+
+  it('memory: one identity’s flood of distinct rows evicts nobody’s fingerprints', () => floodContract(memory));
+  it('Redis: one identity’s flood of distinct rows blocks nobody’s writes', () => floodContract(shared));
+  it('memory: the quota is per generation', () => quotaPerGeneration(memory));
+  it('Redis: the quota is per generation', () => quotaPerGeneration(shared));
+
+  it('the default quota: a hundredth of a generation, at least 1000 hashes, at most the generation', async () => {
+    // Default maxEntries (500 000): a generation of 250 000 hashes, 2500 per identity (625 rows of 4).
+    let store = createMemoryFingerprintStore({ hashes: K });
+    await store.check('mallory', prints(1000, MALLORY), 1000, 0);
+    assert.deepEqual(Array.from(await store.check('carol', prints(626, MALLORY), 626, 1)).slice(623), [K, K, 0]);
+    // A generation of 5000: at least 1000 hashes (250 rows).
+    store = createMemoryFingerprintStore({ hashes: K }, { maxEntries: 10_000 });
+    await store.check('mallory', prints(1000, MALLORY), 1000, 0);
+    assert.deepEqual(Array.from(await store.check('carol', prints(251, MALLORY), 251, 1)).slice(249), [K, 0]);
+    // A generation of 200: never more than the generation.
+    store = createMemoryFingerprintStore({ hashes: K }, { maxEntries: 400, maxEntriesPerIdentity: 10_000 });
+    await store.check('mallory', prints(50, MALLORY), 50, 0);
+    assert.deepEqual(Array.from(await store.check('carol', prints(50, MALLORY), 50, 1)), new Array(50).fill(K));
+  });
+
+  it('Redis: the quota counts live in one key per generation, expiring with the generation’s hashes', async () => {
+    const ttlMs = 3_600_000;
+    const half = ttlMs / 2;
+    const store = createRedisFingerprintStore(client, 'quota:', { hashes: K }, { maxEntries: 1000, ttlMs, maxEntriesPerIdentity: 100 });
+    for (let g = 10; g < 13; g++) {
+      await store.check('alice', prints(2, 100 * g), 2, g * half + 1000);
+      await store.check('bob', prints(1, 100 * g + 50), 1, g * half + 2000);
+    }
+    const keys = (await client.keys('quota:~fpn:*')).sort();
+    assert.deepEqual(keys, ['quota:~fpn:10', 'quota:~fpn:11', 'quota:~fpn:12'], 'one key per generation (Redis expires them on its own clock)');
+    const counts = await client.hgetall('quota:~fpn:12');
+    assert.deepEqual(Object.values(counts).sort(), ['4', '8'], 'new hashes per identity');
+    const [fpn, fp] = [await client.pttl('quota:~fpn:12'), await client.pttl('quota:~fp:12')];
+    assert.ok(fpn > 0 && Math.abs(fpn - fp) < 5000, `PTTL ${fpn} vs the hashes' ${fp}`);
+  });
+
+  for (const kind of ['memory', 'redis'] as const) {
+    it(`${kind}: a full generation is reported once`, async () => {
+      const reports: unknown[] = [];
+      const options = { maxEntries: 40, ttlMs: 3_600_000 };
+      const events: FingerprintStoreEvents = { generationFull: (event) => reports.push(event) };
+      const store = kind === 'memory' ? memory(options, events) : shared(options, events);
+      // 100 identities of one row each: 400 hashes, a generation holds 20.
+      for (let i = 0; i < 100; i++) await store.check(`owner-${i}`, prints(1, 10_000 + i * K), 1, 5_000_000 + i);
+      assert.equal(reports.length, 1, JSON.stringify(reports));
+      assert.deepEqual(reports[0], { store: kind, entries: 20 });
+      await store.close();
+    });
+  }
+});
+
+describe('a full fingerprint generation in the gate', () => {
+  it('is logged once (warn) and counted, without client labels', async () => {
+    const tiers = new Map([['argmax', parseDefense('argmax')]]);
+    // A generation of 20 hashes: one 20-hash fingerprint fills it.
+    const { gate, ask, logs, metrics } = aboveGate({ fingerprints: { maxEntries: 40 } }, { tiers });
+    const random = rng(7);
+    const image = () => ({ rows: 1, cols: 784, data: Float32Array.from({ length: 784 }, () => (random() < 0.3 ? 0.9 : 0)) });
+    for (let i = 0; i < 4; i++) await ask(`key-${i}`, undefined, {}, image());
+    const full = logs.lines.filter((l) => l.msg?.toString().startsWith('fingerprint store generation full'));
+    assert.equal(full.length, 1, JSON.stringify(logs.lines.map((l) => l.msg)));
+    assert.equal(full[0].level, 40);
+    assert.doesNotMatch(JSON.stringify(full[0]), /key-\d/);
+    const text = await metrics.registry.getSingleMetricAsString('msd_fingerprint_generations_full_total');
+    assert.match(text, /^msd_fingerprint_generations_full_total 1$/m);
+    await gate.close();
+  });
+
+  it('the quota is validated', () => {
+    const detection = createClientDetection({ prada: { enabled: false } });
+    const deps = { defense: parseDefense('argmax'), tiers: new Map(), metrics: createServingMetrics() };
+    for (const [given, shown] of [
+      [0, '0'],
+      [1.5, '1.5'],
+      ['100', '"100"'],
+    ] as const) {
+      assert.throws(
+        () => createClientGate({ identity: 'ip', detection, fingerprints: { maxEntriesPerIdentity: given as number } }, deps),
+        (e: Error) => e.message === `clients.fingerprints.maxEntriesPerIdentity must be an integer ≥ 1, got ${shown}`,
+      );
+    }
+    void createClientGate({ identity: 'ip', detection, fingerprints: { maxEntriesPerIdentity: 5000 } }, deps).close();
+  });
+});
