@@ -222,7 +222,8 @@ async function defend(
     ? (probs: Parameters<ClientGate['observe']>[1]) => gate!.observe(ticket, probs, gate!.observeInputs ? inputs : undefined, defense)
     : undefined;
   const inputsOf = (): InputRows | Promise<InputRows> => {
-    if (checked.inputsError !== undefined) throw checked.inputsError;
+    // Refused as the gate refuses unreadable inputs (400 whatever the reader threw, counted and logged).
+    if (checked.inputsError !== undefined) throw gate ? gate.unreadableInputs(checked.inputsError) : checked.inputsError;
     return inputs ?? serving.readInputs(checked.body);
   };
   const outcome = await perturber.perturb(defense, inputsOf, parsed, observer);

@@ -13,13 +13,20 @@ function decode(text: string): string | undefined {
   }
 }
 
-/** Decoded again while that changes it, for a server that decodes twice (%252F). */
-function decodeAgain(decoded: string): string {
-  for (let again = decode(decoded); again !== undefined && again !== decoded; again = decode(decoded)) decoded = again;
-  return decoded;
+/** Decoding passes a path may need; more (%2525…25) is refused: each pass costs the whole path. */
+const MAX_DECODES = 8;
+
+/** Decoded again while that changes it, for a server that decodes twice (%252F); undefined past MAX_DECODES. */
+function decodeAgain(decoded: string): string | undefined {
+  for (let pass = 0; pass < MAX_DECODES; pass++) {
+    const again = decode(decoded);
+    if (again === undefined || again === decoded) return decoded;
+    decoded = again;
+  }
+  return undefined;
 }
 
-/** The path percent-decoded, as often as that changes it; undefined: a malformed escape. */
+/** The path percent-decoded, as often as that changes it; undefined: a malformed escape, or too many encodings. */
 function decodePath(pathname: string): string | undefined {
   let path = pathname.split('#')[0];
   // An absolute-form target: the server reads its path.
@@ -77,7 +84,7 @@ function foldCharacter(character: string): string {
 }
 
 /** The decoded path as a server that folds Unicode (NFKC: ｉ, K, ：, ／) and case may read it, lower-cased. */
-function foldPath(decoded: string): string {
+function foldPath(decoded: string): string | undefined {
   const folded = Array.from(decoded.normalize('NFKC'), foldCharacter).join('').toLowerCase();
   // Folding may spell an escape (％２Ｆ): decoded again, where that reads.
   const again = decode(folded);
@@ -87,7 +94,11 @@ function foldPath(decoded: string): string {
 /** A segment as a server that trims it may read it: no surrounding whitespace, no trailing dots (Windows). */
 const trimmed = (segment: string): string => {
   const bare = segment.trim();
-  return isDotSegment(bare) ? bare : bare.replace(/\.+$/, '') || bare;
+  if (isDotSegment(bare)) return bare;
+  // A loop, not /\.+$/: that regex backtracks quadratically on a long run of dots followed by another character.
+  let end = bare.length;
+  while (end > 0 && bare.charCodeAt(end - 1) === 0x2e) end--;
+  return end > 0 ? bare.slice(0, end) : bare;
 };
 
 /** `read`: every way a lenient server may read the path (each to be checked against the guarded routes); else why it is refused. */
@@ -103,6 +114,7 @@ export function readPassedPath(pathname: string): PathReading {
   const decoded = decodePath(pathname);
   if (decoded === undefined) return { kind: 'malformed' };
   const folded = foldPath(decoded);
+  if (folded === undefined) return { kind: 'malformed' };
   if (HIDDEN_CHARACTER.test(decoded) || HIDDEN_CHARACTER.test(folded)) return { kind: 'hidden-character' };
   const paths = new Set<string>();
   for (const [text, fold] of [

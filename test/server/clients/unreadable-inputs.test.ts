@@ -125,6 +125,8 @@ describe('detectors that need the inputs never go blind silently', () => {
     assert.match(res.body.error, /inputName/);
     assertNoOriginalNumbers(res.text);
     assert.deepEqual(surrogate.calls, []);
+    // Refused as the gate refuses unreadable inputs: counted (and logged) like them.
+    assert.equal(await unreadableCount(proxy.proxy.metrics.registry), 1);
     // The same client's readable request is served by the tier.
     await request(proxy.url).post(PATH).set('x-api-key', 'key-ivan-0009').send(kserveRequest()).expect(200);
     assert.deepEqual(surrogate.calls, [{ rows: 2, cols: 4 }]);

@@ -346,4 +346,15 @@ describe('readPassedPath', () => {
     assert.equal(readPassedPath('/a/%zz').kind, 'malformed');
     assert.deepEqual(readPassedPath('/a/...b/.c/d.'), { kind: 'read', paths: ['/a/...b/.c/d.', '/a/...b/.c/d'] });
   });
+
+  it('refuses a path encoded more times than a server would decode (each pass costs the whole path), and reads one encoded a few times', () => {
+    assert.equal(readPassedPath(`/v2/models/%${'25'.repeat(20)}41`).kind, 'malformed');
+    assert.equal(normalisePath(`/v2/models/%${'25'.repeat(20)}41`), undefined);
+    assert.ok(readings('/v2/models/%25252541/ready').includes('/v2/models/A/ready'));
+  });
+
+  it('trims a long run of trailing dots as a short one (no backtracking regex)', () => {
+    assert.ok(readings(`/v2/models/m${'.'.repeat(5000)}/ready`).includes('/v2/models/m/ready'));
+    assert.ok(readings(`/v2/models/${'.'.repeat(5000)}x/ready`).includes(`/v2/models/${'.'.repeat(5000)}x/ready`));
+  });
 });

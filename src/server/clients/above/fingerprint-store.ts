@@ -11,11 +11,14 @@
  * expires when the generation after it ends (the last moment it is read): two live keys, whatever the
  * traffic; a full generation takes no more writes until the next one starts (lookups go on).
  *
- * One identity adds at most `maxEntriesPerIdentity` new hashes to a generation: without it, one key's
- * flood of distinct rows (random noise) fills a generation, which evicts everyone's fingerprints in
- * memory and stops every later write in Redis, so cross-identity matching is off for all. Past its
- * quota an identity's rows are still looked up, just not written. The counts live beside the
- * generation (in Redis the hash key `<prefix>~fpn:<generation>`, same expiry: four live keys).
+ * One identity's rows are written freely up to `maxEntriesPerIdentity` new hashes in a generation:
+ * without a bound, one key's flood of distinct rows (random noise) fills a generation, which evicts
+ * everyone's fingerprints in memory and stops every later write in Redis, so cross-identity matching
+ * is off for all. Past its quota a row is written with probability quotaRows / n (n: the rows it
+ * offered in the generation), whole or not at all: a flood's entries grow only logarithmically, and no
+ * key can use up its quota and then be certain that its next queries go unrecorded. Every row is
+ * still looked up. The counts live beside the generation (in Redis the hash key
+ * `<prefix>~fpn:<generation>`, expiring when its generation ends: three live keys).
  */
 import { randomInt } from 'node:crypto';
 import type { Redis } from 'ioredis';
@@ -31,8 +34,9 @@ export interface FingerprintStoreOptions {
   /** A hash is forgotten between ttlMs/2 and ttlMs after its last write. Default 1 hour. */
   ttlMs?: number;
   /**
-   * New hashes one identity may add to a generation (rewriting a hash the generation holds takes no
-   * room, so no quota: an honest client re-sending its rows is not held back).
+   * New hashes one identity may add to a generation before only a sample of its rows is written
+   * (rewriting a hash the generation holds takes no room, so no quota: an honest client re-sending
+   * its rows is not held back).
    * Default: a hundredth of a generation (maxEntries / 200), at least 1000; never more than a generation.
    */
   maxEntriesPerIdentity?: number;
@@ -44,8 +48,8 @@ export const FINGERPRINT_STORE_DEFAULTS = { maxEntries: 500_000, ttlMs: 3_600_00
  * The quota of new hashes per identity and generation (`cap`: a generation's hashes). A hundredth of
  * a generation: filling one takes a hundred keys within ttl/2, each of them young, which the
  * population's young view sees; at the default 2500 hashes, 125 rows of 20 per key and half hour,
- * past which one key is its own detectors' business (its rows are still looked up). At least 1000
- * so that a small store still records a client's ordinary traffic.
+ * past which only a sample of a key's rows is written (all are still looked up). At least 1000 so
+ * that a small store still records a client's ordinary traffic.
  */
 export function identityQuota(cap: number, maxEntriesPerIdentity?: number): number {
   return Math.max(1, Math.min(cap, Math.floor(maxEntriesPerIdentity ?? Math.max(1000, Math.floor(cap / 100)))));
@@ -76,6 +80,12 @@ export interface FingerprintStore {
   size(): number;
   close(): Promise<void>;
 }
+
+/** Draws in [0, 1): which rows past an identity's quota are written. */
+export type RandomSource = () => number;
+
+/** Rows of `hashes` that fill `quota`: the scale of sampling past it (at least 1, so a quota under one row still samples). */
+const quotaRows = (quota: number, hashes: number): number => Math.max(1, Math.floor(quota / hashes));
 
 /** A 24-bit digest of an owner id (FNV-1a), for compact entries; collisions between two owners are about 1 in 16 million. */
 export function ownerTag(owner: string): number {
@@ -118,8 +128,13 @@ class Generation {
   private slots: Int32Array | undefined;
   private mask = 0;
   size = 0;
-  /** New hashes written per owner tag: an entry only for an owner that wrote one, so at most cap entries. */
-  readonly added = new Map<number, number>();
+  /** Per owner tag, where its counts are: an entry only for an owner that wrote a new hash, so at most cap entries. */
+  private readonly owners = new Map<number, number>();
+  /**
+   * Per owner, side by side: the new hashes it wrote and the rows it offered that needed room (written
+   * or not). A typed array beside a map of small integers: no object per owner.
+   */
+  counts = new Uint32Array(0);
 
   constructor(readonly cap: number) {}
 
@@ -149,26 +164,46 @@ class Generation {
     return slots[at] === hash ? slots[at + 1] * QUERY_SPACE + slots[at + 2] : 0;
   }
 
-  /**
-   * Sets the entry: 'updated' (the hash was held), 'added', 'quota' (new, and the owner added `quota`
-   * already) or 'full' (new, and the generation is full); nothing is written in the last two.
-   */
-  set(hash: number, tag: number, query: number, quota: number): 'updated' | 'added' | 'quota' | 'full' {
+  /** Where the owner's counts are in `counts`; -1 when it wrote nothing yet. */
+  countsAt(tag: number): number {
+    return this.owners.get(tag) ?? -1;
+  }
+
+  /** Stores the owner's counts (`at` from countsAt); an owner that wrote nothing takes no entry. */
+  saveCounts(tag: number, at: number, added: number, offered: number): void {
+    if (at < 0) {
+      if (added === 0) return;
+      at = this.owners.size * 2;
+      if (at >= this.counts.length) {
+        const grown = new Uint32Array(Math.max(64, this.counts.length * 2));
+        grown.set(this.counts);
+        this.counts = grown;
+      }
+      this.owners.set(tag, at);
+    }
+    this.counts[at] = added;
+    this.counts[at + 1] = Math.min(offered, 0xffffffff);
+  }
+
+  has(hash: number): boolean {
+    const slots = this.slots;
+    return slots !== undefined && slots[this.find(slots, hash)] === hash;
+  }
+
+  /** Sets the entry; true when the hash is new to the generation. A new hash is dropped when the generation is full. */
+  set(hash: number, tag: number, query: number): boolean {
     const slots = this.slots ?? this.allocate();
     const at = this.find(slots, hash);
-    let result: 'updated' | 'added' = 'updated';
+    let added = false;
     if (slots[at] !== hash) {
-      const added = this.added.get(tag) ?? 0;
-      if (added >= quota) return 'quota';
-      if (this.size >= this.cap) return 'full';
+      if (this.size >= this.cap) return false;
       slots[at] = hash;
       this.size++;
-      this.added.set(tag, added + 1);
-      result = 'added';
+      added = true;
     }
     slots[at + 1] = tag;
     slots[at + 2] = query;
-    return result;
+    return added;
   }
 }
 
@@ -176,11 +211,13 @@ export function createMemoryFingerprintStore(
   config: Pick<FingerprintConfig, 'hashes'>,
   options: FingerprintStoreOptions = {},
   events: FingerprintStoreEvents = {},
+  random: RandomSource = Math.random,
 ): FingerprintStore {
   const maxEntries = options.maxEntries ?? FINGERPRINT_STORE_DEFAULTS.maxEntries;
   const half = Math.max(1, Math.floor(options.ttlMs ?? FINGERPRINT_STORE_DEFAULTS.ttlMs) / 2);
   const cap = Math.max(1, Math.floor(maxEntries / 2));
   const quota = identityQuota(cap, options.maxEntriesPerIdentity);
+  const sampleRows = quotaRows(quota, config.hashes);
   let current = new Generation(cap);
   let previous = new Generation(cap);
   let startedAt = -Infinity;
@@ -207,22 +244,34 @@ export function createMemoryFingerprintStore(
         entries[i] = h ? current.get(h) || previous.get(h) : 0;
       }
       const shared = bestShared(entries, rows, k, tag);
+      // The owner's counts are read once and written back once: no map access per hash.
+      let at = current.countsAt(tag);
+      let added = at < 0 ? 0 : current.counts[at];
+      let offered = at < 0 ? 0 : current.counts[at + 1];
       for (let r = 0; r < rows; r++) {
-        const query = queryNumber();
-        for (let j = 0; j < k; j++) {
-          const h = fingerprints[r * k + j];
-          if (!h) continue;
-          // A full generation rotates early: at most maxEntries in the two.
-          if (current.set(h, tag, query, quota) === 'full') {
+        const from = r * k;
+        let fresh = 0;
+        for (let j = from; j < from + k; j++) if (fingerprints[j] && !current.has(fingerprints[j])) fresh++;
+        // A row of held hashes takes no room: always rewritten. Otherwise the whole row, or none of it.
+        if (fresh > 0) {
+          offered++;
+          if (added + fresh > quota && random() * offered >= sampleRows) continue;
+          // A full generation rotates early: at most maxEntries in the two (an empty one has nothing to give).
+          if (current.size + fresh > cap && current.size > 0) {
             rotate(now);
-            current.set(h, tag, query, quota);
+            at = -1;
+            added = 0;
+            offered = 1;
             if (now - reportedAt >= half) {
               reportedAt = now;
               events.generationFull?.({ store: 'memory', entries: cap });
             }
           }
         }
+        const query = queryNumber();
+        for (let j = from; j < from + k; j++) if (fingerprints[j] && current.set(fingerprints[j], tag, query)) added++;
       }
+      current.saveCounts(tag, at, added, offered);
       return shared;
     },
     size: () => current.size + previous.size,
@@ -233,19 +282,23 @@ export function createMemoryFingerprintStore(
   };
 }
 
-// KEYS[1] current generation, KEYS[2] previous one, KEYS[3] the current generation's new hashes per
-// owner. ARGV[1] owner tag, ARGV[2] hashes per row, ARGV[3] cap per generation, ARGV[4] the owner's
-// quota of new hashes, ARGV[5] ms until the current generation is no longer read, ARGV[6] rows, then
-// per row its entry, then rows × k hashes. Returns per row the best count shared with one query of
-// another owner, then the generation's size, then 1 when this call is the first refused for a full generation.
+// KEYS[1] current generation, KEYS[2] previous one, KEYS[3] the current generation's counts per owner
+// ('<new hashes>:<rows offered>'). ARGV[1] owner tag, ARGV[2] hashes per row, ARGV[3] cap per
+// generation, ARGV[4] the owner's quota of new hashes, ARGV[5] ms until the current generation is no
+// longer read, ARGV[6] rows, ARGV[7] ms until the current generation ends, then per row its entry,
+// then per row a uniform draw in [0, 1) (drawn in Node: Lua's math.random is not a safe source),
+// then rows × k hashes. Returns per row the best count shared with one query of another owner, then
+// the generation's size, then 1 when this call is the first refused for a full generation.
 const CHECK = `
 local owner = ARGV[1]
 local k = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
 local quota = tonumber(ARGV[4])
 local rows = tonumber(ARGV[6])
-local base = 6 + rows
+local base = 7 + 2 * rows
 local out = {}
+-- Whether the current generation holds a hash, from the lookups, then kept up to date by the writes.
+local held = {}
 for r = 0, rows - 1 do
   local counts = {}
   local best = 0
@@ -253,6 +306,7 @@ for r = 0, rows - 1 do
     local h = ARGV[base + r * k + j]
     if h ~= '0' then
       local e = redis.call('HGET', KEYS[1], h)
+      held[h] = e and true or false
       if not e then e = redis.call('HGET', KEYS[2], h) end
       if e and string.sub(e, 1, #owner + 1) ~= owner .. ':' then
         local c = (counts[e] or 0) + 1
@@ -264,33 +318,53 @@ for r = 0, rows - 1 do
   out[r + 1] = best
 end
 local size = redis.call('HLEN', KEYS[1])
-local before = tonumber(redis.call('HGET', KEYS[3], owner) or '0')
-local added = before
+local added, offered = 0, 0
+local stored = redis.call('HGET', KEYS[3], owner)
+if stored then
+  local a, o = string.match(stored, '^(%d+):(%d+)$')
+  added, offered = tonumber(a) or 0, tonumber(o) or 0
+end
+local before = offered
+local sampleRows = math.max(1, math.floor(quota / k))
 local full = false
 for r = 0, rows - 1 do
-  local entry = ARGV[7 + r]
+  local from = base + r * k
+  local fresh = 0
   for j = 1, k do
-    local h = ARGV[base + r * k + j]
-    if h ~= '0' then
-      if added < quota and size < cap then
+    local h = ARGV[from + j]
+    if h ~= '0' and not held[h] then fresh = fresh + 1 end
+  end
+  -- A row of held hashes takes no room: always rewritten. Otherwise the whole row, or none of it.
+  local write = true
+  if fresh > 0 then
+    offered = offered + 1
+    write = added + fresh <= quota or tonumber(ARGV[8 + rows + r]) * offered < sampleRows
+    if write and size + fresh > cap then
+      write = false
+      full = true
+    end
+  end
+  if write then
+    local entry = ARGV[8 + r]
+    for j = 1, k do
+      local h = ARGV[from + j]
+      if h ~= '0' then
         if redis.call('HSET', KEYS[1], h, entry) == 1 then
           size = size + 1
           added = added + 1
         end
-      elseif redis.call('HEXISTS', KEYS[1], h) == 1 then
-        redis.call('HSET', KEYS[1], h, entry)
-      elseif added < quota then
-        full = true
+        held[h] = true
       end
     end
   end
 end
-if added > before then redis.call('HINCRBY', KEYS[3], owner, added - before) end
+-- Counts only for an owner that wrote: at most one field per hash held.
+if offered > before and added > 0 then redis.call('HSET', KEYS[3], owner, added .. ':' .. offered) end
 -- The first refusal of the generation, across replicas, is the one reported.
 local first = 0
 if full then first = redis.call('HSETNX', KEYS[3], 'full', 1) end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call('PEXPIRE', KEYS[3], ARGV[5])
+redis.call('PEXPIRE', KEYS[3], ARGV[7])
 out[rows + 1] = size
 out[rows + 2] = first
 return out
@@ -310,6 +384,7 @@ export function createRedisFingerprintStore(
   config: Pick<FingerprintConfig, 'hashes'>,
   options: FingerprintStoreOptions = {},
   events: FingerprintStoreEvents = {},
+  random: RandomSource = Math.random,
 ): FingerprintStore {
   const maxEntries = options.maxEntries ?? FINGERPRINT_STORE_DEFAULTS.maxEntries;
   const ttlMs = Math.max(2, Math.floor(options.ttlMs ?? FINGERPRINT_STORE_DEFAULTS.ttlMs));
@@ -327,14 +402,17 @@ export function createRedisFingerprintStore(
       const tag = String(ownerTag(owner));
       // A generation is read until the next one ends: a TTL of ttl from the last write would keep a third key alive.
       const expiresInMs = Math.max(1, (generation + 2) * half - now);
+      // The quota counts are read only during their own generation.
+      const countsExpireInMs = Math.max(1, (generation + 1) * half - now);
       // Redis serves nothing else while a script runs: a large request goes in chunks of rows, one call
       // each (its rows still never match one another: they share the owner). Every chunk's arguments are
       // built before the first call: the caller reuses `fingerprints` once check returns.
       const calls: { from: number; count: number; args: (string | number)[] }[] = [];
       for (let from = 0; from < rows; from += ROWS_PER_CALL) {
         const count = Math.min(ROWS_PER_CALL, rows - from);
-        const args: (string | number)[] = [tag, k, cap, quota, expiresInMs, count];
+        const args: (string | number)[] = [tag, k, cap, quota, expiresInMs, count, countsExpireInMs];
         for (let i = 0; i < count; i++) args.push(`${tag}:${queryNumber()}`);
+        for (let i = 0; i < count; i++) args.push(String(random()));
         for (let i = from * k; i < (from + count) * k; i++) args.push(fingerprints[i] ? fingerprints[i].toString(36) : '0');
         calls.push({ from, count, args });
       }

@@ -1,7 +1,8 @@
 /**
  * The fingerprint store under a flood of distinct rows from one key: a per-identity quota of new
- * hashes per generation keeps the flood from evicting (memory) or blocking (Redis) everyone else's
- * fingerprints; a full generation is reported once.
+ * hashes per generation, past which only a sample of the key's rows is written, keeps the flood from
+ * evicting (memory) or blocking (Redis) everyone else's fingerprints without letting a key opt out of
+ * being recorded; a full generation is reported once.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -27,7 +28,10 @@ const prints = (rows: number, base: number) => Int32Array.from({ length: rows * 
 /** Row `r` of prints(_, base). */
 const row = (base: number, r: number) => prints(1, base + r * K);
 
-type Make = (options: FingerprintStoreOptions, events?: FingerprintStoreEvents) => FingerprintStore;
+type Make = (options: FingerprintStoreOptions, events?: FingerprintStoreEvents, random?: () => number) => FingerprintStore;
+
+/** A random source that never samples a row past the quota (draw × rows offered ≥ quotaRows always): the hard stop. */
+const neverPastQuota = () => 1 - 2 ** -53;
 
 const BOB = 1000;
 const MALLORY = 100_000;
@@ -35,7 +39,7 @@ const DAVE = 500_000;
 
 async function floodContract(make: Make) {
   // A generation holds 200 hashes; one identity may add 20 new ones to it.
-  const store = make({ maxEntries: 400, ttlMs: 3_600_000, maxEntriesPerIdentity: 20 });
+  const store = make({ maxEntries: 400, ttlMs: 3_600_000, maxEntriesPerIdentity: 20 }, {}, neverPastQuota);
   const t = 1_000_000;
   await store.check('bob', prints(1, BOB), 1, t);
   // Mallory floods 100 distinct rows (400 hashes, twice a generation's cap), in several requests.
@@ -44,7 +48,7 @@ async function floodContract(make: Make) {
   await store.check('dave', prints(1, DAVE), 1, t + 10);
   assert.deepEqual(Array.from(await store.check('carol', row(BOB, 0), 1, t + 11)), [K], `${store.kind}: bob's row, written before the flood, still matches`);
   assert.deepEqual(Array.from(await store.check('carol', row(DAVE, 0), 1, t + 12)), [K], `${store.kind}: dave's row, written after the flood, is recorded`);
-  // Mallory's first 20 hashes (5 rows) were written; the rest were looked up only.
+  // Mallory's first 20 hashes (5 rows) were written; the rest were looked up only (none sampled, by the source).
   assert.deepEqual(Array.from(await store.check('erin', prints(6, MALLORY), 6, t + 13)), [K, K, K, K, K, 0], `${store.kind}: mallory's quota`);
   // Past her quota, her rows are still looked up: a match of another's row counts.
   assert.deepEqual(Array.from(await store.check('mallory', row(DAVE, 0), 1, t + 14)), [K], `${store.kind}: looked up past the quota`);
@@ -53,7 +57,7 @@ async function floodContract(make: Make) {
 
 async function quotaPerGeneration(make: Make) {
   const ttlMs = 10_000; // generations of 5 s
-  const store = make({ maxEntries: 1000, ttlMs, maxEntriesPerIdentity: 8 });
+  const store = make({ maxEntries: 1000, ttlMs, maxEntriesPerIdentity: 8 }, {}, neverPastQuota);
   const t = 2_000_000_000; // a generation boundary (a multiple of 5 s)
   await store.check('mallory', prints(2, MALLORY), 2, t); // her 8 hashes
   await store.check('mallory', prints(1, MALLORY + 100), 1, t + 100);
@@ -64,6 +68,65 @@ async function quotaPerGeneration(make: Make) {
   for (let i = 0; i < 5; i++) await store.check('mallory', prints(1, MALLORY + 200), 1, t + 5200 + i);
   await store.check('mallory', prints(1, MALLORY + 300), 1, t + 5300);
   assert.deepEqual(Array.from(await store.check('carol', prints(1, MALLORY + 300), 1, t + 5400)), [K], `${store.kind}: rewrites are free`);
+  await store.close();
+}
+
+/** `rows` distinct rows of `k` hashes from `base` on. */
+const wide = (rows: number, k: number, base: number) => Int32Array.from({ length: rows * k }, (_, i) => base + i);
+
+async function noOptingOut(make: (k: number, random: () => number) => FingerprintStore) {
+  // Default options, 20 hashes a row: a quota of 2500 hashes, 125 rows. Thief A uses it up with any
+  // 125 rows; its next query Q must still be recordable, or thief B re-sending Q is never matched.
+  const k = 20;
+  const store = make(k, () => 0.5);
+  await store.check('thief-a', wide(125, k, 1), 125, 1000);
+  const q = wide(1, k, 10_000_000);
+  await store.check('thief-a', q, 1, 1001);
+  assert.deepEqual(Array.from(await store.check('thief-b', q, 1, 1002)), [k], `${store.kind}: a query past the quota can be recorded`);
+  await store.close();
+}
+
+async function samplingRate(make: Make) {
+  // A quota of 200 hashes: 50 rows of K. Mallory offers ten times that, 500 distinct rows.
+  const store = make({ maxEntries: 10_000, ttlMs: 3_600_000, maxEntriesPerIdentity: 200 }, {}, rng(11));
+  for (let i = 0; i < 10; i++) await store.check('mallory', prints(50, MALLORY + i * 50 * K), 50, 1000 + i);
+  const seen = Array.from(await store.check('carol', prints(500, MALLORY), 500, 2000));
+  assert.ok(
+    seen.every((c) => c === 0 || c === K),
+    `${store.kind}: whole rows only`,
+  );
+  const recorded = seen.filter((c) => c === K).length;
+  // Expected 50 · (1 + H(500) − H(50)) ≈ 165 (about 50 · (1 + ln 10)); "none past the quota" gives 50, "all" 500.
+  assert.ok(recorded >= 130 && recorded <= 200, `${store.kind}: ${recorded} rows recorded of 500`);
+  assert.deepEqual(seen.slice(0, 50), new Array(50).fill(K), `${store.kind}: the quota's rows are all recorded`);
+  await store.close();
+}
+
+async function wholeRows(make: Make) {
+  // A quota of 10 hashes with K = 4: two rows fit, the third would cross it (8 + 4 > 10).
+  for (const [random, expected] of [
+    [neverPastQuota, [K, K, 0, 0, 0, 0]],
+    [() => 0, [K, K, K, K, K, K]],
+  ] as const) {
+    const store = make({ maxEntries: 1000, ttlMs: 3_600_000, maxEntriesPerIdentity: 10 }, {}, random);
+    await store.check('mallory', prints(6, MALLORY), 6, 1000);
+    assert.deepEqual(Array.from(await store.check('carol', prints(6, MALLORY), 6, 1001)), expected, `${store.kind}: all of a row's hashes or none`);
+    await store.close();
+  }
+}
+
+async function floodBound(make: Make) {
+  // A generation of 10 000 hashes, a quota of 100 (25 rows of K); Mallory offers 100 times that, 2500 rows.
+  const store = make({ maxEntries: 20_000, ttlMs: 3_600_000, maxEntriesPerIdentity: 100 }, {}, rng(5));
+  const t = 1_000_000;
+  await store.check('bob', prints(1, BOB), 1, t);
+  for (let i = 0; i < 25; i++) await store.check('mallory', prints(100, MALLORY + i * 100 * K), 100, t + 1 + i);
+  await store.check('dave', prints(1, DAVE), 1, t + 100);
+  const held = store.size() - 2 * K;
+  // About 25 · (1 + ln 100) ≈ 140 rows, 560 hashes: more than her quota, a small share of the generation.
+  assert.ok(held > 100 && held <= 1000, `${store.kind}: mallory holds ${held} hashes of 10 000`);
+  assert.deepEqual(Array.from(await store.check('carol', row(BOB, 0), 1, t + 101)), [K], `${store.kind}: bob's row still matches`);
+  assert.deepEqual(Array.from(await store.check('carol', row(DAVE, 0), 1, t + 102)), [K], `${store.kind}: dave's row is recorded`);
   await store.close();
 }
 
@@ -79,21 +142,31 @@ describe('the fingerprint store under a flood from one identity', () => {
     client.disconnect();
     await redis.stop();
   });
-  const memory: Make = (options, events) => createMemoryFingerprintStore({ hashes: K }, options, events);
-  const shared: Make = (options, events) => createRedisFingerprintStore(client, `flood${prefix++}:`, { hashes: K }, options, events);
+  const memory: Make = (options, events, random) => createMemoryFingerprintStore({ hashes: K }, options, events, random);
+  const shared: Make = (options, events, random) => createRedisFingerprintStore(client, `flood${prefix++}:`, { hashes: K }, options, events, random);
 
   it('memory: one identity’s flood of distinct rows evicts nobody’s fingerprints', () => floodContract(memory));
   it('Redis: one identity’s flood of distinct rows blocks nobody’s writes', () => floodContract(shared));
   it('memory: the quota is per generation', () => quotaPerGeneration(memory));
   it('Redis: the quota is per generation', () => quotaPerGeneration(shared));
+  it('memory: a key past its quota cannot opt out of being recorded', () =>
+    noOptingOut((k, random) => createMemoryFingerprintStore({ hashes: k }, {}, {}, random)));
+  it('Redis: a key past its quota cannot opt out of being recorded', () =>
+    noOptingOut((k, random) => createRedisFingerprintStore(client, `optout${prefix++}:`, { hashes: k }, {}, {}, random)));
+  it('memory: past the quota a sample of the rows is recorded, growing logarithmically', () => samplingRate(memory));
+  it('Redis: past the quota a sample of the rows is recorded, growing logarithmically', () => samplingRate(shared));
+  it('memory: rows are recorded whole at the quota’s edge', () => wholeRows(memory));
+  it('Redis: rows are recorded whole at the quota’s edge', () => wholeRows(shared));
+  it('memory: a flood of 100 quotas fills a small share of the generation', () => floodBound(memory));
+  it('Redis: a flood of 100 quotas fills a small share of the generation', () => floodBound(shared));
 
   it('the default quota: a hundredth of a generation, at least 1000 hashes, at most the generation', async () => {
     // Default maxEntries (500 000): a generation of 250 000 hashes, 2500 per identity (625 rows of 4).
-    let store = createMemoryFingerprintStore({ hashes: K });
+    let store = createMemoryFingerprintStore({ hashes: K }, {}, {}, neverPastQuota);
     await store.check('mallory', prints(1000, MALLORY), 1000, 0);
     assert.deepEqual(Array.from(await store.check('carol', prints(626, MALLORY), 626, 1)).slice(623), [K, K, 0]);
     // A generation of 5000: at least 1000 hashes (250 rows).
-    store = createMemoryFingerprintStore({ hashes: K }, { maxEntries: 10_000 });
+    store = createMemoryFingerprintStore({ hashes: K }, { maxEntries: 10_000 }, {}, neverPastQuota);
     await store.check('mallory', prints(1000, MALLORY), 1000, 0);
     assert.deepEqual(Array.from(await store.check('carol', prints(251, MALLORY), 251, 1)).slice(249), [K, 0]);
     // A generation of 200: never more than the generation.
@@ -102,7 +175,7 @@ describe('the fingerprint store under a flood from one identity', () => {
     assert.deepEqual(Array.from(await store.check('carol', prints(50, MALLORY), 50, 1)), new Array(50).fill(K));
   });
 
-  it('Redis: the quota counts live in one key per generation, expiring with the generation’s hashes', async () => {
+  it('Redis: the quota counts live in one key per generation, expiring when that generation ends', async () => {
     const ttlMs = 3_600_000;
     const half = ttlMs / 2;
     const store = createRedisFingerprintStore(client, 'quota:', { hashes: K }, { maxEntries: 1000, ttlMs, maxEntriesPerIdentity: 100 });
@@ -113,9 +186,11 @@ describe('the fingerprint store under a flood from one identity', () => {
     const keys = (await client.keys('quota:~fpn:*')).sort();
     assert.deepEqual(keys, ['quota:~fpn:10', 'quota:~fpn:11', 'quota:~fpn:12'], 'one key per generation (Redis expires them on its own clock)');
     const counts = await client.hgetall('quota:~fpn:12');
-    assert.deepEqual(Object.values(counts).sort(), ['4', '8'], 'new hashes per identity');
+    assert.deepEqual(Object.values(counts).sort(), ['4:1', '8:2'], 'new hashes and rows offered, per identity');
+    // The last write is 2 s into generation 12: its counts are not read after it ends, its hashes one half later.
     const [fpn, fp] = [await client.pttl('quota:~fpn:12'), await client.pttl('quota:~fp:12')];
-    assert.ok(fpn > 0 && Math.abs(fpn - fp) < 5000, `PTTL ${fpn} vs the hashes' ${fp}`);
+    assert.ok(fpn > half - 60_000 && fpn <= half - 2000, `PTTL ${fpn}, the generation ends in ${half - 2000} ms`);
+    assert.ok(Math.abs(fp - fpn - half) < 5000, `PTTL ${fp} of the hashes, one half after the counts' ${fpn}`);
   });
 
   for (const kind of ['memory', 'redis'] as const) {
