@@ -29,8 +29,11 @@ export interface DetectionOptions {
     minPooled?: number;
     testEvery?: number;
   };
-  /** HODA: off unless the benign histogram and thresholds (from `calibrateHoda`) are given. */
-  hoda?: { enabled?: boolean; benignHistogram: readonly number[]; thresholds: readonly HodaThreshold[] };
+  /**
+   * HODA: off unless the benign histogram and thresholds (from `calibrateHoda`) are given; `{ enabled: false }`
+   * keeps it off (with or without a calibration).
+   */
+  hoda?: { enabled?: boolean; benignHistogram: readonly number[]; thresholds: readonly HodaThreshold[] } | { enabled: false };
   /**
    * Queries matching another identity's fingerprint (the serving layer's shared fingerprint store,
    * `observation.matches`). Default on, silent without matches: flag once at least 5 of the client's
@@ -116,7 +119,8 @@ const detectionSchema = options({
     enabled: bool,
     benignHistogram: z
       .array(z.number().min(0), { error: `an array of ≥ 2 non-negative numbers, one per hardness bin; ${HODA_HINT}` })
-      .min(2, { error: `an array of ≥ 2 non-negative numbers, one per hardness bin; ${HODA_HINT}` }),
+      .min(2, { error: `an array of ≥ 2 non-negative numbers, one per hardness bin; ${HODA_HINT}` })
+      .optional(),
     thresholds: z
       .array(
         options({
@@ -127,7 +131,8 @@ const detectionSchema = options({
         }),
         { error: `a non-empty array of { length, threshold }; ${HODA_HINT}` },
       )
-      .min(1, { error: `a non-empty array of { length, threshold }; ${HODA_HINT}` }),
+      .min(1, { error: `a non-empty array of { length, threshold }; ${HODA_HINT}` })
+      .optional(),
   }).optional(),
   fingerprint: options({
     enabled: bool,
@@ -206,6 +211,17 @@ export function resolveOptions(given: DetectionOptions = {}): DetectionConfig {
 
   let hoda: HodaConfig = { enabled: false, bins: 0, benignHistogram: [], thresholds: [] };
   if (top.hoda !== undefined) {
+    const { benignHistogram: histogram, thresholds } = top.hoda;
+    // Both or neither; neither only to turn HODA off.
+    for (const [name, value, other] of [
+      ['benignHistogram', histogram, thresholds],
+      ['thresholds', thresholds, histogram],
+    ] as const) {
+      if (value === undefined && (other !== undefined || top.hoda.enabled !== false))
+        refuse(`hoda.${name}`, `given with the other half of the calibration (${HODA_HINT}), or leave both out with hoda: { enabled: false }`, value);
+    }
+  }
+  if (top.hoda?.benignHistogram !== undefined && top.hoda.thresholds !== undefined) {
     const histogram = top.hoda.benignHistogram;
     if (histogram.every((v) => v === histogram[0])) {
       throw new DetectionConfigError(

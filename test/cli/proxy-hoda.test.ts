@@ -104,6 +104,27 @@ describe('msd proxy --hoda-checkpoints', () => {
       },
       /give one/,
     );
+    // Per-client HODA turned off is no calibration: --hoda-calibration may still serve population HODA.
+    checkHodaFlags({ clientId: 'header:k', hodaCheckpoints: listed.join(','), hodaCalibration: 'x.npy', detection: '{"hoda":{"enabled":false}}' });
+    checkHodaFlags({ clientId: 'header:k', hodaCheckpoints: listed.join(','), detection: '{"hoda":{"enabled":false}}' });
+  });
+
+  it('keeps per-client HODA off when --detection says hoda.enabled false, and still calibrates population HODA', async () => {
+    const options = await proxyOptionsFromSettings(
+      settings({
+        hodaCheckpoints: listed.join(','),
+        hodaCalibration: join(dir, 'held.npy'),
+        detection: '{"hoda":{"enabled":false}}',
+        population: '{"minQueries":100}',
+      }),
+    );
+    try {
+      assert.match(options.hoda!.summary, /^HODA per client off \(hoda\.enabled false in --detection; 3 checkpoints .*\); population HODA calibrated on the same examples/);
+      assert.equal(options.detectionSetup!.detection.initialState(0).hoda, undefined, 'no per-client HODA state');
+      assert.equal((options.clients!.population as PopulationServingOptions).hoda?.reference?.length, 3, 'population HODA calibrated');
+    } finally {
+      options.hoda?.dispose();
+    }
   });
 
   it('calibrates on a .npy of held-out examples and gives the detectors each request’s hardness', async () => {

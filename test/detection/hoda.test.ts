@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { DetectionConfigError } from '../../src/detection/errors.js';
-import { calibrateHoda, createClientDetection, hardnessFromLabels, hardnessHistogram, pearsonDistance } from '../../src/detection/index.js';
+import { calibrateHoda, createClientDetection, hardnessFromLabels, hardnessHistogram, pearsonDistance, resolveOptions } from '../../src/detection/index.js';
 import { rng } from './synthetic.js';
 
 describe('HODA math', () => {
@@ -91,6 +91,26 @@ describe('HODA math', () => {
       /^calibrateHoda option benignHistogram must be a list of 3 non-negative numbers, one per bin, got \[1,2\]$/,
     );
     refused({ bins: 3, lengths: [2], length: 2 }, /^unknown calibrateHoda option length; write one of: bins, lengths, benignHistogram$/);
+  });
+
+  it('detection option hoda: a whole calibration, or { enabled: false } alone to keep it off', () => {
+    const calibration = { benignHistogram: [0.5, 0.3, 0.2], thresholds: [{ length: 100, threshold: 0.4 }] };
+    assert.equal(resolveOptions({ hoda: calibration }).hoda.enabled, true);
+    assert.deepEqual(resolveOptions({ hoda: { enabled: false } }).hoda, { enabled: false, bins: 0, benignHistogram: [], thresholds: [] });
+    const off = resolveOptions({ hoda: { enabled: false, ...calibration } }).hoda;
+    assert.equal(off.enabled, false);
+    assert.equal(off.bins, 3, 'a calibration given with enabled false is still checked and kept');
+    const refused = (hoda: object, message: RegExp) =>
+      assert.throws(
+        () => resolveOptions({ hoda } as never),
+        (e: unknown) => e instanceof DetectionConfigError && message.test((e as Error).message),
+        `expected ${message}`,
+      );
+    refused({}, /^detection option hoda\.benignHistogram must be given with the other half .*enabled: false \}, got undefined$/);
+    refused({ enabled: true }, /hoda\.benignHistogram must be given/);
+    refused({ benignHistogram: calibration.benignHistogram }, /hoda\.thresholds must be given/);
+    refused({ enabled: false, thresholds: calibration.thresholds }, /hoda\.benignHistogram must be given/);
+    refused({ enabled: false, benignHistogram: [1, 1, 1], thresholds: calibration.thresholds }, /benignHistogram is flat/);
   });
 });
 

@@ -67,11 +67,13 @@ export function checkHodaFlags(flags: HodaFlags): void {
     );
   }
   const given = readDetectionOptions(flags.detection).hoda;
+  // { enabled: false } alone turns per-client HODA off; the checkpoints may still serve population HODA.
+  const calibrated = given !== undefined && 'benignHistogram' in given;
   if (flags.hodaCalibration === undefined && !given)
     fail(
       '--hoda-checkpoints needs a calibration: --hoda-calibration PATH (held-out benign examples of the victim’s own data), or hoda.benignHistogram and hoda.thresholds in --detection',
     );
-  if (flags.hodaCalibration !== undefined && given) fail('--hoda-calibration and a hoda calibration in --detection both calibrate HODA; give one');
+  if (flags.hodaCalibration !== undefined && calibrated) fail('--hoda-calibration and a hoda calibration in --detection both calibrate HODA; give one');
 }
 
 function checkpointSources(list: string): string[] {
@@ -185,10 +187,13 @@ export async function hodaFromFlags(flags: HodaFlags, inputs: InputOptions | und
       });
       calibrated = `calibrated on ${held.rows} held-out examples`;
     }
+    const perClientOff = readDetectionOptions(flags.detection).hoda?.enabled === false;
     return {
       hardness: (rows) => models.surrogateHardness(checkpoints, rows.data, rows.rows),
       detection: detection ?? '{}',
-      summary: `HODA on (${checkpoints.length} checkpoints, ${calibrated})`,
+      summary: perClientOff
+        ? `HODA per client off (hoda.enabled false in --detection; ${checkpoints.length} checkpoints give each request’s hardness)`
+        : `HODA on (${checkpoints.length} checkpoints, ${calibrated})`,
       ...(heldOutHardness ? { heldOut: { hardness: heldOutHardness, bins: checkpoints.length } } : {}),
       dispose,
     };

@@ -167,6 +167,8 @@ export function detectionTiers(
   const detectionOptions: DetectionOptions = { ...detection };
   if (hoda)
     detectionOptions.hoda = {
+      // The owner's switch stays theirs: hoda { enabled: false } keeps per-client HODA off.
+      ...(detection?.hoda?.enabled === false ? { enabled: false } : {}),
       benignHistogram: hoda.benignHistogram,
       thresholds: hoda.thresholds.map(({ length, threshold }) => ({ length, threshold })),
     };
