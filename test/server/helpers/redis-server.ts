@@ -4,6 +4,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { after, before } from 'node:test';
+import { Redis } from 'ioredis';
 
 export const REDIS_SERVER = process.env.REDIS_SERVER ?? '/usr/bin/redis-server';
 
@@ -66,6 +68,33 @@ export async function startRedis(port?: number): Promise<TestRedis> {
     stop: async () => {
       await end('SIGTERM');
       rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * A redis-server and one ioredis client for the enclosing suite (started before its tests, stopped
+ * after): read `.client` and `.server` inside the tests.
+ */
+export function useRedisClient(): { readonly client: Redis; readonly server: TestRedis } {
+  let server: TestRedis | undefined;
+  let client: Redis | undefined;
+  before(async () => {
+    server = await startRedis();
+    client = new Redis(server.url);
+  });
+  after(async () => {
+    client?.disconnect();
+    await server?.stop();
+  });
+  return {
+    get client() {
+      if (!client) throw new Error('useRedisClient: read .client inside a test, after the suite started');
+      return client;
+    },
+    get server() {
+      if (!server) throw new Error('useRedisClient: read .server inside a test, after the suite started');
+      return server;
     },
   };
 }

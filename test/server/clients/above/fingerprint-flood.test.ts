@@ -5,8 +5,7 @@
  * being recorded; a full generation is reported once.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { Redis } from 'ioredis';
+import { describe, it } from 'node:test';
 import { parseDefense } from '../../../../src/defenses/index.js';
 import { createClientDetection } from '../../../../src/detection/index.js';
 import {
@@ -20,7 +19,7 @@ import { createClientGate } from '../../../../src/server/clients/gate.js';
 import { createServingMetrics } from '../../../../src/server/metrics.js';
 import { rng } from '../../../detection/synthetic.js';
 import { aboveGate } from '../../helpers/above-gate.js';
-import { startRedis, type TestRedis } from '../../helpers/redis-server.js';
+import { useRedisClient } from '../../helpers/redis-server.js';
 
 const K = 4;
 /** `rows` rows of K hashes, from `base` on (distinct for distinct bases far enough apart). */
@@ -131,19 +130,10 @@ async function floodBound(make: Make) {
 }
 
 describe('the fingerprint store under a flood from one identity', () => {
-  let redis: TestRedis;
-  let client: Redis;
+  const redis = useRedisClient();
   let prefix = 0;
-  before(async () => {
-    redis = await startRedis();
-    client = new Redis(redis.url);
-  });
-  after(async () => {
-    client.disconnect();
-    await redis.stop();
-  });
   const memory: Make = (options, events, random) => createMemoryFingerprintStore({ hashes: K }, options, events, random);
-  const shared: Make = (options, events, random) => createRedisFingerprintStore(client, `flood${prefix++}:`, { hashes: K }, options, events, random);
+  const shared: Make = (options, events, random) => createRedisFingerprintStore(redis.client, `flood${prefix++}:`, { hashes: K }, options, events, random);
 
   it('memory: one identity’s flood of distinct rows evicts nobody’s fingerprints', () => floodContract(memory));
   it('Redis: one identity’s flood of distinct rows blocks nobody’s writes', () => floodContract(shared));
@@ -152,7 +142,7 @@ describe('the fingerprint store under a flood from one identity', () => {
   it('memory: a key past its quota cannot opt out of being recorded', () =>
     noOptingOut((k, random) => createMemoryFingerprintStore({ hashes: k }, {}, {}, random)));
   it('Redis: a key past its quota cannot opt out of being recorded', () =>
-    noOptingOut((k, random) => createRedisFingerprintStore(client, `optout${prefix++}:`, { hashes: k }, {}, {}, random)));
+    noOptingOut((k, random) => createRedisFingerprintStore(redis.client, `optout${prefix++}:`, { hashes: k }, {}, {}, random)));
   it('memory: past the quota a sample of the rows is recorded, growing logarithmically', () => samplingRate(memory));
   it('Redis: past the quota a sample of the rows is recorded, growing logarithmically', () => samplingRate(shared));
   it('memory: rows are recorded whole at the quota’s edge', () => wholeRows(memory));
@@ -178,17 +168,17 @@ describe('the fingerprint store under a flood from one identity', () => {
   it('Redis: the quota counts live in one key per generation, expiring when that generation ends', async () => {
     const ttlMs = 3_600_000;
     const half = ttlMs / 2;
-    const store = createRedisFingerprintStore(client, 'quota:', { hashes: K }, { maxEntries: 1000, ttlMs, maxEntriesPerIdentity: 100 });
+    const store = createRedisFingerprintStore(redis.client, 'quota:', { hashes: K }, { maxEntries: 1000, ttlMs, maxEntriesPerIdentity: 100 });
     for (let g = 10; g < 13; g++) {
       await store.check('alice', prints(2, 100 * g), 2, g * half + 1000);
       await store.check('bob', prints(1, 100 * g + 50), 1, g * half + 2000);
     }
-    const keys = (await client.keys('quota:~fpn:*')).sort();
+    const keys = (await redis.client.keys('quota:~fpn:*')).sort();
     assert.deepEqual(keys, ['quota:~fpn:10', 'quota:~fpn:11', 'quota:~fpn:12'], 'one key per generation (Redis expires them on its own clock)');
-    const counts = await client.hgetall('quota:~fpn:12');
+    const counts = await redis.client.hgetall('quota:~fpn:12');
     assert.deepEqual(Object.values(counts).sort(), ['4:1', '8:2'], 'new hashes and rows offered, per identity');
     // The last write is 2 s into generation 12: its counts are not read after it ends, its hashes one half later.
-    const [fpn, fp] = [await client.pttl('quota:~fpn:12'), await client.pttl('quota:~fp:12')];
+    const [fpn, fp] = [await redis.client.pttl('quota:~fpn:12'), await redis.client.pttl('quota:~fp:12')];
     assert.ok(fpn > half - 60_000 && fpn <= half - 2000, `PTTL ${fpn}, the generation ends in ${half - 2000} ms`);
     assert.ok(Math.abs(fp - fpn - half) < 5000, `PTTL ${fp} of the hashes, one half after the counts' ${fpn}`);
   });

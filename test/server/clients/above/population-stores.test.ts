@@ -9,7 +9,7 @@ import {
   type FingerprintStore,
 } from '../../../../src/server/clients/above/fingerprint-store.js';
 import { CountsWindow, createPopulationTracker } from '../../../../src/server/clients/above/population.js';
-import { startRedis, type TestRedis } from '../../helpers/redis-server.js';
+import { startRedis, type TestRedis, useRedisClient } from '../../helpers/redis-server.js';
 
 const K = 4;
 /** A population tracker on Redis at a fixed time, flushed only when the test says. */
@@ -40,16 +40,7 @@ async function fingerprintContract(make: (opts: { maxEntries: number; ttlMs: num
 }
 
 describe('the fingerprint store', () => {
-  let redis: TestRedis;
-  let client: Redis;
-  before(async () => {
-    redis = await startRedis();
-    client = new Redis(redis.url);
-  });
-  after(async () => {
-    client.disconnect();
-    await redis.stop();
-  });
+  const redis = useRedisClient();
 
   it('memory: matches across owners only, per earlier query, expiring', async () => {
     await fingerprintContract((opts) => createMemoryFingerprintStore({ hashes: K }, opts));
@@ -65,18 +56,18 @@ describe('the fingerprint store', () => {
 
   it('Redis: the same contract, shared by two replicas, in two keys whatever the traffic', async (t) => {
     let prefix = 0;
-    await fingerprintContract((opts) => createRedisFingerprintStore(client, `t${prefix++}:`, { hashes: K }, opts));
-    const one = createRedisFingerprintStore(client, 'shared:', { hashes: K }, { maxEntries: 40, ttlMs: 3_600_000 });
-    const otherClient = new Redis(redis.url);
+    await fingerprintContract((opts) => createRedisFingerprintStore(redis.client, `t${prefix++}:`, { hashes: K }, opts));
+    const one = createRedisFingerprintStore(redis.client, 'shared:', { hashes: K }, { maxEntries: 40, ttlMs: 3_600_000 });
+    const otherClient = new Redis(redis.server.url);
     t.after(() => otherClient.disconnect());
     const other = createRedisFingerprintStore(otherClient, 'shared:', { hashes: K }, { maxEntries: 40, ttlMs: 3_600_000 });
     await one.check('alice', prints(1, 42), 1, 1000);
     assert.deepEqual(Array.from(await other.check('bob', prints(1, 42), 1, 1001)), [4], 'a replica sees another’s fingerprints');
     for (let i = 0; i < 100; i++) await one.check(`owner-${i}`, prints(1, 20_000 + i * K), 1, 1002 + i);
-    const keys = await client.keys('shared:~fp:*');
+    const keys = await redis.client.keys('shared:~fp:*');
     assert.equal(keys.length, 1, `keys: ${keys.join(', ')}`);
-    assert.ok((await client.hlen(keys[0])) <= 20, 'a generation holds at most maxEntries / 2 hashes');
-    assert.ok((await client.pttl(keys[0])) > 3_000_000, 'with a TTL');
+    assert.ok((await redis.client.hlen(keys[0])) <= 20, 'a generation holds at most maxEntries / 2 hashes');
+    assert.ok((await redis.client.pttl(keys[0])) > 3_000_000, 'with a TTL');
     assert.ok(one.size() <= 20);
     assert.notEqual(ownerTag('alice'), ownerTag('bob'));
   });
@@ -84,14 +75,14 @@ describe('the fingerprint store', () => {
   it('Redis: a large request goes in chunks of rows (Redis is not held for one long script), with the same answers as in memory', async () => {
     const rows = 150; // three calls of at most 64 rows
     const memory = createMemoryFingerprintStore({ hashes: K }, { maxEntries: 100_000, ttlMs: 3_600_000 });
-    const shared = createRedisFingerprintStore(client, 'chunks:', { hashes: K }, { maxEntries: 100_000, ttlMs: 3_600_000 });
+    const shared = createRedisFingerprintStore(redis.client, 'chunks:', { hashes: K }, { maxEntries: 100_000, ttlMs: 3_600_000 });
     // The rows of each script call (its 6th argument after the three keys).
     const calls: unknown[] = [];
-    const spied = client as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+    const spied = redis.client as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
     const script = spied.msdFingerprints;
     spied.msdFingerprints = (...args: unknown[]) => {
       calls.push(args[8]);
-      return script.apply(client, args);
+      return script.apply(redis.client, args);
     };
     try {
       for (const store of [memory, shared]) {
@@ -117,16 +108,16 @@ describe('the fingerprint store', () => {
   it('Redis: a generation’s key expires once no lookup reads it, so steady traffic keeps two keys, not three', async () => {
     const ttlMs = 3_600_000;
     const half = ttlMs / 2;
-    const store = createRedisFingerprintStore(client, 'expiry:', { hashes: K }, { maxEntries: 1000, ttlMs });
+    const store = createRedisFingerprintStore(redis.client, 'expiry:', { hashes: K }, { maxEntries: 1000, ttlMs });
     // A write at the end of generation 10: it is read through generation 11, so its key is needed for
     // one more half at most (not a whole ttl from the write, which would outlive generation 11).
     const late = 11 * half - 1000;
     await store.check('alice', prints(1, 300), 1, late);
-    const pttl = await client.pttl('expiry:~fp:10');
+    const pttl = await redis.client.pttl('expiry:~fp:10');
     assert.ok(pttl > half - 60_000 && pttl <= half + 1000, `PTTL ${pttl} ms, generation 10 is last read at ${12 * half - late} ms from the write`);
     // The next generation's first write: its key lives until the generation after it ends.
     await store.check('bob', prints(1, 300), 1, 11 * half);
-    const next = await client.pttl('expiry:~fp:11');
+    const next = await redis.client.pttl('expiry:~fp:11');
     assert.ok(next > ttlMs - 60_000 && next <= ttlMs, `PTTL ${next}`);
   });
 });
