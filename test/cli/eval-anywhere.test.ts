@@ -48,5 +48,19 @@ describe('msd eval from another directory', { timeout: 600_000 }, () => {
       .split('\n')
       .map((line) => JSON.parse(line));
     assert.deepEqual(records.map((r: { defense: string }) => r.defense).sort(), ['none', 'rounding']);
+
+    // --report-only with a second seed planned: the report of the two finished runs, nothing run, marked partial.
+    const report = await run(process.execPath, [msd, 'eval', '--config', 'grid.json', '--seeds', '2', '-o', 'out', '--report-only', '-q'], {
+      cwd: dir,
+      env: { ...process.env, MSD_CACHE_DIR: join(dir, 'cache') },
+      timeout: 120_000,
+    });
+    assert.match(report.stdout, /report only: 2 of 4 runs finished/);
+    assert.doesNotMatch(report.stderr, /train victim/, 'nothing is trained');
+    assert.match(await readFile(join(dir, 'out', 'report.html'), 'utf8'), /partial: 2 of 4 runs finished; 2 not run yet/);
+    await assert.rejects(
+      run(process.execPath, [msd, 'eval', '--config', 'grid.json', '--report-only', '--detection'], { cwd: dir, timeout: 60_000 }),
+      (error: { code?: number; stderr?: string }) => error.code === 2 && /--report-only .* does not go with --detection/.test(error.stderr ?? ''),
+    );
   });
 });

@@ -104,9 +104,31 @@ describe('msd proxy --hoda-checkpoints', () => {
       },
       /give one/,
     );
+    // Half a calibration is still a calibration: --hoda-calibration would overwrite it.
+    refused(
+      { clientId: 'header:k', hodaCheckpoints: listed.join(','), hodaCalibration: 'x.npy', detection: '{"hoda":{"thresholds":[{"length":100,"threshold":0.5}]}}' },
+      /give one/,
+    );
     // Per-client HODA turned off is no calibration: --hoda-calibration may still serve population HODA.
     checkHodaFlags({ clientId: 'header:k', hodaCheckpoints: listed.join(','), hodaCalibration: 'x.npy', detection: '{"hoda":{"enabled":false}}' });
     checkHodaFlags({ clientId: 'header:k', hodaCheckpoints: listed.join(','), detection: '{"hoda":{"enabled":false}}' });
+  });
+
+  it('refuses checkpoints no detector reads, and a hoda that is not an object, in words', async () => {
+    await assert.rejects(
+      proxyOptionsFromSettings(settings({ hodaCheckpoints: listed.join(','), detection: '{"hoda":{"enabled":false}}' })),
+      (e: unknown) => e instanceof ServingOptionError && /no detector would read the hardness/.test(e.message),
+    );
+    await assert.rejects(
+      proxyOptionsFromSettings(settings({ hodaCheckpoints: listed.join(','), detection: '{"hoda":{"enabled":false}}', population: '{"hoda":{"enabled":false}}' })),
+      (e: unknown) => e instanceof ServingOptionError && /no detector would read the hardness/.test(e.message),
+    );
+    for (const hoda of ['true', '"off"'])
+      await assert.rejects(
+        proxyOptionsFromSettings(settings({ hodaCheckpoints: listed.join(','), detection: `{"hoda":${hoda}}` })),
+        (e: unknown) => !(e instanceof TypeError) && /hoda must be/.test((e as Error).message),
+        hoda,
+      );
   });
 
   it('keeps per-client HODA off when --detection says hoda.enabled false, and still calibrates population HODA', async () => {

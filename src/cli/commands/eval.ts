@@ -43,6 +43,7 @@ interface EvalFlags extends ExternalEvalFlags, QueueFlags, ThiefFlags {
   benignQueries?: string;
   seeds?: string;
   jobs?: string;
+  reportOnly?: boolean;
 }
 
 const fail: (message: string) => never = (message) => failCommand('eval', message);
@@ -136,6 +137,7 @@ export function registerEvalCommand(program: Command): void {
     .option('--seeds <n>', "attacker seeds per setting (victim fixed); tables show mean ± 95% CI (default: the preset's, quick 3)")
     .option('-j, --jobs <n>', `parallel processes for the runs (default: the core count, ${cpus().length} here)`)
     .option('-q, --quiet', 'no progress bars')
+    .option('--report-only', 'write the report of the runs already finished in the results folder and run nothing (a long grid stopped midway)')
     .option(
       '--detection',
       'instead of the grid: per-client detection against the Knockoff and JBDA attackers and benign clients (detection.json, report section)',
@@ -148,6 +150,10 @@ export function registerEvalCommand(program: Command): void {
     .option('--knockoff-epochs <n>', 'with --target: epochs of the final knockoffs (default: the quick preset’s)')
     .action(async (flags: EvalFlags) => {
       const queue = await queueOptionsFromFlags(flags, fail);
+      if (flags.reportOnly) {
+        const other = [flags.target !== undefined && '--target', flags.detection && '--detection', queue && '--queue'].filter(Boolean);
+        if (other.length) fail(`--report-only reports a grid's finished runs; it does not go with ${other.join(', ')}`);
+      }
       if (flags.target !== undefined) return runExternalEval(flags);
       let config: EvalConfig;
       try {
@@ -174,13 +180,18 @@ export function registerEvalCommand(program: Command): void {
         cacheDir,
         jobs,
         queue,
+        reportOnly: flags.reportOnly,
         log,
         progress: (label, total) => createProgress({ label, total, silent: flags.quiet }),
       });
       await writeFile(join(outDir, 'metrics.prom'), await result.registry.metrics());
       process.stdout.write(`\n${summaryText(result.records)}\n\n`);
       const seconds = (Date.now() - started) / 1000;
-      process.stdout.write(`${result.ran} runs done, ${result.skipped} already finished, in ${seconds.toFixed(0)} s\n`);
+      process.stdout.write(
+        flags.reportOnly
+          ? `report only: ${result.records.length} of ${result.planned} runs finished\n`
+          : `${result.ran} runs done, ${result.skipped} already finished, in ${seconds.toFixed(0)} s\n`,
+      );
       const shown = relative(process.cwd(), result.files.html);
       process.stdout.write(`report: ${shown.startsWith('..') ? resolve(result.files.html) : shown}\n`);
       reportFailedRuns(result.failed);

@@ -5,7 +5,7 @@ import { batchingFromFlags } from '../flags/batching-flags.js';
 import { inputOptionsFromFlags } from '../flags/image-flags.js';
 import { addClientFlags, clientOptionsFromFlags, type ClientFlags } from '../flags/client-flags.js';
 import { addDetectionFlags, detectionFromFlags, tierNeeds, type DetectionFlags, type DetectionSetup } from '../flags/detection-flags.js';
-import { addHodaFlags, checkHodaFlags, HODA_FLAG_NAMES, hodaFromFlags, type HodaFlags, type HodaSetup, withPopulationHoda } from '../flags/hoda-flags.js';
+import { addHodaFlags, checkHardnessRead, checkHodaFlags, HODA_FLAG_NAMES, hodaFromFlags, type HodaFlags, type HodaSetup, withPopulationHoda } from '../flags/hoda-flags.js';
 import {
   addProxyFlags,
   readProxyConfigFile,
@@ -191,6 +191,12 @@ export async function proxyOptionsFromSettings(flags: ProxySettings): Promise<Pr
         const { population, note } = withPopulationHoda(given, hoda.heldOut);
         options.clients!.population = population;
         options.hoda = { ...hoda, summary: `${hoda.summary}; ${note}` };
+      }
+      try {
+        checkHardnessRead(hoda, options.clients!.population);
+      } catch (error) {
+        hoda.dispose();
+        throw error;
       }
     }
     options.detectionSetup = detecting;

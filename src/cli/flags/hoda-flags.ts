@@ -68,7 +68,7 @@ export function checkHodaFlags(flags: HodaFlags): void {
   }
   const given = readDetectionOptions(flags.detection).hoda;
   // { enabled: false } alone turns per-client HODA off; the checkpoints may still serve population HODA.
-  const calibrated = given !== undefined && 'benignHistogram' in given;
+  const calibrated = typeof given === 'object' && given !== null && ('benignHistogram' in given || 'thresholds' in given);
   if (flags.hodaCalibration === undefined && !given)
     fail(
       '--hoda-checkpoints needs a calibration: --hoda-calibration PATH (held-out benign examples of the victim’s own data), or hoda.benignHistogram and hoda.thresholds in --detection',
@@ -92,6 +92,8 @@ export interface HodaSetup {
   detection: string;
   /** Start-up line. */
   summary: string;
+  /** Per-client HODA turned off (hoda.enabled false in --detection): only population HODA reads the hardness. */
+  perClientOff: boolean;
   /** The held-out examples' hardness (with --hoda-calibration): population detection's HODA is calibrated on it too. */
   heldOut?: { hardness: Int8Array; bins: number };
   dispose(): void;
@@ -128,6 +130,18 @@ export function withPopulationHoda(
       note: `population HODA off: ${heldOut.hardness.length} held-out examples, and windows of ${windowQueries} (population minQueries) need at least ${2 * windowQueries}`,
     };
   }
+}
+
+/**
+ * Refuses checkpoints that no detector reads (per-client HODA off, and population HODA off or absent):
+ * every request would pay for their forward passes and need readable inputs for nothing.
+ */
+export function checkHardnessRead(hoda: Pick<HodaSetup, 'perClientOff'>, population: PopulationServingOptions | false | undefined): void {
+  if (!hoda.perClientOff) return;
+  if (population && population.hoda !== undefined && population.hoda.enabled !== false) return;
+  fail(
+    '--hoda-checkpoints: no detector would read the hardness: per-client HODA is off (hoda.enabled false in --detection) and population HODA is off (it needs --population with --hoda-calibration, or hoda in --population); drop --hoda-checkpoints or turn one on',
+  );
 }
 
 /** Loads the checkpoints and calibrates; undefined without --hoda-checkpoints. ServingOptionError for anything wrong, naming the file. */
@@ -191,6 +205,7 @@ export async function hodaFromFlags(flags: HodaFlags, inputs: InputOptions | und
     return {
       hardness: (rows) => models.surrogateHardness(checkpoints, rows.data, rows.rows),
       detection: detection ?? '{}',
+      perClientOff,
       summary: perClientOff
         ? `HODA per client off (hoda.enabled false in --detection; ${checkpoints.length} checkpoints give each request’s hardness)`
         : `HODA on (${checkpoints.length} checkpoints, ${calibrated})`,

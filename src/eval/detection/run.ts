@@ -212,7 +212,8 @@ function benignSummary(records: readonly ClientRecord[], queries: readonly numbe
   };
 }
 
-function hodaSummary(checkpoints: readonly LayersModel[] | undefined, calibration: HodaCalibration | undefined): DetectionReport['hoda'] {
+function hodaSummary(checkpoints: readonly LayersModel[] | undefined, calibration: HodaCalibration | undefined, turnedOff: boolean): DetectionReport['hoda'] {
+  if (turnedOff) return { enabled: false, checkpoints: checkpoints?.length ?? 0, note: 'turned off (hoda.enabled false in the detection options)' };
   return checkpoints
     ? {
         enabled: calibration !== undefined,
@@ -272,7 +273,7 @@ export async function runDetectionEvaluation(options: DetectionEvalOptions): Pro
     detectors: [...DETECTORS],
     tiers,
     ladder,
-    hoda: hodaSummary(checkpoints, hodaCalibration),
+    hoda: hodaSummary(checkpoints, hodaCalibration, options.detection?.hoda?.enabled === false),
     requestRows,
     attackers,
     benign,

@@ -41,6 +41,8 @@ export interface EvaluateOptions {
   jobs?: number;
   /** Run the pending runs on a Redis queue's workers (`msd eval-worker`) instead of here (src/eval/queue/coordinator.ts). */
   queue?: QueueOptions;
+  /** Write the report of the runs already finished and run nothing (a long grid stopped midway); the report says what is missing. */
+  reportOnly?: boolean;
 }
 
 export interface EvaluationResult {
@@ -48,6 +50,8 @@ export interface EvaluationResult {
   records: RunRecord[];
   ran: number;
   skipped: number;
+  /** Runs in the grid's plan. */
+  planned: number;
   files: ReportFiles;
   registry: Registry;
   backend?: BackendInfo;
@@ -90,7 +94,8 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluationResu
   let training: string | undefined;
   let failed: FailedRun[] | undefined;
   const tensorsBefore = tf.memory().numTensors;
-  if (pending.length > 0) {
+  if (options.reportOnly && pending.length > 0) log(`report only: ${pending.length} of ${plan.length} runs not finished, left out of the report`);
+  if (pending.length > 0 && !options.reportOnly) {
     backend = await initBackend({ log });
     training = await describeTrainingEngine();
     log(training);
@@ -129,9 +134,13 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluationResu
     world: config.world,
     seed: config.seed,
     generatedAt: new Date().toISOString(),
-    notes: backend ? [`tfjs backend: ${backend.name}`, ...(training ? [training] : [])] : undefined,
+    notes: [
+      ...(backend ? [`tfjs backend: ${backend.name}`, ...(training ? [training] : [])] : []),
+      // A partial report says so: a mean over fewer seeds, or a setting missing an attacker, must not pass for the whole grid.
+      ...(options.reportOnly && pending.length > 0 ? [`partial: ${records.length} of ${plan.length} runs finished; ${pending.length} not run yet`] : []),
+    ],
   });
   // On a queue, runs that failed or were left to the workers when the coordinator stopped are not "ran".
-  const ran = failed ? records.filter((r) => !skippedKeys.has(r.key)).length : pending.length;
-  return { records, ran, skipped: plan.length - pending.length, files, registry, backend, ...(failed ? { failed } : {}) };
+  const ran = options.reportOnly ? 0 : failed ? records.filter((r) => !skippedKeys.has(r.key)).length : pending.length;
+  return { records, ran, skipped: plan.length - pending.length, planned: plan.length, files, registry, backend, ...(failed ? { failed } : {}) };
 }

@@ -16,11 +16,28 @@ function decode(text: string): string | undefined {
 /** Decoding passes a path may need; more (%2525…25) is refused: each pass costs the whole path. */
 const MAX_DECODES = 8;
 
-/** Decoded again while that changes it, for a server that decodes twice (%252F); undefined past MAX_DECODES. */
+/**
+ * Every run of escapes decoded, a stray % (50%off, %zz) left as it is: how a lenient server decodes
+ * a second time. Undefined when a run of escapes is not UTF-8 (%C0%AE, a cut sequence): a server may
+ * read it as anything, so it is refused. Without this, one stray % stopped the second decoding and
+ * hid an encoded route behind it (/v2/models/m%252Finfer%25zz).
+ */
+function decodeLeniently(text: string): string | undefined {
+  let invalid = false;
+  const decoded = text.replace(/(?:%[0-9a-f]{2})+/gi, (run) => {
+    const read = decode(run);
+    if (read === undefined) invalid = true;
+    return read ?? run;
+  });
+  return invalid ? undefined : decoded;
+}
+
+/** Decoded again while that changes it, for a server that decodes twice (%252F); undefined past MAX_DECODES or on an escape that is not UTF-8. */
 function decodeAgain(decoded: string): string | undefined {
   for (let pass = 0; pass < MAX_DECODES; pass++) {
-    const again = decode(decoded);
-    if (again === undefined || again === decoded) return decoded;
+    const again = decodeLeniently(decoded);
+    if (again === undefined) return undefined;
+    if (again === decoded) return decoded;
     decoded = again;
   }
   return undefined;
@@ -86,9 +103,8 @@ function foldCharacter(character: string): string {
 /** The decoded path as a server that folds Unicode (NFKC: ｉ, K, ：, ／) and case may read it, lower-cased. */
 function foldPath(decoded: string): string | undefined {
   const folded = Array.from(decoded.normalize('NFKC'), foldCharacter).join('').toLowerCase();
-  // Folding may spell an escape (％２Ｆ): decoded again, where that reads.
-  const again = decode(folded);
-  return again === undefined ? folded : decodeAgain(again);
+  // Folding may spell an escape (％２Ｆ): decoded again, as the path itself is.
+  return decodeAgain(folded);
 }
 
 /** A segment as a server that trims it may read it: no surrounding whitespace, no trailing dots (Windows). */

@@ -111,10 +111,22 @@ describe('evaluation pipeline on a tiny slice', () => {
     // A grown grid runs only the new setting; the victim comes from the cache.
     const grown = tinyConfig(['none', 'mad:eps=0.5', 'argmax']);
     grown.defenses.push(config.defenses[2]);
+
+    // --report-only: the report of the finished runs, nothing loaded or run, and it says it is partial.
+    const reportLines: string[] = [];
+    const partial = await evaluate({ config: grown, outDir, cacheDir, loadDataset: failingLoader, reportOnly: true, log: (l) => reportLines.push(l) });
+    assert.equal(partial.ran, 0);
+    assert.equal(partial.planned, 4);
+    assert.deepEqual(partial.records.map((r) => r.defense).sort(), ['mad', 'none', 'uniform']);
+    assert.ok(reportLines.some((l) => /report only: 1 of 4 runs not finished/.test(l)), reportLines.join('\n'));
+    const partialJson = JSON.parse(await readFile(partial.files.json, 'utf8'));
+    assert.ok(partialJson.notes.includes('partial: 3 of 4 runs finished; 1 not run yet'), JSON.stringify(partialJson.notes));
+    assert.match(await readFile(partial.files.html, 'utf8'), /partial: 3 of 4 runs finished; 1 not run yet/);
     const lines: string[] = [];
     const third = await evaluate({ config: grown, outDir, cacheDir, loadDataset: loader, log: (l) => lines.push(l) });
     assert.equal(third.ran, 1);
     assert.equal(third.records.length, 4);
+    assert.doesNotMatch(await readFile(third.files.html, 'utf8'), /partial:/, 'a whole grid’s report is not marked partial');
     assert.ok(
       lines.some((l) => /victim: loaded from/.test(l)),
       lines.join('\n'),

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { normalisePath, readPassedPath } from '../../../src/server/proxy/path-normalise.js';
+import { createRouteTable } from '../../../src/server/proxy/routes.js';
 import { startDefenseProxy, type ProxyOptions, type RunningProxy } from '../../../src/server/proxy.js';
 import { assertNoOriginalNumbers } from '../helpers/fixtures.js';
 import { startStubUpstream, type StubUpstream } from '../helpers/stub-upstream.js';
@@ -351,6 +352,21 @@ describe('readPassedPath', () => {
     assert.equal(readPassedPath(`/v2/models/%${'25'.repeat(20)}41`).kind, 'malformed');
     assert.equal(normalisePath(`/v2/models/%${'25'.repeat(20)}41`), undefined);
     assert.ok(readings('/v2/models/%25252541/ready').includes('/v2/models/A/ready'));
+  });
+
+  it('a stray % does not stop the second decoding: a route encoded behind it is still seen, an escape that is not UTF-8 refused', () => {
+    const route = createRouteTable('kserve-v2', { passUnknownRoutes: true });
+    for (const [method, path] of [
+      ['POST', '/v2/models/m/infer%253F%25zz'],
+      ['POST', '/v2/models/m%252Finfer%253F%25zz'],
+    ]) {
+      const decision = route(method, path);
+      assert.equal(decision.kind, 'refuse', `${method} ${path}: ${JSON.stringify(decision)}`);
+    }
+    assert.ok(readings('/v2/models/m%252Finfer%25zz').includes('/v2/models/m/infer%zz'));
+    assert.equal(readPassedPath('/a/%25C0%25AE/b').kind, 'malformed', 'a double-encoded overlong dot');
+    assert.equal(readPassedPath('/a/%25E2%2582/b').kind, 'malformed', 'a cut UTF-8 sequence, encoded twice');
+    assert.deepEqual(readings('/files/50%25off'), ['/files/50%off'], 'a stray % on its own passes as it is');
   });
 
   it('trims a long run of trailing dots as a short one (no backtracking regex)', () => {

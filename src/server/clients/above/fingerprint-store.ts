@@ -16,11 +16,12 @@
  * everyone's fingerprints in memory and stops every later write in Redis, so cross-identity matching
  * is off for all. Past its quota a row is written with probability quotaRows / n (n: the rows it
  * offered in the generation), whole or not at all: a flood's entries grow only logarithmically, and no
- * key can use up its quota and then be certain that its next queries go unrecorded. Every row is
- * still looked up. The counts live beside the generation (in Redis the hash key
- * `<prefix>~fpn:<generation>`, expiring when its generation ends: three live keys).
+ * key can use up its quota and then be certain that its next queries go unrecorded (junk rows sent
+ * first dilute the sample, as far as the per-client budget lets them). Every row is still looked up.
+ * The counts live beside the current generation (in Redis the hash key `<prefix>~fpn:<generation>`,
+ * expiring shortly after its generation ends).
  */
-import { randomInt } from 'node:crypto';
+import { getRandomValues, randomInt } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { FingerprintConfig } from '../../../detection/above/fingerprint.js';
 
@@ -84,10 +85,29 @@ export interface FingerprintStore {
 /** Draws in [0, 1): which rows past an identity's quota are written. */
 export type RandomSource = () => number;
 
+/** How long a Redis generation's quota counts outlive it. */
+const COUNTS_GRACE_MS = 10_000;
+
+/**
+ * The default draws: from the operating system's generator, not Math.random (whose state a few
+ * outputs give away), so that which of a flooding key's rows are recorded cannot be predicted.
+ */
+const secureRandom: RandomSource = (() => {
+  const buffer = new Uint32Array(256);
+  let next = buffer.length;
+  return () => {
+    if (next === buffer.length) {
+      getRandomValues(buffer);
+      next = 0;
+    }
+    return buffer[next++] / 2 ** 32;
+  };
+})();
+
 /** Rows of `hashes` that fill `quota`: the scale of sampling past it (at least 1, so a quota under one row still samples). */
 const quotaRows = (quota: number, hashes: number): number => Math.max(1, Math.floor(quota / hashes));
 
-/** A 24-bit digest of an owner id (FNV-1a), for compact entries; collisions between two owners are about 1 in 16 million. */
+/** A 24-bit digest of an owner id (FNV-1a), for compact entries; two given owners collide with probability about 1 in 16 million (N owners: about N / 2^24 of them share a tag). */
 export function ownerTag(owner: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < owner.length; i++) h = Math.imul(h ^ owner.charCodeAt(i), 0x01000193) >>> 0;
@@ -169,6 +189,12 @@ class Generation {
     return this.owners.get(tag) ?? -1;
   }
 
+  /** Drops the counts per owner (a generation that is no longer current). */
+  forgetCounts(): void {
+    this.owners.clear();
+    this.counts = new Uint32Array(0);
+  }
+
   /** Stores the owner's counts (`at` from countsAt); an owner that wrote nothing takes no entry. */
   saveCounts(tag: number, at: number, added: number, offered: number): void {
     if (at < 0) {
@@ -211,7 +237,7 @@ export function createMemoryFingerprintStore(
   config: Pick<FingerprintConfig, 'hashes'>,
   options: FingerprintStoreOptions = {},
   events: FingerprintStoreEvents = {},
-  random: RandomSource = Math.random,
+  random: RandomSource = secureRandom,
 ): FingerprintStore {
   const maxEntries = options.maxEntries ?? FINGERPRINT_STORE_DEFAULTS.maxEntries;
   const half = Math.max(1, Math.floor(options.ttlMs ?? FINGERPRINT_STORE_DEFAULTS.ttlMs) / 2);
@@ -227,6 +253,8 @@ export function createMemoryFingerprintStore(
   let entries = new Float64Array(64);
   const rotate = (now: number): void => {
     previous = now - startedAt >= 2 * half ? new Generation(cap) : current;
+    // Quota counts are read in the current generation only.
+    previous.forgetCounts();
     current = new Generation(cap);
     startedAt = now;
   };
@@ -384,7 +412,7 @@ export function createRedisFingerprintStore(
   config: Pick<FingerprintConfig, 'hashes'>,
   options: FingerprintStoreOptions = {},
   events: FingerprintStoreEvents = {},
-  random: RandomSource = Math.random,
+  random: RandomSource = secureRandom,
 ): FingerprintStore {
   const maxEntries = options.maxEntries ?? FINGERPRINT_STORE_DEFAULTS.maxEntries;
   const ttlMs = Math.max(2, Math.floor(options.ttlMs ?? FINGERPRINT_STORE_DEFAULTS.ttlMs));
@@ -402,8 +430,9 @@ export function createRedisFingerprintStore(
       const tag = String(ownerTag(owner));
       // A generation is read until the next one ends: a TTL of ttl from the last write would keep a third key alive.
       const expiresInMs = Math.max(1, (generation + 2) * half - now);
-      // The quota counts are read only during their own generation.
-      const countsExpireInMs = Math.max(1, (generation + 1) * half - now);
+      // The quota counts are read only during their own generation (each has its own key), kept a little
+      // past its end: a request whose chunks straddle the end must not find them gone and start afresh.
+      const countsExpireInMs = Math.max(1, (generation + 1) * half - now) + COUNTS_GRACE_MS;
       // Redis serves nothing else while a script runs: a large request goes in chunks of rows, one call
       // each (its rows still never match one another: they share the owner). Every chunk's arguments are
       // built before the first call: the caller reuses `fingerprints` once check returns.
