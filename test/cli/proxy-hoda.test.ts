@@ -106,7 +106,12 @@ describe('msd proxy --hoda-checkpoints', () => {
     );
     // Half a calibration is still a calibration: --hoda-calibration would overwrite it.
     refused(
-      { clientId: 'header:k', hodaCheckpoints: listed.join(','), hodaCalibration: 'x.npy', detection: '{"hoda":{"thresholds":[{"length":100,"threshold":0.5}]}}' },
+      {
+        clientId: 'header:k',
+        hodaCheckpoints: listed.join(','),
+        hodaCalibration: 'x.npy',
+        detection: '{"hoda":{"thresholds":[{"length":100,"threshold":0.5}]}}',
+      },
       /give one/,
     );
     // Per-client HODA turned off is no calibration: --hoda-calibration may still serve population HODA.
@@ -120,7 +125,9 @@ describe('msd proxy --hoda-checkpoints', () => {
       (e: unknown) => e instanceof ServingOptionError && /no detector would read the hardness/.test(e.message),
     );
     await assert.rejects(
-      proxyOptionsFromSettings(settings({ hodaCheckpoints: listed.join(','), detection: '{"hoda":{"enabled":false}}', population: '{"hoda":{"enabled":false}}' })),
+      proxyOptionsFromSettings(
+        settings({ hodaCheckpoints: listed.join(','), detection: '{"hoda":{"enabled":false}}', population: '{"hoda":{"enabled":false}}' }),
+      ),
       (e: unknown) => e instanceof ServingOptionError && /no detector would read the hardness/.test(e.message),
     );
     for (const hoda of ['true', '"off"'])
@@ -141,7 +148,10 @@ describe('msd proxy --hoda-checkpoints', () => {
       }),
     );
     try {
-      assert.match(options.hoda!.summary, /^HODA per client off \(hoda\.enabled false in --detection; 3 checkpoints .*\); population HODA calibrated on the same examples/);
+      assert.match(
+        options.hoda!.summary,
+        /^HODA per client off \(hoda\.enabled false in --detection; 3 checkpoints .*\); population HODA calibrated on the same examples/,
+      );
       assert.equal(options.detectionSetup!.detection.initialState(0).hoda, undefined, 'no per-client HODA state');
       assert.equal((options.clients!.population as PopulationServingOptions).hoda?.reference?.length, 3, 'population HODA calibrated');
     } finally {

@@ -5,7 +5,16 @@ import { batchingFromFlags } from '../flags/batching-flags.js';
 import { inputOptionsFromFlags } from '../flags/image-flags.js';
 import { addClientFlags, clientOptionsFromFlags, type ClientFlags } from '../flags/client-flags.js';
 import { addDetectionFlags, detectionFromFlags, tierNeeds, type DetectionFlags, type DetectionSetup } from '../flags/detection-flags.js';
-import { addHodaFlags, checkHardnessRead, checkHodaFlags, HODA_FLAG_NAMES, hodaFromFlags, type HodaFlags, type HodaSetup, withPopulationHoda } from '../flags/hoda-flags.js';
+import {
+  addHodaFlags,
+  checkHardnessRead,
+  checkHodaFlags,
+  HODA_FLAG_NAMES,
+  hodaFromFlags,
+  type HodaFlags,
+  type HodaSetup,
+  withPopulationHoda,
+} from '../flags/hoda-flags.js';
 import {
   addProxyFlags,
   readProxyConfigFile,

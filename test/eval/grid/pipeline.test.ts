@@ -118,7 +118,10 @@ describe('evaluation pipeline on a tiny slice', () => {
     assert.equal(partial.ran, 0);
     assert.equal(partial.planned, 4);
     assert.deepEqual(partial.records.map((r) => r.defense).sort(), ['mad', 'none', 'uniform']);
-    assert.ok(reportLines.some((l) => /report only: 1 of 4 runs not finished/.test(l)), reportLines.join('\n'));
+    assert.ok(
+      reportLines.some((l) => /report only: 1 of 4 runs not finished/.test(l)),
+      reportLines.join('\n'),
+    );
     const partialJson = JSON.parse(await readFile(partial.files.json, 'utf8'));
     assert.ok(partialJson.notes.includes('partial: 3 of 4 runs finished; 1 not run yet'), JSON.stringify(partialJson.notes));
     assert.match(await readFile(partial.files.html, 'utf8'), /partial: 3 of 4 runs finished; 1 not run yet/);
