@@ -278,12 +278,14 @@ export function createMemoryFingerprintStore(
       let offered = at < 0 ? 0 : current.counts[at + 1];
       for (let r = 0; r < rows; r++) {
         const from = r * k;
+        // One draw per row, used or not, as the Redis store draws: the same draws record the same rows in both.
+        const draw = random();
         let fresh = 0;
         for (let j = from; j < from + k; j++) if (fingerprints[j] && !current.has(fingerprints[j])) fresh++;
         // A row of held hashes takes no room: always rewritten. Otherwise the whole row, or none of it.
         if (fresh > 0) {
           offered++;
-          if (added + fresh > quota && random() * offered >= sampleRows) continue;
+          if (added + fresh > quota && draw * offered >= sampleRows) continue;
           // A full generation rotates early: at most maxEntries in the two (an empty one has nothing to give).
           if (current.size + fresh > cap && current.size > 0) {
             rotate(now);

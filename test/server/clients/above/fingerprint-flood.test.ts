@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import fc from 'fast-check';
 import { parseDefense } from '../../../../src/defenses/index.js';
 import { createClientDetection } from '../../../../src/detection/index.js';
 import {
@@ -163,6 +164,37 @@ describe('the fingerprint store under a flood from one identity', () => {
     store = createMemoryFingerprintStore({ hashes: K }, { maxEntries: 400, maxEntriesPerIdentity: 10_000 });
     await store.check('mallory', prints(50, MALLORY), 50, 0);
     assert.deepEqual(Array.from(await store.check('carol', prints(50, MALLORY), 50, 1)), new Array(50).fill(K));
+  });
+
+  it('memory and Redis record the same rows for the same draws (fast-check over request sequences)', async () => {
+    const request = fc.record({
+      owner: fc.constantFrom('alice', 'bob', 'mallory'),
+      // Hashes from a small pool, so rows overlap within and across requests; 0 is an empty slot.
+      hashes: fc.array(fc.integer({ min: 0, max: 40 }), { minLength: K, maxLength: 6 * K }),
+    });
+    let run = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(request, { minLength: 1, maxLength: 25 }), fc.integer({ min: 1, max: 2 ** 31 - 1 }), async (requests, seed) => {
+        // A quota of 2 rows, a generation large enough never to fill (filling differs by design).
+        const options = { maxEntries: 100_000, ttlMs: 3_600_000, maxEntriesPerIdentity: 2 * K };
+        const memory = createMemoryFingerprintStore({ hashes: K }, options, {}, rng(seed));
+        const shared = createRedisFingerprintStore(redis.client, `same${run++}:`, { hashes: K }, options, {}, rng(seed));
+        for (const [i, { owner, hashes }] of requests.entries()) {
+          const rows = Math.floor(hashes.length / K);
+          // A row's hashes are distinct and sorted, as fingerprintRows gives them.
+          const prints = Int32Array.from({ length: rows * K }, (_, j) => hashes[j]);
+          for (let r = 0; r < rows; r++) {
+            const distinct = [...new Set(prints.subarray(r * K, (r + 1) * K))].sort((a, b) => a - b);
+            prints.set([...distinct, ...new Array(K - distinct.length).fill(0)], r * K);
+          }
+          const a = Array.from(await memory.check(owner, prints, rows, i));
+          const b = Array.from(await shared.check(owner, prints, rows, i));
+          assert.deepEqual(b, a, `request ${i} (${owner}, ${rows} rows)`);
+          assert.equal(shared.size(), memory.size(), `hashes held after request ${i}`);
+        }
+      }),
+      { numRuns: 40 },
+    );
   });
 
   it('the default draws come from the operating system, not Math.random (whose state its outputs give away)', async (t) => {
