@@ -7,13 +7,13 @@
  * Every run's seeds depend on the run alone, so the records equal those of a serial evaluation.
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseDefense } from '../../defenses/index.js';
 import type { EvalConfig } from '../config.js';
 import type { ProgressFactory } from '../progress.js';
 import type { RunRecord } from '../records/run-record.js';
 import type { RunSpec } from './run-key.js';
+import { shareHostCores, type HostShare } from './host-share.js';
 import { prepareMisinformationModel, prepareVictim } from '../world/victim.js';
 import type { EvaluationWorld } from '../world/world.js';
 
@@ -27,7 +27,8 @@ export interface RunRef {
 
 export type ParentMessage =
   | { type: 'init'; config: EvalConfig; world: EvaluationWorld; cacheDir: string }
-  | { type: 'unit'; runs: RunRef[] }
+  /** `threads`: the training threads for this unit (MSD_TRAIN_THREADS in the child); absent when the user set them. */
+  | { type: 'unit'; runs: RunRef[]; threads?: number }
   | { type: 'exit' };
 export type ChildMessage = { type: 'ready' } | { type: 'record'; record: RunRecord } | { type: 'idle' } | { type: 'error'; message: string };
 
@@ -105,6 +106,7 @@ export async function runInParallel(options: ParallelOptions): Promise<void> {
   const init = initMessage(config, world, cacheDir);
   const { file, execArgv } = workerScript();
   const children: ChildProcess[] = [];
+  const share = shareHostCores(jobs);
   let next = 0;
   try {
     await new Promise<void>((resolve, reject) => {
@@ -117,13 +119,11 @@ export async function runInParallel(options: ParallelOptions): Promise<void> {
         reject(error);
       };
       for (let i = 0; i < jobs; i++) {
-        // The cores are shared out between the jobs' training (onnxruntime threads), unless the user chose.
-        const env = { ...process.env, MSD_TRAIN_THREADS: process.env.MSD_TRAIN_THREADS || String(Math.max(1, Math.floor(availableParallelism() / jobs))) };
-        const child = fork(file, [], { execArgv, env, serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+        const child = fork(file, [], { execArgv, env: trainingEnv(share), serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
         children.push(child);
         const handOut = () => {
           if (failed) return;
-          if (next < units.length) child.send({ type: 'unit', runs: units[next++] } satisfies ParentMessage);
+          if (next < units.length) child.send(unitMessage(units[next++], share));
           else {
             child.send({ type: 'exit' } satisfies ParentMessage);
             running -= 1;
@@ -143,6 +143,20 @@ export async function runInParallel(options: ParallelOptions): Promise<void> {
       }
     });
   } finally {
+    share.release();
     for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill();
   }
+}
+
+/**
+ * A child's environment: the cores shared out between the training threads of every evaluation job on
+ * this machine (host-share.ts), unless the user set MSD_TRAIN_THREADS.
+ */
+export function trainingEnv(share: HostShare): NodeJS.ProcessEnv {
+  return { ...process.env, MSD_TRAIN_THREADS: process.env.MSD_TRAIN_THREADS || String(share.threadsPerJob()) };
+}
+
+/** A work unit, with the training threads as the machine's share stands now (none when the user chose them). */
+export function unitMessage(runs: RunRef[], share: HostShare): ParentMessage {
+  return process.env.MSD_TRAIN_THREADS ? { type: 'unit', runs } : { type: 'unit', runs, threads: share.threadsPerJob() };
 }
