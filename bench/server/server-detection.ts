@@ -18,9 +18,13 @@
  * matches nothing. The stub's answer is unsure (max 0.55) and always class 3, so population
  * detection is in alarm and answers young clients with the probation tier (argmax).
  *
+ * With --upstream model the proxies stand in front of the demo's MNIST MLP (tfjs on this machine's backend,
+ * served undefended over KServe V2, in its own process on the same cores) instead of the stub: the ratio
+ * an owner sees when the model does real work per request. The stub is the proxy's worst case.
+ *
  * With --cpu-prof DIR each proxy writes V8 CPU profiles into DIR/<mode>/ when the benchmark ends.
  *
- *   npm run bench -- server-detection [--connections 32] [--seconds 3] [--rounds 5] [--clients 1000] [--modes off,memory,memory+above,...] [--cpu-prof DIR]
+ *   npm run bench -- server-detection [--connections 32] [--seconds 3] [--rounds 5] [--clients 1000] [--modes off,memory,memory+above,...] [--upstream stub|model] [--cpu-prof DIR]
  */
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
@@ -50,8 +54,10 @@ function bodyOf(n: number): string {
 }
 
 const profileDir = args.get('cpu-prof');
+const upstreamKind = args.get('upstream') ?? 'stub';
+if (upstreamKind !== 'stub' && upstreamKind !== 'model') throw new Error(`--upstream: "stub" or "model", not "${upstreamKind}"`);
 
-function start(role: 'stub' | 'proxy', upstream = '', mode = ''): Promise<Started> {
+function start(role: 'stub' | 'model' | 'proxy', upstream = '', mode = ''): Promise<Started> {
   // One folder per mode: every thread of the proxy (tsx's loader has one) writes its own profile.
   const profile = role === 'proxy' && profileDir ? ['--cpu-prof', '--cpu-prof-dir', `${profileDir}/${mode.replace(/[^a-z+-]/gi, '_')}`] : [];
   return startChild(child, [role, upstream, mode], role, profile);
@@ -106,7 +112,7 @@ async function load(target: Started, duration: number): Promise<{ rps: number; p
 }
 
 const redis = await startRedis();
-const upstream = await start('stub');
+const upstream = await start(upstreamKind);
 const ALL_MODES: [string, string, string][] = [
   ['off', 'off', 'off'],
   ['memory store', 'memory', 'memory'],
@@ -121,7 +127,7 @@ const ALL_MODES: [string, string, string][] = [
 const wanted = (args.get('modes') ?? ALL_MODES.map((m) => m[1]).join(',')).split(',');
 const MODES: [string, string][] = ALL_MODES.filter(([, key]) => key === 'off' || wanted.includes(key)).map(([label, , mode]) => [label, mode]);
 console.log(
-  `server-detection: proxy rounding:decimals=3 in front of a stub, ${connections} connections, ${rounds} rounds of ${seconds}s per mode, ${clientCount} API keys, node ${process.version}`,
+  `server-detection: proxy rounding:decimals=3 in front of ${upstreamKind === 'stub' ? 'a stub' : "the demo's MNIST MLP (undefended)"}, ${connections} connections, ${rounds} rounds of ${seconds}s per mode, ${clientCount} API keys, node ${process.version}`,
 );
 const proxies: Started[] = [];
 try {
