@@ -10,7 +10,7 @@
  * of the runs that follow. Nothing here may fail an evaluation: an unwritable folder leaves the share
  * at this process's own jobs, as before.
  */
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -40,14 +40,28 @@ function alive(pid: number): boolean {
   }
 }
 
+/**
+ * A folder this user owns and no one else may write to: in a shared temp dir another user could have
+ * made it first, and planted links where this process writes.
+ */
+function ownPrivateFolder(dir: string): boolean {
+  const stat = lstatSync(dir);
+  const uid = process.getuid?.();
+  return stat.isDirectory() && (uid === undefined || stat.uid === uid) && (stat.mode & 0o022) === 0;
+}
+
 /** Registers `jobs` jobs of this process; call release() when they end. */
 export function shareHostCores(jobs: number, options: HostShareOptions = {}): HostShare {
   const dir = options.dir ?? defaultDir();
   const cores = options.cores ?? availableParallelism();
   const file = join(dir, String(process.pid));
   let registered = false;
+  // Whether the folder is one to trust: without it, the count is this process's own jobs.
+  let shared = false;
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
+    if (!ownPrivateFolder(dir)) throw new Error('not ours');
+    shared = true;
     writeFileSync(file, String(jobs));
     registered = true;
   } catch {
@@ -62,6 +76,7 @@ export function shareHostCores(jobs: number, options: HostShareOptions = {}): Ho
   if (registered) process.once('exit', release);
 
   const liveJobs = (): number => {
+    if (!shared) return jobs;
     let total = 0;
     let names: string[];
     try {

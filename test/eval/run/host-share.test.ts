@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -55,6 +55,20 @@ describe('evaluation jobs share the machine’s cores', () => {
     assert.deepEqual(readdirSync(d), [String(process.pid)]);
     share.release();
     assert.deepEqual(readdirSync(d), []);
+  });
+
+  it('does not write into a folder others may write to (a planted link is not followed)', () => {
+    const d = join(dir, 'open');
+    mkdirSync(d);
+    chmodSync(d, 0o777);
+    const victim = join(dir, 'victim-file');
+    writeFileSync(victim, 'precious');
+    symlinkSync(victim, join(d, String(process.pid)));
+    const share = shareHostCores(2, { dir: d, cores: 4 });
+    assert.equal(readFileSync(victim, 'utf8'), 'precious');
+    assert.equal(share.threadsPerJob(), 2);
+    share.release();
+    assert.equal(readFileSync(victim, 'utf8'), 'precious');
   });
 
   it('without a writable folder counts its own jobs only', () => {
