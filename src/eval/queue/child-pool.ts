@@ -7,8 +7,7 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import type { EvalConfig } from '../config.js';
-import { shareHostCores, type HostShare } from '../run/host-share.js';
-import { initMessage, trainingEnv, unitMessage, workerScript, type ChildMessage, type ParentMessage, type RunRef } from '../run/parallel.js';
+import { initMessage, trainingEnv, workerScript, type ChildMessage, type ParentMessage, type RunRef } from '../run/parallel.js';
 import type { RunRecord } from '../records/run-record.js';
 import type { EvaluationWorld } from '../world/world.js';
 
@@ -37,12 +36,9 @@ export class ChildPool {
   /** Children in a row that died before they were ready: past 3, none is started again. */
   private failedStarts = 0;
   private broken?: Error;
-  /** This machine's cores, shared with the other evaluation processes on it (released by close). */
-  private readonly share: HostShare;
 
   constructor(private readonly options: ChildPoolOptions) {
     this.init = initMessage(options.config, options.world, options.cacheDir);
-    this.share = shareHostCores(options.jobs);
   }
 
   /** Starts every child and waits until each has loaded the victim. */
@@ -63,8 +59,8 @@ export class ChildPool {
 
   private spawn(): Slot {
     const { file, execArgv } = workerScript();
-    // As a local --jobs run: the cores shared out between the training threads of every job on this machine.
-    const child = fork(file, [], { execArgv, env: trainingEnv(this.share), serialization: 'advanced', stdio: ['ignore', 'inherit', 'pipe', 'ipc'] });
+    // As a local --jobs run: one training thread per job, so a record does not depend on the machine.
+    const child = fork(file, [], { execArgv, env: trainingEnv(), serialization: 'advanced', stdio: ['ignore', 'inherit', 'pipe', 'ipc'] });
     const slot: Slot = { child, busy: false, ready: Promise.resolve() };
     let pending = '';
     child.stderr!.on('data', (chunk: Buffer) => {
@@ -130,14 +126,13 @@ export class ChildPool {
     }
     return new Promise<RunRecord[]>((resolve, reject) => {
       slot.current = { records: [], resolve, reject, onLine };
-      slot.child.send(unitMessage(runs, this.share));
+      slot.child.send({ type: 'unit', runs } satisfies ParentMessage);
     });
   }
 
   /** Asks every child to exit; kills those that have not after `graceMs`. */
   async close(graceMs = 5000): Promise<void> {
     this.closed = true;
-    this.share.release();
     await Promise.all(
       this.slots.map(async ({ child }) => {
         if (child.exitCode !== null || child.signalCode !== null) return;

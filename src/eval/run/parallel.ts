@@ -13,7 +13,6 @@ import type { EvalConfig } from '../config.js';
 import type { ProgressFactory } from '../progress.js';
 import type { RunRecord } from '../records/run-record.js';
 import type { RunSpec } from './run-key.js';
-import { shareHostCores, type HostShare } from './host-share.js';
 import { prepareMisinformationModel, prepareVictim } from '../world/victim.js';
 import type { EvaluationWorld } from '../world/world.js';
 
@@ -27,8 +26,7 @@ export interface RunRef {
 
 export type ParentMessage =
   | { type: 'init'; config: EvalConfig; world: EvaluationWorld; cacheDir: string }
-  /** `threads`: the training threads for this unit (MSD_TRAIN_THREADS in the child); absent when the user set them. */
-  | { type: 'unit'; runs: RunRef[]; threads?: number }
+  | { type: 'unit'; runs: RunRef[] }
   | { type: 'exit' };
 export type ChildMessage = { type: 'ready' } | { type: 'record'; record: RunRecord } | { type: 'idle' } | { type: 'error'; message: string };
 
@@ -106,7 +104,6 @@ export async function runInParallel(options: ParallelOptions): Promise<void> {
   const init = initMessage(config, world, cacheDir);
   const { file, execArgv } = workerScript();
   const children: ChildProcess[] = [];
-  const share = shareHostCores(jobs);
   let next = 0;
   try {
     await new Promise<void>((resolve, reject) => {
@@ -119,11 +116,11 @@ export async function runInParallel(options: ParallelOptions): Promise<void> {
         reject(error);
       };
       for (let i = 0; i < jobs; i++) {
-        const child = fork(file, [], { execArgv, env: trainingEnv(share), serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+        const child = fork(file, [], { execArgv, env: trainingEnv(), serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
         children.push(child);
         const handOut = () => {
           if (failed) return;
-          if (next < units.length) child.send(unitMessage(units[next++], share));
+          if (next < units.length) child.send({ type: 'unit', runs: units[next++] } satisfies ParentMessage);
           else {
             child.send({ type: 'exit' } satisfies ParentMessage);
             running -= 1;
@@ -143,20 +140,16 @@ export async function runInParallel(options: ParallelOptions): Promise<void> {
       }
     });
   } finally {
-    share.release();
     for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill();
   }
 }
 
 /**
- * A child's environment: the cores shared out between the training threads of every evaluation job on
- * this machine (host-share.ts), unless the user set MSD_TRAIN_THREADS.
+ * A child's environment: one training thread per job, whatever --jobs and the machine, unless the user
+ * set MSD_TRAIN_THREADS. onnxruntime's results change with its thread count, so a count taken from the
+ * cores would make a run's record depend on where it ran (another machine, a queue worker, a busier
+ * moment); the evaluation's parallelism is its jobs.
  */
-export function trainingEnv(share: HostShare): NodeJS.ProcessEnv {
-  return { ...process.env, MSD_TRAIN_THREADS: process.env.MSD_TRAIN_THREADS || String(share.threadsPerJob()) };
-}
-
-/** A work unit, with the training threads as the machine's share stands now (none when the user chose them). */
-export function unitMessage(runs: RunRef[], share: HostShare): ParentMessage {
-  return process.env.MSD_TRAIN_THREADS ? { type: 'unit', runs } : { type: 'unit', runs, threads: share.threadsPerJob() };
+export function trainingEnv(): NodeJS.ProcessEnv {
+  return { ...process.env, MSD_TRAIN_THREADS: process.env.MSD_TRAIN_THREADS || '1' };
 }

@@ -32,8 +32,6 @@ async function handle(message: ParentMessage): Promise<void> {
   const { config } = session;
   const setting = config.defenses.find((d) => d.spec === message.runs[0].spec);
   if (!setting) throw new Error(`unknown defense setting ${message.runs[0].spec}`);
-  // Training reads MSD_TRAIN_THREADS at each call: the machine's share as the parent saw it when handing this out.
-  if (message.threads !== undefined) process.env.MSD_TRAIN_THREADS = String(message.threads);
   const runs: RunSpec[] = message.runs.map((r) => ({ defense: setting, policy: r.policy, budget: r.budget, attackerSeed: r.attackerSeed }));
   await runDefense(session, setting, buildDefense(setting, config), runs, (record) => send({ type: 'record', record }));
   await send({ type: 'idle' });

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { validateConfig } from '../../../src/eval/config.js';
 import { evaluate } from '../../../src/eval/grid/evaluate.js';
+import { trainingEnv } from '../../../src/eval/run/parallel.js';
 import { syntheticLoader } from '../helpers/synthetic-data.js';
 
 const dirs: string[] = [];
@@ -16,6 +17,19 @@ const temp = async (prefix: string) => {
 };
 
 describe('--jobs', () => {
+  it('each job trains on one thread, whatever the cores, unless MSD_TRAIN_THREADS says otherwise (onnxruntime’s results change with its threads)', () => {
+    const saved = process.env.MSD_TRAIN_THREADS;
+    try {
+      delete process.env.MSD_TRAIN_THREADS;
+      assert.equal(trainingEnv().MSD_TRAIN_THREADS, '1');
+      process.env.MSD_TRAIN_THREADS = '3';
+      assert.equal(trainingEnv().MSD_TRAIN_THREADS, '3');
+    } finally {
+      if (saved === undefined) delete process.env.MSD_TRAIN_THREADS;
+      else process.env.MSD_TRAIN_THREADS = saved;
+    }
+  });
+
   it('two processes give the same records as one, seeds included', async () => {
     const config = validateConfig({
       name: 'tiny-jobs',
