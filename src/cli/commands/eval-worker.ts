@@ -74,11 +74,12 @@ export function registerEvalWorkerCommand(program: Command): void {
         if (error instanceof QueueConnectionError) fail(error.message);
         throw error;
       });
+      const listed = (grids: { grid: string; reason: string }[]) => grids.map((r) => `grid ${r.grid} (${r.reason})`).join(', ');
       process.stdout.write(
-        `eval-worker: ${summary.finished} run${summary.finished === 1 ? '' : 's'} returned${summary.refused.length ? `; refused ${summary.refused.map((r) => `grid ${r.grid} (${r.reason})`).join(', ')}` : ''}\n`,
+        `eval-worker: ${summary.finished} run${summary.finished === 1 ? '' : 's'} returned${summary.refused.length ? `; refused ${listed(summary.refused)}` : ''}${summary.failed.length ? `; could not serve ${listed(summary.failed)}` : ''}\n`,
       );
-      // A worker told to serve one grid that it cannot serve says so in its exit code.
-      if (flags.grid && summary.refused.length) process.exitCode = 3;
+      // A worker told to serve one grid that it refused or could not serve says so in its exit code.
+      if (flags.grid && (summary.refused.length || summary.failed.length)) process.exitCode = 3;
       process.exit();
     });
 }

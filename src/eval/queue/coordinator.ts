@@ -128,9 +128,9 @@ async function queueRuns(runs: GridRuns, retries: number, redacted: string, log:
   const retried = await runs.retryFailedBefore();
   if (retried) log(`queue: ${retried} run${retried === 1 ? '' : 's'} that failed before, queued again`);
   const added = await runs.enqueue(retries);
-  log(
-    `queue: ${added} run${added === 1 ? '' : 's'} queued (a run already queued or running is not added twice); start workers with: msd eval-worker --queue ${redacted}`,
-  );
+  // The password is never printed: with one, the command to copy takes the address from the environment.
+  const start = redacted.includes(':***@') ? `MSD_QUEUE_URL='<this address, password included>' msd eval-worker` : `msd eval-worker --queue ${redacted}`;
+  log(`queue: ${added} run${added === 1 ? '' : 's'} queued (a run already queued or running is not added twice); start workers with: ${start}`);
 }
 
 /** Collects records and failures until every run is settled or the signal stops it; then, with nothing left for workers, takes the grid off the list. */

@@ -45,8 +45,10 @@ export interface EvalWorkerOptions {
 export interface EvalWorkerSummary {
   /** Runs this worker returned records for. */
   finished: number;
-  /** Grids it refused, with why. */
+  /** Grids it refused (fingerprint mismatch), with why. */
   refused: { grid: string; reason: string }[];
+  /** Grids it could not serve (the data, the victim or its children failed), with why. */
+  failed: { grid: string; reason: string }[];
 }
 
 /** The grid to serve next: the first announced (oldest first) with runs outstanding. */
@@ -71,7 +73,7 @@ export async function runEvalWorker(options: EvalWorkerOptions): Promise<EvalWor
   const prefix = options.prefix ?? DEFAULT_PREFIX;
   const name = options.name ?? `${hostname()}:${process.pid}`;
   const { redis, connection } = await openRedis(options.url, `msd-eval-worker`);
-  const summary: EvalWorkerSummary = { finished: 0, refused: [] };
+  const summary: EvalWorkerSummary = { finished: 0, refused: [], failed: [] };
   const skip = new Set<string>();
   let backendReady = false;
   // Queue handles on the shared connection (closing one leaves the connection open), one per grid.
@@ -102,7 +104,11 @@ export async function runEvalWorker(options: EvalWorkerOptions): Promise<EvalWor
         backendReady = true;
       }
       const outcome = await serveGrid(meta, { ...options, prefix, name }, redis, connection, await queueFor(meta.id), summary);
-      if (outcome !== 'served') skip.add(meta.id);
+      if (outcome !== 'served') {
+        skip.add(meta.id);
+        // A worker told to serve this one grid has nothing left to wait for.
+        if (options.grid) break;
+      }
       idleSince = Date.now();
     }
     return summary;

@@ -6,6 +6,7 @@
  * TLS verifies the server's certificate against Node's CA store; a private CA is added with
  * NODE_EXTRA_CA_CERTS=/path/ca.pem (Node's own variable), never by turning verification off.
  */
+import { isIP } from 'node:net';
 import type { RedisOptions } from 'ioredis';
 
 export class QueueUrlError extends Error {
@@ -35,12 +36,17 @@ export function parseQueueUrl(url: string): QueueConnection {
   if (!parsed.hostname) throw new QueueUrlError(`the queue address names no host; write e.g. ${EXAMPLE}`);
   const port = parsed.port === '' ? 6379 : Number(parsed.port);
   const path = parsed.pathname.replace(/^\/+/, '');
-  if (!/^\d*$/.test(path)) throw new QueueUrlError(`the queue address's path is the database number (/0, /1, …), got "/${path}"`);
+  if (!/^\d*$/.test(path))
+    throw new QueueUrlError(
+      path.includes('@')
+        ? 'the queue address has a "/" before its "@": a password (or user) with / ? # or @ in it must be percent-encoded (%2F, %3F, %23, %40)'
+        : `the queue address's path is the database number (/0, /1, …), got "/${path}"`,
+    );
   const db = path === '' ? 0 : Number(path);
   if (parsed.search || parsed.hash)
     throw new QueueUrlError('the queue address takes no query or fragment; TLS is rediss://, and a private CA goes in NODE_EXTRA_CA_CERTS');
-  const username = decodeURIComponent(parsed.username);
-  const password = decodeURIComponent(parsed.password);
+  const username = decodeCredential(parsed.username, 'user');
+  const password = decodeCredential(parsed.password, 'password');
   // IPv6 literals come back bracketed from URL; the socket wants them bare.
   const host = parsed.hostname.replace(/^\[(.*)\]$/, '$1');
   const options: RedisOptions = {
@@ -49,11 +55,21 @@ export function parseQueueUrl(url: string): QueueConnection {
     db,
     ...(username ? { username } : {}),
     ...(password ? { password } : {}),
-    // The certificate is checked against the host name written in the address.
-    ...(tls ? { tls: { servername: host } } : {}),
+    // The certificate is checked against the host written in the address (an IP address is checked
+    // as such: TLS's server name indication takes names only).
+    ...(tls ? { tls: isIP(host) ? {} : { servername: host } } : {}),
   };
   const auth = username || password ? `${username}${password ? ':***' : ''}@` : '';
   return { options, tls, redacted: `${parsed.protocol}//${auth}${parsed.host}${db ? `/${db}` : ''}` };
+}
+
+/** The user or password as written, percent-escapes decoded; a stray % is a mistake said in words (and never shown). */
+function decodeCredential(text: string, what: 'user' | 'password'): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    throw new QueueUrlError(`the queue address's ${what} has a % that starts no percent-escape: write % itself as %25`);
+  }
 }
 
 /** A string that is not a URL, with anything before an "@" (a password, perhaps) hidden. */

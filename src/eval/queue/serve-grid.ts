@@ -37,6 +37,7 @@ export interface GridServingOptions {
 export interface WorkerTally {
   finished: number;
   refused: { grid: string; reason: string }[];
+  failed: { grid: string; reason: string }[];
 }
 
 export type GridOutcome = 'served' | 'refused' | 'failed';
@@ -246,6 +247,7 @@ export async function serveGrid(
     heartbeat.state = 'failed';
     heartbeat.reason = (error as Error).message;
     log(`grid ${meta.id}: cannot serve it: ${heartbeat.reason}`);
+    summary.failed.push({ grid: meta.id, reason: heartbeat.reason });
     await heartbeat.beat();
     return 'failed';
   } finally {

@@ -140,7 +140,8 @@ export async function runInParallel(options: ParallelOptions): Promise<void> {
       }
     });
   } finally {
-    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill();
+    // SIGKILL: a child leaves SIGINT and SIGTERM to its parent (worker.ts).
+    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   }
 }
 

@@ -46,6 +46,11 @@ process.on('message', (message: ParentMessage) => {
     });
 });
 
+// Ctrl-C in a terminal reaches the whole process group: the parent decides (it finishes the runs in
+// progress on the first, stops on the second), and ends this child by its 'exit' message or by going away.
+process.on('SIGINT', () => {});
+process.on('SIGTERM', () => {});
+
 // The parent is gone (it exited, or was killed mid-run): nobody will take this run's record, so stop
 // now rather than finish it. A normal end (the 'exit' message) disconnects too, after disposing.
 process.on('disconnect', () => process.exit(0));

@@ -25,6 +25,9 @@ describe('queue address', () => {
     assert.deepEqual(tls.options, { host: 'redis.internal', port: 6380, db: 0, username: 'eval', password: 'pw', tls: { servername: 'redis.internal' } });
     assert.equal(tls.redacted, 'rediss://eval:***@redis.internal:6380');
     assert.equal(parseQueueUrl('redis://[::1]:7000').options.host, '::1');
+    // An IP address is checked as one: no server name (Node warns of one that is an IP).
+    assert.deepEqual(parseQueueUrl('rediss://10.0.0.5:6380').options.tls, {});
+    assert.deepEqual(parseQueueUrl('rediss://[::1]:6380').options.tls, {});
   });
 
   it('says what to write instead of a wrong address, without echoing a password', () => {
@@ -38,6 +41,16 @@ describe('queue address', () => {
     assert.throws(
       () => parseQueueUrl('not a url :pw@x'),
       (e: Error) => !e.message.includes(':pw@'),
+    );
+    // A "/" in the password ends the host early: the rest reads as a path, which must not be echoed.
+    assert.throws(
+      () => parseQueueUrl('redis://user:12/cr3t@host:6379'),
+      (e: Error) => e instanceof QueueUrlError && /percent-encoded/.test(e.message) && !e.message.includes('cr3t'),
+    );
+    // A stray % in the password: said in words, not a URIError, and not shown.
+    assert.throws(
+      () => parseQueueUrl('redis://:50%off@host:6379'),
+      (e: Error) => e instanceof QueueUrlError && /%25/.test(e.message) && !e.message.includes('50%off'),
     );
   });
 });

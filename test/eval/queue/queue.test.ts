@@ -213,6 +213,42 @@ describe('msd eval --queue with msd eval-worker', { timeout: 240_000 }, () => {
     await worker.kill('SIGTERM');
   });
 
+  it('Ctrl-C on a worker (SIGINT to its whole process group) finishes the run in progress and returns it, then takes no more', async () => {
+    const redis = await startQueueRedis();
+    const config = tinyGrid();
+    const cacheDir = await scratchDir('msd-q-cache-');
+    const lines: string[] = [];
+    const run = evaluate({
+      config,
+      outDir: await scratchDir('msd-q-out-'),
+      cacheDir,
+      loadDataset: loader,
+      log: (l) => lines.push(l),
+      queue: { url: redis.url, pollMs: 200, statusMs: 500 },
+    });
+    const a = startWorker(redis.url, ['--jobs', '1', '--name', 'A', '--cache-dir', cacheDir]);
+    const running = await a.waitForLine(/^running /);
+    const key = /\(([^)]+)\), try 1$/.exec(running)![1];
+    // As a terminal's Ctrl-C: the signal reaches the worker and its child process alike.
+    await a.kill('SIGINT');
+    const aExit = await a.exited;
+    assert.equal(aExit.code, 0, a.output());
+    assert.match(a.output(), /finishing the runs in progress/);
+    assert.match(a.output(), /eval-worker: [1-9]\d* runs? returned/);
+    const b = startWorker(redis.url, ['--jobs', '1', '--name', 'B', '--cache-dir', cacheDir]);
+    const result = await within(run, { what: 'the coordinator to finish', timeoutMs: 120_000, detail: () => lines.slice(-20).join('\n') });
+    assert.equal(result.records.length, 4);
+    assert.deepEqual(result.failed ?? [], []);
+    const jobs = await jobsOf(redis.url, config);
+    const interrupted = jobs.find((j) => j.id === key);
+    assert.deepEqual(
+      { by: interrupted?.processedBy, tries: interrupted?.attemptsStarted, state: interrupted?.state },
+      { by: 'A', tries: 1, state: 'completed' },
+      'the run in progress at Ctrl-C was finished by its worker, on its first try',
+    );
+    await b.kill('SIGTERM');
+  });
+
   it("a worker whose victim differs from the coordinator's refuses the grid", async () => {
     const redis = await startQueueRedis();
     const config = tinyGrid({ defenses: ['none'], budgets: [100] });
@@ -255,6 +291,11 @@ describe('msd eval --queue with msd eval-worker', { timeout: 240_000 }, () => {
       detail: () => lines.join('\n'),
     });
     assert.equal(bad.lines(/^running /).length, 0);
+    // A worker told to serve this grid alone has nothing else to wait for: it exits, saying why.
+    const pinned = startWorker(redis.url, ['--jobs', '1', '--name', 'pinned', '--cache-dir', otherCache, '--grid', gridId(config)]);
+    const pinnedExit = await within(pinned.exited, { what: 'a worker pinned to a grid it refuses to exit', timeoutMs: 90_000, detail: () => pinned.output() });
+    assert.equal(pinnedExit.code, 3, pinned.output());
+    assert.match(pinned.output(), /refused grid [0-9a-f]{16} \(fingerprint mismatch/);
     const good = startWorker(redis.url, ['--jobs', '1', '--name', 'good', '--cache-dir', cacheDir]);
     const result = await within(run, { what: 'the coordinator', timeoutMs: 120_000 });
     assert.equal(result.records.length, 1);
