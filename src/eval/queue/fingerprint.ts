@@ -9,6 +9,7 @@ import { parseDefense } from '../../defenses/index.js';
 import type { LayersModel } from '../../models/index.js';
 import type { EvalConfig } from '../config.js';
 import type { ProgressFactory } from '../progress.js';
+import { trainingEnv } from '../run/parallel.js';
 import { prepareMisinformationModel, prepareVictim } from '../world/victim.js';
 import type { EvaluationWorld, LabelledImages } from '../world/world.js';
 
@@ -16,6 +17,16 @@ export interface Fingerprint {
   data: string;
   victim: string;
   misinformation?: string;
+  /**
+   * The training threads each run's child gets (MSD_TRAIN_THREADS, default 1): onnxruntime's trained
+   * weights change with it, so a worker with another count would return other records. Absent: 1.
+   */
+  trainThreads?: number;
+}
+
+/** This machine's training threads per job, as its children get them. */
+export function trainThreads(): number {
+  return Number(trainingEnv().MSD_TRAIN_THREADS);
 }
 
 function update(hash: Hash, view: ArrayBufferView): void {
@@ -62,7 +73,7 @@ export async function gridFingerprint(
 ): Promise<Fingerprint> {
   const victim = await prepareVictim(config, world, cacheDir, progress);
   log(`victim: ${victim.fromCache ? 'loaded from' : 'trained and saved to'} ${victim.dir}`);
-  const fingerprint: Fingerprint = { data: dataFingerprint(world), victim: modelFingerprint(victim.model) };
+  const fingerprint: Fingerprint = { data: dataFingerprint(world), victim: modelFingerprint(victim.model), trainThreads: trainThreads() };
   victim.model.dispose();
   if (config.defenses.some((d) => parseDefense(d.spec).needs.includes('misinformation'))) {
     const misinformation = await prepareMisinformationModel(config, world, cacheDir, progress);
@@ -75,7 +86,11 @@ export async function gridFingerprint(
 /** What differs between two fingerprints, in words (empty: they match). */
 export function fingerprintDifferences(ours: Fingerprint, theirs: Fingerprint): string[] {
   const short = (h: string | undefined) => (h ? `${h.slice(0, 12)}…` : 'none');
-  return (['data', 'victim', 'misinformation'] as const)
+  const differences = (['data', 'victim', 'misinformation'] as const)
     .filter((part) => ours[part] !== theirs[part])
     .map((part) => `${part === 'data' ? 'data' : `${part} weights`} ${short(ours[part])} ≠ coordinator's ${short(theirs[part])}`);
+  const [threads, theirThreads] = [ours.trainThreads ?? 1, theirs.trainThreads ?? 1];
+  if (threads !== theirThreads)
+    differences.push(`training threads ${threads} ≠ coordinator's ${theirThreads} (set MSD_TRAIN_THREADS=${theirThreads} here: the trained weights depend on it)`);
+  return differences;
 }

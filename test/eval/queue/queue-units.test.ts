@@ -147,5 +147,10 @@ describe('queue status', () => {
     assert.equal(diff.length, 2);
     assert.match(diff[0], /^victim weights bbbbbbbbbbbb… ≠ coordinator's cccccccccccc…$/);
     assert.match(diff[1], /^misinformation weights none/);
+    // Records depend on the training threads: another count is a mismatch, an absent one counts as 1.
+    assert.deepEqual(fingerprintDifferences({ ...ours, trainThreads: 1 }, ours), []);
+    assert.deepEqual(fingerprintDifferences({ ...ours, trainThreads: 2 }, { ...ours, trainThreads: 2 }), []);
+    const threads = fingerprintDifferences({ ...ours, trainThreads: 4 }, { ...ours, trainThreads: 1 });
+    assert.deepEqual(threads, ["training threads 4 ≠ coordinator's 1 (set MSD_TRAIN_THREADS=1 here: the trained weights depend on it)"]);
   });
 });

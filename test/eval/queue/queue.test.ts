@@ -293,9 +293,15 @@ describe('msd eval --queue with msd eval-worker', { timeout: 240_000 }, () => {
     assert.equal(bad.lines(/^running /).length, 0);
     // A worker told to serve this grid alone has nothing else to wait for: it exits, saying why.
     const pinned = startWorker(redis.url, ['--jobs', '1', '--name', 'pinned', '--cache-dir', otherCache, '--grid', gridId(config)]);
+    // The coordinator's victim, but another training thread count: its records would differ too.
+    const threads = startWorker(redis.url, ['--jobs', '1', '--name', 'threads', '--cache-dir', cacheDir, '--grid', gridId(config)], { MSD_TRAIN_THREADS: '2' });
     const pinnedExit = await within(pinned.exited, { what: 'a worker pinned to a grid it refuses to exit', timeoutMs: 90_000, detail: () => pinned.output() });
     assert.equal(pinnedExit.code, 3, pinned.output());
     assert.match(pinned.output(), /refused grid [0-9a-f]{16} \(fingerprint mismatch/);
+    const threadsExit = await within(threads.exited, { what: 'a worker with other training threads to exit', timeoutMs: 90_000, detail: () => threads.output() });
+    assert.equal(threadsExit.code, 3, threads.output());
+    assert.match(threads.output(), /training threads 2 ≠ coordinator's 1 \(set MSD_TRAIN_THREADS=1 here/);
+    assert.equal(threads.lines(/^running /).length, 0);
     const good = startWorker(redis.url, ['--jobs', '1', '--name', 'good', '--cache-dir', cacheDir]);
     const result = await within(run, { what: 'the coordinator', timeoutMs: 120_000 });
     assert.equal(result.records.length, 1);
