@@ -91,6 +91,8 @@ export function fingerprintDifferences(ours: Fingerprint, theirs: Fingerprint): 
     .map((part) => `${part === 'data' ? 'data' : `${part} weights`} ${short(ours[part])} ≠ coordinator's ${short(theirs[part])}`);
   const [threads, theirThreads] = [ours.trainThreads ?? 1, theirs.trainThreads ?? 1];
   if (threads !== theirThreads)
-    differences.push(`training threads ${threads} ≠ coordinator's ${theirThreads} (set MSD_TRAIN_THREADS=${theirThreads} here: the trained weights depend on it)`);
+    differences.push(
+      `training threads ${threads} ≠ coordinator's ${theirThreads} (set MSD_TRAIN_THREADS=${theirThreads} here: the trained weights depend on it)`,
+    );
   return differences;
 }

@@ -298,7 +298,11 @@ describe('msd eval --queue with msd eval-worker', { timeout: 240_000 }, () => {
     const pinnedExit = await within(pinned.exited, { what: 'a worker pinned to a grid it refuses to exit', timeoutMs: 90_000, detail: () => pinned.output() });
     assert.equal(pinnedExit.code, 3, pinned.output());
     assert.match(pinned.output(), /refused grid [0-9a-f]{16} \(fingerprint mismatch/);
-    const threadsExit = await within(threads.exited, { what: 'a worker with other training threads to exit', timeoutMs: 90_000, detail: () => threads.output() });
+    const threadsExit = await within(threads.exited, {
+      what: 'a worker with other training threads to exit',
+      timeoutMs: 90_000,
+      detail: () => threads.output(),
+    });
     assert.equal(threadsExit.code, 3, threads.output());
     assert.match(threads.output(), /training threads 2 ≠ coordinator's 1 \(set MSD_TRAIN_THREADS=1 here/);
     assert.equal(threads.lines(/^running /).length, 0);
