@@ -77,6 +77,13 @@ async function jobsOf(url: string, config: EvalConfig): Promise<JobView[]> {
 
 const storedLines = async (dir: string) => (await readFile(`${dir}/runs.jsonl`, 'utf8').catch(() => '')).split('\n').filter(Boolean);
 
+/** A coordinator on the queue in this process (a fresh results folder), its log lines collected. */
+async function startCoordinator(config: EvalConfig, cacheDir: string, queue: NonNullable<Parameters<typeof evaluate>[0]['queue']>) {
+  const lines: string[] = [];
+  const run = evaluate({ config, outDir: await scratchDir('msd-q-out-'), cacheDir, loadDataset: loader, log: (l) => lines.push(l), queue });
+  return { run, lines };
+}
+
 describe('msd eval --queue with msd eval-worker', { timeout: 240_000 }, () => {
   it('two worker processes return the same records as --jobs 1', async () => {
     const redis = await startQueueRedis();
@@ -217,15 +224,7 @@ describe('msd eval --queue with msd eval-worker', { timeout: 240_000 }, () => {
     const redis = await startQueueRedis();
     const config = tinyGrid();
     const cacheDir = await scratchDir('msd-q-cache-');
-    const lines: string[] = [];
-    const run = evaluate({
-      config,
-      outDir: await scratchDir('msd-q-out-'),
-      cacheDir,
-      loadDataset: loader,
-      log: (l) => lines.push(l),
-      queue: { url: redis.url, pollMs: 200, statusMs: 500 },
-    });
+    const { run, lines } = await startCoordinator(config, cacheDir, { url: redis.url, pollMs: 200, statusMs: 500 });
     const a = startWorker(redis.url, ['--jobs', '1', '--name', 'A', '--cache-dir', cacheDir]);
     const running = await a.waitForLine(/^running /);
     const key = /\(([^)]+)\), try 1$/.exec(running)![1];
@@ -273,15 +272,7 @@ describe('msd eval --queue with msd eval-worker', { timeout: 240_000 }, () => {
     await saveModel(model, otherDir);
     model.dispose();
 
-    const lines: string[] = [];
-    const run = evaluate({
-      config,
-      outDir: await scratchDir('msd-q-out-'),
-      cacheDir,
-      loadDataset: loader,
-      log: (l) => lines.push(l),
-      queue: { url: redis.url, pollMs: 200 },
-    });
+    const { run, lines } = await startCoordinator(config, cacheDir, { url: redis.url, pollMs: 200 });
     const bad = startWorker(redis.url, ['--jobs', '1', '--name', 'bad', '--cache-dir', otherCache]);
     const refused = await bad.waitForLine(/REFUSED/);
     assert.match(refused, /victim weights [0-9a-f]{12}… ≠ coordinator's [0-9a-f]{12}…/);
