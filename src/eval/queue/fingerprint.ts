@@ -25,7 +25,7 @@ export interface Fingerprint {
 }
 
 /** This machine's training threads per job, as its children get them. */
-export function trainThreads(): number {
+function trainThreads(): number {
   return Number(trainingEnv().MSD_TRAIN_THREADS);
 }
 
