@@ -66,15 +66,35 @@ export async function queueOptionsFromFlags(
   if (flags.detection) fail('--queue runs a grid; --detection runs here only');
   if (flags.target !== undefined) fail('--queue runs a grid; --target runs here only');
   const visibility = parseFlag(fromText(numberIn({ min: 1 }, 'a number of seconds ≥ 1')), flags.visibilityTimeout ?? '30', '--visibility-timeout', fail);
+  const metricsPort =
+    flags.metricsPort === undefined
+      ? undefined
+      : parseFlag(fromText(numberIn({ integer: true, min: 0, max: 65535 }, 'a port from 0 to 65535')), flags.metricsPort, '--metrics-port', fail);
+  // Checked now, not after the victim is prepared and the runs are queued.
+  if (metricsPort) await checkPortFree(flags.metricsHost ?? '127.0.0.1', metricsPort, fail);
   await checkQueue(url, fail);
   return {
     url,
     prefix: flags.queuePrefix,
     retries: integerFlag(flags.retries ?? '2', '--retries', 0, fail),
     visibilityTimeoutMs: Math.round(visibility * 1000),
-    metricsPort: flags.metricsPort === undefined ? undefined : integerFlag(flags.metricsPort, '--metrics-port', 0, fail),
+    metricsPort,
     metricsHost: flags.metricsHost,
   };
+}
+
+/** Fails, saying why, when /metrics could not listen on host:port. */
+async function checkPortFree(host: string, port: number, fail: (message: string) => never): Promise<void> {
+  const { createServer } = await import('node:net');
+  const error = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+    const server = createServer();
+    server.once('error', resolve);
+    server.listen(port, host, () => server.close(() => resolve(undefined)));
+  });
+  if (error) {
+    const why = error.code === 'EADDRINUSE' ? 'the port is in use' : error.code === 'EACCES' ? 'not allowed to listen there' : error.message;
+    fail(`--metrics-port ${port}: cannot serve /metrics on ${host} (${why}); nothing was started`);
+  }
 }
 
 /** A grid whose settings cannot travel (ready defense objects, the ablation's MAD surrogate kinds) runs locally only. */

@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { cp, readFile, writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
 import { basename } from 'node:path';
 import { describe, it } from 'node:test';
 import { Job, Queue } from 'bullmq';
@@ -246,6 +247,28 @@ describe('msd eval --queue with msd eval-worker', { timeout: 240_000 }, () => {
       'the run in progress at Ctrl-C was finished by its worker, on its first try',
     );
     await b.kill('SIGTERM');
+  });
+
+  it('a --metrics-port that cannot be served is refused before anything starts', async () => {
+    const busy = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+    const taken = (busy.address() as AddressInfo).port;
+    try {
+      const cases: [string, RegExp][] = [
+        ['70000', /--metrics-port.*a port from 0 to 65535/],
+        [String(taken), new RegExp(`--metrics-port ${taken}: cannot serve /metrics on 127\\.0\\.0\\.1 \\(the port is in use\\)`)],
+      ];
+      for (const [port, message] of cases) {
+        // No Redis listens on port 1: the port is checked before the queue is reached.
+        const cli = startCli(['eval', '--preset', 'quick', '--queue', 'redis://127.0.0.1:1', '--metrics-port', port, '-o', await scratchDir('msd-q-out-')]);
+        const exit = await within(cli.exited, { what: `msd eval with --metrics-port ${port} to exit`, timeoutMs: 60_000, detail: () => cli.output() });
+        assert.notEqual(exit.code, 0, cli.output());
+        assert.match(cli.output(), message);
+        assert.doesNotMatch(cli.output(), /victim|\n\s+at /, 'nothing prepared, no stack trace');
+      }
+    } finally {
+      busy.close();
+    }
   });
 
   it("a worker whose victim differs from the coordinator's refuses the grid", async () => {
