@@ -20,6 +20,8 @@ export interface FailedRun {
   log: string[];
 }
 
+const NO_RECORD = 'the job completed without a record of this run';
+
 /** The record a job returned, if it is one of this run. */
 function recordOf(job: Job | undefined, key: string): RunRecord | undefined {
   const value: unknown = job?.returnvalue;
@@ -64,7 +66,7 @@ export class GridRuns {
           this.failed.set(key, {
             key,
             label: describeRun(this.byKey.get(key)!),
-            reason: 'the job completed without a record of this run',
+            reason: NO_RECORD,
             attempts: job?.attemptsStarted ?? 0,
             log: [],
           });
@@ -94,9 +96,19 @@ export class GridRuns {
     }
   }
 
-  /** Queues again the runs that failed before this start, with their tries reset; returns how many. */
+  /**
+   * Queues again the runs that failed before this start, with their tries reset, and those whose job
+   * completed without a record of the run (removed here, so that enqueue adds them afresh); returns how many.
+   */
   async retryFailedBefore(): Promise<number> {
     let retried = 0;
+    for (const [key, run] of this.failed) {
+      if (run.reason !== NO_RECORD) continue;
+      const job = await this.jobs.fromId(this.queue, key);
+      await job?.remove();
+      this.failed.delete(key);
+      retried += 1;
+    }
     for (const key of await this.queue.getRanges(['failed'], 0, -1)) {
       if (!this.byKey.has(key) || this.stored.has(key)) continue;
       const job = await this.jobs.fromId(this.queue, key);

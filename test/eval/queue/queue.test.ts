@@ -8,7 +8,7 @@ import { cp, readFile, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { basename } from 'node:path';
 import { describe, it } from 'node:test';
-import { Job, Queue } from 'bullmq';
+import { Job, Queue, Worker } from 'bullmq';
 import { validateConfig, type EvalConfig } from '../../../src/eval/config.js';
 import { loadDataset } from '../../../src/eval/world/datasets.js';
 import { evaluate } from '../../../src/eval/grid/evaluate.js';
@@ -218,6 +218,34 @@ describe('msd eval --queue with msd eval-worker', { timeout: 240_000 }, () => {
     // Each run was run once, by the one worker.
     assert.equal(worker.lines(/^running /).length, 6, worker.output());
     for (const job of await jobsOf(redis.url, config)) assert.equal(job.attemptsStarted, 1);
+    await worker.kill('SIGTERM');
+  });
+
+  it('a run whose job completed without its record is reported failed, and queued again by a restart', async () => {
+    const redis = await startQueueRedis();
+    const config = tinyGrid({ defenses: ['none'], budgets: [100] });
+    const cacheDir = await scratchDir('msd-q-cache-');
+    const outDir = await scratchDir('msd-q-out-');
+    const first = evaluate({ config, outDir, cacheDir, loadDataset: loader, queue: { url: redis.url, pollMs: 200 } });
+    // A worker that answers with something that is not the run's record (another version, or a fake).
+    const keys = gridKeys(gridId(config));
+    const bogus = new Worker(keys.queueName, async () => ({ not: 'a record' }), { connection: bullConnection(parseQueueUrl(redis.url)), prefix: keys.prefix });
+    const result = await within(first, { what: 'the coordinator to settle', timeoutMs: 120_000 });
+    await bogus.close();
+    assert.equal(result.records.length, 0);
+    assert.deepEqual(
+      result.failed?.map((f) => f.reason),
+      ['the job completed without a record of this run'],
+    );
+    const worker = startWorker(redis.url, ['--jobs', '1', '--name', 'W', '--cache-dir', cacheDir]);
+    const again = await within(evaluate({ config, outDir, cacheDir, loadDataset: loader, queue: { url: redis.url, pollMs: 200 } }), {
+      what: 'the restarted coordinator',
+      timeoutMs: 120_000,
+      detail: () => worker.output().slice(-2000),
+    });
+    assert.deepEqual(again.failed, []);
+    assert.equal(again.records.length, 1);
+    assert.equal((await storedLines(outDir)).length, 1);
     await worker.kill('SIGTERM');
   });
 
