@@ -6,7 +6,7 @@
  * JWT: the payload segment is decoded, NOT verified. The caller's own auth (before this layer) must
  * verify the token; otherwise a client picks any identity it likes, including a fresh one per query.
  */
-import { createHash, createHmac } from 'node:crypto';
+import * as crypto from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { BlockList, isIP } from 'node:net';
 import { z } from 'zod';
@@ -163,11 +163,26 @@ export function createRawIdentifier(config: IdentityConfig): (req: IncomingMessa
       return typeof value === 'string' || (typeof value === 'number' && Number.isFinite(value)) ? String(value) : undefined;
     };
   }
-  const hash = (raw: string): string =>
-    (config.idSecret ? createHmac('sha256', config.idSecret) : createHash('sha256')).update(`${kind}:${raw}`).digest('hex').slice(0, 32);
+  const hash = idHasher(config.idSecret);
+  const keyed = (raw: string): string => hash(`${kind}:${raw}`);
   return (req) => {
     const raw = read(req);
     if (raw === undefined || raw === null || raw === '') return { identity: { id: ANONYMOUS_ID, anonymous: true }, raw: undefined };
-    return { identity: { id: hash(String(raw)), anonymous: false }, raw: String(raw) };
+    return { identity: { id: keyed(String(raw)), anonymous: false }, raw: String(raw) };
   };
+}
+
+/**
+ * The id's digest: the first 32 hex digits of SHA-256 (HMAC-SHA-256 with a secret). Stores shared
+ * across replicas and versions key clients by it, so it never changes. Runs on every request: the
+ * secret is imported once, and without one Node's one-shot hash (20.12+) skips a Hash object.
+ */
+function idHasher(secret: string | undefined): (text: string) => string {
+  if (secret) {
+    const key = crypto.createSecretKey(Buffer.from(secret));
+    return (text) => crypto.createHmac('sha256', key).update(text).digest('hex').slice(0, 32);
+  }
+  const oneShot = (crypto as { hash?: (algorithm: string, data: string, encoding: 'hex') => string }).hash;
+  if (oneShot) return (text) => oneShot('sha256', text, 'hex').slice(0, 32);
+  return (text) => crypto.createHash('sha256').update(text).digest('hex').slice(0, 32);
 }

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash, createHmac } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { describe, it } from 'node:test';
 import { ServingOptionError } from '../../../src/server/errors.js';
@@ -22,6 +23,18 @@ describe('client identity', () => {
     assert.notEqual(a.id, c.id);
     assert.match(a.id, /^[0-9a-f]{32}$/);
     assert.ok(!a.id.includes('alpha'));
+  });
+
+  it('derives the id as it always has: stores shared across replicas and versions are keyed by it', () => {
+    const req = fakeRequest({ 'x-api-key': 'key-alpha-123' }, '198.51.100.7');
+    const sha = (text: string) => createHash('sha256').update(text).digest('hex').slice(0, 32);
+    const hmac = (secret: string, text: string) => createHmac('sha256', secret).update(text).digest('hex').slice(0, 32);
+    assert.equal(createIdentifier({ identity: 'header:x-api-key' })(req).id, sha('header:key-alpha-123'));
+    assert.equal(createIdentifier({ identity: 'ip' })(req).id, sha('ip:198.51.100.7'));
+    assert.equal(createIdentifier({ identity: 'header:x-api-key', idSecret: 's3cret' })(req).id, hmac('s3cret', 'header:key-alpha-123'));
+    // One identifier, many requests: the same digest each time (no state carried between them).
+    const identify = createIdentifier({ identity: 'header:x-api-key', idSecret: 's3cret' });
+    for (const key of ['a', 'b', 'a']) assert.equal(identify(fakeRequest({ 'x-api-key': key })).id, hmac('s3cret', `header:${key}`));
   });
 
   it('keys the hash with idSecret (HMAC): another secret, another id', () => {
