@@ -11,7 +11,7 @@ import type { IncomingMessage } from 'node:http';
 import { BlockList, isIP } from 'node:net';
 import { z } from 'zod';
 import { optionStyle, parseOptions, SENTENCE } from '../../validation/index.js';
-import { ServingOptionError } from '../errors.js';
+import { RequestFormatError, ServingOptionError } from '../errors.js';
 
 /** "header:x-api-key", "jwt:sub", "ip", or a function returning the raw id (undefined/null/"" = anonymous). */
 export type IdentityOption = string | ((req: IncomingMessage) => string | null | undefined);
@@ -32,10 +32,44 @@ export interface IdentityConfig {
 
 export const ANONYMOUS_ID = 'anonymous';
 
-function normalizeAddress(address: string): string {
-  const trimmed = address.trim();
-  // IPv4 seen through a dual-stack socket: "::ffff:10.0.0.1".
-  return /^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(trimmed) ? trimmed.slice(7) : trimmed;
+/** The 8 groups of an IPv6 address (undefined when it is not one). An embedded IPv4 tail is read as two groups. */
+export function ipv6Groups(address: string): number[] | undefined {
+  if (isIP(address) !== 6) return undefined;
+  let text = address.split('%')[0].toLowerCase();
+  const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (v4) {
+    const [a, b, c, d] = v4.slice(1).map(Number);
+    text = `${text.slice(0, v4.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head, tail] = text.split('::');
+  const parse = (part: string | undefined) => (part ? part.split(':').map((g) => parseInt(g, 16)) : []);
+  const left = parse(head);
+  const right = parse(tail);
+  const groups = tail === undefined ? left : [...left, ...new Array<number>(8 - left.length - right.length).fill(0), ...right];
+  return groups.length === 8 && groups.every((g) => Number.isInteger(g) && g >= 0 && g <= 0xffff) ? groups : undefined;
+}
+
+/**
+ * One text per address, whichever form the socket or a proxy wrote it in. A port and brackets are
+ * dropped ("203.0.113.7:50123", "[2001:db8::1]:443": some proxies write the client's source port, which
+ * changes per connection). An IPv4-mapped IPv6 address in any spelling ("::ffff:10.0.0.1" from a
+ * dual-stack socket, "0:0:0:0:0:ffff:a00:1") is its IPv4 address. Anything else comes back trimmed.
+ */
+export function normalizeAddress(address: string): string {
+  let text = address.trim();
+  if (isIP(text) === 4) return text;
+  const bracketed = /^\[([^\]]+)\](?::\d{1,5})?$/.exec(text);
+  const v4WithPort = /^(\d{1,3}(?:\.\d{1,3}){3}):\d{1,5}$/.exec(text);
+  if (bracketed && isIP(bracketed[1]) === 6) text = bracketed[1];
+  else if (v4WithPort && isIP(v4WithPort[1]) === 4) return v4WithPort[1];
+  if (!/ffff/i.test(text)) return text;
+  // The usual spelling, from every dual-stack socket: no need to parse the groups.
+  const usual = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(text);
+  if (usual && isIP(usual[1]) === 4) return usual[1];
+  const groups = ipv6Groups(text);
+  if (groups && groups[5] === 0xffff && groups.slice(0, 5).every((group) => group === 0))
+    return `${groups[6] >> 8}.${groups[6] & 0xff}.${groups[7] >> 8}.${groups[7] & 0xff}`;
+  return text;
 }
 
 /** An address or a CIDR, split into what BlockList takes; undefined when it is neither. */
@@ -110,9 +144,28 @@ export function clientAddress(req: IncomingMessage, trusted: BlockList | undefin
   return client;
 }
 
-/** The claims of a JWT (decoded, not verified: see the module comment), or undefined. */
+/**
+ * A request header that names the client (its identity or its cohort), or undefined without it. Sent
+ * more than once, it is refused (400): Node would join the copies ("KEY, rnd-1", a new identity per
+ * request), while the auth in front may have checked only one of them.
+ */
+export function singleHeader(req: IncomingMessage, name: string): string | undefined {
+  const value = req.headers[name];
+  if (value === undefined) return undefined;
+  let copies = Array.isArray(value) ? value.length : 1;
+  // Node keeps only the first of some repeated headers (authorization) and joins others: the raw lines tell.
+  const lines = req.rawHeaders as readonly string[] | undefined;
+  if (Array.isArray(lines)) {
+    copies = 0;
+    for (let i = 0; i < lines.length; i += 2) if (lines[i].length === name.length && lines[i].toLowerCase() === name) copies++;
+  }
+  if (copies > 1) throw new RequestFormatError(`request: the ${name} header appears ${copies} times; send it once (the server tells clients apart by it)`);
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/** The claims of a JWT (decoded, not verified: see the module comment), or undefined. A repeated Authorization header is refused (400). */
 export function jwtClaims(req: IncomingMessage): Record<string, unknown> | undefined {
-  const auth = req.headers.authorization;
+  const auth = singleHeader(req, 'authorization');
   if (typeof auth !== 'string') return undefined;
   const match = /^Bearer\s+([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]*)$/i.exec(auth.trim());
   if (!match) return undefined;
@@ -124,12 +177,10 @@ export function jwtClaims(req: IncomingMessage): Record<string, unknown> | undef
   }
 }
 
-function headerValue(req: IncomingMessage, name: string): string | undefined {
-  const value = req.headers[name];
-  return Array.isArray(value) ? value[0] : value;
-}
-
-/** Builds the extractor once; a bad spec throws with what to write instead. */
+/**
+ * Builds the extractor once; a bad spec throws with what to write instead. The extractor throws
+ * RequestFormatError (400) for a request whose identity header (Authorization for "jwt:") appears more than once.
+ */
 export function createIdentifier(config: IdentityConfig): (req: IncomingMessage) => ClientIdentity {
   const identify = createRawIdentifier(config);
   return (req) => identify(req).identity;
@@ -154,7 +205,7 @@ export function createRawIdentifier(config: IdentityConfig): (req: IncomingMessa
   } else if (identity.startsWith('header:')) {
     kind = 'header';
     const name = identity.slice(7).toLowerCase();
-    read = (req) => headerValue(req, name);
+    read = (req) => singleHeader(req, name);
   } else {
     kind = 'jwt';
     const claim = identity.slice(4);

@@ -81,6 +81,30 @@ describe('client identity', () => {
     assert.equal(identify(fakeRequest({}, '10.0.0.5')).id, createIdentifier({ identity: 'ip' })(fakeRequest({}, '10.0.0.5')).id);
   });
 
+  it('reads an X-Forwarded-For hop with a port or brackets as its address: one client, one id, whatever its source port', () => {
+    const identify = createIdentifier({ identity: 'ip', trustProxy: ['10.0.0.0/8'] });
+    const direct = identify(fakeRequest({}, '203.0.113.7'));
+    const viaPort1 = identify(fakeRequest({ 'x-forwarded-for': '203.0.113.7:50123' }, '10.0.0.1'));
+    const viaPort2 = identify(fakeRequest({ 'x-forwarded-for': '203.0.113.7:50124' }, '10.0.0.1'));
+    assert.equal(viaPort1.id, viaPort2.id);
+    assert.equal(viaPort1.id, direct.id);
+    const v6 = identify(fakeRequest({}, '2001:db8::1'));
+    for (const hop of ['[2001:db8::1]:443', '[2001:db8::1]:50000', '[2001:db8::1]'])
+      assert.equal(identify(fakeRequest({ 'x-forwarded-for': hop }, '10.0.0.1')).id, v6.id, hop);
+    // The trusted proxies' own hops may carry ports too: still trusted, so the client is the hop left of them.
+    for (const proxyHop of ['10.1.2.3:8080', '[::ffff:10.1.2.3]:8080'])
+      assert.equal(identify(fakeRequest({ 'x-forwarded-for': `1.2.3.4, 203.0.113.7:50123, ${proxyHop}` }, '10.0.0.1')).id, direct.id, proxyHop);
+  });
+
+  it('reads an IPv4-mapped address in any spelling as its IPv4 address', () => {
+    const identify = createIdentifier({ identity: 'ip', trustProxy: ['10.0.0.0/8'] });
+    const direct = identify(fakeRequest({}, '203.0.113.7'));
+    for (const hop of ['::ffff:203.0.113.7', '0:0:0:0:0:ffff:203.0.113.7', '::ffff:cb00:7107', '::FFFF:CB00:7107', '[::ffff:cb00:7107]:443'])
+      assert.equal(identify(fakeRequest({ 'x-forwarded-for': hop }, '10.0.0.1')).id, direct.id, hop);
+    // Not mapped: IPv6 addresses that merely contain ffff stay IPv6.
+    assert.notEqual(identify(fakeRequest({ 'x-forwarded-for': '2001:db8::ffff:cb00:7107' }, '10.0.0.1')).id, direct.id);
+  });
+
   it('takes a function, and treats no identity as the anonymous class', () => {
     const identify = createIdentifier({ identity: (req) => req.headers['x-tenant'] as string | undefined });
     assert.equal(identify(fakeRequest({})).anonymous, true);

@@ -8,12 +8,14 @@
  *                     believed only from trustProxy peers, as for identity "ip"
  *   "ip/V4/V6"        other prefix lengths, e.g. "ip/16/48"
  *   "jwt:CLAIM"       a claim of the bearer token (decoded, not verified), e.g. "jwt:org" or "jwt:tid"
- *   "header:NAME"     a header, e.g. "header:x-tenant-id"
+ *   "header:NAME"     a header, e.g. "header:x-tenant-id": one your gateway sets, since the client
+ *                     chooses it otherwise
  *   "prefix:N"        the first N characters of the raw identity (API keys issued as "<org>_<secret>")
  *   (req, rawId) => … whatever the function returns (mount mode)
  *
  * Like ids, cohort keys are hashed (HMAC with idSecret) before they reach a store, a log or the admin
- * route. No cohort (undefined, null, "") means the client is judged alone.
+ * route. No cohort (undefined, null, "") means the client is judged alone. A cohort header (or the
+ * Authorization header for "jwt:") sent more than once is refused (400), as for identities.
  */
 import { createHash, createHmac } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
@@ -21,7 +23,7 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { optionStyle, parseOptions, SENTENCE } from '../../../validation/index.js';
 import { ServingOptionError } from '../../errors.js';
-import { clientAddress, jwtClaims, parseTrustedProxies } from '../identity.js';
+import { clientAddress, ipv6Groups, jwtClaims, normalizeAddress, parseTrustedProxies, singleHeader } from '../identity.js';
 
 export type CohortOption = string | ((req: IncomingMessage, rawId: string | undefined) => string | null | undefined);
 
@@ -40,29 +42,15 @@ export const DEFAULT_IPV6_PREFIX = 64;
 /** Cohort keys up to this length have their hash cached. */
 const MAX_CACHED_KEY = 256;
 
-/** The 8 groups of an IPv6 address (undefined when it is not one). An embedded IPv4 tail is read as two groups. */
-export function ipv6Groups(address: string): number[] | undefined {
-  if (isIP(address) !== 6) return undefined;
-  let text = address.split('%')[0].toLowerCase();
-  const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
-  if (v4) {
-    const [a, b, c, d] = v4.slice(1).map(Number);
-    text = `${text.slice(0, v4.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
-  }
-  const [head, tail] = text.split('::');
-  const parse = (part: string | undefined) => (part ? part.split(':').map((g) => parseInt(g, 16)) : []);
-  const left = parse(head);
-  const right = parse(tail);
-  const groups = tail === undefined ? left : [...left, ...new Array<number>(8 - left.length - right.length).fill(0), ...right];
-  return groups.length === 8 && groups.every((g) => Number.isInteger(g) && g >= 0 && g <= 0xffff) ? groups : undefined;
-}
+// Part of this module's interface since before it moved to identity.ts.
+export { ipv6Groups };
 
-/** The address's network prefix as text ("203.0.113.0/24", "2001:db8:1:2::/64"); undefined when not an address. */
+/**
+ * The address's network prefix as text ("203.0.113.0/24", "2001:db8:1:2::/64"); undefined when not an
+ * address. A port or brackets are ignored, and an IPv4-mapped address in any spelling is IPv4.
+ */
 export function addressPrefix(address: string, v4Bits = DEFAULT_IPV4_PREFIX, v6Bits = DEFAULT_IPV6_PREFIX): string | undefined {
-  const trimmed = address.trim();
-  // IPv4 seen through a dual-stack socket is IPv4.
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(trimmed);
-  const text = mapped ? mapped[1] : trimmed;
+  const text = normalizeAddress(address);
   const family = isIP(text);
   if (family === 4) {
     const value = text.split('.').reduce((acc, part) => acc * 256 + Number(part), 0);
@@ -138,7 +126,14 @@ export function createCohortReader(config: CohortConfig): (req: IncomingMessage,
   const bits = typeof cohort === 'string' ? ipSpec(cohort) : undefined;
   if (typeof cohort === 'function') {
     kind = 'fn';
-    read = cohort;
+    read = (req, rawId) => {
+      try {
+        return cohort(req, rawId);
+      } catch {
+        // The caller's function failed: the client is judged alone.
+        return undefined;
+      }
+    };
   } else if (bits) {
     const trusted = config.trustProxy && config.trustProxy.length > 0 ? parseTrustedProxies(config.trustProxy) : undefined;
     kind = `ip${bits.v4}/${bits.v6}`;
@@ -156,10 +151,8 @@ export function createCohortReader(config: CohortConfig): (req: IncomingMessage,
   } else if (HEADER_SPEC.test(cohort)) {
     kind = 'header';
     const name = cohort.slice(7).toLowerCase();
-    read = (req) => {
-      const value = req.headers[name];
-      return Array.isArray(value) ? value[0] : value;
-    };
+    // Repeated, it is refused (400) like a repeated identity header: a joined value would be a cohort of its own.
+    read = (req) => singleHeader(req, name);
   } else if (JWT_SPEC.test(cohort)) {
     kind = 'jwt';
     const claim = cohort.slice(4);
@@ -190,12 +183,7 @@ export function createCohortReader(config: CohortConfig): (req: IncomingMessage,
     return id;
   };
   return (req, rawId) => {
-    let raw: string | null | undefined;
-    try {
-      raw = read(req, rawId);
-    } catch {
-      raw = undefined;
-    }
+    const raw = read(req, rawId);
     if (raw === undefined || raw === null || raw === '') return undefined;
     return hashOf(String(raw));
   };

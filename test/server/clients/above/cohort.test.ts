@@ -34,6 +34,30 @@ describe('cohort keys', () => {
     assert.equal(addressPrefix('fe80::1%eth0'), 'fe80:0:0:0:0:0:0:0/64', 'a zone id is dropped');
   });
 
+  it('a port, brackets and IPv4-mapped spellings are read as the address they carry', () => {
+    assert.equal(addressPrefix('203.0.113.7:50123'), '203.0.113.0/24');
+    assert.equal(addressPrefix('[2001:db8:1:2::99]:443'), '2001:db8:1:2:0:0:0:0/64');
+    assert.equal(addressPrefix('[2001:db8:1:2::99]'), '2001:db8:1:2:0:0:0:0/64');
+    // IPv4-mapped, however written: the IPv4 /24, not one shared IPv6 /64 (0:0:0:0:0:0:0:0/64) for every such client.
+    for (const mapped of ['0:0:0:0:0:ffff:1.2.3.4', '::ffff:102:304', '0:0:0:0:0:FFFF:0102:0304', '[::ffff:1.2.3.4]:80'])
+      assert.equal(addressPrefix(mapped), '1.2.3.0/24', mapped);
+    assert.equal(addressPrefix('::ffff:102:304', 24, 64), addressPrefix('1.2.3.4'));
+    assert.notEqual(addressPrefix('::ffff:102:304'), addressPrefix('::ffff:506:708'), 'two mapped networks, two cohorts');
+    assert.equal(addressPrefix('203.0.113.7:port'), undefined);
+  });
+
+  it('"ip" behind a proxy that writes ports: one cohort per network, whatever the source port', () => {
+    const cohortOf = createCohortReader({ cohort: 'ip', trustProxy: ['10.0.0.0/8'] });
+    const direct = cohortOf(fakeRequest({}, '203.0.113.7'), undefined);
+    assert.notEqual(direct, undefined);
+    assert.equal(cohortOf(fakeRequest({ 'x-forwarded-for': '203.0.113.7:50123' }, '10.0.0.1'), undefined), direct);
+    assert.equal(cohortOf(fakeRequest({ 'x-forwarded-for': '203.0.113.8:50124' }, '10.0.0.1'), undefined), direct);
+    assert.equal(cohortOf(fakeRequest({ 'x-forwarded-for': '203.0.113.7:50123, 10.1.2.3:8080' }, '10.0.0.1'), undefined), direct, 'a trusted hop with a port');
+    assert.equal(cohortOf(fakeRequest({ 'x-forwarded-for': '::ffff:cb00:7107' }, '10.0.0.1'), undefined), direct, 'IPv4-mapped, non-canonical');
+    const v6 = createCohortReader({ cohort: 'ip', trustProxy: ['10.0.0.0/8'] });
+    assert.equal(v6(fakeRequest({ 'x-forwarded-for': '[2001:db8:5:6::1]:443' }, '10.0.0.1'), undefined), v6(fakeRequest({}, '2001:db8:5:6::2'), undefined));
+  });
+
   it('"ip": neighbours share a cohort, other networks do not; spoofed X-Forwarded-For from an untrusted peer is ignored', () => {
     const cohortOf = createCohortReader({ cohort: 'ip', trustProxy: ['10.0.0.0/8'] });
     const a = cohortOf(fakeRequest({}, '198.51.100.7'), undefined);
