@@ -32,16 +32,16 @@ import type { IncomingMessage } from 'node:http';
 import type { Logger } from 'pino';
 import type { Defense, ProbBatch } from '../../defenses/index.js';
 import type { ClientAction, ClientDetection, DetectorVerdict } from '../../detection/types.js';
-import type { ServingError } from '../errors.js';
+import { ServingOptionError, type ServingError } from '../errors.js';
 import type { ServingMetrics } from '../metrics.js';
 import type { InputRows } from '../protocols/index.js';
-import { createAboveClient, type CohortSummary, type PopulationOverview } from './above/above-client.js';
+import { createAboveClient, type AboveClient, type CohortSummary, type PopulationOverview } from './above/above-client.js';
 import { ActionLog } from './gate/actions.js';
 import { admit } from './gate/admit.js';
 import { CohortQueue } from './gate/cohort-queue.js';
 import type { GateContext } from './gate/context.js';
 import { unreadableInputs } from './gate/inputs.js';
-import { overview, suspicious } from './gate/listing.js';
+import { LISTING_READ_FACTOR, MAX_LISTED, overview, suspicious } from './gate/listing.js';
 import { NewIdentityRule } from './gate/new-identities.js';
 import { observe } from './gate/observe.js';
 import { OutageFlags } from './gate/outage-flags.js';
@@ -90,11 +90,11 @@ export interface ClientGate {
   readonly metrics: ClientMetrics;
   admit(req: IncomingMessage): Promise<ClientTicket>;
   observe(ticket: ClientTicket, probs: ProbBatch, inputs: InputRows | undefined, chosen: Defense | null): Promise<DefenseOverride>;
-  /** The clients with the most severe action and highest score first (hashed ids, evidence only). */
+  /** The clients with the most severe action and highest score first (hashed ids, evidence only); at most 500 (MAX_LISTED), from a bounded read of the store. */
   suspicious(limit: number): Promise<SuspiciousClient[]>;
   /** Population detection's views as of the last judgement (undefined without it): cheap, for dashboards and simulations. */
   populationStatus(): PopulationOverview | undefined;
-  /** The admin route's listing: the suspicious clients, the cohorts (flagged first) and the population views. */
+  /** The admin route's listing: the suspicious clients, the cohorts (flagged first) and the population views; at most 500 (MAX_LISTED) of each. */
   overview(limit: number): Promise<{ clients: SuspiciousClient[]; cohorts?: CohortSummary[]; population?: PopulationOverview }>;
   /** Resolves once the store is connected (Redis); rejects if it could not connect. */
   ready(): Promise<void>;
@@ -111,6 +111,11 @@ export interface GateDeps {
 
 export function createClientGate(options: ClientsOptions<never>, deps: GateDeps): ClientGate {
   checkClientsOptions(options, [...deps.tiers.keys()]);
+  if ((options.admin?.limit ?? 0) > MAX_LISTED) {
+    throw new ServingOptionError(
+      `clients.admin.limit is at most ${MAX_LISTED} (each admin request reads ${LISTING_READ_FACTOR} client states per client listed, tens of kilobytes each): write a limit of ${MAX_LISTED} or less`,
+    );
+  }
   const detection: ClientDetection = options.detection;
   const now = deps.now ?? options.clock ?? Date.now;
   const identify = createRawIdentifier({
@@ -120,7 +125,7 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
   });
   const { logger } = deps;
   // Cohorts, population views and fingerprints (undefined when none is configured).
-  const above = createAboveClient(options, { detection, tiers: deps.tiers, metrics: deps.metrics, logger, now });
+  const aboveClient = createAboveClient(options, { detection, tiers: deps.tiers, metrics: deps.metrics, logger, now });
 
   const storeOption = options.store ?? 'memory';
   const memoryOptions = typeof storeOption === 'object' && 'memory' in storeOption ? storeOption.memory : {};
@@ -130,15 +135,17 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
   const shared = redisOptions ? createRedisStore(redisOptions) : undefined;
   shared?.catch(() => {});
   // Population counts and fingerprints go to the shared Redis once it is there (until then, and in memory mode, this process's).
+  // Each is a part of its own for the outage lines: a failing fingerprint script must not end (or start) the client store's outage.
   void shared?.then(
     (store) =>
-      above?.attachRedis(
+      aboveClient?.attachRedis(
         store,
-        (operation, error) => stores.failed(operation, error),
-        () => stores.worked(),
+        (operation, error) => stores.failed(operation, error, operation === 'population' ? 'population' : 'fingerprints'),
+        () => stores.worked('population'),
       ),
     () => {},
   );
+  const above = aboveClient && shared ? reportingFingerprints(aboveClient, () => stores.worked('fingerprints')) : aboveClient;
 
   const maxTracked = memoryOptions.maxClients ?? DEFAULT_MEMORY_MAX_CLIENTS;
   const stateTtlMs = (redisOptions ? redisOptions.ttlMs : memoryOptions.ttlMs) ?? 6 * 3600_000;
@@ -186,6 +193,25 @@ export function createClientGate(options: ClientsOptions<never>, deps: GateDeps)
       await above?.close();
       await local.close();
       if (shared) await (await shared.catch(() => undefined))?.close();
+    },
+  };
+}
+
+/**
+ * The shared fingerprint store reports its failures (through attachRedis) but not its answers: the
+ * lookups are watched here, so that its outage ends with a line once it answers again.
+ */
+function reportingFingerprints(above: AboveClient, answered: () => void): AboveClient {
+  return {
+    ...above,
+    matches(clientId, inputs, time) {
+      const rows = above.matches(clientId, inputs, time);
+      // A promise is Redis's answer: rows when it answered, undefined when it failed (already reported).
+      if (!(rows instanceof Promise)) return rows;
+      return rows.then((matched) => {
+        if (matched) answered();
+        return matched;
+      });
     },
   };
 }

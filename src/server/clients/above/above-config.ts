@@ -1,7 +1,7 @@
 /**
  * The options of detection above the client, resolved once when the gate is built: the cohort
  * reader and detection, the population and fingerprint configurations (checked by src/detection),
- * and the probation tier, which must keep top-1.
+ * and the probation tier, which must keep top-1 and perturb the answer.
  */
 import type { Logger } from 'pino';
 import { type ClientDetectionWithConfig, createCohortDetection } from '../../../detection/client-detection.js';
@@ -9,7 +9,8 @@ import { type FingerprintConfig, resolveFingerprintOptions } from '../../../dete
 import { type PopulationConfig, resolvePopulationOptions } from '../../../detection/above/population.js';
 import { DetectionConfigError } from '../../../detection/errors.js';
 import type { ClientDetection } from '../../../detection/types.js';
-import type { Defense } from '../../../defenses/index.js';
+import type { Defense, ProbBatch } from '../../../defenses/index.js';
+import { softmaxInto } from '../../../defenses/math/simplex.js';
 import { ServingOptionError } from '../../errors.js';
 import type { ClientsOptions, FingerprintServingOptions } from '../options.js';
 import { createCohortReader } from './cohort.js';
@@ -33,29 +34,80 @@ export interface AboveConfig {
   readonly probation: ProbationTier | undefined;
 }
 
-/** The probation tier: given, else escalationTier, else the ladder's first tier that keeps top-1, else mad-argmax / argmax when configured. */
+/** Distinct probabilities, exact in float32: a tier that passes any of them through (or only rescales them) shows it. */
+const PROBE: ProbBatch = { rows: 2, cols: 4, data: Float32Array.of(0.4375, 0.28125, 0.171875, 0.109375, 0.0859375, 0.6015625, 0.21875, 0.09375) };
+
+/** The probe's probabilities as a tier reads them: the rows as given, or (a tier built for logits) their softmax. */
+const PROBE_READINGS: readonly Float32Array[] = [
+  PROBE.data,
+  (() => {
+    const out = new Float32Array(PROBE.data.length);
+    for (let r = 0; r < PROBE.rows; r++) softmaxInto(PROBE.data, r * PROBE.cols, PROBE.cols, out);
+    return out;
+  })(),
+];
+
+/** Whether one answered row holds some of `original` as it is, or two or more of it all rescaled by one factor. */
+function rowPasses(answered: Float32Array, original: Float32Array, offset: number, cols: number): boolean {
+  let kept = 0;
+  let ratio: number | undefined;
+  let proportional = true;
+  for (let c = offset; c < offset + cols; c++) {
+    // A label (0 or 1) carries no probability.
+    if (answered[c] === 0 || answered[c] === 1) continue;
+    if (answered[c] === original[c]) return true;
+    kept++;
+    ratio ??= answered[c] / original[c];
+    if (Math.abs(answered[c] / original[c] - ratio) > 1e-6 * ratio) proportional = false;
+  }
+  return kept >= 2 && proportional;
+}
+
+/**
+ * Whether the tier hands the model's probabilities to the client, in full or in part: unchanged
+ * (`none`), some of them as they are (`topk`), or several rescaled (`topk` renormalised). Judged by
+ * what the tier does to a probe, not by its name. A tier that needs context (a surrogate: MAD,
+ * ModelGuard) perturbs with it and cannot be probed without it.
+ */
+export function passesProbabilities(defense: Defense): boolean {
+  if (defense.needs.length > 0) return false;
+  const answered = defense.apply(PROBE).data;
+  return PROBE_READINGS.some((original) =>
+    Array.from({ length: PROBE.rows }, (_, r) => r).some((r) => rowPasses(answered, original, r * PROBE.cols, PROBE.cols)),
+  );
+}
+
+/** Why `defense` cannot be the probation tier (undefined: it can). */
+function unfitForProbation(defense: Defense): string | undefined {
+  if (!defense.keepsTop1) return "does not keep top-1 (honest newcomers must keep their answers' label)";
+  if (passesProbabilities(defense)) return "passes the model's probabilities through (all, some, or rescaled), so probation would not defend";
+  return undefined;
+}
+
+/**
+ * The probation tier: given, else escalationTier, else the ladder's first tier fit for it, else the
+ * first fit one among tiers (in the order given). Fit: it keeps top-1 and perturbs (see
+ * unfitForProbation), judged by what the tier does, whatever its name.
+ */
 function resolveProbationTier(options: ClientsOptions<never>, detection: ClientDetection, tiers: ReadonlyMap<string, Defense>): ProbationTier | undefined {
   const mapped = (policyTier: string) => options.tierNames?.[policyTier] ?? policyTier;
   const named = options.probationTier ?? options.escalationTier;
   if (named !== undefined) {
     const defense = tiers.get(named);
     if (!defense) throw new ServingOptionError(`the probation tier "${named}" is not in tiers (${[...tiers.keys()].join(', ') || 'none configured'})`);
-    if (!defense.keepsTop1) {
+    const unfit = unfitForProbation(defense);
+    if (unfit) {
       throw new ServingOptionError(
-        `the probation tier of cohort and population detection must keep top-1 (honest newcomers keep their answers), and "${named}" (${defense.spec}) does not: set clients.probationTier to a tier such as "mad-argmax:eps=0.8" or "argmax"`,
+        `the probation tier of cohort and population detection must keep top-1 and perturb the answer, and "${named}" (${defense.spec}) ${unfit}: set clients.probationTier to a tier such as "mad-argmax:eps=0.8" or "argmax"`,
       );
     }
     return { name: named, defense };
   }
   const steps = (detection as Partial<ClientDetectionWithConfig>).config?.policy?.steps ?? [];
-  for (const step of steps) {
-    if (step.action !== 'escalate') continue;
-    const defense = tiers.get(mapped(step.tier));
-    if (defense?.keepsTop1) return { name: mapped(step.tier), defense };
-  }
-  for (const name of ['mad-argmax', 'argmax']) {
+  const ladder = steps.filter((step) => step.action === 'escalate').map((step) => mapped(step.tier));
+  for (const name of [...ladder, ...tiers.keys()]) {
     const defense = tiers.get(name);
-    if (defense?.keepsTop1) return { name, defense };
+    if (defense && !unfitForProbation(defense)) return { name, defense };
   }
   return undefined;
 }
@@ -96,7 +148,7 @@ export function resolveAboveConfig(options: ClientsOptions<never>, detection: Cl
   const probation = cohorts || population ? resolveProbationTier(options, detection, tiers) : undefined;
   if ((cohorts || population) && !probation) {
     throw new ServingOptionError(
-      `cohort and population detection need a probation tier that keeps top-1: add one to tiers (e.g. "mad-argmax": "mad-argmax:eps=0.8" or "argmax": "argmax") and name it in clients.probationTier; configured: ${[...tiers.keys()].join(', ') || 'none'}`,
+      `cohort and population detection need a probation tier that keeps top-1 and perturbs the answer: add one to tiers (e.g. "mad-argmax": "mad-argmax:eps=0.8" or "argmax": "argmax") and name it in clients.probationTier; configured: ${[...tiers.keys()].join(', ') || 'none'}`,
     );
   }
   return { cohorts, readCohort, cohortDetection, population, populationFlushMs: populationOptions?.flushMs, fingerprint, fingerprintOptions, probation };

@@ -1,7 +1,8 @@
 /**
  * Population detection for the gate: every observed request goes into the views (`young` too, for
  * a client with fewer than youngQueries queries before it), the views are judged and their alarms
- * logged and counted. The counts are this process's until the shared Redis is attached.
+ * logged and counted. The counts are this process's until the shared Redis is attached; then the
+ * tracker on Redis takes them over (the window goes on) and an alarm that holds goes on with it.
  */
 import type { Logger } from 'pino';
 import { summarise, type PopulationConfig } from '../../../detection/above/population.js';
@@ -35,9 +36,24 @@ export interface PopulationWatchDeps {
   tier?: string;
 }
 
+/** This process's counts of one layout, view membership and time bucket, observed before Redis attached. */
+interface EarlyCounts {
+  readonly classes: number;
+  readonly young: boolean;
+  readonly start: number;
+  readonly counts: Float64Array;
+}
+
 export class PopulationWatch {
   private tracker: PopulationTracker;
   private warnedLayouts = false;
+  /**
+   * The counts observed before Redis attached, per bucket, for the tracker on Redis to take over.
+   * Redis attaches moments after start-up: kept for one window from the first observation only
+   * (in memory mode it never attaches), so at most layouts × 2 × the window's buckets.
+   */
+  private early: Map<string, EarlyCounts> | undefined = new Map();
+  private earlyUntil: number | undefined;
 
   constructor(
     private readonly config: PopulationConfig,
@@ -51,9 +67,11 @@ export class PopulationWatch {
     // The anonymous class is one shared history: in the `all` view, never young.
     const young = !anonymous && historyBefore < this.config.youngQueries;
     const layout = this.tracker.layoutFor(observation.probs.cols);
-    if (layout)
-      this.tracker.observe(summarise(layout, this.config.ood.confidenceThreshold, observation.probs, observation.hardness, observation.matches), young, time);
-    else this.warnUncounted(observation.probs.cols);
+    if (layout) {
+      const delta = summarise(layout, this.config.ood.confidenceThreshold, observation.probs, observation.hardness, observation.matches);
+      this.tracker.observe(delta, young, time);
+      this.keepEarly(layout.classes, delta, young, time);
+    } else this.warnUncounted(observation.probs.cols);
     for (const change of this.tracker.judge(time)) this.logAlarm(change);
     return young;
   }
@@ -84,15 +102,58 @@ export class PopulationWatch {
     );
   }
 
-  /** From now on the counts are shared through Redis (this process's counts so far are left behind). */
+  /**
+   * From now on the counts are shared through Redis. This process's counts so far go over (and to
+   * Redis with the next flush), so the window goes on; an alarm that holds goes on as the same alarm
+   * (no second start line), or, when the counts no longer flag it, ends with its line.
+   */
   attachRedis(store: RedisClientStore, sync: { flushMs: number; onError(error: unknown): void; onSuccess(): void; now: () => number }): void {
     const previous = this.tracker;
-    this.tracker = createPopulationTracker(this.config, { redis: store.connection, prefix: store.keyPrefix, ...sync });
+    const early = this.early;
+    this.early = undefined;
+    const next = createPopulationTracker(this.config, { redis: store.connection, prefix: store.keyPrefix, ...sync });
+    const layouts = previous.layouts();
+    // The layouts in the order first seen: MAX_LAYOUTS keeps counting the same ones.
+    for (const { classes } of layouts) next.layoutFor(classes);
+    for (const { classes, young, start, counts } of [...(early?.values() ?? [])].sort((a, b) => a.start - b.start)) {
+      if (next.layoutFor(classes)) next.observe(counts, young, start);
+    }
+    const holding = new Map<string, AlarmChange>();
+    const time = sync.now();
+    for (const layout of layouts) {
+      for (const view of VIEWS) {
+        const status = layout.views[view];
+        if (status.alarm) holding.set(`${layout.classes}:${view}`, { view, layout, started: false, status, durationMs: time - (status.since ?? time) });
+      }
+    }
+    this.tracker = next;
+    for (const change of next.judge(time)) {
+      const key = `${change.layout.classes}:${change.view}`;
+      // The alarm that held before the hand-over: not a new one.
+      if (change.started && holding.delete(key)) continue;
+      this.logAlarm(change);
+    }
+    for (const ended of holding.values()) this.logAlarm(ended);
     void previous.close();
   }
 
   close(): Promise<void> {
     return this.tracker.close();
+  }
+
+  /** Keeps a request's counts for the tracker on Redis, while none is attached (see `early`). */
+  private keepEarly(classes: number, delta: Float64Array, young: boolean, time: number): void {
+    if (!this.early) return;
+    this.earlyUntil ??= time + this.config.window.lengthMs;
+    if (time > this.earlyUntil) {
+      this.early = undefined;
+      return;
+    }
+    const start = Math.floor(time / this.config.window.bucketMs) * this.config.window.bucketMs;
+    const key = `${classes}:${young ? 'young' : 'older'}:${start}`;
+    let entry = this.early.get(key);
+    if (!entry) this.early.set(key, (entry = { classes, young, start, counts: new Float64Array(delta.length) }));
+    for (let i = 0; i < delta.length; i++) entry.counts[i] += delta[i];
   }
 
   /** Once per watch: answers of a layout past MAX_LAYOUTS are not counted. */

@@ -1,7 +1,9 @@
 /**
  * The gate's way to its stores: the shared Redis store when there is one, else (and on its failure
  * in "local" mode) this process's memory store. An outage is counted on every failure and logged
- * once, where it starts and where it ends.
+ * once, where it starts and where it ends, for each part of the shared Redis on its own: the client
+ * store, the population counts and the fingerprints fail apart (a fingerprint script that times out
+ * while the client updates go through), so one part's success never ends another's outage.
  */
 import type { Logger } from 'pino';
 import { ServingError } from '../../errors.js';
@@ -20,9 +22,19 @@ export interface StoreAnswer<T> {
   local?: boolean;
 }
 
+/** The parts of the shared Redis whose outages are logged apart. */
+export type StorePart = 'clients' | 'population' | 'fingerprints';
+
+/** What the outage lines call each part. */
+const PART_NAMES: Record<StorePart, string> = {
+  clients: 'client store',
+  population: 'shared population counts',
+  fingerprints: 'shared fingerprint store',
+};
+
 export class StoreAccess {
   readonly kind: 'memory' | 'redis';
-  private outage = false;
+  private readonly outages = new Set<StorePart>();
 
   constructor(
     /** The only store in memory mode, the fallback in Redis mode. */
@@ -35,15 +47,19 @@ export class StoreAccess {
     this.kind = shared ? 'redis' : 'memory';
   }
 
-  failed(operation: string, error: unknown): void {
+  /** Counts a failure of `part`; logs it when the part's outage starts. */
+  failed(operation: string, error: unknown, part: StorePart = 'clients'): void {
     this.metrics.storeErrors.inc({ store: this.kind, operation });
-    if (!this.outage) this.logger?.error({ store: this.kind, operation, failMode: this.failMode, err: (error as Error)?.message }, 'client store unavailable');
-    this.outage = true;
+    if (this.outages.has(part)) return;
+    this.outages.add(part);
+    // The fail mode is the client store's; without the other parts the gate goes on with this process's counts and unmatched rows.
+    const failMode = part === 'clients' ? { failMode: this.failMode } : {};
+    this.logger?.error({ store: this.kind, part, operation, ...failMode, err: (error as Error)?.message }, `${PART_NAMES[part]} unavailable`);
   }
 
-  worked(): void {
-    if (this.outage) this.logger?.info({ store: this.kind }, 'client store available again');
-    this.outage = false;
+  /** `part` answered; logs the end of its outage, if it had one. */
+  worked(part: StorePart = 'clients'): void {
+    if (this.outages.delete(part)) this.logger?.info({ store: this.kind, part }, `${PART_NAMES[part]} available again`);
   }
 
   /** Reads through the shared store, or the local one; on a shared-store failure, the fail mode decides. */
