@@ -41,7 +41,7 @@ export function addClientFlags(command: Command): Command {
     .option('--admin-path <path>', 'path of the admin route', '/admin/clients')
     .option('--id-secret-env <VAR>', 'HMAC key for hashing client ids, read from env VAR (recommended with --client-id ip)')
     .option('--max-clients <n>', 'most clients kept in memory (LRU)', '100000')
-    .option('--client-ttl-s <s>', 'forget a client this many seconds after its last query', '21600')
+    .option('--client-ttl-s <s>', 'forget a client this many seconds after its last request (refused ones too)', '21600')
     .option(
       '--cohort <spec>',
       'with --client-id: detect over cohorts of identities too: "ip" (the /24 or /64 of the client address; "ip/V4/V6" for other prefixes), "jwt:CLAIM" (e.g. jwt:org), "header:NAME", "prefix:N" (first N characters of the API key)',
@@ -56,7 +56,7 @@ export function addClientFlags(command: Command): Command {
     )
     .option(
       '--probation-tier <name>',
-      "with --cohort or --population: the tier of probation (must keep top-1; default the ladder's first such tier, e.g. argmax)",
+      "with --cohort or --population: the tier of probation (must keep top-1 and perturb; default the ladder's first such tier, e.g. argmax)",
     );
 }
 

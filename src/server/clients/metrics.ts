@@ -69,7 +69,7 @@ export function createClientMetrics(serving: ServingMetrics, countByAction: () =
     }),
     newIdentities: getOrCreateMetric(registry, Counter<string>, {
       name: `${prefix}client_new_identities_total`,
-      help: 'Client identities the store held no state for at admission',
+      help: 'Client identities observed for the first time (the store held no state for them)',
       labelNames: [],
     }),
     probation: getOrCreateMetric(registry, Counter<string>, {

@@ -1,6 +1,6 @@
 /**
  * The in-process client store: one process, bounded. At most `maxClients` entries, each forgotten
- * `ttlMs` after its last update. Beyond the cap the lowest rank goes first (clean before escalated
+ * `ttlMs` after its last update or kept-alive request (a refused one). Beyond the cap the lowest rank goes first (clean before escalated
  * before throttled before refused), the least recently seen first within a rank (see RankedMap), so
  * a flood of fresh identities cannot push a flagged client's history out while a clean one is left.
  * Updates are atomic because they run synchronously between two awaits.
@@ -12,7 +12,7 @@ import { MAX_RANK, type ClientStore, type StoredClient, type UpdateFn } from './
 export interface MemoryStoreOptions {
   /** Most clients kept; beyond it the least recently seen of the lowest rank is dropped. Default 100000. */
   maxClients?: number;
-  /** A client untouched this long is forgotten, milliseconds. Default 6 hours. */
+  /** A client without an update or a refused request this long is forgotten, milliseconds. Default 6 hours. */
   ttlMs?: number;
   /** Clock, for tests. */
   now?: () => number;
@@ -56,6 +56,11 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryClien
     return result;
   };
 
+  const keepAliveSync = (id: string): void => {
+    const entry = live(id, true);
+    if (entry) entry.expiresAt = now() + ttlMs;
+  };
+
   return {
     kind: 'memory',
     get size() {
@@ -65,6 +70,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryClien
     updateSync,
     get: async (id) => getSync(id),
     update: async (id, fn) => updateSync(id, fn),
+    keepAlive: async (id) => keepAliveSync(id),
     list: async (limit) => {
       const out: StoredClient[] = [];
       const time = now();

@@ -1,6 +1,6 @@
 /**
  * The Redis client store, shared by every replica. Each client is a hash {v: version, s: JSON state}
- * with a TTL refreshed on every write (PEXPIRE). An update runs the pure function in JS on the state
+ * with a TTL refreshed on every write (PEXPIRE) and on every refused request (keepAlive). An update runs the pure function in JS on the state
  * and writes with a Lua compare-and-set on v; on a conflict (another replica wrote first) it re-reads
  * and retries, a bounded number of times. Updates of one client from this process are queued, so
  * conflicts only arise between replicas.
@@ -31,7 +31,7 @@ export interface RedisStoreOptions {
   redis: string | RedisOptions;
   /** Key prefix, default "msd:client:". */
   keyPrefix?: string;
-  /** Expiry of a client's key after its last update, milliseconds. Default 6 hours. */
+  /** Expiry of a client's key after its last update or refused request, milliseconds. Default 6 hours. */
   ttlMs?: number;
   /** Per-command timeout, milliseconds. Default 500. */
   commandTimeoutMs?: number;
@@ -86,8 +86,20 @@ end
 return 1
 `;
 
+// KEYS[1] client key, KEYS[2..] the index sorted sets. ARGV: ttl ms, client id. A client that exists
+// lives ttl from now and its index entry is scored now (the rank it holds is kept: XX only updates).
+const KEEP_ALIVE = `
+if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 2, #KEYS do redis.call('ZADD', KEYS[i], 'XX', now, ARGV[2]) end
+return 1
+`;
+
 type CasRedis = Redis & {
   msdCompareAndSet(key: string, ...rest: (string | number)[]): Promise<number>;
+  msdKeepAlive(key: string, ...rest: (string | number)[]): Promise<number>;
 };
 
 function wrap(error: unknown): ClientStoreError {
@@ -152,10 +164,14 @@ interface RedisStoreContext {
 /** A new connection with the safety options (see above) and the compare-and-set script; not yet connecting. */
 function openConnection(RedisClass: typeof Redis, options: RedisStoreOptions): CasRedis {
   const safety: RedisOptions = { commandTimeout: options.commandTimeoutMs ?? 500, maxRetriesPerRequest: 1, enableOfflineQueue: false, lazyConnect: true };
-  const redis = (typeof options.redis === 'string' ? new RedisClass(options.redis, safety) : new RedisClass({ ...options.redis, ...safety })) as CasRedis;
+  // ioredis's own keyPrefix is folded into the store's (see storePrefix): off on the connection.
+  const redis = (
+    typeof options.redis === 'string' ? new RedisClass(options.redis, safety) : new RedisClass({ ...options.redis, keyPrefix: '', ...safety })
+  ) as CasRedis;
   // Connection errors surface on the commands (counted by the gate); the event must have a listener.
   redis.on('error', () => {});
   redis.defineCommand('msdCompareAndSet', { numberOfKeys: 1 + RANKS, lua: COMPARE_AND_SET });
+  redis.defineCommand('msdKeepAlive', { numberOfKeys: 1 + RANKS, lua: KEEP_ALIVE });
   return redis;
 }
 
@@ -246,9 +262,19 @@ async function listClients(ctx: RedisStoreContext, limit: number): Promise<Store
   return out;
 }
 
+/**
+ * Every key's prefix: ioredis's `keyPrefix` (when the options set one) before the store's own. ioredis
+ * would prefix a script's KEYS but not the key names the scripts build from ARGV (an evicted client,
+ * the fingerprint and population keys), so the connection goes without it and the store prefixes all.
+ */
+export function storePrefix(options: Pick<RedisStoreOptions, 'redis' | 'keyPrefix'>): string {
+  const own = typeof options.redis === 'object' && typeof options.redis.keyPrefix === 'string' ? options.redis.keyPrefix : '';
+  return own + (options.keyPrefix ?? 'msd:client:');
+}
+
 export async function createRedisStore(options: RedisStoreOptions): Promise<RedisClientStore> {
   const { Redis: RedisClass } = await import('ioredis');
-  const prefix = options.keyPrefix ?? 'msd:client:';
+  const prefix = storePrefix(options);
   const ctx: RedisStoreContext = {
     prefix,
     ttlMs: options.ttlMs ?? 6 * 3600_000,
@@ -279,6 +305,13 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
       }
     },
     update: <T>(id: string, fn: UpdateFn<T>): Promise<T> => serialized(id, () => updateClient(ctx, id, fn)),
+    keepAlive: async (id) => {
+      try {
+        await redis.msdKeepAlive(prefix + id, ...ctx.indexKeys, ctx.ttlMs, id);
+      } catch (error) {
+        throw wrap(error);
+      }
+    },
     list: async (limit) => {
       try {
         return await listClients(ctx, limit);

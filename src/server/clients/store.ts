@@ -28,6 +28,13 @@ export interface ClientStore {
   get(id: string): Promise<ClientState | undefined>;
   /** Applies `fn` to the current state (undefined when none) and stores its `state` with its `rank` (default 0); resolves with its `result`. */
   update<T>(id: string, fn: UpdateFn<T>): Promise<T>;
+  /**
+   * A request answered at admission (refused or throttled, so never observed) still counts as the
+   * client's last request: its record lives `ttlMs` from now, state unchanged. Without it a thief
+   * that keeps knocking would be forgotten `ttlMs` after its last answered query and come back clean.
+   * Nothing happens for a client the store does not hold.
+   */
+  keepAlive(id: string): Promise<void>;
   /** Up to `limit` stored clients, the highest ranks first (for the admin route). */
   list(limit: number): Promise<StoredClient[]>;
   close(): Promise<void>;

@@ -24,7 +24,6 @@ export async function admit(ctx: GateContext, req: IncomingMessage): Promise<Cli
     assessment = stronger(assessment, ctx.flags.recalled(client.id, time));
   } else if (ticket.fresh) {
     ctx.flags.forget(client.id);
-    if (!client.anonymous) ctx.newIdentities.noteNewIdentity(time);
   } else {
     ctx.flags.remember(client.id, assessment!, time);
   }
@@ -37,7 +36,21 @@ export async function admit(ctx: GateContext, req: IncomingMessage): Promise<Cli
   const refusal = refusalFor(assessment);
   if (refusal) {
     countAction(ctx.metrics, assessment);
+    if (!degraded) await keepAlive(ctx, client.id);
     throw refusal;
   }
   return ticket;
+}
+
+/**
+ * A refused or throttled request is the client's latest: its record lives on from it, so a thief that
+ * keeps knocking stays refused instead of being forgotten ttlMs after its last answered query. The
+ * refusal stands whatever the store says (a failure here is counted as the store's, nothing more).
+ */
+async function keepAlive(ctx: GateContext, id: string): Promise<void> {
+  try {
+    await ctx.stores.use(undefined, 'keep-alive', (store) => store.keepAlive(id));
+  } catch {
+    // The store's fail mode turned its failure into a 503: this request is refused already.
+  }
 }

@@ -29,11 +29,19 @@ export function observeWith(
   }
 }
 
-/** The store update of one observation: the new state, the assessment and the history (queries) after it. */
+/**
+ * The store update of one observation: the new state, the assessment, the history (queries) after it,
+ * and whether the store held no state before (the identity's first observation: an atomic update, so
+ * true once per identity however many of its requests run at once).
+ */
 export const detectionStep = (judge: ClientDetection, observation: ClientObservation, logger: Logger | undefined) => (state: ClientState | undefined) => {
   const observed = observeWith(judge, state, observation, logger);
   const history = judge.history ? judge.history(observed.state) : undefined;
-  return { state: observed.state, result: { assessment: observed.assessment, history }, rank: SEVERITY[observed.assessment.action] };
+  return {
+    state: observed.state,
+    result: { assessment: observed.assessment, history, created: state === undefined },
+    rank: SEVERITY[observed.assessment.action],
+  };
 };
 
 /** The store update of several observations in order: the last state, every assessment. */

@@ -1,11 +1,13 @@
 /**
  * The new-identity rule: identities new to the store per minute (this process's count, a sliding
- * window over two one-minute buckets); above the limit, clients with little history get a tier.
+ * window over two one-minute buckets, counted at an identity's first observation); above the limit,
+ * clients with little history get a tier until the rate falls to 80% of it.
  */
 import type { Logger } from 'pino';
 import type { ClientDetection } from '../../../detection/types.js';
 import type { Defense } from '../../../defenses/index.js';
 import { ServingOptionError } from '../../errors.js';
+import { passesProbabilities } from '../above/above-config.js';
 import type { ClientMetrics } from '../metrics.js';
 import type { ClientsOptions } from '../options.js';
 
@@ -13,6 +15,8 @@ import type { ClientsOptions } from '../options.js';
 export const NEW_CLIENTS_DEFAULTS = { maxPerMinute: 600, historyQueries: 50 } as const;
 
 const MINUTE = 60_000;
+/** A flood ends when the rate falls to this share of the limit: a rate hovering at the limit does not flap. */
+const RELEASE = 0.8;
 
 /** The first escalation tier of the detection's own policy ladder, when it exposes one (createClientDetection does). */
 function firstPolicyTier(detection: ClientDetection): string | undefined {
@@ -45,7 +49,16 @@ export class NewIdentityRule {
         options.escalationTier ??
         (policyTier !== undefined ? (options.tierNames?.[policyTier] ?? policyTier) : undefined))
       : undefined;
-    this.tier = this.tierName !== undefined ? tiers.get(this.tierName) : undefined;
+    const named = this.tierName !== undefined ? tiers.get(this.tierName) : undefined;
+    // A tier that hands out the model's probabilities would make probation no defense at all.
+    if (named && passesProbabilities(named)) {
+      if (options.newClients && options.newClients.tier !== undefined)
+        throw new ServingOptionError(
+          `clients.newClients.tier "${this.tierName}" (${named.spec}) passes the model's probabilities through (all, some, or rescaled), so probation would not defend: name a tier such as "mad-argmax:eps=0.8" or "argmax"`,
+        );
+      logger?.warn({ tier: this.tierName }, 'new-identity rule off: its tier passes the model probabilities through (set clients.newClients.tier)');
+    }
+    this.tier = named && !passesProbabilities(named) ? named : undefined;
     if (limits && options.newClients && !this.tier) {
       throw new ServingOptionError(
         `clients.newClients needs a tier for clients on probation: set newClients.tier (or escalationTier) to one of tiers (${[...tiers.keys()].join(', ') || 'none configured'}), or newClients: false`,
@@ -67,7 +80,7 @@ export class NewIdentityRule {
   floodAt(time: number): boolean {
     if (!this.limits || !this.tier) return false;
     const rate = this.rate(time);
-    const over = rate > this.limits.maxPerMinute;
+    const over = this.flooding ? rate > RELEASE * this.limits.maxPerMinute : rate > this.limits.maxPerMinute;
     if (over !== this.flooding) {
       if (over)
         this.logger?.warn(

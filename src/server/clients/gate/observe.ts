@@ -46,6 +46,9 @@ export async function observe(
     ctx.stores.use(ticket, 'update', (store) => store.update(id, detectionStep(ctx.detection, observation, ctx.logger))),
     startCohortUpdate(ctx, ticket, observation),
   ]);
+  // An identity is new at its first observation in the shared (or only) store, not at admission: a
+  // request that is never observed (unreadable, upstream failure) or a parallel first one counts no more.
+  if (value.created && !usedLocal && !ticket.client.anonymous) ctx.newIdentities.noteNewIdentity(time);
   const cohortAssessment = cohortResult ? settleCohort(ctx, ticket, cohortResult, time) : undefined;
   let assessment: Assessment = value.assessment;
   // Every observed request counts in the population views (escalated and refused clients' too).

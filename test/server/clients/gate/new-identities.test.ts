@@ -62,6 +62,64 @@ describe('the new-identity rule: identities cost something', () => {
     await gate.close();
   });
 
+  it('counts identities, not admissions: unobserved requests and parallel first requests of one key count once', async () => {
+    const { gate, metrics, ask } = gateWith({ maxPerMinute: 5, historyQueries: 3, tier: 'argmax' });
+    // One key's six admissions that are never observed (unreadable bodies, upstream failures).
+    for (let i = 0; i < 6; i++) await gate.admit(req('key-junk'));
+    // Another key's six first requests at once.
+    const tickets = await Promise.all(Array.from({ length: 6 }, () => gate.admit(req('key-burst'))));
+    await Promise.all(tickets.map((ticket) => gate.observe(ticket, probs, undefined, defense)));
+    assert.match(await metrics.registry.getSingleMetricAsString('msd_client_new_identities_total'), /msd_client_new_identities_total 1$/m);
+    // Far under the limit: a newcomer keeps the default defense.
+    assert.equal(await ask('key-newcomer'), undefined);
+    await gate.close();
+  });
+
+  it('ends a flood only when the rate falls to 80% of the limit: one line each way, however the rate hovers', async () => {
+    const { gate, logs, ask, advance } = gateWith({ maxPerMinute: 10, historyQueries: 1000, tier: 'argmax' }, 1_800_000_040_000);
+    // 11 new identities at once: over the limit.
+    for (let i = 0; i < 11; i++) await ask(`key-a-${i}`);
+    // Then one new identity every 6 s, the rate hovering about the limit as the window slides, and a
+    // young client asking just before each (the rule is judged at every young client's answer).
+    for (let i = 0; i < 20; i++) {
+      advance(5_999);
+      await ask('key-a-0');
+      advance(1);
+      await ask(`key-b-${i}`);
+    }
+    const lines = logs.lines.filter((l) => /^new client identities/.test(l.msg as string));
+    assert.ok(lines.length <= 2, `${lines.length} lines: ${lines.map((l) => `${l.msg} (${l.newPerMinute})`).join('; ')}`);
+    assert.equal(lines[0]?.msg, 'new client identities over the limit: clients with little history get the probation tier');
+    // A quiet two minutes: under 80% of the limit, the flood ends, once.
+    advance(120_000);
+    assert.equal(await ask('key-late'), undefined);
+    assert.equal(logs.lines.filter((l) => l.msg === 'new client identities back under the limit').length, 1);
+    await gate.close();
+  });
+
+  it('never puts clients on probation with a tier that passes the model probabilities through', async () => {
+    const passing = new Map([
+      ['none', parseDefense('none')],
+      ['top2', parseDefense('topk:k=2')],
+    ]);
+    const detection = createClientDetection({ prada: { enabled: false } });
+    for (const tier of ['none', 'top2'])
+      assert.throws(
+        () => createClientGate({ identity: 'ip', detection, newClients: { tier } }, { defense, tiers: passing, metrics: createServingMetrics() }),
+        (e: Error) =>
+          e instanceof ServingOptionError && e.message.includes(`newClients.tier "${tier}"`) && /passes the model's probabilities through/.test(e.message),
+      );
+    // Taken by default from escalationTier: the rule is off (and says so) rather than answering with it.
+    const logs = lineCollector();
+    const gate = createClientGate(
+      { identity: 'header:x-api-key', detection, escalationTier: 'none', newClients: undefined },
+      { defense, tiers: passing, metrics: createServingMetrics(), logger: createLogger({}, logs.stream), now: () => 1_800_000_000_000 },
+    );
+    for (let i = 0; i < 700; i++) assert.equal(await gate.observe(await gate.admit(req(`key-${i}`)), probs, undefined, defense), undefined);
+    assert.ok(logs.lines.some((l) => /new-identity rule off: its tier passes/.test(l.msg as string)));
+    await gate.close();
+  });
+
   it('is off with newClients: false, and refuses a tier that does not exist', async () => {
     const { gate, ask } = gateWith(false);
     for (let i = 0; i < 20; i++) assert.equal(await ask(`key-${i}`), undefined);

@@ -82,6 +82,18 @@ describe('client store caps: clean clients go before flagged ones', () => {
       );
     });
 
+    it("keeps the cap with ioredis's own keyPrefix: every key under it, the evicted ones deleted", async () => {
+      const url = new URL(redis.url);
+      const store = await open({ redis: { host: url.hostname, port: Number(url.port), keyPrefix: 'tenant:' }, maxClients: 5 });
+      assert.equal(store.keyPrefix, 'tenant:msd:client:');
+      for (let i = 0; i < 30; i++) await write(store, `flood-${i}`, 0);
+      const keys = (await raw.keys('tenant:msd:client:*')).filter((k) => !k.includes('~'));
+      assert.equal(keys.length, 5, keys.join(', '));
+      // Nothing written outside the prefix (the evictions used to delete unprefixed names).
+      assert.deepEqual(await raw.keys('msd:*'), []);
+      assert.ok(await store.get('flood-29'));
+    });
+
     it('drops index entries whose keys expired, so they never count against the cap', async () => {
       const store = await open({ keyPrefix: 'exp:', maxClients: 3, ttlMs: 100 });
       await write(store, 'refused', 3);
