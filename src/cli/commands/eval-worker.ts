@@ -2,7 +2,8 @@
  * `eval-worker`: runs the runs of grids that `msd eval --queue URL` put on a Redis queue, on this
  * machine, in N child processes (as `msd eval --jobs N` would), and returns each record to the
  * queue. Start it on as many machines as you like; stop it with Ctrl-C (the runs in progress finish
- * and are returned; a second Ctrl-C stops at once and those runs go back to the queue).
+ * and are returned; a second Ctrl-C stops at once and those runs go back to the queue). With
+ * --run-timeout, a run still going past it has its child killed and fails.
  */
 import { cpus } from 'node:os';
 import { join } from 'node:path';
@@ -10,7 +11,7 @@ import type { Command } from 'commander';
 import { defaultCacheRoot } from '../../eval/world/datasets.js';
 import { failCommand, integerFlag } from '../flags/flags.js';
 import { createProgress } from '../progress.js';
-import { checkQueue, QUEUE_ENV, queueUrl } from '../flags/queue-flags.js';
+import { checkQueue, QUEUE_ENV, queueUrl, runTimeoutFlag } from '../flags/queue-flags.js';
 
 interface EvalWorkerFlags {
   queue?: string;
@@ -19,6 +20,7 @@ interface EvalWorkerFlags {
   name?: string;
   grid?: string;
   idleExit?: string;
+  runTimeout?: string;
   queuePrefix?: string;
   quiet?: boolean;
 }
@@ -34,7 +36,11 @@ export function registerEvalWorkerCommand(program: Command): void {
     .option('--cache-dir <dir>', "where trained victims are kept (default .cache/eval-models); the victim must hash as the coordinator's")
     .option('--name <name>', "this worker's name in the coordinator's progress and on each run (default host:pid)")
     .option('--grid <id>', 'serve only this grid (default: every grid announced on the queue, oldest first)')
-    .option('--idle-exit <seconds>', 'exit once no grid has had runs to do for this long (default: wait for the next grid)')
+    .option('--idle-exit <seconds>', 'exit once no grid has had a run to take for this long (default: wait for the next grid)')
+    .option(
+      '--run-timeout <duration>',
+      'kill the child of a run still going after this long (90m, 2h, 30s; a bare number is minutes); the run fails and may be retried (default: no limit)',
+    )
     .option('--queue-prefix <prefix>', 'key prefix on Redis', 'msd:eval')
     .option('-q, --quiet', 'no progress bars')
     .action(async (flags: EvalWorkerFlags) => {
@@ -44,6 +50,7 @@ export function registerEvalWorkerCommand(program: Command): void {
         fail(`--grid must be a grid id (16 hex digits, as the coordinator prints it), got "${flags.grid}"`);
       const idleExit = flags.idleExit === undefined ? undefined : Number(flags.idleExit);
       if (idleExit !== undefined && !(Number.isFinite(idleExit) && idleExit >= 0)) fail(`--idle-exit must be a number of seconds ≥ 0, got "${flags.idleExit}"`);
+      const runTimeoutMs = runTimeoutFlag(flags.runTimeout, fail);
       const log = (line: string) => process.stderr.write(`${line}\n`);
       const stop = new AbortController();
       let signals = 0;
@@ -67,6 +74,7 @@ export function registerEvalWorkerCommand(program: Command): void {
         name: flags.name,
         grid: flags.grid,
         idleExitMs: idleExit === undefined ? undefined : idleExit * 1000,
+        runTimeoutMs,
         log,
         progress: (label, total) => createProgress({ label, total, silent: flags.quiet }),
         signal: stop.signal,

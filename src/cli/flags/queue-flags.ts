@@ -3,6 +3,7 @@
  * The address may also come from MSD_QUEUE_URL, which keeps a password out of the process list.
  */
 import type { Command } from 'commander';
+import { z } from 'zod';
 import type { EvalConfig } from '../../eval/config.js';
 import { untransportable } from '../../eval/queue/grid.js';
 import { QueueUrlError, parseQueueUrl } from '../../eval/queue/redis-url.js';
@@ -45,6 +46,23 @@ export function addQueueOptions(command: Command): Command {
     .option('--metrics-port <port>', 'with --queue: serve /metrics (runs by state, ETA, workers) on this port')
     .option('--metrics-host <host>', 'with --queue: address of the /metrics server', '127.0.0.1')
     .option('--queue-prefix <prefix>', 'with --queue: key prefix on Redis', 'msd:eval');
+}
+
+const DURATION_UNITS_MS = { s: 1000, m: 60_000, h: 3_600_000 } as const;
+/** Node's timers hold at most 2^31−1 ms; a week is well within it and beyond any run. */
+const MAX_RUN_TIMEOUT_MS = 7 * 24 * 3_600_000;
+
+/** --run-timeout: a duration such as 90m, 2h or 30s (a bare number is minutes), more than 0 and at most a week. */
+const RUN_TIMEOUT = z
+  .string()
+  .transform((text) => /^(\d+(?:\.\d+)?)\s*([smh]?)$/.exec(text.trim()))
+  .transform((match) => (match ? Number(match[1]) * DURATION_UNITS_MS[(match[2] || 'm') as keyof typeof DURATION_UNITS_MS] : Number.NaN))
+  .refine((ms) => ms >= 1 && ms <= MAX_RUN_TIMEOUT_MS, { error: 'a duration such as 90m, 2h or 30s (a bare number is minutes), above 0 and at most 168h' })
+  .transform((ms) => Math.round(ms));
+
+/** The worker's time limit per run in ms, or undefined without --run-timeout (no limit). */
+export function runTimeoutFlag(value: string | undefined, fail: (message: string) => never): number | undefined {
+  return value === undefined ? undefined : parseFlag(RUN_TIMEOUT, value, '--run-timeout', fail);
 }
 
 /** Fails the command with one line when the queue cannot be reached (before any victim is trained). */

@@ -2,14 +2,17 @@
  * The `--jobs` children of a queue worker: the same child processes (eval/run/worker.ts), the same init
  * message and the same work units as a local `msd eval --jobs N`, handed out one run at a time as
  * the queue hands runs to this machine. A child that dies fails its run only; the next run gets a
- * fresh child. Each child's stderr is passed through and also told to the run it is working on (the
- * queue keeps it as the run's log).
+ * fresh child. A run waiting for a child whose replacement dies before it is ready waits for the next
+ * replacement: the run never reached a child, so it has not failed. Past `runTimeoutMs` a child is
+ * killed and its run fails. Each child's stderr is passed through and also told to the run it is
+ * working on (the queue keeps it as the run's log).
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import type { EvalConfig } from '../config.js';
 import { initMessage, trainingEnv, workerScript, type ChildMessage, type ParentMessage, type RunRef } from '../run/parallel.js';
 import type { RunRecord } from '../records/run-record.js';
 import type { EvaluationWorld } from '../world/world.js';
+import { formatDuration } from './status.js';
 
 interface Slot {
   child: ChildProcess;
@@ -18,6 +21,15 @@ interface Slot {
   started?: boolean;
   /** The run in progress: where its records, its end and its log lines go. */
   current?: { records: RunRecord[]; resolve(records: RunRecord[]): void; reject(error: Error): void; onLine(line: string): void };
+  /** Kills the child once the run in progress has had its time. */
+  deadline?: ReturnType<typeof setTimeout>;
+  /** Set when the deadline killed the child: what its run fails with. */
+  overdue?: Error;
+}
+
+/** The pool takes no more runs: its children keep dying before they are ready. A run refused with it never reached a child. */
+export class ChildPoolFailure extends Error {
+  override name = 'ChildPoolFailure';
 }
 
 export interface ChildPoolOptions {
@@ -27,6 +39,8 @@ export interface ChildPoolOptions {
   jobs: number;
   /** Where the children's stderr goes besides the run's log (default: this process's stderr). */
   stderr?: (text: string) => void;
+  /** A run still going after this long has its child killed, and fails (default: no limit). */
+  runTimeoutMs?: number;
 }
 
 export class ChildPool {
@@ -35,7 +49,10 @@ export class ChildPool {
   private closed = false;
   /** Children in a row that died before they were ready: past 3, none is started again. */
   private failedStarts = 0;
-  private broken?: Error;
+  private broken?: ChildPoolFailure;
+  private tellBroken!: (error: ChildPoolFailure) => void;
+  /** Resolves the moment the pool breaks, so that its owner stops taking runs at once. */
+  readonly broke = new Promise<ChildPoolFailure>((resolve) => (this.tellBroken = resolve));
 
   constructor(private readonly options: ChildPoolOptions) {
     this.init = initMessage(options.config, options.world, options.cacheDir);
@@ -48,7 +65,7 @@ export class ChildPool {
   }
 
   /** Set once children keep dying before they are ready: the pool takes no more runs. */
-  get failure(): Error | undefined {
+  get failure(): ChildPoolFailure | undefined {
     return this.broken;
   }
 
@@ -86,6 +103,7 @@ export class ChildPool {
         readyResolve();
       } else if (message.type === 'record') slot.current?.records.push(message.record);
       else if (message.type === 'idle') {
+        clearTimeout(slot.deadline);
         const current = slot.current;
         slot.current = undefined;
         slot.busy = false;
@@ -93,12 +111,16 @@ export class ChildPool {
       } else if (message.type === 'error') lastError = message.message;
     });
     const gone = (why: string) => {
-      const error = new Error(lastError ? `evaluation child ${child.pid}: ${lastError}` : `evaluation child ${child.pid} ${why}`);
+      clearTimeout(slot.deadline);
+      const error = slot.overdue ?? new Error(lastError ? `evaluation child ${child.pid}: ${lastError}` : `evaluation child ${child.pid} ${why}`);
       readyReject(error);
       const current = slot.current;
       slot.current = undefined;
       current?.reject(error);
-      if (!slot.started && ++this.failedStarts >= 3) this.broken = new Error(`evaluation children keep failing to start; the last one: ${error.message}`);
+      if (!this.closed && !slot.started && ++this.failedStarts >= 3 && !this.broken) {
+        this.broken = new ChildPoolFailure(`evaluation children keep failing to start; the last one: ${error.message}`);
+        this.tellBroken(this.broken);
+      }
       const index = this.slots.indexOf(slot);
       // Replaced at once (it loads the victim while the next run is being fetched), unless closing.
       if (index >= 0 && !this.closed && !this.broken) this.slots[index] = this.spawn();
@@ -111,21 +133,40 @@ export class ChildPool {
     return slot;
   }
 
-  /** Runs one work unit (here: one run) on a free child; resolves with its records. */
+  /**
+   * Runs one work unit (here: one run) on a free child once it is ready; resolves with its records.
+   * Throws ChildPoolFailure, the run not sent to any child, when the pool breaks first.
+   */
   async run(runs: RunRef[], onLine: (line: string) => void = () => {}): Promise<RunRecord[]> {
-    if (this.closed) throw new Error('the child pool is closed');
-    if (this.broken) throw this.broken;
-    const slot = this.slots.find((s) => !s.busy && s.child.exitCode === null && s.child.signalCode === null);
-    if (!slot) throw new Error(`all ${this.slots.length} children are busy`);
-    slot.busy = true;
-    try {
-      await slot.ready;
-    } catch (error) {
-      slot.busy = false;
-      throw error;
+    for (;;) {
+      if (this.closed) throw new Error('the child pool is closed');
+      if (this.broken) throw this.broken;
+      const slot = this.slots.find((s) => !s.busy && s.child.exitCode === null && s.child.signalCode === null);
+      if (!slot) throw new Error(`all ${this.slots.length} children are busy`);
+      slot.busy = true;
+      try {
+        await slot.ready;
+      } catch {
+        // Died before it was ready: its replacement (already in its place) or the pool's failure is next.
+        slot.busy = false;
+        continue;
+      }
+      return this.send(slot, runs, onLine);
     }
+  }
+
+  private send(slot: Slot, runs: RunRef[], onLine: (line: string) => void): Promise<RunRecord[]> {
     return new Promise<RunRecord[]>((resolve, reject) => {
       slot.current = { records: [], resolve, reject, onLine };
+      const limit = this.options.runTimeoutMs;
+      if (limit !== undefined)
+        slot.deadline = setTimeout(() => {
+          // This process renews the run's lock whatever its child does: only a kill frees a hung child's run.
+          slot.overdue = new Error(
+            `the run exceeded the time limit of ${formatDuration(limit / 1000)} (--run-timeout); its evaluation child ${slot.child.pid} was killed`,
+          );
+          slot.child.kill('SIGKILL');
+        }, limit);
       slot.child.send({ type: 'unit', runs } satisfies ParentMessage);
     });
   }

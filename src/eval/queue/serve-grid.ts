@@ -1,8 +1,10 @@
 /**
  * One grid served by an eval worker (queue-worker.ts): its world prepared on this machine and its
- * fingerprint compared with the coordinator's (a mismatch refuses the grid), then its runs taken as
- * BullMQ jobs and run in the child processes until none is waiting or in progress anywhere. The
- * worker's heartbeat on Redis tells the coordinator its state and the runs it holds.
+ * fingerprint compared with the coordinator's (a mismatch refuses the grid), then, once a run is
+ * there to take, its runs taken as BullMQ jobs and run in the child processes until none is waiting
+ * or in progress anywhere. Children that keep failing to start stop the taking at once; the runs
+ * that were waiting for them go back to the queue. The worker's heartbeat on Redis tells the
+ * coordinator its state and the runs it holds.
  */
 import { hostname } from 'node:os';
 import type { Job, Queue, Worker } from 'bullmq';
@@ -13,11 +15,13 @@ import type { RunRecord } from '../records/run-record.js';
 import type { RunSpec } from '../run/run-key.js';
 import { describeRun } from '../run/session.js';
 import { buildWorld, type DatasetLoader } from '../world/world.js';
-import { ChildPool } from './child-pool.js';
-import { bullConnection, sleep } from './connect.js';
+import { ChildPool, ChildPoolFailure } from './child-pool.js';
+import { sleep } from './connect.js';
 import { fingerprintDifferences, gridFingerprint } from './fingerprint.js';
+import { giveBackRun } from './give-back.js';
 import { configFromDefinition, gridKeys, runOfJob, type GridKeys, type GridMeta, type RunJobData } from './grid.js';
 import type { QueueConnection } from './redis-url.js';
+import { gridWorkerOptions, watchStalled } from './stall-watch.js';
 import { HEARTBEAT_MS, type RunningRun, type WorkerBeat, type WorkerState } from './status.js';
 
 export interface GridServingOptions {
@@ -26,6 +30,8 @@ export interface GridServingOptions {
   name: string;
   jobs: number;
   cacheDir: string;
+  /** A run still going after this long has its child killed, and fails (default: no limit). */
+  runTimeoutMs?: number;
   pollMs?: number;
   loadDataset?: DatasetLoader;
   progress: ProgressFactory;
@@ -50,6 +56,12 @@ async function defaultLoader(): Promise<DatasetLoader> {
 /** Runs of a grid that a worker may still have to do: waiting, or in progress on a worker that may die. */
 export async function outstanding(queue: Queue): Promise<number> {
   const counts = await queue.getJobCounts('waiting', 'prioritized', 'delayed', 'active');
+  return Object.values(counts).reduce((a, b) => a + b, 0);
+}
+
+/** Runs of a grid that a worker could take now or soon: waiting (prioritised or not) or delayed, not running anywhere. */
+export async function toTake(queue: Queue): Promise<number> {
+  const counts = await queue.getJobCounts('waiting', 'prioritized', 'delayed');
   return Object.values(counts).reduce((a, b) => a + b, 0);
 }
 
@@ -107,10 +119,12 @@ interface RunContext {
   name: string;
   log: (line: string) => void;
   unrecoverable: (message: string) => Error;
+  /** Puts back a run that never reached a child; returns the error the processor throws for it. */
+  giveBack: (job: Job<RunJobData, RunRecord>, token: string) => Promise<Error>;
 }
 
 /** One job: its run in a child process, the try on record in the job's log, the record returned to the queue. */
-async function runJob(context: RunContext, job: Job<RunJobData, RunRecord>): Promise<RunRecord> {
+async function runJob(context: RunContext, job: Job<RunJobData, RunRecord>, token: string | undefined): Promise<RunRecord> {
   const { heartbeat, name, log } = context;
   let run: RunSpec;
   try {
@@ -137,6 +151,12 @@ async function runJob(context: RunContext, job: Job<RunJobData, RunRecord>): Pro
     return record;
   } catch (error) {
     const message = (error as Error).message;
+    if (error instanceof ChildPoolFailure && token) {
+      // This machine's fault, not the run's: another worker runs it, with all its tries.
+      log(`gave back ${label} (${key}) to the queue, not counted as a try: ${message}`);
+      await job.log(`${new Date().toISOString()} ${name}: gave it back to the queue, not counted as a try: ${message}`).catch(() => {});
+      throw await context.giveBack(job, token);
+    }
     log(`failed ${label} (${key}): ${message}`);
     await job.log(`${new Date().toISOString()} ${name}: failed: ${message}`).catch(() => {});
     throw error;
@@ -152,24 +172,57 @@ async function startJobWorker(
   keys: GridKeys,
   connection: QueueConnection,
   options: GridServingOptions,
-  context: Omit<RunContext, 'unrecoverable'>,
+  context: Omit<RunContext, 'unrecoverable' | 'giveBack'>,
+  redis: Redis,
 ): Promise<Worker<RunJobData, RunRecord>> {
-  const { Worker: BullWorker, UnrecoverableError } = await import('bullmq');
-  const runContext: RunContext = { ...context, unrecoverable: (message) => new UnrecoverableError(message) };
-  const worker = new BullWorker<RunJobData, RunRecord>(keys.queueName, (job) => runJob(runContext, job), {
-    connection: bullConnection(connection),
-    prefix: keys.prefix,
-    name: options.name,
+  const { Worker: BullWorker, UnrecoverableError, WaitingError } = await import('bullmq');
+  const runContext: RunContext = {
+    ...context,
+    unrecoverable: (message) => new UnrecoverableError(message),
+    giveBack: async (job, token) => {
+      await giveBackRun(redis, worker, job, token);
+      return new WaitingError();
+    },
+  };
+  const worker: Worker<RunJobData, RunRecord> = new BullWorker<RunJobData, RunRecord>(keys.queueName, (job, token) => runJob(runContext, job, token), {
+    ...gridWorkerOptions(meta, keys, connection, options.name),
     concurrency: options.jobs,
-    lockDuration: meta.visibilityMs,
-    // Checked twice per visibility timeout: a dead worker's run is back in the queue within 1.5× of it.
-    stalledInterval: Math.max(500, Math.floor(meta.visibilityMs / 2)),
-    maxStalledCount: meta.retries,
-    maxStartedAttempts: meta.retries + 1,
     drainDelay: 1,
   });
   worker.on('error', (error) => options.log(`grid ${meta.id}: queue error: ${error.message}`));
   return worker;
+}
+
+/**
+ * Children are started only for a run to take. While the grid's last runs all run on other workers,
+ * waits (a look at the queue every poll, and the grid's stalled check) for one to come back, its
+ * worker dead (true), or for the grid to end (false).
+ */
+async function waitForRunToTake(
+  meta: GridMeta,
+  options: GridServingOptions,
+  queue: Queue,
+  heartbeat: WorkerHeartbeat,
+  keys: GridKeys,
+  connection: QueueConnection,
+): Promise<boolean> {
+  let watcher: Worker | undefined;
+  try {
+    while (!options.signal?.aborted) {
+      if ((await toTake(queue)) > 0) return true;
+      if ((await outstanding(queue)) === 0) return false;
+      if (!watcher) {
+        options.log(`grid ${meta.id}: no run to take, the runs left all run on other workers; waiting for one to come back, no child process started`);
+        heartbeat.state = 'waiting';
+        await heartbeat.beat();
+        watcher = await watchStalled(meta, keys, connection, options.name, options.log);
+      }
+      await sleep(options.pollMs ?? 2000, options.signal);
+    }
+    return false;
+  } finally {
+    await watcher?.close().catch(() => {});
+  }
 }
 
 /** Serves until no run is waiting or in progress anywhere (a dead worker's run may come back), the pool fails, or the signal stops it. */
@@ -180,17 +233,20 @@ async function serveUntilDone(
   pool: ChildPool,
   worker: Worker<RunJobData, RunRecord>,
   heartbeat: WorkerHeartbeat,
+  summary: WorkerTally,
 ): Promise<GridOutcome> {
   const { log, signal } = options;
   while (!signal?.aborted) {
     if (pool.failure) break;
     if (heartbeat.running.size === 0 && (await outstanding(queue)) === 0) break;
-    await sleep(options.pollMs ?? 2000, signal);
+    // Woken by a broken pool at once, not at the next look.
+    await Promise.race([sleep(options.pollMs ?? 2000, signal), pool.broke]);
   }
   if (pool.failure) {
     heartbeat.state = 'failed';
     heartbeat.reason = pool.failure.message;
     log(`grid ${meta.id}: stopped serving it: ${heartbeat.reason}`);
+    summary.failed.push({ grid: meta.id, reason: heartbeat.reason });
     await heartbeat.beat();
   } else {
     heartbeat.state = 'stopping';
@@ -236,13 +292,19 @@ export async function serveGrid(
       return 'refused';
     }
     if (signal?.aborted) return 'served';
-    log(`grid ${meta.id}: fingerprint matches the coordinator's; starting ${options.jobs} child process${options.jobs === 1 ? '' : 'es'}`);
-    pool = new ChildPool({ config, world, cacheDir: options.cacheDir, jobs: options.jobs });
+    log(`grid ${meta.id}: fingerprint matches the coordinator's`);
+    // The runs may have been taken by other workers while this one prepared.
+    if (!(await waitForRunToTake(meta, options, queue, heartbeat, keys, connection))) return 'served';
+    log(`grid ${meta.id}: starting ${options.jobs} child process${options.jobs === 1 ? '' : 'es'}`);
+    pool = new ChildPool({ config, world, cacheDir: options.cacheDir, jobs: options.jobs, runTimeoutMs: options.runTimeoutMs });
     await pool.start();
     heartbeat.state = 'ready';
     await heartbeat.beat();
-    worker = await startJobWorker(meta, keys, connection, options, { config, pool, heartbeat, summary, name, log });
-    return await serveUntilDone(meta, options, queue, pool, worker, heartbeat);
+    const started = await startJobWorker(meta, keys, connection, options, { config, pool, heartbeat, summary, name, log }, redis);
+    worker = started;
+    // A broken pool takes no more runs from the moment it breaks: each would fail at once and use up a try.
+    void pool.broke.then(() => started.close().catch(() => {}));
+    return await serveUntilDone(meta, options, queue, pool, worker, heartbeat, summary);
   } catch (error) {
     heartbeat.state = 'failed';
     heartbeat.reason = (error as Error).message;

@@ -12,7 +12,8 @@ export interface RunningRun {
   since: number;
 }
 
-export type WorkerState = 'preparing' | 'ready' | 'refused' | 'failed' | 'stopping';
+/** waiting: prepared, but every run left runs on another worker; it starts its children once one comes back. */
+export type WorkerState = 'preparing' | 'waiting' | 'ready' | 'refused' | 'failed' | 'stopping';
 
 /** One worker's heartbeat (JSON in the grid's workers hash, under its name). */
 export interface WorkerBeat {
@@ -94,9 +95,11 @@ export function statusLines(counts: RunCounts, eta: number | undefined, workers:
         ? `${w.state}: ${w.reason ?? ''}`
         : w.state === 'preparing'
           ? 'preparing (data, victim, fingerprint)'
-          : w.running.length === 0
-            ? 'idle'
-            : w.running.map((r) => `${r.label} (${formatDuration((now - r.since) / 1000)})`).join('; ');
+          : w.state === 'waiting'
+            ? 'waiting for a run to take (no child process started)'
+            : w.running.length === 0
+              ? 'idle'
+              : w.running.map((r) => `${r.label} (${formatDuration((now - r.since) / 1000)})`).join('; ');
     lines.push(`  ${w.name} [${w.running.length}/${w.jobs}, ${w.finished} done]: ${what}`);
   }
   return lines;

@@ -7,6 +7,7 @@ import { configFromDefinition, gridDefinition, gridId, jobData, runOfJob, untran
 import { parseQueueUrl, QueueUrlError } from '../../../src/eval/queue/redis-url.js';
 import { EtaEstimator, formatDuration, parseBeats, statusLines, type WorkerBeat } from '../../../src/eval/queue/status.js';
 import { planRuns, runKey } from '../../../src/eval/run/run-key.js';
+import { runTimeoutFlag } from '../../../src/cli/flags/queue-flags.js';
 
 describe('queue address', () => {
   it('parses host, port, database, user and password, and hides the password', () => {
@@ -52,6 +53,32 @@ describe('queue address', () => {
       () => parseQueueUrl('redis://:50%off@host:6379'),
       (e: Error) => e instanceof QueueUrlError && /%25/.test(e.message) && !e.message.includes('50%off'),
     );
+  });
+});
+
+describe('eval-worker --run-timeout', () => {
+  const fail = (message: string): never => {
+    throw new Error(message);
+  };
+
+  it('reads a duration in s, m or h (a bare number is minutes); no flag is no limit', () => {
+    assert.equal(runTimeoutFlag(undefined, fail), undefined);
+    assert.equal(runTimeoutFlag('90', fail), 90 * 60_000);
+    assert.equal(runTimeoutFlag('90m', fail), 90 * 60_000);
+    assert.equal(runTimeoutFlag('2h', fail), 2 * 3_600_000);
+    assert.equal(runTimeoutFlag('1.5h', fail), 90 * 60_000);
+    assert.equal(runTimeoutFlag('30s', fail), 30_000);
+    assert.equal(runTimeoutFlag(' 45 s ', fail), 45_000);
+  });
+
+  it('refuses anything else, saying what to write', () => {
+    for (const bad of ['', 'soon', '-5m', '0', '0s', '5d', '1h30m', '200h', 'Infinity'])
+      assert.throws(
+        () => runTimeoutFlag(bad, fail),
+        (e: Error) =>
+          e.message.startsWith('--run-timeout must be a duration such as 90m, 2h or 30s (a bare number is minutes), above 0 and at most 168h, got '),
+        bad,
+      );
   });
 });
 
@@ -136,6 +163,11 @@ describe('queue status', () => {
         now,
       )[1],
       /refused: fingerprint mismatch/,
+    );
+    // A worker that joined with every run left running elsewhere: prepared, no child started.
+    assert.equal(
+      statusLines({ total: 1, done: 0, running: 1, queued: 0, failed: 0 }, undefined, [{ ...beat('c', now), state: 'waiting' }], now)[1],
+      '  c [0/2, 3 done]: waiting for a run to take (no child process started)',
     );
     assert.equal(formatDuration(3725), '1h 02m');
   });

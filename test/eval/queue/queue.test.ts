@@ -8,7 +8,8 @@ import { cp, readFile, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { basename } from 'node:path';
 import { describe, it } from 'node:test';
-import { Job, Queue, Worker } from 'bullmq';
+import { setTimeout as delay } from 'node:timers/promises';
+import { Job, Queue, WaitingError, Worker } from 'bullmq';
 import { validateConfig, type EvalConfig } from '../../../src/eval/config.js';
 import { loadDataset } from '../../../src/eval/world/datasets.js';
 import { evaluate } from '../../../src/eval/grid/evaluate.js';
@@ -22,7 +23,7 @@ import { buildWorld, type DatasetLoader } from '../../../src/eval/world/world.js
 import { loadModel, saveModel } from '../../../src/models/index.js';
 import { scratchDir } from '../../helpers/scratch.js';
 import { waitFor, within } from '../../helpers/wait.js';
-import { makeCertificates, startCli, startQueueRedis, startWorker } from '../helpers/queue-helpers.js';
+import { groupMembers, makeCertificates, startCli, startQueueRedis, startWorker } from '../helpers/queue-helpers.js';
 
 const loader = loadDataset as DatasetLoader;
 
@@ -74,6 +75,28 @@ async function jobsOf(url: string, config: EvalConfig): Promise<JobView[]> {
   } finally {
     await queue.close();
   }
+}
+
+/** A job's log on Redis. */
+async function logsOf(url: string, config: EvalConfig, key: string): Promise<string[]> {
+  const keys = gridKeys(gridId(config));
+  const queue = new Queue(keys.queueName, { connection: bullConnection(parseQueueUrl(url)), prefix: keys.prefix });
+  try {
+    return (await queue.getJobLogs(key, 0, -1, true)).logs;
+  } catch {
+    return [];
+  } finally {
+    await queue.close();
+  }
+}
+
+/** The environment of a worker whose children have a test-only fault (child-faults.mjs), its marker in a fresh scratch folder. */
+async function childFault(fault: 'crash-then-no-start' | 'hang-first-run'): Promise<NodeJS.ProcessEnv> {
+  const hooks = new URL('./child-faults.mjs', import.meta.url).href;
+  return {
+    NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import ${hooks}`.trim(),
+    MSD_TEST_CHILD_FAULT: `${fault}:${await scratchDir('msd-q-fault-')}`,
+  };
 }
 
 const storedLines = async (dir: string) => (await readFile(`${dir}/runs.jsonl`, 'utf8').catch(() => '')).split('\n').filter(Boolean);
@@ -275,6 +298,133 @@ describe('msd eval --queue with msd eval-worker', { timeout: 240_000 }, () => {
       'the run in progress at Ctrl-C was finished by its worker, on its first try',
     );
     await b.kill('SIGTERM');
+  });
+
+  it('a worker whose children can no longer start takes no more runs: the run waiting for them goes back with all its tries', async () => {
+    const redis = await startQueueRedis();
+    const config = tinyGrid();
+    const cacheDir = await scratchDir('msd-q-cache-');
+    const { run, lines } = await startCoordinator(config, cacheDir, { url: redis.url, pollMs: 200, statusMs: 500 });
+    // Its first child dies in its first run (a try of that run, rightly); every child after it dies before it is ready.
+    const broken = startWorker(redis.url, ['--jobs', '1', '--name', 'broken', '--cache-dir', cacheDir], await childFault('crash-then-no-start'));
+    const crashed = await broken.waitForLine(/^failed /);
+    const key = /\(([^)]+)\): /.exec(crashed)![1];
+    await broken.waitForLine(/stopped serving it: evaluation children keep failing to start/);
+    // It took one run more (fetched as the first failed), waited for a child that never came, and gave it back.
+    assert.equal(broken.lines(/^running /).length, 2, broken.output());
+    assert.equal(broken.lines(/^failed /).length, 1, broken.output());
+    assert.equal(broken.lines(/^gave back .* to the queue, not counted as a try: evaluation children keep failing to start/).length, 1, broken.output());
+
+    const good = startWorker(redis.url, ['--jobs', '1', '--name', 'good', '--cache-dir', cacheDir]);
+    const result = await within(run, { what: 'the coordinator to finish', timeoutMs: 120_000, detail: () => lines.slice(-20).join('\n') });
+    assert.deepEqual(result.failed ?? [], []);
+    assert.equal(result.records.length, 4);
+    // Every run was done by the healthy worker; only the one whose child died used a try on the broken one.
+    const jobs = await jobsOf(redis.url, config);
+    assert.equal(jobs.length, 4);
+    for (const job of jobs)
+      assert.deepEqual(
+        { id: job.id, by: job.processedBy, tries: job.attemptsStarted },
+        { id: job.id, by: 'good', tries: job.id === key ? 2 : 1 },
+        broken.output(),
+      );
+    await broken.kill('SIGTERM');
+    await good.kill('SIGTERM');
+  });
+
+  it('--run-timeout kills a hung child: its run fails with the limit in its log and is retried on a fresh child', async () => {
+    for (const [value, message] of [
+      ['soon', /^eval-worker: --run-timeout must be a duration such as 90m, 2h or 30s \(a bare number is minutes\), above 0 and at most 168h, got "soon"$/m],
+      ['0', /--run-timeout must be a duration/],
+      ['200h', /at most 168h/],
+    ] as const) {
+      // No Redis listens on port 1: the flag is checked before the queue is reached.
+      const bad = startWorker('redis://127.0.0.1:1', ['--run-timeout', value]);
+      assert.equal((await within(bad.exited, { what: `eval-worker --run-timeout ${value} to exit`, timeoutMs: 30_000 })).code, 2, bad.output());
+      assert.match(bad.output(), message);
+    }
+
+    const redis = await startQueueRedis();
+    const config = tinyGrid({ defenses: ['none'], budgets: [100, 200] });
+    const cacheDir = await scratchDir('msd-q-cache-');
+    const { run, lines } = await startCoordinator(config, cacheDir, { url: redis.url, pollMs: 200, statusMs: 500 });
+    // The first child given a run hangs: without a limit its run would be held (its lock renewed) forever.
+    const worker = startWorker(redis.url, ['--jobs', '1', '--name', 'W', '--cache-dir', cacheDir, '--run-timeout', '10s'], await childFault('hang-first-run'));
+    const result = await within(run, {
+      what: 'the coordinator to finish',
+      timeoutMs: 150_000,
+      detail: () => `${lines.slice(-10).join('\n')}\n${worker.output()}`,
+    });
+    assert.deepEqual(result.failed ?? [], []);
+    assert.equal(result.records.length, 2);
+    assert.match(worker.output(), /each run limited to 10s/);
+    const [timedOut, ...others] = worker.lines(/^failed /);
+    assert.deepEqual(others, [], worker.output());
+    assert.match(timedOut, /: the run exceeded the time limit of 10s \(--run-timeout\); its evaluation child \d+ was killed$/);
+    const key = /\(([^)]+)\): /.exec(timedOut)![1];
+    // Retried on the child that replaced the killed one, and done.
+    assert.equal(worker.lines(new RegExp(`^running .*\\(${key}\\), try 2$`)).length, 1, worker.output());
+    assert.equal(worker.lines(new RegExp(`^done .*\\(${key}\\)`)).length, 1, worker.output());
+    assert.equal((await jobsOf(redis.url, config)).find((j) => j.id === key)?.attemptsStarted, 2);
+    const log = await logsOf(redis.url, config, key);
+    assert.ok(
+      log.some((l) => / W: failed: the run exceeded the time limit of 10s \(--run-timeout\)/.test(l)),
+      log.join('\n'),
+    );
+    await worker.kill('SIGTERM');
+  });
+
+  it('a worker that joins when every run left is running elsewhere starts no child until one comes back', async () => {
+    const redis = await startQueueRedis();
+    const config = tinyGrid();
+    const cacheDir = await scratchDir('msd-q-cache-');
+    const { run, lines } = await startCoordinator(config, cacheDir, { url: redis.url, pollMs: 200, statusMs: 500 });
+    await waitFor(() => lines.some((l) => /^queue: 4 runs queued/.test(l)), {
+      what: 'the coordinator to queue the runs',
+      timeoutMs: 60_000,
+      detail: () => lines.join('\n'),
+    });
+    // Another worker holds all four runs (its locks renewed) until told to give them back.
+    const keys = gridKeys(gridId(config));
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const held = new Set<string>();
+    const holder = new Worker(
+      keys.queueName,
+      async (job, token) => {
+        held.add(job.id!);
+        await released;
+        await job.moveToWait(token);
+        throw new WaitingError();
+      },
+      { connection: bullConnection(parseQueueUrl(redis.url)), prefix: keys.prefix, concurrency: 4, name: 'holder' },
+    );
+    try {
+      await waitFor(() => held.size === 4, { what: 'the holder to take the four runs', timeoutMs: 20_000 });
+
+      const late = startWorker(redis.url, ['--jobs', '1', '--name', 'late', '--cache-dir', cacheDir]);
+      const first = await late.waitForLine(/run on other workers|starting \d+ child process/);
+      assert.match(first, /no run to take, the runs left all run on other workers; waiting for one to come back/);
+      // Two more looks at the queue (every 2 s): still nothing prepared, no child process.
+      await delay(4500);
+      assert.doesNotMatch(late.output(), /starting \d+ child process|preparing/);
+      assert.deepEqual(groupMembers(late.child.pid!), [late.child.pid], 'the worker alone, no child process');
+
+      // The runs come back to the queue (as a dead worker's would): the late worker prepares, starts its child and does them.
+      const closed = holder.close();
+      release();
+      await closed;
+      const result = await within(run, { what: 'the coordinator to finish', timeoutMs: 120_000, detail: () => late.output().slice(-2000) });
+      assert.deepEqual(result.failed ?? [], []);
+      assert.equal(result.records.length, 4);
+      assert.equal(late.lines(/starting 1 child process/).length, 1, late.output());
+      for (const job of await jobsOf(redis.url, config)) assert.equal(job.processedBy, 'late', `${job.id}`);
+      await late.kill('SIGTERM');
+    } finally {
+      // Closed even when an assertion failed: a live holder would retry the stopped Redis for ever.
+      release();
+      await holder.close();
+    }
   });
 
   it('a --metrics-port that cannot be served is refused before anything starts', async () => {
