@@ -64,7 +64,7 @@ export function registerEvalWorkerCommand(program: Command): void {
       process.on('SIGINT', onSignal);
       process.on('SIGTERM', onSignal);
       await checkQueue(url, fail);
-      const { runEvalWorker } = await import('../../eval/queue/queue-worker.js');
+      const { runEvalWorker } = await import('../../eval/queue/worker/queue-worker.js');
       const { QueueConnectionError } = await import('../../eval/queue/connect.js');
       const summary = await runEvalWorker({
         url,

@@ -8,11 +8,11 @@
  * working on (the queue keeps it as the run's log).
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import type { EvalConfig } from '../config.js';
-import { initMessage, trainingEnv, workerScript, type ChildMessage, type ParentMessage, type RunRef } from '../run/parallel.js';
-import type { RunRecord } from '../records/run-record.js';
-import type { EvaluationWorld } from '../world/world.js';
-import { formatDuration } from './status.js';
+import type { EvalConfig } from '../../config.js';
+import { initMessage, trainingEnv, workerScript, type ChildMessage, type ParentMessage, type RunRef } from '../../run/parallel.js';
+import type { RunRecord } from '../../records/run-record.js';
+import type { EvaluationWorld } from '../../world/world.js';
+import { formatDuration } from '../status.js';
 
 interface Slot {
   child: ChildProcess;

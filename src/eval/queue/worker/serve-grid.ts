@@ -9,20 +9,20 @@
 import { hostname } from 'node:os';
 import type { Job, Queue, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
-import type { EvalConfig } from '../config.js';
-import type { ProgressFactory } from '../progress.js';
-import type { RunRecord } from '../records/run-record.js';
-import type { RunSpec } from '../run/run-key.js';
-import { describeRun } from '../run/session.js';
-import { buildWorld, type DatasetLoader } from '../world/world.js';
+import type { EvalConfig } from '../../config.js';
+import type { ProgressFactory } from '../../progress.js';
+import type { RunRecord } from '../../records/run-record.js';
+import type { RunSpec } from '../../run/run-key.js';
+import { describeRun } from '../../run/session.js';
+import { buildWorld, type DatasetLoader } from '../../world/world.js';
 import { ChildPool, ChildPoolFailure } from './child-pool.js';
-import { sleep } from './connect.js';
-import { fingerprintDifferences, gridFingerprint } from './fingerprint.js';
+import { sleep } from '../connect.js';
+import { fingerprintDifferences, gridFingerprint } from '../fingerprint.js';
 import { giveBackRun } from './give-back.js';
-import { configFromDefinition, gridKeys, runOfJob, type GridKeys, type GridMeta, type RunJobData } from './grid.js';
-import type { QueueConnection } from './redis-url.js';
+import { configFromDefinition, gridKeys, runOfJob, type GridKeys, type GridMeta, type RunJobData } from '../grid.js';
+import type { QueueConnection } from '../redis-url.js';
 import { gridWorkerOptions, watchStalled } from './stall-watch.js';
-import { HEARTBEAT_MS, type RunningRun, type WorkerBeat, type WorkerState } from './status.js';
+import { HEARTBEAT_MS, type RunningRun, type WorkerBeat, type WorkerState } from '../status.js';
 
 export interface GridServingOptions {
   prefix: string;
@@ -49,7 +49,7 @@ export interface WorkerTally {
 export type GridOutcome = 'served' | 'refused' | 'failed';
 
 async function defaultLoader(): Promise<DatasetLoader> {
-  const { loadDataset } = await import('../world/datasets.js');
+  const { loadDataset } = await import('../../world/datasets.js');
   return loadDataset as DatasetLoader;
 }
 

@@ -18,14 +18,14 @@
 import { hostname } from 'node:os';
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { initBackend } from '../../models/index.js';
-import type { ProgressFactory } from '../progress.js';
-import type { DatasetLoader } from '../world/world.js';
-import { openRedis, sleep } from './connect.js';
-import { decodeMeta, DEFAULT_PREFIX, gridKeys, type GridMeta } from './grid.js';
+import { initBackend } from '../../../models/index.js';
+import type { ProgressFactory } from '../../progress.js';
+import type { DatasetLoader } from '../../world/world.js';
+import { openRedis, sleep } from '../connect.js';
+import { decodeMeta, DEFAULT_PREFIX, gridKeys, type GridMeta } from '../grid.js';
 import { outstanding, serveGrid, toTake } from './serve-grid.js';
 import { StalledChecks, watchStalled } from './stall-watch.js';
-import { formatDuration } from './status.js';
+import { formatDuration } from '../status.js';
 
 export interface EvalWorkerOptions {
   url: string;

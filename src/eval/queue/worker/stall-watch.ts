@@ -5,9 +5,9 @@
  * since the workers holding the grid's last runs may be the dead ones.
  */
 import type { Worker, WorkerOptions } from 'bullmq';
-import { bullConnection } from './connect.js';
-import type { GridKeys, GridMeta } from './grid.js';
-import type { QueueConnection } from './redis-url.js';
+import { bullConnection } from '../connect.js';
+import type { GridKeys, GridMeta } from '../grid.js';
+import type { QueueConnection } from '../redis-url.js';
 
 /** Every BullMQ worker of this process on a grid, taking runs or not, applies the grid's own timeout and retries. */
 export function gridWorkerOptions(meta: GridMeta, keys: GridKeys, connection: QueueConnection, name: string): WorkerOptions {
