@@ -19,46 +19,25 @@ import { hostname } from 'node:os';
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { initBackend } from '../../../models/index.js';
-import type { ProgressFactory } from '../../progress.js';
-import type { DatasetLoader } from '../../world/world.js';
 import { openRedis, sleep } from '../connect.js';
 import { decodeMeta, DEFAULT_PREFIX, gridKeys, type GridMeta } from '../grid.js';
-import { outstanding, serveGrid, toTake } from './serve-grid.js';
+import { outstanding, serveGrid, toTake, type WorkerRunOptions, type WorkerTally } from './serve-grid.js';
 import { StalledChecks, watchStalled } from './stall-watch.js';
 import { formatDuration } from '../status.js';
 
-export interface EvalWorkerOptions {
+export interface EvalWorkerOptions extends WorkerRunOptions {
   url: string;
   prefix?: string;
-  /** Runs at once on this machine, one child process each. */
-  jobs: number;
-  /** Where trained victims are kept (as `msd eval --cache-dir`). */
-  cacheDir: string;
   /** Name shown by the coordinator and stored on each job (default host:pid). */
   name?: string;
   /** Serve only this grid id. */
   grid?: string;
   /** Exit once no announced grid has had a run to take for this long (default: never, wait for the next grid). */
   idleExitMs?: number;
-  /** A run still going after this long has its child killed, and fails (default: no limit). */
-  runTimeoutMs?: number;
-  /** How often the announced grids are looked at when there is nothing to do (default 2000 ms). */
-  pollMs?: number;
-  loadDataset?: DatasetLoader;
-  progress: ProgressFactory;
-  log: (line: string) => void;
-  /** Stops taking runs; the runs in progress finish and are returned first. */
-  signal?: AbortSignal;
 }
 
-export interface EvalWorkerSummary {
-  /** Runs this worker returned records for. */
-  finished: number;
-  /** Grids it refused (fingerprint mismatch), with why. */
-  refused: { grid: string; reason: string }[];
-  /** Grids it could not serve (the data, the victim or its children failed), with why. */
-  failed: { grid: string; reason: string }[];
-}
+/** What a worker did over the grids it served, when it stops. */
+export type EvalWorkerSummary = WorkerTally;
 
 /** The grid to serve next: the first announced (oldest first) with a run to take; else the grids whose runs left all run elsewhere. */
 async function nextGrid(

@@ -24,25 +24,36 @@ import type { QueueConnection } from '../redis-url.js';
 import { gridWorkerOptions, watchStalled } from './stall-watch.js';
 import { HEARTBEAT_MS, type RunningRun, type WorkerBeat, type WorkerState } from '../status.js';
 
-export interface GridServingOptions {
-  prefix: string;
-  /** The worker's name, on its heartbeat and each job's log. */
-  name: string;
+/** How a worker runs the runs it takes, whatever the grid. */
+export interface WorkerRunOptions {
+  /** Runs at once on this machine, one child process each. */
   jobs: number;
+  /** Where trained victims are kept (as `msd eval --cache-dir`). */
   cacheDir: string;
   /** A run still going after this long has its child killed, and fails (default: no limit). */
   runTimeoutMs?: number;
+  /** How often the announced grids are looked at when there is nothing to do (default 2000 ms). */
   pollMs?: number;
   loadDataset?: DatasetLoader;
   progress: ProgressFactory;
   log: (line: string) => void;
+  /** Stops taking runs; the runs in progress finish and are returned first. */
   signal?: AbortSignal;
+}
+
+export interface GridServingOptions extends WorkerRunOptions {
+  prefix: string;
+  /** The worker's name, on its heartbeat and each job's log. */
+  name: string;
 }
 
 /** What a worker counts over the grids it serves. */
 export interface WorkerTally {
+  /** Runs this worker returned records for. */
   finished: number;
+  /** Grids it refused (fingerprint mismatch), with why. */
   refused: { grid: string; reason: string }[];
+  /** Grids it could not serve (the data, the victim or its children failed), with why. */
   failed: { grid: string; reason: string }[];
 }
 
