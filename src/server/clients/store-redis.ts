@@ -89,8 +89,8 @@ return 1
 // KEYS[1] client key, KEYS[2..] the index sorted sets. ARGV: ttl ms, client id. A client that exists
 // lives ttl from now and its index entry is scored now (the rank it holds is kept: XX only updates).
 const KEEP_ALIVE = `
-if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return 0 end
 if redis.replicate_commands then redis.replicate_commands() end
+if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for i = 2, #KEYS do redis.call('ZADD', KEYS[i], 'XX', now, ARGV[2]) end
@@ -164,9 +164,13 @@ interface RedisStoreContext {
 /** A new connection with the safety options (see above) and the compare-and-set script; not yet connecting. */
 function openConnection(RedisClass: typeof Redis, options: RedisStoreOptions): CasRedis {
   const safety: RedisOptions = { commandTimeout: options.commandTimeoutMs ?? 500, maxRetriesPerRequest: 1, enableOfflineQueue: false, lazyConnect: true };
-  // ioredis's own keyPrefix is folded into the store's (see storePrefix): off on the connection.
+  // ioredis's own keyPrefix is folded into the store's (see storePrefix): off on the connection. The
+  // first of ioredis's arguments wins over a later one, so the safety options go before a URL's query.
+  // (ioredis takes any order at run time; its types only the URL first.)
+  const connection = { ...safety, keyPrefix: '' };
+  const OptionsFirst = RedisClass as unknown as new (options: RedisOptions, url: string) => Redis;
   const redis = (
-    typeof options.redis === 'string' ? new RedisClass(options.redis, safety) : new RedisClass({ ...options.redis, keyPrefix: '', ...safety })
+    typeof options.redis === 'string' ? new OptionsFirst(connection, options.redis) : new RedisClass({ ...options.redis, ...connection })
   ) as CasRedis;
   // Connection errors surface on the commands (counted by the gate); the event must have a listener.
   redis.on('error', () => {});
@@ -246,7 +250,8 @@ async function listClients(ctx: RedisStoreContext, limit: number): Promise<Store
   for (let rank = MAX_RANK; rank >= 0 && out.length < limit; rank--) {
     let offset = 0;
     for (;;) {
-      const ids = await ctx.redis.zrevrange(ctx.indexKeys[rank], offset, offset + 499);
+      // No more states than the listing still needs (each can be tens of kilobytes).
+      const ids = await ctx.redis.zrevrange(ctx.indexKeys[rank], offset, offset + Math.min(500, limit - out.length) - 1);
       if (ids.length === 0) break;
       offset += ids.length;
       const pipeline = ctx.redis.pipeline();
@@ -268,8 +273,18 @@ async function listClients(ctx: RedisStoreContext, limit: number): Promise<Store
  * the fingerprint and population keys), so the connection goes without it and the store prefixes all.
  */
 export function storePrefix(options: Pick<RedisStoreOptions, 'redis' | 'keyPrefix'>): string {
-  const own = typeof options.redis === 'object' && typeof options.redis.keyPrefix === 'string' ? options.redis.keyPrefix : '';
-  return own + (options.keyPrefix ?? 'msd:client:');
+  return ioredisPrefix(options.redis) + (options.keyPrefix ?? 'msd:client:');
+}
+
+/** ioredis's keyPrefix: an option of the object, or a query parameter of the URL ("redis://h:6379/0?keyPrefix=tenant:"). */
+function ioredisPrefix(redis: RedisStoreOptions['redis']): string {
+  if (typeof redis === 'object') return typeof redis.keyPrefix === 'string' ? redis.keyPrefix : '';
+  try {
+    return new URL(redis).searchParams.get('keyPrefix') ?? '';
+  } catch {
+    // Not a URL (a socket path): no query, no prefix.
+    return '';
+  }
 }
 
 export async function createRedisStore(options: RedisStoreOptions): Promise<RedisClientStore> {

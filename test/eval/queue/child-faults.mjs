@@ -7,6 +7,9 @@
  *   crash-then-no-start  the first child given a run exits at once; every child started after that
  *                        exits before it is ready (a machine whose children can no longer start)
  *   hang-first-run       the first child given a run blocks its event loop until it is killed
+ *   crash-then-hang-before-ready
+ *                        the first child given a run exits at once; every child started after that
+ *                        blocks before it is ready (a replacement stuck loading the victim)
  *
  * <dir>, a scratch folder of the test, holds the marker that makes "first" hold across the children.
  */
@@ -30,12 +33,13 @@ function claimFirstRun() {
 
 function onMessage(message) {
   if (message?.type !== 'unit' || !claimFirstRun()) return;
-  if (fault === 'crash-then-no-start') process.exit(1);
+  if (fault === 'crash-then-no-start' || fault === 'crash-then-hang-before-ready') process.exit(1);
   if (fault === 'hang-first-run') Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
 }
 
 if (process.send && colon > 0) {
   if (fault === 'crash-then-no-start' && existsSync(marker)) process.exit(1);
+  if (fault === 'crash-then-hang-before-ready' && existsSync(marker)) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
   // Put before the child's own listener, once that is in: a listener of this file's own, earlier,
   // would start the IPC channel and take the init message before the child listens.
   process.on('newListener', function waitForChild(event) {

@@ -91,7 +91,7 @@ async function logsOf(url: string, config: EvalConfig, key: string): Promise<str
 }
 
 /** The environment of a worker whose children have a test-only fault (child-faults.mjs), its marker in a fresh scratch folder. */
-async function childFault(fault: 'crash-then-no-start' | 'hang-first-run'): Promise<NodeJS.ProcessEnv> {
+async function childFault(fault: 'crash-then-no-start' | 'hang-first-run' | 'crash-then-hang-before-ready'): Promise<NodeJS.ProcessEnv> {
   const hooks = new URL('./child-faults.mjs', import.meta.url).href;
   return {
     NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import ${hooks}`.trim(),
@@ -371,6 +371,27 @@ describe('msd eval --queue with msd eval-worker', { timeout: 240_000 }, () => {
       log.some((l) => / W: failed: the run exceeded the time limit of 10s \(--run-timeout\)/.test(l)),
       log.join('\n'),
     );
+    await worker.kill('SIGTERM');
+  });
+
+  it('--run-timeout also counts the wait for a child to be ready: a replacement stuck loading is killed and the run fails', async () => {
+    const redis = await startQueueRedis();
+    const config = tinyGrid({ defenses: ['none'], budgets: [100] });
+    const cacheDir = await scratchDir('msd-q-cache-');
+    await startCoordinator(config, cacheDir, { url: redis.url, pollMs: 200, statusMs: 500 });
+    const worker = startWorker(
+      redis.url,
+      ['--jobs', '1', '--name', 'W', '--cache-dir', cacheDir, '--run-timeout', '8s'],
+      await childFault('crash-then-hang-before-ready'),
+    );
+    // The first child fails its run as it dies; that run's next try waits for the stuck replacement.
+    const timedOut = /: the run exceeded the time limit of 8s \(--run-timeout\) waiting for evaluation child \d+ to be ready; the child was killed$/;
+    await waitFor(() => worker.lines(timedOut).length > 0, {
+      what: 'the waiting run to fail at its time limit',
+      timeoutMs: 120_000,
+      detail: () => worker.output(),
+    });
+    assert.match(worker.lines(/^failed /)[0], /: evaluation child \d+ exited with code 1$/, worker.output());
     await worker.kill('SIGTERM');
   });
 

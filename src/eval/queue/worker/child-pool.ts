@@ -32,6 +32,11 @@ export class ChildPoolFailure extends Error {
   override name = 'ChildPoolFailure';
 }
 
+/** The run's time (--run-timeout) ran out before a child was ready for it: the run fails (a try), the child is killed. */
+export class RunTimeoutError extends Error {
+  override name = 'RunTimeoutError';
+}
+
 export interface ChildPoolOptions {
   config: EvalConfig;
   world: EvaluationWorld;
@@ -138,6 +143,9 @@ export class ChildPool {
    * Throws ChildPoolFailure, the run not sent to any child, when the pool breaks first.
    */
   async run(runs: RunRef[], onLine: (line: string) => void = () => {}): Promise<RunRecord[]> {
+    // The time limit counts from here: waiting for a child to be ready is part of the run.
+    const limit = this.options.runTimeoutMs;
+    const endsAt = limit === undefined ? undefined : Date.now() + limit;
     for (;;) {
       if (this.closed) throw new Error('the child pool is closed');
       if (this.broken) throw this.broken;
@@ -145,28 +153,56 @@ export class ChildPool {
       if (!slot) throw new Error(`all ${this.slots.length} children are busy`);
       slot.busy = true;
       try {
-        await slot.ready;
-      } catch {
-        // Died before it was ready: its replacement (already in its place) or the pool's failure is next.
+        await this.readyBefore(slot, endsAt);
+      } catch (error) {
         slot.busy = false;
+        if (error instanceof RunTimeoutError) throw error;
+        // Died before it was ready: its replacement (already in its place) or the pool's failure is next.
         continue;
       }
-      return this.send(slot, runs, onLine);
+      return this.send(slot, runs, onLine, endsAt);
     }
   }
 
-  private send(slot: Slot, runs: RunRef[], onLine: (line: string) => void): Promise<RunRecord[]> {
+  /** The slot's child ready, or killed (a RunTimeoutError) when the run's time is up first. */
+  private async readyBefore(slot: Slot, endsAt: number | undefined): Promise<void> {
+    if (endsAt === undefined) return slot.ready;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => {
+          reject(
+            new RunTimeoutError(
+              `the run exceeded the time limit of ${formatDuration(this.options.runTimeoutMs! / 1000)} (--run-timeout) waiting for evaluation child ${slot.child.pid} to be ready; the child was killed`,
+            ),
+          );
+          slot.child.kill('SIGKILL');
+        },
+        Math.max(0, endsAt - Date.now()),
+      );
+    });
+    try {
+      await Promise.race([slot.ready, late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private send(slot: Slot, runs: RunRef[], onLine: (line: string) => void, endsAt: number | undefined): Promise<RunRecord[]> {
     return new Promise<RunRecord[]>((resolve, reject) => {
       slot.current = { records: [], resolve, reject, onLine };
       const limit = this.options.runTimeoutMs;
-      if (limit !== undefined)
-        slot.deadline = setTimeout(() => {
-          // This process renews the run's lock whatever its child does: only a kill frees a hung child's run.
-          slot.overdue = new Error(
-            `the run exceeded the time limit of ${formatDuration(limit / 1000)} (--run-timeout); its evaluation child ${slot.child.pid} was killed`,
-          );
-          slot.child.kill('SIGKILL');
-        }, limit);
+      if (limit !== undefined && endsAt !== undefined)
+        slot.deadline = setTimeout(
+          () => {
+            // This process renews the run's lock whatever its child does: only a kill frees a hung child's run.
+            slot.overdue = new Error(
+              `the run exceeded the time limit of ${formatDuration(limit / 1000)} (--run-timeout); its evaluation child ${slot.child.pid} was killed`,
+            );
+            slot.child.kill('SIGKILL');
+          },
+          Math.max(0, endsAt - Date.now()),
+        );
       slot.child.send({ type: 'unit', runs } satisfies ParentMessage);
     });
   }

@@ -247,12 +247,17 @@ async function serveUntilDone(
   summary: WorkerTally,
 ): Promise<GridOutcome> {
   const { log, signal } = options;
+  // Woken by a broken pool at once, not at the next look (one reaction to it, not one per look).
+  const wake = new AbortController();
+  const stopWaking = () => wake.abort();
+  signal?.addEventListener('abort', stopWaking, { once: true });
+  void pool.broke.then(stopWaking);
   while (!signal?.aborted) {
     if (pool.failure) break;
     if (heartbeat.running.size === 0 && (await outstanding(queue)) === 0) break;
-    // Woken by a broken pool at once, not at the next look.
-    await Promise.race([sleep(options.pollMs ?? 2000, signal), pool.broke]);
+    await sleep(options.pollMs ?? 2000, wake.signal);
   }
+  signal?.removeEventListener('abort', stopWaking);
   if (pool.failure) {
     heartbeat.state = 'failed';
     heartbeat.reason = pool.failure.message;

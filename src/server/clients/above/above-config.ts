@@ -47,20 +47,25 @@ const PROBE_READINGS: readonly Float32Array[] = [
   })(),
 ];
 
-/** Whether one answered row holds some of `original` as it is, or two or more of it all rescaled by one factor. */
+/**
+ * Whether one answered row is the original's probabilities: every entry that is not a label (0 or 1)
+ * as it was (all of them: `none`; those kept: `topk`), or two or more all rescaled by one factor
+ * (`topk` renormalised). A defense that moves some entries and leaves others as they were (a sparse
+ * perturbation) perturbs the answer and passes.
+ */
 function rowPasses(answered: Float32Array, original: Float32Array, offset: number, cols: number): boolean {
   let kept = 0;
+  let exact = true;
   let ratio: number | undefined;
   let proportional = true;
   for (let c = offset; c < offset + cols; c++) {
-    // A label (0 or 1) carries no probability.
     if (answered[c] === 0 || answered[c] === 1) continue;
-    if (answered[c] === original[c]) return true;
     kept++;
+    if (answered[c] !== original[c]) exact = false;
     ratio ??= answered[c] / original[c];
     if (Math.abs(answered[c] / original[c] - ratio) > 1e-6 * ratio) proportional = false;
   }
-  return kept >= 2 && proportional;
+  return (kept >= 1 && exact) || (kept >= 2 && proportional);
 }
 
 /**

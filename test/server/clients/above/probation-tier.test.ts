@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseDefense, type Defense } from '../../../../src/defenses/index.js';
 import { createClientDetection } from '../../../../src/detection/index.js';
-import { resolveAboveConfig } from '../../../../src/server/clients/above/above-config.js';
+import { passesProbabilities, resolveAboveConfig } from '../../../../src/server/clients/above/above-config.js';
 import { createClientGate } from '../../../../src/server/clients/gate.js';
 import type { ClientsOptions } from '../../../../src/server/clients/options.js';
 import { ServingOptionError } from '../../../../src/server/errors.js';
@@ -17,6 +17,13 @@ const probationOf = (tiers: Record<string, Defense>, extra: Partial<ClientsOptio
     ?.name;
 
 describe('the probation tier', () => {
+  it('tells a tier that hands out probabilities from one that perturbs some entries and leaves others', () => {
+    for (const spec of ['none', 'topk:k=1', 'topk:k=2', 'topk:k=2,renormalize=true']) assert.equal(passesProbabilities(parseDefense(spec)), true, spec);
+    // ModelGuard-W moves mass between a few classes: the other entries come out as they were, yet the answer is perturbed.
+    for (const spec of ['modelguard-w:eps=0.5', 'modelguard-w:eps=1', 'argmax', 'topk:k=1,renormalize=true', 'rounding:decimals=2', 'reverse-sigmoid'])
+      assert.equal(passesProbabilities(parseDefense(spec)), false, spec);
+  });
+
   it('the gate refuses to start with a tier that passes the model’s probabilities, naming it and what to use instead', () => {
     const metrics = createServingMetrics();
     for (const spec of ['none', 'topk:k=3', 'topk:k=1', 'topk:k=2,renormalize=true']) {

@@ -94,6 +94,17 @@ describe('client store caps: clean clients go before flagged ones', () => {
       assert.ok(await store.get('flood-29'));
     });
 
+    it('keeps the cap with a keyPrefix in the URL, and the safety options win over the URL', async () => {
+      const store = await open({ redis: `${redis.url}/0?keyPrefix=url-tenant:&enableOfflineQueue=true`, maxClients: 5 });
+      assert.equal(store.keyPrefix, 'url-tenant:msd:client:');
+      assert.equal(store.connection.options.keyPrefix, '');
+      assert.equal(store.connection.options.enableOfflineQueue, false);
+      for (let i = 0; i < 30; i++) await write(store, `url-flood-${i}`, 0);
+      const keys = (await raw.keys('url-tenant:msd:client:*')).filter((k) => !k.includes('~'));
+      assert.equal(keys.length, 5, keys.join(', '));
+      assert.deepEqual(await raw.keys('msd:*'), []);
+    });
+
     it('drops index entries whose keys expired, so they never count against the cap', async () => {
       const store = await open({ keyPrefix: 'exp:', maxClients: 3, ttlMs: 100 });
       await write(store, 'refused', 3);
