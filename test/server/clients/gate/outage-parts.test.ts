@@ -4,33 +4,24 @@
  * and never starts or ends the client store's outage.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Redis } from 'ioredis';
 import { parseDefense } from '../../../../src/defenses/index.js';
 import { rng } from '../../../detection/synthetic.js';
 import { waitFor } from '../../../helpers/wait.js';
 import { aboveGate, confident } from '../../helpers/above-gate.js';
-import { startRedis, type TestRedis } from '../../helpers/redis-server.js';
+import { useRedisClient } from '../../helpers/redis-server.js';
 
 const argmax = parseDefense('argmax');
 const tiers = new Map([['argmax', argmax]]);
 
 describe('outages of the shared Redis, per part', () => {
-  let redis: TestRedis;
-  let probe: Redis;
-  before(async () => {
-    redis = await startRedis();
-    probe = new Redis(redis.url);
-  });
-  after(async () => {
-    probe?.disconnect();
-    await redis?.stop();
-  });
+  const shared = useRedisClient();
 
   it('fingerprints and population counts failing, the client store working: one line each where it starts, one where it ends', async (t) => {
+    const probe = shared.client;
     const { gate, logs, metrics, ask } = aboveGate(
-      { store: { redis: redis.url, keyPrefix: 'parts:' }, fingerprints: {}, population: { flushMs: 10 } },
+      { store: { redis: shared.server.url, keyPrefix: 'parts:' }, fingerprints: {}, population: { flushMs: 10 } },
       { tiers },
     );
     t.after(() => gate.close());

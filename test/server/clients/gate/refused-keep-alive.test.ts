@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
 import type { IncomingMessage } from 'node:http';
-import { after, before, describe, it } from 'node:test';
-import { Redis } from 'ioredis';
+import { after, describe, it } from 'node:test';
 import { parseDefense } from '../../../../src/defenses/index.js';
 import type { Assessment, ClientDetection } from '../../../../src/detection/types.js';
 import { type ClientRefusal, createClientGate } from '../../../../src/server/clients/gate.js';
 import type { ClientsOptions } from '../../../../src/server/clients/options.js';
 import { createServingMetrics } from '../../../../src/server/metrics.js';
-import { startRedis, type TestRedis } from '../../helpers/redis-server.js';
+import { useRedisClient } from '../../helpers/redis-server.js';
 
 /** Refuses a client from its second query on, for good (no clock of its own). */
 const refuseAfterOne: ClientDetection = {
@@ -60,19 +59,11 @@ describe('a refused client that keeps knocking stays refused', () => {
   });
 
   describe('redis store (real redis-server)', () => {
-    let redis: TestRedis;
-    let raw: Redis;
-    before(async () => {
-      redis = await startRedis();
-      raw = new Redis(redis.url);
-    });
-    after(async () => {
-      raw?.disconnect();
-      await redis?.stop();
-    });
+    const shared = useRedisClient();
 
     it("refreshes the key's expiry and its index entry on every refused request", async () => {
-      const gate = gateWith({ redis: redis.url, keyPrefix: 'ka:', ttlMs: 1_500 }, Date.now);
+      const raw = shared.client;
+      const gate = gateWith({ redis: shared.server.url, keyPrefix: 'ka:', ttlMs: 1_500 }, Date.now);
       after(() => gate.close());
       await gate.ready();
       await refuse(gate, 'thief');
