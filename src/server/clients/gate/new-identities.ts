@@ -51,14 +51,15 @@ export class NewIdentityRule {
       : undefined;
     const named = this.tierName !== undefined ? tiers.get(this.tierName) : undefined;
     // A tier that hands out the model's probabilities would make probation no defense at all.
-    if (named && passesProbabilities(named)) {
+    const passes = named !== undefined && passesProbabilities(named);
+    if (passes) {
       if (options.newClients && options.newClients.tier !== undefined)
         throw new ServingOptionError(
           `clients.newClients.tier "${this.tierName}" (${named.spec}) passes the model's probabilities through (all, some, or rescaled), so probation would not defend: name a tier such as "mad-argmax:eps=0.8" or "argmax"`,
         );
       logger?.warn({ tier: this.tierName }, 'new-identity rule off: its tier passes the model probabilities through (set clients.newClients.tier)');
     }
-    this.tier = named && !passesProbabilities(named) ? named : undefined;
+    this.tier = passes ? undefined : named;
     if (limits && options.newClients && !this.tier) {
       throw new ServingOptionError(
         `clients.newClients needs a tier for clients on probation: set newClients.tier (or escalationTier) to one of tiers (${[...tiers.keys()].join(', ') || 'none configured'}), or newClients: false`,
