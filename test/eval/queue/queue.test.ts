@@ -23,7 +23,7 @@ import { buildWorld, type DatasetLoader } from '../../../src/eval/world/world.js
 import { loadModel, saveModel } from '../../../src/models/index.js';
 import { scratchDir } from '../../helpers/scratch.js';
 import { waitFor, within } from '../../helpers/wait.js';
-import { groupMembers, makeCertificates, startCli, startQueueRedis, startWorker } from '../helpers/queue-helpers.js';
+import { groupMembers, makeCertificates, onCleanup, startCli, startQueueRedis, startWorker } from '../helpers/queue-helpers.js';
 
 const loader = loadDataset as DatasetLoader;
 
@@ -101,10 +101,26 @@ async function childFault(fault: 'crash-then-no-start' | 'hang-first-run' | 'cra
 
 const storedLines = async (dir: string) => (await readFile(`${dir}/runs.jsonl`, 'utf8').catch(() => '')).split('\n').filter(Boolean);
 
+type EvaluateOptions = Parameters<typeof evaluate>[0];
+
+/**
+ * evaluate() on the queue in this process, stopped after the file's tests whatever happened (its signal
+ * aborted before its Redis goes): a coordinator of a failed test left polling would keep the test process alive.
+ */
+function coordinate(options: EvaluateOptions & { queue: NonNullable<EvaluateOptions['queue']> }): ReturnType<typeof evaluate> {
+  const stop = new AbortController();
+  const run = evaluate({ ...options, queue: { ...options.queue, signal: stop.signal } });
+  onCleanup(async () => {
+    stop.abort();
+    await Promise.race([run.catch(() => {}), delay(15_000)]);
+  });
+  return run;
+}
+
 /** A coordinator on the queue in this process (a fresh results folder), its log lines collected. */
-async function startCoordinator(config: EvalConfig, cacheDir: string, queue: NonNullable<Parameters<typeof evaluate>[0]['queue']>) {
+async function startCoordinator(config: EvalConfig, cacheDir: string, queue: NonNullable<EvaluateOptions['queue']>) {
   const lines: string[] = [];
-  const run = evaluate({ config, outDir: await scratchDir('msd-q-out-'), cacheDir, loadDataset: loader, log: (l) => lines.push(l), queue });
+  const run = coordinate({ config, outDir: await scratchDir('msd-q-out-'), cacheDir, loadDataset: loader, log: (l) => lines.push(l), queue });
   return { run, lines };
 }
 
@@ -129,7 +145,7 @@ describe('msd eval --queue with msd eval-worker', { timeout: 240_000 }, () => {
     const lines: string[] = [];
     const outDir = await scratchDir('msd-q-out-');
     let metricsUrl: string | undefined;
-    const running = evaluate({
+    const running = coordinate({
       config,
       outDir,
       cacheDir: await scratchDir('msd-q-cache-'),
@@ -176,7 +192,7 @@ describe('msd eval --queue with msd eval-worker', { timeout: 240_000 }, () => {
     const lines: string[] = [];
     const queue = { url: redis.url, pollMs: 200, statusMs: 500, retries: 1, visibilityTimeoutMs: 2000 };
     const outDir = await scratchDir('msd-q-out-');
-    const first = evaluate({ config, outDir, cacheDir, loadDataset: loader, log: (l) => lines.push(l), queue });
+    const first = coordinate({ config, outDir, cacheDir, loadDataset: loader, log: (l) => lines.push(l), queue });
     const a = startWorker(redis.url, ['--jobs', '1', '--name', 'A', '--cache-dir', cacheDir]);
     const running = await a.waitForLine(/^running /);
     await a.kill('SIGKILL'); // the worker and its child, mid-run
@@ -204,7 +220,7 @@ describe('msd eval --queue with msd eval-worker', { timeout: 240_000 }, () => {
       assert.ok(['B', 'C'].includes(job.processedBy ?? '') && job.attemptsStarted === 1, `${job.id}: ${job.processedBy}, ${job.attemptsStarted} tries`);
 
     // A restart tries the failed run again, on the live worker.
-    const again = await evaluate({ config, outDir, cacheDir, loadDataset: loader, queue });
+    const again = await coordinate({ config, outDir, cacheDir, loadDataset: loader, queue });
     assert.deepEqual(again.failed, []);
     assert.equal(again.ran, 1);
     assert.equal(again.records.length, 4);
@@ -223,7 +239,7 @@ describe('msd eval --queue with msd eval-worker', { timeout: 240_000 }, () => {
     await coordinator.waitForLine(/^queue: 6 runs queued/);
     // A second coordinator on the same grid (another results folder) at the same time.
     const out2 = await scratchDir('msd-q-out2-');
-    const second = evaluate({ config, outDir: out2, cacheDir, loadDataset: loader, queue: { url: redis.url, pollMs: 200 } });
+    const second = coordinate({ config, outDir: out2, cacheDir, loadDataset: loader, queue: { url: redis.url, pollMs: 200 } });
     const worker = startWorker(redis.url, ['--jobs', '1', '--name', 'W', '--cache-dir', cacheDir]);
     await worker.waitForLine(/^done /);
     await coordinator.kill('SIGKILL');
@@ -231,7 +247,7 @@ describe('msd eval --queue with msd eval-worker', { timeout: 240_000 }, () => {
     const other = await within(second, { what: 'the second coordinator', timeoutMs: 120_000, detail: () => worker.output().slice(-2000) });
     assert.equal(other.records.length, 6);
 
-    const restarted = await evaluate({ config, outDir: out1, cacheDir, loadDataset: loader, queue: { url: redis.url, pollMs: 200 } });
+    const restarted = await coordinate({ config, outDir: out1, cacheDir, loadDataset: loader, queue: { url: redis.url, pollMs: 200 } });
     assert.equal(restarted.skipped, stored);
     assert.equal(restarted.ran, 6 - stored);
     const keys = (await storedLines(out1)).map((l) => (JSON.parse(l) as RunRecord).key);
@@ -249,7 +265,7 @@ describe('msd eval --queue with msd eval-worker', { timeout: 240_000 }, () => {
     const config = tinyGrid({ defenses: ['none'], budgets: [100] });
     const cacheDir = await scratchDir('msd-q-cache-');
     const outDir = await scratchDir('msd-q-out-');
-    const first = evaluate({ config, outDir, cacheDir, loadDataset: loader, queue: { url: redis.url, pollMs: 200 } });
+    const first = coordinate({ config, outDir, cacheDir, loadDataset: loader, queue: { url: redis.url, pollMs: 200 } });
     // A worker that answers with something that is not the run's record (another version, or a fake).
     const keys = gridKeys(gridId(config));
     const bogus = new Worker(keys.queueName, async () => ({ not: 'a record' }), { connection: bullConnection(parseQueueUrl(redis.url)), prefix: keys.prefix });
@@ -261,7 +277,7 @@ describe('msd eval --queue with msd eval-worker', { timeout: 240_000 }, () => {
       ['the job completed without a record of this run'],
     );
     const worker = startWorker(redis.url, ['--jobs', '1', '--name', 'W', '--cache-dir', cacheDir]);
-    const again = await within(evaluate({ config, outDir, cacheDir, loadDataset: loader, queue: { url: redis.url, pollMs: 200 } }), {
+    const again = await within(coordinate({ config, outDir, cacheDir, loadDataset: loader, queue: { url: redis.url, pollMs: 200 } }), {
       what: 'the restarted coordinator',
       timeoutMs: 120_000,
       detail: () => worker.output().slice(-2000),
@@ -310,6 +326,8 @@ describe('msd eval --queue with msd eval-worker', { timeout: 240_000 }, () => {
     const crashed = await broken.waitForLine(/^failed /);
     const key = /\(([^)]+)\): /.exec(crashed)![1];
     await broken.waitForLine(/stopped serving it: evaluation children keep failing to start/);
+    // The run waiting for a child is given back by its own handler, possibly after the line above.
+    await broken.waitForLine(/^gave back /);
     // It took one run more (fetched as the first failed), waited for a child that never came, and gave it back.
     assert.equal(broken.lines(/^running /).length, 2, broken.output());
     assert.equal(broken.lines(/^failed /).length, 1, broken.output());
@@ -537,7 +555,7 @@ describe('msd eval --queue with msd eval-worker', { timeout: 240_000 }, () => {
     const cacheDir = await scratchDir('msd-q-cache-');
     const wrong = redis.url.replace(encodeURIComponent(password), 'nope');
     await assert.rejects(
-      evaluate({ config, outDir: await scratchDir('msd-q-out-'), cacheDir, loadDataset: loader, queue: { url: wrong } }),
+      coordinate({ config, outDir: await scratchDir('msd-q-out-'), cacheDir, loadDataset: loader, queue: { url: wrong } }),
       (e: Error) => e instanceof QueueConnectionError && /password/.test(e.message) && !e.message.includes('nope'),
     );
     const denied = startWorker(undefined, ['--jobs', '1'], { MSD_QUEUE_URL: wrong });
@@ -545,7 +563,7 @@ describe('msd eval --queue with msd eval-worker', { timeout: 240_000 }, () => {
     assert.match(denied.output(), /^eval-worker: cannot reach the queue at redis:\/\/:\*\*\*@127\.0\.0\.1:\d+: .*password/m);
 
     const worker = startWorker(undefined, ['--jobs', '1', '--name', 'pw', '--cache-dir', cacheDir], { MSD_QUEUE_URL: redis.url });
-    const result = await evaluate({ config, outDir: await scratchDir('msd-q-out-'), cacheDir, loadDataset: loader, queue: { url: redis.url, pollMs: 200 } });
+    const result = await coordinate({ config, outDir: await scratchDir('msd-q-out-'), cacheDir, loadDataset: loader, queue: { url: redis.url, pollMs: 200 } });
     assert.equal(result.records.length, 1);
     await worker.kill('SIGTERM');
     assert.ok(!worker.output().includes(password) && !worker.output().includes(encodeURIComponent(password)), 'the password stays out of the log');
