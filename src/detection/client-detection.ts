@@ -98,6 +98,7 @@ export function createClientDetection(options: DetectionOptions = {}): ClientDet
     action: decision.action,
     ...(decision.tier !== undefined ? { tier: decision.tier } : {}),
     ...(decision.retryAfterSeconds !== undefined ? { retryAfterSeconds: decision.retryAfterSeconds } : {}),
+    ...(decision.paced ? { paced: decision.paced } : {}),
     changed,
     verdicts: found,
   });

@@ -8,6 +8,10 @@
  * - between `release` and the flag threshold nothing moves.
  * The query budget is applied on top: when the window is full the client is throttled (or refused)
  * whatever the ladder says.
+ *
+ * A ladder throttle paces: one request each SECONDS is still answered (with the nearest tier below the
+ * throttle) and observed, so the ladder can move on from it; the budget's throttle stops the client
+ * until its window has room.
  */
 import type { ClientAction } from './types.js';
 
@@ -83,6 +87,17 @@ export interface Decision {
   readonly action: ClientAction;
   readonly tier?: string;
   readonly retryAfterSeconds?: number;
+  /** A ladder throttle: one request each `seconds` goes on with `tier` (see Assessment.paced). */
+  readonly paced?: { readonly seconds: number; readonly tier?: string };
+}
+
+/** The nearest escalation tier below step `level` (1-based), if any. */
+function tierBelow(config: PolicyConfig, level: number): string | undefined {
+  for (let i = level - 2; i >= 0; i--) {
+    const step = config.steps[i];
+    if (step.action === 'escalate') return step.tier;
+  }
+  return undefined;
 }
 
 const STRENGTH: Record<ClientAction, number> = { default: 0, escalate: 1, throttle: 2, refuse: 3 };
@@ -92,10 +107,17 @@ export function decide(config: PolicyConfig, level: number, budget: Decision | u
   const step = level > 0 ? config.steps[level - 1] : undefined;
   let ladder: Decision = { action: 'default' };
   if (step?.action === 'escalate') ladder = { action: 'escalate', tier: step.tier };
-  else if (step?.action === 'throttle') ladder = { action: 'throttle', retryAfterSeconds: step.retryAfterSeconds };
-  else if (step?.action === 'refuse') ladder = { action: 'refuse' };
+  else if (step?.action === 'throttle') {
+    const tier = tierBelow(config, level);
+    ladder = {
+      action: 'throttle',
+      retryAfterSeconds: step.retryAfterSeconds,
+      paced: { seconds: step.retryAfterSeconds, ...(tier !== undefined ? { tier } : {}) },
+    };
+  } else if (step?.action === 'refuse') ladder = { action: 'refuse' };
   if (!budget) return ladder;
   if (budget.action === 'throttle' && ladder.action === 'throttle') {
+    // The budget's window is full: nothing goes on until it has room, paced or not.
     return { action: 'throttle', retryAfterSeconds: Math.max(budget.retryAfterSeconds ?? 1, ladder.retryAfterSeconds ?? 1) };
   }
   return STRENGTH[budget.action] > STRENGTH[ladder.action] ? budget : ladder;

@@ -40,6 +40,14 @@ export interface Assessment {
   readonly tier?: string;
   /** With `throttle`: seconds for Retry-After. */
   readonly retryAfterSeconds?: number;
+  /**
+   * With a ladder `throttle:SECONDS` step (not the budget's): the throttle paces the client instead of
+   * stopping it. One request each `seconds` goes on, answered with `tier` (the ladder's nearest tier
+   * below the throttle; none: the default defense) and observed, so that the client can calm down and
+   * step down, or keep flagging and step up; the serving layer reserves that one slot atomically and
+   * answers the others 429 with the time left.
+   */
+  readonly paced?: { readonly seconds: number; readonly tier?: string };
   /** Whether the action differs from the one before this observation (log it, count it). */
   readonly changed: boolean;
   readonly verdicts: readonly DetectorVerdict[];

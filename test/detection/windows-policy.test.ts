@@ -157,7 +157,7 @@ describe('policy hysteresis', () => {
     assert.equal(s.level, 2);
     for (let i = 0; i < 5; i++) s = stepPolicy(policy, s, 3 + i, 100, true, 1.2);
     assert.equal(s.level, 3, 'the ladder has three steps');
-    assert.deepEqual(decide(policy, 3, undefined), { action: 'throttle', retryAfterSeconds: 60 });
+    assert.deepEqual(decide(policy, 3, undefined), { action: 'throttle', retryAfterSeconds: 60, paced: { seconds: 60, tier: 'argmax' } });
     s = stepPolicy(policy, s, 10, 299, false, 0.1);
     assert.equal(s.level, 3, 'the calm run starts before these 299 queries: not yet');
     s = stepPolicy(policy, s, 11, 1, false, 0.1);
@@ -174,6 +174,51 @@ describe('policy hysteresis', () => {
     assert.deepEqual(decide(policy, 3, { action: 'throttle', retryAfterSeconds: 5 }), { action: 'throttle', retryAfterSeconds: 60 });
     assert.deepEqual(decide(policy, 3, { action: 'throttle', retryAfterSeconds: 90 }), { action: 'throttle', retryAfterSeconds: 90 });
     assert.deepEqual(decide(policy, 0, { action: 'refuse' }), { action: 'refuse' });
+  });
+
+  it('a ladder throttle paces with the nearest tier below it; a full budget stops the pacing', () => {
+    const steps = (...names: PolicyConfig['steps']) => ({ ...policy, steps: names });
+    const throttle = (retryAfterSeconds: number) => ({ action: 'throttle', retryAfterSeconds }) as const;
+    const argmax = { action: 'escalate', tier: 'argmax' } as const;
+    // No tier below: paced answers get the default defense.
+    assert.deepEqual(decide(steps(throttle(30)), 1, undefined), { action: 'throttle', retryAfterSeconds: 30, paced: { seconds: 30 } });
+    // The nearest tier below, past another throttle.
+    assert.deepEqual(decide(steps(argmax, throttle(30), throttle(300), { action: 'refuse' }), 3, undefined), {
+      action: 'throttle',
+      retryAfterSeconds: 300,
+      paced: { seconds: 300, tier: 'argmax' },
+    });
+    assert.deepEqual(decide(steps(argmax, throttle(30), { action: 'refuse' }), 3, undefined), { action: 'refuse' });
+    // The budget's window is full: nothing goes on, paced or not.
+    assert.deepEqual(decide(policy, 3, { action: 'throttle', retryAfterSeconds: 5 }), { action: 'throttle', retryAfterSeconds: 60 });
+    assert.deepEqual(decide(policy, 3, { action: 'refuse' }), { action: 'refuse' });
+  });
+
+  it('a paced client is observed: calm queries at the throttle step bring it down, flagging ones take it up', () => {
+    const detection = createClientDetection({
+      window: { lengthMs: 10 * MINUTE, bucketMs: MINUTE },
+      ood: { maxRate: 0.5, minQueries: 20 },
+      prada: { enabled: false },
+      budget: false,
+      policy: { steps: ['argmax', 'throttle:60', 'refuse'], stepQueries: 20, calmQueries: 40, calmMs: 24 * 3_600_000 },
+    });
+    let r = detection.observe(detection.initialState(0), queries(0, 30, 0.4));
+    assert.equal(r.assessment.action, 'escalate');
+    r = detection.observe(r.state, queries(1_000, 20, 0.4));
+    assert.deepEqual({ action: r.assessment.action, paced: r.assessment.paced }, { action: 'throttle', paced: { seconds: 60, tier: 'argmax' } });
+    assert.deepEqual(detection.assess(r.state, 2_000).paced, { seconds: 60, tier: 'argmax' });
+    // Still flagging after stepQueries more (paced) queries: refused.
+    const flagging = detection.observe(r.state, queries(60_000, 20, 0.4));
+    assert.equal(flagging.assessment.action, 'refuse');
+    assert.equal(flagging.assessment.paced, undefined);
+    // Calm instead (the low-confidence buckets expired): one step down after calmQueries.
+    let calm = detection.observe(r.state, queries(11 * MINUTE, 20, 0.95));
+    assert.equal(calm.assessment.action, 'throttle');
+    calm = detection.observe(calm.state, queries(12 * MINUTE, 20, 0.95));
+    assert.deepEqual(
+      { action: calm.assessment.action, tier: calm.assessment.tier, paced: calm.assessment.paced },
+      { action: 'escalate', tier: 'argmax', paced: undefined },
+    );
   });
 
   it('assess sees a calm period that ran out by time, without changing the state', () => {

@@ -1,7 +1,8 @@
 /**
  * The per-request side of client detection:
  *   admit:   identity → the client's assessment (store read, `assess(state, now)`) → refuse (403),
- *            throttle (429 + Retry-After) or go on, before any model work;
+ *            throttle (429 + Retry-After) or go on, before any model work; a paced client (a ladder
+ *            throttle) goes on when it takes its slot, one request each SECONDS across replicas;
  *   observe: after the answer is read, the model's original probabilities (and inputs) go into the
  *            store's atomic update (`observe`); the new assessment picks this answer's defense.
  *
@@ -64,6 +65,8 @@ export interface ClientTicket {
   fresh?: boolean;
   /** The client's hashed cohort key (clients.cohort), when it has one. */
   cohort?: string;
+  /** A paced client (a ladder throttle) that took its slot at admission: this answer goes on with the paced tier. */
+  paced?: boolean;
 }
 
 /** Per answer: undefined keeps the defense chosen for the request; a Defense replaces it. */

@@ -56,6 +56,19 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryClien
     return result;
   };
 
+  // Paced clients' slots: id → when the slot frees, in the order taken, so that beyond the cap the
+  // oldest goes (the one most likely free already).
+  const slots = new Map<string, number>();
+  const reserveSync = (id: string, ms: number): number => {
+    const time = now();
+    const until = slots.get(id);
+    if (until !== undefined && until > time) return until - time;
+    slots.delete(id);
+    slots.set(id, time + ms);
+    if (slots.size > maxClients) slots.delete(slots.keys().next().value as string);
+    return 0;
+  };
+
   const keepAliveSync = (id: string): void => {
     const entry = live(id, true);
     if (entry) entry.expiresAt = now() + ttlMs;
@@ -71,6 +84,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryClien
     get: async (id) => getSync(id),
     update: async (id, fn) => updateSync(id, fn),
     keepAlive: async (id) => keepAliveSync(id),
+    reserve: async (id, ms) => reserveSync(id, ms),
     list: async (limit) => {
       const out: StoredClient[] = [];
       const time = now();
@@ -80,6 +94,9 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryClien
       }
       return out;
     },
-    close: async () => entries.clear(),
+    close: async () => {
+      entries.clear();
+      slots.clear();
+    },
   };
 }

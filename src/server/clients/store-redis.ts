@@ -13,7 +13,8 @@
  * Bounded: the same script keeps an index of the clients, one sorted set per rank (`<prefix>~index:R`,
  * scored by the time of the last write, Redis's own clock), drops the entries whose keys have expired
  * and, beyond `maxClients`, deletes the clients of the lowest rank written least recently (clean
- * first; refused last). The admin listing reads the index, highest rank first. The script touches
+ * first; refused last). The admin listing reads the index, highest rank first. A paced client's slot
+ * (a ladder throttle) is a key of its own, `<prefix>~pace:<id>`, taken with SET NX PX. The script touches
  * keys it cannot declare (the evicted clients): a single Redis (or a proxy that keeps a prefix on one
  * node), not Redis Cluster.
  *
@@ -97,7 +98,17 @@ for i = 2, #KEYS do redis.call('ZADD', KEYS[i], 'XX', now, ARGV[2]) end
 return 1
 `;
 
+// KEYS[1] the client's slot key. ARGV: ms. 0 when the slot was free and is now taken for ms, else the
+// milliseconds until it frees (at least 1).
+const RESERVE = `
+if redis.call('SET', KEYS[1], '1', 'PX', ARGV[1], 'NX') then return 0 end
+local left = redis.call('PTTL', KEYS[1])
+if left < 1 then return 1 end
+return left
+`;
+
 type CasRedis = Redis & {
+  msdReserve(key: string, ms: number): Promise<number>;
   msdCompareAndSet(key: string, ...rest: (string | number)[]): Promise<number>;
   msdKeepAlive(key: string, ...rest: (string | number)[]): Promise<number>;
 };
@@ -176,6 +187,7 @@ function openConnection(RedisClass: typeof Redis, options: RedisStoreOptions): C
   redis.on('error', () => {});
   redis.defineCommand('msdCompareAndSet', { numberOfKeys: 1 + RANKS, lua: COMPARE_AND_SET });
   redis.defineCommand('msdKeepAlive', { numberOfKeys: 1 + RANKS, lua: KEEP_ALIVE });
+  redis.defineCommand('msdReserve', { numberOfKeys: 1, lua: RESERVE });
   return redis;
 }
 
@@ -323,6 +335,13 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     keepAlive: async (id) => {
       try {
         await redis.msdKeepAlive(prefix + id, ...ctx.indexKeys, ctx.ttlMs, id);
+      } catch (error) {
+        throw wrap(error);
+      }
+    },
+    reserve: async (id, ms) => {
+      try {
+        return await redis.msdReserve(`${prefix}~pace:${id}`, Math.max(1, Math.round(ms)));
       } catch (error) {
         throw wrap(error);
       }

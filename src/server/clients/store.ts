@@ -35,6 +35,13 @@ export interface ClientStore {
    * Nothing happens for a client the store does not hold.
    */
   keepAlive(id: string): Promise<void>;
+  /**
+   * A paced client's slot (a ladder `throttle:SECONDS` step): takes it when free, atomically across
+   * every process sharing the store, and holds it `ms`. Resolves with 0 when taken, else with the
+   * milliseconds until it frees. Independent of the client's state (a slot outlives an eviction by at
+   * most `ms`).
+   */
+  reserve(id: string, ms: number): Promise<number>;
   /** Up to `limit` stored clients, the highest ranks first (for the admin route). */
   list(limit: number): Promise<StoredClient[]>;
   close(): Promise<void>;

@@ -1,6 +1,7 @@
 /**
  * Admission: identity → the client's assessment (store read, `assess(state, now)`) → refuse (403),
- * throttle (429 + Retry-After) or go on, before any model work.
+ * throttle (429 + Retry-After) or go on, before any model work; a paced client goes on when it takes
+ * its slot (refusal.ts).
  */
 import type { IncomingMessage } from 'node:http';
 import type { Assessment } from '../../../detection/types.js';
@@ -8,7 +9,7 @@ import type { ClientTicket } from '../gate.js';
 import { countAction, logChange } from './actions.js';
 import type { GateContext } from './context.js';
 import { stronger } from './outage-flags.js';
-import { ClientRefusal, refusalFor } from './refusal.js';
+import { ClientRefusal, refusalFor, takeSlot } from './refusal.js';
 
 export async function admit(ctx: GateContext, req: IncomingMessage): Promise<ClientTicket> {
   const { identity: client, raw } = ctx.identify(req);
@@ -33,7 +34,15 @@ export async function admit(ctx: GateContext, req: IncomingMessage): Promise<Cli
   if (previous !== undefined && (previous.action !== assessment.action || previous.tier !== assessment.tier))
     logChange(ctx, client.id, assessment, previous.action);
   ctx.actions.note(client.id, assessment);
-  const refusal = refusalFor(assessment);
+  let refusal = refusalFor(assessment);
+  if (refusal && assessment.paced) {
+    // A ladder throttle paces: the request that takes the slot goes on (observe serves it the paced tier).
+    refusal = await takeSlot(ctx, ticket, client.id, assessment.paced.seconds);
+    if (!refusal) {
+      ticket.paced = true;
+      return ticket;
+    }
+  }
   if (refusal) {
     countAction(ctx.metrics, assessment);
     if (!degraded) await keepAlive(ctx, client.id);

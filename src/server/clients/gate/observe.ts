@@ -16,7 +16,7 @@ import type { GateContext } from './context.js';
 import { detectionStep } from './detection-step.js';
 import { hardnessOf } from './inputs.js';
 import { stronger } from './outage-flags.js';
-import { refusalFor } from './refusal.js';
+import { pacedAnswer, refusalFor, takeSlot } from './refusal.js';
 
 export async function observe(
   ctx: GateContext,
@@ -61,6 +61,16 @@ export async function observe(
   // `changed` compares with the action at the client's last observation; a change by time alone was
   // already logged at admission (previous then holds the new action and tier), so log it only once.
   if (assessment.changed && (previous?.action !== assessment.action || previous.tier !== assessment.tier)) logChange(ctx, id, assessment, previous?.action);
+  if (assessment.action === 'throttle' && assessment.paced) {
+    // Paced: this answer goes on with the paced tier if its slot was taken at admission, or (a client
+    // that reached the throttle with this very request) can be taken now.
+    const wait = ticket.paced ? undefined : await takeSlot(ctx, ticket, id, assessment.paced.seconds);
+    if (wait) {
+      countAction(metrics, assessment);
+      throw wait;
+    }
+    assessment = pacedAnswer(assessment);
+  }
   countAction(metrics, assessment);
   const refusal = refusalFor(assessment);
   if (refusal) throw refusal;

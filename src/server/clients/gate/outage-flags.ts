@@ -13,6 +13,8 @@ interface Remembered {
   readonly action: Exclude<ClientAction, 'default'>;
   readonly tier?: string;
   readonly retryAfterSeconds?: number;
+  /** A ladder throttle's pace: through an outage the client stays paced (on this process's slots). */
+  readonly paced?: Assessment['paced'];
   /** A detector flagged the client (a throttle from the ladder lasts while flagged; a budget throttle only its Retry-After). */
   readonly flagged: boolean;
   readonly seenAt: number;
@@ -43,6 +45,7 @@ export class OutageFlags {
         action: assessment.action,
         tier: assessment.tier,
         retryAfterSeconds: assessment.retryAfterSeconds,
+        ...(assessment.paced ? { paced: assessment.paced } : {}),
         flagged: assessment.verdicts.some((v) => v.flagged),
         seenAt: time,
       },
@@ -59,7 +62,9 @@ export class OutageFlags {
     const r = this.flags.get(id);
     if (!r || time - r.seenAt >= this.stateTtlMs) return undefined;
     let retryAfterSeconds: number | undefined;
-    if (r.action === 'throttle') {
+    if (r.action === 'throttle' && r.paced) {
+      retryAfterSeconds = r.paced.seconds;
+    } else if (r.action === 'throttle') {
       const seconds = r.retryAfterSeconds ?? 60;
       const left = (r.seenAt + seconds * 1000 - time) / 1000;
       // A budget throttle (no detector flagged) ends with its Retry-After; a ladder throttle lasts while flagged.
@@ -71,6 +76,7 @@ export class OutageFlags {
       action: r.action,
       ...(r.tier !== undefined ? { tier: r.tier } : {}),
       ...(retryAfterSeconds !== undefined ? { retryAfterSeconds } : {}),
+      ...(r.paced ? { paced: r.paced } : {}),
       changed: false,
       verdicts: [{ detector: 'remembered', flagged: true, score: 0, evidence }],
     };
