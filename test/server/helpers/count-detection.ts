@@ -1,7 +1,7 @@
 /**
  * A tiny deterministic ClientDetection for the serving tests (the real detectors live in
  * src/detection): counts answered rows, escalates at `escalateAt`, throttles at `throttleAt`,
- * refuses at `refuseAt`. Evidence carries the count only.
+ * refuses at `refuseAt` (a throttle that paces with `paced`). Evidence carries the count only.
  */
 import type { Assessment, ClientAction, ClientDetection, ClientObservation, ClientState } from '../../../src/detection/types.js';
 
@@ -11,6 +11,8 @@ export interface CountPolicy {
   refuseAt?: number;
   tier?: string;
   retryAfterSeconds?: number;
+  /** The throttle paces (as a ladder `throttle:SECONDS` step does), its answers with `tier`. */
+  paced?: boolean;
 }
 
 interface CountState {
@@ -36,6 +38,7 @@ export function countDetection(policy: CountPolicy, options: { record?: boolean 
       action,
       tier: action === 'escalate' ? policy.tier : undefined,
       retryAfterSeconds: action === 'throttle' ? (policy.retryAfterSeconds ?? 30) : undefined,
+      ...(action === 'throttle' && policy.paced ? { paced: { seconds: policy.retryAfterSeconds ?? 30, ...(policy.tier ? { tier: policy.tier } : {}) } } : {}),
       changed,
       verdicts: [{ detector: 'count', flagged: action !== 'default', score: queries, evidence: { queries } }],
     };

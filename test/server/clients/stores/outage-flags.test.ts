@@ -55,3 +55,38 @@ describe('fail mode "local": what the shared store said of a client holds throug
     assert.deepEqual(dataOf((await escalating('key-clean-00001').expect(200)).body), ROUNDED);
   });
 });
+
+describe('fail mode "local": a paced client through a Redis outage', () => {
+  const env = useStubAndRedis();
+
+  it("a paced client stays paced through the outage: one answer (with its tier) per slot, on this process's slots", async () => {
+    const proxy = await startDefenseProxy({
+      upstream: env.upstream.url,
+      defense: 'rounding:decimals=2',
+      tiers: { argmax: 'argmax' },
+      clients: {
+        identity: 'header:x-api-key',
+        detection: countDetection({ throttleAt: 1, retryAfterSeconds: 600, paced: true, tier: 'argmax' }),
+        store: { redis: env.redis.url, keyPrefix: 'paced:', commandTimeoutMs: 200 },
+        failMode: 'local',
+      },
+    });
+    env.running.push(proxy);
+    const pacing = (key: string) => request(proxy.url).post(PATH).set('x-api-key', key).send(kserveRequest());
+    // The request that reaches the throttle takes the slot (Redis's): answered with the tier; the next one waits.
+    assert.deepEqual(dataOf((await pacing('key-paced-00001').expect(200)).body), ARGMAX);
+    assert.ok(Number((await pacing('key-paced-00001').expect(429)).headers['retry-after']) > 500);
+
+    await env.redis.kill();
+    const calls = env.upstream.requests.length;
+    // This process's own slot is free: one answer, with the tier, never the original; then 429 again.
+    const paced = await pacing('key-paced-00001').expect(200);
+    assert.deepEqual(dataOf(paced.body), ARGMAX);
+    for (let i = 0; i < 3; i++) {
+      const throttled = await pacing('key-paced-00001').expect(429);
+      assert.ok(Number(throttled.headers['retry-after']) > 500, `Retry-After ${throttled.headers['retry-after']}`);
+      assertNoOriginalNumbers(throttled.text);
+    }
+    assert.equal(env.upstream.requests.length, calls + 1, 'one model call for the one paced answer');
+  });
+});
