@@ -172,6 +172,9 @@ function refuse(path: string, what: string, value: unknown): never {
   throw new DetectionConfigError(`detection option ${path} must be ${what}, got ${shown(value)}`);
 }
 
+/** A throttle's longest pace: a day (a paced client still gets one row a day; "refuse" gets none). */
+export const MAX_THROTTLE_SECONDS = 86_400;
+
 export function parseStep(text: unknown, index: number): PolicyStep {
   const path = `policy.steps[${index}]`;
   if (typeof text !== 'string' || text.trim() === '') {
@@ -181,8 +184,10 @@ export function parseStep(text: unknown, index: number): PolicyStep {
   if (step === 'refuse') return { action: 'refuse' };
   if (step.startsWith('throttle')) {
     const match = /^throttle:(\d+)$/.exec(step);
-    if (!match || Number(match[1]) < 1)
-      throw new DetectionConfigError(`detection option ${path} "${step}": write "throttle:SECONDS" with whole seconds ≥ 1, e.g. "throttle:60"`);
+    if (!match || Number(match[1]) < 1 || Number(match[1]) > MAX_THROTTLE_SECONDS)
+      throw new DetectionConfigError(
+        `detection option ${path} "${step}": write "throttle:SECONDS" with whole seconds from 1 to ${MAX_THROTTLE_SECONDS} (a day; "refuse" for longer), e.g. "throttle:60"`,
+      );
     return { action: 'throttle', retryAfterSeconds: Number(match[1]) };
   }
   return { action: 'escalate', tier: step };

@@ -113,7 +113,8 @@ describe('msd proxy --workers 2 --config FILE', { timeout: 120_000 }, () => {
     // In flight: a worker has forwarded it, and the upstream holds it for SLOW_ANSWER_MS.
     await waitFor(() => upstream.requests.slice(seen).some((r) => r.headers['x-stub-mode'] === 'slow'), {
       what: 'the upstream to receive the slow request',
-      timeoutMs: SLOW_ANSWER_MS,
+      // Through the master and a worker that may have just been replaced: on a busy machine, more than the answer's own time.
+      timeoutMs: SLOW_ANSWER_MS * 2,
       detail: () => stderr,
     });
     child.kill('SIGTERM');

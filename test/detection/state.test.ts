@@ -129,6 +129,7 @@ describe('options', () => {
     [{ window: { lengthMs: 60_000, bucketMs: 10 } }, /at most 1000 \(bucketMs ≥ 60\)/],
     [{ budget: { action: 'block' } }, /budget\.action must be "throttle" or "refuse"/],
     [{ policy: { steps: ['argmax', 'throttle:soon'] } }, /policy\.steps\[1\] "throttle:soon": write "throttle:SECONDS"/],
+    [{ policy: { steps: ['argmax', 'throttle:86401'] } }, /"throttle:86401": write "throttle:SECONDS" with whole seconds from 1 to 86400/],
     [{ policy: { steps: [''] } }, /a tier name \(e\.g\. "argmax"\), "throttle:SECONDS" or "refuse"/],
     [{ hoda: { benignHistogram: [1], thresholds: [] } }, /hoda\.benignHistogram .* calibrateHoda/],
     [{ hoda: { benignHistogram: [0.5, 0.5], thresholds: [{ length: 5, threshold: 0.3 }] } }, /hoda\.benignHistogram is flat/],

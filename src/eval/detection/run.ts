@@ -243,7 +243,8 @@ export async function runDetectionEvaluation(options: DetectionEvalOptions): Pro
     defense: parseDefense('none'),
     providers: options.providers,
     tiers,
-    clients: { ...EVAL_CLIENTS, detection: recorder.detection, hardness: hardnessOf(checkpoints) },
+    // The gate's own time (store expiry, a paced client's slots) is the simulation's, as the detectors' is.
+    clients: { ...EVAL_CLIENTS, detection: recorder.detection, hardness: hardnessOf(checkpoints), clock: () => context.clock },
   });
   const test = victimTestSet(victim, options.victimTest, classes);
   const context: DetectionRunContext = { options, url: endpoint.url, recorder, test, clock: Date.UTC(2026, 0, 1) };

@@ -68,6 +68,14 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryClien
     if (slots.size > maxClients) slots.delete(slots.keys().next().value as string);
     return 0;
   };
+  const holdSync = (id: string, ms: number): void => {
+    const until = now() + ms;
+    if ((slots.get(id) ?? 0) < until) {
+      slots.delete(id);
+      slots.set(id, until);
+      if (slots.size > maxClients) slots.delete(slots.keys().next().value as string);
+    }
+  };
 
   const keepAliveSync = (id: string): void => {
     const entry = live(id, true);
@@ -85,6 +93,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryClien
     update: async (id, fn) => updateSync(id, fn),
     keepAlive: async (id) => keepAliveSync(id),
     reserve: async (id, ms) => reserveSync(id, ms),
+    hold: async (id, ms) => holdSync(id, ms),
     list: async (limit) => {
       const out: StoredClient[] = [];
       const time = now();

@@ -107,8 +107,15 @@ if left < 1 then return 1 end
 return left
 `;
 
+// KEYS[1] the client's slot key. ARGV: ms. The slot stays taken at least ms from now.
+const HOLD = `
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], '1', 'PX', ARGV[1]) end
+return 1
+`;
+
 type CasRedis = Redis & {
   msdReserve(key: string, ms: number): Promise<number>;
+  msdHold(key: string, ms: number): Promise<number>;
   msdCompareAndSet(key: string, ...rest: (string | number)[]): Promise<number>;
   msdKeepAlive(key: string, ...rest: (string | number)[]): Promise<number>;
 };
@@ -188,6 +195,7 @@ function openConnection(RedisClass: typeof Redis, options: RedisStoreOptions): C
   redis.defineCommand('msdCompareAndSet', { numberOfKeys: 1 + RANKS, lua: COMPARE_AND_SET });
   redis.defineCommand('msdKeepAlive', { numberOfKeys: 1 + RANKS, lua: KEEP_ALIVE });
   redis.defineCommand('msdReserve', { numberOfKeys: 1, lua: RESERVE });
+  redis.defineCommand('msdHold', { numberOfKeys: 1, lua: HOLD });
   return redis;
 }
 
@@ -342,6 +350,13 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Redi
     reserve: async (id, ms) => {
       try {
         return await redis.msdReserve(`${prefix}~pace:${id}`, Math.max(1, Math.round(ms)));
+      } catch (error) {
+        throw wrap(error);
+      }
+    },
+    hold: async (id, ms) => {
+      try {
+        await redis.msdHold(`${prefix}~pace:${id}`, Math.max(1, Math.round(ms)));
       } catch (error) {
         throw wrap(error);
       }

@@ -42,6 +42,8 @@ export interface ClientStore {
    * most `ms`).
    */
   reserve(id: string, ms: number): Promise<number>;
+  /** Keeps a slot taken until `ms` from now, or longer if it was already (a paced request of several rows). */
+  hold(id: string, ms: number): Promise<void>;
   /** Up to `limit` stored clients, the highest ranks first (for the admin route). */
   list(limit: number): Promise<StoredClient[]>;
   close(): Promise<void>;

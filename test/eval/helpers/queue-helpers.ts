@@ -174,9 +174,12 @@ export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): CliProces
   let output = '';
   child.stdout!.on('data', (c: Buffer) => (output += c));
   child.stderr!.on('data', (c: Buffer) => (output += c));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once('exit', (code, signal) => resolve({ code, signal })),
-  );
+  // Its output may still be in the pipes at 'exit': resolved at 'close', or a second after 'exit' when
+  // a process of its group still holds them.
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('close', (code, signal) => resolve({ code, signal }));
+    child.once('exit', (code, signal) => void setTimeout(() => resolve({ code, signal }), 1_000).unref());
+  });
   const groupAlive = () => groupMembers(child.pid!).length > 0;
   const kill = async (signal: NodeJS.Signals = 'SIGKILL') => {
     try {

@@ -124,7 +124,7 @@ async function startCoordinator(config: EvalConfig, cacheDir: string, queue: Non
   return { run, lines };
 }
 
-describe('msd eval --queue with msd eval-worker', { timeout: 240_000 }, () => {
+describe('msd eval --queue with msd eval-worker', { timeout: 900_000 }, () => {
   it('two worker processes return the same records as --jobs 1', async () => {
     const redis = await startQueueRedis();
     const config = tinyGrid();
@@ -269,6 +269,7 @@ describe('msd eval --queue with msd eval-worker', { timeout: 240_000 }, () => {
     // A worker that answers with something that is not the run's record (another version, or a fake).
     const keys = gridKeys(gridId(config));
     const bogus = new Worker(keys.queueName, async () => ({ not: 'a record' }), { connection: bullConnection(parseQueueUrl(redis.url)), prefix: keys.prefix });
+    onCleanup(() => bogus.close());
     const result = await within(first, { what: 'the coordinator to settle', timeoutMs: 120_000 });
     await bogus.close();
     assert.equal(result.records.length, 0);
@@ -367,7 +368,7 @@ describe('msd eval --queue with msd eval-worker', { timeout: 240_000 }, () => {
     const cacheDir = await scratchDir('msd-q-cache-');
     const { run, lines } = await startCoordinator(config, cacheDir, { url: redis.url, pollMs: 200, statusMs: 500 });
     // The first child given a run hangs: without a limit its run would be held (its lock renewed) forever.
-    const worker = startWorker(redis.url, ['--jobs', '1', '--name', 'W', '--cache-dir', cacheDir, '--run-timeout', '10s'], await childFault('hang-first-run'));
+    const worker = startWorker(redis.url, ['--jobs', '1', '--name', 'W', '--cache-dir', cacheDir, '--run-timeout', '30s'], await childFault('hang-first-run'));
     const result = await within(run, {
       what: 'the coordinator to finish',
       timeoutMs: 150_000,
@@ -375,10 +376,10 @@ describe('msd eval --queue with msd eval-worker', { timeout: 240_000 }, () => {
     });
     assert.deepEqual(result.failed ?? [], []);
     assert.equal(result.records.length, 2);
-    assert.match(worker.output(), /each run limited to 10s/);
+    assert.match(worker.output(), /each run limited to 30s/);
     const [timedOut, ...others] = worker.lines(/^failed /);
     assert.deepEqual(others, [], worker.output());
-    assert.match(timedOut, /: the run exceeded the time limit of 10s \(--run-timeout\); its evaluation child \d+ was killed$/);
+    assert.match(timedOut, /: the run exceeded the time limit of 30s \(--run-timeout\); its evaluation child \d+ was killed$/);
     const key = /\(([^)]+)\): /.exec(timedOut)![1];
     // Retried on the child that replaced the killed one, and done.
     assert.equal(worker.lines(new RegExp(`^running .*\\(${key}\\), try 2$`)).length, 1, worker.output());
@@ -386,7 +387,7 @@ describe('msd eval --queue with msd eval-worker', { timeout: 240_000 }, () => {
     assert.equal((await jobsOf(redis.url, config)).find((j) => j.id === key)?.attemptsStarted, 2);
     const log = await logsOf(redis.url, config, key);
     assert.ok(
-      log.some((l) => / W: failed: the run exceeded the time limit of 10s \(--run-timeout\)/.test(l)),
+      log.some((l) => / W: failed: the run exceeded the time limit of 30s \(--run-timeout\)/.test(l)),
       log.join('\n'),
     );
     await worker.kill('SIGTERM');

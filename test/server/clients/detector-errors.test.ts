@@ -65,8 +65,9 @@ describe('a detector rejecting the answer is an answer error, not a store outage
     await checkAnswerError(proxy, logs, 'key-redis-0002');
   });
 
-  it('the Redis store passes an error of the update function on as it is (no ClientStoreError)', async () => {
+  it('the Redis store passes an error of the update function on as it is (no ClientStoreError)', async (t) => {
     const store = await createRedisStore({ redis: env.redis.url, keyPrefix: 'fn-error:' });
+    t.after(() => store.close());
     await store.ready();
     class DetectorSaysNo extends Error {}
     await assert.rejects(
@@ -75,6 +76,5 @@ describe('a detector rejecting the answer is an answer error, not a store outage
       }),
       (e: Error) => e instanceof DetectorSaysNo && !(e instanceof ClientStoreError),
     );
-    await store.close();
   });
 });

@@ -105,7 +105,7 @@ describe('client detection through the proxy', () => {
   it('when Redis goes away: "local" answers defended (never raw) and counts the outage; "refuse" answers 503', async () => {
     const outage = await startRedis();
     try {
-      const store = { redis: outage.url, commandTimeoutMs: 200 };
+      const store = { redis: outage.url, commandTimeoutMs: 2_000 };
       const { proxy: local, logs } = await start({ escalateAt: 100 }, { store, failMode: 'local' });
       const { proxy: strict } = await start({}, { store, failMode: 'refuse' });
       await ask(local, 'key-frank-0006').expect(200);
@@ -132,7 +132,7 @@ describe('client detection through the proxy', () => {
     const first = await startRedis();
     let second: TestRedis | undefined;
     try {
-      const { proxy, logs } = await start({}, { store: { redis: first.url, commandTimeoutMs: 200 }, failMode: 'local' });
+      const { proxy, logs } = await start({}, { store: { redis: first.url, commandTimeoutMs: 2_000 }, failMode: 'local' });
       await ask(proxy, 'key-hank-0008').expect(200);
       await first.kill();
       await ask(proxy, 'key-hank-0008').expect(200);

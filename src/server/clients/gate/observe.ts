@@ -16,7 +16,7 @@ import type { GateContext } from './context.js';
 import { detectionStep } from './detection-step.js';
 import { hardnessOf } from './inputs.js';
 import { stronger } from './outage-flags.js';
-import { pacedAnswer, refusalFor, takeSlot } from './refusal.js';
+import { holdSlot, pacedAnswer, refusalFor, takeSlot } from './refusal.js';
 
 export async function observe(
   ctx: GateContext,
@@ -61,6 +61,7 @@ export async function observe(
   // `changed` compares with the action at the client's last observation; a change by time alone was
   // already logged at admission (previous then holds the new action and tier), so log it only once.
   if (assessment.changed && (previous?.action !== assessment.action || previous.tier !== assessment.tier)) logChange(ctx, id, assessment, previous?.action);
+  let paced = false;
   if (assessment.action === 'throttle' && assessment.paced) {
     // Paced: this answer goes on with the paced tier if its slot was taken at admission, or (a client
     // that reached the throttle with this very request) can be taken now.
@@ -69,7 +70,10 @@ export async function observe(
       countAction(metrics, assessment);
       throw wait;
     }
+    // The pace is per row: a request of n rows holds the slot n times as long.
+    if (probs.rows > 1) await holdSlot(ctx, ticket, id, assessment.paced.seconds * probs.rows);
     assessment = pacedAnswer(assessment);
+    paced = true;
   }
   countAction(metrics, assessment);
   const refusal = refusalFor(assessment);
@@ -77,6 +81,8 @@ export async function observe(
   if (assessment.action === 'escalate') return tierDefense(ctx, assessment);
   const probationTier = probationDefense(ctx, ticket, probation, value.history, chosen, time);
   if (probationTier) return probationTier;
+  // A paced answer without a tier below the throttle: the default defense, whatever chooseDefense chose.
+  if (paced) return ctx.defense;
   // Without the shared state, the chosen defense may not be skipped: the default one at least.
   if ((degraded || ticket.degraded) && chosen === null) return ctx.defense;
   return undefined;

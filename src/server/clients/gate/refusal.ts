@@ -2,7 +2,7 @@
  * Requests the gate refuses before (or instead of) their answer, and the pacing of a ladder throttle:
  * a client on a `throttle:SECONDS` step has one request each SECONDS answered (with the ladder's tier
  * below the throttle) and observed, so that its ladder can move on; the others get 429 with the time
- * left. The slot is taken in the store, atomically across replicas with Redis, so a burst at the
+ * left. The pace is per row: a request of n rows keeps the slot n × SECONDS. The slot is taken in the store, atomically across replicas with Redis, so a burst at the
  * moment it frees gets one answer, not one per request or per replica.
  */
 import type { Assessment } from '../../../detection/types.js';
@@ -39,6 +39,11 @@ export function refusalFor(assessment: Assessment): ClientRefusal | undefined {
 export async function takeSlot(ctx: GateContext, ticket: { readonly degraded: boolean }, id: string, seconds: number): Promise<ClientRefusal | undefined> {
   const { value: waitMs } = await ctx.stores.use(ticket, 'reserve', (store) => store.reserve(id, seconds * 1000));
   return waitMs > 0 ? throttled(waitMs / 1000) : undefined;
+}
+
+/** Keeps the client's slot taken `seconds` from now (a paced request of several rows), never less than it was. */
+export async function holdSlot(ctx: GateContext, ticket: { readonly degraded: boolean }, id: string, seconds: number): Promise<void> {
+  await ctx.stores.use(ticket, 'hold', (store) => store.hold(id, seconds * 1000));
 }
 
 /** What a paced answer is served and counted as: the tier below the throttle, or the default. */

@@ -77,7 +77,7 @@ describe('a flagged cohort through a Redis outage', () => {
   it('stays flagged (fail mode "local"): its members keep the probation tier while the store is out', async (t) => {
     const redis = await startRedis();
     const { gate, ask } = aboveGate(
-      { cohort: 'header:x-tenant', failMode: 'local', store: { redis: redis.url, keyPrefix: 'outage:', commandTimeoutMs: 200 } },
+      { cohort: 'header:x-tenant', failMode: 'local', store: { redis: redis.url, keyPrefix: 'outage:', commandTimeoutMs: 2_000 } },
       { tiers },
     );
     t.after(async () => {

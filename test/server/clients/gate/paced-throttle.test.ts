@@ -10,6 +10,7 @@ import { parseDefense } from '../../../../src/defenses/index.js';
 import { createClientDetection } from '../../../../src/detection/index.js';
 import { type ClientRefusal, createClientGate } from '../../../../src/server/clients/gate.js';
 import type { ClientsOptions } from '../../../../src/server/clients/options.js';
+import { createRedisStore } from '../../../../src/server/clients/store-redis.js';
 import { createServingMetrics, type ServingMetrics } from '../../../../src/server/metrics.js';
 import { useRedisClient } from '../../helpers/redis-server.js';
 
@@ -98,16 +99,34 @@ describe('a ladder throttle paces the client', () => {
     await assert.rejects(gate.admit(req('thief')), (e: ClientRefusal) => e.status === 403);
   });
 
-  it('without a tier below the throttle, a paced answer keeps the default defense', async () => {
+  it('without a tier below the throttle, a paced answer gets the default defense even where chooseDefense skipped it', async () => {
     let time = 1_000_000;
     const gate = gateWith(['throttle:5'], { memory: { now: () => time } }, () => time);
     after(() => gate.close());
-    for (let i = 0; i < 3; i++) assert.equal(await ask(gate, 'thief'), undefined);
-    // The fourth flags: throttled, and this request takes the slot.
-    assert.equal(await ask(gate, 'thief'), undefined);
-    await assert.rejects(gate.admit(req('thief')), (e: ClientRefusal) => throttled(e) && retryAfter(e) === 5);
+    // chooseDefense skips the defense for this key (null): kept while the client is not paced.
+    for (let i = 0; i < 3; i++) assert.equal(await ask(gate, 'vip-key'), undefined);
+    // The fourth flags: throttled, and this request takes the slot, answered with the default defense.
+    assert.equal(await ask(gate, 'vip-key'), defense);
+    await assert.rejects(gate.admit(req('vip-key')), (e: ClientRefusal) => throttled(e) && retryAfter(e) === 5);
     time += 5_000;
-    assert.equal(await ask(gate, 'thief'), undefined);
+    assert.equal(await ask(gate, 'vip-key'), defense);
+  });
+
+  it('the pace is per row: a paced request of n rows keeps the slot n × SECONDS', async () => {
+    let time = 1_000_000;
+    const gate = gateWith(['argmax', 'throttle:10'], { memory: { now: () => time } }, () => time);
+    after(() => gate.close());
+    await climbToThrottle(gate, 'thief');
+    assert.equal(await ask(gate, 'thief'), argmax);
+    time += 10_000;
+    // 25 rows in the next paced request: answered, and the slot is held 250 s.
+    const rows = 25;
+    const batch = { rows, cols: 2, data: new Float32Array(rows * 2).fill(0.5) };
+    assert.equal(await gate.observe(await gate.admit(req('thief')), batch, undefined, null), argmax);
+    time += 240_000;
+    await assert.rejects(gate.admit(req('thief')), (e: ClientRefusal) => throttled(e) && retryAfter(e) === 10);
+    time += 10_000;
+    assert.equal(await ask(gate, 'thief'), argmax);
   });
 
   describe('redis store (real redis-server)', () => {
@@ -125,6 +144,15 @@ describe('a ladder throttle paces the client', () => {
       assert.ok(slot, 'the slot is a key under the store prefix');
       const left = await shared.client.pttl(slot);
       assert.ok(left > 0 && left <= 2_000, `the slot frees in ${left} ms`);
+      // A paced request of 3 rows would hold it 6 s: Redis keeps the longer hold.
+      const direct = await createRedisStore({ redis: shared.server.url, keyPrefix: 'pace:' });
+      after(() => direct.close());
+      await direct.ready();
+      await direct.hold(slot.slice('pace:~pace:'.length), 6_000);
+      assert.ok((await shared.client.pttl(slot)) > 5_000);
+      await direct.hold(slot.slice('pace:~pace:'.length), 1_000);
+      assert.ok((await shared.client.pttl(slot)) > 5_000, 'a shorter hold never shortens the slot');
+      await shared.client.pexpire(slot, left);
       // Slots live on Redis's clock: wait it out, then 20 requests at once over both replicas.
       await new Promise((resolve) => setTimeout(resolve, left + 50));
       time += 3_000;

@@ -22,7 +22,7 @@ describe('fail mode "local": what the shared store said of a client holds throug
       clients: {
         identity: 'header:x-api-key',
         detection: countDetection(policy),
-        store: { redis: env.redis.url, keyPrefix, commandTimeoutMs: 200 },
+        store: { redis: env.redis.url, keyPrefix, commandTimeoutMs: 2_000 },
         failMode: 'local',
       },
     });
@@ -67,7 +67,7 @@ describe('fail mode "local": a paced client through a Redis outage', () => {
       clients: {
         identity: 'header:x-api-key',
         detection: countDetection({ throttleAt: 1, retryAfterSeconds: 600, paced: true, tier: 'argmax' }),
-        store: { redis: env.redis.url, keyPrefix: 'paced:', commandTimeoutMs: 200 },
+        store: { redis: env.redis.url, keyPrefix: 'paced:', commandTimeoutMs: 2_000 },
         failMode: 'local',
       },
     });

@@ -106,11 +106,11 @@ describe('client store caps: clean clients go before flagged ones', () => {
     });
 
     it('drops index entries whose keys expired, so they never count against the cap', async () => {
-      const store = await open({ keyPrefix: 'exp:', maxClients: 3, ttlMs: 100 });
+      const store = await open({ keyPrefix: 'exp:', maxClients: 3, ttlMs: 1_000 });
       await write(store, 'refused', 3);
       await write(store, 'old-1', 0);
       await write(store, 'old-2', 0);
-      await new Promise((resolve) => setTimeout(resolve, 250));
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
       for (const id of ['a', 'b', 'c']) await write(store, id, 0);
       const indexed = (await Promise.all([0, 1, 2, 3].map((r) => raw.zcard(`exp:~index:${r}`)))).reduce((a, b) => a + b, 0);
       assert.equal(indexed, 3);

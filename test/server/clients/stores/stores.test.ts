@@ -104,14 +104,15 @@ describe('redis client store (real redis-server)', () => {
   });
 
   it('never takes a key that expired and was created again elsewhere for the one it cached', async () => {
-    const one = await open({ keyPrefix: 'aba:', ttlMs: 100 });
-    const two = await open({ keyPrefix: 'aba:', ttlMs: 100 });
+    // Expiry on Redis's real clock: long enough that the three steps below never outlive it on a busy machine.
+    const one = await open({ keyPrefix: 'aba:', ttlMs: 1_000 });
+    const two = await open({ keyPrefix: 'aba:', ttlMs: 1_000 });
     const writer = (name: string) => (state: ClientState | undefined) => ({
       state: { writers: [...((state?.writers as string[] | undefined) ?? []), name] },
       result: 0,
     });
     await one.update('c', writer('one'));
-    await new Promise((resolve) => setTimeout(resolve, 250));
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
     // A new history with the same number of writes as the one `one` remembers.
     await two.update('c', writer('two'));
     await one.update('c', writer('one'));
@@ -119,11 +120,11 @@ describe('redis client store (real redis-server)', () => {
   });
 
   it('sets an expiry on every key, and the key is gone after it', async () => {
-    const store = await open({ ttlMs: 150 });
+    const store = await open({ ttlMs: 1_000 });
     await store.update('short', increment);
     const ttl = await raw.pttl('test:short');
-    assert.ok(ttl > 0 && ttl <= 150, `pttl ${ttl}`);
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.ok(ttl > 0 && ttl <= 1_000, `pttl ${ttl}`);
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
     assert.equal(await store.get('short'), undefined);
   });
 
