@@ -1,43 +1,14 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import request from 'supertest';
 import { createModel, initBackend, saveModel } from '../../../src/models/index.js';
 import { runCli } from '../../helpers/run-cli.js';
 import { assertNoOriginalNumbers, ORIGINAL_ROWS } from '../helpers/fixtures.js';
+import { startProxyCommand } from '../helpers/proxy-command.js';
 import { startStubUpstream, type StubUpstream } from '../helpers/stub-upstream.js';
-
-const root = fileURLToPath(new URL('../../..', import.meta.url));
-
-/** Starts `msd proxy ARGS --port 0`; resolves once it listens. stop() sends SIGTERM and resolves with the exit code. */
-async function startProxyCommand(args: string[]): Promise<{ url: string; stop: (signal?: NodeJS.Signals) => Promise<number | null>; output: () => string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'proxy', ...args, '--port', '0'], { cwd: root });
-  let stderr = '';
-  let stdout = '';
-  child.stdout.on('data', (c: Buffer) => (stdout += c));
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stderr.on('data', (c: Buffer) => {
-      stderr += c;
-      const match = /proxy: (http:\/\/127\.0\.0\.1:\d+)/.exec(stderr);
-      if (match) resolve(match[1]);
-    });
-    child.once('exit', (code) => reject(new Error(`exited ${code}: ${stderr}`)));
-  });
-  return {
-    url,
-    output: () => stdout,
-    stop: (signal = 'SIGTERM') =>
-      new Promise((resolve) => {
-        child.removeAllListeners('exit');
-        child.once('exit', resolve);
-        child.kill(signal);
-      }),
-  };
-}
 
 describe('msd proxy', () => {
   let upstream: StubUpstream;
@@ -49,7 +20,7 @@ describe('msd proxy', () => {
   });
 
   it('serves the defended upstream, logs JSON lines, and exits 0 on SIGTERM', async () => {
-    const { url, stop, output } = await startProxyCommand(['--upstream', upstream.url, '--protocol', 'tf-serving', '--defense', 'argmax']);
+    const { url, stop, stdout: output } = await startProxyCommand(['--upstream', upstream.url, '--protocol', 'tf-serving', '--defense', 'argmax']);
     try {
       const res = await request(url)
         .post('/v1/models/mnist:predict')
