@@ -3,7 +3,8 @@
  * JSON a route sends, without the route changing a line. It wraps res.json, res.send and, for
  * routes that write raw bytes, res.write/res.end, so no path leaves the original probabilities out.
  *
- * Error answers (status >= 400) pass unchanged unless the codec can read probabilities in them.
+ * Error answers (status >= 400) pass unchanged unless the codec can read probabilities in them, or
+ * the route had begun its answer with res.write (then only the codec's error body goes out).
  * The patching itself is in middleware/response-patch.ts, the once-per-request input reading in
  * middleware/inputs.ts.
  */
@@ -11,7 +12,7 @@ import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Respon
 import { ServingError } from './errors.js';
 import { setDefenseRecord } from './logger.js';
 import { metricsHandler, type ServingMetrics } from './metrics.js';
-import { createInputReader } from './middleware/inputs.js';
+import { createInputReader, unparsedBody } from './middleware/inputs.js';
 import { createResponsePatch } from './middleware/response-patch.js';
 import { resolveServingOptions, type ServingOptions } from './options.js';
 import { createPerturber, type Outcome } from './perturber.js';
@@ -35,7 +36,8 @@ export interface PoisonPredictionsMiddleware extends RequestHandler {
    * The request's model inputs as the surrogate sees them (base64 images decoded and preprocessed
    * as `inputs` declares, numeric tensors as sent), read once per request and shared with the
    * defense and the detectors: a route that feeds these rows to its model decodes nothing itself.
-   * Rejects with a RequestFormatError (400, 413) for input the client got wrong. Treat the rows as
+   * Rejects with a RequestFormatError (400, 413; 415 for a body that is not JSON) for input the
+   * client got wrong, a 500 ServingError when express.json() is not mounted. Treat the rows as
    * read-only: the defense reads the same array after the route answers.
    */
   inputsOf(req: Request): Promise<InputRows>;
@@ -97,7 +99,10 @@ export function poisonPredictions(options: ServingOptions<Request>): PoisonPredi
     // Admission before the route runs: a refused or throttled client costs no model work.
     const admitted = gate.admit(req).then(async (ticket) => {
       // Inputs a detector needs but cannot read: refused before the route spends model work on them.
-      if (gate.requiresInputs && req.body !== undefined) {
+      // A body no JSON parser read is answered as such (400, 415; 500 with no parser mounted), not as unreadable inputs.
+      if (gate.requiresInputs) {
+        const unparsed = unparsedBody(req, 'client detection');
+        if (unparsed) throw unparsed;
         try {
           await readInputs(req);
         } catch (error) {

@@ -3,7 +3,9 @@
  * that write raw bytes) res.write/res.end are wrapped, so that whatever the route answers is
  * defended before Express sends it, and no path leaves the original probabilities out.
  *
- * Error answers (status >= 400) pass unchanged unless the codec can read probabilities in them.
+ * Error answers (status >= 400) pass unchanged unless the codec can read probabilities in them, or
+ * the route had begun its answer with res.write: those bytes are the start of the original answer,
+ * so the error goes out with the codec's error body instead.
  */
 import type { NextFunction, Request, Response } from 'express';
 import type { Defense } from '../../defenses/index.js';
@@ -13,8 +15,23 @@ import { setDefenseRecord, type DefenseRecord } from '../logger.js';
 import { selectDefense, type ResolvedServing } from '../options.js';
 import { SKIPPED_LABEL, type AnswerObserver, type Outcome, type Perturber } from '../perturber.js';
 import type { InputRows } from '../protocols/index.js';
+import { unparsedBody } from './inputs.js';
 
 const NO_BODY_STATUS = new Set([204, 304]);
+
+/** A body as bytes, when it is some: Uint8Array (not a Buffer) and other views too, never read as an object ({"0":123,...}) or as "123,34,...". */
+function bytesOf(body: unknown): Buffer | undefined {
+  if (Buffer.isBuffer(body)) return body;
+  return ArrayBuffer.isView(body) ? Buffer.from(body.buffer, body.byteOffset, body.byteLength) : undefined;
+}
+
+/** How the route's answer reached the patch, for defendBody. */
+interface RouteAnswer {
+  /** Text that must be JSON (a string, bytes, raw writes), not an object to serialize. */
+  isText: boolean;
+  /** Bytes the route wrote with res.write before end(): the start of an answer, if it then fails. */
+  wroteBefore?: boolean;
+}
 
 export interface ResponsePatchDeps {
   resolved: ResolvedServing<Request>;
@@ -74,13 +91,16 @@ function levelOf(record: DefenseRecord): 'info' | 'warn' {
     : 'warn';
 }
 
+/** Defends one route answer (see defendBody). */
+type Handle = (body: unknown, how: RouteAnswer) => void;
+
 /** Routes that write raw bytes: res.write and res.end hold them back until end(), then `handle` defends them like a JSON string. */
-function patchRawWrites(req: Request, res: Response, state: PatchState, handle: (body: unknown, isText: boolean) => void, onDrop: () => void): void {
+function patchRawWrites(req: Request, res: Response, state: PatchState, handle: Handle, onDrop: () => void): void {
   const { write: originalWrite, end: originalEnd } = state.original;
   const buffered: Buffer[] = [];
   const hold = (chunk: unknown, rest: unknown[]): void => {
     if (chunk === undefined || chunk === null || typeof chunk === 'function') return;
-    buffered.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk), typeof rest[0] === 'string' ? (rest[0] as BufferEncoding) : 'utf8'));
+    buffered.push(bytesOf(chunk) ?? Buffer.from(String(chunk), typeof rest[0] === 'string' ? (rest[0] as BufferEncoding) : 'utf8'));
   };
   const callbackIn = (args: unknown[]): (() => void) | undefined => args.find((a): a is () => void => typeof a === 'function');
   res.write = function write(chunk: unknown, ...rest: unknown[]): boolean {
@@ -97,6 +117,7 @@ function patchRawWrites(req: Request, res: Response, state: PatchState, handle: 
     const call = routeCall(state, onDrop);
     if (call === 'express' && !res.writableEnded) return (originalEnd as (...args: unknown[]) => Response).call(res, chunk, ...rest);
     if (call !== 'defend') return res;
+    const wroteBefore = buffered.length > 0;
     hold(chunk, rest);
     const callback = callbackIn([chunk, ...rest]);
     if (callback) res.once('finish', callback);
@@ -104,28 +125,29 @@ function patchRawWrites(req: Request, res: Response, state: PatchState, handle: 
       state.phase = 'sent';
       return (originalEnd as () => Response).call(res);
     }
-    handle(Buffer.concat(buffered).toString('utf8'), true);
+    handle(Buffer.concat(buffered).toString('utf8'), { isText: true, wroteBefore });
     return res;
   } as Response['end'];
 }
 
 /** res.json and res.send: their body defended by `handle` (a string or Buffer as JSON text). */
-function patchJsonAndSend(res: Response, state: PatchState, handle: (body: unknown, isText: boolean) => void, onDrop: () => void): void {
+function patchJsonAndSend(res: Response, state: PatchState, handle: Handle, onDrop: () => void): void {
   const { json: originalJson, send: originalSend } = state.original;
   res.json = function json(body?: unknown): Response {
     const call = routeCall(state, onDrop);
     if (call === 'express') return originalJson.call(res, body);
     if (call === 'drop') return res;
-    handle(body, false);
+    handle(body, { isText: false });
     return res;
   };
   res.send = function send(body?: unknown): Response {
     const call = routeCall(state, onDrop);
     if (call === 'express') return originalSend.call(res, body);
     if (call === 'drop') return res;
-    if (Buffer.isBuffer(body)) handle(body.toString('utf8'), true);
-    else if (typeof body === 'string') handle(body, true);
-    else handle(body, false);
+    const bytes = bytesOf(body);
+    if (bytes) handle(bytes.toString('utf8'), { isText: true });
+    else if (typeof body === 'string') handle(body, { isText: true });
+    else handle(body, { isText: false });
     return res;
   };
 }
@@ -144,8 +166,8 @@ export function createResponsePatch(deps: ResponsePatchDeps): ResponsePatch {
     (req: Request, ticket: ClientTicket): AnswerObserver =>
     async (probs: Parameters<ClientGate['observe']>[1]) => {
       let inputs: InputRows | undefined;
-      if (gate!.requiresInputs && req.body === undefined)
-        throw new ServingError('client detection needs the request body: mount express.json() before poisonPredictions', 500, 'defense_failed');
+      const unparsed = gate!.requiresInputs ? unparsedBody(req, 'client detection') : undefined;
+      if (unparsed) throw unparsed;
       if (gate!.observeInputs && req.body !== undefined) {
         try {
           inputs = await readInputs(req);
@@ -177,7 +199,7 @@ export function createResponsePatch(deps: ResponsePatchDeps): ResponsePatch {
   };
 
   /** Defends one answer body (a parsed object, or text that must be JSON). */
-  const defendBody = (req: Request, res: Response, state: PatchState, ticket: ClientTicket | undefined, body: unknown, isText: boolean): void => {
+  const defendBody = (req: Request, res: Response, state: PatchState, ticket: ClientTicket | undefined, body: unknown, how: RouteAnswer): void => {
     state.phase = 'defending';
     let defense: Defense | null;
     try {
@@ -191,15 +213,22 @@ export function createResponsePatch(deps: ResponsePatchDeps): ResponsePatch {
       (state.original.end as () => Response).call(res);
       return;
     }
+    const label = defense ? defense.spec : SKIPPED_LABEL;
+    if (res.statusCode >= 400 && how.wroteBefore) {
+      // The route began its answer, then failed (next(error), a throw, a broken stream, an error status of its own):
+      // the held bytes joined to the error page would be the original answer's start, so none go out.
+      const error = new ServingError('the route failed after it began its answer; the answer was withheld', res.statusCode, 'bad_answer');
+      emit(req, res, state, perturber.failure(label, error));
+      return;
+    }
     let parsed = body;
-    if (isText) {
+    if (how.isText) {
       try {
         parsed = JSON.parse(body as string);
       } catch {
         parsed = undefined;
       }
     }
-    const label = defense ? defense.spec : SKIPPED_LABEL;
     if (res.statusCode >= 400) {
       // A non-JSON error page: no codec could find probabilities in it.
       if (parsed === undefined) {
@@ -208,9 +237,9 @@ export function createResponsePatch(deps: ResponsePatchDeps): ResponsePatch {
       } else emit(req, res, state, perturber.screenErrorAnswer(label, res.statusCode, parsed));
       return;
     }
-    if (defense && defense.needs.length > 0 && req.body === undefined) {
-      const error = new ServingError('the defense needs the request body: mount express.json() before poisonPredictions', 500, 'defense_failed');
-      emit(req, res, state, perturber.failure(label, error));
+    const unparsed = defense && defense.needs.length > 0 ? unparsedBody(req, 'the defense') : undefined;
+    if (unparsed) {
+      emit(req, res, state, perturber.failure(label, unparsed));
       return;
     }
     currentChoice.set(req, defense);
@@ -234,7 +263,7 @@ export function createResponsePatch(deps: ResponsePatchDeps): ResponsePatch {
         return;
       }
     }
-    const handle = (body: unknown, isText: boolean): void => defendBody(req, res, state, ticket, body, isText);
+    const handle: Handle = (body, how) => defendBody(req, res, state, ticket, body, how);
     const onDrop = (): void =>
       logger?.warn({ method: req.method, url: req.originalUrl }, 'the route answered again while its answer was being defended: the second answer was dropped');
     patchJsonAndSend(res, state, handle, onDrop);
