@@ -50,6 +50,8 @@ const CONCURRENCY = [1, 8, 32];
 interface Started {
   process: ChildProcess;
   url: string;
+  /** The server's /metrics, on its ops port. */
+  metricsUrl: string;
 }
 
 function start(config: Config): Promise<Started> {
@@ -57,6 +59,7 @@ function start(config: Config): Promise<Started> {
     const env = {
       ...process.env,
       PORT: '0',
+      METRICS_PORT: '0',
       DEFENSE: config.defense,
       SURROGATE_THREAD: config.surrogateThread ? '1' : '0',
       VICTIM_THREAD: config.victimThread ? '1' : '0',
@@ -69,7 +72,8 @@ function start(config: Config): Promise<Started> {
     proc.stdout!.on('data', (chunk: Buffer) => {
       out += chunk;
       const url = /listening on (http:\/\/\S+)/.exec(out)?.[1];
-      if (url) resolve({ process: proc, url });
+      const metricsUrl = /metrics on (http:\/\/\S+)/.exec(out)?.[1];
+      if (url && metricsUrl) resolve({ process: proc, url, metricsUrl });
     });
   });
 }
@@ -83,8 +87,8 @@ function stop(started: Started): Promise<number | null> {
   });
 }
 
-async function scrape(url: string): Promise<{ lagP99: number; cpu: number }> {
-  const text = await (await fetch(`${url}/metrics`)).text();
+async function scrape(metricsUrl: string): Promise<{ lagP99: number; cpu: number }> {
+  const text = await (await fetch(metricsUrl)).text();
   const value = (name: string) => Number(new RegExp(`^${name} (\\S+)`, 'm').exec(text)?.[1] ?? NaN);
   return { lagP99: value('msd_nodejs_eventloop_lag_p99_seconds') * 1000, cpu: value('msd_process_cpu_seconds_total') };
 }
@@ -115,9 +119,9 @@ try {
   );
   for (const connections of CONCURRENCY) {
     for (const [d, s] of servers.entries()) {
-      const before = await scrape(s.url);
+      const before = await scrape(s.metricsUrl);
       const r = await autocannon({ url: s.url + PATH, ...post, connections, duration: seconds });
-      const after = await scrape(s.url);
+      const after = await scrape(s.metricsUrl);
       const answered = r.requests.total;
       const cpuMs = answered ? ((after.cpu - before.cpu) * 1000) / answered : NaN;
       cpuPerImage[d].push(cpuMs);

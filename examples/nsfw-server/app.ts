@@ -4,7 +4,9 @@
  *
  *   POST /v1/models/nsfw:predict   {"instances": [{"b64": "<base64 JPEG/PNG/WebP>"}, ...]}
  *                                  → {"predictions": [[Drawing, Hentai, Neutral, Porn, Sexy], ...]}
- *   GET  /metrics                  Prometheus metrics (requests, perturbation, batching, event-loop delay)
+ *   GET  /metrics                  Prometheus metrics (requests, perturbation, batching, event-loop delay),
+ *                                  on `ops`, an app of its own for a port clients cannot reach: the
+ *                                  metrics show how each answer was changed
  *
  * The middleware's `inputs.image` declares nsfwjs's preprocessing (224×224 RGB, pixels / 255); it
  * decodes each image once (sharp), and the route feeds those very rows (`defend.inputsOf(req)`) to the
@@ -64,6 +66,8 @@ export interface NsfwAppOptions {
 
 export interface NsfwApp {
   app: Express;
+  /** GET /metrics, for a port that clients cannot reach (the metrics show how each answer was changed). */
+  ops: Express;
   /** What runs the surrogate, for the start-up line: 'onnx', 'tfjs', or undefined without one. */
   surrogateEngine?: 'onnx' | 'tfjs';
   /** Rejects what waits (503), lets the forward pass in flight finish and frees the models. Call after server.close(). */
@@ -139,7 +143,6 @@ export async function buildNsfwApp(options: NsfwAppOptions = {}): Promise<NsfwAp
       next(error);
     }
   });
-  app.get('/metrics', defend.metricsHandler);
   app.use((error: unknown, _req: Request, res: Response, _next: NextFunction) => {
     const known = error instanceof ServingError ? error : undefined;
     if (known?.headers) res.set(known.headers);
@@ -148,8 +151,12 @@ export async function buildNsfwApp(options: NsfwAppOptions = {}): Promise<NsfwAp
     res.status(status).json({ error: status < 500 || known ? String((error as Error).message) : 'internal error' });
   });
 
+  const ops = express();
+  ops.get('/metrics', defend.metricsHandler);
+
   return {
     app,
+    ops,
     surrogateEngine: engine,
     async close() {
       await Promise.all([victim.close(), context?.close()]);

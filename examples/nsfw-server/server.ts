@@ -1,6 +1,7 @@
 /**
  * Starts the nsfwjs example server: `npm run example:nsfw`, or with settings
- *   PORT=8080 DEFENSE='mad-argmax:eps=0.8' SEED=7 SURROGATE_THREAD=1 VICTIM_THREAD=0 SURROGATE_ENGINE=auto npm run example:nsfw
+ *   PORT=8080 METRICS_PORT=9464 DEFENSE='mad-argmax:eps=0.8' SEED=7 SURROGATE_THREAD=1 VICTIM_THREAD=0 SURROGATE_ENGINE=auto npm run example:nsfw
+ * (METRICS_PORT, on 127.0.0.1 or METRICS_HOST: /metrics, kept from the clients' port.)
  * (SURROGATE_THREAD / VICTIM_THREAD: 1, the default, runs that model in a worker thread; 0 in the main thread.
  * SURROGATE_ENGINE: onnx, tfjs, or auto, the default: onnx when onnxruntime-node is installed.)
  * SIGTERM/SIGINT: stops accepting, finishes the requests in flight, frees the models, exits.
@@ -20,7 +21,7 @@ function envSwitch(name: string): boolean | undefined {
 const engine = process.env.SURROGATE_ENGINE?.trim().toLowerCase() || undefined;
 if (engine !== undefined && !['auto', 'onnx', 'tfjs'].includes(engine))
   throw new Error(`SURROGATE_ENGINE must be auto, onnx or tfjs, got "${process.env.SURROGATE_ENGINE}"`);
-const { app, close, surrogateEngine } = await buildNsfwApp({
+const { app, ops, close, surrogateEngine } = await buildNsfwApp({
   defense: process.env.DEFENSE,
   seed: process.env.SEED === undefined ? undefined : Number(process.env.SEED),
   surrogateThread: envSwitch('SURROGATE_THREAD'),
@@ -30,7 +31,11 @@ const { app, close, surrogateEngine } = await buildNsfwApp({
 const server = app.listen(Number(process.env.PORT ?? 8080), process.env.HOST ?? '127.0.0.1', () => {
   const { address, port } = server.address() as AddressInfo;
   const surrogate = surrogateEngine ? `; surrogate on ${surrogateEngine === 'onnx' ? 'onnxruntime-node' : 'TF.js'}` : '';
-  console.log(`nsfw example listening on http://${address}:${port} (POST /v1/models/nsfw:predict, GET /metrics${surrogate})`);
+  console.log(`nsfw example listening on http://${address}:${port} (POST /v1/models/nsfw:predict${surrogate})`);
+});
+const opsServer = ops.listen(Number(process.env.METRICS_PORT ?? 9464), process.env.METRICS_HOST ?? '127.0.0.1', () => {
+  const { address, port } = opsServer.address() as AddressInfo;
+  console.log(`nsfw example metrics on http://${address}:${port}/metrics`);
 });
 
 let stopping = false;
@@ -40,6 +45,8 @@ async function shutdown(signal: string): Promise<void> {
   console.log(`${signal}: draining`);
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
   server.closeIdleConnections();
+  opsServer.close();
+  opsServer.closeIdleConnections();
   await closed;
   await close();
   process.exit(0);

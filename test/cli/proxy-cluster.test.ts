@@ -14,6 +14,8 @@ const root = fileURLToPath(new URL('../..', import.meta.url));
 const PATH = '/v2/models/mnist/infer';
 
 /** A request on a fresh connection each time, so the cluster spreads them over its workers. */
+const METRICS_TOKEN = 'cluster-metrics-token-1234';
+
 function send(url: string, path: string, headers: http.OutgoingHttpHeaders = {}, body?: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const req = http.request(
@@ -46,11 +48,12 @@ describe('msd proxy --workers 2 --config FILE', { timeout: 120_000 }, () => {
     config = join(dir, 'proxy.yaml');
     await writeFile(
       config,
-      `upstream: ${upstream.url}\ndefense: argmax\nworkers: 2\nport: 8\nlogLevel: warn\ntimeoutMs: ${SLOW_ANSWER_MS * 2}\nshutdownTimeoutMs: ${SLOW_ANSWER_MS * 3}\n`,
+      `upstream: ${upstream.url}\ndefense: argmax\nworkers: 2\nport: 8\nlogLevel: warn\ntimeoutMs: ${SLOW_ANSWER_MS * 2}\nshutdownTimeoutMs: ${SLOW_ANSWER_MS * 3}\nmetricsTokenEnv: MSD_TEST_METRICS_TOKEN\n`,
     );
     // --port overrides the file's (privileged) port 8.
     child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'proxy', '--config', config, '--port', '0'], {
       cwd: root,
+      env: { ...process.env, MSD_TEST_METRICS_TOKEN: METRICS_TOKEN },
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     exited = new Promise((resolve) => child.once('exit', resolve));
@@ -74,7 +77,7 @@ describe('msd proxy --workers 2 --config FILE', { timeout: 120_000 }, () => {
     for (const answer of answers) assert.deepEqual(JSON.parse(answer.body).outputs[0].data, [1, 0, 0, 0, 1, 0]);
     // Each request lands on one worker (round robin); the sum is only 6 when /metrics adds up both.
     for (let i = 0; i < 3; i += 1) {
-      const metrics = await send(url, '/metrics');
+      const metrics = await send(url, '/metrics', { authorization: `Bearer ${METRICS_TOKEN}` });
       assert.match(metrics.body, /msd_requests_total\{defense="argmax",outcome="defended"\} 6\n/);
       assert.match(metrics.body, /msd_perturbed_rows_total\{defense="argmax"\} 12\n/);
     }

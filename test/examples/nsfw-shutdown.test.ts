@@ -38,7 +38,7 @@ function post(url: string, body: string, agent: http.Agent): { started: Promise<
 
 it('answers the request in flight on SIGTERM, then exits 0', async () => {
   const child = spawn(process.execPath, ['--import', 'tsx', SERVER], {
-    env: { ...process.env, PORT: '0', DEFENSE: 'none' },
+    env: { ...process.env, PORT: '0', METRICS_PORT: '0', DEFENSE: 'none' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const agent = new http.Agent({ keepAlive: true });

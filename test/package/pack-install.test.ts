@@ -73,9 +73,11 @@ app.post('/v2/models/mnist/infer', express.json(), defend, async (req, res) => {
   const inputs = await defend.inputsOf(req);
   res.json(await yourModel.answer(inputs));
 });
-app.get('/metrics', defend.metricsHandler);
 app.use(defend.errorHandler);
 app.listen(8080);
+const ops = express();
+ops.get('/metrics', defend.metricsHandler);
+ops.listen(9464, '127.0.0.1');
 `;
 
 /** Prints which of TensorFlow.js and Express an import loaded (CommonJS modules land in require.cache). */

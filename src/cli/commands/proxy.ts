@@ -3,7 +3,7 @@ import cluster from 'node:cluster';
 import type { Command } from 'commander';
 import { batchingFromFlags } from '../flags/batching-flags.js';
 import { inputOptionsFromFlags } from '../flags/image-flags.js';
-import { addClientFlags, clientOptionsFromFlags, type ClientFlags } from '../flags/client-flags.js';
+import { addClientFlags, clientOptionsFromFlags, secretFrom, type ClientFlags } from '../flags/client-flags.js';
 import { addDetectionFlags, detectionFromFlags, tierNeeds, type DetectionFlags, type DetectionSetup } from '../flags/detection-flags.js';
 import {
   addHodaFlags,
@@ -66,6 +66,7 @@ export type ProxyStartOptions = ProxyOptions & { port: number; host: string; det
 /** Checks what can be checked without loading a model (the defense spec, its needs, the protocol): the cluster primary runs only this. */
 export function checkProxySettings(flags: ProxySettings): void {
   protocolConfig(flags);
+  metricsAccessOf(flags);
   neededContext(flags, flags.secret);
   inputOptionsFromFlags(flags);
   batchingFromFlags(flags, refuse);
@@ -131,6 +132,16 @@ function detectionFor(flags: ProxySettings): DetectionSetup | undefined {
   return detecting;
 }
 
+/** Who may read /metrics: a bearer token from the environment, public, or nobody (the default). */
+function metricsAccessOf(flags: ProxySettings): Pick<ProxyOptions, 'metricsToken' | 'metricsPublic'> {
+  if (flags.metricsTokenEnv !== undefined && flags.metricsPublic)
+    throw new ServingOptionError('--metrics-token-env and --metrics-public: give one (a token, or a public /metrics on a port clients cannot reach)');
+  if (flags.metricsTokenEnv === undefined) return { metricsPublic: flags.metricsPublic };
+  const token = secretFrom(process.env, flags.metricsTokenEnv, '--metrics-token-env');
+  if (token.length < 16) throw new ServingOptionError(`--metrics-token-env ${flags.metricsTokenEnv}: the token must have at least 16 characters`);
+  return { metricsToken: token };
+}
+
 const refuse = (message: string): never => {
   throw new ServingOptionError(message);
 };
@@ -170,6 +181,7 @@ export async function proxyOptionsFromSettings(flags: ProxySettings): Promise<Pr
     passRoutes: flags.passRoutes,
     passUnknownRoutes: flags.passUnknownRoutes,
     upstreamHealthPath: flags.upstreamHealthPath,
+    ...metricsAccessOf(flags),
     port: flags.port,
     host: flags.host,
     logger: createLogger({ level: flags.logLevel }),
@@ -277,7 +289,7 @@ export async function startProxyProcess(
   }
   if (announce)
     process.stderr.write(
-      `proxy: ${running.url} → ${settings.upstream} (${settings.protocol}), defense ${running.proxy.defense.spec}, metrics at ${running.url}/metrics, health at /healthz and /readyz\n`,
+      `proxy: ${running.url} → ${settings.upstream} (${settings.protocol}), defense ${running.proxy.defense.spec}, ${metricsLine(settings, running.url)}, health at /healthz and /readyz\n`,
     );
   if (announce && running.proxy.shadow) process.stderr.write(`proxy: ${running.proxy.shadow.summary}\n`);
   if (announce && detectionSetup) {
@@ -310,4 +322,11 @@ export function registerProxyCommand(program: Command): void {
       throw error;
     }
   });
+}
+
+/** Where the start-up line says the metrics are, and who may read them. */
+function metricsLine(settings: ProxySettings, url: string): string {
+  if (settings.metricsTokenEnv !== undefined) return `metrics at ${url}/metrics (bearer token from ${settings.metricsTokenEnv})`;
+  if (settings.metricsPublic) return `metrics at ${url}/metrics (public: keep this port from clients)`;
+  return 'metrics not served (--metrics-token-env VAR or --metrics-public)';
 }

@@ -57,6 +57,8 @@ export interface ProxySettings extends InputFlags, BatchingFlags {
   surrogateEngine?: string;
   port: number;
   host: string;
+  metricsTokenEnv?: string;
+  metricsPublic: boolean;
   timeoutMs: number;
   maxBody: number;
   outputName?: string;
@@ -217,6 +219,19 @@ export const PROXY_FIELDS: readonly ProxyField[] = [
   },
   { key: 'port', flags: '-p, --port <n>', help: 'port to listen on (0: any free port)', type: integer(0), default: 8081 },
   { key: 'host', flags: '--host <host>', help: 'address to listen on', type: text, default: '127.0.0.1' },
+  {
+    key: 'metricsTokenEnv',
+    flags: '--metrics-token-env <VAR>',
+    help: 'serve /metrics only with Authorization: Bearer <token>, the token (16+ characters) read from env VAR',
+    type: text,
+  },
+  {
+    key: 'metricsPublic',
+    flags: '--metrics-public',
+    help: 'serve /metrics without a token (they show how each answer was changed: only where clients cannot reach the port)',
+    type: trueOrFalse(),
+    default: false,
+  },
   { key: 'timeoutMs', flags: '--timeout-ms <ms>', help: 'upstream timeout in milliseconds (504 past it)', type: integer(1), default: 30_000 },
   {
     key: 'maxBody',

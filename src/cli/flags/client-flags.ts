@@ -86,7 +86,8 @@ function positive(value: string | undefined, flag: string): number {
   return parseOptions(fromText(positiveInteger()), value, optionStyle(ServingOptionError, flag));
 }
 
-function secretFrom(env: NodeJS.ProcessEnv, variable: string, flag: string): string {
+/** A secret read from the environment variable a flag names (never from the command line, which other users see). */
+export function secretFrom(env: NodeJS.ProcessEnv, variable: string, flag: string): string {
   const value = env[variable];
   if (!value) throw new ServingOptionError(`${flag} ${variable}: the environment variable ${variable} is not set`);
   return value;

@@ -12,8 +12,17 @@ export const DEFAULT_ADMIN_PATH = '/admin/clients';
 
 const digest = (text: string): Buffer => createHash('sha256').update(text).digest();
 
+/** Whether a request carries `Authorization: Bearer <token>`, compared in constant time (digests of both sides). */
+export function bearerCheck(token: string): (req: IncomingMessage) => boolean {
+  const expected = digest(token);
+  return (req) => {
+    const match = /^Bearer\s+(\S+)$/.exec(String(req.headers.authorization ?? '').trim());
+    return match !== null && timingSafeEqual(digest(match[1]), expected);
+  };
+}
+
 export function adminHandler(gate: ClientGate, admin: { token: string; limit?: number }): (req: IncomingMessage, res: ServerResponse) => void {
-  const expected = digest(admin.token);
+  const authorized = bearerCheck(admin.token);
   const limit = admin.limit ?? 50;
   const json = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void => {
     const text = JSON.stringify(body);
@@ -21,8 +30,7 @@ export function adminHandler(gate: ClientGate, admin: { token: string; limit?: n
     res.end(text);
   };
   return (req, res) => {
-    const match = /^Bearer\s+(\S+)$/.exec(String(req.headers.authorization ?? '').trim());
-    if (!match || !timingSafeEqual(digest(match[1]), expected)) {
+    if (!authorized(req)) {
       json(res, 401, { error: 'the admin route needs Authorization: Bearer <admin token>' }, { 'www-authenticate': 'Bearer' });
       return;
     }

@@ -6,7 +6,7 @@ import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { setDefenseRecord } from '../logger.js';
 import type { Outcome, Perturber } from '../perturber.js';
 import { RequestFormatError } from '../errors.js';
-import { BodyTooLargeError } from './bodies.js';
+import { BodyAbortedError, BodyTooLargeError } from './bodies.js';
 
 export interface ProxyAnswers {
   /** The outcome's body; `headers` first, the outcome's own (Retry-After, ...) over them. */
@@ -29,7 +29,12 @@ export function createAnswers(perturber: Perturber): ProxyAnswers {
   return { send, fail: (res, label, error) => send(res, perturber.failure(label, error)) };
 }
 
-/** A request body over the limit is the client's fault (413), named as such. */
+/**
+ * A request body over the limit is the client's fault (413), named as such; so is one the client cut
+ * off (400, which nobody reads): counted as a bad request, never as a failure of the defense.
+ */
 export function requestBodyError(error: unknown): unknown {
-  return error instanceof BodyTooLargeError ? new RequestFormatError(`request: ${error.message}`, 413) : error;
+  if (error instanceof BodyTooLargeError) return new RequestFormatError(`request: ${error.message}`, 413);
+  if (error instanceof BodyAbortedError) return new RequestFormatError(`request: ${error.message}`);
+  return error;
 }

@@ -79,6 +79,9 @@ export function framingDoubt(method: string, headers: IncomingHttpHeaders): stri
 
 export class BodyTooLargeError extends Error {}
 
+/** The sender stopped before its body ended (its connection closed or failed): on a request, the client's doing. */
+export class BodyAbortedError extends Error {}
+
 /** Keeps a stream's late 'error' events from crashing the process once nobody waits on it. */
 function ignoreLateError(): void {}
 
@@ -124,7 +127,7 @@ export function readBody(stream: IncomingMessage, limit: number): Promise<Buffer
     };
     const onAborted = (): void => {
       detach();
-      reject(new Error('the body was aborted'));
+      reject(new BodyAbortedError('the body was aborted'));
     };
     stream.on('data', onData);
     stream.once('end', onEnd);

@@ -16,6 +16,7 @@ import type { ProxyAnswers } from './answer.js';
 import { framingDoubt } from './bodies.js';
 import type { Health } from './health.js';
 import type { InferenceRoute } from './inference.js';
+import { guardedMetrics } from './metrics-access.js';
 import type { ResolvedProxyOptions } from './options.js';
 import type { PassThroughRoute } from './pass-through.js';
 import type { RouteDecision } from './routes.js';
@@ -38,7 +39,7 @@ type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 function ownRoutes(deps: DispatchDeps): (method: string, pathname: string) => Handler | undefined {
   const { serving, livePath, readyPath, metricsPath } = deps.options;
   const { health } = deps;
-  const serveMetrics = metricsHandler(serving.metrics.registry, deps.metricsText);
+  const serveMetrics = guardedMetrics(metricsHandler(serving.metrics.registry, deps.metricsText), deps.options.metricsAccess);
   const gate = serving.clients;
   const adminPath = gate && serving.clientsAdmin ? (serving.clientsAdmin.path ?? DEFAULT_ADMIN_PATH) : undefined;
   const serveAdmin = gate && serving.clientsAdmin ? adminHandler(gate, serving.clientsAdmin) : undefined;

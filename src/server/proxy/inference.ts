@@ -2,19 +2,21 @@
  * The inference route: the request read whole and checked (its JSON, the inputs the defense or a
  * detector needs), forwarded as parsed, the model's answer read whole, observed by the client gate,
  * defended and sent. Every failure ends in an error body, never in the model's original answer.
- * Upstream error answers (status >= 300) pass unchanged unless the codec reads probabilities in them.
+ * An upstream error answer is never forwarded as it came: the client gets the codec's error body with
+ * the upstream's message, its fractional numbers masked (see upstreamErrorMessage); a redirect is a 502.
+ * Only an allowlist of the upstream's headers reaches the client.
  */
-import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Defense } from '../../defenses/index.js';
 import type { ContextPrefetcher } from '../batching/prefetch.js';
 import type { ClientGate, ClientTicket } from '../clients/gate.js';
 import { RequestFormatError, ServingError } from '../errors.js';
-import { setDefenseRecord } from '../logger.js';
 import { admitRows, type Outcome, type Perturber } from '../perturber.js';
 import type { InputRows } from '../protocols/index.js';
 import { tierOf } from '../shadow/index.js';
 import { requestBodyError, type ProxyAnswers } from './answer.js';
 import {
+  BodyAbortedError,
   BodyTooLargeError,
   decodeBody,
   forwardableHeaders,
@@ -27,8 +29,27 @@ import {
 import type { ResolvedProxyOptions } from './options.js';
 import { requestHeaders, type Upstream } from './upstream.js';
 
-/** Not forwarded to the client with a rewritten answer: they describe the original body. */
-const ANSWER_HEADERS_DROPPED = ['content-length', 'content-encoding', 'etag', 'content-md5', 'accept-ranges', 'content-range'];
+/**
+ * The upstream's headers a client gets with an answer. An allowlist: any other may describe the
+ * original body (its digest, length, ETag) or carry what the model server chose to put there (a
+ * debug header with the scores). The proxy sets its own content-type and content-length.
+ */
+const ANSWER_HEADERS_KEPT: readonly string[] = ['cache-control', 'vary', 'content-language', 'x-request-id', 'traceparent', 'tracestate'];
+
+/** With an error answer, also when to try again. */
+const ERROR_HEADERS_KEPT: readonly string[] = [...ANSWER_HEADERS_KEPT, 'retry-after'];
+
+/** Numbers with a decimal point or an exponent (a probability, a logit), masked in an upstream's error message; integers (a shape) stay. */
+const FRACTIONAL_NUMBER = /-?(?:\d*\.\d+(?:e[-+]?\d+)?|\d+e[-+]?\d+)/gi;
+
+/** The longest upstream error message passed on, characters. */
+const ERROR_MESSAGE_CHARS = 300;
+
+/** How much of an upstream error text is read for its message: enough that what is cut off never reaches the client. */
+const ERROR_TEXT_READ = 4096;
+
+/** Upstream 5xx statuses that say the same from the proxy (an upstream fault, unavailable, too slow); any other 5xx is answered 502. */
+const UPSTREAM_FAULTS_KEPT = new Set([502, 503, 504]);
 
 export interface InferenceDeps {
   options: ResolvedProxyOptions;
@@ -63,7 +84,7 @@ interface CheckedRequest {
 /** The model's answer, read whole. */
 interface ModelAnswer {
   status: number;
-  /** Its headers, less those that describe the original body. */
+  /** Its headers, those of ERROR_HEADERS_KEPT only. */
   headers: OutgoingHttpHeaders;
   text: string;
 }
@@ -76,7 +97,15 @@ interface Route extends InferenceDeps {
 
 /** The request's JSON: read within maxBodyBytes, decoded, parsed. */
 async function readRequestJson(req: IncomingMessage, maxBodyBytes: number): Promise<unknown> {
-  const raw = await readBody(req, maxBodyBytes);
+  let raw: Buffer;
+  try {
+    raw = await readBody(req, maxBodyBytes);
+  } catch (error) {
+    // Whatever stopped the client's body (a reset rather than a close, say) is the client's doing, never the defense's.
+    throw error instanceof BodyTooLargeError || error instanceof BodyAbortedError
+      ? error
+      : new BodyAbortedError(`the body could not be read (${(error as Error)?.message ?? error})`);
+  }
   // Most requests are not compressed: those skip the asynchronous decoder (a promise per request).
   const decoded = isIdentityEncoding(req.headers['content-encoding'])
     ? raw
@@ -155,25 +184,67 @@ async function exchange(
     if (prefetcher && checked.inputs && defense && defense.needs.length > 0) res.once('close', prefetcher.start(defense.needs, checked.inputs));
     const answer = await asked;
     const text = await upstream.readAnswer(answer, timer);
-    return { status: answer.statusCode ?? 502, headers: forwardableHeaders(answer.headers, ANSWER_HEADERS_DROPPED), text };
+    return { status: answer.statusCode ?? 502, headers: keptHeaders(answer.headers, ERROR_HEADERS_KEPT), text };
   } finally {
     timer.clear();
   }
 }
 
-/** An upstream error answer: passed as it came, unless the codec finds probabilities in it. */
-function passErrorAnswer(route: Route, res: ServerResponse, label: string, answer: ModelAnswer): void {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(answer.text);
-  } catch {
-    // Not JSON, so no codec reads probabilities in it: an ordinary error page, passed as it came.
-    setDefenseRecord(res, route.perturber.screenErrorAnswer(label, answer.status, undefined).record);
-    res.writeHead(answer.status, { ...answer.headers, 'content-length': Buffer.byteLength(answer.text) });
-    res.end(answer.text);
+/** Those of `names` among the upstream's headers (not hop-by-hop, nor named by its Connection header). */
+function keptHeaders(headers: IncomingHttpHeaders, names: readonly string[]): OutgoingHttpHeaders {
+  const forwardable = forwardableHeaders(headers);
+  const out: OutgoingHttpHeaders = {};
+  for (const name of names) if (forwardable[name] !== undefined) out[name] = forwardable[name];
+  return out;
+}
+
+/**
+ * The message of an upstream error answer as the client reads it: its JSON "error", "message" or
+ * "detail" string, else its text; every fractional number masked and the whole cut short. A model
+ * server may quote its outputs in an error ("postprocess failed on array([0.71, ...])"): the client
+ * still reads "input shape [1, 784] expected", never a probability.
+ */
+function upstreamErrorMessage(status: number, text: string, parsed: unknown): string {
+  let message = text;
+  if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed)) {
+    const fields = parsed as Record<string, unknown>;
+    const found = ['error', 'message', 'detail'].map((key) => fields[key]).find((value) => typeof value === 'string');
+    if (found !== undefined) message = found as string;
+  }
+  // Read no further than ERROR_TEXT_READ, and not into a number it would cut (whose integer part would then pass).
+  const head = message.length > ERROR_TEXT_READ ? message.slice(0, ERROR_TEXT_READ).replace(/[\d.eE+-]+$/, '') : message;
+  const masked = head.replace(FRACTIONAL_NUMBER, '…').replace(/\s+/g, ' ').trim();
+  if (masked.length === 0) return `the model server answered ${status}`;
+  return masked.length > ERROR_MESSAGE_CHARS ? `${masked.slice(0, ERROR_MESSAGE_CHARS)}…` : masked;
+}
+
+/**
+ * An upstream answer with status >= 300, never forwarded as it came. A redirect is an upstream fault
+ * (502). An error is withheld (502) if the codec reads probabilities in it; otherwise answered with the
+ * codec's error body and the upstream's message (upstreamErrorMessage): a 4xx with its status (the
+ * client's mistake), a 502, 503 or 504 with its own, any other 5xx as 502.
+ */
+function answerUpstreamError(route: Route, res: ServerResponse, label: string, answer: ModelAnswer): void {
+  const { status, text } = answer;
+  if (status < 400) {
+    route.answers.fail(res, label, new ServingError(`the model server answered a redirect (${status}), which the proxy does not follow`, 502, 'bad_answer'));
     return;
   }
-  route.answers.send(res, route.perturber.screenErrorAnswer(label, answer.status, parsed), answer.headers);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    // Not JSON (an error page): no codec reads probabilities in it, and its text is the message.
+    parsed = undefined;
+  }
+  const screened = route.perturber.screenErrorAnswer(label, status, parsed);
+  if (screened.record.outcome !== 'passed_error') {
+    route.answers.send(res, screened);
+    return;
+  }
+  const body = route.options.serving.codec.errorBody(upstreamErrorMessage(status, text, parsed));
+  const sent = status < 500 || UPSTREAM_FAULTS_KEPT.has(status) ? status : 502;
+  route.answers.send(res, { ...screened, status: sent, body }, answer.headers);
 }
 
 /** A drawn request goes to the shadow once its answer has been sent (the response's 'finish'), never before. */
@@ -206,7 +277,7 @@ async function defend(
     return;
   }
   if (answer.status >= 300) {
-    passErrorAnswer(route, res, label, answer);
+    answerUpstreamError(route, res, label, answer);
     return;
   }
   let parsed: unknown;
@@ -228,7 +299,9 @@ async function defend(
   };
   const outcome = await perturber.perturb(defense, inputsOf, parsed, observer);
   if (outcome.answered) toShadow(serving, res, outcome.answered, inputs ?? (() => serving.readInputs(checked.body)));
-  answers.send(res, outcome, answer.headers);
+  // Retry-After belongs to error answers; any the outcome needs it sets itself.
+  const { 'retry-after': _retryAfter, ...headers } = answer.headers;
+  answers.send(res, outcome, headers);
 }
 
 export function createInferenceRoute(deps: InferenceDeps): InferenceRoute {

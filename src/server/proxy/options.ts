@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { callable, joinPath, keysOf, optionStyle, parseOptions, positiveInteger, SENTENCE, trueOrFalse } from '../../validation/index.js';
 import { ServingOptionError } from '../errors.js';
 import { resolveServingOptions, SERVING_OPTION_NAMES, type ResolvedServing, type ServingOptions } from '../options.js';
+import type { MetricsAccess } from './metrics-access.js';
 import type { RouteOptions } from './routes.js';
 
 export interface ProxyOptions extends ServingOptions<IncomingMessage>, RouteOptions {
@@ -23,6 +24,13 @@ export interface ProxyOptions extends ServingOptions<IncomingMessage>, RouteOpti
   metricsPath?: string | false;
   /** Where /metrics gets its text (default: this proxy's registry); a cluster worker asks the primary for all workers' metrics. */
   metricsText?: () => Promise<string>;
+  /**
+   * Bearer token /metrics requires. The metrics show how each answer was changed, so they are not
+   * served without a token (403) unless `metricsPublic` is set.
+   */
+  metricsToken?: string;
+  /** Serve /metrics to anyone who reaches the port (a port clients cannot reach). Default false. */
+  metricsPublic?: boolean;
   /** The proxy's own liveness path (200 while it serves); false for none. Default "/healthz". */
   livePath?: string | false;
   /** The proxy's own readiness path (200 when not draining and the upstream answers); false for none. Default "/readyz". */
@@ -42,6 +50,7 @@ export interface ResolvedProxyOptions {
   maxBodyBytes: number;
   maxAnswerBytes: number;
   metricsPath: string | false;
+  metricsAccess: MetricsAccess;
   livePath: string | false;
   readyPath: string | false;
   /** Unset: /readyz takes any upstream answer below 500 to GET / as ready. */
@@ -80,6 +89,8 @@ const proxySchema = z.strictObject(
     maxAnswerBytes: positiveInteger().default(64 * 1024 * 1024),
     metricsPath: ownPath('/metrics'),
     metricsText: callable<() => Promise<string>>('a function () => Promise of the metrics text').optional(),
+    metricsToken: z.string({ error: 'a string of at least 16 characters' }).min(16, { error: 'a string of at least 16 characters' }).optional(),
+    metricsPublic: trueOrFalse().default(false),
     livePath: ownPath('/healthz'),
     readyPath: ownPath('/readyz'),
     upstreamHealthPath: z.string({ error: 'a path such as "/v2/health/ready"' }).startsWith('/', { error: 'a path such as "/v2/health/ready"' }).optional(),
@@ -106,8 +117,11 @@ export function resolveProxyOptions(options: ProxyOptions): ResolvedProxyOptions
   const own = parseOptions(proxySchema, options, style);
   const servingOptions = Object.fromEntries(Object.entries(options).filter(([key]) => SERVING_OPTION_NAMES.includes(key)));
   const serving = resolveServingOptions(servingOptions as unknown as ServingOptions<IncomingMessage>);
-  const { upstream, timeoutMs, maxBodyBytes, maxAnswerBytes, metricsPath, livePath, readyPath } = own;
+  const { upstream, timeoutMs, maxBodyBytes, maxAnswerBytes, metricsPath, livePath, readyPath, metricsToken, metricsPublic } = own;
+  if (metricsToken !== undefined && metricsPublic)
+    throw new ServingOptionError('metricsToken and metricsPublic: give one (a token, or a public /metrics on a port clients cannot reach), not both');
+  const metricsAccess: MetricsAccess = { public: metricsPublic, ...(metricsToken !== undefined ? { token: metricsToken } : {}) };
   const basePath = upstream.pathname.replace(/\/$/, '');
   const upstreamHealthPath = own.upstreamHealthPath ?? (serving.codec.name === 'kserve-v2' ? '/v2/health/ready' : undefined);
-  return { serving, upstream, basePath, timeoutMs, maxBodyBytes, maxAnswerBytes, metricsPath, livePath, readyPath, upstreamHealthPath };
+  return { serving, upstream, basePath, timeoutMs, maxBodyBytes, maxAnswerBytes, metricsPath, metricsAccess, livePath, readyPath, upstreamHealthPath };
 }

@@ -17,7 +17,7 @@ describe('outcome labels', () => {
     await upstream.close();
   });
   const start = async (defense: string) => {
-    const proxy = await startDefenseProxy({ upstream: upstream.url, protocol: 'kserve-v2', defense });
+    const proxy = await startDefenseProxy({ upstream: upstream.url, protocol: 'kserve-v2', defense, metricsPublic: true });
     proxies.push(proxy);
     return proxy;
   };

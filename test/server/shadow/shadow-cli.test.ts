@@ -178,6 +178,7 @@ describe('msd proxy: shadow settings', () => {
       '0.2',
       '--shadow-min-protection',
       '0.05',
+      '--metrics-public',
       '--log-level',
       'silent',
     ]);

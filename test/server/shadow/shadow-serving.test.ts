@@ -218,6 +218,7 @@ describe('shadow attacker in the proxy', () => {
     upstream = await startStubUpstream('kserve-v2', ORIGINAL_ROWS, { record: false });
     const logs = lineCollector();
     proxy = await startDefenseProxy({
+      metricsPublic: true,
       upstream: upstream.url,
       defense: 'rounding:decimals=1',
       logger: createLogger({ level: 'debug' }, logs.stream),
