@@ -11,24 +11,28 @@ const ROUNDED = [0.71, 0.2, 0.09, 0.14, 0.64, 0.22];
 const ARGMAX = [1, 0, 0, 0, 1, 0];
 const dataOf = (body: { outputs: { data: number[] }[] }) => body.outputs[0].data;
 
+type StubAndRedis = ReturnType<typeof useStubAndRedis>;
+
+/** A proxy in fail mode "local" on the suite's Redis; resolves with a way to ask it as a client. */
+async function startLocal(env: StubAndRedis, policy: CountPolicy, keyPrefix: string) {
+  const proxy = await startDefenseProxy({
+    upstream: env.upstream.url,
+    defense: 'rounding:decimals=2',
+    tiers: { argmax: 'argmax' },
+    clients: {
+      identity: 'header:x-api-key',
+      detection: countDetection(policy),
+      store: { redis: env.redis.url, keyPrefix, commandTimeoutMs: 2_000 },
+      failMode: 'local',
+    },
+  });
+  env.running.push(proxy);
+  return (key: string) => request(proxy.url).post(PATH).set('x-api-key', key).send(kserveRequest());
+}
+
 describe('fail mode "local": what the shared store said of a client holds through a Redis outage', () => {
   const env = useStubAndRedis();
-
-  const start = async (policy: CountPolicy, keyPrefix: string) => {
-    const proxy = await startDefenseProxy({
-      upstream: env.upstream.url,
-      defense: 'rounding:decimals=2',
-      tiers: { argmax: 'argmax' },
-      clients: {
-        identity: 'header:x-api-key',
-        detection: countDetection(policy),
-        store: { redis: env.redis.url, keyPrefix, commandTimeoutMs: 2_000 },
-        failMode: 'local',
-      },
-    });
-    env.running.push(proxy);
-    return (key: string) => request(proxy.url).post(PATH).set('x-api-key', key).send(kserveRequest());
-  };
+  const start = (policy: CountPolicy, keyPrefix: string) => startLocal(env, policy, keyPrefix);
 
   it('a refused client stays refused, a throttled one throttled, an escalated one escalated, once Redis is killed', async () => {
     const refusing = await start({ refuseAt: 2 }, 'refuse:');
@@ -60,19 +64,7 @@ describe('fail mode "local": a paced client through a Redis outage', () => {
   const env = useStubAndRedis();
 
   it("a paced client stays paced through the outage: one answer (with its tier) per slot, on this process's slots", async () => {
-    const proxy = await startDefenseProxy({
-      upstream: env.upstream.url,
-      defense: 'rounding:decimals=2',
-      tiers: { argmax: 'argmax' },
-      clients: {
-        identity: 'header:x-api-key',
-        detection: countDetection({ throttleAt: 1, retryAfterSeconds: 600, paced: true, tier: 'argmax' }),
-        store: { redis: env.redis.url, keyPrefix: 'paced:', commandTimeoutMs: 2_000 },
-        failMode: 'local',
-      },
-    });
-    env.running.push(proxy);
-    const pacing = (key: string) => request(proxy.url).post(PATH).set('x-api-key', key).send(kserveRequest());
+    const pacing = await startLocal(env, { throttleAt: 1, retryAfterSeconds: 600, paced: true, tier: 'argmax' }, 'paced:');
     // The request that reaches the throttle takes the slot (Redis's): answered with the tier; the next one waits.
     assert.deepEqual(dataOf((await pacing('key-paced-00001').expect(200)).body), ARGMAX);
     assert.ok(Number((await pacing('key-paced-00001').expect(429)).headers['retry-after']) > 500);
