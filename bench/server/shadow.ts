@@ -93,6 +93,7 @@ function startProxy(upstream: string, extra: string[]): Promise<{ process: Child
         '0',
         '--log-level',
         'warn',
+        '--metrics-public',
         '--output-name',
         'probabilities',
         '--input-name',

@@ -33,9 +33,14 @@ const server = app.listen(Number(process.env.PORT ?? 8080), process.env.HOST ?? 
   const surrogate = surrogateEngine ? `; surrogate on ${surrogateEngine === 'onnx' ? 'onnxruntime-node' : 'TF.js'}` : '';
   console.log(`nsfw example listening on http://${address}:${port} (POST /v1/models/nsfw:predict${surrogate})`);
 });
-const opsServer = ops.listen(Number(process.env.METRICS_PORT ?? 9464), process.env.METRICS_HOST ?? '127.0.0.1', () => {
+const metricsPort = Number(process.env.METRICS_PORT ?? 9464);
+const opsServer = ops.listen(metricsPort, process.env.METRICS_HOST ?? '127.0.0.1', () => {
   const { address, port } = opsServer.address() as AddressInfo;
   console.log(`nsfw example metrics on http://${address}:${port}/metrics`);
+});
+opsServer.on('error', (error: NodeJS.ErrnoException) => {
+  console.error(`nsfw example: cannot serve the metrics on port ${metricsPort} (${error.code ?? error.message}); set METRICS_PORT to a free one`);
+  process.exit(1);
 });
 
 let stopping = false;

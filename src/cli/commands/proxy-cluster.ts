@@ -10,7 +10,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry } from 'prom-client';
 import type { RunningProxy } from '../../server/proxy.js';
-import type { ProxySettings } from '../config/proxy-config.js';
+import { metricsLine, type ProxySettings } from '../config/proxy-config.js';
 
 type Message =
   | { type: 'msd:listening'; url: string; defense: string; settings: string }
@@ -75,7 +75,7 @@ function runPrimary(settings: ProxySettings): void {
       if (!announced && listening.size >= settings.workers) {
         announced = true;
         log(
-          `${message.url} → ${settings.upstream} (${settings.protocol}), ${settings.workers} workers, defense ${message.defense}, metrics at ${message.url}/metrics, health at /healthz and /readyz`,
+          `${message.url} → ${settings.upstream} (${settings.protocol}), ${settings.workers} workers, defense ${message.defense}, ${metricsLine(settings, message.url)}, health at /healthz and /readyz`,
         );
       }
     }

@@ -17,6 +17,7 @@ import {
 } from '../flags/hoda-flags.js';
 import {
   addProxyFlags,
+  metricsLine,
   readProxyConfigFile,
   resolveProxySettings,
   SHADOW_FLAG_KEYS,
@@ -137,8 +138,10 @@ function metricsAccessOf(flags: ProxySettings): Pick<ProxyOptions, 'metricsToken
   if (flags.metricsTokenEnv !== undefined && flags.metricsPublic)
     throw new ServingOptionError('--metrics-token-env and --metrics-public: give one (a token, or a public /metrics on a port clients cannot reach)');
   if (flags.metricsTokenEnv === undefined) return { metricsPublic: flags.metricsPublic };
-  const token = secretFrom(process.env, flags.metricsTokenEnv, '--metrics-token-env');
-  if (token.length < 16) throw new ServingOptionError(`--metrics-token-env ${flags.metricsTokenEnv}: the token must have at least 16 characters`);
+  // A secret mounted as a variable often ends in a newline, which Prometheus trims from its credentials file.
+  const token = secretFrom(process.env, flags.metricsTokenEnv, '--metrics-token-env').trim();
+  if (token.length < 16 || /\s/.test(token))
+    throw new ServingOptionError(`--metrics-token-env ${flags.metricsTokenEnv}: the token must have at least 16 characters and no spaces`);
   return { metricsToken: token };
 }
 
@@ -322,11 +325,4 @@ export function registerProxyCommand(program: Command): void {
       throw error;
     }
   });
-}
-
-/** Where the start-up line says the metrics are, and who may read them. */
-function metricsLine(settings: ProxySettings, url: string): string {
-  if (settings.metricsTokenEnv !== undefined) return `metrics at ${url}/metrics (bearer token from ${settings.metricsTokenEnv})`;
-  if (settings.metricsPublic) return `metrics at ${url}/metrics (public: keep this port from clients)`;
-  return 'metrics not served (--metrics-token-env VAR or --metrics-public)';
 }

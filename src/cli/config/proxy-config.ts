@@ -493,3 +493,10 @@ export function resolveProxySettings(
   if (settings.upstream === undefined) throw new ServingOptionError('upstream is required: pass --upstream URL, or set "upstream" in the config file');
   return settings as unknown as ProxySettings;
 }
+
+/** Where the start-up line says the metrics are, and who may read them. */
+export function metricsLine(settings: Pick<ProxySettings, 'metricsTokenEnv' | 'metricsPublic'>, url: string): string {
+  if (settings.metricsTokenEnv !== undefined) return `metrics at ${url}/metrics (bearer token from ${settings.metricsTokenEnv})`;
+  if (settings.metricsPublic) return `metrics at ${url}/metrics (public: keep this port from clients)`;
+  return 'metrics not served (--metrics-token-env VAR or --metrics-public)';
+}

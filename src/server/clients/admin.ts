@@ -16,7 +16,8 @@ const digest = (text: string): Buffer => createHash('sha256').update(text).diges
 export function bearerCheck(token: string): (req: IncomingMessage) => boolean {
   const expected = digest(token);
   return (req) => {
-    const match = /^Bearer\s+(\S+)$/.exec(String(req.headers.authorization ?? '').trim());
+    // The scheme's name is case-insensitive (RFC 9110).
+    const match = /^Bearer\s+(\S+)$/i.exec(String(req.headers.authorization ?? '').trim());
     return match !== null && timingSafeEqual(digest(match[1]), expected);
   };
 }

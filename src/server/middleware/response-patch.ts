@@ -214,13 +214,6 @@ export function createResponsePatch(deps: ResponsePatchDeps): ResponsePatch {
       return;
     }
     const label = defense ? defense.spec : SKIPPED_LABEL;
-    if (res.statusCode >= 400 && how.wroteBefore) {
-      // The route began its answer, then failed (next(error), a throw, a broken stream, an error status of its own):
-      // the held bytes joined to the error page would be the original answer's start, so none go out.
-      const error = new ServingError('the route failed after it began its answer; the answer was withheld', res.statusCode, 'bad_answer');
-      emit(req, res, state, perturber.failure(label, error));
-      return;
-    }
     let parsed = body;
     if (how.isText) {
       try {
@@ -228,6 +221,14 @@ export function createResponsePatch(deps: ResponsePatchDeps): ResponsePatch {
       } catch {
         parsed = undefined;
       }
+    }
+    if (res.statusCode >= 400 && how.wroteBefore && parsed === undefined) {
+      // The route began its answer, then failed (next(error), a throw, a broken stream, an error status of its own):
+      // the held bytes joined to the error page would be the original answer's start, so none go out. A whole JSON
+      // error written in pieces is screened below like any error body.
+      const error = new ServingError('the route failed after it began its answer; the answer was withheld', res.statusCode, 'bad_answer');
+      emit(req, res, state, perturber.failure(label, error));
+      return;
     }
     if (res.statusCode >= 400) {
       // A non-JSON error page: no codec could find probabilities in it.

@@ -123,7 +123,8 @@ export function readBody(stream: IncomingMessage, limit: number): Promise<Buffer
     };
     const onError = (error: Error): void => {
       detach();
-      reject(error);
+      // The client's connection failed (a reset) while it sent: its side, on every route that reads a body.
+      reject(new BodyAbortedError(`the body could not be read: ${error.message}`));
     };
     const onAborted = (): void => {
       detach();

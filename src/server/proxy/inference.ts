@@ -36,11 +36,14 @@ import { requestHeaders, type Upstream } from './upstream.js';
  */
 const ANSWER_HEADERS_KEPT: readonly string[] = ['cache-control', 'vary', 'content-language', 'x-request-id', 'traceparent', 'tracestate'];
 
-/** With an error answer, also when to try again. */
-const ERROR_HEADERS_KEPT: readonly string[] = [...ANSWER_HEADERS_KEPT, 'retry-after'];
+/** With an error answer, also when to try again, how to authenticate, which methods are allowed. */
+const ERROR_HEADERS_KEPT: readonly string[] = [...ANSWER_HEADERS_KEPT, 'retry-after', 'www-authenticate', 'allow'];
 
-/** Numbers with a decimal point or an exponent (a probability, a logit), masked in an upstream's error message; integers (a shape) stay. */
-const FRACTIONAL_NUMBER = /-?(?:\d*\.\d+(?:e[-+]?\d+)?|\d+e[-+]?\d+)/gi;
+/**
+ * Numbers that may be a probability or a logit, masked in an upstream's error message: with a
+ * decimal point or an exponent (NumPy's `7.e-01` too), and percentages; integers (a shape) stay.
+ */
+const FRACTIONAL_NUMBER = /-?(?:\d*\.\d+(?:e[-+]?\d+)?|\d+\.(?:e[-+]?\d+)?|\d+e[-+]?\d+)|\d+\s*%/gi;
 
 /** The longest upstream error message passed on, characters. */
 const ERROR_MESSAGE_CHARS = 300;

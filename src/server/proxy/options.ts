@@ -89,7 +89,10 @@ const proxySchema = z.strictObject(
     maxAnswerBytes: positiveInteger().default(64 * 1024 * 1024),
     metricsPath: ownPath('/metrics'),
     metricsText: callable<() => Promise<string>>('a function () => Promise of the metrics text').optional(),
-    metricsToken: z.string({ error: 'a string of at least 16 characters' }).min(16, { error: 'a string of at least 16 characters' }).optional(),
+    metricsToken: z
+      .string({ error: 'a string of at least 16 characters without spaces' })
+      .regex(/^\S{16,}$/, { error: 'a string of at least 16 characters without spaces' })
+      .optional(),
     metricsPublic: trueOrFalse().default(false),
     livePath: ownPath('/healthz'),
     readyPath: ownPath('/readyz'),

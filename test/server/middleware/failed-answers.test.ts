@@ -82,6 +82,31 @@ for (const [version, express] of [
       assert.equal(res.text, 'input "image" has the wrong shape');
     });
 
+    it('passes a whole JSON error written in pieces, and withholds the whole answer written in pieces with an error status', async () => {
+      const honest = await request(
+        appWith((_req, res) => {
+          res.status(400).setHeader('content-type', 'application/json');
+          res.write('{"error":"input shape ');
+          res.end('[1, 785] expected [1, 784]"}');
+        }),
+      )
+        .post(PATH)
+        .send(kserveRequest());
+      assert.equal(honest.status, 400);
+      assert.deepEqual(honest.body, { error: 'input shape [1, 785] expected [1, 784]' });
+      const leaky = await request(
+        appWith((_req, res) => {
+          res.setHeader('content-type', 'application/json');
+          res.write(START);
+          res.status(500).end(ANSWER.slice(START.length));
+        }),
+      )
+        .post(PATH)
+        .send(kserveRequest());
+      assert.ok(leaky.status >= 500, `${leaky.status}`);
+      assertNoOriginalNumbers(leaky.text);
+    });
+
     it('still defends an answer written in pieces with status 200', async () => {
       const res = await request(
         appWith((_req, res) => {

@@ -11,6 +11,7 @@ import { resolveProxyOptions } from '../../../src/server/proxy/options.js';
 import { startDefenseProxy, type ProxyOptions, type RunningProxy } from '../../../src/server/proxy.js';
 import { runCli } from '../../helpers/run-cli.js';
 import { kserveRequest } from '../helpers/fixtures.js';
+import { startProxyCommand } from '../helpers/proxy-command.js';
 import { startStubUpstream, type StubUpstream } from '../helpers/stub-upstream.js';
 
 const PATH = '/v2/models/mnist/infer';
@@ -51,6 +52,8 @@ describe('who may read the proxy’s /metrics', () => {
       assert.equal(res.headers['www-authenticate'], 'Bearer');
       assert.doesNotMatch(res.text, /msd_/);
     }
+    // The scheme's name in any case (RFC 9110).
+    await request(proxy.url).get('/metrics').set('authorization', `bearer ${TOKEN}`).expect(200);
     const res = await request(proxy.url).get('/metrics').set('authorization', `Bearer ${TOKEN}`).expect(200);
     assert.match(res.text, /^msd_perturbation_l1_bucket\{le="0.01",defense="rounding:decimals=2"\} 1$/m);
   });
@@ -66,7 +69,8 @@ describe('who may read the proxy’s /metrics', () => {
         () => resolveProxyOptions({ upstream: upstream.url, defense: 'argmax', ...options }),
         (e: unknown) => e instanceof ServingOptionError && message.test((e as Error).message),
       );
-    refused({ metricsToken: 'short' }, /^metricsToken must be a string of at least 16 characters/);
+    refused({ metricsToken: 'short' }, /^metricsToken must be a string of at least 16 characters without spaces/);
+    refused({ metricsToken: `${TOKEN} x` }, /^metricsToken must be a string of at least 16 characters without spaces/);
     refused({ metricsToken: TOKEN, metricsPublic: true }, /^metricsToken and metricsPublic: give one/);
     refused({ metricsPublic: 'yes' as never }, /^metricsPublic must be true or false/);
   });
@@ -81,6 +85,19 @@ describe('who may read the proxy’s /metrics', () => {
     assert.match(unset.stderr, /--metrics-token-env MSD_UNSET_TOKEN: the environment variable MSD_UNSET_TOKEN is not set/);
     const short = runCli([...args, '--metrics-token-env', 'MSD_T'], undefined, { MSD_T: 'short' });
     assert.equal(short.status, 2, short.stderr);
-    assert.match(short.stderr, /the token must have at least 16 characters/);
+    assert.match(short.stderr, /the token must have at least 16 characters and no spaces/);
+  });
+
+  it('msd proxy: a token from the environment, its trailing newline (a mounted secret) trimmed', async () => {
+    const proxy = await startProxyCommand(['--upstream', upstream.url, '--defense', 'argmax', '--metrics-token-env', 'MSD_T', '--log-level', 'silent'], {
+      MSD_T: `${TOKEN}\n`,
+    });
+    try {
+      assert.match(await proxy.waitFor(/proxy: /), /metrics at http:\S+\/metrics \(bearer token from MSD_T\)/);
+      await request(proxy.url).get('/metrics').expect(401);
+      await request(proxy.url).get('/metrics').set('authorization', `Bearer ${TOKEN}`).expect(200);
+    } finally {
+      await proxy.stop();
+    }
   });
 });

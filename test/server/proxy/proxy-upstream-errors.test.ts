@@ -36,7 +36,7 @@ const CASES: Record<string, Canned> = {
   'exponent-503': {
     status: 503,
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ message: `overloaded; last scores 7.123457e-1 2e-05 -3.5E+2` }),
+    body: JSON.stringify({ message: `overloaded; last scores 7.123457e-1 2e-05 -3.5E+2 array([7.e-01, 1.e-05]) 71% 64 %` }),
   },
   'redirect-tf': {
     status: 307,
@@ -164,11 +164,11 @@ describe('proxy: what the model server says beside its answer', () => {
     assert.match(JSON.parse(res.text).error, /Internal error: probs=\[…, …, …, …, …, …\] at step 3/);
   });
 
-  it('a 503 keeps its status; numbers written with an exponent are masked too', async () => {
+  it("a 503 keeps its status; numbers written with an exponent (NumPy's 7.e-01 too) and percentages are masked too", async () => {
     const res = await infer(proxy.url, 'exponent-503');
     assert.equal(res.status, 503);
     const { error } = JSON.parse(res.text);
-    assert.equal(error, 'overloaded; last scores … … …');
+    assert.equal(error, 'overloaded; last scores … … … array([…, …]) … …');
   });
 
   it('a redirect (with an answer in its body) is an upstream fault: 502, none of its body', async () => {
