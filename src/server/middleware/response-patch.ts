@@ -31,7 +31,15 @@ interface RouteAnswer {
   isText: boolean;
   /** Bytes the route wrote with res.write before end(): the start of an answer, if it then fails. */
   wroteBefore?: boolean;
+  /** The route wrote more than MAX_HELD_BYTES: nothing of it is held or sent. */
+  tooLarge?: boolean;
 }
+
+/**
+ * The most bytes of raw writes held back until end(), as the proxy's default answer limit: a route
+ * that streams without end (or a huge answer) costs bounded memory; past it the answer is withheld.
+ */
+export const MAX_HELD_BYTES = 64 * 1024 * 1024;
 
 export interface ResponsePatchDeps {
   resolved: ResolvedServing<Request>;
@@ -98,9 +106,19 @@ type Handle = (body: unknown, how: RouteAnswer) => void;
 function patchRawWrites(req: Request, res: Response, state: PatchState, handle: Handle, onDrop: () => void): void {
   const { write: originalWrite, end: originalEnd } = state.original;
   const buffered: Buffer[] = [];
-  const hold = (chunk: unknown, rest: unknown[]): void => {
-    if (chunk === undefined || chunk === null || typeof chunk === 'function') return;
-    buffered.push(bytesOf(chunk) ?? Buffer.from(String(chunk), typeof rest[0] === 'string' ? (rest[0] as BufferEncoding) : 'utf8'));
+  let held = 0;
+  /** Holds a chunk back; false when the answer is now over MAX_HELD_BYTES (already answered with an error). */
+  const hold = (chunk: unknown, rest: unknown[]): boolean => {
+    if (chunk === undefined || chunk === null || typeof chunk === 'function') return true;
+    const bytes = bytesOf(chunk) ?? Buffer.from(String(chunk), typeof rest[0] === 'string' ? (rest[0] as BufferEncoding) : 'utf8');
+    held += bytes.length;
+    if (held > MAX_HELD_BYTES) {
+      buffered.length = 0;
+      handle(undefined, { isText: false, tooLarge: true });
+      return false;
+    }
+    buffered.push(bytes);
+    return true;
   };
   const callbackIn = (args: unknown[]): (() => void) | undefined => args.find((a): a is () => void => typeof a === 'function');
   res.write = function write(chunk: unknown, ...rest: unknown[]): boolean {
@@ -108,7 +126,7 @@ function patchRawWrites(req: Request, res: Response, state: PatchState, handle: 
     // Bytes after the answer ended have nowhere to go (Node would raise write-after-end on the response).
     if (call === 'express' && !res.writableEnded) return (originalWrite as (...args: unknown[]) => boolean).call(res, chunk, ...rest);
     if (call !== 'defend') return false;
-    hold(chunk, rest);
+    if (!hold(chunk, rest)) return false;
     const callback = callbackIn(rest);
     if (callback) process.nextTick(callback);
     return true;
@@ -118,7 +136,7 @@ function patchRawWrites(req: Request, res: Response, state: PatchState, handle: 
     if (call === 'express' && !res.writableEnded) return (originalEnd as (...args: unknown[]) => Response).call(res, chunk, ...rest);
     if (call !== 'defend') return res;
     const wroteBefore = buffered.length > 0;
-    hold(chunk, rest);
+    if (!hold(chunk, rest)) return res;
     const callback = callbackIn([chunk, ...rest]);
     if (callback) res.once('finish', callback);
     if (buffered.length === 0 && (NO_BODY_STATUS.has(res.statusCode) || req.method === 'HEAD')) {
@@ -214,6 +232,11 @@ export function createResponsePatch(deps: ResponsePatchDeps): ResponsePatch {
       return;
     }
     const label = defense ? defense.spec : SKIPPED_LABEL;
+    if (how.tooLarge) {
+      const error = new ServingError(`the route's answer is over ${MAX_HELD_BYTES} bytes; it was withheld`, 500, 'bad_answer');
+      emit(req, res, state, perturber.failure(label, error));
+      return;
+    }
     let parsed = body;
     if (how.isText) {
       try {

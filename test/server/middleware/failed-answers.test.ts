@@ -107,6 +107,25 @@ for (const [version, express] of [
       assertNoOriginalNumbers(leaky.text);
     });
 
+    it('a route that writes past 64 MiB without end: the answer withheld at the cap, its later writes refused', async () => {
+      let accepted = 0;
+      const res = await request(
+        appWith((_req, res) => {
+          res.setHeader('content-type', 'application/json');
+          res.write(START);
+          const chunk = Buffer.alloc(1 << 20, 0x20);
+          for (let i = 0; i < 80; i++) if (res.write(chunk)) accepted++;
+          // never ends: without the cap every byte would stay held for as long as the route streams
+        }),
+      )
+        .post(PATH)
+        .send(kserveRequest());
+      assert.equal(res.status, 500);
+      assert.match(JSON.parse(res.text).error, /over 67108864 bytes; it was withheld/);
+      assertNoOriginalNumbers(res.text);
+      assert.equal(accepted, 63, 'writes past the cap return false');
+    });
+
     it('still defends an answer written in pieces with status 200', async () => {
       const res = await request(
         appWith((_req, res) => {
