@@ -16,7 +16,6 @@ import type { InputRows } from '../protocols/index.js';
 import { tierOf } from '../shadow/index.js';
 import { requestBodyError, type ProxyAnswers } from './answer.js';
 import {
-  BodyAbortedError,
   BodyTooLargeError,
   decodeBody,
   forwardableHeaders,
@@ -100,15 +99,8 @@ interface Route extends InferenceDeps {
 
 /** The request's JSON: read within maxBodyBytes, decoded, parsed. */
 async function readRequestJson(req: IncomingMessage, maxBodyBytes: number): Promise<unknown> {
-  let raw: Buffer;
-  try {
-    raw = await readBody(req, maxBodyBytes);
-  } catch (error) {
-    // Whatever stopped the client's body (a reset rather than a close, say) is the client's doing, never the defense's.
-    throw error instanceof BodyTooLargeError || error instanceof BodyAbortedError
-      ? error
-      : new BodyAbortedError(`the body could not be read (${(error as Error)?.message ?? error})`);
-  }
+  // A body cut short (closed or reset) is a BodyAbortedError: the client's doing, never the defense's.
+  const raw = await readBody(req, maxBodyBytes);
   // Most requests are not compressed: those skip the asynchronous decoder (a promise per request).
   const decoded = isIdentityEncoding(req.headers['content-encoding'])
     ? raw
