@@ -25,7 +25,7 @@ import type { DefenseOption } from '../server/options.js';
 import type { ContextProvider } from '../server/perturber.js';
 import { kserveV2Codec } from '../server/protocols/index.js';
 import { pixelsInUnitRange } from './pixels.js';
-import { DEFAULT_ADMIN_PATH } from '../server/clients/admin.js';
+import { bearerCheck, DEFAULT_ADMIN_PATH } from '../server/clients/admin.js';
 import type { ClientsOptions } from '../server/clients/options.js';
 import type { InputRows } from '../server/protocols/index.js';
 
@@ -57,6 +57,11 @@ export interface DemoAppOptions {
    * large request cannot hold small ones behind it; default: one synchronous pass per request.
    */
   batching?: BatchingOptions;
+  /**
+   * Bearer token /metrics requires (they show how each answer was changed); without one they are
+   * open, as suits a demo on 127.0.0.1.
+   */
+  metricsToken?: string;
 }
 
 export interface DemoApp {
@@ -110,7 +115,15 @@ export function buildDemoApp(options: DemoAppOptions): DemoApp {
   app.get('/v2', (_req, res) => void res.json({ name: 'model-stealing-defense demo', version: '1', extensions: [] }));
   app.get(`/v2/models/${name}`, (_req, res) => void res.json(metadata));
   app.get(`/v2/models/${name}/ready`, (_req, res) => void res.json({ name, ready: true }));
-  app.get('/metrics', guard.metricsHandler);
+  const metricsAuthorized = options.metricsToken !== undefined ? bearerCheck(options.metricsToken) : undefined;
+  app.get(
+    '/metrics',
+    (req, res, next) => {
+      if (!metricsAuthorized || metricsAuthorized(req)) return next();
+      res.status(401).set('www-authenticate', 'Bearer').json({ error: 'the metrics need Authorization: Bearer <metrics token>' });
+    },
+    guard.metricsHandler,
+  );
   // With clients.admin (msd serve --admin-token-env): the suspicious clients, behind their bearer token.
   if (guard.adminHandler) app.all(options.clients?.admin?.path ?? DEFAULT_ADMIN_PATH, guard.adminHandler);
 

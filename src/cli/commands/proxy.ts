@@ -3,7 +3,7 @@ import cluster from 'node:cluster';
 import type { Command } from 'commander';
 import { batchingFromFlags } from '../flags/batching-flags.js';
 import { inputOptionsFromFlags } from '../flags/image-flags.js';
-import { addClientFlags, clientOptionsFromFlags, secretFrom, type ClientFlags } from '../flags/client-flags.js';
+import { addClientFlags, clientOptionsFromFlags, tokenFrom, type ClientFlags } from '../flags/client-flags.js';
 import { addDetectionFlags, detectionFromFlags, tierNeeds, type DetectionFlags, type DetectionSetup } from '../flags/detection-flags.js';
 import {
   addHodaFlags,
@@ -138,11 +138,7 @@ function metricsAccessOf(flags: ProxySettings): Pick<ProxyOptions, 'metricsToken
   if (flags.metricsTokenEnv !== undefined && flags.metricsPublic)
     throw new ServingOptionError('--metrics-token-env and --metrics-public: give one (a token, or a public /metrics on a port clients cannot reach)');
   if (flags.metricsTokenEnv === undefined) return { metricsPublic: flags.metricsPublic };
-  // A secret mounted as a variable often ends in a newline, which Prometheus trims from its credentials file.
-  const token = secretFrom(process.env, flags.metricsTokenEnv, '--metrics-token-env').trim();
-  if (token.length < 16 || /\s/.test(token))
-    throw new ServingOptionError(`--metrics-token-env ${flags.metricsTokenEnv}: the token must have at least 16 characters and no spaces`);
-  return { metricsToken: token };
+  return { metricsToken: tokenFrom(process.env, flags.metricsTokenEnv, '--metrics-token-env') };
 }
 
 const refuse = (message: string): never => {

@@ -21,7 +21,7 @@ import { batchedSurrogateContext } from '../../server/batching/batched-context.j
 import { checkSurrogateForNeeds } from '../../server/surrogate-context.js';
 import { addBatchingFlags, batchingFromFlags, type BatchingFlags } from '../flags/batching-flags.js';
 import { createProgress } from '../progress.js';
-import { addClientFlags, type ClientFlags } from '../flags/client-flags.js';
+import { addClientFlags, tokenFrom, type ClientFlags } from '../flags/client-flags.js';
 import { addDetectionFlags, type DetectionFlags } from '../flags/detection-flags.js';
 import { serveDetection } from './serve-detection.js';
 
@@ -34,6 +34,7 @@ interface ServeFlags extends BatchingFlags, SurrogateFlags, ClientFlags, Detecti
   secret?: string;
   logLevel: string;
   shutdownTimeoutMs: string;
+  metricsTokenEnv?: string;
 }
 
 const MODEL_NAME = 'mnist';
@@ -53,6 +54,7 @@ export function registerServeCommand(program: Command): void {
     .option('--surrogate <path>', `${SURROGATE_HELP} (default: a seeded, untrained MLP, as in the paper)`)
     .option('--secret <secret>', 'secret keying deterministic noise (default: env MSD_NOISE_SECRET)')
     .option('--log-level <level>', 'pino log level (one JSON line per request)', 'info')
+    .option('--metrics-token-env <VAR>', 'serve /metrics only with Authorization: Bearer <token>, the token (16+ characters) read from env VAR')
     .option('--shutdown-timeout-ms <ms>', 'on SIGTERM, how long in-flight requests may take to finish before their connections are closed', '10000');
   addDetectionFlags(addClientFlags(addSurrogateFlags(command))).action((flags: ServeFlags) => serveDemo(flags));
   addBatchingFlags(command);
@@ -169,7 +171,7 @@ async function printReady(server: Server, flags: ServeFlags, port: number, cache
       `demo model server on ${base}, defense ${defenseSpec}`,
       `  an MNIST test image (a ${dataset.test.labels[0]}), defended answer:`,
       `    curl -s -H 'content-type: application/json' -d @${shown} ${base}/v2/models/${MODEL_NAME}/infer`,
-      `  metadata ${base}/v2/models/${MODEL_NAME}   health ${base}/v2/health/ready   metrics ${base}/metrics`,
+      `  metadata ${base}/v2/models/${MODEL_NAME}   health ${base}/v2/health/ready   metrics ${base}/metrics${flags.metricsTokenEnv !== undefined ? ` (bearer token from ${flags.metricsTokenEnv})` : ''}`,
       '',
     ].join('\n'),
   );
@@ -183,6 +185,12 @@ async function serveDemo(flags: ServeFlags): Promise<void> {
   const surrogateSource = surrogateSourceFromFlags(flags, fail);
   const noiseSecret = flags.secret ?? process.env.MSD_NOISE_SECRET;
   const needs = defenseNeeds(flags.defense, noiseSecret);
+  let metricsToken: string | undefined;
+  try {
+    metricsToken = flags.metricsTokenEnv !== undefined ? tokenFrom(process.env, flags.metricsTokenEnv, '--metrics-token-env') : undefined;
+  } catch (error) {
+    fail((error as Error).message);
+  }
 
   await initBackend();
   const cacheRoot = defaultCacheRoot();
@@ -204,6 +212,7 @@ async function serveDemo(flags: ServeFlags): Promise<void> {
       tiers: detecting?.setup.tiers,
       clients: detecting?.clients,
       logger: createLogger({ level: flags.logLevel }),
+      ...(metricsToken !== undefined ? { metricsToken } : {}),
     });
     const server = await new Promise<Server>((resolve, reject) => {
       const s = demo!.app.listen(port, flags.host, () => resolve(s));

@@ -93,6 +93,17 @@ export function secretFrom(env: NodeJS.ProcessEnv, variable: string, flag: strin
   return value;
 }
 
+/**
+ * A bearer token read from the environment variable a flag names: trimmed (a secret mounted as a
+ * variable often ends in a newline, which a scraper trims from its credentials file), at least 16
+ * characters, no spaces.
+ */
+export function tokenFrom(env: NodeJS.ProcessEnv, variable: string, flag: string): string {
+  const token = secretFrom(env, variable, flag).trim();
+  if (token.length < 16 || /\s/.test(token)) throw new ServingOptionError(`${flag} ${variable}: the token must have at least 16 characters and no spaces`);
+  return token;
+}
+
 export function clientOptionsFromFlags(flags: ClientFlags, env: NodeJS.ProcessEnv, detection: ClientDetection | undefined): ClientsOptions | undefined {
   if (!flags.clientId) {
     const stray = (['trustProxy', 'redis', 'adminTokenEnv', 'idSecretEnv', 'cohort', 'population', 'fingerprints', 'probationTier'] as const).filter(

@@ -80,6 +80,16 @@ describe('demo inference server', () => {
     assert.match(narrow.body.error, /3 values per row; the model takes 16/);
   });
 
+  it('serves its metrics only with the bearer token when given one', async () => {
+    const token = 'demo-metrics-token-0123456789';
+    const { app } = buildDemoApp({ model, context: surrogateContext({ surrogate }), metricsToken: token });
+    const refused = await request(app).get('/metrics').expect(401);
+    assert.equal(refused.headers['www-authenticate'], 'Bearer');
+    assert.doesNotMatch(refused.text, /msd_/);
+    await request(app).get('/metrics').set('authorization', `Bearer ${token}x`).expect(401);
+    assert.match((await request(app).get('/metrics').set('authorization', `Bearer ${token}`).expect(200)).text, /^msd_demo_process_cpu_seconds_total/m);
+  });
+
   it('serves its metrics, and keeps the tfjs tensor count flat over many requests', async () => {
     const { app } = demo();
     const body = inferBody(pixels(8, 4), 8);

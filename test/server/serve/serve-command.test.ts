@@ -46,6 +46,21 @@ describe('msd serve (the demo)', () => {
     assert.equal(exitCode, 0, serve.stderr());
   });
 
+  it('--metrics-token-env: /metrics only with the token (its trailing newline trimmed)', async () => {
+    const token = 'serve-metrics-token-0123456789';
+    const serve = await startServeCommand(['--model-dir', modelDir, '--defense', 'argmax', '--log-level', 'warn', '--metrics-token-env', 'MSD_T'], {
+      ...process.env,
+      MSD_T: `${token}\n`,
+    });
+    try {
+      const origin = new URL(/(http:\/\/\S+)$/.exec(serve.curl)![1]).origin;
+      await request(origin).get('/metrics').expect(401);
+      await request(origin).get('/metrics').set('authorization', `Bearer ${token}`).expect(200);
+    } finally {
+      assert.equal(await serve.stop(), 0, serve.stderr());
+    }
+  });
+
   it('prints the request file absolutely when its cache lies outside the working directory (as when installed)', async () => {
     const cache = await mkdtemp(join(tmpdir(), 'msd-serve-cache-'));
     const serve = await startServeCommand(['--model-dir', modelDir, '--defense', 'rounding:decimals=2', '--log-level', 'warn'], {
