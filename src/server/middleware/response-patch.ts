@@ -41,6 +41,9 @@ interface RouteAnswer {
  */
 export const MAX_HELD_BYTES = 64 * 1024 * 1024;
 
+/** What one held chunk costs beyond its bytes (a Buffer's own memory), counted against MAX_HELD_BYTES. */
+const CHUNK_OVERHEAD_BYTES = 256;
+
 export interface ResponsePatchDeps {
   resolved: ResolvedServing<Request>;
   perturber: Perturber;
@@ -111,7 +114,8 @@ function patchRawWrites(req: Request, res: Response, state: PatchState, handle: 
   const hold = (chunk: unknown, rest: unknown[]): boolean => {
     if (chunk === undefined || chunk === null || typeof chunk === 'function') return true;
     const bytes = bytesOf(chunk) ?? Buffer.from(String(chunk), typeof rest[0] === 'string' ? (rest[0] as BufferEncoding) : 'utf8');
-    held += bytes.length;
+    // Each held chunk costs its bookkeeping too: many tiny writes are bounded as well as a few large ones.
+    held += bytes.length + CHUNK_OVERHEAD_BYTES;
     if (held > MAX_HELD_BYTES) {
       buffered.length = 0;
       handle(undefined, { isText: false, tooLarge: true });
@@ -125,9 +129,14 @@ function patchRawWrites(req: Request, res: Response, state: PatchState, handle: 
     const call = routeCall(state, onDrop);
     // Bytes after the answer ended have nowhere to go (Node would raise write-after-end on the response).
     if (call === 'express' && !res.writableEnded) return (originalWrite as (...args: unknown[]) => boolean).call(res, chunk, ...rest);
-    if (call !== 'defend') return false;
-    if (!hold(chunk, rest)) return false;
     const callback = callbackIn(rest);
+    // A write that goes nowhere (after the answer, or past the cap) fails its callback as Node's write-after-end
+    // does, so a route awaiting it learns so instead of waiting for ever.
+    const refused = (): boolean => {
+      if (callback) process.nextTick(callback, new Error('not written: the answer was already sent, or withheld at the size the middleware holds'));
+      return false;
+    };
+    if (call !== 'defend' || !hold(chunk, rest)) return refused();
     if (callback) process.nextTick(callback);
     return true;
   } as Response['write'];
@@ -136,9 +145,9 @@ function patchRawWrites(req: Request, res: Response, state: PatchState, handle: 
     if (call === 'express' && !res.writableEnded) return (originalEnd as (...args: unknown[]) => Response).call(res, chunk, ...rest);
     if (call !== 'defend') return res;
     const wroteBefore = buffered.length > 0;
-    if (!hold(chunk, rest)) return res;
     const callback = callbackIn([chunk, ...rest]);
     if (callback) res.once('finish', callback);
+    if (!hold(chunk, rest)) return res;
     if (buffered.length === 0 && (NO_BODY_STATUS.has(res.statusCode) || req.method === 'HEAD')) {
       state.phase = 'sent';
       return (originalEnd as () => Response).call(res);
@@ -233,7 +242,9 @@ export function createResponsePatch(deps: ResponsePatchDeps): ResponsePatch {
     }
     const label = defense ? defense.spec : SKIPPED_LABEL;
     if (how.tooLarge) {
-      const error = new ServingError(`the route's answer is over ${MAX_HELD_BYTES} bytes; it was withheld`, 500, 'bad_answer');
+      // An error page the route was writing keeps its status; an answer gets 500.
+      const status = res.statusCode >= 400 ? res.statusCode : 500;
+      const error = new ServingError(`the route's answer is over ${MAX_HELD_BYTES} bytes; it was withheld`, status, 'bad_answer');
       emit(req, res, state, perturber.failure(label, error));
       return;
     }

@@ -126,6 +126,28 @@ for (const [version, express] of [
       assert.equal(accepted, 63, 'writes past the cap return false');
     });
 
+    it("the cap counts each held chunk, calls back a write past it with an error, and keeps an error page's status", async () => {
+      let tiny = 0;
+      let failedWith: unknown;
+      const res = await request(
+        appWith((_req, res) => {
+          res.status(404);
+          // Tiny writes: bounded by their count too, not only their bytes.
+          while (res.write('x')) tiny++;
+          res.write(Buffer.alloc(16), (error?: Error | null) => {
+            failedWith = error;
+          });
+        }),
+      )
+        .post(PATH)
+        .send(kserveRequest());
+      assert.equal(res.status, 404);
+      assert.match(JSON.parse(res.text).error, /withheld/);
+      assert.ok(tiny > 100_000 && tiny < (64 * 1024 * 1024) / 256, `${tiny} one-byte writes held`);
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.match(String(failedWith), /not written/);
+    });
+
     it('still defends an answer written in pieces with status 200', async () => {
       const res = await request(
         appWith((_req, res) => {

@@ -5,6 +5,7 @@ import { isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import request from 'supertest';
+import { runCli } from '../../helpers/run-cli.js';
 import { startServeCommand } from '../helpers/serve-command.js';
 import { createModel, initBackend, saveModel } from '../../../src/models/index.js';
 
@@ -59,6 +60,17 @@ describe('msd serve (the demo)', () => {
     } finally {
       assert.equal(await serve.stop(), 0, serve.stderr());
     }
+  });
+
+  it('--metrics-token-env: a missing or short token exits 2 before anything loads, without printing it', () => {
+    const args = ['serve', '--model-dir', modelDir, '--metrics-token-env', 'MSD_T'];
+    const unset = runCli(args, undefined, { MSD_T: '' });
+    assert.equal(unset.status, 2, unset.stderr);
+    assert.match(unset.stderr, /--metrics-token-env MSD_T: the environment variable MSD_T is not set/);
+    const short = runCli(args, undefined, { MSD_T: 'short token' });
+    assert.equal(short.status, 2, short.stderr);
+    assert.match(short.stderr, /the token must have at least 16 characters and no spaces/);
+    assert.ok(!short.stderr.includes('short token'), 'the token is not printed');
   });
 
   it('prints the request file absolutely when its cache lies outside the working directory (as when installed)', async () => {
