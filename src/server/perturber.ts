@@ -57,6 +57,26 @@ function isRefusal(error: unknown): boolean {
   return error instanceof ServingError && (error.outcome === 'bad_request' || error.outcome === 'too_large' || error.outcome === 'overloaded');
 }
 
+/**
+ * A context value that is not finite: the request's inputs (finite, but extreme) drove the surrogate
+ * or the misinformation model out of range. The client's request (400), never a failure that falls
+ * back to the top-1 label, which a client could otherwise trigger at will to read the true label.
+ */
+function nonFiniteContext(context: DefenseContext): RequestFormatError | undefined {
+  const parts: [string, ArrayLike<number> | undefined][] = [
+    ['the surrogate', context.surrogateProbs?.data],
+    ['the surrogate', context.gram],
+    ['the misinformation model', context.misinformationProbs?.data],
+  ];
+  for (const [what, data] of parts) {
+    if (!data) continue;
+    for (let i = 0; i < data.length; i++)
+      if (!Number.isFinite(data[i]))
+        return new RequestFormatError(`request: the inputs drive ${what} out of range (a value that is not finite); send inputs in the model's range`);
+  }
+  return undefined;
+}
+
 export type FailureMode = 'error' | 'argmax';
 
 export interface PerturberConfig {
@@ -124,11 +144,15 @@ function oneHot(batch: ProbBatch): ProbBatch {
 
 /**
  * The error's message for the log. Defense-layer messages may quote an entry of the answer
- * ("entry 2 is negative (-0.31)"), so their decimals are masked: logs carry no probabilities.
+ * ("entry 2 is negative (-0.31)", or a whole logit "(-3)"), so every number but a row's or an
+ * entry's index is masked: logs carry no probabilities.
  */
 function logDetail(error: unknown): string {
   const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
-  return error instanceof DefenseError ? message.replace(/-?\d*\.\d+(e[-+]?\d+)?/gi, '…') : message;
+  if (!(error instanceof DefenseError)) return message;
+  return message.replace(/(\b(?:rows?|entry|entries|column|class) )?-?(?:\d*\.\d+|\d+\.?)(?:e[-+]?\d+)?/gi, (found, index: string | undefined) =>
+    index ? found : '…',
+  );
 }
 
 /** Maps an error to a client status and message that repeat none of the answer's numbers. */
@@ -247,7 +271,10 @@ export function createPerturber(config: PerturberConfig): Perturber {
     return Promise.resolve()
       .then(() => config.context!(defense.needs, inputs))
       .then(
-        (context) => finish(label, defense, view, context, started),
+        (context) => {
+          const outOfRange = nonFiniteContext(context);
+          return outOfRange ? failure(label, outOfRange) : finish(label, defense, view, context, started);
+        },
         (error: unknown) => failAfterRead(label, view, error),
       );
   };

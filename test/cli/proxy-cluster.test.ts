@@ -128,3 +128,57 @@ describe('msd proxy --workers 2 --config FILE', { timeout: 120_000 }, () => {
     assert.match(stderr, /SIGTERM: draining 2 workers/);
   });
 });
+
+describe('msd proxy --workers 3 with a noise defense and no secret', { timeout: 120_000 }, () => {
+  let upstream: StubUpstream;
+  let child: ReturnType<typeof spawn>;
+  before(async () => {
+    upstream = await startStubUpstream('kserve-v2');
+  });
+  after(async () => {
+    if (child && child.exitCode === null) child.kill('SIGKILL');
+    await upstream.close();
+  });
+
+  it('answers the same input with the same noise from every worker (one secret drawn for all)', async () => {
+    const env = { ...process.env };
+    delete env.MSD_NOISE_SECRET;
+    child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        'src/cli/main.ts',
+        'proxy',
+        '-u',
+        upstream.url,
+        '--defense',
+        'noise:scale=0.5',
+        '--workers',
+        '3',
+        '--port',
+        '0',
+        '--log-level',
+        'warn',
+      ],
+      { cwd: root, env, stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let stderr = '';
+    const url = await within(
+      new Promise<string>((resolve, reject) => {
+        child.stderr!.on('data', (c: Buffer) => {
+          stderr += c;
+          const match = /proxy: (http:\/\/127\.0\.0\.1:\d+) .* 3 workers/.exec(stderr);
+          if (match) resolve(match[1]);
+        });
+        child.once('exit', (code) => reject(new Error(`exited ${code}: ${stderr}`)));
+      }),
+      { what: 'the cluster to listen', timeoutMs: 60_000, detail: () => stderr },
+    );
+    // Fresh connections: the requests are spread over the three workers.
+    const answers = await Promise.all(Array.from({ length: 9 }, () => send(url, PATH, {}, JSON.stringify(kserveRequest()))));
+    const bodies = new Set(answers.map((a) => JSON.stringify(JSON.parse(a.body).outputs[0].data)));
+    assert.equal(bodies.size, 1, [...bodies].join('\n'));
+    assert.notDeepEqual(JSON.parse([...bodies][0]), [0.71, 0.2, 0.09, 0.14, 0.64, 0.22], 'noised');
+  });
+});

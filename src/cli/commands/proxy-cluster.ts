@@ -6,8 +6,12 @@
  * with 503, finish those in flight within --shutdown-timeout-ms, then exit. On SIGHUP it replaces
  * the workers one at a time (a new one listens before the old one drains), so the port never goes
  * unanswered: a rolling restart that picks up a new surrogate or a changed config file.
+ *
+ * Without a noise secret each process would draw its own, and the same input would get another
+ * noise draw from each worker (averaging them undoes the noise): the primary draws one for all.
  */
 import cluster, { type Worker } from 'node:cluster';
+import { randomBytes } from 'node:crypto';
 import { AggregatorRegistry } from 'prom-client';
 import type { RunningProxy } from '../../server/proxy.js';
 import { metricsLine, type ProxySettings } from '../config/proxy-config.js';
@@ -36,6 +40,9 @@ export async function runProxyCluster(settings: ProxySettings, start: StartProxy
 
 function runPrimary(settings: ProxySettings): void {
   const log = (line: string): void => void process.stderr.write(`proxy: ${line}\n`);
+  // One noise secret for every worker and every replacement, when none is given (see above).
+  const workerEnv = settings.secret === undefined ? { MSD_NOISE_SECRET: randomBytes(32).toString('hex') } : {};
+  const fork = (): Worker => cluster.fork(workerEnv);
   const aggregator = new AggregatorRegistry();
   const listening = new Set<number>();
   /** Workers draining in a rolling restart: their exit is expected, not replaced. */
@@ -91,7 +98,7 @@ function runPrimary(settings: ProxySettings): void {
       return;
     }
     log(`worker ${worker.process.pid} exited (${signal ?? `code ${code}`}); starting another`);
-    setTimeout(() => stopping || cluster.fork(), RESTART_DELAY_MS);
+    setTimeout(() => stopping || fork(), RESTART_DELAY_MS);
   });
 
   let signalled = false;
@@ -122,7 +129,7 @@ function runPrimary(settings: ProxySettings): void {
   const rollingRestart = async (): Promise<void> => {
     for (const old of Object.values(cluster.workers ?? {})) {
       if (!old || stopping) continue;
-      const fresh = cluster.fork();
+      const fresh = fork();
       trial.add(fresh.id);
       await new Promise<void>((resolve, reject) => {
         const onMessage = (message: unknown) => {
@@ -147,7 +154,7 @@ function runPrimary(settings: ProxySettings): void {
       clearTimeout(stuck);
     }
   };
-  for (let i = 0; i < settings.workers; i += 1) cluster.fork();
+  for (let i = 0; i < settings.workers; i += 1) fork();
 }
 
 async function runWorker(settings: ProxySettings, start: StartProxy): Promise<void> {

@@ -167,3 +167,31 @@ describe('hostile inputs: the demo app (msd serve)', () => {
     });
   }
 });
+
+describe('hostile inputs: finite but extreme, driving the surrogate out of range', () => {
+  const features = 16;
+  let surrogate: Surrogate;
+  before(async () => {
+    await initBackend({ log: () => {} });
+    surrogate = Surrogate.random({ arch: 'mlp', inputShape: [features], classes: 4, seed: 2, hidden: [8] });
+  });
+  after(() => surrogate.dispose());
+
+  it('a 400, never the argmax fallback that would hand out the true top-1 label', async () => {
+    // The route answers probabilities whose top-1 (class 1) MAD with a non-argmax oracle may move.
+    const answer = { predictions: [[0.1, 0.6, 0.2, 0.1]] };
+    const app = express();
+    app.use(express.json());
+    app.post(
+      '/v1/models/m:predict',
+      poisonPredictions({ defense: 'mad:eps=1.5', protocol: 'tf-serving', context: surrogateContext({ surrogate }), onFailure: 'argmax' }),
+      (_req, res) => void res.json(answer),
+    );
+    // ±3e38 are finite float32 values (past the input check), yet the surrogate's activations overflow.
+    const extreme = Array.from({ length: features }, (_, i) => (i % 2 ? -3e38 : 3e38));
+    const res = await request(app).post('/v1/models/m:predict').send({ instances: [extreme] });
+    assert.equal(res.status, 400, res.text);
+    assert.match(res.body.error, /the inputs drive the surrogate out of range/);
+    assertNoOriginalNumbers(res.text);
+  });
+});

@@ -114,6 +114,18 @@ for (const [version, express] of [
       assertNoOriginalNumbers(collector.raw.join(''));
     });
 
+    it('masks whole numbers of the answer in the log too (logits served as probabilities)', async () => {
+      const collector = lineCollector();
+      const { app } = appWith(
+        { defense: 'rounding', logger: createLogger({ level: 'info' }, collector.stream) },
+        (_req, res) => void res.json(kserveAnswer([[-37, 51, -13]])),
+      );
+      await request(app).post('/v2/models/mnist/infer').send(kserveRequest(1)).expect(500);
+      const error = String(collector.lines[0].error);
+      assert.match(error, /row 0: entry 0 is negative/);
+      assert.doesNotMatch(error, /37|51|13/);
+    });
+
     it('passes error answers through, unless they carry probabilities', async () => {
       const plain = appWith({ defense: 'rounding' }, (_req, res) => void res.status(422).json({ error: 'input "image" has the wrong shape' }));
       const passed = await request(plain.app).post('/v2/models/mnist/infer').send({}).expect(422);
