@@ -189,7 +189,9 @@ describe('hostile inputs: finite but extreme, driving the surrogate out of range
     );
     // ±3e38 are finite float32 values (past the input check), yet the surrogate's activations overflow.
     const extreme = Array.from({ length: features }, (_, i) => (i % 2 ? -3e38 : 3e38));
-    const res = await request(app).post('/v1/models/m:predict').send({ instances: [extreme] });
+    const res = await request(app)
+      .post('/v1/models/m:predict')
+      .send({ instances: [extreme] });
     assert.equal(res.status, 400, res.text);
     assert.match(res.body.error, /the inputs drive the surrogate out of range/);
     assertNoOriginalNumbers(res.text);
