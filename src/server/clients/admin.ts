@@ -22,26 +22,28 @@ export function bearerCheck(token: string): (req: IncomingMessage) => boolean {
   };
 }
 
+/** A small JSON answer of the server's own routes (admin, metrics refusals), never cached. */
+export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { ...headers, 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
 export function adminHandler(gate: ClientGate, admin: { token: string; limit?: number }): (req: IncomingMessage, res: ServerResponse) => void {
   const authorized = bearerCheck(admin.token);
   const limit = admin.limit ?? 50;
-  const json = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void => {
-    const text = JSON.stringify(body);
-    res.writeHead(status, { ...headers, 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text) });
-    res.end(text);
-  };
   return (req, res) => {
     if (!authorized(req)) {
-      json(res, 401, { error: 'the admin route needs Authorization: Bearer <admin token>' }, { 'www-authenticate': 'Bearer' });
+      sendJson(res, 401, { error: 'the admin route needs Authorization: Bearer <admin token>' }, { 'www-authenticate': 'Bearer' });
       return;
     }
     if (req.method !== 'GET') {
-      json(res, 405, { error: 'use GET' }, { allow: 'GET' });
+      sendJson(res, 405, { error: 'use GET' }, { allow: 'GET' });
       return;
     }
     gate.overview(limit).then(
-      (overview) => json(res, 200, { store: gate.store, ...overview }),
-      (error: Error) => json(res, 503, { error: `client store: ${error.message}` }),
+      (overview) => sendJson(res, 200, { store: gate.store, ...overview }),
+      (error: Error) => sendJson(res, 503, { error: `client store: ${error.message}` }),
     );
   };
 }

@@ -6,7 +6,7 @@
  * answers 403, saying what to set.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { bearerCheck } from '../clients/admin.js';
+import { bearerCheck, sendJson } from '../clients/admin.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -17,11 +17,8 @@ export interface MetricsAccess {
   public: boolean;
 }
 
-function refuse(res: ServerResponse, status: number, message: string, headers: Record<string, string> = {}): void {
-  const text = JSON.stringify({ error: message });
-  res.writeHead(status, { ...headers, 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
-}
+const refuse = (res: ServerResponse, status: number, message: string, headers: Record<string, string> = {}): void =>
+  sendJson(res, status, { error: message }, headers);
 
 /** `serve` behind the access rule. */
 export function guardedMetrics(serve: Handler, access: MetricsAccess): Handler {
